@@ -1,0 +1,178 @@
+"""The one module that talks to ComfyUI.
+
+Everything host-specific (devices, progress bars, interrupts, model and input folders) goes through
+here, so the rest of the pack runs the same with or without the host. Without ComfyUI it falls back
+to plain torch device selection, a tqdm bar, a no-op interrupt check and a models directory from
+``SKYREELS_MODELS_DIR`` (default ``./models``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from skyreels_core.paths import resolve_inside
+
+try:
+    import comfy.model_management as model_management
+    import comfy.utils as comfy_utils
+    import folder_paths
+
+    IN_COMFYUI = True
+except ImportError:
+    model_management = comfy_utils = folder_paths = None
+    IN_COMFYUI = False
+
+# Pack folder kind -> (host folder key, sub-folder of models/). The first three are the host's own
+# keys, so files users already keep for Wan / Qwen-Image show up without copying.
+MODEL_FOLDERS: dict[str, tuple[str, str]] = {
+    "diffusion_models": ("diffusion_models", "diffusion_models"),
+    "text_encoders": ("text_encoders", "text_encoders"),
+    "video_vae": ("vae", "vae"),
+    "audio_vae": ("skyreels_audio_vae", "audio_vae"),
+    "refiner": ("skyreels_refiner", "skyreels_refiner"),
+}
+
+
+def models_dir() -> Path:
+    if IN_COMFYUI:
+        return Path(folder_paths.models_dir)
+    return Path(os.environ.get("SKYREELS_MODELS_DIR", "models"))
+
+
+def register_model_folders() -> None:
+    """Make the host list files from ``models/<folder>`` for the pack's own folder kinds."""
+    if not IN_COMFYUI:
+        return
+    for host_key, subfolder in MODEL_FOLDERS.values():
+        if host_key not in folder_paths.folder_names_and_paths:
+            folder_paths.add_model_folder_path(host_key, str(models_dir() / subfolder))
+
+
+def model_folders(kind: str) -> list[Path]:
+    host_key, subfolder = MODEL_FOLDERS[kind]
+    if IN_COMFYUI:
+        return [Path(path) for path in folder_paths.get_folder_paths(host_key)]
+    return [models_dir() / subfolder]
+
+
+def list_models(kind: str, suffixes: tuple[str, ...] = (".safetensors",)) -> list[str]:
+    """File names (relative to their folder) of one kind, as the loaders' dropdowns show them."""
+    if IN_COMFYUI:
+        names = folder_paths.get_filename_list(MODEL_FOLDERS[kind][0])
+        return sorted(name for name in names if name.endswith(suffixes))
+    names = set()
+    for folder in model_folders(kind):
+        if folder.is_dir():
+            names.update(
+                str(path.relative_to(folder)).replace(os.sep, "/")
+                for path in folder.rglob("*")
+                if path.is_file() and path.name.endswith(suffixes)
+            )
+    return sorted(names)
+
+
+def list_model_dirs(kind: str) -> list[str]:
+    """Sub-folders of one kind (multi-file models such as the MLLM encoder)."""
+    return sorted(
+        path.name
+        for folder in model_folders(kind)
+        if folder.is_dir()
+        for path in folder.iterdir()
+        if path.is_dir()
+    )
+
+
+def model_path(kind: str, name: str) -> Path:
+    """Full path of a model file chosen in the UI, refused outside the host's model folders."""
+    return resolve_inside(model_folders(kind), name, input_name=f"{kind} file")
+
+
+def model_dir_path(kind: str, name: str) -> Path:
+    """Full path of a model folder chosen in the UI, refused outside the host's model folders."""
+    for folder in model_folders(kind):
+        root = folder.resolve()
+        candidate = (root / name).resolve()
+        if candidate.is_relative_to(root) and candidate != root and candidate.is_dir():
+            return candidate
+    return resolve_inside(model_folders(kind), name, input_name=f"{kind} folder")
+
+
+def input_dir() -> Path:
+    if IN_COMFYUI:
+        return Path(folder_paths.get_input_directory())
+    return Path(os.environ.get("SKYREELS_INPUT_DIR", "input"))
+
+
+def output_dir() -> Path:
+    if IN_COMFYUI:
+        return Path(folder_paths.get_output_directory())
+    return Path(os.environ.get("SKYREELS_OUTPUT_DIR", "output"))
+
+
+def input_path(name: str) -> Path:
+    return resolve_inside(input_dir(), name, input_name="input file")
+
+
+def torch_device() -> torch.device:
+    if IN_COMFYUI:
+        return model_management.get_torch_device()
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    if IN_COMFYUI:
+        return model_management.unet_offload_device()
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    if IN_COMFYUI:
+        return model_management.intermediate_device()
+    return torch.device("cpu")
+
+
+def soft_empty_cache() -> None:
+    if IN_COMFYUI:
+        model_management.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def check_interrupt() -> None:
+    """Raise the host's interrupt exception when the user pressed Cancel; a no-op standalone."""
+    if IN_COMFYUI:
+        model_management.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """A progress bar with optional live previews: the host's bar in ComfyUI, tqdm otherwise."""
+
+    def __init__(self, total: int, node_id: str | None = None, description: str = "SkyReels-V4"):
+        self.total = total
+        if IN_COMFYUI:
+            self._bar = comfy_utils.ProgressBar(total, node_id=node_id)
+        else:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=description, leave=False)
+        self.value = 0
+
+    def update(self, value: int, preview=None) -> None:
+        """Move to ``value`` of ``total``; ``preview`` is a PIL image shown in the node (host only)."""
+        if IN_COMFYUI:
+            shown = ("JPEG", preview, 512) if preview is not None else None
+            self._bar.update_absolute(value, self.total, shown)
+        else:
+            self._bar.update(value - self.value)
+        self.value = value
+
+    def close(self) -> None:
+        if not IN_COMFYUI:
+            self._bar.close()

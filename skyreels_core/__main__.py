@@ -1,0 +1,58 @@
+"""Command line: ``python -m skyreels_core <command>``.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+only the chosen command's module is imported, so ``info`` does not pay for the codecs' imports.
+User errors print one line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import InputError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("skyreels_core.config", "print a model preset and its parameter counts"),
+    "demo": ("skyreels_core.demo.cli", "render a clip with sound on the bundled demo model"),
+    "train-demo": ("skyreels_core.demo.train", "train the bundled demo model from scratch"),
+    "eval-demo": (
+        "skyreels_core.demo.evaluate",
+        "measure the demo model (AV sync, adherence, PSNR)",
+    ),
+    "bench": ("skyreels_core.benchmark", "speed and memory benchmarks"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m skyreels_core")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = subparsers.add_parser(name, help=help_text)
+        if name != chosen:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            print(
+                f"{name}: not available in this build yet ({module_name} is missing)",
+                file=sys.stderr,
+            )
+            return 1
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(run=module.run)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

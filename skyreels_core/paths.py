@@ -1,0 +1,31 @@
+"""Resolving user-supplied file names strictly inside a trusted folder (no path traversal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import InputError
+
+
+def resolve_inside(roots: list[Path] | Path, name: str, input_name: str = "file") -> Path:
+    """The existing file ``name`` inside one of ``roots``; refuses absolute paths and ``..`` escapes.
+
+    UI widgets and API prompts are untrusted text, so a name may only select a file that already
+    lives in the host's model or input folders.
+    """
+    roots = [roots] if isinstance(roots, Path) else roots
+    if not name or Path(name).is_absolute() or "\x00" in name:
+        raise InputError(
+            input_name, f"{name!r} is not a plain file name", "pick a file from the list"
+        )
+    for root in roots:
+        root = root.resolve()
+        candidate = (root / name).resolve()
+        if not candidate.is_relative_to(root):
+            raise InputError(
+                input_name, f"{name!r} points outside {root}", "pick a file inside that folder"
+            )
+        if candidate.is_file():
+            return candidate
+    folders = ", ".join(str(root) for root in roots)
+    raise InputError(input_name, f"{name!r} was not found", f"put the file into {folders}")

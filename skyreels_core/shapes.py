@@ -1,0 +1,63 @@
+"""The shape arithmetic every part agrees on (DESIGN §2).
+
+The video codec is causal with temporal stride 4: the first pixel frame has its own latent frame
+and every further latent frame covers 4 pixel frames, so valid clip lengths are ``4k + 1``.
+"""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+TEMPORAL_STRIDE = 4
+SPATIAL_STRIDE = 8
+
+
+def nearest_valid_frame_counts(
+    num_frames: int, temporal_stride: int = TEMPORAL_STRIDE
+) -> tuple[int, int]:
+    """The valid counts just below and above ``num_frames`` (equal when it is valid)."""
+    below = max(1, ((num_frames - 1) // temporal_stride) * temporal_stride + 1)
+    above = below if below >= num_frames else below + temporal_stride
+    return below, above
+
+
+def latent_frame_count(
+    num_frames: int, temporal_stride: int = TEMPORAL_STRIDE, input_name: str = "frames"
+) -> int:
+    """Latent frames for a clip of ``num_frames`` pixel frames; rejects counts other than 4k+1."""
+    if num_frames < 1 or (num_frames - 1) % temporal_stride:
+        below, above = nearest_valid_frame_counts(max(num_frames, 1), temporal_stride)
+        raise InputError(
+            input_name,
+            f"{num_frames} frames is not {temporal_stride}k+1",
+            f"use {below} or {above} frames",
+        )
+    return 1 + (num_frames - 1) // temporal_stride
+
+
+def pixel_frame_count(latent_frames: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
+    """Pixel frames decoded from ``latent_frames`` latent frames."""
+    return 1 + (latent_frames - 1) * temporal_stride
+
+
+def latent_size(
+    pixels: int, stride: int = SPATIAL_STRIDE, patch: int = 1, input_name: str = "size"
+) -> int:
+    """Latent cells along one spatial axis; the pixel size must divide by ``stride * patch``."""
+    multiple = stride * patch
+    if pixels < multiple or pixels % multiple:
+        lower = max(multiple, pixels // multiple * multiple)
+        raise InputError(
+            input_name,
+            f"{pixels} px is not a multiple of {multiple}",
+            f"use {lower} or {lower + multiple} px",
+        )
+    return pixels // stride
+
+
+def latent_to_pixel_frames(latent_index: int, temporal_stride: int = TEMPORAL_STRIDE) -> range:
+    """The pixel frames a latent frame covers under causal grouping (frame 0 alone, then 4 each)."""
+    if latent_index == 0:
+        return range(0, 1)
+    start = 1 + (latent_index - 1) * temporal_stride
+    return range(start, start + temporal_stride)

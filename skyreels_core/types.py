@@ -1,0 +1,82 @@
+"""Small value types passed between the encoder, mask builders, references, sampler and nodes.
+
+They are plain dataclasses of tensors so nodes can carry them over custom link types
+(``SKYREELS_TEXT``, ``SKYREELS_COND``, ``SKYREELS_REFS``, ``SKYREELS_AV_LATENT``) and tests can
+build them by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class TextEncoding:
+    """MLLM features of one prompt (optionally with images/video), shared by both streams.
+
+    ``features``: [B, L, D_text]; ``mask``: [B, L] bool, True for real tokens. ``shot_ranges`` holds,
+    for multi-shot prompts, the latent-frame range [start, end) each shot's tokens belong to
+    (``None`` for a single-shot prompt).
+    """
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    shot_ranges: list[tuple[int, int, int, int]] | None = None
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextEncoding:
+        return TextEncoding(
+            self.features.to(device=device, dtype=dtype or self.features.dtype),
+            self.mask.to(device),
+            self.shot_ranges,
+        )
+
+
+@dataclass
+class VideoCondition:
+    """The channel-concat inpainting condition of DESIGN §2.
+
+    ``latents`` (I): [B, C_v, T, H, W] VAE encoding of the conditioning video, unknown pixels black.
+    ``known_mask`` (M): [B, 1, T, H, W] float, 1 = known/kept, 0 = to generate.
+    ``known_frames``: pixel frame indices that ended up known after snapping to latent frames.
+    ``regenerate_audio``: True after a video edit, so the audio is generated afresh.
+    """
+
+    latents: torch.Tensor
+    known_mask: torch.Tensor
+    known_frames: list[int] = field(default_factory=list)
+    regenerate_audio: bool = True
+
+    @property
+    def num_latent_frames(self) -> int:
+        return self.latents.shape[2]
+
+
+@dataclass
+class References:
+    """Clean in-context references, prepended to the attention sequences (DESIGN §3).
+
+    ``video``: [B, C_v, N, H, W] latents (images are 1-frame latents, clips several), placed at
+    temporal positions ``-N + i``; ``audio``: [B, C_a, L_ref] audio latents placed before the clip's
+    audio in the same way.
+    """
+
+    video: torch.Tensor | None = None
+    audio: torch.Tensor | None = None
+
+    def __bool__(self) -> bool:
+        return self.video is not None or self.audio is not None
+
+
+@dataclass
+class AVLatent:
+    """Joint sampler output: video latents [B, C_v, T, H, W], audio latents [B, C_a, L], and the
+    high-resolution keyframes [B, C_v, K, H_hr, W_hr] with their latent frame indices when the
+    low-res + keyframes mode was used."""
+
+    video: torch.Tensor
+    audio: torch.Tensor | None = None
+    keyframes: torch.Tensor | None = None
+    keyframe_indices: list[int] = field(default_factory=list)
+    fps: float = 16.0

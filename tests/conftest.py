@@ -1,0 +1,35 @@
+"""Shared test setup: the pack is imported the way ComfyUI imports it (by file location, as a
+package), under the name ``skyreels_pack`` so tests can ``from skyreels_pack.nodes import ...``."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "skyreels_pack"
+
+
+def load_pack(name: str = PACK_NAME, root: Path = ROOT):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, root / "__init__.py", submodule_search_locations=[str(root)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+load_pack()
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    yield

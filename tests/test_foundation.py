@@ -1,0 +1,234 @@
+"""The pack installs and imports like a ComfyUI custom node package, with and without the host."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from skyreels_core.errors import InputError
+from skyreels_core.paths import resolve_inside
+from skyreels_core.shapes import latent_frame_count, latent_size, latent_to_pixel_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LOAD_AS_COMFYUI = textwrap.dedent(
+    """
+    import importlib.util, sys, json
+    folder = sys.argv[1]
+    name = folder.rstrip('/').split('/')[-1]
+    spec = importlib.util.spec_from_file_location(name, folder + '/__init__.py',
+                                                  submodule_search_locations=[folder])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    print(json.dumps({
+        'nodes': sorted(module.NODE_CLASS_MAPPINGS),
+        'display': sorted(module.NODE_DISPLAY_NAME_MAPPINGS),
+        'web': module.WEB_DIRECTORY,
+        'comfy_loaded': 'comfy' in sys.modules,
+        'core_from': sys.modules['skyreels_core'].__file__,
+    }))
+    """
+)
+
+
+def _load_in_subprocess(folder: Path, extra_path: Path | None = None) -> dict:
+    import json
+    import os
+
+    env = dict(os.environ)
+    if extra_path is not None:
+        env["PYTHONPATH"] = str(extra_path)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AS_COMFYUI, str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=folder.parent,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_pack_imports_from_a_hyphenated_folder_without_comfyui(tmp_path):
+    folder = tmp_path / "ComfyUI-SkyReels-V4"
+    folder.symlink_to(ROOT, target_is_directory=True)
+    info = _load_in_subprocess(folder)
+    assert info["web"] == "./js"
+    assert info["comfy_loaded"] is False
+    assert info["nodes"] == info["display"]
+    assert Path(info["core_from"]).resolve() == (ROOT / "skyreels_core" / "__init__.py").resolve()
+    assert (ROOT / "js").is_dir()
+
+
+FAKE_HOST = {
+    "folder_paths.py": """
+        import os
+        models_dir = os.environ['FAKE_MODELS']
+        folder_names_and_paths = {
+            'diffusion_models': ([os.path.join(models_dir, 'diffusion_models')], {'.safetensors'}),
+            'text_encoders': ([os.path.join(models_dir, 'text_encoders')], {'.safetensors'}),
+            'vae': ([os.path.join(models_dir, 'vae')], {'.safetensors'}),
+        }
+        def add_model_folder_path(name, path, is_default=False):
+            folder_names_and_paths.setdefault(name, ([], set()))[0].append(path)
+        def get_folder_paths(name):
+            return folder_names_and_paths[name][0]
+        def get_filename_list(name):
+            out = []
+            for root in get_folder_paths(name):
+                for dirpath, _, files in os.walk(root):
+                    out += [os.path.relpath(os.path.join(dirpath, f), root) for f in files]
+            return sorted(out)
+        def get_input_directory():
+            return os.path.join(models_dir, '..', 'input')
+        def get_output_directory():
+            return os.path.join(models_dir, '..', 'output')
+    """,
+    "comfy/__init__.py": "",
+    "comfy/model_management.py": """
+        import torch
+        class InterruptProcessingException(Exception):
+            pass
+        interrupted = False
+        def get_torch_device():
+            return torch.device('cpu')
+        def unet_offload_device():
+            return torch.device('cpu')
+        def intermediate_device():
+            return torch.device('cpu')
+        def soft_empty_cache():
+            pass
+        def throw_exception_if_processing_interrupted():
+            if interrupted:
+                raise InterruptProcessingException()
+    """,
+    "comfy/utils.py": """
+        class ProgressBar:
+            calls = []
+            def __init__(self, total, node_id=None):
+                self.total = total
+            def update_absolute(self, value, total=None, preview=None):
+                ProgressBar.calls.append((value, total, preview is not None))
+    """,
+}
+
+
+def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp_path):
+    host_dir = tmp_path / "host"
+    for relative, source in FAKE_HOST.items():
+        path = host_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    models = tmp_path / "models"
+    (models / "audio_vae").mkdir(parents=True)
+    (models / "audio_vae" / "mmaudio.safetensors").write_bytes(b"x")
+    script = textwrap.dedent(
+        f"""
+        import os, sys, json
+        os.environ['FAKE_MODELS'] = {str(models)!r}
+        sys.path.insert(0, {str(host_dir)!r})
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        import conftest
+        pack = conftest.load_pack('My-Pack')
+        host = sys.modules['My-Pack.nodes.host']
+        import folder_paths, comfy.model_management as mm, comfy.utils as cu
+        bar = host.Progress(4, node_id='7')
+        bar.update(2)
+        mm.interrupted = True
+        try:
+            host.check_interrupt()
+            interrupted = False
+        except mm.InterruptProcessingException:
+            interrupted = True
+        print(json.dumps({{
+            'in_comfy': host.IN_COMFYUI,
+            'keys': sorted(folder_paths.folder_names_and_paths),
+            'audio': host.list_models('audio_vae'),
+            'bar': cu.ProgressBar.calls,
+            'interrupted': interrupted,
+        }}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["in_comfy"] is True
+    assert {"skyreels_audio_vae", "skyreels_refiner"} <= set(info["keys"])
+    assert info["audio"] == ["mmaudio.safetensors"]
+    assert info["bar"] == [[2, 4, False]]
+    assert info["interrupted"] is True
+
+
+def test_adapter_fallbacks_without_comfyui(tmp_path, monkeypatch):
+    from skyreels_pack.nodes import host
+
+    assert host.IN_COMFYUI is False
+    monkeypatch.setenv("SKYREELS_MODELS_DIR", str(tmp_path))
+    (tmp_path / "diffusion_models" / "sub").mkdir(parents=True)
+    (tmp_path / "diffusion_models" / "sub" / "a.safetensors").write_bytes(b"x")
+    (tmp_path / "diffusion_models" / "notes.txt").write_text("x")
+    assert host.models_dir() == tmp_path
+    assert host.list_models("diffusion_models") == ["sub/a.safetensors"]
+    assert host.model_path("diffusion_models", "sub/a.safetensors").name == "a.safetensors"
+    with pytest.raises(InputError, match="outside"):
+        host.model_path("diffusion_models", "../../etc/passwd")
+    with pytest.raises(InputError, match="diffusion_models"):
+        host.model_path("diffusion_models", "missing.safetensors")
+    assert host.torch_device().type in {"cpu", "cuda", "mps"}
+    assert host.offload_device() == torch.device("cpu")
+    host.check_interrupt()  # standalone: never raises
+    bar = host.Progress(3)
+    bar.update(1)
+    bar.update(3)
+    assert bar.value == 3 and bar._bar.n == 3
+    bar.close()
+
+
+def test_resolve_inside_refuses_escapes(tmp_path):
+    (tmp_path / "ok.png").write_bytes(b"x")
+    assert resolve_inside(tmp_path, "ok.png") == (tmp_path / "ok.png").resolve()
+    for bad in ["/etc/passwd", "../x", "a/../../x", "", "a\x00b"]:
+        with pytest.raises(InputError):
+            resolve_inside(tmp_path, bad)
+
+
+def test_shape_rules_name_the_fix():
+    assert latent_frame_count(81) == 21
+    assert latent_frame_count(1) == 1
+    with pytest.raises(InputError, match="use 81 or 85 frames"):
+        latent_frame_count(83)
+    assert latent_size(64) == 8
+    with pytest.raises(InputError, match="use 64 or 72 px"):
+        latent_size(70)
+    assert list(latent_to_pixel_frames(0)) == [0]
+    assert list(latent_to_pixel_frames(2)) == [5, 6, 7, 8]
+
+
+def test_cli_lists_its_commands(capsys):
+    from skyreels_core.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "demo" in capsys.readouterr().out
+
+
+def test_requirements_never_pin_torch():
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    names = [
+        line.split(">")[0].split("=")[0].strip().lower()
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+    assert "torch" not in names and "torchaudio" not in names
+    assert "safetensors" in names and "av" in names
