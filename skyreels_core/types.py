@@ -17,8 +17,9 @@ class TextEncoding:
     """MLLM features of one prompt (optionally with images/video), shared by both streams.
 
     ``features``: [B, L, D_text]; ``mask``: [B, L] bool, True for real tokens. ``shot_ranges`` holds,
-    for multi-shot prompts, the latent-frame range [start, end) each shot's tokens belong to
-    (``None`` for a single-shot prompt).
+    for multi-shot prompts, one ``(token_start, token_end, frame_start, frame_end)`` per shot: video
+    tokens in latent frames [frame_start, frame_end) attend only text tokens [token_start,
+    token_end) in the video stream's text cross-attention. ``None`` for a single-shot prompt.
     """
 
     features: torch.Tensor
@@ -80,3 +81,14 @@ class AVLatent:
     keyframes: torch.Tensor | None = None
     keyframe_indices: list[int] = field(default_factory=list)
     fps: float = 16.0
+
+
+@dataclass
+class ModelOutput:
+    """Velocities predicted by the dual-stream MMDiT for the noisy tokens only (references and the
+    conditioning channels produce no output): video [B, C_v, T, H, W], audio [B, C_a, L] or None,
+    keyframes [B, C_v, K, H_hr, W_hr] or None."""
+
+    video: torch.Tensor
+    audio: torch.Tensor | None = None
+    keyframes: torch.Tensor | None = None
