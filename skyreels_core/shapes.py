@@ -61,3 +61,32 @@ def latent_to_pixel_frames(latent_index: int, temporal_stride: int = TEMPORAL_ST
         return range(0, 1)
     start = 1 + (latent_index - 1) * temporal_stride
     return range(start, start + temporal_stride)
+
+
+def parse_frame_indices(
+    text: str, num_frames: int, input_name: str = "keyframe_indices"
+) -> list[int]:
+    """Frame indices typed as ``"0, 16, 32"`` (negative counts from the end), sorted and unique."""
+    indices = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            index = int(part)
+        except ValueError:
+            raise InputError(
+                input_name, f"{part!r} is not a frame number", 'write numbers like "0, 16, 32"'
+            ) from None
+        if index < 0:
+            index += num_frames
+        if not 0 <= index < num_frames:
+            raise InputError(
+                input_name,
+                f"frame {part} is outside the clip of {num_frames} frames",
+                f"use 0..{num_frames - 1}",
+            )
+        indices.append(index)
+    if not indices:
+        raise InputError(input_name, "no frame numbers given", 'write numbers like "0, 16, 32"')
+    return sorted(set(indices))

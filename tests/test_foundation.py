@@ -232,3 +232,17 @@ def test_requirements_never_pin_torch():
     ]
     assert "torch" not in names and "torchaudio" not in names
     assert "safetensors" in names and "av" in names
+
+
+def test_frame_index_parsing():
+    from skyreels_core.shapes import parse_frame_indices
+
+    assert parse_frame_indices("16, 0; -1", 33) == [0, 16, 32]
+    for bad, message in [
+        ("", "no frame"),
+        ("a", "not a frame"),
+        ("33", "outside"),
+        ("-34", "outside"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            parse_frame_indices(bad, 33)
