@@ -90,3 +90,8 @@ def parse_frame_indices(
     if not indices:
         raise InputError(input_name, "no frame numbers given", 'write numbers like "0, 16, 32"')
     return sorted(set(indices))
+
+
+def latent_index_of_frame(frame: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
+    """The latent frame whose causal group holds pixel ``frame`` (frame 0 alone, then groups of 4)."""
+    return (frame + temporal_stride - 1) // temporal_stride

@@ -246,3 +246,10 @@ def test_frame_index_parsing():
     ]:
         with pytest.raises(InputError, match=message):
             parse_frame_indices(bad, 33)
+
+
+def test_latent_index_of_frame_inverts_the_grouping():
+    from skyreels_core.shapes import latent_index_of_frame
+
+    for latent in range(6):
+        assert all(latent_index_of_frame(frame) == latent for frame in latent_to_pixel_frames(latent))
