@@ -1,0 +1,354 @@
+"""The dual-stream sampler: video and audio latents denoised together by flow matching.
+
+One model call per step and guidance branch returns the velocities of both streams (and of the
+high-res keyframes of DESIGN §4), and one solver moves them all on the same schedule, so the
+audio stays on the video's clock. Tasks come in through the inpainting interface (DESIGN §2): the
+known latents ride along on the noised path ``(1 - t) I + t eps`` of their own noise, which is
+what the model saw in training, and the output holds them bit-identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..types import AVLatent, References, TextEncoding, VideoCondition
+from .guidance import StreamGuidance
+from .schedules import flow_sigmas
+from .solvers import make_solver
+
+Streams = list[torch.Tensor]
+
+
+@dataclass
+class SamplerSettings:
+    """User-facing sampler options; defaults from the open twin-backbone AV models (DESIGN §3).
+
+    ``denoise_start`` < 1 starts from ``initial`` noised to that time (refinement,
+    video-to-video). ``batch_guidance`` runs the conditional and unconditional passes as one
+    batch of two: fewer, larger kernels, at twice the activation memory.
+    """
+
+    steps: int = 50
+    shift: float = 5.0
+    solver: str = "unipc"
+    video_guidance: float = 4.0
+    audio_guidance: float = 3.0
+    seed: int = 0
+    cfg_zero_star: bool = False
+    cfg_zero_init_steps: int = 1
+    apg: bool = False
+    apg_momentum: float = -0.5
+    apg_eta: float = 0.0
+    apg_norm_threshold: float = 0.0
+    batch_guidance: bool = True
+    denoise_start: float = 1.0
+
+
+@dataclass
+class SamplerHooks:
+    """Called every step: ``progress(done, total)`` and ``preview(done, x0_video)`` after a step;
+    ``interrupt()`` before each model call, and it stops the render by raising."""
+
+    progress: Callable[[int, int], None] | None = None
+    preview: Callable[[int, torch.Tensor], None] | None = None
+    interrupt: Callable[[], None] | None = None
+
+
+def _placement(model: torch.nn.Module, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+    """Where and in which dtype the model computes; a parameter-free model runs where the
+    condition lies, in float32."""
+    parameters = model.parameters() if hasattr(model, "parameters") else iter(())
+    first = next(iter(parameters), None)
+    if first is None:
+        return fallback.device, torch.float32
+    return first.device, first.dtype
+
+
+def initial_noise(
+    seed: int, shapes: Sequence[tuple[int, ...]], device: torch.device | str = "cpu"
+) -> Streams:
+    """One noise tensor per stream, drawn in stream order from a CPU generator: a seed gives the
+    same clip on any device, and the video noise does not depend on whether audio is drawn."""
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    return [
+        torch.randn(shape, generator=generator, dtype=torch.float32).to(device) for shape in shapes
+    ]
+
+
+def _null_text(text: TextEncoding) -> TextEncoding:
+    """The unconditional prompt when no negative is given: zero features under the prompt's own
+    mask. Zeros give the text projections' bias only (no content); keeping the mask avoids rows of
+    the text cross-attention with every key masked, whose softmax is NaN."""
+    return TextEncoding(torch.zeros_like(text.features), text.mask.clone(), text.shot_ranges)
+
+
+def _pad_text(text: TextEncoding, length: int) -> TextEncoding:
+    missing = length - text.features.shape[1]
+    if missing == 0:
+        return text
+    return TextEncoding(
+        F.pad(text.features, (0, 0, 0, missing)), F.pad(text.mask, (0, missing)), text.shot_ranges
+    )
+
+
+def _stack_text(first: TextEncoding, second: TextEncoding) -> TextEncoding:
+    """Both prompts as one batch, the shorter padded with masked tokens."""
+    length = max(first.features.shape[1], second.features.shape[1])
+    first, second = _pad_text(first, length), _pad_text(second, length)
+    return TextEncoding(
+        torch.cat([first.features, second.features]),
+        torch.cat([first.mask, second.mask]),
+        first.shot_ranges,
+    )
+
+
+def _stack_references(references: References | None) -> References | None:
+    if not references:
+        return references
+    return References(
+        video=None if references.video is None else torch.cat([references.video] * 2),
+        audio=None if references.audio is None else torch.cat([references.audio] * 2),
+    )
+
+
+class _ModelCall:
+    """Builds the model's inputs from the sampler's streams and returns velocities per stream."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        condition_latents: torch.Tensor,
+        known_mask: torch.Tensor,
+        has_audio: bool,
+        keyframe_indices: list[int],
+        keyframe_shape: tuple[int, ...] | None,
+        references: References | None,
+        dtype: torch.dtype,
+    ) -> None:
+        self.model = model
+        self.dtype = dtype
+        self.has_audio = has_audio
+        self.keyframe_indices = keyframe_indices
+        self.references = references
+        self.concat = bool(model.config.channel_concat_inpainting)
+        # The keyframes have no high-res condition: their I and M channels say "all unknown".
+        self.video_condition = torch.cat([condition_latents, known_mask], dim=1).to(dtype)
+        self.keyframe_condition = (
+            torch.zeros(
+                keyframe_shape[0],
+                self.video_condition.shape[1],
+                *keyframe_shape[2:],
+                device=condition_latents.device,
+                dtype=dtype,
+            )
+            if keyframe_shape is not None
+            else None
+        )
+
+    def _video_input(self, latents: torch.Tensor, condition: torch.Tensor, repeat: int):
+        latents = latents.to(self.dtype)
+        if not self.concat:
+            return latents
+        return torch.cat([latents, torch.cat([condition] * repeat)], dim=1)
+
+    def __call__(
+        self, latents: Streams, sigma: float, text: TextEncoding, repeat: int = 1
+    ) -> Streams:
+        """Velocities of each stream; with ``repeat`` = 2 the streams are stacked twice along the
+        batch to meet a stacked (conditional, unconditional) ``text``."""
+        stacked = [torch.cat([x] * repeat) for x in latents]
+        video = self._video_input(stacked[0], self.video_condition, repeat)
+        audio = stacked[1].to(self.dtype) if self.has_audio else None
+        keyframes = None
+        if self.keyframe_condition is not None:
+            keyframes = self._video_input(stacked[-1], self.keyframe_condition, repeat)
+        references = self.references if repeat == 1 else _stack_references(self.references)
+        timestep = torch.full((video.shape[0],), sigma, device=video.device, dtype=torch.float32)
+        output = self.model(
+            video,
+            timestep,
+            text.to(video.device, self.dtype),
+            audio=audio,
+            references=references,
+            keyframes=keyframes,
+            keyframe_indices=self.keyframe_indices or None,
+        )
+        velocities = [output.video]
+        if self.has_audio:
+            velocities.append(output.audio)
+        if keyframes is not None:
+            velocities.append(output.keyframes)
+        return [v.float() for v in velocities]
+
+
+def _check_keyframes(indices: Sequence[int], frames: int, scale: int) -> list[int]:
+    indices = sorted(set(int(i) for i in indices))
+    if indices and not 0 <= indices[0] <= indices[-1] < frames:
+        raise InputError(
+            "keyframe_indices",
+            f"latent frames {indices} are outside the clip's {frames} latent frames",
+            f"use latent frames 0..{frames - 1}",
+        )
+    if indices and scale < 1:
+        raise InputError("keyframe_scale", f"scale {scale}", "use a scale of 2 or more")
+    return indices
+
+
+def _start_latents(
+    initial: AVLatent | None,
+    noise: Streams,
+    start: float,
+    has_audio: bool,
+    keyframe_indices: list[int],
+) -> Streams:
+    """Pure noise at t = 1; otherwise ``initial`` noised to ``start`` with the seed's noise."""
+    if start >= 1.0:
+        return [n.clone() for n in noise]
+    if initial is None:
+        raise InputError(
+            "denoise_start",
+            f"{start} needs latents to start from, and none were given",
+            "connect an AV latent to refine, or set denoise_start to 1",
+        )
+    clean = [initial.video]
+    if has_audio:
+        if initial.audio is None:
+            raise InputError(
+                "initial",
+                "the AV latent to refine has no audio but the model makes audio",
+                "connect an AV latent with audio, or set denoise_start to 1",
+            )
+        clean.append(initial.audio)
+    if keyframe_indices:
+        if initial.keyframes is not None and initial.keyframe_indices == keyframe_indices:
+            clean.append(initial.keyframes)
+        else:
+            low_res = initial.video[:, :, keyframe_indices]
+            size = (len(keyframe_indices), *noise[-1].shape[-2:])
+            clean.append(F.interpolate(low_res, size=size, mode="trilinear"))
+    for x, n in zip(clean, noise):
+        if x.shape != n.shape:
+            raise InputError(
+                "initial",
+                f"latents of shape {tuple(x.shape)} where {tuple(n.shape)} is needed",
+                "refine latents made for the same condition and audio length",
+            )
+    return [(1.0 - start) * x.to(n) + start * n for x, n in zip(clean, noise)]
+
+
+def sample(
+    model: torch.nn.Module,
+    *,
+    text: TextEncoding,
+    negative_text: TextEncoding | None,
+    condition: VideoCondition,
+    audio_tokens: int | None,
+    settings: SamplerSettings,
+    references: References | None = None,
+    keyframe_indices: Sequence[int] = (),
+    keyframe_scale: int = 2,
+    hooks: SamplerHooks | None = None,
+    initial: AVLatent | None = None,
+) -> AVLatent:
+    """Denoise one clip's video and audio latents together.
+
+    ``keyframe_indices`` are latent frames also rendered at ``keyframe_scale`` times the latent
+    resolution in the same sequence (DESIGN §4). ``negative_text`` None guides against a null
+    prompt (see :func:`_null_text`). The result lies on the model's device, in float32.
+    """
+    hooks = hooks or SamplerHooks()
+    has_audio = model.config.audio_latent_channels is not None
+    if has_audio and not audio_tokens:
+        raise InputError("audio_tokens", f"{audio_tokens}", "give the clip's audio token count")
+    if not has_audio and audio_tokens:
+        raise InputError(
+            "audio_tokens", f"{audio_tokens} for a model without audio", "pass None for audio"
+        )
+    device, dtype = _placement(model, condition.latents)
+    known_latents = condition.latents.to(device, torch.float32)
+    known = (condition.known_mask == 1).to(device)
+    batch, channels, frames, height, width = known_latents.shape
+    keyframes = _check_keyframes(keyframe_indices, frames, keyframe_scale)
+
+    shapes = [tuple(known_latents.shape)]
+    if has_audio:
+        shapes.append((batch, model.config.audio_latent_channels, audio_tokens))
+    keyframe_shape = None
+    if keyframes:
+        keyframe_shape = (
+            batch,
+            channels,
+            len(keyframes),
+            height * keyframe_scale,
+            width * keyframe_scale,
+        )
+        shapes.append(keyframe_shape)
+
+    sigmas = flow_sigmas(settings.steps, settings.shift, settings.denoise_start).tolist()
+    solver = make_solver(settings.solver, sigmas)
+    scales = [settings.video_guidance] + [settings.audio_guidance] * has_audio
+    guidance = StreamGuidance(
+        scales + [settings.video_guidance] * bool(keyframes),
+        cfg_zero_star=settings.cfg_zero_star,
+        zero_init_steps=settings.cfg_zero_init_steps,
+        apg=(settings.apg_momentum, settings.apg_eta, settings.apg_norm_threshold)
+        if settings.apg
+        else None,
+    )
+    call = _ModelCall(
+        model,
+        known_latents,
+        known.to(torch.float32),
+        has_audio,
+        keyframes,
+        keyframe_shape,
+        references,
+        dtype,
+    )
+    unconditional = None
+    if guidance.needs_unconditional:
+        unconditional = negative_text if negative_text is not None else _null_text(text)
+    batched = (
+        unconditional is not None
+        and settings.batch_guidance
+        and unconditional.shot_ranges == text.shot_ranges
+    )
+    stacked_text = _stack_text(text, unconditional) if batched else None
+
+    noise = initial_noise(settings.seed, shapes, device)
+    latents = _start_latents(initial, noise, settings.denoise_start, has_audio, keyframes)
+    known_velocity = noise[0] - known_latents
+    with torch.no_grad():
+        for index in range(settings.steps):
+            if hooks.interrupt is not None:
+                hooks.interrupt()
+            sigma = sigmas[index]
+            latents[0] = torch.where(
+                known, (1.0 - sigma) * known_latents + sigma * noise[0], latents[0]
+            )
+            if batched:
+                pairs = [v.chunk(2) for v in call(latents, sigma, stacked_text, repeat=2)]
+                cond, uncond = [c for c, _ in pairs], [u for _, u in pairs]
+            else:
+                cond = call(latents, sigma, text)
+                uncond = None if unconditional is None else call(latents, sigma, unconditional)
+            velocities = guidance.combine(index, sigma, latents, cond, uncond)
+            velocities[0] = torch.where(known, known_velocity, velocities[0])
+            if hooks.preview is not None:
+                estimate = torch.where(known, known_latents, latents[0] - sigma * velocities[0])
+                hooks.preview(index + 1, estimate)
+            latents = solver.step(index, latents, velocities)
+            if hooks.progress is not None:
+                hooks.progress(index + 1, settings.steps)
+
+    return AVLatent(
+        video=torch.where(known, known_latents, latents[0]),
+        audio=latents[1] if has_audio else None,
+        keyframes=latents[-1] if keyframes else None,
+        keyframe_indices=keyframes,
+    )
