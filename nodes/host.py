@@ -176,3 +176,39 @@ class Progress:
     def close(self) -> None:
         if not IN_COMFYUI:
             self._bar.close()
+
+
+class HostWanVideoCodec:
+    """The host's own Wan 2.1 VAE object behind the pack's VideoCodec protocol.
+
+    ComfyUI's VAE returns raw latents; the pack's latents are normalised per channel (DESIGN §2), so
+    the host's Wan 2.1 latent format converts in both directions.
+    """
+
+    latent_channels = 16
+    temporal_stride = 4
+    spatial_stride = 8
+
+    def __init__(self, vae) -> None:
+        import comfy.latent_formats
+
+        self.vae = vae
+        self.latent_format = comfy.latent_formats.Wan21()
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        latents = [self.vae.encode(clip[..., :3]) for clip in frames]
+        return self.latent_format.process_in(torch.cat(latents).float())
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        frames = self.vae.decode(self.latent_format.process_out(latents))
+        return frames.float().clamp(0, 1)
+
+
+def is_host_wan_vae(vae) -> bool:
+    """True for a ComfyUI VAE object holding the Wan 2.1 video VAE (16 channels, 4x8x8 strides)."""
+    return (
+        IN_COMFYUI
+        and getattr(vae, "latent_channels", None) == 16
+        and getattr(vae, "downscale_index_formula", None) == (4, 8, 8)
+        and getattr(vae, "latent_dim", None) == 3
+    )

@@ -57,3 +57,16 @@ class LoadedModel:
         finally:
             if device != self.offload_device:
                 self.module.to(self.offload_device)
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    """``auto`` is bf16 where the device computes it fast (CUDA with bf16 support), else fp32."""
+    if name != "auto":
+        return DTYPES[name]
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32

@@ -109,6 +109,13 @@ FAKE_HOST = {
             if interrupted:
                 raise InterruptProcessingException()
     """,
+    "comfy/latent_formats.py": """
+        class Wan21:
+            def process_in(self, latent):
+                return (latent - 1.0) / 2.0
+            def process_out(self, latent):
+                return latent * 2.0 + 1.0
+    """,
     "comfy/utils.py": """
         class ProgressBar:
             calls = []
@@ -147,7 +154,19 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
             interrupted = False
         except mm.InterruptProcessingException:
             interrupted = True
+        import torch
+        class FakeWanVAE:
+            latent_channels, latent_dim, downscale_index_formula = 16, 3, (4, 8, 8)
+            def encode(self, frames):
+                return torch.full((1, 16, 1 + (frames.shape[0] - 1) // 4, 2, 2), 3.0)
+            def decode(self, latents):
+                return latents.mean().expand(1, 5, 16, 16, 3) / 10
+        codec = host.HostWanVideoCodec(FakeWanVAE())
+        latents = codec.encode(torch.zeros(1, 5, 16, 16, 3))
         print(json.dumps({{
+            'wan': host.is_host_wan_vae(FakeWanVAE()),
+            'latent_mean': latents.mean().item(), 'latent_shape': list(latents.shape),
+            'decoded': codec.decode(latents).mean().item(),
             'in_comfy': host.IN_COMFYUI,
             'keys': sorted(folder_paths.folder_names_and_paths),
             'audio': host.list_models('audio_vae'),
@@ -164,6 +183,9 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
 
     info = json.loads(done.stdout.strip().splitlines()[-1])
     assert info["in_comfy"] is True
+    assert info["wan"] is True
+    assert info["latent_shape"] == [1, 16, 2, 2, 2] and info["latent_mean"] == 1.0  # (3 - 1) / 2
+    assert abs(info["decoded"] - 0.3) < 1e-6  # (1 * 2 + 1) / 10
     assert {"skyreels_audio_vae", "skyreels_refiner"} <= set(info["keys"])
     assert info["audio"] == ["mmaudio.safetensors"]
     assert info["bar"] == [[2, 4, False]]
@@ -252,4 +274,13 @@ def test_latent_index_of_frame_inverts_the_grouping():
     from skyreels_core.shapes import latent_index_of_frame
 
     for latent in range(6):
-        assert all(latent_index_of_frame(frame) == latent for frame in latent_to_pixel_frames(latent))
+        assert all(
+            latent_index_of_frame(frame) == latent for frame in latent_to_pixel_frames(latent)
+        )
+
+
+def test_auto_dtype_is_fp32_on_cpu():
+    from skyreels_core.runtime import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bf16", "cpu") == torch.bfloat16
