@@ -1,0 +1,415 @@
+"""The dual-stream sampler against fake models with the MMDiT's exact call signature."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from skyreels_pack.skyreels_core.errors import InputError
+from skyreels_pack.skyreels_core.sampling import (
+    SamplerHooks,
+    SamplerSettings,
+    initial_noise,
+    sample,
+)
+from skyreels_pack.skyreels_core.types import (
+    AVLatent,
+    ModelOutput,
+    References,
+    TextEncoding,
+    VideoCondition,
+)
+
+B, C_V, T, H, W = 1, 4, 3, 4, 6
+C_A, L_A = 5, 7
+
+
+class FakeModel(torch.nn.Module):
+    """Records every call; velocities come from ``field(stream, x, t, text_value)`` where
+    ``text_value`` is the first text feature of each batch element."""
+
+    def __init__(self, field, audio_channels: int | None = C_A, concat: bool = True):
+        super().__init__()
+        self.config = SimpleNamespace(
+            channel_concat_inpainting=concat, audio_latent_channels=audio_channels
+        )
+        self.field = field
+        self.calls: list[dict] = []
+
+    def forward(
+        self,
+        video,
+        timestep,
+        text,
+        audio=None,
+        references=None,
+        keyframes=None,
+        keyframe_indices=None,
+    ):
+        self.calls.append(
+            dict(
+                video=video.clone(),
+                timestep=timestep.clone(),
+                text=text,
+                audio=None if audio is None else audio.clone(),
+                references=references,
+                keyframes=None if keyframes is None else keyframes.clone(),
+                keyframe_indices=keyframe_indices,
+            )
+        )
+        t = timestep.view(-1, 1, 1, 1, 1)
+        value = text.features[:, 0, 0]
+        out_video = self.field("video", video[:, :C_V], t, value.view(-1, 1, 1, 1, 1))
+        out_audio = None
+        if audio is not None:
+            out_audio = self.field("audio", audio, t.view(-1, 1, 1), value.view(-1, 1, 1))
+        out_keys = None
+        if keyframes is not None:
+            out_keys = self.field("keyframes", keyframes[:, :C_V], t, value.view(-1, 1, 1, 1, 1))
+        return ModelOutput(out_video, out_audio, out_keys)
+
+
+def text(value: float = 1.0, length: int = 5) -> TextEncoding:
+    return TextEncoding(torch.full((B, length, 8), value), torch.ones(B, length, dtype=torch.bool))
+
+
+def condition(known_frames: tuple[int, ...] = ()) -> VideoCondition:
+    latents = torch.randn(B, C_V, T, H, W)
+    mask = torch.zeros(B, 1, T, H, W)
+    for frame in known_frames:
+        mask[:, :, frame] = 1.0
+    latents = latents * mask
+    return VideoCondition(latents, mask)
+
+
+TARGETS = {
+    "video": torch.randn(B, C_V, T, H, W),
+    "audio": torch.randn(B, C_A, L_A),
+    "keyframes": torch.randn(B, C_V, 2, 2 * H, 2 * W),
+}
+
+
+def straight_oracle(stream, x, t, value):
+    """The exact velocity towards a fixed x0 from wherever x is: v = (x - x0) / t."""
+    return (x - TARGETS[stream]) / t
+
+
+def settings(**overrides) -> SamplerSettings:
+    base = dict(steps=4, shift=5.0, solver="euler", video_guidance=1.0, audio_guidance=1.0)
+    return SamplerSettings(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("solver", ["euler", "unipc", "dpmpp_2m"])
+def test_oracle_field_reaches_x0_in_both_streams(solver):
+    model = FakeModel(straight_oracle)
+    result = sample(
+        model,
+        text=text(),
+        negative_text=None,
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(solver=solver, steps=5),
+    )
+    torch.testing.assert_close(result.video, TARGETS["video"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.audio, TARGETS["audio"], atol=1e-5, rtol=0)
+    assert result.keyframes is None
+
+
+def test_guidance_one_makes_exactly_one_call_per_step():
+    model = FakeModel(straight_oracle)
+    sample(
+        model,
+        text=text(),
+        negative_text=text(0.0),
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(steps=6),
+    )
+    assert len(model.calls) == 6
+    assert [call["video"].shape[0] for call in model.calls] == [B] * 6
+
+
+@pytest.mark.parametrize(
+    ("video_guidance", "audio_guidance", "batched", "calls", "batch"),
+    [(4.0, 3.0, True, 3, 2 * B), (4.0, 3.0, False, 6, B), (1.0, 3.0, True, 3, 2 * B)],
+)
+def test_guided_calls(video_guidance, audio_guidance, batched, calls, batch):
+    model = FakeModel(straight_oracle)
+    sample(
+        model,
+        text=text(),
+        negative_text=None,
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(
+            steps=3,
+            video_guidance=video_guidance,
+            audio_guidance=audio_guidance,
+            batch_guidance=batched,
+        ),
+    )
+    assert len(model.calls) == calls
+    assert {call["video"].shape[0] for call in model.calls} == {batch}
+    assert {call["audio"].shape[0] for call in model.calls} == {batch}
+
+
+def text_linear(stream, x, t, value):
+    """A velocity linear in the prompt, different per stream: CFG shows up exactly."""
+    slope, bias = {"video": (2.0, 0.5), "audio": (-3.0, 1.0), "keyframes": (1.0, 0.0)}[stream]
+    return slope * value + bias + 0.0 * x
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_cfg_arithmetic_per_stream_through_the_sampler(batched):
+    model = FakeModel(text_linear)
+    result = sample(
+        model,
+        text=text(1.0, length=5),
+        negative_text=text(-0.5, length=3),
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(
+            steps=1, shift=1.0, video_guidance=4.0, audio_guidance=3.0, batch_guidance=batched
+        ),
+    )
+    noise_video, noise_audio = initial_noise(0, [(B, C_V, T, H, W), (B, C_A, L_A)])
+    # One Euler step from t = 1 to 0: x = eps - v, v = v_u + s (v_c - v_u) per stream.
+    video_v = (2.0 * -0.5 + 0.5) + 4.0 * (2.0 * 1.5)
+    audio_v = (-3.0 * -0.5 + 1.0) + 3.0 * (-3.0 * 1.5)
+    torch.testing.assert_close(result.video, noise_video - video_v)
+    torch.testing.assert_close(result.audio, noise_audio - audio_v)
+
+
+def test_missing_negative_prompt_is_zero_features_with_the_prompt_mask():
+    model = FakeModel(text_linear)
+    prompt = text(1.0)
+    sample(
+        model,
+        text=prompt,
+        negative_text=None,
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(steps=1, video_guidance=2.0),
+    )
+    seen = model.calls[0]["text"]
+    assert torch.equal(seen.features[1], torch.zeros_like(prompt.features[0]))
+    assert torch.equal(seen.mask[1], prompt.mask[0])
+
+
+def wavy(stream, x, t, value):
+    return torch.sin(3 * x) + value
+
+
+@pytest.mark.parametrize("solver", ["euler", "unipc", "dpmpp_2m"])
+def test_known_latents_are_bit_identical_and_on_their_noised_path(solver):
+    model = FakeModel(wavy)
+    cond = condition(known_frames=(0, 2))
+    result = sample(
+        model,
+        text=text(),
+        negative_text=None,
+        condition=cond,
+        audio_tokens=L_A,
+        settings=settings(solver=solver, steps=5, video_guidance=3.0),
+    )
+    known = cond.known_mask.expand_as(cond.latents) == 1
+    assert torch.equal(result.video[known], cond.latents[known])
+    assert not torch.equal(result.video[~known], cond.latents[~known])
+    noise = initial_noise(0, [(B, C_V, T, H, W), (B, C_A, L_A)])[0]
+    for call in model.calls:
+        t = call["timestep"][0].item()
+        noisy, given, mask = (
+            call["video"][:B, :C_V],
+            call["video"][:B, C_V:-1],
+            call["video"][:B, -1:],
+        )
+        assert torch.equal(given, cond.latents) and torch.equal(mask, cond.known_mask)
+        torch.testing.assert_close(
+            noisy[known], ((1 - t) * cond.latents + t * noise)[known], atol=1e-6, rtol=0
+        )
+
+
+def test_without_channel_concat_the_model_sees_only_the_noisy_video():
+    model = FakeModel(wavy, concat=False)
+    sample(
+        model,
+        text=text(),
+        negative_text=None,
+        condition=condition(known_frames=(0,)),
+        audio_tokens=L_A,
+        settings=settings(steps=1),
+    )
+    assert model.calls[0]["video"].shape == (B, C_V, T, H, W)
+
+
+def run_seed(seed: int) -> AVLatent:
+    return sample(
+        FakeModel(wavy),
+        text=text(),
+        negative_text=None,
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(seed=seed, solver="unipc"),
+    )
+
+
+def test_seed_determinism():
+    torch.manual_seed(1)
+    first = run_seed(7)
+    torch.manual_seed(2)
+    again = run_seed(7)
+    other = run_seed(8)
+    assert torch.equal(first.video, again.video) and torch.equal(first.audio, again.audio)
+    assert (first.video - other.video).abs().mean() > 0.1
+    assert (first.audio - other.audio).abs().mean() > 0.1
+
+
+def test_noise_comes_from_a_cpu_generator_video_first():
+    generator = torch.Generator().manual_seed(11)
+    video = torch.randn(2, 3, generator=generator)
+    audio = torch.randn(4, generator=generator)
+    drawn = initial_noise(11, [(2, 3), (4,)])
+    assert torch.equal(drawn[0], video) and torch.equal(drawn[1], audio)
+    assert torch.equal(initial_noise(11, [(2, 3)])[0], video)
+
+
+def test_hooks_progress_and_preview_every_step():
+    progress, previews = [], []
+    sample(
+        FakeModel(straight_oracle),
+        text=text(),
+        negative_text=None,
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(steps=4, solver="unipc"),
+        hooks=SamplerHooks(
+            progress=lambda step, total: progress.append((step, total)),
+            preview=lambda step, x0: previews.append((step, x0)),
+        ),
+    )
+    assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [step for step, _ in previews] == [1, 2, 3, 4]
+    for _, estimate in previews:
+        torch.testing.assert_close(estimate, TARGETS["video"], atol=1e-5, rtol=0)
+
+
+def test_interrupt_stops_between_steps_and_propagates():
+    class Stop(Exception):
+        pass
+
+    checks = []
+
+    def interrupt():
+        checks.append(len(checks))
+        if len(checks) == 3:
+            raise Stop
+
+    model = FakeModel(straight_oracle)
+    done = []
+    with pytest.raises(Stop):
+        sample(
+            model,
+            text=text(),
+            negative_text=None,
+            condition=condition(),
+            audio_tokens=L_A,
+            settings=settings(steps=10, video_guidance=2.0),
+            hooks=SamplerHooks(progress=lambda s, n: done.append(s), interrupt=interrupt),
+        )
+    assert len(model.calls) == 2 and done == [1, 2]
+
+
+def test_keyframes_mode_shapes_and_inputs():
+    model = FakeModel(straight_oracle)
+    refs = References(video=torch.randn(B, C_V, 1, H, W), audio=torch.randn(B, C_A, 3))
+    result = sample(
+        model,
+        text=text(),
+        negative_text=None,
+        condition=condition(known_frames=(0,)),
+        audio_tokens=L_A,
+        settings=settings(steps=3, video_guidance=2.0),
+        references=refs,
+        keyframe_indices=[2, 0],
+        keyframe_scale=2,
+    )
+    assert result.video.shape == (B, C_V, T, H, W)
+    assert result.audio.shape == (B, C_A, L_A)
+    assert result.keyframes.shape == (B, C_V, 2, 2 * H, 2 * W)
+    assert result.keyframe_indices == [0, 2]
+    torch.testing.assert_close(result.keyframes, TARGETS["keyframes"], atol=1e-5, rtol=0)
+    call = model.calls[0]
+    assert call["keyframe_indices"] == [0, 2]
+    assert call["keyframes"].shape == (2 * B, 2 * C_V + 1, 2, 2 * H, 2 * W)
+    assert torch.equal(call["keyframes"][:, C_V:], torch.zeros(2 * B, C_V + 1, 2, 2 * H, 2 * W))
+    assert call["references"].video.shape == (2 * B, C_V, 1, H, W)
+    assert torch.equal(call["references"].audio[B:], refs.audio)
+
+
+def test_refinement_starts_from_the_initial_latents_noised_to_start():
+    model = FakeModel(straight_oracle)
+    initial = AVLatent(video=TARGETS["video"].clone(), audio=TARGETS["audio"].clone())
+    result = sample(
+        model,
+        text=text(),
+        negative_text=None,
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(steps=3, denoise_start=0.4, solver="dpmpp_2m"),
+        initial=initial,
+    )
+    noise_video, noise_audio = initial_noise(0, [(B, C_V, T, H, W), (B, C_A, L_A)])
+    first = model.calls[0]
+    assert first["timestep"].tolist() == pytest.approx([0.4])
+    torch.testing.assert_close(first["video"][:, :C_V], 0.6 * initial.video + 0.4 * noise_video)
+    torch.testing.assert_close(first["audio"], 0.6 * initial.audio + 0.4 * noise_audio)
+    torch.testing.assert_close(result.video, initial.video, atol=1e-5, rtol=0)
+
+
+def test_refinement_without_initial_latents_is_an_input_error():
+    with pytest.raises(InputError) as error:
+        sample(
+            FakeModel(straight_oracle),
+            text=text(),
+            negative_text=None,
+            condition=condition(),
+            audio_tokens=L_A,
+            settings=settings(denoise_start=0.5),
+        )
+    assert error.value.input_name == "denoise_start"
+
+
+def test_video_only_model_returns_no_audio_and_checks_audio_tokens():
+    model = FakeModel(straight_oracle, audio_channels=None)
+    result = sample(
+        model,
+        text=text(),
+        negative_text=None,
+        condition=condition(),
+        audio_tokens=None,
+        settings=settings(steps=2),
+    )
+    assert result.audio is None and model.calls[0]["audio"] is None
+    with pytest.raises(InputError):
+        sample(
+            FakeModel(straight_oracle),
+            text=text(),
+            negative_text=None,
+            condition=condition(),
+            audio_tokens=None,
+            settings=settings(),
+        )
+
+
+def test_keyframe_outside_the_clip_is_an_input_error():
+    with pytest.raises(InputError, match="keyframe_indices"):
+        sample(
+            FakeModel(straight_oracle),
+            text=text(),
+            negative_text=None,
+            condition=condition(),
+            audio_tokens=L_A,
+            settings=settings(),
+            keyframe_indices=[T],
+        )
