@@ -4,7 +4,9 @@ One model call per step and guidance branch returns the velocities of both strea
 high-res keyframes of DESIGN §4), and one solver moves them all on the same schedule, so the
 audio stays on the video's clock. Tasks come in through the inpainting interface (DESIGN §2): the
 known latents ride along on the noised path ``(1 - t) I + t eps`` of their own noise, which is
-what the model saw in training, and the output holds them bit-identically.
+what the model saw in training, and the output holds them bit-identically. Audio has no
+known-mask: it is always generated afresh, after a video edit too, and follows a given audio
+reference through the model's in-context references (DESIGN §2).
 """
 
 from __future__ import annotations
