@@ -94,3 +94,18 @@ def test_apg_momentum_and_norm_threshold():
     clipped = AdaptiveProjectedGuidance(momentum=0.0, eta=1.0, norm_threshold=1.0)
     out = clipped.update(cond_x0, cond_x0 - torch.tensor([[3.0, 4.0, 0.0, 0.0]]))
     torch.testing.assert_close(out, torch.tensor([[0.6, 0.8, 0.0, 0.0]]))
+
+
+def test_zero_init_asks_for_no_pass_when_every_stream_is_guided():
+    guidance = StreamGuidance([4.0, 3.0], cfg_zero_star=True, zero_init_steps=2)
+    assert guidance.branches(0) == (False, False) and guidance.branches(1) == (False, False)
+    assert guidance.branches(2) == (True, True)
+    latents = [torch.ones(1, 3), torch.ones(1, 2)]
+    zeros = guidance.combine(1, 0.8, latents, None, None)
+    assert [torch.count_nonzero(v).item() for v in zeros] == [0, 0]
+    # An unguided stream still needs its conditional pass during zero-init.
+    mixed = StreamGuidance([1.0, 3.0], cfg_zero_star=True)
+    assert mixed.branches(0) == (True, False)
+    cond = [torch.full((1, 3), 2.0), torch.full((1, 2), 5.0)]
+    video, audio = mixed.combine(0, 1.0, latents, cond, None)
+    assert torch.equal(video, cond[0]) and torch.equal(audio, torch.zeros(1, 2))

@@ -154,6 +154,41 @@ def test_guided_calls(video_guidance, audio_guidance, batched, calls, batch):
     assert {call["audio"].shape[0] for call in model.calls} == {batch}
 
 
+def test_cfg_zero_star_zero_init_makes_no_call():
+    model = FakeModel(straight_oracle)
+    sample(
+        model,
+        text=text(),
+        negative_text=None,
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(steps=3, video_guidance=4.0, audio_guidance=3.0, cfg_zero_star=True),
+    )
+    assert len(model.calls) == 2
+    assert model.calls[0]["timestep"][0].item() < 1.0
+
+
+def test_batched_pass_out_of_memory_falls_back_to_two_passes():
+    def field(stream, x, t, value):
+        if x.shape[0] == 2 * B:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return text_linear(stream, x, t, value)
+
+    model = FakeModel(field)
+    run = dict(
+        text=text(1.0),
+        negative_text=text(-0.5),
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(steps=3, video_guidance=4.0, audio_guidance=3.0),
+    )
+    result = sample(model, **run)
+    assert [call["video"].shape[0] for call in model.calls] == [2 * B] + [B] * 6
+    reference = sample(FakeModel(text_linear), **run)
+    torch.testing.assert_close(result.video, reference.video)
+    torch.testing.assert_close(result.audio, reference.audio)
+
+
 def text_linear(stream, x, t, value):
     """A velocity linear in the prompt, different per stream: CFG shows up exactly."""
     slope, bias = {"video": (2.0, 0.5), "audio": (-3.0, 1.0), "keyframes": (1.0, 0.0)}[stream]

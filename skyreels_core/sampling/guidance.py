@@ -82,26 +82,40 @@ class StreamGuidance:
     def needs_unconditional(self) -> bool:
         return any(scale != 1.0 for scale in self.scales)
 
+    def _zero_init(self, index: int) -> bool:
+        return self.cfg_zero_star and index < self.zero_init_steps
+
+    def branches(self, index: int) -> tuple[bool, bool]:
+        """Which model passes step ``index`` needs: (conditional, unconditional). During CFG-Zero*'s
+        zero-init the guided streams do not move, so only unguided streams still need a pass."""
+        if self._zero_init(index):
+            return any(scale == 1.0 for scale in self.scales), False
+        return True, self.needs_unconditional
+
     def combine(
-        self, index: int, sigma: float, latents: Streams, cond: Streams, uncond: Streams | None
+        self,
+        index: int,
+        sigma: float,
+        latents: Streams,
+        cond: Streams | None,
+        uncond: Streams | None,
     ) -> Streams:
-        """The guided velocity of each stream at step ``index`` (time ``sigma``)."""
-        if uncond is None:
-            return list(cond)
+        """The guided velocity of each stream at step ``index`` (time ``sigma``), from the passes
+        that :meth:`branches` asked for."""
         guided = []
-        for n, (scale, x, c, u) in enumerate(zip(self.scales, latents, cond, uncond)):
+        for n, (scale, x) in enumerate(zip(self.scales, latents)):
             if scale == 1.0:
-                guided.append(c)
-                continue
-            if self.cfg_zero_star:
+                guided.append(cond[n])
+            elif self._zero_init(index):
                 # CFG-Zero*'s zero-init: the first velocities are mostly wrong; not moving is better.
-                if index < self.zero_init_steps:
-                    guided.append(torch.zeros_like(c))
-                    continue
-                u = cfg_zero_star_scale(c, u) * u
-            if self._apg is not None:
-                step = self._apg[n].update(x - sigma * c, x - sigma * u)
-                guided.append(c - ((scale - 1.0) / sigma) * step)
+                guided.append(torch.zeros_like(x))
             else:
-                guided.append(u + scale * (c - u))
+                c, u = cond[n], uncond[n]
+                if self.cfg_zero_star:
+                    u = cfg_zero_star_scale(c, u) * u
+                if self._apg is not None:
+                    step = self._apg[n].update(x - sigma * c, x - sigma * u)
+                    guided.append(c - ((scale - 1.0) / sigma) * step)
+                else:
+                    guided.append(u + scale * (c - u))
         return guided

@@ -188,6 +188,41 @@ class _ModelCall:
         return [v.float() for v in velocities]
 
 
+class _GuidanceTexts:
+    """The prompts of the two guidance branches, and their stack for batched passes while the
+    batch fits (multi-shot prompts batch only with a negative of the same shot layout)."""
+
+    def __init__(self, text: TextEncoding, unconditional: TextEncoding | None, batch: bool):
+        self.conditional = text
+        self.unconditional = unconditional
+        self.stacked = None
+        if batch and unconditional is not None and unconditional.shot_ranges == text.shot_ranges:
+            self.stacked = _stack_text(text, unconditional)
+
+
+def _passes(
+    call: _ModelCall,
+    branches: tuple[bool, bool],
+    latents: Streams,
+    sigma: float,
+    texts: _GuidanceTexts,
+) -> tuple[Streams | None, Streams | None]:
+    """The conditional and unconditional velocities a step needs, batched as one pass if possible.
+
+    A batched pass that runs out of memory falls back to two passes of half the activations for
+    the rest of the render instead of failing it."""
+    conditional, unconditional = branches
+    if conditional and unconditional and texts.stacked is not None:
+        try:
+            pairs = [v.chunk(2) for v in call(latents, sigma, texts.stacked, repeat=2)]
+            return [c for c, _ in pairs], [u for _, u in pairs]
+        except torch.OutOfMemoryError:
+            texts.stacked = None
+    cond = call(latents, sigma, texts.conditional) if conditional else None
+    uncond = call(latents, sigma, texts.unconditional) if unconditional else None
+    return cond, uncond
+
+
 def _check_keyframes(indices: Sequence[int], frames: int, scale: int) -> list[int]:
     indices = sorted(set(int(i) for i in indices))
     if indices and not 0 <= indices[0] <= indices[-1] < frames:
@@ -315,12 +350,7 @@ def sample(
     unconditional = None
     if guidance.needs_unconditional:
         unconditional = negative_text if negative_text is not None else _null_text(text)
-    batched = (
-        unconditional is not None
-        and settings.batch_guidance
-        and unconditional.shot_ranges == text.shot_ranges
-    )
-    stacked_text = _stack_text(text, unconditional) if batched else None
+    texts = _GuidanceTexts(text, unconditional, settings.batch_guidance)
 
     noise = initial_noise(settings.seed, shapes, device)
     latents = _start_latents(initial, noise, settings.denoise_start, has_audio, keyframes)
@@ -333,12 +363,7 @@ def sample(
             latents[0] = torch.where(
                 known, (1.0 - sigma) * known_latents + sigma * noise[0], latents[0]
             )
-            if batched:
-                pairs = [v.chunk(2) for v in call(latents, sigma, stacked_text, repeat=2)]
-                cond, uncond = [c for c, _ in pairs], [u for _, u in pairs]
-            else:
-                cond = call(latents, sigma, text)
-                uncond = None if unconditional is None else call(latents, sigma, unconditional)
+            cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
             velocities = guidance.combine(index, sigma, latents, cond, uncond)
             velocities[0] = torch.where(known, known_velocity, velocities[0])
             if hooks.preview is not None:
