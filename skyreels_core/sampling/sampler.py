@@ -232,7 +232,7 @@ def _check_keyframes(indices: Sequence[int], frames: int, scale: int) -> list[in
             f"use latent frames 0..{frames - 1}",
         )
     if indices and scale < 1:
-        raise InputError("keyframe_scale", f"scale {scale}", "use a scale of 2 or more")
+        raise InputError("keyframe_scale", f"scale {scale}", "use a scale of 1 or more")
     return indices
 
 
@@ -317,13 +317,8 @@ def sample(
         shapes.append((batch, model.config.audio_latent_channels, audio_tokens))
     keyframe_shape = None
     if keyframes:
-        keyframe_shape = (
-            batch,
-            channels,
-            len(keyframes),
-            height * keyframe_scale,
-            width * keyframe_scale,
-        )
+        scaled = (height * keyframe_scale, width * keyframe_scale)
+        keyframe_shape = (batch, channels, len(keyframes), *scaled)
         shapes.append(keyframe_shape)
 
     sigmas = flow_sigmas(settings.steps, settings.shift, settings.denoise_start).tolist()
