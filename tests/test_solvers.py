@@ -99,3 +99,33 @@ def test_log_snr_limits():
 def test_unknown_solver_names_the_choices():
     with pytest.raises(InputError, match="euler, unipc, dpmpp_2m"):
         make_solver("ddim", [1.0, 0.0])
+
+
+@pytest.mark.parametrize(("name", "tolerance"), [("unipc", 1e-12), ("dpmpp_2m", 1e-6)])
+def test_multistep_solvers_match_diffusers_schedulers(name, tolerance):
+    # Started below t = 1, where diffusers' schedulers have finite log-SNR too; DPM++ there
+    # upcasts to float32 internally, hence its looser tolerance.
+    from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+    from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
+
+    steps, start = 10, 0.95
+    options = dict(use_flow_sigmas=True, prediction_type="flow_prediction", solver_order=2)
+    if name == "unipc":
+        scheduler = UniPCMultistepScheduler(**options)
+    else:
+        scheduler = DPMSolverMultistepScheduler(
+            algorithm_type="dpmsolver++", final_sigmas_type="zero", **options
+        )
+    scheduler.set_timesteps(steps)
+    sigmas = flow_sigmas(steps, 3.0, start=start)
+    scheduler.sigmas, scheduler.timesteps = sigmas.clone(), sigmas[:-1] * 1000
+    theirs = ((1 - start) * MU + start * NOISE).view(1, 4, 1)
+    solver = make_solver(name, sigmas.tolist())
+    ours = [theirs.clone()]
+    for index in range(steps):
+        t = sigmas[index].item()
+        theirs = scheduler.step(
+            gaussian_velocity(theirs, t), scheduler.timesteps[index], theirs
+        ).prev_sample
+        ours = solver.step(index, ours, [gaussian_velocity(ours[0], t)])
+    torch.testing.assert_close(ours[0], theirs, rtol=0, atol=tolerance)
