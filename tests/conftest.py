@@ -12,6 +12,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "skyreels_pack"
+# Test helper modules (model_helpers, workflow_tools) import by name under --import-mode=importlib.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def load_pack(name: str = PACK_NAME, root: Path = ROOT):

@@ -1,0 +1,76 @@
+"""One attention entry point for every block, with interchangeable kernels.
+
+``sdpa`` (PyTorch's fused attention) is the default and runs everywhere; ``flash_attn`` and
+``sage`` are optional CUDA packages, imported only when chosen so a missing one never breaks the
+pack; ``flex`` is the refiner's block-sparse attention.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+BACKENDS = ("sdpa", "flash_attn", "sage", "flex")
+_PACKAGES = {
+    "flash_attn": ("flash_attn", "pip install flash-attn"),
+    "sage": ("sageattention", "pip install sageattention"),
+}
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """The backends that can run on ``device`` with what is installed."""
+    cuda = torch.device(device).type == "cuda"
+    return ["sdpa", "flex"] + [
+        name
+        for name, (package, _) in _PACKAGES.items()
+        if cuda and importlib.util.find_spec(package)
+    ]
+
+
+def _require(backend: str, q: torch.Tensor) -> None:
+    package, fix = _PACKAGES[backend]
+    if q.device.type != "cuda":
+        raise InputError("attention", f"{backend} runs only on CUDA GPUs", "choose sdpa")
+    if importlib.util.find_spec(package) is None:
+        raise InputError("attention", f"{backend} is not installed", f"{fix}, or choose sdpa")
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    backend: str = "sdpa",
+    mask: torch.Tensor | None = None,
+    grid: tuple[int, int, int] | None = None,
+    keep_ratio: float = 0.25,
+) -> torch.Tensor:
+    """Softmax attention over [B, heads, L, head_dim] tensors; ``mask`` is a boolean key mask
+    broadcastable to [B, heads, L_q, L_k] (True = attend). ``grid`` (T, H, W) and ``keep_ratio``
+    configure the block-sparse ``flex`` backend."""
+    if backend == "sdpa" or (mask is not None and backend in ("flash_attn", "sage")):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if backend == "flash_attn":
+        _require(backend, q)
+        from flash_attn import flash_attn_func
+
+        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return out.transpose(1, 2)
+    if backend == "sage":
+        _require(backend, q)
+        from sageattention import sageattn
+
+        return sageattn(q, k, v, tensor_layout="HND")
+    if backend == "flex":
+        if grid is None or mask is not None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        from .sparse_attention import block_sparse_attention
+
+        return block_sparse_attention(q, k, v, grid, keep_ratio=keep_ratio)
+    raise InputError(
+        "attention", f"{backend!r} is not an attention backend", f"use one of {', '.join(BACKENDS)}"
+    )

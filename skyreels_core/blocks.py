@@ -1,0 +1,216 @@
+"""The transformer blocks of both streams (DESIGN §3).
+
+Module names follow Wan 2.1's original checkpoint (``self_attn``, ``cross_attn``, ``norm3``,
+``ffn``, ``modulation``), so a Wan checkpoint loads into the video stream's dual-stream blocks
+without renaming. Each block is split into the steps the dual-stream model interleaves across
+streams: joint attention, text cross-attention (video only), then the audio-video exchange, then
+the feed-forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import attention
+from .rope import apply_rotary
+
+Table = tuple[torch.Tensor, torch.Tensor]
+
+
+class RMSNorm(nn.Module):
+    """Wan's RMS norm over the whole width (before the head split), computed in float32."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(
+            x
+        ) * self.weight
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32, as Wan does for stability in half precision."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+def gelu_mlp(dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
+    )
+
+
+class Attention(nn.Module):
+    """q/k/v/o projections with RMS q/k norms; ``heads`` splits [B, L, D] into [B, H, L, d]."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def query(self, x: torch.Tensor, table: Table | None = None) -> torch.Tensor:
+        q = self.heads(self.norm_q(self.q(x)))
+        return q if table is None else apply_rotary(q, table)
+
+    def key_value(
+        self, x: torch.Tensor, table: Table | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.heads(self.norm_k(self.k(x)))
+        return (k if table is None else apply_rotary(k, table)), self.heads(self.v(x))
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        return self.o(y.transpose(1, 2).flatten(2))
+
+    def cross(
+        self, x, context, *, mask=None, q_table=None, k_table=None, backend="sdpa"
+    ) -> torch.Tensor:
+        k, v = self.key_value(context, k_table)
+        return self.output(attention(self.query(x, q_table), k, v, mask=mask, backend=backend))
+
+
+class AVCrossAttention(nn.Module):
+    """One direction of the bidirectional audio-video exchange: ``x`` attends the other stream,
+    with only the temporal rotary pairs applied on both sides (one clock, DESIGN §3)."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
+        super().__init__()
+        self.norm_x = LayerNorm(dim, eps, elementwise_affine=True)
+        self.norm_context = LayerNorm(dim, eps, elementwise_affine=True)
+        self.attn = Attention(dim, num_heads, eps)
+        nn.init.zeros_(
+            self.attn.o.weight
+        )  # a fresh exchange starts as identity (pretrained streams intact)
+        nn.init.zeros_(self.attn.o.bias)
+
+    def forward(
+        self, x, other, x_table: Table, other_table: Table, backend: str = "sdpa"
+    ) -> torch.Tensor:
+        update = self.attn.cross(
+            self.norm_x(x),
+            self.norm_context(other),
+            q_table=x_table,
+            k_table=other_table,
+            backend=backend,
+        )
+        return x + update
+
+
+def _joint(
+    q_parts: list[torch.Tensor],
+    kv_parts: list[tuple[torch.Tensor, torch.Tensor]],
+    mask,
+    backend,
+    grid=None,
+) -> torch.Tensor:
+    k = torch.cat([k for k, _ in kv_parts], dim=2)
+    v = torch.cat([v for _, v in kv_parts], dim=2)
+    return attention(torch.cat(q_parts, dim=2), k, v, mask=mask, backend=backend, grid=grid)
+
+
+class DualStreamBlock(nn.Module):
+    """Modality and text tokens keep separate weights and modulation but attend jointly.
+
+    With ``joint_text=False`` and ``text_cross=True`` this is exactly a Wan 2.1 block.
+    """
+
+    def __init__(
+        self, dim, num_heads, ffn_dim, eps, *, joint_text: bool, text_cross: bool, av_cross: bool
+    ):
+        super().__init__()
+        self.norm1 = LayerNorm(dim, eps, elementwise_affine=False)
+        self.self_attn = Attention(dim, num_heads, eps)
+        self.norm2 = LayerNorm(dim, eps, elementwise_affine=False)
+        self.ffn = gelu_mlp(dim, ffn_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        if text_cross:
+            self.norm3 = LayerNorm(dim, eps, elementwise_affine=True)
+            self.cross_attn = Attention(dim, num_heads, eps)
+        if joint_text:
+            self.text_attn = Attention(dim, num_heads, eps)
+            self.text_ffn = gelu_mlp(dim, ffn_dim)
+            self.text_modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        if av_cross:
+            self.av_cross_attn = AVCrossAttention(dim, num_heads, eps)
+
+    def attend(self, x, text, e, table: Table, mask, backend, grid=None):
+        """Joint self-attention of the modality tokens (rotated) and the text tokens (not rotated)."""
+        shift, scale, gate = (self.modulation + e).chunk(6, dim=1)[:3]
+        h = modulate(self.norm1(x), shift, scale)
+        q_parts = [self.self_attn.query(h, table)]
+        kv_parts = [self.self_attn.key_value(h, table)]
+        if text is not None:
+            t_shift, t_scale, t_gate = (self.text_modulation + e).chunk(6, dim=1)[:3]
+            ht = modulate(self.norm1(text), t_shift, t_scale)
+            q_parts.append(self.text_attn.query(ht))
+            kv_parts.append(self.text_attn.key_value(ht))
+        out = _joint(q_parts, kv_parts, mask, backend, grid if text is None else None)
+        length = x.shape[1]
+        x = x + self.self_attn.output(out[:, :, :length]) * gate
+        if text is not None:
+            text = text + self.text_attn.output(out[:, :, length:]) * t_gate
+        return x, text
+
+    def cross_text(self, x, context, mask, backend):
+        return x + self.cross_attn.cross(self.norm3(x), context, mask=mask, backend=backend)
+
+    def feed_forward(self, x, text, e):
+        shift, scale, gate = (self.modulation + e).chunk(6, dim=1)[3:]
+        x = x + self.ffn(modulate(self.norm2(x), shift, scale)) * gate
+        if text is not None:
+            t_shift, t_scale, t_gate = (self.text_modulation + e).chunk(6, dim=1)[3:]
+            text = text + self.text_ffn(modulate(self.norm2(text), t_shift, t_scale)) * t_gate
+        return x, text
+
+
+class SingleStreamBlock(nn.Module):
+    """One set of weights over concat(modality, text): parallel attention + MLP (as in Flux)."""
+
+    def __init__(self, dim, num_heads, ffn_dim, eps, *, text_cross: bool, av_cross: bool):
+        super().__init__()
+        self.dim, self.ffn_dim, self.num_heads = dim, ffn_dim, num_heads
+        self.norm = LayerNorm(dim, eps, elementwise_affine=False)
+        self.linear1 = nn.Linear(dim, 3 * dim + ffn_dim)
+        self.linear2 = nn.Linear(dim + ffn_dim, dim)
+        self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.modulation = nn.Parameter(torch.randn(1, 3, dim) / dim**0.5)
+        if text_cross:
+            self.norm3 = LayerNorm(dim, eps, elementwise_affine=True)
+            self.cross_attn = Attention(dim, num_heads, eps)
+        if av_cross:
+            self.av_cross_attn = AVCrossAttention(dim, num_heads, eps)
+
+    def attend(self, x, text, e, table: Table, mask, backend, grid=None):
+        shift, scale, gate = (self.modulation + e[:, :3]).chunk(3, dim=1)
+        length = x.shape[1]
+        h = modulate(self.norm(torch.cat([x, text], dim=1)), shift, scale)
+        q, k, v, mlp = self.linear1(h).split([self.dim, self.dim, self.dim, self.ffn_dim], dim=-1)
+        heads = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(self.norm_q(q)), heads(self.norm_k(k)), heads(v)
+        q = torch.cat([apply_rotary(q[:, :, :length], table), q[:, :, length:]], dim=2)
+        k = torch.cat([apply_rotary(k[:, :, :length], table), k[:, :, length:]], dim=2)
+        out = attention(q, k, v, mask=mask, backend=backend).transpose(1, 2).flatten(2)
+        update = self.linear2(torch.cat([out, F.gelu(mlp, approximate="tanh")], dim=-1)) * gate
+        return x + update[:, :length], text + update[:, length:]
+
+    def cross_text(self, x, context, mask, backend):
+        return x + self.cross_attn.cross(self.norm3(x), context, mask=mask, backend=backend)
+
+    def feed_forward(self, x, text, e):
+        return x, text  # the MLP runs in parallel with the attention in ``attend``

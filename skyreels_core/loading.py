@@ -1,0 +1,234 @@
+"""Checkpoints: safetensors only, memory-mapped, validated key by key, built on the meta device.
+
+A model is constructed on ``meta`` (no memory), its expected keys and shapes are compared with
+the file's before a byte is read, and the tensors are then assigned straight from the mapped file,
+so a 14B checkpoint never exists twice in memory and a wrong file fails in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import PRESETS, ModelConfig, config_from_dict
+from .errors import CheckpointError
+from .mmdit import DualStreamMMDiT
+
+CONFIG_METADATA_KEY = "skyreels_config"
+WAN_PREFIXES = ("model.diffusion_model.",)
+HEAD_DIM = 128  # every Wan 2.1 model uses 128-dim heads
+
+
+def _check_safetensors(path: Path, input_name: str) -> None:
+    """Refuse anything that is not a complete safetensors file before any parser touches it."""
+    if not path.is_file():
+        raise CheckpointError(
+            input_name, f"{path} does not exist", "check the file name and folder"
+        )
+    if path.suffix != ".safetensors":
+        raise CheckpointError(
+            input_name,
+            f"{path.name} is not a .safetensors file",
+            "convert it to safetensors (pickle checkpoints can run code when loaded and are refused)",
+        )
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        raise CheckpointError(
+            input_name,
+            f"{path.name} has no safetensors header",
+            "re-download or re-export the file",
+        )
+    header_length = struct.unpack("<Q", head[:8])[0]
+    if 8 + header_length > size:
+        raise CheckpointError(input_name, f"{path.name} is truncated", "re-download the file")
+
+
+def read_header(
+    path: Path, input_name: str = "checkpoint"
+) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Key -> shape and the metadata of a safetensors file, without reading tensor data."""
+    _check_safetensors(path, input_name)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+            return shapes, handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(
+            input_name, f"{path.name} cannot be read ({error})", "re-download the file"
+        ) from None
+
+
+def _strip_prefix(key: str) -> str:
+    for prefix in WAN_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def wan_config_from_shapes(
+    shapes: dict[str, tuple[int, ...]], name: str = "wan2.1-t2v"
+) -> ModelConfig:
+    """A Wan-compatible config read off an original-layout Wan 2.1 checkpoint's shapes."""
+    dim, in_channels, *patch = shapes["patch_embedding.weight"]
+    layers = 1 + max(int(key.split(".")[1]) for key in shapes if key.startswith("blocks."))
+    for preset in PRESETS.values():
+        if not preset.joint_text and preset.dim == dim and preset.num_dual_blocks == layers:
+            name = preset.name
+    return ModelConfig(
+        name=name,
+        dim=dim,
+        num_heads=dim // HEAD_DIM,
+        ffn_dim=shapes["blocks.0.ffn.0.weight"][0],
+        num_dual_blocks=layers,
+        num_single_blocks=0,
+        text_dim=shapes["text_embedding.0.weight"][1],
+        video_latent_channels=shapes["head.head.weight"][0] // (patch[0] * patch[1] * patch[2]),
+        channel_concat_inpainting=in_channels
+        != shapes["head.head.weight"][0] // (patch[0] * patch[1] * patch[2]),
+        joint_text=False,
+        audio_latent_channels=None,
+        patch_size=tuple(patch),
+    )
+
+
+def detect_config(
+    shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], input_name: str
+) -> ModelConfig:
+    if CONFIG_METADATA_KEY in metadata:
+        return config_from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
+    if "patch_embedding.weight" in shapes and "blocks.0.self_attn.q.weight" in shapes:
+        return wan_config_from_shapes(shapes)
+    raise CheckpointError(
+        input_name,
+        "the file is neither a SkyReels-V4 checkpoint nor an original-layout Wan 2.1 T2V checkpoint",
+        "pick a SkyReels-V4 / Wan 2.1 diffusion model file (it must hold patch_embedding and blocks.*)",
+    )
+
+
+def build_on_meta(config: ModelConfig) -> DualStreamMMDiT:
+    """The model's structure without allocating its weights."""
+    with torch.device("meta"):
+        return DualStreamMMDiT(config)
+
+
+def _describe(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def validate_keys(
+    expected: dict[str, tuple], found: dict[str, tuple], input_name: str, config_name: str
+) -> None:
+    """Exact key and shape match, or one error that lists what differs."""
+    missing = expected.keys() - found.keys()
+    unexpected = found.keys() - expected.keys()
+    mismatched = [
+        f"{k} {found[k]} != {expected[k]}"
+        for k in expected.keys() & found.keys()
+        if tuple(found[k]) != tuple(expected[k])
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing {len(missing)} keys ({_describe(missing)})")
+        if unexpected:
+            problems.append(f"unexpected {len(unexpected)} keys ({_describe(unexpected)})")
+        if mismatched:
+            problems.append(f"mis-shaped {len(mismatched)} tensors ({_describe(mismatched)})")
+        raise CheckpointError(
+            input_name,
+            f"the file does not match the {config_name} model: " + "; ".join(problems),
+            "use a checkpoint of this model/preset (or let the loader detect the preset)",
+        )
+
+
+def _load_tensors(path: Path, rename, dtype, device) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return {
+            rename(key): handle.get_tensor(key).to(device=device, dtype=dtype)
+            for key in handle.keys()
+        }
+
+
+def load_model(
+    path: str | Path,
+    config: ModelConfig | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    input_name: str = "model",
+) -> DualStreamMMDiT:
+    """A SkyReels-V4 or original-layout Wan 2.1 checkpoint as a ready model (eval mode)."""
+    path = Path(path)
+    shapes, metadata = read_header(path, input_name)
+    shapes = {_strip_prefix(key): shape for key, shape in shapes.items()}
+    config = config or detect_config(shapes, metadata, input_name)
+    model = build_on_meta(config)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    validate_keys(expected, shapes, input_name, config.name)
+    state = _load_tensors(path, _strip_prefix, dtype, device)
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval()
+
+
+def save_model(
+    model: DualStreamMMDiT, path: str | Path, extra_metadata: dict[str, str] | None = None
+) -> Path:
+    """Safetensors with the config in the metadata, so the file describes itself."""
+    path = Path(path)
+    metadata = {CONFIG_METADATA_KEY: json.dumps(asdict(model.config)), **(extra_metadata or {})}
+    state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+@dataclass
+class WanTransferReport:
+    """What initialising the full model from Wan 2.1 did, key by key."""
+
+    mapped: list[str] = field(default_factory=list)
+    partially_mapped: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+
+
+@torch.no_grad()
+def initialise_video_stream_from_wan(model: DualStreamMMDiT, path: str | Path) -> WanTransferReport:
+    """Copy an original Wan 2.1 T2V checkpoint onto the video stream of a full model (DESIGN §3).
+
+    Wan's names are the video stream's names, so equal names with equal shapes copy 1:1. The patch
+    embedding takes concat(V, I, M): Wan's weights fill the V channels and the condition channels
+    start at zero, so the initialised model ignores conditions until trained. Everything else
+    (audio stream, joint-text weights, the exchange, a different text width) starts fresh.
+    """
+    path = Path(path)
+    shapes, _ = read_header(path, "wan checkpoint")
+    wan = _load_tensors(path, _strip_prefix, torch.float32, "cpu")
+    report = WanTransferReport()
+    own = model.state_dict()
+    for key, target in own.items():
+        source = wan.get(key)
+        if source is not None and source.shape == target.shape:
+            target.copy_(source.to(target.dtype))
+            report.mapped.append(key)
+        elif (
+            key == "patch_embedding.weight"
+            and source is not None
+            and source.shape[1] < target.shape[1]
+        ):
+            target.zero_()
+            target[:, : source.shape[1]] = source.to(target.dtype)
+            report.partially_mapped.append(key)
+        else:
+            report.fresh.append(key)
+    report.unused = sorted(wan.keys() - own.keys())
+    return report

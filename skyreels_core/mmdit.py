@@ -1,0 +1,303 @@
+"""The dual-stream MMDiT of SkyReels-V4 (DESIGN §3), read top to bottom in the order data flows:
+embeddings -> token sequences and their rotary tables -> M dual-stream then N single-stream
+blocks, each with text cross-attention (video) and the audio-video exchange -> output heads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from .blocks import DualStreamBlock, LayerNorm, SingleStreamBlock
+from .config import ModelConfig
+from .errors import InputError
+from .rope import audio_angles, audio_time_scale, rotary, video_angles, video_positions
+from .types import ModelOutput, References, TextEncoding
+
+TIMESTEP_SCALE = 1000.0  # flow time t in [0, 1] is embedded as Wan's timestep t * 1000
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Wan's [cos, sin] timestep embedding, computed in float64 like the reference."""
+    half = dim // 2
+    frequencies = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = torch.outer(t.double(), frequencies)
+    return torch.cat([angles.cos(), angles.sin()], dim=1).float()
+
+
+def stream_embeddings(config: ModelConfig) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """A stream's timestep embedding, its projection to the blocks' 6 modulation vectors, and its
+    own text projection (each stream reads the text with its own weights). Layouts are Wan's."""
+    d = config.dim
+    return (
+        nn.Sequential(nn.Linear(config.freq_dim, d), nn.SiLU(), nn.Linear(d, d)),
+        nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)),
+        nn.Sequential(nn.Linear(config.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d)),
+    )
+
+
+def embed(modules, timestep: torch.Tensor, features: torch.Tensor, freq_dim: int):
+    """(time embedding [B, D], modulation [B, 6, D], projected text [B, L, D]) of one stream."""
+    time_embedding, time_projection, text_embedding = modules
+    weight = time_embedding[0].weight
+    e = time_embedding(sinusoidal_embedding(timestep * TIMESTEP_SCALE, freq_dim).to(weight.dtype))
+    return e, time_projection(e).unflatten(1, (6, -1)), text_embedding(features.to(weight.dtype))
+
+
+class Head(nn.Module):
+    """Wan's output head: modulated norm then a linear to the patch's latent values."""
+
+    def __init__(self, dim: int, out_features: int, eps: float) -> None:
+        super().__init__()
+        self.norm = LayerNorm(dim, eps, elementwise_affine=False)
+        self.head = nn.Linear(dim, out_features)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.modulation + e.unsqueeze(1)).chunk(2, dim=1)
+        return self.head(self.norm(x) * (1 + scale) + shift)
+
+
+@lru_cache(maxsize=32)
+def _video_table(grid, ref_frames, keyframes, key_grid, head_dim, theta, temporal_only):
+    """Rotary angles for [references | clip | keyframes] video tokens; cached per shape."""
+    t, h, w = grid
+    parts = []
+    if ref_frames:
+        parts.append(video_positions(ref_frames, h, w, time_offset=-ref_frames))
+    parts.append(video_positions(t, h, w))
+    if keyframes:
+        parts.append(
+            video_positions(
+                len(keyframes), *key_grid, times=list(keyframes), spatial_scale=h / key_grid[0]
+            )
+        )
+    return video_angles(torch.cat(parts), head_dim, theta, temporal_only)
+
+
+@lru_cache(maxsize=32)
+def _audio_table(length, ref_length, scale, head_dim, theta, temporal_only):
+    """Audio token j at video time j * scale; references at (-L_ref + j) * scale."""
+    times = torch.arange(-ref_length, length, dtype=torch.float64) * scale
+    return audio_angles(times, head_dim, theta, temporal_only)
+
+
+def _tables(angles: torch.Tensor, device, dtype=torch.float32):
+    cos, sin = rotary(angles, dtype)
+    return cos.to(device), sin.to(device)
+
+
+class DualStreamMMDiT(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.attention_backend = "sdpa"
+        d, c = config.dim, config
+        pt, ph, pw = config.patch_size
+        self.patch_embedding = nn.Conv3d(
+            config.video_in_channels, d, config.patch_size, config.patch_size
+        )
+        self.time_embedding, self.time_projection, self.text_embedding = stream_embeddings(config)
+        block_args = (d, c.num_heads, c.ffn_dim, c.eps)
+        self.blocks = nn.ModuleList(
+            DualStreamBlock(
+                *block_args, joint_text=c.joint_text, text_cross=True, av_cross=c.has_audio
+            )
+            for _ in range(c.num_dual_blocks)
+        )
+        self.single_blocks = nn.ModuleList(
+            SingleStreamBlock(*block_args, text_cross=True, av_cross=c.has_audio)
+            for _ in range(c.num_single_blocks)
+        )
+        self.head = Head(d, c.video_latent_channels * pt * ph * pw, c.eps)
+        if c.has_audio:
+            self.audio_embedding = nn.Linear(c.audio_latent_channels, d)
+            self.audio_time_embedding, self.audio_time_projection, self.audio_text_embedding = (
+                stream_embeddings(config)
+            )
+            self.audio_blocks = nn.ModuleList(
+                DualStreamBlock(
+                    *block_args, joint_text=c.joint_text, text_cross=False, av_cross=True
+                )
+                for _ in range(c.num_dual_blocks)
+            )
+            self.audio_single_blocks = nn.ModuleList(
+                SingleStreamBlock(*block_args, text_cross=False, av_cross=True)
+                for _ in range(c.num_single_blocks)
+            )
+            self.audio_head = Head(d, c.audio_latent_channels, c.eps)
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _patchify(self, video: torch.Tensor) -> torch.Tensor:
+        return (
+            self.patch_embedding(video.to(self.patch_embedding.weight.dtype))
+            .flatten(2)
+            .transpose(1, 2)
+        )
+
+    def _reference_input(self, latents: torch.Tensor) -> torch.Tensor:
+        """Clean references look fully known: concat(ref, ref, ones) under inpainting."""
+        if not self.config.channel_concat_inpainting:
+            return latents
+        ones = torch.ones_like(latents[:, :1])
+        return torch.cat([latents, latents, ones], dim=1)
+
+    def _check(self, video, audio, references, keyframes, keyframe_indices) -> None:
+        c = self.config
+        if video.shape[1] != c.video_in_channels:
+            raise InputError(
+                "video", f"{video.shape[1]} channels for a model that takes {c.video_in_channels}",
+                "pass concat(noisy, condition, mask) for inpainting models, plain latents for Wan models",
+            )  # fmt: skip
+        pt, ph, pw = c.patch_size
+        if video.shape[2] % pt or video.shape[3] % ph or video.shape[4] % pw:
+            raise InputError(
+                "video",
+                f"latent size {tuple(video.shape[2:])} does not divide by the patch {c.patch_size}",
+                "use a size divisible by 16 px",
+            )
+        if audio is not None and not c.has_audio:
+            raise InputError(
+                "audio", "this model has no audio stream", "use a model with an audio stream"
+            )
+        if keyframes is not None and len(keyframe_indices or ()) != keyframes.shape[2]:
+            raise InputError(
+                "keyframe_indices",
+                "one index per keyframe is needed",
+                "pass as many indices as keyframes",
+            )
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward(
+        self,
+        video: torch.Tensor,
+        timestep: torch.Tensor,
+        text: TextEncoding,
+        audio: torch.Tensor | None = None,
+        references: References | None = None,
+        keyframes: torch.Tensor | None = None,
+        keyframe_indices: Sequence[int] | None = None,
+    ) -> ModelOutput:
+        c = self.config
+        self._check(video, audio, references, keyframes, keyframe_indices)
+        backend = self.attention_backend
+        batch, _, frames, height, width = video.shape
+        pt, ph, pw = c.patch_size
+        grid = (frames // pt, height // ph, width // pw)
+        device, dtype = video.device, self.patch_embedding.weight.dtype
+
+        # Video tokens: [references | clip | high-res keyframes] (DESIGN §3, §4).
+        ref_video = references.video if references is not None else None
+        ref_frames = 0 if ref_video is None else ref_video.shape[2] // pt
+        parts = [] if ref_video is None else [self._patchify(self._reference_input(ref_video))]
+        parts.append(self._patchify(video))
+        key_grid, key_times = (0, 0), ()
+        if keyframes is not None:
+            key_grid = (keyframes.shape[3] // ph, keyframes.shape[4] // pw)
+            key_times = tuple(int(i) for i in keyframe_indices)
+            parts.append(self._patchify(keyframes))
+        x = torch.cat(parts, dim=1)
+        clip_start = ref_frames * grid[1] * grid[2]
+        clip_end = clip_start + math.prod(grid)
+
+        table_args = (grid, ref_frames, key_times, key_grid, c.head_dim, c.rope_theta)
+        video_self = _tables(_video_table(*table_args, False), device)
+        video_modules = (self.time_embedding, self.time_projection, self.text_embedding)
+        e_video, e6_video, context = embed(video_modules, timestep, text.features, c.freq_dim)
+        text_video = context if c.joint_text else None
+        text_mask = text.mask.to(device)
+        joint_mask = self._joint_mask(text_mask, x.shape[1]) if c.joint_text else None
+        cross_mask = self._cross_mask(text, text_mask, x.shape[1], clip_start, grid)
+
+        a = text_audio = None
+        if audio is not None:
+            ref_audio = references.audio if references is not None else None
+            ref_length = 0 if ref_audio is None else ref_audio.shape[2]
+            stream = audio if ref_audio is None else torch.cat([ref_audio, audio], dim=2)
+            a = self.audio_embedding(stream.transpose(1, 2).to(dtype))
+            scale = audio_time_scale(grid[0], audio.shape[2])  # one clock for both streams
+            audio_args = (audio.shape[2], ref_length, scale, c.head_dim, c.rope_theta)
+            audio_self = _tables(_audio_table(*audio_args, False), device)
+            audio_cross = _tables(_audio_table(*audio_args, True), device)
+            video_cross = _tables(_video_table(*table_args, True), device)
+            audio_modules = (
+                self.audio_time_embedding,
+                self.audio_time_projection,
+                self.audio_text_embedding,
+            )
+            e_audio, e6_audio, context_audio = embed(
+                audio_modules, timestep, text.features, c.freq_dim
+            )
+            text_audio = context_audio if c.joint_text else None
+            audio_joint_mask = self._joint_mask(text_mask, a.shape[1]) if c.joint_text else None
+
+        # Block-sparse attention (flex) needs the bare clip grid; references/keyframes go dense.
+        sparse_grid = grid if x.shape[1] == math.prod(grid) else None
+        video_blocks = [*self.blocks, *self.single_blocks]
+        audio_blocks = [*self.audio_blocks, *self.audio_single_blocks] if a is not None else []
+        for index, block in enumerate(video_blocks):
+            x, text_video = block.attend(
+                x, text_video, e6_video, video_self, joint_mask, backend, sparse_grid
+            )
+            x = block.cross_text(x, context, cross_mask, backend)
+            if a is not None:
+                audio_block = audio_blocks[index]
+                a, text_audio = audio_block.attend(
+                    a, text_audio, e6_audio, audio_self, audio_joint_mask, backend
+                )
+                # Audio attends video, then video attends the updated audio (the paper's order).
+                a = audio_block.av_cross_attn(a, x, audio_cross, video_cross, backend)
+                x = block.av_cross_attn(x, a, video_cross, audio_cross, backend)
+                a, text_audio = audio_block.feed_forward(a, text_audio, e6_audio)
+            x, text_video = block.feed_forward(x, text_video, e6_video)
+
+        out = self.head(x, e_video)
+        video_out = self._unpatchify(out[:, clip_start:clip_end], grid)
+        keyframes_out = None
+        if keyframes is not None:
+            keyframes_out = self._unpatchify(out[:, clip_end:], (len(key_times), *key_grid))
+        audio_out = None
+        if a is not None:
+            audio_out = self.audio_head(a[:, a.shape[1] - audio.shape[2] :], e_audio).transpose(
+                1, 2
+            )
+        return ModelOutput(video=video_out, audio=audio_out, keyframes=keyframes_out)
+
+    def _unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        pt, ph, pw = self.config.patch_size
+        t, h, w = grid
+        x = tokens.reshape(tokens.shape[0], t, h, w, pt, ph, pw, -1)
+        return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(
+            tokens.shape[0], -1, t * pt, h * ph, w * pw
+        )
+
+    @staticmethod
+    def _joint_mask(text_mask: torch.Tensor, length: int) -> torch.Tensor | None:
+        """Key mask for [modality | text] joint attention: padded text tokens are never attended."""
+        if bool(text_mask.all()):
+            return None
+        keys = torch.cat([text_mask.new_ones(text_mask.shape[0], length), text_mask], dim=1)
+        return keys[:, None, None, :]
+
+    def _cross_mask(self, text, text_mask, length, clip_start, grid):
+        """Text cross-attention mask: padding, and for multi-shot prompts each clip frame's tokens
+        attend only their shot's text (references and keyframes see every shot)."""
+        if not text.shot_ranges:
+            return None if bool(text_mask.all()) else text_mask[:, None, None, :]
+        frame_of_token = torch.full((length,), -1, device=text_mask.device)
+        tokens_per_frame = grid[1] * grid[2]
+        clip = torch.arange(grid[0] * tokens_per_frame, device=text_mask.device) // tokens_per_frame
+        frame_of_token[clip_start : clip_start + len(clip)] = clip
+        allowed = torch.zeros(length, text_mask.shape[1], dtype=torch.bool, device=text_mask.device)
+        allowed[frame_of_token < 0] = True
+        for token_start, token_end, frame_start, frame_end in text.shot_ranges:
+            rows = (frame_of_token >= frame_start) & (frame_of_token < frame_end)
+            allowed[
+                rows.nonzero()[:, 0, None],
+                torch.arange(token_start, token_end, device=text_mask.device),
+            ] = True
+        return (allowed[None] & text_mask[:, None, :])[:, None]

@@ -1,0 +1,95 @@
+"""Rotary position embeddings on one clock for both streams (DESIGN §3).
+
+Video tokens rotate by (t, h, w) with Wan's split of the head dimension (44/42/42 of 128); audio
+tokens by one time axis whose positions are scaled by ``T_lat / L_a`` so audio token j sits at
+video time ``j * T_lat / L_a``. Cross-modal attention rotates only the temporal pairs, on both
+sides, so it sees true time offsets and nothing else. Positions are floats: references sit at
+negative times and high-res keyframes at fractional low-res grid positions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def axis_split(head_dim: int) -> tuple[int, int, int]:
+    """Rotary pairs for (t, h, w): Wan's ``d - 4(d//6)``, ``2(d//6)``, ``2(d//6)`` dims, halved."""
+    spatial = 2 * (head_dim // 6)
+    return (head_dim - 2 * spatial) // 2, spatial // 2, spatial // 2
+
+
+def inverse_frequencies(dims: int, theta: float) -> torch.Tensor:
+    """Wan's frequency table for one axis of ``dims`` dims, in float64 like the reference."""
+    return 1.0 / theta ** (torch.arange(0, dims, 2, dtype=torch.float64) / dims)
+
+
+def video_angles(
+    positions: torch.Tensor, head_dim: int, theta: float, temporal_only: bool = False
+) -> torch.Tensor:
+    """Angles [L, head_dim/2] for (t, h, w) positions [L, 3]; ``temporal_only`` zeroes h and w."""
+    pairs = axis_split(head_dim)
+    parts = []
+    for axis, count in enumerate(pairs):
+        frequencies = inverse_frequencies(2 * count, theta)
+        angle = positions[:, axis, None].double() * frequencies
+        parts.append(angle if axis == 0 or not temporal_only else torch.zeros_like(angle))
+    return torch.cat(parts, dim=1)
+
+
+def audio_angles(
+    times: torch.Tensor, head_dim: int, theta: float, temporal_only: bool = False
+) -> torch.Tensor:
+    """Angles [L, head_dim/2] for audio tokens at video times [L]: the whole head dimension on one
+    time axis for self-attention, or only the video's temporal pairs for cross-modal attention."""
+    if temporal_only:
+        t_pairs = axis_split(head_dim)[0]
+        angle = times[:, None].double() * inverse_frequencies(2 * t_pairs, theta)
+        return torch.cat([angle, angle.new_zeros(len(times), head_dim // 2 - t_pairs)], dim=1)
+    return times[:, None].double() * inverse_frequencies(head_dim, theta)
+
+
+def audio_time_scale(latent_frames: int, audio_tokens: int) -> float:
+    """Video time per audio token, ``T_lat / L_a``: 21 / 218 for the paper's 5 s clips."""
+    return latent_frames / audio_tokens
+
+
+def rotary(
+    angles: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) tables [L, head_dim/2]."""
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate consecutive pairs of [B, heads, L, head_dim] by the table's angles (Wan's layout)."""
+    cos, sin = table
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rotated.flatten(-2).to(x.dtype)
+
+
+def video_positions(
+    frames: int,
+    height: int,
+    width: int,
+    *,
+    time_offset: float = 0.0,
+    times=None,
+    spatial_scale: float = 1.0,
+) -> torch.Tensor:
+    """(t, h, w) of every token of a [frames, height, width] token grid, row-major.
+
+    ``times`` overrides the per-frame times (keyframes sit at their latent frame index);
+    ``spatial_scale`` maps a finer grid onto the low-res grid's coordinates.
+    """
+    t = (
+        torch.as_tensor(times, dtype=torch.float64)
+        if times is not None
+        else torch.arange(frames, dtype=torch.float64)
+    )
+    t = t + time_offset
+    h = torch.arange(height, dtype=torch.float64) * spatial_scale
+    w = torch.arange(width, dtype=torch.float64) * spatial_scale
+    grid = torch.meshgrid(t, h, w, indexing="ij")
+    return torch.stack([axis.flatten() for axis in grid], dim=1)

@@ -1,0 +1,73 @@
+"""Checkpoints are safetensors only, validated before reading, and self-describing."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from model_helpers import inputs, tiny_model
+from safetensors.torch import save_file
+
+from skyreels_core.errors import CheckpointError
+from skyreels_core.loading import load_model, save_model
+
+
+def test_round_trip_detects_the_preset_and_casts(tmp_path):
+    model = tiny_model()
+    path = save_model(model, tmp_path / "tiny.safetensors")
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    video, t, text, audio = inputs(model)
+    with torch.no_grad():
+        assert torch.equal(
+            loaded(video, t, text, audio=audio).video, model(video, t, text, audio=audio).video
+        )
+    half = load_model(path, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+
+
+def test_pickle_files_are_refused_without_being_opened(tmp_path):
+    evil = tmp_path / "model.ckpt"
+    evil.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_model(evil)
+    disguised = tmp_path / "model.safetensors"
+    disguised.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CheckpointError, match="no safetensors header"):
+        load_model(disguised)
+
+
+def test_truncated_and_missing_files_say_what_to_do(tmp_path):
+    path = save_model(tiny_model(), tmp_path / "tiny.safetensors")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[:200])
+    with pytest.raises(CheckpointError, match="truncated|cannot be read"):
+        load_model(cut)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+def test_mismatched_checkpoints_list_the_differences(tmp_path):
+    state = dict(tiny_model().state_dict())
+    state.pop("head.head.weight")
+    state["blocks.0.ffn.0.weight"] = torch.zeros(3, 3)
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path))
+    from skyreels_core.config import get_preset
+
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path, get_preset("tiny"))
+    message = str(caught.value)
+    assert "missing 1 keys (head.head.weight)" in message
+    assert "unexpected 1 keys (extra.weight)" in message
+    assert "blocks.0.ffn.0.weight (3, 3) != (64, 32)" in message
+
+
+def test_files_of_other_models_are_recognised(tmp_path):
+    path = tmp_path / "sdxl.safetensors"
+    save_file({"conditioner.embedders.0.weight": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="neither a SkyReels-V4"):
+        load_model(path)

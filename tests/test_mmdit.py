@@ -1,0 +1,167 @@
+"""The dual-stream MMDiT: shapes, stream coupling, references, keyframes, precision, learning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from model_helpers import inputs, randomise_av_exchange, tiny_model, zero_av_exchange
+
+from skyreels_core.config import PRESETS, get_preset
+from skyreels_core.errors import InputError
+from skyreels_core.loading import build_on_meta
+from skyreels_core.mmdit import DualStreamMMDiT
+from skyreels_core.objective import flow_matching_loss, noised
+from skyreels_core.types import References, TextEncoding
+
+
+@torch.no_grad()
+def test_output_shapes_for_both_streams():
+    model = tiny_model()
+    video, t, text, audio = inputs(model)
+    out = model(video, t, text, audio=audio)
+    assert out.video.shape == (2, 4, 3, 4, 6) and out.audio.shape == (2, 4, 11)
+    assert out.keyframes is None and torch.isfinite(out.video).all()
+
+
+@torch.no_grad()
+def test_stream_coupling_is_exactly_the_av_exchange():
+    model = tiny_model()
+    randomise_av_exchange(model)
+    video, t, text, audio = inputs(model)
+    other_audio = torch.randn_like(audio)
+    other_video = video.clone()
+    other_video[:, :4] = torch.randn_like(video[:, :4])
+    base = model(video, t, text, audio=audio)
+    assert (model(video, t, text, audio=other_audio).video - base.video).abs().max() > 1e-3
+    assert (model(other_video, t, text, audio=audio).audio - base.audio).abs().max() > 1e-3
+    zero_av_exchange(model)
+    base = model(video, t, text, audio=audio)
+    assert torch.equal(model(video, t, text, audio=other_audio).video, base.video)
+    assert torch.equal(model(other_video, t, text, audio=audio).audio, base.audio)
+
+
+@torch.no_grad()
+def test_references_condition_the_clip_and_are_dropped_from_the_output():
+    model = tiny_model()
+    randomise_av_exchange(model)
+    video, t, text, audio = inputs(model)
+    refs = References(video=torch.randn(2, 4, 2, 4, 6), audio=torch.randn(2, 4, 5))
+    plain = model(video, t, text, audio=audio)
+    with_refs = model(video, t, text, audio=audio, references=refs)
+    assert with_refs.video.shape == plain.video.shape and with_refs.audio.shape == plain.audio.shape
+    assert (with_refs.video - plain.video).abs().max() > 1e-4
+    assert (with_refs.audio - plain.audio).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_high_res_keyframes_ride_in_the_same_sequence():
+    model = tiny_model()
+    video, t, text, audio = inputs(model)
+    keyframes = torch.randn(2, model.config.video_in_channels, 2, 8, 12)
+    out = model(video, t, text, audio=audio, keyframes=keyframes, keyframe_indices=[0, 2])
+    assert out.keyframes.shape == (2, 4, 2, 8, 12) and out.video.shape == (2, 4, 3, 4, 6)
+    with pytest.raises(InputError, match="keyframe_indices"):
+        model(video, t, text, audio=audio, keyframes=keyframes, keyframe_indices=[0])
+
+
+@torch.no_grad()
+def test_padding_text_tokens_are_ignored():
+    model = tiny_model()
+    video, t, text, audio = inputs(model, batch=1)
+    padded = TextEncoding(
+        torch.cat([text.features, torch.randn(1, 4, text.features.shape[2])], dim=1),
+        torch.cat([text.mask, torch.zeros(1, 4, dtype=torch.bool)], dim=1),
+    )
+    a, b = model(video, t, text, audio=audio), model(video, t, padded, audio=audio)
+    assert torch.allclose(a.video, b.video, atol=1e-5) and torch.allclose(
+        a.audio, b.audio, atol=1e-5
+    )
+
+
+@torch.no_grad()
+def test_multishot_text_reaches_only_its_frames():
+    # One Wan-style block isolates the text cross-attention path: afterwards self-attention would
+    # spread a shot's words to every frame, as it should.
+    model = tiny_model(joint_text=False, num_single_blocks=0, num_dual_blocks=1, audio_latent_channels=None)
+    video = torch.randn(1, model.config.video_in_channels, 3, 4, 6)
+    features = torch.randn(1, 6, model.config.text_dim)
+    shots = [(0, 3, 0, 2), (3, 6, 2, 3)]
+    text = TextEncoding(features, torch.ones(1, 6, dtype=torch.bool), shots)
+    changed = TextEncoding(features.clone(), text.mask, shots)
+    changed.features[:, 3:] += 1.0  # the second shot's words only
+    t = torch.tensor([0.5])
+    a, b = model(video, t, text).video, model(video, t, changed).video
+    assert torch.equal(a[:, :, :2], b[:, :, :2])
+    assert (a[:, :, 2] - b[:, :, 2]).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_bf16_forward_stays_close_to_fp32():
+    model = tiny_model()
+    randomise_av_exchange(model)
+    video, t, text, audio = inputs(model)
+    reference = model(video, t, text, audio=audio)
+    half = model.to(torch.bfloat16)(video.bfloat16(), t, text, audio=audio.bfloat16())
+    scale = reference.video.abs().mean()
+    assert (half.video.float() - reference.video).abs().mean() < 0.05 * scale
+    assert (half.audio.float() - reference.audio).abs().mean() < 0.05 * reference.audio.abs().mean()
+
+
+def test_wrong_input_channels_name_the_fix():
+    model = tiny_model()
+    video, t, text, audio = inputs(model)
+    with pytest.raises(InputError, match="concat"):
+        model(video[:, :4], t, text, audio=audio)
+
+
+def test_parameter_counts_are_exact_for_every_preset():
+    for name in ("tiny", "demo", "wan2.1-t2v-1.3b", "skyreels-v4-14b"):
+        model = build_on_meta(PRESETS[name])
+        actual = sum(p.numel() for p in model.parameters())
+        assert actual == PRESETS[name].parameter_counts()["total"], name
+    assert abs(PRESETS["wan2.1-t2v-1.3b"].parameter_counts()["total"] / 1e9 - 1.42) < 0.01
+    assert abs(PRESETS["wan2.1-t2v-14b"].parameter_counts()["total"] / 1e9 - 14.29) < 0.01
+
+
+def test_building_the_full_model_on_meta_allocates_nothing():
+    model = build_on_meta(get_preset("skyreels-v4-14b"))
+    assert all(p.is_meta for p in model.parameters())
+    assert sum(p.numel() for p in model.parameters()) > 40e9
+
+
+def test_info_command_prints_counts(capsys):
+    from skyreels_core.__main__ import main
+
+    assert main(["info", "--preset", "wan2.1-t2v-14b"]) == 0
+    out = capsys.readouterr().out
+    assert "14,288,491,584" in out.replace(" ", "") or "total" in out
+    assert main(["info", "--preset", "nope"]) == 2
+
+
+def test_tiny_model_overfits_one_av_batch():
+    torch.manual_seed(0)
+    model = DualStreamMMDiT(replace(get_preset("tiny"), dim=64, ffn_dim=128)).train()
+    video, _, text, audio = inputs(model)
+    x0_video, x0_audio = video[:, :4], audio
+    condition = torch.cat([torch.zeros_like(x0_video), torch.zeros_like(x0_video[:, :1])], dim=1)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    noise_v = torch.randn(x0_video.shape, generator=generator)
+    noise_a = torch.randn(x0_audio.shape, generator=generator)
+    t = torch.tensor([0.3, 0.7])
+    losses = []
+    for _ in range(150):
+        out = model(
+            torch.cat([noised(x0_video, noise_v, t), condition], dim=1),
+            t,
+            text,
+            audio=noised(x0_audio, noise_a, t),
+        )
+        loss = flow_matching_loss(out.video, x0_video, noise_v, out.audio, x0_audio, noise_a)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10

@@ -1,0 +1,60 @@
+"""One clock for both streams: rotary positions, the audio scale and shift invariance."""
+
+from __future__ import annotations
+
+import torch
+
+from skyreels_core.blocks import AVCrossAttention
+from skyreels_core.rope import (
+    audio_angles,
+    audio_time_scale,
+    axis_split,
+    rotary,
+    video_angles,
+    video_positions,
+)
+
+
+def test_wan_split_of_the_head_dimension():
+    assert tuple(2 * p for p in axis_split(128)) == (44, 42, 42)
+
+
+def test_audio_scale_is_latent_frames_over_audio_tokens():
+    assert audio_time_scale(21, 218) == 21 / 218
+    times = torch.arange(218, dtype=torch.float64) * audio_time_scale(21, 218)
+    assert (
+        abs(times[-1].item() - 217 * 21 / 218) < 1e-12
+    )  # the last audio token sits before frame 21
+
+
+def test_reference_positions_are_negative_and_keyframes_fractional():
+    refs = video_positions(2, 1, 1, time_offset=-2)
+    assert refs[:, 0].tolist() == [-2.0, -1.0]
+    keys = video_positions(2, 2, 2, times=[0, 4], spatial_scale=0.5)
+    assert keys[:, 0].unique().tolist() == [0.0, 4.0] and keys[:, 1].unique().tolist() == [0.0, 0.5]
+
+
+def test_cross_modal_attention_sees_only_time_offsets():
+    torch.manual_seed(0)
+    head_dim, heads = 32, 2
+    layer = AVCrossAttention(head_dim * heads, heads, 1e-6)
+    torch.nn.init.normal_(layer.attn.o.weight, std=0.2)
+    audio = torch.randn(1, 7, 64)
+    video = torch.randn(1, 12, 64)
+
+    def run(shift: float):
+        video_pos = video_positions(3, 2, 2) + torch.tensor([shift, 0.0, 0.0], dtype=torch.float64)
+        audio_times = torch.arange(7, dtype=torch.float64) * 3 / 7 + shift
+        video_table = rotary(video_angles(video_pos, head_dim, 10000.0, temporal_only=True))
+        audio_table = rotary(audio_angles(audio_times, head_dim, 10000.0, temporal_only=True))
+        return layer(audio, video, audio_table, video_table)
+
+    assert torch.allclose(run(0.0), run(5.0), atol=1e-5)
+    # Temporal-only tables ignore where a token is in the frame.
+    positions = video_positions(1, 3, 3)
+    angles = video_angles(positions, head_dim, 10000.0, temporal_only=True)
+    assert (angles == angles[:1]).all()
+    # ... while the self-attention tables do not.
+    assert not (
+        video_angles(positions, head_dim, 10000.0) == video_angles(positions, head_dim, 10000.0)[:1]
+    ).all()
