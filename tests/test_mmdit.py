@@ -84,7 +84,9 @@ def test_padding_text_tokens_are_ignored():
 def test_multishot_text_reaches_only_its_frames():
     # One Wan-style block isolates the text cross-attention path: afterwards self-attention would
     # spread a shot's words to every frame, as it should.
-    model = tiny_model(joint_text=False, num_single_blocks=0, num_dual_blocks=1, audio_latent_channels=None)
+    model = tiny_model(
+        joint_text=False, num_single_blocks=0, num_dual_blocks=1, audio_latent_channels=None
+    )
     video = torch.randn(1, model.config.video_in_channels, 3, 4, 6)
     features = torch.randn(1, 6, model.config.text_dim)
     shots = [(0, 3, 0, 2), (3, 6, 2, 3)]
