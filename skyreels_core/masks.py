@@ -1,0 +1,221 @@
+"""Mask builders: the channel-concat inpainting condition of every task preset (DESIGN §2).
+
+The video stream's input is concat(V_noisy, I, M): ``I`` encodes the conditioning video with every
+unknown pixel black, ``M`` marks latent cells that are known. A latent cell counts as known only if
+every pixel frame and pixel under it is known (min-pool over the causal 1 + 4k grouping and the
+8 x 8 footprint), so an edit never leaks into kept content. A keyframe therefore fills its whole
+latent group (frame 0 alone, then groups of 4 ending at every 4th frame) with its image, and each
+builder reports the pixel frames it actually kept.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .codecs import VideoCodec
+from .errors import InputError
+from .shapes import latent_frame_count, latent_index_of_frame, latent_size, latent_to_pixel_frames
+from .types import VideoCondition
+
+PATCH = 2  # the model's spatial patch: sizes must divide by 8 * 2 = 16 pixels
+
+
+def latent_known_mask(
+    pixel_known: torch.Tensor, temporal_stride: int = 4, spatial_stride: int = 8
+) -> torch.Tensor:
+    """[T_lat, h, w] bool: True where every pixel frame and pixel under the latent cell is known."""
+    frames, height, width = pixel_known.shape
+    h, w = height // spatial_stride, width // spatial_stride
+    spatial = (
+        pixel_known.reshape(frames, h, spatial_stride, w, spatial_stride).all(dim=4).all(dim=2)
+    )
+    rest = spatial[1:].reshape(-1, temporal_stride, h, w).all(dim=1)
+    return torch.cat([spatial[:1], rest])
+
+
+def _check_size(height: int, width: int, input_name: str, codec: VideoCodec) -> None:
+    latent_size(height, codec.spatial_stride, PATCH, f"{input_name} height")
+    latent_size(width, codec.spatial_stride, PATCH, f"{input_name} width")
+
+
+def _as_frame(image: torch.Tensor, input_name: str) -> torch.Tensor:
+    """[H, W, 3] from an IMAGE batch or a single image; extra channels (alpha) are dropped."""
+    if image.dim() == 4:
+        image = image[0]
+    if image.dim() != 3 or image.shape[-1] < 3:
+        raise InputError(
+            input_name, f"shape {tuple(image.shape)} is not an image", "pass an IMAGE [H, W, 3]"
+        )
+    return image[..., :3].float()
+
+
+def condition_from_pixels(
+    codec: VideoCodec, video: torch.Tensor, pixel_known: torch.Tensor
+) -> VideoCondition:
+    """The one core builder: encode ``video`` [T, H, W, 3] with unknown pixels black.
+
+    When no pixel is known, ``I`` is zeros with nothing to encode; training goes through this same
+    function, so the model sees exactly these zeros for text-to-video.
+    """
+    frames, height, width = pixel_known.shape
+    latent_frame_count(frames, codec.temporal_stride)
+    _check_size(height, width, "video", codec)
+    if video.shape[:3] != pixel_known.shape:
+        raise InputError(
+            "mask", f"mask {tuple(pixel_known.shape)} does not match video {tuple(video.shape[:3])}", "use a mask of the clip's frames and size"
+        )  # fmt: skip
+    known = latent_known_mask(pixel_known, codec.temporal_stride, codec.spatial_stride)
+    if pixel_known.any():
+        masked = (video[..., :3].float() * pixel_known[..., None])[None]
+        latents = codec.encode(masked).float()
+    else:
+        shape = (1, codec.latent_channels, *known.shape)
+        latents = torch.zeros(shape)
+    fully_known = known.flatten(1).all(dim=1)
+    known_frames = [
+        f for f in range(frames) if fully_known[latent_index_of_frame(f, codec.temporal_stride)]
+    ]
+    return VideoCondition(latents, known[None, None].float(), known_frames, regenerate_audio=True)
+
+
+def hold_keyframes(
+    video: torch.Tensor,
+    pixel_known: torch.Tensor,
+    images: dict[int, torch.Tensor],
+    temporal_stride: int = 4,
+) -> list[int]:
+    """Write each keyframe image over its whole latent group (in place) and mark it known.
+
+    Returns the pixel frames that hold a keyframe. Shared with training, which conditions on the
+    same held groups.
+    """
+    held = []
+    for index, image in sorted(images.items()):
+        group = list(
+            latent_to_pixel_frames(latent_index_of_frame(index, temporal_stride), temporal_stride)
+        )
+        video[group] = image
+        pixel_known[group] = True
+        held += group
+    return held
+
+
+def _blank(frames: int, height: int, width: int, codec: VideoCodec, input_name: str = "frames"):
+    latent_frame_count(frames, codec.temporal_stride, input_name)
+    _check_size(height, width, "clip", codec)
+    return torch.zeros(frames, height, width, 3), torch.zeros(
+        frames, height, width, dtype=torch.bool
+    )
+
+
+def text_to_video(codec: VideoCodec, frames: int, height: int, width: int) -> VideoCondition:
+    """Nothing known (M = 0)."""
+    video, known = _blank(frames, height, width, codec)
+    return condition_from_pixels(codec, video, known)
+
+
+def keyframes(codec: VideoCodec, images: dict[int, torch.Tensor], frames: int) -> VideoCondition:
+    """Keyframes at any pixel index, each snapped to (and held over) its latent group."""
+    if not images:
+        raise InputError(
+            "keyframes", "no keyframe given", "give at least one image with its frame index"
+        )
+    frames_list = {index: _as_frame(image, f"keyframe {index}") for index, image in images.items()}
+    height, width = next(iter(frames_list.values())).shape[:2]
+    video, known = _blank(frames, height, width, codec)
+    for index, image in frames_list.items():
+        if not 0 <= index < frames:
+            raise InputError(
+                "keyframe_indices",
+                f"frame {index} is outside the clip of {frames} frames",
+                f"use 0..{frames - 1}",
+            )
+        if image.shape[:2] != (height, width):
+            raise InputError(
+                f"keyframe {index}",
+                f"size {tuple(image.shape[:2])} differs from {(height, width)}",
+                "give all keyframes the same size",
+            )
+    hold_keyframes(video, known, frames_list, codec.temporal_stride)
+    return condition_from_pixels(codec, video, known)
+
+
+def image_to_video(codec: VideoCodec, image: torch.Tensor, frames: int) -> VideoCondition:
+    """The first frame known."""
+    return keyframes(codec, {0: image}, frames)
+
+
+def interpolate(
+    codec: VideoCodec, first: torch.Tensor, last: torch.Tensor, frames: int
+) -> VideoCondition:
+    """First and last frames known (the last held over the final latent group)."""
+    first, last = _as_frame(first, "first"), _as_frame(last, "last")
+    if first.shape != last.shape:
+        raise InputError(
+            "last",
+            f"size {tuple(last.shape[:2])} differs from the first frame's {tuple(first.shape[:2])}",
+            "use two frames of the same size",
+        )
+    return keyframes(codec, {0: first, frames - 1: last}, frames)
+
+
+def extend_video(
+    codec: VideoCodec, source: torch.Tensor, frames: int, known_frames: int
+) -> VideoCondition:
+    """The first ``known_frames`` of ``source`` kept (snapped down to 1 + 4k), the rest generated."""
+    stride = codec.temporal_stride
+    kept = 1 + (min(known_frames, source.shape[0]) - 1) // stride * stride
+    if known_frames < 1:
+        raise InputError("known_frames", f"{known_frames} frames", "keep at least 1 frame")
+    if kept >= frames:
+        raise InputError(
+            "known_frames",
+            f"keeping {kept} of {frames} frames leaves nothing to generate",
+            f"keep fewer than {frames} frames or make the clip longer",
+        )
+    video, known = _blank(frames, *source.shape[1:3], codec)
+    video[:kept] = source[:kept, ..., :3].float()
+    known[:kept] = True
+    return condition_from_pixels(codec, video, known)
+
+
+def _edit_mask(mask: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+    """The host MASK (1 = change) as [T, H, W] bool, one mask for all frames or one per frame."""
+    if mask.dim() == 2:
+        mask = mask[None]
+    if mask.shape[-2:] != (height, width):
+        raise InputError(
+            "mask",
+            f"size {tuple(mask.shape[-2:])} differs from the video's {(height, width)}",
+            "resize the mask to the video",
+        )
+    if mask.shape[0] not in (1, frames):
+        raise InputError(
+            "mask",
+            f"{mask.shape[0]} mask frames for a {frames}-frame clip",
+            f"give 1 or {frames} masks",
+        )
+    return (mask > 0.5).expand(frames, height, width)
+
+
+def edit_video(
+    codec: VideoCodec,
+    source: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    keyframe_images: dict[int, torch.Tensor] | None = None,
+) -> VideoCondition:
+    """Known everywhere except the user's MASK (M = 1 - mask); audio is generated afresh. Optional
+    keyframes (new content inside the edited region) are held over their latent groups."""
+    frames, height, width = source.shape[:3]
+    change = _edit_mask(mask, frames, height, width)
+    video = source[..., :3].float().clone()
+    known = ~change
+    if keyframe_images:
+        hold_keyframes(
+            video,
+            known,
+            {i: _as_frame(img, f"keyframe {i}") for i, img in keyframe_images.items()},
+            codec.temporal_stride,
+        )
+    return condition_from_pixels(codec, video, known.clone())

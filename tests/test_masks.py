@@ -1,0 +1,109 @@
+"""Mask builders: exact known-masks per preset, snapping, validation, and the no-leak property."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from codec_helpers import PoolingCodec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skyreels_core import masks
+from skyreels_core.errors import InputError
+
+CODEC = PoolingCodec()
+
+
+def _clip(frames=17, size=32, seed=0):
+    return torch.rand(frames, size, size, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def _known(condition):
+    return condition.known_mask[0, 0].flatten(1).all(1).tolist()
+
+
+def test_text_to_video_knows_nothing_and_encodes_nothing():
+    condition = masks.text_to_video(CODEC, 17, 32, 48)
+    assert condition.latents.shape == (1, 4, 5, 4, 6) and not condition.latents.any()
+    assert not condition.known_mask.any() and condition.known_frames == []
+
+
+def test_image_to_video_keeps_frame_zero():
+    clip = _clip()
+    condition = masks.image_to_video(CODEC, clip[:1], 17)
+    assert _known(condition) == [True, False, False, False, False] and condition.known_frames == [0]
+    video = torch.zeros_like(clip)
+    video[0] = clip[0]
+    assert torch.allclose(condition.latents, CODEC.encode(video[None]))  # unknown pixels are black
+
+
+def test_extend_snaps_down_to_whole_latent_groups():
+    condition = masks.extend_video(CODEC, _clip(), 17, known_frames=7)
+    assert condition.known_frames == [0, 1, 2, 3, 4] and _known(condition) == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    with pytest.raises(InputError, match="leaves nothing"):
+        masks.extend_video(CODEC, _clip(), 17, known_frames=17)
+
+
+def test_interpolation_holds_the_last_frame_over_its_group():
+    clip = _clip()
+    condition = masks.interpolate(CODEC, clip[0], clip[-1], 17)
+    assert _known(condition) == [True, False, False, False, True]
+    assert condition.known_frames == [0, 13, 14, 15, 16]
+
+
+def test_keyframes_snap_to_their_latent_group():
+    clip = _clip()
+    condition = masks.keyframes(CODEC, {6: clip[6], 16: clip[16]}, 17)
+    assert _known(condition) == [False, False, True, False, True]
+    assert condition.known_frames == [5, 6, 7, 8, 13, 14, 15, 16]
+    with pytest.raises(InputError, match="outside the clip"):
+        masks.keyframes(CODEC, {17: clip[0]}, 17)
+
+
+def test_edit_keeps_everything_outside_the_mask():
+    clip = _clip()
+    mask = torch.zeros(32, 32)
+    mask[8:20, 8:16] = 1  # touches latent rows 1-2, column 1
+    condition = masks.edit_video(CODEC, clip, mask)
+    known = condition.known_mask[0, 0]
+    assert not known[:, 1:3, 1].any() and known.sum() == 5 * (16 - 2)
+    assert condition.regenerate_audio and condition.known_frames == []
+
+
+def test_validation_names_input_and_fix():
+    with pytest.raises(InputError, match="use 17 or 21 frames"):
+        masks.text_to_video(CODEC, 18, 32, 32)
+    with pytest.raises(InputError, match="multiple of 16"):
+        masks.text_to_video(CODEC, 17, 40, 32)
+    with pytest.raises(InputError, match="differs from the video"):
+        masks.edit_video(CODEC, _clip(), torch.zeros(16, 16))
+    with pytest.raises(InputError, match="give 1 or 17 masks"):
+        masks.edit_video(CODEC, _clip(), torch.zeros(3, 32, 32))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frames=st.sampled_from([1, 5, 9]),
+    blocks=st.tuples(st.integers(2, 4), st.integers(2, 4)),
+    seed=st.integers(0, 2**31 - 1),
+    density=st.floats(0.0, 1.0),
+)
+def test_a_cell_is_never_known_when_any_pixel_under_it_is_unknown(frames, blocks, seed, density):
+    generator = torch.Generator().manual_seed(seed)
+    height, width = 8 * blocks[0], 8 * blocks[1]
+    pixel_known = torch.rand(frames, height, width, generator=generator) < density
+    # Whole latent groups known sometimes, so that True cells occur too.
+    pixel_known |= torch.rand(frames, 1, 1, generator=generator) < density / 2
+    known = masks.latent_known_mask(pixel_known)
+    for latent in range(known.shape[0]):
+        group = [0] if latent == 0 else list(range(4 * latent - 3, 4 * latent + 1))
+        for row in range(known.shape[1]):
+            for col in range(known.shape[2]):
+                under = pixel_known[group, 8 * row : 8 * row + 8, 8 * col : 8 * col + 8]
+                assert bool(known[latent, row, col]) == bool(under.all())
