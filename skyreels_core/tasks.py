@@ -1,13 +1,15 @@
-"""The multi-task mix of the paper's training (§ inpainting): which pixels are known per task.
+"""The multi-task mix of the paper's training: which pixels are given, per task.
 
-Training draws a task per sample and builds its pixel known-mask here; the condition latents then
-come from ``masks.condition_from_pixels``, the same function inference uses, so the model is
+Training draws a task per sample and builds its conditioning pixels here; the condition latents
+then come from ``masks.condition_from_pixels``, the same function inference uses, so the model is
 trained on exactly the conditions the mask builders produce (snapping included).
 """
 
 from __future__ import annotations
 
 import torch
+
+from .masks import hold_keyframes
 
 # Relative frequency of each task in a training batch. T2AV dominates as in the paper's mix; the
 # reference tasks are generation tasks (nothing known in the clip) with references attached.
@@ -34,30 +36,29 @@ def _randint(low: int, high: int, generator: torch.Generator) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
-def pixel_known_mask(
-    task: str,
-    frames: int,
-    height: int,
-    width: int,
-    generator: torch.Generator,
-    temporal_stride: int = 4,
-) -> torch.Tensor:
-    """[T, H, W] bool, True where the task gives the pixel. Frame choices sit on latent boundaries
-    (frame 0, then every ``temporal_stride``-th) so that the known frames survive snapping."""
+def conditioning_pixels(
+    task: str, video: torch.Tensor, generator: torch.Generator, temporal_stride: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conditioning video and its pixel known-mask [T, H, W] for one training clip [T, H, W, 3].
+
+    Keyframe tasks hold the chosen frame over its whole latent group, exactly as the inference
+    builders do (``masks.hold_keyframes``), so training sees the conditions users will give.
+    """
+    frames, height, width = video.shape[:3]
+    condition = video.clone()
     known = torch.zeros(frames, height, width, dtype=torch.bool)
     latent_frames = 1 + (frames - 1) // temporal_stride
     if task == "i2av":
-        known[0] = True
+        hold_keyframes(condition, known, {0: video[0]}, temporal_stride)
     elif task == "extend":
         kept_latents = _randint(1, max(1, latent_frames // 2), generator)
         known[: 1 + (kept_latents - 1) * temporal_stride] = True
     elif task == "interpolate":
-        known[0] = known[-1] = True
+        hold_keyframes(condition, known, {0: video[0], frames - 1: video[-1]}, temporal_stride)
     elif task == "keyframes":
-        count = _randint(1, min(3, latent_frames), generator)
-        latents = torch.randperm(latent_frames, generator=generator)[:count]
-        for latent in latents.tolist():
-            known[0 if latent == 0 else latent * temporal_stride] = True
+        count = _randint(1, min(3, frames), generator)
+        indices = torch.randperm(frames, generator=generator)[:count].tolist()
+        hold_keyframes(condition, known, {i: video[i] for i in indices}, temporal_stride)
     elif task == "edit":
         box_h = _randint(height // 4, height // 2, generator)
         box_w = _randint(width // 4, width // 2, generator)
@@ -67,4 +68,4 @@ def pixel_known_mask(
         known[:, top : top + box_h, left : left + box_w] = False
     elif task not in TASK_WEIGHTS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_WEIGHTS)}")
-    return known
+    return condition, known

@@ -1,28 +1,42 @@
-"""The training task mix produces the known-pixel patterns each task promises."""
+"""The training task mix produces the conditions each task promises, like the inference builders."""
 
 from __future__ import annotations
 
 import torch
 
-from skyreels_core.tasks import TASK_WEIGHTS, draw_task, pixel_known_mask
+from skyreels_core.masks import latent_known_mask
+from skyreels_core.tasks import TASK_WEIGHTS, conditioning_pixels, draw_task
+
+CLIP = torch.rand(33, 32, 32, 3, generator=torch.Generator().manual_seed(0))
 
 
-def _mask(task, seed=0):
-    return pixel_known_mask(task, 33, 32, 32, torch.Generator().manual_seed(seed))
+def _task(task, seed=0):
+    return conditioning_pixels(task, CLIP, torch.Generator().manual_seed(seed))
+
+
+def _known_latents(known):
+    return latent_known_mask(known).flatten(1).all(1).tolist()
 
 
 def test_task_patterns():
-    assert not _mask("t2av").any()
-    assert _mask("i2av")[0].all() and not _mask("i2av")[1:].any()
-    both = _mask("interpolate")
-    assert both[0].all() and both[-1].all() and not both[1:-1].any()
+    assert not _task("t2av")[1].any() and not _task("image_reference")[1].any()
+    assert _known_latents(_task("i2av")[1]) == [True] + [False] * 8
+    video, known = _task("interpolate")
+    assert _known_latents(known) == [True] + [False] * 7 + [True]
+    assert torch.equal(video[29], CLIP[32]) and torch.equal(
+        video[32], CLIP[32]
+    )  # the last frame is held
     for seed in range(20):
-        extend = _mask("extend", seed).flatten(1).all(1)
+        extend = _task("extend", seed)[1].flatten(1).all(1)
         kept = int(extend.sum())
         assert (kept - 1) % 4 == 0 and extend[:kept].all() and not extend[kept:].any()
-        keys = _mask("keyframes", seed).flatten(1).all(1).nonzero().flatten().tolist()
-        assert 1 <= len(keys) <= 3 and all(k == 0 or k % 4 == 0 for k in keys)
-        edit = _mask("edit", seed)
+        video, known = _task("keyframes", seed)
+        latents = _known_latents(known)
+        assert (
+            1 <= sum(latents) <= 3
+            and known.flatten(1).all(1).sum() == known.flatten(1).any(1).sum()
+        )
+        edit = _task("edit", seed)[1]
         unknown = (~edit).float().mean().item()
         assert 1 / 16 <= unknown <= 1 / 4 and (edit == edit[0]).all()
 
