@@ -1,0 +1,285 @@
+"""The shared MLLM encoder: one Qwen-VL model reads the prompt together with images and video
+frames (DESIGN §3), and a chosen hidden layer gives the features both streams condition on.
+
+Loading reads a local folder only (``local_files_only``, no remote code). The chat template's fixed
+prefix (system turn, user header) and suffix are measured once from the template itself and cut
+from every encoding, so features start at the user's first token whatever the template says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+from .types import TextEncoding
+
+SYSTEM_PROMPT = "Describe the video and its sound: objects, colours, motion, camera and timing."
+CACHE_SIZE = 64
+MODEL_CLASSES = {
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+}
+
+
+def _messages(prompt_items: list[dict]) -> list[dict]:
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": prompt_items},
+    ]
+
+
+def _to_pil(image: torch.Tensor):
+    from PIL import Image
+
+    pixels = (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(pixels)
+
+
+MAX_VIDEO_FRAMES = 8
+
+
+class MLLMEncoder:
+    """Tokenizer, image processor and chat template of the model folder, expanded the way the
+    Qwen-VL processors do (each image pad becomes grid_t * grid_h * grid_w / merge^2 tokens).
+    Video frames are read as a sequence of up to ``MAX_VIDEO_FRAMES`` images, which needs no
+    torchvision (the Qwen video processors do)."""
+
+    def __init__(
+        self, model, tokenizer, image_processor, chat_template: str, hidden_layer: int = -1
+    ) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.chat_template = chat_template
+        self.hidden_layer = hidden_layer
+        self.image_token = "<|image_pad|>"
+        self._cache: OrderedDict[str, TextEncoding] = OrderedDict()
+        template = self._render([])
+        cut = template.rindex("<|im_end|>")
+        self._prefix = tokenizer(template[:cut], add_special_tokens=False)["input_ids"]
+        self._suffix_length = len(tokenizer(template[cut:], add_special_tokens=False)["input_ids"])
+
+    @classmethod
+    def from_folder(
+        cls,
+        folder: str | Path,
+        *,
+        dtype: torch.dtype = torch.bfloat16,
+        device="cpu",
+        hidden_layer: int = -1,
+    ) -> MLLMEncoder:
+        import transformers
+
+        folder = Path(folder)
+        config_path = folder / "config.json"
+        if not config_path.is_file():
+            raise CheckpointError(
+                "text_encoder",
+                f"{folder} has no config.json",
+                "use a Qwen2.5-VL / Qwen3-VL model folder",
+            )
+        model_type = json.loads(config_path.read_text()).get("model_type")
+        if model_type not in MODEL_CLASSES:
+            raise CheckpointError(
+                "text_encoder",
+                f"model type {model_type!r} is not a Qwen-VL model",
+                f"use one of {', '.join(MODEL_CLASSES)}",
+            )
+        if not any(folder.glob("*.safetensors")):
+            raise CheckpointError(
+                "text_encoder",
+                f"{folder} has no .safetensors weights",
+                "download the safetensors shards",
+            )
+        options = {"local_files_only": True, "trust_remote_code": False}
+        model_class = getattr(transformers, MODEL_CLASSES[model_type])
+        model = model_class.from_pretrained(
+            folder, dtype=dtype, use_safetensors=True, **options
+        ).to(device)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **options)
+        image_processor = transformers.Qwen2VLImageProcessorPil.from_pretrained(folder, **options)
+        template = tokenizer.chat_template
+        for name in ("chat_template.jinja", "chat_template.json"):
+            if template is None and (folder / name).is_file():
+                text = (folder / name).read_text()
+                template = json.loads(text)["chat_template"] if name.endswith(".json") else text
+        if template is None:
+            raise CheckpointError(
+                "text_encoder",
+                f"{folder} has no chat template",
+                "copy the model's chat_template.json into the folder",
+            )
+        return cls(model, tokenizer, image_processor, template, hidden_layer)
+
+    def _render(self, items: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(
+            _messages(items), tokenize=False, chat_template=self.chat_template
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def offload(self, device: torch.device | str = "cpu") -> None:
+        """Move the weights away once the prompts are encoded (the features stay cached)."""
+        self.model.to(device)
+
+    def _key(self, prompt: str, images: list[torch.Tensor]) -> str:
+        digest = hashlib.sha256(f"{self.hidden_layer}\0{prompt}".encode())
+        for tensor in images:
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()
+
+    @torch.no_grad()
+    def encode(
+        self,
+        prompt: str,
+        images: list[torch.Tensor] | None = None,
+        video: torch.Tensor | None = None,
+    ) -> TextEncoding:
+        """Features [1, L, D] of the user's turn: images, video frames, then the prompt's words."""
+        pictures = list(images or [])
+        if video is not None:
+            step = max(1, -(-len(video) // MAX_VIDEO_FRAMES))
+            pictures += list(video[::step])
+        key = self._key(prompt, pictures)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        text = self._render(
+            [*({"type": "image"} for _ in pictures), {"type": "text", "text": prompt}]
+        )
+        inputs = {}
+        if pictures:
+            vision = self.image_processor(
+                images=[_to_pil(p) for p in pictures], return_tensors="pt"
+            )
+            merge = self.image_processor.merge_size**2
+            for grid in vision["image_grid_thw"]:
+                text = text.replace(
+                    self.image_token, "<|placeholder|>" * int(grid.prod() // merge), 1
+                )
+            text = text.replace("<|placeholder|>", self.image_token)
+            inputs = {
+                "pixel_values": vision["pixel_values"].to(self.device, self.model.dtype),
+                "image_grid_thw": vision["image_grid_thw"].to(self.device),
+            }
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(
+            self.device
+        )
+        if ids[0, : len(self._prefix)].tolist() != self._prefix:
+            raise RuntimeError("the chat template's prefix changed between encodings")
+        output = self.model.model(input_ids=ids, output_hidden_states=True, **inputs)
+        hidden = output.hidden_states[self.hidden_layer][0]
+        features = hidden[len(self._prefix) : ids.shape[1] - self._suffix_length][None].float()
+        encoding = TextEncoding(
+            features, torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        )
+        self._cache[key] = encoding
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return encoding
+
+    def encode_shots(self, shots, frames: int) -> TextEncoding:
+        """Each shot encoded alone, tokens concatenated, with the latent frames each shot covers."""
+        from .prompts import shot_latent_ranges
+
+        encodings = [self.encode(shot.text) for shot in shots]
+        ranges, start = [], 0
+        for encoding, (frame_start, frame_end) in zip(encodings, shot_latent_ranges(shots)):
+            length = encoding.features.shape[1]
+            ranges.append((start, start + length, frame_start, frame_end))
+            start += length
+        features = torch.cat([e.features for e in encodings], dim=1)
+        mask = torch.cat([e.mask for e in encodings], dim=1)
+        return TextEncoding(features, mask, ranges)
+
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}"
+)
+
+
+def create_tiny_encoder_folder(
+    folder: str | Path,
+    *,
+    hidden_size: int = 64,
+    vocab_texts: list[str] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A real Qwen2.5-VL in a tiny config with random weights and a word-level tokenizer built
+    locally, saved the way a downloaded model folder is: for tests and the bundled demo."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    words = sorted(
+        {
+            w
+            for text in (vocab_texts or []) + [SYSTEM_PROMPT, "system user assistant"]
+            for w in pre_tokenizers.Whitespace().pre_tokenize_str(text.lower())
+        }
+    )
+    vocab = {token: i for i, token in enumerate(["<unk>", *SPECIAL_TOKENS])}
+    for word, _ in words:
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    from tokenizers import normalizers
+
+    tokenizer.normalizer = normalizers.Lowercase()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+    )
+    ids = {token: vocab[token] for token in SPECIAL_TOKENS}
+    heads = 4
+    config = transformers.Qwen2_5_VLConfig(
+        text_config={
+            "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": 2,
+            "num_attention_heads": heads, "num_key_value_heads": 2, "vocab_size": len(vocab),
+            "max_position_embeddings": 2048, "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<|im_end|>"],
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3], "rope_type": "default"},
+        },
+        vision_config={
+            "depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden_size,
+            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "fullatt_block_indexes": [0],
+            "window_size": 112, "in_channels": 3,
+        },
+        bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<|im_end|>"], image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    transformers.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112).save_pretrained(
+        folder
+    )
+    return folder

@@ -1,0 +1,64 @@
+"""Multi-shot prompts: one line per shot, ``[first-last] description`` in pixel frames.
+
+Each shot's text is encoded alone and its tokens are bound to the latent frames the shot covers
+(``TextEncoding.shot_ranges``); the video stream's text cross-attention then lets every frame read
+only its own shot (DESIGN §3, multi-shot prompts).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InputError
+from .shapes import latent_index_of_frame
+
+SHOT_LINE = re.compile(r"^\s*\[\s*(\d+)\s*-\s*(\d+)\s*\]\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Shot:
+    text: str
+    start_frame: int  # first pixel frame, inclusive
+    end_frame: int  # last pixel frame, inclusive
+
+
+def parse_multishot(text: str, frames: int) -> list[Shot]:
+    """Shots in order; they must not overlap and must lie inside the clip."""
+    shots = []
+    for number, line in enumerate(text.strip().splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = SHOT_LINE.match(line)
+        if match is None:
+            raise InputError(
+                "shots",
+                f"line {number} {line.strip()!r} is not '[first-last] description'",
+                "write e.g. '[0-16] a red circle bounces'",
+            )
+        start, end, description = int(match[1]), int(match[2]), match[3]
+        if not 0 <= start <= end < frames:
+            raise InputError(
+                "shots",
+                f"line {number} covers frames {start}-{end} outside 0-{frames - 1}",
+                "keep every shot inside the clip",
+            )
+        if shots and start <= shots[-1].end_frame:
+            raise InputError(
+                "shots",
+                f"line {number} starts at {start}, inside the previous shot",
+                "list shots in order without overlap",
+            )
+        shots.append(Shot(description, start, end))
+    if not shots:
+        raise InputError(
+            "shots", "no shot given", "write one line per shot: '[first-last] description'"
+        )
+    return shots
+
+
+def shot_latent_ranges(shots: list[Shot], temporal_stride: int = 4) -> list[tuple[int, int]]:
+    """[start, end) latent frames per shot; a latent group shared by two shots goes to the later one."""
+    starts = [latent_index_of_frame(shot.start_frame, temporal_stride) for shot in shots]
+    ends = [*starts[1:], latent_index_of_frame(shots[-1].end_frame, temporal_stride) + 1]
+    return list(zip(starts, ends))

@@ -1,0 +1,72 @@
+"""The shared MLLM encoder: a real Qwen2.5-VL (tiny config) loaded from a local folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skyreels_core.encoder import MLLMEncoder, create_tiny_encoder_folder
+from skyreels_core.errors import CheckpointError
+from skyreels_core.prompts import parse_multishot
+
+PROMPT = "a red circle bounces on the floor"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return create_tiny_encoder_folder(
+        tmp_path_factory.mktemp("qwen"), vocab_texts=[PROMPT, "a blue square moves right"]
+    )
+
+
+@pytest.fixture(scope="module")
+def encoder(folder):
+    return MLLMEncoder.from_folder(folder, dtype=torch.float32)
+
+
+def test_prefix_drop_is_exact(encoder):
+    encoding = encoder.encode(PROMPT)
+    assert encoding.features.shape == (1, 7, 64) and encoding.mask.all()
+    ids = encoder.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    full = encoder.tokenizer(
+        encoder._render([{"type": "text", "text": PROMPT}]), add_special_tokens=False
+    )["input_ids"]
+    assert full[len(encoder._prefix) : len(full) - encoder._suffix_length] == ids
+    # The same words after the cut give the same token ids: the first kept token is the prompt's.
+    assert encoder.tokenizer.convert_ids_to_tokens(ids[:1]) == ["a"]
+
+
+def test_images_change_the_features_and_add_their_tokens(encoder):
+    plain = encoder.encode(PROMPT)
+    image = torch.zeros(64, 64, 3)
+    image[16:48, 16:48, 0] = 1
+    with_image = encoder.encode(PROMPT, images=[image])
+    assert with_image.features.shape[1] > plain.features.shape[1]
+    words = with_image.features[:, -plain.features.shape[1] :]
+    assert (words - plain.features).abs().max() > 1e-4  # the words attended the image
+    video = encoder.encode(PROMPT, video=torch.rand(9, 64, 64, 3))
+    assert video.features.shape[1] > with_image.features.shape[1]
+
+
+def test_cache_returns_identical_tensors_and_dtype_is_honoured(folder, encoder):
+    assert encoder.encode(PROMPT) is encoder.encode(PROMPT)
+    half = MLLMEncoder.from_folder(folder, dtype=torch.bfloat16)
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    assert torch.allclose(
+        half.encode(PROMPT).features, encoder.encode(PROMPT).features, atol=0.1, rtol=0.1
+    )
+
+
+def test_multishot_ranges(encoder):
+    shots = parse_multishot("[0-16] a red circle bounces\n[17-32] a blue square moves right", 33)
+    encoding = encoder.encode_shots(shots, 33)
+    first = encoder.encode("a red circle bounces").features.shape[1]
+    assert encoding.shot_ranges == [(0, first, 0, 5), (first, encoding.features.shape[1], 5, 9)]
+
+
+def test_missing_or_foreign_folders_say_what_to_do(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json"):
+        MLLMEncoder.from_folder(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "t5"}')
+    with pytest.raises(CheckpointError, match="not a Qwen-VL"):
+        MLLMEncoder.from_folder(tmp_path)

@@ -1,0 +1,28 @@
+"""Multi-shot prompt parsing and the latent frames each shot covers."""
+
+from __future__ import annotations
+
+import pytest
+
+from skyreels_core.errors import InputError
+from skyreels_core.prompts import Shot, parse_multishot, shot_latent_ranges
+
+
+def test_shots_parse_and_map_to_latent_frames():
+    shots = parse_multishot("[0-16] a red circle bounces\n\n[17-32] a blue square moves right", 33)
+    assert shots == [Shot("a red circle bounces", 0, 16), Shot("a blue square moves right", 17, 32)]
+    assert shot_latent_ranges(shots) == [(0, 5), (5, 9)]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a red circle", "is not"),
+        ("[0-40] x", "outside"),
+        ("[0-10] a\n[5-20] b", "inside the previous"),
+        ("", "no shot"),
+    ],
+)
+def test_bad_shot_lists_name_the_fix(text, message):
+    with pytest.raises(InputError, match=message):
+        parse_multishot(text, 33)
