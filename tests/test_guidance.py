@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from skyreels_pack.skyreels_core.sampling.guidance import (
+
+from skyreels_core.sampling.guidance import (
     AdaptiveProjectedGuidance,
     StreamGuidance,
     cfg_zero_star_scale,

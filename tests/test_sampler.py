@@ -6,14 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from skyreels_pack.skyreels_core.errors import InputError
-from skyreels_pack.skyreels_core.sampling import (
+
+from skyreels_core.errors import InputError
+from skyreels_core.sampling import (
     SamplerHooks,
     SamplerSettings,
     initial_noise,
     sample,
 )
-from skyreels_pack.skyreels_core.types import (
+from skyreels_core.types import (
     AVLatent,
     ModelOutput,
     References,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from skyreels_pack.skyreels_core.errors import InputError
-from skyreels_pack.skyreels_core.sampling import flow_sigmas
+
+from skyreels_core.errors import InputError
+from skyreels_core.sampling import flow_sigmas
 
 
 def test_unshifted_schedule_is_uniform():

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from skyreels_pack.skyreels_core.errors import InputError
-from skyreels_pack.skyreels_core.sampling import flow_sigmas
-from skyreels_pack.skyreels_core.sampling.solvers import log_snr, make_solver
+
+from skyreels_core.errors import InputError
+from skyreels_core.sampling import flow_sigmas
+from skyreels_core.sampling.solvers import log_snr, make_solver
 
 MU, STD = 0.7, 2.0
 NOISE = torch.tensor([-1.5, -0.3, 0.4, 1.2], dtype=torch.float64)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..objective import noised, velocity_target
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
 from .schedules import flow_sigmas
@@ -275,7 +276,7 @@ def _start_latents(
                 f"latents of shape {tuple(x.shape)} where {tuple(n.shape)} is needed",
                 "refine latents made for the same condition and audio length",
             )
-    return [(1.0 - start) * x.to(n) + start * n for x, n in zip(clean, noise)]
+    return [noised(x.to(n), n, start) for x, n in zip(clean, noise)]
 
 
 def sample(
@@ -349,15 +350,13 @@ def sample(
 
     noise = initial_noise(settings.seed, shapes, device)
     latents = _start_latents(initial, noise, settings.denoise_start, has_audio, keyframes)
-    known_velocity = noise[0] - known_latents
+    known_velocity = velocity_target(known_latents, noise[0])
     with torch.no_grad():
         for index in range(settings.steps):
             if hooks.interrupt is not None:
                 hooks.interrupt()
             sigma = sigmas[index]
-            latents[0] = torch.where(
-                known, (1.0 - sigma) * known_latents + sigma * noise[0], latents[0]
-            )
+            latents[0] = torch.where(known, noised(known_latents, noise[0], sigma), latents[0])
             cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
             velocities = guidance.combine(index, sigma, latents, cond, uncond)
             velocities[0] = torch.where(known, known_velocity, velocities[0])
