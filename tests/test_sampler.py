@@ -449,3 +449,56 @@ def test_keyframe_outside_the_clip_is_an_input_error():
             settings=settings(),
             keyframe_indices=[T],
         )
+
+
+def _task_conditions() -> dict[str, VideoCondition]:
+    from codec_helpers import PoolingCodec
+
+    from skyreels_core import masks
+
+    codec = PoolingCodec(latent_channels=4)
+    clip = torch.rand(9, 32, 48, 3, generator=torch.Generator().manual_seed(3))
+    box = torch.zeros(32, 48)
+    box[8:24, 16:40] = 1.0
+    return {
+        "t2av": masks.text_to_video(codec, 9, 32, 48),
+        "i2av": masks.image_to_video(codec, clip[0], 9),
+        "extend": masks.extend_video(codec, clip, 9, known_frames=5),
+        "interpolate": masks.interpolate(codec, clip[0], clip[-1], 9),
+        "keyframes": masks.keyframes(codec, {0: clip[0], 4: clip[4]}, 9),
+        "edit": masks.edit_video(codec, clip, box),
+    }
+
+
+@pytest.mark.parametrize("task", ["t2av", "i2av", "extend", "interpolate", "keyframes", "edit"])
+def test_tiny_model_end_to_end_for_every_task(task):
+    from model_helpers import tiny_model
+
+    model = tiny_model()
+    cond = _task_conditions()[task]
+    config = model.config
+    prompt = TextEncoding(torch.randn(1, 6, config.text_dim), torch.ones(1, 6, dtype=torch.bool))
+    refs = References(video=torch.randn(1, 4, 1, 4, 6), audio=torch.randn(1, 4, 3))
+    calls = []
+    model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    result = sample(
+        model,
+        text=prompt,
+        negative_text=None,
+        condition=cond,
+        audio_tokens=11,
+        settings=SamplerSettings(steps=2, seed=5),
+        references=refs,
+        keyframe_indices=[0, 2] if task == "t2av" else (),
+    )
+    assert result.video.shape == (1, 4, 3, 4, 6) == cond.latents.shape
+    assert result.audio.shape == (1, config.audio_latent_channels, 11)
+    assert torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()
+    known = cond.known_mask.expand_as(cond.latents) == 1
+    assert torch.equal(result.video[known], cond.latents[known])
+    assert calls == [2, 2]  # one batched (prompt, null prompt) pass per step
+    if task == "t2av":
+        assert result.keyframes.shape == (1, 4, 2, 8, 12) and result.keyframe_indices == [0, 2]
+        assert torch.isfinite(result.keyframes).all()
+    else:
+        assert result.keyframes is None
