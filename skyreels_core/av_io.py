@@ -1,0 +1,230 @@
+"""Audio-video files through PyAV: reading clips and sounds, resampling, writing MP4 with sound.
+
+Writes go to a temporary file beside the target and are linked into place only when complete, so a
+failed or interrupted write never leaves a broken file and never replaces an existing one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+def _open(path: Path, input_name: str):
+    import av
+
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError) as error:
+        raise InputError(
+            input_name,
+            f"cannot read {Path(path).name} ({error})",
+            "pass a readable video or audio file",
+        ) from None
+
+
+def resample_audio(
+    waveform: torch.Tensor, source_rate: int, target_rate: int, channels: int | None = None
+) -> torch.Tensor:
+    """[B, C, S] (or [C, S]) float waveform at ``target_rate`` (and ``channels``), via FFmpeg's resampler."""
+    import av
+
+    squeeze = waveform.dim() == 2
+    batch = waveform[None] if squeeze else waveform
+    channels = channels or batch.shape[1]
+    if source_rate == target_rate and channels == batch.shape[1]:
+        return waveform.float()
+    if batch.shape[1] not in LAYOUTS or channels not in LAYOUTS:
+        raise InputError("audio", f"{batch.shape[1]} channels", "use mono or stereo sound")
+    out = []
+    for item in batch:
+        resampler = av.AudioResampler(format="fltp", layout=LAYOUTS[channels], rate=target_rate)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(item.float().cpu().numpy()),
+            format="fltp",
+            layout=LAYOUTS[item.shape[0]],
+        )
+        frame.sample_rate = source_rate
+        chunks = [f.to_ndarray() for f in resampler.resample(frame)] + [
+            f.to_ndarray() for f in resampler.resample(None)
+        ]
+        out.append(torch.from_numpy(np.concatenate(chunks, axis=1)))
+    expected = round(batch.shape[-1] * target_rate / source_rate)
+    stacked = torch.stack([fit_length(x, expected) for x in out])
+    return stacked[0] if squeeze else stacked
+
+
+def fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Trim or zero-pad the last axis to ``length`` samples."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    return torch.nn.functional.pad(x, (0, length - x.shape[-1]))
+
+
+def read_audio(path: str | Path) -> dict:
+    """The host's AUDIO dict: {"waveform": [1, C, S], "sample_rate"}."""
+    with _open(Path(path), "audio") as container:
+        if not container.streams.audio:
+            raise InputError(
+                "audio", f"{Path(path).name} has no audio stream", "pass a file with sound"
+            )
+        return _decode_audio(container)
+
+
+def _decode_audio(container) -> dict:
+    """Every audio frame converted to planar float (whatever the file stores), concatenated."""
+    import av
+
+    stream = container.streams.audio[0]
+    planar = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+    chunks = [
+        converted.to_ndarray()
+        for frame in container.decode(stream)
+        for converted in planar.resample(frame)
+    ]
+    if not chunks:
+        raise InputError("audio", "the audio stream is empty", "pass a file with sound")
+    return {
+        "waveform": torch.from_numpy(np.concatenate(chunks, axis=1))[None].float(),
+        "sample_rate": stream.rate,
+    }
+
+
+def read_video(
+    path: str | Path, *, max_frames: int | None = None
+) -> tuple[torch.Tensor, float, dict | None]:
+    """Frames [T, H, W, 3] in 0..1, the frame rate, and the sound (AUDIO dict) if the file has one."""
+    path = Path(path)
+    with _open(path, "video") as container:
+        if not container.streams.video:
+            raise InputError("video", f"{path.name} has no video stream", "pass a video file")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 16)
+        frames = []
+        for frame in container.decode(stream):
+            frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    if not frames:
+        raise InputError(
+            "video", f"{path.name} has no frames", "pass a video with at least one frame"
+        )
+    audio = None
+    with _open(path, "video") as container:
+        if container.streams.audio:
+            audio = _decode_audio(container)
+    return torch.stack(frames).float() / 255, fps, audio
+
+
+def next_free_path(folder: str | Path, prefix: str, suffix: str = ".mp4") -> Path:
+    """``<prefix>_00001<suffix>``, counting past every file already there."""
+    folder = Path(folder)
+    taken = {p.name for p in folder.glob(f"{prefix}_*{suffix}")} if folder.is_dir() else set()
+    number = 1
+    while f"{prefix}_{number:05d}{suffix}" in taken:
+        number += 1
+    return folder / f"{prefix}_{number:05d}{suffix}"
+
+
+def _check_frames(frames: torch.Tensor, fps: float) -> None:
+    if frames.dim() != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise InputError(
+            "frames",
+            f"shape {tuple(frames.shape)} is not [frames, height, width, 3]",
+            "pass IMAGE frames",
+        )
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise InputError(
+            "frames",
+            f"{frames.shape[2]} x {frames.shape[1]} px has an odd side",
+            "use even sizes (H.264 4:2:0)",
+        )
+    if not fps > 0:
+        raise InputError("fps", f"{fps}", "use a positive frame rate")
+
+
+def _write(
+    path: Path, frames: torch.Tensor, fps: float, audio: dict | None, metadata: dict[str, str]
+) -> None:
+    import av
+
+    rate = Fraction(fps).limit_denominator(1001)
+    pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    with av.open(
+        str(path), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}
+    ) as container:
+        for key, value in metadata.items():
+            container.metadata[key] = value
+        video = container.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        video.options = {"crf": "18"}
+        sound = None
+        if audio is not None:
+            waveform = audio["waveform"][0].float().cpu()
+            if waveform.shape[0] not in LAYOUTS:
+                waveform = waveform.mean(0, keepdim=True)
+            sample_rate = int(audio["sample_rate"])
+            waveform = fit_length(waveform, round(len(frames) / fps * sample_rate))
+            sound = container.add_stream("aac", rate=sample_rate, layout=LAYOUTS[waveform.shape[0]])
+        for index, image in enumerate(pixels):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            frame.time_base = 1 / rate
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if sound is not None:
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(waveform.numpy()),
+                format="fltp",
+                layout=LAYOUTS[waveform.shape[0]],
+            )
+            frame.sample_rate, frame.pts = sample_rate, 0
+            container.mux(sound.encode(frame))
+            container.mux(sound.encode(None))
+
+
+def write_mp4(
+    path: str | Path,
+    frames: torch.Tensor,
+    fps: float,
+    audio: dict | None = None,
+    metadata: dict[str, str] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """H.264 yuv420p + AAC with exactly ``len(frames)`` frames at ``fps``; audio from t = 0, trimmed or
+    padded to the video's length; string metadata (prompt, seed, model, workflow) in the file."""
+    path = Path(path)
+    _check_frames(frames, fps)
+    if path.exists() and not overwrite:
+        raise InputError(
+            "output", f"{path} already exists", "choose another name (files are never overwritten)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=".mp4.part", dir=path.parent
+    )
+    os.close(handle)
+    try:
+        _write(Path(temporary), frames, fps, audio, metadata or {})
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails instead of replacing a file that appeared meanwhile
+    except FileExistsError:
+        raise InputError(
+            "output", f"{path} already exists", "choose another name (files are never overwritten)"
+        ) from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path

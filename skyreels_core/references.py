@@ -1,0 +1,109 @@
+"""In-context references (DESIGN §3): clean latents the model prepends to its attention sequences.
+
+How each reaches the model: images become 1-frame video latents, a clip its latents, a storyboard
+grid one 1-frame latent per panel; all go in ``References.video`` and sit at temporal positions
+``-N + i`` before the clip, untouched by noise, their outputs dropped. A reference sound goes in
+``References.audio`` and precedes the clip's audio tokens on the same scaled clock.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .codecs import AudioCodec, VideoCodec
+from .errors import InputError
+from .shapes import latent_frame_count
+from .types import References
+
+MAX_STORYBOARD_PANELS = 9
+
+
+def fit_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[T, H, W, 3] resized to cover (height, width) keeping the aspect ratio, then centre-cropped."""
+    t, h, w = frames.shape[:3]
+    scale = max(height / h, width / w)
+    size = (max(height, round(h * scale)), max(width, round(w * scale)))
+    x = frames[..., :3].float().permute(0, 3, 1, 2)
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return x[:, :, top : top + height, left : left + width].permute(0, 2, 3, 1).clamp(0, 1)
+
+
+def image_references(
+    codec: VideoCodec, images: list[torch.Tensor], height: int, width: int
+) -> References:
+    if not images:
+        raise InputError("images", "no reference image", "connect at least one image")
+    frames = torch.cat([fit_frames(image[None], height, width) for image in images])
+    latents = codec.encode(frames[:, None])  # each image its own 1-frame clip
+    return References(video=latents.permute(2, 1, 0, 3, 4))  # [N, C, 1, h, w] -> [1, C, N, h, w]
+
+
+def clip_reference(codec: VideoCodec, clip: torch.Tensor, height: int, width: int) -> References:
+    latent_frame_count(clip.shape[0], codec.temporal_stride, "clip")
+    return References(video=codec.encode(fit_frames(clip, height, width)[None]))
+
+
+def split_storyboard(
+    grid: torch.Tensor, rows: int, cols: int, panels: int | None = None
+) -> list[torch.Tensor]:
+    """The panels of a regular grid image, row by row (``panels`` keeps the first ones)."""
+    count = rows * cols if panels is None else panels
+    if not 1 <= count <= min(rows * cols, MAX_STORYBOARD_PANELS):
+        raise InputError(
+            "panels",
+            f"{count} panels in a {rows} x {cols} grid",
+            f"use 1..{min(rows * cols, MAX_STORYBOARD_PANELS)} panels",
+        )
+    height, width = grid.shape[:2]
+    if height % rows or width % cols:
+        raise InputError(
+            "grid",
+            f"{width} x {height} px does not split into {cols} x {rows} equal panels",
+            "crop the grid to a multiple of the panel count",
+        )
+    ph, pw = height // rows, width // cols
+    return [
+        grid[r * ph : (r + 1) * ph, c * pw : (c + 1) * pw] for r in range(rows) for c in range(cols)
+    ][:count]
+
+
+def storyboard_references(
+    codec: VideoCodec,
+    grid: torch.Tensor,
+    rows: int,
+    cols: int,
+    height: int,
+    width: int,
+    panels: int | None = None,
+) -> References:
+    return image_references(codec, split_storyboard(grid, rows, cols, panels), height, width)
+
+
+def audio_reference(codec: AudioCodec, waveform: torch.Tensor, sample_rate: int) -> References:
+    """A reference sound of any rate and channel count, resampled to the codec's rate."""
+    from .av_io import resample_audio
+
+    if waveform.dim() == 2:
+        waveform = waveform[None]
+    if waveform.shape[-1] == 0:
+        raise InputError(
+            "audio",
+            "the reference sound is empty",
+            "connect a sound at least a fraction of a second long",
+        )
+    resampled = resample_audio(waveform, sample_rate, codec.sample_rate)
+    return References(audio=codec.encode(resampled))
+
+
+def merge_references(*references: References | None) -> References:
+    """All references in order, videos concatenated along N and sounds along time."""
+    present = [r for r in references if r]
+    videos = [r.video for r in present if r.video is not None]
+    sounds = [r.audio for r in present if r.audio is not None]
+    return References(
+        video=torch.cat(videos, dim=2) if videos else None,
+        audio=torch.cat(sounds, dim=2) if sounds else None,
+    )

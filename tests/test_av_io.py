@@ -1,0 +1,85 @@
+"""MP4 with sound: exact frames and fps, audio from t = 0, clicks where they belong, atomic writes."""
+
+from __future__ import annotations
+
+import av
+import pytest
+import torch
+
+from skyreels_core.av_io import next_free_path, read_audio, read_video, resample_audio, write_mp4
+from skyreels_core.errors import InputError
+
+RATE = 16000
+
+
+def _clip_with_click(frame: int, frames: int = 33, fps: float = 16.0):
+    # Smooth pictures: random pixels would measure 4:2:0 chroma loss, not the writer.
+    ramp = torch.linspace(0, 1, 48)[None, :, None] * torch.linspace(0.2, 1, 64)[:, None, None]
+    pixels = torch.stack([(ramp + torch.tensor([i / frames, 0.5, 0.2])) % 1 for i in range(frames)])
+    wave = torch.zeros(1, 1, round(frames / fps * RATE))
+    start = round(frame / fps * RATE)
+    wave[0, 0, start : start + 80] = 0.8
+    return pixels, {"waveform": wave, "sample_rate": RATE}
+
+
+@pytest.mark.parametrize("fps", [16.0, 24.0])
+def test_round_trip_keeps_frames_fps_duration_and_click_time(tmp_path, fps):
+    frames, audio = _clip_with_click(10, fps=fps)
+    path = write_mp4(
+        tmp_path / "clip.mp4", frames, fps, audio, {"prompt": "a red circle", "seed": "7"}
+    )
+    with av.open(str(path)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        assert container.metadata["prompt"] == "a red circle" and container.metadata["seed"] == "7"
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        video_seconds = float(video.duration * video.time_base)
+        audio_seconds = float(sound.duration * sound.time_base)
+    assert (
+        abs(video_seconds - 33 / fps) < 0.1 / fps and abs(audio_seconds - video_seconds) < 1 / fps
+    )
+    decoded, read_fps, read_sound = read_video(path)
+    assert decoded.shape == (33, 64, 48, 3) and read_fps == fps
+    assert (decoded - frames).abs().mean() < 0.03  # lossy, but the same pictures
+    wave = read_sound["waveform"][0, 0]
+    onset = (wave.abs() > 0.3).nonzero()[0].item() / read_sound["sample_rate"]
+    assert abs(onset - 10 / fps) <= 0.005
+
+
+def test_audio_is_trimmed_or_padded_to_the_video(tmp_path):
+    frames, audio = _clip_with_click(4)
+    audio["waveform"] = torch.cat([audio["waveform"]] * 3, dim=2)  # three times too long
+    path = write_mp4(tmp_path / "long.mp4", frames, 16.0, audio)
+    assert (
+        abs(read_audio(path)["waveform"].shape[-1] / RATE - 33 / 16) < 0.07
+    )  # AAC frames pad < 64 ms
+
+
+def test_never_overwrites_and_never_leaves_partial_files(tmp_path):
+    frames, audio = _clip_with_click(3)
+    path = write_mp4(tmp_path / "a.mp4", frames, 16.0, audio)
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="already exists"):
+        write_mp4(path, frames, 16.0, audio)
+    assert path.read_bytes() == before
+    with pytest.raises(InputError, match="odd side"):
+        write_mp4(tmp_path / "b.mp4", frames[:, :63], 16.0, audio)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+    assert next_free_path(tmp_path, "a") == tmp_path / "a_00001.mp4"
+    (tmp_path / "a_00001.mp4").write_bytes(b"")
+    assert next_free_path(tmp_path, "a") == tmp_path / "a_00002.mp4"
+
+
+def test_resampling_keeps_the_pitch():
+    t = torch.arange(44100) / 44100
+    tone = torch.sin(2 * torch.pi * 440 * t)[None].repeat(2, 1)
+    mono = resample_audio(tone, 44100, RATE, channels=1)
+    assert mono.shape == (1, RATE)
+    peak = torch.fft.rfft(mono[0]).abs().argmax().item()
+    assert peak == 440
+
+
+def test_unreadable_files_name_the_input(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(InputError, match="video: cannot read"):
+        read_video(bad)
