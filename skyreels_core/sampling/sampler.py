@@ -175,7 +175,7 @@ class _ModelCall:
         output = self.model(
             video,
             timestep,
-            text.to(video.device, self.dtype),
+            text,
             audio=audio,
             references=references,
             keyframes=keyframes,
@@ -333,6 +333,10 @@ def sample(
         if settings.apg
         else None,
     )
+    if references:
+        references = References(
+            *(None if r is None else r.to(device) for r in (references.video, references.audio))
+        )
     call = _ModelCall(
         model,
         known_latents,
@@ -343,9 +347,11 @@ def sample(
         references,
         dtype,
     )
+    text = text.to(device, dtype)
     unconditional = None
     if guidance.needs_unconditional:
         unconditional = negative_text if negative_text is not None else _null_text(text)
+        unconditional = unconditional.to(device, dtype)
     texts = _GuidanceTexts(text, unconditional, settings.batch_guidance)
 
     noise = initial_noise(settings.seed, shapes, device)
