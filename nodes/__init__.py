@@ -7,7 +7,15 @@ from importlib import import_module
 
 from . import host
 
-NODE_GROUPS: tuple[str, ...] = ()
+NODE_GROUPS: tuple[str, ...] = (
+    "loaders",
+    "encode",
+    "masks",
+    "references",
+    "sampler",
+    "av_codecs",
+    "output",
+)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -1,0 +1,161 @@
+"""Decode and encode nodes between the sampler's latents and the host's IMAGE / AUDIO types."""
+
+from __future__ import annotations
+
+import torch
+from skyreels_core.av_io import resample_audio
+
+from skyreels_core.errors import InputError
+from skyreels_core.memory import out_of_memory_advice
+from skyreels_core.shapes import latent_frame_count, pixel_frame_count
+from skyreels_core.types import AVLatent
+
+from . import host, link_types
+from .codec_inputs import video_codec
+
+CATEGORY = "SkyReels-V4/codecs"
+
+
+class SkyReelsV4DecodeVideo:
+    DESCRIPTION = "Video latents to IMAGE frames (and the clip's fps, for CreateVideo / Save)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("frames", "fps")
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "av_latent": (
+                    link_types.AV_LATENT,
+                    {"tooltip": "From the sampler or the refiner."},
+                ),
+                "video_vae": (
+                    link_types.ANY_VIDEO_VAE,
+                    {"tooltip": "The video VAE the model was trained with."},
+                ),
+            }
+        }
+
+    def decode(self, av_latent: AVLatent, video_vae):
+        codec = video_codec(video_vae)
+        with out_of_memory_advice("SkyReels-V4 video decode"), torch.no_grad():
+            frames = codec.decode(av_latent.video)
+        frames = frames.to(host.intermediate_device(), torch.float32)
+        return (frames.reshape(-1, *frames.shape[2:]), float(av_latent.fps))
+
+
+class SkyReelsV4DecodeAudio:
+    DESCRIPTION = "Audio latents to the host's AUDIO, trimmed to the clip's duration."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "av_latent": (link_types.AV_LATENT, {"tooltip": "From the sampler."}),
+                "audio_vae": (
+                    link_types.AUDIO_VAE,
+                    {"tooltip": "The audio VAE + vocoder the model was trained with."},
+                ),
+            }
+        }
+
+    def decode(self, av_latent: AVLatent, audio_vae):
+        if av_latent.audio is None:
+            raise InputError(
+                "av_latent",
+                "it holds no audio (a video-only model made it)",
+                "use a model with an audio stream",
+            )
+        with out_of_memory_advice("SkyReels-V4 audio decode"), torch.no_grad():
+            waveform = audio_vae.decode(av_latent.audio).float().cpu()
+        frames = pixel_frame_count(av_latent.video.shape[2])
+        samples = round(frames / av_latent.fps * audio_vae.sample_rate)
+        return ({"waveform": waveform[..., :samples], "sample_rate": audio_vae.sample_rate},)
+
+
+class SkyReelsV4EncodeVideo:
+    DESCRIPTION = "IMAGE frames to video latents (for the refiner or video-to-video)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.AV_LATENT,)
+    RETURN_NAMES = ("av_latent",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "frames": ("IMAGE", {"tooltip": "4k+1 frames."}),
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": 16.0,
+                        "min": 1.0,
+                        "max": 120.0,
+                        "tooltip": "Frame rate of the frames.",
+                    },
+                ),
+            },
+            "optional": {
+                "audio": (
+                    "AUDIO",
+                    {"tooltip": "Sound to carry along (encode it with Encode Audio)."},
+                )
+            },
+        }
+
+    def encode(self, frames, video_vae, fps: float, audio=None):
+        latent_frame_count(frames.shape[0], input_name="frames")
+        with out_of_memory_advice("SkyReels-V4 video encode"), torch.no_grad():
+            latents = video_codec(video_vae).encode(frames[None, ..., :3])
+        return (AVLatent(video=latents, fps=fps),)
+
+
+class SkyReelsV4EncodeAudio:
+    DESCRIPTION = "The host's AUDIO to audio latents, attached to an existing video latent."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.AV_LATENT,)
+    RETURN_NAMES = ("av_latent",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "av_latent": (link_types.AV_LATENT, {"tooltip": "The clip the sound belongs to."}),
+                "audio": (
+                    "AUDIO",
+                    {"tooltip": "Any sample rate and channel count; it is resampled."},
+                ),
+                "audio_vae": link_types.AUDIO_VAE_INPUT,
+            }
+        }
+
+    def encode(self, av_latent: AVLatent, audio, audio_vae):
+        waveform = resample_audio(audio["waveform"], audio["sample_rate"], audio_vae.sample_rate)
+        with out_of_memory_advice("SkyReels-V4 audio encode"), torch.no_grad():
+            latents = audio_vae.encode(waveform)
+        return (AVLatent(video=av_latent.video, audio=latents, fps=av_latent.fps),)
+
+
+NODE_CLASS_MAPPINGS = {
+    cls.__name__: cls
+    for cls in (
+        SkyReelsV4DecodeVideo,
+        SkyReelsV4DecodeAudio,
+        SkyReelsV4EncodeVideo,
+        SkyReelsV4EncodeAudio,
+    )
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4DecodeVideo": "SkyReels-V4 Decode Video",
+    "SkyReelsV4DecodeAudio": "SkyReels-V4 Decode Audio",
+    "SkyReelsV4EncodeVideo": "SkyReels-V4 Encode Video",
+    "SkyReelsV4EncodeAudio": "SkyReels-V4 Encode Audio",
+}

@@ -1,0 +1,101 @@
+"""Prompt encoding through the shared MLLM encoder (text, images and video frames together)."""
+
+from __future__ import annotations
+
+from skyreels_core.prompts import parse_multishot
+
+from . import link_types
+
+CATEGORY = "SkyReels-V4/encode"
+ENCODER_INPUT = (
+    link_types.TEXT_ENCODER,
+    {"tooltip": "The MLLM encoder from SkyReels-V4 Load Text Encoder."},
+)
+
+
+class SkyReelsV4TextEncode:
+    DESCRIPTION = (
+        "Encodes a prompt, optionally with images and video frames the prompt talks about, into the "
+        "features both streams read. Results are cached, so re-queueing reuses them."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.TEXT,)
+    RETURN_NAMES = ("text",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": ENCODER_INPUT,
+                "prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "a red circle bounces on the floor",
+                        "tooltip": "What to see and hear.",
+                    },
+                ),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Images the prompt refers to (read by the MLLM)."}),
+                "video": (
+                    "IMAGE",
+                    {"tooltip": "Video frames the prompt refers to (read by the MLLM)."},
+                ),
+            },
+        }
+
+    def encode(self, text_encoder, prompt: str, images=None, video=None):
+        image_list = list(images) if images is not None else None
+        return (text_encoder.encode(prompt, images=image_list, video=video),)
+
+
+class SkyReelsV4MultiShotTextEncode:
+    DESCRIPTION = (
+        "A multi-shot prompt: one line per shot, '[start-end] description' in pixel frames. Video "
+        "tokens of each shot attend only their own shot's text."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.TEXT,)
+    RETURN_NAMES = ("text",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": ENCODER_INPUT,
+                "shots": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "[0-16] a red circle bounces on the floor\n[17-32] a blue square moves right",
+                        "tooltip": "One shot per line: [first-last frame] description.",
+                    },
+                ),
+                "frames": (
+                    "INT",
+                    {
+                        "default": 33,
+                        "min": 1,
+                        "max": 1025,
+                        "step": 4,
+                        "tooltip": "Clip length (4k+1).",
+                    },
+                ),
+            }
+        }
+
+    def encode(self, text_encoder, shots: str, frames: int):
+        return (text_encoder.encode_shots(parse_multishot(shots, frames), frames),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "SkyReelsV4TextEncode": SkyReelsV4TextEncode,
+    "SkyReelsV4MultiShotTextEncode": SkyReelsV4MultiShotTextEncode,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4TextEncode": "SkyReels-V4 Text Encode",
+    "SkyReelsV4MultiShotTextEncode": "SkyReels-V4 Multi-Shot Text Encode",
+}

@@ -1,0 +1,22 @@
+"""The pack's custom ComfyUI link types (plain strings the host matches by name)."""
+
+MODEL = "SKYREELS_MODEL"
+TEXT_ENCODER = "SKYREELS_TEXT_ENCODER"
+TEXT = "SKYREELS_TEXT"
+VIDEO_VAE = "SKYREELS_VIDEO_VAE"
+AUDIO_VAE = "SKYREELS_AUDIO_VAE"
+CONDITION = "SKYREELS_COND"
+REFERENCES = "SKYREELS_REFS"
+AV_LATENT = "SKYREELS_AV_LATENT"
+REFINER = "SKYREELS_REFINER"
+
+# Video-VAE inputs also take the host's own VAE object when it holds the same Wan 2.1 model.
+ANY_VIDEO_VAE = f"{VIDEO_VAE},VAE"
+
+VIDEO_VAE_INPUT = (
+    ANY_VIDEO_VAE,
+    {
+        "tooltip": "The video VAE the model was trained with (the pack's loader, or the host's Wan 2.1 VAE)."
+    },
+)
+AUDIO_VAE_INPUT = (AUDIO_VAE, {"tooltip": "The audio VAE + vocoder the model was trained with."})

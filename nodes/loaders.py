@@ -1,0 +1,205 @@
+"""Loader nodes: the dual-stream model, the MLLM encoder, the video and audio codecs.
+
+Heavy libraries (diffusers, transformers) are imported inside the load functions so that the
+host's start-up does not pay for them. Every loader lists the bundled demo files first, so a fresh
+install renders without downloading anything.
+"""
+
+from __future__ import annotations
+
+from skyreels_core.demo import bundle
+from skyreels_core.runtime import DTYPES, LoadedModel, resolve_dtype
+
+from . import host, link_types
+
+CATEGORY = "SkyReels-V4/loaders"
+DTYPE_CHOICES = ["auto", *DTYPES]
+DTYPE_INPUT = (
+    DTYPE_CHOICES,
+    {
+        "default": "auto",
+        "tooltip": "Weight precision: auto is bf16 on CUDA, fp32 on CPU. fp16/bf16 halve memory.",
+    },
+)
+
+
+class _Loader:
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+
+
+class SkyReelsV4ModelLoader(_Loader):
+    DESCRIPTION = (
+        "Loads the dual-stream MMDiT (or a Wan 2.1 T2V checkpoint) from models/diffusion_models."
+    )
+    RETURN_TYPES = (link_types.MODEL,)
+    RETURN_NAMES = ("model",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (
+                    [bundle.BUNDLED, *host.list_models("diffusion_models")],
+                    {
+                        "tooltip": "A .safetensors checkpoint; the preset is detected from its keys and shapes."
+                    },
+                ),
+                "dtype": DTYPE_INPUT,
+                "attention": (
+                    ["sdpa", "flash_attn", "sage"],
+                    {
+                        "default": "sdpa",
+                        "tooltip": "sdpa works everywhere; flash_attn and sage need their packages and CUDA.",
+                    },
+                ),
+            }
+        }
+
+    def load(self, model_name: str, dtype: str, attention: str):
+        from skyreels_core.loading import load_model
+
+        offload = host.offload_device()
+        torch_dtype = resolve_dtype(dtype, host.torch_device())
+        if model_name == bundle.BUNDLED:
+            module = load_model(bundle.model_path(), dtype=torch_dtype, device=offload)
+            rate = bundle.audio_rate()
+        else:
+            module = load_model(
+                host.model_path("diffusion_models", model_name), dtype=torch_dtype, device=offload
+            )
+            rate = None if module.config.audio_latent_channels is None else bundle.MMAUDIO_RATE
+        module.attention_backend = attention
+        return (LoadedModel(module, model_name, rate, offload),)
+
+
+class SkyReelsV4TextEncoderLoader(_Loader):
+    DESCRIPTION = (
+        "Loads the shared MLLM encoder (a Qwen2.5-VL / Qwen3-VL folder in models/text_encoders)."
+    )
+    RETURN_TYPES = (link_types.TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "encoder": (
+                    [bundle.BUNDLED, *host.list_model_dirs("text_encoders")],
+                    {
+                        "tooltip": "A folder with config.json, safetensors shards, tokenizer and processor files."
+                    },
+                ),
+                "dtype": DTYPE_INPUT,
+                "hidden_layer": (
+                    "INT",
+                    {
+                        "default": -1,
+                        "min": -64,
+                        "max": 64,
+                        "tooltip": "Which hidden layer gives the features (-1 = last).",
+                    },
+                ),
+            }
+        }
+
+    def load(self, encoder: str, dtype: str, hidden_layer: int):
+        from skyreels_core.encoder import MLLMEncoder
+
+        folder = (
+            bundle.text_encoder_dir()
+            if encoder == bundle.BUNDLED
+            else host.model_dir_path("text_encoders", encoder)
+        )
+        device = host.torch_device()
+        return (
+            MLLMEncoder.from_folder(
+                folder, dtype=resolve_dtype(dtype, device), device=device, hidden_layer=hidden_layer
+            ),
+        )
+
+
+class SkyReelsV4VideoVAELoader(_Loader):
+    DESCRIPTION = "Loads the video VAE (Wan 2.1 VAE from models/vae, or the bundled demo codec)."
+    RETURN_TYPES = (link_types.VIDEO_VAE,)
+    RETURN_NAMES = ("video_vae",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae_name": (
+                    [bundle.BUNDLED, *host.list_models("video_vae")],
+                    {"tooltip": "Wan 2.1 VAE .safetensors."},
+                ),
+                "dtype": DTYPE_INPUT,
+            }
+        }
+
+    def load(self, vae_name: str, dtype: str):
+        device = host.torch_device()
+        if vae_name == bundle.BUNDLED:
+            return (bundle.video_codec(device=device),)
+        from skyreels_core.codecs.wan_vae import WanVideoCodec
+
+        path = host.model_path("video_vae", vae_name)
+        return (
+            WanVideoCodec.from_single_file(path, dtype=resolve_dtype(dtype, device), device=device),
+        )
+
+
+class SkyReelsV4AudioVAELoader(_Loader):
+    DESCRIPTION = "Loads the audio VAE + vocoder (MMAudio 44.1 kHz from models/audio_vae, or the bundled demo codec)."
+    RETURN_TYPES = (link_types.AUDIO_VAE,)
+    RETURN_NAMES = ("audio_vae",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = host.list_models("audio_vae")
+        return {
+            "required": {
+                "vae_name": (
+                    [bundle.BUNDLED, *files],
+                    {"tooltip": "MMAudio 44k VAE .safetensors."},
+                ),
+                "vocoder_name": (
+                    ["none", *files],
+                    {
+                        "default": "none",
+                        "tooltip": "BigVGAN vocoder .safetensors (MMAudio); none for the demo.",
+                    },
+                ),
+                "dtype": DTYPE_INPUT,
+            }
+        }
+
+    def load(self, vae_name: str, vocoder_name: str, dtype: str):
+        device = host.torch_device()
+        if vae_name == bundle.BUNDLED:
+            return (bundle.audio_codec(device=device),)
+        from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+        vocoder = None if vocoder_name == "none" else host.model_path("audio_vae", vocoder_name)
+        path = host.model_path("audio_vae", vae_name)
+        return (
+            MMAudioCodec.from_single_file(
+                path, vocoder, dtype=resolve_dtype(dtype, device), device=device
+            ),
+        )
+
+
+NODE_CLASS_MAPPINGS = {
+    cls.__name__: cls
+    for cls in (
+        SkyReelsV4ModelLoader,
+        SkyReelsV4TextEncoderLoader,
+        SkyReelsV4VideoVAELoader,
+        SkyReelsV4AudioVAELoader,
+    )
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4ModelLoader": "SkyReels-V4 Load Model",
+    "SkyReelsV4TextEncoderLoader": "SkyReels-V4 Load Text Encoder (MLLM)",
+    "SkyReelsV4VideoVAELoader": "SkyReels-V4 Load Video VAE",
+    "SkyReelsV4AudioVAELoader": "SkyReels-V4 Load Audio VAE",
+}

@@ -1,0 +1,223 @@
+"""Mask nodes: one per task preset of DESIGN §2, each producing the channel-concat condition.
+
+Every node reports the frames that ended up known after snapping to latent frames, so the
+frontend timeline can show the artist what the model will actually keep.
+"""
+
+from __future__ import annotations
+
+from skyreels_core import masks
+from skyreels_core.errors import InputError
+from skyreels_core.shapes import latent_frame_count, parse_frame_indices
+from skyreels_core.types import VideoCondition
+
+from . import link_types
+from .codec_inputs import video_codec
+
+CATEGORY = "SkyReels-V4/masks"
+
+FRAMES_INPUT = (
+    "INT",
+    {
+        "default": 33,
+        "min": 1,
+        "max": 1025,
+        "step": 4,
+        "tooltip": "Length of the clip in pixel frames; must be 4k+1 (33, 81, 121...).",
+    },
+)
+
+
+def _output(condition: VideoCondition, frames: int, requested: list[int]) -> dict:
+    timeline = {
+        "frames": frames,
+        "known_frames": list(condition.known_frames),
+        "requested_frames": requested,
+        "latent_frames": condition.num_latent_frames,
+    }
+    return {"ui": {"skyreels_timeline": [timeline]}, "result": (condition,)}
+
+
+class _MaskNode:
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.CONDITION,)
+    RETURN_NAMES = ("condition",)
+    FUNCTION = "build"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames: int = 33, **_):
+        if frames < 1 or (frames - 1) % 4:
+            latent_frame_count(frames)  # raises with the nearest valid counts
+        return True
+
+
+class SkyReelsV4MaskT2V(_MaskNode):
+    DESCRIPTION = "Text to video+audio: nothing is known (M = 0)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 64, "min": 16, "max": 4096, "step": 16}
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "width": ("INT", {**size, "tooltip": "Width in pixels (multiple of 16)."}),
+                "height": ("INT", {**size, "tooltip": "Height in pixels (multiple of 16)."}),
+                "frames": FRAMES_INPUT,
+            }
+        }
+
+    def build(self, video_vae, width: int, height: int, frames: int):
+        condition = masks.text_to_video(video_codec(video_vae), frames, height, width)
+        return _output(condition, frames, [])
+
+
+class SkyReelsV4MaskI2V(_MaskNode):
+    DESCRIPTION = "Image to video+audio: the first frame is kept."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "image": ("IMAGE", {"tooltip": "The first frame; its size sets the clip size."}),
+                "frames": FRAMES_INPUT,
+            }
+        }
+
+    def build(self, video_vae, image, frames: int):
+        condition = masks.image_to_video(video_codec(video_vae), image[:1], frames)
+        return _output(condition, frames, [0])
+
+
+class SkyReelsV4MaskExtend(_MaskNode):
+    DESCRIPTION = (
+        "Video extension: the first frames of a source clip are kept, the rest continues it."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "source": ("IMAGE", {"tooltip": "The clip to continue (its frames in order)."}),
+                "frames": FRAMES_INPUT,
+                "known_frames": (
+                    "INT",
+                    {
+                        "default": 9,
+                        "min": 1,
+                        "max": 1025,
+                        "tooltip": "How many source frames to keep; snapped down to 1 + 4k.",
+                    },
+                ),
+            }
+        }
+
+    def build(self, video_vae, source, frames: int, known_frames: int):
+        condition = masks.extend_video(video_codec(video_vae), source, frames, known_frames)
+        return _output(condition, frames, list(range(min(known_frames, frames))))
+
+
+class SkyReelsV4MaskInterpolate(_MaskNode):
+    DESCRIPTION = "First-last-frame interpolation: both ends are kept, the middle is generated."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "first": ("IMAGE", {"tooltip": "The first frame."}),
+                "last": ("IMAGE", {"tooltip": "The last frame (same size as the first)."}),
+                "frames": FRAMES_INPUT,
+            }
+        }
+
+    def build(self, video_vae, first, last, frames: int):
+        condition = masks.interpolate(video_codec(video_vae), first[0], last[-1], frames)
+        return _output(condition, frames, [0, frames - 1])
+
+
+class SkyReelsV4MaskKeyframes(_MaskNode):
+    DESCRIPTION = "Keyframes at chosen frames; indices snap to latent frames (0, then every 4th)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "images": (
+                    "IMAGE",
+                    {"tooltip": "One image per keyframe index, in the same order."},
+                ),
+                "keyframe_indices": (
+                    "STRING",
+                    {
+                        "default": "0, 16, 32",
+                        "tooltip": "Frame numbers, comma separated; -1 is the last.",
+                    },
+                ),
+                "frames": FRAMES_INPUT,
+            }
+        }
+
+    def build(self, video_vae, images, keyframe_indices: str, frames: int):
+        requested = parse_frame_indices(keyframe_indices, frames)
+        if images.shape[0] == frames:
+            chosen = images[requested]
+        elif images.shape[0] == len(requested):
+            chosen = images
+        else:
+            raise InputError(
+                "images",
+                f"{images.shape[0]} images for {len(requested)} keyframe indices",
+                f"give one image per index in index order, or a whole clip of {frames} frames",
+            )
+        condition = masks.keyframes(video_codec(video_vae), dict(zip(requested, chosen)), frames)
+        return _output(condition, frames, requested)
+
+
+class SkyReelsV4MaskEdit(_MaskNode):
+    DESCRIPTION = "Masked video edit: white in the MASK is regenerated, the rest is kept; audio is made afresh."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "source": ("IMAGE", {"tooltip": "The clip to edit (4k+1 frames)."}),
+                "mask": (
+                    "MASK",
+                    {"tooltip": "1 = change, 0 = keep; one mask for all frames or one per frame."},
+                ),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **_):
+        return True
+
+    def build(self, video_vae, source, mask):
+        condition = masks.edit_video(video_codec(video_vae), source, mask)
+        frames = source.shape[0]
+        return _output(condition, frames, list(condition.known_frames))
+
+
+NODE_CLASS_MAPPINGS = {
+    cls.__name__: cls
+    for cls in (
+        SkyReelsV4MaskT2V,
+        SkyReelsV4MaskI2V,
+        SkyReelsV4MaskExtend,
+        SkyReelsV4MaskInterpolate,
+        SkyReelsV4MaskKeyframes,
+        SkyReelsV4MaskEdit,
+    )
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4MaskT2V": "SkyReels-V4 Mask: Text to Video",
+    "SkyReelsV4MaskI2V": "SkyReels-V4 Mask: Image to Video",
+    "SkyReelsV4MaskExtend": "SkyReels-V4 Mask: Extend Video",
+    "SkyReelsV4MaskInterpolate": "SkyReels-V4 Mask: First-Last Frame",
+    "SkyReelsV4MaskKeyframes": "SkyReels-V4 Mask: Keyframes",
+    "SkyReelsV4MaskEdit": "SkyReels-V4 Mask: Edit Region",
+}

@@ -1,0 +1,188 @@
+"""Reference nodes: clean in-context latents prepended to the attention sequences (DESIGN §3).
+
+References chain: each node takes an optional ``references`` input and adds its own, so images, a
+clip, a storyboard and a voice can all condition one render.
+"""
+
+from __future__ import annotations
+
+from skyreels_core import references as refs
+from skyreels_core.errors import InputError
+from skyreels_core.types import References
+
+from . import link_types
+from .codec_inputs import video_codec
+
+CATEGORY = "SkyReels-V4/references"
+MAX_IMAGE_REFERENCES = 9
+
+CHAIN_INPUT = (link_types.REFERENCES, {"tooltip": "References to add these to (optional chain)."})
+SIZE_INPUTS = {
+    "width": (
+        "INT",
+        {
+            "default": 64,
+            "min": 16,
+            "max": 4096,
+            "step": 16,
+            "tooltip": "Clip width the references are fitted to.",
+        },
+    ),
+    "height": (
+        "INT",
+        {
+            "default": 64,
+            "min": 16,
+            "max": 4096,
+            "step": 16,
+            "tooltip": "Clip height the references are fitted to.",
+        },
+    ),
+}
+
+
+def _chain(previous: References | None, new: References) -> tuple[References]:
+    return (refs.merge_references(previous, new) if previous else new,)
+
+
+class _ReferenceNode:
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.REFERENCES,)
+    RETURN_NAMES = ("references",)
+    FUNCTION = "build"
+
+
+class SkyReelsV4ImageReferences(_ReferenceNode):
+    DESCRIPTION = (
+        "Up to 9 reference images (characters, objects, style). A new image socket appears as each "
+        "one is connected."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        optional = {
+            f"image_{index}": ("IMAGE", {"tooltip": f"Reference image {index}."})
+            for index in range(1, MAX_IMAGE_REFERENCES + 1)
+        }
+        return {
+            "required": {"video_vae": link_types.VIDEO_VAE_INPUT, **SIZE_INPUTS},
+            "optional": {"references": CHAIN_INPUT, **optional},
+        }
+
+    def build(self, video_vae, width: int, height: int, references=None, **images):
+        ordered = [
+            image[index]
+            for name, image in sorted(images.items(), key=lambda item: int(item[0].split("_")[1]))
+            if image is not None
+            for index in range(image.shape[0])
+        ]
+        if not ordered:
+            raise InputError(
+                "image_1", "no reference image is connected", "connect at least one IMAGE"
+            )
+        new = refs.image_references(video_codec(video_vae), ordered, height, width)
+        return _chain(references, new)
+
+
+class SkyReelsV4ClipReference(_ReferenceNode):
+    DESCRIPTION = "A reference clip (motion or identity) as clean in-context latents."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "clip": ("IMAGE", {"tooltip": "Reference frames (4k+1 of them)."}),
+                **SIZE_INPUTS,
+            },
+            "optional": {"references": CHAIN_INPUT},
+        }
+
+    def build(self, video_vae, clip, width: int, height: int, references=None):
+        new = refs.clip_reference(video_codec(video_vae), clip, height, width)
+        return _chain(references, new)
+
+
+class SkyReelsV4StoryboardReference(_ReferenceNode):
+    DESCRIPTION = (
+        "A storyboard grid image (up to 9 panels) split into keyframe references, read row by row."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        grid = {"default": 3, "min": 1, "max": 9}
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "grid": ("IMAGE", {"tooltip": "One image holding the panels in a regular grid."}),
+                "rows": ("INT", {**grid, "tooltip": "Panel rows in the grid."}),
+                "columns": ("INT", {**grid, "tooltip": "Panel columns in the grid."}),
+                "panels": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 9,
+                        "tooltip": "Panels used (0 = all rows x columns).",
+                    },
+                ),
+                **SIZE_INPUTS,
+            },
+            "optional": {"references": CHAIN_INPUT},
+        }
+
+    def build(
+        self,
+        video_vae,
+        grid,
+        rows: int,
+        columns: int,
+        panels: int,
+        width: int,
+        height: int,
+        references=None,
+    ):
+        new = refs.storyboard_references(
+            video_codec(video_vae), grid[0], rows, columns, height, width, panels=panels or None
+        )
+        return _chain(references, new)
+
+
+class SkyReelsV4AudioReference(_ReferenceNode):
+    DESCRIPTION = (
+        "A reference sound (a voice bound to a character, an ambience) in the audio stream."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "audio_vae": link_types.AUDIO_VAE_INPUT,
+                "audio": (
+                    "AUDIO",
+                    {"tooltip": "Any sample rate and channel count; it is resampled."},
+                ),
+            },
+            "optional": {"references": CHAIN_INPUT},
+        }
+
+    def build(self, audio_vae, audio, references=None):
+        new = refs.audio_reference(audio_vae, audio["waveform"], audio["sample_rate"])
+        return _chain(references, new)
+
+
+NODE_CLASS_MAPPINGS = {
+    cls.__name__: cls
+    for cls in (
+        SkyReelsV4ImageReferences,
+        SkyReelsV4ClipReference,
+        SkyReelsV4StoryboardReference,
+        SkyReelsV4AudioReference,
+    )
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4ImageReferences": "SkyReels-V4 Image References",
+    "SkyReelsV4ClipReference": "SkyReels-V4 Clip Reference",
+    "SkyReelsV4StoryboardReference": "SkyReels-V4 Storyboard Reference",
+    "SkyReelsV4AudioReference": "SkyReels-V4 Audio Reference",
+}

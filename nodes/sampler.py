@@ -1,0 +1,211 @@
+"""The dual-stream sampler node: one call denoises video and audio together."""
+
+from __future__ import annotations
+
+from skyreels_core.sampling import SamplerHooks, SamplerSettings, sample
+
+from skyreels_core.codecs import audio_token_count
+from skyreels_core.memory import out_of_memory_advice
+from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
+
+from . import host, link_types
+from .codec_inputs import video_codec
+from .previews import preview_hook
+
+CATEGORY = "SkyReels-V4/sampling"
+SOLVERS = ["unipc", "euler", "dpmpp_2m"]
+
+
+class SkyReelsV4Sampler:
+    DESCRIPTION = (
+        "Denoises the video and the audio of one clip together with flow matching. Known frames and "
+        "regions of the condition come out unchanged; audio is always generated and synchronised."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.AV_LATENT,)
+    RETURN_NAMES = ("av_latent",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (link_types.MODEL, {"tooltip": "The dual-stream model."}),
+                "text": (link_types.TEXT, {"tooltip": "The encoded prompt."}),
+                "condition": (
+                    link_types.CONDITION,
+                    {"tooltip": "What is known: from a SkyReels-V4 Mask node."},
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 2**63 - 1,
+                        "tooltip": "Same seed, same clip on any device.",
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 50,
+                        "min": 1,
+                        "max": 200,
+                        "tooltip": "Denoising steps; more is slower and finer.",
+                    },
+                ),
+                "shift": (
+                    "FLOAT",
+                    {
+                        "default": 5.0,
+                        "min": 0.1,
+                        "max": 20.0,
+                        "step": 0.1,
+                        "tooltip": "Timestep shift; higher spends more steps on coarse structure.",
+                    },
+                ),
+                "solver": (
+                    SOLVERS,
+                    {
+                        "default": "unipc",
+                        "tooltip": "unipc and dpmpp_2m are second order; euler is first order.",
+                    },
+                ),
+                "video_guidance": (
+                    "FLOAT",
+                    {
+                        "default": 4.0,
+                        "min": 1.0,
+                        "max": 20.0,
+                        "step": 0.1,
+                        "tooltip": "Prompt strength for the video; 1 skips the negative pass when audio is 1 too.",
+                    },
+                ),
+                "audio_guidance": (
+                    "FLOAT",
+                    {
+                        "default": 3.0,
+                        "min": 1.0,
+                        "max": 20.0,
+                        "step": 0.1,
+                        "tooltip": "Prompt strength for the audio.",
+                    },
+                ),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": 16.0,
+                        "min": 1.0,
+                        "max": 120.0,
+                        "step": 1.0,
+                        "tooltip": "Frame rate of the clip; sets the audio length.",
+                    },
+                ),
+            },
+            "optional": {
+                "negative": (
+                    link_types.TEXT,
+                    {"tooltip": "What to avoid (an encoded negative prompt)."},
+                ),
+                "references": (
+                    link_types.REFERENCES,
+                    {"tooltip": "In-context image, clip and audio references."},
+                ),
+                "audio_vae": (
+                    link_types.AUDIO_VAE,
+                    {"tooltip": "Sets the audio token rate; defaults to the model's own codec."},
+                ),
+                "video_vae": (
+                    link_types.ANY_VIDEO_VAE,
+                    {"tooltip": "Connect to see live previews while sampling."},
+                ),
+                "keyframe_indices": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Low-res + high-res keyframes mode: frames to render at high resolution too (empty = off).",
+                    },
+                ),
+                "keyframe_scale": (
+                    "INT",
+                    {
+                        "default": 2,
+                        "min": 2,
+                        "max": 4,
+                        "tooltip": "Resolution factor of the high-res keyframes.",
+                    },
+                ),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(
+        self,
+        model,
+        text,
+        condition,
+        seed: int,
+        steps: int,
+        shift: float,
+        solver: str,
+        video_guidance: float,
+        audio_guidance: float,
+        fps: float,
+        negative=None,
+        references=None,
+        audio_vae=None,
+        video_vae=None,
+        keyframe_indices: str = "",
+        keyframe_scale: int = 2,
+        unique_id=None,
+    ):
+        frames = pixel_frame_count(condition.num_latent_frames)
+        audio_tokens = None
+        if model.has_audio:
+            rate = audio_vae or model.audio_codec_rate
+            audio_tokens = audio_token_count(frames, fps, rate.sample_rate, rate.samples_per_token)
+        keyframes = []
+        if keyframe_indices.strip():
+            keyframes = sorted(
+                {latent_index_of_frame(i) for i in parse_frame_indices(keyframe_indices, frames)}
+            )
+        settings = SamplerSettings(
+            steps=steps,
+            shift=shift,
+            solver=solver,
+            video_guidance=video_guidance,
+            audio_guidance=audio_guidance,
+            seed=seed,
+        )
+        progress = host.Progress(steps, node_id=unique_id, description="SkyReels-V4 sampling")
+        hooks = SamplerHooks(
+            progress=lambda step, total: progress.update(step),
+            preview=preview_hook(progress, video_codec(video_vae))
+            if video_vae is not None
+            else None,
+            interrupt=host.check_interrupt,
+        )
+        device = host.torch_device()
+        try:
+            with out_of_memory_advice("SkyReels-V4 sampling"), model.on(device):
+                result = sample(
+                    model.module,
+                    text=text,
+                    negative_text=negative,
+                    condition=condition,
+                    audio_tokens=audio_tokens,
+                    settings=settings,
+                    references=references,
+                    keyframe_indices=keyframes,
+                    keyframe_scale=keyframe_scale,
+                    hooks=hooks,
+                )
+        finally:
+            progress.close()
+            host.soft_empty_cache()
+        result.fps = fps
+        return (result,)
+
+
+NODE_CLASS_MAPPINGS = {"SkyReelsV4Sampler": SkyReelsV4Sampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"SkyReelsV4Sampler": "SkyReels-V4 Sampler (video + audio)"}

@@ -1,0 +1,63 @@
+"""The bundled demo model: where its files live and how to open them.
+
+Real SkyReels-V4 weights are not public, so the pack ships a tiny model trained by
+``python -m skyreels_core train-demo`` (DESIGN §5). Loaders list it first as ``BUNDLED``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from ..runtime import MMAUDIO_44K, AudioRate
+
+BUNDLED = "skyreels-v4-demo (bundled)"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MMAUDIO_RATE = MMAUDIO_44K
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise CheckpointError(
+            "demo model",
+            f"{path.name} is missing from {path.parent}",
+            "run `python -m skyreels_core train-demo` to rebuild the bundled demo files",
+        )
+    return path
+
+
+def manifest() -> dict:
+    return json.loads(_existing(WEIGHTS_DIR / "manifest.json").read_text())
+
+
+def model_path() -> Path:
+    return _existing(WEIGHTS_DIR / "model.safetensors")
+
+
+def refiner_path() -> Path:
+    return _existing(WEIGHTS_DIR / "refiner.safetensors")
+
+
+def text_encoder_dir() -> Path:
+    return _existing(WEIGHTS_DIR / "text_encoder")
+
+
+def video_codec(device: torch.device | str = "cpu"):
+    from .codecs import DemoVideoCodec
+
+    return DemoVideoCodec.load(_existing(WEIGHTS_DIR / "video_codec.safetensors"), device=device)
+
+
+def audio_codec(device: torch.device | str = "cpu"):
+    from .codecs import DemoAudioCodec
+
+    return DemoAudioCodec.load(_existing(WEIGHTS_DIR / "audio_codec.safetensors"), device=device)
+
+
+def audio_rate() -> AudioRate:
+    """The demo audio codec's rate, read from the manifest so the model file stays self-describing."""
+    rate = manifest()["audio_rate"]
+    return AudioRate(sample_rate=rate["sample_rate"], samples_per_token=rate["samples_per_token"])

@@ -1,0 +1,127 @@
+"""One render on the bundled demo model, for the ``demo`` command and the eval.
+
+The same steps an artist wires in ComfyUI (encode the prompt, build the task's condition, sample
+video and audio together, decode both), as one function scripts can call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import masks
+from ..codecs import audio_token_count
+from ..errors import InputError
+from ..references import image_references
+from ..sampling import SamplerHooks, SamplerSettings, sample
+from ..types import References, VideoCondition
+from . import bundle
+
+TASKS = ("t2av", "i2av", "extend", "interpolate", "keyframes", "edit", "ref")
+
+
+@dataclass
+class DemoPipeline:
+    """The bundled model with its codecs and encoder, loaded once and reused across renders."""
+
+    model: torch.nn.Module
+    video_codec: object
+    audio_codec: object
+    encoder: object
+
+    @classmethod
+    def load(cls, model_path: Path | None = None, device: str = "cpu") -> DemoPipeline:
+        from ..encoder import MLLMEncoder
+        from ..loading import load_model
+
+        model = load_model(model_path or bundle.model_path(), dtype=torch.float32, device=device)
+        encoder = MLLMEncoder.from_folder(
+            bundle.text_encoder_dir(), dtype=torch.float32, device=device
+        )
+        return cls(model.eval(), bundle.video_codec(device), bundle.audio_codec(device), encoder)
+
+
+@dataclass
+class RenderRequest:
+    """What to render. Pixel inputs are [T, H, W, 3] in 0..1; ``mask`` is [T or 1, H, W], 1 = change."""
+
+    task: str = "t2av"
+    prompt: str = "a red circle bounces on the floor"
+    seed: int = 0
+    frames: int = 33
+    height: int = 64
+    width: int = 64
+    fps: float = 16.0
+    source: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    keyframes: list[int] = field(default_factory=lambda: [0, 16, 32])
+    steps: int = 20
+    shift: float = 3.0
+    video_guidance: float = 4.0
+    audio_guidance: float = 3.0
+
+
+def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, References | None]:
+    """The task's condition and references from the request's pixels (DESIGN §2)."""
+    task, frames, source = request.task, request.frames, request.source
+    if task not in TASKS:
+        raise InputError("task", f"{task!r} is not a demo task", f"use one of {', '.join(TASKS)}")
+    if task in {"t2av", "ref"}:
+        condition = masks.text_to_video(codec, frames, request.height, request.width)
+        if task == "t2av":
+            return condition, None
+        return condition, image_references(codec, [source[0]], request.height, request.width)
+    if source is None:
+        raise InputError(
+            "source", f"the {task} task needs a source image or clip", "pass --image or --video"
+        )
+    if task == "i2av":
+        return masks.image_to_video(codec, source[:1], frames), None
+    if task == "extend":
+        return masks.extend_video(codec, source, frames, known_frames=min(9, source.shape[0])), None
+    if task == "interpolate":
+        return masks.interpolate(codec, source[0], source[-1], frames), None
+    if task == "keyframes":
+        if source.shape[0] < frames:
+            raise InputError(
+                "video", f"{source.shape[0]} frames to take keyframes from", f"give {frames} frames"
+            )
+        return masks.keyframes(
+            codec, {index: source[index] for index in request.keyframes}, frames
+        ), None
+    if request.mask is None:
+        raise InputError("mask", "the edit task needs a mask (white = change)", "pass --mask")
+    return masks.edit_video(codec, source[:frames], request.mask), None
+
+
+@torch.no_grad()
+def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks | None = None):
+    """Frames [T, H, W, 3], the host-style AUDIO dict and the AVLatent of one render."""
+    condition, references = build_condition(pipeline.video_codec, request)
+    codec = pipeline.audio_codec
+    tokens = audio_token_count(
+        request.frames, request.fps, codec.sample_rate, codec.samples_per_token
+    )
+    settings = SamplerSettings(
+        steps=request.steps,
+        shift=request.shift,
+        seed=request.seed,
+        video_guidance=request.video_guidance,
+        audio_guidance=request.audio_guidance,
+    )
+    latent = sample(
+        pipeline.model,
+        text=pipeline.encoder.encode(request.prompt),
+        negative_text=pipeline.encoder.encode(""),
+        condition=condition,
+        audio_tokens=tokens,
+        settings=settings,
+        references=references,
+        hooks=hooks,
+    )
+    frames = pipeline.video_codec.decode(latent.video)[0]
+    samples = round(request.frames / request.fps * codec.sample_rate)
+    waveform = codec.decode(latent.audio)[..., :samples]
+    return frames, {"waveform": waveform, "sample_rate": codec.sample_rate}, latent

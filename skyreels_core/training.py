@@ -1,0 +1,114 @@
+"""Multi-task flow-matching training of the dual-stream model (DESIGN §3, the paper's task mix).
+
+One step: draw a task for the batch, build each clip's condition with the inference builders
+(``tasks.conditioning_pixels`` -> ``masks.condition_from_pixels``), noise both streams to a
+shifted-uniform time, and regress the velocity on the cells that are not given. Known cells ride
+on the path of the condition latents, as the sampler puts them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .masks import condition_from_pixels
+from .objective import flow_matching_loss, noised
+from .tasks import conditioning_pixels, draw_task
+from .types import References, TextEncoding
+
+TEXT_DROPOUT = (
+    0.1  # prompts dropped to the sampler's null text, so guidance has an unconditional branch
+)
+TIME_SHIFT = 3.0
+
+
+@dataclass
+class Batch:
+    """Clean training clips: pixels [B, T, H, W, 3], latents of both streams, their prompts."""
+
+    pixels: torch.Tensor
+    video_latents: torch.Tensor
+    audio_latents: torch.Tensor
+    text: TextEncoding
+
+
+def sample_times(batch: int, generator: torch.Generator) -> torch.Tensor:
+    u = torch.rand(batch, generator=generator)
+    return TIME_SHIFT * u / (1 + (TIME_SHIFT - 1) * u)
+
+
+def null_text(text: TextEncoding, drop: torch.Tensor) -> TextEncoding:
+    """Zero features for the dropped rows, like the sampler's unconditional prompt."""
+    features = torch.where(drop[:, None, None], torch.zeros_like(text.features), text.features)
+    return TextEncoding(features, text.mask, text.shot_ranges)
+
+
+def training_loss(
+    model, video_codec, batch: Batch, generator: torch.Generator, task: str | None = None
+) -> tuple[torch.Tensor, str]:
+    task = task or draw_task(generator)
+    conditions = [
+        condition_from_pixels(video_codec, *conditioning_pixels(task, clip, generator))
+        for clip in batch.pixels
+    ]
+    condition_latents = torch.cat([c.latents for c in conditions])
+    known = torch.cat([c.known_mask for c in conditions])
+    size = len(batch.pixels)
+    references = None
+    if task == "image_reference":
+        frame = int(torch.randint(batch.pixels.shape[1], (), generator=generator))
+        references = References(video=video_codec.encode(batch.pixels[:, frame : frame + 1]))
+    elif task == "audio_reference":
+        length = batch.audio_latents.shape[2] // 3
+        start = int(torch.randint(batch.audio_latents.shape[2] - length, (), generator=generator))
+        references = References(audio=batch.audio_latents[:, :, start : start + length])
+    t = sample_times(size, generator)
+    video_noise = torch.randn(batch.video_latents.shape, generator=generator)
+    audio_noise = torch.randn(batch.audio_latents.shape, generator=generator)
+    video_x0 = torch.where(known.bool(), condition_latents, batch.video_latents)
+    video_in = torch.cat([noised(video_x0, video_noise, t), condition_latents, known], dim=1)
+    text = null_text(batch.text, torch.rand(size, generator=generator) < TEXT_DROPOUT)
+    out = model(
+        video_in, t, text, audio=noised(batch.audio_latents, audio_noise, t), references=references
+    )
+    loss = flow_matching_loss(
+        out.video, video_x0, video_noise, out.audio, batch.audio_latents, audio_noise, known
+    )
+    return loss, task
+
+
+def save_checkpoint(path: Path, model, optimiser: torch.optim.Optimizer, step: int) -> None:
+    """Model and optimiser state as safetensors (no pickle), written then renamed."""
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    for index, state in optimiser.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"optimiser.{index}.{name}"] = torch.as_tensor(value).contiguous()
+    temporary = path.with_suffix(".part")
+    save_file(
+        tensors,
+        str(temporary),
+        {"step": str(step), "config": json.dumps(optimiser.state_dict()["param_groups"])},
+    )
+    temporary.replace(path)
+
+
+def load_checkpoint(path: Path, model, optimiser: torch.optim.Optimizer) -> int:
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns the step it was taken at."""
+    with safe_open(str(path), framework="pt") as handle:
+        step = int(handle.metadata()["step"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    model.load_state_dict(
+        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    state = optimiser.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("optimiser."):
+            _, index, name = key.split(".", 2)
+            state["state"].setdefault(int(index), {})[name] = value
+    optimiser.load_state_dict(state)
+    return step

@@ -1,0 +1,47 @@
+"""Every node is consistent for artists: names, categories, tooltips, defaults inside their ranges."""
+
+from __future__ import annotations
+
+import pytest
+from skyreels_pack import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+
+def _inputs(cls):
+    types = cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, spec in types.get(section, {}).items():
+            yield section, name, spec
+
+
+def test_the_node_set_is_complete():
+    expected = {
+        "SkyReelsV4ModelLoader", "SkyReelsV4TextEncoderLoader", "SkyReelsV4VideoVAELoader",
+        "SkyReelsV4AudioVAELoader", "SkyReelsV4TextEncode", "SkyReelsV4MultiShotTextEncode",
+        "SkyReelsV4MaskT2V", "SkyReelsV4MaskI2V", "SkyReelsV4MaskExtend", "SkyReelsV4MaskInterpolate",
+        "SkyReelsV4MaskKeyframes", "SkyReelsV4MaskEdit", "SkyReelsV4ImageReferences",
+        "SkyReelsV4ClipReference", "SkyReelsV4StoryboardReference", "SkyReelsV4AudioReference",
+        "SkyReelsV4Sampler", "SkyReelsV4DecodeVideo", "SkyReelsV4DecodeAudio", "SkyReelsV4EncodeVideo",
+        "SkyReelsV4EncodeAudio", "SkyReelsV4SaveVideo",
+    }  # fmt: skip
+    assert expected <= set(NODE_CLASS_MAPPINGS)
+    assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_CLASS_MAPPINGS)
+
+
+@pytest.mark.parametrize("name", sorted(NODE_CLASS_MAPPINGS))
+def test_node_definition_is_consistent(name):
+    cls = NODE_CLASS_MAPPINGS[name]
+    assert NODE_DISPLAY_NAME_MAPPINGS[name].startswith("SkyReels-V4 ")
+    assert cls.CATEGORY.startswith("SkyReels-V4/")
+    assert cls.DESCRIPTION and callable(getattr(cls, cls.FUNCTION))
+    assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+    assert getattr(cls, "OUTPUT_NODE", False) or cls.RETURN_TYPES, (
+        "a node without outputs must be an output node"
+    )
+    for section, input_name, spec in _inputs(cls):
+        options = spec[1] if len(spec) > 1 else {}
+        kind = spec[0]
+        assert options.get("tooltip"), f"{name}.{input_name} ({section}) has no tooltip"
+        if kind in ("INT", "FLOAT"):
+            assert options["min"] <= options["default"] <= options["max"], (name, input_name)
+        if isinstance(kind, list):
+            assert kind and options.get("default", kind[0]) in kind, (name, input_name)

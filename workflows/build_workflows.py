@@ -1,0 +1,430 @@
+"""Builds the shareable UI-format workflows in this folder from short Python descriptions.
+
+Hand-edited LiteGraph JSON drifts from the node definitions (widget order, link ids); generating
+it from ``INPUT_TYPES`` keeps every file loadable. Run ``python workflows/build_workflows.py`` after
+changing a node's inputs; a test checks the committed files equal this script's output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+SEED_NAMES = {"seed", "noise_seed"}
+
+# The host's core nodes the workflows use: (input name, type) in order, trailing UI-only widget
+# values the frontend stores after the inputs (upload buttons, audio players), and outputs.
+HOST_NODES: dict[str, dict] = {
+    "LoadImage": {
+        "inputs": [("image", "COMBO")],
+        "trailing": ["image"],
+        "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
+    },
+    "LoadImageMask": {
+        "inputs": [("image", "COMBO"), ("channel", "COMBO")],
+        "trailing": ["image"],
+        "outputs": [("MASK", "MASK")],
+    },
+    "LoadAudio": {
+        "inputs": [("audio", "COMBO")],
+        "trailing": [None, None],
+        "outputs": [("AUDIO", "AUDIO")],
+    },
+    "LoadVideo": {
+        "inputs": [("file", "COMBO")],
+        "trailing": ["image"],
+        "outputs": [("VIDEO", "VIDEO")],
+    },
+    "GetVideoComponents": {
+        "inputs": [("video", "VIDEO")],
+        "trailing": [],
+        "outputs": [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")],
+    },
+}
+
+
+def _load_pack_mappings() -> dict[str, type]:
+    name = "skyreels_workflow_builder_pack"
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module.NODE_CLASS_MAPPINGS
+
+
+def _is_widget(spec: tuple) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    widgets: dict
+    links_in: dict = field(default_factory=dict)
+    title: str | None = None
+
+
+@dataclass
+class Workflow:
+    """A graph under construction; ``add`` returns the node so later nodes can link to its outputs."""
+
+    mappings: dict[str, type]
+    nodes: list[Node] = field(default_factory=list)
+
+    def add(self, type_: str, title: str | None = None, **values) -> Node:
+        widgets = {k: v for k, v in values.items() if not isinstance(v, tuple)}
+        links = {k: v for k, v in values.items() if isinstance(v, tuple)}
+        node = Node(len(self.nodes) + 1, type_, widgets, links, title)
+        self.nodes.append(node)
+        return node
+
+    def _definition(
+        self, type_: str
+    ) -> tuple[list[tuple[str, object, dict]], list[tuple[str, str]], list]:
+        if type_ in HOST_NODES:
+            host = HOST_NODES[type_]
+            inputs = [(name, [] if kind == "COMBO" else kind, {}) for name, kind in host["inputs"]]
+            return inputs, host["outputs"], host["trailing"]
+        cls = self.mappings[type_]
+        types = cls.INPUT_TYPES()
+        inputs = [
+            (name, spec[0], spec[1] if len(spec) > 1 else {})
+            for section in ("required", "optional")
+            for name, spec in types.get(section, {}).items()
+        ]
+        names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+        return inputs, list(zip(names, cls.RETURN_TYPES)), []
+
+    def to_json(self) -> dict:
+        depth: dict[int, int] = {}
+        for node in self.nodes:  # nodes are added in dependency order
+            depth[node.id] = 1 + max(
+                (depth[src.id] for src, _ in node.links_in.values()), default=-1
+            )
+        links, out_links, in_links = [], {}, {}
+        for node in self.nodes:
+            inputs, _, _ = self._definition(node.type)
+            socket_names = [name for name, kind, _ in inputs if not _is_widget((kind,))]
+            for name, (source, slot) in node.links_in.items():
+                _, outputs, _ = self._definition(source.type)
+                link = [
+                    len(links) + 1,
+                    source.id,
+                    slot,
+                    node.id,
+                    socket_names.index(name),
+                    outputs[slot][1],
+                ]
+                links.append(link)
+                in_links[(node.id, name)] = link[0]
+                out_links.setdefault((source.id, slot), []).append(link[0])
+        rows: dict[int, int] = {}
+        serialised = []
+        for order, node in enumerate(sorted(self.nodes, key=lambda n: (depth[n.id], n.id))):
+            inputs, outputs, trailing = self._definition(node.type)
+            socket_inputs, widgets_values = [], []
+            for name, kind, options in inputs:
+                if _is_widget((kind,)):
+                    if name not in node.widgets and "default" not in options:
+                        raise KeyError(f"{node.type}.{name} needs a value")
+                    widgets_values.append(node.widgets.get(name, options.get("default")))
+                    if name in SEED_NAMES or options.get("control_after_generate"):
+                        widgets_values.append("fixed")
+                else:
+                    link = in_links.get((node.id, name))
+                    socket_inputs.append({"name": name, "type": kind, "link": link})
+            row = rows.get(depth[node.id], 0)
+            rows[depth[node.id]] = row + 1
+            entry = {
+                "id": node.id,
+                "type": node.type,
+                "pos": [40 + 360 * depth[node.id], 40 + 220 * row],
+                "size": [320, 180],
+                "flags": {},
+                "order": order,
+                "mode": 0,
+                "inputs": socket_inputs,
+                "outputs": [
+                    {
+                        "name": name,
+                        "type": kind,
+                        "links": out_links.get((node.id, slot), []),
+                        "slot_index": slot,
+                    }
+                    for slot, (name, kind) in enumerate(outputs)
+                ],
+                "properties": {"Node name for S&R": node.type},
+                "widgets_values": widgets_values + list(trailing),
+            }
+            if node.title:
+                entry["title"] = node.title
+            serialised.append(entry)
+        return {
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(links),
+            "nodes": sorted(serialised, key=lambda n: n["id"]),
+            "links": links,
+            "groups": [],
+            "config": {},
+            "extra": {},
+            "version": 0.4,
+        }
+
+
+DEMO = "skyreels-v4-demo (bundled)"
+DEMO_SAMPLING = {
+    "steps": 20,
+    "shift": 3.0,
+    "solver": "unipc",
+    "video_guidance": 4.0,
+    "audio_guidance": 3.0,
+    "fps": 16.0,
+}
+
+
+def _base(workflow: Workflow, prompt: str):
+    """Loaders and prompts every workflow shares; returns (model, encoder, video VAE, audio VAE, text, negative)."""
+    model = workflow.add("SkyReelsV4ModelLoader", model_name=DEMO, dtype="auto", attention="sdpa")
+    encoder = workflow.add(
+        "SkyReelsV4TextEncoderLoader", encoder=DEMO, dtype="auto", hidden_layer=-1
+    )
+    video_vae = workflow.add("SkyReelsV4VideoVAELoader", vae_name=DEMO, dtype="auto")
+    audio_vae = workflow.add(
+        "SkyReelsV4AudioVAELoader", vae_name=DEMO, vocoder_name="none", dtype="auto"
+    )
+    text = workflow.add(
+        "SkyReelsV4TextEncode", title="Prompt", text_encoder=(encoder, 0), prompt=prompt
+    )
+    negative = workflow.add(
+        "SkyReelsV4TextEncode", title="Negative prompt", text_encoder=(encoder, 0), prompt=""
+    )
+    return model, encoder, video_vae, audio_vae, text, negative
+
+
+def _sample_and_save(
+    workflow, model, video_vae, audio_vae, text, negative, condition, prefix, seed=42, **extra
+):
+    sampler = workflow.add(
+        "SkyReelsV4Sampler",
+        model=(model, 0),
+        text=(text, 0),
+        condition=(condition, 0),
+        negative=(negative, 0),
+        audio_vae=(audio_vae, 0),
+        video_vae=(video_vae, 0),
+        seed=seed,
+        **{**DEMO_SAMPLING, **extra},
+    )
+    return _decode_and_save(workflow, sampler, video_vae, audio_vae, prefix)
+
+
+def _decode_and_save(workflow, latent_node, video_vae, audio_vae, prefix):
+    frames = workflow.add(
+        "SkyReelsV4DecodeVideo", av_latent=(latent_node, 0), video_vae=(video_vae, 0)
+    )
+    audio = workflow.add(
+        "SkyReelsV4DecodeAudio", av_latent=(latent_node, 0), audio_vae=(audio_vae, 0)
+    )
+    workflow.add(
+        "SkyReelsV4SaveVideo",
+        frames=(frames, 0),
+        fps=(frames, 1),
+        audio=(audio, 0),
+        filename_prefix=f"skyreels_v4/{prefix}",
+    )
+    return latent_node
+
+
+def text_to_video(m) -> Workflow:
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a red circle bounces on the floor")
+    condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
+    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "text_to_video")
+    return w
+
+
+def image_to_video(m) -> Workflow:
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a blue square bounces on the floor")
+    image = w.add("LoadImage", title="First frame", image="first_frame.png")
+    condition = w.add("SkyReelsV4MaskI2V", video_vae=(video_vae, 0), image=(image, 0), frames=33)
+    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "image_to_video")
+    return w
+
+
+def _source_clip(w: Workflow):
+    video = w.add("LoadVideo", title="Source clip", file="source_clip.mp4")
+    return w.add("GetVideoComponents", video=(video, 0))
+
+
+def extend_video(m) -> Workflow:
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(
+        w, "a green triangle bounces on the floor"
+    )
+    clip = _source_clip(w)
+    condition = w.add(
+        "SkyReelsV4MaskExtend",
+        video_vae=(video_vae, 0),
+        source=(clip, 0),
+        frames=33,
+        known_frames=9,
+    )
+    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "extend_video")
+    return w
+
+
+def first_last_frame(m) -> Workflow:
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a yellow circle moves right")
+    first = w.add("LoadImage", title="First frame", image="first_frame.png")
+    last = w.add("LoadImage", title="Last frame", image="last_frame.png")
+    condition = w.add(
+        "SkyReelsV4MaskInterpolate",
+        video_vae=(video_vae, 0),
+        first=(first, 0),
+        last=(last, 0),
+        frames=33,
+    )
+    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "first_last_frame")
+    return w
+
+
+def keyframes(m) -> Workflow:
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(
+        w, "a green triangle bounces on the floor"
+    )
+    clip = _source_clip(w)
+    condition = w.add(
+        "SkyReelsV4MaskKeyframes",
+        video_vae=(video_vae, 0),
+        images=(clip, 0),
+        keyframe_indices="0, 16, 32",
+        frames=33,
+    )
+    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "keyframes")
+    return w
+
+
+def masked_edit(m) -> Workflow:
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a red square bounces on the floor")
+    clip = _source_clip(w)
+    mask = w.add(
+        "LoadImageMask", title="Edit mask (white = change)", image="edit_mask.png", channel="red"
+    )
+    condition = w.add(
+        "SkyReelsV4MaskEdit", video_vae=(video_vae, 0), source=(clip, 0), mask=(mask, 0)
+    )
+    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "masked_edit")
+    return w
+
+
+def references(m) -> Workflow:
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a blue circle bounces on the floor")
+    image = w.add("LoadImage", title="Reference image", image="reference.png")
+    sound = w.add("LoadAudio", title="Reference sound", audio="reference_sound.wav")
+    image_refs = w.add(
+        "SkyReelsV4ImageReferences",
+        video_vae=(video_vae, 0),
+        width=64,
+        height=64,
+        image_1=(image, 0),
+    )
+    refs = w.add(
+        "SkyReelsV4AudioReference",
+        audio_vae=(audio_vae, 0),
+        audio=(sound, 0),
+        references=(image_refs, 0),
+    )
+    condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
+    sampler = w.add(
+        "SkyReelsV4Sampler",
+        model=(model, 0),
+        text=(text, 0),
+        condition=(condition, 0),
+        negative=(negative, 0),
+        references=(refs, 0),
+        audio_vae=(audio_vae, 0),
+        seed=7,
+        **DEMO_SAMPLING,
+    )
+    _decode_and_save(w, sampler, video_vae, audio_vae, "references")
+    return w
+
+
+def storyboard(m) -> Workflow:
+    w = Workflow(m)
+    model = w.add("SkyReelsV4ModelLoader", model_name=DEMO, dtype="auto", attention="sdpa")
+    encoder = w.add("SkyReelsV4TextEncoderLoader", encoder=DEMO, dtype="auto", hidden_layer=-1)
+    video_vae = w.add("SkyReelsV4VideoVAELoader", vae_name=DEMO, dtype="auto")
+    audio_vae = w.add("SkyReelsV4AudioVAELoader", vae_name=DEMO, vocoder_name="none", dtype="auto")
+    shots = w.add(
+        "SkyReelsV4MultiShotTextEncode",
+        text_encoder=(encoder, 0),
+        shots="[0-16] a red circle bounces on the floor\n[17-32] a blue square bounces on the floor",
+        frames=33,
+    )
+    grid = w.add("LoadImage", title="Storyboard (2 x 2 panels)", image="storyboard.png")
+    refs = w.add(
+        "SkyReelsV4StoryboardReference",
+        video_vae=(video_vae, 0),
+        grid=(grid, 0),
+        rows=2,
+        columns=2,
+        panels=0,
+        width=64,
+        height=64,
+    )
+    condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
+    sampler = w.add(
+        "SkyReelsV4Sampler",
+        model=(model, 0),
+        text=(shots, 0),
+        condition=(condition, 0),
+        references=(refs, 0),
+        audio_vae=(audio_vae, 0),
+        seed=3,
+        **DEMO_SAMPLING,
+    )
+    _decode_and_save(w, sampler, video_vae, audio_vae, "storyboard")
+    return w
+
+
+WORKFLOWS = {
+    "text_to_video": text_to_video,
+    "image_to_video": image_to_video,
+    "extend_video": extend_video,
+    "first_last_frame": first_last_frame,
+    "keyframes": keyframes,
+    "masked_edit": masked_edit,
+    "references": references,
+    "storyboard_multishot": storyboard,
+}
+
+
+def build_all() -> dict[str, dict]:
+    mappings = _load_pack_mappings()
+    return {name: make(mappings).to_json() for name, make in WORKFLOWS.items()}
+
+
+def main() -> None:
+    for name, workflow in build_all().items():
+        (HERE / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+        print(f"wrote workflows/{name}.json")
+
+
+if __name__ == "__main__":
+    main()
