@@ -114,7 +114,11 @@ class Workflow:
         links, out_links, in_links = [], {}, {}
         for node in self.nodes:
             inputs, _, _ = self._definition(node.type)
+            # Sockets first, then widgets converted to inputs because a link feeds them.
             socket_names = [name for name, kind, _ in inputs if not _is_widget((kind,))]
+            socket_names += [
+                name for name, kind, _ in inputs if _is_widget((kind,)) and name in node.links_in
+            ]
             for name, (source, slot) in node.links_in.items():
                 _, outputs, _ = self._definition(source.type)
                 link = [
@@ -132,8 +136,14 @@ class Workflow:
         serialised = []
         for order, node in enumerate(sorted(self.nodes, key=lambda n: (depth[n.id], n.id))):
             inputs, outputs, trailing = self._definition(node.type)
-            socket_inputs, widgets_values = [], []
+            socket_inputs, widget_inputs, widgets_values = [], [], []
             for name, kind, options in inputs:
+                if _is_widget((kind,)) and name in node.links_in:
+                    widget_type = "COMBO" if isinstance(kind, list) else kind
+                    link = in_links[(node.id, name)]
+                    widget_inputs.append(
+                        {"name": name, "type": widget_type, "widget": {"name": name}, "link": link}
+                    )
                 if _is_widget((kind,)):
                     if name not in node.widgets and "default" not in options:
                         raise KeyError(f"{node.type}.{name} needs a value")
@@ -153,7 +163,7 @@ class Workflow:
                 "flags": {},
                 "order": order,
                 "mode": 0,
-                "inputs": socket_inputs,
+                "inputs": socket_inputs + widget_inputs,
                 "outputs": [
                     {
                         "name": name,
@@ -415,12 +425,61 @@ WORKFLOWS = {
 }
 
 
+def build_assets(folder: Path = HERE / "assets") -> list[Path]:
+    """The example inputs the workflows load, rendered from held-out scenes of the demo world."""
+    import torch
+    from PIL import Image
+
+    from skyreels_core.av_io import write_mp4
+    from skyreels_core.demo.world import render_scene, spec_from_caption
+    from skyreels_core.references import split_storyboard  # noqa: F401 - the grid layout it reads
+
+    def png(name: str, pixels: torch.Tensor) -> Path:
+        path = folder / name
+        Image.fromarray((pixels.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(path)
+        return path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clip = render_scene(spec_from_caption("a green triangle bounces on the floor", seed=1_000_001))
+    moving = render_scene(spec_from_caption("a yellow circle moves right", seed=1_000_002))
+    reference = render_scene(
+        spec_from_caption("a blue circle bounces on the floor", seed=1_000_003)
+    )
+    panels = [render_scene(spec_from_caption(c, seed=1_000_004)).frames[16] for c in (
+        "a red circle bounces on the floor", "a red circle bounces on the floor",
+        "a blue square bounces on the floor", "a blue square bounces on the floor")]  # fmt: skip
+    mask = torch.zeros(64, 64, 3)
+    mask[16:48, 16:48] = 1.0  # white = change
+    written = [
+        png("first_frame.png", moving.frames[0]),
+        png("last_frame.png", moving.frames[-1]),
+        png("reference.png", reference.frames[0]),
+        png("storyboard.png", torch.cat([torch.cat(panels[:2], 1), torch.cat(panels[2:], 1)], 0)),
+        png("edit_mask.png", mask),
+    ]
+    audio = {"waveform": clip.audio[None], "sample_rate": clip.sample_rate}
+    written.append(
+        write_mp4(folder / "source_clip.mp4", clip.frames, clip.fps, audio, overwrite=True)
+    )
+    import wave
+
+    sound = folder / "reference_sound.wav"
+    with wave.open(str(sound), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(reference.sample_rate)
+        handle.writeframes((reference.audio[0] * 32767).round().to(torch.int16).numpy().tobytes())
+    return [*written, sound]
+
+
 def build_all() -> dict[str, dict]:
     mappings = _load_pack_mappings()
     return {name: make(mappings).to_json() for name, make in WORKFLOWS.items()}
 
 
 def main() -> None:
+    for path in build_assets():
+        print(f"wrote {path.relative_to(ROOT)}")
     for name, workflow in build_all().items():
         (HERE / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
         print(f"wrote workflows/{name}.json")
