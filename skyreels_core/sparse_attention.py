@@ -1,0 +1,132 @@
+"""Block-sparse video attention in the style of VSA (DESIGN §4), through FlexAttention block masks.
+
+Tokens are regrouped into cubes of 4 x 4 x 4 latent tokens; each query cube attends the ``k`` key
+cubes whose pooled keys score highest against its pooled query, plus its own cube and its face
+neighbours, in one FlexAttention call whose BlockMask lists exactly those cubes. A coarse path
+(pooled queries over pooled keys/values) carries the long range, added through a gate that starts
+at zero so a model initialised from dense weights starts as the fine sparse path.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+CUBE = (4, 4, 4)
+CUBE_TOKENS = math.prod(CUBE)
+
+
+@lru_cache(maxsize=16)
+def cube_order(
+    grid: tuple[int, int, int], cube: tuple[int, int, int] = CUBE
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+    """(gather index into the padded sequence, validity of each padded slot, cube grid).
+
+    Row-major (t, h, w) tokens are padded to whole cubes and listed cube by cube; padded slots
+    point at token 0 and are masked out of attention."""
+    cubes = tuple(-(-g // c) for g, c in zip(grid, cube))
+    coords = torch.meshgrid(*(torch.arange(n * c) for n, c in zip(cubes, cube)), indexing="ij")
+    t, h, w = (
+        axis.reshape(cubes[0], cube[0], cubes[1], cube[1], cubes[2], cube[2])
+        .permute(0, 2, 4, 1, 3, 5)
+        .flatten()
+        for axis in coords
+    )
+    valid = (t < grid[0]) & (h < grid[1]) & (w < grid[2])
+    index = torch.where(valid, (t * grid[1] + h) * grid[2] + w, torch.zeros_like(t))
+    return index, valid, cubes
+
+
+@lru_cache(maxsize=16)
+def neighbourhood(cubes: tuple[int, int, int]) -> torch.Tensor:
+    """[n, n] bool: each cube and its face neighbours."""
+    coords = torch.stack(
+        torch.meshgrid(*(torch.arange(n) for n in cubes), indexing="ij"), -1
+    ).reshape(-1, 3)
+    return (coords[:, None] - coords[None]).abs().sum(-1) <= 1
+
+
+def select_cubes(
+    q_pooled: torch.Tensor, k_pooled: torch.Tensor, keep: int, local: torch.Tensor | None
+) -> torch.Tensor:
+    """[B, H, n, n] bool: the top-``keep`` key cubes per query cube by pooled score, plus ``local``."""
+    scores = q_pooled @ k_pooled.transpose(-1, -2)
+    chosen = torch.zeros_like(scores, dtype=torch.bool)
+    chosen.scatter_(-1, scores.topk(keep, dim=-1).indices, True)
+    return chosen | local if local is not None else chosen
+
+
+def block_mask_from_selection(selected: torch.Tensor, valid: torch.Tensor) -> BlockMask:
+    """A FlexAttention BlockMask that visits exactly the selected cube pairs (padding masked)."""
+    counts = selected.sum(-1, dtype=torch.int32)
+    order = torch.argsort(selected.to(torch.int8), dim=-1, descending=True, stable=True).to(
+        torch.int32
+    )
+    valid = valid.to(selected.device)
+
+    # The mask_mod repeats the block selection: compiled kernels skip unlisted blocks, the eager
+    # fallback evaluates only the mask_mod, and both must agree.
+    def kept(b, h, q_index, kv_index):
+        return selected[b, h, q_index // CUBE_TOKENS, kv_index // CUBE_TOKENS] & valid[kv_index]
+
+    length = valid.numel()
+    return BlockMask.from_kv_blocks(
+        counts, order, BLOCK_SIZE=CUBE_TOKENS, mask_mod=kept, seq_lengths=(length, length)
+    )
+
+
+def _pool(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over each cube's valid tokens: [B, H, n * 64, D] -> [B, H, n, D]."""
+    weights = valid.to(x.dtype).view(-1, CUBE_TOKENS, 1)
+    cubes = x.unflatten(2, (-1, CUBE_TOKENS))
+    return (cubes * weights).sum(3) / weights.sum(1).clamp_min(1)
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    grid: tuple[int, int, int],
+    *,
+    keep_ratio: float = 0.25,
+    local: bool = True,
+    gate: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention over [B, H, L, D] video tokens (L = T * H * W, row-major) keeping ``keep_ratio`` of
+    the key cubes per query cube. ``gate`` (per head, [H]) mixes in the coarse cube attention."""
+    index, valid, cubes = cube_order(tuple(grid))
+    index, valid = index.to(q.device), valid.to(q.device)
+    qc, kc, vc = (x[:, :, index] for x in (q, k, v))
+    q_pooled, k_pooled, v_pooled = (_pool(x, valid) for x in (qc, kc, vc))
+    count = q_pooled.shape[2]
+    keep = max(1, min(count, math.ceil(keep_ratio * count)))
+    selected = select_cubes(
+        q_pooled, k_pooled, keep, neighbourhood(cubes).to(q.device) if local else None
+    )
+    out = flex_attention(qc, kc, vc, block_mask=block_mask_from_selection(selected, valid))
+    if gate is not None:
+        coarse = F.scaled_dot_product_attention(q_pooled, k_pooled, v_pooled)
+        out = out + gate.view(1, -1, 1, 1) * coarse.repeat_interleave(CUBE_TOKENS, dim=2)
+    result = torch.empty_like(q)
+    result[:, :, index[valid]] = out[:, :, valid]
+    return result
+
+
+def dense_attention_flops(tokens: int, head_dim: int, heads: int) -> float:
+    """QK^T and PV multiply-adds, counted as 2 FLOPs each."""
+    return 4.0 * tokens * tokens * head_dim * heads
+
+
+def sparse_attention_flops(
+    grid: tuple[int, int, int], head_dim: int, heads: int, keep_ratio: float, local: bool = True
+) -> float:
+    """FLOPs of the fine path (kept cubes, local ones included in the worst case) plus the coarse path."""
+    _, _, cubes = cube_order(tuple(grid))
+    count = math.prod(cubes)
+    kept = min(count, math.ceil(keep_ratio * count) + (7 if local else 0))
+    fine = 4.0 * count * CUBE_TOKENS * kept * CUBE_TOKENS * head_dim * heads
+    return fine + dense_attention_flops(count, head_dim, heads)
