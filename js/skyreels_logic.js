@@ -1,0 +1,56 @@
+// Pure helpers of the SkyReels-V4 frontend (no DOM, no ComfyUI), tested with node --test.
+
+export const MAX_IMAGE_REFERENCES = 9;
+export const TEMPORAL_STRIDE = 4;
+
+/** The latent frame holding pixel `frame`: frame 0 alone, then groups of 4 (1 + 4k frames). */
+export function latentIndexOfFrame(frame, stride = TEMPORAL_STRIDE) {
+  return Math.floor((frame + stride - 1) / stride);
+}
+
+/** One cell per pixel frame: known after snapping, asked for by the user, first of its latent group. */
+export function timelineCells({ frames, known_frames = [], requested_frames = [] }) {
+  const known = new Set(known_frames);
+  const requested = new Set(requested_frames);
+  return Array.from({ length: frames }, (_, frame) => ({
+    frame,
+    known: known.has(frame),
+    requested: requested.has(frame),
+    groupStart: frame === 0 || (frame - 1) % TEMPORAL_STRIDE === 0,
+    latent: latentIndexOfFrame(frame),
+  }));
+}
+
+/** Requested frames that were not kept as asked (they moved to their latent group). */
+export function snappedAway(timeline) {
+  const known = new Set(timeline.known_frames ?? []);
+  return (timeline.requested_frames ?? []).filter((frame) => !known.has(frame));
+}
+
+/** Which image_N sockets to add or remove so exactly one empty socket follows the last linked one. */
+export function planReferenceSockets(inputs, max = MAX_IMAGE_REFERENCES) {
+  const images = inputs
+    .filter((input) => /^image_\d+$/.test(input.name))
+    .map((input) => ({ ...input, index: Number(input.name.slice(6)) }))
+    .sort((a, b) => a.index - b.index);
+  const lastLinked = images.reduce((last, input) => (input.linked ? input.index : last), 0);
+  const wanted = Math.min(max, lastLinked + 1);
+  const present = new Set(images.map((input) => input.index));
+  const add = [];
+  for (let index = 1; index <= wanted; index += 1) {
+    if (!present.has(index)) add.push(`image_${index}`);
+  }
+  const remove = images.filter((input) => input.index > wanted && !input.linked).map((input) => input.name);
+  return { add, remove };
+}
+
+/** The server URL that streams a saved output file. */
+export function viewUrl({ filename, subfolder = "", type = "output" }) {
+  const query = new URLSearchParams({ filename, subfolder, type });
+  return `/api/view?${query.toString()}`;
+}
+
+/** Frame index shown at a playback time (for the player's frame counter). */
+export function frameAtTime(seconds, frameRate, frameCount) {
+  return Math.max(0, Math.min(frameCount - 1, Math.floor(seconds * frameRate + 1e-6)));
+}

@@ -1,0 +1,111 @@
+// SkyReels-V4 frontend: keyframe/mask timelines on the mask nodes, growing image sockets on the
+// reference node, and an in-node player (with sound) for saved clips.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import { planReferenceSockets, snappedAway, timelineCells, viewUrl, frameAtTime } from "./skyreels_logic.js";
+
+const MASK_NODES = new Set([
+  "SkyReelsV4MaskT2V", "SkyReelsV4MaskI2V", "SkyReelsV4MaskExtend",
+  "SkyReelsV4MaskInterpolate", "SkyReelsV4MaskKeyframes", "SkyReelsV4MaskEdit",
+]);
+const TIMELINE_HEIGHT = 34;
+
+function drawTimeline(ctx, timeline, width, y) {
+  const cells = timelineCells(timeline);
+  const margin = 10;
+  const cell = (width - 2 * margin) / Math.max(1, cells.length);
+  for (const { frame, known, requested, groupStart } of cells) {
+    const x = margin + frame * cell;
+    ctx.fillStyle = known ? "#4caf50" : "#3a3f4b";
+    ctx.fillRect(x, y + 8, Math.max(1, cell - 1), 14);
+    if (requested && !known) {
+      ctx.strokeStyle = "#ff9800";
+      ctx.strokeRect(x + 0.5, y + 8.5, Math.max(1, cell - 2), 13);
+    }
+    if (groupStart) {
+      ctx.fillStyle = "#9aa0aa";
+      ctx.fillRect(x, y + 24, 1, 5);
+    }
+  }
+  const moved = snappedAway(timeline);
+  ctx.fillStyle = "#c8ccd4";
+  ctx.font = "10px sans-serif";
+  const known = timeline.known_frames?.length ?? 0;
+  const note = moved.length ? ` · snapped: ${moved.join(", ")}` : "";
+  ctx.fillText(`${known}/${timeline.frames} frames kept · ${timeline.latent_frames} latent${note}`, margin, y + 6);
+}
+
+function addTimeline(nodeType) {
+  const onExecuted = nodeType.prototype.onExecuted;
+  nodeType.prototype.onExecuted = function (message) {
+    onExecuted?.apply(this, arguments);
+    const timeline = message?.skyreels_timeline?.[0];
+    if (!timeline) return;
+    this.skyreelsTimeline = timeline;
+    if (!this.widgets?.some((w) => w.name === "skyreels_timeline")) {
+      this.addCustomWidget({
+        name: "skyreels_timeline",
+        type: "skyreels_timeline",
+        draw: (ctx, node, width, y) => node.skyreelsTimeline && drawTimeline(ctx, node.skyreelsTimeline, width, y),
+        computeSize: (width) => [width, TIMELINE_HEIGHT],
+        serialize: false,
+      });
+    }
+    this.setDirtyCanvas(true, true);
+  };
+}
+
+function addGrowingSockets(nodeType) {
+  const sync = function () {
+    const inputs = (this.inputs ?? []).map((input) => ({ name: input.name, linked: input.link != null }));
+    const { add, remove } = planReferenceSockets(inputs);
+    for (const name of remove) this.removeInput(this.inputs.findIndex((input) => input.name === name));
+    for (const name of add) this.addInput(name, "IMAGE");
+  };
+  const onNodeCreated = nodeType.prototype.onNodeCreated;
+  nodeType.prototype.onNodeCreated = function () {
+    onNodeCreated?.apply(this, arguments);
+    sync.call(this);
+  };
+  const onConnectionsChange = nodeType.prototype.onConnectionsChange;
+  nodeType.prototype.onConnectionsChange = function () {
+    onConnectionsChange?.apply(this, arguments);
+    sync.call(this);
+  };
+}
+
+function addPlayer(nodeType) {
+  const onExecuted = nodeType.prototype.onExecuted;
+  nodeType.prototype.onExecuted = function (message) {
+    onExecuted?.apply(this, arguments);
+    const saved = message?.skyreels_videos?.[0];
+    if (!saved) return;
+    if (!this.skyreelsPlayer) {
+      const video = document.createElement("video");
+      video.controls = true;
+      video.loop = true;
+      video.style.width = "100%";
+      const label = document.createElement("div");
+      label.style.font = "11px sans-serif";
+      const box = document.createElement("div");
+      box.append(video, label);
+      video.addEventListener("timeupdate", () => {
+        const frame = frameAtTime(video.currentTime, this.skyreelsSaved.frame_rate, this.skyreelsSaved.frame_count);
+        label.textContent = `frame ${frame + 1} / ${this.skyreelsSaved.frame_count}`;
+      });
+      this.addDOMWidget("skyreels_player", "video", box, { serialize: false });
+      this.skyreelsPlayer = video;
+    }
+    this.skyreelsSaved = saved;
+    this.skyreelsPlayer.src = api.apiURL(viewUrl(saved).replace(/^\/api/, ""));
+  };
+}
+
+app.registerExtension({
+  name: "SkyReelsV4.Frontend",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (MASK_NODES.has(nodeData.name)) addTimeline(nodeType);
+    if (nodeData.name === "SkyReelsV4ImageReferences") addGrowingSockets(nodeType);
+    if (nodeData.name === "SkyReelsV4SaveVideo") addPlayer(nodeType);
+  },
+});

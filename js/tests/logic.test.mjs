@@ -1,0 +1,37 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import {
+  frameAtTime, latentIndexOfFrame, planReferenceSockets, snappedAway, timelineCells, viewUrl,
+} from "../skyreels_logic.js";
+
+test("latent groups: frame 0 alone, then four frames each", () => {
+  assert.deepEqual([0, 1, 4, 5, 8, 16].map((f) => latentIndexOfFrame(f)), [0, 1, 1, 2, 2, 4]);
+});
+
+test("timeline marks known, requested and latent group starts", () => {
+  const cells = timelineCells({ frames: 9, known_frames: [0, 5, 6, 7, 8], requested_frames: [0, 6] });
+  assert.equal(cells.length, 9);
+  assert.deepEqual(cells.filter((c) => c.known).map((c) => c.frame), [0, 5, 6, 7, 8]);
+  assert.deepEqual(cells.filter((c) => c.groupStart).map((c) => c.frame), [0, 1, 5]);
+  assert.deepEqual(cells.filter((c) => c.requested).map((c) => c.frame), [0, 6]);
+  assert.deepEqual(snappedAway({ known_frames: [0, 13, 14, 15, 16], requested_frames: [0, 15, 20] }), [20]);
+});
+
+test("reference sockets grow to one empty after the last linked and shrink back", () => {
+  assert.deepEqual(planReferenceSockets([{ name: "image_1", linked: true }]), { add: ["image_2"], remove: [] });
+  const all = Array.from({ length: 9 }, (_, i) => ({ name: `image_${i + 1}`, linked: false }));
+  assert.deepEqual(planReferenceSockets(all), {
+    add: [], remove: ["image_2", "image_3", "image_4", "image_5", "image_6", "image_7", "image_8", "image_9"],
+  });
+  const full = all.map((input) => ({ ...input, linked: true }));
+  assert.deepEqual(planReferenceSockets(full), { add: [], remove: [] });
+  const gap = [{ name: "image_1", linked: true }, { name: "image_2", linked: false }, { name: "image_3", linked: true }];
+  assert.deepEqual(planReferenceSockets(gap), { add: ["image_4"], remove: [] });
+});
+
+test("player helpers", () => {
+  assert.equal(viewUrl({ filename: "a b.mp4", subfolder: "skyreels_v4" }), "/api/view?filename=a+b.mp4&subfolder=skyreels_v4&type=output");
+  assert.equal(frameAtTime(0, 16, 33), 0);
+  assert.equal(frameAtTime(1.0, 16, 33), 16);
+  assert.equal(frameAtTime(99, 16, 33), 32);
+});
