@@ -120,7 +120,7 @@ class SkyReelsV4TextEncoderLoader(_Loader):
 
 
 class SkyReelsV4VideoVAELoader(_Loader):
-    DESCRIPTION = "Loads the video VAE (Wan 2.1 VAE from models/vae, or the bundled demo codec)."
+    DESCRIPTION = "Loads the video VAE: the Wan 2.1 VAE from models/vae, or the bundled demo codec."
     RETURN_TYPES = (link_types.VIDEO_VAE,)
     RETURN_NAMES = ("video_vae",)
 
@@ -130,7 +130,7 @@ class SkyReelsV4VideoVAELoader(_Loader):
             "required": {
                 "vae_name": (
                     [bundle.BUNDLED, *host.list_models("video_vae")],
-                    {"tooltip": "Wan 2.1 VAE .safetensors."},
+                    {"tooltip": "The original Wan 2.1 VAE .safetensors (wan_2.1_vae.safetensors)."},
                 ),
                 "dtype": DTYPE_INPUT,
             }
@@ -149,43 +149,21 @@ class SkyReelsV4VideoVAELoader(_Loader):
 
 
 class SkyReelsV4AudioVAELoader(_Loader):
-    DESCRIPTION = "Loads the audio VAE + vocoder (MMAudio 44.1 kHz from models/audio_vae, or the bundled demo codec)."
+    DESCRIPTION = (
+        "Loads the audio VAE + vocoder the model was trained with. This build ships the bundled demo "
+        "codec; the MMAudio 44.1 kHz loader is not part of it yet."
+    )
     RETURN_TYPES = (link_types.AUDIO_VAE,)
     RETURN_NAMES = ("audio_vae",)
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = host.list_models("audio_vae")
         return {
-            "required": {
-                "vae_name": (
-                    [bundle.BUNDLED, *files],
-                    {"tooltip": "MMAudio 44k VAE .safetensors."},
-                ),
-                "vocoder_name": (
-                    ["none", *files],
-                    {
-                        "default": "none",
-                        "tooltip": "BigVGAN vocoder .safetensors (MMAudio); none for the demo.",
-                    },
-                ),
-                "dtype": DTYPE_INPUT,
-            }
+            "required": {"vae_name": ([bundle.BUNDLED], {"tooltip": "The audio codec to load."})}
         }
 
-    def load(self, vae_name: str, vocoder_name: str, dtype: str):
-        device = host.torch_device()
-        if vae_name == bundle.BUNDLED:
-            return (bundle.audio_codec(device=device),)
-        from skyreels_core.codecs.mmaudio import MMAudioCodec
-
-        vocoder = None if vocoder_name == "none" else host.model_path("audio_vae", vocoder_name)
-        path = host.model_path("audio_vae", vae_name)
-        return (
-            MMAudioCodec.from_single_file(
-                path, vocoder, dtype=resolve_dtype(dtype, device), device=device
-            ),
-        )
+    def load(self, vae_name: str):
+        return (bundle.audio_codec(device=host.torch_device()),)
 
 
 NODE_CLASS_MAPPINGS = {

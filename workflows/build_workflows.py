@@ -209,9 +209,7 @@ def _base(workflow: Workflow, prompt: str):
         "SkyReelsV4TextEncoderLoader", encoder=DEMO, dtype="auto", hidden_layer=-1
     )
     video_vae = workflow.add("SkyReelsV4VideoVAELoader", vae_name=DEMO, dtype="auto")
-    audio_vae = workflow.add(
-        "SkyReelsV4AudioVAELoader", vae_name=DEMO, vocoder_name="none", dtype="auto"
-    )
+    audio_vae = workflow.add("SkyReelsV4AudioVAELoader", vae_name=DEMO)
     text = workflow.add(
         "SkyReelsV4TextEncode", title="Prompt", text_encoder=(encoder, 0), prompt=prompt
     )
@@ -380,7 +378,7 @@ def storyboard(m) -> Workflow:
     model = w.add("SkyReelsV4ModelLoader", model_name=DEMO, dtype="auto", attention="sdpa")
     encoder = w.add("SkyReelsV4TextEncoderLoader", encoder=DEMO, dtype="auto", hidden_layer=-1)
     video_vae = w.add("SkyReelsV4VideoVAELoader", vae_name=DEMO, dtype="auto")
-    audio_vae = w.add("SkyReelsV4AudioVAELoader", vae_name=DEMO, vocoder_name="none", dtype="auto")
+    audio_vae = w.add("SkyReelsV4AudioVAELoader", vae_name=DEMO)
     shots = w.add(
         "SkyReelsV4MultiShotTextEncode",
         text_encoder=(encoder, 0),
