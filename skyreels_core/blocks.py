@@ -124,7 +124,25 @@ def _joint(
     return attention(torch.cat(q_parts, dim=2), k, v, mask=mask, backend=backend, grid=grid)
 
 
-class DualStreamBlock(nn.Module):
+class _StreamBlock(nn.Module):
+    """What every block of a stream may carry besides its self-attention: the text
+    cross-attention (video stream) and one direction of the audio-video exchange."""
+
+    def __init__(
+        self, dim: int, num_heads: int, eps: float, text_cross: bool, av_cross: bool
+    ) -> None:
+        super().__init__()
+        if text_cross:
+            self.norm3 = LayerNorm(dim, eps, elementwise_affine=True)
+            self.cross_attn = Attention(dim, num_heads, eps)
+        if av_cross:
+            self.av_cross_attn = AVCrossAttention(dim, num_heads, eps)
+
+    def cross_text(self, x, context, mask, backend):
+        return x + self.cross_attn.cross(self.norm3(x), context, mask=mask, backend=backend)
+
+
+class DualStreamBlock(_StreamBlock):
     """Modality and text tokens keep separate weights and modulation but attend jointly.
 
     With ``joint_text=False`` and ``text_cross=True`` this is exactly a Wan 2.1 block.
@@ -133,21 +151,16 @@ class DualStreamBlock(nn.Module):
     def __init__(
         self, dim, num_heads, ffn_dim, eps, *, joint_text: bool, text_cross: bool, av_cross: bool
     ):
-        super().__init__()
+        super().__init__(dim, num_heads, eps, text_cross, av_cross)
         self.norm1 = LayerNorm(dim, eps, elementwise_affine=False)
         self.self_attn = Attention(dim, num_heads, eps)
         self.norm2 = LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = gelu_mlp(dim, ffn_dim)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
-        if text_cross:
-            self.norm3 = LayerNorm(dim, eps, elementwise_affine=True)
-            self.cross_attn = Attention(dim, num_heads, eps)
         if joint_text:
             self.text_attn = Attention(dim, num_heads, eps)
             self.text_ffn = gelu_mlp(dim, ffn_dim)
             self.text_modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
-        if av_cross:
-            self.av_cross_attn = AVCrossAttention(dim, num_heads, eps)
 
     def attend(self, x, text, e, table: Table, mask, backend, grid=None):
         """Joint self-attention of the modality tokens (rotated) and the text tokens (not rotated)."""
@@ -167,9 +180,6 @@ class DualStreamBlock(nn.Module):
             text = text + self.text_attn.output(out[:, :, length:]) * t_gate
         return x, text
 
-    def cross_text(self, x, context, mask, backend):
-        return x + self.cross_attn.cross(self.norm3(x), context, mask=mask, backend=backend)
-
     def feed_forward(self, x, text, e):
         shift, scale, gate = (self.modulation + e).chunk(6, dim=1)[3:]
         x = x + self.ffn(modulate(self.norm2(x), shift, scale)) * gate
@@ -179,22 +189,17 @@ class DualStreamBlock(nn.Module):
         return x, text
 
 
-class SingleStreamBlock(nn.Module):
+class SingleStreamBlock(_StreamBlock):
     """One set of weights over concat(modality, text): parallel attention + MLP (as in Flux)."""
 
     def __init__(self, dim, num_heads, ffn_dim, eps, *, text_cross: bool, av_cross: bool):
-        super().__init__()
+        super().__init__(dim, num_heads, eps, text_cross, av_cross)
         self.dim, self.ffn_dim, self.num_heads = dim, ffn_dim, num_heads
         self.norm = LayerNorm(dim, eps, elementwise_affine=False)
         self.linear1 = nn.Linear(dim, 3 * dim + ffn_dim)
         self.linear2 = nn.Linear(dim + ffn_dim, dim)
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
         self.modulation = nn.Parameter(torch.randn(1, 3, dim) / dim**0.5)
-        if text_cross:
-            self.norm3 = LayerNorm(dim, eps, elementwise_affine=True)
-            self.cross_attn = Attention(dim, num_heads, eps)
-        if av_cross:
-            self.av_cross_attn = AVCrossAttention(dim, num_heads, eps)
 
     def attend(self, x, text, e, table: Table, mask, backend, grid=None):
         shift, scale, gate = (self.modulation + e[:, :3]).chunk(3, dim=1)
@@ -208,9 +213,6 @@ class SingleStreamBlock(nn.Module):
         out = attention(q, k, v, mask=mask, backend=backend).transpose(1, 2).flatten(2)
         update = self.linear2(torch.cat([out, F.gelu(mlp, approximate="tanh")], dim=-1)) * gate
         return x + update[:, :length], text + update[:, length:]
-
-    def cross_text(self, x, context, mask, backend):
-        return x + self.cross_attn.cross(self.norm3(x), context, mask=mask, backend=backend)
 
     def feed_forward(self, x, text, e):
         return x, text  # the MLP runs in parallel with the attention in ``attend``

@@ -76,11 +76,18 @@ def validate(workflow: dict, defs: dict) -> list[str]:
             continue
         for name, value in _widget_values(node, defs[node["type"]]["inputs"]).items():
             kind, options = next((k, o) for n, k, o in defs[node["type"]]["inputs"] if n == name)
-            if isinstance(kind, list) and kind and value not in kind:
-                errors.append(f"node {node['id']}: {name}={value!r} is not one of its choices")
-            if kind in ("INT", "FLOAT") and not options.get("min", -np.inf) <= value <= options.get(
-                "max", np.inf
+            expected = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}.get(
+                kind if isinstance(kind, str) else ""
+            )
+            if expected and (
+                not isinstance(value, expected) or (kind != "BOOLEAN" and isinstance(value, bool))
             ):
+                errors.append(f"node {node['id']}: {name}={value!r} is not a {kind}")
+            elif isinstance(kind, list) and kind and value not in kind:
+                errors.append(f"node {node['id']}: {name}={value!r} is not one of its choices")
+            elif kind in ("INT", "FLOAT") and not options.get(
+                "min", -np.inf
+            ) <= value <= options.get("max", np.inf):
                 errors.append(f"node {node['id']}: {name}={value} is outside its range")
     for link_id, source, slot, target, target_slot, kind in workflow["links"]:
         produced = defs[nodes[source]["type"]]["outputs"][slot]

@@ -220,18 +220,20 @@ def _base(workflow: Workflow, prompt: str):
 
 
 def _sample_and_save(
-    workflow, model, video_vae, audio_vae, text, negative, condition, prefix, seed=42, **extra
+    workflow, model, video_vae, audio_vae, text, condition, prefix, seed=42, **links
 ):
+    """Sampler (with live previews) -> decoders -> save; ``links`` adds optional sockets
+    (negative, references) as (node, slot) pairs."""
     sampler = workflow.add(
         "SkyReelsV4Sampler",
         model=(model, 0),
         text=(text, 0),
         condition=(condition, 0),
-        negative=(negative, 0),
         audio_vae=(audio_vae, 0),
         video_vae=(video_vae, 0),
         seed=seed,
-        **{**DEMO_SAMPLING, **extra},
+        **DEMO_SAMPLING,
+        **links,
     )
     return _decode_and_save(workflow, sampler, video_vae, audio_vae, prefix)
 
@@ -257,7 +259,9 @@ def text_to_video(m) -> Workflow:
     w = Workflow(m)
     model, _, video_vae, audio_vae, text, negative = _base(w, "a red circle bounces on the floor")
     condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
-    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "text_to_video")
+    _sample_and_save(
+        w, model, video_vae, audio_vae, text, condition, "text_to_video", negative=(negative, 0)
+    )
     return w
 
 
@@ -266,7 +270,9 @@ def image_to_video(m) -> Workflow:
     model, _, video_vae, audio_vae, text, negative = _base(w, "a blue square bounces on the floor")
     image = w.add("LoadImage", title="First frame", image="first_frame.png")
     condition = w.add("SkyReelsV4MaskI2V", video_vae=(video_vae, 0), image=(image, 0), frames=33)
-    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "image_to_video")
+    _sample_and_save(
+        w, model, video_vae, audio_vae, text, condition, "image_to_video", negative=(negative, 0)
+    )
     return w
 
 
@@ -288,7 +294,9 @@ def extend_video(m) -> Workflow:
         frames=33,
         known_frames=9,
     )
-    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "extend_video")
+    _sample_and_save(
+        w, model, video_vae, audio_vae, text, condition, "extend_video", negative=(negative, 0)
+    )
     return w
 
 
@@ -304,7 +312,9 @@ def first_last_frame(m) -> Workflow:
         last=(last, 0),
         frames=33,
     )
-    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "first_last_frame")
+    _sample_and_save(
+        w, model, video_vae, audio_vae, text, condition, "first_last_frame", negative=(negative, 0)
+    )
     return w
 
 
@@ -321,7 +331,9 @@ def keyframes(m) -> Workflow:
         keyframe_indices="0, 16, 32",
         frames=33,
     )
-    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "keyframes")
+    _sample_and_save(
+        w, model, video_vae, audio_vae, text, condition, "keyframes", negative=(negative, 0)
+    )
     return w
 
 
@@ -335,7 +347,9 @@ def masked_edit(m) -> Workflow:
     condition = w.add(
         "SkyReelsV4MaskEdit", video_vae=(video_vae, 0), source=(clip, 0), mask=(mask, 0)
     )
-    _sample_and_save(w, model, video_vae, audio_vae, text, negative, condition, "masked_edit")
+    _sample_and_save(
+        w, model, video_vae, audio_vae, text, condition, "masked_edit", negative=(negative, 0)
+    )
     return w
 
 
@@ -358,18 +372,10 @@ def references(m) -> Workflow:
         references=(image_refs, 0),
     )
     condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
-    sampler = w.add(
-        "SkyReelsV4Sampler",
-        model=(model, 0),
-        text=(text, 0),
-        condition=(condition, 0),
-        negative=(negative, 0),
-        references=(refs, 0),
-        audio_vae=(audio_vae, 0),
-        seed=7,
-        **DEMO_SAMPLING,
-    )
-    _decode_and_save(w, sampler, video_vae, audio_vae, "references")
+    _sample_and_save(
+        w, model, video_vae, audio_vae, text, condition, "references", seed=7,
+        negative=(negative, 0), references=(refs, 0),
+    )  # fmt: skip
     return w
 
 
@@ -397,17 +403,9 @@ def storyboard(m) -> Workflow:
         height=64,
     )
     condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
-    sampler = w.add(
-        "SkyReelsV4Sampler",
-        model=(model, 0),
-        text=(shots, 0),
-        condition=(condition, 0),
-        references=(refs, 0),
-        audio_vae=(audio_vae, 0),
-        seed=3,
-        **DEMO_SAMPLING,
+    _sample_and_save(
+        w, model, video_vae, audio_vae, shots, condition, "storyboard", seed=3, references=(refs, 0)
     )
-    _decode_and_save(w, sampler, video_vae, audio_vae, "storyboard")
     return w
 
 

@@ -68,17 +68,25 @@ def _normalise(codec, latents: torch.Tensor, dims: tuple[int, ...]) -> None:
     codec.latent_std.copy_(latents.std(dim=dims).clamp_min(1e-3))
 
 
-def train_video_codec(data: WorldData, steps: int, generator: torch.Generator) -> DemoVideoCodec:
-    codec = DemoVideoCodec()
+def _fit(codec, loss_of_batch, steps: int, description: str) -> None:
     optimiser = torch.optim.AdamW(codec.parameters(), lr=2e-3, weight_decay=0.0)
-    for step in tqdm(range(steps), desc="video codec", leave=False):
+    for step in tqdm(range(steps), desc=description, leave=False):
         _schedule(optimiser, step, steps, 2e-3)
-        clips = data.pixels[torch.randint(len(data.pixels), (4,), generator=generator)]
-        z = codec.raw_encode(clips)
-        loss = F.mse_loss(codec.raw_decode(z), clips) + 1e-4 * z.pow(2).mean()
+        loss = loss_of_batch()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+
+
+def train_video_codec(data: WorldData, steps: int, generator: torch.Generator) -> DemoVideoCodec:
+    codec = DemoVideoCodec()
+
+    def loss():
+        clips = data.pixels[torch.randint(len(data.pixels), (4,), generator=generator)]
+        z = codec.raw_encode(clips)
+        return F.mse_loss(codec.raw_decode(z), clips) + 1e-4 * z.pow(2).mean()
+
+    _fit(codec, loss, steps, "video codec")
     with torch.no_grad():
         _normalise(
             codec, torch.cat([codec.raw_encode(c[None]) for c in data.pixels[:64]]), (0, 2, 3, 4)
@@ -98,16 +106,14 @@ def _stft_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def train_audio_codec(data: WorldData, steps: int, generator: torch.Generator) -> DemoAudioCodec:
     codec = DemoAudioCodec()
-    optimiser = torch.optim.AdamW(codec.parameters(), lr=2e-3, weight_decay=0.0)
-    for step in tqdm(range(steps), desc="audio codec", leave=False):
-        _schedule(optimiser, step, steps, 2e-3)
+
+    def loss():
         wave = data.audio[torch.randint(len(data.audio), (8,), generator=generator)]
         z = codec.raw_encode(wave)
         out = codec.raw_decode(z)[..., : wave.shape[-1]]
-        loss = (out - wave).abs().mean() + _stft_loss(out, wave) + 1e-4 * z.pow(2).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+        return (out - wave).abs().mean() + _stft_loss(out, wave) + 1e-4 * z.pow(2).mean()
+
+    _fit(codec, loss, steps, "audio codec")
     with torch.no_grad():
         _normalise(codec, codec.raw_encode(data.audio[:64]), (0, 2))
     return codec.eval().requires_grad_(False)

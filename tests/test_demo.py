@@ -1,0 +1,61 @@
+"""The demo commands on the bundled model: render, bad input, training smoke run, short eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+
+from skyreels_core.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_command_writes_a_clip_with_sound(tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert (
+        main(["demo", "--out", str(out), "--steps", "6", "--prompt", "a blue square moves right"])
+        == 0
+    )
+    assert f"wrote {out}" in capsys.readouterr().out
+    with av.open(str(out)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        assert container.streams.video[0].frames == 33
+        assert container.metadata["prompt"] == "a blue square moves right"
+
+
+def test_demo_bad_input_is_one_clear_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "skyreels_core", "demo", "--frames", "30", "--out", str(tmp_path / "x.mp4")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --frames: 30 frames is not 4k+1. Fix: use 29 or 33 frames"
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
+    from skyreels_core.loading import load_model
+
+    args = [
+        "train-demo",
+        "--out",
+        str(tmp_path),
+        "--scenes",
+        "4",
+        "--codec-steps",
+        "2",
+        "--batch",
+        "2",
+    ]
+    assert main([*args, "--steps", "3", "--checkpoint-every", "1"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["training_steps"] == 3 and set(manifest["sha256"]) == {
+        "model.safetensors", "video_codec.safetensors", "audio_codec.safetensors", "text_encoder",
+    }  # fmt: skip
+    assert load_model(tmp_path / "model.safetensors").config.name == "demo"
+    assert main([*args, "--steps", "5"]) == 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["training_steps"] == 5

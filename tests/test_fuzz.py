@@ -1,0 +1,92 @@
+"""Malformed inputs end in a result or one clear InputError, never another crash (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from codec_helpers import PoolingCodec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from skyreels_pack import NODE_CLASS_MAPPINGS
+from workflow_runner import definitions, validate
+
+from skyreels_core import masks
+from skyreels_core.av_io import read_audio, read_video
+from skyreels_core.errors import InputError
+from skyreels_core.shapes import parse_frame_indices
+
+CODEC = PoolingCodec()
+FUZZ = settings(
+    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(
+    frames=st.integers(-3, 40),
+    height=st.integers(0, 70),
+    width=st.integers(0, 70),
+    mask_frames=st.integers(0, 3),
+    indices=st.text(alphabet="0123456789,- ;x", max_size=12),
+)
+def test_mask_builders_never_crash(frames, height, width, mask_frames, indices):
+    clip = torch.rand(max(frames, 1), max(height, 1), max(width, 1), 3)
+    mask = torch.ones(mask_frames, max(height, 1), max(width, 1))
+    for build in (
+        lambda: masks.text_to_video(CODEC, frames, height, width),
+        lambda: masks.extend_video(CODEC, clip, frames, 5),
+        lambda: masks.edit_video(CODEC, clip, mask),
+        lambda: masks.keyframes(
+            CODEC, {i: clip[0] for i in parse_frame_indices(indices, max(frames, 1))}, frames
+        ),
+    ):
+        try:
+            condition = build()
+        except InputError:
+            continue
+        assert condition.latents.shape[2] == condition.known_mask.shape[2]
+
+
+@FUZZ
+@given(data=st.binary(max_size=2048), suffix=st.sampled_from([".mp4", ".wav", ".mkv", ".png"]))
+def test_the_av_reader_turns_garbage_into_input_errors(tmp_path, data, suffix):
+    path = tmp_path / f"clip{suffix}"
+    path.write_bytes(data)
+    for read in (read_video, read_audio):
+        with pytest.raises(InputError):
+            read(path)
+
+
+DEFS = definitions(NODE_CLASS_MAPPINGS)
+BASE = json.loads(
+    (
+        __import__("pathlib").Path(__file__).resolve().parents[1]
+        / "workflows"
+        / "text_to_video.json"
+    ).read_text()
+)
+
+
+@FUZZ
+@given(
+    node=st.integers(0, len(BASE["nodes"]) - 1),
+    slot=st.integers(0, 12),
+    value=st.one_of(
+        st.integers(-(10**6), 10**6), st.floats(allow_nan=False), st.text(max_size=8), st.none()
+    ),
+    link=st.integers(0, len(BASE["links"]) - 1),
+    kind=st.sampled_from(["IMAGE", "AUDIO", "SKYREELS_MODEL", "*", "INT"]),
+)
+def test_the_workflow_validator_reports_instead_of_crashing(node, slot, value, link, kind):
+    workflow = json.loads(json.dumps(BASE))
+    values = workflow["nodes"][node]["widgets_values"]
+    if values:
+        values[slot % len(values)] = value
+    workflow["links"][link][5] = kind
+    try:
+        errors = validate(workflow, DEFS)
+    except TypeError:
+        pytest.fail("the validator crashed on a malformed value")
+    assert isinstance(errors, list)
