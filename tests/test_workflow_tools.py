@@ -1,0 +1,150 @@
+"""workflow_tools on tiny fake nodes: validation errors, UI -> API conversion, headless execution."""
+
+from __future__ import annotations
+
+import torch
+from workflow_tools import object_info_from_mappings, run_api_prompt, ui_to_api, validate_workflow
+
+
+class MakeNumbers:
+    RETURN_TYPES = ("TENSOR",)
+    FUNCTION = "make"
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "count": ("INT", {"default": 3, "min": 1, "max": 8}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 100}),
+            }
+        }
+
+    def make(self, count, seed):
+        return (torch.arange(count, dtype=torch.float32) + seed,)
+
+
+class Scale:
+    RETURN_TYPES = ("TENSOR",)
+    FUNCTION = "scale"
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "values": ("TENSOR",),
+                "mode": (["double", "negate"],),
+                "factor": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 4.0}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **kwargs):
+        return True
+
+    def scale(self, values, mode, factor, unique_id):
+        self.seen_id = unique_id
+        return ((values * 2 if mode == "double" else -values) * factor,)
+
+
+class Total:
+    RETURN_TYPES = ("FLOAT",)
+    FUNCTION = "total"
+    OUTPUT_NODE = True
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"values": ("TENSOR,LIST",)}}
+
+    def total(self, values):
+        return {"ui": {"total": [float(values.sum())]}, "result": (float(values.sum()),)}
+
+
+MAPPINGS = {"MakeNumbers": MakeNumbers, "Scale": Scale, "Total": Total}
+
+
+def workflow(count=4, mode="double", factor=1.5, link_type="TENSOR", extra=None):
+    nodes = [
+        {"id": 1, "type": "MakeNumbers", "inputs": [], "widgets_values": [count, 2, "fixed"]},
+        {
+            "id": 2,
+            "type": "Scale",
+            "inputs": [{"name": "values", "type": "TENSOR", "link": 10}],
+            "widgets_values": [mode, factor],
+        },
+        {"id": 3, "type": "Total", "inputs": [{"name": "values", "type": "TENSOR", "link": 11}]},
+        {"id": 4, "type": "Note", "inputs": [], "widgets_values": ["a note"]},
+    ]
+    return {
+        "nodes": nodes + (extra or []),
+        "links": [[10, 1, 0, 2, 0, link_type], [11, 2, 0, 3, 0, "TENSOR"]],
+    }
+
+
+def test_object_info_matches_server_structure():
+    info = object_info_from_mappings(MAPPINGS)["Scale"]
+    assert info["input_order"] == {
+        "required": ["values", "mode", "factor"],
+        "hidden": ["unique_id"],
+    }
+    assert info["input"]["required"]["mode"] == [["double", "negate"]]
+    assert info["output"] == ["TENSOR"] and info["output_name"] == ["TENSOR"]
+    assert info["output_is_list"] == [False] and info["output_node"] is False
+    assert object_info_from_mappings(MAPPINGS)["Total"]["output_node"] is True
+
+
+def test_valid_workflow_has_no_errors():
+    assert validate_workflow(workflow(), object_info_from_mappings(MAPPINGS)) == []
+
+
+def test_every_kind_of_error_is_reported():
+    info = object_info_from_mappings(MAPPINGS)
+    unknown = [{"id": 9, "type": "Missing", "inputs": [], "widgets_values": []}]
+    errors = validate_workflow(
+        workflow(count=99, mode="triple", link_type="IMAGE", extra=unknown), info
+    )
+    assert len(errors) == 4
+    assert any("count=99" in e for e in errors)
+    assert any("'triple'" in e for e in errors)
+    assert any("link 10" in e for e in errors)
+    assert any("unknown type Missing" in e for e in errors)
+    wrong_type = validate_workflow(workflow(factor="big"), info)
+    assert wrong_type == ["node 2 (Scale): factor='big' is not a FLOAT"]
+
+
+def test_conversion_equals_hand_written_prompt():
+    prompt = ui_to_api(workflow(), object_info_from_mappings(MAPPINGS))
+    assert prompt == {
+        "1": {
+            "inputs": {"count": 4, "seed": 2},
+            "class_type": "MakeNumbers",
+            "_meta": {"title": "MakeNumbers"},
+        },
+        "2": {
+            "inputs": {"mode": "double", "factor": 1.5, "values": ["1", 0]},
+            "class_type": "Scale",
+            "_meta": {"title": "Scale"},
+        },
+        "3": {"inputs": {"values": ["2", 0]}, "class_type": "Total", "_meta": {"title": "Total"}},
+    }
+
+
+def test_bypassed_node_passes_its_input_through():
+    ui = workflow()
+    ui["nodes"][1]["mode"] = 4
+    prompt = ui_to_api(ui, object_info_from_mappings(MAPPINGS))
+    assert sorted(prompt) == ["1", "3"]
+    assert prompt["3"]["inputs"]["values"] == ["1", 0]
+
+
+def test_executor_runs_three_nodes():
+    prompt = ui_to_api(workflow(count=4, factor=1.5), object_info_from_mappings(MAPPINGS))
+    outputs = run_api_prompt(prompt, MAPPINGS)
+    # arange(4) + seed 2 = [2, 3, 4, 5]; doubled and * 1.5 = [6, 9, 12, 15]
+    assert torch.equal(outputs["1"]["result"][0], torch.tensor([2.0, 3.0, 4.0, 5.0]))
+    assert torch.equal(outputs["2"]["result"][0], torch.tensor([6.0, 9.0, 12.0, 15.0]))
+    assert outputs["3"]["result"] == (42.0,)
+    assert outputs["3"]["ui"] == {"total": [42.0]}
