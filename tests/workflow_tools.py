@@ -45,6 +45,13 @@ def object_info_from_mappings(mappings: dict, display_names: dict | None = None)
             "category": getattr(cls, "CATEGORY", "sd"),
             "output_node": getattr(cls, "OUTPUT_NODE", False) is True,
         }
+        if hasattr(cls, "OUTPUT_TOOLTIPS"):
+            entry["output_tooltips"] = cls.OUTPUT_TOOLTIPS
+        for flag in ("DEPRECATED", "EXPERIMENTAL"):
+            if getattr(cls, flag, False):
+                entry[flag.lower()] = True
+        if hasattr(cls, "API_NODE"):
+            entry["api_node"] = cls.API_NODE
         info[name] = json.loads(json.dumps(entry, default=str))
     return info
 

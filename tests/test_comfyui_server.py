@@ -1,0 +1,168 @@
+"""End-to-end against a real ComfyUI server; runs only when COMFYUI_DIR names a ComfyUI checkout.
+
+The server runs under COMFYUI_PYTHON (default: this interpreter) with temp input/output folders;
+the pack is symlinked into custom_nodes for the session and the link removed afterwards. Each
+workflows/*.json is converted through the server's own /object_info (what the frontend does),
+queued, and its saved MP4 must hold one video and one audio stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import av
+import pytest
+from workflow_tools import ui_to_api
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = "ComfyUI-SkyReels-V4"
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+START_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 1200
+
+pytestmark = pytest.mark.skipif(
+    not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run the server test"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(base: str, path: str):
+    with urllib.request.urlopen(base + path, timeout=30) as response:
+        body = response.read()
+        return json.loads(body) if "json" in response.headers.get("Content-Type", "") else body
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    comfy = Path(COMFYUI_DIR)
+    link = comfy / "custom_nodes" / FOLDER
+    created = not link.exists()
+    if created:
+        link.symlink_to(ROOT, target_is_directory=True)
+    elif link.resolve() != ROOT:
+        pytest.fail(f"{link} exists and is not this pack; remove it or point it at {ROOT}")
+    temp = tmp_path_factory.mktemp("comfy")
+    input_dir, output_dir = temp / "input", temp / "output"
+    input_dir.mkdir()
+    output_dir.mkdir()
+    for asset in (ROOT / "workflows" / "assets").glob("*"):
+        shutil.copy(asset, input_dir / asset.name)
+    port = _free_port()
+    log = open(temp / "server.log", "wb")
+    process = subprocess.Popen(
+        [
+            os.environ.get("COMFYUI_PYTHON", sys.executable),
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-auto-launch",
+            "--input-directory",
+            str(input_dir),
+            "--output-directory",
+            str(output_dir),
+        ],
+        cwd=comfy,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited: {(temp / 'server.log').read_text()[-4000:]}")
+            try:
+                _get(base, "/system_stats")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no /system_stats within {START_TIMEOUT_S} s")
+                time.sleep(1)
+        yield {"base": base, "output": output_dir, "log": temp / "server.log"}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        if created:
+            link.unlink()
+
+
+def test_nodes_are_listed(server):
+    info = _get(server["base"], "/object_info")
+    ours = {name: entry for name, entry in info.items() if name.startswith("SkyReelsV4")}
+    assert "IMPORT FAILED" not in server["log"].read_text(errors="replace")
+    for name in ("SkyReelsV4ModelLoader", "SkyReelsV4Sampler", "SkyReelsV4SaveVideo"):
+        assert name in ours
+    assert all(entry["display_name"].startswith("SkyReels-V4") for entry in ours.values())
+    assert all(entry["category"].startswith("SkyReels-V4/") for entry in ours.values())
+    assert ours["SkyReelsV4SaveVideo"]["output_node"] is True
+
+
+def test_frontend_is_served(server):
+    served = _get(server["base"], f"/extensions/{FOLDER}/skyreels_v4.js")
+    assert served == (ROOT / "js" / "skyreels_v4.js").read_bytes()
+    logic = _get(server["base"], f"/extensions/{FOLDER}/skyreels_logic.js")
+    assert logic == (ROOT / "js" / "skyreels_logic.js").read_bytes()
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_runs(server, path):
+    base = server["base"]
+    prompt = ui_to_api(json.loads(path.read_text()), _get(base, "/object_info"))
+    request = urllib.request.Request(
+        base + "/prompt",
+        data=json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            prompt_id = json.loads(response.read())["prompt_id"]
+    except urllib.error.HTTPError as error:
+        pytest.fail(f"{path.name} refused: {error.read().decode()[:4000]}")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        history = _get(base, f"/history/{prompt_id}").get(prompt_id)
+        if history and history["status"].get("completed") is not None:
+            break
+        if history and history["status"].get("status_str") == "error":
+            break
+        if time.monotonic() > deadline:
+            urllib.request.urlopen(urllib.request.Request(base + "/interrupt", method="POST"))
+            pytest.fail(f"{path.name} did not finish within {RUN_TIMEOUT_S} s")
+        time.sleep(2)
+    assert history["status"]["status_str"] == "success", history["status"]
+    saved = [
+        video
+        for output in history["outputs"].values()
+        for video in output.get("skyreels_videos", [])
+    ]
+    assert len(saved) >= 1
+    for video in saved:
+        file = server["output"] / video["subfolder"] / video["filename"]
+        with av.open(str(file)) as container:
+            assert len(container.streams.video) == 1
+            assert len(container.streams.audio) == 1
+            assert container.streams.video[0].frames in (0, video["frame_count"])
