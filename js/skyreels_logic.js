@@ -54,3 +54,9 @@ export function viewUrl({ filename, subfolder = "", type = "output" }) {
 export function frameAtTime(seconds, frameRate, frameCount) {
   return Math.max(0, Math.min(frameCount - 1, Math.floor(seconds * frameRate + 1e-6)));
 }
+
+/** Height of the in-node player for a node `width` wide, keeping the clip's aspect (+ controls bar). */
+export function playerHeight(width, videoWidth, videoHeight, controls = 24) {
+  if (!(videoWidth > 0 && videoHeight > 0)) return width * (9 / 16) + controls;
+  return Math.round((width * videoHeight) / videoWidth) + controls;
+}

@@ -2,7 +2,9 @@
 // reference node, and an in-node player (with sound) for saved clips.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { planReferenceSockets, snappedAway, timelineCells, viewUrl, frameAtTime } from "./skyreels_logic.js";
+import {
+  frameAtTime, planReferenceSockets, playerHeight, snappedAway, timelineCells, viewUrl,
+} from "./skyreels_logic.js";
 
 const MASK_NODES = new Set([
   "SkyReelsV4MaskT2V", "SkyReelsV4MaskI2V", "SkyReelsV4MaskExtend",
@@ -93,7 +95,12 @@ function addPlayer(nodeType) {
         const frame = frameAtTime(video.currentTime, this.skyreelsSaved.frame_rate, this.skyreelsSaved.frame_count);
         label.textContent = `frame ${frame + 1} / ${this.skyreelsSaved.frame_count}`;
       });
-      this.addDOMWidget("skyreels_player", "video", box, { serialize: false });
+      const widget = this.addDOMWidget("skyreels_player", "video", box, { serialize: false });
+      widget.computeSize = (width) => [width, playerHeight(width, video.videoWidth, video.videoHeight) + 16];
+      video.addEventListener("loadedmetadata", () => {
+        this.setSize([this.size[0], this.computeSize([this.size[0], 0])[1]]);
+        this.setDirtyCanvas(true, true);
+      });
       this.skyreelsPlayer = video;
     }
     this.skyreelsSaved = saved;

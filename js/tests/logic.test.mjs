@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  frameAtTime, latentIndexOfFrame, planReferenceSockets, snappedAway, timelineCells, viewUrl,
+  frameAtTime, latentIndexOfFrame, planReferenceSockets, playerHeight, snappedAway, timelineCells, viewUrl,
 } from "../skyreels_logic.js";
 
 test("latent groups: frame 0 alone, then four frames each", () => {
@@ -34,4 +34,10 @@ test("player helpers", () => {
   assert.equal(frameAtTime(0, 16, 33), 0);
   assert.equal(frameAtTime(1.0, 16, 33), 16);
   assert.equal(frameAtTime(99, 16, 33), 32);
+});
+
+test("player keeps the clip's aspect", () => {
+  assert.equal(playerHeight(320, 640, 360), 204);
+  assert.equal(playerHeight(320, 0, 0), 204);
+  assert.equal(playerHeight(200, 100, 100, 0), 200);
 });
