@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import torch
-from workflow_tools import object_info_from_mappings, run_api_prompt, ui_to_api, validate_workflow
+from workflow_tools import (
+    core_shims,
+    object_info_from_mappings,
+    run_api_prompt,
+    ui_to_api,
+    validate_workflow,
+)
 
 
 class MakeNumbers:
@@ -148,3 +154,20 @@ def test_executor_runs_three_nodes():
     assert torch.equal(outputs["2"]["result"][0], torch.tensor([6.0, 9.0, 12.0, 15.0]))
     assert outputs["3"]["result"] == (42.0,)
     assert outputs["3"]["ui"] == {"total": [42.0]}
+
+
+def test_core_shims_read_assets_like_the_host(tmp_path):
+    from PIL import Image
+
+    pixels = torch.zeros(2, 3, 4, dtype=torch.uint8)
+    pixels[..., 0] = 255  # red everywhere
+    pixels[..., 3] = 255  # opaque
+    pixels[0, 0, 3] = 0  # one transparent pixel
+    Image.fromarray(pixels.numpy(), "RGBA").save(tmp_path / "a.png")
+    shims = core_shims(tmp_path)
+    image, mask = shims["LoadImage"]().load_image("a.png")
+    assert image.shape == (1, 2, 3, 3) and float(image[..., 0].min()) == 1.0
+    assert mask.shape == (1, 2, 3) and float(mask.sum()) == 1.0 and float(mask[0, 0, 0]) == 1.0
+    (red,) = shims["LoadImageMask"]().load_image("a.png", "red")
+    assert torch.equal(red, torch.ones(1, 2, 3))
+    assert shims["LoadImage"].INPUT_TYPES()["required"]["image"][0] == ["a.png"]

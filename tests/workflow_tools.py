@@ -316,4 +316,54 @@ def core_shims(input_dir: str | Path) -> dict:
         def load(self, audio):
             return (av_io.read_audio(folder / audio),)
 
-    return {"LoadImage": LoadImage, "LoadAudio": LoadAudio}
+    class LoadImageMask:
+        RETURN_TYPES = ("MASK",)
+        FUNCTION = "load_image"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            files = sorted(p.name for p in folder.glob("*.png"))
+            channels = (["alpha", "red", "green", "blue"],)
+            return {"required": {"image": (files, {"image_upload": True}), "channel": channels}}
+
+        def load_image(self, image, channel):
+            # ComfyUI: the chosen channel in 0..1, inverted for alpha; zeros if the file lacks it.
+            picture = Image.open(folder / image)
+            band = channel[0].upper()
+            if band not in picture.getbands():
+                picture = picture.convert("RGBA")
+            mask = torch.from_numpy(np.asarray(picture.getchannel(band), dtype=np.float32) / 255.0)
+            return ((1.0 - mask if band == "A" else mask)[None],)
+
+    class LoadVideo:
+        RETURN_TYPES = ("VIDEO",)
+        FUNCTION = "load_video"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            files = sorted(p.name for p in folder.glob("*.mp4"))
+            return {"required": {"file": (files, {"video_upload": True})}}
+
+        def load_video(self, file):
+            frames, fps, audio = av_io.read_video(folder / file)
+            return ({"frames": frames, "fps": fps, "audio": audio},)
+
+    class GetVideoComponents:
+        RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+        RETURN_NAMES = ("images", "audio", "fps")
+        FUNCTION = "get_components"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"video": ("VIDEO",)}}
+
+        def get_components(self, video):
+            return video["frames"], video["audio"], video["fps"]
+
+    return {
+        "LoadImage": LoadImage,
+        "LoadImageMask": LoadImageMask,
+        "LoadAudio": LoadAudio,
+        "LoadVideo": LoadVideo,
+        "GetVideoComponents": GetVideoComponents,
+    }
