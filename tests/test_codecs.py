@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from skyreels_core.codecs import VideoCodec, audio_token_count
 from skyreels_core.codecs.wan_vae import WanVideoCodec
-from skyreels_core.errors import CheckpointError
+from skyreels_core.errors import CheckpointError, InputError
 
 TINY = {
     "base_dim": 8,
@@ -102,3 +102,18 @@ def test_wrong_files_are_refused(tmp_path):
 
 def test_audio_token_count_of_the_paper():
     assert audio_token_count(81, 16, 44100, 1024) == 218
+
+
+def test_tiling_options_keep_shapes_and_refuse_bad_overlap(reference_and_file):
+    vae, path = reference_and_file
+    codec = WanVideoCodec.from_single_file(path, config=TINY)
+    latents = torch.randn(1, 16, 2, 6, 6, generator=torch.Generator().manual_seed(2))
+    untiled = codec.decode(latents)
+    codec.set_tiling(8, 2)  # one tile covers the whole 6x6 latent: identical to untiled
+    assert (codec.decode(latents) - untiled).abs().max() < 1e-6
+    codec.set_tiling(4, 2)  # 2x2 tiles blended over 2 latent px
+    tiled = codec.decode(latents)
+    assert tiled.shape == untiled.shape == (1, 5, 48, 48, 3)
+    assert 0 <= tiled.min() and tiled.max() <= 1
+    with pytest.raises(InputError, match="tile_overlap"):
+        codec.set_tiling(4, 4)

@@ -4,7 +4,8 @@ The architecture config ships with the pack (``configs/wan2.1_vae.json``), so no
 weights come from the original single-file checkpoint (Wan's own key names, as safetensors),
 converted by diffusers' own converter and validated key by key. Latents are normalised per channel
 with the config's mean/std (DESIGN §2). The causal encoder/decoder runs frame group by frame
-group with a feature cache, so memory is bounded in time; spatial tiling is not offered yet.
+group with a feature cache, so memory is bounded in time; spatial tiling reuses diffusers' tiles,
+blended linearly over the overlap so there are no seams.
 """
 
 from __future__ import annotations
@@ -30,6 +31,27 @@ class WanVideoCodec:
         self.latent_channels = vae.config.z_dim
         self.mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
         self.std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+
+    def set_tiling(self, tile_size: int | None, tile_overlap: int = 8) -> None:
+        """Tile encode/decode spatially; sizes in latent pixels, None = untiled.
+
+        Why: a 720p decode holds every activation of the full frame at once; tiles of tile_size
+        latent pixels bound that, and the overlap is blended so the joins are not visible.
+        """
+        if tile_size is None:
+            self.vae.disable_tiling()
+            return
+        if not 0 <= tile_overlap < tile_size:
+            raise InputError(
+                "tile_overlap",
+                f"{tile_overlap} with tile_size {tile_size}",
+                "use an overlap of at least 0 and smaller than tile_size",
+            )
+        size, stride = (
+            tile_size * self.spatial_stride,
+            (tile_size - tile_overlap) * self.spatial_stride,
+        )
+        self.vae.enable_tiling(size, size, stride, stride)
 
     @classmethod
     def from_single_file(
