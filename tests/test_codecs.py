@@ -117,3 +117,74 @@ def test_tiling_options_keep_shapes_and_refuse_bad_overlap(reference_and_file):
     assert 0 <= tiled.min() and tiled.max() <= 1
     with pytest.raises(InputError, match="tile_overlap"):
         codec.set_tiling(4, 4)
+
+
+TINY_AUDIO = {"mel_bins": 16, "hidden_channels": 8, "channel_multipliers": [1, 2], "n_fft": 256,
+              "hop_length": 64}  # fmt: skip
+TINY_VOCODER = {"num_mels": 16, "upsample_initial_channel": 16, "upsample_rates": [8, 8],
+                "upsample_kernel_sizes": [16, 16], "resblock_kernel_sizes": [3],
+                "resblock_dilation_sizes": [[1, 3]]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def audio_reference(tmp_path_factory):
+    from diffusers import MMAudioVAE, MMAudioVocoder
+
+    torch.manual_seed(0)
+    vae, vocoder = MMAudioVAE(**TINY_AUDIO).eval(), MMAudioVocoder(**TINY_VOCODER).eval()
+    folder = tmp_path_factory.mktemp("audio")
+    save_file(vae.state_dict(), str(folder / "vae.safetensors"))
+    save_file(vocoder.state_dict(), str(folder / "vocoder.safetensors"))
+    return vae, vocoder, folder
+
+
+def test_mmaudio_loads_and_matches_diffusers(audio_reference):
+    from skyreels_core.codecs import AudioCodec
+    from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+    vae, vocoder, folder = audio_reference
+    codec = MMAudioCodec.from_single_file(
+        folder / "vae.safetensors",
+        folder / "vocoder.safetensors",
+        vae_config=TINY_AUDIO,
+        vocoder_config=TINY_VOCODER,
+    )
+    assert isinstance(codec, AudioCodec) and codec.samples_per_token == 128
+    wave = torch.rand(1, 1, 128 * 6, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    latents = codec.encode(wave)
+    assert latents.shape == (1, 40, 6)
+    with torch.no_grad():
+        direct = vae.encode(wave[:, 0]).latent_dist.mode()
+        assert (latents - direct * 0.417).abs().max() < 1e-5
+        expected = vocoder(vae.decode(direct).sample).sample
+    decoded = codec.decode(latents)
+    assert decoded.shape == (1, 1, 128 * 6)
+    assert (decoded - expected).abs().max() < 1e-5
+    combined = {**vae.state_dict(), **{f"vocoder.{k}": v for k, v in vocoder.state_dict().items()}}
+    save_file(combined, str(folder / "combined.safetensors"))
+    one_file = MMAudioCodec.from_single_file(
+        folder / "combined.safetensors", vae_config=TINY_AUDIO, vocoder_config=TINY_VOCODER
+    )
+    assert (one_file.decode(latents) - expected).abs().max() < 1e-5
+    with pytest.raises(InputError, match="waveform"):
+        codec.encode(torch.zeros(1, 2, 128))
+    with pytest.raises(CheckpointError, match="vocoder"):
+        MMAudioCodec.from_single_file(
+            folder / "vae.safetensors", folder / "vae.safetensors", vae_config=TINY_AUDIO
+        )
+
+
+def test_shipped_mmaudio_config_gives_the_paper_token_count():
+    import json
+    from pathlib import Path
+
+    import skyreels_core.codecs.mmaudio as mmaudio
+
+    vae = json.loads((Path(mmaudio.__file__).parent / "configs/mmaudio_44k_vae.json").read_text())
+    voc = json.loads(
+        (Path(mmaudio.__file__).parent / "configs/mmaudio_44k_vocoder.json").read_text()
+    )
+    per_token = vae["hop_length"] * 2
+    assert per_token == torch.tensor(voc["upsample_rates"]).prod().item() * 2 == 1024
+    assert vae["latent_channels"] == 40
+    assert audio_token_count(81, 16, vae["sample_rate"], per_token) == 218

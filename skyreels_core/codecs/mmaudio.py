@@ -1,0 +1,115 @@
+"""MMAudio-44k audio VAE + BigVGAN vocoder behind the codec protocol, through diffusers.
+
+Both configs ship with the pack (``configs/mmaudio_44k_*.json``), so nothing is fetched. One token
+covers 1024 samples at 44.1 kHz (mel hop 512, encoder downsamples by 2), the rate the paper's audio
+stream uses (218 tokens for 81 frames at 16 fps). Weights are read in diffusers' key layout and
+validated key by key; the mel filterbank and window are computed, not loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..errors import CheckpointError, InputError
+from ..loading import read_header, validate_keys
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+COMPUTED = "mel_converter."  # filterbank and window buffers, rebuilt from the config
+
+
+def _config(name: str) -> dict:
+    raw = json.loads((CONFIGS / name).read_text())
+    return {key: value for key, value in raw.items() if not key.startswith("_")}
+
+
+def _load(model: torch.nn.Module, state: dict, input_name: str, what: str) -> None:
+    state = {k: v for k, v in state.items() if not k.startswith(COMPUTED)}
+    expected = {
+        key: tuple(value.shape)
+        for key, value in model.state_dict().items()
+        if not key.startswith(COMPUTED)
+    }
+    try:
+        validate_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, input_name, what)
+    except CheckpointError as error:
+        raise CheckpointError(input_name, error.problem, f"use the {what} weights") from None
+    model.load_state_dict(state, strict=False)
+
+
+def _read(path: str | Path, input_name: str) -> dict:
+    read_header(Path(path), input_name)
+    return load_file(str(path))
+
+
+class MMAudioCodec:
+    def __init__(self, vae, vocoder) -> None:
+        self.vae = vae.eval().requires_grad_(False)
+        self.vocoder = vocoder.eval().requires_grad_(False)
+        self.latent_channels = vae.config.latent_channels
+        self.sample_rate = vae.config.sample_rate
+        self.samples_per_token = vae.latent_hop_length
+        self.scale = vae.config.scaling_factor
+
+    @classmethod
+    def from_single_file(
+        cls,
+        vae_path: str | Path,
+        vocoder_path: str | Path | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device="cpu",
+        vae_config: dict | None = None,
+        vocoder_config: dict | None = None,
+    ) -> MMAudioCodec:
+        """vocoder_path None: the vocoder weights are in the VAE file under ``vocoder.``."""
+        from diffusers import MMAudioVAE, MMAudioVocoder
+
+        vae = MMAudioVAE.from_config(vae_config or _config("mmaudio_44k_vae.json"))
+        vocoder = MMAudioVocoder.from_config(vocoder_config or _config("mmaudio_44k_vocoder.json"))
+        state = _read(vae_path, "audio_vae")
+        if vocoder_path is None:
+            voc_state = {k[8:]: v for k, v in state.items() if k.startswith("vocoder.")}
+            state = {k: v for k, v in state.items() if not k.startswith("vocoder.")}
+        else:
+            voc_state = _read(vocoder_path, "vocoder")
+        _load(vae, state, "audio_vae", "MMAudio-44k VAE")
+        _load(vocoder, voc_state, "vocoder", "MMAudio BigVGAN vocoder")
+        return cls(vae.to(device=device, dtype=dtype), vocoder.to(device=device, dtype=dtype))
+
+    def _placed(self, x: torch.Tensor) -> torch.Tensor:
+        parameter = next(self.vae.parameters())
+        return x.to(parameter.device, parameter.dtype)
+
+    @torch.no_grad()
+    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[B, 1, S] mono at sample_rate, S a multiple of 1024 -> scaled latents [B, 40, S/1024]."""
+        if waveform.dim() != 3 or waveform.shape[1] != 1:
+            raise InputError(
+                "waveform",
+                f"shape {tuple(waveform.shape)}",
+                "pass mono [batch, 1, samples]; av_io.resample_audio(..., channels=1) converts it",
+            )
+        if waveform.shape[-1] % self.samples_per_token:
+            raise InputError(
+                "waveform",
+                f"{waveform.shape[-1]} samples",
+                f"pad or trim to a multiple of {self.samples_per_token} samples",
+            )
+        posterior = self.vae.encode(self._placed(waveform[:, 0])).latent_dist
+        return posterior.mode().float().cpu() * self.scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents [B, 40, L] -> mono waveform [B, 1, L * 1024] in -1..1."""
+        if latents.dim() != 3 or latents.shape[1] != self.latent_channels:
+            raise InputError(
+                "audio_latents",
+                f"shape {tuple(latents.shape)}",
+                f"pass [batch, {self.latent_channels}, tokens]",
+            )
+        mel = self.vae.decode(self._placed(latents.float() / self.scale)).sample
+        return self.vocoder(mel).sample.float().cpu()
