@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from skyreels_core.av_io import resample_audio
 
+from skyreels_core.av_io import resample_audio
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.shapes import latent_frame_count, pixel_frame_count

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from skyreels_core.av_io import next_free_path, write_mp4
-
 from skyreels_core.errors import InputError
 
 from . import host

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from skyreels_core.sampling import SamplerHooks, SamplerSettings, sample
-
 from skyreels_core.codecs import audio_token_count
 from skyreels_core.memory import out_of_memory_advice
+from skyreels_core.sampling import SamplerHooks, SamplerSettings, sample
 from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
 
 from . import host, link_types
