@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,11 +21,15 @@ from .errors import InputError
 LAYOUTS = {1: "mono", 2: "stereo"}
 
 
-def _open(path: Path, input_name: str):
+@contextmanager
+def _open(path: Path, input_name: str) -> Iterator:
+    """The open container; a file FFmpeg cannot open *or decode* becomes an InputError, since
+    corrupt streams often only fail once packets are decoded."""
     import av
 
     try:
-        return av.open(str(path))
+        with av.open(str(path)) as container:
+            yield container
     except (av.error.FFmpegError, OSError) as error:
         raise InputError(
             input_name,
@@ -85,6 +91,10 @@ def _decode_audio(container) -> dict:
     import av
 
     stream = container.streams.audio[0]
+    if not stream.channels or not stream.rate:
+        raise InputError(
+            "audio", "the audio stream has no channels or no rate", "pass a file with sound"
+        )
     planar = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
     chunks = [
         converted.to_ndarray()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from codec_helpers import PoolingCodec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skyreels_pack import NODE_CLASS_MAPPINGS
-from workflow_runner import definitions, validate
+from workflow_tools import object_info_from_mappings, validate_workflow
 
 from skyreels_core import masks
 from skyreels_core.av_io import read_audio, read_video
@@ -59,13 +60,9 @@ def test_the_av_reader_turns_garbage_into_input_errors(tmp_path, data, suffix):
             read(path)
 
 
-DEFS = definitions(NODE_CLASS_MAPPINGS)
+OBJECT_INFO = object_info_from_mappings(NODE_CLASS_MAPPINGS)
 BASE = json.loads(
-    (
-        __import__("pathlib").Path(__file__).resolve().parents[1]
-        / "workflows"
-        / "text_to_video.json"
-    ).read_text()
+    (Path(__file__).resolve().parents[1] / "workflows/text_to_video.json").read_text()
 )
 
 
@@ -86,7 +83,7 @@ def test_the_workflow_validator_reports_instead_of_crashing(node, slot, value, l
         values[slot % len(values)] = value
     workflow["links"][link][5] = kind
     try:
-        errors = validate(workflow, DEFS)
+        errors = validate_workflow(workflow, OBJECT_INFO)
     except TypeError:
         pytest.fail("the validator crashed on a malformed value")
     assert isinstance(errors, list)

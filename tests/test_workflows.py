@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import av
 import pytest
 from skyreels_pack import NODE_CLASS_MAPPINGS
-from workflow_runner import BUILDER, definitions, host_shims, run, ui_to_api, validate
+from workflow_tools import (
+    core_shims,
+    object_info_from_mappings,
+    run_api_prompt,
+    ui_to_api,
+    validate_workflow,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
-DEFS = definitions(NODE_CLASS_MAPPINGS)
+ASSETS = ROOT / "workflows" / "assets"
+# The host's loaders read workflows/assets/ as their input folder, so file widgets are checked too.
+OBJECT_INFO = object_info_from_mappings({**core_shims(ASSETS), **NODE_CLASS_MAPPINGS})
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location(
+        "build_workflows", ROOT / "workflows" / "build_workflows.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILDER = _builder()
 
 
 def test_committed_workflows_equal_the_builder_output():
@@ -27,7 +50,7 @@ def test_committed_workflows_equal_the_builder_output():
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_validates(path):
-    assert validate(json.loads(path.read_text()), DEFS) == []
+    assert validate_workflow(json.loads(path.read_text()), OBJECT_INFO) == []
 
 
 def test_validator_catches_broken_workflows():
@@ -38,7 +61,7 @@ def test_validator_catches_broken_workflows():
     sampler["widgets_values"][2] = 0  # steps below the minimum
     broken["links"][0][5] = "IMAGE"
     broken["nodes"].append({"id": 99, "type": "NoSuchNode", "inputs": [], "widgets_values": []})
-    errors = validate(broken, DEFS)
+    errors = validate_workflow(broken, OBJECT_INFO)
     assert any("heun" in e for e in errors) and any("steps=0" in e for e in errors)
     assert any("link 1" in e for e in errors) and any("NoSuchNode" in e for e in errors)
 
@@ -47,12 +70,16 @@ def test_validator_catches_broken_workflows():
 def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(tmp_path / "output"))
     inputs = tmp_path / "input"
-    shutil.copytree(ROOT / "workflows" / "assets", inputs)
+    shutil.copytree(ASSETS, inputs)
     workflow = json.loads(path.read_text())
-    result = run(
-        ui_to_api(workflow, DEFS), NODE_CLASS_MAPPINGS, host_shims(inputs), {"workflow": workflow}
+    result = run_api_prompt(
+        ui_to_api(workflow, OBJECT_INFO),
+        NODE_CLASS_MAPPINGS,
+        core_shims(inputs),
+        {"workflow": workflow},
     )
-    saved = [video for ui in result["ui"].values() for video in ui.get("skyreels_videos", [])]
+    uis = [node["ui"] for node in result.values() if node["ui"]]
+    saved = [video for ui in uis for video in ui.get("skyreels_videos", [])]
     assert len(saved) == 1 and saved[0]["frame_count"] == 33
     file = tmp_path / "output" / saved[0]["subfolder"] / saved[0]["filename"]
     with av.open(str(file)) as container:
@@ -60,5 +87,5 @@ def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
         video = container.streams.video[0]
         assert (video.width, video.height, video.frames) == (64, 64, 33)
         assert json.loads(container.metadata["workflow"]) == workflow
-    timelines = [t for ui in result["ui"].values() for t in ui.get("skyreels_timeline", [])]
+    timelines = [t for ui in uis for t in ui.get("skyreels_timeline", [])]
     assert len(timelines) == 1 and timelines[0]["frames"] == 33
