@@ -9,6 +9,7 @@ on the path of the condition latents, as the sampler puts them.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +113,18 @@ def load_checkpoint(path: Path, model, optimiser: torch.optim.Optimizer) -> int:
             state["state"].setdefault(int(index), {})[name] = value
     optimiser.load_state_dict(state)
     return step
+
+
+def cosine_with_warmup(
+    optimiser: torch.optim.Optimizer, step: int, steps: int, peak: float, warmup: int = 100
+) -> None:
+    """Linear warm-up into a cosine decay to zero at ``steps``; set per step so a resumed run
+    continues the same curve."""
+    lr = (
+        peak
+        * min(1.0, (step + 1) / warmup)
+        * 0.5
+        * (1 + math.cos(math.pi * min(step, steps) / steps))
+    )
+    for group in optimiser.param_groups:
+        group["lr"] = lr

@@ -7,11 +7,12 @@ import torch
 
 from skyreels_core.demo.bundle import WEIGHTS_DIR
 from skyreels_core.demo.codecs import DemoAudioCodec, DemoVideoCodec
+from skyreels_core.demo.dataset import HELD_OUT_SEED
 from skyreels_core.demo.metrics import click_onsets, dominant_pitch_colour, psnr
 from skyreels_core.demo.train_codecs import train_codecs
 from skyreels_core.demo.world import render_scene, sample_scene_spec
 
-HELD_OUT = [1_000_000 + i for i in range(6)]  # training seeds stay below 100_000
+HELD_OUT = [HELD_OUT_SEED + i for i in range(6)]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .dataset import HELD_OUT_SEED
 from .metrics import (
     av_sync_error_ms,
     dominant_colour,
@@ -23,7 +24,6 @@ from .metrics import (
 from .render import DemoPipeline, RenderRequest, build_condition, render
 from .world import render_scene, sample_scene_spec
 
-HELD_OUT_SEED = 1_000_000
 TARGETS = {
     "av_sync_ms": ("<", 62.5),
     "colour_accuracy": (">=", 0.90),

@@ -6,8 +6,68 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .train import render_world, train_audio_codec, train_video_codec
+from ..training import cosine_with_warmup
+from .codecs import DemoAudioCodec, DemoVideoCodec
+from .dataset import WorldData, render_world
+
+
+def _normalise(codec, latents: torch.Tensor, dims: tuple[int, ...]) -> None:
+    codec.latent_mean.copy_(latents.mean(dim=dims))
+    codec.latent_std.copy_(latents.std(dim=dims).clamp_min(1e-3))
+
+
+def _fit(codec, loss_of_batch, steps: int, description: str) -> None:
+    optimiser = torch.optim.AdamW(codec.parameters(), lr=2e-3, weight_decay=0.0)
+    for step in tqdm(range(steps), desc=description, leave=False):
+        cosine_with_warmup(optimiser, step, steps, 2e-3)
+        loss = loss_of_batch()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+
+def train_video_codec(data: WorldData, steps: int, generator: torch.Generator) -> DemoVideoCodec:
+    codec = DemoVideoCodec()
+
+    def loss():
+        clips = data.pixels[torch.randint(len(data.pixels), (4,), generator=generator)]
+        z = codec.raw_encode(clips)
+        return F.mse_loss(codec.raw_decode(z), clips) + 1e-4 * z.pow(2).mean()
+
+    _fit(codec, loss, steps, "video codec")
+    with torch.no_grad():
+        _normalise(
+            codec, torch.cat([codec.raw_encode(c[None]) for c in data.pixels[:64]]), (0, 2, 3, 4)
+        )
+    return codec.eval().requires_grad_(False)
+
+
+def _stft_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    loss = 0.0
+    for size in (256, 1024):
+        window = torch.hann_window(size)
+        sa = torch.stft(a.flatten(0, 1), size, size // 4, window=window, return_complex=True).abs()
+        sb = torch.stft(b.flatten(0, 1), size, size // 4, window=window, return_complex=True).abs()
+        loss = loss + (sa - sb).abs().mean() + (torch.log1p(sa) - torch.log1p(sb)).abs().mean()
+    return loss
+
+
+def train_audio_codec(data: WorldData, steps: int, generator: torch.Generator) -> DemoAudioCodec:
+    codec = DemoAudioCodec()
+
+    def loss():
+        wave = data.audio[torch.randint(len(data.audio), (8,), generator=generator)]
+        z = codec.raw_encode(wave)
+        out = codec.raw_decode(z)[..., : wave.shape[-1]]
+        return (out - wave).abs().mean() + _stft_loss(out, wave) + 1e-4 * z.pow(2).mean()
+
+    _fit(codec, loss, steps, "audio codec")
+    with torch.no_grad():
+        _normalise(codec, codec.raw_encode(data.audio[:64]), (0, 2))
+    return codec.eval().requires_grad_(False)
 
 
 def train_codecs(

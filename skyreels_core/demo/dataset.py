@@ -1,0 +1,39 @@
+"""The demo world rendered into training tensors: every trainer (codecs, model, refiner) draws its
+clips here, from seeds disjoint from the held-out evaluation seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .world import render_scene, sample_scene_spec
+
+FRAMES = 33
+SCENES_PER_SEED = 100_000
+HELD_OUT_SEED = 1_000_000  # evaluation scenes start here; training never reaches it
+
+
+@dataclass
+class WorldData:
+    pixels: torch.Tensor  # [N, T, H, W, 3]
+    audio: torch.Tensor  # [N, 1, S]
+    captions: list[str]
+
+
+def render_world(count: int, seed: int) -> WorldData:
+    """``count`` training clips: scene seeds ``seed * SCENES_PER_SEED + i``."""
+    if not 0 <= count <= SCENES_PER_SEED or (seed + 1) * SCENES_PER_SEED > HELD_OUT_SEED:
+        raise ValueError(
+            f"seed {seed} with {count} scenes would reach the held-out evaluation scenes; "
+            f"use a seed below {HELD_OUT_SEED // SCENES_PER_SEED} and at most {SCENES_PER_SEED} scenes"
+        )
+    scenes = [
+        render_scene(sample_scene_spec(seed * SCENES_PER_SEED + i, max_objects=2), frames=FRAMES)
+        for i in range(count)
+    ]
+    return WorldData(
+        torch.stack([s.frames for s in scenes]),
+        torch.stack([s.audio for s in scenes]),
+        [s.caption for s in scenes],
+    )
