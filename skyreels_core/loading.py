@@ -2,7 +2,8 @@
 
 A model is constructed on ``meta`` (no memory), its expected keys and shapes are compared with
 the file's before a byte is read, and the tensors are then assigned straight from the mapped file,
-so a 14B checkpoint never exists twice in memory and a wrong file fails in milliseconds.
+so a 14B checkpoint never exists twice in memory and a wrong file fails in milliseconds. With fp8
+storage each block weight is quantised as it is read, so the full-precision model never exists.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from safetensors.torch import save_file
 from .config import PRESETS, ModelConfig, config_from_dict
 from .errors import CheckpointError
 from .mmdit import DualStreamMMDiT
+from .offload import quantise_fp8, store_linears_in_fp8
 
 CONFIG_METADATA_KEY = "skyreels_config"
 WAN_PREFIXES = ("model.diffusion_model.",)
@@ -151,12 +153,22 @@ def validate_keys(
         )
 
 
-def _load_tensors(path: Path, rename, dtype, device) -> dict[str, torch.Tensor]:
+def _load_tensors(
+    path: Path, rename, dtype, device, fp8_weights: frozenset[str] = frozenset()
+) -> dict[str, torch.Tensor]:
+    """Every tensor cast to ``dtype`` on ``device``; keys in ``fp8_weights`` are quantised to
+    fp8 instead, with their scale under ``<module>.weight_scale``."""
+    state = {}
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return {
-            rename(key): handle.get_tensor(key).to(device=device, dtype=dtype)
-            for key in handle.keys()
-        }
+        for key in handle.keys():
+            name, tensor = rename(key), handle.get_tensor(key)
+            if name in fp8_weights:
+                weight, scale = quantise_fp8(tensor)
+                state[name] = weight.to(device)
+                state[name.removesuffix("weight") + "weight_scale"] = scale.to(device)
+            else:
+                state[name] = tensor.to(device=device, dtype=dtype)
+    return state
 
 
 def load_model(
@@ -166,8 +178,14 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     input_name: str = "model",
+    fp8: bool = False,
 ) -> DualStreamMMDiT:
-    """A SkyReels-V4 or original-layout Wan 2.1 checkpoint as a ready model (eval mode)."""
+    """A SkyReels-V4 or original-layout Wan 2.1 checkpoint as a ready model (eval mode).
+
+    ``dtype`` is the compute precision; ``fp8`` stores the transformer blocks' Linear weights in
+    float8_e4m3fn with per-tensor scales (:mod:`skyreels_core.offload`), about half the bytes of
+    bf16, dequantised to ``dtype`` at each call.
+    """
     path = Path(path)
     shapes, metadata = read_header(path, input_name)
     shapes = {_strip_prefix(key): shape for key, shape in shapes.items()}
@@ -175,7 +193,9 @@ def load_model(
     model = build_on_meta(config)
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     validate_keys(expected, shapes, input_name, config.name)
-    state = _load_tensors(path, _strip_prefix, dtype, device)
+    quantised = store_linears_in_fp8(model, dtype) if fp8 else []
+    fp8_weights = frozenset(f"{name}.weight" for name in quantised)
+    state = _load_tensors(path, _strip_prefix, dtype, device, fp8_weights)
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
 

@@ -96,6 +96,8 @@ class DualStreamMMDiT(nn.Module):
         super().__init__()
         self.config = config
         self.attention_backend = "sdpa"
+        # An offload.BlockSwap, or None: fetches layer i's weights before it runs, drops them after.
+        self.weight_streamer = None
         d, c = config.dim, config
         pt, ph, pw = config.patch_size
         self.patch_embedding = nn.Conv3d(
@@ -239,7 +241,10 @@ class DualStreamMMDiT(nn.Module):
         sparse_grid = grid if x.shape[1] == math.prod(grid) else None
         video_blocks = [*self.blocks, *self.single_blocks]
         audio_blocks = [*self.audio_blocks, *self.audio_single_blocks] if a is not None else []
+        streamer = self.weight_streamer
         for index, block in enumerate(video_blocks):
+            if streamer is not None:
+                streamer.fetch(index)
             x, text_video = block.attend(
                 x, text_video, e6_video, video_self, joint_mask, backend, sparse_grid
             )
@@ -254,6 +259,8 @@ class DualStreamMMDiT(nn.Module):
                 x = block.av_cross_attn(x, a, video_cross, audio_cross, backend)
                 a, text_audio = audio_block.feed_forward(a, text_audio, e6_audio)
             x, text_video = block.feed_forward(x, text_video, e6_video)
+            if streamer is not None:
+                streamer.release(index)
 
         out = self.head(x, e_video)
         video_out = self._unpatchify(out[:, clip_start:clip_end], grid)

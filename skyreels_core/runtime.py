@@ -1,8 +1,9 @@
-"""A loaded model together with where its weights live between uses.
+"""A loaded model together with where its weights live between uses and how its blocks run.
 
 ComfyUI keeps node outputs alive across queue items, so a loaded model must not pin GPU memory
 while other nodes (the text encoder, the VAEs) run: weights wait on the offload device and move to
-the compute device only inside :meth:`LoadedModel.on`.
+the compute device only inside :meth:`LoadedModel.on`, except the layers a block swap streams
+(:mod:`skyreels_core.offload`), which stay in offload memory even then.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .attention import available_backends
+from .offload import check_block_swap, enable_block_swap, place, stream_layers
 
 
 @dataclass(frozen=True)
@@ -26,18 +30,39 @@ class AudioRate:
 MMAUDIO_44K = AudioRate(sample_rate=44100, samples_per_token=1024)
 
 
+def compile_blocks(module: nn.Module) -> None:
+    """``torch.compile`` every stream block's steps. The model's forward calls a block's
+    ``attend``/``cross_text``/``feed_forward`` and its exchange module, never ``block.forward``,
+    so those are what get compiled; blocks of one shape share their compiled graphs."""
+    for layer in stream_layers(module):
+        for block in layer:
+            for step in ("attend", "cross_text", "feed_forward"):
+                setattr(block, step, torch.compile(getattr(block, step)))
+            if hasattr(block, "av_cross_attn"):
+                block.av_cross_attn.compile()
+
+
 class LoadedModel:
+    """``block_swap`` layers stream from offload memory during each forward (0 = off);
+    ``compile`` runs the blocks through ``torch.compile`` (first step pays the compilation)."""
+
     def __init__(
         self,
         module: nn.Module,
         name: str,
         audio_codec_rate: AudioRate | None = MMAUDIO_44K,
         offload_device: torch.device | str = "cpu",
+        *,
+        block_swap: int = 0,
+        compile: bool = False,
     ) -> None:
         self.module = module.eval().requires_grad_(False)
         self.name = name
         self.audio_codec_rate = audio_codec_rate
         self.offload_device = torch.device(offload_device)
+        self.block_swap = check_block_swap(module, block_swap)
+        if compile:
+            compile_blocks(self.module)
 
     @property
     def config(self):
@@ -49,17 +74,23 @@ class LoadedModel:
 
     @contextmanager
     def on(self, device: torch.device | str) -> Iterator[nn.Module]:
-        """The module on ``device`` for the duration of the block, then back to the offload device."""
+        """The module on ``device`` for the duration of the block (its swapped layers streamed
+        there layer by layer), then back to the offload device."""
         device = torch.device(device)
-        self.module.to(device)
+        streamer = enable_block_swap(self.module, self.block_swap, device)
         try:
+            place(self.module, device)
             yield self.module
         finally:
+            if streamer is not None:
+                streamer.restore()
             if device != self.offload_device:
-                self.module.to(self.offload_device)
+                place(self.module, self.offload_device)
+            self.module.weight_streamer = None
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FP8_STORAGE = "fp8_e4m3fn"  # block weights in fp8, computed in the ``auto`` precision
 
 
 def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
@@ -70,3 +101,12 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def resolve_attention(name: str, device: torch.device | str) -> str:
+    """``auto`` is the fastest backend installed for ``device``: SageAttention's int8 kernels,
+    then FlashAttention, then PyTorch's sdpa (which itself picks flash/memory-efficient kernels)."""
+    if name != "auto":
+        return name
+    available = available_backends(device)
+    return next(backend for backend in ("sage", "flash_attn", "sdpa") if backend in available)

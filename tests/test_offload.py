@@ -1,0 +1,161 @@
+"""Where weights live: fp8 storage within its error bound, block swap with identical outputs,
+loader options that are applied and validated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_helpers import inputs, tiny_model
+from safetensors.torch import load_file, save_file
+from skyreels_pack.nodes.loaders import SkyReelsV4ModelLoader
+
+from skyreels_core.demo import bundle
+from skyreels_core.errors import InputError
+from skyreels_core.loading import load_model, save_model
+from skyreels_core.offload import (
+    FP8,
+    Float8Linear,
+    enable_block_swap,
+    place,
+    quantise_fp8,
+    store_linears_in_fp8,
+    stream_layers,
+)
+from skyreels_core.runtime import LoadedModel, resolve_attention
+
+
+def _run(model, seed=1):
+    video, t, text, audio = inputs(model, seed=seed)
+    with torch.no_grad():
+        return model(video, t, text, audio=audio)
+
+
+def test_fp8_rounding_stays_within_half_an_e4m3_step():
+    weight = torch.randn(64, 48) * torch.logspace(-4, 1, 48)  # normal and subnormal fp8 values
+    stored, scale = quantise_fp8(weight)
+    assert stored.dtype == FP8 and scale.dtype == torch.float32 and scale.dim() == 0
+    error = (stored.float() * scale - weight).abs()
+    # 3 mantissa bits: half a step is 2^-4 of |w| for normals; subnormal steps are 2^-9 * scale.
+    assert bool((error <= weight.abs() * 2**-4 + scale * 2**-10).all())
+    assert stored.float().abs().max() == torch.finfo(FP8).max  # the largest weight is exact
+    zero, _ = quantise_fp8(torch.zeros(3, 3))
+    assert bool((zero.float() == 0).all())
+
+
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.bfloat16])
+def test_float8_linear_computes_in_the_compute_dtype(compute_dtype):
+    linear = torch.nn.Linear(32, 16)
+    fp8 = Float8Linear.from_linear(linear, compute_dtype)
+    x = torch.randn(5, 32)
+    out = fp8(x.to(compute_dtype))
+    assert out.dtype == compute_dtype and fp8.weight.dtype == FP8
+    bound = (x.abs() @ (linear.weight.abs().T * 2**-4 + fp8.weight_scale * 2**-10)).max()
+    tolerance = bound + (0.05 if compute_dtype == torch.bfloat16 else 1e-5)
+    assert (out.float() - linear(x)).abs().max() <= tolerance
+
+
+def test_fp8_model_stores_only_block_linears_and_stays_close():
+    model, reference = tiny_model(), _run(tiny_model())
+    names = store_linears_in_fp8(model, torch.float32)
+    assert names and all(name.split(".")[0].endswith("blocks") for name in names)
+    assert all(isinstance(model.get_submodule(name), Float8Linear) for name in names)
+    assert (
+        type(model.text_embedding[0]) is torch.nn.Linear
+    )  # embeddings and heads stay as they were
+    out = _run(model)
+    for ours, theirs in ((out.video, reference.video), (out.audio, reference.audio)):
+        assert (ours - theirs).norm() / theirs.norm() < 0.03
+
+
+def test_fp8_state_dict_and_checkpoint_round_trip(tmp_path):
+    quantised = tiny_model()
+    store_linears_in_fp8(quantised, torch.float32)
+    expected = _run(quantised)
+    save_file(dict(quantised.state_dict()), str(tmp_path / "fp8.safetensors"))
+    state = load_file(str(tmp_path / "fp8.safetensors"))
+    assert state["blocks.0.ffn.0.weight"].dtype == FP8 and "blocks.0.ffn.0.weight_scale" in state
+    fresh = tiny_model(seed=5)
+    store_linears_in_fp8(fresh, torch.float32)
+    fresh.load_state_dict(state, strict=True)
+    assert torch.equal(_run(fresh).video, expected.video)
+    # Quantising while a full-precision checkpoint is read gives the same model.
+    path = save_model(tiny_model(), tmp_path / "fp32.safetensors")
+    loaded = load_model(path, fp8=True)
+    assert isinstance(loaded.blocks[0].ffn[0], Float8Linear)
+    assert torch.equal(_run(loaded).video, expected.video)
+    assert torch.equal(_run(loaded).audio, expected.audio)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_block_swap_gives_identical_outputs_and_streams_one_layer_ahead(blocks):
+    model = tiny_model()
+    reference = _run(model)
+    swapped_weight = model.blocks[0].self_attn.q.weight
+    offloaded = swapped_weight.data_ptr()
+    seen = []
+    model.blocks[0].self_attn.q.register_forward_pre_hook(
+        lambda module, args: seen.append(module.weight.data_ptr())
+    )
+    loaded = LoadedModel(model, "tiny", block_swap=blocks)
+    with loaded.on("cpu") as module:
+        out = _run(module)
+        streamer = module.weight_streamer
+        assert streamer.peak_layers_on_device == blocks  # current + prefetched, never more
+    assert torch.equal(out.video, reference.video) and torch.equal(out.audio, reference.audio)
+    assert seen and all(pointer != offloaded for pointer in seen)  # ran on a fetched copy
+    assert swapped_weight.data_ptr() == offloaded and model.weight_streamer is None
+
+
+def test_block_swap_keeps_swapped_layers_in_offload_memory():
+    model = tiny_model()
+    enable_block_swap(model, 1, "meta")  # "meta" stands in for a GPU: resident weights move there
+    place(model, "meta")
+    first, second = stream_layers(model)
+    assert all(p.device.type == "cpu" for block in first for p in block.parameters())
+    assert all(p.device.type == "meta" for block in second for p in block.parameters())
+    assert model.head.head.weight.device.type == "meta"
+
+
+def test_an_interrupted_forward_leaves_the_offload_copies_in_place():
+    model = tiny_model()
+    offloaded = [p.data_ptr() for p in model.blocks[0].parameters()]
+
+    def interrupt(module, args):
+        raise RuntimeError("interrupted")
+
+    handle = model.single_blocks[0].norm.register_forward_pre_hook(interrupt)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with LoadedModel(model, "tiny", block_swap=2).on("cpu") as module:
+            _run(module)
+    handle.remove()
+    assert [p.data_ptr() for p in model.blocks[0].parameters()] == offloaded
+    assert model.weight_streamer is None
+
+
+def test_bad_block_swap_names_the_input():
+    with pytest.raises(InputError, match="block_swap: 3 blocks to swap in a model of 2 blocks"):
+        LoadedModel(tiny_model(), "tiny", block_swap=3)
+
+
+def test_compile_option_wraps_every_block_step():
+    model = tiny_model()
+    LoadedModel(model, "tiny", compile=True)
+    for layer in stream_layers(model):
+        for block in layer:
+            assert hasattr(block.attend, "_torchdynamo_orig_callable")
+            assert hasattr(block.feed_forward, "_torchdynamo_orig_callable")
+            assert block.av_cross_attn._compiled_call_impl is not None
+
+
+def test_attention_auto_picks_an_available_backend():
+    assert resolve_attention("auto", "cpu") == "sdpa"
+    assert (
+        resolve_attention("sage", "cpu") == "sage"
+    )  # an explicit choice is kept (and checked later)
+
+
+def test_model_loader_applies_fp8_and_block_swap():
+    (loaded,) = SkyReelsV4ModelLoader().load(bundle.BUNDLED, "fp8_e4m3fn", "auto", block_swap=1)
+    assert isinstance(loaded.module.blocks[0].ffn[0], Float8Linear)
+    assert loaded.module.blocks[0].ffn[0].compute_dtype == torch.float32  # auto on CPU
+    assert loaded.block_swap == 1 and loaded.module.attention_backend == "sdpa"
