@@ -175,6 +175,10 @@ class MLLMEncoder:
         )
         if ids[0, : len(self._prefix)].tolist() != self._prefix:
             raise RuntimeError("the chat template's prefix changed between encodings")
+        if pictures:
+            # Which tokens are image patches: the multimodal RoPE places them on a 3-D grid.
+            image_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+            inputs["mm_token_type_ids"] = (ids == image_id).int()
         output = self.model.model(input_ids=ids, output_hidden_states=True, **inputs)
         hidden = output.hidden_states[self.hidden_layer][0]
         features = hidden[len(self._prefix) : ids.shape[1] - self._suffix_length][None].float()
@@ -227,9 +231,11 @@ def create_tiny_encoder_folder(
     hidden_size: int = 64,
     vocab_texts: list[str] | None = None,
     seed: int = 0,
+    family: str = "qwen2_5_vl",
 ) -> Path:
-    """A real Qwen2.5-VL in a tiny config with random weights and a word-level tokenizer built
-    locally, saved the way a downloaded model folder is: for tests and the bundled demo."""
+    """A real Qwen2.5-VL (or Qwen3-VL, ``family="qwen3_vl"``) in a tiny config with random weights
+    and a word-level tokenizer built locally, saved the way a downloaded model folder is: for tests
+    and the bundled demo."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -259,27 +265,42 @@ def create_tiny_encoder_folder(
     )
     ids = {token: vocab[token] for token in SPECIAL_TOKENS}
     heads = 4
-    config = transformers.Qwen2_5_VLConfig(
-        text_config={
-            "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": 2,
-            "num_attention_heads": heads, "num_key_value_heads": 2, "vocab_size": len(vocab),
-            "max_position_embeddings": 2048, "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<|im_end|>"],
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3], "rope_type": "default"},
-        },
-        vision_config={
-            "depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden_size,
-            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "fullatt_block_indexes": [0],
-            "window_size": 112, "in_channels": 3,
-        },
+    tokens = dict(
         bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<|im_end|>"], image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )  # fmt: skip
+    text = {
+        "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": 2,
+        "num_attention_heads": heads, "num_key_value_heads": 2, "vocab_size": len(vocab),
+        "max_position_embeddings": 2048, "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<|im_end|>"],
+    }  # fmt: skip
+    vision = {
+        "depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden_size,
+        "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3,
+    }  # fmt: skip
+    if family == "qwen2_5_vl":
+        patch = 14
+        text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 3, 3], "rope_type": "default"}
+        vision.update(patch_size=patch, fullatt_block_indexes=[0], window_size=112)
+        config = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
+    elif family == "qwen3_vl":
+        patch = 16
+        text["rope_parameters"] = {
+            "rope_type": "default",
+            "mrope_section": [2, 3, 3],
+            "mrope_interleaved": True,
+        }
+        vision.update(patch_size=patch, deepstack_visual_indexes=[0], num_position_embeddings=64)
+        config = transformers.Qwen3VLConfig(text_config=text, vision_config=vision, **tokens)
+    else:
+        raise ValueError(f"family {family!r}: use one of {', '.join(MODEL_CLASSES)}")
     torch.manual_seed(seed)
-    model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    model = getattr(transformers, MODEL_CLASSES[family])(config)
     model.save_pretrained(folder, safe_serialization=True)
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(folder)
-    transformers.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112).save_pretrained(
-        folder
-    )
+    side = 4 * patch  # at least 2 x 2 merged patches
+    transformers.Qwen2VLImageProcessorPil(
+        min_pixels=side * side, max_pixels=4 * side * side, patch_size=patch
+    ).save_pretrained(folder)
     return folder

@@ -1,4 +1,4 @@
-"""The shared MLLM encoder: a real Qwen2.5-VL (tiny config) loaded from a local folder."""
+"""The shared MLLM encoder: a real Qwen2.5-VL and Qwen3-VL (tiny configs) loaded from local folders."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from skyreels_core.prompts import parse_multishot
 PROMPT = "a red circle bounces on the floor"
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def folder(request, tmp_path_factory):
     return create_tiny_encoder_folder(
-        tmp_path_factory.mktemp("qwen"), vocab_texts=[PROMPT, "a blue square moves right"]
+        tmp_path_factory.mktemp(request.param),
+        vocab_texts=[PROMPT, "a blue square moves right"],
+        family=request.param,
     )
 
 
