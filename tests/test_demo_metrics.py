@@ -45,3 +45,17 @@ def test_wrong_colour_and_psnr():
     assert psnr(scene.frames, scene.frames) == 99.0
     noisy = (scene.frames + 0.01 * torch.randn_like(scene.frames)).clamp(0, 1)
     assert 35 < psnr(noisy, scene.frames) < 45
+
+
+def test_shape_survives_blur_where_fill_ratios_fail():
+    # A decoder's softening must not change the verdict: blur the truth with a Gaussian of 1 px.
+    radius = torch.arange(-3, 4, dtype=torch.float32)
+    kernel = torch.exp(-(radius**2) / 2)
+    kernel = (kernel / kernel.sum())[None, None]
+    for seed in range(30):
+        scene = render_scene(sample_scene_spec(7100 + seed))
+        frames = scene.frames.permute(0, 3, 1, 2).reshape(-1, 1, 64, 64)
+        for weights in (kernel[..., None], kernel[:, :, None]):  # separable: columns, then rows
+            frames = torch.nn.functional.conv2d(frames, weights, padding="same")
+        blurred = frames.reshape(-1, 3, 64, 64).permute(0, 2, 3, 1)
+        assert dominant_shape(blurred) == scene.objects[0].spec.shape

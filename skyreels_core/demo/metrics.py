@@ -1,8 +1,8 @@
 """DESIGN §6 measured on decoded frames and waveforms (never on latents).
 
 Objects are found as the pixels that differ from the world's plain background; colour is the
-nearest palette colour of their mean, shape the fill ratio of their bounding box (circle pi/4,
-square 1, triangle 1/2), contacts the frames where the trajectory turns at the floor or a wall,
+nearest palette colour of their mean, shape from blur-invariant cumulants of their silhouette (see
+``shape_features``), contacts the frames where the trajectory turns at the floor or a wall,
 clicks the onsets of high-frequency energy, pitch the strongest tone below 1 kHz.
 """
 
@@ -14,7 +14,9 @@ import torch
 
 from .world import BACKGROUND, COLOURS, PITCH_FOR_COLOUR
 
-FILL_RATIO = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
+SILHOUETTE_LEVEL = 0.4  # of each frame's peak contrast: drops the decoder's faint halo and noise
+TRIANGLE_SKEW = -0.15  # a sharp apex-up triangle gives -1, any point-symmetric shape 0
+SQUARE_KURTOSIS_RATIO = 0.8  # a sharp square gives 0.5, a circle 1 (decoded: 0.67-0.79 / 0.83-0.92)
 OBJECT_THRESHOLD = 0.25
 MATCH_WINDOW_MS = 250.0
 MIN_TURN_PX = 0.5  # smaller wobbles are anti-aliasing of a moving edge, not a bounce
@@ -33,18 +35,50 @@ def dominant_colour(frames: torch.Tensor) -> str | None:
     return min(COLOURS, key=lambda name: (torch.tensor(COLOURS[name]) - mean).norm().item())
 
 
-def dominant_shape(frames: torch.Tensor) -> str | None:
-    ratios = []
-    for mask in object_masks(frames):
-        ys, xs = mask.nonzero(as_tuple=True)
-        if len(ys) < 12:
-            continue
-        box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-        ratios.append(len(ys) / box.item())
-    if not ratios:
+def _cumulants(weight: torch.Tensor, coordinate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Third and fourth cumulants of ``coordinate`` under the normalised ``weight``."""
+    weight = weight / weight.sum()
+    centred = coordinate - (weight * coordinate).sum()
+    variance = (weight * centred**2).sum()
+    return (weight * centred**3).sum(), (weight * centred**4).sum() - 3 * variance**2
+
+
+def shape_features(frame_contrast: torch.Tensor) -> tuple[float, float] | None:
+    """(vertical skew, diagonal/axis kurtosis ratio) of one frame's object, or None if absent.
+
+    Why cumulants: a decoder blurs edges, and blurring is a convolution, under which cumulants
+    add. A symmetric blur adds nothing to the third cumulant and a Gaussian one nothing to the
+    fourth, so these survive where fill ratios and outlines do not. Apex-up triangles skew
+    vertically (normalised third cumulant -1); a square's fourth cumulant along its diagonals is
+    half that along its axes (uniform vs. triangular projections), a circle's is the same in every
+    direction.
+    """
+    peak = frame_contrast.max()
+    if peak < OBJECT_THRESHOLD:
         return None
-    ratio = torch.tensor(ratios).median().item()
-    return min(FILL_RATIO, key=lambda name: abs(FILL_RATIO[name] - ratio))
+    weight = torch.where(frame_contrast > SILHOUETTE_LEVEL * peak, frame_contrast, 0.0)
+    ys, xs = torch.meshgrid(
+        *(torch.arange(n, dtype=torch.float32) for n in frame_contrast.shape), indexing="ij"
+    )
+    skew_y, kurt_y = _cumulants(weight, ys)
+    kurt_axis = (kurt_y + _cumulants(weight, xs)[1]) / 2
+    kurt_diagonal = (
+        sum(_cumulants(weight, (xs + sign * ys) / math.sqrt(2))[1] for sign in (1, -1)) / 2
+    )
+    if kurt_axis >= 0:  # no flat-topped silhouette: noise, not an object
+        return None
+    return (skew_y / (-kurt_axis) ** 0.75).item(), (kurt_diagonal / kurt_axis).item()
+
+
+def dominant_shape(frames: torch.Tensor) -> str | None:
+    contrast = (frames[..., :3] - torch.tensor(BACKGROUND)).abs().sum(-1)
+    features = [f for f in map(shape_features, contrast) if f is not None]
+    if not features:
+        return None
+    skew, ratio = torch.tensor(features).median(0).values.tolist()
+    if skew < TRIANGLE_SKEW:
+        return "triangle"
+    return "square" if ratio < SQUARE_KURTOSIS_RATIO else "circle"
 
 
 def centroids(frames: torch.Tensor) -> torch.Tensor:
