@@ -118,10 +118,12 @@ def _joint(
     mask,
     backend,
     grid=None,
+    keep_ratio: float = 0.25,
 ) -> torch.Tensor:
     k = torch.cat([k for k, _ in kv_parts], dim=2)
     v = torch.cat([v for _, v in kv_parts], dim=2)
-    return attention(torch.cat(q_parts, dim=2), k, v, mask=mask, backend=backend, grid=grid)
+    q = torch.cat(q_parts, dim=2)
+    return attention(q, k, v, mask=mask, backend=backend, grid=grid, keep_ratio=keep_ratio)
 
 
 class _StreamBlock(nn.Module):
@@ -162,8 +164,9 @@ class DualStreamBlock(_StreamBlock):
             self.text_ffn = gelu_mlp(dim, ffn_dim)
             self.text_modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def attend(self, x, text, e, table: Table, mask, backend, grid=None):
-        """Joint self-attention of the modality tokens (rotated) and the text tokens (not rotated)."""
+    def attend(self, x, text, e, table: Table, mask, backend, grid=None, keep_ratio: float = 0.25):
+        """Joint self-attention of the modality tokens (rotated) and the text tokens (not rotated).
+        ``grid`` and ``keep_ratio`` configure the block-sparse ``flex`` backend (the refiner)."""
         shift, scale, gate = (self.modulation + e).chunk(6, dim=1)[:3]
         h = modulate(self.norm1(x), shift, scale)
         q_parts = [self.self_attn.query(h, table)]
@@ -173,7 +176,7 @@ class DualStreamBlock(_StreamBlock):
             ht = modulate(self.norm1(text), t_shift, t_scale)
             q_parts.append(self.text_attn.query(ht))
             kv_parts.append(self.text_attn.key_value(ht))
-        out = _joint(q_parts, kv_parts, mask, backend, grid if text is None else None)
+        out = _joint(q_parts, kv_parts, mask, backend, grid if text is None else None, keep_ratio)
         length = x.shape[1]
         x = x + self.self_attn.output(out[:, :, :length]) * gate
         if text is not None:

@@ -10,6 +10,7 @@ at zero so a model initialised from dense weights starts as the fine sparse path
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import torch
@@ -60,6 +61,36 @@ def select_cubes(
     return chosen | local if local is not None else chosen
 
 
+@lru_cache(maxsize=32)
+def _layout_on(
+    grid: tuple[int, int, int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(gather index, slot validity, cube neighbourhood) of one grid, kept on ``device``: every
+    block of every denoising step reuses them instead of copying them over again."""
+    index, valid, cubes = cube_order(grid)
+    return index.to(device), valid.to(device), neighbourhood(cubes).to(device)
+
+
+@lru_cache(maxsize=4)
+def flex_kernel(device_type: str):
+    """FlexAttention compiled once per device type. With ``dynamic=False`` torch.compile keeps one
+    kernel per input shape, so a refiner run compiles once per clip size and reuses it for every
+    block and step. Only the compiled kernel skips the blocks a BlockMask leaves out; on CPU the
+    eager kernel runs instead, because inductor's CPU build costs more than attention at the
+    demo's sizes (bench/: eager flex is slower than dense there)."""
+    if device_type == "cuda":
+        return torch.compile(flex_attention, dynamic=False)
+
+    def eager(*args, **kwargs):
+        with warnings.catch_warnings():  # its "use torch.compile" advice is the choice made above
+            warnings.filterwarnings(
+                "ignore", message=".*flex_attention called without torch.compile"
+            )
+            return flex_attention(*args, **kwargs)
+
+    return eager
+
+
 def block_mask_from_selection(selected: torch.Tensor, valid: torch.Tensor) -> BlockMask:
     """A FlexAttention BlockMask that visits exactly the selected cube pairs (padding masked)."""
     counts = selected.sum(-1, dtype=torch.int32)
@@ -98,16 +129,16 @@ def block_sparse_attention(
 ) -> torch.Tensor:
     """Attention over [B, H, L, D] video tokens (L = T * H * W, row-major) keeping ``keep_ratio`` of
     the key cubes per query cube. ``gate`` (per head, [H]) mixes in the coarse cube attention."""
-    index, valid, cubes = cube_order(tuple(grid))
-    index, valid = index.to(q.device), valid.to(q.device)
+    index, valid, local_cubes = _layout_on(tuple(grid), q.device)
     qc, kc, vc = (x[:, :, index] for x in (q, k, v))
     q_pooled, k_pooled, v_pooled = (_pool(x, valid) for x in (qc, kc, vc))
     count = q_pooled.shape[2]
     keep = max(1, min(count, math.ceil(keep_ratio * count)))
-    selected = select_cubes(
-        q_pooled, k_pooled, keep, neighbourhood(cubes).to(q.device) if local else None
-    )
-    out = flex_attention(qc, kc, vc, block_mask=block_mask_from_selection(selected, valid))
+    # The selection depends on the pooled scores, so the BlockMask is built per call (cheap: one
+    # top-k over cubes); its layout above and the compiled kernel are what is cached per shape.
+    selected = select_cubes(q_pooled, k_pooled, keep, local_cubes if local else None)
+    kernel = flex_kernel(q.device.type)
+    out = kernel(qc, kc, vc, block_mask=block_mask_from_selection(selected, valid))
     if gate is not None:
         coarse = F.scaled_dot_product_attention(q_pooled, k_pooled, v_pooled)
         out = out + gate.view(1, -1, 1, 1) * coarse.repeat_interleave(CUBE_TOKENS, dim=2)

@@ -67,3 +67,14 @@ def test_flops_at_75_percent_sparsity():
     dense = dense_attention_flops(16 * 30 * 52, 128, 40)
     sparse = sparse_attention_flops(grid, 128, 40, keep_ratio=0.25, local=False)
     assert dense / sparse >= 3.0
+
+
+def test_layout_and_kernel_are_built_once_per_shape_and_device():
+    from skyreels_core.sparse_attention import _layout_on, flex_kernel
+
+    first, second = (
+        _layout_on((5, 6, 7), torch.device("cpu")),
+        _layout_on((5, 6, 7), torch.device("cpu")),
+    )
+    assert all(a is b for a, b in zip(first, second))
+    assert flex_kernel("cpu") is flex_kernel("cpu")

@@ -1,0 +1,446 @@
+"""The refiner of DESIGN §4: the low-res clip to high resolution and (optionally) a higher frame rate.
+
+Read top to bottom in the order data flows: the configuration -> the video-only DiT (the video
+stream's own block, patch embedding, time embedding and head, without text or audio) -> its
+condition (upsample in latent space, insert frames, re-inject the high-res keyframes) -> the few
+flow-matching steps from a start time -> checkpoints.
+
+Frame-rate convention: a clip of F = 4k + 1 pixel frames refined at ``fps_factor`` r has
+r (F - 1) + 1 frames at r times the frame rate, so it keeps its first and last instants (33 frames
+at x2 -> 65, 17 at x2 -> 33, 9 at x4 -> 33). In latent frames that is r (T - 1) + 1: low-res latent
+frame i lands on refined latent frame r i (both groups end on the same instant) and the r - 1
+frames between are inserted, unknown in the mask. A frame count of 4k + 1 stays 4k + 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .blocks import DualStreamBlock
+from .config import ModelConfig
+from .errors import CheckpointError, InputError
+from .loading import read_header, validate_keys
+from .mmdit import TIMESTEP_SCALE, Head, sinusoidal_embedding
+from .objective import noised, velocity_target
+from .rope import rotary, video_angles, video_positions
+from .sampling import SamplerHooks, initial_noise
+from .sampling.schedules import flow_sigmas
+from .sampling.solvers import make_solver
+
+CONFIG_METADATA_KEY = "skyreels_refiner_config"
+SCALES = (1, 2, 3, 4)
+FPS_FACTORS = (1, 2, 4)
+
+
+# -- configuration ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RefinerConfig:
+    """The refiner's shape: plain numbers, so one class serves the demo and a 14B-class refiner.
+
+    Widths and layouts are the video stream's (a :class:`ModelConfig`), so a refiner of the same
+    width initialises from the generator's video stream (:func:`initialise_from_video_stream`).
+    """
+
+    name: str
+    dim: int
+    num_heads: int
+    ffn_dim: int
+    num_blocks: int
+    video_latent_channels: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    freq_dim: int = 256
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
+            raise ValueError(
+                f"{self.name}: dim {self.dim} must split into {self.num_heads} even heads"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def in_channels(self) -> int:
+        """concat(x_t, I, M), the generator's inpainting layout (DESIGN §2)."""
+        return 2 * self.video_latent_channels + 1
+
+    @classmethod
+    def from_model(cls, config: ModelConfig, num_blocks: int | None = None) -> RefinerConfig:
+        """A refiner as wide as ``config``'s video stream, with its first ``num_blocks`` blocks."""
+        return cls(
+            name=f"{config.name}-refiner",
+            dim=config.dim,
+            num_heads=config.num_heads,
+            ffn_dim=config.ffn_dim,
+            num_blocks=num_blocks or config.num_dual_blocks,
+            video_latent_channels=config.video_latent_channels,
+            patch_size=config.patch_size,
+            freq_dim=config.freq_dim,
+            eps=config.eps,
+            rope_theta=config.rope_theta,
+        )
+
+
+REFINER_PRESETS: dict[str, RefinerConfig] = {
+    "tiny": RefinerConfig("tiny-refiner", dim=32, num_heads=2, ffn_dim=64, num_blocks=2,
+                          video_latent_channels=4),
+    # The bundled demo refiner: the demo generator's width, 8 latent channels, ~0.7 M weights.
+    "demo": RefinerConfig("demo-refiner", dim=128, num_heads=4, ffn_dim=384, num_blocks=3,
+                          video_latent_channels=8),
+}  # fmt: skip
+
+
+# -- the video-only DiT ----------------------------------------------------------------------
+@lru_cache(maxsize=32)
+def _rotary_table(grid: tuple[int, int, int], head_dim: int, theta: float):
+    """3D RoPE angles of the refined token grid (integer t, h, w), computed once per shape."""
+    return rotary(video_angles(video_positions(*grid), head_dim, theta))
+
+
+class RefinerDiT(nn.Module):
+    """Patch embedding -> N video-stream blocks (self-attention + FFN, adaLN-Zero on the time) ->
+    head. Self-attention is dense, or block-sparse (VSA-style, FlexAttention block masks) when a
+    ``keep_ratio`` is given. Module names equal the generator's, so weights copy by name."""
+
+    def __init__(self, config: RefinerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.attention_backend = "sdpa"  # the dense path; sparse always goes through flex
+        d = config.dim
+        self.patch_embedding = nn.Conv3d(
+            config.in_channels, d, config.patch_size, config.patch_size
+        )
+        # Wan's layouts, as mmdit.stream_embeddings builds them, without the text projection.
+        self.time_embedding = nn.Sequential(
+            nn.Linear(config.freq_dim, d), nn.SiLU(), nn.Linear(d, d)
+        )
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.blocks = nn.ModuleList(
+            DualStreamBlock(
+                d,
+                config.num_heads,
+                config.ffn_dim,
+                config.eps,
+                joint_text=False,
+                text_cross=False,
+                av_cross=False,
+            )  # fmt: skip
+            for _ in range(config.num_blocks)
+        )
+        pt, ph, pw = config.patch_size
+        self.head = Head(d, config.video_latent_channels * pt * ph * pw, config.eps)
+
+    def forward(
+        self, video: torch.Tensor, timestep: torch.Tensor, keep_ratio: float | None = None
+    ) -> torch.Tensor:
+        """Velocity [B, C, T, H, W] for ``video`` = concat(x_t, I, M) [B, 2C + 1, T, H, W] at flow
+        times ``timestep`` [B]; ``keep_ratio`` (0, 1] turns on block-sparse attention."""
+        c = self.config
+        batch, _, frames, height, width = video.shape
+        pt, ph, pw = c.patch_size
+        grid = (frames // pt, height // ph, width // pw)
+        weight = self.patch_embedding.weight
+        x = self.patch_embedding(video.to(weight.dtype)).flatten(2).transpose(1, 2)
+        e = self.time_embedding(
+            sinusoidal_embedding(timestep * TIMESTEP_SCALE, c.freq_dim).to(weight.dtype)
+        )
+        e6 = self.time_projection(e).unflatten(1, (6, -1))
+        cos, sin = _rotary_table(grid, c.head_dim, c.rope_theta)
+        table = (cos.to(video.device), sin.to(video.device))
+        backend, ratio = (
+            (self.attention_backend, 1.0) if keep_ratio is None else ("flex", keep_ratio)
+        )
+        for block in self.blocks:
+            x, _ = block.attend(x, None, e6, table, None, backend, grid, ratio)
+            x, _ = block.feed_forward(x, None, e6)
+        out = self.head(x, e).reshape(batch, *grid, pt, ph, pw, -1)
+        return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(batch, -1, frames, height, width)
+
+
+@torch.no_grad()
+def initialise_from_video_stream(refiner: RefinerDiT, model: nn.Module) -> list[str]:
+    """Copy the generator's video stream onto the refiner (DESIGN §4): patch embedding (same
+    concat(x_t, I, M) input), time embedding, the first blocks' self-attention, FFN and
+    modulation, and the head. Returns the refiner keys left as initialised (none when widths
+    match); the generator's text, cross-attention and audio weights have no place here."""
+    source = model.state_dict()
+    fresh = []
+    for key, target in refiner.state_dict().items():
+        value = source.get(key)
+        if value is not None and value.shape == target.shape:
+            target.copy_(value.to(target.dtype))
+        else:
+            fresh.append(key)
+    return fresh
+
+
+# -- the condition ---------------------------------------------------------------------------
+@dataclass
+class RefinerCondition:
+    """What the refiner starts from and is conditioned on, at the refined size and frame rate.
+
+    ``latents`` (I) [B, C, T', H', W']: the low-res clip upsampled in latent space, the inserted
+    frames blended linearly from their neighbours, the high-res keyframes written at their frames;
+    it is also the start of the denoising (noised to the start time). ``given`` (M)
+    [B, 1, T', H', W']: 1 on frames the clip or a keyframe gives, 0 on inserted frames.
+    ``held`` [B, 1, T', 1, 1] bool: the re-injected keyframes, kept bit-identical.
+    """
+
+    latents: torch.Tensor
+    given: torch.Tensor
+    held: torch.Tensor
+
+    @property
+    def model_condition(self) -> torch.Tensor:
+        return torch.cat([self.latents, self.given], dim=1)
+
+
+def refined_frame_count(frames: int, fps_factor: int) -> int:
+    """Frames (pixel or latent) after interpolating by ``fps_factor``: r (F - 1) + 1."""
+    return fps_factor * (frames - 1) + 1
+
+
+def _check_factors(scale: int, fps_factor: int) -> None:
+    if scale not in SCALES:
+        raise InputError(
+            "scale", f"{scale} is not a super-resolution factor", f"use one of {SCALES}"
+        )
+    if fps_factor not in FPS_FACTORS:
+        raise InputError(
+            "fps_factor", f"{fps_factor} is not a frame-rate factor", f"use one of {FPS_FACTORS}"
+        )
+
+
+def _check_keyframes(
+    keyframes: torch.Tensor | None, indices: Sequence[int], low_res: torch.Tensor, scale: int
+) -> list[int]:
+    indices = [int(i) for i in indices]
+    if keyframes is None:
+        if indices:
+            raise InputError(
+                "keyframe_indices", "indices were given without keyframes", "connect the keyframes"
+            )
+        return []
+    batch, channels, frames, height, width = low_res.shape
+    if keyframes.dim() != 5 or keyframes.shape[2] != len(indices):
+        raise InputError(
+            "keyframe_indices",
+            f"{len(indices)} indices for {keyframes.shape[2] if keyframes.dim() == 5 else '?'} keyframes",
+            "give one latent frame index per keyframe",
+        )
+    if len(set(indices)) != len(indices):
+        raise InputError("keyframe_indices", f"{indices} repeats a frame", "give each frame once")
+    outside = [i for i in indices if not 0 <= i < frames]
+    if outside:
+        raise InputError(
+            "keyframe_indices",
+            f"latent frames {outside} are outside the clip's {frames} latent frames",
+            f"use latent frames 0..{frames - 1}",
+        )
+    expected = (batch, channels, height * scale, width * scale)
+    found = (keyframes.shape[0], keyframes.shape[1], *keyframes.shape[3:])
+    if found != expected:
+        raise InputError(
+            "keyframes",
+            f"keyframe latents of batch, channels, size {found} where {expected} is needed",
+            f"render the keyframes at {scale}x the clip's latent size (the sampler's keyframe_scale)"
+            " or set scale to match",
+        )
+    return indices
+
+
+def build_condition(
+    low_res: torch.Tensor,
+    *,
+    scale: int,
+    fps_factor: int = 1,
+    keyframes: torch.Tensor | None = None,
+    keyframe_indices: Sequence[int] = (),
+) -> RefinerCondition:
+    """The refiner's condition from low-res latents [B, C, T, h, w] and optional high-res
+    keyframes [B, C, K, h * scale, w * scale] at low-res latent frames ``keyframe_indices``.
+
+    Upsampling is bilinear in space and linear in time between the kept frames: the cheapest
+    guess that stays on the latent manifold's convex hull, which the refiner then corrects. A
+    keyframe lands on refined latent frame ``fps_factor * i``, the group that ends on the same
+    instant as its own; at fps_factor > 1 a held keyframe group other than frame 0 still plays the
+    4 low-rate frames it encodes (the causal codec's grouping), so the interpolated frames around
+    it are what moves smoothly.
+    """
+    _check_factors(scale, fps_factor)
+    if low_res.dim() != 5:
+        raise InputError(
+            "latents", f"shape {tuple(low_res.shape)} is not video latents", "pass [B, C, T, H, W]"
+        )
+    indices = _check_keyframes(keyframes, keyframe_indices, low_res, scale)
+    batch, channels, frames, height, width = low_res.shape
+    low_res = low_res.float()
+    size = (height * scale, width * scale)
+    spatial = F.interpolate(low_res, size=(frames, *size), mode="trilinear", align_corners=False)
+    refined_frames = refined_frame_count(frames, fps_factor)
+    latents = F.interpolate(
+        spatial, size=(refined_frames, *size), mode="trilinear", align_corners=True
+    )
+    kept = torch.arange(0, refined_frames, fps_factor, device=low_res.device)
+    given = torch.zeros(batch, 1, refined_frames, *size, device=low_res.device)
+    given[:, :, kept] = 1.0
+    held = torch.zeros(batch, 1, refined_frames, 1, 1, dtype=torch.bool, device=low_res.device)
+    if indices:
+        targets = [fps_factor * i for i in indices]
+        latents[:, :, targets] = keyframes.to(latents)
+        held[:, :, targets] = True
+    return RefinerCondition(latents, given, held)
+
+
+# -- refinement ------------------------------------------------------------------------------
+@dataclass
+class RefinerSettings:
+    """User-facing options. ``sparsity`` is the share of key cubes each query cube skips (0 =
+    dense attention; 0.75 keeps a quarter plus the local cubes, DESIGN §4's target).
+    ``denoise_start`` is the flow time the upsampled clip is noised to: lower keeps more of it,
+    higher lets the refiner redraw more. A few uniform (shift 1) steps suffice from there: the
+    condition pins the layout, so no steps need to go to the coarse structure that a
+    generation's shift protects."""
+
+    scale: int = 2
+    fps_factor: int = 1
+    reinject_keyframes: bool = True
+    sparsity: float = 0.75
+    steps: int = 4
+    denoise_start: float = 0.6
+    seed: int = 0
+    solver: str = "euler"
+    shift: float = 1.0
+
+    def validate(self) -> RefinerSettings:
+        """Every option checked before any work, each bad one an :class:`InputError`."""
+        _check_factors(self.scale, self.fps_factor)
+        if not 0.0 <= self.sparsity < 1.0:
+            raise InputError(
+                "sparsity", f"{self.sparsity} is outside [0, 1)", "use 0 (dense) to 0.95"
+            )
+        flow_sigmas(self.steps, self.shift, self.denoise_start)  # checks steps, shift and start
+        return self
+
+    @property
+    def keep_ratio(self) -> float | None:
+        """None (dense attention) at sparsity 0, else the share of key cubes kept."""
+        return None if self.sparsity == 0.0 else 1.0 - self.sparsity
+
+
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    weight = model.patch_embedding.weight
+    return weight.device, weight.dtype
+
+
+def refine(
+    model: RefinerDiT,
+    low_res: torch.Tensor,
+    settings: RefinerSettings,
+    *,
+    keyframes: torch.Tensor | None = None,
+    keyframe_indices: Sequence[int] = (),
+    hooks: SamplerHooks | None = None,
+) -> torch.Tensor:
+    """Refined latents [B, C, r (T - 1) + 1, h * scale, w * scale] (float32, on the model's
+    device) from low-res latents [B, C, T, h, w].
+
+    The held keyframes ride the noised path of their own noise and take the known velocity, as the
+    sampler treats known cells, so they come out bit-identical. The noise is drawn on the CPU from
+    ``seed``: the same seed refines the same way on any device.
+    """
+    hooks = hooks or SamplerHooks()
+    keep_ratio = settings.validate().keep_ratio
+    if low_res.dim() == 5 and low_res.shape[1] != model.config.video_latent_channels:
+        raise InputError(
+            "latents",
+            f"{low_res.shape[1]} latent channels for a refiner of {model.config.video_latent_channels}",
+            "refine latents of the video VAE this refiner was trained with",
+        )
+    if not settings.reinject_keyframes:
+        keyframes, keyframe_indices = None, ()
+    device, dtype = _placement(model)
+    condition = build_condition(
+        low_res.to(device),
+        scale=settings.scale,
+        fps_factor=settings.fps_factor,
+        keyframes=None if keyframes is None else keyframes.to(device),
+        keyframe_indices=keyframe_indices,
+    )
+    sigmas = flow_sigmas(settings.steps, settings.shift, settings.denoise_start).tolist()
+    solver = make_solver(settings.solver, sigmas)
+    start = condition.latents
+    noise = initial_noise(settings.seed, [tuple(start.shape)], device)[0]
+    held, model_condition = condition.held, condition.model_condition.to(dtype)
+    known_velocity = velocity_target(start, noise)
+    x = noised(start, noise, settings.denoise_start)
+    with torch.no_grad():
+        for index in range(settings.steps):
+            if hooks.interrupt is not None:
+                hooks.interrupt()
+            sigma = sigmas[index]
+            x = torch.where(held, noised(start, noise, sigma), x)
+            timestep = torch.full((x.shape[0],), sigma, device=device)
+            velocity = model(torch.cat([x.to(dtype), model_condition], dim=1), timestep, keep_ratio)
+            velocity = torch.where(held, known_velocity, velocity.float())
+            if hooks.preview is not None:
+                hooks.preview(index + 1, torch.where(held, start, x - sigma * velocity))
+            x = solver.step(index, [x], [velocity])[0]
+            if hooks.progress is not None:
+                hooks.progress(index + 1, settings.steps)
+    return torch.where(held, start, x)
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+def save_refiner(
+    model: RefinerDiT, path: str | Path, extra_metadata: dict[str, str] | None = None
+) -> Path:
+    """Safetensors with the config (and provenance) in the metadata, so the file describes itself."""
+    path = Path(path)
+    metadata = {CONFIG_METADATA_KEY: json.dumps(asdict(model.config)), **(extra_metadata or {})}
+    state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+def load_refiner(
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    input_name: str = "refiner",
+) -> RefinerDiT:
+    """A refiner checkpoint written by :func:`save_refiner`, key- and shape-validated before any
+    tensor is read (the generator's loader checks, reused)."""
+    path = Path(path)
+    shapes, metadata = read_header(path, input_name)
+    if CONFIG_METADATA_KEY not in metadata:
+        raise CheckpointError(
+            input_name,
+            f"{path.name} is not a SkyReels-V4 refiner (no {CONFIG_METADATA_KEY} metadata)",
+            "pick a refiner file from models/skyreels_refiner, or the bundled demo refiner",
+        )
+    values = json.loads(metadata[CONFIG_METADATA_KEY])
+    config = RefinerConfig(**{**values, "patch_size": tuple(values["patch_size"])})
+    with torch.device("meta"):
+        model = RefinerDiT(config)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    validate_keys(expected, shapes, input_name, config.name)
+    state = {
+        key: value.to(device=device, dtype=dtype)
+        for key, value in load_file(str(path), device="cpu").items()
+    }
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval().requires_grad_(False)
