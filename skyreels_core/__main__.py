@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("skyreels_core.config", "print a model preset and its parameter counts"),
     "demo": ("skyreels_core.demo.cli", "render a clip with sound on the bundled demo model"),
     "train-demo": ("skyreels_core.demo.train", "train the bundled demo model from scratch"),
+    "train-demo-refiner": (
+        "skyreels_core.demo.train_refiner",
+        "train the bundled demo refiner (64 -> 128 px, x1/x2/x4 fps)",
+    ),
     "eval-demo": (
         "skyreels_core.demo.evaluate",
         "measure the demo model (AV sync, adherence, PSNR)",
