@@ -6,6 +6,7 @@ Real SkyReels-V4 weights are not public, so the pack ships a tiny model trained 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -61,3 +62,15 @@ def audio_rate() -> AudioRate:
     """The demo audio codec's rate, read from the manifest so the model file stays self-describing."""
     rate = manifest()["audio_rate"]
     return AudioRate(sample_rate=rate["sample_rate"], samples_per_token=rate["samples_per_token"])
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and bytes, in sorted order)."""
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(path.rglob("*")):
+            if file.is_file():
+                digest.update(file.name.encode())
+                digest.update(file.read_bytes())
+        return digest.hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()

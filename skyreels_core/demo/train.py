@@ -8,7 +8,6 @@ encoder, train the dual-stream model on the multi-task mix, write the manifest.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..loading import save_model
 from ..mmdit import DualStreamMMDiT
 from ..training import Batch, cosine_with_warmup, load_checkpoint, save_checkpoint, training_loss
 from ..types import TextEncoding
-from .bundle import WEIGHTS_DIR
+from .bundle import WEIGHTS_DIR, file_digest
 from .codecs import DemoAudioCodec, DemoVideoCodec
 from .dataset import FRAMES, render_world
 from .train_codecs import train_codecs
@@ -43,17 +42,6 @@ def encode_captions(encoder: MLLMEncoder, captions: list[str]) -> TextEncoding:
     )
     mask = torch.stack([F.pad(e.mask[0], (0, length - e.mask.shape[1])) for e in encodings])
     return TextEncoding(features, mask)
-
-
-def _sha256(path: Path) -> str:
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(path.rglob("*")):
-            if file.is_file():
-                digest.update(file.name.encode())
-                digest.update(file.read_bytes())
-        return digest.hexdigest()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
         "fps": 16.0,
         "frames": FRAMES,
         "size": 64,
-        "sha256": {p.name: _sha256(p) for p in (model_path, video_path, audio_path, encoder_dir)},
+        "sha256": {
+            p.name: file_digest(p) for p in (model_path, video_path, audio_path, encoder_dir)
+        },
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote the demo bundle to {out} ({step} model steps)")
