@@ -3,7 +3,15 @@
 Parts (``--only`` picks some): ``analytic`` (tokens and FLOPs of a 1080p, 32 fps, 15 s render done
 directly vs. low-res clip + high-res keyframes + sparse refiner), ``step`` (one denoising step of
 the Wan-compatible model vs diffusers' WanTransformer3DModel with the same weights and tokens),
-``sparse`` (block-sparse vs dense attention at refiner token counts).
+``split`` (the dual-stream model's step time by part: video, audio, cross-modal, text),
+``memory`` (peak memory of a demo render, and of one step of the full preset's shape scaled down,
+with and without block swap and fp8), ``sparse`` (block-sparse vs dense attention at refiner
+token counts).
+
+Memory on CPU is counted as *tracked tensor bytes*: every storage an aten op allocates while the
+measurement runs (activations and streamed weight copies), plus the weights resident on the
+compute device. A block-swapped layer's offload copy is not counted: on a GPU host it lives in CPU
+RAM. Peak RSS (the whole process, libraries included) is reported for the demo command as well.
 """
 
 from __future__ import annotations
@@ -12,15 +20,25 @@ import argparse
 import json
 import math
 import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+import weakref
+from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from .config import ModelConfig, get_preset
+from .errors import InputError
 from .sparse_attention import dense_attention_flops, sparse_attention_flops
 
-PARTS = ("analytic", "step", "sparse")
+PARTS = ("analytic", "step", "split", "memory", "sparse")
 
 
 def step_flops(
@@ -85,13 +103,21 @@ def analytic(
 
 
 def _time(function, repeats: int = 3) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return _times({"only": function}, repeats)["only"]
+
+
+def _times(functions: dict, repeats: int = 3) -> dict[str, float]:
+    """Best wall time of each function, run round-robin after a warm-up, so a machine busy with
+    other work slows every contender alike instead of whichever ran during the busy spell."""
+    best = dict.fromkeys(functions, math.inf)
+    for function in functions.values():
         function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 @torch.no_grad()
@@ -115,8 +141,14 @@ def step_vs_diffusers(dim: int = 512, layers: int = 4, frames: int = 5, size: in
     text = torch.randn(1, 64, 4096)
     t = torch.tensor([0.5])
     encoding = TextEncoding(text, torch.ones(1, 64, dtype=torch.bool))
-    ours_s = _time(lambda: ours(latents, t, encoding))
-    theirs_s = _time(lambda: theirs(latents, t * 1000, text))
+    timed = _times(
+        {
+            "ours": lambda: ours(latents, t, encoding),
+            "theirs": lambda: theirs(latents, t * 1000, text),
+        },
+        repeats=7,
+    )
+    ours_s, theirs_s = timed["ours"], timed["theirs"]
     tokens = frames * (size // 2) ** 2
     return {
         "dim": dim,
@@ -126,6 +158,251 @@ def step_vs_diffusers(dim: int = 512, layers: int = 4, frames: int = 5, size: in
         "diffusers_s": theirs_s,
         "ours_over_diffusers": ours_s / theirs_s,
     }
+
+
+def _scaled_full_preset(dim: int, dual: int, single: int) -> ModelConfig:
+    """The skyreels-v4-14b shape (head dim 128, FFN 2.7 x width, 40 audio channels) at a width
+    and depth a CPU runs in seconds."""
+    full = get_preset("skyreels-v4-14b")
+    return replace(full, name=f"skyreels-v4-scaled-{dim}", dim=dim, num_heads=dim // full.head_dim,
+                   ffn_dim=32 * round(full.ffn_dim * dim / full.dim / 32), num_dual_blocks=dual,
+                   num_single_blocks=single)  # fmt: skip
+
+
+def _step_inputs(
+    config: ModelConfig, frames: int, size: int, audio_tokens: int, text_tokens: int = 64
+):
+    from .types import TextEncoding
+
+    generator = torch.Generator().manual_seed(0)
+    video = torch.randn(1, config.video_in_channels, frames, size, size, generator=generator)
+    audio = torch.randn(1, config.audio_latent_channels, audio_tokens, generator=generator)
+    text = TextEncoding(torch.randn(1, text_tokens, config.text_dim, generator=generator),
+                        torch.ones(1, text_tokens, dtype=torch.bool))  # fmt: skip
+    return video, torch.tensor([0.5]), text, audio
+
+
+class _PartTimer:
+    """Exclusive wall time per part: each moment goes to the innermost part running."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self.stack: list[str] = []
+        self.last = time.perf_counter()
+
+    def _charge(self) -> None:
+        now = time.perf_counter()
+        if self.stack:
+            self.totals[self.stack[-1]] += now - self.last
+        self.last = now
+
+    def enter(self, part: str) -> None:
+        self._charge()
+        self.stack.append(part)
+
+    def exit(self) -> None:
+        self._charge()
+        self.stack.pop()
+
+    def wrap(self, function, part: str):
+        def timed(*args, **kwargs):
+            self.enter(part)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.exit()
+
+        return timed
+
+    def hook(self, module: torch.nn.Module, part: str) -> list:
+        return [module.register_forward_pre_hook(lambda *_: self.enter(part)),
+                module.register_forward_hook(lambda *_: self.exit())]  # fmt: skip
+
+
+@torch.no_grad()
+def step_split(
+    dim: int = 256, frames: int = 21, size: int = 16, audio_tokens: int = 218, repeats: int = 5
+) -> dict:
+    """One dual-stream step's wall time by part, on CPU. video: the video stream's blocks (its
+    joint attention kernel included); audio: the audio stream's; cross_modal: both directions of
+    the audio-video exchange; text: text embeddings, the video stream's text cross-attention and
+    the dual-stream blocks' separate text weights; other: patchify, RoPE tables, heads."""
+    from .mmdit import DualStreamMMDiT
+
+    config = _scaled_full_preset(dim, dual=3, single=1)
+    model = DualStreamMMDiT(config).eval()
+    inputs = _step_inputs(config, frames, size, audio_tokens)
+    run_step = lambda: model(*inputs[:3], audio=inputs[3])  # noqa: E731
+    total_s = _time(run_step)
+    timer, handles = _PartTimer(), []
+    streams = {
+        "video": [*model.blocks, *model.single_blocks],
+        "audio": [*model.audio_blocks, *model.audio_single_blocks],
+    }
+    for stream, blocks in streams.items():
+        for block in blocks:
+            for step in ("attend", "feed_forward"):
+                setattr(block, step, timer.wrap(getattr(block, step), stream))
+            if hasattr(block, "cross_attn"):
+                block.cross_text = timer.wrap(block.cross_text, "text")
+            handles += timer.hook(block.av_cross_attn, "cross_modal")
+            if hasattr(block, "text_attn"):
+                for module in (*block.text_attn.children(), block.text_ffn):
+                    handles += timer.hook(module, "text")
+    for module in (model.text_embedding, model.audio_text_embedding):
+        handles += timer.hook(module, "text")
+    best: dict[str, float] = defaultdict(lambda: math.inf)
+    for _ in range(repeats):  # each part's best run: other work on the machine only adds time
+        timer.totals.clear()
+        timer.enter("other")
+        run_step()
+        timer.exit()
+        for part, seconds in timer.totals.items():
+            best[part] = min(best[part], seconds)
+    for handle in handles:
+        handle.remove()
+    measured = sum(best.values())
+    grid_tokens = frames * (size // 2) ** 2
+    return {"config": f"{config.name}: dim {dim}, 3 dual + 1 single blocks", "video_tokens": grid_tokens,
+            "audio_tokens": audio_tokens, "text_tokens": 64, "step_s": total_s,
+            **{f"{part}_s": best.get(part, 0.0) for part in ("video", "audio", "cross_modal", "text", "other")},
+            **{f"{part}_share": best.get(part, 0.0) / measured for part in ("video", "audio", "cross_modal", "text", "other")},
+            "note": "exclusive CPU wall time by region; the joint attention kernel counts under its modality, "
+                    "single-stream blocks process text with the modality weights (counted as the modality)"}  # fmt: skip
+
+
+class TrackedTensorBytes(TorchDispatchMode):
+    """Live and peak bytes of the tensor storages that aten ops allocate while the mode is on.
+
+    A storage counts from the op that creates it until it is freed; views and in-place results
+    (outputs sharing an input's storage) are not new memory. Tensors made before entering are
+    not counted, so the caller adds what was resident (the weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._tracked: set[int] = set()
+
+    def _freed(self, key: int, size: int) -> None:
+        self._tracked.discard(key)
+        self.live -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor) and t.device.type != "meta"}  # fmt: skip
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
+                continue
+            storage = tensor.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if key in inputs or key in self._tracked or size == 0:
+                continue
+            self._tracked.add(key)
+            self.live += size
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._freed, key, size)
+        return out
+
+
+def _weight_bytes(model: torch.nn.Module, skipped: set[int] = frozenset()) -> int:
+    return sum(t.numel() * t.element_size() for m in model.modules() if id(m) not in skipped
+               for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)  # fmt: skip
+
+
+def _measured_step(model, inputs, blocks: int) -> dict:
+    """Compute-device bytes (resident weights + tracked peak) and wall time of one step."""
+    from .runtime import LoadedModel
+
+    loaded = LoadedModel(model, "bench", block_swap=blocks)
+    with loaded.on("cpu") as module:
+        streamer = module.weight_streamer
+        resident = _weight_bytes(module, streamer.swapped_modules() if streamer else set())
+        run_step = lambda: module(*inputs[:3], audio=inputs[3])  # noqa: E731
+        step_s = _time(run_step, repeats=1)
+        with TrackedTensorBytes() as tracked:
+            run_step()
+    return {"step_s": step_s, "resident_weight_bytes": resident, "step_peak_bytes": tracked.peak,
+            "device_peak_bytes": resident + tracked.peak}  # fmt: skip
+
+
+def _demo_render_memory() -> dict:
+    """Tracked bytes of one demo render in this process, and the demo command's peak RSS."""
+    from .demo.render import DemoPipeline, RenderRequest, render
+
+    pipeline = DemoPipeline.load()
+    weights = sum(_weight_bytes(m) for m in (pipeline.model, pipeline.encoder.model))
+    with TrackedTensorBytes() as tracked:
+        render(pipeline, RenderRequest())
+    with tempfile.TemporaryDirectory() as folder:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-m", "skyreels_core", "demo", "--out", f"{folder}/demo.mp4"],
+                       check=True, capture_output=True)  # fmt: skip
+        rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"request": "t2av, 33 frames, 64x64, 20 steps, guidance on", "model_and_encoder_weight_bytes": weights,
+            "render_tracked_peak_bytes": tracked.peak, "demo_command_peak_rss_bytes": rss_kib * 1024,
+            "demo_command_peak_rss_note": "whole process incl. torch/ffmpeg libraries" if rss_kib > before
+            else "not measurable (an earlier child had a higher peak)"}  # fmt: skip
+
+
+def gpu_weight_projection(budget_gib: float = 20.0) -> dict:
+    """Analytic GPU weight bytes of the 14B-class presets in bf16 and with fp8 block weights, and
+    the fewest swapped layers that bring them under ``budget_gib`` (a 24 GB card less room for
+    480p activations and the CUDA context): the resident layers plus two in flight. The copy time
+    assumes PCIe 4.0 x16 at 25 GB/s; it is hidden while each layer computes longer than it copies."""
+    from .mmdit import DualStreamMMDiT
+    from .offload import store_linears_in_fp8, stream_layers
+
+    projection = {}
+    for preset in ("wan2.1-t2v-14b", "skyreels-v4-14b"):
+        for storage in ("bf16", "fp8_e4m3fn"):
+            with torch.device("meta"):
+                model = DualStreamMMDiT(get_preset(preset)).to(torch.bfloat16)
+            if storage != "bf16":
+                store_linears_in_fp8(model, torch.bfloat16)
+            layers = [_weight_bytes(torch.nn.ModuleList(layer)) for layer in stream_layers(model)]
+            total = _weight_bytes(model)
+            resident = [
+                total - sum(layers[:n]) + sum(sorted(layers[:n])[-2:])
+                for n in range(len(layers) + 1)
+            ]
+            fits = next((n for n, size in enumerate(resident) if size <= budget_gib * 2**30), None)
+            projection[f"{preset}.{storage}"] = {
+                "weights_gib": total / 2**30, "layers": len(layers), "block_swap_to_fit": fits,
+                "weights_with_that_swap_gib": None if fits is None else resident[fits] / 2**30,
+                "streamed_per_forward_gib": None if fits is None else sum(layers[:fits]) / 2**30,
+                "copy_s_per_forward_at_25_gbps": None if fits is None else sum(layers[:fits]) / 25e9}  # fmt: skip
+    return {"budget_gib": budget_gib, **projection}
+
+
+@torch.no_grad()
+def memory(
+    dim: int = 384, frames: int = 21, size: int = 16, audio_tokens: int = 218, swap: int = 30
+) -> dict:
+    """Peak memory of a demo render, and of one step of the full preset's shape (40 layers) at a
+    CPU-sized width with each memory option; plus the analytic GPU weights of the 14B presets."""
+    from .mmdit import DualStreamMMDiT
+    from .offload import store_linears_in_fp8
+
+    config = _scaled_full_preset(dim, dual=30, single=10)
+    inputs = _step_inputs(config, frames, size, audio_tokens)
+    torch.manual_seed(0)
+    model = DualStreamMMDiT(config).eval()
+    steps = {
+        "fp32": _measured_step(model, inputs, 0),
+        f"fp32_block_swap_{swap}": _measured_step(model, inputs, swap),
+    }
+    store_linears_in_fp8(model, torch.float32)
+    steps["fp8"] = _measured_step(model, inputs, 0)
+    steps[f"fp8_block_swap_{swap}"] = _measured_step(model, inputs, swap)
+    base = steps["fp32"]
+    for result in steps.values():
+        result["device_peak_over_fp32"] = result["device_peak_bytes"] / base["device_peak_bytes"]
+        result["step_time_over_fp32"] = result["step_s"] / base["step_s"]
+    return {"demo_render": _demo_render_memory(),
+            "scaled_step": {"config": f"{config.name}: dim {dim}, 30 dual + 10 single blocks, compute fp32 on CPU",
+                            "video_tokens": frames * (size // 2) ** 2, "audio_tokens": audio_tokens, **steps},
+            "gpu_weights_projected": gpu_weight_projection()}  # fmt: skip
 
 
 def sparse_vs_dense(
@@ -161,17 +438,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _rows(values: dict, prefix: str = ""):
+    """(dotted key, readable value) for the table; bytes in MiB, floats to 4 digits."""
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _rows(value, f"{name}.")
+        elif key.endswith("_bytes"):
+            yield name.removesuffix("_bytes") + "_mib", f"{value / 2**20:.1f}"
+        else:
+            yield name, f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def run(args: argparse.Namespace) -> int:
+    functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
+                 "memory": memory, "sparse": sparse_vs_dense}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
-    functions = {"analytic": analytic, "step": step_vs_diffusers, "sparse": sparse_vs_dense}
+    unknown = [part for part in chosen if part not in functions]
+    if unknown:
+        raise InputError("--only", f"unknown parts {unknown}", f"choose from {', '.join(PARTS)}")
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                            "threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}}  # fmt: skip
     for part in chosen:
         results[part] = functions[part]()
         print(f"[{part}]")
-        for key, value in results[part].items():
-            print(f"  {key:32s} {value if not isinstance(value, float) else f'{value:.4g}'}")
+        for key, value in _rows(results[part]):
+            print(f"  {key:48s} {value}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

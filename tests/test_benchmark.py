@@ -1,8 +1,19 @@
-"""The analytic cost model behind the staged 1080p path (DESIGN §4)."""
+"""The analytic cost model behind the staged 1080p path (DESIGN §4) and the bench's own
+instruments (tracked tensor bytes, the part timer, the GPU weight projection); no timings."""
 
 from __future__ import annotations
 
-from skyreels_core.benchmark import analytic, step_flops, video_tokens
+import torch
+
+from skyreels_core.benchmark import (
+    TrackedTensorBytes,
+    _PartTimer,
+    analytic,
+    gpu_weight_projection,
+    step_flops,
+    step_split,
+    video_tokens,
+)
 from skyreels_core.config import get_preset
 
 
@@ -17,3 +28,42 @@ def test_staged_path_costs_at_most_a_quarter_of_the_direct_render():
     report = analytic()
     assert report["direct"]["video_tokens"] == 987_360 and report["direct"]["audio_tokens"] == 646
     assert report["staged_over_direct"] <= 0.25
+
+
+def test_tracked_tensor_bytes_count_new_storages_until_freed():
+    x = torch.randn(256, 256)  # made before tracking: not counted
+    with TrackedTensorBytes() as tracked:
+        a = x @ x
+        b = a.t()  # a view: no new memory
+        a.mul_(2)  # in place: no new memory
+        c = a + 1
+        del a, b
+        assert tracked.live == c.numel() * 4
+        del c
+    assert tracked.peak == 2 * 256 * 256 * 4 and tracked.live == 0
+
+
+def test_part_timer_charges_each_moment_to_the_innermost_part():
+    timer = _PartTimer()
+    outer = timer.wrap(lambda: inner(), "video")
+    inner = timer.wrap(lambda: sum(range(50_000)), "text")
+    timer.enter("other")
+    outer()
+    timer.exit()
+    assert set(timer.totals) == {"other", "video", "text"}
+    assert all(seconds >= 0 for seconds in timer.totals.values())
+
+
+def test_projection_halves_weights_in_fp8_and_swaps_the_fewest_layers_that_fit():
+    projection = gpu_weight_projection(budget_gib=20.0)
+    bf16, fp8 = projection["wan2.1-t2v-14b.bf16"], projection["wan2.1-t2v-14b.fp8_e4m3fn"]
+    assert 0.5 < fp8["weights_gib"] / bf16["weights_gib"] < 0.52  # fp8 blocks, bf16 embeddings
+    assert 25 < bf16["weights_gib"] < 28 and bf16["layers"] == 40
+    assert bf16["weights_with_that_swap_gib"] <= 20.0 and fp8["block_swap_to_fit"] == 0
+
+
+def test_step_split_reports_every_part():
+    split = step_split(dim=128, frames=1, size=4, audio_tokens=4)
+    parts = ("video", "audio", "cross_modal", "text", "other")
+    assert all(split[f"{part}_s"] > 0 for part in parts)
+    assert abs(sum(split[f"{part}_share"] for part in parts) - 1) < 1e-9
