@@ -58,7 +58,7 @@ class SkyReelsV4ModelLoader(_Loader):
                         "tooltip": "Weight precision: auto is bf16 on CUDA, fp32 on CPU; fp16/bf16 "
                         "halve memory. fp8_e4m3fn stores the block weights in 8 bits (a quarter "
                         "of fp32, half of bf16) and computes in auto precision; costs one cast per "
-                        "layer call and slight detail loss (≤ 6 % error per weight).",
+                        "layer call and slight detail loss (each weight within 1/16 of its value).",
                     },
                 ),
                 "attention": (
