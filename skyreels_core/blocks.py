@@ -112,6 +112,11 @@ class AVCrossAttention(nn.Module):
         return x + update
 
 
+def _along_tokens(parts: list[torch.Tensor]) -> torch.Tensor:
+    """One token sequence; a lone part is passed through, since cat would copy it."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+
 def _joint(
     q_parts: list[torch.Tensor],
     kv_parts: list[tuple[torch.Tensor, torch.Tensor]],
@@ -120,9 +125,9 @@ def _joint(
     grid=None,
     keep_ratio: float = 0.25,
 ) -> torch.Tensor:
-    k = torch.cat([k for k, _ in kv_parts], dim=2)
-    v = torch.cat([v for _, v in kv_parts], dim=2)
-    q = torch.cat(q_parts, dim=2)
+    k = _along_tokens([k for k, _ in kv_parts])
+    v = _along_tokens([v for _, v in kv_parts])
+    q = _along_tokens(q_parts)
     return attention(q, k, v, mask=mask, backend=backend, grid=grid, keep_ratio=keep_ratio)
 
 
