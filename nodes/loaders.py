@@ -162,7 +162,11 @@ class SkyReelsV4TextEncoderLoader(_Loader):
         device = host.torch_device()
         return (
             MLLMEncoder.from_folder(
-                folder, dtype=resolve_dtype(dtype, device), device=device, hidden_layer=hidden_layer
+                folder,
+                dtype=resolve_dtype(dtype, device),
+                device=device,
+                offload_device=host.offload_device(),
+                hidden_layer=hidden_layer,
             ),
         )
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,9 +52,20 @@ class MLLMEncoder:
     torchvision (the Qwen video processors do)."""
 
     def __init__(
-        self, model, tokenizer, image_processor, chat_template: str, hidden_layer: int = -1
+        self,
+        model,
+        tokenizer,
+        image_processor,
+        chat_template: str,
+        hidden_layer: int = -1,
+        offload_device: torch.device | str | None = None,
     ) -> None:
         self.model = model.eval().requires_grad_(False)
+        self.compute_device = next(model.parameters()).device
+        # Where the weights rest between encodings: a 7B encoder must not sit in GPU memory
+        # while the MMDiT samples. Features are cached, so re-queued prompts never move it.
+        self.offload_device = torch.device(offload_device or self.compute_device)
+        self.model.to(self.offload_device)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.chat_template = chat_template
@@ -71,6 +84,7 @@ class MLLMEncoder:
         *,
         dtype: torch.dtype = torch.bfloat16,
         device="cpu",
+        offload_device=None,
         hidden_layer: int = -1,
     ) -> MLLMEncoder:
         import transformers
@@ -114,7 +128,7 @@ class MLLMEncoder:
                 f"{folder} has no chat template",
                 "copy the model's chat_template.json into the folder",
             )
-        return cls(model, tokenizer, image_processor, template, hidden_layer)
+        return cls(model, tokenizer, image_processor, template, hidden_layer, offload_device)
 
     def _render(self, items: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(
@@ -123,11 +137,15 @@ class MLLMEncoder:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.compute_device
 
-    def offload(self, device: torch.device | str = "cpu") -> None:
-        """Move the weights away once the prompts are encoded (the features stay cached)."""
-        self.model.to(device)
+    @contextmanager
+    def _computing(self) -> Iterator[None]:
+        self.model.to(self.compute_device)
+        try:
+            yield
+        finally:
+            self.model.to(self.offload_device)
 
     def _key(self, prompt: str, images: list[torch.Tensor]) -> str:
         digest = hashlib.sha256(f"{self.hidden_layer}\0{prompt}".encode())
@@ -179,7 +197,8 @@ class MLLMEncoder:
             # Which tokens are image patches: the multimodal RoPE places them on a 3-D grid.
             image_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
             inputs["mm_token_type_ids"] = (ids == image_id).int()
-        output = self.model.model(input_ids=ids, output_hidden_states=True, **inputs)
+        with self._computing():
+            output = self.model.model(input_ids=ids, output_hidden_states=True, **inputs)
         hidden = output.hidden_states[self.hidden_layer][0]
         features = hidden[len(self._prefix) : ids.shape[1] - self._suffix_length][None].float()
         encoding = TextEncoding(

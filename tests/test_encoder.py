@@ -59,6 +59,19 @@ def test_cache_returns_identical_tensors_and_dtype_is_honoured(folder, encoder):
     )
 
 
+def test_weights_visit_the_compute_device_only_while_encoding(folder, encoder):
+    moves = []
+    model_to = encoder.model.to
+    encoder.model.to = lambda device: moves.append(str(device))  # record, stay on the CPU
+    try:
+        encoder.offload_device = torch.device("meta")  # stands in for "away from the GPU"
+        encoder.encode("a green square moves left")
+        encoder.encode("a green square moves left")  # cached: nothing moves
+    finally:
+        encoder.model.to, encoder.offload_device = model_to, encoder.compute_device
+    assert moves == ["cpu", "meta"]
+
+
 def test_multishot_ranges(encoder):
     shots = parse_multishot("[0-16] a red circle bounces\n[17-32] a blue square moves right", 33)
     encoding = encoder.encode_shots(shots, 33)
