@@ -87,6 +87,15 @@ def _audio_table(length, ref_length, scale, head_dim, theta, temporal_only):
 
 
 def _tables(angles: torch.Tensor, device, dtype=torch.float32):
+    return _device_tables(angles, torch.device(device), dtype, torch.is_inference_mode_enabled())
+
+
+@lru_cache(maxsize=64)
+def _device_tables(angles: torch.Tensor, device: torch.device, dtype, inference: bool):
+    """cos/sin on the device, cached: ``angles`` come from the per-shape caches above, so the
+    same tensor object (hashed by identity, kept alive as the key) returns the same tables.
+    Keyed on inference mode too: the host samples under it, and its tensors cannot be saved for
+    a later backward pass."""
     cos, sin = rotary(angles, dtype)
     return cos.to(device), sin.to(device)
 

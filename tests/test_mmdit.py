@@ -167,3 +167,15 @@ def test_tiny_model_overfits_one_av_batch():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10
+
+
+def test_training_after_sampling_under_inference_mode():
+    # The host samples under torch.inference_mode; cached RoPE tables made there must not leak
+    # into a later training step of the same shapes (inference tensors cannot be saved for backward).
+    model = DualStreamMMDiT(get_preset("tiny")).train()
+    video, t, text, audio = inputs(model)
+    with torch.inference_mode():
+        model(video, t, text, audio=audio)
+    out = model(video, t, text, audio=audio)
+    (out.video.square().mean() + out.audio.square().mean()).backward()
+    assert model.head.head.weight.grad is not None
