@@ -8,11 +8,6 @@ demo video codec. Its condition comes from :func:`~skyreels_core.refiner.build_c
 function inference uses, with 0-3 high-res keyframes taken from the 128 px clip at the low frame
 rate (what the sampler's keyframe mode gives). Flow matching with the generator's objective; the
 loss skips the held keyframes, as it skips known cells in the generator's training.
-
-A second term scores the decoded x0 estimate ``x_t - t v`` against the 128 px frames. Latent MSE
-weights the codec's latent directions unlike its decoder does: measured on a held-out scene, a
-refiner trained on latents alone halved the latent error of plain latent upsampling (0.37 ->
-0.17) yet gained only 0.2 dB decoded, below bicubic; what the user sees is the decoded frames.
 """
 
 from __future__ import annotations
@@ -26,9 +21,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..objective import flow_matching_loss, masked_mse, noised
+from ..objective import flow_matching_loss, noised
 from ..refiner import FPS_FACTORS, REFINER_PRESETS, RefinerDiT, build_condition, save_refiner
-from ..shapes import pixel_frame_count
 from ..training import cosine_with_warmup, load_checkpoint, save_checkpoint
 from . import bundle
 from .dataset import FRAMES, HELD_OUT_SEED, SCENES_PER_SEED
@@ -38,18 +32,15 @@ LOW_SIZE, HIGH_SIZE = 64, 128
 SCALE = HIGH_SIZE // LOW_SIZE
 FPS_WEIGHTS = {1: 0.4, 2: 0.4, 4: 0.2}  # x1 (pure super-resolution) and x2 are the common asks
 MAX_KEYFRAMES = 3
-PIXEL_WEIGHT = 100.0  # brings the decoded MSE (~3e-3 at 25 dB) level with the latent loss (~0.2)
 
 
 @dataclass
 class RefinerData:
     """Latents of the same scenes at both sizes: ``low[r]`` [N, C, T_r, 8, 8] and ``high[r]``
-    [N, C, T_r, 16, 16] keep every r-th frame; ``high[1]`` is the target of every fps factor,
-    ``pixels`` [N, T, 128, 128, 3] (uint8, to fit in memory) its frames."""
+    [N, C, T_r, 16, 16] keep every r-th frame; ``high[1]`` is the target of every fps factor."""
 
     low: dict[int, torch.Tensor]
     high: dict[int, torch.Tensor]
-    pixels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.high[1])
@@ -77,31 +68,26 @@ def encode_world(codec, count: int, seed: int) -> RefinerData:
     if not 0 <= count <= SCENES_PER_SEED or (seed + 1) * SCENES_PER_SEED > HELD_OUT_SEED:
         raise ValueError(f"seed {seed} with {count} scenes would reach the held-out scenes")
     low, high = {r: [] for r in FPS_FACTORS}, {r: [] for r in FPS_FACTORS}
-    pixels = []
     for index in tqdm(range(count), desc="world at 64 and 128 px", leave=False):
         pair = [frames[None] for frames in scene_pair(seed * SCENES_PER_SEED + index)]
-        pixels.append((pair[1] * 255).round().to(torch.uint8))
         for r in FPS_FACTORS:
             z_low, z_high = encode_pair(codec, *pair, r)
             low[r].append(z_low)
             high[r].append(z_high)
     return RefinerData(
-        {r: torch.cat(z) for r, z in low.items()},
-        {r: torch.cat(z) for r, z in high.items()},
-        torch.cat(pixels),
+        {r: torch.cat(z) for r, z in low.items()}, {r: torch.cat(z) for r, z in high.items()}
     )
 
 
 def training_loss(
     model: RefinerDiT,
-    codec,
     data: RefinerData,
     index: torch.Tensor,
     fps_factor: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Flow matching on the scenes ``index`` at ``fps_factor`` plus the decoded x0 term (see the
-    module's docstring), times uniform in (0, 1) so every start time the node offers is trained."""
+    """One flow-matching loss on the scenes ``index`` at ``fps_factor``, times uniform in (0, 1)
+    so every start time the refine node offers was trained."""
     low, source, target = (
         data.low[fps_factor][index],
         data.high[fps_factor][index],
@@ -120,15 +106,8 @@ def training_loss(
     t = torch.rand(len(index), generator=generator)
     noise = torch.randn(target.shape, generator=generator)
     x0 = torch.where(condition.held, condition.latents, target)
-    x_t = noised(x0, noise, t)
-    velocity = model(torch.cat([x_t, condition.model_condition], dim=1), t)
-    latent_loss = flow_matching_loss(velocity, x0, noise, known_mask=condition.held.float())
-    # One latent group per step keeps the decoder's cost near the DiT's: decoded alone, latent
-    # frame g gives its group's last pixel frame, 4 g (the codec has no context across groups).
-    group = int(torch.randint(x0.shape[2], (), generator=generator))
-    estimate = x_t[:, :, group] - t.view(-1, 1, 1, 1) * velocity[:, :, group]
-    frame = data.pixels[index, pixel_frame_count(group + 1) - 1].float() / 255
-    return latent_loss + PIXEL_WEIGHT * masked_mse(codec.decode(estimate[:, :, None])[:, 0], frame)
+    video = torch.cat([noised(x0, noise, t), condition.model_condition], dim=1)
+    return flow_matching_loss(model(video, t), x0, noise, known_mask=condition.held.float())
 
 
 def draw_fps_factor(generator: torch.Generator) -> int:
@@ -178,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 horizon = min(args.steps, step + 1 + int(rate * (deadline - now)))
             cosine_with_warmup(optimiser, step, horizon, 1e-3, warmup=200)
             index = torch.randint(len(data), (args.batch,), generator=generator)
-            loss = training_loss(model, codec, data, index, draw_fps_factor(generator), generator)
+            loss = training_loss(model, data, index, draw_fps_factor(generator), generator)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
