@@ -13,6 +13,7 @@ NODE_GROUPS: tuple[str, ...] = (
     "masks",
     "references",
     "sampler",
+    "refiner",
     "av_codecs",
     "output",
 )

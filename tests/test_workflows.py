@@ -66,6 +66,11 @@ def test_validator_catches_broken_workflows():
     assert any("link 1" in e for e in errors) and any("NoSuchNode" in e for e in errors)
 
 
+# Saved clip (width, height, frames) and mask timeline frames where a workflow differs from
+# the 64 px, 33-frame default: the refiner turns 17 frames at 64 px into 33 at 128 px.
+SAVED_CLIPS = {"low_res_keyframes_refiner": ((128, 128, 33), 17)}
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(tmp_path / "output"))
@@ -78,14 +83,15 @@ def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
         core_shims(inputs),
         {"workflow": workflow},
     )
+    (width, height, frames), timeline_frames = SAVED_CLIPS.get(path.stem, ((64, 64, 33), 33))
     uis = [node["ui"] for node in result.values() if node["ui"]]
     saved = [video for ui in uis for video in ui.get("skyreels_videos", [])]
-    assert len(saved) == 1 and saved[0]["frame_count"] == 33
+    assert len(saved) == 1 and saved[0]["frame_count"] == frames
     file = tmp_path / "output" / saved[0]["subfolder"] / saved[0]["filename"]
     with av.open(str(file)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
         video = container.streams.video[0]
-        assert (video.width, video.height, video.frames) == (64, 64, 33)
+        assert (video.width, video.height, video.frames) == (width, height, frames)
         assert json.loads(container.metadata["workflow"]) == workflow
     timelines = [t for ui in uis for t in ui.get("skyreels_timeline", [])]
-    assert len(timelines) == 1 and timelines[0]["frames"] == 33
+    assert len(timelines) == 1 and timelines[0]["frames"] == timeline_frames

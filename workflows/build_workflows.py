@@ -409,6 +409,26 @@ def storyboard(m) -> Workflow:
     return w
 
 
+def low_res_keyframes_refiner(m) -> Workflow:
+    """DESIGN §4: a 64 px clip and its first and last frames at 128 px in one sampling pass, then
+    the refiner to 128 px at twice the frame rate (17 frames at 16 fps -> 33 frames at 32 fps)."""
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a blue circle bounces on the floor")
+    condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=17)
+    sampler = w.add(
+        "SkyReelsV4Sampler", model=(model, 0), text=(text, 0), condition=(condition, 0),
+        audio_vae=(audio_vae, 0), video_vae=(video_vae, 0), negative=(negative, 0), seed=42,
+        keyframe_indices="0, 16", keyframe_scale=2, **DEMO_SAMPLING,
+    )  # fmt: skip
+    refiner = w.add("SkyReelsV4RefinerLoader", refiner_name=DEMO, dtype="auto")
+    refined = w.add(
+        "SkyReelsV4Refine", refiner=(refiner, 0), av_latent=(sampler, 0), scale=2, fps_factor=2,
+        reinject_keyframes=True, sparsity=0.75, steps=4, denoise_start=0.6, seed=42,
+    )  # fmt: skip
+    _decode_and_save(w, refined, video_vae, audio_vae, "low_res_keyframes_refiner")
+    return w
+
+
 WORKFLOWS = {
     "text_to_video": text_to_video,
     "image_to_video": image_to_video,
@@ -418,6 +438,7 @@ WORKFLOWS = {
     "masked_edit": masked_edit,
     "references": references,
     "storyboard_multishot": storyboard,
+    "low_res_keyframes_refiner": low_res_keyframes_refiner,
 }
 
 

@@ -1,0 +1,259 @@
+"""Refiner nodes (DESIGN §4): load the refiner, and refine the sampler's low-res clip to high
+resolution and (optionally) a higher frame rate, re-injecting its high-res keyframes."""
+
+from __future__ import annotations
+
+import torch
+
+from skyreels_core.demo import bundle
+from skyreels_core.errors import InputError
+from skyreels_core.memory import out_of_memory_advice
+from skyreels_core.refiner import RefinerSettings, load_refiner, refine
+from skyreels_core.runtime import resolve_dtype
+from skyreels_core.sampling import SamplerHooks
+from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
+from skyreels_core.types import AVLatent
+
+from . import host, link_types
+from .loaders import CATEGORY as LOADERS_CATEGORY
+from .loaders import DTYPE_INPUT
+
+CATEGORY = "SkyReels-V4/refiner"
+
+
+class SkyReelsV4RefinerLoader:
+    DESCRIPTION = "Loads the refiner DiT from models/skyreels_refiner, or the bundled demo refiner."
+    CATEGORY = LOADERS_CATEGORY
+    RETURN_TYPES = (link_types.REFINER,)
+    RETURN_NAMES = ("refiner",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "refiner_name": (
+                    [bundle.BUNDLED, *host.list_models("refiner")],
+                    {"tooltip": "A SkyReels-V4 refiner .safetensors (its config is in the file)."},
+                ),
+                "dtype": DTYPE_INPUT,
+            }
+        }
+
+    def load(self, refiner_name: str, dtype: str):
+        path = (
+            bundle.refiner_path()
+            if refiner_name == bundle.BUNDLED
+            else host.model_path("refiner", refiner_name)
+        )
+        torch_dtype = resolve_dtype(dtype, host.torch_device())
+        return (load_refiner(path, dtype=torch_dtype, device=host.offload_device()),)
+
+
+def _keyframes(
+    av_latent: AVLatent, keyframes: AVLatent | None, keyframe_indices: str
+) -> tuple[torch.Tensor | None, list[int]]:
+    """The high-res keyframe latents and their low-res latent frames: the optional ``keyframes``
+    input (its keyframes, or its video frames as keyframes) or else the clip's own keyframes;
+    typed pixel frames override the indices they carry."""
+    source = keyframes if keyframes is not None else av_latent
+    latents = source.keyframes
+    indices = list(source.keyframe_indices)
+    if latents is None and keyframes is not None:
+        latents, indices = keyframes.video, []
+    if keyframe_indices.strip():
+        frames = pixel_frame_count(av_latent.video.shape[2])
+        typed = parse_frame_indices(keyframe_indices, frames)
+        indices = sorted({latent_index_of_frame(i) for i in typed})
+        if latents is None:
+            raise InputError(
+                "keyframes",
+                "frames were typed but no high-res keyframes are connected",
+                "connect keyframes, use the sampler's keyframe mode, or clear keyframe_indices",
+            )
+    elif latents is not None and not indices:
+        raise InputError(
+            "keyframe_indices",
+            "the connected keyframes do not say which frames they are",
+            'type their frames in the low-res clip, e.g. "0, 16"',
+        )
+    return latents, indices
+
+
+class SkyReelsV4Refine:
+    DESCRIPTION = (
+        "Refines the sampler's low-res clip: upsamples it in latent space, re-injects the high-res "
+        "keyframes (unchanged), inserts frames for 2x / 4x fps, and denoises a few steps with "
+        "block-sparse attention. Audio is carried along unchanged."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.AV_LATENT,)
+    RETURN_NAMES = ("av_latent",)
+    FUNCTION = "refine"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "refiner": (link_types.REFINER, {"tooltip": "From SkyReels-V4 Load Refiner."}),
+                "av_latent": (
+                    link_types.AV_LATENT,
+                    {
+                        "tooltip": "The low-res clip from the sampler; its high-res keyframes (keyframe mode) are re-injected."
+                    },
+                ),  # fmt: skip
+                "scale": (
+                    "INT",
+                    {
+                        "default": 2,
+                        "min": 1,
+                        "max": 4,
+                        "tooltip": "Super-resolution factor (the demo refiner is trained for 2).",
+                    },
+                ),  # fmt: skip
+                "fps_factor": (
+                    "INT",
+                    {
+                        "default": 1,
+                        "min": 1,
+                        "max": 4,
+                        "tooltip": "Frame interpolation: 1, 2 or 4 times the frame rate; F frames become "
+                        "factor x (F - 1) + 1, same duration.",
+                    },
+                ),  # fmt: skip
+                "reinject_keyframes": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Keep the high-res keyframes exactly; off refines from the low-res clip alone.",
+                    },
+                ),  # fmt: skip
+                "sparsity": (
+                    "FLOAT",
+                    {
+                        "default": 0.75,
+                        "min": 0.0,
+                        "max": 0.95,
+                        "step": 0.05,
+                        "tooltip": "Share of attention blocks skipped (0 = dense). 0.75 costs about a "
+                        "quarter of dense attention on long clips.",
+                    },
+                ),  # fmt: skip
+                "steps": (
+                    "INT",
+                    {
+                        "default": 4,
+                        "min": 1,
+                        "max": 50,
+                        "tooltip": "Denoising steps from denoise_start.",
+                    },
+                ),  # fmt: skip
+                "denoise_start": (
+                    "FLOAT",
+                    {
+                        "default": 0.6,
+                        "min": 0.05,
+                        "max": 1.0,
+                        "step": 0.05,
+                        "tooltip": "Denoise strength: lower keeps more of the upsampled clip, 1 redraws it all.",
+                    },
+                ),  # fmt: skip
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 2**63 - 1,
+                        "tooltip": "Same seed, same refinement on any device.",
+                    },
+                ),  # fmt: skip
+            },
+            "optional": {
+                "keyframes": (
+                    link_types.AV_LATENT,
+                    {
+                        "tooltip": "Other high-res keyframes (their keyframes, or their video frames); "
+                        "default: the clip's own."
+                    },
+                ),  # fmt: skip
+                "keyframe_indices": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Frames of the low-res clip the keyframes belong to (empty = the ones they carry).",
+                    },
+                ),  # fmt: skip
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, scale=2, fps_factor=1, sparsity=0.75, steps=4, denoise_start=0.6, **_):
+        RefinerSettings(
+            scale=scale,
+            fps_factor=fps_factor,
+            sparsity=sparsity,
+            steps=steps,
+            denoise_start=denoise_start,
+        ).validate()
+        return True
+
+    def refine(
+        self,
+        refiner,
+        av_latent: AVLatent,
+        scale: int,
+        fps_factor: int,
+        reinject_keyframes: bool,
+        sparsity: float,
+        steps: int,
+        denoise_start: float,
+        seed: int,
+        keyframes: AVLatent | None = None,
+        keyframe_indices: str = "",
+        unique_id=None,
+    ):
+        settings = RefinerSettings(
+            scale=scale,
+            fps_factor=fps_factor,
+            reinject_keyframes=reinject_keyframes,
+            sparsity=sparsity,
+            steps=steps,
+            denoise_start=denoise_start,
+            seed=seed,
+        ).validate()
+        key_latents, indices = (
+            _keyframes(av_latent, keyframes, keyframe_indices) if reinject_keyframes else (None, [])
+        )
+        progress = host.Progress(steps, node_id=unique_id, description="SkyReels-V4 refining")
+        hooks = SamplerHooks(
+            progress=lambda step, total: progress.update(step), interrupt=host.check_interrupt
+        )
+        try:
+            with out_of_memory_advice("SkyReels-V4 refining"):
+                refiner.to(host.torch_device())
+                video = refine(
+                    refiner,
+                    av_latent.video,
+                    settings,
+                    keyframes=key_latents,
+                    keyframe_indices=indices,
+                    hooks=hooks,
+                )
+        finally:
+            refiner.to(host.offload_device())
+            progress.close()
+            host.soft_empty_cache()
+        refined = AVLatent(
+            video=video.to(host.intermediate_device()),
+            audio=av_latent.audio,
+            fps=av_latent.fps * fps_factor,
+        )
+        return (refined,)
+
+
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (SkyReelsV4RefinerLoader, SkyReelsV4Refine)}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4RefinerLoader": "SkyReels-V4 Load Refiner",
+    "SkyReelsV4Refine": "SkyReels-V4 Refine",
+}

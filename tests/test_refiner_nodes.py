@@ -1,0 +1,108 @@
+"""The refiner nodes: which keyframes they re-inject, what they output, what they refuse."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from skyreels_pack.nodes import host
+from skyreels_pack.nodes.refiner import SkyReelsV4Refine, SkyReelsV4RefinerLoader
+
+from skyreels_core.demo import bundle
+from skyreels_core.errors import InputError
+from skyreels_core.refiner import REFINER_PRESETS, RefinerDiT
+from skyreels_core.types import AVLatent
+
+warnings.filterwarnings("ignore", message=".*flex_attention.*")
+
+WIDGETS = dict(
+    scale=2,
+    fps_factor=2,
+    reinject_keyframes=True,
+    sparsity=0.75,
+    steps=2,
+    denoise_start=0.6,
+    seed=1,
+)
+
+
+def _clip(keyframes: bool = True) -> AVLatent:
+    generator = torch.Generator().manual_seed(0)
+    video = torch.randn(1, 4, 5, 4, 6, generator=generator)
+    audio = torch.randn(1, 4, 40, generator=generator)
+    if not keyframes:
+        return AVLatent(video=video, audio=audio, fps=16.0)
+    keys = torch.randn(1, 4, 2, 8, 12, generator=generator)
+    return AVLatent(video=video, audio=audio, keyframes=keys, keyframe_indices=[0, 4], fps=16.0)
+
+
+@pytest.fixture
+def refiner():
+    torch.manual_seed(0)
+    return RefinerDiT(REFINER_PRESETS["tiny"]).eval()
+
+
+def test_refine_node_reinjects_the_samplers_keyframes_and_carries_the_audio(refiner):
+    clip = _clip()
+    (out,) = SkyReelsV4Refine().refine(refiner, clip, **WIDGETS)
+    assert out.video.shape == (1, 4, 9, 8, 12) and out.fps == 32.0
+    assert torch.equal(out.video[:, :, [0, 8]], clip.keyframes)
+    assert out.audio is clip.audio and out.keyframes is None
+
+
+def test_refine_node_takes_other_keyframes_at_typed_frames(refiner):
+    clip = _clip(keyframes=False)
+    other = AVLatent(video=torch.rand(1, 4, 1, 8, 12))
+    (out,) = SkyReelsV4Refine().refine(
+        refiner, clip, **WIDGETS, keyframes=other, keyframe_indices="8"
+    )
+    assert torch.equal(out.video[:, :, 4], other.video[:, :, 0])  # pixel 8 -> latent 2 -> 2 x 2
+
+
+@pytest.mark.parametrize(
+    ("keyframes", "indices", "input_name"),
+    [
+        (None, "0", "keyframes"),  # typed frames, nothing to re-inject
+        (AVLatent(video=torch.rand(1, 4, 1, 8, 12)), "", "keyframe_indices"),  # frames unknown
+        (AVLatent(video=torch.rand(1, 4, 1, 8, 12)), "40", "keyframe_indices"),  # outside
+        (AVLatent(video=torch.rand(1, 4, 1, 6, 6)), "0", "keyframes"),  # wrong size
+    ],
+)
+def test_refine_node_names_bad_keyframe_inputs(refiner, keyframes, indices, input_name):
+    with pytest.raises(InputError) as error:
+        SkyReelsV4Refine().refine(
+            refiner,
+            _clip(keyframes=False),
+            **WIDGETS,
+            keyframes=keyframes,
+            keyframe_indices=indices,
+        )
+    assert error.value.input_name == input_name
+
+
+def test_validate_inputs_refuses_a_frame_rate_factor_of_three():
+    assert SkyReelsV4Refine.VALIDATE_INPUTS(**WIDGETS) is True
+    with pytest.raises(InputError, match="fps_factor"):
+        SkyReelsV4Refine.VALIDATE_INPUTS(**{**WIDGETS, "fps_factor": 3})
+
+
+def test_refine_node_checks_for_cancel_every_step(refiner, monkeypatch):
+    calls = []
+
+    def cancel_on_second():
+        calls.append(1)
+        if len(calls) == 2:
+            raise InterruptedError
+
+    monkeypatch.setattr(host, "check_interrupt", cancel_on_second)
+    with pytest.raises(InterruptedError):
+        SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS)
+    assert len(calls) == 2
+
+
+def test_loader_lists_and_opens_the_bundled_refiner():
+    choices = SkyReelsV4RefinerLoader.INPUT_TYPES()["required"]["refiner_name"][0]
+    assert choices[0] == bundle.BUNDLED
+    (refiner,) = SkyReelsV4RefinerLoader().load(bundle.BUNDLED, "auto")
+    assert refiner.config == REFINER_PRESETS["demo"] and not refiner.training
