@@ -7,7 +7,11 @@ install renders without downloading anything.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from skyreels_core.demo import bundle
+from skyreels_core.errors import InputError
+from skyreels_core.paths import fingerprint
 from skyreels_core.runtime import (
     DTYPES,
     FP8_STORAGE,
@@ -29,17 +33,40 @@ DTYPE_INPUT = (
 )
 
 
-class _Loader:
+VOCODER_IN_VAE = "(inside the VAE file)"
+
+
+def _source(kind: str, name: str) -> Path | None:
+    """The file or folder an input names: the bundled demo files or the host's model folders."""
+    if name == bundle.BUNDLED:
+        return bundle.WEIGHTS_DIR
+    if name == VOCODER_IN_VAE:
+        return None
+    return (host.model_dir_path if kind == "text_encoders" else host.model_path)(kind, name)
+
+
+class FileLoader:
     CATEGORY = CATEGORY
     FUNCTION = "load"
+    FILE_INPUTS: dict[str, str] = {}  # input name -> the host model folder it picks from
+
+    @classmethod
+    def IS_CHANGED(cls, **inputs) -> str:
+        """A checkpoint replaced under the same name is reloaded; an unchanged one never is."""
+        try:
+            paths = [_source(kind, inputs[name]) for name, kind in cls.FILE_INPUTS.items()]
+        except InputError as error:
+            return str(error)  # load() raises the same clear error
+        return fingerprint([path for path in paths if path is not None])
 
 
-class SkyReelsV4ModelLoader(_Loader):
+class SkyReelsV4ModelLoader(FileLoader):
     DESCRIPTION = (
         "Loads the dual-stream MMDiT (or a Wan 2.1 T2V checkpoint) from models/diffusion_models."
     )
     RETURN_TYPES = (link_types.MODEL,)
     RETURN_NAMES = ("model",)
+    FILE_INPUTS = {"model_name": "diffusion_models"}
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -121,12 +148,13 @@ class SkyReelsV4ModelLoader(_Loader):
         )
 
 
-class SkyReelsV4TextEncoderLoader(_Loader):
+class SkyReelsV4TextEncoderLoader(FileLoader):
     DESCRIPTION = (
         "Loads the shared MLLM encoder (a Qwen2.5-VL / Qwen3-VL folder in models/text_encoders)."
     )
     RETURN_TYPES = (link_types.TEXT_ENCODER,)
     RETURN_NAMES = ("text_encoder",)
+    FILE_INPUTS = {"encoder": "text_encoders"}
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -171,10 +199,11 @@ class SkyReelsV4TextEncoderLoader(_Loader):
         )
 
 
-class SkyReelsV4VideoVAELoader(_Loader):
+class SkyReelsV4VideoVAELoader(FileLoader):
     DESCRIPTION = "Loads the video VAE: the Wan 2.1 VAE from models/vae, or the bundled demo codec."
     RETURN_TYPES = (link_types.VIDEO_VAE,)
     RETURN_NAMES = ("video_vae",)
+    FILE_INPUTS = {"vae_name": "video_vae"}
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -200,22 +229,50 @@ class SkyReelsV4VideoVAELoader(_Loader):
         )
 
 
-class SkyReelsV4AudioVAELoader(_Loader):
+class SkyReelsV4AudioVAELoader(FileLoader):
     DESCRIPTION = (
-        "Loads the audio VAE + vocoder the model was trained with. This build ships the bundled demo "
-        "codec; the MMAudio 44.1 kHz loader is not part of it yet."
+        "Loads the audio VAE + vocoder the model was trained with: MMAudio 44.1 kHz from "
+        "models/audio_vae, or the bundled demo codec."
     )
     RETURN_TYPES = (link_types.AUDIO_VAE,)
     RETURN_NAMES = ("audio_vae",)
+    FILE_INPUTS = {"vae_name": "audio_vae", "vocoder_name": "audio_vae"}
 
     @classmethod
     def INPUT_TYPES(cls):
+        files = host.list_models("audio_vae")
         return {
-            "required": {"vae_name": ([bundle.BUNDLED], {"tooltip": "The audio codec to load."})}
+            "required": {
+                "vae_name": (
+                    [bundle.BUNDLED, *files],
+                    {"tooltip": "The MMAudio-44k VAE .safetensors (diffusers key layout)."},
+                ),
+                "vocoder_name": (
+                    [VOCODER_IN_VAE, *files],
+                    {
+                        "default": VOCODER_IN_VAE,
+                        "tooltip": "The BigVGAN vocoder .safetensors, or none when the VAE file "
+                        "carries it under vocoder.*. Ignored for the bundled codec."
+                    },
+                ),
+                "dtype": DTYPE_INPUT,
+            }
         }
 
-    def load(self, vae_name: str):
-        return (bundle.audio_codec(device=host.torch_device()),)
+    def load(self, vae_name: str, vocoder_name: str = VOCODER_IN_VAE, dtype: str = "auto"):
+        device = host.torch_device()
+        if vae_name == bundle.BUNDLED:
+            return (bundle.audio_codec(device=device),)
+        from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+        return (
+            MMAudioCodec.from_single_file(
+                _source("audio_vae", vae_name),
+                _source("audio_vae", vocoder_name),
+                dtype=resolve_dtype(dtype, device),
+                device=device,
+            ),
+        )
 
 
 NODE_CLASS_MAPPINGS = {

@@ -16,17 +16,17 @@ from skyreels_core.types import AVLatent
 
 from . import host, link_types
 from .loaders import CATEGORY as LOADERS_CATEGORY
-from .loaders import DTYPE_INPUT
+from .loaders import DTYPE_INPUT, FileLoader
 
 CATEGORY = "SkyReels-V4/refiner"
 
 
-class SkyReelsV4RefinerLoader:
+class SkyReelsV4RefinerLoader(FileLoader):
     DESCRIPTION = "Loads the refiner DiT from models/skyreels_refiner, or the bundled demo refiner."
     CATEGORY = LOADERS_CATEGORY
     RETURN_TYPES = (link_types.REFINER,)
     RETURN_NAMES = ("refiner",)
-    FUNCTION = "load"
+    FILE_INPUTS = {"refiner_name": "refiner"}
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -29,3 +29,16 @@ def resolve_inside(roots: list[Path] | Path, name: str, input_name: str = "file"
             return candidate
     folders = ", ".join(str(root) for root in roots)
     raise InputError(input_name, f"{name!r} was not found", f"put the file into {folders}")
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """Names, sizes and modification times of the files (a folder counts as all its files): cheap
+    to compute on every queue, and it changes when a file is replaced under the same name."""
+    files = sorted(
+        file for path in paths for file in (path.rglob("*") if path.is_dir() else [path])
+    )
+    return ";".join(
+        f"{file}:{stat.st_size}:{stat.st_mtime_ns}"
+        for file in files
+        if file.is_file() and (stat := file.stat())
+    )
