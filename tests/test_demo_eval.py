@@ -31,7 +31,8 @@ def report():
 # Measured on the shipped bundle (eval-demo, 12 + 3 cases): shape 0.67. The 64 px model draws
 # blobs about twice the size of the world's shapes; the codec itself keeps shapes readable
 # (tests/test_demo_codecs.py), so more model capacity or training is what would reach 0.8.
-NOT_YET_MET = {"shape_accuracy"}
+# The demo refiner trails bicubic by about 1 dB (x1) and 1.6 dB (x2): see tests/test_refiner.py.
+NOT_YET_MET = {"shape_accuracy", "refiner_gain_db"}
 
 
 @pytest.mark.parametrize(
