@@ -252,7 +252,7 @@ class SkyReelsV4AudioVAELoader(FileLoader):
                     {
                         "default": VOCODER_IN_VAE,
                         "tooltip": "The BigVGAN vocoder .safetensors, or none when the VAE file "
-                        "carries it under vocoder.*. Ignored for the bundled codec."
+                        "carries it under vocoder.*. Ignored for the bundled codec.",
                     },
                 ),
                 "dtype": DTYPE_INPUT,
