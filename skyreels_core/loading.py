@@ -201,11 +201,15 @@ def load_model(
 
 
 def save_model(
-    model: DualStreamMMDiT, path: str | Path, extra_metadata: dict[str, str] | None = None
+    model: torch.nn.Module,
+    path: str | Path,
+    extra_metadata: dict[str, str] | None = None,
+    config_key: str = CONFIG_METADATA_KEY,
 ) -> Path:
-    """Safetensors with the config in the metadata, so the file describes itself."""
+    """Safetensors with the model's config dataclass in the metadata under ``config_key``, so the
+    file describes itself (the generator and the refiner each have their own key)."""
     path = Path(path)
-    metadata = {CONFIG_METADATA_KEY: json.dumps(asdict(model.config)), **(extra_metadata or {})}
+    metadata = {config_key: json.dumps(asdict(model.config)), **(extra_metadata or {})}
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     save_file(state, str(path), metadata=metadata)
     return path

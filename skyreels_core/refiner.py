@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .blocks import DualStreamBlock
 from .config import ModelConfig
 from .errors import CheckpointError, InputError
-from .loading import read_header, validate_keys
+from .loading import read_header, save_model, validate_keys
 from .mmdit import TIMESTEP_SCALE, Head, sinusoidal_embedding
 from .objective import noised, velocity_target
 from .rope import rotary, video_angles, video_positions
@@ -407,12 +407,7 @@ def refine(
 def save_refiner(
     model: RefinerDiT, path: str | Path, extra_metadata: dict[str, str] | None = None
 ) -> Path:
-    """Safetensors with the config (and provenance) in the metadata, so the file describes itself."""
-    path = Path(path)
-    metadata = {CONFIG_METADATA_KEY: json.dumps(asdict(model.config)), **(extra_metadata or {})}
-    state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
-    save_file(state, str(path), metadata=metadata)
-    return path
+    return save_model(model, path, extra_metadata, config_key=CONFIG_METADATA_KEY)
 
 
 def load_refiner(
