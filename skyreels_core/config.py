@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass, replace
 from .errors import InputError
 
 
+def check_heads(name: str, dim: int, num_heads: int) -> None:
+    """Rotary embeddings rotate pairs of channels, so every head needs an even width."""
+    if dim % num_heads or (dim // num_heads) % 2:
+        raise ValueError(f"{name}: dim {dim} must split into {num_heads} even heads")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The dual-stream MMDiT's shape.
@@ -39,10 +45,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
 
     def __post_init__(self) -> None:
-        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
-            raise ValueError(
-                f"{self.name}: dim {self.dim} must split into {self.num_heads} even heads"
-            )
+        check_heads(self.name, self.dim, self.num_heads)
         if self.num_single_blocks and not self.joint_text:
             raise ValueError(f"{self.name}: single-stream blocks need joint_text")
 

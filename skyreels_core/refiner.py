@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .blocks import DualStreamBlock
-from .config import ModelConfig
+from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
 from .loading import read_header, save_model, validate_keys
 from .mmdit import TIMESTEP_SCALE, Head, sinusoidal_embedding
@@ -62,10 +62,7 @@ class RefinerConfig:
     rope_theta: float = 10000.0
 
     def __post_init__(self) -> None:
-        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
-            raise ValueError(
-                f"{self.name}: dim {self.dim} must split into {self.num_heads} even heads"
-            )
+        check_heads(self.name, self.dim, self.num_heads)
 
     @property
     def head_dim(self) -> int:
