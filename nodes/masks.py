@@ -13,6 +13,7 @@ from skyreels_core.types import VideoCondition
 
 from . import link_types
 from .codec_inputs import video_codec
+from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/masks"
 
@@ -45,6 +46,7 @@ class _MaskNode:
     FUNCTION = "build"
 
     @classmethod
+    @reports_input_errors
     def VALIDATE_INPUTS(cls, frames: int = 33, **_):
         if frames < 1 or (frames - 1) % 4:
             latent_frame_count(frames)  # raises with the nearest valid counts

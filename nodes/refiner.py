@@ -17,6 +17,7 @@ from skyreels_core.types import AVLatent
 from . import host, link_types
 from .loaders import CATEGORY as LOADERS_CATEGORY
 from .loaders import DTYPE_INPUT, FileLoader
+from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/refiner"
 
@@ -188,6 +189,7 @@ class SkyReelsV4Refine:
         }
 
     @classmethod
+    @reports_input_errors
     def VALIDATE_INPUTS(cls, scale=2, fps_factor=1, sparsity=0.75, steps=4, denoise_start=0.6, **_):
         RefinerSettings(
             scale=scale,

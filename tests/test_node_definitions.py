@@ -45,3 +45,9 @@ def test_node_definition_is_consistent(name):
             assert options["min"] <= options["default"] <= options["max"], (name, input_name)
         if isinstance(kind, list):
             assert kind and options.get("default", kind[0]) in kind, (name, input_name)
+
+
+def test_validation_reports_bad_frame_counts_as_a_message_before_running():
+    verdict = NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"].VALIDATE_INPUTS(frames=30)
+    assert verdict.startswith("frames:") and "29 or 33" in verdict
+    assert NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"].VALIDATE_INPUTS(frames=33) is True
