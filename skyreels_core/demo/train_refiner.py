@@ -121,12 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=256, help="training scenes from the world")
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=12000)
     parser.add_argument("--batch", type=int, default=6)
     parser.add_argument(
         "--max-minutes",
         type=float,
-        default=25.0,
+        default=32.0,
         help="stop training after this long; the learning rate anneals over whichever of "
         "--steps or --max-minutes ends first (reproducible when --steps ends first)",
     )
