@@ -197,7 +197,7 @@ DEMO_SAMPLING = {
     "shift": 3.0,
     "solver": "unipc",
     "video_guidance": 4.0,
-    "audio_guidance": 3.0,
+    "audio_guidance": 1.0,  # the demo model's pitch is best unguided (see demo/render.py)
     "fps": 16.0,
 }
 

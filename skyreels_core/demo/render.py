@@ -60,7 +60,9 @@ class RenderRequest:
     steps: int = 20
     shift: float = 3.0
     video_guidance: float = 4.0
-    audio_guidance: float = 3.0
+    # Chosen on validation scenes (held-out seeds + 3000, never the eval's): audio CFG at 1.0 / 1.5
+    # / 3.0 read the right pitch in 93 / 87 / 60 % of 30 clips; guiding the hum pushes it off-key.
+    audio_guidance: float = 1.0
 
 
 def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, References | None]:
