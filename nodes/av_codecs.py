@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from skyreels_core.av_io import resample_audio
+from skyreels_core.av_io import fit_length, resample_audio
+from skyreels_core.codecs import audio_token_count
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.shapes import latent_frame_count, pixel_frame_count
@@ -139,6 +140,19 @@ class SkyReelsV4EncodeAudio:
 
     def encode(self, av_latent: AVLatent, audio, audio_vae):
         waveform = resample_audio(audio["waveform"], audio["sample_rate"], audio_vae.sample_rate)
+        frames = pixel_frame_count(av_latent.video.shape[2])
+        clip_s, sound_s = frames / av_latent.fps, waveform.shape[-1] / audio_vae.sample_rate
+        if abs(sound_s - clip_s) > 1 / av_latent.fps:  # more than a frame off: the wrong sound
+            raise InputError(
+                "audio",
+                f"{sound_s:.2f} s of sound for a {clip_s:.2f} s clip ({frames} frames at "
+                f"{av_latent.fps:g} fps)",
+                "trim or pad the sound to the clip's length, or encode the matching clip",
+            )
+        tokens = audio_token_count(
+            frames, av_latent.fps, audio_vae.sample_rate, audio_vae.samples_per_token
+        )
+        waveform = fit_length(waveform, tokens * audio_vae.samples_per_token)
         with out_of_memory_advice("SkyReels-V4 audio encode"), torch.no_grad():
             latents = audio_vae.encode(waveform)
         return (AVLatent(video=av_latent.video, audio=latents, fps=av_latent.fps),)
