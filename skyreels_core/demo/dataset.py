@@ -21,16 +21,21 @@ class WorldData:
     captions: list[str]
 
 
-def render_world(count: int, seed: int) -> WorldData:
-    """``count`` training clips: scene seeds ``seed * SCENES_PER_SEED + i``."""
+def training_seeds(count: int, seed: int) -> range:
+    """Scene seeds ``seed * SCENES_PER_SEED + i`` for ``count`` training clips; every demo trainer
+    draws from here, so none reaches the held-out evaluation scenes."""
     if not 0 <= count <= SCENES_PER_SEED or (seed + 1) * SCENES_PER_SEED > HELD_OUT_SEED:
         raise ValueError(
             f"seed {seed} with {count} scenes would reach the held-out evaluation scenes; "
             f"use a seed below {HELD_OUT_SEED // SCENES_PER_SEED} and at most {SCENES_PER_SEED} scenes"
         )
+    return range(seed * SCENES_PER_SEED, seed * SCENES_PER_SEED + count)
+
+
+def render_world(count: int, seed: int) -> WorldData:
     scenes = [
-        render_scene(sample_scene_spec(seed * SCENES_PER_SEED + i, max_objects=2), frames=FRAMES)
-        for i in range(count)
+        render_scene(sample_scene_spec(scene, max_objects=2), frames=FRAMES)
+        for scene in training_seeds(count, seed)
     ]
     return WorldData(
         torch.stack([s.frames for s in scenes]),

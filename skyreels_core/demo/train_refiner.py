@@ -25,7 +25,7 @@ from ..objective import flow_matching_loss, noised
 from ..refiner import FPS_FACTORS, REFINER_PRESETS, RefinerDiT, build_condition, save_refiner
 from ..training import cosine_with_warmup, load_checkpoint, save_checkpoint
 from . import bundle
-from .dataset import FRAMES, HELD_OUT_SEED, SCENES_PER_SEED
+from .dataset import FRAMES, training_seeds
 from .world import render_scene, sample_scene_spec
 
 LOW_SIZE, HIGH_SIZE = 64, 128
@@ -63,13 +63,10 @@ def encode_pair(codec, low: torch.Tensor, high: torch.Tensor, fps_factor: int):
 
 
 def encode_world(codec, count: int, seed: int) -> RefinerData:
-    """``count`` training scenes from seeds ``seed * SCENES_PER_SEED + i``, as every demo trainer
-    draws them, so the held-out evaluation seeds are never seen."""
-    if not 0 <= count <= SCENES_PER_SEED or (seed + 1) * SCENES_PER_SEED > HELD_OUT_SEED:
-        raise ValueError(f"seed {seed} with {count} scenes would reach the held-out scenes")
+    """``count`` training scenes, drawn as every demo trainer draws them."""
     low, high = {r: [] for r in FPS_FACTORS}, {r: [] for r in FPS_FACTORS}
-    for index in tqdm(range(count), desc="world at 64 and 128 px", leave=False):
-        pair = [frames[None] for frames in scene_pair(seed * SCENES_PER_SEED + index)]
+    for scene in tqdm(training_seeds(count, seed), desc="world at 64 and 128 px", leave=False):
+        pair = [frames[None] for frames in scene_pair(scene)]
         for r in FPS_FACTORS:
             z_low, z_high = encode_pair(codec, *pair, r)
             low[r].append(z_low)
