@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from codec_helpers import TINY_AUDIO, TINY_VOCODER, write_tiny_mmaudio
 from safetensors.torch import save_file
 
 from skyreels_core.codecs import VideoCodec, audio_token_count
@@ -119,23 +120,10 @@ def test_tiling_options_keep_shapes_and_refuse_bad_overlap(reference_and_file):
         codec.set_tiling(4, 4)
 
 
-TINY_AUDIO = {"mel_bins": 16, "hidden_channels": 8, "channel_multipliers": [1, 2], "n_fft": 256,
-              "hop_length": 64}  # fmt: skip
-TINY_VOCODER = {"num_mels": 16, "upsample_initial_channel": 16, "upsample_rates": [8, 8],
-                "upsample_kernel_sizes": [16, 16], "resblock_kernel_sizes": [3],
-                "resblock_dilation_sizes": [[1, 3]]}  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def audio_reference(tmp_path_factory):
-    from diffusers import MMAudioVAE, MMAudioVocoder
-
-    torch.manual_seed(0)
-    vae, vocoder = MMAudioVAE(**TINY_AUDIO).eval(), MMAudioVocoder(**TINY_VOCODER).eval()
     folder = tmp_path_factory.mktemp("audio")
-    save_file(vae.state_dict(), str(folder / "vae.safetensors"))
-    save_file(vocoder.state_dict(), str(folder / "vocoder.safetensors"))
-    return vae, vocoder, folder
+    return (*write_tiny_mmaudio(folder), folder)
 
 
 def test_mmaudio_loads_and_matches_diffusers(audio_reference):
@@ -160,8 +148,6 @@ def test_mmaudio_loads_and_matches_diffusers(audio_reference):
     decoded = codec.decode(latents)
     assert decoded.shape == (1, 1, 128 * 6)
     assert (decoded - expected).abs().max() < 1e-5
-    combined = {**vae.state_dict(), **{f"vocoder.{k}": v for k, v in vocoder.state_dict().items()}}
-    save_file(combined, str(folder / "combined.safetensors"))
     one_file = MMAudioCodec.from_single_file(
         folder / "combined.safetensors", vae_config=TINY_AUDIO, vocoder_config=TINY_VOCODER
     )

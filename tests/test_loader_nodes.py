@@ -8,9 +8,9 @@ import time
 
 import pytest
 import torch
+from codec_helpers import TINY_AUDIO, TINY_VOCODER, write_tiny_mmaudio
 from safetensors.torch import save_file
 from skyreels_pack import NODE_CLASS_MAPPINGS
-from test_codecs import TINY_AUDIO, TINY_VOCODER
 
 import skyreels_core.codecs.mmaudio as mmaudio
 
@@ -27,15 +27,7 @@ def models(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_audio_files(models, monkeypatch):
-    from diffusers import MMAudioVAE, MMAudioVocoder
-
-    torch.manual_seed(0)
-    vae, vocoder = MMAudioVAE(**TINY_AUDIO).eval(), MMAudioVocoder(**TINY_VOCODER).eval()
-    folder = models / "audio_vae"
-    save_file(vae.state_dict(), str(folder / "vae.safetensors"))
-    save_file(vocoder.state_dict(), str(folder / "vocoder.safetensors"))
-    combined = {**vae.state_dict(), **{f"vocoder.{k}": v for k, v in vocoder.state_dict().items()}}
-    save_file(combined, str(folder / "combined.safetensors"))
+    vae, vocoder = write_tiny_mmaudio(models / "audio_vae")
     # The node reads the shipped 44.1 kHz configs; the tiny ones keep the test small.
     tiny = {"mmaudio_44k_vae.json": TINY_AUDIO, "mmaudio_44k_vocoder.json": TINY_VOCODER}
     monkeypatch.setattr(mmaudio, "_config", lambda name: tiny[name])

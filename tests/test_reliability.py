@@ -33,7 +33,7 @@ def folders(tmp_path, monkeypatch):
     return output
 
 
-def _render(folders) -> torch.Tensor:
+def _render():
     outputs = run_api_prompt(
         PROMPT, NODE_CLASS_MAPPINGS, core_shims(ASSETS), {"workflow": WORKFLOW}
     )
@@ -42,12 +42,12 @@ def _render(folders) -> torch.Tensor:
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads RSS from /proc")
 def test_twenty_queued_renders_leak_nothing_and_repeat_exactly(folders):
-    first = _render(folders)
+    first = _render()
     for _ in range(4):  # allocator pools and caches settle
-        _render(folders)
+        _render()
     settled = _resident_bytes()
     for _ in range(15):
-        result = _render(folders)
+        result = _render()
         assert torch.equal(result.video, first.video) and torch.equal(result.audio, first.audio)
     growth = _resident_bytes() - settled
     assert growth < 48 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over 15 renders"
@@ -69,10 +69,10 @@ def test_an_interrupt_stops_within_a_step_and_leaves_no_file(folders, monkeypatc
 
     monkeypatch.setattr(host, "check_interrupt", interrupt)
     with pytest.raises(Interrupted):
-        _render(folders)
+        _render()
     assert len(calls) == 2  # the second step's check stopped it
     assert not folders.exists() or not any(folders.rglob("*"))
     monkeypatch.undo()
     monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(folders))
-    _render(folders)
+    _render()
     assert len(list(folders.rglob("*.mp4"))) == 1
