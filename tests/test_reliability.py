@@ -12,6 +12,8 @@ import torch
 from skyreels_pack import NODE_CLASS_MAPPINGS
 from workflow_tools import core_shims, object_info_from_mappings, run_api_prompt, ui_to_api
 
+from skyreels_core.types import AVLatent
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "workflows" / "assets"
 WORKFLOW = json.loads((ROOT / "workflows" / "text_to_video.json").read_text())
@@ -33,7 +35,7 @@ def folders(tmp_path, monkeypatch):
     return output
 
 
-def _render():
+def _render() -> AVLatent:
     outputs = run_api_prompt(
         PROMPT, NODE_CLASS_MAPPINGS, core_shims(ASSETS), {"workflow": WORKFLOW}
     )
