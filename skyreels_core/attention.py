@@ -8,6 +8,7 @@ pack; ``flex`` is the refiner's block-sparse attention.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,17 @@ _PACKAGES = {
     "flash_attn": ("flash_attn", "pip install flash-attn"),
     "sage": ("sageattention", "pip install sageattention"),
 }
+
+
+@dataclass(frozen=True)
+class BlockSparsity:
+    """What the block-sparse ``flex`` backend needs to know of a video token sequence: its
+    (T, H, W) ``grid``, the share of key cubes kept, and the learned per-head ``gate`` [heads] of
+    the coarse path (None: the fine path alone)."""
+
+    grid: tuple[int, int, int]
+    keep_ratio: float
+    gate: torch.Tensor | None = None
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
@@ -46,12 +58,11 @@ def attention(
     *,
     backend: str = "sdpa",
     mask: torch.Tensor | None = None,
-    grid: tuple[int, int, int] | None = None,
-    keep_ratio: float = 0.25,
+    sparsity: BlockSparsity | None = None,
 ) -> torch.Tensor:
     """Softmax attention over [B, heads, L, head_dim] tensors; ``mask`` is a boolean key mask
-    broadcastable to [B, heads, L_q, L_k] (True = attend). ``grid`` (T, H, W) and ``keep_ratio``
-    configure the block-sparse ``flex`` backend."""
+    broadcastable to [B, heads, L_q, L_k] (True = attend). The ``flex`` backend is block-sparse
+    over a video token grid described by ``sparsity`` (dense without one)."""
     if backend == "sdpa" or (mask is not None and backend in ("flash_attn", "sage")):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if backend == "flash_attn":
@@ -66,11 +77,13 @@ def attention(
 
         return sageattn(q, k, v, tensor_layout="HND")
     if backend == "flex":
-        if grid is None or mask is not None:
+        if sparsity is None or mask is not None:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         from .sparse_attention import block_sparse_attention
 
-        return block_sparse_attention(q, k, v, grid, keep_ratio=keep_ratio)
+        return block_sparse_attention(
+            q, k, v, sparsity.grid, keep_ratio=sparsity.keep_ratio, gate=sparsity.gate
+        )
     raise InputError(
         "attention", f"{backend!r} is not an attention backend", f"use one of {', '.join(BACKENDS)}"
     )

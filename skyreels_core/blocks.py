@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attention
+from .attention import BlockSparsity, attention
 from .rope import apply_rotary
 
 Table = tuple[torch.Tensor, torch.Tensor]
@@ -122,13 +122,12 @@ def _joint(
     kv_parts: list[tuple[torch.Tensor, torch.Tensor]],
     mask,
     backend,
-    grid=None,
-    keep_ratio: float = 0.25,
+    sparsity: BlockSparsity | None = None,
 ) -> torch.Tensor:
     k = _along_tokens([k for k, _ in kv_parts])
     v = _along_tokens([v for _, v in kv_parts])
     q = _along_tokens(q_parts)
-    return attention(q, k, v, mask=mask, backend=backend, grid=grid, keep_ratio=keep_ratio)
+    return attention(q, k, v, mask=mask, backend=backend, sparsity=sparsity)
 
 
 class _StreamBlock(nn.Module):
@@ -169,9 +168,11 @@ class DualStreamBlock(_StreamBlock):
             self.text_ffn = gelu_mlp(dim, ffn_dim)
             self.text_modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def attend(self, x, text, e, table: Table, mask, backend, grid=None, keep_ratio: float = 0.25):
+    def attend(
+        self, x, text, e, table: Table, mask, backend, sparsity: BlockSparsity | None = None
+    ):
         """Joint self-attention of the modality tokens (rotated) and the text tokens (not rotated).
-        ``grid`` and ``keep_ratio`` configure the block-sparse ``flex`` backend (the refiner)."""
+        ``sparsity`` configures the block-sparse ``flex`` backend (the refiner, text-free)."""
         shift, scale, gate = (self.modulation + e).chunk(6, dim=1)[:3]
         h = modulate(self.norm1(x), shift, scale)
         q_parts = [self.self_attn.query(h, table)]
@@ -181,7 +182,7 @@ class DualStreamBlock(_StreamBlock):
             ht = modulate(self.norm1(text), t_shift, t_scale)
             q_parts.append(self.text_attn.query(ht))
             kv_parts.append(self.text_attn.key_value(ht))
-        out = _joint(q_parts, kv_parts, mask, backend, grid if text is None else None, keep_ratio)
+        out = _joint(q_parts, kv_parts, mask, backend, sparsity if text is None else None)
         length = x.shape[1]
         x = x + self.self_attn.output(out[:, :, :length]) * gate
         if text is not None:

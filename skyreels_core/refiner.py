@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from .attention import BlockSparsity
 from .blocks import DualStreamBlock
 from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
@@ -109,7 +110,9 @@ def _rotary_table(grid: tuple[int, int, int], head_dim: int, theta: float):
 class RefinerDiT(nn.Module):
     """Patch embedding -> N video-stream blocks (self-attention + FFN, adaLN-Zero on the time) ->
     head. Self-attention is dense, or block-sparse (VSA-style, FlexAttention block masks) when a
-    ``keep_ratio`` is given. Module names equal the generator's, so weights copy by name."""
+    ``keep_ratio`` is given; then each block adds the coarse cube attention through its learned
+    per-head gate, zero at initialisation so a refiner starts as its dense weights' fine path.
+    Module names equal the generator's, so weights copy by name."""
 
     def __init__(self, config: RefinerConfig) -> None:
         super().__init__()
@@ -136,6 +139,7 @@ class RefinerDiT(nn.Module):
             )
             for _ in range(config.num_blocks)
         )
+        self.coarse_gates = nn.Parameter(torch.zeros(config.num_blocks, config.num_heads))
         pt, ph, pw = config.patch_size
         self.head = Head(d, config.video_latent_channels * pt * ph * pw, config.eps)
 
@@ -156,11 +160,10 @@ class RefinerDiT(nn.Module):
         e6 = self.time_projection(e).unflatten(1, (6, -1))
         cos, sin = _rotary_table(grid, c.head_dim, c.rope_theta)
         table = (cos.to(video.device), sin.to(video.device))
-        backend, ratio = (
-            (self.attention_backend, 1.0) if keep_ratio is None else ("flex", keep_ratio)
-        )
-        for block in self.blocks:
-            x, _ = block.attend(x, None, e6, table, None, backend, grid, ratio)
+        backend = self.attention_backend if keep_ratio is None else "flex"
+        for block, gate in zip(self.blocks, self.coarse_gates):
+            sparsity = None if keep_ratio is None else BlockSparsity(grid, keep_ratio, gate)
+            x, _ = block.attend(x, None, e6, table, None, backend, sparsity)
             x, _ = block.feed_forward(x, None, e6)
         out = self.head(x, e).reshape(batch, *grid, pt, ph, pw, -1)
         return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(batch, -1, frames, height, width)
@@ -170,8 +173,9 @@ class RefinerDiT(nn.Module):
 def initialise_from_video_stream(refiner: RefinerDiT, model: nn.Module) -> list[str]:
     """Copy the generator's video stream onto the refiner (DESIGN §4): patch embedding (same
     concat(x_t, I, M) input), time embedding, the first blocks' self-attention, FFN and
-    modulation, and the head. Returns the refiner keys left as initialised (none when widths
-    match); the generator's text, cross-attention and audio weights have no place here."""
+    modulation, and the head. Returns the refiner keys left as initialised (only the coarse gates,
+    which start at zero, when widths match); the generator's text, cross-attention and audio
+    weights have no place here."""
     source = model.state_dict()
     fresh = []
     for key, target in refiner.state_dict().items():

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skyreels_core.attention import attention, available_backends
+from skyreels_core.attention import BlockSparsity, attention, available_backends
 from skyreels_core.errors import InputError
 
 
@@ -51,5 +51,5 @@ def test_flex_with_everything_kept_equals_dense():
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 4 * 4 * 4, 16, generator=generator) for _ in range(3))
     dense = attention(q, k, v)
-    sparse = attention(q, k, v, backend="flex", grid=(4, 4, 4), keep_ratio=1.0)
+    sparse = attention(q, k, v, backend="flex", sparsity=BlockSparsity((4, 4, 4), 1.0))
     assert torch.allclose(dense, sparse, atol=1e-5)

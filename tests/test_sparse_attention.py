@@ -7,11 +7,16 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import flex_attention
 
 from skyreels_core.sparse_attention import (
+    _layout_on,
+    _pool,
+    block_mask_from_selection,
     block_sparse_attention,
     cube_order,
     dense_attention_flops,
+    gathered_attention,
     select_cubes,
     sparse_attention_flops,
 )
@@ -29,6 +34,24 @@ def test_keep_all_equals_dense_attention(grid):
     q, k, v = _qkv(grid[0] * grid[1] * grid[2])
     dense = F.scaled_dot_product_attention(q, k, v)
     assert torch.allclose(block_sparse_attention(q, k, v, grid, keep_ratio=1.0), dense, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize(("grid", "local"), [((8, 8, 8), False), ((5, 9, 10), True)])
+def test_gathered_path_equals_flex_with_the_same_block_mask(grid, local):
+    """The CPU path and the FlexAttention BlockMask (CUDA's path, run eagerly here) attend the
+    same cube pairs: top-k plus the neighbourhood, padded tokens left out."""
+    q, k, v = _qkv(grid[0] * grid[1] * grid[2], seed=2)
+    index, valid, neighbours = _layout_on(grid, q.device)
+    qc, kc, vc = (x[:, :, index] for x in (q, k, v))
+    selected = select_cubes(
+        _pool(qc, valid), _pool(kc, valid), keep=3, local=neighbours if local else None
+    )
+    if local:
+        assert selected.sum(-1).min() < selected.sum(-1).max()  # rows of different widths
+    flex = flex_attention(qc, kc, vc, block_mask=block_mask_from_selection(selected, valid))
+    gathered = gathered_attention(qc, kc, vc, selected, valid)
+    assert torch.allclose(gathered[:, :, valid], flex[:, :, valid], atol=1e-5)
 
 
 def test_token_order_round_trip_and_padding():
