@@ -154,9 +154,11 @@ def test_bad_inputs_name_the_input(change, input_name):
 def test_initialises_from_the_video_stream_of_the_generator():
     model = tiny_model()
     refiner = RefinerDiT(RefinerConfig.from_model(model.config))
-    assert initialise_from_video_stream(refiner, model) == []
+    assert initialise_from_video_stream(refiner, model) == ["coarse_gates"]
+    assert not refiner.coarse_gates.any()  # the sparse path starts as the fine path alone
     for key, value in refiner.state_dict().items():
-        assert torch.equal(value, model.state_dict()[key]), key
+        if key != "coarse_gates":
+            assert torch.equal(value, model.state_dict()[key]), key
     # The copied block computes what the generator's video block computes without text.
     block, source = refiner.blocks[0], model.blocks[0]
     x = _latents(1, 12, model.config.dim)
@@ -218,3 +220,28 @@ def test_the_bundled_refiner_beats_bicubic_on_held_out_scenes(bundled, fps_facto
     assert FIRST_SEED >= HELD_OUT_SEED  # scenes no trainer draws
     report = refiner_psnr(refiner, codec, cases=3, settings=RefinerSettings(fps_factor=fps_factor))
     assert report["refined_psnr_db"] > report["bicubic_psnr_db"], report
+
+
+def test_sparse_training_reaches_the_coarse_gates():
+    """The gates are learned: a sparse forward pass gives them a gradient (a dense one cannot)."""
+    refiner = _tiny_refiner().train()
+    video = _latents(1, refiner.config.in_channels, 9, 16, 16)
+    refiner(video, torch.tensor([0.5]), keep_ratio=0.25).square().mean().backward()
+    assert refiner.coarse_gates.grad.abs().min() > 0
+
+
+def test_train_demo_refiner_smoke_run_writes_a_loadable_refiner(tmp_path):
+    import argparse
+
+    from skyreels_core.demo import train_refiner
+    from skyreels_core.loading import read_header
+
+    parser = argparse.ArgumentParser()
+    train_refiner.add_arguments(parser)
+    options = ["--out", str(tmp_path), "--scenes", "2", "--steps", "3", "--batch", "2"]
+    assert train_refiner.run(parser.parse_args([*options, "--checkpoint-every", "2"])) == 0
+    refiner = load_refiner(tmp_path / "refiner.safetensors")
+    _, metadata = read_header(tmp_path / "refiner.safetensors")
+    assert metadata["training_steps"] == "3" and "--steps 3" in metadata["command"]
+    assert refiner.config == REFINER_PRESETS["demo"]
+    assert not (tmp_path / "refiner_training.safetensors").exists()
