@@ -6,6 +6,7 @@ import torch
 
 from skyreels_core.av_io import fit_length, resample_audio
 from skyreels_core.codecs import audio_token_count
+from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.shapes import latent_frame_count, pixel_frame_count
@@ -15,6 +16,29 @@ from . import host, link_types
 from .codec_inputs import video_codec
 
 CATEGORY = "SkyReels-V4/codecs"
+TILE_INPUTS = {
+    "tile_size": (
+        "INT",
+        {
+            "default": 0,
+            "min": 0,
+            "max": 1024,
+            "tooltip": "Work in spatial tiles of this many latent pixels (0 = whole frames). Bounds "
+            "the VAE's memory by the tile; costs the overlap's repeated work (tile 32, overlap "
+            "8: about 1.8x).",
+        },
+    ),
+    "tile_overlap": (
+        "INT",
+        {
+            "default": 8,
+            "min": 0,
+            "max": 512,
+            "tooltip": "Latent pixels neighbouring tiles share: the outer part feeds the edges' "
+            "convolutions, the middle quarter is cross-faded, so there are no seams.",
+        },
+    ),
+}
 
 
 class SkyReelsV4DecodeVideo:
@@ -36,13 +60,14 @@ class SkyReelsV4DecodeVideo:
                     link_types.ANY_VIDEO_VAE,
                     {"tooltip": "The video VAE the model was trained with."},
                 ),
-            }
+            },
+            "optional": TILE_INPUTS,
         }
 
-    def decode(self, av_latent: AVLatent, video_vae):
+    def decode(self, av_latent: AVLatent, video_vae, tile_size: int = 0, tile_overlap: int = 8):
         codec = video_codec(video_vae)
         with out_of_memory_advice("SkyReels-V4 video decode"), torch.no_grad():
-            frames = codec.decode(av_latent.video)
+            frames = decode_tiled(codec, av_latent.video, tile_size, tile_overlap)
         frames = frames.to(host.intermediate_device(), torch.float32)
         return (frames.reshape(-1, *frames.shape[2:]), float(av_latent.fps))
 
@@ -81,7 +106,10 @@ class SkyReelsV4DecodeAudio:
 
 
 class SkyReelsV4EncodeVideo:
-    DESCRIPTION = "IMAGE frames to video latents (for the refiner or video-to-video)."
+    DESCRIPTION = (
+        "IMAGE frames to video latents (for the refiner or video-to-video); add sound to them "
+        "with Encode Audio."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.AV_LATENT,)
     RETURN_NAMES = ("av_latent",)
@@ -103,18 +131,14 @@ class SkyReelsV4EncodeVideo:
                     },
                 ),
             },
-            "optional": {
-                "audio": (
-                    "AUDIO",
-                    {"tooltip": "Sound to carry along (encode it with Encode Audio)."},
-                )
-            },
+            "optional": TILE_INPUTS,
         }
 
-    def encode(self, frames, video_vae, fps: float, audio=None):
+    def encode(self, frames, video_vae, fps: float, tile_size: int = 0, tile_overlap: int = 8):
         latent_frame_count(frames.shape[0], input_name="frames")
+        codec = video_codec(video_vae)
         with out_of_memory_advice("SkyReels-V4 video encode"), torch.no_grad():
-            latents = video_codec(video_vae).encode(frames[None, ..., :3])
+            latents = encode_tiled(codec, frames[None, ..., :3], tile_size, tile_overlap)
         return (AVLatent(video=latents, fps=fps),)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
 from skyreels_core.paths import fingerprint
@@ -31,6 +33,21 @@ DTYPE_INPUT = (
         "tooltip": "Weight precision: auto is bf16 on CUDA, fp32 on CPU. fp16/bf16 halve memory.",
     },
 )
+
+
+OFFLOAD_INPUT = (
+    "BOOLEAN",
+    {
+        "default": True,
+        "tooltip": "Rest the weights in CPU memory between uses, so they hold no GPU memory while "
+        "the transformer samples. Costs one copy of the weights to the GPU per use (the text "
+        "encoder: per prompt not already encoded). The bundled demo codecs are tiny and stay put.",
+    },
+)
+
+
+def _rest_device(offload: bool, device: torch.device) -> torch.device:
+    return host.offload_device() if offload else device
 
 
 VOCODER_IN_VAE = "(inside the VAE file)"
@@ -176,10 +193,11 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
                         "tooltip": "Which hidden layer gives the features (-1 = last).",
                     },
                 ),
-            }
+            },
+            "optional": {"offload": OFFLOAD_INPUT},
         }
 
-    def load(self, encoder: str, dtype: str, hidden_layer: int):
+    def load(self, encoder: str, dtype: str, hidden_layer: int, offload: bool = True):
         from skyreels_core.encoder import MLLMEncoder
 
         folder = (
@@ -193,7 +211,7 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
                 folder,
                 dtype=resolve_dtype(dtype, device),
                 device=device,
-                offload_device=host.offload_device(),
+                offload_device=_rest_device(offload, device),
                 hidden_layer=hidden_layer,
             ),
         )
@@ -214,18 +232,23 @@ class SkyReelsV4VideoVAELoader(FileLoader):
                     {"tooltip": "The original Wan 2.1 VAE .safetensors (wan_2.1_vae.safetensors)."},
                 ),
                 "dtype": DTYPE_INPUT,
-            }
+            },
+            "optional": {"offload": OFFLOAD_INPUT},
         }
 
-    def load(self, vae_name: str, dtype: str):
+    def load(self, vae_name: str, dtype: str, offload: bool = True):
         device = host.torch_device()
         if vae_name == bundle.BUNDLED:
             return (bundle.video_codec(device=device),)
         from skyreels_core.codecs.wan_vae import WanVideoCodec
 
-        path = host.model_path("video_vae", vae_name)
         return (
-            WanVideoCodec.from_single_file(path, dtype=resolve_dtype(dtype, device), device=device),
+            WanVideoCodec.from_single_file(
+                host.model_path("video_vae", vae_name),
+                dtype=resolve_dtype(dtype, device),
+                device=device,
+                offload_device=_rest_device(offload, device),
+            ),
         )
 
 
@@ -256,10 +279,17 @@ class SkyReelsV4AudioVAELoader(FileLoader):
                     },
                 ),
                 "dtype": DTYPE_INPUT,
-            }
+            },
+            "optional": {"offload": OFFLOAD_INPUT},
         }
 
-    def load(self, vae_name: str, vocoder_name: str = VOCODER_IN_VAE, dtype: str = "auto"):
+    def load(
+        self,
+        vae_name: str,
+        vocoder_name: str = VOCODER_IN_VAE,
+        dtype: str = "auto",
+        offload: bool = True,
+    ):
         device = host.torch_device()
         if vae_name == bundle.BUNDLED:
             return (bundle.audio_codec(device=device),)
@@ -271,6 +301,7 @@ class SkyReelsV4AudioVAELoader(FileLoader):
                 _source("audio_vae", vocoder_name),
                 dtype=resolve_dtype(dtype, device),
                 device=device,
+                offload_device=_rest_device(offload, device),
             ),
         )
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError
+from .offload import visiting
 from .types import TextEncoding
 
 SYSTEM_PROMPT = "Describe the video and its sound: objects, colours, motion, camera and timing."
@@ -139,13 +138,8 @@ class MLLMEncoder:
     def device(self) -> torch.device:
         return self.compute_device
 
-    @contextmanager
-    def _computing(self) -> Iterator[None]:
-        self.model.to(self.compute_device)
-        try:
-            yield
-        finally:
-            self.model.to(self.offload_device)
+    def _computing(self):
+        return visiting(self.model, self.compute_device, self.offload_device)
 
     def _key(self, prompt: str, images: list[torch.Tensor]) -> str:
         digest = hashlib.sha256(f"{self.hidden_layer}\0{prompt}".encode())

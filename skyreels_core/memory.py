@@ -15,7 +15,7 @@ from .errors import MemoryAdviceError
 MEMORY_OPTIONS = (
     "block swap (loader: block_swap, streams transformer blocks from CPU memory)",
     "fp8 weights (loader: dtype fp8_e4m3fn, halves the model's memory)",
-    "tiled VAE decode (decoder: tile_size)",
+    "tiled VAE decode (Decode Video: tile_size)",
     "a lower resolution or fewer frames",
 )
 

@@ -19,6 +19,9 @@ fresh copy per layer and drops it, so the whole path runs (and is tested) with i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -252,3 +255,17 @@ def place(model: nn.Module, device: torch.device | str) -> None:
     resident = [module for module in model.modules() if id(module) not in skipped]
     for slot in _tensor_slots(resident):
         _set(slot, _get(slot).to(device))
+
+
+@contextmanager
+def visiting(
+    model: nn.Module, compute_device: torch.device | str, rest_device: torch.device | str
+) -> Iterator[nn.Module]:
+    """``model`` on ``compute_device`` for the block, then back on ``rest_device``: a text encoder
+    or VAE used once per render must not hold GPU memory while the transformer samples."""
+    place(model, compute_device)
+    try:
+        yield model
+    finally:
+        if torch.device(compute_device) != torch.device(rest_device):
+            place(model, rest_device)

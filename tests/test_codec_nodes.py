@@ -37,3 +37,21 @@ def test_a_sound_of_another_length_names_the_input_and_the_fix(clip):
     with pytest.raises(InputError, match=r"3\.00 s of sound for a 2\.06 s clip") as error:
         ENCODE_AUDIO().encode(clip, _sound(3.0), bundle.audio_codec())
     assert error.value.input_name == "audio" and "trim or pad" in str(error.value)
+
+
+def test_tiled_decode_and_encode_nodes_match_whole_frames():
+    """The demo codec sees about 2 latent pixels around each output pixel; an overlap of 8 gives
+    each tile 3 pixels of unweighted context, so tiles reproduce the whole-frame result."""
+    codec = bundle.video_codec()
+    frames = torch.rand(9, 128, 128, 3, generator=torch.Generator().manual_seed(1))
+    whole = ENCODE_VIDEO().encode(frames, codec, 16.0)[0]
+    tiled = ENCODE_VIDEO().encode(frames, codec, 16.0, tile_size=12, tile_overlap=8)[0]
+    assert (tiled.video - whole.video).abs().max() < 1e-4
+    decode = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]()
+    untiled_frames, fps = decode.decode(whole, codec)
+    tiled_frames, _ = decode.decode(whole, codec, tile_size=12, tile_overlap=8)
+    assert tiled_frames.shape == untiled_frames.shape == (9, 128, 128, 3) and fps == 16.0
+    assert (tiled_frames - untiled_frames).abs().max() < 1e-4
+    with pytest.raises(InputError) as error:
+        decode.decode(whole, codec, tile_size=8, tile_overlap=8)
+    assert error.value.input_name == "tile_overlap"

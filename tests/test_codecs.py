@@ -10,6 +10,7 @@ from codec_helpers import TINY_AUDIO, TINY_VOCODER, write_tiny_mmaudio
 from safetensors.torch import save_file
 
 from skyreels_core.codecs import VideoCodec, audio_token_count
+from skyreels_core.codecs.tiling import bands, decode_tiled, encode_tiled, tile_starts
 from skyreels_core.codecs.wan_vae import WanVideoCodec
 from skyreels_core.errors import CheckpointError, InputError
 
@@ -105,19 +106,62 @@ def test_audio_token_count_of_the_paper():
     assert audio_token_count(81, 16, 44100, 1024) == 218
 
 
-def test_tiling_options_keep_shapes_and_refuse_bad_overlap(reference_and_file):
-    vae, path = reference_and_file
-    codec = WanVideoCodec.from_single_file(path, config=TINY)
-    latents = torch.randn(1, 16, 2, 6, 6, generator=torch.Generator().manual_seed(2))
-    untiled = codec.decode(latents)
-    codec.set_tiling(8, 2)  # one tile covers the whole 6x6 latent: identical to untiled
-    assert (codec.decode(latents) - untiled).abs().max() < 1e-6
-    codec.set_tiling(4, 2)  # 2x2 tiles blended over 2 latent px
-    tiled = codec.decode(latents)
-    assert tiled.shape == untiled.shape == (1, 5, 48, 48, 3)
-    assert 0 <= tiled.min() and tiled.max() <= 1
+# Two levels and one resnet per level keep the decoder's receptive field at 12 latent pixels:
+# conv_in 1 + mid-block 4 convs + 4 convs at latent size + 0.5 (upsampler) + 4 convs and conv_out
+# at 2x (2.5). The encoder's is smaller (about 9.5).
+SMALL_FIELD = {"base_dim": 8, "z_dim": 4, "dim_mult": [1, 2], "num_res_blocks": 1,
+               "temperal_downsample": [False]}  # fmt: skip
+FIELD = 12
+
+
+@pytest.fixture(scope="module")
+def local_codec():
+    """A random Wan VAE whose every output pixel depends on inputs at most FIELD latent pixels
+    away: the mid-block attention (the one global layer) is switched off by zeroing its output."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(3)
+    vae = AutoencoderKLWan(**SMALL_FIELD, latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    with torch.no_grad():
+        for part in (vae.encoder, vae.decoder):
+            for tensor in part.mid_block.attentions[0].proj.parameters():
+                tensor.zero_()
+    return WanVideoCodec(vae)
+
+
+def test_tiled_decode_and_encode_equal_untiled_when_the_context_covers_the_field(local_codec):
+    codec = local_codec
+    assert (codec.spatial_stride, codec.temporal_stride) == (2, 1)
+    overlap = 32
+    assert bands(overlap)[0] >= FIELD  # each tile's unweighted context covers the field
+    latents = torch.randn(1, 4, 3, 48, 56, generator=torch.Generator().manual_seed(2))
+    assert len(tile_starts(48, 40, overlap)) == 2 and len(tile_starts(56, 40, overlap)) == 3
+    whole = codec.decode(latents)
+    tiled = decode_tiled(codec, latents, 40, overlap)
+    assert tiled.shape == whole.shape == (1, 3, 96, 112, 3)
+    assert (tiled - whole).abs().max() < 1e-5
+    frames = whole.clone()
+    assert (encode_tiled(codec, frames, 40, overlap) - codec.encode(frames)).abs().max() < 1e-5
+    # The same tiles with too little context differ: the test above can fail.
+    assert (decode_tiled(codec, latents, 40, 8) - whole).abs().max() > 1e-3
+
+
+def test_vae_weights_visit_the_compute_device_only_while_coding(local_codec, monkeypatch):
+    from skyreels_core import offload
+
+    moves = []
+    monkeypatch.setattr(offload, "place", lambda model, device: moves.append(str(device)))
+    monkeypatch.setattr(local_codec, "offload_device", torch.device("meta"))  # "away from the GPU"
+    latents = local_codec.encode(torch.rand(1, 2, 8, 8, 3))
+    local_codec.decode(latents)
+    assert moves == ["cpu", "meta", "cpu", "meta"]
+
+
+def test_one_tile_is_the_untiled_path_and_a_bad_overlap_is_named(local_codec):
+    latents = torch.randn(1, 4, 2, 6, 6, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(decode_tiled(local_codec, latents, 8, 2), local_codec.decode(latents))
     with pytest.raises(InputError, match="tile_overlap"):
-        codec.set_tiling(4, 4)
+        decode_tiled(local_codec, latents, 4, 4)
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +198,23 @@ def test_mmaudio_loads_and_matches_diffusers(audio_reference):
     assert (one_file.decode(latents) - expected).abs().max() < 1e-5
     with pytest.raises(InputError, match="waveform"):
         codec.encode(torch.zeros(1, 2, 128))
+    _weights_visit_only_while_coding(codec, wave)
     with pytest.raises(CheckpointError, match="vocoder"):
         MMAudioCodec.from_single_file(
             folder / "vae.safetensors", folder / "vae.safetensors", vae_config=TINY_AUDIO
         )
+
+
+def _weights_visit_only_while_coding(codec, wave):
+    from skyreels_core import offload
+
+    moves = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(offload, "place", lambda model, device: moves.append((model, str(device))))
+        patch.setattr(codec, "offload_device", torch.device("meta"))  # "away from the GPU"
+        codec.decode(codec.encode(wave))
+    vae, vocoder = codec.vae, codec.vocoder
+    assert moves == [(vae, "cpu"), (vae, "meta")] * 2 + [(vocoder, "cpu"), (vocoder, "meta")]
 
 
 def test_shipped_mmaudio_config_gives_the_paper_token_count():

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, validate_keys
+from ..offload import place, visiting
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 COMPUTED = "mel_converter."  # filterbank and window buffers, rebuilt from the config
@@ -46,9 +47,16 @@ def _read(path: str | Path, input_name: str) -> dict:
 
 
 class MMAudioCodec:
-    def __init__(self, vae, vocoder) -> None:
+    def __init__(self, vae, vocoder, offload_device: torch.device | str | None = None) -> None:
+        """VAE and vocoder compute where their weights are now; they rest on ``offload_device``
+        (default: there too) between encodes and decodes."""
         self.vae = vae.eval().requires_grad_(False)
         self.vocoder = vocoder.eval().requires_grad_(False)
+        parameter = next(vae.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.offload_device = torch.device(offload_device or self.device)
+        place(self.vae, self.offload_device)
+        place(self.vocoder, self.offload_device)
         self.latent_channels = vae.config.latent_channels
         self.sample_rate = vae.config.sample_rate
         self.samples_per_token = vae.latent_hop_length
@@ -62,6 +70,7 @@ class MMAudioCodec:
         *,
         dtype: torch.dtype = torch.float32,
         device="cpu",
+        offload_device: torch.device | str | None = None,
         vae_config: dict | None = None,
         vocoder_config: dict | None = None,
     ) -> MMAudioCodec:
@@ -78,11 +87,11 @@ class MMAudioCodec:
             voc_state = _read(vocoder_path, "vocoder")
         _load(vae, state, "audio_vae", "MMAudio-44k VAE")
         _load(vocoder, voc_state, "vocoder", "MMAudio BigVGAN vocoder")
-        return cls(vae.to(device=device, dtype=dtype), vocoder.to(device=device, dtype=dtype))
+        vae, vocoder = (part.to(device=device, dtype=dtype) for part in (vae, vocoder))
+        return cls(vae, vocoder, offload_device)
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:
-        parameter = next(self.vae.parameters())
-        return x.to(parameter.device, parameter.dtype)
+        return x.to(self.device, self.dtype)
 
     @torch.no_grad()
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -99,8 +108,10 @@ class MMAudioCodec:
                 f"{waveform.shape[-1]} samples",
                 f"pad or trim to a multiple of {self.samples_per_token} samples",
             )
-        posterior = self.vae.encode(self._placed(waveform[:, 0])).latent_dist
-        return posterior.mode().float().cpu() * self.scale
+        with visiting(self.vae, self.device, self.offload_device):
+            posterior = self.vae.encode(self._placed(waveform[:, 0])).latent_dist
+            latents = posterior.mode().float().cpu()
+        return latents * self.scale
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -111,5 +122,7 @@ class MMAudioCodec:
                 f"shape {tuple(latents.shape)}",
                 f"pass [batch, {self.latent_channels}, tokens]",
             )
-        mel = self.vae.decode(self._placed(latents.float() / self.scale)).sample
-        return self.vocoder(mel).sample.float().cpu()
+        with visiting(self.vae, self.device, self.offload_device):
+            mel = self.vae.decode(self._placed(latents.float() / self.scale)).sample
+        with visiting(self.vocoder, self.device, self.offload_device):
+            return self.vocoder(mel).sample.float().cpu()

@@ -4,8 +4,8 @@ The architecture config ships with the pack (``configs/wan2.1_vae.json``), so no
 weights come from the original single-file checkpoint (Wan's own key names, as safetensors),
 converted by diffusers' own converter and validated key by key. Latents are normalised per channel
 with the config's mean/std (DESIGN §2). The causal encoder/decoder runs frame group by frame
-group with a feature cache, so memory is bounded in time; spatial tiling reuses diffusers' tiles,
-blended linearly over the overlap so there are no seams.
+group with a feature cache, so memory is bounded in time; spatial tiling is the codec-agnostic
+:mod:`skyreels_core.codecs.tiling`. Between uses the weights rest on an offload device.
 """
 
 from __future__ import annotations
@@ -18,40 +18,25 @@ from safetensors.torch import load_file
 
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, validate_keys
+from ..offload import place, visiting
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "wan2.1_vae.json"
 
 
 class WanVideoCodec:
-    temporal_stride = 4
-    spatial_stride = 8
-
-    def __init__(self, vae) -> None:
+    def __init__(self, vae, offload_device: torch.device | str | None = None) -> None:
+        """``vae`` computes where its weights are now; they rest on ``offload_device`` (default:
+        there too) between encodes and decodes."""
         self.vae = vae.eval().requires_grad_(False)
+        parameter = next(vae.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.offload_device = torch.device(offload_device or self.device)
+        place(self.vae, self.offload_device)
         self.latent_channels = vae.config.z_dim
+        self.spatial_stride = 2 ** len(vae.config.temperal_downsample)
+        self.temporal_stride = 2 ** sum(vae.config.temperal_downsample)
         self.mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
         self.std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-
-    def set_tiling(self, tile_size: int | None, tile_overlap: int = 8) -> None:
-        """Tile encode/decode spatially; sizes in latent pixels, None = untiled.
-
-        Why: a 720p decode holds every activation of the full frame at once; tiles of tile_size
-        latent pixels bound that, and the overlap is blended so the joins are not visible.
-        """
-        if tile_size is None:
-            self.vae.disable_tiling()
-            return
-        if not 0 <= tile_overlap < tile_size:
-            raise InputError(
-                "tile_overlap",
-                f"{tile_overlap} with tile_size {tile_size}",
-                "use an overlap of at least 0 and smaller than tile_size",
-            )
-        size, stride = (
-            tile_size * self.spatial_stride,
-            (tile_size - tile_overlap) * self.spatial_stride,
-        )
-        self.vae.enable_tiling(size, size, stride, stride)
 
     @classmethod
     def from_single_file(
@@ -60,6 +45,7 @@ class WanVideoCodec:
         *,
         dtype: torch.dtype = torch.float32,
         device="cpu",
+        offload_device: torch.device | str | None = None,
         config: dict | None = None,
     ) -> WanVideoCodec:
         from diffusers import AutoencoderKLWan
@@ -85,11 +71,10 @@ class WanVideoCodec:
                 "video_vae", error.problem, "use the original Wan 2.1 VAE (wan_2.1_vae.safetensors)"
             ) from None
         vae.load_state_dict(state)
-        return cls(vae.to(device=device, dtype=dtype))
+        return cls(vae.to(device=device, dtype=dtype), offload_device)
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:
-        parameter = next(self.vae.parameters())
-        return x.to(parameter.device, parameter.dtype)
+        return x.to(self.device, self.dtype)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -99,11 +84,14 @@ class WanVideoCodec:
                 "frames", f"shape {tuple(frames.shape)}", "pass [batch, frames, height, width, 3]"
             )
         x = self._placed(frames.permute(0, 4, 1, 2, 3) * 2 - 1)
-        latents = self.vae.encode(x).latent_dist.mode().float().cpu()
+        with visiting(self.vae, self.device, self.offload_device):
+            latents = self.vae.encode(x).latent_dist.mode().float().cpu()
         return (latents - self.mean) / self.std
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> [B, T, H, W, 3] in 0..1."""
-        x = self.vae.decode(self._placed(latents.float().cpu() * self.std + self.mean)).sample
+        z = self._placed(latents.float().cpu() * self.std + self.mean)
+        with visiting(self.vae, self.device, self.offload_device):
+            x = self.vae.decode(z).sample
         return ((x.float().cpu() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)

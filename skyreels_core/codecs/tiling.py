@@ -1,0 +1,129 @@
+"""Spatial tiling for convolutional codecs: bounded memory, and exact where the context suffices.
+
+Tiles of ``tile`` latent pixels overlap their neighbours by ``overlap``. Each side of an overlap
+is split into three bands: the outer ``context`` pixels of each tile are computed but given no
+weight (they only feed the convolutions of the pixels inside), and the middle ``blend`` band is
+cross-faded linearly. A pixel that is at least the codec's receptive field away from its tile's
+edge is computed exactly as in one whole-frame pass, so with ``context`` >= that field the tiled
+result equals the untiled one (up to float rounding); wider blends hide what a global layer
+(the VAE's mid-block attention) sees differently per tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..errors import InputError
+from .protocol import VideoCodec
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Starts of tiles of ``tile`` covering ``size`` with at least ``overlap`` shared; the last is
+    aligned to the end, so no tile is cut short."""
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, tile - overlap))
+    return [*starts, size - tile]
+
+
+def bands(overlap: int) -> tuple[int, int]:
+    """(context, blend) of one side of an overlap: a quarter of it blended, the rest context."""
+    blend = overlap // 4
+    return (overlap - blend) // 2, blend
+
+
+def _profile(start: int, end: int, size: int, overlap: int, scale: int) -> torch.Tensor:
+    """Weights along one axis of the tile [start, end) (latent pixels) at output resolution."""
+    context, blend = (band * scale for band in bands(overlap))
+    length = (end - start) * scale
+    position = torch.arange(length, dtype=torch.float32) + 0.5
+    weight = torch.ones(length)
+    if start > 0:
+        weight = torch.minimum(weight, ((position - context) / max(blend, 1)).clamp(0, 1))
+    if end < size:
+        weight = torch.minimum(weight, ((length - context - position) / max(blend, 1)).clamp(0, 1))
+    return weight
+
+
+def spatially_tiled(
+    x: torch.Tensor,
+    function: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    tile: int,
+    overlap: int,
+    in_scale: int,
+    out_scale: int,
+) -> torch.Tensor:
+    """``function`` applied to [..., H, W] tensor ``x`` tile by tile. Sizes are in latent pixels,
+    ``x`` has ``in_scale`` pixels per latent pixel and the result ``out_scale`` (decoding: 1 and
+    the VAE's stride; encoding: the reverse)."""
+    height, width = x.shape[-2] // in_scale, x.shape[-1] // in_scale
+    rows, columns = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    if len(rows) == len(columns) == 1:
+        return function(x)
+    total = weights = None
+    for top in rows:
+        bottom = min(top + tile, height)
+        vertical = _profile(top, bottom, height, overlap, out_scale)
+        for left in columns:
+            right = min(left + tile, width)
+            piece = function(
+                x[..., top * in_scale : bottom * in_scale, left * in_scale : right * in_scale]
+            )
+            if total is None:
+                total = piece.new_zeros(*piece.shape[:-2], height * out_scale, width * out_scale)
+                weights = torch.zeros(height * out_scale, width * out_scale, device=piece.device)
+            weight = (
+                vertical[:, None] * _profile(left, right, width, overlap, out_scale)[None]
+            ).to(piece.device)
+            region = (
+                slice(top * out_scale, bottom * out_scale),
+                slice(left * out_scale, right * out_scale),
+            )
+            total[..., region[0], region[1]] += piece * weight.to(piece.dtype)
+            weights[region] += weight
+    return total / weights.to(total.dtype)
+
+
+def _check(tile: int, overlap: int) -> None:
+    if tile < 0 or not 0 <= overlap < max(tile, 1):
+        raise InputError(
+            "tile_overlap",
+            f"{overlap} with tile_size {tile}",
+            "use an overlap of at least 0 and smaller than tile_size (tile_size 0: no tiling)",
+        )
+
+
+def decode_tiled(codec: VideoCodec, latents: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """``codec.decode`` (frames [B, T, H, W, 3]) in spatial tiles of ``tile`` latent pixels
+    (0: whole frames)."""
+    if tile == 0:
+        return codec.decode(latents)
+    _check(tile, overlap)
+    frames = spatially_tiled(
+        latents,
+        lambda z: codec.decode(z).permute(0, 4, 1, 2, 3),
+        tile=tile,
+        overlap=overlap,
+        in_scale=1,
+        out_scale=codec.spatial_stride,
+    )
+    return frames.permute(0, 2, 3, 4, 1)
+
+
+def encode_tiled(codec: VideoCodec, frames: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """``codec.encode`` of frames [B, T, H, W, 3] in spatial tiles of ``tile`` latent pixels
+    (0: whole frames)."""
+    if tile == 0:
+        return codec.encode(frames)
+    _check(tile, overlap)
+    return spatially_tiled(
+        frames.permute(0, 4, 1, 2, 3),
+        lambda x: codec.encode(x.permute(0, 2, 3, 4, 1)),
+        tile=tile,
+        overlap=overlap,
+        in_scale=codec.spatial_stride,
+        out_scale=1,
+    )
