@@ -78,3 +78,17 @@ def test_an_interrupt_stops_within_a_step_and_leaves_no_file(folders, monkeypatc
     monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(folders))
     _render()
     assert len(list(folders.rglob("*.mp4"))) == 1
+
+
+def test_freeing_memory_each_step_empties_the_cache_per_step_and_changes_nothing(
+    folders, monkeypatch
+):
+    host = sys.modules["skyreels_pack.nodes.host"]
+    first = _render()
+    emptied = []
+    monkeypatch.setattr(host, "soft_empty_cache", lambda: emptied.append(1))
+    monkeypatch.setitem(PROMPT[SAMPLER_ID]["inputs"], "free_memory_each_step", True)
+    result = _render()
+    steps = PROMPT[SAMPLER_ID]["inputs"]["steps"]
+    assert len(emptied) == steps + 1  # after every step, and once when sampling ends
+    assert torch.equal(result.video, first.video) and torch.equal(result.audio, first.audio)
