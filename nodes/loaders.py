@@ -268,7 +268,10 @@ class SkyReelsV4AudioVAELoader(FileLoader):
             "required": {
                 "vae_name": (
                     [bundle.BUNDLED, *files],
-                    {"tooltip": "The MMAudio-44k VAE .safetensors (diffusers key layout)."},
+                    {
+                        "tooltip": "The MMAudio-44k VAE .safetensors: diffusers' layout, or "
+                        "MMAudio's own (ComfyUI-MMAudio's mmaudio_vae_44k_fp16.safetensors)."
+                    },
                 ),
                 "vocoder_name": (
                     [VOCODER_IN_VAE, *files],

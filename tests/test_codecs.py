@@ -231,3 +231,46 @@ def test_shipped_mmaudio_config_gives_the_paper_token_count():
     assert per_token == torch.tensor(voc["upsample_rates"]).prod().item() * 2 == 1024
     assert vae["latent_channels"] == 40
     assert audio_token_count(81, 16, vae["sample_rate"], per_token) == 218
+
+
+def test_mmaudio_vae_in_its_own_layout_loads_with_weight_norm_baked(audio_reference, tmp_path):
+    """MMAudio's own VAE files (ComfyUI-MMAudio's mmaudio_vae_44k*.safetensors) hold un-normalised
+    conv weights without the ``vae.`` prefix. A release-like diffusers VAE (unit-norm conv output
+    channels, as diffusers' MMAudioMPConv1d expects) is written that way, each output channel at
+    about unit RMS per element, as MMAudio's forced weight normalisation trains them (rescaled
+    at random around it), and must load to the same model."""
+    from diffusers import MMAudioVAE
+
+    from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+    _, vocoder, folder = audio_reference
+    torch.manual_seed(5)
+    vae = MMAudioVAE(**TINY_AUDIO).eval()
+    generator = torch.Generator().manual_seed(6)
+    original = {}
+    with torch.no_grad():
+        for key, value in vae.state_dict().items():
+            if key.startswith("mel_converter."):
+                continue
+            if key.endswith(".weight"):
+                dims = list(range(1, value.dim()))
+                value.div_(torch.linalg.vector_norm(value, dim=dims, keepdim=True))  # released
+                scale = torch.rand(value.shape[0], *[1] * len(dims), generator=generator) + 0.5
+                original[key.removeprefix("vae.")] = value * scale * value[0].numel() ** 0.5
+            else:
+                original[key.removeprefix("vae.")] = value.clone()
+    assert "encoder.conv_in.weight" in original and "data_mean" in original
+    save_file(original, str(tmp_path / "mmaudio_vae_44k.safetensors"))
+    codec = MMAudioCodec.from_single_file(
+        tmp_path / "mmaudio_vae_44k.safetensors",
+        folder / "vocoder.safetensors",
+        vae_config=TINY_AUDIO,
+        vocoder_config=TINY_VOCODER,
+    )
+    wave = torch.rand(1, 1, 128 * 6, generator=generator) * 2 - 1
+    with torch.no_grad():
+        direct = vae.encode(wave[:, 0]).latent_dist.mode()
+        expected = vocoder(vae.decode(direct).sample).sample
+    latents = codec.encode(wave)
+    assert (latents / codec.scale - direct).abs().max() < 1e-3 * direct.abs().max()
+    assert (codec.decode(latents) - expected).abs().max() < 1e-3 * expected.abs().max()

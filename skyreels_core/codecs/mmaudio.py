@@ -2,8 +2,10 @@
 
 Both configs ship with the pack (``configs/mmaudio_44k_*.json``), so nothing is fetched. One token
 covers 1024 samples at 44.1 kHz (mel hop 512, encoder downsamples by 2), the rate the paper's audio
-stream uses (218 tokens for 81 frames at 16 fps). Weights are read in diffusers' key layout and
-validated key by key; the mel filterbank and window are computed, not loaded.
+stream uses (218 tokens for 81 frames at 16 fps). The VAE is read in diffusers' key layout or in
+MMAudio's own (what ComfyUI-MMAudio's ``mmaudio_vae_44k*.safetensors`` hold), converted here; the
+vocoder in diffusers' layout. Keys are validated one by one; the mel filterbank and window are
+computed, not loaded.
 """
 
 from __future__ import annotations
@@ -39,6 +41,27 @@ def _load(model: torch.nn.Module, state: dict, input_name: str, what: str) -> No
     except CheckpointError as error:
         raise CheckpointError(input_name, error.problem, f"use the {what} weights") from None
     model.load_state_dict(state, strict=False)
+
+
+def _is_original_vae(state: dict) -> bool:
+    return "encoder.conv_in.weight" in state and not any(k.startswith("vae.") for k in state)
+
+
+def original_vae_to_diffusers(state: dict) -> dict:
+    """MMAudio's own VAE state (``data_mean``, ``encoder.*``, ``decoder.*``) in diffusers' layout:
+    every key under ``vae.``, and every conv weight with its weight normalisation baked in, as
+    MMAudio's ``remove_weight_norm`` does before inference (each output channel to unit RMS per
+    element, then divided by sqrt(fan-in)); diffusers' convs take the baked weights as they are.
+    """
+    converted = {}
+    for key, value in state.items():
+        if key.endswith(".weight"):
+            weight = value.float()
+            fan_in = weight[0].numel()
+            norm = torch.linalg.vector_norm(weight, dim=list(range(1, weight.dim())), keepdim=True)
+            value = (weight / (1e-4 + norm / fan_in**0.5) / fan_in**0.5).to(value.dtype)
+        converted[f"vae.{key}"] = value
+    return converted
 
 
 def _read(path: str | Path, input_name: str) -> dict:
@@ -85,6 +108,8 @@ class MMAudioCodec:
             state = {k: v for k, v in state.items() if not k.startswith("vocoder.")}
         else:
             voc_state = _read(vocoder_path, "vocoder")
+        if _is_original_vae(state):
+            state = original_vae_to_diffusers(state)
         _load(vae, state, "audio_vae", "MMAudio-44k VAE")
         _load(vocoder, voc_state, "vocoder", "MMAudio BigVGAN vocoder")
         vae, vocoder = (part.to(device=device, dtype=dtype) for part in (vae, vocoder))
