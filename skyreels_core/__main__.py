@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "measure the demo model (AV sync, adherence, PSNR)",
     ),
     "bench": ("skyreels_core.benchmark", "speed and memory benchmarks"),
+    "to-safetensors": (
+        "skyreels_core.convert",
+        "rewrite a pickle checkpoint (.pt/.pth) as .safetensors without running its code",
+    ),
 }
 
 

@@ -274,3 +274,36 @@ def test_mmaudio_vae_in_its_own_layout_loads_with_weight_norm_baked(audio_refere
     latents = codec.encode(wave)
     assert (latents / codec.scale - direct).abs().max() < 1e-3 * direct.abs().max()
     assert (codec.decode(latents) - expected).abs().max() < 1e-3 * expected.abs().max()
+
+
+@pytest.mark.parametrize("naming", ["weight_g", "parametrizations"])
+def test_bigvgan_vocoder_in_its_own_weight_normed_layout_loads(audio_reference, tmp_path, naming):
+    """NVIDIA's BigVGAN files keep each conv as magnitude g and direction v (torch's weight_norm,
+    old or parametrised names); v is rescaled at random, as training leaves it."""
+    from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+    vae, vocoder, folder = audio_reference
+    generator = torch.Generator().manual_seed(7)
+    original = {}
+    for key, value in vocoder.state_dict().items():
+        if key.endswith(".weight") and value.dim() == 3:
+            prefix = key.removesuffix(".weight")
+            magnitude = torch.linalg.vector_norm(value, dim=[1, 2], keepdim=True)
+            direction = value * (torch.rand(value.shape[0], 1, 1, generator=generator) + 0.5)
+            names = ((f"{prefix}.weight_g", f"{prefix}.weight_v") if naming == "weight_g" else
+                     (f"{prefix}.parametrizations.weight.original0",
+                      f"{prefix}.parametrizations.weight.original1"))  # fmt: skip
+            original.update(zip(names, (magnitude, direction)))
+        else:
+            original[key] = value.clone()
+    save_file(original, str(tmp_path / "bigvgan.safetensors"))
+    codec = MMAudioCodec.from_single_file(
+        folder / "vae.safetensors",
+        tmp_path / "bigvgan.safetensors",
+        vae_config=TINY_AUDIO,
+        vocoder_config=TINY_VOCODER,
+    )
+    latents = torch.randn(1, 40, 6, generator=generator)
+    with torch.no_grad():
+        expected = vocoder(vae.decode(latents / codec.scale).sample).sample
+    assert (codec.decode(latents) - expected).abs().max() < 1e-5

@@ -3,9 +3,9 @@
 Both configs ship with the pack (``configs/mmaudio_44k_*.json``), so nothing is fetched. One token
 covers 1024 samples at 44.1 kHz (mel hop 512, encoder downsamples by 2), the rate the paper's audio
 stream uses (218 tokens for 81 frames at 16 fps). The VAE is read in diffusers' key layout or in
-MMAudio's own (what ComfyUI-MMAudio's ``mmaudio_vae_44k*.safetensors`` hold), converted here; the
-vocoder in diffusers' layout. Keys are validated one by one; the mel filterbank and window are
-computed, not loaded.
+MMAudio's own (what ComfyUI-MMAudio's ``mmaudio_vae_44k*.safetensors`` hold), the vocoder in
+diffusers' layout or BigVGAN's own (weight-normed convs), both converted here. Keys are validated
+one by one; the mel filterbank and window are computed, not loaded.
 """
 
 from __future__ import annotations
@@ -64,6 +64,29 @@ def original_vae_to_diffusers(state: dict) -> dict:
     return converted
 
 
+WEIGHT_NORM_PAIRS = ((".weight_g", ".weight_v"),
+                     (".parametrizations.weight.original0", ".parametrizations.weight.original1"))  # fmt: skip
+
+
+def bigvgan_to_diffusers(state: dict) -> dict:
+    """BigVGAN's own vocoder state (NVIDIA's layout, every conv weight-normed as magnitude ``g``
+    and direction ``v``, in torch's old or parametrised naming) in diffusers' MMAudioVocoder
+    layout, whose module names are BigVGAN's: each pair becomes ``weight = g * v / ||v||``
+    (norm over all but the first dimension, torch's ``weight_norm`` default)."""
+    converted = dict(state)
+    for magnitude_suffix, direction_suffix in WEIGHT_NORM_PAIRS:
+        for key in [k for k in state if k.endswith(magnitude_suffix)]:
+            prefix = key.removesuffix(magnitude_suffix)
+            magnitude = converted.pop(key)
+            direction = converted.pop(prefix + direction_suffix).float()
+            dims = list(range(1, direction.dim()))
+            norm = torch.linalg.vector_norm(direction, dim=dims, keepdim=True)
+            converted[f"{prefix}.weight"] = (magnitude.float() * direction / norm).to(
+                magnitude.dtype
+            )
+    return converted
+
+
 def _read(path: str | Path, input_name: str) -> dict:
     read_header(Path(path), input_name)
     return load_file(str(path))
@@ -111,7 +134,7 @@ class MMAudioCodec:
         if _is_original_vae(state):
             state = original_vae_to_diffusers(state)
         _load(vae, state, "audio_vae", "MMAudio-44k VAE")
-        _load(vocoder, voc_state, "vocoder", "MMAudio BigVGAN vocoder")
+        _load(vocoder, bigvgan_to_diffusers(voc_state), "vocoder", "MMAudio BigVGAN vocoder")
         vae, vocoder = (part.to(device=device, dtype=dtype) for part in (vae, vocoder))
         return cls(vae, vocoder, offload_device)
 

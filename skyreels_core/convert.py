@@ -1,0 +1,73 @@
+"""``python -m skyreels_core to-safetensors``: a PyTorch pickle checkpoint to ``.safetensors``.
+
+The pack loads only safetensors, because a pickle can run code when it is opened. Some originals
+still ship as pickles (MMAudio's ``v1-44.pth`` VAE, NVIDIA's ``bigvgan_generator.pt``). This reads
+one with ``torch.load(weights_only=True)``, whose unpickler accepts only tensors and plain
+containers, so nothing in the file can execute, and writes its tensors unchanged: key layouts are
+converted when the loaders open the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .errors import InputError
+
+NESTED_KEYS = ("generator", "state_dict", "model")  # where trainers tuck the weights away
+
+
+def tensors_of(checkpoint: object, source: Path) -> dict[str, torch.Tensor]:
+    """The flat name -> tensor mapping of a loaded checkpoint (inside ``generator`` /
+    ``state_dict`` / ``model`` when the weights sit there)."""
+    if isinstance(checkpoint, dict):
+        nested = next(
+            (checkpoint[k] for k in NESTED_KEYS if isinstance(checkpoint.get(k), dict)), None
+        )
+        checkpoint = nested if nested is not None else checkpoint
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise InputError(
+            "source", f"{source.name} holds no named tensors", "pass a state dict file"
+        )
+    others = [k for k, v in checkpoint.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise InputError(
+            "source",
+            f"{source.name} holds non-tensor entries ({', '.join(map(str, others[:3]))})",
+            "pass a file whose weights are a flat state dict",
+        )
+    # safetensors refuses tensors sharing storage; each gets its own contiguous copy.
+    return {str(k): v.detach().clone().contiguous() for k, v in checkpoint.items()}
+
+
+def convert(source: Path, target: Path) -> Path:
+    if target.exists():
+        raise InputError("target", f"{target} exists", "choose a new file name")
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise InputError(
+            "source",
+            f"{source.name} is not a plain PyTorch checkpoint ({str(error).splitlines()[0]})",
+            "only files of tensors convert; one that needs code to load is refused",
+        ) from None
+    partial = target.with_name(target.name + ".partial")
+    save_file(tensors_of(checkpoint, source), str(partial))
+    partial.rename(target)
+    return target
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, help="a .pt / .pth / .ckpt checkpoint")
+    parser.add_argument("target", type=Path, help="the .safetensors file to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.source.is_file():
+        raise InputError("source", f"{args.source} was not found", "pass an existing file")
+    print(f"wrote {convert(args.source, args.target)}")
+    return 0
