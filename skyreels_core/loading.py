@@ -37,7 +37,8 @@ def _check_safetensors(path: Path, input_name: str) -> None:
         raise CheckpointError(
             input_name,
             f"{path.name} is not a .safetensors file",
-            "convert it to safetensors (pickle checkpoints can run code when loaded and are refused)",
+            "convert it with `python -m skyreels_core to-safetensors IN OUT.safetensors` (pickle "
+            "checkpoints can run code when loaded and are refused)",
         )
     size = path.stat().st_size
     with path.open("rb") as handle:
