@@ -2,9 +2,11 @@
 
 Tokens are regrouped into cubes of 4 x 4 x 4 latent tokens; each query cube attends the ``k`` key
 cubes whose pooled keys score highest against its pooled query, plus its own cube and its face
-neighbours, in one FlexAttention call whose BlockMask lists exactly those cubes. A coarse path
-(pooled queries over pooled keys/values) carries the long range, added through a gate that starts
-at zero so a model initialised from dense weights starts as the fine sparse path.
+neighbours: on CUDA in one compiled FlexAttention call whose BlockMask lists exactly those cubes,
+elsewhere by gathering each query cube's kept key cubes for one SDPA call per chunk (the same
+pairs; bench/ measures both against dense). A coarse path (pooled queries over pooled keys/values)
+carries the long range, added through a gate that starts at zero so a model initialised from
+dense weights starts as the fine sparse path.
 """
 
 from __future__ import annotations
