@@ -170,17 +170,20 @@ def audio_reference(tmp_path_factory):
     return (*write_tiny_mmaudio(folder), folder)
 
 
+def _tiny_mmaudio(vae_path, vocoder_path=None):
+    from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+    return MMAudioCodec.from_single_file(
+        vae_path, vocoder_path, vae_config=TINY_AUDIO, vocoder_config=TINY_VOCODER
+    )
+
+
 def test_mmaudio_loads_and_matches_diffusers(audio_reference):
     from skyreels_core.codecs import AudioCodec
     from skyreels_core.codecs.mmaudio import MMAudioCodec
 
     vae, vocoder, folder = audio_reference
-    codec = MMAudioCodec.from_single_file(
-        folder / "vae.safetensors",
-        folder / "vocoder.safetensors",
-        vae_config=TINY_AUDIO,
-        vocoder_config=TINY_VOCODER,
-    )
+    codec = _tiny_mmaudio(folder / "vae.safetensors", folder / "vocoder.safetensors")
     assert isinstance(codec, AudioCodec) and codec.samples_per_token == 128
     wave = torch.rand(1, 1, 128 * 6, generator=torch.Generator().manual_seed(3)) * 2 - 1
     latents = codec.encode(wave)
@@ -192,9 +195,7 @@ def test_mmaudio_loads_and_matches_diffusers(audio_reference):
     decoded = codec.decode(latents)
     assert decoded.shape == (1, 1, 128 * 6)
     assert (decoded - expected).abs().max() < 1e-5
-    one_file = MMAudioCodec.from_single_file(
-        folder / "combined.safetensors", vae_config=TINY_AUDIO, vocoder_config=TINY_VOCODER
-    )
+    one_file = _tiny_mmaudio(folder / "combined.safetensors")
     assert (one_file.decode(latents) - expected).abs().max() < 1e-5
     with pytest.raises(InputError, match="waveform"):
         codec.encode(torch.zeros(1, 2, 128))
@@ -241,8 +242,6 @@ def test_mmaudio_vae_in_its_own_layout_loads_with_weight_norm_baked(audio_refere
     at random around it), and must load to the same model."""
     from diffusers import MMAudioVAE
 
-    from skyreels_core.codecs.mmaudio import MMAudioCodec
-
     _, vocoder, folder = audio_reference
     torch.manual_seed(5)
     vae = MMAudioVAE(**TINY_AUDIO).eval()
@@ -261,12 +260,7 @@ def test_mmaudio_vae_in_its_own_layout_loads_with_weight_norm_baked(audio_refere
                 original[key.removeprefix("vae.")] = value.clone()
     assert "encoder.conv_in.weight" in original and "data_mean" in original
     save_file(original, str(tmp_path / "mmaudio_vae_44k.safetensors"))
-    codec = MMAudioCodec.from_single_file(
-        tmp_path / "mmaudio_vae_44k.safetensors",
-        folder / "vocoder.safetensors",
-        vae_config=TINY_AUDIO,
-        vocoder_config=TINY_VOCODER,
-    )
+    codec = _tiny_mmaudio(tmp_path / "mmaudio_vae_44k.safetensors", folder / "vocoder.safetensors")
     wave = torch.rand(1, 1, 128 * 6, generator=generator) * 2 - 1
     with torch.no_grad():
         direct = vae.encode(wave[:, 0]).latent_dist.mode()
@@ -280,7 +274,6 @@ def test_mmaudio_vae_in_its_own_layout_loads_with_weight_norm_baked(audio_refere
 def test_bigvgan_vocoder_in_its_own_weight_normed_layout_loads(audio_reference, tmp_path, naming):
     """NVIDIA's BigVGAN files keep each conv as magnitude g and direction v (torch's weight_norm,
     old or parametrised names); v is rescaled at random, as training leaves it."""
-    from skyreels_core.codecs.mmaudio import MMAudioCodec
 
     vae, vocoder, folder = audio_reference
     generator = torch.Generator().manual_seed(7)
@@ -297,12 +290,7 @@ def test_bigvgan_vocoder_in_its_own_weight_normed_layout_loads(audio_reference, 
         else:
             original[key] = value.clone()
     save_file(original, str(tmp_path / "bigvgan.safetensors"))
-    codec = MMAudioCodec.from_single_file(
-        folder / "vae.safetensors",
-        tmp_path / "bigvgan.safetensors",
-        vae_config=TINY_AUDIO,
-        vocoder_config=TINY_VOCODER,
-    )
+    codec = _tiny_mmaudio(folder / "vae.safetensors", tmp_path / "bigvgan.safetensors")
     latents = torch.randn(1, 40, 6, generator=generator)
     with torch.no_grad():
         expected = vocoder(vae.decode(latents / codec.scale).sample).sample
