@@ -313,14 +313,16 @@ class RefinerSettings:
     ``denoise_start`` is the flow time the upsampled clip is noised to: lower keeps more of it,
     higher lets the refiner redraw more. A few uniform (shift 1) steps suffice from there: the
     condition pins the layout, so no steps need to go to the coarse structure that a
-    generation's shift protects."""
+    generation's shift protects. The default, one step from 1, returns the refiner's mean
+    prediction: on the demo's validation scenes it scores highest in PSNR (1 step from 1.0:
+    -0.02 / +0.76 dB against bicubic at x1 / x2 fps; 4 steps from 0.6: -0.51 / -0.20)."""
 
     scale: int = 2
     fps_factor: int = 1
     reinject_keyframes: bool = True
     sparsity: float = 0.75
-    steps: int = 4
-    denoise_start: float = 0.6
+    steps: int = 1
+    denoise_start: float = 1.0
     seed: int = 0
     solver: str = "euler"
     shift: float = 1.0

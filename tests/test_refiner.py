@@ -208,12 +208,6 @@ def test_the_bundled_refiner_is_small_and_records_its_training(bundled):
     assert refiner.config == REFINER_PRESETS["demo"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met yet: after 9,917 CPU steps the demo refiner trails bicubic on these scenes "
-    "(x1: 25.9 vs 26.6 dB, x2: 23.6 vs 24.4 dB, codec ceiling 27.5 dB); strict, so a refiner "
-    "that wins turns this into a failure until the marker goes",
-)
 @pytest.mark.parametrize("fps_factor", [1, 2])
 def test_the_bundled_refiner_beats_bicubic_on_held_out_scenes(bundled, fps_factor):
     refiner, codec = bundled

@@ -423,7 +423,7 @@ def low_res_keyframes_refiner(m) -> Workflow:
     refiner = w.add("SkyReelsV4RefinerLoader", refiner_name=DEMO, dtype="auto")
     refined = w.add(
         "SkyReelsV4Refine", refiner=(refiner, 0), av_latent=(sampler, 0), scale=2, fps_factor=2,
-        reinject_keyframes=True, sparsity=0.75, steps=4, denoise_start=0.6, seed=42,
+        reinject_keyframes=True, sparsity=0.75, steps=1, denoise_start=1.0, seed=42,
     )  # fmt: skip
     _decode_and_save(w, refined, video_vae, audio_vae, "low_res_keyframes_refiner")
     return w
