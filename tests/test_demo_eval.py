@@ -28,11 +28,11 @@ def report():
     return evaluate(DemoPipeline.load())
 
 
-# Measured on the shipped bundle (bench/results/demo_eval_cpu.json). Shape 0.725: the 3 M-parameter
-# 64 px model draws soft blobs about twice the world's size, while the codec keeps shapes readable
-# (tests/test_demo_codecs.py). AV sync 88 ms: only 18 of 34 visual contacts get a click at all.
-# More model capacity and training time than a 2-core CPU gives are what would reach these.
-NOT_YET_MET = {"av_sync_ms", "shape_accuracy"}
+# Measured on the shipped bundle (bench/results/demo_eval_cpu.json). Shape 0.75: the 3 M-parameter
+# 64 px model draws soft blobs larger than the world's shapes, while the codec keeps shapes
+# readable (tests/test_demo_codecs.py). More capacity and training than a 2-core CPU hour gives
+# are what would reach it.
+NOT_YET_MET = {"shape_accuracy"}
 
 
 @pytest.mark.parametrize(

@@ -48,17 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the bundle is written")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--scenes", type=int, default=512, help="training clips rendered from the world"
+        "--scenes", type=int, default=1024, help="training clips rendered from the world"
     )
     parser.add_argument(
         "--codec-scenes", type=int, default=128, help="clips the codecs are fitted on"
     )
     parser.add_argument("--video-codec-steps", type=int, default=2000)
     parser.add_argument("--audio-codec-steps", type=int, default=3000)
-    parser.add_argument("--steps", type=int, default=9000, help="model training steps")
+    parser.add_argument("--steps", type=int, default=13500, help="model training steps")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument(
-        "--max-minutes", type=float, default=45.0, help="stop model training after this long"
+        "--max-minutes", type=float, default=55.0, help="stop model training after this long"
     )
     parser.add_argument("--checkpoint-every", type=int, default=250)
 
