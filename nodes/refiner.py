@@ -192,14 +192,10 @@ class SkyReelsV4Refine:
 
     @classmethod
     @reports_input_errors
-    def VALIDATE_INPUTS(cls, scale=2, fps_factor=1, sparsity=0.75, steps=4, denoise_start=0.6, **_):
-        RefinerSettings(
-            scale=scale,
-            fps_factor=fps_factor,
-            sparsity=sparsity,
-            steps=steps,
-            denoise_start=denoise_start,
-        ).validate()
+    def VALIDATE_INPUTS(cls, **inputs):
+        # Only the widgets the host sent; RefinerSettings holds the one copy of the defaults.
+        checked = ("scale", "fps_factor", "sparsity", "steps", "denoise_start")
+        RefinerSettings(**{name: inputs[name] for name in checked if name in inputs}).validate()
         return True
 
     def refine(
