@@ -61,8 +61,9 @@ def rotary(
 
 
 def apply_rotary(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate consecutive pairs of [B, heads, L, head_dim] by the table's angles (Wan's layout)."""
-    cos, sin = table
+    """Rotate consecutive pairs of token-major [B, L, heads, head_dim] by the table's angles
+    [L, head_dim/2] (Wan's layout)."""
+    cos, sin = table[0][:, None], table[1][:, None]
     pairs = x.float().unflatten(-1, (-1, 2))
     real, imag = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
