@@ -104,7 +104,10 @@ class SkyReelsV4Sampler:
             "optional": {
                 "negative": (
                     link_types.TEXT,
-                    {"tooltip": "What to avoid (an encoded negative prompt)."},
+                    {
+                        "tooltip": "What to avoid (an encoded negative prompt). Unconnected or "
+                        "empty: the null prompt the model was trained to drop prompts to."
+                    },
                 ),
                 "references": (
                     link_types.REFERENCES,

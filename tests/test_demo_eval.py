@@ -28,11 +28,11 @@ def report():
     return evaluate(DemoPipeline.load())
 
 
-# Measured on the shipped bundle (bench/results/demo_eval_cpu.json). Shape 0.75: the 3 M-parameter
-# 64 px model draws soft blobs larger than the world's shapes, while the codec keeps shapes
-# readable (tests/test_demo_codecs.py). More capacity and training than a 2-core CPU hour gives
-# are what would reach it.
-NOT_YET_MET = {"shape_accuracy"}
+# Measured on the shipped bundle (bench/results/demo_eval_cpu.json). AV sync 81.8 ms: the 3 M-parameter
+# model's clicks land one to two frames from the contact it draws (each latent frame spans four
+# video frames); 120 validation scenes read 70 ms. More capacity and training than a 2-core CPU
+# hour gives are what would reach it.
+NOT_YET_MET = {"av_sync_ms"}
 
 
 @pytest.mark.parametrize(

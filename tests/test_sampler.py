@@ -217,13 +217,21 @@ def test_cfg_arithmetic_per_stream_through_the_sampler(batched):
     torch.testing.assert_close(result.audio, noise_audio - audio_v)
 
 
-def test_missing_negative_prompt_is_zero_features_with_the_prompt_mask():
+@pytest.mark.parametrize("tokens", [None, 0, 3])
+def test_missing_or_empty_negative_prompt_is_zero_features_with_the_prompt_mask(tokens):
+    """No negative, an empty prompt (no token) or an all-padding one: the trained null text."""
     model = FakeModel(text_linear)
     prompt = text(1.0)
+    negative = None
+    if tokens is not None:
+        negative = TextEncoding(
+            torch.full((B, tokens, prompt.features.shape[-1]), 5.0),
+            torch.zeros(B, tokens, dtype=torch.bool),
+        )
     sample(
         model,
         text=prompt,
-        negative_text=None,
+        negative_text=negative,
         condition=condition(),
         audio_tokens=L_A,
         settings=settings(steps=1, video_guidance=2.0),

@@ -84,10 +84,21 @@ def initial_noise(
 
 
 def _null_text(text: TextEncoding) -> TextEncoding:
-    """The unconditional prompt when no negative is given: zero features under the prompt's own
-    mask. Zeros give the text projections' bias only (no content); keeping the mask avoids rows of
-    the text cross-attention with every key masked, whose softmax is NaN."""
+    """The unconditional prompt: zero features under the prompt's own mask, exactly what training
+    drops prompts to (``training.null_text``). Zeros give the text projections' bias only (no
+    content); keeping the mask avoids rows of the text cross-attention with every key masked,
+    whose softmax is NaN or backend-dependent."""
     return TextEncoding(torch.zeros_like(text.features), text.mask.clone(), text.shot_ranges)
+
+
+def _unconditional(text: TextEncoding, negative: TextEncoding | None) -> TextEncoding:
+    """The guidance branch's text. No negative, or one with no token (an empty negative prompt,
+    the default in every workflow), is the null text the model was trained on: an empty prompt
+    passed as is would mask every text key, a condition training never showed (on the demo model
+    it cost a fifth of its correct shapes)."""
+    if negative is None or not bool(negative.mask.any()):
+        return _null_text(text)
+    return negative
 
 
 def _pad_text(text: TextEncoding, length: int) -> TextEncoding:
@@ -350,8 +361,7 @@ def sample(
     text = text.to(device, dtype)
     unconditional = None
     if guidance.needs_unconditional:
-        unconditional = negative_text if negative_text is not None else _null_text(text)
-        unconditional = unconditional.to(device, dtype)
+        unconditional = _unconditional(text, negative_text).to(device, dtype)
     texts = _GuidanceTexts(text, unconditional, settings.batch_guidance)
 
     noise = initial_noise(settings.seed, shapes, device)
