@@ -59,9 +59,9 @@ class RenderRequest:
     keyframes: list[int] = field(default_factory=lambda: [0, 16, 32])
     steps: int = 20
     shift: float = 3.0
-    # Chosen on 40 validation scenes (held-out seeds + 3000, never the eval's), guiding against
-    # the trained null prompt: video/audio guidance 4/1 read shape 85 %, pitch 92.5 %, sync 69 ms;
-    # 6/1.5 read 90 %, 95 %, 54 ms; more audio guidance (2-3) pushes the hum off-key.
+    # Chosen on 120 validation scenes, never the eval's (README, "The bundled demo model"):
+    # video/audio guidance 6/1.5 read shape 80 %, pitch 93 %, AV sync ~70 ms; 4/1 read 77 %,
+    # 92 %, 84 ms; audio guidance 2-3 sharpens the clicks a little but pushes the hum off-key.
     video_guidance: float = 6.0
     audio_guidance: float = 1.5
 

@@ -94,8 +94,8 @@ def _null_text(text: TextEncoding) -> TextEncoding:
 def _unconditional(text: TextEncoding, negative: TextEncoding | None) -> TextEncoding:
     """The guidance branch's text. No negative, or one with no token (an empty negative prompt,
     the default in every workflow), is the null text the model was trained on: an empty prompt
-    passed as is would mask every text key, a condition training never showed (on the demo model
-    it cost a fifth of its correct shapes)."""
+    passed as is would mask every text key, a condition training never showed (it cost the demo
+    model's eval shape adherence 75 % against 82.5 %)."""
     if negative is None or not bool(negative.mask.any()):
         return _null_text(text)
     return negative
