@@ -210,10 +210,10 @@ def test_the_bundled_refiner_is_small_and_records_its_training(bundled):
 
 # At 1x fps the bundled refiner trails bicubic (-0.65 dB on the eval): the motion-keeping demo codec
 # made bicubic of its decoded frames much stronger; at 2x fps the refiner wins (+1.28 dB).
-AT_PAR_ONLY = pytest.mark.xfail(strict=True, reason="demo refiner below bicubic at 1x fps")
+BELOW_BICUBIC_AT_1X = pytest.mark.xfail(strict=True, reason="demo refiner below bicubic at 1x fps")
 
 
-@pytest.mark.parametrize("fps_factor", [pytest.param(1, marks=AT_PAR_ONLY), 2])
+@pytest.mark.parametrize("fps_factor", [pytest.param(1, marks=BELOW_BICUBIC_AT_1X), 2])
 def test_the_bundled_refiner_beats_bicubic_on_held_out_scenes(bundled, fps_factor):
     refiner, codec = bundled
     assert FIRST_SEED >= HELD_OUT_SEED  # scenes no trainer draws

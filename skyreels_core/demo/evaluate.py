@@ -22,6 +22,7 @@ from .metrics import (
     dominant_colour,
     dominant_pitch_colour,
     dominant_shape,
+    mean_av_sync,
     psnr,
 )
 from .render import DemoPipeline, RenderRequest, build_condition, render
@@ -39,7 +40,7 @@ TARGETS = {
 
 def _generation_cases(pipeline: DemoPipeline, cases: int, first_seed: int, sampling: dict) -> dict:
     colour = shape = pitch = 0
-    sync, contacts, matched = [], 0, 0
+    sync = []
     for index in range(cases):
         spec = sample_scene_spec(first_seed + index)
         truth = spec.objects[0]
@@ -51,18 +52,12 @@ def _generation_cases(pipeline: DemoPipeline, cases: int, first_seed: int, sampl
         colour += dominant_colour(frames) == truth.colour
         shape += dominant_shape(frames) == truth.shape
         pitch += dominant_pitch_colour(waveform, audio["sample_rate"]) == truth.colour
-        result = av_sync_error_ms(frames, waveform, request.fps, audio["sample_rate"])
-        contacts += result["contacts"]
-        matched += result["matched"]
-        if result["mean_error_ms"] is not None:
-            sync.append(result["mean_error_ms"])
+        sync.append(av_sync_error_ms(frames, waveform, request.fps, audio["sample_rate"]))
     return {
         "colour_accuracy": colour / cases,
         "shape_accuracy": shape / cases,
         "pitch_accuracy": pitch / cases,
-        "av_sync_ms": statistics.fmean(sync) if sync else None,
-        "visual_contacts": contacts,
-        "contacts_with_a_click": matched,
+        **mean_av_sync(sync),
     }
 
 

@@ -156,6 +156,16 @@ def av_sync_error_ms(
     }
 
 
+def mean_av_sync(results: list[dict]) -> dict:
+    """Pools ``av_sync_error_ms`` results of many clips: the mean of the clips that got a click."""
+    errors = [r["mean_error_ms"] for r in results if r["mean_error_ms"] is not None]
+    return {
+        "av_sync_ms": sum(errors) / len(errors) if errors else None,
+        "visual_contacts": sum(r["contacts"] for r in results),
+        "contacts_with_a_click": sum(r["matched"] for r in results),
+    }
+
+
 def dominant_pitch_colour(waveform: torch.Tensor, sample_rate: int) -> str:
     signal = waveform.float().mean(0) if waveform.dim() == 2 else waveform.float()
     spectrum = torch.fft.rfft(signal * torch.hann_window(len(signal))).abs()
