@@ -32,8 +32,8 @@ def pipeline():
 
 @pytest.fixture(scope="module")
 def report(pipeline):
-    # The whole eval-demo run (40 + 3 + 12 refiner cases, ~50 s): fewer cases read AV sync and
-    # pitch too kindly.
+    # The whole eval-demo run (40 + 40 given-video + 3 + 12 refiner cases, 62 s): fewer cases
+    # read AV sync and pitch too kindly.
     return evaluate(pipeline)
 
 
