@@ -12,7 +12,7 @@ from skyreels_core.demo import evaluate as evaluate_module
 from skyreels_core.demo.bundle import WEIGHTS_DIR, file_digest
 from skyreels_core.demo.dataset import HELD_OUT_SEED
 from skyreels_core.demo.evaluate import TARGETS, evaluate
-from skyreels_core.demo.render import DemoPipeline
+from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
 from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
 
 
@@ -93,8 +93,6 @@ def test_generation_metrics_score_the_worlds_own_clips_as_perfect(monkeypatch):
 def test_the_given_video_diagnostic_keeps_the_clip_and_regenerates_the_audio(pipeline):
     """An edit with nothing masked keeps every latent cell (the clip comes back as the codec's
     round trip) and still generates the audio, which is what the diagnostic scores."""
-    from skyreels_core.demo.render import RenderRequest, render
-
     scene = render_scene(sample_scene_spec(HELD_OUT_SEED))
     request = RenderRequest(task="edit", prompt=scene.caption, source=scene.frames, steps=4,
                             mask=torch.zeros(1, 64, 64))  # fmt: skip
