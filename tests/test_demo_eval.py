@@ -32,14 +32,14 @@ def pipeline():
 
 @pytest.fixture(scope="module")
 def report(pipeline):
-    # The whole eval-demo run (40 + 40 given-video + 3 + 12 refiner cases, 62 s): fewer cases
-    # read AV sync and pitch too kindly.
+    # The whole eval-demo run (120 + 120 given-video + 3 + 12 refiner cases, about 3 minutes): AV
+    # sync's standard error is about 5 ms there, 10 ms at 40 cases.
     return evaluate(pipeline)
 
 
-# Measured on the shipped bundle (bench/results/demo_eval_cpu.json). AV sync 82.7 ms over 35 of 51
-# contacts: the codec now keeps motion (its round trip reads 12.7 ms), so the remaining error is the
-# 3 M-parameter model's (audio for the true clip given whole reads 65.6 ms, the report's
+# Measured on the shipped bundle (bench/results/demo_eval_cpu.json). AV sync 76.7 ± 4.8 ms over 106
+# of 155 contacts: the codec keeps motion (its round trip reads 12.7 ms), so the remaining error is
+# the 3 M-parameter model's (audio for the true clip given whole reads 71.4 ± 5.3 ms, the report's
 # av_sync_given_video); more capacity and training than a 2-core CPU hour gives would reach it.
 # Refiner at 1x fps: -0.65 dB vs bicubic (+1.28 dB at 2x); the motion-keeping codec lifted bicubic
 # from 27.1 to 30.0 dB and the refiner refitted in 32 CPU minutes does not yet beat it.

@@ -11,6 +11,7 @@ from skyreels_core.demo.metrics import (
     dominant_colour,
     dominant_pitch_colour,
     dominant_shape,
+    mean_av_sync,
     psnr,
 )
 from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
@@ -36,6 +37,17 @@ def test_av_sync_error_of_the_truth_and_of_a_shifted_click():
     late = torch.roll(scene.audio[0], 3 * scene.sample_rate // 16)  # three frames late
     shifted = av_sync_error_ms(scene.frames, late, scene.fps, scene.sample_rate)
     assert abs(shifted["mean_error_ms"] - 187.5) < 5
+
+
+def test_pooled_av_sync_carries_its_standard_error():
+    clip = {"contacts": 2, "onsets": 2, "matched": 2}
+    results = [{**clip, "mean_error_ms": error} for error in (10.0, 20.0, 30.0)]
+    silent = {"contacts": 1, "onsets": 0, "matched": 0, "mean_error_ms": None}
+    pooled = mean_av_sync([*results, silent])
+    assert pooled["av_sync_ms"] == 20.0 and abs(pooled["av_sync_ms_stderr"] - 10 / 3**0.5) < 1e-9
+    assert pooled["visual_contacts"] == 7 and pooled["contacts_with_a_click"] == 6
+    assert mean_av_sync(results[:1])["av_sync_ms_stderr"] is None  # one clip: no spread to measure
+    assert mean_av_sync([silent])["av_sync_ms"] is None
 
 
 def test_wrong_colour_and_psnr():

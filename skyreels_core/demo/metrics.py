@@ -9,6 +9,7 @@ clicks the onsets of high-frequency energy, pitch the strongest tone below 1 kHz
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 
@@ -157,10 +158,14 @@ def av_sync_error_ms(
 
 
 def mean_av_sync(results: list[dict]) -> dict:
-    """Pools ``av_sync_error_ms`` results of many clips: the mean of the clips that got a click."""
+    """Pools ``av_sync_error_ms`` results of many clips: the mean of the clips that got a click,
+    with its standard error over those clips, so two models' numbers can be told from noise."""
     errors = [r["mean_error_ms"] for r in results if r["mean_error_ms"] is not None]
     return {
-        "av_sync_ms": sum(errors) / len(errors) if errors else None,
+        "av_sync_ms": statistics.fmean(errors) if errors else None,
+        "av_sync_ms_stderr": (
+            statistics.stdev(errors) / math.sqrt(len(errors)) if len(errors) > 1 else None
+        ),
         "visual_contacts": sum(r["contacts"] for r in results),
         "contacts_with_a_click": sum(r["matched"] for r in results),
     }
