@@ -158,8 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cases",
         type=int,
         default=GENERATION_CASES,
-        help="held-out text-to-video cases (AV sync needs their contacts: 40 read it to within "
-        "about 10 ms, 120 to about 5)",
+        help="held-out text-to-video cases (AV sync needs their contacts; the report gives its "
+        "standard error)",
     )
     parser.add_argument(
         "--kept-cases", type=int, default=3, help="held-out clips per conditioning task"
