@@ -3,6 +3,7 @@ meets DESIGN §6's targets (measured from decoded frames and sound)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -100,3 +101,23 @@ def test_the_given_video_diagnostic_keeps_the_clip_and_regenerates_the_audio(pip
     round_trip = pipeline.video_codec.decode(pipeline.video_codec.encode(scene.frames[None]))[0]
     assert torch.equal(frames, round_trip)
     assert audio["waveform"].abs().max() > 0.01
+
+
+def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkeypatch, capsys):
+    values = {"av_sync_ms": 76.7, "colour_accuracy": 0.983, "shape_accuracy": 0.858,
+              "pitch_accuracy": 0.942, "kept_psnr_db": 25.9, "refiner_gain_db": None}  # fmt: skip
+    report = {**values, "av_sync_ms_stderr": 4.8,
+              "av_sync_given_video": {"av_sync_ms": 71.4, "av_sync_ms_stderr": 5.3},
+              "targets_met": {name: name == "colour_accuracy" for name in TARGETS}}  # fmt: skip
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: report)
+    monkeypatch.setattr(evaluate_module.DemoPipeline, "load", lambda model: None)
+    parser = argparse.ArgumentParser()
+    evaluate_module.add_arguments(parser)
+    assert evaluate_module.run(parser.parse_args([])) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[: len(TARGETS)]] == list(TARGETS)
+    assert "76.7 ± 4.8 ms" in lines[0] and lines[0].endswith("NOT met")
+    assert "0.983" in lines[1] and lines[1].endswith(" met")
+    assert "n/a" in lines[5]
+    assert lines[6].startswith("av_sync, video given") and "71.4 ± 5.3 ms" in lines[6]
+    assert len(lines) == len(TARGETS) + 1 and sum("76.7" in line for line in lines) == 1
