@@ -52,6 +52,8 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
         "2",
         "--audio-codec-steps",
         "2",
+        "--video-decoder-steps",
+        "2",
         "--batch",
         "2",
     ]

@@ -7,7 +7,7 @@ import torch
 
 from skyreels_core.demo.bundle import WEIGHTS_DIR
 from skyreels_core.demo.codecs import DemoAudioCodec, DemoVideoCodec
-from skyreels_core.demo.dataset import HELD_OUT_SEED
+from skyreels_core.demo.dataset import HELD_OUT_SEED, render_world
 from skyreels_core.demo.metrics import (
     av_sync_error_ms,
     click_onsets,
@@ -17,7 +17,7 @@ from skyreels_core.demo.metrics import (
     mean_av_sync,
     psnr,
 )
-from skyreels_core.demo.train_codecs import train_codecs
+from skyreels_core.demo.train_codecs import finetune_video_decoder, train_codecs
 from skyreels_core.demo.world import render_scene, sample_scene_spec
 
 HELD_OUT = [HELD_OUT_SEED + i for i in range(6)]
@@ -40,6 +40,28 @@ def test_video_codec_layout_and_psnr(scenes):
     scores = [psnr(clip, original) for clip, original in zip(decoded, frames)]
     assert sum(scores) / len(scores) >= 25.0  # measured 30.8 dB mean on these six
     assert min(scores) >= 23.0  # two-object scenes with overlapping shapes are the hardest
+
+
+def test_decoder_finetune_keeps_the_latents_and_learns_the_larger_size():
+    torch.manual_seed(0)
+    codec = DemoVideoCodec(width=8)
+    encoder = {k: v.clone() for k, v in codec.encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in codec.decoder.state_dict().items()}
+    data, high = render_world(2, 0, size=16), render_world(2, 0, size=32).pixels
+    frames = torch.rand(1, 5, 16, 16, 3)
+    latents = codec.encode(frames).detach()
+
+    def high_res_error():
+        with torch.no_grad():
+            return (codec.decode(codec.encode(high)) - high).square().mean().item()
+
+    before = high_res_error()
+    finetune_video_decoder(codec, data, high, 300, torch.Generator().manual_seed(0))
+    assert all(torch.equal(v, codec.encoder.state_dict()[k]) for k, v in encoder.items())
+    assert torch.equal(codec.encode(frames), latents)  # the model's latent space is untouched
+    assert not any(torch.equal(v, codec.decoder.state_dict()[k]) for k, v in decoder.items())
+    assert high_res_error() < 0.25 * before  # measured 0.134 -> 0.022
+    assert not any(p.requires_grad for p in codec.parameters())
 
 
 def test_video_codec_keeps_shapes_readable():
@@ -94,7 +116,9 @@ def test_audio_codec_keeps_pitch():
 
 
 def test_train_codecs_writes_loadable_files(tmp_path):
-    video_path, audio_path = train_codecs(tmp_path, scenes=2, video_steps=2, audio_steps=2, seed=3)
+    video_path, audio_path = train_codecs(
+        tmp_path, scenes=2, video_steps=2, audio_steps=2, seed=3, video_decoder_steps=2
+    )
     video, audio = DemoVideoCodec.load(video_path), DemoAudioCodec.load(audio_path)
     frames = torch.rand(1, 5, 16, 16, 3)
     assert video.decode(video.encode(frames)).shape == frames.shape

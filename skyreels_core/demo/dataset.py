@@ -32,9 +32,10 @@ def training_seeds(count: int, seed: int) -> range:
     return range(seed * SCENES_PER_SEED, seed * SCENES_PER_SEED + count)
 
 
-def render_world(count: int, seed: int) -> WorldData:
+def render_world(count: int, seed: int, size: int = 64) -> WorldData:
+    """``count`` training scenes at ``size`` px (the world scales motion and sizes with it)."""
     scenes = [
-        render_scene(sample_scene_spec(scene, max_objects=2), frames=FRAMES)
+        render_scene(sample_scene_spec(scene, max_objects=2), frames=FRAMES, size=size)
         for scene in training_seeds(count, seed)
     ]
     return WorldData(

@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--video-codec-steps", type=int, default=2000)
     parser.add_argument("--audio-codec-steps", type=int, default=3000)
+    parser.add_argument(
+        "--video-decoder-steps",
+        type=int,
+        default=4000,
+        help="decoder-only fine-tune at 64 and 128 px after the video codec fit",
+    )
     parser.add_argument("--steps", type=int, default=13500, help="model training steps")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument(
@@ -77,7 +83,12 @@ def run(args: argparse.Namespace) -> int:
         # had to be fitted first: a resumed or codec-reusing run reproduces a fresh one.
         with torch.random.fork_rng():
             train_codecs(
-                out, args.codec_scenes, args.video_codec_steps, args.audio_codec_steps, args.seed
+                out,
+                args.codec_scenes,
+                args.video_codec_steps,
+                args.audio_codec_steps,
+                args.seed,
+                args.video_decoder_steps,
             )
     video_codec, audio_codec = DemoVideoCodec.load(video_path), DemoAudioCodec.load(audio_path)
 
@@ -124,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         "command": (
             f"python -m skyreels_core train-demo --seed {args.seed} --scenes {args.scenes} "
             f"--codec-scenes {args.codec_scenes} --video-codec-steps {args.video_codec_steps} "
-            f"--audio-codec-steps {args.audio_codec_steps} --steps {args.steps} "
+            f"--audio-codec-steps {args.audio_codec_steps} "
+            f"--video-decoder-steps {args.video_decoder_steps} --steps {args.steps} "
             f"--batch {args.batch} --max-minutes {args.max_minutes:g}"
         ),
         "seed": args.seed,
