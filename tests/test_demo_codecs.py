@@ -44,7 +44,7 @@ def test_video_codec_layout_and_psnr(scenes):
     assert min(scores) >= 23.0  # two-object scenes with overlapping shapes are the hardest
 
 
-def test_video_codec_decodes_the_refiners_128_px_latents():
+def test_video_codec_round_trips_the_refiners_128_px_size():
     # Fitted on 64 px clips alone the decoder read 30.4 dB here, below bicubic upsampling of its
     # own 64 px decode, which held the refiner under bicubic at 1x fps.
     codec = DemoVideoCodec.load(WEIGHTS_DIR / "video_codec.safetensors")

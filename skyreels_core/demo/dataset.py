@@ -10,6 +10,10 @@ import torch
 from .world import render_scene, sample_scene_spec
 
 FRAMES = 33
+LOW_SIZE, HIGH_SIZE = (
+    64,
+    128,
+)  # the model's clips; the refiner's output (and the decoder's 2nd size)
 SCENES_PER_SEED = 100_000
 HELD_OUT_SEED = 1_000_000  # evaluation scenes start here; training never reaches it
 
@@ -32,7 +36,7 @@ def training_seeds(count: int, seed: int) -> range:
     return range(seed * SCENES_PER_SEED, seed * SCENES_PER_SEED + count)
 
 
-def render_world(count: int, seed: int, size: int = 64) -> WorldData:
+def render_world(count: int, seed: int, size: int = LOW_SIZE) -> WorldData:
     """``count`` training scenes at ``size`` px (the world scales motion and sizes with it)."""
     scenes = [
         render_scene(sample_scene_spec(scene, max_objects=2), frames=FRAMES, size=size)

@@ -12,8 +12,7 @@ from tqdm.auto import tqdm
 
 from ..training import cosine_with_warmup
 from .codecs import DemoAudioCodec, DemoVideoCodec
-from .dataset import WorldData, render_world
-from .train_refiner import HIGH_SIZE
+from .dataset import HIGH_SIZE, WorldData, render_world
 
 
 def _normalise(codec, latents: torch.Tensor, dims: tuple[int, ...]) -> None:

@@ -25,10 +25,9 @@ from ..objective import flow_matching_loss, noised
 from ..refiner import FPS_FACTORS, REFINER_PRESETS, RefinerDiT, build_condition, save_refiner
 from ..training import cosine_with_warmup, load_checkpoint, save_checkpoint
 from . import bundle
-from .dataset import FRAMES, training_seeds
+from .dataset import FRAMES, HIGH_SIZE, LOW_SIZE, training_seeds
 from .world import render_scene, sample_scene_spec
 
-LOW_SIZE, HIGH_SIZE = 64, 128
 SCALE = HIGH_SIZE // LOW_SIZE
 FPS_WEIGHTS = {1: 0.4, 2: 0.4, 4: 0.2}  # x1 (pure super-resolution) and x2 are the common asks
 MAX_KEYFRAMES = 3
