@@ -10,10 +10,8 @@ import torch
 from .world import render_scene, sample_scene_spec
 
 FRAMES = 33
-LOW_SIZE, HIGH_SIZE = (
-    64,
-    128,
-)  # the model's clips; the refiner's output (and the decoder's 2nd size)
+# The model's clips, and the refiner's output (the video decoder is fine-tuned for both).
+LOW_SIZE, HIGH_SIZE = 64, 128
 SCENES_PER_SEED = 100_000
 HELD_OUT_SEED = 1_000_000  # evaluation scenes start here; training never reaches it
 
