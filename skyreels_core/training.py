@@ -83,9 +83,18 @@ def training_loss(
     return loss, task
 
 
-def save_checkpoint(path: Path, model, optimiser: torch.optim.Optimizer, step: int) -> None:
-    """Model and optimiser state as safetensors (no pickle), written then renamed."""
+def save_checkpoint(
+    path: Path,
+    model,
+    optimiser: torch.optim.Optimizer,
+    step: int,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Model and optimiser state as safetensors (no pickle), written then renamed; with the batch
+    generator's state, so a resumed run draws the batches an unbroken one would have."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    if generator is not None:
+        tensors["generator"] = generator.get_state()
     for index, state in optimiser.state_dict()["state"].items():
         for name, value in state.items():
             tensors[f"optimiser.{index}.{name}"] = torch.as_tensor(value).contiguous()
@@ -98,11 +107,18 @@ def save_checkpoint(path: Path, model, optimiser: torch.optim.Optimizer, step: i
     temporary.replace(path)
 
 
-def load_checkpoint(path: Path, model, optimiser: torch.optim.Optimizer) -> int:
+def load_checkpoint(
+    path: Path,
+    model,
+    optimiser: torch.optim.Optimizer,
+    generator: torch.Generator | None = None,
+) -> int:
     """Restore a checkpoint written by :func:`save_checkpoint`; returns the step it was taken at."""
     with safe_open(str(path), framework="pt") as handle:
         step = int(handle.metadata()["step"])
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    if generator is not None and "generator" in tensors:
+        generator.set_state(tensors["generator"])
     model.load_state_dict(
         {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     )

@@ -34,20 +34,32 @@ def test_every_task_gives_a_finite_loss_with_gradients():
         assert model.patch_embedding.weight.grad.abs().sum() > 0
 
 
-def test_checkpoints_resume_model_and_optimiser(tmp_path):
-    model = tiny_model().train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    codec, batch = _batch()
-    for _ in range(2):
-        loss, _ = training_loss(model, codec, batch, torch.Generator().manual_seed(2), "t2av")
+def _train(model, optimiser, codec, batch, generator, steps):
+    for _ in range(steps):
+        loss, _ = training_loss(model, codec, batch, generator)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    save_checkpoint(tmp_path / "ckpt.safetensors", model, optimiser, 2)
+
+
+def test_a_resumed_run_continues_bit_identically(tmp_path):
+    """Model, optimiser and the batch generator resume, so 2 + 2 steps equal 4 unbroken ones."""
+    codec, batch = _batch()
+    model = tiny_model().train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(2)
+    _train(model, optimiser, codec, batch, generator, 2)
+    save_checkpoint(tmp_path / "ckpt.safetensors", model, optimiser, 2, generator)
+    _train(model, optimiser, codec, batch, generator, 2)
+
     fresh = tiny_model(seed=9).train()
     fresh_optimiser = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
-    assert load_checkpoint(tmp_path / "ckpt.safetensors", fresh, fresh_optimiser) == 2
+    fresh_generator = torch.Generator().manual_seed(123)
+    step = load_checkpoint(tmp_path / "ckpt.safetensors", fresh, fresh_optimiser, fresh_generator)
+    assert step == 2
+    _train(fresh, fresh_optimiser, codec, batch, fresh_generator, 2)
     for key, value in model.state_dict().items():
-        assert torch.equal(value, fresh.state_dict()[key])
+        assert torch.equal(value, fresh.state_dict()[key]), key
     state, restored = optimiser.state_dict()["state"], fresh_optimiser.state_dict()["state"]
     assert all(torch.equal(state[i]["exp_avg"], restored[i]["exp_avg"]) for i in state)
+    assert torch.equal(generator.get_state(), fresh_generator.get_state())

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     model = DualStreamMMDiT(get_preset("demo")).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     checkpoint = out / "model_training.safetensors"
-    step = load_checkpoint(checkpoint, model, optimiser) if checkpoint.exists() else 0
+    step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
     deadline = started + args.max_minutes * 60
     with tqdm(total=args.steps, initial=step, desc="demo model") as bar:
         while step < args.steps and time.monotonic() < deadline:
@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", task=task)
             if step % args.checkpoint_every == 0:
-                save_checkpoint(checkpoint, model, optimiser, step)
-    save_checkpoint(checkpoint, model, optimiser, step)
+                save_checkpoint(checkpoint, model, optimiser, step, generator)
+    save_checkpoint(checkpoint, model, optimiser, step, generator)
     model_path = save_model(model.eval(), out / "model.safetensors", {"training_steps": str(step)})
     manifest = {
         "preset": "demo",

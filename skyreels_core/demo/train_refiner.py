@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     model = RefinerDiT(REFINER_PRESETS["demo"]).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     checkpoint = out / "refiner_training.safetensors"
-    step = load_checkpoint(checkpoint, model, optimiser) if checkpoint.exists() else 0
+    step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
     deadline = started + args.max_minutes * 60
     first_step, training_started = step, time.monotonic()
     with tqdm(total=args.steps, initial=step, desc="demo refiner") as bar:
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % args.checkpoint_every == 0:
-                save_checkpoint(checkpoint, model, optimiser, step)
+                save_checkpoint(checkpoint, model, optimiser, step, generator)
     codec_file = bundle.WEIGHTS_DIR / "video_codec.safetensors"
     provenance = {
         "command": f"python -m skyreels_core train-demo-refiner --seed {args.seed} "
