@@ -113,7 +113,10 @@ def server(tmp_path_factory):
 def test_nodes_are_listed(server):
     info = _get(server["base"], "/object_info")
     ours = {name: entry for name, entry in info.items() if name.startswith("SkyReelsV4")}
-    assert "IMPORT FAILED" not in server["log"].read_text(errors="replace")
+    # The host's own optional extras may fail to import (torchaudio-less installs); ours may not.
+    log = server["log"].read_text(errors="replace").splitlines()
+    assert any(line.strip().endswith(f"custom_nodes/{FOLDER}") for line in log)
+    assert not any("IMPORT FAILED" in line and FOLDER in line for line in log)
     for name in ("SkyReelsV4ModelLoader", "SkyReelsV4Sampler", "SkyReelsV4SaveVideo"):
         assert name in ours
     assert all(entry["display_name"].startswith("SkyReels-V4") for entry in ours.values())
