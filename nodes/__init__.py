@@ -9,6 +9,7 @@ from . import host
 
 NODE_GROUPS: tuple[str, ...] = (
     "loaders",
+    "media",
     "encode",
     "masks",
     "references",

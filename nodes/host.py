@@ -112,8 +112,8 @@ def output_dir() -> Path:
     return Path(os.environ.get("SKYREELS_OUTPUT_DIR", "output"))
 
 
-def input_path(name: str) -> Path:
-    return resolve_inside(input_dir(), name, input_name="input file")
+def input_path(name: str, input_name: str = "input file") -> Path:
+    return resolve_inside(input_dir(), name, input_name=input_name)
 
 
 def torch_device() -> torch.device:

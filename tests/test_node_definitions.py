@@ -21,7 +21,7 @@ def test_the_node_set_is_complete():
         "SkyReelsV4MaskKeyframes", "SkyReelsV4MaskEdit", "SkyReelsV4ImageReferences",
         "SkyReelsV4ClipReference", "SkyReelsV4StoryboardReference", "SkyReelsV4AudioReference",
         "SkyReelsV4Sampler", "SkyReelsV4DecodeVideo", "SkyReelsV4DecodeAudio", "SkyReelsV4EncodeVideo",
-        "SkyReelsV4EncodeAudio", "SkyReelsV4SaveVideo",
+        "SkyReelsV4EncodeAudio", "SkyReelsV4SaveVideo", "SkyReelsV4LoadAudio",
     }  # fmt: skip
     assert expected <= set(NODE_CLASS_MAPPINGS)
     assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_CLASS_MAPPINGS)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
+from unittest import mock
 
 import av
 import pytest
@@ -22,8 +24,10 @@ from workflow_tools import (
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 ASSETS = ROOT / "workflows" / "assets"
-# The host's loaders read workflows/assets/ as their input folder, so file widgets are checked too.
-OBJECT_INFO = object_info_from_mappings({**core_shims(ASSETS), **NODE_CLASS_MAPPINGS})
+# The host's loaders and ours read workflows/assets/ as their input folder, so file widgets are
+# checked too.
+with mock.patch.dict(os.environ, {"SKYREELS_INPUT_DIR": str(ASSETS)}):
+    OBJECT_INFO = object_info_from_mappings({**core_shims(ASSETS), **NODE_CLASS_MAPPINGS})
 
 
 def _builder():
@@ -76,6 +80,7 @@ def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(tmp_path / "output"))
     inputs = tmp_path / "input"
     shutil.copytree(ASSETS, inputs)
+    monkeypatch.setenv("SKYREELS_INPUT_DIR", str(inputs))
     workflow = json.loads(path.read_text())
     result = run_api_prompt(
         ui_to_api(workflow, OBJECT_INFO),

@@ -304,18 +304,6 @@ def core_shims(input_dir: str | Path) -> dict:
                 mask = torch.zeros(rgb.shape[:2])
             return torch.from_numpy(rgb)[None], mask[None]
 
-    class LoadAudio:
-        RETURN_TYPES = ("AUDIO",)
-        FUNCTION = "load"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            files = sorted(p.name for p in folder.glob("*.wav"))
-            return {"required": {"audio": (files, {"audio_upload": True})}}
-
-        def load(self, audio):
-            return (av_io.read_audio(folder / audio),)
-
     class LoadImageMask:
         RETURN_TYPES = ("MASK",)
         FUNCTION = "load_image"
@@ -363,7 +351,6 @@ def core_shims(input_dir: str | Path) -> dict:
     return {
         "LoadImage": LoadImage,
         "LoadImageMask": LoadImageMask,
-        "LoadAudio": LoadAudio,
         "LoadVideo": LoadVideo,
         "GetVideoComponents": GetVideoComponents,
     }

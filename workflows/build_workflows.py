@@ -31,11 +31,6 @@ HOST_NODES: dict[str, dict] = {
         "trailing": ["image"],
         "outputs": [("MASK", "MASK")],
     },
-    "LoadAudio": {
-        "inputs": [("audio", "COMBO")],
-        "trailing": [None, None],
-        "outputs": [("AUDIO", "AUDIO")],
-    },
     "LoadVideo": {
         "inputs": [("file", "COMBO")],
         "trailing": ["image"],
@@ -103,7 +98,9 @@ class Workflow:
             for name, spec in types.get(section, {}).items()
         ]
         names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
-        return inputs, list(zip(names, cls.RETURN_TYPES)), []
+        # An audio_upload combo gets the frontend's upload button and player, saved as nulls.
+        trailing = [None, None] if any(o.get("audio_upload") for _, _, o in inputs) else []
+        return inputs, list(zip(names, cls.RETURN_TYPES)), trailing
 
     def to_json(self) -> dict:
         depth: dict[int, int] = {}
@@ -357,7 +354,7 @@ def references(m) -> Workflow:
     w = Workflow(m)
     model, _, video_vae, audio_vae, text, negative = _base(w, "a blue circle bounces on the floor")
     image = w.add("LoadImage", title="Reference image", image="reference.png")
-    sound = w.add("LoadAudio", title="Reference sound", audio="reference_sound.wav")
+    sound = w.add("SkyReelsV4LoadAudio", title="Reference sound", audio="reference_sound.wav")
     image_refs = w.add(
         "SkyReelsV4ImageReferences",
         video_vae=(video_vae, 0),

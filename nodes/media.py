@@ -1,0 +1,78 @@
+"""Media inputs read from the host's input folder with PyAV.
+
+ComfyUI's own LoadAudio lives in a module that imports torchaudio, which has no build for torch
+2.12 and later: on such hosts that node is missing and any workflow using it fails to queue. This
+loader reads the same files through PyAV, which the host already needs for video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from skyreels_core.av_io import read_audio
+from skyreels_core.errors import InputError
+
+from . import host
+from .validation import reports_input_errors
+
+CATEGORY = "SkyReels-V4/inputs"
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".mov", ".mkv")
+
+
+def _audio_files() -> list[str]:
+    folder = host.input_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+    )
+
+
+class SkyReelsV4LoadAudio:
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    DESCRIPTION = (
+        "A sound file from ComfyUI's input folder (or the sound of a video file), as AUDIO at "
+        "its own rate and channels. Reads through PyAV, so it works where the core Load Audio "
+        "node is missing for lack of torchaudio."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = _audio_files()
+        return {
+            "required": {
+                "audio": (
+                    files or [""],
+                    {
+                        "audio_upload": True,
+                        "tooltip": "A file in the input folder; the upload button adds one.",
+                    },
+                )
+            }
+        }
+
+    @classmethod
+    @reports_input_errors
+    def VALIDATE_INPUTS(cls, audio: str):
+        host.input_path(audio, "audio")
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, audio: str) -> str:
+        """A file replaced under the same name is read again."""
+        try:
+            return hashlib.sha256(host.input_path(audio, "audio").read_bytes()).hexdigest()
+        except InputError as error:
+            return str(error)  # load() raises the same clear error
+
+    def load(self, audio: str):
+        return (read_audio(host.input_path(audio, "audio")),)
+
+
+NODE_CLASS_MAPPINGS = {"SkyReelsV4LoadAudio": SkyReelsV4LoadAudio}
+NODE_DISPLAY_NAME_MAPPINGS = {"SkyReelsV4LoadAudio": "SkyReels-V4 Load Audio"}
