@@ -60,3 +60,14 @@ export function playerHeight(width, videoWidth, videoHeight, controls = 24) {
   if (!(videoWidth > 0 && videoHeight > 0)) return width * (9 / 16) + controls;
   return Math.round((width * videoHeight) / videoWidth) + controls;
 }
+
+/**
+ * The audio loader's required inputs with the host's audio player (`audioUI`) right after the
+ * `audio` combo. ComfyUI adds the player only to its own audio nodes, yet its upload button (added
+ * to any combo named `audio` with `audio_upload`) needs the player to exist first: without it the
+ * node throws while being created.
+ */
+export function withAudioPlayer(required) {
+  const { audio, audioUI = ["AUDIO_UI", {}], ...rest } = required;
+  return { audio, audioUI, ...rest };
+}

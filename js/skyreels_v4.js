@@ -1,9 +1,10 @@
 // SkyReels-V4 frontend: keyframe/mask timelines on the mask nodes, growing image sockets on the
-// reference node, and an in-node player (with sound) for saved clips.
+// reference node, an in-node player (with sound) for saved clips, and the audio loader's player.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
   frameAtTime, planReferenceSockets, playerHeight, snappedAway, timelineCells, viewUrl,
+  withAudioPlayer,
 } from "./skyreels_logic.js";
 
 const MASK_NODES = new Set([
@@ -114,5 +115,8 @@ app.registerExtension({
     if (MASK_NODES.has(nodeData.name)) addTimeline(nodeType);
     if (nodeData.name === "SkyReelsV4ImageReferences") addGrowingSockets(nodeType);
     if (nodeData.name === "SkyReelsV4SaveVideo") addPlayer(nodeType);
+    if (nodeData.name === "SkyReelsV4LoadAudio") {
+      nodeData.input.required = withAudioPlayer(nodeData.input.required);
+    }
   },
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   frameAtTime, latentIndexOfFrame, planReferenceSockets, playerHeight, snappedAway, timelineCells, viewUrl,
+  withAudioPlayer,
 } from "../skyreels_logic.js";
 
 test("latent groups: frame 0 alone, then four frames each", () => {
@@ -40,4 +41,15 @@ test("player keeps the clip's aspect", () => {
   assert.equal(playerHeight(320, 640, 360), 204);
   assert.equal(playerHeight(320, 0, 0), 204);
   assert.equal(playerHeight(200, 100, 100, 0), 200);
+});
+
+test("the audio loader gets the host's player before its upload button, once", () => {
+  const combo = [["voice.wav"], { audio_upload: true }];
+  const upload = ["AUDIOUPLOAD", {}];
+  const withPlayer = withAudioPlayer({ audio: combo, upload });
+  assert.deepEqual(Object.keys(withPlayer), ["audio", "audioUI", "upload"]);
+  assert.deepEqual(withPlayer.audioUI, ["AUDIO_UI", {}]);
+  assert.equal(withPlayer.audio, combo);
+  assert.deepEqual(Object.keys(withAudioPlayer({ audio: combo })), ["audio", "audioUI"]);
+  assert.deepEqual(withAudioPlayer(withPlayer), withPlayer);
 });
