@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from skyreels_core.demo import evaluate as evaluate_module
 from skyreels_core.demo.bundle import WEIGHTS_DIR, file_digest
 from skyreels_core.demo.dataset import HELD_OUT_SEED
 from skyreels_core.demo.evaluate import TARGETS, evaluate
+from skyreels_core.demo.evaluate_clicks import click_error_by_noise, click_tokens
 from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
 from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
 
@@ -107,6 +110,7 @@ def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkey
               "pitch_accuracy": 0.942, "kept_psnr_db": 25.9, "refiner_gain_db": None}  # fmt: skip
     report = {**values, "av_sync_ms_stderr": 4.8,
               "av_sync_given_video": {"av_sync_ms": 71.4, "av_sync_ms_stderr": 5.3},
+              "click_error_by_noise": {"0.5": {"near_contacts": 0.33, "elsewhere": 0.07}},
               "targets_met": {name: name == "colour_accuracy" for name in TARGETS}}  # fmt: skip
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: report)
     monkeypatch.setattr(evaluate_module.DemoPipeline, "load", lambda model: None)
@@ -119,5 +123,34 @@ def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkey
     assert "76.7 ± 4.8 ms" in rows["av_sync_ms"] and rows["av_sync_ms"].endswith("NOT met")
     assert "0.983" in rows["colour_accuracy"] and rows["colour_accuracy"].endswith("  met")
     assert "n/a" in rows["refiner_gain_db"]
-    assert lines[-1].startswith("av_sync, video given") and "71.4 ± 5.3 ms" in lines[-1]
-    assert len(lines) == len(TARGETS) + 1 and sum("76.7" in line for line in lines) == 1
+    assert lines[-2].startswith("av_sync, video given") and "71.4 ± 5.3 ms" in lines[-2]
+    assert lines[-1].endswith("by noise level: 0.5 0.33/0.07")
+    assert len(lines) == len(TARGETS) + 2 and sum("76.7" in line for line in lines) == 1
+
+
+def test_click_error_splits_the_tokens_around_contacts_from_the_rest(pipeline):
+    """An oracle that knows the clean audio scores zero; one that is wrong by 1 on exactly the
+    tokens around the contacts scores 1 there and 0 elsewhere, at every noise level."""
+    scenes = [render_scene(sample_scene_spec(HELD_OUT_SEED + 3000 + i)) for i in range(3)]
+    assert all(scene.contact_frames for scene in scenes)
+    codec = pipeline.audio_codec
+    clean = codec.encode(torch.stack([scene.audio for scene in scenes]))
+    near = torch.stack([click_tokens(s, codec.samples_per_token, clean.shape[2]) for s in scenes])
+    assert 0 < near.sum() < near.numel()
+    for scene, marked in zip(scenes, near):  # the loudest token (a click's burst) is marked
+        padded = torch.nn.functional.pad(scene.audio[0], (0, marked.numel() * 256 - 33000))
+        assert codec.samples_per_token == 256
+        assert marked[padded.reshape(marked.numel(), 256).pow(2).sum(1).argmax()]
+
+    def oracle(miss_near: bool):
+        def model(video_in, t, text, audio):
+            velocity = (audio - clean) / t[:, None, None]  # x_t = (1 - t) x0 + t n
+            return SimpleNamespace(audio=velocity + (near[:, None] if miss_near else 0))
+
+        return replace(pipeline, model=model)
+
+    for miss_near, expected in ((False, (0.0, 0.0)), (True, (1.0, 0.0))):
+        report = click_error_by_noise(oracle(miss_near), scenes, levels=(0.3, 0.95))
+        for entry in report.values():
+            got = (entry["near_contacts"], entry["elsewhere"])
+            assert got == pytest.approx(expected, abs=1e-5)

@@ -17,6 +17,7 @@ import torch
 from ..refiner import RefinerSettings, load_refiner
 from . import bundle
 from .dataset import HELD_OUT_SEED
+from .evaluate_clicks import click_error_by_noise
 from .evaluate_refiner import refiner_psnr
 from .metrics import (
     av_sync_error_ms,
@@ -39,6 +40,7 @@ TARGETS = {
 }
 # Text-to-video cases: AV sync's standard error over clips is about 5 ms at 120, 10 ms at 40.
 GENERATION_CASES = 120
+CLICK_SCENES = 48  # the audio error around clicks per noise level (seconds, not minutes)
 
 
 def _sync(pipeline: DemoPipeline, request: RenderRequest) -> tuple[torch.Tensor, dict, dict]:
@@ -123,6 +125,8 @@ def evaluate(
         **_generation_cases(pipeline, generation_cases, first_seed, sampling),
         **_kept_content_cases(pipeline, kept_cases, first_seed, sampling),
     }
+    scenes = [render_scene(sample_scene_spec(first_seed + i)) for i in range(CLICK_SCENES)]
+    report["click_error_by_noise"] = click_error_by_noise(pipeline, scenes)
     refiner = load_refiner(bundle.refiner_path())
     report["refiner"] = {
         f"x{r}_fps": refiner_psnr(
@@ -207,6 +211,13 @@ def run(args: argparse.Namespace) -> int:
     given = _with_stderr(report["av_sync_given_video"])
     print(
         f"{'av_sync, video given':18s} {given:>16s}  (a diagnostic; ± one standard error over clips)"
+    )
+    clicks = report["click_error_by_noise"]
+    print(
+        "audio error near clicks / elsewhere, video given, by noise level: "
+        + ", ".join(
+            f"{level} {e['near_contacts']:.2f}/{e['elsewhere']:.2f}" for level, e in clicks.items()
+        )
     )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
