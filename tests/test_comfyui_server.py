@@ -3,7 +3,10 @@
 The server runs under COMFYUI_PYTHON (default: this interpreter) with temp input/output folders;
 the pack is symlinked into custom_nodes for the session and the link removed afterwards. Each
 workflows/*.json is converted through the server's own /object_info (what the frontend does),
-queued, and its saved MP4 must hold one video and one audio stream.
+queued, and its saved MP4 must hold one video and one audio stream. Where Playwright and a
+Chromium are installed (CHROMIUM names the browser; default: chromium on PATH), the host's own
+frontend also loads each workflow: it must raise no error, build the prompt this test converts,
+and save the same widget values back.
 """
 
 from __future__ import annotations
@@ -169,3 +172,64 @@ def test_workflow_runs(server, path):
             assert len(container.streams.video) == 1
             assert len(container.streams.audio) == 1
             assert container.streams.video[0].frames in (0, video["frame_count"])
+
+
+def _declared(prompt: dict, object_info: dict) -> dict:
+    """The prompt as the server reads it: inputs a node does not declare are dropped there."""
+    declared = {}
+    for node_id, entry in prompt.items():
+        spec = object_info[entry["class_type"]]["input"]
+        names = {name for section in spec.values() for name in section}
+        inputs = {name: value for name, value in entry["inputs"].items() if name in names}
+        declared[node_id] = {"class_type": entry["class_type"], "inputs": inputs}
+    return declared
+
+
+@pytest.fixture(scope="module")
+def frontend(server):
+    playwright = pytest.importorskip("playwright.sync_api")
+    browser_path = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not browser_path:
+        pytest.skip("set CHROMIUM to a Chromium binary to load workflows in the host's frontend")
+    errors: list[str] = []
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(server["base"], wait_until="networkidle", timeout=START_TIMEOUT_S * 1000)
+        page.wait_for_function("() => window.app?.graph && window.LiteGraph", timeout=60_000)
+        page.on("pageerror", lambda error: errors.append(str(error)))  # after the host's own start
+        yield page, errors
+        browser.close()
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_the_hosts_frontend_loads_the_workflow(server, frontend, path):
+    page, errors = frontend
+    workflow = json.loads(path.read_text())
+    errors.clear()
+    built = page.evaluate(
+        """async (workflow) => {
+            await window.app.loadGraphData(workflow);
+            const { output, workflow: saved } = await window.app.graphToPrompt();
+            return { output, widgets: saved.nodes.map((node) => [node.id, node.widgets_values]) };
+        }""",
+        workflow,
+    )
+    assert errors == []
+    info = _get(server["base"], "/object_info")
+    assert _declared(built["output"], info) == _declared(ui_to_api(workflow, info), info)
+    saved = dict(map(tuple, built["widgets"]))
+    assert {node["id"]: node.get("widgets_values") for node in workflow["nodes"]} == saved
+
+
+def test_the_audio_loader_gets_the_hosts_player_and_upload_button(frontend):
+    page, errors = frontend
+    errors.clear()
+    widgets = page.evaluate(
+        """() => {
+            const node = window.LiteGraph.createNode("SkyReelsV4LoadAudio");
+            window.app.graph.add(node);
+            return node.widgets.map((widget) => widget.name);
+        }"""
+    )
+    assert errors == [] and widgets == ["audio", "audioUI", "upload"]
