@@ -20,12 +20,14 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp
 
 
 def _audio_files() -> list[str]:
+    """The input folder's sound and video files, top level only like the host's own loaders
+    (listed on every page load, so big input trees are not walked)."""
     folder = host.input_dir()
     if not folder.is_dir():
         return []
     return sorted(
-        str(path.relative_to(folder))
-        for path in folder.rglob("*")
+        path.name
+        for path in folder.iterdir()
         if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
     )
 

@@ -33,11 +33,12 @@ def test_loads_the_samples_channels_and_rate(input_dir):
     samples = np.random.default_rng(0).integers(-32768, 32767, size=(2, 1000))
     (input_dir / "sounds").mkdir()
     _write_wav(input_dir / "sounds" / "voice.wav", samples, 22050)
+    _write_wav(input_dir / "Take 2.WAV", samples[:1], 8000)
     (input_dir / "notes.txt").write_text("not audio")
 
     files = LoadAudio.INPUT_TYPES()["required"]["audio"][0]
-    assert files == ["sounds/voice.wav"]
-    (audio,) = LoadAudio().load("sounds/voice.wav")
+    assert files == ["Take 2.WAV"]  # the top level, as the host lists its input folder
+    (audio,) = LoadAudio().load("sounds/voice.wav")  # a subfolder path an API prompt may name
     assert audio["sample_rate"] == 22050
     expected = torch.from_numpy(samples / 32768.0).float()[None]
     assert audio["waveform"].shape == (1, 2, 1000)
