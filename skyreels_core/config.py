@@ -43,6 +43,9 @@ class ModelConfig:
     freq_dim: int = 256
     eps: float = 1e-6
     rope_theta: float = 10000.0
+    # Harmonics of the audio tokens' place inside their video latent group (rope.audio_group_phase)
+    # added to the audio embedding; 0, the paper's model, leaves the audio to rotary time alone.
+    audio_phase_harmonics: int = 0
 
     def __post_init__(self) -> None:
         check_heads(self.name, self.dim, self.num_heads)
@@ -90,6 +93,7 @@ class ModelConfig:
         if self.has_audio:
             counts["audio"] = (
                 linear(self.audio_latent_channels, d) + embed
+                + (linear(2 * self.audio_phase_harmonics, d) if self.audio_phase_harmonics else 0)
                 + self.num_dual_blocks * dual + self.num_single_blocks * single
                 + linear(d, self.audio_latent_channels) + 2 * d
             )  # fmt: skip
@@ -123,7 +127,7 @@ PRESETS: dict[str, ModelConfig] = {
     # The bundled demo model: trainable on 2 CPU cores within the hour on the 64 px demo world.
     "demo": ModelConfig(
         name="demo", dim=128, num_heads=4, ffn_dim=384, num_dual_blocks=2, num_single_blocks=2,
-        text_dim=64, video_latent_channels=8, audio_latent_channels=8,
+        text_dim=64, video_latent_channels=8, audio_latent_channels=8, audio_phase_harmonics=4,
     ),
     "wan2.1-t2v-1.3b": _wan("wan2.1-t2v-1.3b", 1536, 12, 8960, 30),
     "wan2.1-t2v-14b": _wan("wan2.1-t2v-14b", 5120, 40, 13824, 40),

@@ -15,7 +15,14 @@ from torch import nn
 from .blocks import DualStreamBlock, LayerNorm, SingleStreamBlock
 from .config import ModelConfig
 from .errors import InputError
-from .rope import audio_angles, audio_time_scale, rotary, video_angles, video_positions
+from .rope import (
+    audio_angles,
+    audio_group_phase,
+    audio_time_scale,
+    rotary,
+    video_angles,
+    video_positions,
+)
 from .types import ModelOutput, References, TextEncoding
 
 TIMESTEP_SCALE = 1000.0  # flow time t in [0, 1] is embedded as Wan's timestep t * 1000
@@ -86,6 +93,9 @@ def _audio_table(length, ref_length, scale, head_dim, theta, temporal_only):
     return audio_angles(times, head_dim, theta, temporal_only)
 
 
+_audio_phase = lru_cache(maxsize=32)(audio_group_phase)  # per shape, like the rotary tables
+
+
 def _tables(angles: torch.Tensor, device, dtype=torch.float32):
     return _device_tables(angles, torch.device(device), dtype, torch.is_inference_mode_enabled())
 
@@ -127,6 +137,8 @@ class DualStreamMMDiT(nn.Module):
         self.head = Head(d, c.video_latent_channels * pt * ph * pw, c.eps)
         if c.has_audio:
             self.audio_embedding = nn.Linear(c.audio_latent_channels, d)
+            if c.audio_phase_harmonics:
+                self.audio_phase = nn.Linear(2 * c.audio_phase_harmonics, d)
             self.audio_time_embedding, self.audio_time_projection, self.audio_text_embedding = (
                 stream_embeddings(config)
             )
@@ -230,6 +242,9 @@ class DualStreamMMDiT(nn.Module):
             ref_length = 0 if ref_audio is None else ref_audio.shape[2]
             stream = audio if ref_audio is None else torch.cat([ref_audio, audio], dim=2)
             a = self.audio_embedding(stream.transpose(1, 2).to(dtype))
+            if c.audio_phase_harmonics:
+                phase_args = (audio.shape[2], ref_length, frames, c.audio_phase_harmonics)
+                a = a + self.audio_phase(_audio_phase(*phase_args).to(device, dtype))
             scale = audio_time_scale(grid[0], audio.shape[2])  # one clock for both streams
             audio_args = (audio.shape[2], ref_length, scale, c.head_dim, c.rope_theta)
             audio_self = _tables(_audio_table(*audio_args, False), device)

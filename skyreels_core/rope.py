@@ -9,7 +9,11 @@ negative times and high-res keyframes at fractional low-res grid positions.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .shapes import TEMPORAL_STRIDE
 
 
 def axis_split(head_dim: int) -> tuple[int, int, int]:
@@ -51,6 +55,25 @@ def audio_angles(
 def audio_time_scale(latent_frames: int, audio_tokens: int) -> float:
     """Video time per audio token, ``T_lat / L_a``: 21 / 218 for the paper's 5 s clips."""
     return latent_frames / audio_tokens
+
+
+def audio_group_phase(
+    length: int, ref_length: int, latent_frames: int, harmonics: int
+) -> torch.Tensor:
+    """Where each audio token sits inside its video latent group: [sin | cos] of 2 pi m f / 4 for
+    m = 1..``harmonics`` [L_ref + L, 2 * harmonics], f the token's time in video frames.
+
+    Rotary attention tells a token only its offsets to others, and at the latent clock the fastest
+    temporal pair turns one radian per group of 4 frames: too coarse to say which of the 4 frames
+    a latent's event falls on. This absolute, group-periodic feature lets the audio stream's MLPs
+    combine "the latent I attend shows a contact on its 2nd frame" with "I am on the 2nd frame",
+    where a click must go. The audio spans the clip's 4 (T_lat - 1) + 1 frames (1 + 4k layout).
+    """
+    frames = TEMPORAL_STRIDE * (latent_frames - 1) + 1
+    f = torch.arange(-ref_length, length, dtype=torch.float64) * frames / length
+    m = torch.arange(1, harmonics + 1, dtype=torch.float64)
+    angle = 2 * math.pi * f[:, None] * m / TEMPORAL_STRIDE
+    return torch.cat([angle.sin(), angle.cos()], 1)
 
 
 def rotary(

@@ -43,6 +43,23 @@ def test_stream_coupling_is_exactly_the_av_exchange():
 
 
 @torch.no_grad()
+def test_audio_group_phase_is_one_addition_to_the_audio_embedding():
+    plain = tiny_model()
+    model = tiny_model(audio_phase_harmonics=2)
+    assert not hasattr(plain, "audio_phase") and model.audio_phase.in_features == 4
+    missing = model.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["audio_phase.bias", "audio_phase.weight"]
+    video, t, text, audio = inputs(model)
+    torch.nn.init.zeros_(model.audio_phase.weight)
+    torch.nn.init.zeros_(model.audio_phase.bias)
+    base = plain(video, t, text, audio=audio)
+    same = model(video, t, text, audio=audio)
+    assert torch.equal(same.audio, base.audio) and torch.equal(same.video, base.video)
+    torch.nn.init.normal_(model.audio_phase.weight)
+    assert (model(video, t, text, audio=audio).audio - base.audio).abs().max() > 1e-3
+
+
+@torch.no_grad()
 def test_references_condition_the_clip_and_are_dropped_from_the_output():
     model = tiny_model()
     randomise_av_exchange(model)

@@ -7,6 +7,7 @@ import torch
 from skyreels_core.blocks import AVCrossAttention
 from skyreels_core.rope import (
     audio_angles,
+    audio_group_phase,
     audio_time_scale,
     axis_split,
     rotary,
@@ -25,6 +26,24 @@ def test_audio_scale_is_latent_frames_over_audio_tokens():
     assert (
         abs(times[-1].item() - 217 * 21 / 218) < 1e-12
     )  # the last audio token sits before frame 21
+
+
+def test_audio_group_phase_tells_the_frame_inside_a_latent_group():
+    # 3 latents = 9 frames; 9 audio tokens put token j on frame j, 4 reference tokens before it.
+    phase = audio_group_phase(9, 4, 3, harmonics=2)
+    clip = phase[4:]
+    assert phase.shape == (13, 4)
+    assert torch.allclose(clip[0], torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64))
+    # Frame 2 is half a group on: sin pi, sin 2 pi, cos pi, cos 2 pi.
+    assert torch.allclose(
+        clip[2], torch.tensor([0.0, 0.0, -1.0, 1.0], dtype=torch.float64), atol=1e-12
+    )
+    # The same frame of every group (and of the references before the clip) reads the same ...
+    assert torch.allclose(clip[:5], clip[4:], atol=1e-12) and torch.allclose(
+        phase[:4], clip[:4], atol=1e-12
+    )
+    # ... and the 4 frames of a group read 4 different phases.
+    assert torch.cdist(clip[:4], clip[:4]).add(torch.eye(4)).min() > 0.5
 
 
 def test_reference_positions_are_negative_and_keyframes_fractional():
