@@ -43,7 +43,7 @@ class ModelConfig:
     freq_dim: int = 256
     eps: float = 1e-6
     rope_theta: float = 10000.0
-    # Harmonics of the audio tokens' place inside their video latent group (rope.audio_group_phase)
+    # Harmonics of the audio tokens' place inside their video latent group (rope.audio_group_angles)
     # added to the audio embedding; 0, the paper's model, leaves the audio to rotary time alone.
     audio_phase_harmonics: int = 0
 

@@ -17,7 +17,7 @@ from .config import ModelConfig
 from .errors import InputError
 from .rope import (
     audio_angles,
-    audio_group_phase,
+    audio_group_angles,
     audio_time_scale,
     rotary,
     video_angles,
@@ -93,7 +93,8 @@ def _audio_table(length, ref_length, scale, head_dim, theta, temporal_only):
     return audio_angles(times, head_dim, theta, temporal_only)
 
 
-_audio_phase = lru_cache(maxsize=32)(audio_group_phase)  # per shape, like the rotary tables
+# Per shape, like the rotary tables, so its sin/cos stay cached on the device (_tables).
+_audio_group_angles = lru_cache(maxsize=32)(audio_group_angles)
 
 
 def _tables(angles: torch.Tensor, device, dtype=torch.float32):
@@ -244,7 +245,8 @@ class DualStreamMMDiT(nn.Module):
             a = self.audio_embedding(stream.transpose(1, 2).to(dtype))
             if c.audio_phase_harmonics:
                 phase_args = (audio.shape[2], ref_length, frames, c.audio_phase_harmonics)
-                a = a + self.audio_phase(_audio_phase(*phase_args).to(device, dtype))
+                cos, sin = _tables(_audio_group_angles(*phase_args), device, dtype)
+                a = a + self.audio_phase(torch.cat([sin, cos], dim=1))
             scale = audio_time_scale(grid[0], audio.shape[2])  # one clock for both streams
             audio_args = (audio.shape[2], ref_length, scale, c.head_dim, c.rope_theta)
             audio_self = _tables(_audio_table(*audio_args, False), device)

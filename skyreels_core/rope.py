@@ -57,11 +57,12 @@ def audio_time_scale(latent_frames: int, audio_tokens: int) -> float:
     return latent_frames / audio_tokens
 
 
-def audio_group_phase(
+def audio_group_angles(
     length: int, ref_length: int, latent_frames: int, harmonics: int
 ) -> torch.Tensor:
-    """Where each audio token sits inside its video latent group: [sin | cos] of 2 pi m f / 4 for
-    m = 1..``harmonics`` [L_ref + L, 2 * harmonics], f the token's time in video frames.
+    """Where each audio token sits inside its video latent group: angles 2 pi m f / 4 for
+    m = 1..``harmonics`` [L_ref + L, harmonics], f the token's time in video frames; the model
+    feeds their sin and cos (the :func:`rotary` table) to the audio embedding.
 
     Rotary attention tells a token only its offsets to others, and at the latent clock the fastest
     temporal pair turns one radian per group of 4 frames: too coarse to say which of the 4 frames
@@ -72,8 +73,7 @@ def audio_group_phase(
     frames = TEMPORAL_STRIDE * (latent_frames - 1) + 1
     f = torch.arange(-ref_length, length, dtype=torch.float64) * frames / length
     m = torch.arange(1, harmonics + 1, dtype=torch.float64)
-    angle = 2 * math.pi * f[:, None] * m / TEMPORAL_STRIDE
-    return torch.cat([angle.sin(), angle.cos()], 1)
+    return 2 * math.pi * f[:, None] * m / TEMPORAL_STRIDE
 
 
 def rotary(

@@ -7,7 +7,7 @@ import torch
 from skyreels_core.blocks import AVCrossAttention
 from skyreels_core.rope import (
     audio_angles,
-    audio_group_phase,
+    audio_group_angles,
     audio_time_scale,
     axis_split,
     rotary,
@@ -30,7 +30,8 @@ def test_audio_scale_is_latent_frames_over_audio_tokens():
 
 def test_audio_group_phase_tells_the_frame_inside_a_latent_group():
     # 3 latents = 9 frames; 9 audio tokens put token j on frame j, 4 reference tokens before it.
-    phase = audio_group_phase(9, 4, 3, harmonics=2)
+    angles = audio_group_angles(9, 4, 3, harmonics=2)
+    phase = torch.cat([angles.sin(), angles.cos()], 1)  # what the model feeds its audio embedding
     clip = phase[4:]
     assert phase.shape == (13, 4)
     assert torch.allclose(clip[0], torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64))
