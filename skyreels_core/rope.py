@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .shapes import TEMPORAL_STRIDE
+from .shapes import TEMPORAL_STRIDE, pixel_frame_count
 
 
 def axis_split(head_dim: int) -> tuple[int, int, int]:
@@ -70,7 +70,7 @@ def audio_group_angles(
     combine "the latent I attend shows a contact on its 2nd frame" with "I am on the 2nd frame",
     where a click must go. The audio spans the clip's 4 (T_lat - 1) + 1 frames (1 + 4k layout).
     """
-    frames = TEMPORAL_STRIDE * (latent_frames - 1) + 1
+    frames = pixel_frame_count(latent_frames)
     f = torch.arange(-ref_length, length, dtype=torch.float64) * frames / length
     m = torch.arange(1, harmonics + 1, dtype=torch.float64)
     return 2 * math.pi * f[:, None] * m / TEMPORAL_STRIDE
