@@ -124,7 +124,7 @@ PRESETS: dict[str, ModelConfig] = {
         name="tiny", dim=32, num_heads=2, ffn_dim=64, num_dual_blocks=1, num_single_blocks=1,
         text_dim=16, video_latent_channels=4, audio_latent_channels=4,
     ),
-    # The bundled demo model: trainable on 2 CPU cores within the hour on the 64 px demo world.
+    # The bundled demo model, trained by train-demo on 2 CPU cores on the 64 px demo world.
     "demo": ModelConfig(
         name="demo", dim=128, num_heads=4, ffn_dim=384, num_dual_blocks=2, num_single_blocks=2,
         text_dim=64, video_latent_channels=8, audio_latent_channels=8, audio_phase_harmonics=4,
