@@ -93,22 +93,21 @@ def _audio_table(length, ref_length, scale, head_dim, theta, temporal_only):
     return audio_angles(times, head_dim, theta, temporal_only)
 
 
-# Per shape, like the rotary tables, so its sin/cos stay cached on the device (_tables).
+# Per shape, like the rotary tables, so its rotations stay cached on the device (_tables).
 _audio_group_angles = lru_cache(maxsize=32)(audio_group_angles)
 
 
-def _tables(angles: torch.Tensor, device, dtype=torch.float32):
-    return _device_tables(angles, torch.device(device), dtype, torch.is_inference_mode_enabled())
+def _tables(angles: torch.Tensor, device) -> torch.Tensor:
+    return _device_tables(angles, torch.device(device), torch.is_inference_mode_enabled())
 
 
 @lru_cache(maxsize=64)
-def _device_tables(angles: torch.Tensor, device: torch.device, dtype, inference: bool):
-    """cos/sin on the device, cached: ``angles`` come from the per-shape caches above, so the
-    same tensor object (hashed by identity, kept alive as the key) returns the same tables.
-    Keyed on inference mode too: the host samples under it, and its tensors cannot be saved for
-    a later backward pass."""
-    cos, sin = rotary(angles, dtype)
-    return cos.to(device), sin.to(device)
+def _device_tables(angles: torch.Tensor, device: torch.device, inference: bool) -> torch.Tensor:
+    """The :func:`rotary` table on the device, cached: ``angles`` come from the per-shape caches
+    above, so the same tensor object (hashed by identity, kept alive as the key) returns the same
+    table. Keyed on inference mode too: the host samples under it, and its tensors cannot be saved
+    for a later backward pass."""
+    return rotary(angles).to(device)
 
 
 class DualStreamMMDiT(nn.Module):
@@ -245,8 +244,8 @@ class DualStreamMMDiT(nn.Module):
             a = self.audio_embedding(stream.transpose(1, 2).to(dtype))
             if c.audio_phase_harmonics:
                 phase_args = (audio.shape[2], ref_length, frames, c.audio_phase_harmonics)
-                cos, sin = _tables(_audio_group_angles(*phase_args), device, dtype)
-                a = a + self.audio_phase(torch.cat([sin, cos], dim=1))
+                phase = _tables(_audio_group_angles(*phase_args), device)
+                a = a + self.audio_phase(torch.cat([phase.imag, phase.real], dim=1).to(dtype))
             scale = audio_time_scale(grid[0], audio.shape[2])  # one clock for both streams
             audio_args = (audio.shape[2], ref_length, scale, c.head_dim, c.rope_theta)
             audio_self = _tables(_audio_table(*audio_args, False), device)

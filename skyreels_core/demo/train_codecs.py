@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..training import cosine_with_warmup
+from ..training import adamw, cosine_with_warmup
 from .codecs import DemoAudioCodec, DemoVideoCodec
 from .dataset import HIGH_SIZE, WorldData, render_world
 
@@ -21,7 +21,7 @@ def _normalise(codec, latents: torch.Tensor, dims: tuple[int, ...]) -> None:
 
 
 def _fit(module: nn.Module, loss_of_batch, steps: int, description: str, peak: float) -> None:
-    optimiser = torch.optim.AdamW(module.parameters(), lr=peak, weight_decay=0.0)
+    optimiser = adamw(module.parameters(), lr=peak, weight_decay=0.0)
     for step in tqdm(range(steps), desc=description, leave=False):
         cosine_with_warmup(optimiser, step, steps, peak)
         loss = loss_of_batch()

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..objective import flow_matching_loss, noised
 from ..refiner import FPS_FACTORS, REFINER_PRESETS, RefinerDiT, build_condition, save_refiner
-from ..training import cosine_with_warmup, load_checkpoint, save_checkpoint
+from ..training import adamw, cosine_with_warmup, load_checkpoint, save_checkpoint
 from . import bundle
 from .dataset import FRAMES, HIGH_SIZE, LOW_SIZE, training_seeds
 from .world import render_scene, sample_scene_spec
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     data = encode_world(codec, args.scenes, args.seed)
 
     model = RefinerDiT(REFINER_PRESETS["demo"]).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
     checkpoint = out / "refiner_training.safetensors"
     step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
     deadline = started + args.max_minutes * 60
