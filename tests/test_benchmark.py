@@ -9,6 +9,7 @@ from skyreels_core.benchmark import (
     TrackedTensorBytes,
     _PartTimer,
     analytic,
+    demo_train_step,
     gpu_weight_projection,
     step_flops,
     step_split,
@@ -67,3 +68,11 @@ def test_step_split_reports_every_part():
     parts = ("video", "audio", "cross_modal", "text", "other")
     assert all(split[f"{part}_s"] > 0 for part in parts)
     assert abs(sum(split[f"{part}_share"] for part in parts) - 1) < 1e-9
+
+
+def test_demo_train_step_times_both_optimisers_on_the_demo_model():
+    report = demo_train_step(batch=2, scenes=2, steps=2, repeats=1)
+    assert report["loss_difference"] < 1e-4  # the same work, so the ratio compares kernels
+    assert report["fused_step_s"] > 0 and report["loop_step_s"] > 0
+    assert report["fused_over_loop"] == report["fused_step_s"] / report["loop_step_s"]
+    assert report["model_stage_minutes"] == report["fused_step_s"] * 13_500 / 60

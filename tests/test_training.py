@@ -7,7 +7,7 @@ from codec_helpers import PoolingCodec
 from model_helpers import tiny_model
 
 from skyreels_core.tasks import TASK_WEIGHTS
-from skyreels_core.training import Batch, load_checkpoint, save_checkpoint, training_loss
+from skyreels_core.training import Batch, adamw, load_checkpoint, save_checkpoint, training_loss
 from skyreels_core.types import TextEncoding
 
 
@@ -46,14 +46,14 @@ def test_a_resumed_run_continues_bit_identically(tmp_path):
     """Model, optimiser and the batch generator resume, so 2 + 2 steps equal 4 unbroken ones."""
     codec, batch = _batch()
     model = tiny_model().train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
     generator = torch.Generator().manual_seed(2)
     _train(model, optimiser, codec, batch, generator, 2)
     save_checkpoint(tmp_path / "ckpt.safetensors", model, optimiser, 2, generator)
     _train(model, optimiser, codec, batch, generator, 2)
 
     fresh = tiny_model(seed=9).train()
-    fresh_optimiser = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    fresh_optimiser = adamw(fresh.parameters(), lr=1e-3, weight_decay=0.01)
     fresh_generator = torch.Generator().manual_seed(123)
     step = load_checkpoint(tmp_path / "ckpt.safetensors", fresh, fresh_optimiser, fresh_generator)
     assert step == 2

@@ -31,7 +31,7 @@ from ..training import (
 from ..types import TextEncoding
 from .bundle import WEIGHTS_DIR, file_digest
 from .codecs import DemoAudioCodec, DemoVideoCodec
-from .dataset import FRAMES, render_world
+from .dataset import FRAMES, WorldData, render_world
 from .train_codecs import train_codecs
 from .world import COLOURS, MOTIONS, SHAPES
 
@@ -49,6 +49,46 @@ def encode_captions(encoder: MLLMEncoder, captions: list[str]) -> TextEncoding:
     )
     mask = torch.stack([F.pad(e.mask[0], (0, length - e.mask.shape[1])) for e in encodings])
     return TextEncoding(features, mask)
+
+
+def encode_world(
+    data: WorldData, video_codec: DemoVideoCodec, audio_codec: DemoAudioCodec, encoder: MLLMEncoder
+) -> Batch:
+    """Every rendered clip with its latents and caption encoding, computed once before training."""
+    with torch.no_grad():
+        video_latents = torch.cat([video_codec.encode(clip[None]) for clip in data.pixels])
+        return Batch(
+            data.pixels,
+            video_latents,
+            audio_codec.encode(data.audio),
+            encode_captions(encoder, data.captions),
+        )
+
+
+def model_step(
+    model: DualStreamMMDiT,
+    optimiser: torch.optim.Optimizer,
+    video_codec: DemoVideoCodec,
+    world: Batch,
+    step: int,
+    steps: int,
+    batch: int,
+    generator: torch.Generator,
+) -> tuple[float, str]:
+    """One optimiser step of the multi-task mix on ``batch`` clips drawn from ``world``, at the
+    learning rate of ``step`` in a ``steps``-long schedule; returns the loss and the task drawn."""
+    cosine_with_warmup(optimiser, step, steps, 1e-3, warmup=200)
+    index = torch.randint(len(world.pixels), (batch,), generator=generator)
+    text = TextEncoding(world.text.features[index], world.text.mask[index])
+    chosen = Batch(
+        world.pixels[index], world.video_latents[index], world.audio_latents[index], text
+    )
+    loss, task = training_loss(model, video_codec, chosen, generator)
+    optimiser.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimiser.step()
+    return loss.item(), task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,10 +149,7 @@ def run(args: argparse.Namespace) -> int:
         )
     encoder = MLLMEncoder.from_folder(encoder_dir, dtype=torch.float32)
 
-    with torch.no_grad():
-        video_latents = torch.cat([video_codec.encode(clip[None]) for clip in data.pixels])
-        audio_latents = audio_codec.encode(data.audio)
-        text = encode_captions(encoder, data.captions)
+    world = encode_world(data, video_codec, audio_codec, encoder)
 
     model = DualStreamMMDiT(get_preset("demo")).train()
     optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
@@ -121,18 +158,12 @@ def run(args: argparse.Namespace) -> int:
     deadline = started + args.max_minutes * 60
     with tqdm(total=args.steps, initial=step, desc="demo model") as bar:
         while step < args.steps and time.monotonic() < deadline:
-            cosine_with_warmup(optimiser, step, args.steps, 1e-3, warmup=200)
-            index = torch.randint(len(data.pixels), (args.batch,), generator=generator)
-            batch = Batch(data.pixels[index], video_latents[index], audio_latents[index],
-                          TextEncoding(text.features[index], text.mask[index]))  # fmt: skip
-            loss, task = training_loss(model, video_codec, batch, generator)
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
+            loss, task = model_step(
+                model, optimiser, video_codec, world, step, args.steps, args.batch, generator
+            )
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", task=task)
+            bar.set_postfix(loss=f"{loss:.3f}", task=task)
             if step % args.checkpoint_every == 0:
                 save_checkpoint(checkpoint, model, optimiser, step, generator)
     save_checkpoint(checkpoint, model, optimiser, step, generator)
