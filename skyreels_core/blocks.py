@@ -16,7 +16,7 @@ from torch import nn
 from .attention import BlockSparsity, attention
 from .rope import apply_rotary
 
-Table = torch.Tensor  # complex rotations [L, head_dim / 2] (rope.rotary)
+Table = torch.Tensor  # (cos, sin) of the rotary angles, [L, head_dim / 2, 2] (rope.rotary)
 
 
 class RMSNorm(nn.Module):

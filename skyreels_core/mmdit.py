@@ -245,7 +245,7 @@ class DualStreamMMDiT(nn.Module):
             if c.audio_phase_harmonics:
                 phase_args = (audio.shape[2], ref_length, frames, c.audio_phase_harmonics)
                 phase = _tables(_audio_group_angles(*phase_args), device)
-                a = a + self.audio_phase(torch.cat([phase.imag, phase.real], dim=1).to(dtype))
+                a = a + self.audio_phase(torch.cat([phase[..., 1], phase[..., 0]], dim=1).to(dtype))
             scale = audio_time_scale(grid[0], audio.shape[2])  # one clock for both streams
             audio_args = (audio.shape[2], ref_length, scale, c.head_dim, c.rope_theta)
             audio_self = _tables(_audio_table(*audio_args, False), device)

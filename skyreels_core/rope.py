@@ -62,8 +62,7 @@ def audio_group_angles(
 ) -> torch.Tensor:
     """Where each audio token sits inside its video latent group: angles 2 pi m f / 4 for
     m = 1..``harmonics`` [L_ref + L, harmonics], f the token's time in video frames; the model
-    feeds their sin and cos (the :func:`rotary` table's imaginary and real parts) to the audio
-    embedding.
+    feeds their sin and cos (the :func:`rotary` table) to the audio embedding.
 
     Rotary attention tells a token only its offsets to others, and at the latent clock the fastest
     temporal pair turns one radian per group of 4 frames: too coarse to say which of the 4 frames
@@ -78,16 +77,27 @@ def audio_group_angles(
 
 
 def rotary(angles: torch.Tensor) -> torch.Tensor:
-    """Unit rotations e^(i angle) [L, head_dim/2] as complex64: one complex multiply then turns
-    every pair, about 3x faster forward and backward than the cos/sin arithmetic on real pairs."""
-    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+    """(cos, sin) of every angle, [L, head_dim/2, 2] float32: the real view of the unit rotations
+    e^(i angle), so eager code multiplies them as complex numbers without a copy."""
+    return torch.stack([angles.cos(), angles.sin()], dim=-1).to(torch.float32)
 
 
 def apply_rotary(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive pairs of token-major [B, L, heads, head_dim] by the table's rotations
-    [L, head_dim/2] (Wan's layout), in float32."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * table[:, None]).flatten(-2).to(x.dtype)
+    [L, head_dim/2, 2] (Wan's layout), in float32.
+
+    Eagerly one complex multiply, about 4x faster forward and backward than the real arithmetic's
+    separate kernels; under ``torch.compile`` the real arithmetic, which Inductor fuses into one
+    kernel and which avoids its missing code generation for complex operators."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    if torch.compiler.is_compiling():
+        cos, sin = table[:, None, :, 0], table[:, None, :, 1]
+        real, imag = pairs[..., 0], pairs[..., 1]
+        rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    else:
+        turns = torch.view_as_complex(table)[:, None]
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * turns)
+    return rotated.flatten(-2).to(x.dtype)
 
 
 def video_positions(

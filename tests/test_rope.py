@@ -6,6 +6,7 @@ import torch
 
 from skyreels_core.blocks import AVCrossAttention
 from skyreels_core.rope import (
+    apply_rotary,
     audio_angles,
     audio_group_angles,
     audio_time_scale,
@@ -78,3 +79,24 @@ def test_cross_modal_attention_sees_only_time_offsets():
     assert not (
         video_angles(positions, head_dim, 10000.0) == video_angles(positions, head_dim, 10000.0)[:1]
     ).all()
+
+
+def test_rotation_is_the_same_eagerly_and_under_compile():
+    """Eager code turns each pair by a complex multiply, traced code by real arithmetic (Inductor
+    generates no code for complex operators): both rotate by the angle, forward and backward."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 8, requires_grad=True)
+    angles = torch.rand(5, 4, dtype=torch.float64) * 10
+    table = rotary(angles)
+    pairs = x.detach().double().unflatten(-1, (-1, 2))
+    cos, sin = angles.cos()[:, None], angles.sin()[:, None]
+    real, imag = pairs[..., 0], pairs[..., 1]
+    expected = torch.stack((real * cos - imag * sin, real * sin + imag * cos), -1).flatten(-2)
+    traced = torch.compile(apply_rotary, backend="aot_eager", fullgraph=True)
+    outputs = [apply_rotary(x, table), traced(x, table)]
+    for out in outputs:
+        assert torch.allclose(out.double(), expected, atol=1e-6)
+    eager_grad, traced_grad = (torch.autograd.grad(out.square().sum(), x)[0] for out in outputs)
+    assert torch.allclose(eager_grad, traced_grad, atol=1e-6)
+    half = apply_rotary(x.detach().bfloat16(), table)  # rotated in float32, returned as given
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.double(), expected, atol=0.1)
