@@ -279,7 +279,7 @@ def demo_train_step(batch: int = 8, scenes: int = 16, steps: int = 10, repeats: 
     from .demo.bundle import WEIGHTS_DIR
     from .demo.codecs import DemoAudioCodec, DemoVideoCodec
     from .demo.dataset import render_world
-    from .demo.train import encode_world, model_step
+    from .demo.train import MODEL_STEPS, encode_world, model_step
     from .encoder import MLLMEncoder
     from .mmdit import DualStreamMMDiT
 
@@ -299,7 +299,7 @@ def demo_train_step(batch: int = 8, scenes: int = 16, steps: int = 10, repeats: 
             generator = torch.Generator().manual_seed(0)
             for step in range(steps):
                 loss, _ = model_step(
-                    model, optimiser, video_codec, world, step, 13_500, batch, generator
+                    model, optimiser, video_codec, world, step, MODEL_STEPS, batch, generator
                 )
                 losses[name].append(loss)
 
@@ -310,7 +310,7 @@ def demo_train_step(batch: int = 8, scenes: int = 16, steps: int = 10, repeats: 
     # Both contenders train the same model on the same batches: their losses agree to rounding.
     loss_difference = max(abs(a - b) for a, b in zip(*losses.values(), strict=True))
     return {"batch": batch, "fused_step_s": fused_s, "loop_step_s": loop_s, "fused_over_loop": fused_s / loop_s,
-            "model_stage_minutes": fused_s * 13_500 / 60, "loss_difference": loss_difference}  # fmt: skip
+            "model_stage_minutes": fused_s * MODEL_STEPS / 60, "loss_difference": loss_difference}  # fmt: skip
 
 
 class TrackedTensorBytes(TorchDispatchMode):

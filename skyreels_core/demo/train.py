@@ -35,6 +35,8 @@ from .dataset import FRAMES, WorldData, render_world
 from .train_codecs import train_codecs
 from .world import COLOURS, MOTIONS, SHAPES
 
+MODEL_STEPS = 13_500  # the shipped model's schedule
+
 
 def caption_vocabulary() -> list[str]:
     return [f"a {c} {s} {m} and" for c in COLOURS for s in SHAPES for m in MOTIONS]
@@ -108,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4000,
         help="decoder-only fine-tune at 64 and 128 px after the video codec fit",
     )
-    parser.add_argument("--steps", type=int, default=13500, help="model training steps")
+    parser.add_argument("--steps", type=int, default=MODEL_STEPS, help="model training steps")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument(
         "--max-minutes", type=float, default=55.0, help="stop model training after this long"
