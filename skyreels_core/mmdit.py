@@ -19,7 +19,7 @@ from .rope import (
     audio_angles,
     audio_group_angles,
     audio_time_scale,
-    rotary,
+    device_table,
     video_angles,
     video_positions,
 )
@@ -93,21 +93,8 @@ def _audio_table(length, ref_length, scale, head_dim, theta, temporal_only):
     return audio_angles(times, head_dim, theta, temporal_only)
 
 
-# Per shape, like the rotary tables, so its rotations stay cached on the device (_tables).
+# Per shape, like the rotary tables, so its rotations stay cached on the device (device_table).
 _audio_group_angles = lru_cache(maxsize=32)(audio_group_angles)
-
-
-def _tables(angles: torch.Tensor, device) -> torch.Tensor:
-    return _device_tables(angles, torch.device(device), torch.is_inference_mode_enabled())
-
-
-@lru_cache(maxsize=64)
-def _device_tables(angles: torch.Tensor, device: torch.device, inference: bool) -> torch.Tensor:
-    """The :func:`rotary` table on the device, cached: ``angles`` come from the per-shape caches
-    above, so the same tensor object (hashed by identity, kept alive as the key) returns the same
-    table. Keyed on inference mode too: the host samples under it, and its tensors cannot be saved
-    for a later backward pass."""
-    return rotary(angles).to(device)
 
 
 class DualStreamMMDiT(nn.Module):
@@ -228,7 +215,7 @@ class DualStreamMMDiT(nn.Module):
         clip_end = clip_start + math.prod(grid)
 
         table_args = (grid, ref_frames, key_times, key_grid, c.head_dim, c.rope_theta)
-        video_self = _tables(_video_table(*table_args, False), device)
+        video_self = device_table(_video_table(*table_args, False), device)
         video_modules = (self.time_embedding, self.time_projection, self.text_embedding)
         e_video, e6_video, context = embed(video_modules, timestep, text.features, c.freq_dim)
         text_video = context if c.joint_text else None
@@ -244,13 +231,13 @@ class DualStreamMMDiT(nn.Module):
             a = self.audio_embedding(stream.transpose(1, 2).to(dtype))
             if c.audio_phase_harmonics:
                 phase_args = (audio.shape[2], ref_length, frames, c.audio_phase_harmonics)
-                phase = _tables(_audio_group_angles(*phase_args), device)
+                phase = device_table(_audio_group_angles(*phase_args), device)
                 a = a + self.audio_phase(torch.cat([phase[..., 1], phase[..., 0]], dim=1).to(dtype))
             scale = audio_time_scale(grid[0], audio.shape[2])  # one clock for both streams
             audio_args = (audio.shape[2], ref_length, scale, c.head_dim, c.rope_theta)
-            audio_self = _tables(_audio_table(*audio_args, False), device)
-            audio_cross = _tables(_audio_table(*audio_args, True), device)
-            video_cross = _tables(_video_table(*table_args, True), device)
+            audio_self = device_table(_audio_table(*audio_args, False), device)
+            audio_cross = device_table(_audio_table(*audio_args, True), device)
+            video_cross = device_table(_video_table(*table_args, True), device)
             audio_modules = (
                 self.audio_time_embedding,
                 self.audio_time_projection,

@@ -32,7 +32,7 @@ from .errors import CheckpointError, InputError
 from .loading import read_header, save_model, validate_keys
 from .mmdit import TIMESTEP_SCALE, Head, sinusoidal_embedding
 from .objective import noised, velocity_target
-from .rope import rotary, video_angles, video_positions
+from .rope import device_table, video_angles, video_positions
 from .sampling import SamplerHooks, initial_noise
 from .sampling.schedules import flow_sigmas
 from .sampling.solvers import make_solver
@@ -102,9 +102,9 @@ REFINER_PRESETS: dict[str, RefinerConfig] = {
 
 # -- the video-only DiT ----------------------------------------------------------------------
 @lru_cache(maxsize=32)
-def _rotary_table(grid: tuple[int, int, int], head_dim: int, theta: float):
+def _rotary_angles(grid: tuple[int, int, int], head_dim: int, theta: float) -> torch.Tensor:
     """3D RoPE angles of the refined token grid (integer t, h, w), computed once per shape."""
-    return rotary(video_angles(video_positions(*grid), head_dim, theta))
+    return video_angles(video_positions(*grid), head_dim, theta)
 
 
 class RefinerDiT(nn.Module):
@@ -158,7 +158,7 @@ class RefinerDiT(nn.Module):
             sinusoidal_embedding(timestep * TIMESTEP_SCALE, c.freq_dim).to(weight.dtype)
         )
         e6 = self.time_projection(e).unflatten(1, (6, -1))
-        table = _rotary_table(grid, c.head_dim, c.rope_theta).to(video.device)
+        table = device_table(_rotary_angles(grid, c.head_dim, c.rope_theta), video.device)
         backend = self.attention_backend if keep_ratio is None else "flex"
         for block, gate in zip(self.blocks, self.coarse_gates):
             sparsity = None if keep_ratio is None else BlockSparsity(grid, keep_ratio, gate)

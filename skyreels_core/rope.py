@@ -10,6 +10,7 @@ negative times and high-res keyframes at fractional low-res grid positions.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -80,6 +81,20 @@ def rotary(angles: torch.Tensor) -> torch.Tensor:
     """(cos, sin) of every angle, [L, head_dim/2, 2] float32: the real view of the unit rotations
     e^(i angle), so eager code multiplies them as complex numbers without a copy."""
     return torch.stack([angles.cos(), angles.sin()], dim=-1).to(torch.float32)
+
+
+def device_table(angles: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """The :func:`rotary` table of ``angles`` on ``device``, made once: callers pass angles from
+    their per-shape caches, so the same tensor object (hashed by identity, kept alive as the key)
+    returns the same table instead of a host-to-device copy every forward."""
+    return _device_table(angles, torch.device(device), torch.is_inference_mode_enabled())
+
+
+@lru_cache(maxsize=64)
+def _device_table(angles: torch.Tensor, device: torch.device, inference: bool) -> torch.Tensor:
+    # Keyed on inference mode too: the host samples under it, and its tensors cannot be saved for
+    # a later backward pass.
+    return rotary(angles).to(device)
 
 
 def apply_rotary(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

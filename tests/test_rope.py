@@ -11,6 +11,7 @@ from skyreels_core.rope import (
     audio_group_angles,
     audio_time_scale,
     axis_split,
+    device_table,
     rotary,
     video_angles,
     video_positions,
@@ -100,3 +101,14 @@ def test_rotation_is_the_same_eagerly_and_under_compile():
     assert torch.allclose(eager_grad, traced_grad, atol=1e-6)
     half = apply_rotary(x.detach().bfloat16(), table)  # rotated in float32, returned as given
     assert half.dtype == torch.bfloat16 and torch.allclose(half.double(), expected, atol=0.1)
+
+
+def test_device_table_is_made_once_per_angles_and_inference_mode():
+    angles = video_angles(video_positions(2, 3, 4), 12, 10000.0)
+    table = device_table(angles, "cpu")
+    torch.testing.assert_close(table, rotary(angles), rtol=0, atol=0)
+    assert device_table(angles, torch.device("cpu")) is table  # no copy on later forwards
+    with torch.inference_mode():
+        sampled = device_table(angles, "cpu")
+    assert sampled is not table and not table.is_inference()  # training can still save it
+    assert device_table(angles.clone(), "cpu") is not table  # keyed by the angles tensor itself
