@@ -57,8 +57,12 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
         "--batch",
         "2",
     ]
-    assert main([*args, "--steps", "3", "--checkpoint-every", "1"]) == 0
+    assert main([*args, "--steps", "3", "--max-minutes", "0"]) == 0  # stopped before a step
     manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["training_steps"] == 0 and manifest["command"].endswith("--max-minutes 0")
+    assert main([*args, "--steps", "3", "--checkpoint-every", "1"]) == 0  # no limit by default
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert "--max-minutes" not in manifest["command"]
     assert manifest["training_steps"] == 3 and set(manifest["sha256"]) == {
         "model.safetensors", "video_codec.safetensors", "audio_codec.safetensors", "text_encoder",
     }  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -113,7 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=MODEL_STEPS, help="model training steps")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument(
-        "--max-minutes", type=float, default=55.0, help="stop model training after this long"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop model training this long after the start (default: run every step); "
+        "the same command resumes it",
     )
     parser.add_argument("--checkpoint-every", type=int, default=250)
 
@@ -157,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
     checkpoint = out / "model_training.safetensors"
     step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
-    deadline = started + args.max_minutes * 60
+    deadline = math.inf if args.max_minutes is None else started + args.max_minutes * 60
     with tqdm(total=args.steps, initial=step, desc="demo model") as bar:
         while step < args.steps and time.monotonic() < deadline:
             loss, task = model_step(
@@ -177,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             f"--codec-scenes {args.codec_scenes} --video-codec-steps {args.video_codec_steps} "
             f"--audio-codec-steps {args.audio_codec_steps} "
             f"--video-decoder-steps {args.video_decoder_steps} --steps {args.steps} "
-            f"--batch {args.batch} --max-minutes {args.max_minutes:g}"
+            f"--batch {args.batch}"
+            + ("" if args.max_minutes is None else f" --max-minutes {args.max_minutes:g}")
         ),
         "seed": args.seed,
         "training_steps": step,
@@ -195,4 +201,6 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote the demo bundle to {out} ({step} model steps)")
+    if step < args.steps:
+        print(f"stopped by --max-minutes at step {step} of {args.steps}: run it again to resume")
     return 0
