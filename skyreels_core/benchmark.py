@@ -274,8 +274,8 @@ def step_split(
 def demo_train_step(batch: int = 8, scenes: int = 16, steps: int = 10, repeats: int = 3) -> dict:
     """train-demo's model step (the demo preset, the multi-task mix on rendered world clips, the
     bundled codecs and text encoder) with AdamW's fused kernel and with its per-parameter loop,
-    round-robin on the same batches; and the minutes its 13,500-step model stage takes at the
-    fused pace, which the issue's one-hour budget on 2 CPU cores is about."""
+    round-robin on the same batches; and the minutes its model stage (``MODEL_STEPS``, the shipped
+    schedule) takes at the fused pace, which the issue's one-hour budget on 2 CPU cores is about."""
     from .demo.bundle import WEIGHTS_DIR
     from .demo.codecs import DemoAudioCodec, DemoVideoCodec
     from .demo.dataset import render_world
