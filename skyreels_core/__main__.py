@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "skyreels_core.demo.evaluate",
         "measure the demo model (AV sync, adherence, PSNR)",
     ),
+    "queue": (
+        "skyreels_core.batch_queue",
+        "queue a workflow on a running ComfyUI once per seed / prompt, widgets overridden",
+    ),
     "bench": ("skyreels_core.benchmark", "speed and memory benchmarks"),
     "to-safetensors": (
         "skyreels_core.convert",

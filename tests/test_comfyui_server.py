@@ -17,15 +17,18 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import av
 import pytest
-from workflow_tools import ui_to_api
+
+from skyreels_core.__main__ import main
+from skyreels_core.batch_queue import ComfyServer
+from skyreels_core.workflow_format import ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = "ComfyUI-SkyReels-V4"
@@ -134,36 +137,11 @@ def test_frontend_is_served(server):
     assert logic == (ROOT / "js" / "skyreels_logic.js").read_bytes()
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_workflow_runs(server, path):
-    base = server["base"]
-    prompt = ui_to_api(json.loads(path.read_text()), _get(base, "/object_info"))
-    request = urllib.request.Request(
-        base + "/prompt",
-        data=json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            prompt_id = json.loads(response.read())["prompt_id"]
-    except urllib.error.HTTPError as error:
-        pytest.fail(f"{path.name} refused: {error.read().decode()[:4000]}")
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while True:
-        history = _get(base, f"/history/{prompt_id}").get(prompt_id)
-        if history and history["status"].get("completed") is not None:
-            break
-        if history and history["status"].get("status_str") == "error":
-            break
-        if time.monotonic() > deadline:
-            urllib.request.urlopen(urllib.request.Request(base + "/interrupt", method="POST"))
-            pytest.fail(f"{path.name} did not finish within {RUN_TIMEOUT_S} s")
-        time.sleep(2)
-    assert history["status"]["status_str"] == "success", history["status"]
+def _check_saved(server: dict, entry: dict) -> None:
+    """A finished prompt saved MP4s, each with one video and one audio stream."""
+    assert entry["status"]["status_str"] == "success", entry["status"]
     saved = [
-        video
-        for output in history["outputs"].values()
-        for video in output.get("skyreels_videos", [])
+        video for output in entry["outputs"].values() for video in output.get("skyreels_videos", [])
     ]
     assert len(saved) >= 1
     for video in saved:
@@ -172,6 +150,45 @@ def test_workflow_runs(server, path):
             assert len(container.streams.video) == 1
             assert len(container.streams.audio) == 1
             assert container.streams.video[0].frames in (0, video["frame_count"])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_runs(server, path):
+    client = ComfyServer(server["base"], timeout_s=60)
+    prompt = ui_to_api(json.loads(path.read_text()), client.object_info())
+    prompt_id = client.queue(prompt)
+    _check_saved(server, _finished(client, prompt_id))
+
+
+def _finished(client: ComfyServer, prompt_id: str) -> dict:
+    """The prompt's history entry; a prompt still running after RUN_TIMEOUT_S is interrupted."""
+    outcome: dict = {}
+    waiter = threading.Thread(target=lambda: outcome.update(client.wait(prompt_id)), daemon=True)
+    waiter.start()
+    waiter.join(RUN_TIMEOUT_S)
+    if waiter.is_alive():
+        urllib.request.urlopen(urllib.request.Request(client.url + "/interrupt", method="POST"))
+        pytest.fail(f"prompt {prompt_id} did not finish within {RUN_TIMEOUT_S} s")
+    return outcome
+
+
+def test_the_queue_command_batches_seeds_on_the_server(server, capsys):
+    """Two seeds of the shipped text-to-video workflow, queued by the pack's command: two MP4s
+    that differ, each carrying the workflow of its own variant."""
+    workflow = ROOT / "workflows" / "text_to_video.json"
+    code = main(["queue", str(workflow), "--server", server["base"], "--seeds", "11-12",
+                 "--set", "8.steps=6", "--wait"])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0, out
+    files = [
+        server["output"] / line.split(": output/")[1] for line in out if line.startswith("done")
+    ]
+    assert len(files) == 2 and files[0].read_bytes() != files[1].read_bytes()
+    for file, seed in zip(files, (11, 12), strict=True):
+        with av.open(str(file)) as container:
+            saved = json.loads(container.metadata["workflow"])
+        sampler = next(node for node in saved["nodes"] if node["id"] == 8)
+        assert sampler["widgets_values"][:3] == [seed, "fixed", 6]
 
 
 def _declared(prompt: dict, object_info: dict) -> dict:

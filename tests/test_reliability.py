@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from skyreels_pack import NODE_CLASS_MAPPINGS
-from workflow_tools import core_shims, object_info_from_mappings, run_api_prompt, ui_to_api
+from workflow_tools import core_shims, object_info_from_mappings, run_api_prompt
 
 from skyreels_core.types import AVLatent
+from skyreels_core.workflow_format import ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "workflows" / "assets"

@@ -7,9 +7,10 @@ from workflow_tools import (
     core_shims,
     object_info_from_mappings,
     run_api_prompt,
-    ui_to_api,
     validate_workflow,
 )
+
+from skyreels_core.workflow_format import ui_to_api
 
 
 class MakeNumbers:

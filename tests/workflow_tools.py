@@ -1,11 +1,10 @@
-"""Test support built on ComfyUI's own /object_info structure, so the same code checks and converts
+"""Test support built on ComfyUI's own /object_info structure, so the same code checks and runs
 workflows whether the definitions come from the node classes (headless tests) or from a live
-server (tests/test_comfyui_server.py).
+server (tests/test_comfyui_server.py). The UI -> API conversion itself is the pack's own
+(``skyreels_core.workflow_format``, which the queue command uses).
 
 Semantics follow ComfyUI 0.3.64: server.py node_info() for object_info, comfy_execution/
-validation.py validate_node_input() for link types, and the frontend's graphToPrompt for the
-UI -> API conversion (widgets_values positional in input order, a control_after_generate value
-after seed widgets, links as [source_id, slot]).
+validation.py validate_node_input() for link types.
 """
 
 from __future__ import annotations
@@ -18,11 +17,14 @@ import torch
 from PIL import Image
 
 from skyreels_core import av_io
-
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-SEED_NAMES = {"seed", "noise_seed"}
-VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-MUTED, BYPASSED = 2, 4
+from skyreels_core.workflow_format import (
+    VIRTUAL_NODES,
+    choices,
+    node_inputs,
+    type_name,
+    types_match,
+    widget_values,
+)
 
 
 def object_info_from_mappings(mappings: dict, display_names: dict | None = None) -> dict:
@@ -56,76 +58,15 @@ def object_info_from_mappings(mappings: dict, display_names: dict | None = None)
     return info
 
 
-def _inputs(node_info: dict) -> list[tuple[str, object, dict]]:
-    """(name, type, options) for required then optional inputs, in input_order."""
-    result = []
-    for part in ("required", "optional"):
-        spec = node_info["input"].get(part, {})
-        for name in node_info.get("input_order", {}).get(part, list(spec)):
-            entry = spec[name]
-            result.append((name, entry[0], entry[1] if len(entry) > 1 else {}))
-    return result
-
-
-def _type_name(kind) -> str:
-    return "COMBO" if isinstance(kind, list) else str(kind)
-
-
-def _choices(kind, options: dict) -> list | None:
-    if isinstance(kind, list):
-        return kind
-    if kind == "COMBO":
-        return options.get("options")
-    return None
-
-
-def _is_widget(kind, options: dict) -> bool:
-    return _type_name(kind) in WIDGET_TYPES and not options.get("forceInput", False)
-
-
-def _has_control(name: str, kind, options: dict) -> bool:
-    return _type_name(kind) == "INT" and (
-        name in SEED_NAMES or bool(options.get("control_after_generate"))
-    )
-
-
-def widget_values(node: dict, node_info: dict) -> dict:
-    """Map a UI node's positional widgets_values to input names (the seed control value skipped)."""
-    values, position = {}, 0
-    raw = node.get("widgets_values") or []
-    if isinstance(raw, dict):  # some packs save named widget values
-        return dict(raw)
-    for name, kind, options in _inputs(node_info):
-        if not _is_widget(kind, options):
-            continue
-        if position < len(raw):
-            values[name] = raw[position]
-        position += 1
-        if _has_control(name, kind, options):
-            position += 1
-    return values
-
-
-def types_match(received: str, wanted: str) -> bool:
-    """ComfyUI's validate_node_input (non-strict): '*' matches anything, comma unions overlap."""
-    if received == wanted:
-        return True
-    got = {t.strip() for t in received.split(",")}
-    want = {t.strip() for t in wanted.split(",")}
-    if "*" in got or "*" in want:
-        return True
-    return bool(got & want)
-
-
 def _check_widget(name: str, kind, options: dict, value) -> str | None:
-    type_name = _type_name(kind)
-    choices = _choices(kind, options)
-    if choices is not None:
-        return None if value in choices else f"{name}={value!r} is not one of {choices}"
-    expected = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}[type_name]
-    if not isinstance(value, expected) or (type_name != "BOOLEAN" and isinstance(value, bool)):
-        return f"{name}={value!r} is not a {type_name}"
-    if type_name in ("INT", "FLOAT"):
+    kind_name = type_name(kind)
+    allowed = choices(kind, options)
+    if allowed is not None:
+        return None if value in allowed else f"{name}={value!r} is not one of {allowed}"
+    expected = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}[kind_name]
+    if not isinstance(value, expected) or (kind_name != "BOOLEAN" and isinstance(value, bool)):
+        return f"{name}={value!r} is not a {kind_name}"
+    if kind_name in ("INT", "FLOAT"):
         low, high = options.get("min", -np.inf), options.get("max", np.inf)
         if not low <= value <= high:
             return f"{name}={value} is outside [{low}, {high}]"
@@ -142,7 +83,7 @@ def validate_workflow(ui_workflow: dict, object_info: dict) -> list[str]:
         if node["type"] not in object_info:
             errors.append(f"node {node['id']}: unknown type {node['type']}")
             continue
-        spec = {name: (kind, opts) for name, kind, opts in _inputs(object_info[node["type"]])}
+        spec = {name: (kind, opts) for name, kind, opts in node_inputs(object_info[node["type"]])}
         for name, value in widget_values(node, object_info[node["type"]]).items():
             problem = _check_widget(name, *spec[name], value)
             if problem:
@@ -160,65 +101,17 @@ def validate_workflow(ui_workflow: dict, object_info: dict) -> list[str]:
             continue  # already reported as unknown
         produced = object_info[source_node["type"]]["output"][slot]
         input_name = target_node["inputs"][target_slot]["name"]
-        spec = {name: kind for name, kind, _ in _inputs(object_info[target_node["type"]])}
+        spec = {name: kind for name, kind, _ in node_inputs(object_info[target_node["type"]])}
         if input_name not in spec:
             errors.append(f"link {link_id}: {target_node['type']} has no input {input_name}")
             continue
-        wanted = _type_name(spec[input_name])
+        wanted = type_name(spec[input_name])
         if not types_match(produced, wanted) or not types_match(link_type, produced):
             errors.append(
                 f"link {link_id}: {source_node['type']} output {slot} is {produced} (link says "
                 f"{link_type}) but {target_node['type']}.{input_name} takes {wanted}"
             )
     return errors
-
-
-def _resolve_source(link_id: int, links: dict, nodes: dict, wanted_type: str) -> list | None:
-    """[source_id, slot] behind a link, following Reroutes and bypassed nodes; None if dropped."""
-    while link_id is not None:
-        _, source, slot, *_ = links[link_id]
-        node = nodes[source]
-        if node["type"] == "Reroute":
-            link_id = node["inputs"][0].get("link")
-            continue
-        if node.get("mode") == MUTED or node["type"] == "PrimitiveNode":
-            return None
-        if node.get("mode") == BYPASSED:
-            through = [
-                i.get("link")
-                for i in node.get("inputs", [])
-                if i.get("link") is not None and types_match(i["type"], wanted_type)
-            ]
-            link_id = through[0] if through else None
-            continue
-        return [str(source), slot]
-    return None
-
-
-def ui_to_api(ui_workflow: dict, object_info: dict) -> dict:
-    """The API prompt graphToPrompt produces: {id: {"class_type", "inputs", "_meta"}}."""
-    links = {link[0]: link for link in ui_workflow["links"]}
-    nodes = {node["id"]: node for node in ui_workflow["nodes"]}
-    prompt = {}
-    for node in ui_workflow["nodes"]:
-        if node["type"] in VIRTUAL_NODES or node.get("mode") in (MUTED, BYPASSED):
-            continue
-        if node["type"] not in object_info:
-            raise ValueError(f"node {node['id']}: unknown type {node['type']}")
-        info = object_info[node["type"]]
-        inputs = widget_values(node, info)
-        for socket in node.get("inputs", []):
-            if socket.get("link") is None:
-                continue
-            source = _resolve_source(socket["link"], links, nodes, socket["type"])
-            if source is not None:
-                inputs[socket["name"]] = source
-        prompt[str(node["id"])] = {
-            "inputs": inputs,
-            "class_type": node["type"],
-            "_meta": {"title": node.get("title", info["display_name"])},
-        }
-    return prompt
 
 
 def _order(prompt: dict) -> list[str]:

@@ -1,0 +1,311 @@
+"""``python -m skyreels_core queue``: batch renders of a shared workflow on a running ComfyUI.
+
+Pipeline engineers take the workflow an artist saved (the UI format, or the frontend's "Export
+(API)") and queue it once per seed and prompt, with any widget overridden, without a browser.
+The server's own ``/object_info`` drives the UI -> API conversion, so every pack's nodes convert
+as the frontend converts them; for UI workflows the edited workflow also travels in the prompt's
+metadata, so a saved file dragged back into ComfyUI opens as the variant that made it. It talks
+only to the server named by ``--server`` (default: this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from .errors import InputError
+from .workflow_format import SEED_NAMES, is_api_prompt, ui_to_api, widget_table, with_widget_values
+
+Widget = tuple[str, str]  # (node id, input name)
+
+
+class ComfyServer:
+    """The few endpoints of ComfyUI's HTTP API a batch needs."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.client_id = uuid.uuid4().hex
+
+    def _request(self, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            if path == "/prompt" and error.code == 400:
+                raise InputError("workflow", _refusal(error), "fix the value it names") from None
+            raise InputError(
+                "--server",
+                f"{self.url}{path} answered HTTP {error.code}",
+                "check that --server names a ComfyUI server",
+            ) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            reason = getattr(error, "reason", error)
+            raise InputError(
+                "--server",
+                f"cannot reach ComfyUI at {self.url} ({reason})",
+                "start ComfyUI or pass --server http://HOST:PORT",
+            ) from None
+
+    def object_info(self) -> dict:
+        return self._request("/object_info")
+
+    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
+        """Queue one API prompt; returns its prompt id. ``workflow`` (UI format) rides along as
+        the metadata the frontend would attach."""
+        body = {"prompt": prompt, "client_id": self.client_id}
+        if workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        return self._request("/prompt", body)["prompt_id"]
+
+    def wait(self, prompt_id: str, poll_s: float = 1.0) -> dict:
+        """The prompt's history entry once it has finished, successfully or not; a prompt taken
+        off the queue before it ran (cancelled) never gets one, so it reads as failed."""
+        while True:
+            entry = self._history(prompt_id)
+            if entry is not None:
+                return entry
+            queue = self._request("/queue")
+            waiting = queue.get("queue_running", []) + queue.get("queue_pending", [])
+            if all(item[1] != prompt_id for item in waiting):
+                # Finished between the two reads, or removed from the queue.
+                cancelled = {"status_str": "error", "messages": [["execution_cancelled", {}]]}
+                return self._history(prompt_id) or {"status": cancelled, "outputs": {}}
+            time.sleep(poll_s)
+
+    def _history(self, prompt_id: str) -> dict | None:
+        entry = self._request(f"/history/{prompt_id}").get(prompt_id)
+        status = (entry or {}).get("status", {})
+        finished = status.get("completed") is not None or status.get("status_str") == "error"
+        return entry if finished else None
+
+
+def _refusal(error: urllib.error.HTTPError) -> str:
+    """The server's reason for refusing a prompt, as one line."""
+    try:
+        body = json.loads(error.read())
+    except ValueError:
+        return "the server refused the prompt"
+    for node_id, report in (body.get("node_errors") or {}).items():
+        for problem in report.get("errors", []):
+            detail = f": {problem['details']}" if problem.get("details") else ""
+            return f"node {node_id} ({report.get('class_type')}): {problem['message']}{detail}"
+    message = (body.get("error") or {}).get("message", "no reason given")
+    return f"the server refused the prompt: {message}"
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """'0-3,10' -> [0, 1, 2, 3, 10]."""
+    seeds = []
+    for part in spec.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first = int(low)
+            last = int(high) if dash else first
+        except ValueError:
+            raise InputError(
+                "--seeds", f"{part.strip()!r} is not a seed or a range", "write e.g. 0-9 or 1,5,7"
+            ) from None
+        if first < 0 or last < first:
+            raise InputError("--seeds", f"{part.strip()!r} is an empty range", "write e.g. 0-9")
+        seeds.extend(range(first, last + 1))
+    return seeds
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InputError(
+            "--prompts", f"cannot read {path} ({error.strerror})", "name a text file"
+        ) from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise InputError("--prompts", f"{path} holds no prompt", "write one prompt per line")
+    return prompts
+
+
+def _parse_value(text: str):
+    """JSON where it parses (numbers, true/false, quoted strings), the text itself otherwise."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _describe(table: dict[str, tuple[str, dict]], nodes: list[str], widgets: bool = True) -> str:
+    """'id (title)' of ``nodes``, with their widget names."""
+    return "; ".join(
+        f"{n} ({table[n][0]})" + (f": {', '.join(table[n][1])}" if widgets else "") for n in nodes
+    )
+
+
+def find_widgets(table: dict[str, tuple[str, dict]], target: str, flag: str) -> list[Widget]:
+    """The widgets ``target`` names: ``INPUT`` (on any node) or ``NODE.INPUT``, NODE a node id or
+    title. Errors list what the workflow has."""
+    node_key, dot, name = target.rpartition(".")
+    if dot:
+        nodes = [n for n in table if n == node_key]
+        nodes = nodes or [n for n, (title, _) in table.items() if title == node_key]
+    else:
+        nodes = list(table)
+    if not nodes:
+        listed = _describe(table, list(table), widgets=False)
+        raise InputError(flag, f"no node has the id or title {node_key!r}", f"use one of {listed}")
+    found = [(n, name) for n in nodes if name in table[n][1]]
+    if not found:
+        listed = _describe(table, nodes)
+        raise InputError(flag, f"no widget {target!r} in the workflow", f"the widgets: {listed}")
+    return found
+
+
+def find_widget(table: dict[str, tuple[str, dict]], target: str, flag: str) -> Widget:
+    """The one widget ``target`` names (see :func:`find_widgets`)."""
+    widgets = find_widgets(table, target, flag)
+    if len(widgets) > 1:
+        listed = ", ".join(f"{n}.{name} ({table[n][0]})" for n, name in widgets)
+        example = f"{widgets[0][0]}.{widgets[0][1]}"
+        raise InputError(
+            flag, f"{target!r} names several widgets: {listed}", f"name one, e.g. {example}"
+        )
+    return widgets[0]
+
+
+def variants(
+    table: dict[str, tuple[str, dict]],
+    seeds: list[int] | None,
+    prompts: list[str] | None,
+    prompt_input: str,
+    overrides: list[str],
+) -> list[dict[Widget, object]]:
+    """The widget values of every render: the overrides, then each seed x prompt combination."""
+    fixed: dict[Widget, object] = {}
+    for override in overrides:
+        target, equals, value = override.partition("=")
+        if not equals:
+            raise InputError("--set", f"{override!r} has no '='", "write NODE.INPUT=VALUE")
+        node, name = find_widget(table, target, "--set")
+        fixed[(node, name)] = _parse_value(value)
+    seed_widgets = [
+        (n, name) for n, (_, values) in table.items() for name in values if name in SEED_NAMES
+    ]
+    if seeds is not None and not seed_widgets:
+        raise InputError("--seeds", "the workflow has no seed widget", "drop --seeds")
+    prompt_widget = find_widget(table, prompt_input, "--prompt-input") if prompts else None
+    result = []
+    for seed, prompt in itertools.product(seeds or [None], prompts or [None]):
+        values = dict(fixed)
+        if seed is not None:
+            values.update({widget: seed for widget in seed_widgets})
+        if prompt is not None:
+            values[prompt_widget] = prompt
+        result.append(values)
+    return result
+
+
+def output_files(entry: dict) -> list[str]:
+    """Every file a finished prompt wrote, as '<type>/<subfolder>/<name>' under the server."""
+    files = []
+    for output in entry.get("outputs", {}).values():
+        for items in output.values():
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and "filename" in item:
+                    parts = (
+                        item.get("type", "output"),
+                        item.get("subfolder", ""),
+                        item["filename"],
+                    )
+                    files.append("/".join(p for p in parts if p))
+    return files
+
+
+def _failure(entry: dict) -> str:
+    """The node that failed and its error, from the history's status messages."""
+    for kind, message in entry.get("status", {}).get("messages", []):
+        if kind == "execution_error":
+            where = f"node {message.get('node_id')} ({message.get('node_type')})"
+            return f"{where}: {message.get('exception_message', '').strip()}"
+        if kind == "execution_interrupted":
+            return "interrupted"
+        if kind == "execution_cancelled":
+            return "taken off the queue before it ran"
+    return "failed without an error message"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workflow", type=Path, help="a workflow .json (UI or API format)")
+    parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI's address")
+    parser.add_argument(
+        "--seeds", help="one render per seed: 0-9, or 1,5,7; sets every seed widget"
+    )
+    parser.add_argument("--prompts", type=Path, help="a text file, one prompt per line")
+    parser.add_argument(
+        "--prompt-input",
+        default="prompt",
+        help="the widget --prompts fills: INPUT or NODE.INPUT (NODE an id or title)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="override a widget in every render (VALUE read as JSON where it parses); repeatable",
+    )
+    parser.add_argument("--wait", action="store_true", help="wait for each render, list its files")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the API prompts instead of queueing them (a UI workflow still reads the "
+        "server's node list)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        workflow = json.loads(Path(args.workflow).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(
+            "workflow", f"cannot read {args.workflow} ({error})", "pass a workflow .json"
+        ) from None
+    if not (is_api_prompt(workflow) or {"nodes", "links"} <= set(workflow)):
+        raise InputError(
+            "workflow", f"{args.workflow} is not a ComfyUI workflow", "save one from ComfyUI"
+        )
+    server = ComfyServer(args.server)
+    api = is_api_prompt(workflow)
+    object_info = None if api else server.object_info()
+    table = widget_table(workflow, object_info)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    prompts = read_prompts(args.prompts) if args.prompts else None
+    renders = variants(table, seeds, prompts, args.prompt_input, args.set)
+    queued = []
+    for index, values in enumerate(renders, 1):
+        edited = with_widget_values(workflow, object_info, values)
+        prompt = edited if api else ui_to_api(edited, object_info)
+        if args.dry_run:
+            print(json.dumps(prompt))
+            continue
+        prompt_id = server.queue(prompt, None if api else edited)
+        queued.append(prompt_id)
+        shown = ", ".join(f"{node}.{name}={value!r}" for (node, name), value in values.items())
+        print(f"queued {index}/{len(renders)} {prompt_id}" + (f": {shown}" if shown else ""))
+    failed = 0
+    for index, prompt_id in enumerate(queued if args.wait else [], 1):
+        entry = server.wait(prompt_id)
+        if entry["status"].get("status_str") == "error":
+            failed += 1
+            print(f"failed {index}/{len(queued)} {prompt_id}: {_failure(entry)}")
+        else:
+            print(f"done {index}/{len(queued)} {prompt_id}: {', '.join(output_files(entry))}")
+    return 1 if failed else 0

@@ -1,0 +1,243 @@
+"""``python -m skyreels_core queue`` against a stand-in ComfyUI server speaking the same HTTP API:
+what each queued prompt holds, what --wait reports, and the one-line errors. The real server runs
+the same command in tests/test_comfyui_server.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from skyreels_pack import NODE_CLASS_MAPPINGS
+from workflow_tools import core_shims, object_info_from_mappings
+
+from skyreels_core.__main__ import main
+from skyreels_core.batch_queue import parse_seeds
+from skyreels_core.workflow_format import (
+    is_api_prompt,
+    set_widget_value,
+    ui_to_api,
+    widget_values,
+    with_widget_values,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "workflows" / "assets"
+TEXT_TO_VIDEO = ROOT / "workflows" / "text_to_video.json"
+OBJECT_INFO = object_info_from_mappings({**core_shims(ASSETS), **NODE_CLASS_MAPPINGS})
+SAMPLER, PROMPT = "8", "5"  # node ids in text_to_video.json
+
+
+class FakeComfy:
+    """GET /object_info, POST /prompt (400 with node_errors for a bogus solver, as the host
+    answers), GET /history/<id> and /queue: each prompt has finished at once with ``outcome``
+    ("success", "error", or "cancelled": never run, so no history and not queued)."""
+
+    def __init__(self, outcome: str = "success") -> None:
+        self.posted: list[dict] = []
+        self.paths: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _answer(self, status: int, body) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                fake.paths.append(self.path)
+                if self.path == "/object_info":
+                    return self._answer(200, OBJECT_INFO)
+                if self.path == "/queue":
+                    return self._answer(200, {"queue_running": [], "queue_pending": []})
+                prompt_id = self.path.removeprefix("/history/")
+                if outcome == "cancelled":
+                    return self._answer(200, {})
+                number = int(prompt_id.removeprefix("p"))
+                status = {"status_str": "success", "completed": True, "messages": []}
+                if outcome == "error":
+                    error = {"node_id": SAMPLER, "node_type": "SkyReelsV4Sampler",
+                             "exception_message": "steps: out of memory\n"}  # fmt: skip
+                    status = {"status_str": "error", "completed": False,
+                              "messages": [["execution_start", {}], ["execution_error", error]]}  # fmt: skip
+                video = {"filename": f"clip_{number:05}_.mp4", "subfolder": "skyreels_v4",
+                         "type": "output", "frame_count": 33}  # fmt: skip
+                entry = {"status": status, "outputs": {"11": {"skyreels_videos": [video]}}}
+                return self._answer(200, {prompt_id: entry})
+
+            def do_POST(self) -> None:
+                fake.paths.append(self.path)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                unknown = {
+                    node_id: {"errors": [{"message": "Value not in list", "details": "bogus"}],
+                              "class_type": node["class_type"]}
+                    for node_id, node in body["prompt"].items()
+                    if node["inputs"].get("solver") == "bogus"
+                }  # fmt: skip
+                if unknown:
+                    error = {"type": "prompt_outputs_failed_validation", "message": "failed"}
+                    return self._answer(400, {"error": error, "node_errors": unknown})
+                fake.posted.append(body)
+                return self._answer(200, {"prompt_id": f"p{len(fake.posted)}", "number": 0})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeComfy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _queue(capsys, *args: str) -> tuple[int, list[str], str]:
+    code = main(["queue", *args])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+def test_seed_ranges_parse():
+    assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
+    assert parse_seeds("7") == [7]
+    for bad in ("a", "5-2", "1,,2"):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_widgets_are_written_where_the_frontend_keeps_them():
+    workflow = json.loads(TEXT_TO_VIDEO.read_text())
+    sampler = next(node for node in workflow["nodes"] if str(node["id"]) == SAMPLER)
+    info = OBJECT_INFO["SkyReelsV4Sampler"]
+    before = widget_values(sampler, info)
+    set_widget_value(sampler, info, "seed", 7)
+    set_widget_value(sampler, info, "steps", 4)
+    # The seed's control value ("fixed") keeps its slot, so every other widget reads the same.
+    assert sampler["widgets_values"][:3] == [7, "fixed", 4]
+    assert widget_values(sampler, info) == {**before, "seed": 7, "steps": 4}
+    named = {"widgets_values": {"seed": 1}}
+    set_widget_value(named, info, "seed", 2)
+    assert named["widgets_values"] == {"seed": 2}
+
+
+def test_seeds_times_prompts_queue_with_overrides_and_report_their_files(capsys, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# one per line\na blue square moves left\n\na green triangle moves right\n")
+    with FakeComfy() as server:
+        code, out, err = _queue(
+            capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "3-4",
+            "--prompts", str(prompts), "--prompt-input", "Prompt.prompt",
+            "--set", f"{SAMPLER}.steps=4", "--set", "Negative prompt.prompt=blurry", "--wait",
+        )  # fmt: skip
+    assert (code, err) == (0, "")
+    workflow = json.loads(TEXT_TO_VIDEO.read_text())
+    base = ui_to_api(workflow, OBJECT_INFO)
+    expected = [
+        (seed, text)
+        for seed in (3, 4)
+        for text in ("a blue square moves left", "a green triangle moves right")
+    ]
+    assert len(server.posted) == len(expected)
+    for body, (seed, text) in zip(server.posted, expected, strict=True):
+        prompt = body["prompt"]
+        assert prompt[SAMPLER]["inputs"]["seed"] == seed
+        assert prompt[SAMPLER]["inputs"]["steps"] == 4
+        assert prompt[PROMPT]["inputs"]["prompt"] == text
+        assert prompt["6"]["inputs"]["prompt"] == "blurry"
+        changed = {
+            (node_id, name)
+            for node_id, node in prompt.items()
+            for name, value in node["inputs"].items()
+            if value != base[node_id]["inputs"][name]
+        }
+        assert changed <= {
+            (SAMPLER, "seed"),
+            (SAMPLER, "steps"),
+            (PROMPT, "prompt"),
+            ("6", "prompt"),
+        }
+        # The workflow in the metadata is the variant itself: reopened, it converts to this prompt.
+        saved = body["extra_data"]["extra_pnginfo"]["workflow"]
+        assert ui_to_api(saved, OBJECT_INFO) == prompt
+    assert out[0].startswith("queued 1/4 p1: ")
+    assert "8.seed=3" in out[0] and "5.prompt='a blue square moves left'" in out[0]
+    assert out[4:] == [f"done {i}/4 p{i}: output/skyreels_v4/clip_{i:05}_.mp4" for i in range(1, 5)]
+
+
+def test_api_workflows_queue_without_reading_the_node_list(capsys, tmp_path):
+    api = ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO)
+    path = tmp_path / "api.json"
+    path.write_text(json.dumps(api))
+    assert is_api_prompt(api) and not is_api_prompt(json.loads(TEXT_TO_VIDEO.read_text()))
+    with FakeComfy() as server:
+        code, out, _ = _queue(capsys, str(path), "--server", server.url, "--seeds", "5,9")
+    assert code == 0 and len(out) == 2
+    assert "/object_info" not in server.paths
+    assert [body["prompt"][SAMPLER]["inputs"]["seed"] for body in server.posted] == [5, 9]
+    assert all("extra_data" not in body for body in server.posted)
+    assert with_widget_values(api, None, {(SAMPLER, "seed"): 5}) == server.posted[0]["prompt"]
+
+
+def test_dry_run_prints_the_prompts_and_queues_nothing(capsys):
+    with FakeComfy() as server:
+        code, out, _ = _queue(
+            capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "1-2", "--dry-run"
+        )
+    assert code == 0 and server.posted == []
+    assert [json.loads(line)[SAMPLER]["inputs"]["seed"] for line in out] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "outcome, reason",
+    [("error", "node 8 (SkyReelsV4Sampler): steps: out of memory"),
+     ("cancelled", "taken off the queue before it ran")],
+)  # fmt: skip
+def test_a_failed_or_cancelled_render_is_reported_and_fails_the_command(capsys, outcome, reason):
+    with FakeComfy(outcome) as server:
+        code, out, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--wait")
+    assert code == 1
+    assert out[-1] == f"failed 1/1 p1: {reason}"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "99.steps=4"], "--set: no node has the id or title '99'. Fix: use one of 1 ("),
+        (["--set", "8.nope=4"], "--set: no widget '8.nope' in the workflow. Fix: the widgets: 8 ("),
+        (["--set", "8.steps"], "--set: '8.steps' has no '='"),
+        (["--prompts", "PROMPTS"], "--prompt-input: 'prompt' names several widgets: 5.prompt (Prompt), 6.prompt (Negative prompt). Fix: name one, e.g. 5.prompt"),
+        (["--seeds", "x"], "--seeds: 'x' is not a seed or a range"),
+        (["--set", "8.solver=bogus"], "workflow: node 8 (SkyReelsV4Sampler): Value not in list: bogus. Fix: fix the value it names"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_naming_the_fix(capsys, tmp_path, args, message):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle bounces on the floor\n")
+    args = [str(prompts) if arg == "PROMPTS" else arg for arg in args]
+    with FakeComfy() as server:
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, *args)
+    assert code == 2 and server.posted == []
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_an_unreachable_server_or_a_non_workflow_is_one_line(capsys, tmp_path):
+    with FakeComfy() as server:
+        url = server.url  # closed again on exit: nothing listens there now
+    code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", url)
+    assert code == 2
+    assert err.startswith(f"error: --server: cannot reach ComfyUI at {url}")
+    assert err.rstrip().endswith("Fix: start ComfyUI or pass --server http://HOST:PORT")
+    other = tmp_path / "other.json"
+    other.write_text('{"a": 1}')
+    code, _, err = _queue(capsys, str(other), "--server", url)
+    assert code == 2 and "is not a ComfyUI workflow" in err
