@@ -202,6 +202,8 @@ def variants(
     ]
     if seeds is not None and not seed_widgets:
         raise InputError("--seeds", "the workflow has no seed widget", "drop --seeds")
+    if seeds is not None and set(fixed) & set(seed_widgets):
+        raise InputError("--set", "a seed is set by both --set and --seeds", "keep one of them")
     prompt_widget = find_widget(table, prompt_input, "--prompt-input") if prompts else None
     result = []
     for seed, prompt in itertools.product(seeds or [None], prompts or [None]):

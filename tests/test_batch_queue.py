@@ -217,6 +217,7 @@ def test_a_failed_or_cancelled_render_is_reported_and_fails_the_command(capsys, 
         (["--set", "8.steps"], "--set: '8.steps' has no '='"),
         (["--prompts", "PROMPTS"], "--prompt-input: 'prompt' names several widgets: 5.prompt (Prompt), 6.prompt (Negative prompt). Fix: name one, e.g. 5.prompt"),
         (["--seeds", "x"], "--seeds: 'x' is not a seed or a range"),
+        (["--seeds", "1-2", "--set", "8.seed=5"], "--set: a seed is set by both --set and --seeds"),
         (["--set", "8.solver=bogus"], "workflow: node 8 (SkyReelsV4Sampler): Value not in list: bogus. Fix: fix the value it names"),
     ],
 )  # fmt: skip
