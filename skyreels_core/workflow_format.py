@@ -57,7 +57,8 @@ def is_widget(kind, options: dict) -> bool:
     return type_name(kind) in WIDGET_TYPES and not options.get("forceInput", False)
 
 
-def _has_control(name: str, kind, options: dict) -> bool:
+def has_control(name: str, kind, options: dict) -> bool:
+    """Whether the frontend stores a control_after_generate value right after this widget."""
     return type_name(kind) == "INT" and (
         name in SEED_NAMES or bool(options.get("control_after_generate"))
     )
@@ -70,7 +71,7 @@ def _widget_positions(node_info: dict) -> dict[str, int]:
         if not is_widget(kind, options):
             continue
         positions[name] = position
-        position += 2 if _has_control(name, kind, options) else 1
+        position += 2 if has_control(name, kind, options) else 1
     return positions
 
 

@@ -13,10 +13,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skyreels_core.workflow_format import has_control, is_widget
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
-SEED_NAMES = {"seed", "noise_seed"}
 
 # The host's core nodes the workflows use: (input name, type) in order, trailing UI-only widget
 # values the frontend stores after the inputs (upload buttons, audio players), and outputs.
@@ -53,11 +53,6 @@ def _load_pack_mappings() -> dict[str, type]:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module.NODE_CLASS_MAPPINGS
-
-
-def _is_widget(spec: tuple) -> bool:
-    kind = spec[0]
-    return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
 @dataclass
@@ -112,9 +107,11 @@ class Workflow:
         for node in self.nodes:
             inputs, _, _ = self._definition(node.type)
             # Sockets first, then widgets converted to inputs because a link feeds them.
-            socket_names = [name for name, kind, _ in inputs if not _is_widget((kind,))]
+            socket_names = [name for name, kind, opts in inputs if not is_widget(kind, opts)]
             socket_names += [
-                name for name, kind, _ in inputs if _is_widget((kind,)) and name in node.links_in
+                name
+                for name, kind, opts in inputs
+                if is_widget(kind, opts) and name in node.links_in
             ]
             for name, (source, slot) in node.links_in.items():
                 _, outputs, _ = self._definition(source.type)
@@ -135,17 +132,17 @@ class Workflow:
             inputs, outputs, trailing = self._definition(node.type)
             socket_inputs, widget_inputs, widgets_values = [], [], []
             for name, kind, options in inputs:
-                if _is_widget((kind,)) and name in node.links_in:
+                if is_widget(kind, options) and name in node.links_in:
                     widget_type = "COMBO" if isinstance(kind, list) else kind
                     link = in_links[(node.id, name)]
                     widget_inputs.append(
                         {"name": name, "type": widget_type, "widget": {"name": name}, "link": link}
                     )
-                if _is_widget((kind,)):
+                if is_widget(kind, options):
                     if name not in node.widgets and "default" not in options:
                         raise KeyError(f"{node.type}.{name} needs a value")
                     widgets_values.append(node.widgets.get(name, options.get("default")))
-                    if name in SEED_NAMES or options.get("control_after_generate"):
+                    if has_control(name, kind, options):
                         widgets_values.append("fixed")
                 else:
                     link = in_links.get((node.id, name))
