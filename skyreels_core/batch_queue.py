@@ -20,9 +20,17 @@ import uuid
 from pathlib import Path
 
 from .errors import InputError
-from .workflow_format import SEED_NAMES, is_api_prompt, ui_to_api, widget_table, with_widget_values
+from .workflow_format import (
+    SEED_NAMES,
+    is_api_prompt,
+    is_link,
+    ui_to_api,
+    widget_table,
+    with_widget_values,
+)
 
 Widget = tuple[str, str]  # (node id, input name)
+PROMPT_NAMES = ("prompt", "text")  # this pack's and the core text encoders' prompt widgets
 
 
 class ComfyServer:
@@ -68,9 +76,12 @@ class ComfyServer:
             body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
         return self._request("/prompt", body)["prompt_id"]
 
-    def wait(self, prompt_id: str, poll_s: float = 1.0) -> dict:
+    def wait(
+        self, prompt_id: str, poll_s: float = 1.0, deadline: float | None = None
+    ) -> dict | None:
         """The prompt's history entry once it has finished, successfully or not; a prompt taken
-        off the queue before it ran (cancelled) never gets one, so it reads as failed."""
+        off the queue before it ran (cancelled) never gets one, so it reads as failed. None when
+        ``deadline`` (a time.monotonic() value) passes first."""
         while True:
             entry = self._history(prompt_id)
             if entry is not None:
@@ -81,7 +92,10 @@ class ComfyServer:
                 # Finished between the two reads, or removed from the queue.
                 cancelled = {"status_str": "error", "messages": [["execution_cancelled", {}]]}
                 return self._history(prompt_id) or {"status": cancelled, "outputs": {}}
-            time.sleep(poll_s)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            time.sleep(poll_s if left is None else min(poll_s, left))
 
     def _history(self, prompt_id: str) -> dict | None:
         entry = self._request(f"/history/{prompt_id}").get(prompt_id)
@@ -182,14 +196,42 @@ def find_widget(table: dict[str, tuple[str, dict]], target: str, flag: str) -> W
     return widgets[0]
 
 
+def positive_prompt_widget(table: dict[str, tuple[str, dict]], api_prompt: dict) -> Widget:
+    """The widget --prompts fills when --prompt-input is not given: the one text widget named
+    prompt or text on a node that feeds no ``negative`` input, so a workflow with a negative
+    prompt beside the prompt needs no flag."""
+    negative = {
+        str(value[0])
+        for node in api_prompt.values()
+        for name, value in node["inputs"].items()
+        if name == "negative" and is_link(value)
+    }
+    found = [
+        (node, name)
+        for node, (_, values) in table.items()
+        if node not in negative
+        for name in PROMPT_NAMES
+        if isinstance(values.get(name), str)
+    ]
+    if len(found) != 1:
+        listed = ", ".join(f"{n}.{name} ({table[n][0]})" for n, name in found) or "none"
+        raise InputError(
+            "--prompt-input",
+            f"the workflow has no single prompt widget to fill (candidates: {listed})",
+            "name the widget, e.g. --prompt-input NODE.INPUT (NODE an id or title)",
+        )
+    return found[0]
+
+
 def variants(
     table: dict[str, tuple[str, dict]],
     seeds: list[int] | None,
     prompts: list[str] | None,
-    prompt_input: str,
+    prompt_widget: Widget | None,
     overrides: list[str],
 ) -> list[dict[Widget, object]]:
-    """The widget values of every render: the overrides, then each seed x prompt combination."""
+    """The widget values of every render: the overrides, then each seed x prompt combination
+    (``prompt_widget`` takes the prompts)."""
     fixed: dict[Widget, object] = {}
     for override in overrides:
         target, equals, value = override.partition("=")
@@ -204,7 +246,6 @@ def variants(
         raise InputError("--seeds", "the workflow has no seed widget", "drop --seeds")
     if seeds is not None and set(fixed) & set(seed_widgets):
         raise InputError("--set", "a seed is set by both --set and --seeds", "keep one of them")
-    prompt_widget = find_widget(table, prompt_input, "--prompt-input") if prompts else None
     result = []
     for seed, prompt in itertools.product(seeds or [None], prompts or [None]):
         values = dict(fixed)
@@ -254,8 +295,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=Path, help="a text file, one prompt per line")
     parser.add_argument(
         "--prompt-input",
-        default="prompt",
-        help="the widget --prompts fills: INPUT or NODE.INPUT (NODE an id or title)",
+        help="the widget --prompts fills: INPUT or NODE.INPUT (NODE an id or title); default: "
+        "the one prompt/text widget not wired to a sampler's negative input",
     )
     parser.add_argument(
         "--set",
@@ -265,6 +306,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a widget in every render (VALUE read as JSON where it parses); repeatable",
     )
     parser.add_argument("--wait", action="store_true", help="wait for each render, list its files")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --wait: stop waiting after this long in all; unfinished renders stay queued "
+        "and make the command exit 1",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -284,13 +332,22 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "workflow", f"{args.workflow} is not a ComfyUI workflow", "save one from ComfyUI"
         )
+    if args.timeout is not None and (args.timeout <= 0 or not args.wait):
+        raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
     object_info = None if api else server.object_info()
     table = widget_table(workflow, object_info)
     seeds = parse_seeds(args.seeds) if args.seeds else None
     prompts = read_prompts(args.prompts) if args.prompts else None
-    renders = variants(table, seeds, prompts, args.prompt_input, args.set)
+    prompt_widget = None
+    if prompts and args.prompt_input:
+        prompt_widget = find_widget(table, args.prompt_input, "--prompt-input")
+    elif prompts:
+        prompt_widget = positive_prompt_widget(
+            table, workflow if api else ui_to_api(workflow, object_info)
+        )
+    renders = variants(table, seeds, prompts, prompt_widget, args.set)
     queued = []
     for index, values in enumerate(renders, 1):
         edited = with_widget_values(workflow, object_info, values)
@@ -303,9 +360,16 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{node}.{name}={value!r}" for (node, name), value in values.items())
         print(f"queued {index}/{len(renders)} {prompt_id}" + (f": {shown}" if shown else ""))
     failed = 0
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     for index, prompt_id in enumerate(queued if args.wait else [], 1):
-        entry = server.wait(prompt_id)
-        if entry["status"].get("status_str") == "error":
+        entry = server.wait(prompt_id, deadline=deadline)
+        if entry is None:
+            failed += 1
+            print(
+                f"unfinished {index}/{len(queued)} {prompt_id}: "
+                f"not done after {args.timeout:g} s (still on the server's queue)"
+            )
+        elif entry["status"].get("status_str") == "error":
             failed += 1
             print(f"failed {index}/{len(queued)} {prompt_id}: {_failure(entry)}")
         else:

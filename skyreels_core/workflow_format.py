@@ -107,7 +107,7 @@ def widget_table(workflow: dict, object_info: dict | None) -> dict[str, tuple[st
         return {
             str(node_id): (
                 node.get("_meta", {}).get("title", node["class_type"]),
-                {k: v for k, v in node["inputs"].items() if not _is_link(v)},
+                {k: v for k, v in node["inputs"].items() if not is_link(v)},
             )
             for node_id, node in workflow.items()
         }
@@ -137,7 +137,8 @@ def with_widget_values(
     return edited
 
 
-def _is_link(value) -> bool:
+def is_link(value) -> bool:
+    """An API input value that is a link: [source node id, output slot]."""
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 

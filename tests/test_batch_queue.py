@@ -14,11 +14,12 @@ from skyreels_pack import NODE_CLASS_MAPPINGS
 from workflow_tools import core_shims, object_info_from_mappings
 
 from skyreels_core.__main__ import main
-from skyreels_core.batch_queue import parse_seeds
+from skyreels_core.batch_queue import parse_seeds, positive_prompt_widget
 from skyreels_core.workflow_format import (
     is_api_prompt,
     set_widget_value,
     ui_to_api,
+    widget_table,
     widget_values,
     with_widget_values,
 )
@@ -33,11 +34,13 @@ SAMPLER, PROMPT = "8", "5"  # node ids in text_to_video.json
 class FakeComfy:
     """GET /object_info, POST /prompt (400 with node_errors for a bogus solver, as the host
     answers), GET /history/<id> and /queue: each prompt has finished at once with ``outcome``
-    ("success", "error", or "cancelled": never run, so no history and not queued)."""
+    ("success", "error", or "cancelled": never run, so no history and not queued), or is still
+    "running": no history and on the queue."""
 
     def __init__(self, outcome: str = "success") -> None:
         self.posted: list[dict] = []
         self.paths: list[str] = []
+        self.prompt_ids: list[str] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,9 +60,11 @@ class FakeComfy:
                 if self.path == "/object_info":
                     return self._answer(200, OBJECT_INFO)
                 if self.path == "/queue":
-                    return self._answer(200, {"queue_running": [], "queue_pending": []})
+                    pending = [[0, body_id, {}, {}, []] for body_id in fake.prompt_ids]
+                    pending = pending if outcome == "running" else []
+                    return self._answer(200, {"queue_running": [], "queue_pending": pending})
                 prompt_id = self.path.removeprefix("/history/")
-                if outcome == "cancelled":
+                if outcome in ("cancelled", "running"):
                     return self._answer(200, {})
                 number = int(prompt_id.removeprefix("p"))
                 status = {"status_str": "success", "completed": True, "messages": []}
@@ -86,7 +91,8 @@ class FakeComfy:
                     error = {"type": "prompt_outputs_failed_validation", "message": "failed"}
                     return self._answer(400, {"error": error, "node_errors": unknown})
                 fake.posted.append(body)
-                return self._answer(200, {"prompt_id": f"p{len(fake.posted)}", "number": 0})
+                fake.prompt_ids.append(f"p{len(fake.posted)}")
+                return self._answer(200, {"prompt_id": fake.prompt_ids[-1], "number": 0})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -209,13 +215,58 @@ def test_a_failed_or_cancelled_render_is_reported_and_fails_the_command(capsys, 
     assert out[-1] == f"failed 1/1 p1: {reason}"
 
 
+def test_prompts_fill_the_prompt_not_wired_to_a_negative_input_by_default(capsys, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle bounces on the floor\n")
+    for path in sorted((ROOT / "workflows").glob("*.json")):
+        workflow = json.loads(path.read_text())
+        titles = {node.get("title"): str(node["id"]) for node in workflow["nodes"]}
+        api = ui_to_api(workflow, OBJECT_INFO)
+        if "Prompt" not in titles:  # the storyboard's multi-shot encoder has no single prompt
+            with pytest.raises(ValueError, match="no single prompt widget to fill"):
+                positive_prompt_widget(widget_table(workflow, OBJECT_INFO), api)
+            continue
+        # The negative prompt is a text encoder too; only its wiring tells the two apart.
+        assert api[titles["Negative prompt"]]["class_type"] == api[titles["Prompt"]]["class_type"]
+        for form in (workflow, api):
+            table = widget_table(form, OBJECT_INFO)
+            assert positive_prompt_widget(table, api) == (titles["Prompt"], "prompt"), path.name
+    with FakeComfy() as server:
+        code, out, _ = _queue(
+            capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--prompts", str(prompts)
+        )
+    assert code == 0 and out[0].startswith("queued 1/1 p1: 5.prompt='a red circle")
+    inputs = server.posted[0]["prompt"]
+    assert inputs[PROMPT]["inputs"]["prompt"] == "a red circle bounces on the floor"
+    assert (
+        inputs["6"]["inputs"]["prompt"]
+        == ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO)["6"]["inputs"]["prompt"]
+    )
+
+
+def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
+    with FakeComfy("running") as server:
+        code, out, _ = _queue(
+            capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "1-2",
+            "--wait", "--timeout", "0.3",
+        )  # fmt: skip
+    assert code == 1
+    assert out[2:] == [
+        f"unfinished {i}/2 p{i}: not done after 0.3 s (still on the server's queue)" for i in (1, 2)
+    ]
+    # A render reached after the deadline is still asked about once: it may have finished.
+    assert server.paths.count("/history/p2") == 1
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--set", "99.steps=4"], "--set: no node has the id or title '99'. Fix: use one of 1 ("),
         (["--set", "8.nope=4"], "--set: no widget '8.nope' in the workflow. Fix: the widgets: 8 ("),
         (["--set", "8.steps"], "--set: '8.steps' has no '='"),
-        (["--prompts", "PROMPTS"], "--prompt-input: 'prompt' names several widgets: 5.prompt (Prompt), 6.prompt (Negative prompt). Fix: name one, e.g. 5.prompt"),
+        (["--prompts", "PROMPTS", "--prompt-input", "prompt"], "--prompt-input: 'prompt' names several widgets: 5.prompt (Prompt), 6.prompt (Negative prompt). Fix: name one, e.g. 5.prompt"),
+        (["--timeout", "5"], "--timeout: 5 s. Fix: give a positive time with --wait"),
+        (["--wait", "--timeout", "0"], "--timeout: 0 s. Fix: give a positive time with --wait"),
         (["--seeds", "x"], "--seeds: 'x' is not a seed or a range"),
         (["--seeds", "1-2", "--set", "8.seed=5"], "--set: a seed is set by both --set and --seeds"),
         (["--set", "8.solver=bogus"], "workflow: node 8 (SkyReelsV4Sampler): Value not in list: bogus. Fix: fix the value it names"),

@@ -172,12 +172,16 @@ def _finished(client: ComfyServer, prompt_id: str) -> dict:
     return outcome
 
 
-def test_the_queue_command_batches_seeds_on_the_server(server, capsys):
-    """Two seeds of the shipped text-to-video workflow, queued by the pack's command: two MP4s
-    that differ, each carrying the workflow of its own variant."""
+def test_the_queue_command_batches_seeds_on_the_server(server, capsys, tmp_path):
+    """Two seeds of the shipped text-to-video workflow with a prompt from a file (filling the
+    Prompt node by default), queued by the pack's command: two MP4s that differ, each carrying
+    the workflow of its own variant."""
     workflow = ROOT / "workflows" / "text_to_video.json"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a yellow triangle moves left\n")
     code = main(["queue", str(workflow), "--server", server["base"], "--seeds", "11-12",
-                 "--set", "8.steps=6", "--wait"])  # fmt: skip
+                 "--prompts", str(prompts), "--set", "8.steps=6", "--wait",
+                 "--timeout", str(2 * RUN_TIMEOUT_S)])  # fmt: skip
     out = capsys.readouterr().out.splitlines()
     assert code == 0, out
     files = [
@@ -189,6 +193,8 @@ def test_the_queue_command_batches_seeds_on_the_server(server, capsys):
             saved = json.loads(container.metadata["workflow"])
         sampler = next(node for node in saved["nodes"] if node["id"] == 8)
         assert sampler["widgets_values"][:3] == [seed, "fixed", 6]
+        encoder = next(node for node in saved["nodes"] if node.get("title") == "Prompt")
+        assert encoder["widgets_values"][0] == "a yellow triangle moves left"
 
 
 def _declared(prompt: dict, object_info: dict) -> dict:
