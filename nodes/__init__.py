@@ -4,6 +4,7 @@ NODE_DISPLAY_NAME_MAPPINGS, merged here."""
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 
 from . import host
 
@@ -23,6 +24,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 
 host.register_model_folders()
+host.install_example_inputs(Path(__file__).resolve().parents[1] / "workflows" / "assets")
 for _group in NODE_GROUPS:
     _module = import_module(f".{_group}", __name__)
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)

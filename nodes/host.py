@@ -8,7 +8,9 @@ to plain torch device selection, a tqdm bar, a no-op interrupt check and a model
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -114,6 +116,31 @@ def output_dir() -> Path:
 
 def input_path(name: str, input_name: str = "input file") -> Path:
     return resolve_inside(input_dir(), name, input_name=input_name)
+
+
+def install_example_inputs(assets: Path) -> list[str]:
+    """Copy the shipped workflows' example inputs into the host's input folder, so a workflow
+    opened from the template browser runs without setup. Only inside ComfyUI, only files the
+    folder lacks (a file of the same name is never replaced), and never fatal: the pack loads
+    even where the folder is read-only. ``SKYREELS_NO_EXAMPLE_INPUTS=1`` turns it off."""
+    if not IN_COMFYUI or os.environ.get("SKYREELS_NO_EXAMPLE_INPUTS") == "1":
+        return []
+    target = input_dir()
+    copied = []
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for asset in sorted(assets.iterdir()):
+            destination = target / asset.name
+            if asset.is_file() and not destination.exists():
+                partial = destination.with_name(f".{asset.name}.partial")
+                shutil.copyfile(asset, partial)
+                partial.replace(destination)  # never a half-copied file under the real name
+                copied.append(asset.name)
+    except OSError as error:
+        logging.warning("SkyReels-V4: could not copy the example inputs to %s (%s)", target, error)
+    if copied:
+        logging.info("SkyReels-V4: copied %d example inputs to %s", len(copied), target)
+    return copied
 
 
 def torch_device() -> torch.device:

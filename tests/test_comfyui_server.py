@@ -1,7 +1,8 @@
 """End-to-end against a real ComfyUI server; runs only when COMFYUI_DIR names a ComfyUI checkout.
 
-The server runs under COMFYUI_PYTHON (default: this interpreter) with temp input/output folders;
-the pack is symlinked into custom_nodes for the session and the link removed afterwards. Each
+The server runs under COMFYUI_PYTHON (default: this interpreter) with temp input/output folders
+(the input folder starts empty: loading the pack puts the workflows' example inputs there); the
+pack is symlinked into custom_nodes for the session and the link removed afterwards. Each
 workflows/*.json is converted through the server's own /object_info (what the frontend does),
 queued, and its saved MP4 must hold one video and one audio stream. Where Playwright and a
 Chromium are installed (CHROMIUM names the browser; default: chromium on PATH), the host's own
@@ -67,8 +68,6 @@ def server(tmp_path_factory):
     input_dir, output_dir = temp / "input", temp / "output"
     input_dir.mkdir()
     output_dir.mkdir()
-    for asset in (ROOT / "workflows" / "assets").glob("*"):
-        shutil.copy(asset, input_dir / asset.name)
     port = _free_port()
     log = open(temp / "server.log", "wb")
     process = subprocess.Popen(
@@ -103,7 +102,7 @@ def server(tmp_path_factory):
                 if time.monotonic() > deadline:
                     pytest.fail(f"no /system_stats within {START_TIMEOUT_S} s")
                 time.sleep(1)
-        yield {"base": base, "output": output_dir, "log": temp / "server.log"}
+        yield {"base": base, "input": input_dir, "output": output_dir, "log": temp / "server.log"}
     finally:
         process.terminate()
         try:
@@ -114,6 +113,17 @@ def server(tmp_path_factory):
         log.close()
         if created:
             link.unlink()
+
+
+def test_workflows_are_templates_and_their_inputs_are_in_place(server):
+    """The template browser lists the shipped workflows, and the pack put the example inputs
+    they load into the (empty) input folder when the server loaded it."""
+    listed = _get(server["base"], "/api/workflow_templates")
+    assert sorted(listed[FOLDER]) == [path.stem for path in WORKFLOWS]
+    served = _get(server["base"], f"/api/workflow_templates/{FOLDER}/text_to_video.json")
+    assert served == json.loads((ROOT / "workflows" / "text_to_video.json").read_text())
+    for asset in (ROOT / "workflows" / "assets").iterdir():
+        assert (server["input"] / asset.name).read_bytes() == asset.read_bytes(), asset.name
 
 
 def test_nodes_are_listed(server):

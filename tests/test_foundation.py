@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -136,6 +137,9 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     models = tmp_path / "models"
     (models / "audio_vae").mkdir(parents=True)
     (models / "audio_vae" / "mmaudio.safetensors").write_bytes(b"x")
+    inputs = tmp_path / "input"  # the fake host's input folder
+    inputs.mkdir()
+    (inputs / "skyreels_v4_first_frame.png").write_bytes(b"the artist's own file")
     script = textwrap.dedent(
         f"""
         import os, sys, json
@@ -190,6 +194,38 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     assert info["audio"] == ["mmaudio.safetensors"]
     assert info["bar"] == [[2, 4, False]]
     assert info["interrupted"] is True
+    # Loading the pack put the workflows' example inputs where the host's loaders look, without
+    # replacing the file of the same name already there.
+    assets = sorted((ROOT / "workflows" / "assets").iterdir())
+    assert sorted(p.name for p in inputs.iterdir()) == [p.name for p in assets]
+    assert (inputs / "skyreels_v4_first_frame.png").read_bytes() == b"the artist's own file"
+    for asset in assets:
+        if asset.name != "skyreels_v4_first_frame.png":
+            assert (inputs / asset.name).read_bytes() == asset.read_bytes(), asset.name
+
+
+def test_example_inputs_are_copied_only_inside_the_host_and_never_fatally(
+    tmp_path, monkeypatch, caplog
+):
+    from skyreels_pack.nodes import host
+
+    assets = ROOT / "workflows" / "assets"
+    target = tmp_path / "input"
+    assert host.install_example_inputs(assets) == []  # standalone: the tests' cwd stays clean
+    monkeypatch.setattr(host, "IN_COMFYUI", True)
+    monkeypatch.setattr(host, "folder_paths", SimpleNamespace(get_input_directory=lambda: target))
+    monkeypatch.setenv("SKYREELS_NO_EXAMPLE_INPUTS", "1")
+    assert host.install_example_inputs(assets) == [] and not target.exists()
+    monkeypatch.delenv("SKYREELS_NO_EXAMPLE_INPUTS")
+    copied = host.install_example_inputs(assets)
+    assert copied == sorted(p.name for p in assets.iterdir())
+    assert sorted(p.name for p in target.iterdir()) == copied  # no partial file left behind
+    assert host.install_example_inputs(assets) == []  # the next start finds them in place
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("x")
+    monkeypatch.setattr(host, "folder_paths", SimpleNamespace(get_input_directory=lambda: blocked))
+    assert host.install_example_inputs(assets) == []
+    assert "could not copy the example inputs" in caplog.text
 
 
 def test_adapter_fallbacks_without_comfyui(tmp_path, monkeypatch):

@@ -262,7 +262,7 @@ def text_to_video(m) -> Workflow:
 def image_to_video(m) -> Workflow:
     w = Workflow(m)
     model, _, video_vae, audio_vae, text, negative = _base(w, "a blue square bounces on the floor")
-    image = w.add("LoadImage", title="First frame", image="first_frame.png")
+    image = w.add("LoadImage", title="First frame", image="skyreels_v4_first_frame.png")
     condition = w.add("SkyReelsV4MaskI2V", video_vae=(video_vae, 0), image=(image, 0), frames=33)
     _sample_and_save(
         w, model, video_vae, audio_vae, text, condition, "image_to_video", negative=(negative, 0)
@@ -271,7 +271,7 @@ def image_to_video(m) -> Workflow:
 
 
 def _source_clip(w: Workflow):
-    video = w.add("LoadVideo", title="Source clip", file="source_clip.mp4")
+    video = w.add("LoadVideo", title="Source clip", file="skyreels_v4_source_clip.mp4")
     return w.add("GetVideoComponents", video=(video, 0))
 
 
@@ -297,8 +297,8 @@ def extend_video(m) -> Workflow:
 def first_last_frame(m) -> Workflow:
     w = Workflow(m)
     model, _, video_vae, audio_vae, text, negative = _base(w, "a yellow circle moves right")
-    first = w.add("LoadImage", title="First frame", image="first_frame.png")
-    last = w.add("LoadImage", title="Last frame", image="last_frame.png")
+    first = w.add("LoadImage", title="First frame", image="skyreels_v4_first_frame.png")
+    last = w.add("LoadImage", title="Last frame", image="skyreels_v4_last_frame.png")
     condition = w.add(
         "SkyReelsV4MaskInterpolate",
         video_vae=(video_vae, 0),
@@ -336,7 +336,10 @@ def masked_edit(m) -> Workflow:
     model, _, video_vae, audio_vae, text, negative = _base(w, "a red square bounces on the floor")
     clip = _source_clip(w)
     mask = w.add(
-        "LoadImageMask", title="Edit mask (white = change)", image="edit_mask.png", channel="red"
+        "LoadImageMask",
+        title="Edit mask (white = change)",
+        image="skyreels_v4_edit_mask.png",
+        channel="red",
     )
     condition = w.add(
         "SkyReelsV4MaskEdit", video_vae=(video_vae, 0), source=(clip, 0), mask=(mask, 0)
@@ -350,8 +353,10 @@ def masked_edit(m) -> Workflow:
 def references(m) -> Workflow:
     w = Workflow(m)
     model, _, video_vae, audio_vae, text, negative = _base(w, "a blue circle bounces on the floor")
-    image = w.add("LoadImage", title="Reference image", image="reference.png")
-    sound = w.add("SkyReelsV4LoadAudio", title="Reference sound", audio="reference_sound.wav")
+    image = w.add("LoadImage", title="Reference image", image="skyreels_v4_reference.png")
+    sound = w.add(
+        "SkyReelsV4LoadAudio", title="Reference sound", audio="skyreels_v4_reference_sound.wav"
+    )
     image_refs = w.add(
         "SkyReelsV4ImageReferences",
         video_vae=(video_vae, 0),
@@ -385,7 +390,7 @@ def storyboard(m) -> Workflow:
         shots="[0-16] a red circle bounces on the floor\n[17-32] a blue square bounces on the floor",
         frames=33,
     )
-    grid = w.add("LoadImage", title="Storyboard (2 x 2 panels)", image="storyboard.png")
+    grid = w.add("LoadImage", title="Storyboard (2 x 2 panels)", image="skyreels_v4_storyboard.png")
     refs = w.add(
         "SkyReelsV4StoryboardReference",
         video_vae=(video_vae, 0),
@@ -462,19 +467,24 @@ def build_assets(folder: Path = HERE / "assets") -> list[Path]:
     mask = torch.zeros(64, 64, 3)
     mask[16:48, 16:48] = 1.0  # white = change
     written = [
-        png("first_frame.png", moving.frames[0]),
-        png("last_frame.png", moving.frames[-1]),
-        png("reference.png", reference.frames[0]),
-        png("storyboard.png", torch.cat([torch.cat(panels[:2], 1), torch.cat(panels[2:], 1)], 0)),
-        png("edit_mask.png", mask),
+        png("skyreels_v4_first_frame.png", moving.frames[0]),
+        png("skyreels_v4_last_frame.png", moving.frames[-1]),
+        png("skyreels_v4_reference.png", reference.frames[0]),
+        png(
+            "skyreels_v4_storyboard.png",
+            torch.cat([torch.cat(panels[:2], 1), torch.cat(panels[2:], 1)], 0),
+        ),
+        png("skyreels_v4_edit_mask.png", mask),
     ]
     audio = {"waveform": clip.audio[None], "sample_rate": clip.sample_rate}
     written.append(
-        write_mp4(folder / "source_clip.mp4", clip.frames, clip.fps, audio, overwrite=True)
+        write_mp4(
+            folder / "skyreels_v4_source_clip.mp4", clip.frames, clip.fps, audio, overwrite=True
+        )
     )
     import wave
 
-    sound = folder / "reference_sound.wav"
+    sound = folder / "skyreels_v4_reference_sound.wav"
     with wave.open(str(sound), "wb") as handle:
         handle.setnchannels(1)
         handle.setsampwidth(2)
