@@ -116,12 +116,16 @@ def server(tmp_path_factory):
 
 
 def test_workflows_are_templates_and_their_inputs_are_in_place(server):
-    """The template browser lists the shipped workflows, and the pack put the example inputs
+    """The template browser lists the shipped workflows with their thumbnails, and the pack put
+    the example inputs
     they load into the (empty) input folder when the server loaded it."""
     listed = _get(server["base"], "/api/workflow_templates")
     assert sorted(listed[FOLDER]) == [path.stem for path in WORKFLOWS]
     served = _get(server["base"], f"/api/workflow_templates/{FOLDER}/text_to_video.json")
     assert served == json.loads((ROOT / "workflows" / "text_to_video.json").read_text())
+    for path in WORKFLOWS:  # each card's picture, where the frontend asks for it
+        card = _get(server["base"], f"/api/workflow_templates/{FOLDER}/{path.stem}.jpg")
+        assert card == path.with_suffix(".jpg").read_bytes(), path.stem
     for asset in (ROOT / "workflows" / "assets").iterdir():
         assert (server["input"] / asset.name).read_bytes() == asset.read_bytes(), asset.name
 

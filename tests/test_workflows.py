@@ -11,7 +11,10 @@ from pathlib import Path
 from unittest import mock
 
 import av
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 from skyreels_pack import NODE_CLASS_MAPPINGS
 from workflow_tools import (
     core_shims,
@@ -20,6 +23,8 @@ from workflow_tools import (
     validate_workflow,
 )
 
+from skyreels_core import av_io
+from skyreels_core.demo.metrics import psnr
 from skyreels_core.workflow_format import ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +106,23 @@ def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
         assert json.loads(container.metadata["workflow"]) == workflow
     timelines = [t for ui in uis for t in ui.get("skyreels_timeline", [])]
     assert len(timelines) == 1 and timelines[0]["frames"] == timeline_frames
+    _check_thumbnail(path, av_io.read_video(file)[0], tmp_path)
+
+
+def _check_thumbnail(path: Path, frames: torch.Tensor, tmp_path: Path) -> None:
+    """The template browser's card shows what the workflow renders: the committed thumbnail
+    matches one made from this run's clip (JPEG and run-to-run noise aside).
+    SKYREELS_UPDATE_THUMBNAILS=1 writes it instead, after a change to what a workflow renders."""
+    committed = path.with_suffix(".jpg")
+    if os.environ.get("SKYREELS_UPDATE_THUMBNAILS") == "1":
+        BUILDER.thumbnail(frames, committed)
+    fresh = BUILDER.thumbnail(frames, tmp_path / committed.name)
+    assert committed.exists(), f"no {committed.name}: run with SKYREELS_UPDATE_THUMBNAILS=1"
+    expected, actual = (
+        torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255)
+        for p in (committed, fresh)
+    )
+    assert expected.shape == actual.shape == (256, 256, 3)
+    assert psnr(actual, expected) >= 30.0, (
+        f"{committed.name} is stale: SKYREELS_UPDATE_THUMBNAILS=1"
+    )

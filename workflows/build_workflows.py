@@ -493,6 +493,28 @@ def build_assets(folder: Path = HERE / "assets") -> list[Path]:
     return [*written, sound]
 
 
+THUMBNAIL_PANEL = 128  # px per frame in the 2 x 2 grid the template browser shows
+
+
+def thumbnail(frames, path: Path) -> Path:
+    """The template browser's card for a workflow (``<name>.jpg`` beside its JSON): four frames of
+    the clip it renders, evenly spaced, as a 2 x 2 grid. ``frames`` [T, H, W, 3] in 0..1;
+    tests/test_workflows.py writes these from each workflow's own render and checks them."""
+    import torch
+    from PIL import Image
+
+    picks = torch.linspace(0, frames.shape[0] - 1, 4).round().long()
+    panels = torch.nn.functional.interpolate(
+        frames[picks].permute(0, 3, 1, 2), size=THUMBNAIL_PANEL, mode="nearest"
+    ).permute(0, 2, 3, 1)
+    grid = torch.cat([torch.cat([panels[0], panels[1]], 1), torch.cat([panels[2], panels[3]], 1)])
+    edge = slice(THUMBNAIL_PANEL - 1, THUMBNAIL_PANEL + 1)
+    grid[edge], grid[:, edge] = 0.5, 0.5  # grey lines, so the four frames read as four
+    pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
 def build_all() -> dict[str, dict]:
     mappings = _load_pack_mappings()
     return {name: make(mappings).to_json() for name, make in WORKFLOWS.items()}
