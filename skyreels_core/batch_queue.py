@@ -15,6 +15,7 @@ import itertools
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -41,14 +42,14 @@ class ComfyServer:
         self.timeout_s = timeout_s
         self.client_id = uuid.uuid4().hex
 
-    def _request(self, path: str, body: dict | None = None):
+    def _request(self, path: str, body: dict | None = None, raw: bool = False):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             self.url + path, data=data, headers={"Content-Type": "application/json"}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read())
+                return response.read() if raw else json.loads(response.read())
         except urllib.error.HTTPError as error:
             if path == "/prompt" and error.code == 400:
                 raise InputError("workflow", _refusal(error), "fix the value it names") from None
@@ -96,6 +97,30 @@ class ComfyServer:
             if left is not None and left <= 0:
                 return None
             time.sleep(poll_s if left is None else min(poll_s, left))
+
+    def download(self, item: dict, folder: Path) -> Path:
+        """Fetch one saved file (an item of a history entry's outputs) through ``/view`` into
+        ``folder``, under its own name or, where that is taken, the first free ``name_N``: a
+        batch never overwrites a file, and a failed transfer leaves no partial one."""
+        where = {"subfolder": item.get("subfolder", ""), "type": item.get("type", "output")}
+        query = urllib.parse.urlencode({"filename": item["filename"], **where})
+        data = self._request(f"/view?{query}", raw=True)
+        name = Path(item["filename"]).name
+        target, number = folder / name, 0
+        while target.exists():
+            number += 1
+            target = folder / f"{Path(name).stem}_{number}{Path(name).suffix}"
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(data)
+            partial.replace(target)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise InputError(
+                "--download", f"cannot write {target} ({error.strerror})", "free space or pick DIR"
+            ) from None
+        return target
 
     def _history(self, prompt_id: str) -> dict | None:
         entry = self._request(f"/history/{prompt_id}").get(prompt_id)
@@ -257,20 +282,21 @@ def variants(
     return result
 
 
-def output_files(entry: dict) -> list[str]:
-    """Every file a finished prompt wrote, as '<type>/<subfolder>/<name>' under the server."""
-    files = []
-    for output in entry.get("outputs", {}).values():
-        for items in output.values():
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict) and "filename" in item:
-                    parts = (
-                        item.get("type", "output"),
-                        item.get("subfolder", ""),
-                        item["filename"],
-                    )
-                    files.append("/".join(p for p in parts if p))
-    return files
+def output_items(entry: dict) -> list[dict]:
+    """Every file a finished prompt wrote: its outputs' items that name a file."""
+    return [
+        item
+        for output in entry.get("outputs", {}).values()
+        for items in output.values()
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict) and "filename" in item
+    ]
+
+
+def server_path(item: dict) -> str:
+    """'<type>/<subfolder>/<name>', where the file lies under the server's folders."""
+    parts = (item.get("type", "output"), item.get("subfolder", ""), item["filename"])
+    return "/".join(p for p in parts if p)
 
 
 def _failure(entry: dict) -> str:
@@ -307,6 +333,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--wait", action="store_true", help="wait for each render, list its files")
     parser.add_argument(
+        "--download",
+        type=Path,
+        metavar="DIR",
+        help="fetch each render's files from the server into DIR (implies --wait; a file of "
+        "the same name is kept and the new one numbered)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         metavar="SECONDS",
@@ -332,8 +365,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "workflow", f"{args.workflow} is not a ComfyUI workflow", "save one from ComfyUI"
         )
-    if args.timeout is not None and (args.timeout <= 0 or not args.wait):
+    waits = args.wait or args.download is not None
+    if args.timeout is not None and (args.timeout <= 0 or not waits):
         raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
+    if args.download is not None and args.download.exists() and not args.download.is_dir():
+        raise InputError("--download", f"{args.download} is a file", "name a folder")
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
     object_info = None if api else server.object_info()
@@ -361,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"queued {index}/{len(renders)} {prompt_id}" + (f": {shown}" if shown else ""))
     failed = 0
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    for index, prompt_id in enumerate(queued if args.wait else [], 1):
+    for index, prompt_id in enumerate(queued if waits else [], 1):
         entry = server.wait(prompt_id, deadline=deadline)
         if entry is None:
             failed += 1
@@ -373,5 +409,9 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"failed {index}/{len(queued)} {prompt_id}: {_failure(entry)}")
         else:
-            print(f"done {index}/{len(queued)} {prompt_id}: {', '.join(output_files(entry))}")
+            items = output_items(entry)
+            files = [server_path(item) for item in items]
+            if args.download is not None:
+                files = [str(server.download(item, args.download)) for item in items]
+            print(f"done {index}/{len(queued)} {prompt_id}: {', '.join(files)}")
     return 1 if failed else 0

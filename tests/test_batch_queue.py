@@ -8,6 +8,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from skyreels_pack import NODE_CLASS_MAPPINGS
@@ -59,6 +60,13 @@ class FakeComfy:
                 fake.paths.append(self.path)
                 if self.path == "/object_info":
                     return self._answer(200, OBJECT_INFO)
+                if self.path.startswith("/view?"):  # the file's bytes: its own query
+                    query = parse_qs(urlparse(self.path).query)
+                    data = "|".join(query[k][0] for k in ("filename", "subfolder", "type"))
+                    self.send_response(200)
+                    self.send_header("Content-Type", "video/mp4")
+                    self.end_headers()
+                    return self.wfile.write(data.encode())
                 if self.path == "/queue":
                     pending = [[0, body_id, {}, {}, []] for body_id in fake.prompt_ids]
                     pending = pending if outcome == "running" else []
@@ -244,6 +252,26 @@ def test_prompts_fill_the_prompt_not_wired_to_a_negative_input_by_default(capsys
     )
 
 
+def test_download_fetches_each_render_without_overwriting(capsys, tmp_path):
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    (folder / "clip_00001_.mp4").write_bytes(b"an earlier render")
+    with FakeComfy() as server:
+        code, out, _ = _queue(
+            capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "1-2",
+            "--download", str(folder),
+        )  # fmt: skip
+    assert code == 0
+    first, second = folder / "clip_00001__1.mp4", folder / "clip_00002_.mp4"
+    assert out[2:] == [f"done 1/2 p1: {first}", f"done 2/2 p2: {second}"]
+    assert (folder / "clip_00001_.mp4").read_bytes() == b"an earlier render"
+    assert first.read_bytes() == b"clip_00001_.mp4|skyreels_v4|output"
+    assert second.read_bytes() == b"clip_00002_.mp4|skyreels_v4|output"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["clip_00001_.mp4", first.name, second.name]
+    )  # no partial file left
+
+
 def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
     with FakeComfy("running") as server:
         code, out, _ = _queue(
@@ -266,6 +294,7 @@ def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
         (["--set", "8.steps"], "--set: '8.steps' has no '='"),
         (["--prompts", "PROMPTS", "--prompt-input", "prompt"], "--prompt-input: 'prompt' names several widgets: 5.prompt (Prompt), 6.prompt (Negative prompt). Fix: name one, e.g. 5.prompt"),
         (["--timeout", "5"], "--timeout: 5 s. Fix: give a positive time with --wait"),
+        (["--download", "PROMPTS"], "--download: PROMPTS is a file. Fix: name a folder"),
         (["--wait", "--timeout", "0"], "--timeout: 0 s. Fix: give a positive time with --wait"),
         (["--seeds", "x"], "--seeds: 'x' is not a seed or a range"),
         (["--seeds", "1-2", "--set", "8.seed=5"], "--set: a seed is set by both --set and --seeds"),
@@ -276,6 +305,7 @@ def test_bad_input_is_one_line_naming_the_fix(capsys, tmp_path, args, message):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle bounces on the floor\n")
     args = [str(prompts) if arg == "PROMPTS" else arg for arg in args]
+    message = message.replace("PROMPTS", str(prompts))
     with FakeComfy() as server:
         code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, *args)
     assert code == 2 and server.posted == []

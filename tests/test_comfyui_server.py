@@ -188,20 +188,22 @@ def _finished(client: ComfyServer, prompt_id: str) -> dict:
 
 def test_the_queue_command_batches_seeds_on_the_server(server, capsys, tmp_path):
     """Two seeds of the shipped text-to-video workflow with a prompt from a file (filling the
-    Prompt node by default), queued by the pack's command: two MP4s that differ, each carrying
-    the workflow of its own variant."""
+    Prompt node by default), queued by the pack's command and downloaded: two MP4s that differ,
+    each carrying the workflow of its own variant."""
     workflow = ROOT / "workflows" / "text_to_video.json"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a yellow triangle moves left\n")
+    renders = tmp_path / "renders"
     code = main(["queue", str(workflow), "--server", server["base"], "--seeds", "11-12",
-                 "--prompts", str(prompts), "--set", "8.steps=6", "--wait",
+                 "--prompts", str(prompts), "--set", "8.steps=6", "--download", str(renders),
                  "--timeout", str(2 * RUN_TIMEOUT_S)])  # fmt: skip
     out = capsys.readouterr().out.splitlines()
     assert code == 0, out
-    files = [
-        server["output"] / line.split(": output/")[1] for line in out if line.startswith("done")
-    ]
+    files = [Path(line.split(": ", 1)[1]) for line in out if line.startswith("done")]
     assert len(files) == 2 and files[0].read_bytes() != files[1].read_bytes()
+    for file in files:  # fetched through /view, byte for byte what the server saved
+        assert file.parent == renders
+        assert file.read_bytes() == (server["output"] / "skyreels_v4" / file.name).read_bytes()
     for file, seed in zip(files, (11, 12), strict=True):
         with av.open(str(file)) as container:
             saved = json.loads(container.metadata["workflow"])
