@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from skyreels_core.loading import is_later_shard
 from skyreels_core.paths import resolve_inside
 
 try:
@@ -61,19 +62,19 @@ def model_folders(kind: str) -> list[Path]:
 
 
 def list_models(kind: str, suffixes: tuple[str, ...] = (".safetensors",)) -> list[str]:
-    """File names (relative to their folder) of one kind, as the loaders' dropdowns show them."""
+    """File names (relative to their folder) of one kind, as the loaders' dropdowns show them;
+    a sharded checkpoint shows as its first shard, which loads the set."""
     if IN_COMFYUI:
-        names = folder_paths.get_filename_list(MODEL_FOLDERS[kind][0])
-        return sorted(name for name in names if name.endswith(suffixes))
-    names = set()
-    for folder in model_folders(kind):
-        if folder.is_dir():
-            names.update(
-                str(path.relative_to(folder)).replace(os.sep, "/")
-                for path in folder.rglob("*")
-                if path.is_file() and path.name.endswith(suffixes)
-            )
-    return sorted(names)
+        names = set(folder_paths.get_filename_list(MODEL_FOLDERS[kind][0]))
+    else:
+        names = {
+            str(path.relative_to(folder)).replace(os.sep, "/")
+            for folder in model_folders(kind)
+            if folder.is_dir()
+            for path in folder.rglob("*")
+            if path.is_file()
+        }
+    return sorted(name for name in names if name.endswith(suffixes) and not is_later_shard(name))
 
 
 def list_model_dirs(kind: str) -> list[str]:

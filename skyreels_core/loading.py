@@ -4,11 +4,14 @@ A model is constructed on ``meta`` (no memory), its expected keys and shapes are
 the file's before a byte is read, and the tensors are then assigned straight from the mapped file,
 so a 14B checkpoint never exists twice in memory and a wrong file fails in milliseconds. With fp8
 storage each block weight is quantised as it is read, so the full-precision model never exists.
+Large releases ship in shards (``name-00001-of-00006.safetensors``); picking any shard loads the
+set, so they need no merging.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ from .mmdit import DualStreamMMDiT
 from .offload import quantise_fp8, store_linears_in_fp8
 
 CONFIG_METADATA_KEY = "skyreels_config"
+SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.safetensors$")
 WAN_PREFIXES = ("model.diffusion_model.",)
 HEAD_DIM = 128  # every Wan 2.1 model uses 128-dim heads
 
@@ -67,6 +71,55 @@ def read_header(
         raise CheckpointError(
             input_name, f"{path.name} cannot be read ({error})", "re-download the file"
         ) from None
+
+
+def is_later_shard(name: str) -> bool:
+    """A shard other than the first of a sharded checkpoint: file lists show the first only."""
+    match = SHARD_NAME.match(Path(name).name)
+    return match is not None and int(match["index"]) != 1
+
+
+def checkpoint_shards(path: Path, input_name: str = "checkpoint") -> list[Path]:
+    """The files a checkpoint lives in: ``path`` alone, or every shard of its set, whichever
+    shard was picked."""
+    match = SHARD_NAME.match(path.name)
+    if match is None:
+        return [path]
+    count = int(match["count"])
+    shards = [
+        path.with_name(f"{match['stem']}-{index:05d}-of-{count:05d}.safetensors")
+        for index in range(1, count + 1)
+    ]
+    missing = [shard.name for shard in shards if not shard.is_file()]
+    if missing:
+        raise CheckpointError(
+            input_name,
+            f"{path.name} is one of {count} shards and {_describe(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not beside it",
+            f"put all {count} shards in {path.parent}",
+        )
+    return shards
+
+
+def read_checkpoint_header(
+    path: Path, input_name: str = "checkpoint"
+) -> tuple[list[Path], dict[str, tuple[int, ...]], dict[str, str]]:
+    """The checkpoint's files, and key -> shape and metadata over all of them."""
+    shards = checkpoint_shards(path, input_name)
+    shapes: dict[str, tuple[int, ...]] = {}
+    metadata: dict[str, str] = {}
+    for shard in shards:
+        part, part_metadata = read_header(shard, input_name)
+        repeated = part.keys() & shapes.keys()
+        if repeated:
+            raise CheckpointError(
+                input_name,
+                f"{shard.name} repeats {_describe(repeated)} from an earlier shard",
+                "use the shards of one release only",
+            )
+        shapes.update(part)
+        metadata = {**part_metadata, **metadata}
+    return shards, shapes, metadata
 
 
 def _strip_prefix(key: str) -> str:
@@ -155,20 +208,21 @@ def validate_keys(
 
 
 def _load_tensors(
-    path: Path, rename, dtype, device, fp8_weights: frozenset[str] = frozenset()
+    shards: list[Path], rename, dtype, device, fp8_weights: frozenset[str] = frozenset()
 ) -> dict[str, torch.Tensor]:
     """Every tensor cast to ``dtype`` on ``device``; keys in ``fp8_weights`` are quantised to
     fp8 instead, with their scale under ``<module>.weight_scale``."""
     state = {}
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        for key in handle.keys():
-            name, tensor = rename(key), handle.get_tensor(key)
-            if name in fp8_weights:
-                weight, scale = quantise_fp8(tensor)
-                state[name] = weight.to(device)
-                state[name.removesuffix("weight") + "weight_scale"] = scale.to(device)
-            else:
-                state[name] = tensor.to(device=device, dtype=dtype)
+    for shard in shards:
+        with safe_open(str(shard), framework="pt", device="cpu") as handle:
+            for key in handle.keys():
+                name, tensor = rename(key), handle.get_tensor(key)
+                if name in fp8_weights:
+                    weight, scale = quantise_fp8(tensor)
+                    state[name] = weight.to(device)
+                    state[name.removesuffix("weight") + "weight_scale"] = scale.to(device)
+                else:
+                    state[name] = tensor.to(device=device, dtype=dtype)
     return state
 
 
@@ -187,8 +241,7 @@ def load_model(
     float8_e4m3fn with per-tensor scales (:mod:`skyreels_core.offload`), about half the bytes of
     bf16, dequantised to ``dtype`` at each call.
     """
-    path = Path(path)
-    shapes, metadata = read_header(path, input_name)
+    shards, shapes, metadata = read_checkpoint_header(Path(path), input_name)
     shapes = {_strip_prefix(key): shape for key, shape in shapes.items()}
     config = config or detect_config(shapes, metadata, input_name)
     model = build_on_meta(config)
@@ -196,7 +249,7 @@ def load_model(
     validate_keys(expected, shapes, input_name, config.name)
     quantised = store_linears_in_fp8(model, dtype) if fp8 else []
     fp8_weights = frozenset(f"{name}.weight" for name in quantised)
-    state = _load_tensors(path, _strip_prefix, dtype, device, fp8_weights)
+    state = _load_tensors(shards, _strip_prefix, dtype, device, fp8_weights)
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
 
@@ -235,9 +288,8 @@ def initialise_video_stream_from_wan(model: DualStreamMMDiT, path: str | Path) -
     start at zero, so the initialised model ignores conditions until trained. Everything else
     (audio stream, joint-text weights, the exchange, a different text width) starts fresh.
     """
-    path = Path(path)
-    shapes, _ = read_header(path, "wan checkpoint")
-    wan = _load_tensors(path, _strip_prefix, torch.float32, "cpu")
+    shards, _, _ = read_checkpoint_header(Path(path), "wan checkpoint")
+    wan = _load_tensors(shards, _strip_prefix, torch.float32, "cpu")
     report = WanTransferReport()
     own = model.state_dict()
     for key, target in own.items():

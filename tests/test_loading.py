@@ -7,7 +7,8 @@ import pickle
 import pytest
 import torch
 from model_helpers import inputs, tiny_model
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from skyreels_core.errors import CheckpointError
 from skyreels_core.loading import load_model, save_model
@@ -71,3 +72,58 @@ def test_files_of_other_models_are_recognised(tmp_path):
     save_file({"conditioner.embedders.0.weight": torch.zeros(2)}, str(path))
     with pytest.raises(CheckpointError, match="neither a SkyReels-V4"):
         load_model(path)
+
+
+def _write_shards(state: dict, metadata: dict, folder, count: int, stem: str = "model") -> list:
+    """``state`` split over ``count`` files as sharded releases name them, the metadata in each."""
+    keys = sorted(state)
+    paths = []
+    for index in range(count):
+        part = {key: state[key].contiguous() for key in keys[index::count]}
+        path = folder / f"{stem}-{index + 1:05d}-of-{count:05d}.safetensors"
+        save_file(part, str(path), metadata=metadata)
+        paths.append(path)
+    return paths
+
+
+def test_a_sharded_checkpoint_loads_from_any_of_its_shards(tmp_path):
+    model = tiny_model()
+    single = load_model(save_model(model, tmp_path / "single.safetensors"))
+    with safe_open(str(tmp_path / "single.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    shards = _write_shards(model.state_dict(), metadata, tmp_path, 3)
+    for picked in shards:
+        loaded = load_model(picked)
+        assert loaded.config == model.config
+        assert loaded.state_dict().keys() == single.state_dict().keys()
+        assert all(torch.equal(v, single.state_dict()[k]) for k, v in loaded.state_dict().items())
+    shards[1].unlink()
+    with pytest.raises(CheckpointError, match=r"model-00002-of-00003.safetensors is not beside"):
+        load_model(shards[0])
+    with pytest.raises(CheckpointError, match="put all 3 shards in"):
+        load_model(shards[2])
+
+
+def test_shards_repeating_a_tensor_are_refused(tmp_path):
+    model = tiny_model()
+    state = model.state_dict()
+    first, second = _write_shards(state, {}, tmp_path, 2)
+    key = sorted(state)[0]
+    save_file({**load_file(str(second)), key: state[key].contiguous()}, str(second))
+    with pytest.raises(CheckpointError, match=f"repeats {key}"):
+        load_model(first)
+
+
+def test_file_lists_show_a_sharded_checkpoint_once(tmp_path, monkeypatch):
+    from skyreels_pack.nodes import host
+
+    monkeypatch.setenv("SKYREELS_MODELS_DIR", str(tmp_path))
+    folder = tmp_path / "diffusion_models"
+    folder.mkdir()
+    for name in ("big-00001-of-00002.safetensors", "big-00002-of-00002.safetensors",
+                 "small.safetensors", "x-00002-of-00002.txt"):  # fmt: skip
+        (folder / name).write_bytes(b"x")
+    assert host.list_models("diffusion_models") == [
+        "big-00001-of-00002.safetensors",
+        "small.safetensors",
+    ]
