@@ -33,7 +33,7 @@ from .loading import read_header, save_model, validate_keys
 from .mmdit import TIMESTEP_SCALE, Head, sinusoidal_embedding
 from .objective import noised, velocity_target
 from .rope import device_table, video_angles, video_positions
-from .sampling import SamplerHooks, initial_noise
+from .sampling import SamplerHooks, initial_noise, require_finite
 from .sampling.schedules import flow_sigmas
 from .sampling.solvers import make_solver
 
@@ -397,6 +397,7 @@ def refine(
             timestep = torch.full((x.shape[0],), sigma, device=device)
             velocity = model(torch.cat([x.to(dtype), model_condition], dim=1), timestep, keep_ratio)
             velocity = torch.where(held, known_velocity, velocity.float())
+            require_finite([velocity], index, settings.steps, dtype, loader="Load Refiner")
             if hooks.preview is not None:
                 hooks.preview(index + 1, torch.where(held, start, x - sigma * velocity))
             x = solver.step(index, [x], [velocity])[0]

@@ -124,6 +124,14 @@ def test_refinement_is_seeded_and_reports_progress_and_stops_on_interrupt():
         refine(refiner, low, settings, hooks=SamplerHooks(interrupt=cancel))
 
 
+def test_a_refiner_in_float16_that_overflows_says_which_dtype_to_load():
+    refiner, low = _tiny_refiner().half(), _latents(1, 4, 3, 4, 6)
+    with torch.no_grad():
+        refiner.patch_embedding.weight.fill_(60000.0)  # float16's range ends at 65504
+    with pytest.raises(InputError, match="step 1 of 2 is not finite.*Load Refiner's dtype"):
+        refine(refiner, low, RefinerSettings(steps=2, seed=9))
+
+
 @pytest.mark.parametrize(
     ("change", "input_name"),
     [

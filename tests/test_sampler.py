@@ -510,3 +510,31 @@ def test_tiny_model_end_to_end_for_every_task(task):
         assert torch.isfinite(result.keyframes).all()
     else:
         assert result.keyframes is None
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fix"),
+    [(torch.float32, "check the model file and the inputs"), (torch.float16, "bf16 or fp32")],
+)
+def test_a_non_finite_prediction_stops_the_render_at_its_step(dtype, fix):
+    calls = []
+
+    def overflows_on_third_call(stream, x, t, value):
+        calls.append(stream)
+        velocity = straight_oracle(stream, x.float(), t.float(), value).to(x.dtype)
+        return velocity * float("inf") if len(calls) > 4 else velocity  # video + audio per call
+
+    model = FakeModel(overflows_on_third_call)
+    model.weight = torch.nn.Parameter(torch.zeros(1, dtype=dtype))  # the dtype it computes in
+    progress = []
+    with pytest.raises(InputError, match=f"step 3 of 6 is not finite.*Fix: .*{fix}"):
+        sample(
+            model,
+            text=text(),
+            negative_text=None,
+            condition=condition(),
+            audio_tokens=L_A,
+            settings=settings(steps=6),
+            hooks=SamplerHooks(progress=lambda done, total: progress.append(done)),
+        )
+    assert progress == [1, 2]

@@ -290,6 +290,26 @@ def _start_latents(
     return [noised(x.to(n), n, start) for x, n in zip(clean, noise)]
 
 
+def require_finite(
+    velocities: list[torch.Tensor],
+    index: int,
+    steps: int,
+    dtype: torch.dtype,
+    loader: str = "Load Model",
+) -> None:
+    """Stop at the first step whose velocities hold NaN or inf: every later step and the decode
+    would only turn them into a black clip, minutes later. One reduction and sync a step."""
+    if bool(torch.stack([torch.isfinite(v).all() for v in velocities]).all()):
+        return
+    if dtype == torch.float16:
+        fix = f"load the model in bf16 or fp32 ({loader}'s dtype): float16 overflows in it"
+    else:
+        fix = "check the model file and the inputs (an encoded clip or reference with NaN)"
+    raise InputError(
+        "model", f"its prediction at step {index + 1} of {steps} is not finite (NaN/inf)", fix
+    )
+
+
 def sample(
     model: torch.nn.Module,
     *,
@@ -375,6 +395,7 @@ def sample(
             latents[0] = torch.where(known, noised(known_latents, noise[0], sigma), latents[0])
             cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
             velocities = guidance.combine(index, sigma, latents, cond, uncond)
+            require_finite(velocities, index, settings.steps, dtype)
             velocities[0] = torch.where(known, known_velocity, velocities[0])
             if hooks.preview is not None:
                 estimate = torch.where(known, known_latents, latents[0] - sigma * velocities[0])
