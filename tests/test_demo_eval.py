@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from skyreels_core.demo.evaluate import TARGETS, evaluate
 from skyreels_core.demo.evaluate_clicks import click_error_by_noise, click_tokens
 from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
 from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
+from skyreels_core.errors import InputError
 
 
 def test_bundle_files_match_the_manifest():
@@ -97,7 +99,8 @@ def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkey
     report = {**values, "av_sync_ms_stderr": 4.8,
               "av_sync_given_video": {"av_sync_ms": 71.4, "av_sync_ms_stderr": 5.3},
               "click_error_by_noise": {"0.5": {"near_contacts": 0.33, "elsewhere": 0.07}},
-              "targets_met": {name: name == "colour_accuracy" for name in TARGETS}}  # fmt: skip
+              "targets_met": {name: None if name == "refiner_gain_db" else name == "colour_accuracy"
+                              for name in TARGETS}}  # fmt: skip
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: report)
     monkeypatch.setattr(evaluate_module.DemoPipeline, "load", lambda model: None)
     parser = argparse.ArgumentParser()
@@ -108,10 +111,39 @@ def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkey
     rows = dict(zip(TARGETS, lines))
     assert "76.7 ± 4.8 ms" in rows["av_sync_ms"] and rows["av_sync_ms"].endswith("NOT met")
     assert "0.983" in rows["colour_accuracy"] and rows["colour_accuracy"].endswith("  met")
-    assert "n/a" in rows["refiner_gain_db"]
+    assert "n/a" in rows["refiner_gain_db"] and rows["refiner_gain_db"].endswith("not measured")
     assert lines[-2].startswith("av_sync, video given") and "71.4 ± 5.3 ms" in lines[-2]
     assert lines[-1].endswith("by noise level: 0.5 0.33/0.07")
     assert len(lines) == len(TARGETS) + 2 and sum("76.7" in line for line in lines) == 1
+
+
+def test_parts_given_no_case_are_skipped_and_reported_as_not_measured(pipeline):
+    report = evaluate_module.evaluate(pipeline, generation_cases=1, kept_cases=0, steps=2,
+                                      refiner_cases=0)  # fmt: skip
+    assert report["kept_psnr_db"] is None and report["kept_psnr_db_per_task"] == {}
+    assert report["refiner"] == {} and report["refiner_gain_db"] is None
+    assert report["targets_met"]["kept_psnr_db"] is None
+    assert report["targets_met"]["refiner_gain_db"] is None
+    assert report["colour_accuracy"] in (0.0, 1.0)  # one case, measured
+    assert report["targets_met"]["colour_accuracy"] is (report["colour_accuracy"] >= 0.9)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--kept-cases", "-1"], "--kept-cases: -1. Fix: give 0 (skip that part) or more"),
+     (["--steps", "0"], "--steps: 0. Fix: give 1 or more"),
+     (["--json", "NOWHERE/report.json"], "is not a folder")],
+)  # fmt: skip
+def test_bad_arguments_are_refused_before_any_render(monkeypatch, tmp_path, args, message):
+    def never(model):
+        raise AssertionError("the pipeline loaded before the arguments were checked")
+
+    monkeypatch.setattr(evaluate_module.DemoPipeline, "load", never)
+    parser = argparse.ArgumentParser()
+    evaluate_module.add_arguments(parser)
+    args = [str(tmp_path / "missing" / "report.json") if "NOWHERE" in a else a for a in args]
+    with pytest.raises(InputError, match=re.escape(message)):
+        evaluate_module.run(parser.parse_args(args))
 
 
 def test_click_error_splits_the_tokens_around_contacts_from_the_rest(pipeline):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..refiner import RefinerSettings, load_refiner
 from . import bundle
 from .dataset import HELD_OUT_SEED
@@ -69,9 +70,9 @@ def _generation_cases(pipeline: DemoPipeline, cases: int, first_seed: int, sampl
         given = replace(request, task="edit", source=scene.frames, mask=nothing_masked)
         sync_given_video.append(_sync(pipeline, given)[2])
     return {
-        "colour_accuracy": colour / cases,
-        "shape_accuracy": shape / cases,
-        "pitch_accuracy": pitch / cases,
+        "colour_accuracy": colour / cases if cases else None,
+        "shape_accuracy": shape / cases if cases else None,
+        "pitch_accuracy": pitch / cases if cases else None,
         **mean_av_sync(sync),
         "av_sync_given_video": mean_av_sync(sync_given_video),
     }
@@ -103,8 +104,8 @@ def _kept_content_cases(
     per_task = {task: statistics.fmean(values) for task, values in scores.items()}
     return {
         "kept_psnr_db_per_task": per_task,
-        "kept_psnr_db": min(per_task.values()),
-        "edit_region_mean_change": statistics.fmean(changed),
+        "kept_psnr_db": min(per_task.values()) if cases else None,
+        "edit_region_mean_change": statistics.fmean(changed) if cases else None,
     }
 
 
@@ -136,10 +137,24 @@ def evaluate(
             settings=RefinerSettings(fps_factor=r),
         )
         for r in (1, 2)
+        if refiner_cases
     }
-    report["refiner_gain_db"] = min(entry["gain_db"] for entry in report["refiner"].values())
+    gains = [entry["gain_db"] for entry in report["refiner"].values()]
+    report["refiner_gain_db"] = min(gains) if gains else None
+    # None where a section ran no case (not measured, neither met nor missed); a measured None,
+    # such as AV sync with no click at all, is missed.
+    skipped = {
+        "av_sync_ms": not generation_cases,
+        "colour_accuracy": not generation_cases,
+        "shape_accuracy": not generation_cases,
+        "pitch_accuracy": not generation_cases,
+        "kept_psnr_db": not kept_cases,
+        "refiner_gain_db": not refiner_cases,
+    }
     report["targets_met"] = {
-        name: report[name] is not None
+        name: None
+        if skipped[name]
+        else report[name] is not None
         and (report[name] < bound if op == "<" else report[name] >= bound)
         for name, (op, bound) in TARGETS.items()
     }
@@ -161,6 +176,26 @@ def _shown(report: dict, name: str) -> str:
     if name == "av_sync_ms":
         return _with_stderr(report)
     return "n/a" if report[name] is None else f"{report[name]:.3f}"
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "not measured"}[met]
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what would fail only after minutes of rendering, or lose the report at the end."""
+    for flag in ("cases", "kept_cases", "refiner_cases"):
+        if getattr(args, flag) < 0:
+            name = "--" + flag.replace("_", "-")
+            raise InputError(name, f"{getattr(args, flag)}", "give 0 (skip that part) or more")
+    if args.steps < 1:
+        raise InputError("--steps", f"{args.steps}", "give 1 or more")
+    if args.json is not None and not args.json.parent.is_dir():
+        raise InputError(
+            "--json",
+            f"{args.json.parent} is not a folder",
+            "create it or write the report elsewhere",
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +230,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
     guidance = {
         name: value
         for name, value in (("video_guidance", args.video_guidance), ("audio_guidance", args.audio_guidance))
@@ -206,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for name, (op, bound) in TARGETS.items():
         print(
-            f"{name:18s} {_shown(report, name):>16s}  target {op} {bound}  {'met' if report['targets_met'][name] else 'NOT met'}"
+            f"{name:18s} {_shown(report, name):>16s}  target {op} {bound}  {_verdict(report['targets_met'][name])}"
         )
     given = _with_stderr(report["av_sync_given_video"])
     print(
