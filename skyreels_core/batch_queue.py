@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from .errors import InputError
+from .paths import output_folder
 from .workflow_format import (
     SEED_NAMES,
     is_api_prompt,
@@ -112,7 +113,6 @@ class ComfyServer:
             target = folder / f"{Path(name).stem}_{number}{Path(name).suffix}"
         partial = target.with_name(f".{target.name}.partial")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             partial.write_bytes(data)
             partial.replace(target)
         except OSError as error:
@@ -368,8 +368,8 @@ def run(args: argparse.Namespace) -> int:
     waits = args.wait or args.download is not None
     if args.timeout is not None and (args.timeout <= 0 or not waits):
         raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
-    if args.download is not None and args.download.exists() and not args.download.is_dir():
-        raise InputError("--download", f"{args.download} is a file", "name a folder")
+    if args.download is not None:
+        output_folder(args.download, "--download")
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
     object_info = None if api else server.object_info()

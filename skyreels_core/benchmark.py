@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_flatten
 
 from .config import ModelConfig, get_preset
 from .errors import InputError
+from .paths import output_folder
 from .sparse_attention import dense_attention_flops, sparse_attention_flops
 
 PARTS = ("analytic", "step", "split", "train", "memory", "sparse")
@@ -503,6 +504,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [part for part in chosen if part not in functions]
     if unknown:
         raise InputError("--only", f"unknown parts {unknown}", f"choose from {', '.join(PARTS)}")
+    if args.json:
+        output_folder(args.json.parent, "--json")
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                            "threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}}  # fmt: skip
@@ -512,7 +515,6 @@ def run(args: argparse.Namespace) -> int:
         for key, value in _rows(results[part]):
             print(f"  {key:48s} {value}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -31,6 +31,20 @@ def resolve_inside(roots: list[Path] | Path, name: str, input_name: str = "file"
     raise InputError(input_name, f"{name!r} was not found", f"put the file into {folders}")
 
 
+def output_folder(path: Path, input_name: str) -> Path:
+    """``path`` as a folder to write into, created if missing. Commands call it before their
+    work, so a result never ends up with nowhere to go."""
+    if path.exists() and not path.is_dir():
+        raise InputError(input_name, f"{path} is a file", "name a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            input_name, f"cannot create {path} ({error.strerror})", "name a folder you can write to"
+        ) from None
+    return path
+
+
 def fingerprint(paths: list[Path]) -> str:
     """Names, sizes and modification times of the files (a folder counts as all its files): cheap
     to compute on every queue, and it changes when a file is replaced under the same name."""

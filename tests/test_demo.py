@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import av
+import pytest
 
 from skyreels_core.__main__ import main
 
@@ -35,6 +36,23 @@ def test_demo_bad_input_is_one_clear_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --frames: 30 frames is not 4k+1. Fix: use 29 or 33 frames"
     assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["train-demo", "--out", "FILE"], ["train-demo-refiner", "--out", "FILE"],
+     ["demo", "--out", "FILE/clip.mp4"], ["eval-demo", "--json", "FILE/report.json"],
+     ["bench", "--only", "analytic", "--json", "FILE/bench.json"]],
+)  # fmt: skip
+def test_an_output_path_inside_a_file_is_one_line_before_any_work(tmp_path, capsys, command):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main([arg.replace("FILE", str(blocker)) for arg in command]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {command[-2]}: {blocker} is a file. Fix: name a folder\n"
+    )
+    assert blocker.read_text() == "not a folder"
 
 
 def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):

@@ -132,7 +132,7 @@ def test_parts_given_no_case_are_skipped_and_reported_as_not_measured(pipeline):
     "args, message",
     [(["--kept-cases", "-1"], "--kept-cases: -1. Fix: give 0 (skip that part) or more"),
      (["--steps", "0"], "--steps: 0. Fix: give 1 or more"),
-     (["--json", "NOWHERE/report.json"], "is not a folder")],
+     (["--json", "FILE/report.json"], "is a file. Fix: name a folder")],
 )  # fmt: skip
 def test_bad_arguments_are_refused_before_any_render(monkeypatch, tmp_path, args, message):
     def never(model):
@@ -141,7 +141,8 @@ def test_bad_arguments_are_refused_before_any_render(monkeypatch, tmp_path, args
     monkeypatch.setattr(evaluate_module.DemoPipeline, "load", never)
     parser = argparse.ArgumentParser()
     evaluate_module.add_arguments(parser)
-    args = [str(tmp_path / "missing" / "report.json") if "NOWHERE" in a else a for a in args]
+    (tmp_path / "a_file").write_text("x")
+    args = [a.replace("FILE", str(tmp_path / "a_file")) for a in args]
     with pytest.raises(InputError, match=re.escape(message)):
         evaluate_module.run(parser.parse_args(args))
 

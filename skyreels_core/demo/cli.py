@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..paths import output_folder
 from ..sampling import SamplerHooks
 from ..shapes import latent_frame_count, parse_frame_indices
 from .render import TASKS, DemoPipeline, RenderRequest, render
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "--out", f"{args.out} already exists", "choose another path or pass --overwrite"
         )
+    output_folder(args.out.parent, "--out")
     source = _source(args)
     height, width = (64, 64) if source is None else source.shape[1:3]
     request = RenderRequest(

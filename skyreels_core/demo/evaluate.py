@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..paths import output_folder
 from ..refiner import RefinerSettings, load_refiner
 from . import bundle
 from .dataset import HELD_OUT_SEED
@@ -190,12 +191,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise InputError(name, f"{getattr(args, flag)}", "give 0 (skip that part) or more")
     if args.steps < 1:
         raise InputError("--steps", f"{args.steps}", "give 1 or more")
-    if args.json is not None and not args.json.parent.is_dir():
-        raise InputError(
-            "--json",
-            f"{args.json.parent} is not a folder",
-            "create it or write the report elsewhere",
-        )
+    if args.json is not None:
+        output_folder(args.json.parent, "--json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

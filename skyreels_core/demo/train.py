@@ -21,6 +21,7 @@ from ..config import get_preset
 from ..encoder import MLLMEncoder, create_tiny_encoder_folder
 from ..loading import save_model
 from ..mmdit import DualStreamMMDiT
+from ..paths import output_folder
 from ..training import (
     Batch,
     adamw,
@@ -126,8 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(args.out), "--out")
     started = time.monotonic()
     data = render_world(args.scenes, args.seed)
 

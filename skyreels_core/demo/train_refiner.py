@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..objective import flow_matching_loss, noised
+from ..paths import output_folder
 from ..refiner import FPS_FACTORS, REFINER_PRESETS, RefinerDiT, build_condition, save_refiner
 from ..training import adamw, cosine_with_warmup, load_checkpoint, save_checkpoint
 from . import bundle
@@ -143,8 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(args.out), "--out")
     started = time.monotonic()
     codec = bundle.video_codec()
     data = encode_world(codec, args.scenes, args.seed)
