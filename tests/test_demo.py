@@ -28,6 +28,25 @@ def test_demo_command_writes_a_clip_with_sound(tmp_path, capsys):
         assert container.metadata["prompt"] == "a blue square moves right"
 
 
+def test_keyframes_default_to_first_middle_last_and_belong_to_their_task(tmp_path, capsys):
+    out = tmp_path / "keys.mp4"
+    assert (
+        main(["demo", "--task", "keyframes", "--frames", "9", "--steps", "2", "--out", str(out)])
+        == 0
+    )
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].frames == 9
+        assert container.metadata["task"] == "keyframes"
+        assert container.metadata["keyframes"] == "0, 4, 8"
+    assert main(["demo", "--frames", "1", "--steps", "2", "--out", str(tmp_path / "one.mp4")]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--keyframes", "0, 8", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --keyframes: given for --task t2av. Fix: add --task keyframes or drop it\n"
+    )
+    assert not (tmp_path / "x.mp4").exists()
+
+
 def test_demo_bad_input_is_one_clear_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "skyreels_core", "demo", "--frames", "30", "--out", str(tmp_path / "x.mp4")],

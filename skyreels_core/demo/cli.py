@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mask", type=Path, help="edit mask image, white = change")
     parser.add_argument(
-        "--keyframes", default="0, 16, 32", help="frame indices for --task keyframes"
+        "--keyframes",
+        help='frame indices for --task keyframes, e.g. "0, 16, 32" (default: first, middle, last)',
     )
     parser.add_argument(
         "--model", type=Path, help="another demo-preset checkpoint (default: bundled)"
@@ -81,6 +82,19 @@ def _mask(args: argparse.Namespace, source: torch.Tensor | None) -> torch.Tensor
     return mask
 
 
+def _keyframes(args: argparse.Namespace) -> list[int]:
+    """The frames --task keyframes keeps; refused for other tasks, where they would be ignored."""
+    if args.task != "keyframes":
+        if args.keyframes is not None:
+            raise InputError(
+                "--keyframes", f"given for --task {args.task}", "add --task keyframes or drop it"
+            )
+        return []
+    if args.keyframes is None:  # a latent frame's start each: frame 0 and every 4th
+        return sorted({0, 4 * ((args.frames - 1) // 8), args.frames - 1})
+    return parse_frame_indices(args.keyframes, args.frames, "--keyframes")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -103,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         width=width,
         source=source,
         mask=_mask(args, source),
-        keyframes=parse_frame_indices(args.keyframes, args.frames, "--keyframes"),
+        keyframes=_keyframes(args),
         steps=args.steps,
     )
     pipeline = DemoPipeline.load(args.model)
@@ -113,8 +127,12 @@ def run(args: argparse.Namespace) -> int:
     metadata = {
         "prompt": args.prompt,
         "seed": str(args.seed),
+        "task": args.task,
+        "steps": str(args.steps),
         "model": str(args.model or "bundled demo"),
     }
+    if request.keyframes:
+        metadata["keyframes"] = ", ".join(map(str, request.keyframes))
     path = write_mp4(args.out, frames, request.fps, audio, metadata, overwrite=args.overwrite)
     print(f"wrote {path} ({frames.shape[0]} frames at {request.fps:g} fps with sound)")
     return 0
