@@ -119,24 +119,34 @@ def input_path(name: str, input_name: str = "input file") -> Path:
     return resolve_inside(input_dir(), name, input_name=input_name)
 
 
+EXAMPLES_OFFERED = ".skyreels_v4_examples"  # in the input folder: the example names copied once
+
+
 def install_example_inputs(assets: Path) -> list[str]:
     """Copy the shipped workflows' example inputs into the host's input folder, so a workflow
-    opened from the template browser runs without setup. Only inside ComfyUI, only files the
-    folder lacks (a file of the same name is never replaced), and never fatal: the pack loads
-    even where the folder is read-only. ``SKYREELS_NO_EXAMPLE_INPUTS=1`` turns it off."""
+    opened from the template browser runs without setup. Only inside ComfyUI, each name once
+    (one the artist deleted stays deleted; one a pack update adds arrives), never over a file of
+    the same name, and never fatal: the pack loads even where the folder is read-only.
+    ``SKYREELS_NO_EXAMPLE_INPUTS=1`` turns it off."""
     if not IN_COMFYUI or os.environ.get("SKYREELS_NO_EXAMPLE_INPUTS") == "1":
         return []
     target = input_dir()
+    record = target / EXAMPLES_OFFERED
     copied = []
     try:
+        offered = set(record.read_text().split()) if record.is_file() else set()
+        names = sorted(asset.name for asset in assets.iterdir() if asset.is_file())
+        if offered >= set(names):
+            return []
         target.mkdir(parents=True, exist_ok=True)
-        for asset in sorted(assets.iterdir()):
-            destination = target / asset.name
-            if asset.is_file() and not destination.exists():
-                partial = destination.with_name(f".{asset.name}.partial")
-                shutil.copyfile(asset, partial)
+        for name in names:
+            destination = target / name
+            if name not in offered and not destination.exists():
+                partial = destination.with_name(f".{name}.partial")
+                shutil.copyfile(assets / name, partial)
                 partial.replace(destination)  # never a half-copied file under the real name
-                copied.append(asset.name)
+                copied.append(name)
+        record.write_text("\n".join(sorted(offered | set(names))) + "\n")
     except OSError as error:
         logging.warning("SkyReels-V4: could not copy the example inputs to %s (%s)", target, error)
     if copied:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -197,7 +198,9 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     # Loading the pack put the workflows' example inputs where the host's loaders look, without
     # replacing the file of the same name already there.
     assets = sorted((ROOT / "workflows" / "assets").iterdir())
-    assert sorted(p.name for p in inputs.iterdir()) == [p.name for p in assets]
+    assert sorted(p.name for p in inputs.iterdir()) == sorted(
+        [".skyreels_v4_examples", *(p.name for p in assets)]
+    )
     assert (inputs / "skyreels_v4_first_frame.png").read_bytes() == b"the artist's own file"
     for asset in assets:
         if asset.name != "skyreels_v4_first_frame.png":
@@ -219,8 +222,16 @@ def test_example_inputs_are_copied_only_inside_the_host_and_never_fatally(
     monkeypatch.delenv("SKYREELS_NO_EXAMPLE_INPUTS")
     copied = host.install_example_inputs(assets)
     assert copied == sorted(p.name for p in assets.iterdir())
-    assert sorted(p.name for p in target.iterdir()) == copied  # no partial file left behind
+    listed = sorted(p.name for p in target.iterdir())
+    assert listed == sorted([*copied, host.EXAMPLES_OFFERED])  # no partial file left behind
     assert host.install_example_inputs(assets) == []  # the next start finds them in place
+    # A deleted example stays deleted; one a pack update adds is copied on the next start.
+    (target / copied[0]).unlink()
+    updated = tmp_path / "updated_assets"
+    shutil.copytree(assets, updated)
+    (updated / "skyreels_v4_new.png").write_bytes(b"new")
+    assert host.install_example_inputs(updated) == ["skyreels_v4_new.png"]
+    assert not (target / copied[0]).exists()
     blocked = tmp_path / "not_a_folder"
     blocked.write_text("x")
     monkeypatch.setattr(host, "folder_paths", SimpleNamespace(get_input_directory=lambda: blocked))
