@@ -340,6 +340,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the same name is kept and the new one numbered)",
     )
     parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write a JSON list of the renders (prompt id, widgets set, status, error, files, "
+        "downloaded) here, also when the command stops early",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         metavar="SECONDS",
@@ -354,22 +361,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def _read_workflow(path: Path) -> dict:
     try:
-        workflow = json.loads(Path(args.workflow).read_text(encoding="utf-8"))
+        workflow = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InputError(
-            "workflow", f"cannot read {args.workflow} ({error})", "pass a workflow .json"
+            "workflow", f"cannot read {path} ({error})", "pass a workflow .json"
         ) from None
     if not (is_api_prompt(workflow) or {"nodes", "links"} <= set(workflow)):
-        raise InputError(
-            "workflow", f"{args.workflow} is not a ComfyUI workflow", "save one from ComfyUI"
-        )
+        raise InputError("workflow", f"{path} is not a ComfyUI workflow", "save one from ComfyUI")
+    return workflow
+
+
+def _check_outputs(args: argparse.Namespace) -> bool:
+    """Whether the command waits for its renders; refuses flags that could only fail at the end."""
     waits = args.wait or args.download is not None
     if args.timeout is not None and (args.timeout <= 0 or not waits):
         raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
     if args.download is not None:
         output_folder(args.download, "--download")
+    if args.report is not None:
+        output_folder(args.report.parent, "--report")
+    return waits
+
+
+def run(args: argparse.Namespace) -> int:
+    workflow = _read_workflow(args.workflow)
+    waits = _check_outputs(args)
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
     object_info = None if api else server.object_info()
@@ -384,34 +402,47 @@ def run(args: argparse.Namespace) -> int:
             table, workflow if api else ui_to_api(workflow, object_info)
         )
     renders = variants(table, seeds, prompts, prompt_widget, args.set)
-    queued = []
-    for index, values in enumerate(renders, 1):
-        edited = with_widget_values(workflow, object_info, values)
-        prompt = edited if api else ui_to_api(edited, object_info)
-        if args.dry_run:
-            print(json.dumps(prompt))
-            continue
-        prompt_id = server.queue(prompt, None if api else edited)
-        queued.append(prompt_id)
-        shown = ", ".join(f"{node}.{name}={value!r}" for (node, name), value in values.items())
-        print(f"queued {index}/{len(renders)} {prompt_id}" + (f": {shown}" if shown else ""))
-    failed = 0
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    for index, prompt_id in enumerate(queued if waits else [], 1):
-        entry = server.wait(prompt_id, deadline=deadline)
-        if entry is None:
-            failed += 1
-            print(
-                f"unfinished {index}/{len(queued)} {prompt_id}: "
-                f"not done after {args.timeout:g} s (still on the server's queue)"
-            )
-        elif entry["status"].get("status_str") == "error":
-            failed += 1
-            print(f"failed {index}/{len(queued)} {prompt_id}: {_failure(entry)}")
-        else:
-            items = output_items(entry)
-            files = [server_path(item) for item in items]
-            if args.download is not None:
-                files = [str(server.download(item, args.download)) for item in items]
-            print(f"done {index}/{len(queued)} {prompt_id}: {', '.join(files)}")
-    return 1 if failed else 0
+    if args.dry_run:
+        for values in renders:
+            edited = with_widget_values(workflow, object_info, values)
+            print(json.dumps(edited if api else ui_to_api(edited, object_info)))
+        return 0
+    records: list[dict] = []
+    try:
+        for values in renders:
+            edited = with_widget_values(workflow, object_info, values)
+            prompt = edited if api else ui_to_api(edited, object_info)
+            widgets = {f"{node}.{name}": value for (node, name), value in values.items()}
+            record = {"prompt_id": server.queue(prompt, None if api else edited),
+                      "widgets": widgets, "status": "queued", "files": []}  # fmt: skip
+            records.append(record)
+            shown = ", ".join(f"{key}={value!r}" for key, value in widgets.items())
+            print(f"queued {len(records)}/{len(renders)} {record['prompt_id']}"
+                  + (f": {shown}" if shown else ""))  # fmt: skip
+        if waits:
+            deadline = None if args.timeout is None else time.monotonic() + args.timeout
+            for index, record in enumerate(records, 1):
+                _wait_for(server, record, deadline, args)
+                files = record.get("downloaded", record["files"])
+                detail = record.get("error") or ", ".join(files)
+                print(f"{record['status']} {index}/{len(records)} {record['prompt_id']}: {detail}")
+    finally:
+        if args.report is not None:
+            args.report.write_text(json.dumps(records, indent=2) + "\n")
+    return 1 if any(r["status"] in ("failed", "unfinished") for r in records) else 0
+
+
+def _wait_for(server: ComfyServer, record: dict, deadline: float | None, args) -> None:
+    """Wait for one queued render and fill its record: status, error or files (downloaded
+    into --download when given)."""
+    entry = server.wait(record["prompt_id"], deadline=deadline)
+    if entry is None:
+        record["status"] = "unfinished"
+        record["error"] = f"not done after {args.timeout:g} s (still on the server's queue)"
+    elif entry["status"].get("status_str") == "error":
+        record["status"], record["error"] = "failed", _failure(entry)
+    else:
+        items = output_items(entry)
+        record["status"], record["files"] = "done", [server_path(item) for item in items]
+        if args.download is not None:
+            record["downloaded"] = [str(server.download(item, args.download)) for item in items]

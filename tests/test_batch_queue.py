@@ -14,6 +14,7 @@ import pytest
 from skyreels_pack import NODE_CLASS_MAPPINGS
 from workflow_tools import core_shims, object_info_from_mappings
 
+from skyreels_core import batch_queue
 from skyreels_core.__main__ import main
 from skyreels_core.batch_queue import parse_seeds, positive_prompt_widget
 from skyreels_core.workflow_format import (
@@ -270,6 +271,38 @@ def test_download_fetches_each_render_without_overwriting(capsys, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["clip_00001_.mp4", first.name, second.name]
     )  # no partial file left
+
+
+def test_the_report_lists_every_render_even_when_the_command_is_stopped(
+    capsys, tmp_path, monkeypatch
+):
+    report = tmp_path / "reports" / "batch.json"
+    with FakeComfy("error") as server:
+        code, _, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "4",
+                            "--wait", "--report", str(report))  # fmt: skip
+    assert code == 1
+    assert json.loads(report.read_text()) == [
+        {"prompt_id": "p1", "widgets": {"8.seed": 4}, "status": "failed", "files": [],
+         "error": "node 8 (SkyReelsV4Sampler): steps: out of memory"},
+    ]  # fmt: skip
+    waited = []
+    original_wait = batch_queue.ComfyServer.wait
+
+    def stopped_on_the_second(self, prompt_id, **kwargs):
+        waited.append(prompt_id)
+        if len(waited) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while waiting
+        return original_wait(self, prompt_id, **kwargs)
+
+    monkeypatch.setattr(batch_queue.ComfyServer, "wait", stopped_on_the_second)
+    with FakeComfy() as server, pytest.raises(KeyboardInterrupt):
+        _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "1-2",
+               "--download", str(tmp_path / "renders"), "--report", str(report))  # fmt: skip
+    first, second = json.loads(report.read_text())
+    assert first["status"] == "done" and first["widgets"] == {"8.seed": 1}
+    assert first["files"] == ["output/skyreels_v4/clip_00001_.mp4"]
+    assert first["downloaded"] == [str(tmp_path / "renders" / "clip_00001_.mp4")]
+    assert second == {"prompt_id": "p2", "widgets": {"8.seed": 2}, "status": "queued", "files": []}
 
 
 def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
