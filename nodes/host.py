@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from skyreels_core.loading import is_later_shard
+from skyreels_core.offload import device_bytes
 from skyreels_core.paths import resolve_inside
 
 try:
@@ -162,6 +163,17 @@ def torch_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def make_room(module: torch.nn.Module, device: torch.device, swapped: int = 0) -> None:
+    """Before the pack moves ``module`` to ``device``, ask the host to unload its own models
+    (core or another pack's, e.g. the image model that made the first frame) until the weights
+    plus the host's inference reserve fit. The pack's models live outside the host's model
+    management, so without this the host keeps its models resident and the pack's run out of
+    memory. Standalone and on the CPU there is nothing to ask."""
+    if IN_COMFYUI and torch.device(device).type != "cpu":
+        needed = device_bytes(module, swapped) + model_management.minimum_inference_memory()
+        model_management.free_memory(needed, torch.device(device))
 
 
 def offload_device() -> torch.device:

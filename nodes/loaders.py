@@ -213,6 +213,7 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
                 device=device,
                 offload_device=_rest_device(offload, device),
                 hidden_layer=hidden_layer,
+                before_compute=host.make_room,
             ),
         )
 

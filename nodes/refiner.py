@@ -231,6 +231,7 @@ class SkyReelsV4Refine:
         )
         try:
             with out_of_memory_advice("SkyReels-V4 refining"):
+                host.make_room(refiner, host.torch_device())
                 refiner.to(host.torch_device())
                 video = refine(
                     refiner,

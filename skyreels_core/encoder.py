@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -58,13 +59,18 @@ class MLLMEncoder:
         chat_template: str,
         hidden_layer: int = -1,
         offload_device: torch.device | str | None = None,
+        compute_device: torch.device | str | None = None,
+        before_compute: Callable[[torch.nn.Module, torch.device], None] | None = None,
     ) -> None:
         self.model = model.eval().requires_grad_(False)
-        self.compute_device = next(model.parameters()).device
+        self.compute_device = torch.device(compute_device or next(model.parameters()).device)
         # Where the weights rest between encodings: a 7B encoder must not sit in GPU memory
         # while the MMDiT samples. Features are cached, so re-queued prompts never move it.
         self.offload_device = torch.device(offload_device or self.compute_device)
         self.model.to(self.offload_device)
+        # Called with the model and the compute device before the weights move there (a host
+        # frees room for them); only when a prompt is actually encoded, never for a cached one.
+        self.before_compute = before_compute
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.chat_template = chat_template
@@ -85,7 +91,11 @@ class MLLMEncoder:
         device="cpu",
         offload_device=None,
         hidden_layer: int = -1,
+        before_compute: Callable[[torch.nn.Module, torch.device], None] | None = None,
     ) -> MLLMEncoder:
+        """The encoder of a Qwen-VL model folder. Its weights load straight onto
+        ``offload_device`` (default: ``device``) and visit ``device`` per encoding, so a 7B
+        encoder never has to fit beside the other models on the GPU just to be loaded."""
         import transformers
 
         folder = Path(folder)
@@ -113,7 +123,7 @@ class MLLMEncoder:
         model_class = getattr(transformers, MODEL_CLASSES[model_type])
         model = model_class.from_pretrained(
             folder, dtype=dtype, use_safetensors=True, **options
-        ).to(device)
+        ).to(offload_device or device)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **options)
         image_processor = transformers.Qwen2VLImageProcessorPil.from_pretrained(folder, **options)
         template = tokenizer.chat_template
@@ -127,7 +137,16 @@ class MLLMEncoder:
                 f"{folder} has no chat template",
                 "copy the model's chat_template.json into the folder",
             )
-        return cls(model, tokenizer, image_processor, template, hidden_layer, offload_device)
+        return cls(
+            model,
+            tokenizer,
+            image_processor,
+            template,
+            hidden_layer,
+            offload_device,
+            compute_device=device,
+            before_compute=before_compute,
+        )
 
     def _render(self, items: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(
@@ -139,6 +158,8 @@ class MLLMEncoder:
         return self.compute_device
 
     def _computing(self):
+        if self.before_compute is not None:
+            self.before_compute(self.model, self.compute_device)
         return visiting(self.model, self.compute_device, self.offload_device)
 
     def _key(self, prompt: str, images: list[torch.Tensor]) -> str:

@@ -248,6 +248,23 @@ def enable_block_swap(
     return model.weight_streamer
 
 
+def device_bytes(model: nn.Module, swapped: int = 0) -> int:
+    """Bytes of weights ``model`` holds on its compute device during a forward with its first
+    ``swapped`` layers block-swapped: the resident tensors plus the two largest swapped layers,
+    the most a :class:`BlockSwap` has in flight."""
+    layers = stream_layers(model)[:swapped] if swapped else []
+    streamed = [[m for block in layer for m in block.modules()] for layer in layers]
+    skipped = {id(module) for modules in streamed for module in modules}
+
+    def size(modules) -> int:
+        return sum(
+            _get(slot).numel() * _get(slot).element_size() for slot in _tensor_slots(modules)
+        )
+
+    resident = size(module for module in model.modules() if id(module) not in skipped)
+    return resident + sum(sorted((size(modules) for modules in streamed), reverse=True)[:2])
+
+
 def place(model: nn.Module, device: torch.device | str) -> None:
     """Move every weight of ``model`` to ``device`` except those a block swap streams."""
     streamer = getattr(model, "weight_streamer", None)

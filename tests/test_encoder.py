@@ -70,6 +70,17 @@ def test_weights_visit_the_compute_device_only_while_encoding(folder, encoder, m
     assert moves == ["cpu", "meta"]
 
 
+def test_the_before_compute_hook_runs_only_when_a_prompt_is_encoded(folder):
+    calls = []
+    encoder = MLLMEncoder.from_folder(
+        folder, dtype=torch.float32, before_compute=lambda model, device: calls.append(device)
+    )
+    encoder.encode("a green square moves left")
+    encoder.encode("a green square moves left")  # cached: the weights stay where they rest
+    encoder.encode("a red circle bounces on the floor")
+    assert calls == [torch.device("cpu")] * 2
+
+
 def test_multishot_ranges(encoder):
     shots = parse_multishot("[0-16] a red circle bounces\n[17-32] a blue square moves right", 33)
     encoding = encoder.encode_shots(shots, 33)

@@ -110,6 +110,11 @@ FAKE_HOST = {
         def throw_exception_if_processing_interrupted():
             if interrupted:
                 raise InterruptProcessingException()
+        freed = []
+        def minimum_inference_memory():
+            return 1000
+        def free_memory(memory_required, device, keep_loaded=[]):
+            freed.append((memory_required, str(device)))
     """,
     "comfy/latent_formats.py": """
         class Wan21:
@@ -166,6 +171,8 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
                 return torch.full((1, 16, 1 + (frames.shape[0] - 1) // 4, 2, 2), 3.0)
             def decode(self, latents):
                 return latents.mean().expand(1, 5, 16, 16, 3) / 10
+        for device in ('meta', 'cpu'):  # 'meta' stands in for a GPU
+            host.make_room(torch.nn.Linear(4, 4), torch.device(device))
         codec = host.HostWanVideoCodec(FakeWanVAE())
         latents = codec.encode(torch.zeros(1, 5, 16, 16, 3))
         print(json.dumps({{
@@ -177,6 +184,7 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
             'audio': host.list_models('audio_vae'),
             'bar': cu.ProgressBar.calls,
             'interrupted': interrupted,
+            'freed': mm.freed,
         }}))
         """
     )
@@ -195,6 +203,8 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     assert info["audio"] == ["mmaudio.safetensors"]
     assert info["bar"] == [[2, 4, False]]
     assert info["interrupted"] is True
+    # Room for a Linear(4, 4) (80 bytes) plus the host's reserve, asked only for the GPU.
+    assert info["freed"] == [[80 + 1000, "meta"]]
     # Loading the pack put the workflows' example inputs where the host's loaders look, without
     # replacing the file of the same name already there.
     assets = sorted((ROOT / "workflows" / "assets").iterdir())

@@ -15,6 +15,7 @@ from skyreels_core.loading import load_model, save_model
 from skyreels_core.offload import (
     FP8,
     Float8Linear,
+    device_bytes,
     enable_block_swap,
     place,
     quantise_fp8,
@@ -114,6 +115,22 @@ def test_block_swap_keeps_swapped_layers_in_offload_memory():
     assert all(p.device.type == "cpu" for block in first for p in block.parameters())
     assert all(p.device.type == "meta" for block in second for p in block.parameters())
     assert model.head.head.weight.device.type == "meta"
+
+
+def test_device_bytes_count_resident_weights_and_two_swapped_layers_in_flight():
+    model = tiny_model(num_dual_blocks=2, num_single_blocks=2)
+    tensors = [*model.parameters(), *model.buffers()]
+    total = sum(t.numel() * t.element_size() for t in tensors)
+    assert device_bytes(model) == total
+    layers = [
+        sum(p.numel() * p.element_size() for block in layer for p in block.parameters())
+        for layer in stream_layers(model)
+    ]
+    assert len(layers) == 4 and device_bytes(model, 2) == total  # both in flight at once
+    in_flight = sum(sorted(layers, reverse=True)[:2])
+    assert device_bytes(model, 4) == total - sum(layers) + in_flight < total
+    store_linears_in_fp8(model, torch.float32)  # fp8 weights count one byte each
+    assert device_bytes(model) < total
 
 
 def test_an_interrupted_forward_leaves_the_offload_copies_in_place():

@@ -81,6 +81,19 @@ def test_an_interrupt_stops_within_a_step_and_leaves_no_file(folders, monkeypatc
     assert len(list(folders.rglob("*.mp4"))) == 1
 
 
+def test_the_host_is_asked_for_room_before_the_encoder_and_the_model_compute(folders, monkeypatch):
+    host = sys.modules["skyreels_pack.nodes.host"]
+    asked = []
+    monkeypatch.setattr(
+        host, "make_room", lambda module, device, swapped=0: asked.append((module, swapped))
+    )
+    _render()
+    kinds = [type(module).__name__ for module, _ in asked]
+    # The prompt and the negative prompt are each encoded once, then the model samples.
+    assert kinds == ["Qwen2_5_VLForConditionalGeneration"] * 2 + ["DualStreamMMDiT"]
+    assert asked[-1][1] == 0  # the workflow's block_swap
+
+
 def test_freeing_memory_each_step_empties_the_cache_per_step_and_changes_nothing(
     folders, monkeypatch
 ):
