@@ -183,6 +183,11 @@ def _parse_value(text: str):
         return text
 
 
+def _listed(table: dict[str, tuple[str, dict]], widgets: list[Widget]) -> str:
+    """'id.input (title)' of each widget."""
+    return ", ".join(f"{n}.{name} ({table[n][0]})" for n, name in widgets)
+
+
 def _describe(table: dict[str, tuple[str, dict]], nodes: list[str], widgets: bool = True) -> str:
     """'id (title)' of ``nodes``, with their widget names."""
     return "; ".join(
@@ -213,7 +218,7 @@ def find_widget(table: dict[str, tuple[str, dict]], target: str, flag: str) -> W
     """The one widget ``target`` names (see :func:`find_widgets`)."""
     widgets = find_widgets(table, target, flag)
     if len(widgets) > 1:
-        listed = ", ".join(f"{n}.{name} ({table[n][0]})" for n, name in widgets)
+        listed = _listed(table, widgets)
         example = f"{widgets[0][0]}.{widgets[0][1]}"
         raise InputError(
             flag, f"{target!r} names several widgets: {listed}", f"name one, e.g. {example}"
@@ -239,7 +244,7 @@ def positive_prompt_widget(table: dict[str, tuple[str, dict]], api_prompt: dict)
         if isinstance(values.get(name), str)
     ]
     if len(found) != 1:
-        listed = ", ".join(f"{n}.{name} ({table[n][0]})" for n, name in found) or "none"
+        listed = _listed(table, found) or "none"
         raise InputError(
             "--prompt-input",
             f"the workflow has no single prompt widget to fill (candidates: {listed})",
