@@ -194,14 +194,31 @@ class SkyReelsV4MaskEdit(_MaskNode):
             }
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, **_):
-        return True
-
     def build(self, video_vae, source, mask):
         condition = masks.edit_video(video_codec(video_vae), source, mask)
         frames = source.shape[0]
         return _output(condition, frames, list(condition.known_frames))
+
+
+class SkyReelsV4MaskVideoToAudio(_MaskNode):
+    DESCRIPTION = (
+        "Video to audio (add sound to a clip): every frame is kept, only the sound is generated. "
+        "Wire the clip's fps into the Sampler's fps so the sound lasts as long as the clip."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "source": ("IMAGE", {"tooltip": "The clip to add sound to (4k+1 frames)."}),
+            }
+        }
+
+    def build(self, video_vae, source):
+        condition = masks.video_to_audio(video_codec(video_vae), source)
+        frames = source.shape[0]
+        return _output(condition, frames, list(range(frames)))
 
 
 NODE_CLASS_MAPPINGS = {
@@ -213,6 +230,7 @@ NODE_CLASS_MAPPINGS = {
         SkyReelsV4MaskInterpolate,
         SkyReelsV4MaskKeyframes,
         SkyReelsV4MaskEdit,
+        SkyReelsV4MaskVideoToAudio,
     )
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -222,4 +240,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SkyReelsV4MaskInterpolate": "SkyReels-V4 Mask: First-Last Frame",
     "SkyReelsV4MaskKeyframes": "SkyReels-V4 Mask: Keyframes",
     "SkyReelsV4MaskEdit": "SkyReels-V4 Mask: Edit Region",
+    "SkyReelsV4MaskVideoToAudio": "SkyReels-V4 Mask: Video to Audio (add sound)",
 }

@@ -219,3 +219,14 @@ def edit_video(
             codec.temporal_stride,
         )
     return condition_from_pixels(codec, video, known.clone())
+
+
+def video_to_audio(codec: VideoCodec, source: torch.Tensor) -> VideoCondition:
+    """The whole clip kept, so only its sound is generated (Foley for a finished shot). It is an
+    edit with nothing masked: the audio stream attends the clean clip exactly as it does the kept
+    part of any edit, and the eval's "AV sync given the true clip" reads this condition."""
+    if source.dim() != 4 or source.shape[-1] < 3:
+        raise InputError(
+            "source", f"shape {tuple(source.shape)} is not a clip", "pass IMAGE frames [T, H, W, 3]"
+        )
+    return edit_video(codec, source, torch.zeros(1, *source.shape[1:3]))

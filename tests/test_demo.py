@@ -11,6 +11,9 @@ import av
 import pytest
 
 from skyreels_core.__main__ import main
+from skyreels_core.av_io import read_video, write_mp4
+from skyreels_core.demo.metrics import psnr
+from skyreels_core.demo.world import render_scene, spec_from_caption
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +48,24 @@ def test_keyframes_default_to_first_middle_last_and_belong_to_their_task(tmp_pat
         "error: --keyframes: given for --task t2av. Fix: add --task keyframes or drop it\n"
     )
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_video_to_audio_keeps_the_given_clip_and_its_fps(tmp_path, capsys):
+    """--task v2a writes the --video clip's own frames at its own fps, with sound as long."""
+    clip = render_scene(spec_from_caption("a red square bounces on the floor", seed=7)).frames
+    source = write_mp4(tmp_path / "in.mp4", clip, 24.0, None)
+    out = tmp_path / "v2a.mp4"
+    assert main(["demo", "--task", "v2a", "--video", str(source), "--steps", "2",
+                 "--prompt", "a red square bounces on the floor", "--out", str(out)]) == 0  # fmt: skip
+    assert "33 frames at 24 fps" in capsys.readouterr().out
+    frames, fps, audio = read_video(out)
+    assert fps == 24.0 and psnr(frames, read_video(source)[0]) >= 40.0
+    assert 0 <= audio["waveform"].shape[-1] - round(33 / 24 * audio["sample_rate"]) < 1024
+    assert main(["demo", "--task", "v2a", "--video", str(source), "--frames", "37",
+                 "--out", str(tmp_path / "long.mp4")]) == 2  # fmt: skip
+    assert capsys.readouterr().err == (
+        "error: video: 33 frames for the v2a task. Fix: give 37 frames\n"
+    )
 
 
 def test_demo_bad_input_is_one_clear_line(tmp_path):

@@ -74,23 +74,25 @@ def test_generation_metrics_score_the_worlds_own_clips_as_perfect(monkeypatch):
     assert report["colour_accuracy"] == report["shape_accuracy"] == report["pitch_accuracy"] == 1.0
     assert report["contacts_with_a_click"] == report["visual_contacts"] > 0
     assert report["av_sync_ms"] < 5.0
-    # The diagnostic gives each scene's own clip whole: an edit with nothing to change.
-    given = [r for r in requests if r.task == "edit"]
+    # The diagnostic gives each scene's own clip whole: the video-to-audio task.
+    given = [r for r in requests if r.task == "v2a"]
     assert [r.prompt for r in given] == [s.caption for s in scenes]
-    assert all(torch.equal(r.source, s.frames) and not r.mask.any() for r, s in zip(given, scenes))
+    assert all(torch.equal(r.source, s.frames) for r, s in zip(given, scenes))
     assert report["av_sync_given_video"]["av_sync_ms"] < 5.0
 
 
 def test_the_given_video_diagnostic_keeps_the_clip_and_regenerates_the_audio(pipeline):
-    """An edit with nothing masked keeps every latent cell (the clip comes back as the codec's
-    round trip) and still generates the audio, which is what the diagnostic scores."""
+    """Video to audio keeps every latent cell (the clip comes back as the codec's round trip),
+    exactly as an edit with nothing masked does, and still generates the audio the diagnostic
+    scores."""
     scene = render_scene(sample_scene_spec(HELD_OUT_SEED))
-    request = RenderRequest(task="edit", prompt=scene.caption, source=scene.frames, steps=4,
-                            mask=torch.zeros(1, 64, 64))  # fmt: skip
-    frames, audio, _ = render(pipeline, request)
+    request = RenderRequest(task="v2a", prompt=scene.caption, source=scene.frames, steps=4)
+    frames, audio, latent = render(pipeline, request)
     round_trip = pipeline.video_codec.decode(pipeline.video_codec.encode(scene.frames[None]))[0]
     assert torch.equal(frames, round_trip)
     assert audio["waveform"].abs().max() > 0.01
+    edit = replace(request, task="edit", mask=torch.zeros(1, 64, 64))
+    assert torch.equal(render(pipeline, edit)[2].audio, latent.audio)
 
 
 def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkeypatch, capsys):

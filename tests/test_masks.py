@@ -76,6 +76,16 @@ def test_edit_keeps_everything_outside_the_mask():
     assert condition.regenerate_audio and condition.known_frames == []
 
 
+def test_video_to_audio_keeps_the_whole_clip():
+    clip = _clip()
+    condition = masks.video_to_audio(CODEC, clip)
+    assert condition.known_mask.all() and condition.known_frames == list(range(17))
+    assert torch.equal(condition.latents, CODEC.encode(clip[None]))
+    assert condition.regenerate_audio
+    with pytest.raises(InputError, match="source: shape \\(32, 32, 3\\) is not a clip"):
+        masks.video_to_audio(CODEC, clip[0])
+
+
 def test_validation_names_input_and_fix():
     with pytest.raises(InputError, match="use 17 or 21 frames"):
         masks.text_to_video(CODEC, 18, 32, 32)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from skyreels_pack import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from skyreels_pack.nodes import masks as mask_nodes
+
+FRONTEND = Path(__file__).resolve().parents[1] / "js" / "skyreels_v4.js"
 
 
 def _inputs(cls):
@@ -18,7 +24,8 @@ def test_the_node_set_is_complete():
         "SkyReelsV4ModelLoader", "SkyReelsV4TextEncoderLoader", "SkyReelsV4VideoVAELoader",
         "SkyReelsV4AudioVAELoader", "SkyReelsV4TextEncode", "SkyReelsV4MultiShotTextEncode",
         "SkyReelsV4MaskT2V", "SkyReelsV4MaskI2V", "SkyReelsV4MaskExtend", "SkyReelsV4MaskInterpolate",
-        "SkyReelsV4MaskKeyframes", "SkyReelsV4MaskEdit", "SkyReelsV4ImageReferences",
+        "SkyReelsV4MaskKeyframes", "SkyReelsV4MaskEdit", "SkyReelsV4MaskVideoToAudio",
+        "SkyReelsV4ImageReferences",
         "SkyReelsV4ClipReference", "SkyReelsV4StoryboardReference", "SkyReelsV4AudioReference",
         "SkyReelsV4Sampler", "SkyReelsV4DecodeVideo", "SkyReelsV4DecodeAudio", "SkyReelsV4EncodeVideo",
         "SkyReelsV4EncodeAudio", "SkyReelsV4SaveVideo", "SkyReelsV4LoadAudio",
@@ -51,3 +58,11 @@ def test_validation_reports_bad_frame_counts_as_a_message_before_running():
     verdict = NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"].VALIDATE_INPUTS(frames=30)
     assert verdict.startswith("frames:") and "29 or 33" in verdict
     assert NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"].VALIDATE_INPUTS(frames=33) is True
+
+
+def test_every_mask_node_draws_its_timeline_in_the_frontend():
+    """The frontend draws the kept-frames timeline on the node types it lists; a mask node left
+    out of that list would show no timeline."""
+    script = FRONTEND.read_text()
+    listed = script[script.index("const MASK_NODES") : script.index("]);")]
+    assert set(re.findall(r'"(\w+)"', listed)) == set(mask_nodes.NODE_CLASS_MAPPINGS)

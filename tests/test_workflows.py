@@ -24,7 +24,7 @@ from workflow_tools import (
 )
 
 from skyreels_core import av_io
-from skyreels_core.demo.metrics import psnr
+from skyreels_core.demo.metrics import av_sync_error_ms, psnr
 from skyreels_core.workflow_format import ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,12 +81,8 @@ def test_validator_catches_broken_workflows():
 SAVED_CLIPS = {"low_res_keyframes_refiner": ((128, 128, 33), 17)}
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(tmp_path / "output"))
-    inputs = tmp_path / "input"
-    shutil.copytree(ASSETS, inputs)
-    monkeypatch.setenv("SKYREELS_INPUT_DIR", str(inputs))
+def _run_workflow(path: Path, inputs: Path, output: Path) -> tuple[dict, list[dict], Path]:
+    """(the UI workflow, the nodes' UI results, the one saved MP4) of a headless run."""
     workflow = json.loads(path.read_text())
     result = run_api_prompt(
         ui_to_api(workflow, OBJECT_INFO),
@@ -94,11 +90,27 @@ def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
         core_shims(inputs),
         {"workflow": workflow},
     )
-    (width, height, frames), timeline_frames = SAVED_CLIPS.get(path.stem, ((64, 64, 33), 33))
     uis = [node["ui"] for node in result.values() if node["ui"]]
     saved = [video for ui in uis for video in ui.get("skyreels_videos", [])]
-    assert len(saved) == 1 and saved[0]["frame_count"] == frames
-    file = tmp_path / "output" / saved[0]["subfolder"] / saved[0]["filename"]
+    assert len(saved) == 1
+    return workflow, uis, output / saved[0]["subfolder"] / saved[0]["filename"]
+
+
+@pytest.fixture
+def host_folders(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """(input, output) folders as the host's: the example inputs copied in, the output empty."""
+    inputs, output = tmp_path / "input", tmp_path / "output"
+    shutil.copytree(ASSETS, inputs)
+    monkeypatch.setenv("SKYREELS_INPUT_DIR", str(inputs))
+    monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(output))
+    return inputs, output
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
+    inputs, output = host_folders
+    workflow, uis, file = _run_workflow(path, inputs, output)
+    (width, height, frames), timeline_frames = SAVED_CLIPS.get(path.stem, ((64, 64, 33), 33))
     with av.open(str(file)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
         video = container.streams.video[0]
@@ -106,7 +118,35 @@ def test_workflow_runs_on_the_demo_model(path, tmp_path, monkeypatch):
         assert json.loads(container.metadata["workflow"]) == workflow
     timelines = [t for ui in uis for t in ui.get("skyreels_timeline", [])]
     assert len(timelines) == 1 and timelines[0]["frames"] == timeline_frames
-    _check_thumbnail(path, av_io.read_video(file)[0], tmp_path)
+    frames = av_io.read_video(file)[0]
+    if path.stem == "video_to_audio":
+        _check_sound_added_to_the_clip(file, inputs / "skyreels_v4_source_clip.mp4")
+    _check_thumbnail(path, frames, tmp_path)
+
+
+def test_video_to_audio_keeps_the_clip_fps(host_folders):
+    """A 24 fps clip stays a 24 fps clip: the workflow feeds the clip's fps to the sampler (the
+    sound's length) and to the save, so its sound is 33/24 s long, not the 16 fps default's."""
+    inputs, output = host_folders
+    source = inputs / "skyreels_v4_source_clip.mp4"
+    frames, _, audio = av_io.read_video(source)
+    av_io.write_mp4(source, frames, 24.0, None, overwrite=True)
+    _, _, file = _run_workflow(ROOT / "workflows" / "video_to_audio.json", inputs, output)
+    _check_sound_added_to_the_clip(file, source)
+
+
+def _check_sound_added_to_the_clip(file: Path, source: Path) -> None:
+    """Video to audio keeps the clip as it was (its frames, not their trip through the codec; its
+    fps), its sound lasts as long, and the click lands on the contact the clip shows (the demo
+    eval's one-frame target, 62.5 ms, with a frame's slack for this single clip)."""
+    frames, fps, audio = av_io.read_video(file)
+    clip, clip_fps, _ = av_io.read_video(source)
+    clip_samples = round(clip.shape[0] / clip_fps * audio["sample_rate"])
+    assert fps == clip_fps
+    assert 0 <= audio["waveform"].shape[-1] - clip_samples < 1024  # AAC pads its last 1024
+    assert psnr(frames, clip) >= 40.0  # two H.264 encodes apart; the codec round trip: 34
+    sync = av_sync_error_ms(clip, audio["waveform"][0], fps, audio["sample_rate"])
+    assert sync["contacts"] == sync["matched"] == 1 and sync["mean_error_ms"] < 125.0
 
 
 def _check_thumbnail(path: Path, frames: torch.Tensor, tmp_path: Path) -> None:

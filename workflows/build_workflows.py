@@ -213,12 +213,10 @@ def _base(workflow: Workflow, prompt: str):
     return model, encoder, video_vae, audio_vae, text, negative
 
 
-def _sample_and_save(
-    workflow, model, video_vae, audio_vae, text, condition, prefix, seed=42, **links
-):
-    """Sampler (with live previews) -> decoders -> save; ``links`` adds optional sockets
-    (negative, references) as (node, slot) pairs."""
-    sampler = workflow.add(
+def _sampler(workflow, model, video_vae, audio_vae, text, condition, seed=42, **links):
+    """The sampler with live previews; ``links`` adds optional sockets (negative, references) or
+    feeds a widget (fps) as (node, slot) pairs."""
+    return workflow.add(
         "SkyReelsV4Sampler",
         model=(model, 0),
         text=(text, 0),
@@ -226,9 +224,15 @@ def _sample_and_save(
         audio_vae=(audio_vae, 0),
         video_vae=(video_vae, 0),
         seed=seed,
-        **DEMO_SAMPLING,
-        **links,
+        **{**DEMO_SAMPLING, **links},
     )
+
+
+def _sample_and_save(
+    workflow, model, video_vae, audio_vae, text, condition, prefix, seed=42, **links
+):
+    """Sampler -> decoders -> save."""
+    sampler = _sampler(workflow, model, video_vae, audio_vae, text, condition, seed, **links)
     return _decode_and_save(workflow, sampler, video_vae, audio_vae, prefix)
 
 
@@ -350,6 +354,29 @@ def masked_edit(m) -> Workflow:
     return w
 
 
+def video_to_audio(m) -> Workflow:
+    """The source clip's own frames saved with generated sound: the sampler runs at the clip's
+    fps (so the sound lasts as long as the clip) and the frames skip the video codec."""
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(
+        w, "a green triangle bounces on the floor"
+    )
+    clip = _source_clip(w)
+    condition = w.add("SkyReelsV4MaskVideoToAudio", video_vae=(video_vae, 0), source=(clip, 0))
+    sampler = _sampler(
+        w, model, video_vae, audio_vae, text, condition, negative=(negative, 0), fps=(clip, 2)
+    )
+    audio = w.add("SkyReelsV4DecodeAudio", av_latent=(sampler, 0), audio_vae=(audio_vae, 0))
+    w.add(
+        "SkyReelsV4SaveVideo",
+        frames=(clip, 0),
+        fps=(clip, 2),
+        audio=(audio, 0),
+        filename_prefix="skyreels_v4/video_to_audio",
+    )
+    return w
+
+
 def references(m) -> Workflow:
     w = Workflow(m)
     model, _, video_vae, audio_vae, text, negative = _base(w, "a blue circle bounces on the floor")
@@ -435,6 +462,7 @@ WORKFLOWS = {
     "first_last_frame": first_last_frame,
     "keyframes": keyframes,
     "masked_edit": masked_edit,
+    "video_to_audio": video_to_audio,
     "references": references,
     "storyboard_multishot": storyboard,
     "low_res_keyframes_refiner": low_res_keyframes_refiner,

@@ -15,7 +15,8 @@ from ..errors import InputError
 from ..paths import output_folder
 from ..sampling import SamplerHooks
 from ..shapes import latent_frame_count, parse_frame_indices
-from .render import TASKS, DemoPipeline, RenderRequest, render
+from .render import TASKS, DemoPipeline, RenderRequest, check_request, render
+from .world import FPS as WORLD_FPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--image", type=Path, help="first frame (i2av) or reference image (ref)")
     parser.add_argument(
-        "--video", type=Path, help="source clip (extend, interpolate, keyframes, edit)"
+        "--video",
+        type=Path,
+        help="source clip (extend, interpolate, keyframes, edit, v2a); rendered at its own fps",
     )
     parser.add_argument("--mask", type=Path, help="edit mask image, white = change")
     parser.add_argument(
@@ -59,16 +62,19 @@ def _world_clip(seed: int, frames: int) -> torch.Tensor:
     return render_scene(sample_scene_spec(seed), frames=frames).frames
 
 
-def _source(args: argparse.Namespace) -> torch.Tensor | None:
+def _source(args: argparse.Namespace) -> tuple[torch.Tensor | None, float]:
+    """The task's pixels and the fps to render at: a --video clip's own (its kept frames keep
+    their timing, and the sound lasts as long as they do), else the demo world's 16."""
     if args.video is not None:
         from ..av_io import read_video
 
-        return read_video(args.video)[0]
+        frames, fps, _ = read_video(args.video)
+        return frames, fps
     if args.image is not None:
-        return _read_image(args.image, "--image")
+        return _read_image(args.image, "--image"), WORLD_FPS
     if args.task == "t2av":
-        return None
-    return _world_clip(args.seed + 1, args.frames)
+        return None, WORLD_FPS
+    return _world_clip(args.seed + 1, args.frames), WORLD_FPS
 
 
 def _mask(args: argparse.Namespace, source: torch.Tensor | None) -> torch.Tensor | None:
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             "--out", f"{args.out} already exists", "choose another path or pass --overwrite"
         )
     output_folder(args.out.parent, "--out")
-    source = _source(args)
+    source, fps = _source(args)
     height, width = (64, 64) if source is None else source.shape[1:3]
     request = RenderRequest(
         task=args.task,
@@ -115,15 +121,19 @@ def run(args: argparse.Namespace) -> int:
         frames=args.frames,
         height=height,
         width=width,
+        fps=fps,
         source=source,
         mask=_mask(args, source),
         keyframes=_keyframes(args),
         steps=args.steps,
     )
+    check_request(request)
     pipeline = DemoPipeline.load(args.model)
     with tqdm(total=args.steps, desc=f"demo {args.task}") as bar:
         hooks = SamplerHooks(progress=lambda step, total: bar.update(step - bar.n))
         frames, audio, _ = render(pipeline, request, hooks)
+    if args.task == "v2a":  # the clip as given, not its trip through the video codec
+        frames = source[: args.frames]
     metadata = {
         "prompt": args.prompt,
         "seed": str(args.seed),

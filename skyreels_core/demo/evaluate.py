@@ -54,8 +54,8 @@ def _sync(pipeline: DemoPipeline, request: RenderRequest) -> tuple[torch.Tensor,
 
 def _generation_cases(pipeline: DemoPipeline, cases: int, first_seed: int, sampling: dict) -> dict:
     """Adherence and AV sync of text-to-video renders; and, as a diagnostic, the AV sync of audio
-    generated for the scene's own clip given whole (an edit with nothing masked): the audio
-    stream's share of the sync error, with no generated video to blame."""
+    generated for the scene's own clip given whole (the v2a task): the audio stream's share of
+    the sync error, with no generated video to blame."""
     colour = shape = pitch = 0
     sync, sync_given_video = [], []
     for index in range(cases):
@@ -67,8 +67,7 @@ def _generation_cases(pipeline: DemoPipeline, cases: int, first_seed: int, sampl
         shape += dominant_shape(frames) == truth.shape
         pitch += dominant_pitch_colour(audio["waveform"][0], audio["sample_rate"]) == truth.colour
         sync.append(clip_sync)
-        nothing_masked = torch.zeros(1, *scene.frames.shape[1:3])
-        given = replace(request, task="edit", source=scene.frames, mask=nothing_masked)
+        given = replace(request, task="v2a", source=scene.frames)
         sync_given_video.append(_sync(pipeline, given)[2])
     return {
         "colour_accuracy": colour / cases if cases else None,

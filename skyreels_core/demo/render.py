@@ -19,7 +19,7 @@ from ..sampling import SamplerHooks, SamplerSettings, sample
 from ..types import References, VideoCondition
 from . import bundle
 
-TASKS = ("t2av", "i2av", "extend", "interpolate", "keyframes", "edit", "ref")
+TASKS = ("t2av", "i2av", "extend", "interpolate", "keyframes", "edit", "v2a", "ref")
 
 
 @dataclass
@@ -66,20 +66,32 @@ class RenderRequest:
     audio_guidance: float = 1.5
 
 
-def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, References | None]:
-    """The task's condition and references from the request's pixels (DESIGN §2)."""
-    task, frames, source = request.task, request.frames, request.source
+def check_request(request: RenderRequest) -> None:
+    """The request's task and pixels fit each other; callers run it before loading the model."""
+    task, source = request.task, request.source
     if task not in TASKS:
         raise InputError("task", f"{task!r} is not a demo task", f"use one of {', '.join(TASKS)}")
+    if source is None and task != "t2av":
+        raise InputError(
+            "source", f"the {task} task needs a source image or clip", "pass --image or --video"
+        )
+    if task in {"keyframes", "edit", "v2a"} and source.shape[0] < request.frames:
+        raise InputError(
+            "video",
+            f"{source.shape[0]} frames for the {task} task",
+            f"give {request.frames} frames",
+        )
+
+
+def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, References | None]:
+    """The task's condition and references from the request's pixels (DESIGN §2)."""
+    check_request(request)
+    task, frames, source = request.task, request.frames, request.source
     if task in {"t2av", "ref"}:
         condition = masks.text_to_video(codec, frames, request.height, request.width)
         if task == "t2av":
             return condition, None
         return condition, image_references(codec, [source[0]], request.height, request.width)
-    if source is None:
-        raise InputError(
-            "source", f"the {task} task needs a source image or clip", "pass --image or --video"
-        )
     if task == "i2av":
         return masks.image_to_video(codec, source[:1], frames), None
     if task == "extend":
@@ -87,13 +99,11 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
     if task == "interpolate":
         return masks.interpolate(codec, source[0], source[-1], frames), None
     if task == "keyframes":
-        if source.shape[0] < frames:
-            raise InputError(
-                "video", f"{source.shape[0]} frames to take keyframes from", f"give {frames} frames"
-            )
         return masks.keyframes(
             codec, {index: source[index] for index in request.keyframes}, frames
         ), None
+    if task == "v2a":
+        return masks.video_to_audio(codec, source[:frames]), None
     if request.mask is None:
         raise InputError("mask", "the edit task needs a mask (white = change)", "pass --mask")
     return masks.edit_video(codec, source[:frames], request.mask), None
