@@ -208,6 +208,7 @@ def edit_video(
     """Known everywhere except the user's MASK (M = 1 - mask); audio is generated afresh. Optional
     keyframes (new content inside the edited region) are held over their latent groups."""
     frames, height, width = source.shape[:3]
+    latent_frame_count(frames, codec.temporal_stride, "source")  # the clip, not a frames widget
     change = _edit_mask(mask, frames, height, width)
     video = source[..., :3].float().clone()
     known = ~change

@@ -95,6 +95,8 @@ def test_validation_names_input_and_fix():
         masks.edit_video(CODEC, _clip(), torch.zeros(16, 16))
     with pytest.raises(InputError, match="give 1 or 17 masks"):
         masks.edit_video(CODEC, _clip(), torch.zeros(3, 32, 32))
+    with pytest.raises(InputError, match="^source: 16 frames is not 4k\\+1. Fix: use 13 or 17"):
+        masks.video_to_audio(CODEC, _clip(frames=16))
 
 
 @settings(max_examples=300, deadline=None)
