@@ -26,6 +26,7 @@ from .workflow_format import (
     SEED_NAMES,
     is_api_prompt,
     is_link,
+    node_inputs,
     ui_to_api,
     widget_table,
     with_widget_values,
@@ -33,6 +34,8 @@ from .workflow_format import (
 
 Widget = tuple[str, str]  # (node id, input name)
 PROMPT_NAMES = ("prompt", "text")  # this pack's and the core text encoders' prompt widgets
+UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")  # a file picker with a button
+UPLOAD_PATH = "/upload/image"  # the frontend's upload route, for every file type
 
 
 class ComfyServer:
@@ -43,10 +46,19 @@ class ComfyServer:
         self.timeout_s = timeout_s
         self.client_id = uuid.uuid4().hex
 
-    def _request(self, path: str, body: dict | None = None, raw: bool = False):
-        data = None if body is None else json.dumps(body).encode()
+    def _request(
+        self,
+        path: str,
+        body: dict | None = None,
+        raw: bool = False,
+        form: tuple[bytes, str] | None = None,
+    ):
+        """GET, or POST ``body`` as JSON or ``form`` as (multipart bytes, its content type)."""
+        data, content_type = form or (None, "application/json")
+        if body is not None:
+            data = json.dumps(body).encode()
         request = urllib.request.Request(
-            self.url + path, data=data, headers={"Content-Type": "application/json"}
+            self.url + path, data=data, headers={"Content-Type": content_type}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
@@ -54,6 +66,10 @@ class ComfyServer:
         except urllib.error.HTTPError as error:
             if path == "/prompt" and error.code == 400:
                 raise InputError("workflow", _refusal(error), "fix the value it names") from None
+            if path == UPLOAD_PATH and error.code == 400:
+                raise InputError(
+                    "--inputs", "the server refused an upload", "check the file's name"
+                ) from None
             raise InputError(
                 "--server",
                 f"{self.url}{path} answered HTTP {error.code}",
@@ -69,6 +85,28 @@ class ComfyServer:
 
     def object_info(self) -> dict:
         return self._request("/object_info")
+
+    def upload(self, path: Path) -> str:
+        """Copy a local file into the server's input folder as the frontend's upload button does
+        (any file type goes through /upload/image); returns the name a widget selects it by. The
+        server keeps an identical file already there and numbers a different one of the same
+        name ("clip (1).mp4"), so nothing on the server is overwritten."""
+        boundary = uuid.uuid4().hex
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\ninput\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        )
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise InputError(
+                "--inputs", f"cannot read {path} ({error.strerror})", "check the file"
+            ) from None
+        data = head.encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        form = (data, f"multipart/form-data; boundary={boundary}")
+        answer = self._request(UPLOAD_PATH, form=form)
+        return "/".join(part for part in (answer.get("subfolder"), answer["name"]) if part)
 
     def queue(self, prompt: dict, workflow: dict | None = None) -> str:
         """Queue one API prompt; returns its prompt id. ``workflow`` (UI format) rides along as
@@ -226,6 +264,20 @@ def find_widget(table: dict[str, tuple[str, dict]], target: str, flag: str) -> W
     return widgets[0]
 
 
+def _the_one(
+    table: dict[str, tuple[str, dict]], found: list[Widget], flag: str, what: str
+) -> Widget:
+    """The single candidate a flag's default picks; otherwise the error asks for the flag."""
+    if len(found) != 1:
+        listed = _listed(table, found) or "none"
+        raise InputError(
+            flag,
+            f"the workflow has no single {what} widget to fill (candidates: {listed})",
+            f"name the widget, e.g. {flag} NODE.INPUT (NODE an id or title)",
+        )
+    return found[0]
+
+
 def positive_prompt_widget(table: dict[str, tuple[str, dict]], api_prompt: dict) -> Widget:
     """The widget --prompts fills when --prompt-input is not given: the one text widget named
     prompt or text on a node that feeds no ``negative`` input, so a workflow with a negative
@@ -243,14 +295,34 @@ def positive_prompt_widget(table: dict[str, tuple[str, dict]], api_prompt: dict)
         for name in PROMPT_NAMES
         if isinstance(values.get(name), str)
     ]
-    if len(found) != 1:
-        listed = _listed(table, found) or "none"
-        raise InputError(
-            "--prompt-input",
-            f"the workflow has no single prompt widget to fill (candidates: {listed})",
-            "name the widget, e.g. --prompt-input NODE.INPUT (NODE an id or title)",
-        )
-    return found[0]
+    return _the_one(table, found, "--prompt-input", "prompt")
+
+
+def upload_widget(
+    table: dict[str, tuple[str, dict]], api_prompt: dict, object_info: dict
+) -> Widget:
+    """The widget --inputs fills when --input-widget is not given: the workflow's one file
+    picker with an upload button (the host's Load Image and Load Video, this pack's Load Audio)."""
+    found = [
+        (node_id, name)
+        for node_id, node in api_prompt.items()
+        if node_id in table and node["class_type"] in object_info
+        for name, _, options in node_inputs(object_info[node["class_type"]])
+        if any(options.get(flag) for flag in UPLOAD_FLAGS)
+    ]
+    return _the_one(table, found, "--input-widget", "file")
+
+
+def check_inputs(paths: list[Path]) -> list[Path]:
+    """The --inputs files, refused before anything is uploaded or queued."""
+    for path in paths:
+        if not path.is_file():
+            raise InputError("--inputs", f"{path} is not a file", "name files, e.g. clips/*.mp4")
+        if any(character in path.name for character in '"\r\n'):
+            raise InputError(
+                "--inputs", f"{path.name!r} has a quote or line break in its name", "rename it"
+            )
+    return paths
 
 
 def variants(
@@ -259,9 +331,11 @@ def variants(
     prompts: list[str] | None,
     prompt_widget: Widget | None,
     overrides: list[str],
+    files: list[str] | None = None,
+    file_widget: Widget | None = None,
 ) -> list[dict[Widget, object]]:
-    """The widget values of every render: the overrides, then each seed x prompt combination
-    (``prompt_widget`` takes the prompts)."""
+    """The widget values of every render: the overrides, then each file x seed x prompt
+    combination (``file_widget`` takes the files, ``prompt_widget`` the prompts)."""
     fixed: dict[Widget, object] = {}
     for override in overrides:
         target, equals, value = override.partition("=")
@@ -276,9 +350,15 @@ def variants(
         raise InputError("--seeds", "the workflow has no seed widget", "drop --seeds")
     if seeds is not None and set(fixed) & set(seed_widgets):
         raise InputError("--set", "a seed is set by both --set and --seeds", "keep one of them")
+    if files is not None and file_widget in fixed:
+        raise InputError("--set", "a file is set by both --set and --inputs", "keep one of them")
     result = []
-    for seed, prompt in itertools.product(seeds or [None], prompts or [None]):
+    for file, seed, prompt in itertools.product(
+        files or [None], seeds or [None], prompts or [None]
+    ):
         values = dict(fixed)
+        if file is not None:
+            values[file_widget] = file
         if seed is not None:
             values.update({widget: seed for widget in seed_widgets})
         if prompt is not None:
@@ -330,6 +410,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the one prompt/text widget not wired to a sampler's negative input",
     )
     parser.add_argument(
+        "--inputs",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="one render per file (x seeds x prompts): each is uploaded into the server's input "
+        "folder and selected in the workflow's file widget",
+    )
+    parser.add_argument(
+        "--input-widget",
+        help="the widget --inputs fills: INPUT or NODE.INPUT; default: the workflow's one file "
+        "picker with an upload button (Load Image, Load Video, Load Audio)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -378,8 +471,15 @@ def _read_workflow(path: Path) -> dict:
     return workflow
 
 
-def _check_outputs(args: argparse.Namespace) -> bool:
-    """Whether the command waits for its renders; refuses flags that could only fail at the end."""
+def _check_flags(args: argparse.Namespace) -> bool:
+    """Whether the command waits for its renders; refuses flags that would do nothing or could
+    only fail at the end."""
+    for flag, given, needed, needed_flag in (
+        ("--prompt-input", args.prompt_input, args.prompts, "--prompts"),
+        ("--input-widget", args.input_widget, args.inputs, "--inputs"),
+    ):
+        if given and not needed:
+            raise InputError(flag, f"given without {needed_flag}", f"add {needed_flag} or drop it")
     waits = args.wait or args.download is not None
     if args.timeout is not None and (args.timeout <= 0 or not waits):
         raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
@@ -392,21 +492,28 @@ def _check_outputs(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     workflow = _read_workflow(args.workflow)
-    waits = _check_outputs(args)
+    waits = _check_flags(args)
+    inputs = check_inputs(args.inputs) if args.inputs else None
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
-    object_info = None if api else server.object_info()
+    needs_info = not api or (inputs and not args.input_widget)  # a UI workflow; file pickers
+    object_info = server.object_info() if needs_info else None
+    api_prompt = workflow if api else ui_to_api(workflow, object_info)
     table = widget_table(workflow, object_info)
     seeds = parse_seeds(args.seeds) if args.seeds else None
     prompts = read_prompts(args.prompts) if args.prompts else None
-    prompt_widget = None
+    prompt_widget = input_widget = None
     if prompts and args.prompt_input:
         prompt_widget = find_widget(table, args.prompt_input, "--prompt-input")
     elif prompts:
-        prompt_widget = positive_prompt_widget(
-            table, workflow if api else ui_to_api(workflow, object_info)
-        )
-    renders = variants(table, seeds, prompts, prompt_widget, args.set)
+        prompt_widget = positive_prompt_widget(table, api_prompt)
+    if inputs and args.input_widget:
+        input_widget = find_widget(table, args.input_widget, "--input-widget")
+    elif inputs:
+        input_widget = upload_widget(table, api_prompt, object_info)
+    names = [path.name for path in inputs] if inputs else None
+    # Checked in full before the first upload; the uploads' names may differ (the server's).
+    renders = variants(table, seeds, prompts, prompt_widget, args.set, names, input_widget)
     if args.dry_run:
         for values in renders:
             edited = with_widget_values(workflow, object_info, values)
@@ -414,12 +521,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     records: list[dict] = []
     try:
+        uploaded = []
+        for path in inputs or []:
+            uploaded.append(server.upload(path))
+            print(f"uploaded {path} as input/{uploaded[-1]}")
+        if inputs:
+            renders = variants(
+                table, seeds, prompts, prompt_widget, args.set, uploaded, input_widget
+            )
+        sources = dict(zip(uploaded, inputs or []))
         for values in renders:
             edited = with_widget_values(workflow, object_info, values)
             prompt = edited if api else ui_to_api(edited, object_info)
             widgets = {f"{node}.{name}": value for (node, name), value in values.items()}
             record = {"prompt_id": server.queue(prompt, None if api else edited),
                       "widgets": widgets, "status": "queued", "files": []}  # fmt: skip
+            if input_widget is not None:
+                record["input"] = str(sources[values[input_widget]])
             records.append(record)
             shown = ", ".join(f"{key}={value!r}" for key, value in widgets.items())
             print(f"queued {len(records)}/{len(renders)} {record['prompt_id']}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import threading
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -29,6 +31,7 @@ from skyreels_core.workflow_format import (
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "workflows" / "assets"
 TEXT_TO_VIDEO = ROOT / "workflows" / "text_to_video.json"
+VIDEO_TO_AUDIO = ROOT / "workflows" / "video_to_audio.json"
 OBJECT_INFO = object_info_from_mappings({**core_shims(ASSETS), **NODE_CLASS_MAPPINGS})
 SAMPLER, PROMPT = "8", "5"  # node ids in text_to_video.json
 
@@ -41,6 +44,7 @@ class FakeComfy:
 
     def __init__(self, outcome: str = "success") -> None:
         self.posted: list[dict] = []
+        self.inputs: dict[str, bytes] = {}  # the server's input folder: name -> bytes
         self.paths: list[str] = []
         self.prompt_ids: list[str] = []
         fake = self
@@ -89,7 +93,10 @@ class FakeComfy:
 
             def do_POST(self) -> None:
                 fake.paths.append(self.path)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                data = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/upload/image":
+                    return self._answer(200, fake.upload(self.headers["Content-Type"], data))
+                body = json.loads(data)
                 unknown = {
                     node_id: {"errors": [{"message": "Value not in list", "details": "bogus"}],
                               "class_type": node["class_type"]}
@@ -106,6 +113,23 @@ class FakeComfy:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def upload(self, content_type: str, data: bytes) -> dict:
+        """The host's rule: an identical file of that name is kept, a different one numbered."""
+        header = f"Content-Type: {content_type}\r\n\r\n".encode()
+        parts = {
+            part.get_param("name", header="content-disposition"): part
+            for part in BytesParser(policy=HTTP).parsebytes(header + data).iter_parts()
+        }
+        assert parts["type"].get_content().strip() == "input"
+        name, content = parts["image"].get_filename(), parts["image"].get_payload(decode=True)
+        stem, dot, suffix = name.rpartition(".")
+        number = 0
+        while self.inputs.get(name, content) != content:
+            number += 1
+            name = f"{stem} ({number}){dot}{suffix}"
+        self.inputs[name] = content
+        return {"name": name, "subfolder": "", "type": "input"}
 
     def __enter__(self) -> FakeComfy:
         self.thread.start()
@@ -305,6 +329,81 @@ def test_the_report_lists_every_render_even_when_the_command_is_stopped(
     assert second == {"prompt_id": "p2", "widgets": {"8.seed": 2}, "status": "queued", "files": []}
 
 
+def _node_ids(path: Path) -> dict[str, str]:
+    """title (or type) -> node id of a shipped workflow."""
+    nodes = json.loads(path.read_text())["nodes"]
+    return {node.get("title", node["type"]): str(node["id"]) for node in nodes}
+
+
+def test_inputs_upload_each_file_and_render_it_with_every_seed(capsys, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    first, second = clips / "take1.mp4", clips / "take2.mp4"
+    first.write_bytes(b"first clip")
+    second.write_bytes(b"second clip")
+    report = tmp_path / "batch.json"
+    ids = _node_ids(VIDEO_TO_AUDIO)
+    clip, sampler = ids["Source clip"], ids["SkyReelsV4Sampler"]
+    with FakeComfy() as server:
+        server.inputs["take2.mp4"] = b"someone else's take2"  # same name, other bytes
+        code, out, err = _queue(
+            capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs", str(first),
+            str(second), "--seeds", "0-1", "--report", str(report),
+        )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out[:2] == [f"uploaded {first} as input/take1.mp4",
+                       f"uploaded {second} as input/take2 (1).mp4"]  # fmt: skip
+    assert server.inputs == {"take1.mp4": b"first clip", "take2.mp4": b"someone else's take2",
+                             "take2 (1).mp4": b"second clip"}  # fmt: skip
+    expected = [(name, seed) for name in ("take1.mp4", "take2 (1).mp4") for seed in (0, 1)]
+    for body, (name, seed) in zip(server.posted, expected, strict=True):
+        assert body["prompt"][clip]["inputs"]["file"] == name
+        assert body["prompt"][sampler]["inputs"]["seed"] == seed
+        saved = body["extra_data"]["extra_pnginfo"]["workflow"]
+        assert ui_to_api(saved, OBJECT_INFO) == body["prompt"]
+    records = json.loads(report.read_text())
+    assert [r["input"] for r in records] == [str(first)] * 2 + [str(second)] * 2
+    assert records[2]["widgets"] == {f"{clip}.file": "take2 (1).mp4", f"{sampler}.seed": 0}
+
+
+def test_inputs_fill_the_one_file_picker_or_the_one_named(capsys, tmp_path):
+    image = tmp_path / "portrait.png"
+    image.write_bytes(b"png")
+    api = tmp_path / "api.json"
+    api.write_text(json.dumps(ui_to_api(json.loads(VIDEO_TO_AUDIO.read_text()), OBJECT_INFO)))
+    masked_edit = ROOT / "workflows" / "masked_edit.json"
+    ids = _node_ids(masked_edit)
+    with FakeComfy() as server:
+        # An API workflow has no widget types of its own: the node list tells the file picker.
+        code, out, _ = _queue(capsys, str(api), "--server", server.url, "--inputs", str(image),
+                              "--dry-run")  # fmt: skip
+        assert code == 0 and "/object_info" in server.paths
+        assert json.loads(out[0])[_node_ids(VIDEO_TO_AUDIO)["Source clip"]]["inputs"]["file"] == (
+            "portrait.png"
+        )
+        code, _, err = _queue(capsys, str(masked_edit), "--server", server.url, "--inputs",
+                              str(image))  # fmt: skip
+        assert code == 2 and err == (
+            "error: --input-widget: the workflow has no single file widget to fill (candidates: "
+            f"{ids['Source clip']}.file (Source clip), {ids['Edit mask (white = change)']}.image "
+            "(Edit mask (white = change))). Fix: name the widget, e.g. --input-widget NODE.INPUT "
+            "(NODE an id or title)\n"
+        )
+        code, out, _ = _queue(capsys, str(masked_edit), "--server", server.url, "--inputs",
+                              str(image), "--input-widget", "Edit mask (white = change).image",
+                              "--dry-run")  # fmt: skip
+        assert code == 0 and server.inputs == {} and server.posted == []  # a dry run uploads none
+        assert json.loads(out[0])[ids["Edit mask (white = change)"]]["inputs"]["image"] == (
+            "portrait.png"
+        )
+        code, _, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                              str(tmp_path / "missing.mp4"))  # fmt: skip
+    assert code == 2 and err == (
+        f"error: --inputs: {tmp_path / 'missing.mp4'} is not a file. Fix: name files, e.g. "
+        "clips/*.mp4\n"
+    )
+
+
 def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
     with FakeComfy("running") as server:
         code, out, _ = _queue(
@@ -331,6 +430,9 @@ def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
         (["--wait", "--timeout", "0"], "--timeout: 0 s. Fix: give a positive time with --wait"),
         (["--seeds", "x"], "--seeds: 'x' is not a seed or a range"),
         (["--seeds", "1-2", "--set", "8.seed=5"], "--set: a seed is set by both --set and --seeds"),
+        (["--prompt-input", "5.prompt"], "--prompt-input: given without --prompts. Fix: add --prompts or drop it"),
+        (["--input-widget", "1.file"], "--input-widget: given without --inputs. Fix: add --inputs or drop it"),
+        (["--inputs", "PROMPTS", "--input-widget", "5.prompt", "--set", "5.prompt=x"], "--set: a file is set by both --set and --inputs"),
         (["--set", "8.solver=bogus"], "workflow: node 8 (SkyReelsV4Sampler): Value not in list: bogus. Fix: fix the value it names"),
     ],
 )  # fmt: skip

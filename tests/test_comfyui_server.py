@@ -27,8 +27,10 @@ from pathlib import Path
 import av
 import pytest
 
+from skyreels_core import av_io
 from skyreels_core.__main__ import main
 from skyreels_core.batch_queue import ComfyServer
+from skyreels_core.demo.metrics import psnr
 from skyreels_core.workflow_format import ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +213,27 @@ def test_the_queue_command_batches_seeds_on_the_server(server, capsys, tmp_path)
         assert sampler["widgets_values"][:3] == [seed, "fixed", 6]
         encoder = next(node for node in saved["nodes"] if node.get("title") == "Prompt")
         assert encoder["widgets_values"][0] == "a yellow triangle moves left"
+
+
+def test_the_queue_command_adds_sound_to_uploaded_clips(server, capsys, tmp_path):
+    """Video to audio over local clips: --inputs uploads each into the server's input folder
+    (through the upload route the frontend uses) and selects it in the Source clip picker; the
+    24 fps clip comes back at 24 fps with its own frames and a sound as long."""
+    source = ROOT / "workflows" / "assets" / "skyreels_v4_source_clip.mp4"
+    frames = av_io.read_video(source)[0]
+    clip = av_io.write_mp4(tmp_path / "take é 1.mp4", frames, 24.0, None)
+    renders = tmp_path / "renders"
+    code = main(["queue", str(ROOT / "workflows" / "video_to_audio.json"), "--server",
+                 server["base"], "--inputs", str(clip), "--download", str(renders),
+                 "--timeout", str(RUN_TIMEOUT_S)])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0, out
+    assert out[0] == f"uploaded {clip} as input/take é 1.mp4"
+    assert (server["input"] / "take é 1.mp4").read_bytes() == clip.read_bytes()
+    (render,) = [Path(line.split(": ", 1)[1]) for line in out if line.startswith("done")]
+    saved, fps, audio = av_io.read_video(render)
+    assert fps == 24.0 and psnr(saved, av_io.read_video(clip)[0]) >= 40.0
+    assert 0 <= audio["waveform"].shape[-1] - round(33 / 24 * audio["sample_rate"]) < 1024
 
 
 def _declared(prompt: dict, object_info: dict) -> dict:
