@@ -203,7 +203,7 @@ class SkyReelsV4MaskEdit(_MaskNode):
 class SkyReelsV4MaskVideoToAudio(_MaskNode):
     DESCRIPTION = (
         "Video to audio (add sound to a clip): every frame is kept, only the sound is generated. "
-        "Wire the clip's fps into the Sampler's fps so the sound lasts as long as the clip."
+        "Wire the clip's fps into the Sampler's fps and Save Video so the sound keeps its time."
     )
 
     @classmethod
@@ -211,12 +211,29 @@ class SkyReelsV4MaskVideoToAudio(_MaskNode):
         return {
             "required": {
                 "video_vae": link_types.VIDEO_VAE_INPUT,
-                "source": ("IMAGE", {"tooltip": "The clip to add sound to (4k+1 frames)."}),
+                "source": (
+                    "IMAGE",
+                    {
+                        "tooltip": "The clip to add sound to: any length and size (it is not redrawn)."
+                    },
+                ),
+                "longest_side": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 4096,
+                        "step": 16,
+                        "tooltip": "The longest side the model sees, in px on the 16 px grid (the "
+                        "saved clip keeps its own size): the resolution the model was trained at. "
+                        "0 = the clip's own size.",
+                    },
+                ),
             }
         }
 
-    def build(self, video_vae, source):
-        condition = masks.video_to_audio(video_codec(video_vae), source)
+    def build(self, video_vae, source, longest_side: int = 0):
+        condition = masks.video_to_audio(video_codec(video_vae), source, longest_side)
         frames = source.shape[0]
         return _output(condition, frames, list(range(frames)))
 

@@ -14,7 +14,14 @@ import torch
 
 from .codecs import VideoCodec
 from .errors import InputError
-from .shapes import latent_frame_count, latent_index_of_frame, latent_size, latent_to_pixel_frames
+from .references import fit_frames
+from .shapes import (
+    latent_frame_count,
+    latent_index_of_frame,
+    latent_size,
+    latent_to_pixel_frames,
+    nearest_valid_frame_counts,
+)
 from .types import VideoCondition
 
 PATCH = 2  # the model's spatial patch: sizes must divide by 8 * 2 = 16 pixels
@@ -222,12 +229,28 @@ def edit_video(
     return condition_from_pixels(codec, video, known.clone())
 
 
-def video_to_audio(codec: VideoCodec, source: torch.Tensor) -> VideoCondition:
+def video_to_audio(
+    codec: VideoCodec, source: torch.Tensor, longest_side: int = 0
+) -> VideoCondition:
     """The whole clip kept, so only its sound is generated (Foley for a finished shot). It is an
     edit with nothing masked: the audio stream attends the clean clip exactly as it does the kept
-    part of any edit, and the eval's "AV sync given the true clip" reads this condition."""
-    if source.dim() != 4 or source.shape[-1] < 3:
+    part of any edit, and the eval's "AV sync given the true clip" reads this condition.
+
+    The clip itself is never regenerated, so any clip is taken: the model sees it resized to
+    ``longest_side`` (0: its own size) with both sides on the 16 px grid, and its last frame
+    repeated up to the next 4k+1 count; the sound made for those extra frames falls past the
+    clip's end, where the muxer trims it."""
+    if source.dim() != 4 or source.shape[0] < 1 or source.shape[-1] < 3:
         raise InputError(
             "source", f"shape {tuple(source.shape)} is not a clip", "pass IMAGE frames [T, H, W, 3]"
         )
-    return edit_video(codec, source, torch.zeros(1, *source.shape[1:3]))
+    frames, height, width = source.shape[:3]
+    multiple = codec.spatial_stride * PATCH
+    scale = longest_side / max(height, width) if longest_side > 0 else 1.0
+    size = [
+        max(multiple, int(side * scale / multiple + 0.5) * multiple) for side in (height, width)
+    ]
+    clip = source[..., :3].float() if size == [height, width] else fit_frames(source, *size)
+    padded = nearest_valid_frame_counts(frames, codec.temporal_stride)[1]
+    clip = torch.cat([clip, clip[-1:].expand(padded - frames, -1, -1, -1)])
+    return edit_video(codec, clip, torch.zeros(1, *size))

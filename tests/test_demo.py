@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import pytest
+import torch.nn.functional as F
 
 from skyreels_core.__main__ import main
 from skyreels_core.av_io import read_video, write_mp4
@@ -51,20 +52,24 @@ def test_keyframes_default_to_first_middle_last_and_belong_to_their_task(tmp_pat
 
 
 def test_video_to_audio_keeps_the_given_clip_and_its_fps(tmp_path, capsys):
-    """--task v2a writes the --video clip's own frames at its own fps, with sound as long."""
+    """--task v2a takes a --video clip of any length and size (the model sees it at 64 px) and
+    writes it back as given: its own frames, size and fps, with sound as long."""
     clip = render_scene(spec_from_caption("a red square bounces on the floor", seed=7)).frames
-    source = write_mp4(tmp_path / "in.mp4", clip, 24.0, None)
+    clip = F.interpolate(clip[:30].permute(0, 3, 1, 2), size=(96, 96), mode="bilinear")
+    source = write_mp4(tmp_path / "in.mp4", clip.permute(0, 2, 3, 1), 24.0, None)
     out = tmp_path / "v2a.mp4"
     assert main(["demo", "--task", "v2a", "--video", str(source), "--steps", "2",
                  "--prompt", "a red square bounces on the floor", "--out", str(out)]) == 0  # fmt: skip
-    assert "33 frames at 24 fps" in capsys.readouterr().out
+    assert "30 frames at 24 fps" in capsys.readouterr().out
     frames, fps, audio = read_video(out)
-    assert fps == 24.0 and psnr(frames, read_video(source)[0]) >= 40.0
-    assert 0 <= audio["waveform"].shape[-1] - round(33 / 24 * audio["sample_rate"]) < 1024
+    assert fps == 24.0 and frames.shape == (30, 96, 96, 3)
+    assert psnr(frames, read_video(source)[0]) >= 40.0
+    assert 0 <= audio["waveform"].shape[-1] - round(30 / 24 * audio["sample_rate"]) < 1024
     assert main(["demo", "--task", "v2a", "--video", str(source), "--frames", "37",
                  "--out", str(tmp_path / "long.mp4")]) == 2  # fmt: skip
     assert capsys.readouterr().err == (
-        "error: video: 33 frames for the v2a task. Fix: give 37 frames\n"
+        "error: video: 30 frames, fewer than the 37 the v2a task asks for. "
+        "Fix: give a longer clip or fewer --frames\n"
     )
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from skyreels_core import masks
 from skyreels_core.errors import InputError
+from skyreels_core.references import fit_frames
 
 CODEC = PoolingCodec()
 
@@ -86,6 +87,19 @@ def test_video_to_audio_keeps_the_whole_clip():
         masks.video_to_audio(CODEC, clip[0])
 
 
+def test_video_to_audio_takes_any_clip():
+    """A 14-frame 40 x 24 clip: the model sees it at 48 x 32 (longest side 48, both on the 16 px
+    grid), its last frame held to 17 frames; every frame known, so nothing is redrawn."""
+    clip = torch.rand(14, 24, 40, 3, generator=torch.Generator().manual_seed(1))
+    condition = masks.video_to_audio(CODEC, clip, longest_side=48)
+    model_view = fit_frames(clip, 32, 48)
+    expected = torch.cat([model_view, model_view[-1:].expand(3, -1, -1, -1)])
+    assert torch.equal(condition.latents, CODEC.encode(expected[None]))
+    assert condition.known_mask.all() and condition.known_frames == list(range(17))
+    same = masks.video_to_audio(CODEC, clip[:13, :16, :32])  # already fits: taken as it is
+    assert torch.equal(same.latents, CODEC.encode(clip[None, :13, :16, :32]))
+
+
 def test_validation_names_input_and_fix():
     with pytest.raises(InputError, match="use 17 or 21 frames"):
         masks.text_to_video(CODEC, 18, 32, 32)
@@ -96,7 +110,7 @@ def test_validation_names_input_and_fix():
     with pytest.raises(InputError, match="give 1 or 17 masks"):
         masks.edit_video(CODEC, _clip(), torch.zeros(3, 32, 32))
     with pytest.raises(InputError, match="^source: 16 frames is not 4k\\+1. Fix: use 13 or 17"):
-        masks.video_to_audio(CODEC, _clip(frames=16))
+        masks.edit_video(CODEC, _clip(frames=16), torch.zeros(32, 32))
 
 
 @settings(max_examples=300, deadline=None)

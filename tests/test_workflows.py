@@ -124,13 +124,17 @@ def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
     _check_thumbnail(path, frames, tmp_path)
 
 
-def test_video_to_audio_keeps_the_clip_fps(host_folders):
-    """A 24 fps clip stays a 24 fps clip: the workflow feeds the clip's fps to the sampler (the
-    sound's length) and to the save, so its sound is 33/24 s long, not the 16 fps default's."""
+def test_video_to_audio_takes_any_clip_and_keeps_it(host_folders):
+    """A 30-frame 72 x 72 clip at 24 fps (no 4k+1 count, off the 16 px grid: the model sees 33
+    frames of 80 x 80) comes back as it was, 30 frames of 72 x 72 at 24 fps, with a sound 30/24 s
+    long whose click is on the contact: the workflow feeds the clip's fps to the sampler (the
+    sound's length) and to the save. (The demo model knows square frames only: squashed to
+    72 x 40 its click lands three frames late.)"""
     inputs, output = host_folders
     source = inputs / "skyreels_v4_source_clip.mp4"
-    frames, _, audio = av_io.read_video(source)
-    av_io.write_mp4(source, frames, 24.0, None, overwrite=True)
+    frames = av_io.read_video(source)[0][:30].permute(0, 3, 1, 2)
+    frames = torch.nn.functional.interpolate(frames, size=(72, 72), mode="bilinear")
+    av_io.write_mp4(source, frames.permute(0, 2, 3, 1), 24.0, None, overwrite=True)
     _, _, file = _run_workflow(ROOT / "workflows" / "video_to_audio.json", inputs, output)
     _check_sound_added_to_the_clip(file, source)
 

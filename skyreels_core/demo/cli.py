@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASKS, default="t2av")
     parser.add_argument("--prompt", default="a red circle bounces on the floor")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=33, help="clip length, 4k+1")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        help="clip length, 4k+1 (default 33); --task v2a: any count (default: the whole clip)",
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--image", type=Path, help="first frame (i2av) or reference image (ref)")
     parser.add_argument(
@@ -74,7 +78,7 @@ def _source(args: argparse.Namespace) -> tuple[torch.Tensor | None, float]:
         return _read_image(args.image, "--image"), WORLD_FPS
     if args.task == "t2av":
         return None, WORLD_FPS
-    return _world_clip(args.seed + 1, args.frames), WORLD_FPS
+    return _world_clip(args.seed + 1, args.frames or 33), WORLD_FPS  # v2a: 33 unless given
 
 
 def _mask(args: argparse.Namespace, source: torch.Tensor | None) -> torch.Tensor | None:
@@ -106,14 +110,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ..av_io import write_mp4
 
-    latent_frame_count(args.frames, input_name="--frames")
+    if args.task != "v2a":  # v2a keeps the clip as it is, so any length will do
+        args.frames = 33 if args.frames is None else args.frames
+        latent_frame_count(args.frames, input_name="--frames")
+    elif args.frames is not None and args.frames < 1:
+        raise InputError("--frames", f"{args.frames}", "give a positive count or leave it out")
     if args.out.exists() and not args.overwrite:
         raise InputError(
             "--out", f"{args.out} already exists", "choose another path or pass --overwrite"
         )
     output_folder(args.out.parent, "--out")
     source, fps = _source(args)
-    height, width = (64, 64) if source is None else source.shape[1:3]
+    if args.frames is None:  # v2a: the whole clip
+        args.frames = source.shape[0]
+    # The demo model works at 64 px; a task that keeps pixels works at the source's size.
+    height, width = (64, 64) if source is None or args.task == "v2a" else source.shape[1:3]
     request = RenderRequest(
         task=args.task,
         prompt=args.prompt,

@@ -16,6 +16,7 @@ from ..codecs import audio_token_count
 from ..errors import InputError
 from ..references import image_references
 from ..sampling import SamplerHooks, SamplerSettings, sample
+from ..shapes import pixel_frame_count
 from ..types import References, VideoCondition
 from . import bundle
 
@@ -78,8 +79,8 @@ def check_request(request: RenderRequest) -> None:
     if task in {"keyframes", "edit", "v2a"} and source.shape[0] < request.frames:
         raise InputError(
             "video",
-            f"{source.shape[0]} frames for the {task} task",
-            f"give {request.frames} frames",
+            f"{source.shape[0]} frames, fewer than the {request.frames} the {task} task asks for",
+            "give a longer clip or fewer --frames",
         )
 
 
@@ -102,8 +103,9 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
         return masks.keyframes(
             codec, {index: source[index] for index in request.keyframes}, frames
         ), None
-    if task == "v2a":
-        return masks.video_to_audio(codec, source[:frames]), None
+    if task == "v2a":  # any clip, seen at the request's size (the demo model's 64 px)
+        longest_side = max(request.height, request.width)
+        return masks.video_to_audio(codec, source[:frames], longest_side), None
     if request.mask is None:
         raise InputError("mask", "the edit task needs a mask (white = change)", "pass --mask")
     return masks.edit_video(codec, source[:frames], request.mask), None
@@ -114,9 +116,8 @@ def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks |
     """Frames [T, H, W, 3], the host-style AUDIO dict and the AVLatent of one render."""
     condition, references = build_condition(pipeline.video_codec, request)
     codec = pipeline.audio_codec
-    tokens = audio_token_count(
-        request.frames, request.fps, codec.sample_rate, codec.samples_per_token
-    )
+    frames = pixel_frame_count(condition.num_latent_frames)  # v2a pads a clip to 4k+1
+    tokens = audio_token_count(frames, request.fps, codec.sample_rate, codec.samples_per_token)
     settings = SamplerSettings(
         steps=request.steps,
         shift=request.shift,
