@@ -68,7 +68,7 @@ class SkyReelsV4DecodeVideo:
         codec = video_codec(video_vae)
         with out_of_memory_advice("SkyReels-V4 video decode"), torch.no_grad():
             frames = decode_tiled(codec, av_latent.video, tile_size, tile_overlap)
-        frames = frames.to(host.intermediate_device(), torch.float32)
+        frames = frames[:, : av_latent.frames].to(host.intermediate_device(), torch.float32)
         return (frames.reshape(-1, *frames.shape[2:]), float(av_latent.fps))
 
 
@@ -100,8 +100,7 @@ class SkyReelsV4DecodeAudio:
             )
         with out_of_memory_advice("SkyReels-V4 audio decode"), torch.no_grad():
             waveform = audio_vae.decode(av_latent.audio).float().cpu()
-        frames = pixel_frame_count(av_latent.video.shape[2])
-        samples = round(frames / av_latent.fps * audio_vae.sample_rate)
+        samples = round(av_latent.frames / av_latent.fps * audio_vae.sample_rate)
         return ({"waveform": waveform[..., :samples], "sample_rate": audio_vae.sample_rate},)
 
 

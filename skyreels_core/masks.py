@@ -10,6 +10,8 @@ builder reports the pixel frames it actually kept.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .codecs import VideoCodec
@@ -253,4 +255,4 @@ def video_to_audio(
     clip = source[..., :3].float() if size == [height, width] else fit_frames(source, *size)
     padded = nearest_valid_frame_counts(frames, codec.temporal_stride)[1]
     clip = torch.cat([clip, clip[-1:].expand(padded - frames, -1, -1, -1)])
-    return edit_video(codec, clip, torch.zeros(1, *size))
+    return replace(edit_video(codec, clip, torch.zeros(1, *size)), clip_frames=frames)

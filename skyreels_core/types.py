@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .shapes import pixel_frame_count
+
 
 @dataclass
 class TextEncoding:
@@ -42,12 +44,15 @@ class VideoCondition:
     ``known_mask`` (M): [B, 1, T, H, W] float, 1 = known/kept, 0 = to generate.
     ``known_frames``: pixel frame indices that ended up known after snapping to latent frames.
     ``regenerate_audio``: True after a video edit, so the audio is generated afresh.
+    ``clip_frames``: the source clip's own length where the latents cover more (Video to Audio
+    holds a clip's last frame up to a 4k+1 count); the decoders trim to it.
     """
 
     latents: torch.Tensor
     known_mask: torch.Tensor
     known_frames: list[int] = field(default_factory=list)
     regenerate_audio: bool = True
+    clip_frames: int | None = None
 
     @property
     def num_latent_frames(self) -> int:
@@ -81,6 +86,13 @@ class AVLatent:
     keyframes: torch.Tensor | None = None
     keyframe_indices: list[int] = field(default_factory=list)
     fps: float = 16.0
+    clip_frames: int | None = None  # the condition's, where the clip is shorter than the latents
+
+    @property
+    def frames(self) -> int:
+        """Pixel frames of the clip: what the video latents decode to, or the source clip's own
+        length when they cover more."""
+        return self.clip_frames or pixel_frame_count(self.video.shape[2])
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from skyreels_pack import NODE_CLASS_MAPPINGS
@@ -55,3 +57,17 @@ def test_tiled_decode_and_encode_nodes_match_whole_frames():
     with pytest.raises(InputError) as error:
         decode.decode(whole, codec, tile_size=8, tile_overlap=8)
     assert error.value.input_name == "tile_overlap"
+
+
+def test_decoders_trim_to_the_clip_a_condition_padded(clip):
+    """Video to Audio holds a 30-frame clip's last frame to 33: both decoders give back 30."""
+    codec = bundle.audio_codec()
+    with_sound = ENCODE_AUDIO().encode(clip, _sound(33 / 16), codec)[0]
+    padded = replace(with_sound, clip_frames=30)
+    frames, _ = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]().decode(padded, bundle.video_codec())
+    whole, _ = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]().decode(
+        with_sound, bundle.video_codec()
+    )
+    assert frames.shape[0] == 30 and torch.equal(frames, whole[:30])
+    (audio,) = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeAudio"]().decode(padded, codec)
+    assert audio["waveform"].shape[-1] == round(30 / 16 * codec.sample_rate)

@@ -96,6 +96,7 @@ def test_video_to_audio_takes_any_clip():
     expected = torch.cat([model_view, model_view[-1:].expand(3, -1, -1, -1)])
     assert torch.equal(condition.latents, CODEC.encode(expected[None]))
     assert condition.known_mask.all() and condition.known_frames == list(range(17))
+    assert condition.clip_frames == 14  # what the decoders trim the 17 back to
     same = masks.video_to_audio(CODEC, clip[:13, :16, :32])  # already fits: taken as it is
     assert torch.equal(same.latents, CODEC.encode(clip[None, :13, :16, :32]))
 

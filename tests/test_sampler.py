@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -248,7 +249,7 @@ def wavy(stream, x, t, value):
 @pytest.mark.parametrize("solver", ["euler", "unipc", "dpmpp_2m"])
 def test_known_latents_are_bit_identical_and_on_their_noised_path(solver):
     model = FakeModel(wavy)
-    cond = condition(known_frames=(0, 2))
+    cond = replace(condition(known_frames=(0, 2)), clip_frames=8)  # a clip held to 9 frames
     result = sample(
         model,
         text=text(),
@@ -259,6 +260,7 @@ def test_known_latents_are_bit_identical_and_on_their_noised_path(solver):
     )
     known = cond.known_mask.expand_as(cond.latents) == 1
     assert torch.equal(result.video[known], cond.latents[known])
+    assert result.clip_frames == result.frames == 8  # the decoders trim to the clip
     assert not torch.equal(result.video[~known], cond.latents[~known])
     noise = initial_noise(0, [(B, C_V, T, H, W), (B, C_A, L_A)])[0]
     for call in model.calls:

@@ -135,7 +135,7 @@ def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks |
         references=references,
         hooks=hooks,
     )
-    frames = pipeline.video_codec.decode(latent.video)[0]
-    samples = round(request.frames / request.fps * codec.sample_rate)
+    frames = pipeline.video_codec.decode(latent.video)[0][: latent.frames]
+    samples = round(latent.frames / request.fps * codec.sample_rate)
     waveform = codec.decode(latent.audio)[..., :samples]
     return frames, {"waveform": waveform, "sample_rate": codec.sample_rate}, latent

@@ -409,4 +409,5 @@ def sample(
         audio=latents[1] if has_audio else None,
         keyframes=latents[-1] if keyframes else None,
         keyframe_indices=keyframes,
+        clip_frames=condition.clip_frames,
     )
