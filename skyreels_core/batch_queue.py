@@ -11,6 +11,7 @@ only to the server named by ``--server`` (default: this machine).
 from __future__ import annotations
 
 import argparse
+import glob
 import itertools
 import json
 import time
@@ -313,16 +314,27 @@ def upload_widget(
     return _the_one(table, found, "--input-widget", "file")
 
 
-def check_inputs(paths: list[Path]) -> list[Path]:
-    """The --inputs files, refused before anything is uploaded or queued."""
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """The --inputs files, refused before anything is uploaded or queued: a folder stands for
+    its files (not hidden ones, by name), and a pattern the shell left alone (Windows shells
+    pass ``clips/*.mp4`` on as it is) for the files it matches."""
+    files = []
     for path in paths:
-        if not path.is_file():
-            raise InputError("--inputs", f"{path} is not a file", "name files, e.g. clips/*.mp4")
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        elif not path.exists() and any(character in str(path) for character in "*?["):
+            found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        else:
+            found = [path]
+        if not found or not found[0].is_file():
+            raise InputError("--inputs", f"{path} names no file", "name files, e.g. clips/*.mp4")
+        files += found
+    for path in files:
         if any(character in path.name for character in '"\r\n'):
             raise InputError(
                 "--inputs", f"{path.name!r} has a quote or line break in its name", "rename it"
             )
-    return paths
+    return files
 
 
 def variants(
@@ -414,8 +426,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         nargs="+",
         metavar="FILE",
-        help="one render per file (x seeds x prompts): each is uploaded into the server's input "
-        "folder and selected in the workflow's file widget",
+        help="one render per file (x seeds x prompts), a folder's files or a pattern's matches: "
+        "each is uploaded into the server's input folder and selected in the workflow's file "
+        "widget",
     )
     parser.add_argument(
         "--input-widget",
@@ -493,7 +506,7 @@ def _check_flags(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     workflow = _read_workflow(args.workflow)
     waits = _check_flags(args)
-    inputs = check_inputs(args.inputs) if args.inputs else None
+    inputs = expand_inputs(args.inputs) if args.inputs else None
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
     needs_info = not api or (inputs and not args.input_widget)  # a UI workflow; file pickers

@@ -341,14 +341,15 @@ def test_inputs_upload_each_file_and_render_it_with_every_seed(capsys, tmp_path)
     first, second = clips / "take1.mp4", clips / "take2.mp4"
     first.write_bytes(b"first clip")
     second.write_bytes(b"second clip")
+    (clips / ".DS_Store").write_bytes(b"hidden: not a clip")
     report = tmp_path / "batch.json"
     ids = _node_ids(VIDEO_TO_AUDIO)
     clip, sampler = ids["Source clip"], ids["SkyReelsV4Sampler"]
     with FakeComfy() as server:
         server.inputs["take2.mp4"] = b"someone else's take2"  # same name, other bytes
         code, out, err = _queue(
-            capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs", str(first),
-            str(second), "--seeds", "0-1", "--report", str(report),
+            capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs", str(clips),
+            "--seeds", "0-1", "--report", str(report),
         )  # fmt: skip
     assert (code, err) == (0, "")
     assert out[:2] == [f"uploaded {first} as input/take1.mp4",
@@ -375,8 +376,9 @@ def test_inputs_fill_the_one_file_picker_or_the_one_named(capsys, tmp_path):
     ids = _node_ids(masked_edit)
     with FakeComfy() as server:
         # An API workflow has no widget types of its own: the node list tells the file picker.
-        code, out, _ = _queue(capsys, str(api), "--server", server.url, "--inputs", str(image),
-                              "--dry-run")  # fmt: skip
+        # A pattern no shell expanded (Windows) is expanded here.
+        code, out, _ = _queue(capsys, str(api), "--server", server.url, "--inputs",
+                              str(tmp_path / "*.png"), "--dry-run")  # fmt: skip
         assert code == 0 and "/object_info" in server.paths
         assert json.loads(out[0])[_node_ids(VIDEO_TO_AUDIO)["Source clip"]]["inputs"]["file"] == (
             "portrait.png"
@@ -396,12 +398,12 @@ def test_inputs_fill_the_one_file_picker_or_the_one_named(capsys, tmp_path):
         assert json.loads(out[0])[ids["Edit mask (white = change)"]]["inputs"]["image"] == (
             "portrait.png"
         )
-        code, _, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
-                              str(tmp_path / "missing.mp4"))  # fmt: skip
-    assert code == 2 and err == (
-        f"error: --inputs: {tmp_path / 'missing.mp4'} is not a file. Fix: name files, e.g. "
-        "clips/*.mp4\n"
-    )
+        for missing in (tmp_path / "missing.mp4", tmp_path / "*.mp4"):
+            code, _, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url,
+                                  "--inputs", str(missing))  # fmt: skip
+            assert code == 2 and err == (
+                f"error: --inputs: {missing} names no file. Fix: name files, e.g. clips/*.mp4\n"
+            )
 
 
 def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
