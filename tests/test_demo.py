@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from skyreels_core.__main__ import main
 from skyreels_core.av_io import read_video, write_mp4
 from skyreels_core.demo.metrics import psnr
-from skyreels_core.demo.world import render_scene, spec_from_caption
+from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +42,8 @@ def test_keyframes_default_to_first_middle_last_and_belong_to_their_task(tmp_pat
         assert container.streams.video[0].frames == 9
         assert container.metadata["task"] == "keyframes"
         assert container.metadata["keyframes"] == "0, 4, 8"
+        # The inputs came from the demo scene of seed 0 + 1: the prompt defaults to its caption.
+        assert container.metadata["prompt"] == render_scene(sample_scene_spec(1)).caption
     assert main(["demo", "--frames", "1", "--steps", "2", "--out", str(tmp_path / "one.mp4")]) == 0
     capsys.readouterr()
     assert main(["demo", "--keyframes", "0, 8", "--out", str(tmp_path / "x.mp4")]) == 2

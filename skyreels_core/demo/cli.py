@@ -17,12 +17,19 @@ from ..sampling import SamplerHooks
 from ..shapes import latent_frame_count, parse_frame_indices
 from .render import TASKS, DemoPipeline, RenderRequest, check_request, render
 from .world import FPS as WORLD_FPS
+from .world import render_scene, sample_scene_spec
+
+DEFAULT_PROMPT = "a red circle bounces on the floor"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo.mp4"), help="where to write the MP4")
     parser.add_argument("--task", choices=TASKS, default="t2av")
-    parser.add_argument("--prompt", default="a red circle bounces on the floor")
+    parser.add_argument(
+        "--prompt",
+        help="default: the demo scene's own caption where the task's inputs come from one, "
+        'else "a red circle bounces on the floor"',
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--frames",
@@ -60,10 +67,13 @@ def _read_image(path: Path, input_name: str) -> torch.Tensor:
         ) from None
 
 
-def _world_clip(seed: int, frames: int) -> torch.Tensor:
-    from .world import render_scene, sample_scene_spec
-
-    return render_scene(sample_scene_spec(seed), frames=frames).frames
+def _world_clip(args: argparse.Namespace) -> torch.Tensor:
+    """A scene of the demo world for a task's inputs; it also gives --prompt its default (the
+    scene's caption), so the sound's pitch and the clip's colour agree."""
+    scene = render_scene(sample_scene_spec(args.seed + 1), frames=args.frames or 33)
+    if args.prompt is None:
+        args.prompt = scene.caption
+    return scene.frames
 
 
 def _source(args: argparse.Namespace) -> tuple[torch.Tensor | None, float]:
@@ -78,7 +88,7 @@ def _source(args: argparse.Namespace) -> tuple[torch.Tensor | None, float]:
         return _read_image(args.image, "--image"), WORLD_FPS
     if args.task == "t2av":
         return None, WORLD_FPS
-    return _world_clip(args.seed + 1, args.frames or 33), WORLD_FPS  # v2a: 33 unless given
+    return _world_clip(args), WORLD_FPS
 
 
 def _mask(args: argparse.Namespace, source: torch.Tensor | None) -> torch.Tensor | None:
@@ -123,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     source, fps = _source(args)
     if args.frames is None:  # v2a: the whole clip
         args.frames = source.shape[0]
+    if args.prompt is None:
+        args.prompt = DEFAULT_PROMPT
     # The demo model works at 64 px; a task that keeps pixels works at the source's size.
     height, width = (64, 64) if source is None or args.task == "v2a" else source.shape[1:3]
     request = RenderRequest(
