@@ -16,7 +16,7 @@ MEMORY_OPTIONS = (
     "block swap (loader: block_swap, streams transformer blocks from CPU memory)",
     "fp8 weights (loader: dtype fp8_e4m3fn, halves the model's memory)",
     "tiled VAE decode (Decode Video: tile_size)",
-    "a lower resolution or fewer frames",
+    "a lower resolution (Video to Audio: longest_side) or fewer frames",
 )
 
 
