@@ -345,9 +345,11 @@ def variants(
     overrides: list[str],
     files: list[str] | None = None,
     file_widget: Widget | None = None,
+    paired: bool = False,
 ) -> list[dict[Widget, object]]:
     """The widget values of every render: the overrides, then each file x seed x prompt
-    combination (``file_widget`` takes the files, ``prompt_widget`` the prompts)."""
+    combination (``file_widget`` takes the files, ``prompt_widget`` the prompts), or with
+    ``paired`` each file with its own prompt (the i-th with the i-th) x seed."""
     fixed: dict[Widget, object] = {}
     for override in overrides:
         target, equals, value = override.partition("=")
@@ -364,10 +366,15 @@ def variants(
         raise InputError("--set", "a seed is set by both --set and --seeds", "keep one of them")
     if files is not None and file_widget in fixed:
         raise InputError("--set", "a file is set by both --set and --inputs", "keep one of them")
+    if paired and (not files or not prompts or len(files) != len(prompts)):
+        counts = f"{len(files or [])} files and {len(prompts or [])} prompts"
+        raise InputError("--pair", counts, "give --inputs and --prompts one prompt per file")
+    if paired:
+        combos = [(f, seed, p) for f, p in zip(files, prompts) for seed in seeds or [None]]
+    else:
+        combos = itertools.product(files or [None], seeds or [None], prompts or [None])
     result = []
-    for file, seed, prompt in itertools.product(
-        files or [None], seeds or [None], prompts or [None]
-    ):
+    for file, seed, prompt in combos:
         values = dict(fixed)
         if file is not None:
             values[file_widget] = file
@@ -429,6 +436,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one render per file (x seeds x prompts), a folder's files or a pattern's matches: "
         "each is uploaded into the server's input folder and selected in the workflow's file "
         "widget",
+    )
+    parser.add_argument(
+        "--pair",
+        action="store_true",
+        help="render each --inputs file with its own prompt (the i-th file, in the order given "
+        "or sorted within a folder, with the i-th line of --prompts) instead of every combination",
     )
     parser.add_argument(
         "--input-widget",
@@ -526,7 +539,9 @@ def run(args: argparse.Namespace) -> int:
         input_widget = upload_widget(table, api_prompt, object_info)
     names = [path.name for path in inputs] if inputs else None
     # Checked in full before the first upload; the uploads' names may differ (the server's).
-    renders = variants(table, seeds, prompts, prompt_widget, args.set, names, input_widget)
+    renders = variants(
+        table, seeds, prompts, prompt_widget, args.set, names, input_widget, args.pair
+    )
     if args.dry_run:
         for values in renders:
             edited = with_widget_values(workflow, object_info, values)
@@ -540,7 +555,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"uploaded {path} as input/{uploaded[-1]}")
         if inputs:
             renders = variants(
-                table, seeds, prompts, prompt_widget, args.set, uploaded, input_widget
+                table, seeds, prompts, prompt_widget, args.set, uploaded, input_widget, args.pair
             )
         sources = dict(zip(uploaded, inputs or []))
         for values in renders:

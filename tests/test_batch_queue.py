@@ -367,6 +367,36 @@ def test_inputs_upload_each_file_and_render_it_with_every_seed(capsys, tmp_path)
     assert records[2]["widgets"] == {f"{clip}.file": "take2 (1).mp4", f"{sampler}.seed": 0}
 
 
+def test_pair_gives_each_file_its_own_prompt(capsys, tmp_path):
+    """50 clips with 50 sound descriptions are 50 renders (per seed), not 2,500."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("b_take.mp4", "a_take.mp4"):
+        (clips / name).write_bytes(name.encode())
+    prompts = tmp_path / "sounds.txt"
+    prompts.write_text("steps on gravel\nrain on a window\n")
+    ids = _node_ids(VIDEO_TO_AUDIO)
+    with FakeComfy() as server:
+        code, out, _ = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                              str(clips), "--prompts", str(prompts), "--pair", "--seeds", "1-2",
+                              "--dry-run")  # fmt: skip
+        assert code == 0
+        renders = [json.loads(line) for line in out]
+        assert [(r[ids["Source clip"]]["inputs"]["file"], r[ids["Prompt"]]["inputs"]["prompt"],
+                 r[ids["SkyReelsV4Sampler"]]["inputs"]["seed"]) for r in renders] == [
+            ("a_take.mp4", "steps on gravel", 1), ("a_take.mp4", "steps on gravel", 2),
+            ("b_take.mp4", "rain on a window", 1), ("b_take.mp4", "rain on a window", 2),
+        ]  # fmt: skip
+        prompts.write_text("steps on gravel\n")
+        code, _, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                              str(clips), "--prompts", str(prompts), "--pair")  # fmt: skip
+    assert code == 2 and server.inputs == {}  # refused before any upload
+    assert err == (
+        "error: --pair: 2 files and 1 prompts. Fix: give --inputs and --prompts one prompt per "
+        "file\n"
+    )
+
+
 def test_inputs_fill_the_one_file_picker_or_the_one_named(capsys, tmp_path):
     image = tmp_path / "portrait.png"
     image.write_bytes(b"png")
