@@ -240,8 +240,8 @@ def video_to_audio(
 
     The clip itself is never regenerated, so any clip is taken: the model sees it resized to
     ``longest_side`` (0: its own size) with both sides on the 16 px grid, and its last frame
-    repeated up to the next 4k+1 count; the sound made for those extra frames falls past the
-    clip's end, where the muxer trims it."""
+    repeated up to the next 4k+1 count; ``clip_frames`` tells the decoders to trim the frames
+    and the sound made for those extra frames off again."""
     if source.dim() != 4 or source.shape[0] < 1 or source.shape[-1] < 3:
         raise InputError(
             "source", f"shape {tuple(source.shape)} is not a clip", "pass IMAGE frames [T, H, W, 3]"
