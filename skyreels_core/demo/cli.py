@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompt",
         help="default: the demo scene's own caption where the task's inputs come from one, "
-        'else "a red circle bounces on the floor"',
+        f"else {DEFAULT_PROMPT!r}",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
