@@ -10,7 +10,7 @@ import {
 const MASK_NODES = new Set([
   "SkyReelsV4MaskT2V", "SkyReelsV4MaskI2V", "SkyReelsV4MaskExtend",
   "SkyReelsV4MaskInterpolate", "SkyReelsV4MaskKeyframes", "SkyReelsV4MaskEdit",
-  "SkyReelsV4MaskVideoToAudio",
+  "SkyReelsV4MaskVideoToAudio", "SkyReelsV4MaskKeepVideo",
 ]);
 const TIMELINE_HEIGHT = 34;
 

@@ -238,6 +238,29 @@ class SkyReelsV4MaskVideoToAudio(_MaskNode):
         return _output(condition, frames, list(range(frames)))
 
 
+class SkyReelsV4MaskKeepVideo(_MaskNode):
+    DESCRIPTION = (
+        "Keep a render's video and make a new sound for it (reroll the sound): the first "
+        "Sampler's video comes back bit for bit from a second Sampler with another seed or "
+        "prompt, run at the same fps."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "av_latent": (
+                    link_types.AV_LATENT,
+                    {"tooltip": "The Sampler output whose video to keep."},
+                ),
+            }
+        }
+
+    def build(self, av_latent):
+        condition = masks.keep_video(av_latent.video, av_latent.fps, av_latent.clip_frames)
+        return _output(condition, av_latent.frames, list(range(av_latent.frames)))
+
+
 NODE_CLASS_MAPPINGS = {
     cls.__name__: cls
     for cls in (
@@ -248,6 +271,7 @@ NODE_CLASS_MAPPINGS = {
         SkyReelsV4MaskKeyframes,
         SkyReelsV4MaskEdit,
         SkyReelsV4MaskVideoToAudio,
+        SkyReelsV4MaskKeepVideo,
     )
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -258,4 +282,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SkyReelsV4MaskKeyframes": "SkyReels-V4 Mask: Keyframes",
     "SkyReelsV4MaskEdit": "SkyReels-V4 Mask: Edit Region",
     "SkyReelsV4MaskVideoToAudio": "SkyReels-V4 Mask: Video to Audio (add sound)",
+    "SkyReelsV4MaskKeepVideo": "SkyReels-V4 Mask: Keep Video (new sound)",
 }

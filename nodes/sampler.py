@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skyreels_core.codecs import audio_token_count
+from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.sampling import SamplerHooks, SamplerSettings, sample
 from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
@@ -173,6 +174,12 @@ class SkyReelsV4Sampler:
         unique_id=None,
     ):
         frames = pixel_frame_count(condition.num_latent_frames)
+        if condition.fps is not None and abs(condition.fps - fps) > 1e-6:
+            raise InputError(
+                "fps",
+                f"{fps:g} fps for a clip made at {condition.fps:g} fps",
+                f"set fps to {condition.fps:g} (wire Decode Video's fps into it)",
+            )
         audio_tokens = None
         if model.has_audio:
             rate = audio_vae or model.audio_codec_rate

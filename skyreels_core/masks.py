@@ -23,6 +23,7 @@ from .shapes import (
     latent_size,
     latent_to_pixel_frames,
     nearest_valid_frame_counts,
+    pixel_frame_count,
 )
 from .types import VideoCondition
 
@@ -256,3 +257,21 @@ def video_to_audio(
     padded = nearest_valid_frame_counts(frames, codec.temporal_stride)[1]
     clip = torch.cat([clip, clip[-1:].expand(padded - frames, -1, -1, -1)])
     return replace(edit_video(codec, clip, torch.zeros(1, *size)), clip_frames=frames)
+
+
+def keep_video(latents: torch.Tensor, fps: float, clip_frames: int | None = None) -> VideoCondition:
+    """A rendered clip's own video latents kept whole, so only a new sound is made for it (a sound
+    reroll): the Video to Audio condition straight from the latents, with no trip through the
+    video codec, so the video comes back bit for bit. ``fps`` is the clip's, which the sampler
+    must match for the sound to keep its length."""
+    if latents.dim() != 5:
+        raise InputError(
+            "av_latent",
+            f"video latents of shape {tuple(latents.shape)}",
+            "connect a sampler's output",
+        )
+    known = torch.ones(latents.shape[0], 1, *latents.shape[2:])
+    frames = clip_frames or pixel_frame_count(latents.shape[2])
+    return VideoCondition(
+        latents.float().clone(), known, list(range(frames)), clip_frames=clip_frames, fps=fps
+    )

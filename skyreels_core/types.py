@@ -46,6 +46,8 @@ class VideoCondition:
     ``regenerate_audio``: True after a video edit, so the audio is generated afresh.
     ``clip_frames``: the source clip's own length where the latents cover more (Video to Audio
     holds a clip's last frame up to a 4k+1 count); the decoders trim to it.
+    ``fps``: the frame rate the clip was made at, where the condition knows it (a rendered clip's
+    latents kept whole); the sampler must run at it.
     """
 
     latents: torch.Tensor
@@ -53,6 +55,7 @@ class VideoCondition:
     known_frames: list[int] = field(default_factory=list)
     regenerate_audio: bool = True
     clip_frames: int | None = None
+    fps: float | None = None
 
     @property
     def num_latent_frames(self) -> int:

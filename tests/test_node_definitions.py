@@ -25,7 +25,7 @@ def test_the_node_set_is_complete():
         "SkyReelsV4AudioVAELoader", "SkyReelsV4TextEncode", "SkyReelsV4MultiShotTextEncode",
         "SkyReelsV4MaskT2V", "SkyReelsV4MaskI2V", "SkyReelsV4MaskExtend", "SkyReelsV4MaskInterpolate",
         "SkyReelsV4MaskKeyframes", "SkyReelsV4MaskEdit", "SkyReelsV4MaskVideoToAudio",
-        "SkyReelsV4ImageReferences",
+        "SkyReelsV4MaskKeepVideo", "SkyReelsV4ImageReferences",
         "SkyReelsV4ClipReference", "SkyReelsV4StoryboardReference", "SkyReelsV4AudioReference",
         "SkyReelsV4Sampler", "SkyReelsV4DecodeVideo", "SkyReelsV4DecodeAudio", "SkyReelsV4EncodeVideo",
         "SkyReelsV4EncodeAudio", "SkyReelsV4SaveVideo", "SkyReelsV4LoadAudio",

@@ -25,6 +25,7 @@ from workflow_tools import (
 
 from skyreels_core import av_io
 from skyreels_core.demo.metrics import av_sync_error_ms, psnr
+from skyreels_core.errors import InputError
 from skyreels_core.workflow_format import ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,8 +82,9 @@ def test_validator_catches_broken_workflows():
 SAVED_CLIPS = {"low_res_keyframes_refiner": ((128, 128, 33), 17)}
 
 
-def _run_workflow(path: Path, inputs: Path, output: Path) -> tuple[dict, list[dict], Path]:
-    """(the UI workflow, the nodes' UI results, the one saved MP4) of a headless run."""
+def _run_workflow(path: Path, inputs: Path, output: Path) -> tuple[dict, dict, list[dict], Path]:
+    """(the UI workflow, each node's outputs, the nodes' UI results, the one saved MP4) of a
+    headless run."""
     workflow = json.loads(path.read_text())
     result = run_api_prompt(
         ui_to_api(workflow, OBJECT_INFO),
@@ -93,7 +95,7 @@ def _run_workflow(path: Path, inputs: Path, output: Path) -> tuple[dict, list[di
     uis = [node["ui"] for node in result.values() if node["ui"]]
     saved = [video for ui in uis for video in ui.get("skyreels_videos", [])]
     assert len(saved) == 1
-    return workflow, uis, output / saved[0]["subfolder"] / saved[0]["filename"]
+    return workflow, result, uis, output / saved[0]["subfolder"] / saved[0]["filename"]
 
 
 @pytest.fixture
@@ -109,7 +111,7 @@ def host_folders(tmp_path, monkeypatch) -> tuple[Path, Path]:
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
     inputs, output = host_folders
-    workflow, uis, file = _run_workflow(path, inputs, output)
+    workflow, _, uis, file = _run_workflow(path, inputs, output)
     (width, height, frames), timeline_frames = SAVED_CLIPS.get(path.stem, ((64, 64, 33), 33))
     with av.open(str(file)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
@@ -117,7 +119,7 @@ def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
         assert (video.width, video.height, video.frames) == (width, height, frames)
         assert json.loads(container.metadata["workflow"]) == workflow
     timelines = [t for ui in uis for t in ui.get("skyreels_timeline", [])]
-    assert len(timelines) == 1 and timelines[0]["frames"] == timeline_frames
+    assert timelines and all(t["frames"] == timeline_frames for t in timelines)
     frames = av_io.read_video(file)[0]
     if path.stem == "video_to_audio":
         _check_sound_added_to_the_clip(file, inputs / "skyreels_v4_source_clip.mp4")
@@ -135,8 +137,31 @@ def test_video_to_audio_takes_any_clip_and_keeps_it(host_folders):
     frames = av_io.read_video(source)[0][:30].permute(0, 3, 1, 2)
     frames = torch.nn.functional.interpolate(frames, size=(72, 72), mode="bilinear")
     av_io.write_mp4(source, frames.permute(0, 2, 3, 1), 24.0, None, overwrite=True)
-    _, _, file = _run_workflow(ROOT / "workflows" / "video_to_audio.json", inputs, output)
+    file = _run_workflow(ROOT / "workflows" / "video_to_audio.json", inputs, output)[3]
     _check_sound_added_to_the_clip(file, source)
+
+
+def test_reroll_sound_keeps_the_video_bit_for_bit(host_folders):
+    """Keep Video hands the first sampler's video to the second, which returns it unchanged with
+    a sound of its own seed; a second sampler at another fps is refused, naming the fix."""
+    inputs, output = host_folders
+    path = ROOT / "workflows" / "reroll_sound.json"
+    _, result, uis, _ = _run_workflow(path, inputs, output)
+    prompt = ui_to_api(json.loads(path.read_text()), OBJECT_INFO)
+    first, second = sorted(
+        (i for i, node in prompt.items() if node["class_type"] == "SkyReelsV4Sampler"), key=int
+    )
+    made, remade = result[first]["result"][0], result[second]["result"][0]
+    assert torch.equal(remade.video, made.video)
+    assert (remade.audio - made.audio).abs().mean() > 0.1 * made.audio.abs().mean()
+    keep = next(i for i, node in prompt.items() if node["class_type"] == "SkyReelsV4MaskKeepVideo")
+    assert result[keep]["ui"]["skyreels_timeline"][0]["known_frames"] == list(range(33))
+    sampler = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"]()
+    settings = {**prompt[second]["inputs"], "fps": 24.0}
+    linked = {name: result[str(v[0])]["result"][v[1]] for name, v in settings.items()
+              if isinstance(v, list)}  # fmt: skip
+    with pytest.raises(InputError, match="^fps: 24 fps for a clip made at 16 fps. Fix: set fps"):
+        sampler.sample(**{**settings, **linked})
 
 
 def _check_sound_added_to_the_clip(file: Path, source: Path) -> None:

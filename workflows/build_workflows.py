@@ -377,6 +377,30 @@ def video_to_audio(m) -> Workflow:
     return w
 
 
+def reroll_sound(m) -> Workflow:
+    """A text-to-video render whose sound is made again: its video latents kept whole by Keep
+    Video, a second sampler with another seed at the first one's fps, the first clip's frames
+    saved with the second sound."""
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a blue circle bounces on the floor")
+    condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
+    first = _sampler(w, model, video_vae, audio_vae, text, condition, negative=(negative, 0))
+    frames = w.add("SkyReelsV4DecodeVideo", av_latent=(first, 0), video_vae=(video_vae, 0))
+    keep = w.add("SkyReelsV4MaskKeepVideo", av_latent=(first, 0))
+    second = _sampler(w, model, video_vae, audio_vae, text, keep, seed=7, negative=(negative, 0),
+                      fps=(frames, 1))  # fmt: skip
+    second.title = "Sampler (new sound)"
+    audio = w.add("SkyReelsV4DecodeAudio", av_latent=(second, 0), audio_vae=(audio_vae, 0))
+    w.add(
+        "SkyReelsV4SaveVideo",
+        frames=(frames, 0),
+        fps=(frames, 1),
+        audio=(audio, 0),
+        filename_prefix="skyreels_v4/reroll_sound",
+    )
+    return w
+
+
 def references(m) -> Workflow:
     w = Workflow(m)
     model, _, video_vae, audio_vae, text, negative = _base(w, "a blue circle bounces on the floor")
@@ -463,6 +487,7 @@ WORKFLOWS = {
     "keyframes": keyframes,
     "masked_edit": masked_edit,
     "video_to_audio": video_to_audio,
+    "reroll_sound": reroll_sound,
     "references": references,
     "storyboard_multishot": storyboard,
     "low_res_keyframes_refiner": low_res_keyframes_refiner,
