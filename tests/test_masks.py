@@ -101,6 +101,18 @@ def test_video_to_audio_takes_any_clip():
     assert torch.equal(same.latents, CODEC.encode(clip[None, :13, :16, :32]))
 
 
+def test_keep_video_keeps_the_latents_as_they_are():
+    latents = torch.randn(1, 4, 5, 4, 6)
+    condition = masks.keep_video(latents, 24.0, clip_frames=14)
+    assert torch.equal(condition.latents, latents) and condition.latents is not latents
+    assert condition.known_mask.shape == (1, 1, 5, 4, 6) and condition.known_mask.all()
+    assert condition.known_frames == list(range(14)) and condition.clip_frames == 14
+    assert condition.fps == 24.0 and condition.regenerate_audio
+    assert masks.keep_video(latents, 16.0).known_frames == list(range(17))
+    with pytest.raises(InputError, match="^av_latent: video latents of shape \\(4, 5\\)"):
+        masks.keep_video(torch.zeros(4, 5), 16.0)
+
+
 def test_validation_names_input_and_fix():
     with pytest.raises(InputError, match="use 17 or 21 frames"):
         masks.text_to_video(CODEC, 18, 32, 32)
