@@ -240,17 +240,22 @@ def _decode_and_save(workflow, latent_node, video_vae, audio_vae, prefix):
     frames = workflow.add(
         "SkyReelsV4DecodeVideo", av_latent=(latent_node, 0), video_vae=(video_vae, 0)
     )
+    _save_with_sound(workflow, (frames, 0), (frames, 1), latent_node, audio_vae, prefix)
+    return latent_node
+
+
+def _save_with_sound(workflow, frames, fps, latent_node, audio_vae, prefix) -> None:
+    """Decode ``latent_node``'s sound and save it with ``frames`` at ``fps`` ((node, slot) pairs)."""
     audio = workflow.add(
         "SkyReelsV4DecodeAudio", av_latent=(latent_node, 0), audio_vae=(audio_vae, 0)
     )
     workflow.add(
         "SkyReelsV4SaveVideo",
-        frames=(frames, 0),
-        fps=(frames, 1),
+        frames=frames,
+        fps=fps,
         audio=(audio, 0),
         filename_prefix=f"skyreels_v4/{prefix}",
     )
-    return latent_node
 
 
 def text_to_video(m) -> Workflow:
@@ -366,14 +371,7 @@ def video_to_audio(m) -> Workflow:
     sampler = _sampler(
         w, model, video_vae, audio_vae, text, condition, negative=(negative, 0), fps=(clip, 2)
     )
-    audio = w.add("SkyReelsV4DecodeAudio", av_latent=(sampler, 0), audio_vae=(audio_vae, 0))
-    w.add(
-        "SkyReelsV4SaveVideo",
-        frames=(clip, 0),
-        fps=(clip, 2),
-        audio=(audio, 0),
-        filename_prefix="skyreels_v4/video_to_audio",
-    )
+    _save_with_sound(w, (clip, 0), (clip, 2), sampler, audio_vae, "video_to_audio")
     return w
 
 
@@ -390,14 +388,7 @@ def reroll_sound(m) -> Workflow:
     second = _sampler(w, model, video_vae, audio_vae, text, keep, seed=7, negative=(negative, 0),
                       fps=(frames, 1))  # fmt: skip
     second.title = "Sampler (new sound)"
-    audio = w.add("SkyReelsV4DecodeAudio", av_latent=(second, 0), audio_vae=(audio_vae, 0))
-    w.add(
-        "SkyReelsV4SaveVideo",
-        frames=(frames, 0),
-        fps=(frames, 1),
-        audio=(audio, 0),
-        filename_prefix="skyreels_v4/reroll_sound",
-    )
+    _save_with_sound(w, (frames, 0), (frames, 1), second, audio_vae, "reroll_sound")
     return w
 
 
