@@ -51,6 +51,22 @@ def test_mask_builders_never_crash(frames, height, width, mask_frames, indices):
 
 
 @FUZZ
+@given(
+    frames=st.integers(1, 40),
+    height=st.integers(1, 70),
+    width=st.integers(1, 70),
+    longest_side=st.integers(0, 100),
+)
+def test_video_to_audio_takes_any_clip(frames, height, width, longest_side):
+    """Any clip gives a condition: every cell known, sides on the 16 px grid, the frames held up
+    to the next 4k+1 count, and the clip's own length kept for the decoders."""
+    condition = masks.video_to_audio(CODEC, torch.rand(frames, height, width, 3), longest_side)
+    latent_frames, latent_height, latent_width = condition.latents.shape[2:]
+    assert latent_frames == 1 + (frames + 2) // 4 and condition.clip_frames == frames
+    assert latent_height % 2 == 0 and latent_width % 2 == 0 and condition.known_mask.all()
+
+
+@FUZZ
 @given(data=st.binary(max_size=2048), suffix=st.sampled_from([".mp4", ".wav", ".mkv", ".png"]))
 def test_the_av_reader_turns_garbage_into_input_errors(tmp_path, data, suffix):
     path = tmp_path / f"clip{suffix}"
