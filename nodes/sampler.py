@@ -148,6 +148,26 @@ class SkyReelsV4Sampler:
                         "percent of step time).",
                     },
                 ),
+                "initial": (
+                    link_types.AV_LATENT,
+                    {
+                        "tooltip": "Video and sound to start from when denoise_start is below 1 "
+                        "(video-to-video, variations): a Sampler's output, or Encode Video + "
+                        "Encode Audio of a clip."
+                    },
+                ),
+                "denoise_start": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.05,
+                        "max": 1.0,
+                        "step": 0.05,
+                        "tooltip": "Denoise strength: 1 draws from pure noise; lower starts from "
+                        "`initial` noised to this level and keeps more of it (its layout and "
+                        "motion below about 0.7).",
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -171,6 +191,8 @@ class SkyReelsV4Sampler:
         keyframe_indices: str = "",
         keyframe_scale: int = 2,
         free_memory_each_step: bool = False,
+        initial=None,
+        denoise_start: float = 1.0,
         unique_id=None,
     ):
         frames = pixel_frame_count(condition.num_latent_frames)
@@ -196,6 +218,7 @@ class SkyReelsV4Sampler:
             video_guidance=video_guidance,
             audio_guidance=audio_guidance,
             seed=seed,
+            denoise_start=denoise_start,
         )
         progress = host.Progress(steps, node_id=unique_id, description="SkyReels-V4 sampling")
 
@@ -226,6 +249,7 @@ class SkyReelsV4Sampler:
                     keyframe_indices=keyframes,
                     keyframe_scale=keyframe_scale,
                     hooks=hooks,
+                    initial=initial,
                 )
         finally:
             progress.close()

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -162,6 +163,37 @@ def test_reroll_sound_keeps_the_video_bit_for_bit(host_folders):
               if isinstance(v, list)}  # fmt: skip
     with pytest.raises(InputError, match="^fps: 24 fps for a clip made at 16 fps. Fix: set fps"):
         sampler.sample(**{**settings, **linked})
+
+
+def test_denoise_start_keeps_what_it_starts_from(host_folders):
+    """Video-to-video and variations: a Sampler given a render as ``initial`` with another seed
+    lands the nearer that render, in both streams, the lower denoise_start is (0.1: a third of
+    the distance the same seed from pure noise lands at); below 1 with nothing to start from, or
+    from video without sound, is one error naming the fix."""
+    inputs, output = host_folders
+    path = ROOT / "workflows" / "text_to_video.json"
+    _, result, _, _ = _run_workflow(path, inputs, output)
+    prompt = ui_to_api(json.loads(path.read_text()), OBJECT_INFO)
+    sampler_id = next(i for i, node in prompt.items() if node["class_type"] == "SkyReelsV4Sampler")
+    made = result[sampler_id]["result"][0]
+    settings = {name: result[str(v[0])]["result"][v[1]] if isinstance(v, list) else v
+                for name, v in prompt[sampler_id]["inputs"].items()}  # fmt: skip
+    sampler = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"]()
+
+    def distance(**changes) -> tuple[float, float]:
+        other = sampler.sample(**{**settings, "seed": 9, **changes})[0]
+        return (other.video - made.video).abs().mean(), (other.audio - made.audio).abs().mean()
+
+    near, mid, far = (distance(initial=made, denoise_start=d) for d in (0.1, 0.5, 1.0))
+    assert far == distance()  # at 1 the start is pure noise, whatever ``initial`` holds
+    for stream in (0, 1):
+        assert near[stream] < mid[stream] < far[stream]
+        assert near[stream] < 0.5 * far[stream]
+    with pytest.raises(InputError, match="^denoise_start: 0.3 needs latents to start from"):
+        distance(denoise_start=0.3)
+    silent = replace(made, audio=None)
+    with pytest.raises(InputError, match="^initial: the AV latent to refine has no audio"):
+        distance(initial=silent, denoise_start=0.3)
 
 
 def _check_sound_added_to_the_clip(file: Path, source: Path) -> None:
