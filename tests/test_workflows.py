@@ -192,7 +192,7 @@ def test_denoise_start_keeps_what_it_starts_from(host_folders):
     with pytest.raises(InputError, match="^denoise_start: 0.3 needs latents to start from"):
         distance(denoise_start=0.3)
     silent = replace(made, audio=None)
-    with pytest.raises(InputError, match="^initial: the AV latent to refine has no audio"):
+    with pytest.raises(InputError, match="^initial: the AV latent to start from has no audio"):
         distance(initial=silent, denoise_start=0.3)
 
 

@@ -269,8 +269,9 @@ def _start_latents(
         if initial.audio is None:
             raise InputError(
                 "initial",
-                "the AV latent to refine has no audio but the model makes audio",
-                "connect an AV latent with audio, or set denoise_start to 1",
+                "the AV latent to start from has no audio but the model makes audio",
+                "give it the clip's sound (Encode Audio; a silent clip can get one from Video "
+                "to Audio first), or set denoise_start to 1",
             )
         clean.append(initial.audio)
     if keyframe_indices:
