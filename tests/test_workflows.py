@@ -25,7 +25,13 @@ from workflow_tools import (
 )
 
 from skyreels_core import av_io
-from skyreels_core.demo.metrics import av_sync_error_ms, psnr
+from skyreels_core.demo.metrics import (
+    av_sync_error_ms,
+    centroids,
+    dominant_colour,
+    dominant_shape,
+    psnr,
+)
 from skyreels_core.errors import InputError
 from skyreels_core.workflow_format import ui_to_api
 
@@ -124,6 +130,13 @@ def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
     frames = av_io.read_video(file)[0]
     if path.stem == "video_to_audio":
         _check_sound_added_to_the_clip(file, inputs / "skyreels_v4_source_clip.mp4")
+    if path.stem == "video_to_video":  # the green triangle's bounce, recoloured by the prompt
+        source = av_io.read_video(inputs / "skyreels_v4_source_clip.mp4")[0]
+        assert (dominant_colour(source), dominant_colour(frames)) == ("green", "red")
+        assert dominant_shape(frames) == "triangle"
+        # Its path stays the source's (the same prompt and seed from pure noise: 24 px off).
+        path_error = (centroids(frames) - centroids(source)).norm(dim=-1).mean()
+        assert path_error < 6.0, f"{path_error:.1f} px from the source's path"
     _check_thumbnail(path, frames, tmp_path)
 
 

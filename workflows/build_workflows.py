@@ -375,6 +375,24 @@ def video_to_audio(m) -> Workflow:
     return w
 
 
+def video_to_video(m) -> Workflow:
+    """A clip restyled by its prompt: its video and sound encoded as the sampler's ``initial``,
+    denoised from 0.6, so its motion and timing stay while the prompt recolours it."""
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a red triangle bounces on the floor")
+    clip = _source_clip(w)
+    video = w.add(
+        "SkyReelsV4EncodeVideo", frames=(clip, 0), video_vae=(video_vae, 0), fps=(clip, 2)
+    )
+    start = w.add(
+        "SkyReelsV4EncodeAudio", av_latent=(video, 0), audio=(clip, 1), audio_vae=(audio_vae, 0)
+    )
+    condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
+    _sample_and_save(w, model, video_vae, audio_vae, text, condition, "video_to_video",
+                     negative=(negative, 0), initial=(start, 0), denoise_start=0.6)  # fmt: skip
+    return w
+
+
 def reroll_sound(m) -> Workflow:
     """A text-to-video render whose sound is made again: its video latents kept whole by Keep
     Video, a second sampler with another seed at the first one's fps, the first clip's frames
@@ -479,6 +497,7 @@ WORKFLOWS = {
     "masked_edit": masked_edit,
     "video_to_audio": video_to_audio,
     "reroll_sound": reroll_sound,
+    "video_to_video": video_to_video,
     "references": references,
     "storyboard_multishot": storyboard,
     "low_res_keyframes_refiner": low_res_keyframes_refiner,
