@@ -116,8 +116,8 @@ def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks |
     """Frames [T, H, W, 3], the host-style AUDIO dict and the AVLatent of one render."""
     condition, references = build_condition(pipeline.video_codec, request)
     codec = pipeline.audio_codec
-    frames = pixel_frame_count(condition.num_latent_frames)  # v2a pads a clip to 4k+1
-    tokens = audio_token_count(frames, request.fps, codec.sample_rate, codec.samples_per_token)
+    latent_span = pixel_frame_count(condition.num_latent_frames)  # v2a pads a clip to 4k+1
+    tokens = audio_token_count(latent_span, request.fps, codec.sample_rate, codec.samples_per_token)
     settings = SamplerSettings(
         steps=request.steps,
         shift=request.shift,
