@@ -37,6 +37,7 @@ MODEL_FOLDERS: dict[str, tuple[str, str]] = {
     "video_vae": ("vae", "vae"),
     "audio_vae": ("skyreels_audio_vae", "audio_vae"),
     "refiner": ("skyreels_refiner", "skyreels_refiner"),
+    "loras": ("loras", "loras"),
 }
 
 

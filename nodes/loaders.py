@@ -13,6 +13,7 @@ import torch
 
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
+from skyreels_core.lora import read_lora
 from skyreels_core.paths import fingerprint
 from skyreels_core.runtime import (
     DTYPES,
@@ -310,6 +311,47 @@ class SkyReelsV4AudioVAELoader(FileLoader):
         )
 
 
+class SkyReelsV4LoraLoader(FileLoader):
+    DESCRIPTION = (
+        "Applies a LoRA from models/loras while the model renders: Wan 2.1 LoRAs (ComfyUI, kohya, "
+        "diffusers spellings) reach the video stream, LoRAs in this pack's own layer names any "
+        "layer. Chain several. The loaded model itself never changes, so other workflows using "
+        "it render without the LoRA."
+    )
+    RETURN_TYPES = (link_types.MODEL,)
+    RETURN_NAMES = ("model",)
+    FILE_INPUTS = {"lora_name": "loras"}
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (link_types.MODEL, {"tooltip": "From Load Model or another Load LoRA."}),
+                "lora_name": (
+                    host.list_models("loras"),
+                    {
+                        "tooltip": "A .safetensors LoRA; layers this model lacks are skipped and logged."
+                    },
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -10.0,
+                        "max": 10.0,
+                        "step": 0.01,
+                        "tooltip": "How much of the LoRA to add: 0 leaves the model as it is, "
+                        "negative values push away from its style.",
+                    },
+                ),
+            }
+        }
+
+    def load(self, model: LoadedModel, lora_name: str, strength: float):
+        lora = read_lora(host.model_path("loras", lora_name), model.module)
+        return (model.with_lora(lora, strength),)
+
+
 NODE_CLASS_MAPPINGS = {
     cls.__name__: cls
     for cls in (
@@ -317,6 +359,7 @@ NODE_CLASS_MAPPINGS = {
         SkyReelsV4TextEncoderLoader,
         SkyReelsV4VideoVAELoader,
         SkyReelsV4AudioVAELoader,
+        SkyReelsV4LoraLoader,
     )
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -324,4 +367,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SkyReelsV4TextEncoderLoader": "SkyReels-V4 Load Text Encoder (MLLM)",
     "SkyReelsV4VideoVAELoader": "SkyReels-V4 Load Video VAE",
     "SkyReelsV4AudioVAELoader": "SkyReels-V4 Load Audio VAE",
+    "SkyReelsV4LoraLoader": "SkyReels-V4 Load LoRA",
 }

@@ -6,7 +6,8 @@ the Wan-compatible model vs diffusers' WanTransformer3DModel with the same weigh
 ``split`` (the dual-stream model's step time by part: video, audio, cross-modal, text),
 ``memory`` (peak memory of a demo render, and of one step of the full preset's shape scaled down,
 with and without block swap and fp8), ``sparse`` (block-sparse vs dense attention at refiner
-token counts).
+token counts), ``lora`` (a step with a LoRA on every Linear layer, applied at run time as the pack
+does, against the same LoRA merged into the weights).
 
 Memory on CPU is counted as *tracked tensor bytes*: every storage an aten op allocates while the
 measurement runs (activations and streamed weight copies), plus the weights resident on the
@@ -39,7 +40,7 @@ from .errors import InputError
 from .paths import output_folder
 from .sparse_attention import dense_attention_flops, sparse_attention_flops
 
-PARTS = ("analytic", "step", "split", "train", "memory", "sparse")
+PARTS = ("analytic", "step", "split", "train", "memory", "sparse", "lora")
 
 
 def step_flops(
@@ -478,6 +479,61 @@ def sparse_vs_dense(
     return {"x".join(map(str, grid)): measure(grid) for grid in grids}
 
 
+@torch.no_grad()
+def lora_overhead(
+    dim: int = 384, rank: int = 32, frames: int = 5, size: int = 32, audio_tokens: int = 54
+) -> dict:
+    """One step of the full preset's shape (scaled down) with a rank-``rank`` LoRA on every Linear
+    layer, applied by output hooks (the pack's way: the shared model never changes), against the
+    same LoRA merged into a copy's weights (no per-call cost, a second copy of every patched
+    weight) and against no LoRA; outputs checked equal so the three compute the same thing."""
+    import copy
+
+    from .lora import LayerDelta, Lora
+    from .mmdit import DualStreamMMDiT
+    from .runtime import LoadedModel
+
+    torch.manual_seed(0)
+    config = _scaled_full_preset(dim, 3, 1)
+    model = DualStreamMMDiT(config).eval()
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    lora = Lora("bench", layers={name: LayerDelta(down=torch.randn(rank, m.in_features) * 0.02,
+                                                  up=torch.randn(m.out_features, rank) * 0.02)
+                                 for name, m in linears.items()})  # fmt: skip
+    merged = copy.deepcopy(model)
+    for name, delta in lora.layers.items():
+        merged.get_submodule(name).weight += delta.up @ delta.down
+    hooked = LoadedModel(copy.deepcopy(model), "hooked").with_lora(lora, 1.0)
+    inputs = _step_inputs(config, frames, size, audio_tokens)
+
+    def step(module):
+        return lambda: module(*inputs[:3], audio=inputs[3])
+
+    with hooked.on("cpu") as hooked_module:
+        outputs = {"merged": step(merged)(), "hooks": step(hooked_module)()}
+        times = _times({"none": step(model), "hooks": step(hooked_module), "merged": step(merged)})
+    error = max((getattr(outputs["merged"], s) - getattr(outputs["hooks"], s)).abs().max().item()
+                for s in ("video", "audio"))  # fmt: skip
+    lora_bytes = sum(d.down.numel() + d.up.numel() for d in lora.layers.values()) * 4
+    with torch.device("meta"):
+        full = DualStreamMMDiT(get_preset("skyreels-v4-14b"))
+    full_linears = [m for m in full.modules() if isinstance(m, torch.nn.Linear)]
+
+    def lora_share(linears) -> float:  # a LoRA's FLOPs over its layers' own, per token
+        extra = sum(rank * (m.in_features + m.out_features) for m in linears)
+        return extra / sum(m.in_features * m.out_features for m in linears)
+
+    return {"config": f"{config.name}: dim {dim}, 3 dual + 1 single blocks, fp32 on CPU",
+            "rank": rank, "layers": len(linears), "lora_bytes": lora_bytes,
+            "patched_weight_bytes": sum(m.weight.numel() * 4 for m in linears.values()),
+            "video_tokens": frames * (size // 2) ** 2, "audio_tokens": audio_tokens,
+            "hooks_over_none": times["hooks"] / times["none"],
+            "merged_over_none": times["merged"] / times["none"],
+            "hooks_vs_merged_max_abs_difference": error,
+            "lora_flops_over_layer_flops": lora_share(linears.values()),
+            "lora_flops_over_layer_flops_full_preset": lora_share(full_linears)}  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -499,7 +555,8 @@ def _rows(values: dict, prefix: str = ""):
 
 def run(args: argparse.Namespace) -> int:
     functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
-                 "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense}  # fmt: skip
+                 "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
+                 "lora": lora_overhead}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in chosen if part not in functions]
     if unknown:

@@ -8,6 +8,7 @@ the compute device only inside :meth:`LoadedModel.on`, except the layers a block
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from .attention import available_backends
+from .lora import Lora, applied
 from .offload import check_block_swap, enable_block_swap, place, stream_layers
 
 
@@ -44,7 +46,8 @@ def compile_blocks(module: nn.Module) -> None:
 
 class LoadedModel:
     """``block_swap`` layers stream from offload memory during each forward (0 = off);
-    ``compile`` runs the blocks through ``torch.compile`` (first step pays the compilation)."""
+    ``compile`` runs the blocks through ``torch.compile`` (first step pays the compilation);
+    ``loras`` (file, strength) apply inside :meth:`on` only, so the shared module never changes."""
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class LoadedModel:
         self.audio_codec_rate = audio_codec_rate
         self.offload_device = torch.device(offload_device)
         self.block_swap = check_block_swap(module, block_swap)
+        self.loras: tuple[tuple[Lora, float], ...] = ()
         if compile:
             compile_blocks(self.module)
 
@@ -72,21 +76,28 @@ class LoadedModel:
     def has_audio(self) -> bool:
         return self.module.config.audio_latent_channels is not None
 
+    def with_lora(self, lora: Lora, strength: float) -> LoadedModel:
+        """This model with one more LoRA; the module is shared, not copied."""
+        twin = copy.copy(self)
+        twin.loras = (*self.loras, (lora, strength))
+        return twin
+
     @contextmanager
     def on(self, device: torch.device | str) -> Iterator[nn.Module]:
-        """The module on ``device`` for the duration of the block (its swapped layers streamed
-        there layer by layer), then back to the offload device."""
+        """The module on ``device`` with its LoRAs for the duration of the block (its swapped
+        layers streamed there layer by layer), then back to the offload device as loaded."""
         device = torch.device(device)
-        streamer = enable_block_swap(self.module, self.block_swap, device)
-        try:
-            place(self.module, device)
-            yield self.module
-        finally:
-            if streamer is not None:
-                streamer.restore()
-            if device != self.offload_device:
-                place(self.module, self.offload_device)
-            self.module.weight_streamer = None
+        with applied(self.module, self.loras, device):
+            streamer = enable_block_swap(self.module, self.block_swap, device)
+            try:
+                place(self.module, device)
+                yield self.module
+            finally:
+                if streamer is not None:
+                    streamer.restore()
+                if device != self.offload_device:
+                    place(self.module, self.offload_device)
+                self.module.weight_streamer = None
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

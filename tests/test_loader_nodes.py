@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from skyreels_pack import NODE_CLASS_MAPPINGS
 
 import skyreels_core.codecs.mmaudio as mmaudio
+from skyreels_core.errors import InputError
 
 AUDIO_LOADER = NODE_CLASS_MAPPINGS["SkyReelsV4AudioVAELoader"]
 MODEL_LOADER = NODE_CLASS_MAPPINGS["SkyReelsV4ModelLoader"]
@@ -64,3 +65,51 @@ def test_a_replaced_checkpoint_is_reloaded_an_unchanged_one_is_not(models):
     assert MODEL_LOADER.IS_CHANGED(model_name="model.safetensors", dtype="auto") != first
     missing = MODEL_LOADER.IS_CHANGED(model_name="gone.safetensors", dtype="auto")
     assert "not found" in missing  # load() then fails with the same clear message
+
+
+def test_lora_node_lists_the_loras_folder_and_the_sampler_renders_with_it(models):
+    """Chained Load LoRA nodes change what the Sampler node renders, strength 0 changes nothing,
+    and the loaded model the chain starts from renders as before."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS as NODES
+
+    from skyreels_core import masks
+    from skyreels_core.demo import bundle
+    from skyreels_core.types import TextEncoding
+
+    model = MODEL_LOADER().load(bundle.BUNDLED, "fp32", "sdpa")[0]
+    linears = [n for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)]
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for name in linears:
+        layer = model.module.get_submodule(name)
+        state[f"{name}.lora_A.weight"] = torch.randn(2, layer.in_features, generator=generator)
+        state[f"{name}.lora_B.weight"] = torch.randn(layer.out_features, 2, generator=generator)
+    (models / "loras" / "styles").mkdir(parents=True)
+    save_file(
+        {k: v * 0.05 for k, v in state.items()}, str(models / "loras" / "styles" / "a.safetensors")
+    )
+    lora_node = NODES["SkyReelsV4LoraLoader"]
+    assert lora_node.INPUT_TYPES()["required"]["lora_name"][0] == ["styles/a.safetensors"]
+
+    def render(loaded):
+        text = TextEncoding(torch.randn(1, 4, 64, generator=torch.Generator().manual_seed(1)),
+                            torch.ones(1, 4, dtype=torch.bool))  # fmt: skip
+        condition = masks.text_to_video(bundle.video_codec(), 5, 32, 32)
+        return NODES["SkyReelsV4Sampler"]().sample(
+            loaded, text, condition, seed=3, steps=2, shift=3.0, solver="euler",
+            video_guidance=1.0, audio_guidance=1.0, fps=16.0,
+        )[0]  # fmt: skip
+
+    base = render(model)
+    styled = lora_node().load(lora_node().load(model, "styles/a.safetensors", 0.5)[0],
+                              "styles/a.safetensors", 0.5)[0]  # fmt: skip
+    once = lora_node().load(model, "styles/a.safetensors", 1.0)[0]
+    off = lora_node().load(model, "styles/a.safetensors", 0.0)[0]
+    assert len(styled.loras) == 2 and model.loras == ()
+    torch.testing.assert_close(render(styled).video, render(once).video, atol=1e-4, rtol=0)
+    assert (render(once).video - base.video).abs().mean() > 0.05
+    assert (render(once).audio - base.audio).abs().mean() > 0.01
+    assert torch.equal(render(off).video, base.video)
+    assert torch.equal(render(model).video, base.video)
+    with pytest.raises(InputError, match="lora"):
+        lora_node().load(model, "../diffusion_models/x.safetensors", 1.0)

@@ -1,0 +1,327 @@
+"""LoRA files applied to a loaded model while it renders, never written into its weights.
+
+Community LoRAs for Wan 2.1 reach the layers the video stream shares with Wan (Wan's names are
+the video stream's names, DESIGN §3). They come in four spellings, all read here: Wan's own names
+(ComfyUI, diffusion-pipe: ``diffusion_model.blocks.0.self_attn.q.lora_A.weight``), kohya / musubi
+(``lora_unet_blocks_0_self_attn_q.lora_down.weight`` with ``.alpha``), diffusers / PEFT
+(``transformer.blocks.0.attn1.to_q.lora_A.weight``), and this pack's own module names, which
+also reach the audio stream, the joint-text weights and the single-stream blocks. Full-weight
+differences (``.diff``, ``.diff_b``, as distillation LoRAs carry) are applied too.
+
+Why not merge: the host caches the loaded model and shares it with every workflow that loads the
+same file, so its weights must never change. A Linear layer's delta is added to its output by a
+forward hook, ``y + up(down(x)) + x diffᵀ + diff_b``, with every LoRA on that layer folded into
+one pair (their ranks stacked, strengths and alpha / rank folded into ``up``): about 2r/d more
+work per layer, exact in every storage dtype (fp8 included), with block swap too, and gone when
+the render ends. The few other parameters a file may change (norm scales, modulation tables) are
+small: they are swapped for patched copies where they rest and swapped back afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
+
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "transformer.")
+KOHYA_PREFIX = "lora_unet_"
+FIELDS = {  # key suffix -> what it holds
+    ".lora_A.weight": "down",
+    ".lora_down.weight": "down",
+    ".lora.down.weight": "down",
+    ".lora_B.weight": "up",
+    ".lora_up.weight": "up",
+    ".lora.up.weight": "up",
+    ".lora_B.bias": "diff_b",  # diffusers' spelling of a bias difference
+    ".alpha": "alpha",
+    ".diff": "diff",
+    ".diff_b": "diff_b",
+}
+UNSUPPORTED = {  # key fragment -> the adapter kind it belongs to
+    "hada_": "LoHa (LyCORIS)",
+    "lokr_": "LoKr (LyCORIS)",
+    ".dora_scale": "DoRA",
+    "lora_mid": "LoCon with a mid weight (LyCORIS)",
+}
+DIFFUSERS_TO_WAN = (  # diffusers' WanTransformer3DModel layer names -> Wan's (the video stream's)
+    (r"blocks\.(\d+)\.attn1\.to_out\.0", r"blocks.\1.self_attn.o"),
+    (r"blocks\.(\d+)\.attn1\.to_([qkv])", r"blocks.\1.self_attn.\2"),
+    (r"blocks\.(\d+)\.attn2\.to_out\.0", r"blocks.\1.cross_attn.o"),
+    (r"blocks\.(\d+)\.attn2\.to_([qkv])", r"blocks.\1.cross_attn.\2"),
+    (r"blocks\.(\d+)\.ffn\.net\.0\.proj", r"blocks.\1.ffn.0"),
+    (r"blocks\.(\d+)\.ffn\.net\.2", r"blocks.\1.ffn.2"),
+    (r"condition_embedder\.time_embedder\.linear_1", "time_embedding.0"),
+    (r"condition_embedder\.time_embedder\.linear_2", "time_embedding.2"),
+    (r"condition_embedder\.text_embedder\.linear_1", "text_embedding.0"),
+    (r"condition_embedder\.text_embedder\.linear_2", "text_embedding.2"),
+    (r"condition_embedder\.time_proj", "time_projection.1"),
+    (r"proj_out", "head.head"),
+)
+
+
+@dataclass
+class LayerDelta:
+    """What one file adds to one Linear layer: a low-rank pair (``up`` times ``scale`` when
+    applied) and full weight / bias differences; any may be absent."""
+
+    down: torch.Tensor | None = None  # [rank, in_features]
+    up: torch.Tensor | None = None  # [out_features, rank]
+    scale: float = 1.0  # alpha / rank
+    weight: torch.Tensor | None = None  # [out_features, in_features]
+    bias: torch.Tensor | None = None  # [out_features]
+
+
+@dataclass
+class Lora:
+    """One LoRA file read against one model: deltas keyed by the model's own names."""
+
+    name: str
+    layers: dict[str, LayerDelta] = field(default_factory=dict)
+    parameters: dict[str, torch.Tensor] = field(default_factory=dict)  # non-Linear differences
+    skipped: list[str] = field(default_factory=list)  # layers the file names and the model lacks
+
+
+def _split(key: str) -> tuple[str, str]:
+    """(layer name without prefixes, field) of one key; field "" for a key of no LoRA field."""
+    suffix = next((suffix for suffix in FIELDS if key.endswith(suffix)), None)
+    if suffix is None:
+        return key, ""
+    layer = key.removesuffix(suffix)
+    for prefix in PREFIXES:
+        layer = layer.removeprefix(prefix)
+    return layer, FIELDS[suffix]
+
+
+class _Names:
+    """Resolves a file's layer name to the model's: as is, from diffusers' names, or kohya's
+    underscored spelling (``blocks_0_self_attn_q``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules = dict(model.named_modules())
+        self.parameters = dict(model.named_parameters())
+        self.underscored = {name.replace(".", "_"): name for name in self.modules}
+
+    def resolve(self, layer: str) -> str | None:
+        if layer.startswith(KOHYA_PREFIX):
+            return self.underscored.get(layer.removeprefix(KOHYA_PREFIX))
+        if layer in self.modules or layer in self.parameters:
+            return layer
+        for pattern, replacement in DIFFUSERS_TO_WAN:
+            if re.fullmatch(pattern, layer):
+                renamed = re.sub(pattern, replacement, layer)
+                return renamed if renamed in self.modules else None
+        return None
+
+
+def _refuse_unsupported(keys: Sequence[str], file: str) -> None:
+    for fragment, kind in UNSUPPORTED.items():
+        if any(fragment in key for key in keys):
+            raise CheckpointError(
+                "lora_name",
+                f"{file} is a {kind} adapter; this loader applies plain LoRA pairs and weight "
+                "differences",
+                "use a plain LoRA (lora_A/lora_B or lora_down/lora_up) of the model",
+            )
+
+
+def _grouped(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """layer name -> field -> tensor, every key of the file accounted for."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        keys = list(handle.keys())
+        _refuse_unsupported(keys, path.name)
+        for key in keys:
+            layer, kind = _split(key)
+            if not kind:
+                raise CheckpointError(
+                    "lora_name",
+                    f"{path.name} holds {key!r}, which is not a LoRA weight",
+                    "pick a LoRA file (its keys end in lora_A/lora_B, lora_down/lora_up, alpha, "
+                    "diff or diff_b)",
+                )
+            groups.setdefault(layer, {})[kind] = handle.get_tensor(key)
+    return groups
+
+
+def _layer_delta(layer: str, fields: dict[str, torch.Tensor], module: nn.Linear, file: str):
+    down, up, alpha = fields.get("down"), fields.get("up"), fields.get("alpha")
+    if (down is None) != (up is None):
+        raise CheckpointError(
+            "lora_name",
+            f"{file} gives {layer} only half of a low-rank pair",
+            "use a complete LoRA file (each down weight needs its up weight)",
+        )
+    delta = LayerDelta(weight=fields.get("diff"), bias=fields.get("diff_b"))
+    if down is not None:
+        down, up = down.flatten(1), up.flatten(1)  # 1x1 convolution spellings
+        delta.down, delta.up = down, up
+        delta.scale = 1.0 if alpha is None else float(alpha) / down.shape[0]
+    expected = {
+        "down": (None, module.in_features),
+        "up": (module.out_features, None),
+        "weight": (module.out_features, module.in_features),
+        "bias": (module.out_features,),
+    }
+    for name, shape in expected.items():
+        tensor = getattr(delta, name)
+        if tensor is None:
+            continue
+        if len(tensor.shape) != len(shape) or any(
+            want is not None and have != want for have, want in zip(tensor.shape, shape)
+        ):
+            raise CheckpointError(
+                "lora_name",
+                f"{file} gives {layer} a {name} of shape {tuple(tensor.shape)}, and this model's "
+                f"layer is {module.out_features} x {module.in_features}",
+                "use a LoRA made for this model and size (a 14B LoRA does not fit a 1.3B model)",
+            )
+    if delta.down is not None and delta.down.shape[0] != delta.up.shape[1]:
+        raise CheckpointError(
+            "lora_name",
+            f"{file} gives {layer} down and up weights of different ranks",
+            "use an intact LoRA file",
+        )
+    return delta
+
+
+def read_lora(path: Path, model: nn.Module) -> Lora:
+    """The file's deltas, checked against ``model``'s layers and shapes.
+
+    Layers the model lacks (an I2V LoRA's image attention on a T2V model) are listed in
+    ``skipped``; a file of which no layer fits is refused.
+    """
+    names, lora = _Names(model), Lora(path.name)
+    for layer, fields in _grouped(path).items():
+        target = names.resolve(layer)
+        if target is None:
+            lora.skipped.append(layer)
+        elif isinstance(names.modules.get(target), nn.Linear):
+            lora.layers[target] = _layer_delta(layer, fields, names.modules[target], path.name)
+        else:
+            _add_parameter_diffs(lora, names, target, fields, path.name)
+    if not lora.layers and not lora.parameters:
+        shown = ", ".join(sorted(lora.skipped)[:3])
+        raise CheckpointError(
+            "lora_name",
+            f"no layer {path.name} names is in this model (it names {shown} ...)",
+            "use a LoRA for Wan 2.1 or SkyReels-V4 (its layers: blocks.N.self_attn.q, ...)",
+        )
+    if lora.skipped:
+        log.warning(
+            "%s: %d layers this model lacks were skipped (%s)",
+            path.name,
+            len(lora.skipped),
+            ", ".join(sorted(lora.skipped)[:5]),
+        )
+    return lora
+
+
+def _add_parameter_diffs(
+    lora: Lora, names: _Names, target: str, fields: dict[str, torch.Tensor], file: str
+) -> None:
+    """A non-Linear target takes only differences: ``diff`` on its weight (or on the parameter
+    itself, as for modulation tables), ``diff_b`` on its bias."""
+    for kind, tensor in fields.items():
+        if kind not in ("diff", "diff_b"):
+            raise CheckpointError(
+                "lora_name",
+                f"{file} gives {target} a low-rank pair, and that is not a Linear layer here",
+                "use a LoRA made for this model",
+            )
+        suffix = {"diff": ".weight", "diff_b": ".bias"}[kind]
+        name = target if target in names.parameters else target + suffix
+        parameter = names.parameters.get(name)
+        if parameter is None or parameter.shape != tensor.shape:
+            raise CheckpointError(
+                "lora_name",
+                f"{file} changes {name} with shape {tuple(tensor.shape)}, and this model's is "
+                f"{None if parameter is None else tuple(parameter.shape)}",
+                "use a LoRA made for this model and size",
+            )
+        lora.parameters[name] = tensor
+
+
+def _stack(
+    pieces: list[tuple[LayerDelta, float]], device: torch.device, dtype: torch.dtype
+) -> LayerDelta:
+    """Every file's delta on one layer as one: ranks stacked, strengths folded into ``up``."""
+
+    def scaled(tensor: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        return tensor.to(device, torch.float32) * strength
+
+    pairs = [(d, s) for d, s in pieces if d.down is not None]
+    stacked = LayerDelta()
+    if pairs:
+        stacked.down = torch.cat([scaled(d.down) for d, _ in pairs]).to(dtype)
+        stacked.up = torch.cat([scaled(d.up, s * d.scale) for d, s in pairs], dim=1).to(dtype)
+    for name in ("weight", "bias"):
+        terms = [scaled(getattr(d, name), s) for d, s in pieces if getattr(d, name) is not None]
+        if terms:
+            setattr(stacked, name, torch.stack(terms).sum(0).to(dtype))
+    return stacked
+
+
+def _output_hook(delta: LayerDelta):
+    def add_delta(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = args[0]
+        if delta.down is not None:
+            output = output + F.linear(F.linear(x, delta.down), delta.up)
+        if delta.weight is not None:
+            output = output + F.linear(x, delta.weight)
+        if delta.bias is not None:
+            output = output + delta.bias
+        return output
+
+    return add_delta
+
+
+@contextmanager
+def applied(
+    model: nn.Module, loras: Sequence[tuple[Lora, float]], device: torch.device
+) -> Iterator[None]:
+    """``model`` computes with ``loras`` at their strengths inside the block, and exactly as
+    loaded after it. Enter it before the model moves to ``device``: patched parameters are
+    swapped where they rest, so a block swap and the move back carry the patched copies."""
+    loras = [(lora, strength) for lora, strength in loras if strength != 0]
+    if not loras:
+        yield
+        return
+    modules, parameters = dict(model.named_modules()), dict(model.named_parameters())
+    by_layer: dict[str, list[tuple[LayerDelta, float]]] = {}
+    for lora, strength in loras:
+        for layer, delta in lora.layers.items():
+            by_layer.setdefault(layer, []).append((delta, strength))
+    handles = []
+    originals: dict[str, torch.Tensor] = {}
+    try:
+        for layer, pieces in by_layer.items():
+            module = modules[layer]
+            dtype = getattr(module, "compute_dtype", module.weight.dtype)
+            hook = _output_hook(_stack(pieces, device, dtype))
+            handles.append(module.register_forward_hook(hook))
+        for lora, strength in loras:
+            for name, diff in lora.parameters.items():
+                parameter = parameters[name]
+                originals.setdefault(name, parameter.data)
+                patched = (
+                    parameter.data.float() + diff.to(parameter.device, torch.float32) * strength
+                )
+                parameter.data = patched.to(parameter.dtype)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, original in originals.items():
+            parameters[name].data = original

@@ -1,0 +1,266 @@
+"""LoRA files apply at render time, match diffusers + PEFT on Wan, and leave the model as loaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_helpers import inputs, tiny_model
+from safetensors.torch import save_file
+
+from skyreels_core.config import ModelConfig
+from skyreels_core.errors import CheckpointError
+from skyreels_core.loading import load_model
+from skyreels_core.lora import read_lora
+from skyreels_core.mmdit import DualStreamMMDiT
+from skyreels_core.runtime import LoadedModel
+from skyreels_core.types import TextEncoding
+
+WAN_TINY = ModelConfig(
+    name="wan-tiny", dim=64, num_heads=2, ffn_dim=96, num_dual_blocks=2, num_single_blocks=0,
+    text_dim=32, video_latent_channels=4, channel_concat_inpainting=False, joint_text=False,
+    audio_latent_channels=None,
+)  # fmt: skip
+WAN_LAYERS = [
+    f"blocks.{block}.{layer}"
+    for block in range(2)
+    for layer in (*(f"{a}.{p}" for a in ("self_attn", "cross_attn") for p in "qkvo"), "ffn.0", "ffn.2")
+]  # fmt: skip
+RANK = 4
+
+
+def random_lora(model: torch.nn.Module, layers, seed: int = 0, bias: bool = True) -> dict:
+    """Wan-format (ComfyUI / diffusion-pipe) LoRA tensors: down, up, alpha and a bias diff."""
+    generator = torch.Generator().manual_seed(seed)
+    modules = dict(model.named_modules())
+    state = {}
+    for layer in layers:
+        linear = modules[layer]
+        key = f"diffusion_model.{layer}"
+        state[f"{key}.lora_down.weight"] = (
+            torch.randn(RANK, linear.in_features, generator=generator) * 0.1
+        )
+        state[f"{key}.lora_up.weight"] = (
+            torch.randn(linear.out_features, RANK, generator=generator) * 0.1
+        )
+        state[f"{key}.alpha"] = torch.tensor(2.0)
+        if bias:
+            state[f"{key}.diff_b"] = torch.randn(linear.out_features, generator=generator) * 0.05
+    return state  # fmt: skip
+
+
+def cloned(state: dict) -> dict:
+    """diffusers' converter scales some tensors in place; it gets its own copies."""
+    return {key: value.clone() for key, value in state.items()}
+
+
+def kohya(state: dict) -> dict:
+    def rename(key: str) -> str:
+        layer, _, rest = key.removeprefix("diffusion_model.").partition(".lora_")
+        if not rest:
+            layer, _, field = layer.rpartition(".")
+            return f"lora_unet_{layer.replace('.', '_')}.{field}"
+        return f"lora_unet_{layer.replace('.', '_')}.lora_{rest}"
+
+    return {rename(key): value for key, value in state.items()}
+
+
+@pytest.fixture
+def wan(tmp_path):
+    torch.manual_seed(0)
+    model = DualStreamMMDiT(WAN_TINY)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    path = tmp_path / "wan_tiny.safetensors"
+    save_file(state, str(path))
+    return load_model(path, WAN_TINY), state
+
+
+def wan_inputs():
+    generator = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 4, 3, 8, 8, generator=generator)
+    text = torch.randn(2, 7, 32, generator=generator)
+    return latents, torch.tensor([0.25, 0.9]), text
+
+
+def run_ours(loaded: LoadedModel) -> torch.Tensor:
+    latents, t, text = wan_inputs()
+    with loaded.on("cpu") as module, torch.no_grad():
+        return module(latents, t, TextEncoding(text, torch.ones(2, 7, dtype=torch.bool))).video
+
+
+def save(tmp_path, name: str, state: dict):
+    path = tmp_path / name
+    save_file(state, str(path))
+    return path
+
+
+def test_matches_diffusers_and_peft_on_wan(wan, tmp_path):
+    pytest.importorskip("peft")
+    from diffusers import WanTransformer3DModel
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_wan_lora_to_diffusers
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    model, state = wan
+    lora_state = random_lora(model, WAN_LAYERS)
+    path = save(tmp_path, "style.safetensors", lora_state)
+    ours = run_ours(LoadedModel(model, "wan").with_lora(read_lora(path, model), 0.7))
+
+    theirs = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=4,
+        out_channels=4, text_dim=32, freq_dim=256, ffn_dim=96, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+    )  # fmt: skip
+    theirs.load_state_dict(convert_wan_transformer_to_diffusers(dict(state)), strict=True)
+    converted = _convert_non_diffusers_wan_lora_to_diffusers(cloned(lora_state))
+    theirs.load_lora_adapter(converted, adapter_name="style", prefix="transformer")
+    theirs.set_adapters(["style"], weights=[0.7])
+    latents, t, text = wan_inputs()
+    with torch.no_grad():
+        reference = theirs(latents, t * 1000, text).sample
+    base = run_ours(LoadedModel(model, "wan"))
+    assert (ours - base).abs().max() > 0.05  # the LoRA matters here
+    assert (ours - reference).abs().max().item() <= 1e-4
+
+
+def test_every_spelling_gives_the_same_render(wan, tmp_path):
+    """Wan's names, kohya / musubi's underscores, diffusers' names (from diffusers' own
+    converter) and the PEFT lora_A / lora_B spelling are one LoRA."""
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_wan_lora_to_diffusers
+
+    model, _ = wan
+    wan_state = random_lora(model, WAN_LAYERS, bias=False)
+    peft_spelling = {
+        key.replace("lora_down", "lora_A").replace("lora_up", "lora_B"): value
+        for key, value in wan_state.items()
+    }
+    spellings = {
+        "wan": wan_state,
+        "kohya": kohya(wan_state),
+        "diffusers": _convert_non_diffusers_wan_lora_to_diffusers(cloned(wan_state)),
+        "peft": peft_spelling,
+    }
+    renders = {
+        name: run_ours(
+            LoadedModel(model, "wan").with_lora(
+                read_lora(save(tmp_path, f"{name}.safetensors", state), model), 1.0
+            )
+        )
+        for name, state in spellings.items()
+    }
+    for name, render in renders.items():
+        torch.testing.assert_close(render, renders["wan"], atol=1e-5, rtol=0, msg=name)
+
+
+def test_the_loaded_model_is_unchanged_after_and_beside_a_lora_render(wan, tmp_path):
+    model, _ = wan
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    plain = LoadedModel(model, "wan")
+    state = random_lora(model, WAN_LAYERS)
+    state["diffusion_model.blocks.0.norm3.diff"] = torch.full((64,), 0.5)  # a non-Linear diff
+    styled = plain.with_lora(read_lora(save(tmp_path, "a.safetensors", state), model), 1.0)
+    base = run_ours(plain)
+    with_lora = run_ours(styled)
+    assert plain.loras == () and len(styled.loras) == 1 and styled.module is plain.module
+    assert torch.equal(run_ours(plain), base)
+    assert not torch.equal(with_lora, base)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not any(module._forward_hooks for module in model.modules())
+
+
+def test_strength_scales_the_delta_and_loras_add(wan, tmp_path):
+    """Each layer's output moves by strength x the LoRA's delta, and two LoRAs by the sum."""
+    model, _ = wan
+    plain = LoadedModel(model, "wan")
+    first = read_lora(save(tmp_path, "a.safetensors", random_lora(model, WAN_LAYERS, 1)), model)
+    second = read_lora(save(tmp_path, "b.safetensors", random_lora(model, WAN_LAYERS, 2)), model)
+    assert torch.equal(run_ours(plain.with_lora(first, 0.0)), run_ours(plain))
+
+    x = torch.randn(3, 64)
+    layer = dict(model.named_modules())["blocks.1.ffn.0"]
+    expected = layer(x)
+    for lora, strength in ((first, 0.5), (second, -1.5)):
+        delta = lora.layers["blocks.1.ffn.0"]
+        expected = expected + strength * (delta.scale * x @ delta.down.T @ delta.up.T + delta.bias)
+    both = plain.with_lora(first, 0.5).with_lora(second, -1.5)
+    with both.on("cpu"), torch.no_grad():
+        torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+    assert first.layers["blocks.1.ffn.0"].scale == 0.5  # alpha 2 over rank 4
+
+
+def test_reaches_the_audio_stream_and_single_blocks_by_the_packs_own_names(tmp_path):
+    model = tiny_model()
+    modules = dict(model.named_modules())
+    layers = [
+        name
+        for name, module in modules.items()
+        if isinstance(module, torch.nn.Linear)
+        and name.startswith(("audio_blocks.0.", "single_blocks.0.", "audio_head"))
+    ]
+    state = {
+        key.removeprefix("diffusion_model."): value
+        for key, value in random_lora(model, layers).items()
+    }
+    lora = read_lora(save(tmp_path, "own.safetensors", state), model)
+    assert sorted(lora.layers) == sorted(layers) and not lora.skipped
+    video, t, text, audio = inputs(model)
+    plain = LoadedModel(model, "tiny")
+    with plain.on("cpu"), torch.no_grad():
+        base = model(video, t, text, audio=audio)
+    with plain.with_lora(lora, 1.0).on("cpu"), torch.no_grad():
+        styled = model(video, t, text, audio=audio)
+    assert (styled.audio - base.audio).abs().max() > 1e-3
+    assert (styled.video - base.video).abs().max() > 1e-3  # single blocks carry both streams
+
+
+def test_fp8_storage_takes_a_lora_as_the_merged_weights_would(wan, tmp_path):
+    from skyreels_core.offload import store_linears_in_fp8
+
+    model, state = wan
+    lora_state = random_lora(model, WAN_LAYERS)
+    path = save(tmp_path, "a.safetensors", lora_state)
+    merged = {key: value.clone() for key, value in state.items()}
+    for layer in WAN_LAYERS:
+        key = f"diffusion_model.{layer}"
+        delta = lora_state[f"{key}.lora_up.weight"] @ lora_state[f"{key}.lora_down.weight"]
+        merged[f"{layer}.weight"] += 0.5 * delta
+        merged[f"{layer}.bias"] += lora_state[f"{key}.diff_b"]
+    reference = DualStreamMMDiT(WAN_TINY)
+    reference.load_state_dict(merged)
+    store_linears_in_fp8(model, torch.float32)
+    ours = run_ours(LoadedModel(model, "wan").with_lora(read_lora(path, model), 1.0))
+    expected = run_ours(LoadedModel(reference.eval(), "merged"))
+    base = run_ours(LoadedModel(model, "wan"))
+    # fp8 rounding of the base weights only: far smaller than what the LoRA changes
+    assert (ours - expected).abs().max() < 0.1 * (expected - base).abs().max()
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"lora_unet_x.hada_w1_a": torch.zeros(2, 2)}, "LoHa"),
+        ({"diffusion_model.blocks.0.self_attn.q.weight": torch.zeros(64, 64)}, "not a LoRA weight"),
+        ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 64)}, "half"),
+        ({"diffusion_model.blocks.7.self_attn.q.lora_A.weight": torch.zeros(4, 64),
+          "diffusion_model.blocks.7.self_attn.q.lora_B.weight": torch.zeros(64, 4)}, "no layer"),
+        ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 5120),
+          "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(5120, 4)}, "14B"),
+    ],
+)  # fmt: skip
+def test_a_wrong_file_is_refused_by_name(wan, tmp_path, state, message):
+    model, _ = wan
+    with pytest.raises(CheckpointError, match=message) as error:
+        read_lora(save(tmp_path, "bad.safetensors", state), model)
+    assert error.value.input_name == "lora_name"
+
+
+def test_layers_the_model_lacks_are_skipped_and_listed(wan, tmp_path):
+    """An I2V LoRA's image attention (k_img / v_img) on a T2V model: the rest applies."""
+    model, _ = wan
+    state = random_lora(model, ["blocks.0.self_attn.q"])
+    state["diffusion_model.blocks.0.cross_attn.k_img.lora_down.weight"] = torch.zeros(4, 64)
+    state["diffusion_model.blocks.0.cross_attn.k_img.lora_up.weight"] = torch.zeros(64, 4)
+    lora = read_lora(save(tmp_path, "i2v.safetensors", state), model)
+    assert list(lora.layers) == ["blocks.0.self_attn.q"]
+    assert lora.skipped == ["blocks.0.cross_attn.k_img"]
