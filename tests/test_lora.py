@@ -264,3 +264,17 @@ def test_layers_the_model_lacks_are_skipped_and_listed(wan, tmp_path):
     lora = read_lora(save(tmp_path, "i2v.safetensors", state), model)
     assert list(lora.layers) == ["blocks.0.self_attn.q"]
     assert lora.skipped == ["blocks.0.cross_attn.k_img"]
+
+
+def test_block_swap_renders_the_same_lora_and_restores_every_weight(wan, tmp_path):
+    """The streamed layers (block 0 here) take their hooks and patched norm like resident ones."""
+    model, _ = wan
+    state = random_lora(model, WAN_LAYERS)
+    state["diffusion_model.blocks.0.norm3.diff"] = torch.full((64,), 0.5)
+    lora = read_lora(save(tmp_path, "a.safetensors", state), model)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    resident = run_ours(LoadedModel(model, "wan").with_lora(lora, 0.8))
+    swapped = run_ours(LoadedModel(model, "wan", block_swap=1).with_lora(lora, 0.8))
+    torch.testing.assert_close(swapped, resident, atol=1e-6, rtol=0)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
