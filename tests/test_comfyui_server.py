@@ -26,6 +26,7 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 
 from skyreels_core import av_io
 from skyreels_core.__main__ import main
@@ -234,6 +235,57 @@ def test_the_queue_command_adds_sound_to_uploaded_clips(server, capsys, tmp_path
     saved, fps, audio = av_io.read_video(render)
     assert fps == 24.0 and psnr(saved, av_io.read_video(clip)[0]) >= 40.0
     assert 0 <= audio["waveform"].shape[-1] - round(33 / 24 * audio["sample_rate"]) < 1024
+
+
+def test_a_lora_from_the_hosts_lora_folder_changes_the_render(server, tmp_path):
+    """Load LoRA lists a file put into the host's models/loras, and a text-to-video render through
+    it differs from the plain one; at strength 0 the frames are the plain render's."""
+    from safetensors.torch import save_file
+
+    from skyreels_core.demo import bundle
+    from skyreels_core.loading import load_model
+
+    model = load_model(bundle.model_path())
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for name, layer in model.named_modules():
+        if isinstance(layer, torch.nn.Linear) and name.startswith("blocks."):
+            state[f"{name}.lora_A.weight"] = torch.randn(2, layer.in_features, generator=generator)
+            state[f"{name}.lora_B.weight"] = torch.randn(layer.out_features, 2, generator=generator)
+    lora = Path(COMFYUI_DIR) / "models" / "loras" / "skyreels_v4_test_lora.safetensors"
+    lora.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value * 0.3 for key, value in state.items()}, str(lora))
+    try:
+        client = ComfyServer(server["base"], timeout_s=60)
+        info = client.object_info()
+        listed = info["SkyReelsV4LoraLoader"]["input"]["required"]["lora_name"][0]
+        assert lora.name in listed
+        workflow = json.loads((ROOT / "workflows" / "text_to_video.json").read_text())
+        plain = ui_to_api(workflow, info)
+        loader = next(
+            i for i, node in plain.items() if node["class_type"] == "SkyReelsV4ModelLoader"
+        )
+        sampler = next(i for i, node in plain.items() if node["class_type"] == "SkyReelsV4Sampler")
+        plain[sampler]["inputs"]["steps"] = 6
+
+        def frames(strength: float | None) -> torch.Tensor:
+            prompt = json.loads(json.dumps(plain))
+            if strength is not None:
+                prompt["900"] = {
+                    "class_type": "SkyReelsV4LoraLoader",
+                    "inputs": {"model": [loader, 0], "lora_name": lora.name, "strength": strength},
+                }
+                prompt[sampler]["inputs"]["model"] = ["900", 0]
+            entry = _finished(client, client.queue(prompt))
+            _check_saved(server, entry)
+            (video,) = [v for o in entry["outputs"].values() for v in o.get("skyreels_videos", [])]
+            return av_io.read_video(server["output"] / video["subfolder"] / video["filename"])[0]
+
+        base = frames(None)
+        assert psnr(frames(1.0), base) < 30.0
+        assert torch.equal(frames(0.0), base)
+    finally:
+        lora.unlink()
 
 
 def _declared(prompt: dict, object_info: dict) -> dict:
