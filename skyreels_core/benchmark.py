@@ -7,7 +7,8 @@ the Wan-compatible model vs diffusers' WanTransformer3DModel with the same weigh
 ``memory`` (peak memory of a demo render, and of one step of the full preset's shape scaled down,
 with and without block swap and fp8), ``sparse`` (block-sparse vs dense attention at refiner
 token counts), ``lora`` (a step with a LoRA on every Linear layer, applied at run time as the pack
-does, against the same LoRA merged into the weights).
+does, against the same LoRA merged into the weights), ``cache`` (the sampler's step cache on the
+demo model: model calls, time and closeness to the uncached renders by threshold).
 
 Memory on CPU is counted as *tracked tensor bytes*: every storage an aten op allocates while the
 measurement runs (activations and streamed weight copies), plus the weights resident on the
@@ -40,7 +41,7 @@ from .errors import InputError
 from .paths import output_folder
 from .sparse_attention import dense_attention_flops, sparse_attention_flops
 
-PARTS = ("analytic", "step", "split", "train", "memory", "sparse", "lora")
+PARTS = ("analytic", "step", "split", "train", "memory", "sparse", "lora", "cache")
 
 
 def step_flops(
@@ -534,6 +535,58 @@ def lora_overhead(
             "lora_flops_over_layer_flops_full_preset": lora_share(full_linears)}  # fmt: skip
 
 
+@torch.no_grad()
+def step_cache(
+    cases: int = 24,
+    thresholds: tuple[float, ...] = (0.1, 0.2, 0.5),
+    steps: tuple[int, ...] = (20, 50),
+) -> dict:
+    """Demo renders of held-out prompts with the step cache at each threshold against the same
+    renders uncached: model calls a render, wall time, PSNR of the decoded frames, and how many
+    keep the uncached render's colour, shape and pitch."""
+    from .demo.dataset import HELD_OUT_SEED
+    from .demo.metrics import dominant_colour, dominant_pitch_colour, dominant_shape, psnr
+    from .demo.render import DemoPipeline, RenderRequest, render
+    from .demo.world import render_scene, sample_scene_spec
+
+    pipeline = DemoPipeline.load()
+    render(pipeline, RenderRequest(steps=2))  # first-call costs out of the timings
+    calls = []
+    pipeline.model.register_forward_hook(lambda *_: calls.append(1))
+
+    def readings(frames, audio) -> tuple:
+        pitch = dominant_pitch_colour(audio["waveform"][0], audio["sample_rate"])
+        return dominant_colour(frames), dominant_shape(frames), pitch
+
+    prompts = [render_scene(sample_scene_spec(HELD_OUT_SEED + i)).caption for i in range(cases)]
+    results = {}
+    for count in steps:
+        plain = {}
+        for threshold in (0.0, *thresholds):
+            calls.clear()
+            start, closeness, same = time.perf_counter(), [], 0
+            for index, prompt in enumerate(prompts):
+                request = RenderRequest(prompt=prompt, seed=index, steps=count,
+                                        cache_threshold=threshold)  # fmt: skip
+                frames, audio, _ = render(pipeline, request)
+                if threshold == 0:
+                    plain[index] = frames, readings(frames, audio)
+                    continue
+                closeness.append(psnr(frames, plain[index][0]))
+                same += readings(frames, audio) == plain[index][1]
+            seconds = time.perf_counter() - start
+            if threshold == 0:
+                uncached_s = seconds
+                continue
+            results[f"{count}_steps_threshold_{threshold:g}"] = {
+                "model_calls_per_render": len(calls) / cases,
+                "time_over_uncached": seconds / uncached_s,
+                "psnr_vs_uncached_db": sum(closeness) / cases,
+                "same_colour_shape_pitch": f"{same}/{cases}",
+            }
+    return results
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -556,7 +609,7 @@ def _rows(values: dict, prefix: str = ""):
 def run(args: argparse.Namespace) -> int:
     functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
                  "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
-                 "lora": lora_overhead}  # fmt: skip
+                 "lora": lora_overhead, "cache": step_cache}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in chosen if part not in functions]
     if unknown:

@@ -12,6 +12,7 @@ from skyreels_core.benchmark import (
     demo_train_step,
     gpu_weight_projection,
     lora_overhead,
+    step_cache,
     step_flops,
     step_split,
     video_tokens,
@@ -87,3 +88,11 @@ def test_lora_part_computes_the_same_step_with_hooks_as_merged():
     # rank 4 on 128-wide layers: 4 * (in + out) / (in * out), about 6 %; the full preset's 1 %
     assert 0.02 < report["lora_flops_over_layer_flops"] < 0.1
     assert report["lora_flops_over_layer_flops_full_preset"] < 0.002
+
+
+def test_cache_part_counts_model_calls_and_compares_with_the_uncached_render():
+    report = step_cache(cases=1, thresholds=(0.2, 5.0), steps=(10,))
+    light, heavy = report["10_steps_threshold_0.2"], report["10_steps_threshold_5"]
+    assert 2 <= heavy["model_calls_per_render"] < light["model_calls_per_render"] <= 10
+    assert light["psnr_vs_uncached_db"] > heavy["psnr_vs_uncached_db"]
+    assert light["same_colour_shape_pitch"] in ("0/1", "1/1")

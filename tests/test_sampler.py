@@ -540,3 +540,42 @@ def test_a_non_finite_prediction_stops_the_render_at_its_step(dtype, fix):
             hooks=SamplerHooks(progress=lambda done, total: progress.append(done)),
         )
     assert progress == [1, 2]
+
+
+def test_step_cache_off_calls_the_model_at_every_step_as_before():
+    plain, cached = FakeModel(wavy), FakeModel(wavy)
+    run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A)
+    a = sample(plain, **run, settings=settings(steps=8))
+    b = sample(cached, **run, settings=settings(steps=8, cache_threshold=0.0))
+    assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
+    assert len(plain.calls) == len(cached.calls) == 8
+
+
+def test_step_cache_stands_in_with_the_last_velocity_after_warmup_and_runs_the_last_step():
+    """On a straight path the velocity never changes: after the warm-up (3 of 20 steps) every
+    step but the last reuses it, and the result is still exact."""
+    from skyreels_core.sampling import flow_sigmas
+
+    model = FakeModel(straight_oracle)
+    result = sample(model, text=text(), negative_text=None, condition=condition(),
+                    audio_tokens=L_A, settings=settings(steps=20, cache_threshold=0.5))  # fmt: skip
+    sigmas = flow_sigmas(20, 5.0).tolist()
+    called = [call["timestep"][0].item() for call in model.calls]
+    assert called == pytest.approx(sigmas[:3] + [sigmas[19]])
+    torch.testing.assert_close(result.video, TARGETS["video"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.audio, TARGETS["audio"], atol=1e-5, rtol=0)
+
+
+def test_step_cache_skips_where_the_output_drifts_slowly_and_keeps_known_latents():
+    """A curved field: some steps skip, fewer the lower the threshold, and the given latents
+    stay bit-identical whether the model ran or not."""
+    cond = condition(known_frames=(0,))
+    known = cond.known_mask.expand_as(cond.latents) == 1
+    counts = []
+    for threshold in (0.0, 0.05, 0.5):
+        model = FakeModel(wavy)
+        result = sample(model, text=text(), negative_text=None, condition=cond, audio_tokens=L_A,
+                        settings=settings(steps=20, cache_threshold=threshold))  # fmt: skip
+        assert torch.equal(result.video[known], cond.latents[known])
+        counts.append(len(model.calls))
+    assert counts[0] == 20 and 4 <= counts[2] < counts[1] < 20  # measured 20, 14, 7

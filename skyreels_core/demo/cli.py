@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="clip length, 4k+1 (default 33); --task v2a: any count (default: the whole clip)",
     )
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--cache-threshold",
+        type=float,
+        default=0.0,
+        help="step cache: skip model calls while the predicted change stays below this "
+        "(0 = off; 0.2 ran 13 of 20 calls with the same colour, shape, pitch and sync)",
+    )
     parser.add_argument("--image", type=Path, help="first frame (i2av) or reference image (ref)")
     parser.add_argument(
         "--video",
@@ -125,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         latent_frame_count(args.frames, input_name="--frames")
     elif args.frames is not None and args.frames < 1:
         raise InputError("--frames", f"{args.frames}", "give a positive count or leave it out")
+    if args.cache_threshold < 0:
+        raise InputError("--cache-threshold", f"{args.cache_threshold}", "use 0 (off) or more")
     if args.out.exists() and not args.overwrite:
         raise InputError(
             "--out", f"{args.out} already exists", "choose another path or pass --overwrite"
@@ -149,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         mask=_mask(args, source),
         keyframes=_keyframes(args),
         steps=args.steps,
+        cache_threshold=args.cache_threshold,
     )
     check_request(request)
     pipeline = DemoPipeline.load(args.model)
@@ -162,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": str(args.seed),
         "task": args.task,
         "steps": str(args.steps),
+        "cache_threshold": str(args.cache_threshold),
         "model": str(args.model or "bundled demo"),
     }
     if request.keyframes:

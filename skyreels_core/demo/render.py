@@ -60,6 +60,7 @@ class RenderRequest:
     keyframes: list[int] = field(default_factory=lambda: [0, 16, 32])
     steps: int = 20
     shift: float = 3.0
+    cache_threshold: float = 0.0  # the step cache, off (SamplerSettings)
     # Chosen on 120 validation scenes, never the eval's (README, "The bundled demo model"):
     # video/audio guidance 6/1.5 read shape 80 %, pitch 93 %, AV sync ~70 ms; 4/1 read 77 %,
     # 92 %, 84 ms; audio guidance 2-3 sharpens the clicks a little but pushes the hum off-key.
@@ -124,6 +125,7 @@ def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks |
         seed=request.seed,
         video_guidance=request.video_guidance,
         audio_guidance=request.audio_guidance,
+        cache_threshold=request.cache_threshold,
     )
     latent = sample(
         pipeline.model,

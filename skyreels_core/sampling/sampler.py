@@ -11,6 +11,8 @@ reference through the model's in-context references (DESIGN §2).
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,8 +25,10 @@ from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
 from .schedules import flow_sigmas
 from .solvers import make_solver
+from .step_cache import StepCache
 
 Streams = list[torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,7 +37,9 @@ class SamplerSettings:
 
     ``denoise_start`` < 1 starts from ``initial`` noised to that time (refinement,
     video-to-video). ``batch_guidance`` runs the conditional and unconditional passes as one
-    batch of two: fewer, larger kernels, at twice the activation memory.
+    batch of two: fewer, larger kernels, at twice the activation memory. ``cache_threshold`` > 0
+    skips model calls whose output is predictable (:mod:`.step_cache`); the first
+    ``cache_warmup`` share of the steps and the last step always run.
     """
 
     steps: int = 50
@@ -50,6 +56,8 @@ class SamplerSettings:
     apg_norm_threshold: float = 0.0
     batch_guidance: bool = True
     denoise_start: float = 1.0
+    cache_threshold: float = 0.0
+    cache_warmup: float = 0.15
 
 
 @dataclass
@@ -388,15 +396,20 @@ def sample(
     noise = initial_noise(settings.seed, shapes, device)
     latents = _start_latents(initial, noise, settings.denoise_start, has_audio, keyframes)
     known_velocity = velocity_target(known_latents, noise[0])
+    cache = StepCache(settings.cache_threshold, math.ceil(settings.cache_warmup * settings.steps))
     with torch.no_grad():
         for index in range(settings.steps):
             if hooks.interrupt is not None:
                 hooks.interrupt()
             sigma = sigmas[index]
             latents[0] = torch.where(known, noised(known_latents, noise[0], sigma), latents[0])
-            cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
-            velocities = guidance.combine(index, sigma, latents, cond, uncond)
-            require_finite(velocities, index, settings.steps, dtype)
+            last = index == settings.steps - 1
+            velocities = None if last else cache.reuse(index, latents)
+            if velocities is None:
+                cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
+                velocities = guidance.combine(index, sigma, latents, cond, uncond)
+                require_finite(velocities, index, settings.steps, dtype)
+                cache.store(latents, velocities)
             velocities[0] = torch.where(known, known_velocity, velocities[0])
             if hooks.preview is not None:
                 estimate = torch.where(known, known_latents, latents[0] - sigma * velocities[0])
@@ -405,6 +418,13 @@ def sample(
             if hooks.progress is not None:
                 hooks.progress(index + 1, settings.steps)
 
+    if cache.skipped:
+        log.info(
+            "step cache: the model ran at %d of %d steps (skipped %s)",
+            settings.steps - len(cache.skipped),
+            settings.steps,
+            ", ".join(str(index + 1) for index in cache.skipped),
+        )
     return AVLatent(
         video=torch.where(known, known_latents, latents[0]),
         audio=latents[1] if has_audio else None,
