@@ -166,14 +166,17 @@ def torch_device() -> torch.device:
     return torch.device("cpu")
 
 
-def make_room(module: torch.nn.Module, device: torch.device, swapped: int = 0) -> None:
+def make_room(
+    module: torch.nn.Module, device: torch.device, swapped: int = 0, extra_bytes: int = 0
+) -> None:
     """Before the pack moves ``module`` to ``device``, ask the host to unload its own models
-    (core or another pack's, e.g. the image model that made the first frame) until the weights
-    plus the host's inference reserve fit. The pack's models live outside the host's model
+    (core or another pack's, e.g. the image model that made the first frame) until the weights,
+    ``extra_bytes`` (a LoRA's tensors) and the host's inference reserve fit. The pack's models live outside the host's model
     management, so without this the host keeps its models resident and the pack's run out of
     memory. Standalone and on the CPU there is nothing to ask."""
     if IN_COMFYUI and torch.device(device).type != "cpu":
-        needed = device_bytes(module, swapped) + model_management.minimum_inference_memory()
+        needed = device_bytes(module, swapped) + extra_bytes
+        needed += model_management.minimum_inference_memory()
         model_management.free_memory(needed, torch.device(device))
 
 

@@ -252,7 +252,7 @@ class SkyReelsV4Sampler:
             interrupt=host.check_interrupt,
         )
         device = host.torch_device()
-        host.make_room(model.module, device, model.block_swap)
+        host.make_room(model.module, device, model.block_swap, model.lora_bytes())
         try:
             with out_of_memory_advice("SkyReels-V4 sampling"), model.on(device):
                 result = sample(

@@ -92,6 +92,10 @@ class Lora:
     parameters: dict[str, torch.Tensor] = field(default_factory=dict)  # non-Linear differences
     skipped: list[str] = field(default_factory=list)  # layers the file names and the model lacks
 
+    def numel(self) -> int:
+        tensors = [t for d in self.layers.values() for t in (d.down, d.up, d.weight, d.bias)]
+        return sum(t.numel() for t in tensors if t is not None)
+
 
 def _split(key: str) -> tuple[str, str]:
     """(layer name without prefixes, field) of one key; field "" for a key of no LoRA field."""

@@ -82,6 +82,11 @@ class LoadedModel:
         twin.loras = (*self.loras, (lora, strength))
         return twin
 
+    def lora_bytes(self) -> int:
+        """Compute-device bytes of the LoRAs' tensors while the model renders, counted at four
+        bytes a value (their largest precision), so planning never counts short."""
+        return 4 * sum(lora.numel() for lora, strength in self.loras if strength != 0)
+
     @contextmanager
     def on(self, device: torch.device | str) -> Iterator[nn.Module]:
         """The module on ``device`` with its LoRAs for the duration of the block (its swapped

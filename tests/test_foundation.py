@@ -172,7 +172,7 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
             def decode(self, latents):
                 return latents.mean().expand(1, 5, 16, 16, 3) / 10
         for device in ('meta', 'cpu'):  # 'meta' stands in for a GPU
-            host.make_room(torch.nn.Linear(4, 4), torch.device(device))
+            host.make_room(torch.nn.Linear(4, 4), torch.device(device), extra_bytes=500)
         codec = host.HostWanVideoCodec(FakeWanVAE())
         latents = codec.encode(torch.zeros(1, 5, 16, 16, 3))
         print(json.dumps({{
@@ -203,8 +203,8 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     assert info["audio"] == ["mmaudio.safetensors"]
     assert info["bar"] == [[2, 4, False]]
     assert info["interrupted"] is True
-    # Room for a Linear(4, 4) (80 bytes) plus the host's reserve, asked only for the GPU.
-    assert info["freed"] == [[80 + 1000, "meta"]]
+    # Room for a Linear(4, 4) (80 bytes), a LoRA's 500 and the host's reserve, only on the GPU.
+    assert info["freed"] == [[80 + 500 + 1000, "meta"]]
     # Loading the pack put the workflows' example inputs where the host's loaders look, without
     # replacing the file of the same name already there.
     assets = sorted((ROOT / "workflows" / "assets").iterdir())

@@ -162,6 +162,11 @@ def test_the_loaded_model_is_unchanged_after_and_beside_a_lora_render(wan, tmp_p
     base = run_ours(plain)
     with_lora = run_ours(styled)
     assert plain.loras == () and len(styled.loras) == 1 and styled.module is plain.module
+    on_device = [
+        v for k, v in state.items() if k.endswith(("_down.weight", "_up.weight", "diff_b"))
+    ]
+    assert styled.lora_bytes() == 4 * sum(v.numel() for v in on_device)  # what make_room counts
+    assert plain.lora_bytes() == 0
     assert torch.equal(run_ours(plain), base)
     assert not torch.equal(with_lora, base)
     for key, value in model.state_dict().items():
