@@ -103,3 +103,67 @@ def test_the_workflow_validator_reports_instead_of_crashing(node, slot, value, l
     except TypeError:
         pytest.fail("the validator crashed on a malformed value")
     assert isinstance(errors, list)
+
+
+LORA_MODEL = None
+
+
+def _lora_model():
+    global LORA_MODEL
+    if LORA_MODEL is None:
+        from model_helpers import tiny_model
+
+        LORA_MODEL = tiny_model()
+    return LORA_MODEL
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.sampled_from(["", "diffusion_model.", "transformer.", "lora_unet_", "x."]),
+            st.sampled_from(["blocks.0.self_attn.q", "blocks_0_ffn_0", "blocks.0.attn1.to_out.0",
+                             "blocks.0.norm3", "blocks.0.modulation", "single_blocks.0.linear1",
+                             "audio_head.head", "patch_embedding", "blocks.9.self_attn.q", "head"]),
+            st.sampled_from([".lora_A.weight", ".lora_B.weight", ".lora_down.weight",
+                             ".lora_up.weight", ".alpha", ".diff", ".diff_b", ".lora_B.bias",
+                             ".hada_w1_a", ".weight", ""]),
+            st.one_of(  # the tiny model's widths (32, 64, 160, 4 audio channels) or anything
+                st.lists(st.sampled_from([2, 4, 32, 64, 160]), min_size=1, max_size=2),
+                st.sampled_from([[1, 6, 32], []]),
+                st.lists(st.integers(1, 70), min_size=0, max_size=3),
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)  # fmt: skip
+def test_any_lora_file_reads_or_is_refused_by_name(tmp_path_factory, entries):
+    """Any mix of spellings, layers, fields and shapes: a Lora whose every tensor fits the layer
+    it lands on, or one CheckpointError naming lora_name."""
+    from safetensors.torch import save_file
+
+    from skyreels_core.errors import CheckpointError
+    from skyreels_core.lora import read_lora
+
+    model = _lora_model()
+    state = {f"{p}{layer}{field}": torch.zeros(shape) for p, layer, field, shape in entries}
+    path = tmp_path_factory.mktemp("lora") / "fuzz.safetensors"
+    save_file(state, str(path))
+    try:
+        lora = read_lora(path, model)
+    except CheckpointError as error:
+        assert error.input_name == "lora_name"
+        return
+    modules, parameters = dict(model.named_modules()), dict(model.named_parameters())
+    for name, delta in lora.layers.items():
+        layer = modules[name]
+        if delta.down is not None:
+            assert delta.down.shape[1] == layer.in_features
+            assert delta.up.shape == (layer.out_features, delta.down.shape[0])
+        if delta.weight is not None:
+            assert delta.weight.shape == layer.weight.shape
+        if delta.bias is not None:
+            assert delta.bias.shape == (layer.out_features,)
+    for name, diff in lora.parameters.items():
+        assert diff.shape == parameters[name].shape
