@@ -35,7 +35,13 @@ MMAUDIO_44K = AudioRate(sample_rate=44100, samples_per_token=1024)
 def compile_blocks(module: nn.Module) -> None:
     """``torch.compile`` every stream block's steps. The model's forward calls a block's
     ``attend``/``cross_text``/``feed_forward`` and its exchange module, never ``block.forward``,
-    so those are what get compiled; blocks of one shape share their compiled graphs."""
+    so those are what get compiled; blocks of one shape share their compiled graphs.
+
+    Dynamo skips guards on module hooks by default, so a compiled block would ignore the forward
+    hooks that apply a LoRA (:mod:`.lora`) and render without it, silently; with the guards on
+    (process-wide, a few more checks per call) the first render with a LoRA recompiles and later
+    ones reuse that graph."""
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
     for layer in stream_layers(module):
         for block in layer:
             for step in ("attend", "cross_text", "feed_forward"):

@@ -283,3 +283,22 @@ def test_block_swap_renders_the_same_lora_and_restores_every_weight(wan, tmp_pat
     torch.testing.assert_close(swapped, resident, atol=1e-6, rtol=0)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_a_compiled_model_renders_with_its_lora_and_without_it_again(monkeypatch, wan, tmp_path):
+    """torch.compile ignores hooks added after compiling unless told to guard on them; the eager
+    backend traces the same way as inductor without a compiler toolchain."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    monkeypatch.setattr(torch._dynamo.config, "skip_nnmodule_hook_guards", True)  # the default
+    model, _ = wan
+    lora = read_lora(save(tmp_path, "a.safetensors", random_lora(model, WAN_LAYERS)), model)
+    eager_plain = run_ours(LoadedModel(model, "eager"))
+    eager_styled = run_ours(LoadedModel(model, "eager").with_lora(lora, 1.0))
+    compiled = LoadedModel(model, "compiled", compile=True)
+    torch.testing.assert_close(run_ours(compiled), eager_plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        run_ours(compiled.with_lora(lora, 1.0)), eager_styled, atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(run_ours(compiled), eager_plain, atol=1e-5, rtol=0)
