@@ -77,9 +77,9 @@ def test_video_to_audio_keeps_the_given_clip_and_its_fps(tmp_path, capsys):
 
 
 def test_the_step_cache_skips_model_calls_and_keeps_the_render(tmp_path):
-    """On the bundled model at threshold 0.2, a third of the 20 steps reuse the last velocity;
-    the decoded clip stays within 35 dB of the uncached one (48 measured) with its colour and
-    shape (24 held-out prompts: 13.2 calls a render, 45.6 dB, every metric unchanged)."""
+    """On the bundled model at threshold 0.2, a third of the 20 steps skip the model; the
+    decoded clip stays within 35 dB of the uncached one with its colour and shape (24 held-out
+    prompts: 13.2 calls a render, 46.3 dB, every reading unchanged)."""
     from skyreels_core.demo.metrics import dominant_colour, dominant_shape
     from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
 

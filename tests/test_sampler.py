@@ -579,3 +579,17 @@ def test_step_cache_skips_where_the_output_drifts_slowly_and_keeps_known_latents
         assert torch.equal(result.video[known], cond.latents[known])
         counts.append(len(model.calls))
     assert counts[0] == 20 and 4 <= counts[2] < counts[1] < 20  # measured 20, 14, 7
+
+
+def test_step_cache_stand_in_extends_the_last_two_velocities_in_sigma():
+    """Velocities linear in the noise level are predicted exactly at a skipped step."""
+    from skyreels_core.sampling.step_cache import StepCache
+
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    cache = StepCache(threshold=1e9, warmup=3)
+    for index, sigma in enumerate((1.0, 0.9, 0.75)):
+        assert cache.reuse(index, [torch.full((2, 3), sigma)], sigma) is None  # warm-up
+        cache.store([torch.full((2, 3), sigma)], [a + b * sigma], sigma)
+    (stand_in,) = cache.reuse(3, [torch.full((2, 3), 0.6)], 0.6)
+    torch.testing.assert_close(stand_in, a + b * 0.6, atol=1e-6, rtol=0)
+    assert cache.skipped == [3]

@@ -404,12 +404,12 @@ def sample(
             sigma = sigmas[index]
             latents[0] = torch.where(known, noised(known_latents, noise[0], sigma), latents[0])
             last = index == settings.steps - 1
-            velocities = None if last else cache.reuse(index, latents)
+            velocities = None if last else cache.reuse(index, latents, sigma)
             if velocities is None:
                 cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
                 velocities = guidance.combine(index, sigma, latents, cond, uncond)
                 require_finite(velocities, index, settings.steps, dtype)
-                cache.store(latents, velocities)
+                cache.store(latents, velocities, sigma)
             velocities[0] = torch.where(known, known_velocity, velocities[0])
             if hooks.preview is not None:
                 estimate = torch.where(known, known_latents, latents[0] - sigma * velocities[0])

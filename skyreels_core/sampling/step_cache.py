@@ -3,16 +3,17 @@
 Late in a flow-matching render the model's output drifts slowly and in step with its input. After
 two computed steps, the ratio k = |Δ output| / |Δ input| (the "transformation rate") predicts a
 step's relative output change from its input change alone; while the predicted changes summed
-since the last computed step stay below ``threshold``, the step reuses the last computed output
-instead of calling the model (both guidance passes, both streams). The first ``warmup`` steps,
+since the last computed step stay below ``threshold``, the step takes an estimate from the last
+computed outputs instead of calling the model (both guidance passes, both streams). The first ``warmup`` steps,
 which lay out the scene, always run.
 
 The decision rule is EasyCache's (Zhou et al., 2025; ComfyUI's core EasyCache node). Its
 stand-in differs: EasyCache adds the input's change to the cached output (it caches a residual,
-``output - input``), but a flow model's output is a velocity, which stays nearly constant along
-the path (exactly so on a straight one) while the latents move. Reusing the velocity as it was
-kept the demo renders closer to the uncached ones: 47.8 against 45.6 dB at threshold 0.2 and
-43.1 against 41.0 at 0.5 (24 held-out prompts, 50 steps).
+``output - input``), but a flow model's output is a velocity, which changes slowly and smoothly
+in the noise level while the latents move. The stand-in here extends the last two computed
+velocities linearly in the noise level σ (the last one alone until there are two). Measured on
+the demo model (24 held-out prompts, 50 steps, threshold 0.2 / 0.5): EasyCache's residual 45.6 /
+41.0 dB from the uncached render, the last velocity 47.8 / 43.1, the extension 52.8 / 43.1.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ class StepCache:
         self.skipped: list[int] = []
         self._input: Streams | None = None  # the last computed step's input
         self._output: Streams | None = None  # and its output
+        self._sigma = 0.0  # and its noise level
+        self._previous: tuple[Streams, float] | None = None  # the computed step before: output, σ
         self._output_size: torch.Tensor | None = None
         self._rate: torch.Tensor | None = None  # |Δ output| / |Δ input| of the last two computed
         self._predicted = 0.0  # relative output change predicted since the last computed step
 
-    def reuse(self, index: int, latents: Streams) -> Streams | None:
-        """The stand-in output for step ``index``, or None when the model must run."""
+    def reuse(self, index: int, latents: Streams, sigma: float) -> Streams | None:
+        """The stand-in output for step ``index`` at noise level ``sigma``, or None when the
+        model must run."""
         if self.threshold <= 0 or index < self.warmup or self._rate is None:
             return None
         change = _mean_abs([x - p for x, p in zip(latents, self._input)])
@@ -51,16 +55,22 @@ class StepCache:
             self._predicted = 0.0
             return None
         self.skipped.append(index)
-        return [output.clone() for output in self._output]
+        if self._previous is None:
+            return [output.clone() for output in self._output]
+        before, before_sigma = self._previous
+        slope = (sigma - self._sigma) / (self._sigma - before_sigma)
+        return [o + slope * (o - b) for o, b in zip(self._output, before)]
 
-    def store(self, latents: Streams, output: Streams) -> None:
-        """Record a computed step."""
+    def store(self, latents: Streams, output: Streams, sigma: float) -> None:
+        """Record a computed step at noise level ``sigma``."""
         if self.threshold <= 0:
             return
         if self._input is not None:
+            self._previous = self._output, self._sigma
             input_change = _mean_abs([x - p for x, p in zip(latents, self._input)])
             output_change = _mean_abs([o - p for o, p in zip(output, self._output)])
             self._rate = output_change / input_change.clamp(min=1e-12)
         self._input = [x.clone() for x in latents]
         self._output = [o.clone() for o in output]
+        self._sigma = sigma
         self._output_size = _mean_abs(output).clamp(min=1e-12)
