@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import inputs, tiny_model
+from model_helpers import (
+    WAN_TINY,
+    diffusers_wan,
+    inputs,
+    tiny_model,
+    wan_inputs,
+    write_wan_checkpoint,
+)
 from safetensors.torch import save_file
 
-from skyreels_core.config import ModelConfig
 from skyreels_core.errors import CheckpointError
 from skyreels_core.loading import load_model
 from skyreels_core.lora import read_lora
@@ -15,11 +21,6 @@ from skyreels_core.mmdit import DualStreamMMDiT
 from skyreels_core.runtime import LoadedModel
 from skyreels_core.types import TextEncoding
 
-WAN_TINY = ModelConfig(
-    name="wan-tiny", dim=64, num_heads=2, ffn_dim=96, num_dual_blocks=2, num_single_blocks=0,
-    text_dim=32, video_latent_channels=4, channel_concat_inpainting=False, joint_text=False,
-    audio_latent_channels=None,
-)  # fmt: skip
 WAN_LAYERS = [
     f"blocks.{block}.{layer}"
     for block in range(2)
@@ -66,21 +67,9 @@ def kohya(state: dict) -> dict:
 
 @pytest.fixture
 def wan(tmp_path):
-    torch.manual_seed(0)
-    model = DualStreamMMDiT(WAN_TINY)
-    for parameter in model.parameters():
-        torch.nn.init.normal_(parameter, std=0.05)
-    state = {key: value.clone() for key, value in model.state_dict().items()}
     path = tmp_path / "wan_tiny.safetensors"
-    save_file(state, str(path))
+    state = write_wan_checkpoint(path)
     return load_model(path, WAN_TINY), state
-
-
-def wan_inputs():
-    generator = torch.Generator().manual_seed(1)
-    latents = torch.randn(2, 4, 3, 8, 8, generator=generator)
-    text = torch.randn(2, 7, 32, generator=generator)
-    return latents, torch.tensor([0.25, 0.9]), text
 
 
 def run_ours(loaded: LoadedModel) -> torch.Tensor:
@@ -97,21 +86,14 @@ def save(tmp_path, name: str, state: dict):
 
 def test_matches_diffusers_and_peft_on_wan(wan, tmp_path):
     pytest.importorskip("peft")
-    from diffusers import WanTransformer3DModel
     from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_wan_lora_to_diffusers
-    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
     model, state = wan
     lora_state = random_lora(model, WAN_LAYERS)
     path = save(tmp_path, "style.safetensors", lora_state)
     ours = run_ours(LoadedModel(model, "wan").with_lora(read_lora(path, model), 0.7))
 
-    theirs = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=4,
-        out_channels=4, text_dim=32, freq_dim=256, ffn_dim=96, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
-    )  # fmt: skip
-    theirs.load_state_dict(convert_wan_transformer_to_diffusers(dict(state)), strict=True)
+    theirs = diffusers_wan(state)
     converted = _convert_non_diffusers_wan_lora_to_diffusers(cloned(lora_state))
     theirs.load_lora_adapter(converted, adapter_name="style", prefix="transformer")
     theirs.set_adapters(["style"], weights=[0.7])

@@ -4,50 +4,26 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import WAN_TINY, diffusers_wan, wan_inputs, write_wan_checkpoint
 from safetensors.torch import save_file
 
-from skyreels_core.config import ModelConfig, get_preset
+from skyreels_core.config import get_preset
 from skyreels_core.loading import initialise_video_stream_from_wan, load_model
 from skyreels_core.mmdit import DualStreamMMDiT
 from skyreels_core.types import TextEncoding
 
-WAN_TINY = ModelConfig(
-    name="wan-tiny", dim=64, num_heads=2, ffn_dim=96, num_dual_blocks=2, num_single_blocks=0,
-    text_dim=32, video_latent_channels=4, channel_concat_inpainting=False, joint_text=False,
-    audio_latent_channels=None,
-)  # fmt: skip
-
 
 @pytest.fixture
 def wan_checkpoint(tmp_path):
-    """A randomly initialised Wan 2.1 state dict in Wan's own layout (with the ComfyUI prefix)."""
-    torch.manual_seed(0)
-    model = DualStreamMMDiT(WAN_TINY)
-    for parameter in model.parameters():
-        torch.nn.init.normal_(parameter, std=0.05)
-    state = {key: value.clone() for key, value in model.state_dict().items()}
     path = tmp_path / "wan2.1_t2v_tiny.safetensors"
-    save_file({f"model.diffusion_model.{key}": value for key, value in state.items()}, str(path))
-    return path, state
+    return path, write_wan_checkpoint(path, prefix="model.diffusion_model.")
 
 
 def test_matches_diffusers_wan_transformer(wan_checkpoint):
-    from diffusers import WanTransformer3DModel
-    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
-
     path, state = wan_checkpoint
     ours = load_model(path, WAN_TINY)
-    theirs = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=4,
-        out_channels=4, text_dim=32, freq_dim=256, ffn_dim=96, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
-    )  # fmt: skip
-    converted = convert_wan_transformer_to_diffusers({k: v.clone() for k, v in state.items()})
-    theirs.load_state_dict(converted, strict=True)
-    generator = torch.Generator().manual_seed(1)
-    latents = torch.randn(2, 4, 3, 8, 8, generator=generator)
-    text = torch.randn(2, 7, 32, generator=generator)
-    t = torch.tensor([0.25, 0.9])
+    theirs = diffusers_wan(state)
+    latents, t, text = wan_inputs()
     with torch.no_grad():
         a = ours(latents, t, TextEncoding(text, torch.ones(2, 7, dtype=torch.bool))).video
         b = theirs(latents, t * 1000, text).sample
