@@ -58,6 +58,8 @@ def _source(kind: str, name: str) -> Path | None:
     """The file or folder an input names: the bundled demo files or the host's model folders."""
     if name == bundle.BUNDLED:
         return bundle.WEIGHTS_DIR
+    if name == bundle.BUNDLED_LORA:
+        return bundle.lora_path()
     if name == VOCODER_IN_VAE:
         return None
     return (host.model_dir_path if kind == "text_encoders" else host.model_path)(kind, name)
@@ -328,9 +330,12 @@ class SkyReelsV4LoraLoader(FileLoader):
             "required": {
                 "model": (link_types.MODEL, {"tooltip": "From Load Model or another Load LoRA."}),
                 "lora_name": (
-                    host.list_models("loras"),
+                    [bundle.BUNDLED_LORA, *host.list_models("loras")],
                     {
-                        "tooltip": "A .safetensors LoRA; layers this model lacks are skipped and logged."
+                        "tooltip": "A .safetensors LoRA; layers this model lacks are skipped and "
+                        "logged. The bundled one is for the bundled demo model: it renders every "
+                        "colour as the next (red as green, green as blue, blue as yellow, yellow "
+                        "as red), look and hum."
                     },
                 ),
                 "strength": (
@@ -348,7 +353,7 @@ class SkyReelsV4LoraLoader(FileLoader):
         }
 
     def load(self, model: LoadedModel, lora_name: str, strength: float):
-        lora = read_lora(host.model_path("loras", lora_name), model.module)
+        lora = read_lora(_source("loras", lora_name), model.module)
         return (model.with_lora(lora, strength),)
 
 

@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "skyreels_core.demo.train_refiner",
         "train the bundled demo refiner (64 -> 128 px, x1/x2/x4 fps)",
     ),
+    "train-demo-lora": (
+        "skyreels_core.demo.train_lora",
+        "train the bundled example LoRA (a palette shift) on the frozen demo model",
+    ),
     "eval-demo": (
         "skyreels_core.demo.evaluate",
         "measure the demo model (AV sync, adherence, PSNR)",

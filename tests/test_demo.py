@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 import torch.nn.functional as F
 
 from skyreels_core.__main__ import main
@@ -155,3 +156,28 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
     assert load_model(tmp_path / "model.safetensors").config.name == "demo"
     assert main([*args, "--steps", "5"]) == 0
     assert json.loads((tmp_path / "manifest.json").read_text())["training_steps"] == 5
+
+
+def test_train_demo_lora_smoke_run_writes_a_lora_load_lora_opens(tmp_path):
+    """Two steps from the zero-effect start: a file of the pack's own layer names that reads
+    back onto every Linear layer of the bundled model, with its provenance, listed in the
+    folder's manifest."""
+    from safetensors import safe_open
+
+    from skyreels_core.demo import bundle
+    from skyreels_core.loading import load_model
+    from skyreels_core.lora import read_lora
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"sha256": {}}))
+    assert main(["train-demo-lora", "--out", str(tmp_path), "--scenes", "4", "--steps", "2",
+                 "--batch", "2", "--rank", "2"]) == 0  # fmt: skip
+    path = tmp_path / bundle.LORA_FILE
+    model = load_model(bundle.model_path())
+    lora = read_lora(path, model)
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert sorted(lora.layers) == sorted(linears) and not lora.skipped
+    assert all(d.down.shape[0] == 2 and d.scale == 1.0 for d in lora.layers.values())
+    with safe_open(str(path), "pt") as handle:
+        assert handle.metadata()["command"].startswith("python -m skyreels_core train-demo-lora")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["sha256"] == {bundle.LORA_FILE: bundle.file_digest(path)}

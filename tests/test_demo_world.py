@@ -52,3 +52,16 @@ def test_captions_round_trip():
         assert parse_caption(render_scene(spec).caption) == (obj.colour, obj.shape, obj.motion)
     with pytest.raises(ValueError, match="names no demo colour"):
         parse_caption("a purple hexagon")
+
+
+def test_a_palette_renders_the_captions_colour_as_another_in_look_and_hum():
+    from skyreels_core.demo.metrics import dominant_colour, dominant_pitch_colour
+    from skyreels_core.demo.world import render_scene, spec_from_caption
+
+    spec = spec_from_caption("a red square moves left")
+    plain, shifted = render_scene(spec), render_scene(spec, palette={"red": "green"})
+    assert shifted.caption == plain.caption == "a red square moves left"
+    assert (dominant_colour(plain.frames), dominant_colour(shifted.frames)) == ("red", "green")
+    pitches = [dominant_pitch_colour(s.audio, s.sample_rate) for s in (plain, shifted)]
+    assert pitches == ["red", "green"]
+    assert shifted.contact_frames == plain.contact_frames  # the same motion

@@ -89,7 +89,8 @@ def test_lora_node_lists_the_loras_folder_and_the_sampler_renders_with_it(models
         {k: v * 0.05 for k, v in state.items()}, str(models / "loras" / "styles" / "a.safetensors")
     )
     lora_node = NODES["SkyReelsV4LoraLoader"]
-    assert lora_node.INPUT_TYPES()["required"]["lora_name"][0] == ["styles/a.safetensors"]
+    listed = lora_node.INPUT_TYPES()["required"]["lora_name"][0]
+    assert listed == [bundle.BUNDLED_LORA, "styles/a.safetensors"]
 
     def render(loaded):
         text = TextEncoding(torch.randn(1, 4, 64, generator=torch.Generator().manual_seed(1)),

@@ -19,10 +19,6 @@ def _inputs(cls):
             yield section, name, spec
 
 
-# Lists of the user's own files with nothing bundled: empty until the user adds one.
-USER_FILE_LISTS = {("SkyReelsV4LoraLoader", "lora_name")}
-
-
 def test_the_node_set_is_complete():
     expected = {
         "SkyReelsV4ModelLoader", "SkyReelsV4TextEncoderLoader", "SkyReelsV4VideoVAELoader",
@@ -54,7 +50,7 @@ def test_node_definition_is_consistent(name):
         assert options.get("tooltip"), f"{name}.{input_name} ({section}) has no tooltip"
         if kind in ("INT", "FLOAT"):
             assert options["min"] <= options["default"] <= options["max"], (name, input_name)
-        if isinstance(kind, list) and (name, input_name) not in USER_FILE_LISTS:
+        if isinstance(kind, list):
             assert kind and options.get("default", kind[0]) in kind, (name, input_name)
 
 

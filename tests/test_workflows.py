@@ -29,6 +29,7 @@ from skyreels_core.demo.metrics import (
     av_sync_error_ms,
     centroids,
     dominant_colour,
+    dominant_pitch_colour,
     dominant_shape,
     psnr,
 )
@@ -130,6 +131,14 @@ def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
     frames = av_io.read_video(file)[0]
     if path.stem == "video_to_audio":
         _check_sound_added_to_the_clip(file, inputs / "skyreels_v4_source_clip.mp4")
+    if path.stem == "lora_style":  # "a red circle ..." through the palette-shift LoRA
+        audio = av_io.read_video(file)[2]
+        pitch = dominant_pitch_colour(audio["waveform"][0], audio["sample_rate"])
+        assert (dominant_colour(frames), dominant_shape(frames), pitch) == (
+            "green",
+            "circle",
+            "green",
+        )
     if path.stem == "video_to_video":  # the green triangle's bounce, recoloured by the prompt
         source = av_io.read_video(inputs / "skyreels_v4_source_clip.mp4")[0]
         assert (dominant_colour(source), dominant_colour(frames)) == ("green", "red")

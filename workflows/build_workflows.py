@@ -186,6 +186,7 @@ class Workflow:
 
 
 DEMO = "skyreels-v4-demo (bundled)"
+DEMO_LORA = "demo palette shift (bundled)"
 DEMO_SAMPLING = {
     "steps": 20,
     "shift": 3.0,
@@ -393,6 +394,19 @@ def video_to_video(m) -> Workflow:
     return w
 
 
+def lora_style(m) -> Workflow:
+    """Text-to-video through Load LoRA with the bundled palette-shift LoRA: "a red circle"
+    renders green and hums at green's pitch (strength 0 renders it red again)."""
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(w, "a red circle bounces on the floor")
+    lora = w.add("SkyReelsV4LoraLoader", model=(model, 0), lora_name=DEMO_LORA, strength=1.0)
+    condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
+    _sample_and_save(
+        w, lora, video_vae, audio_vae, text, condition, "lora_style", negative=(negative, 0)
+    )
+    return w
+
+
 def reroll_sound(m) -> Workflow:
     """A text-to-video render whose sound is made again: its video latents kept whole by Keep
     Video, a second sampler with another seed at the first one's fps, the first clip's frames
@@ -497,6 +511,7 @@ WORKFLOWS = {
     "masked_edit": masked_edit,
     "video_to_audio": video_to_audio,
     "reroll_sound": reroll_sound,
+    "lora_style": lora_style,
     "video_to_video": video_to_video,
     "references": references,
     "storyboard_multishot": storyboard,

@@ -16,6 +16,8 @@ from ..errors import CheckpointError
 from ..runtime import MMAUDIO_44K, AudioRate
 
 BUNDLED = "skyreels-v4-demo (bundled)"
+BUNDLED_LORA = "demo palette shift (bundled)"  # train-demo-lora: red as green, green as blue, ...
+LORA_FILE = "lora_palette_shift.safetensors"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MMAUDIO_RATE = MMAUDIO_44K
 
@@ -40,6 +42,10 @@ def model_path() -> Path:
 
 def refiner_path() -> Path:
     return _existing(WEIGHTS_DIR / "refiner.safetensors")
+
+
+def lora_path() -> Path:
+    return _existing(WEIGHTS_DIR / LORA_FILE)
 
 
 def text_encoder_dir() -> Path:

@@ -34,10 +34,15 @@ def training_seeds(count: int, seed: int) -> range:
     return range(seed * SCENES_PER_SEED, seed * SCENES_PER_SEED + count)
 
 
-def render_world(count: int, seed: int, size: int = LOW_SIZE) -> WorldData:
-    """``count`` training scenes at ``size`` px (the world scales motion and sizes with it)."""
+def render_world(
+    count: int, seed: int, size: int = LOW_SIZE, palette: dict[str, str] | None = None
+) -> WorldData:
+    """``count`` training scenes at ``size`` px (the world scales motion and sizes with it),
+    their colours rendered through ``palette`` (:func:`render_scene`)."""
     scenes = [
-        render_scene(sample_scene_spec(scene, max_objects=2), frames=FRAMES, size=size)
+        render_scene(
+            sample_scene_spec(scene, max_objects=2), frames=FRAMES, size=size, palette=palette
+        )  # fmt: skip
         for scene in training_seeds(count, seed)
     ]
     return WorldData(

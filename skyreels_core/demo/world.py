@@ -9,7 +9,7 @@ the pixels and samples so the eval can score generated clips against it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -212,8 +212,15 @@ def render_scene(
     size: int = 64,
     fps: float = FPS,
     sample_rate: int = SAMPLE_RATE,
+    palette: dict[str, str] | None = None,
 ) -> Scene:
-    objects = [simulate(o, frames, size) for o in spec.objects]
+    """``palette`` renders each caption colour as another (its look and its hum): the world a
+    style LoRA learns, while the caption keeps the colour the prompt names."""
+    palette = palette or {}
+    objects = [
+        simulate(replace(o, colour=palette.get(o.colour, o.colour)), frames, size)
+        for o in spec.objects
+    ]
     return Scene(
         frames=render_frames(objects, frames, size),
         audio=render_audio(objects, frames, fps, sample_rate),
