@@ -85,7 +85,9 @@ def test_the_host_is_asked_for_room_before_the_encoder_and_the_model_compute(fol
     host = sys.modules["skyreels_pack.nodes.host"]
     asked = []
     monkeypatch.setattr(
-        host, "make_room", lambda module, device, swapped=0: asked.append((module, swapped))
+        host,
+        "make_room",
+        lambda module, device, swapped=0, extra_bytes=0: asked.append((module, swapped)),
     )
     _render()
     kinds = [type(module).__name__ for module, _ in asked]
