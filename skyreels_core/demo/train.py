@@ -69,6 +69,13 @@ def encode_world(
         )
 
 
+def draw_batch(world: Batch, size: int, generator: torch.Generator) -> Batch:
+    """``size`` clips of ``world`` drawn with replacement, with their prompts."""
+    index = torch.randint(len(world.pixels), (size,), generator=generator)
+    text = TextEncoding(world.text.features[index], world.text.mask[index])
+    return Batch(world.pixels[index], world.video_latents[index], world.audio_latents[index], text)
+
+
 def model_step(
     model: DualStreamMMDiT,
     optimiser: torch.optim.Optimizer,
@@ -82,12 +89,7 @@ def model_step(
     """One optimiser step of the multi-task mix on ``batch`` clips drawn from ``world``, at the
     learning rate of ``step`` in a ``steps``-long schedule; returns the loss and the task drawn."""
     cosine_with_warmup(optimiser, step, steps, 1e-3, warmup=200)
-    index = torch.randint(len(world.pixels), (batch,), generator=generator)
-    text = TextEncoding(world.text.features[index], world.text.mask[index])
-    chosen = Batch(
-        world.pixels[index], world.video_latents[index], world.audio_latents[index], text
-    )
-    loss, task = training_loss(model, video_codec, chosen, generator)
+    loss, task = training_loss(model, video_codec, draw_batch(world, batch, generator), generator)
     optimiser.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -21,12 +21,11 @@ from tqdm.auto import tqdm
 from ..lora import applied
 from ..lora_training import lora_parameters, save_lora, trainable_lora
 from ..paths import output_folder
-from ..training import Batch, training_loss
-from ..types import TextEncoding
+from ..training import training_loss
 from . import bundle
 from .dataset import render_world
 from .render import DemoPipeline
-from .train import encode_world
+from .train import draw_batch, encode_world
 
 PALETTE_SHIFT = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "red"}
 
@@ -67,11 +66,7 @@ def run(args: argparse.Namespace) -> int:
     cpu = torch.device("cpu")
     with tqdm(total=args.steps, desc="demo LoRA") as bar:
         for _ in range(args.steps):
-            index = torch.randint(len(world.pixels), (args.batch,), generator=generator)
-            text = TextEncoding(world.text.features[index], world.text.mask[index])
-            batch = Batch(
-                world.pixels[index], world.video_latents[index], world.audio_latents[index], text
-            )
+            batch = draw_batch(world, args.batch, generator)
             with applied(pipeline.model, [(lora, 1.0)], cpu):
                 loss, _ = training_loss(pipeline.model, pipeline.video_codec, batch, generator)
             optimiser.zero_grad()
