@@ -167,11 +167,17 @@ def _layer_delta(layer: str, fields: dict[str, torch.Tensor], module: nn.Linear,
             f"{file} gives {layer} only half of a low-rank pair",
             "use a complete LoRA file (each down weight needs its up weight)",
         )
+    if alpha is not None and alpha.numel() != 1:
+        raise CheckpointError(
+            "lora_name",
+            f"{file} gives {layer} an alpha of {alpha.numel()} values",
+            "use an intact LoRA file (alpha is one number per layer)",
+        )
     delta = LayerDelta(weight=fields.get("diff"), bias=fields.get("diff_b"))
     if down is not None:
-        down, up = down.flatten(1), up.flatten(1)  # 1x1 convolution spellings
-        delta.down, delta.up = down, up
-        delta.scale = 1.0 if alpha is None else float(alpha) / down.shape[0]
+        delta.down, delta.up = (t.flatten(1) if t.dim() > 2 else t for t in (down, up))  # 1x1 convs
+        rank = delta.down.shape[0] if delta.down.dim() and delta.down.shape[0] else 1
+        delta.scale = 1.0 if alpha is None else float(alpha) / rank
     expected = {
         "down": (None, module.in_features),
         "up": (module.out_features, None),

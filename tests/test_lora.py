@@ -233,6 +233,11 @@ def test_fp8_storage_takes_a_lora_as_the_merged_weights_would(wan, tmp_path):
           "diffusion_model.blocks.7.self_attn.q.lora_B.weight": torch.zeros(64, 4)}, "no layer"),
         ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 5120),
           "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(5120, 4)}, "14B"),
+        ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 64),
+          "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(64, 4),
+          "diffusion_model.blocks.0.self_attn.q.alpha": torch.ones(2)}, "alpha of 2 values"),
+        ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(()),
+          "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(64, 4)}, "shape \\(\\)"),
     ],
 )  # fmt: skip
 def test_a_wrong_file_is_refused_by_name(wan, tmp_path, state, message):
