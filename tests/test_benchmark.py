@@ -95,4 +95,5 @@ def test_cache_part_counts_model_calls_and_compares_with_the_uncached_render():
     light, heavy = report["10_steps_threshold_0.2"], report["10_steps_threshold_5"]
     assert 2 <= heavy["model_calls_per_render"] < light["model_calls_per_render"] <= 10
     assert light["psnr_vs_uncached_db"] > heavy["psnr_vs_uncached_db"]
-    assert light["same_colour_shape_pitch"] in ("0/1", "1/1")
+    # 0.2 skips nothing in 10 steps (measured: 10 calls, the same render): the readings agree
+    assert light["same_colour_shape_pitch"] == "1/1" and light["psnr_vs_uncached_db"] > 60
