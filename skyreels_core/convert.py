@@ -14,9 +14,9 @@ import pickle
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .errors import InputError
+from .loading import write_safetensors
 
 NESTED_KEYS = ("generator", "state_dict", "model")  # where trainers tuck the weights away
 
@@ -55,10 +55,7 @@ def convert(source: Path, target: Path) -> Path:
             f"{source.name} is not a plain PyTorch checkpoint ({str(error).splitlines()[0]})",
             "only files of tensors convert; one that needs code to load is refused",
         ) from None
-    partial = target.with_name(target.name + ".partial")
-    save_file(tensors_of(checkpoint, source), str(partial))
-    partial.rename(target)
-    return target
+    return write_safetensors(tensors_of(checkpoint, source), target)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -254,6 +254,17 @@ def load_model(
     return model.eval()
 
 
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Written beside ``path`` and renamed onto it, so an interrupted write never leaves a
+    truncated file under the real name."""
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata)
+    partial.replace(path)
+    return path
+
+
 def save_model(
     model: torch.nn.Module,
     path: str | Path,

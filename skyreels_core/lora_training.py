@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
+from .loading import write_safetensors
 from .lora import LayerDelta, Lora
 
 
@@ -42,7 +42,4 @@ def save_lora(lora: Lora, path: Path, metadata: dict[str, str]) -> Path:
         tensors[f"{layer}.lora_A.weight"] = delta.down.detach().contiguous()
         tensors[f"{layer}.lora_B.weight"] = (delta.up * delta.scale).detach().contiguous()
         tensors[f"{layer}.alpha"] = torch.tensor(float(delta.down.shape[0]))
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata)
-    partial.replace(path)
-    return path
+    return write_safetensors(tensors, path, metadata)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from .loading import write_safetensors
 from .masks import condition_from_pixels
 from .objective import flow_matching_loss, noised
 from .tasks import conditioning_pixels, draw_task
@@ -98,13 +98,8 @@ def save_checkpoint(
     for index, state in optimiser.state_dict()["state"].items():
         for name, value in state.items():
             tensors[f"optimiser.{index}.{name}"] = torch.as_tensor(value).contiguous()
-    temporary = path.with_suffix(".part")
-    save_file(
-        tensors,
-        str(temporary),
-        {"step": str(step), "config": json.dumps(optimiser.state_dict()["param_groups"])},
-    )
-    temporary.replace(path)
+    metadata = {"step": str(step), "config": json.dumps(optimiser.state_dict()["param_groups"])}
+    write_safetensors(tensors, path, metadata)
 
 
 def load_checkpoint(
