@@ -166,18 +166,23 @@ def torch_device() -> torch.device:
     return torch.device("cpu")
 
 
+def reserve(device: torch.device, needed_bytes: int) -> None:
+    """Before the pack puts ``needed_bytes`` on ``device``, ask the host to unload its own models
+    (core or another pack's, e.g. the image model that made the first frame) until they and the
+    host's inference reserve fit. The pack's models live outside the host's model management, so
+    without this the host keeps its models resident and the pack's run out of memory. Standalone
+    and on the CPU there is nothing to ask."""
+    if IN_COMFYUI and torch.device(device).type != "cpu":
+        needed = needed_bytes + model_management.minimum_inference_memory()
+        model_management.free_memory(needed, torch.device(device))
+
+
 def make_room(
     module: torch.nn.Module, device: torch.device, swapped: int = 0, extra_bytes: int = 0
 ) -> None:
-    """Before the pack moves ``module`` to ``device``, ask the host to unload its own models
-    (core or another pack's, e.g. the image model that made the first frame) until the weights,
-    ``extra_bytes`` (a LoRA's tensors) and the host's inference reserve fit. The pack's models live outside the host's model
-    management, so without this the host keeps its models resident and the pack's run out of
-    memory. Standalone and on the CPU there is nothing to ask."""
-    if IN_COMFYUI and torch.device(device).type != "cpu":
-        needed = device_bytes(module, swapped) + extra_bytes
-        needed += model_management.minimum_inference_memory()
-        model_management.free_memory(needed, torch.device(device))
+    """:func:`reserve` room for ``module``'s weights with its first ``swapped`` layers
+    block-swapped, plus ``extra_bytes`` (a LoRA's tensors)."""
+    reserve(device, device_bytes(module, swapped) + extra_bytes)
 
 
 def offload_device() -> torch.device:

@@ -216,7 +216,7 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
                 device=device,
                 offload_device=_rest_device(offload, device),
                 hidden_layer=hidden_layer,
-                before_compute=host.make_room,
+                reserve=host.reserve,
             ),
         )
 
@@ -252,6 +252,7 @@ class SkyReelsV4VideoVAELoader(FileLoader):
                 dtype=resolve_dtype(dtype, device),
                 device=device,
                 offload_device=_rest_device(offload, device),
+                reserve=host.reserve,
             ),
         )
 
@@ -309,6 +310,7 @@ class SkyReelsV4AudioVAELoader(FileLoader):
                 dtype=resolve_dtype(dtype, device),
                 device=device,
                 offload_device=_rest_device(offload, device),
+                reserve=host.reserve,
             ),
         )
 

@@ -227,7 +227,9 @@ class SkyReelsV4Refine:
         )
         progress = host.Progress(steps, node_id=unique_id, description="SkyReels-V4 refining")
         hooks = SamplerHooks(
-            progress=lambda step, total: progress.update(step), interrupt=host.check_interrupt
+            progress=lambda step, total: progress.update(step),
+            interrupt=host.check_interrupt,
+            reserve=host.reserve,
         )
         try:
             with out_of_memory_advice("SkyReels-V4 refining"):

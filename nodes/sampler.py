@@ -250,6 +250,7 @@ class SkyReelsV4Sampler:
             if video_vae is not None
             else None,
             interrupt=host.check_interrupt,
+            reserve=host.reserve,
         )
         device = host.torch_device()
         host.make_room(model.module, device, model.block_swap, model.lora_bytes())

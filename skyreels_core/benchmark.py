@@ -41,7 +41,17 @@ from .errors import InputError
 from .paths import output_folder
 from .sparse_attention import dense_attention_flops, sparse_attention_flops
 
-PARTS = ("analytic", "step", "split", "train", "memory", "sparse", "lora", "cache")
+PARTS = (
+    "analytic",
+    "step",
+    "split",
+    "train",
+    "memory",
+    "sparse",
+    "lora",
+    "cache",
+    "working_memory",
+)
 
 
 def step_flops(
@@ -587,6 +597,97 @@ def step_cache(
     return results
 
 
+class _Asked:
+    """A reserve callback that records what it is asked for, and the tracked peak beside it."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def __call__(self, device: torch.device, needed_bytes: int) -> None:
+        self.asked.append(needed_bytes)
+
+    def measure(self, function, *args, **kwargs) -> dict:
+        self.asked.clear()
+        with TrackedTensorBytes() as tracked:
+            function(*args, **kwargs)
+        # On this CPU the weights rest where they compute, so what is asked is working memory.
+        return {"asked_bytes": sum(self.asked), "tracked_peak_bytes": tracked.peak,
+                "asked_over_peak": sum(self.asked) / tracked.peak}  # fmt: skip
+
+
+def _codec_memory(reserve: _Asked, video_sizes, audio_tokens) -> dict:
+    from diffusers import AutoencoderKLWan, MMAudioVAE, MMAudioVocoder
+
+    from .codecs.mmaudio import MMAudioCodec, _config
+    from .codecs.wan_vae import CONFIG, WanVideoCodec
+
+    wan = {k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")}
+    video = WanVideoCodec(AutoencoderKLWan.from_config(wan), reserve=reserve)
+    results = {}
+    for frames, height, width in video_sizes:
+        latents = torch.randn(1, video.latent_channels, frames, height, width)
+        name = f"wan_vae_{frames}x{height}x{width}"
+        results[f"{name}.decode"] = reserve.measure(video.decode, latents)
+        results[f"{name}.encode"] = reserve.measure(video.encode, video.decode(latents))
+    audio = MMAudioCodec(MMAudioVAE.from_config(_config("mmaudio_44k_vae.json")),
+                         MMAudioVocoder.from_config(_config("mmaudio_44k_vocoder.json")),
+                         reserve=reserve)  # fmt: skip
+    for tokens in audio_tokens:
+        latents = torch.randn(1, audio.latent_channels, tokens)
+        mel = audio.decode_mel(latents)
+        results[f"mmaudio_{tokens}.vae"] = reserve.measure(audio.decode_mel, latents)
+        results[f"mmaudio_{tokens}.vocoder"] = reserve.measure(audio.vocode, mel)
+        results[f"mmaudio_{tokens}.encode"] = reserve.measure(audio.encode, audio.vocode(mel))
+    return results
+
+
+def _transformer_memory(reserve: _Asked, dims, video_sizes, audio_tokens) -> dict:
+    from .mmdit import DualStreamMMDiT
+    from .refiner import RefinerConfig, RefinerDiT, RefinerSettings, refine
+    from .sampling import SamplerHooks, SamplerSettings, sample
+    from .types import VideoCondition
+
+    hooks, results = SamplerHooks(reserve=reserve), {}
+    for dim in dims:
+        config = _scaled_full_preset(dim, dual=2, single=1)
+        generator, refiner = (
+            DualStreamMMDiT(config).eval(),
+            RefinerDiT(RefinerConfig.from_model(config, 2)),
+        )
+        for frames, size in video_sizes:
+            shape = (1, config.video_latent_channels, frames, size, size)
+            condition = VideoCondition(torch.zeros(shape), torch.zeros(1, 1, *shape[2:]))
+            text = _step_inputs(config, frames, size, audio_tokens)[2]
+            name = f"dim_{dim}_{frames}x{size}x{size}"
+            results[f"{name}.sampler_guided"] = reserve.measure(
+                sample, generator, text=text, negative_text=None, condition=condition,
+                audio_tokens=audio_tokens, settings=SamplerSettings(steps=1), hooks=hooks)  # fmt: skip
+            results[f"{name}.refiner_dense"] = reserve.measure(
+                refine, refiner, torch.randn(shape), RefinerSettings(sparsity=0), hooks=hooks)  # fmt: skip
+    return results
+
+
+@torch.no_grad()
+def working_memory(
+    video_sizes: tuple[tuple[int, int, int], ...] = ((3, 8, 8), (3, 16, 16)),
+    audio_tokens: tuple[int, ...] = (32, 128),
+    dims: tuple[int, ...] = (256, 512),
+    model_sizes: tuple[tuple[int, int], ...] = ((5, 16), (9, 32)),
+) -> dict:
+    """The working memory each codec and transformer asks the host for before it computes (the
+    reserve hooks, beside its weights) against the tracked peak of the same call, float32 on this
+    CPU with random weights: the real Wan 2.1 VAE and MMAudio-44k VAE + vocoder architectures at
+    (latent frames, height, width) and audio token counts; a guided sampler step and a refiner
+    step (dense: off CUDA the sparse path gathers key cubes per query chunk, which CUDA's
+    FlexAttention kernel never holds) of the 14B preset's shape at CPU widths, at (latent frames,
+    latent size). A ratio below 1 would let the host keep too much resident and the pack run out
+    of memory; at a few MiB the host's inference reserve, asked for beside, covers the rest."""
+    torch.manual_seed(0)
+    reserve = _Asked()
+    return {**_codec_memory(reserve, video_sizes, audio_tokens),
+            **_transformer_memory(reserve, dims, model_sizes, 54)}  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -609,7 +710,7 @@ def _rows(values: dict, prefix: str = ""):
 def run(args: argparse.Namespace) -> int:
     functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
                  "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
-                 "lora": lora_overhead, "cache": step_cache}  # fmt: skip
+                 "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in chosen if part not in functions]
     if unknown:

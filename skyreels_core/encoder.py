@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError
-from .offload import visiting
+from .offload import ReserveMemory, visiting
 from .types import TextEncoding
 
 SYSTEM_PROMPT = "Describe the video and its sound: objects, colours, motion, camera and timing."
@@ -60,7 +59,7 @@ class MLLMEncoder:
         hidden_layer: int = -1,
         offload_device: torch.device | str | None = None,
         compute_device: torch.device | str | None = None,
-        before_compute: Callable[[torch.nn.Module, torch.device], None] | None = None,
+        reserve: ReserveMemory | None = None,
     ) -> None:
         self.model = model.eval().requires_grad_(False)
         self.compute_device = torch.device(compute_device or next(model.parameters()).device)
@@ -68,9 +67,9 @@ class MLLMEncoder:
         # while the MMDiT samples. Features are cached, so re-queued prompts never move it.
         self.offload_device = torch.device(offload_device or self.compute_device)
         self.model.to(self.offload_device)
-        # Called with the model and the compute device before the weights move there (a host
-        # frees room for them); only when a prompt is actually encoded, never for a cached one.
-        self.before_compute = before_compute
+        # Asked for room before the weights move to compute (a host frees it); only when a
+        # prompt is actually encoded, never for a cached one.
+        self.reserve = reserve
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.chat_template = chat_template
@@ -91,7 +90,7 @@ class MLLMEncoder:
         device="cpu",
         offload_device=None,
         hidden_layer: int = -1,
-        before_compute: Callable[[torch.nn.Module, torch.device], None] | None = None,
+        reserve: ReserveMemory | None = None,
     ) -> MLLMEncoder:
         """The encoder of a Qwen-VL model folder. Its weights load straight onto
         ``offload_device`` (default: ``device``) and visit ``device`` per encoding, so a 7B
@@ -145,7 +144,7 @@ class MLLMEncoder:
             hidden_layer,
             offload_device,
             compute_device=device,
-            before_compute=before_compute,
+            reserve=reserve,
         )
 
     def _render(self, items: list[dict]) -> str:
@@ -158,9 +157,7 @@ class MLLMEncoder:
         return self.compute_device
 
     def _computing(self):
-        if self.before_compute is not None:
-            self.before_compute(self.model, self.compute_device)
-        return visiting(self.model, self.compute_device, self.offload_device)
+        return visiting(self.model, self.compute_device, self.offload_device, self.reserve)
 
     def _key(self, prompt: str, images: list[torch.Tensor]) -> str:
         digest = hashlib.sha256(f"{self.hidden_layer}\0{prompt}".encode())

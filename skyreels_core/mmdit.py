@@ -26,6 +26,9 @@ from .rope import (
 from .types import ModelOutput, References, TextEncoding
 
 TIMESTEP_SCALE = 1000.0  # flow time t in [0, 1] is embedded as Wan's timestep t * 1000
+# Working memory of a forward, in elements of the compute dtype per token (video, audio and text)
+# and unit of width: about 1.4x the tracked peak of 18-21 (bench part working_memory).
+ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 28
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -34,6 +37,23 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     frequencies = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
     angles = torch.outer(t.double(), frequencies)
     return torch.cat([angles.cos(), angles.sin()], dim=1).float()
+
+
+def forward_activation_bytes(
+    dim: int,
+    patch_size: Sequence[int],
+    dtype: torch.dtype,
+    video_shapes: Sequence[Sequence[int]],
+    other_tokens: int,
+    batch: int,
+    elements_per_token_width: int = ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH,
+) -> int:
+    """Activation bytes of one forward of a transformer of width ``dim`` over the video tokens of
+    latents shaped ``[..., frames, height, width]`` and ``other_tokens`` more (audio, text)."""
+    pt, ph, pw = patch_size
+    video_tokens = sum(t // pt * (h // ph) * (w // pw) for *_, t, h, w in video_shapes)
+    elements = elements_per_token_width * batch * (video_tokens + other_tokens) * dim
+    return elements * dtype.itemsize
 
 
 def stream_embeddings(config: ModelConfig) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -140,6 +160,24 @@ class DualStreamMMDiT(nn.Module):
                 for _ in range(c.num_single_blocks)
             )
             self.audio_head = Head(d, c.audio_latent_channels, c.eps)
+
+    def activation_bytes(
+        self,
+        video_shapes: Sequence[Sequence[int]],
+        audio_tokens: int,
+        text_tokens: int,
+        batch: int,
+    ) -> int:
+        """Device memory one forward's activations take beyond the weights, for video latents of
+        ``video_shapes`` (clip, keyframes, references), so a host can make room before sampling."""
+        return forward_activation_bytes(
+            self.config.dim,
+            self.config.patch_size,
+            self.patch_embedding.weight.dtype,
+            video_shapes,
+            audio_tokens + text_tokens,
+            batch,
+        )
 
     # -- inputs ------------------------------------------------------------------------------
     def _patchify(self, video: torch.Tensor) -> torch.Tensor:

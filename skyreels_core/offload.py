@@ -19,7 +19,7 @@ fresh copy per layer and drops it, so the whole path runs (and is tested) with i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -274,15 +274,30 @@ def place(model: nn.Module, device: torch.device | str) -> None:
         _set(slot, _get(slot).to(device))
 
 
+ReserveMemory = Callable[[torch.device, int], None]
+"""Called with a device and a byte count before the pack puts that much there: a host frees room
+(ComfyUI unloads its own models), since the pack's models live outside its model management."""
+
+
 @contextmanager
 def visiting(
-    model: nn.Module, compute_device: torch.device | str, rest_device: torch.device | str
+    model: nn.Module,
+    compute_device: torch.device | str,
+    rest_device: torch.device | str,
+    reserve: ReserveMemory | None = None,
+    working_bytes: int = 0,
 ) -> Iterator[nn.Module]:
     """``model`` on ``compute_device`` for the block, then back on ``rest_device``: a text encoder
-    or VAE used once per render must not hold GPU memory while the transformer samples."""
+    or VAE used once per render must not hold GPU memory while the transformer samples. Before
+    it moves, ``reserve`` is asked for its weights (unless they already rest there) plus the
+    ``working_bytes`` its activations and outputs take."""
+    compute_device, rest_device = torch.device(compute_device), torch.device(rest_device)
+    if reserve is not None:
+        weights = device_bytes(model) if compute_device != rest_device else 0
+        reserve(compute_device, weights + working_bytes)
     place(model, compute_device)
     try:
         yield model
     finally:
-        if torch.device(compute_device) != torch.device(rest_device):
+        if compute_device != rest_device:
             place(model, rest_device)

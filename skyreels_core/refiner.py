@@ -30,7 +30,7 @@ from .blocks import DualStreamBlock
 from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
 from .loading import read_header, save_model, validate_keys
-from .mmdit import TIMESTEP_SCALE, Head, sinusoidal_embedding
+from .mmdit import TIMESTEP_SCALE, Head, forward_activation_bytes, sinusoidal_embedding
 from .objective import noised, velocity_target
 from .rope import device_table, video_angles, video_positions
 from .sampling import SamplerHooks, initial_noise, require_finite
@@ -40,6 +40,11 @@ from .sampling.solvers import make_solver
 CONFIG_METADATA_KEY = "skyreels_refiner_config"
 SCALES = (1, 2, 3, 4)
 FPS_FACTORS = (1, 2, 4)
+
+
+# Working memory of a forward, in elements of the compute dtype per token and unit of width: the
+# video-only blocks peak at 9-11 (bench part working_memory, dense attention, widths 256-512).
+REFINER_ACTIVATION_ELEMENTS = 16
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -142,6 +147,20 @@ class RefinerDiT(nn.Module):
         self.coarse_gates = nn.Parameter(torch.zeros(config.num_blocks, config.num_heads))
         pt, ph, pw = config.patch_size
         self.head = Head(d, config.video_latent_channels * pt * ph * pw, config.eps)
+
+    def activation_bytes(self, video_shape: Sequence[int]) -> int:
+        """Device memory one forward's activations take beyond the weights for latents of
+        ``video_shape``, so a host can make room before refining."""
+        c, dtype = self.config, self.patch_embedding.weight.dtype
+        return forward_activation_bytes(
+            c.dim,
+            c.patch_size,
+            dtype,
+            [video_shape],
+            0,
+            video_shape[0],
+            REFINER_ACTIVATION_ELEMENTS,
+        )
 
     def forward(
         self, video: torch.Tensor, timestep: torch.Tensor, keep_ratio: float | None = None
@@ -388,6 +407,8 @@ def refine(
     held, model_condition = condition.held, condition.model_condition.to(dtype)
     known_velocity = velocity_target(start, noise)
     x = noised(start, noise, settings.denoise_start)
+    if hooks.reserve is not None:
+        hooks.reserve(device, model.activation_bytes(tuple(start.shape)))
     with torch.no_grad():
         for index in range(settings.steps):
             if hooks.interrupt is not None:

@@ -157,6 +157,37 @@ def test_vae_weights_visit_the_compute_device_only_while_coding(local_codec, mon
     assert moves == ["cpu", "meta", "cpu", "meta"]
 
 
+def test_the_codec_asks_for_its_weights_and_working_memory_before_it_moves(
+    local_codec, monkeypatch
+):
+    from skyreels_core import offload
+    from skyreels_core.codecs import wan_vae
+
+    asked = []
+    monkeypatch.setattr(offload, "place", lambda model, device: None)
+    monkeypatch.setattr(local_codec, "reserve", lambda device, size: asked.append((device, size)))
+    latents = torch.randn(2, 4, 3, 6, 5)
+    local_codec.decode(latents)  # offload off: the weights already rest where they compute
+    monkeypatch.setattr(local_codec, "offload_device", torch.device("meta"))
+    local_codec.decode(latents)
+    weights = offload.device_bytes(local_codec.vae)
+    pixels = 2 * 12 * 10  # batch x frame pixels at stride 2
+    working = (wan_vae.DECODE_ELEMENTS_PER_PIXEL * pixels + 2 * 3 * 3 * pixels) * 4
+    assert asked == [(torch.device("cpu"), working), (torch.device("cpu"), weights + working)]
+
+
+def test_what_the_real_codecs_and_transformers_ask_for_covers_their_measured_peak():
+    """The real Wan 2.1 VAE and MMAudio architectures and the 14B preset's shape at a CPU width
+    (random weights): the working memory asked of the host is at least each call's tracked peak,
+    and not wildly more."""
+    from skyreels_core.benchmark import working_memory
+
+    results = working_memory(((2, 8, 8),), (8,), dims=(256,), model_sizes=((5, 16),))
+    assert len(results) == 7
+    for name, result in results.items():
+        assert 1.0 <= result["asked_over_peak"] <= 2.5, name
+
+
 def test_one_tile_is_the_untiled_path_and_a_bad_overlap_is_named(local_codec):
     latents = torch.randn(1, 4, 2, 6, 6, generator=torch.Generator().manual_seed(2))
     assert torch.equal(decode_tiled(local_codec, latents, 8, 2), local_codec.decode(latents))

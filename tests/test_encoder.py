@@ -70,15 +70,15 @@ def test_weights_visit_the_compute_device_only_while_encoding(folder, encoder, m
     assert moves == ["cpu", "meta"]
 
 
-def test_the_before_compute_hook_runs_only_when_a_prompt_is_encoded(folder):
+def test_room_is_asked_for_only_when_a_prompt_is_encoded(folder):
     calls = []
     encoder = MLLMEncoder.from_folder(
-        folder, dtype=torch.float32, before_compute=lambda model, device: calls.append(device)
+        folder, dtype=torch.float32, reserve=lambda device, size: calls.append((device, size))
     )
     encoder.encode("a green square moves left")
     encoder.encode("a green square moves left")  # cached: the weights stay where they rest
     encoder.encode("a red circle bounces on the floor")
-    assert calls == [torch.device("cpu")] * 2
+    assert calls == [(torch.device("cpu"), 0)] * 2  # its weights already rest where it computes
 
 
 def test_multishot_ranges(encoder):

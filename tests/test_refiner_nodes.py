@@ -101,6 +101,18 @@ def test_refine_node_checks_for_cancel_every_step(refiner, monkeypatch):
     assert len(calls) == 2
 
 
+def test_refine_node_asks_for_the_weights_then_the_activations_of_the_refined_clip(
+    refiner, monkeypatch
+):
+    from skyreels_core.offload import device_bytes
+
+    asked = []
+    monkeypatch.setattr(host, "reserve", lambda device, size: asked.append(size))
+    (refined,) = SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS)
+    assert refined.video.shape == (1, 4, 9, 8, 12)  # 2x fps, 2x size
+    assert asked == [device_bytes(refiner), refiner.activation_bytes(refined.video.shape)]
+
+
 def test_loader_lists_and_opens_the_bundled_refiner():
     choices = SkyReelsV4RefinerLoader.INPUT_TYPES()["required"]["refiner_name"][0]
     assert choices[0] == bundle.BUNDLED

@@ -82,18 +82,27 @@ def test_an_interrupt_stops_within_a_step_and_leaves_no_file(folders, monkeypatc
 
 
 def test_the_host_is_asked_for_room_before_the_encoder_and_the_model_compute(folders, monkeypatch):
+    from skyreels_core.offload import device_bytes
+
     host = sys.modules["skyreels_pack.nodes.host"]
-    asked = []
+    asked, modules = [], []
+    monkeypatch.setattr(host, "reserve", lambda device, size: asked.append(size))
+    make_room = host.make_room
     monkeypatch.setattr(
         host,
         "make_room",
-        lambda module, device, swapped=0, extra_bytes=0: asked.append((module, swapped)),
+        lambda module, *args: modules.append((module, args)) or make_room(module, *args),
     )
-    _render()
-    kinds = [type(module).__name__ for module, _ in asked]
-    # The prompt and the negative prompt are each encoded once, then the model samples.
-    assert kinds == ["Qwen2_5_VLForConditionalGeneration"] * 2 + ["DualStreamMMDiT"]
-    assert asked[-1][1] == 0  # the workflow's block_swap
+    result = _render()
+    # The prompt and the negative prompt are each encoded once (the encoder's weights rest on
+    # this CPU where it computes: nothing to move), then the model's weights, then the
+    # activations of its batched guidance pass.
+    [(model, (device, swapped, lora_bytes))] = modules
+    assert type(model).__name__ == "DualStreamMMDiT" and swapped == 0 and lora_bytes == 0
+    assert asked[:3] == [0, 0, device_bytes(model)] and len(asked) == 4
+    shapes, audio = [result.video.shape], result.audio.shape[-1]
+    bounds = [model.activation_bytes(shapes, audio, text, 2) for text in (1, 512)]
+    assert bounds[0] < asked[3] < bounds[1]  # both prompts' tokens, padded to one length
 
 
 def test_freeing_memory_each_step_empties_the_cache_per_step_and_changes_nothing(

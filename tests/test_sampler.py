@@ -393,6 +393,33 @@ def test_keyframes_mode_shapes_and_inputs():
     assert torch.equal(call["references"].audio[B:], refs.audio)
 
 
+@pytest.mark.parametrize(("batched", "passes"), [(True, 2), (False, 1)])
+def test_room_is_asked_once_for_the_largest_pass_before_the_first_step(batched, passes):
+    model = FakeModel(straight_oracle)
+    asked_for = []
+    model.activation_bytes = lambda *args: asked_for.append(args) or 1234
+    reserved = []
+    refs = References(video=torch.randn(B, C_V, 1, H, W), audio=torch.randn(B, C_A, 3))
+    sample(
+        model,
+        text=text(length=5),
+        negative_text=text(0.0, length=3),
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(steps=3, video_guidance=2.0, batch_guidance=batched),
+        references=refs,
+        keyframe_indices=[0, 2],
+        keyframe_scale=2,
+        hooks=SamplerHooks(
+            reserve=lambda device, size: reserved.append((device, size, len(model.calls)))
+        ),
+    )
+    assert reserved == [(torch.device("cpu"), 1234, 0)]  # once, before any model call
+    clip, keyframes, reference = (B, C_V, T, H, W), (B, C_V, 2, 2 * H, 2 * W), (B, C_V, 1, H, W)
+    # The stacked prompts pad to the longer one; the references' audio adds to the clip's.
+    assert asked_for == [([clip, keyframes, reference], L_A + 3, 5, passes * B)]
+
+
 def test_refinement_starts_from_the_initial_latents_noised_to_start():
     model = FakeModel(straight_oracle)
     initial = AVLatent(video=TARGETS["video"].clone(), audio=TARGETS["audio"].clone())

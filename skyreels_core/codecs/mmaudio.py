@@ -18,10 +18,17 @@ from safetensors.torch import load_file
 
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, validate_keys
-from ..offload import place, visiting
+from ..offload import ReserveMemory, place, visiting
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 COMPUTED = "mel_converter."  # filterbank and window buffers, rebuilt from the config
+
+# Working memory in elements of the compute dtype, about 1.4x the tracked peaks of diffusers'
+# MMAudioVAE (48 MiB in float32 plus 10 elements per sample, encode or decode) and
+# MMAudioVocoder (240 elements per output sample) measured by bench part codec_memory.
+VAE_FIXED_ELEMENTS = 18_000_000
+VAE_ELEMENTS_PER_SAMPLE = 14
+VOCODER_ELEMENTS_PER_SAMPLE = 340
 
 
 def _config(name: str) -> dict:
@@ -93,9 +100,16 @@ def _read(path: str | Path, input_name: str) -> dict:
 
 
 class MMAudioCodec:
-    def __init__(self, vae, vocoder, offload_device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        vae,
+        vocoder,
+        offload_device: torch.device | str | None = None,
+        reserve: ReserveMemory | None = None,
+    ) -> None:
         """VAE and vocoder compute where their weights are now; they rest on ``offload_device``
-        (default: there too) between encodes and decodes."""
+        (default: there too) between encodes and decodes, and ``reserve`` is asked for room
+        first."""
         self.vae = vae.eval().requires_grad_(False)
         self.vocoder = vocoder.eval().requires_grad_(False)
         parameter = next(vae.parameters())
@@ -103,6 +117,7 @@ class MMAudioCodec:
         self.offload_device = torch.device(offload_device or self.device)
         place(self.vae, self.offload_device)
         place(self.vocoder, self.offload_device)
+        self.reserve = reserve
         self.latent_channels = vae.config.latent_channels
         self.sample_rate = vae.config.sample_rate
         self.samples_per_token = vae.latent_hop_length
@@ -119,6 +134,7 @@ class MMAudioCodec:
         offload_device: torch.device | str | None = None,
         vae_config: dict | None = None,
         vocoder_config: dict | None = None,
+        reserve: ReserveMemory | None = None,
     ) -> MMAudioCodec:
         """vocoder_path None: the vocoder weights are in the VAE file under ``vocoder.``."""
         from diffusers import MMAudioVAE, MMAudioVocoder
@@ -136,10 +152,21 @@ class MMAudioCodec:
         _load(vae, state, "audio_vae", "MMAudio-44k VAE")
         _load(vocoder, bigvgan_to_diffusers(voc_state), "vocoder", "MMAudio BigVGAN vocoder")
         vae, vocoder = (part.to(device=device, dtype=dtype) for part in (vae, vocoder))
-        return cls(vae, vocoder, offload_device)
+        return cls(vae, vocoder, offload_device, reserve)
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, self.dtype)
+
+    def _visit(self, part: torch.nn.Module, elements: int):
+        """``part`` on the compute device, with room asked for it and ``elements`` of working
+        memory in the compute dtype."""
+        working = elements * self.dtype.itemsize
+        return visiting(part, self.device, self.offload_device, self.reserve, working)
+
+    def _vae_elements(self, batch: int, tokens: int) -> int:
+        return batch * (
+            VAE_FIXED_ELEMENTS + VAE_ELEMENTS_PER_SAMPLE * tokens * self.samples_per_token
+        )
 
     @torch.no_grad()
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -156,7 +183,8 @@ class MMAudioCodec:
                 f"{waveform.shape[-1]} samples",
                 f"pad or trim to a multiple of {self.samples_per_token} samples",
             )
-        with visiting(self.vae, self.device, self.offload_device):
+        batch, _, samples = waveform.shape
+        with self._visit(self.vae, self._vae_elements(batch, samples // self.samples_per_token)):
             posterior = self.vae.encode(self._placed(waveform[:, 0])).latent_dist
             latents = posterior.mode().float().cpu()
         return latents * self.scale
@@ -164,13 +192,24 @@ class MMAudioCodec:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents [B, 40, L] -> mono waveform [B, 1, L * 1024] in -1..1."""
+        return self.vocode(self.decode_mel(latents))
+
+    @torch.no_grad()
+    def decode_mel(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents [B, 40, L] -> the VAE's mel spectrogram, left on the compute device."""
         if latents.dim() != 3 or latents.shape[1] != self.latent_channels:
             raise InputError(
                 "audio_latents",
                 f"shape {tuple(latents.shape)}",
                 f"pass [batch, {self.latent_channels}, tokens]",
             )
-        with visiting(self.vae, self.device, self.offload_device):
-            mel = self.vae.decode(self._placed(latents.float() / self.scale)).sample
-        with visiting(self.vocoder, self.device, self.offload_device):
-            return self.vocoder(mel).sample.float().cpu()
+        batch, _, tokens = latents.shape
+        with self._visit(self.vae, self._vae_elements(batch, tokens)):
+            return self.vae.decode(self._placed(latents.float() / self.scale)).sample
+
+    @torch.no_grad()
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        """The vocoder: mel [B, mels, frames] -> mono waveform [B, 1, samples] on the CPU."""
+        samples = mel.shape[0] * mel.shape[-1] * self.vae.config.hop_length
+        with self._visit(self.vocoder, VOCODER_ELEMENTS_PER_SAMPLE * samples):
+            return self.vocoder(mel).sample.cpu().float()

@@ -18,20 +18,34 @@ from safetensors.torch import load_file
 
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, validate_keys
-from ..offload import place, visiting
+from ..offload import ReserveMemory, place, visiting
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "wan2.1_vae.json"
 
+# Working memory per pixel of one frame, in elements of the compute dtype: the causal VAE runs
+# one latent frame at a time, so its activations scale with the frame, not the clip. Tracked peaks
+# of diffusers' AutoencoderKLWan (bench part codec_memory) reach 4,900 for decode and 3,570 for
+# encode; these are the host's budgets for the same VAE (ComfyUI's sd.py), leaving the caching
+# allocator its margin.
+DECODE_ELEMENTS_PER_PIXEL = 7000
+ENCODE_ELEMENTS_PER_PIXEL = 6000
+
 
 class WanVideoCodec:
-    def __init__(self, vae, offload_device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        vae,
+        offload_device: torch.device | str | None = None,
+        reserve: ReserveMemory | None = None,
+    ) -> None:
         """``vae`` computes where its weights are now; they rest on ``offload_device`` (default:
-        there too) between encodes and decodes."""
+        there too) between encodes and decodes, and ``reserve`` is asked for room first."""
         self.vae = vae.eval().requires_grad_(False)
         parameter = next(vae.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.offload_device = torch.device(offload_device or self.device)
         place(self.vae, self.offload_device)
+        self.reserve = reserve
         self.latent_channels = vae.config.z_dim
         self.spatial_stride = 2 ** len(vae.config.temperal_downsample)
         self.temporal_stride = 2 ** sum(vae.config.temperal_downsample)
@@ -47,6 +61,7 @@ class WanVideoCodec:
         device="cpu",
         offload_device: torch.device | str | None = None,
         config: dict | None = None,
+        reserve: ReserveMemory | None = None,
     ) -> WanVideoCodec:
         from diffusers import AutoencoderKLWan
         from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
@@ -71,10 +86,16 @@ class WanVideoCodec:
                 "video_vae", error.problem, "use the original Wan 2.1 VAE (wan_2.1_vae.safetensors)"
             ) from None
         vae.load_state_dict(state)
-        return cls(vae.to(device=device, dtype=dtype), offload_device)
+        return cls(vae.to(device=device, dtype=dtype), offload_device, reserve)
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, self.dtype)
+
+    def _visit(self, elements: int):
+        """The VAE on its compute device, with room asked for it and ``elements`` of working
+        memory in the compute dtype."""
+        working = elements * self.dtype.itemsize
+        return visiting(self.vae, self.device, self.offload_device, self.reserve, working)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -83,15 +104,27 @@ class WanVideoCodec:
             raise InputError(
                 "frames", f"shape {tuple(frames.shape)}", "pass [batch, frames, height, width, 3]"
             )
-        x = self._placed(frames.permute(0, 4, 1, 2, 3) * 2 - 1)
-        with visiting(self.vae, self.device, self.offload_device):
+        batch, _, height, width, _ = frames.shape
+        pixels = batch * height * width
+        with self._visit(ENCODE_ELEMENTS_PER_PIXEL * pixels + frames.numel()):
+            x = self._placed(frames.permute(0, 4, 1, 2, 3) * 2 - 1)
             latents = self.vae.encode(x).latent_dist.mode().float().cpu()
         return (latents - self.mean) / self.std
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> [B, T, H, W, 3] in 0..1."""
-        z = self._placed(latents.float().cpu() * self.std + self.mean)
-        with visiting(self.vae, self.device, self.offload_device):
-            x = self.vae.decode(z).sample
-        return ((x.float().cpu() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)
+        if latents.dim() != 5 or latents.shape[1] != self.latent_channels:
+            raise InputError(
+                "video_latents",
+                f"shape {tuple(latents.shape)}",
+                f"pass [batch, {self.latent_channels}, frames, height, width]",
+            )
+        batch, _, latent_frames, height, width = latents.shape
+        pixels = batch * height * width * self.spatial_stride**2
+        frames = (latent_frames - 1) * self.temporal_stride + 1
+        # Output frames are gathered on the device and copied once more as they grow.
+        with self._visit(DECODE_ELEMENTS_PER_PIXEL * pixels + 2 * 3 * frames * pixels):
+            z = self._placed(latents.float().cpu() * self.std + self.mean)
+            x = self.vae.decode(z).sample.cpu()
+        return ((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..objective import noised, velocity_target
+from ..offload import ReserveMemory
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
 from .schedules import flow_sigmas
@@ -63,11 +64,14 @@ class SamplerSettings:
 @dataclass
 class SamplerHooks:
     """Called every step: ``progress(done, total)`` and ``preview(done, x0_video)`` after a step;
-    ``interrupt()`` before each model call, and it stops the render by raising."""
+    ``interrupt()`` before each model call, and it stops the render by raising. ``reserve`` is
+    asked once, before the first step, for the activations of the largest pass (a host frees
+    room for them)."""
 
     progress: Callable[[int, int], None] | None = None
     preview: Callable[[int, torch.Tensor], None] | None = None
     interrupt: Callable[[], None] | None = None
+    reserve: ReserveMemory | None = None
 
 
 def _placement(model: torch.nn.Module, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
@@ -218,6 +222,24 @@ class _GuidanceTexts:
         self.stacked = None
         if batch and unconditional is not None and unconditional.shot_ranges == text.shot_ranges:
             self.stacked = _stack_text(text, unconditional)
+
+
+def _largest_pass_bytes(
+    model: torch.nn.Module,
+    shapes: Sequence[tuple[int, ...]],
+    has_audio: bool,
+    references: References | None,
+    texts: _GuidanceTexts,
+) -> int:
+    """Activation bytes of the largest model pass a render makes: both guidance branches while
+    they batch, else one."""
+    video = [shapes[0], *shapes[1 + has_audio :]]
+    audio = shapes[1][-1] if has_audio else 0
+    if references is not None:
+        video += [] if references.video is None else [tuple(references.video.shape)]
+        audio += 0 if references.audio is None else references.audio.shape[-1]
+    text = texts.stacked if texts.stacked is not None else texts.conditional
+    return model.activation_bytes(video, audio, text.features.shape[1], text.features.shape[0])
 
 
 def _passes(
@@ -392,6 +414,8 @@ def sample(
     if guidance.needs_unconditional:
         unconditional = _unconditional(text, negative_text).to(device, dtype)
     texts = _GuidanceTexts(text, unconditional, settings.batch_guidance)
+    if hooks.reserve is not None and hasattr(model, "activation_bytes"):
+        hooks.reserve(device, _largest_pass_bytes(model, shapes, has_audio, references, texts))
 
     noise = initial_noise(settings.seed, shapes, device)
     latents = _start_latents(initial, noise, settings.denoise_start, has_audio, keyframes)
