@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from safetensors import safe_open
 from .loading import write_safetensors
 from .masks import condition_from_pixels
 from .objective import flow_matching_loss, noised
+from .paths import output_folder
 from .tasks import conditioning_pixels, draw_task
 from .types import References, TextEncoding
 
@@ -36,6 +38,13 @@ class Batch:
     video_latents: torch.Tensor
     audio_latents: torch.Tensor
     text: TextEncoding
+
+
+def start_run(seed: int, out: Path) -> tuple[torch.Generator, Path, float]:
+    """A training command's start: torch's global generator seeded (weight initialisation), a
+    CPU generator for the data draws, the output folder checked, and the clock started."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed), output_folder(Path(out), "--out"), time.monotonic()
 
 
 def sample_times(batch: int, generator: torch.Generator) -> torch.Tensor:

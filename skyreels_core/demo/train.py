@@ -21,13 +21,13 @@ from ..config import get_preset
 from ..encoder import MLLMEncoder, create_tiny_encoder_folder
 from ..loading import save_model
 from ..mmdit import DualStreamMMDiT
-from ..paths import output_folder
 from ..training import (
     Batch,
     adamw,
     cosine_with_warmup,
     load_checkpoint,
     save_checkpoint,
+    start_run,
     training_loss,
 )
 from ..types import TextEncoding
@@ -127,10 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    out = output_folder(Path(args.out), "--out")
-    started = time.monotonic()
+    generator, out, started = start_run(args.seed, args.out)
     data = render_world(args.scenes, args.seed)
 
     video_path, audio_path = out / "video_codec.safetensors", out / "audio_codec.safetensors"

@@ -20,8 +20,7 @@ from tqdm.auto import tqdm
 
 from ..lora import applied
 from ..lora_training import lora_parameters, save_lora, trainable_lora
-from ..paths import output_folder
-from ..training import training_loss
+from ..training import start_run, training_loss
 from . import bundle
 from .dataset import render_world
 from .render import DemoPipeline
@@ -53,10 +52,7 @@ def _record_in_manifest(manifest_path: Path, path: Path, command: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    out = output_folder(Path(args.out), "--out")
-    started = time.monotonic()
+    generator, out, started = start_run(args.seed, args.out)
     pipeline = DemoPipeline.load()
     pipeline.model.requires_grad_(False)
     data = render_world(args.scenes, args.seed, palette=PALETTE_SHIFT)

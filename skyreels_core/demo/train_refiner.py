@@ -22,9 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..objective import flow_matching_loss, noised
-from ..paths import output_folder
 from ..refiner import FPS_FACTORS, REFINER_PRESETS, RefinerDiT, build_condition, save_refiner
-from ..training import adamw, cosine_with_warmup, load_checkpoint, save_checkpoint
+from ..training import adamw, cosine_with_warmup, load_checkpoint, save_checkpoint, start_run
 from . import bundle
 from .dataset import FRAMES, HIGH_SIZE, LOW_SIZE, training_seeds
 from .world import render_scene, sample_scene_spec
@@ -142,10 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    out = output_folder(Path(args.out), "--out")
-    started = time.monotonic()
+    generator, out, started = start_run(args.seed, args.out)
     codec = bundle.video_codec()
     data = encode_world(codec, args.scenes, args.seed)
 
