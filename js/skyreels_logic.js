@@ -71,3 +71,8 @@ export function withAudioPlayer(required) {
   const { audio, audioUI = ["AUDIO_UI", {}], ...rest } = required;
   return { audio, audioUI, ...rest };
 }
+
+/** The Load AV Latent list's name for a file Save AV Latent wrote: its path in the output folder, marked. */
+export function savedLatentName({ filename, subfolder = "" }) {
+  return `${subfolder ? `${subfolder}/` : ""}${filename} [output]`;
+}

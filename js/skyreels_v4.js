@@ -1,9 +1,10 @@
 // SkyReels-V4 frontend: keyframe/mask timelines on the mask nodes, growing image sockets on the
-// reference node, an in-node player (with sound) for saved clips, and the audio loader's player.
+// reference node, an in-node player (with sound) for saved clips, the audio loader's player, and
+// the name Load AV Latent lists a saved latent under.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
-  frameAtTime, planReferenceSockets, playerHeight, snappedAway, timelineCells, viewUrl,
+  frameAtTime, planReferenceSockets, playerHeight, savedLatentName, snappedAway, timelineCells, viewUrl,
   withAudioPlayer,
 } from "./skyreels_logic.js";
 
@@ -110,12 +111,31 @@ function addPlayer(nodeType) {
   };
 }
 
+function addSavedName(nodeType) {
+  const onExecuted = nodeType.prototype.onExecuted;
+  nodeType.prototype.onExecuted = function (message) {
+    onExecuted?.apply(this, arguments);
+    const saved = message?.skyreels_latents?.[0];
+    if (!saved) return;
+    if (!this.skyreelsSavedLabel) {
+      const label = document.createElement("div");
+      label.style.font = "11px sans-serif";
+      label.style.wordBreak = "break-all";
+      this.addDOMWidget("skyreels_saved", "text", label, { serialize: false });
+      this.skyreelsSavedLabel = label;
+    }
+    this.skyreelsSavedLabel.textContent = `saved: ${savedLatentName(saved)} (Load AV Latent lists it after R)`;
+    this.setDirtyCanvas(true, true);
+  };
+}
+
 app.registerExtension({
   name: "SkyReelsV4.Frontend",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (MASK_NODES.has(nodeData.name)) addTimeline(nodeType);
     if (nodeData.name === "SkyReelsV4ImageReferences") addGrowingSockets(nodeType);
     if (nodeData.name === "SkyReelsV4SaveVideo") addPlayer(nodeType);
+    if (nodeData.name === "SkyReelsV4SaveAVLatent") addSavedName(nodeType);
     if (nodeData.name === "SkyReelsV4LoadAudio") {
       nodeData.input.required = withAudioPlayer(nodeData.input.required);
     }

@@ -121,6 +121,30 @@ def input_path(name: str, input_name: str = "input file") -> Path:
     return resolve_inside(input_dir(), name, input_name=input_name)
 
 
+OUTPUT_MARK = " [output]"  # the host's annotation for a file picked from the output folder
+
+
+def input_or_output_path(name: str, input_name: str = "input file") -> Path:
+    """A file picked from the input folder, or from the output folder where its name carries
+    :data:`OUTPUT_MARK` (a file an earlier run saved, used without copying it)."""
+    if name.endswith(OUTPUT_MARK):
+        return resolve_inside(output_dir(), name.removesuffix(OUTPUT_MARK), input_name=input_name)
+    return input_path(name, input_name)
+
+
+def files_named(suffix: str) -> list[str]:
+    """Files ending in ``suffix``: the input folder's top level, then every one under the output
+    folder, marked with :data:`OUTPUT_MARK` (what :func:`input_or_output_path` opens)."""
+    names = []
+    for root, marked in ((input_dir(), False), (output_dir(), True)):
+        if not root.is_dir():
+            continue
+        found = root.rglob(f"*{suffix}") if marked else root.glob(f"*{suffix}")
+        relative = sorted(path.relative_to(root).as_posix() for path in found if path.is_file())
+        names += [name + OUTPUT_MARK if marked else name for name in relative]
+    return names
+
+
 EXAMPLES_OFFERED = ".skyreels_v4_examples"  # in the input folder: the example names copied once
 
 

@@ -1,4 +1,4 @@
-"""Media inputs read from the host's input folder with PyAV.
+"""Inputs read from the host's folders: sounds through PyAV, and saved AV latents.
 
 ComfyUI's own LoadAudio lives in a module that imports torchaudio, which has no build for torch
 2.12 and later: on such hosts that node is missing and any workflow using it fails to queue. This
@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 
 from skyreels_core.av_io import read_audio
+from skyreels_core.av_latent_file import SUFFIX, load_av_latent
 from skyreels_core.errors import InputError
 
-from . import host
+from . import host, link_types
 from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/inputs"
@@ -30,6 +31,10 @@ def _audio_files() -> list[str]:
         for path in folder.iterdir()
         if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
     )
+
+
+def _file_digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class SkyReelsV4LoadAudio:
@@ -68,7 +73,7 @@ class SkyReelsV4LoadAudio:
     def IS_CHANGED(cls, audio: str) -> str:
         """A file replaced under the same name is read again."""
         try:
-            return hashlib.sha256(host.input_path(audio, "audio").read_bytes()).hexdigest()
+            return _file_digest(host.input_path(audio, "audio"))
         except InputError as error:
             return str(error)  # load() raises the same clear error
 
@@ -76,5 +81,51 @@ class SkyReelsV4LoadAudio:
         return (read_audio(host.input_path(audio, "audio")),)
 
 
-NODE_CLASS_MAPPINGS = {"SkyReelsV4LoadAudio": SkyReelsV4LoadAudio}
-NODE_DISPLAY_NAME_MAPPINGS = {"SkyReelsV4LoadAudio": "SkyReels-V4 Load Audio"}
+class SkyReelsV4LoadAVLatent:
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (link_types.AV_LATENT,)
+    RETURN_NAMES = ("av_latent",)
+    DESCRIPTION = (
+        "An AV latent saved by Save AV Latent: from the output folder where it was written "
+        "(marked [output]) or the input folder. Render many seeds to latents, then refine and "
+        "decode only the takes you keep."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "av_latent": (
+                    host.files_named(SUFFIX) or [""],
+                    {"tooltip": f"A saved {SUFFIX} file; press R to list new ones."},
+                )
+            }
+        }
+
+    @classmethod
+    @reports_input_errors
+    def VALIDATE_INPUTS(cls, av_latent: str):
+        host.input_or_output_path(av_latent, "av_latent")
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, av_latent: str) -> str:
+        """A file replaced under the same name is read again."""
+        try:
+            return _file_digest(host.input_or_output_path(av_latent, "av_latent"))
+        except InputError as error:
+            return str(error)  # load() raises the same clear error
+
+    def load(self, av_latent: str):
+        return (load_av_latent(host.input_or_output_path(av_latent, "av_latent")),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "SkyReelsV4LoadAudio": SkyReelsV4LoadAudio,
+    "SkyReelsV4LoadAVLatent": SkyReelsV4LoadAVLatent,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4LoadAudio": "SkyReels-V4 Load Audio",
+    "SkyReelsV4LoadAVLatent": "SkyReels-V4 Load AV Latent",
+}

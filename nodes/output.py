@@ -1,13 +1,15 @@
-"""Saving the finished clip: MP4 with sound, the workflow embedded, written atomically."""
+"""Saving results: the finished clip as MP4 with sound, or a render's AV latent to refine and
+decode later; the workflow embedded, written atomically, never over another file."""
 
 from __future__ import annotations
 
 import json
 
 from skyreels_core.av_io import next_free_path, write_mp4
+from skyreels_core.av_latent_file import SUFFIX, save_av_latent
 from skyreels_core.errors import InputError
 
-from . import host
+from . import host, link_types
 
 CATEGORY = "SkyReels-V4/output"
 
@@ -68,16 +70,10 @@ class SkyReelsV4SaveVideo:
     ):
         root, folder, stem = _output_folder(filename_prefix)
         folder.mkdir(parents=True, exist_ok=True)
-        metadata = {}
-        if prompt is not None:
-            metadata["prompt"] = json.dumps(prompt)
-        if extra_pnginfo and "workflow" in extra_pnginfo:
-            metadata["workflow"] = json.dumps(extra_pnginfo["workflow"])
+        metadata = _graph_metadata(prompt, extra_pnginfo)
         path = write_mp4(next_free_path(folder, stem), frames, fps, audio, metadata)
         saved = {
-            "filename": path.name,
-            "subfolder": "" if folder == root else folder.relative_to(root).as_posix(),
-            "type": "output",
+            **_located(path, root),
             "format": "video/mp4",
             "frame_rate": float(fps),
             "frame_count": int(frames.shape[0]),
@@ -85,5 +81,63 @@ class SkyReelsV4SaveVideo:
         return {"ui": {"skyreels_videos": [saved]}}
 
 
-NODE_CLASS_MAPPINGS = {"SkyReelsV4SaveVideo": SkyReelsV4SaveVideo}
-NODE_DISPLAY_NAME_MAPPINGS = {"SkyReelsV4SaveVideo": "SkyReels-V4 Save Video (MP4 + sound)"}
+def _graph_metadata(prompt, extra_pnginfo) -> dict[str, str]:
+    """The prompt graph and the workflow, so a saved file reopens as the graph that made it."""
+    metadata = {}
+    if prompt is not None:
+        metadata["prompt"] = json.dumps(prompt)
+    if extra_pnginfo and "workflow" in extra_pnginfo:
+        metadata["workflow"] = json.dumps(extra_pnginfo["workflow"])
+    return metadata
+
+
+def _located(path, root) -> dict:
+    """Where a saved file lies, as the host's /view route and output listings name it."""
+    folder = path.parent
+    subfolder = "" if folder == root else folder.relative_to(root).as_posix()
+    return {"filename": path.name, "subfolder": subfolder, "type": "output"}
+
+
+class SkyReelsV4SaveAVLatent:
+    DESCRIPTION = (
+        "Saves a render's AV latent (video, audio and keyframe latents, fps) as safetensors in "
+        "the output folder, with the workflow in its metadata. Load AV Latent lists it (press "
+        "R), to refine and decode only the takes you keep. Never overwrites a file."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "av_latent": (link_types.AV_LATENT, {"tooltip": "A Sampler's or Refine's output."}),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": "latents/SkyReelsV4",
+                        "tooltip": "File name start; may include a sub-folder.",
+                    },
+                ),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def save(self, av_latent, filename_prefix: str, prompt=None, extra_pnginfo=None):
+        root, folder, stem = _output_folder(filename_prefix)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = next_free_path(folder, stem, SUFFIX)
+        save_av_latent(av_latent, path, _graph_metadata(prompt, extra_pnginfo))
+        return {"ui": {"skyreels_latents": [_located(path, root)]}}
+
+
+NODE_CLASS_MAPPINGS = {
+    "SkyReelsV4SaveVideo": SkyReelsV4SaveVideo,
+    "SkyReelsV4SaveAVLatent": SkyReelsV4SaveAVLatent,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4SaveVideo": "SkyReels-V4 Save Video (MP4 + sound)",
+    "SkyReelsV4SaveAVLatent": "SkyReels-V4 Save AV Latent",
+}

@@ -237,6 +237,38 @@ def test_the_queue_command_adds_sound_to_uploaded_clips(server, capsys, tmp_path
     assert 0 <= audio["waveform"].shape[-1] - round(33 / 24 * audio["sample_rate"]) < 1024
 
 
+def test_takes_are_rendered_then_the_kept_one_refined_by_the_queue_command(server, tmp_path):
+    """render_takes over two seeds saves each take's AV latent beside its preview (both
+    downloaded); refine_saved_take, pointed at the second take by --set, refines it as Load AV
+    Latent lists it from the output folder: a 128 px clip of 33 frames."""
+    from skyreels_core.av_latent_file import SUFFIX
+
+    takes, report = tmp_path / "takes", tmp_path / "takes.json"
+    code = main(["queue", str(ROOT / "workflows" / "render_takes.json"), "--server",
+                 server["base"], "--seeds", "3-4", "--set", "steps=6", "--download", str(takes),
+                 "--report", str(report), "--timeout", str(2 * RUN_TIMEOUT_S)])  # fmt: skip
+    assert code == 0
+    records = json.loads(report.read_text())
+    latents = [f for record in records for f in record["files"] if f.endswith(SUFFIX)]
+    assert len(latents) == 2 and all(f.startswith("output/latents/take_") for f in latents)
+    for record in records:
+        for on_server, local in zip(record["files"], record["downloaded"], strict=True):
+            assert Path(local).read_bytes() == (server["output"] / on_server[7:]).read_bytes()
+    kept = latents[1].removeprefix("output/") + " [output]"
+    refined_report = tmp_path / "refined.json"
+    code = main(["queue", str(ROOT / "workflows" / "refine_saved_take.json"), "--server",
+                 server["base"], "--set", f"av_latent={kept}", "--report", str(refined_report),
+                 "--wait", "--timeout", str(RUN_TIMEOUT_S)])  # fmt: skip
+    assert code == 0
+    (record,) = json.loads(refined_report.read_text())
+    assert record["widgets"] == {next(iter(record["widgets"])): kept}
+    (video,) = record["files"]
+    with av.open(str(server["output"] / video.removeprefix("output/"))) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (128, 128)
+        assert len(container.streams.audio) == 1
+
+
 def test_a_lora_from_the_hosts_lora_folder_changes_the_render(server, tmp_path):
     """Load LoRA lists a file put into the host's models/loras, and a text-to-video render through
     it differs from the plain one; at strength 0 the frames are the plain render's."""

@@ -85,9 +85,14 @@ def test_validator_catches_broken_workflows():
     assert any("link 1" in e for e in errors) and any("NoSuchNode" in e for e in errors)
 
 
-# Saved clip (width, height, frames) and mask timeline frames where a workflow differs from
-# the 64 px, 33-frame default: the refiner turns 17 frames at 64 px into 33 at 128 px.
-SAVED_CLIPS = {"low_res_keyframes_refiner": ((128, 128, 33), 17)}
+# Saved clip (width, height, frames) and mask timeline frames (None: no mask node) where a
+# workflow differs from the 64 px, 33-frame default: the refiner turns 17 frames at 64 px into 33
+# at 128 px; render_takes saves its 17-frame take's preview; refine_saved_take starts from a take.
+SAVED_CLIPS = {
+    "low_res_keyframes_refiner": ((128, 128, 33), 17),
+    "render_takes": ((64, 64, 17), 17),
+    "refine_saved_take": ((128, 128, 33), None),
+}
 
 
 def _run_workflow(path: Path, inputs: Path, output: Path) -> tuple[dict, dict, list[dict], Path]:
@@ -127,8 +132,11 @@ def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
         assert (video.width, video.height, video.frames) == (width, height, frames)
         assert json.loads(container.metadata["workflow"]) == workflow
     timelines = [t for ui in uis for t in ui.get("skyreels_timeline", [])]
-    assert timelines and all(t["frames"] == timeline_frames for t in timelines)
+    assert all(t["frames"] == timeline_frames for t in timelines)
+    assert bool(timelines) == (timeline_frames is not None)
     frames = av_io.read_video(file)[0]
+    if path.stem == "render_takes":
+        _check_the_example_take(uis, output)
     if path.stem == "video_to_audio":
         _check_sound_added_to_the_clip(file, inputs / "skyreels_v4_source_clip.mp4")
     if path.stem == "lora_style":  # "a red circle ..." through the palette-shift LoRA
@@ -216,6 +224,45 @@ def test_denoise_start_keeps_what_it_starts_from(host_folders):
     silent = replace(made, audio=None)
     with pytest.raises(InputError, match="^initial: the AV latent to start from has no audio"):
         distance(initial=silent, denoise_start=0.3)
+
+
+def _check_the_example_take(uis: list[dict], output: Path) -> None:
+    """refine_saved_take's example input is this workflow's take (its seed 42), saved beside the
+    preview clip; SKYREELS_UPDATE_THUMBNAILS=1 writes it again with the cards."""
+    from skyreels_core.av_latent_file import load_av_latent
+
+    [saved] = [latent for ui in uis for latent in ui.get("skyreels_latents", [])]
+    file = output / saved["subfolder"] / saved["filename"]
+    example = ASSETS / BUILDER.EXAMPLE_TAKE
+    if os.environ.get("SKYREELS_UPDATE_THUMBNAILS") == "1":
+        shutil.copyfile(file, example)
+    take, shipped = load_av_latent(file), load_av_latent(example)
+    assert (
+        (take.keyframe_indices, take.fps)
+        == (shipped.keyframe_indices, shipped.fps)
+        == ([0, 4], 16.0)
+    )
+    for name in ("video", "audio", "keyframes"):
+        made, kept = getattr(take, name), getattr(shipped, name)
+        assert (made - kept).norm() <= 1e-3 * kept.norm(), f"{example.name} is stale ({name})"
+
+
+def test_a_saved_take_refines_as_the_one_pass_workflow_does(host_folders):
+    """render_takes then refine_saved_take renders what low_res_keyframes_refiner renders at once:
+    the Refine node's output from the saved take equals the one-pass one."""
+    inputs, output = host_folders
+
+    def refined(name: str):
+        path = ROOT / "workflows" / f"{name}.json"
+        _, result, _, _ = _run_workflow(path, inputs, output)
+        prompt = ui_to_api(json.loads(path.read_text()), OBJECT_INFO)
+        (node,) = (i for i, n in prompt.items() if n["class_type"] == "SkyReelsV4Refine")
+        return result[node]["result"][0]
+
+    one_pass, two_pass = refined("low_res_keyframes_refiner"), refined("refine_saved_take")
+    for name in ("video", "audio"):
+        a, b = getattr(one_pass, name), getattr(two_pass, name)
+        assert a.shape == b.shape and (a - b).norm() <= 1e-3 * a.norm(), name
 
 
 def _check_sound_added_to_the_clip(file: Path, source: Path) -> None:

@@ -187,6 +187,7 @@ class Workflow:
 
 DEMO = "skyreels-v4-demo (bundled)"
 DEMO_LORA = "demo palette shift (bundled)"
+EXAMPLE_TAKE = "skyreels_v4_take.av_latent.safetensors"  # render_takes' latent at seed 42
 DEMO_SAMPLING = {
     "steps": 20,
     "shift": 3.0,
@@ -482,10 +483,9 @@ def storyboard(m) -> Workflow:
     return w
 
 
-def low_res_keyframes_refiner(m) -> Workflow:
-    """DESIGN §4: a 64 px clip and its first and last frames at 128 px in one sampling pass, then
-    the refiner to 128 px at twice the frame rate (17 frames at 16 fps -> 33 frames at 32 fps)."""
-    w = Workflow(m)
+def _low_res_take(w: Workflow):
+    """A 64 px clip of 17 frames and its first and last frames at 128 px in one sampling pass;
+    returns (sampler, video VAE, audio VAE)."""
     model, _, video_vae, audio_vae, text, negative = _base(w, "a blue circle bounces on the floor")
     condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=17)
     sampler = w.add(
@@ -493,12 +493,45 @@ def low_res_keyframes_refiner(m) -> Workflow:
         audio_vae=(audio_vae, 0), video_vae=(video_vae, 0), negative=(negative, 0), seed=42,
         keyframe_indices="0, 16", keyframe_scale=2, **DEMO_SAMPLING,
     )  # fmt: skip
+    return sampler, video_vae, audio_vae
+
+
+def _refine(w: Workflow, take, video_vae, audio_vae, prefix: str) -> None:
+    """The refiner to 128 px at twice the frame rate (17 frames at 16 fps -> 33 at 32 fps)."""
     refiner = w.add("SkyReelsV4RefinerLoader", refiner_name=DEMO, dtype="auto")
     refined = w.add(
-        "SkyReelsV4Refine", refiner=(refiner, 0), av_latent=(sampler, 0), scale=2, fps_factor=2,
+        "SkyReelsV4Refine", refiner=(refiner, 0), av_latent=take, scale=2, fps_factor=2,
         reinject_keyframes=True, sparsity=0.75, steps=1, denoise_start=1.0, seed=42,
     )  # fmt: skip
-    _decode_and_save(w, refined, video_vae, audio_vae, "low_res_keyframes_refiner")
+    _decode_and_save(w, refined, video_vae, audio_vae, prefix)
+
+
+def low_res_keyframes_refiner(m) -> Workflow:
+    """DESIGN §4: the low-res clip and its high-res keyframes in one pass, then the refiner."""
+    w = Workflow(m)
+    sampler, video_vae, audio_vae = _low_res_take(w)
+    _refine(w, (sampler, 0), video_vae, audio_vae, "low_res_keyframes_refiner")
+    return w
+
+
+def render_takes(m) -> Workflow:
+    """The first half of low_res_keyframes_refiner, kept: the take saved as an AV latent, with a
+    64 px preview clip to judge it by. Queue it over many seeds, refine the keepers later."""
+    w = Workflow(m)
+    sampler, video_vae, audio_vae = _low_res_take(w)
+    w.add("SkyReelsV4SaveAVLatent", av_latent=(sampler, 0), filename_prefix="latents/take")
+    _decode_and_save(w, sampler, video_vae, audio_vae, "take_preview")
+    return w
+
+
+def refine_saved_take(m) -> Workflow:
+    """The second half: a take saved by render_takes (the example is its seed 42) refined and
+    decoded, as low_res_keyframes_refiner does in one go."""
+    w = Workflow(m)
+    video_vae = w.add("SkyReelsV4VideoVAELoader", vae_name=DEMO, dtype="auto")
+    audio_vae = w.add("SkyReelsV4AudioVAELoader", vae_name=DEMO)
+    take = w.add("SkyReelsV4LoadAVLatent", av_latent=EXAMPLE_TAKE)
+    _refine(w, (take, 0), video_vae, audio_vae, "refine_saved_take")
     return w
 
 
@@ -516,6 +549,8 @@ WORKFLOWS = {
     "references": references,
     "storyboard_multishot": storyboard,
     "low_res_keyframes_refiner": low_res_keyframes_refiner,
+    "render_takes": render_takes,
+    "refine_saved_take": refine_saved_take,
 }
 
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  frameAtTime, latentIndexOfFrame, planReferenceSockets, playerHeight, snappedAway, timelineCells, viewUrl,
-  withAudioPlayer,
+  frameAtTime, latentIndexOfFrame, planReferenceSockets, playerHeight, savedLatentName, snappedAway, timelineCells,
+  viewUrl, withAudioPlayer,
 } from "../skyreels_logic.js";
 
 test("latent groups: frame 0 alone, then four frames each", () => {
@@ -52,4 +52,10 @@ test("the audio loader gets the host's player before its upload button, once", (
   assert.equal(withPlayer.audio, combo);
   assert.deepEqual(Object.keys(withAudioPlayer({ audio: combo })), ["audio", "audioUI"]);
   assert.deepEqual(withAudioPlayer(withPlayer), withPlayer);
+});
+
+test("a saved latent is named as Load AV Latent lists it", () => {
+  assert.equal(savedLatentName({ filename: "take_00001.av_latent.safetensors", subfolder: "latents" }),
+    "latents/take_00001.av_latent.safetensors [output]");
+  assert.equal(savedLatentName({ filename: "a.av_latent.safetensors", subfolder: "" }), "a.av_latent.safetensors [output]");
 });

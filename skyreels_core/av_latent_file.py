@@ -1,0 +1,87 @@
+"""A render's AV latent in one safetensors file: its video, audio and high-res keyframe latents
+with the numbers that travel with them (keyframe indices, fps, the clip's own length).
+
+Sampling is the slow part and decoding or refining a rejected take is wasted work, so a batch of
+seeds can be rendered to latents, looked at (the Sampler's previews, a quick decode), and only
+the chosen ones refined and decoded later, in another queue run or on another machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from .errors import InputError
+from .loading import read_header, write_safetensors
+from .types import AVLatent
+
+FORMAT = "skyreels_v4_av_latent"
+FORMAT_KEY = "format"
+SUFFIX = ".av_latent.safetensors"
+
+
+def save_av_latent(latent: AVLatent, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``latent`` to ``path`` (through a partial file, so a failed write leaves nothing
+    under the real name); ``metadata`` adds text entries such as the workflow."""
+    tensors = {"video": latent.video}
+    if latent.audio is not None:
+        tensors["audio"] = latent.audio
+    if latent.keyframes is not None:
+        tensors["keyframes"] = latent.keyframes
+    tensors = {key: value.detach().float().cpu().contiguous() for key, value in tensors.items()}
+    numbers = {
+        "keyframe_indices": list(latent.keyframe_indices),
+        "fps": float(latent.fps),
+        "clip_frames": latent.clip_frames,
+    }
+    described = {**(metadata or {}), FORMAT_KEY: FORMAT, "av_latent": json.dumps(numbers)}
+    return write_safetensors(tensors, Path(path), described)
+
+
+def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
+    """The AV latent in ``path``, checked before any tensor is read: a file of another kind or
+    with inconsistent shapes is an :class:`InputError` naming ``input_name``."""
+    path = Path(path)
+    shapes, metadata = read_header(path, input_name)
+    if metadata.get(FORMAT_KEY) != FORMAT or "av_latent" not in metadata:
+        raise InputError(
+            input_name,
+            f"{path.name} is not an AV latent",
+            "pick a file written by SkyReels-V4 Save AV Latent",
+        )
+    numbers = json.loads(metadata["av_latent"])
+    indices = [int(i) for i in numbers.get("keyframe_indices", [])]
+    _check_shapes(path.name, shapes, indices, input_name)
+    tensors = load_file(str(path), device="cpu")
+    return AVLatent(
+        video=tensors["video"],
+        audio=tensors.get("audio"),
+        keyframes=tensors.get("keyframes"),
+        keyframe_indices=indices,
+        fps=float(numbers.get("fps", 16.0)),
+        clip_frames=numbers.get("clip_frames"),
+    )
+
+
+def _check_shapes(
+    name: str, shapes: dict[str, tuple[int, ...]], indices: list[int], input_name: str
+) -> None:
+    video = shapes.get("video")
+    problems = []
+    if video is None or len(video) != 5:
+        problems.append(f"video latents of shape {video}, not [batch, channels, frames, h, w]")
+    else:
+        audio, keyframes = shapes.get("audio"), shapes.get("keyframes")
+        if audio is not None and (len(audio) != 3 or audio[0] != video[0]):
+            problems.append(f"audio latents of shape {audio} beside video {video}")
+        if (keyframes is None) != (not indices) or (
+            keyframes is not None
+            and (len(keyframes) != 5 or keyframes[:3] != (video[0], video[1], len(indices)))
+        ):
+            problems.append(f"keyframes of shape {keyframes} for latent frames {indices}")
+        if any(not 0 <= i < video[2] for i in indices):
+            problems.append(f"keyframe latent frames {indices} outside the clip's {video[2]}")
+    if problems:
+        raise InputError(input_name, f"{name} holds {'; '.join(problems)}", "save the latent again")

@@ -1,0 +1,148 @@
+"""AV latents saved and loaded: exact round trips, the files listed where they were saved, bad
+files refused by name, and a loaded latent refining exactly as the one that was saved."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from skyreels_pack import NODE_CLASS_MAPPINGS
+
+from skyreels_core.av_latent_file import SUFFIX, load_av_latent, save_av_latent
+from skyreels_core.errors import CheckpointError, InputError
+from skyreels_core.refiner import REFINER_PRESETS, RefinerDiT
+from skyreels_core.types import AVLatent
+
+SaveAVLatent = NODE_CLASS_MAPPINGS["SkyReelsV4SaveAVLatent"]
+LoadAVLatent = NODE_CLASS_MAPPINGS["SkyReelsV4LoadAVLatent"]
+Refine = NODE_CLASS_MAPPINGS["SkyReelsV4Refine"]
+
+
+def _latent(keyframes: bool = True, audio: bool = True) -> AVLatent:
+    generator = torch.Generator().manual_seed(0)
+    return AVLatent(
+        video=torch.randn(1, 4, 5, 4, 6, generator=generator),
+        audio=torch.randn(1, 4, 40, generator=generator) if audio else None,
+        keyframes=torch.randn(1, 4, 2, 8, 12, generator=generator) if keyframes else None,
+        keyframe_indices=[0, 4] if keyframes else [],
+        fps=24.0,
+        clip_frames=15,
+    )
+
+
+def _same(a: AVLatent, b: AVLatent) -> bool:
+    tensors = ("video", "audio", "keyframes")
+    numbers = ("keyframe_indices", "fps", "clip_frames")
+    for name in tensors:
+        x, y = getattr(a, name), getattr(b, name)
+        if (x is None) != (y is None) or (x is not None and not torch.equal(x, y)):
+            return False
+    return all(getattr(a, name) == getattr(b, name) for name in numbers)
+
+
+@pytest.mark.parametrize(("keyframes", "audio"), [(True, True), (False, True), (False, False)])
+def test_a_saved_latent_loads_back_bit_for_bit(tmp_path, keyframes, audio):
+    latent = _latent(keyframes, audio)
+    path = save_av_latent(latent, tmp_path / f"take{SUFFIX}", {"workflow": "{}"})
+    assert _same(load_av_latent(path), latent)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_other_files_and_inconsistent_latents_are_refused_by_name(tmp_path):
+    model_file = tmp_path / f"model{SUFFIX}"
+    save_file({"weight": torch.zeros(2, 2)}, str(model_file))
+    with pytest.raises(InputError, match="av_latent: .*is not an AV latent"):
+        load_av_latent(model_file)
+    pickle = tmp_path / "take.pt"
+    pickle.write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(CheckpointError, match="av_latent"):
+        load_av_latent(pickle)
+    # Keyframes that do not match their indices: a hand-edited or truncated save.
+    path = save_av_latent(_latent(), tmp_path / f"edited{SUFFIX}")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        metadata = handle.metadata()
+    numbers = json.loads(metadata["av_latent"])
+    save_file(
+        tensors,
+        str(path),
+        {**metadata, "av_latent": json.dumps({**numbers, "keyframe_indices": [0]})},
+    )
+    with pytest.raises(InputError, match="keyframes of shape"):
+        load_av_latent(path)
+    save_file(
+        tensors,
+        str(path),
+        {**metadata, "av_latent": json.dumps({**numbers, "keyframe_indices": [0, 9]})},
+    )
+    with pytest.raises(InputError, match="outside the clip's 5"):
+        load_av_latent(path)
+
+
+@pytest.fixture
+def folders(tmp_path, monkeypatch):
+    inputs, outputs = tmp_path / "input", tmp_path / "output"
+    inputs.mkdir()
+    monkeypatch.setenv("SKYREELS_INPUT_DIR", str(inputs))
+    monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(outputs))
+    return inputs, outputs
+
+
+def test_saved_takes_are_listed_where_they_were_saved_and_load_exactly(folders):
+    inputs, outputs = folders
+    first, second = _latent(), _latent(keyframes=False)
+    workflow = {"nodes": [], "links": []}
+    results = [
+        SaveAVLatent().save(
+            latent, "latents/take", prompt={"1": {}}, extra_pnginfo={"workflow": workflow}
+        )
+        for latent in (first, second)
+    ]
+    saved = [result["ui"]["skyreels_latents"][0] for result in results]
+    assert [s["filename"] for s in saved] == [f"take_00001{SUFFIX}", f"take_00002{SUFFIX}"]
+    assert all(s["subfolder"] == "latents" and s["type"] == "output" for s in saved)
+    save_av_latent(first, inputs / f"brought{SUFFIX}")  # a file copied in from elsewhere
+    (inputs / "notes.txt").write_text("not a latent")
+
+    names = LoadAVLatent.INPUT_TYPES()["required"]["av_latent"][0]
+    assert names == [
+        f"brought{SUFFIX}",
+        f"latents/take_00001{SUFFIX} [output]",
+        f"latents/take_00002{SUFFIX} [output]",
+    ]
+    for name, latent in zip(names, (first, first, second)):
+        assert LoadAVLatent.VALIDATE_INPUTS(av_latent=name) is True
+        assert _same(LoadAVLatent().load(name)[0], latent)
+    from safetensors import safe_open
+
+    with safe_open(str(outputs / "latents" / saved[0]["filename"]), "pt") as handle:
+        assert json.loads(handle.metadata()["workflow"]) == workflow  # reopens as its graph
+
+
+def test_names_outside_the_folders_are_refused(folders):
+    inputs, outputs = folders
+    outputs.mkdir()
+    save_av_latent(_latent(), inputs.parent / f"outside{SUFFIX}")
+    for name in (f"../outside{SUFFIX} [output]", f"../outside{SUFFIX}", "/etc/passwd [output]"):
+        assert "av_latent" in LoadAVLatent.VALIDATE_INPUTS(av_latent=name)
+        with pytest.raises(InputError, match="av_latent"):
+            LoadAVLatent().load(name)
+    with pytest.raises(InputError, match="filename_prefix"):
+        SaveAVLatent().save(_latent(), "../escape")
+
+
+def test_a_loaded_take_refines_exactly_as_the_saved_one(folders):
+    torch.manual_seed(0)
+    refiner = RefinerDiT(REFINER_PRESETS["tiny"]).eval()
+    widgets = dict(scale=2, fps_factor=2, reinject_keyframes=True, sparsity=0.75, steps=2,
+                   denoise_start=0.6, seed=1)  # fmt: skip
+    latent = _latent()
+    SaveAVLatent().save(latent, "take")
+    (loaded,) = LoadAVLatent().load(f"take_00001{SUFFIX} [output]")
+    (direct,) = Refine().refine(refiner, latent, **widgets)
+    (from_file,) = Refine().refine(refiner, loaded, **widgets)
+    assert torch.equal(direct.video, from_file.video) and torch.equal(direct.audio, latent.audio)
