@@ -276,8 +276,7 @@ def save_model(
     path = Path(path)
     metadata = {config_key: json.dumps(asdict(model.config)), **(extra_metadata or {})}
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
-    save_file(state, str(path), metadata=metadata)
-    return path
+    return write_safetensors(state, path, metadata)
 
 
 @dataclass

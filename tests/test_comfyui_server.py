@@ -381,3 +381,22 @@ def test_the_audio_loader_gets_the_hosts_player_and_upload_button(frontend):
         }"""
     )
     assert errors == [] and widgets == ["audio", "audioUI", "upload"]
+
+
+def test_a_saved_take_dropped_on_the_canvas_opens_the_graph_that_made_it(frontend):
+    """The host's frontend reads the workflow from a .safetensors file's metadata when one is
+    dropped (or opened): an AV latent reopens render_takes with its seed."""
+    page, errors = frontend
+    take = ROOT / "workflows" / "assets" / "skyreels_v4_take.av_latent.safetensors"
+    errors.clear()
+    types = page.evaluate(
+        """async ({ name, bytes }) => {
+            window.app.graph.clear();
+            await window.app.handleFile(new File([new Uint8Array(bytes)], name));
+            return window.app.graph._nodes.map((node) => node.type);
+        }""",
+        {"name": take.name, "bytes": list(take.read_bytes())},
+    )
+    assert errors == []
+    made_by = json.loads((ROOT / "workflows" / "render_takes.json").read_text())
+    assert sorted(types) == sorted(node["type"] for node in made_by["nodes"])

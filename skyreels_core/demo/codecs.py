@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError
+from ..loading import write_safetensors
 
 GROUP = 4
 
@@ -139,13 +140,8 @@ class DemoAudioCodec(nn.Module):
 
 
 def _save(module: nn.Module, path: Path, config: dict) -> Path:
-    path = Path(path)
-    save_file(
-        {k: v.contiguous() for k, v in module.state_dict().items()},
-        str(path),
-        {"codec": json.dumps(config)},
-    )
-    return path
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    return write_safetensors(state, Path(path), {"codec": json.dumps(config)})
 
 
 def _load(cls, path: Path, kind: str, device):
