@@ -40,12 +40,18 @@ function drawTimeline(ctx, timeline, width, y) {
   ctx.fillText(`${known}/${timeline.frames} frames kept · ${timeline.latent_frames} latent${note}`, margin, y + 6);
 }
 
-function addTimeline(nodeType) {
+/** Calls `handle` (as the node) with the first item of `key` in each execution message. */
+function whenExecuted(nodeType, key, handle) {
   const onExecuted = nodeType.prototype.onExecuted;
   nodeType.prototype.onExecuted = function (message) {
     onExecuted?.apply(this, arguments);
-    const timeline = message?.skyreels_timeline?.[0];
-    if (!timeline) return;
+    const item = message?.[key]?.[0];
+    if (item) handle.call(this, item);
+  };
+}
+
+function addTimeline(nodeType) {
+  whenExecuted(nodeType, "skyreels_timeline", function (timeline) {
     this.skyreelsTimeline = timeline;
     if (!this.widgets?.some((w) => w.name === "skyreels_timeline")) {
       this.addCustomWidget({
@@ -57,7 +63,7 @@ function addTimeline(nodeType) {
       });
     }
     this.setDirtyCanvas(true, true);
-  };
+  });
 }
 
 function addGrowingSockets(nodeType) {
@@ -80,11 +86,7 @@ function addGrowingSockets(nodeType) {
 }
 
 function addPlayer(nodeType) {
-  const onExecuted = nodeType.prototype.onExecuted;
-  nodeType.prototype.onExecuted = function (message) {
-    onExecuted?.apply(this, arguments);
-    const saved = message?.skyreels_videos?.[0];
-    if (!saved) return;
+  whenExecuted(nodeType, "skyreels_videos", function (saved) {
     if (!this.skyreelsPlayer) {
       const video = document.createElement("video");
       video.controls = true;
@@ -108,15 +110,11 @@ function addPlayer(nodeType) {
     }
     this.skyreelsSaved = saved;
     this.skyreelsPlayer.src = api.apiURL(viewUrl(saved).replace(/^\/api/, ""));
-  };
+  });
 }
 
 function addSavedName(nodeType) {
-  const onExecuted = nodeType.prototype.onExecuted;
-  nodeType.prototype.onExecuted = function (message) {
-    onExecuted?.apply(this, arguments);
-    const saved = message?.skyreels_latents?.[0];
-    if (!saved) return;
+  whenExecuted(nodeType, "skyreels_latents", function (saved) {
     if (!this.skyreelsSavedLabel) {
       const label = document.createElement("div");
       label.style.font = "11px sans-serif";
@@ -126,7 +124,7 @@ function addSavedName(nodeType) {
     }
     this.skyreelsSavedLabel.textContent = `saved: ${savedLatentName(saved)} (Load AV Latent lists it after R)`;
     this.setDirtyCanvas(true, true);
-  };
+  });
 }
 
 app.registerExtension({

@@ -8,6 +8,7 @@ loader reads the same files through PyAV, which the host already needs for video
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from skyreels_core.av_io import read_audio
 from skyreels_core.av_latent_file import SUFFIX, load_av_latent
@@ -33,13 +34,35 @@ def _audio_files() -> list[str]:
     )
 
 
-def _file_digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+class FileInput:
+    """A node whose one widget names a file: the name is checked before the queue runs (the host
+    marks the node with the message), and a file replaced under the same name is read again."""
 
-
-class SkyReelsV4LoadAudio:
     CATEGORY = CATEGORY
     FUNCTION = "load"
+
+    @classmethod
+    def path(cls, name: str) -> Path:
+        """The file ``name`` selects, inside the folders the node reads."""
+        raise NotImplementedError
+
+    @classmethod
+    @reports_input_errors
+    def VALIDATE_INPUTS(cls, **inputs):
+        (name,) = inputs.values()
+        cls.path(name)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, **inputs) -> str:
+        (name,) = inputs.values()
+        try:
+            return hashlib.sha256(cls.path(name).read_bytes()).hexdigest()
+        except InputError as error:
+            return str(error)  # load() raises the same clear error
+
+
+class SkyReelsV4LoadAudio(FileInput):
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("audio",)
     DESCRIPTION = (
@@ -64,26 +87,14 @@ class SkyReelsV4LoadAudio:
         }
 
     @classmethod
-    @reports_input_errors
-    def VALIDATE_INPUTS(cls, audio: str):
-        host.input_path(audio, "audio")
-        return True
-
-    @classmethod
-    def IS_CHANGED(cls, audio: str) -> str:
-        """A file replaced under the same name is read again."""
-        try:
-            return _file_digest(host.input_path(audio, "audio"))
-        except InputError as error:
-            return str(error)  # load() raises the same clear error
+    def path(cls, name: str) -> Path:
+        return host.input_path(name, "audio")
 
     def load(self, audio: str):
-        return (read_audio(host.input_path(audio, "audio")),)
+        return (read_audio(self.path(audio)),)
 
 
-class SkyReelsV4LoadAVLatent:
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
+class SkyReelsV4LoadAVLatent(FileInput):
     RETURN_TYPES = (link_types.AV_LATENT,)
     RETURN_NAMES = ("av_latent",)
     DESCRIPTION = (
@@ -104,21 +115,11 @@ class SkyReelsV4LoadAVLatent:
         }
 
     @classmethod
-    @reports_input_errors
-    def VALIDATE_INPUTS(cls, av_latent: str):
-        host.input_or_output_path(av_latent, "av_latent")
-        return True
-
-    @classmethod
-    def IS_CHANGED(cls, av_latent: str) -> str:
-        """A file replaced under the same name is read again."""
-        try:
-            return _file_digest(host.input_or_output_path(av_latent, "av_latent"))
-        except InputError as error:
-            return str(error)  # load() raises the same clear error
+    def path(cls, name: str) -> Path:
+        return host.input_or_output_path(name, "av_latent")
 
     def load(self, av_latent: str):
-        return (load_av_latent(host.input_or_output_path(av_latent, "av_latent")),)
+        return (load_av_latent(self.path(av_latent)),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -400,3 +400,37 @@ def test_a_saved_take_dropped_on_the_canvas_opens_the_graph_that_made_it(fronten
     assert errors == []
     made_by = json.loads((ROOT / "workflows" / "render_takes.json").read_text())
     assert sorted(types) == sorted(node["type"] for node in made_by["nodes"])
+
+
+def test_the_nodes_show_what_an_execution_reported(frontend):
+    """The mask node's timeline, Save Video's player and Save AV Latent's name appear from the
+    messages the host hands each node after it runs."""
+    page, errors = frontend
+    errors.clear()
+    shown = page.evaluate(
+        """() => {
+            const make = (type) => {
+                const node = window.LiteGraph.createNode(type);
+                window.app.graph.add(node);
+                return node;
+            };
+            const mask = make("SkyReelsV4MaskT2V");
+            mask.onExecuted({ skyreels_timeline: [{ frames: 9, latent_frames: 3, known_frames: [] }] });
+            const video = make("SkyReelsV4SaveVideo");
+            video.onExecuted({ skyreels_videos: [{ filename: "clip_00001.mp4", subfolder: "skyreels_v4",
+                                                    type: "output", frame_rate: 16, frame_count: 33 }] });
+            const take = make("SkyReelsV4SaveAVLatent");
+            take.onExecuted({ skyreels_latents: [{ filename: "take_00002.av_latent.safetensors",
+                                                   subfolder: "latents", type: "output" }] });
+            const names = (node) => node.widgets.map((widget) => widget.name);
+            return { mask: names(mask), video: names(video), player: video.skyreelsPlayer.src,
+                     take: names(take), label: take.skyreelsSavedLabel.textContent };
+        }"""
+    )
+    assert errors == []
+    assert "skyreels_timeline" in shown["mask"] and "skyreels_player" in shown["video"]
+    assert (
+        "filename=clip_00001.mp4" in shown["player"] and "subfolder=skyreels_v4" in shown["player"]
+    )
+    assert "skyreels_saved" in shown["take"]
+    assert shown["label"].startswith("saved: latents/take_00002.av_latent.safetensors [output]")

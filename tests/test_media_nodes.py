@@ -47,10 +47,10 @@ def test_loads_the_samples_channels_and_rate(input_dir):
 
 def test_a_replaced_file_reads_as_changed(input_dir):
     _write_wav(input_dir / "a.wav", np.zeros((1, 100)), 16000)
-    before = LoadAudio.IS_CHANGED("a.wav")
-    assert LoadAudio.IS_CHANGED("a.wav") == before
+    before = LoadAudio.IS_CHANGED(audio="a.wav")
+    assert LoadAudio.IS_CHANGED(audio="a.wav") == before
     _write_wav(input_dir / "a.wav", np.ones((1, 100)), 16000)
-    assert LoadAudio.IS_CHANGED("a.wav") != before
+    assert LoadAudio.IS_CHANGED(audio="a.wav") != before
 
 
 def test_missing_or_outside_files_are_one_clear_message(input_dir):
