@@ -9,7 +9,7 @@ import {
 } from "./skyreels_logic.js";
 
 const MASK_NODES = new Set([
-  "SkyReelsV4MaskT2V", "SkyReelsV4MaskI2V", "SkyReelsV4MaskExtend",
+  "SkyReelsV4MaskT2V", "SkyReelsV4MaskI2V", "SkyReelsV4MaskExtend", "SkyReelsV4MaskContinue",
   "SkyReelsV4MaskInterpolate", "SkyReelsV4MaskKeyframes", "SkyReelsV4MaskEdit",
   "SkyReelsV4MaskVideoToAudio", "SkyReelsV4MaskKeepVideo",
 ]);

@@ -17,6 +17,7 @@ NODE_GROUPS: tuple[str, ...] = (
     "sampler",
     "refiner",
     "av_codecs",
+    "clips",
     "output",
 )
 

@@ -688,6 +688,57 @@ def working_memory(
             **_transformer_memory(reserve, dims, model_sizes, 54)}  # fmt: skip
 
 
+@torch.no_grad()
+def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
+    """Two 33-frame demo windows joined, as the long_video workflow makes them, on held-out
+    prompts (both windows at the prompt's seed), for each overlap kept by the second window:
+    the object's step across the seam over the clip's median step, how often the seam is the
+    largest step of all, the colour and shape of the two windows, and AV sync of the joined clip."""
+    from .demo.dataset import HELD_OUT_SEED
+    from .demo.metrics import (
+        av_sync_error_ms,
+        centroids,
+        dominant_colour,
+        dominant_shape,
+        mean_av_sync,
+    )
+    from .demo.render import DemoPipeline, RenderRequest, render
+    from .demo.world import render_scene, sample_scene_spec
+    from .joining import join_audio, join_frames
+
+    pipeline = DemoPipeline.load()
+    prompts = [render_scene(sample_scene_spec(HELD_OUT_SEED + i)).caption for i in range(cases)]
+    firsts = [render(pipeline, RenderRequest(prompt=p, seed=i)) for i, p in enumerate(prompts)]
+    results = {}
+    for overlap in overlaps:
+        ratios, largest, kept, syncs = [], 0, 0, []
+        for index, (prompt, (frames, audio, _)) in enumerate(zip(prompts, firsts)):
+            request = RenderRequest(task="extend", prompt=prompt, seed=index,
+                                    source=frames[frames.shape[0] - overlap :])  # fmt: skip
+            second, second_audio, _ = render(pipeline, request)
+            joined = join_frames(frames, second, overlap)
+            fps, seam = request.fps, frames.shape[0] - 1  # the step into the first new frame
+            sound = join_audio(
+                audio, second_audio, (frames.shape[0] - overlap) / fps, overlap / fps
+            )
+            steps = (centroids(joined)[1:] - centroids(joined)[:-1]).norm(dim=-1)
+            others = torch.cat([steps[: seam - overlap], steps[seam + 1 :]])
+            ratios.append(float(steps[seam] / others.median()))
+            largest += bool(steps[seam] > others.max())
+            halves = [joined[: seam + 1 - overlap], joined[seam + 1 :]]
+            kept += len({(dominant_colour(h), dominant_shape(h)) for h in halves}) == 1
+            syncs.append(av_sync_error_ms(joined, sound["waveform"][0], fps, sound["sample_rate"]))
+        ratios.sort()
+        results[f"overlap_{overlap}"] = {
+            "seam_step_over_median_step": ratios[len(ratios) // 2],
+            "seam_step_over_median_step_max": ratios[-1],
+            "seam_is_the_largest_step": f"{largest}/{cases}",
+            "same_colour_and_shape": f"{kept}/{cases}",
+            **mean_av_sync(syncs),
+        }
+    return results
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -710,7 +761,7 @@ def _rows(values: dict, prefix: str = ""):
 def run(args: argparse.Namespace) -> int:
     functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
                  "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
-                 "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory}  # fmt: skip
+                 "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory, "long_video": long_video}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in chosen if part not in functions]
     if unknown:

@@ -97,3 +97,14 @@ def test_cache_part_counts_model_calls_and_compares_with_the_uncached_render():
     assert light["psnr_vs_uncached_db"] > heavy["psnr_vs_uncached_db"]
     # 0.2 skips nothing in 10 steps (measured: 10 calls, the same render): the readings agree
     assert light["same_colour_shape_pitch"] == "1/1" and light["psnr_vs_uncached_db"] > 60
+
+
+def test_long_video_part_joins_two_windows_per_prompt_and_reads_the_seam():
+    from skyreels_core.benchmark import long_video
+
+    report = long_video(cases=2, overlaps=(5,))["overlap_5"]
+    assert 0 < report["seam_step_over_median_step"] <= report["seam_step_over_median_step_max"]
+    assert report["seam_is_the_largest_step"] in {"0/2", "1/2", "2/2"}
+    assert report["same_colour_and_shape"] in {"0/2", "1/2", "2/2"}
+    # Two 33-frame windows joined over 5 frames hold a bounce or two each: contacts are seen.
+    assert report["visual_contacts"] > 0

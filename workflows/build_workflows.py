@@ -483,6 +483,39 @@ def storyboard(m) -> Workflow:
     return w
 
 
+def long_video(m) -> Workflow:
+    """Two windows of 33 frames joined into 61: the second continues the first's last 5 frames
+    (Continue Clip), and Join Clips cross-fades frames and sound where they overlap."""
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(
+        w, "a green triangle bounces on the floor"
+    )
+    first = _sampler(
+        w, model, video_vae, audio_vae, text,
+        w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33),
+        negative=(negative, 0),
+    )  # fmt: skip
+    first_frames = w.add("SkyReelsV4DecodeVideo", av_latent=(first, 0), video_vae=(video_vae, 0))
+    first_audio = w.add("SkyReelsV4DecodeAudio", av_latent=(first, 0), audio_vae=(audio_vae, 0))
+    window = w.add(
+        "SkyReelsV4MaskContinue", video_vae=(video_vae, 0), clip=(first_frames, 0), frames=33,
+        overlap=5,
+    )  # fmt: skip
+    second = _sampler(w, model, video_vae, audio_vae, text, window, negative=(negative, 0))
+    second_frames = w.add("SkyReelsV4DecodeVideo", av_latent=(second, 0), video_vae=(video_vae, 0))
+    second_audio = w.add("SkyReelsV4DecodeAudio", av_latent=(second, 0), audio_vae=(audio_vae, 0))
+    joined = w.add(
+        "SkyReelsV4JoinClips", frames_a=(first_frames, 0), audio_a=(first_audio, 0),
+        frames_b=(second_frames, 0), audio_b=(second_audio, 0), overlap=(window, 1),
+        fps=(first_frames, 1),
+    )  # fmt: skip
+    w.add(
+        "SkyReelsV4SaveVideo", frames=(joined, 0), fps=(first_frames, 1), audio=(joined, 1),
+        filename_prefix="skyreels_v4/long_video",
+    )  # fmt: skip
+    return w
+
+
 def _low_res_take(w: Workflow):
     """A 64 px clip of 17 frames and its first and last frames at 128 px in one sampling pass;
     returns (sampler, video VAE, audio VAE)."""
@@ -539,6 +572,7 @@ WORKFLOWS = {
     "text_to_video": text_to_video,
     "image_to_video": image_to_video,
     "extend_video": extend_video,
+    "long_video": long_video,
     "first_last_frame": first_last_frame,
     "keyframes": keyframes,
     "masked_edit": masked_edit,

@@ -1,0 +1,75 @@
+"""Long clips from windows: a window that continues the last frames of the one before, and the
+two joined into one clip with its sound.
+
+The model renders one window of its trained length at a time. The next window keeps the previous
+window's last frames as its first (the extension condition of DESIGN §2), so both hold those
+frames; the join lays the two over each other there and cross-fades, frames and sound alike,
+so neither the picture nor the hum jumps at the seam.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .av_io import resample_audio
+from .codecs.protocol import VideoCodec
+from .errors import InputError
+from .masks import extend_video
+from .types import VideoCondition
+
+
+def continue_clip(
+    codec: VideoCodec, clip: torch.Tensor, frames: int, overlap: int
+) -> VideoCondition:
+    """A window of ``frames`` whose first ``overlap`` frames (snapped down to 1 + 4k) are the
+    last ones of ``clip`` [T, H, W, 3]: the rest continues it."""
+    if overlap < 1:
+        raise InputError("overlap", f"{overlap} frames", "keep at least 1 frame")
+    kept = 1 + (min(overlap, clip.shape[0]) - 1) // codec.temporal_stride * codec.temporal_stride
+    return extend_video(codec, clip[clip.shape[0] - kept :], frames, kept)
+
+
+def _fade(length: int, like: torch.Tensor) -> torch.Tensor:
+    """Weights of the second clip across an overlap of ``length``: 0 < w < 1, rising linearly."""
+    return torch.arange(1, length + 1, dtype=like.dtype, device=like.device) / (length + 1)
+
+
+def join_frames(first: torch.Tensor, second: torch.Tensor, overlap: int) -> torch.Tensor:
+    """[T1 + T2 - overlap, H, W, C]: ``second`` starts ``overlap`` frames before ``first`` ends,
+    the shared frames cross-faded."""
+    if first.shape[1:] != second.shape[1:]:
+        raise InputError(
+            "frames_b",
+            f"frames of {tuple(second.shape[1:3])} after frames of {tuple(first.shape[1:3])}",
+            "render the second window at the first one's size",
+        )
+    if not 0 <= overlap <= min(first.shape[0], second.shape[0]):
+        raise InputError(
+            "overlap",
+            f"{overlap} frames for clips of {first.shape[0]} and {second.shape[0]}",
+            "use the frames the second window kept from the first (Continue Clip's overlap)",
+        )
+    weight = _fade(overlap, first).view(-1, *[1] * (first.dim() - 1))
+    cut = first.shape[0] - overlap
+    shared = first[cut:] * (1 - weight) + second[:overlap] * weight
+    return torch.cat([first[:cut], shared, second[overlap:]])
+
+
+def join_audio(first: dict, second: dict, start_seconds: float, fade_seconds: float) -> dict:
+    """The host AUDIO of ``first`` with ``second`` starting ``start_seconds`` into it, cross-faded
+    over ``fade_seconds``; ``second`` is resampled to the first's rate and channels."""
+    rate = first["sample_rate"]
+    a = first["waveform"].float()
+    b = resample_audio(second["waveform"], second["sample_rate"], rate, a.shape[1])
+    if a.shape[0] != b.shape[0]:
+        raise InputError(
+            "audio_b", f"a batch of {b.shape[0]} after {a.shape[0]}", "join one clip to one"
+        )
+    start = round(start_seconds * rate)
+    fade = min(round(fade_seconds * rate), b.shape[-1], max(a.shape[-1] - start, 0))
+    a = a[..., : start + fade]
+    if a.shape[-1] < start:  # the first sound ends early: silence until the second begins
+        a = torch.nn.functional.pad(a, (0, start - a.shape[-1]))
+    weight = _fade(fade, a)
+    shared = a[..., start:] * (1 - weight) + b[..., :fade] * weight
+    return {"waveform": torch.cat([a[..., :start], shared, b[..., fade:]], -1), "sample_rate": rate}

@@ -1,0 +1,90 @@
+"""Long clips from windows: the next window keeps the last frames, and the join cross-fades
+frames and sound exactly where the two overlap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from codec_helpers import PoolingCodec
+from skyreels_pack import NODE_CLASS_MAPPINGS
+
+from skyreels_core import masks
+from skyreels_core.errors import InputError
+from skyreels_core.joining import continue_clip, join_audio, join_frames
+
+CODEC = PoolingCodec()
+
+
+def _clip(frames: int, value: float | None = None, seed: int = 0) -> torch.Tensor:
+    if value is not None:
+        return torch.full((frames, 16, 16, 3), value)
+    return torch.rand(frames, 16, 16, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_next_window_starts_with_the_clips_last_frames_snapped_to_whole_groups():
+    clip = _clip(21)
+    condition = continue_clip(CODEC, clip, 17, overlap=7)  # 7 snaps down to 5 = 1 + 4
+    expected = masks.extend_video(CODEC, clip[16:], 17, known_frames=5)
+    assert condition.known_frames == [0, 1, 2, 3, 4]
+    assert torch.equal(condition.latents, expected.latents)
+    assert torch.equal(condition.known_mask, expected.known_mask)
+    with pytest.raises(InputError, match="^overlap: 0 frames"):
+        continue_clip(CODEC, clip, 17, overlap=0)
+    with pytest.raises(InputError, match="leaves nothing"):
+        continue_clip(CODEC, clip, 17, overlap=17)
+
+
+def test_frames_cross_fade_linearly_over_the_overlap():
+    first, second = _clip(9, 0.0), _clip(7, 1.0)
+    joined = join_frames(first, second, 3)
+    assert joined.shape == (9 + 7 - 3, 16, 16, 3)
+    levels = joined[:, 0, 0, 0].tolist()
+    assert levels == pytest.approx([0.0] * 6 + [0.25, 0.5, 0.75] + [1.0] * 4)
+    assert torch.equal(join_frames(first, second, 0), torch.cat([first, second]))
+    with pytest.raises(InputError, match="^overlap: 10 frames"):
+        join_frames(first, second, 10)
+    with pytest.raises(InputError, match="^frames_b: frames of"):
+        join_frames(first, torch.zeros(7, 8, 16, 3), 3)
+
+
+def test_sound_cross_fades_from_where_the_second_window_starts():
+    rate = 1000
+    first = {"waveform": torch.ones(1, 1, 2000), "sample_rate": rate}  # 2 s
+    second = {"waveform": torch.zeros(1, 1, 1500), "sample_rate": rate}
+    joined = join_audio(first, second, start_seconds=1.5, fade_seconds=0.5)
+    wave = joined["waveform"][0, 0]
+    assert joined["sample_rate"] == rate and wave.shape[0] == 1500 + 1500
+    assert torch.equal(wave[:1500], torch.ones(1500))
+    fade = wave[1500:2000]
+    assert fade[0] > 0.99 and fade[-1] < 0.01 and (fade[1:] < fade[:-1]).all()  # falls linearly
+    assert torch.equal(wave[2000:], torch.zeros(1000))
+    # A first sound shorter than where the second starts: silence until it does.
+    short = join_audio({"waveform": torch.ones(1, 1, 500), "sample_rate": rate}, second, 1.0, 0.5)
+    assert short["waveform"].shape[-1] == 1000 + 1500
+    assert short["waveform"][0, 0, 500:1000].abs().max() == 0
+
+
+def test_a_second_sound_at_another_rate_or_layout_is_converted_to_the_first():
+    first = {"waveform": torch.zeros(1, 2, 16000), "sample_rate": 16000}
+    tone = torch.sin(torch.arange(44100) / 44100 * 2 * torch.pi * 440)[None, None]
+    joined = join_audio(first, {"waveform": tone, "sample_rate": 44100}, 1.0, 0.0)
+    assert joined["sample_rate"] == 16000 and joined["waveform"].shape[:2] == (1, 2)
+    assert abs(joined["waveform"].shape[-1] - 32000) <= 16  # the resampler's edge
+    spectrum = torch.fft.rfft(joined["waveform"][0, 0, 16000:32000]).abs()
+    assert abs(int(spectrum.argmax()) - 440) <= 1  # still 440 Hz
+
+
+def test_the_nodes_hand_the_kept_count_to_the_join():
+    continue_node = NODE_CLASS_MAPPINGS["SkyReelsV4MaskContinue"]()
+    join = NODE_CLASS_MAPPINGS["SkyReelsV4JoinClips"]()
+    clip = _clip(33, seed=1)
+    output = continue_node.build(CODEC, clip, 33, 7)
+    condition, overlap = output["result"]
+    assert overlap == 5 and condition.known_frames == [0, 1, 2, 3, 4]
+    assert output["ui"]["skyreels_timeline"][0]["requested_frames"] == list(range(7))
+    second = torch.cat([clip[-5:], _clip(28, seed=2)])
+    sound = {"waveform": torch.rand(1, 1, 33 * 1000), "sample_rate": 16000}
+    frames, audio = join.join(clip, sound, second, sound, overlap, 16.0)
+    assert frames.shape[0] == 33 + 33 - 5
+    assert torch.allclose(frames[28:33], clip[28:])  # the shared frames agree: the fade keeps them
+    assert audio["waveform"].shape[-1] == round(28 / 16 * 16000) + 33 * 1000
