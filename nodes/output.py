@@ -27,15 +27,20 @@ def _output_folder(filename_prefix: str):
     return root, target.parent, target.name
 
 
-class SkyReelsV4SaveVideo:
-    DESCRIPTION = (
-        "Saves frames and sound as an MP4 (H.264 + AAC) in the output folder, with the prompt graph "
-        "and workflow in its metadata. Never overwrites a file; a failed write leaves nothing behind."
-    )
+class _SaveNode:
+    """An output node: it writes a file into the output folder and returns nothing to link."""
+
     CATEGORY = CATEGORY
     RETURN_TYPES = ()
     FUNCTION = "save"
     OUTPUT_NODE = True
+
+
+class SkyReelsV4SaveVideo(_SaveNode):
+    DESCRIPTION = (
+        "Saves frames and sound as an MP4 (H.264 + AAC) in the output folder, with the prompt graph "
+        "and workflow in its metadata. Never overwrites a file; a failed write leaves nothing behind."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -98,16 +103,12 @@ def _located(path, root) -> dict:
     return {"filename": path.name, "subfolder": subfolder, "type": "output"}
 
 
-class SkyReelsV4SaveAVLatent:
+class SkyReelsV4SaveAVLatent(_SaveNode):
     DESCRIPTION = (
         "Saves a render's AV latent (video, audio and keyframe latents, fps) as safetensors in "
         "the output folder, with the workflow in its metadata. Load AV Latent lists it (press "
         "R), to refine and decode only the takes you keep. Never overwrites a file."
     )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ()
-    FUNCTION = "save"
-    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
