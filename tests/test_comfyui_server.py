@@ -240,7 +240,8 @@ def test_the_queue_command_adds_sound_to_uploaded_clips(server, capsys, tmp_path
 def test_takes_are_rendered_then_the_kept_one_refined_by_the_queue_command(server, tmp_path):
     """render_takes over two seeds saves each take's AV latent beside its preview (both
     downloaded); refine_saved_take, pointed at the second take by --set, refines it as Load AV
-    Latent lists it from the output folder: a 128 px clip of 33 frames."""
+    Latent lists it from the output folder (a 128 px clip), and refines the downloaded takes
+    given by --inputs, uploaded as the frontend uploads."""
     from skyreels_core.av_latent_file import SUFFIX
 
     takes, report = tmp_path / "takes", tmp_path / "takes.json"
@@ -267,6 +268,18 @@ def test_takes_are_rendered_then_the_kept_one_refined_by_the_queue_command(serve
         stream = container.streams.video[0]
         assert (stream.width, stream.height) == (128, 128)
         assert len(container.streams.audio) == 1
+    # Takes on this machine (the downloaded ones): uploaded into the input folder and refined,
+    # one render each, by naming Load AV Latent's picker.
+    local = [Path(f) for record in records for f in record["downloaded"] if f.endswith(SUFFIX)]
+    code = main(["queue", str(ROOT / "workflows" / "refine_saved_take.json"), "--server",
+                 server["base"], "--inputs", *map(str, local), "--input-widget", "av_latent",
+                 "--report", str(refined_report), "--wait", "--timeout", str(RUN_TIMEOUT_S)])  # fmt: skip
+    assert code == 0
+    uploaded = json.loads(refined_report.read_text())
+    assert [record["input"] for record in uploaded] == list(map(str, local))
+    assert all(record["status"] == "done" and record["files"] for record in uploaded)
+    for file in local:
+        assert (server["input"] / file.name).read_bytes() == file.read_bytes()
 
 
 def test_a_lora_from_the_hosts_lora_folder_changes_the_render(server, tmp_path):
