@@ -51,6 +51,9 @@ def resample_audio(
         return waveform.float()
     if batch.shape[1] not in LAYOUTS or channels not in LAYOUTS:
         raise InputError("audio", f"{batch.shape[1]} channels", "use mono or stereo sound")
+    if batch.shape[-1] == 0:  # FFmpeg's resampler has nothing to take: no samples either way
+        empty = batch.new_zeros(batch.shape[0], channels, 0).float()
+        return empty[0] if squeeze else empty
     out = []
     for item in batch:
         resampler = av.AudioResampler(format="fltp", layout=LAYOUTS[channels], rate=target_rate)
@@ -63,7 +66,9 @@ def resample_audio(
         chunks = [f.to_ndarray() for f in resampler.resample(frame)] + [
             f.to_ndarray() for f in resampler.resample(None)
         ]
-        out.append(torch.from_numpy(np.concatenate(chunks, axis=1)))
+        # A few samples may give FFmpeg nothing to return: the length is fitted below.
+        resampled = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), "f4")
+        out.append(torch.from_numpy(resampled))
     expected = round(batch.shape[-1] * target_rate / source_rate)
     stacked = torch.stack([fit_length(x, expected) for x in out])
     return stacked[0] if squeeze else stacked

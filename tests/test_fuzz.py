@@ -15,7 +15,8 @@ from workflow_tools import object_info_from_mappings, validate_workflow
 
 from skyreels_core import masks
 from skyreels_core.av_io import read_audio, read_video
-from skyreels_core.errors import InputError
+from skyreels_core.errors import CheckpointError, InputError
+from skyreels_core.joining import continue_clip, join_audio, join_frames
 from skyreels_core.shapes import parse_frame_indices
 
 CODEC = PoolingCodec()
@@ -38,6 +39,7 @@ def test_mask_builders_never_crash(frames, height, width, mask_frames, indices):
     for build in (
         lambda: masks.text_to_video(CODEC, frames, height, width),
         lambda: masks.extend_video(CODEC, clip, frames, 5),
+        lambda: continue_clip(CODEC, clip, frames, mask_frames * 3 - 1),
         lambda: masks.edit_video(CODEC, clip, mask),
         lambda: masks.keyframes(
             CODEC, {i: clip[0] for i in parse_frame_indices(indices, max(frames, 1))}, frames
@@ -74,6 +76,43 @@ def test_the_av_reader_turns_garbage_into_input_errors(tmp_path, data, suffix):
     for read in (read_video, read_audio):
         with pytest.raises(InputError):
             read(path)
+
+
+@FUZZ
+@given(
+    lengths=st.tuples(st.integers(0, 12), st.integers(0, 12)),
+    sizes=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    overlap=st.integers(-2, 14),
+    samples=st.tuples(st.integers(0, 3000), st.integers(0, 3000)),
+    rates=st.tuples(st.sampled_from([8000, 16000, 44100]), st.sampled_from([8000, 16000])),
+    fps=st.floats(1.0, 60.0),
+)
+def test_joins_give_the_joined_length_or_one_input_error(
+    lengths, sizes, overlap, samples, rates, fps
+):
+    first, second = (torch.rand(n, size, size, 3) for n, size in zip(lengths, sizes))
+    try:
+        frames = join_frames(first, second, overlap)
+    except InputError:
+        frames = None
+    if frames is not None:
+        assert frames.shape[0] == lengths[0] + lengths[1] - overlap
+    sounds = [{"waveform": torch.rand(1, 1, n), "sample_rate": r} for n, r in zip(samples, rates)]
+    start, fade = max(lengths[0] - overlap, 0) / fps, max(overlap, 0) / fps
+    joined = join_audio(*sounds, start, fade)
+    assert joined["sample_rate"] == rates[0] and joined["waveform"].shape[:2] == (1, 1)
+    assert joined["waveform"].shape[-1] >= round(start * rates[0])
+
+
+@FUZZ
+@given(data=st.binary(max_size=512))
+def test_any_file_as_an_av_latent_loads_or_is_refused_by_name(tmp_path, data):
+    from skyreels_core.av_latent_file import load_av_latent
+
+    path = tmp_path / "take.av_latent.safetensors"
+    path.write_bytes(data)
+    with pytest.raises((InputError, CheckpointError), match="^av_latent"):
+        load_av_latent(path)
 
 
 OBJECT_INFO = object_info_from_mappings(NODE_CLASS_MAPPINGS)
