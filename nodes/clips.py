@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skyreels_core.errors import InputError
 from skyreels_core.joining import join_audio, join_frames
 
 CATEGORY = "SkyReels-V4/clips"
@@ -23,9 +24,7 @@ class SkyReelsV4JoinClips:
         return {
             "required": {
                 "frames_a": ("IMAGE", {"tooltip": "The clip so far."}),
-                "audio_a": ("AUDIO", {"tooltip": "Its sound."}),
                 "frames_b": ("IMAGE", {"tooltip": "The window that continues it."}),
-                "audio_b": ("AUDIO", {"tooltip": "The window's sound."}),
                 "overlap": (
                     "INT",
                     {
@@ -39,11 +38,23 @@ class SkyReelsV4JoinClips:
                     "FLOAT",
                     {"default": 16.0, "min": 1.0, "max": 120.0, "tooltip": "Both clips' rate."},
                 ),
-            }
+            },
+            "optional": {
+                "audio_a": (
+                    "AUDIO",
+                    {"tooltip": "The clip's sound (none for a video-only model)."},
+                ),
+                "audio_b": ("AUDIO", {"tooltip": "The window's sound."}),
+            },
         }
 
-    def join(self, frames_a, audio_a, frames_b, audio_b, overlap: int, fps: float):
+    def join(self, frames_a, frames_b, overlap: int, fps: float, audio_a=None, audio_b=None):
         frames = join_frames(frames_a, frames_b, overlap)
+        if audio_a is None and audio_b is None:
+            return frames, None
+        if audio_a is None or audio_b is None:
+            missing = "audio_a" if audio_a is None else "audio_b"
+            raise InputError(missing, "is not connected", "connect both sounds, or neither")
         start = (frames_a.shape[0] - overlap) / fps
         return frames, join_audio(audio_a, audio_b, start, overlap / fps)
 

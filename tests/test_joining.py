@@ -84,7 +84,12 @@ def test_the_nodes_hand_the_kept_count_to_the_join():
     assert output["ui"]["skyreels_timeline"][0]["requested_frames"] == list(range(7))
     second = torch.cat([clip[-5:], _clip(28, seed=2)])
     sound = {"waveform": torch.rand(1, 1, 33 * 1000), "sample_rate": 16000}
-    frames, audio = join.join(clip, sound, second, sound, overlap, 16.0)
+    frames, audio = join.join(clip, second, overlap, 16.0, audio_a=sound, audio_b=sound)
     assert frames.shape[0] == 33 + 33 - 5
     assert torch.allclose(frames[28:33], clip[28:])  # the shared frames agree: the fade keeps them
     assert audio["waveform"].shape[-1] == round(28 / 16 * 16000) + 33 * 1000
+    # A video-only model's windows join without sound; one sound alone is named.
+    silent, none = join.join(clip, second, overlap, 16.0)
+    assert none is None and torch.equal(silent, frames)
+    with pytest.raises(InputError, match="^audio_b: is not connected"):
+        join.join(clip, second, overlap, 16.0, audio_a=sound)
