@@ -17,6 +17,7 @@ from skyreels_core.__main__ import main
 from skyreels_core.av_io import read_video, write_mp4
 from skyreels_core.demo.metrics import psnr
 from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
+from skyreels_core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,3 +182,59 @@ def test_train_demo_lora_smoke_run_writes_a_lora_load_lora_opens(tmp_path):
         assert handle.metadata()["command"].startswith("python -m skyreels_core train-demo-lora")
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["sha256"] == {bundle.LORA_FILE: bundle.file_digest(path)}
+
+
+def _write_clips(folder: Path, specs: list[tuple[str, int, int, bool]]) -> None:
+    """World clips (caption, frames, width, with sound) as MP4s with their captions beside."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (caption, frames, width, sound) in enumerate(specs):
+        scene = render_scene(spec_from_caption(caption, seed=index), frames=frames, size=64)
+        pixels = F.interpolate(scene.frames.permute(0, 3, 1, 2), size=(64, width)).permute(
+            0, 2, 3, 1
+        )
+        audio = {"waveform": scene.audio[None], "sample_rate": scene.sample_rate} if sound else None
+        write_mp4(folder / f"clip{index}.mp4", pixels, scene.fps, audio)
+        (folder / f"clip{index}.txt").write_text(f"  {caption}\n")
+
+
+def test_your_clips_are_fitted_to_the_demo_models_shape(tmp_path):
+    from skyreels_core.demo.dataset import read_clips
+
+    _write_clips(tmp_path, [("a red circle bounces on the floor", 40, 96, True),
+                            ("a blue square moves right", 33, 64, False)])  # fmt: skip
+    data = read_clips(tmp_path)
+    assert data.pixels.shape == (2, 33, 64, 64, 3) and data.audio.shape == (2, 1, 33000)
+    assert data.captions == ["a red circle bounces on the floor", "a blue square moves right"]
+    assert data.audio[0].abs().max() > 0.05 and data.audio[1].abs().max() == 0  # silent: silence
+    # The 96 px wide clip is centre-cropped, not squashed: its first frame matches the source's.
+    source = read_video(tmp_path / "clip0.mp4")[0][0, :, 16:80]
+    assert psnr(data.pixels[0, 0], source) > 25
+    (tmp_path / "clip1.txt").unlink()
+    with pytest.raises(InputError, match="^--clips: clip1.mp4 has no caption"):
+        read_clips(tmp_path)
+    (tmp_path / "clip1.txt").write_text("a blue square moves right")
+    _write_clips(tmp_path / "short", [("a red circle bounces on the floor", 20, 64, True)])
+    with pytest.raises(InputError, match="^--clips: clip0.mp4 lasts 1.25 s"):
+        read_clips(tmp_path / "short")
+    with pytest.raises(InputError, match="holds no video files"):
+        read_clips(tmp_path / "nothing")
+
+
+def test_train_demo_lora_on_your_clips_writes_a_lora_named_after_them(tmp_path):
+    from safetensors import safe_open
+
+    from skyreels_core.demo import bundle
+    from skyreels_core.loading import load_model
+    from skyreels_core.lora import read_lora
+
+    clips = tmp_path / "my_style"
+    _write_clips(clips, [("a green triangle bounces on the floor", 33, 64, True)] * 2)
+    assert main(["train-demo-lora", "--clips", str(clips), "--out", str(tmp_path / "loras"),
+                 "--steps", "2", "--batch", "2", "--rank", "2"]) == 0  # fmt: skip
+    path = tmp_path / "loras" / "my_style.safetensors"
+    lora = read_lora(path, load_model(bundle.model_path()))
+    assert lora.layers and any(d.up.abs().max() > 0 for d in lora.layers.values())  # it trained
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["clips"] == "2" and "--clips my_style" in metadata["command"]
+    assert "palette" not in metadata

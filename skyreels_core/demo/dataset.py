@@ -1,17 +1,23 @@
-"""The demo world rendered into training tensors: every trainer (codecs, model, refiner) draws its
-clips here, from seeds disjoint from the held-out evaluation seeds."""
+"""Training tensors: the demo world rendered (every trainer, codecs, model, refiner, draws its
+clips here, from seeds disjoint from the held-out evaluation seeds), or a folder of the user's
+own captioned clips fitted to the demo model's shape (a LoRA's training set)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from .world import render_scene, sample_scene_spec
+from ..av_io import fit_length, read_video, resample_audio
+from ..errors import InputError
+from .world import FPS, SAMPLE_RATE, render_scene, sample_scene_spec
 
 FRAMES = 33
 # The model's clips, and the refiner's output (the video decoder is fine-tuned for both).
 LOW_SIZE, HIGH_SIZE = 64, 128
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 SCENES_PER_SEED = 100_000
 HELD_OUT_SEED = 1_000_000  # evaluation scenes start here; training never reaches it
 
@@ -50,3 +56,58 @@ def render_world(
         torch.stack([s.audio for s in scenes]),
         [s.caption for s in scenes],
     )
+
+
+def _fit_clip(path: Path, frames: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clip's first ``frames`` frames at the world's frame rate, centre-cropped square and
+    resized to ``size``, and its sound as mono at the world's rate, as long as those frames."""
+    pixels, fps, audio = read_video(path)
+    seconds = frames / FPS
+    if pixels.shape[0] / fps + 1e-6 < seconds:
+        raise InputError(
+            "--clips",
+            f"{path.name} lasts {pixels.shape[0] / fps:.2f} s, less than {seconds:.2f} s",
+            f"use clips of at least {frames} frames at {FPS:g} fps",
+        )
+    picked = pixels[(torch.arange(frames) * fps / FPS).long()]
+    height, width = picked.shape[1:3]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = picked[:, top : top + side, left : left + side].permute(0, 3, 1, 2)
+    video = F.interpolate(square, size=size, mode="bilinear", antialias=True)
+    samples = round(seconds * SAMPLE_RATE)
+    if audio is None:  # a silent clip teaches silence
+        return video.permute(0, 2, 3, 1).clamp(0, 1), torch.zeros(1, samples)
+    sound = resample_audio(audio["waveform"][0], audio["sample_rate"], SAMPLE_RATE, 1)
+    return video.permute(0, 2, 3, 1).clamp(0, 1), fit_length(sound, samples)
+
+
+def read_clips(folder: Path, frames: int = FRAMES, size: int = LOW_SIZE) -> WorldData:
+    """Every video in ``folder`` with its caption (the text file of the same name), fitted to the
+    demo model's clips: ``frames`` frames at its frame rate, ``size`` px square, mono sound."""
+    folder = Path(folder)
+    videos = (
+        sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        if folder.is_dir()
+        else []
+    )
+    if not videos:
+        raise InputError(
+            "--clips",
+            f"{folder} holds no video files",
+            f"put {', '.join(VIDEO_SUFFIXES)} clips there",
+        )
+    pixels, audio, captions = [], [], []
+    for video in videos:
+        caption = video.with_suffix(".txt")
+        if not caption.is_file() or not caption.read_text().strip():
+            raise InputError(
+                "--clips",
+                f"{video.name} has no caption",
+                f"write what it shows into {caption.name}",
+            )
+        clip, sound = _fit_clip(video, frames, size)
+        pixels.append(clip)
+        audio.append(sound)
+        captions.append(" ".join(caption.read_text().split()))
+    return WorldData(torch.stack(pixels), torch.stack(audio), captions)
