@@ -739,6 +739,72 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
     return results
 
 
+@torch.no_grad()
+def _palette_readings(pipeline, lora, cases: int) -> dict:
+    """What a LoRA does to held-out prompts at strength 1: colours and hums moved to the palette
+    shift's next colour, shapes kept."""
+    from .demo.dataset import HELD_OUT_SEED
+    from .demo.metrics import dominant_colour, dominant_pitch_colour, dominant_shape
+    from .demo.render import RenderRequest, render
+    from .demo.train_lora import PALETTE_SHIFT
+    from .demo.world import render_scene, sample_scene_spec
+    from .lora import applied
+
+    colours = hums = shapes = 0
+    for index in range(cases):
+        scene = render_scene(sample_scene_spec(HELD_OUT_SEED + index))
+        named = next(c for c in PALETTE_SHIFT if scene.caption.split()[1] == c)
+        with applied(pipeline.model, [(lora, 1.0)], torch.device("cpu")):
+            frames, audio, _ = render(pipeline, RenderRequest(prompt=scene.caption, seed=index))
+        colours += dominant_colour(frames) == PALETTE_SHIFT[named]
+        hums += (
+            dominant_pitch_colour(audio["waveform"][0], audio["sample_rate"])
+            == PALETTE_SHIFT[named]
+        )
+        shapes += dominant_shape(frames) == scene.caption.split()[2]
+    return {"colours_shifted": f"{colours}/{cases}", "hums_shifted": f"{hums}/{cases}",
+            "shapes_kept": f"{shapes}/{cases}"}  # fmt: skip
+
+
+def lora_training(cases: int = 24, clips: int = 256, steps: int = 400) -> dict:
+    """The bundled palette-shift LoRA on held-out prompts, and one trained the way a user trains
+    one: the palette-shifted world written as ``clips`` captioned MP4 files (H.264 + AAC) and
+    ``train-demo-lora --clips`` for ``steps`` steps, read the same way."""
+    from .__main__ import main
+    from .av_io import write_mp4
+    from .demo import bundle
+    from .demo.dataset import render_world
+    from .demo.render import DemoPipeline
+    from .demo.train_lora import PALETTE_SHIFT
+    from .lora import read_lora
+
+    pipeline = DemoPipeline.load()
+    results = {
+        "bundled": _palette_readings(pipeline, read_lora(bundle.lora_path(), pipeline.model), cases)
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        shifted = Path(folder) / "palette_shift"
+        shifted.mkdir()
+        world = render_world(clips, seed=0, palette=PALETTE_SHIFT)
+        for index, (pixels, sound, caption) in enumerate(
+            zip(world.pixels, world.audio, world.captions)
+        ):
+            write_mp4(
+                shifted / f"{index:04d}.mp4",
+                pixels,
+                16.0,
+                {"waveform": sound[None], "sample_rate": 16000},
+            )
+            (shifted / f"{index:04d}.txt").write_text(caption)
+        start = time.perf_counter()
+        main(["train-demo-lora", "--clips", str(shifted), "--out", folder, "--steps", str(steps)])
+        minutes = (time.perf_counter() - start) / 60
+        trained = read_lora(Path(folder) / "palette_shift.safetensors", pipeline.model)
+        results["from_clips"] = {"clips": clips, "steps": steps, "train_minutes": minutes,
+                                 **_palette_readings(pipeline, trained, cases)}  # fmt: skip
+    return results
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -761,7 +827,7 @@ def _rows(values: dict, prefix: str = ""):
 def run(args: argparse.Namespace) -> int:
     functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
                  "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
-                 "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory, "long_video": long_video}  # fmt: skip
+                 "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory, "long_video": long_video, "lora_training": lora_training}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in chosen if part not in functions]
     if unknown:

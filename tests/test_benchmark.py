@@ -108,3 +108,16 @@ def test_long_video_part_joins_two_windows_per_prompt_and_reads_the_seam():
     assert report["same_colour_and_shape"] in {"0/2", "1/2", "2/2"}
     # Two 33-frame windows joined over 5 frames hold a bounce or two each: contacts are seen.
     assert report["visual_contacts"] > 0
+
+
+def test_lora_training_part_reads_the_bundled_lora_and_one_trained_from_clips():
+    from skyreels_core.benchmark import lora_training
+
+    report = lora_training(cases=1, clips=2, steps=1)
+    assert report["bundled"] == {
+        "colours_shifted": "1/1",
+        "hums_shifted": "1/1",
+        "shapes_kept": "1/1",
+    }
+    assert report["from_clips"]["clips"] == 2 and report["from_clips"]["train_minutes"] > 0
+    assert report["from_clips"]["shapes_kept"] in {"0/1", "1/1"}
