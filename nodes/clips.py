@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from skyreels_core.errors import InputError
-from skyreels_core.joining import join_audio, join_frames
+from skyreels_core.joining import join_clips
 
 CATEGORY = "SkyReels-V4/clips"
 
@@ -49,14 +48,7 @@ class SkyReelsV4JoinClips:
         }
 
     def join(self, frames_a, frames_b, overlap: int, fps: float, audio_a=None, audio_b=None):
-        frames = join_frames(frames_a, frames_b, overlap)
-        if audio_a is None and audio_b is None:
-            return frames, None
-        if audio_a is None or audio_b is None:
-            missing = "audio_a" if audio_a is None else "audio_b"
-            raise InputError(missing, "is not connected", "connect both sounds, or neither")
-        start = (frames_a.shape[0] - overlap) / fps
-        return frames, join_audio(audio_a, audio_b, start, overlap / fps)
+        return join_clips(frames_a, frames_b, overlap, fps, audio_a, audio_b)
 
 
 NODE_CLASS_MAPPINGS = {"SkyReelsV4JoinClips": SkyReelsV4JoinClips}

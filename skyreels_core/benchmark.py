@@ -704,7 +704,7 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
     )
     from .demo.render import DemoPipeline, RenderRequest, render
     from .demo.world import render_scene, sample_scene_spec
-    from .joining import join_audio, join_frames
+    from .joining import join_clips
 
     pipeline = DemoPipeline.load()
     prompts = [render_scene(sample_scene_spec(HELD_OUT_SEED + i)).caption for i in range(cases)]
@@ -716,11 +716,8 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
             request = RenderRequest(task="extend", prompt=prompt, seed=index,
                                     source=frames[frames.shape[0] - overlap :])  # fmt: skip
             second, second_audio, _ = render(pipeline, request)
-            joined = join_frames(frames, second, overlap)
+            joined, sound = join_clips(frames, second, overlap, request.fps, audio, second_audio)
             fps, seam = request.fps, frames.shape[0] - 1  # the step into the first new frame
-            sound = join_audio(
-                audio, second_audio, (frames.shape[0] - overlap) / fps, overlap / fps
-            )
             steps = (centroids(joined)[1:] - centroids(joined)[:-1]).norm(dim=-1)
             others = torch.cat([steps[: seam - overlap], steps[seam + 1 :]])
             ratios.append(float(steps[seam] / others.median()))

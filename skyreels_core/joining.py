@@ -73,3 +73,23 @@ def join_audio(first: dict, second: dict, start_seconds: float, fade_seconds: fl
     weight = _fade(fade, a)
     shared = a[..., start:] * (1 - weight) + b[..., :fade] * weight
     return {"waveform": torch.cat([a[..., :start], shared, b[..., fade:]], -1), "sample_rate": rate}
+
+
+def join_clips(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    overlap: int,
+    fps: float,
+    first_audio: dict | None = None,
+    second_audio: dict | None = None,
+) -> tuple[torch.Tensor, dict | None]:
+    """Frames and sound of ``second`` (a window that kept ``first``'s last ``overlap`` frames)
+    joined onto ``first``; without sounds (a video-only model) the frames alone."""
+    frames = join_frames(first, second, overlap)
+    if first_audio is None and second_audio is None:
+        return frames, None
+    if first_audio is None or second_audio is None:
+        missing = "audio_a" if first_audio is None else "audio_b"
+        raise InputError(missing, "is not connected", "connect both sounds, or neither")
+    start = (first.shape[0] - overlap) / fps
+    return frames, join_audio(first_audio, second_audio, start, overlap / fps)
