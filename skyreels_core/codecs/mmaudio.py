@@ -25,7 +25,7 @@ COMPUTED = "mel_converter."  # filterbank and window buffers, rebuilt from the c
 
 # Working memory in elements of the compute dtype, about 1.4x the tracked peaks of diffusers'
 # MMAudioVAE (48 MiB in float32 plus 10 elements per sample, encode or decode) and
-# MMAudioVocoder (240 elements per output sample) measured by bench part codec_memory.
+# MMAudioVocoder (240 elements per output sample) measured by bench part working_memory.
 VAE_FIXED_ELEMENTS = 18_000_000
 VAE_ELEMENTS_PER_SAMPLE = 14
 VOCODER_ELEMENTS_PER_SAMPLE = 340

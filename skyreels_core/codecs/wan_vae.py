@@ -24,7 +24,7 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "wan2.1_vae.json"
 
 # Working memory per pixel of one frame, in elements of the compute dtype: the causal VAE runs
 # one latent frame at a time, so its activations scale with the frame, not the clip. Tracked peaks
-# of diffusers' AutoencoderKLWan (bench part codec_memory) reach 4,900 for decode and 3,570 for
+# of diffusers' AutoencoderKLWan (bench part working_memory) reach 4,900 for decode and 3,570 for
 # encode; these are the host's budgets for the same VAE (ComfyUI's sd.py), leaving the caching
 # allocator its margin.
 DECODE_ELEMENTS_PER_PIXEL = 7000
