@@ -76,3 +76,10 @@ export function withAudioPlayer(required) {
 export function savedLatentName({ filename, subfolder = "" }) {
   return `${subfolder ? `${subfolder}/` : ""}${filename} [output]`;
 }
+
+/** One line about a loaded take: its length, rate, latent size, sound and keyframes. */
+export function takeSummary({ frames, fps, latent_size: [height, width], sound, keyframes }) {
+  const parts = [`${frames} frames at ${fps} fps`, `latent ${height}×${width}`, sound ? "with sound" : "silent"];
+  if (keyframes) parts.push(`${keyframes} high-res keyframes`);
+  return parts.join(" · ");
+}

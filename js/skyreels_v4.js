@@ -1,10 +1,10 @@
 // SkyReels-V4 frontend: keyframe/mask timelines on the mask nodes, growing image sockets on the
-// reference node, an in-node player (with sound) for saved clips, the audio loader's player, and
-// the name Load AV Latent lists a saved latent under.
+// reference node, an in-node player (with sound) for saved clips, the audio loader's player, the
+// name Load AV Latent lists a saved latent under, and what a loaded take holds.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
-  frameAtTime, planReferenceSockets, playerHeight, savedLatentName, snappedAway, timelineCells, viewUrl,
+  frameAtTime, planReferenceSockets, playerHeight, savedLatentName, snappedAway, takeSummary, timelineCells, viewUrl,
   withAudioPlayer,
 } from "./skyreels_logic.js";
 
@@ -113,16 +113,17 @@ function addPlayer(nodeType) {
   });
 }
 
-function addSavedName(nodeType) {
-  whenExecuted(nodeType, "skyreels_latents", function (saved) {
-    if (!this.skyreelsSavedLabel) {
-      const label = document.createElement("div");
-      label.style.font = "11px sans-serif";
-      label.style.wordBreak = "break-all";
-      this.addDOMWidget("skyreels_saved", "text", label, { serialize: false });
-      this.skyreelsSavedLabel = label;
+/** A text line under the node, set from each execution's `key` item by `describe`. */
+function addLine(nodeType, key, describe) {
+  whenExecuted(nodeType, key, function (item) {
+    if (!this.skyreelsLine) {
+      const line = document.createElement("div");
+      line.style.font = "11px sans-serif";
+      line.style.wordBreak = "break-all";
+      this.addDOMWidget("skyreels_line", "text", line, { serialize: false });
+      this.skyreelsLine = line;
     }
-    this.skyreelsSavedLabel.textContent = `saved: ${savedLatentName(saved)} (Load AV Latent lists it after R)`;
+    this.skyreelsLine.textContent = describe(item);
     this.setDirtyCanvas(true, true);
   });
 }
@@ -133,7 +134,10 @@ app.registerExtension({
     if (MASK_NODES.has(nodeData.name)) addTimeline(nodeType);
     if (nodeData.name === "SkyReelsV4ImageReferences") addGrowingSockets(nodeType);
     if (nodeData.name === "SkyReelsV4SaveVideo") addPlayer(nodeType);
-    if (nodeData.name === "SkyReelsV4SaveAVLatent") addSavedName(nodeType);
+    if (nodeData.name === "SkyReelsV4SaveAVLatent") {
+      addLine(nodeType, "skyreels_latents", (saved) => `saved: ${savedLatentName(saved)} (Load AV Latent lists it after R)`);
+    }
+    if (nodeData.name === "SkyReelsV4LoadAVLatent") addLine(nodeType, "skyreels_take", takeSummary);
     if (nodeData.name === "SkyReelsV4LoadAudio") {
       nodeData.input.required = withAudioPlayer(nodeData.input.required);
     }

@@ -119,7 +119,16 @@ class SkyReelsV4LoadAVLatent(FileInput):
         return host.input_or_output_path(name, "av_latent")
 
     def load(self, av_latent: str):
-        return (load_av_latent(self.path(av_latent)),)
+        latent = load_av_latent(self.path(av_latent))
+        height, width = latent.video.shape[-2:]
+        take = {
+            "frames": latent.frames,
+            "fps": latent.fps,
+            "latent_size": [int(height), int(width)],
+            "sound": latent.audio is not None,
+            "keyframes": len(latent.keyframe_indices),
+        }
+        return {"ui": {"skyreels_take": [take]}, "result": (latent,)}
 
 
 NODE_CLASS_MAPPINGS = {

@@ -116,7 +116,10 @@ def test_saved_takes_are_listed_where_they_were_saved_and_load_exactly(folders):
     ]
     for name, latent in zip(names, (first, first, second)):
         assert LoadAVLatent.VALIDATE_INPUTS(av_latent=name) is True
-        assert _same(LoadAVLatent().load(name)[0], latent)
+        output = LoadAVLatent().load(name)
+        assert _same(output["result"][0], latent)
+    (take,) = LoadAVLatent().load(names[0])["ui"]["skyreels_take"]  # what the node shows
+    assert take == {"frames": 15, "fps": 24.0, "latent_size": [4, 6], "sound": True, "keyframes": 2}
     from safetensors import safe_open
 
     with safe_open(str(outputs / "latents" / saved[0]["filename"]), "pt") as handle:
@@ -142,7 +145,7 @@ def test_a_loaded_take_refines_exactly_as_the_saved_one(folders):
                    denoise_start=0.6, seed=1)  # fmt: skip
     latent = _latent()
     SaveAVLatent().save(latent, "take")
-    (loaded,) = LoadAVLatent().load(f"take_00001{SUFFIX} [output]")
+    (loaded,) = LoadAVLatent().load(f"take_00001{SUFFIX} [output]")["result"]
     (direct,) = Refine().refine(refiner, latent, **widgets)
     (from_file,) = Refine().refine(refiner, loaded, **widgets)
     assert torch.equal(direct.video, from_file.video) and torch.equal(direct.audio, latent.audio)

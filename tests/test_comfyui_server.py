@@ -416,8 +416,8 @@ def test_a_saved_take_dropped_on_the_canvas_opens_the_graph_that_made_it(fronten
 
 
 def test_the_nodes_show_what_an_execution_reported(frontend):
-    """The mask node's timeline, Save Video's player and Save AV Latent's name appear from the
-    messages the host hands each node after it runs."""
+    """The mask node's timeline, Save Video's player, Save AV Latent's name and what Load AV
+    Latent loaded appear from the messages the host hands each node after it runs."""
     page, errors = frontend
     errors.clear()
     shown = page.evaluate(
@@ -435,9 +435,13 @@ def test_the_nodes_show_what_an_execution_reported(frontend):
             const take = make("SkyReelsV4SaveAVLatent");
             take.onExecuted({ skyreels_latents: [{ filename: "take_00002.av_latent.safetensors",
                                                    subfolder: "latents", type: "output" }] });
+            const loaded = make("SkyReelsV4LoadAVLatent");
+            loaded.onExecuted({ skyreels_take: [{ frames: 17, fps: 16, latent_size: [8, 8],
+                                                  sound: true, keyframes: 2 }] });
             const names = (node) => node.widgets.map((widget) => widget.name);
             return { mask: names(mask), video: names(video), player: video.skyreelsPlayer.src,
-                     take: names(take), label: take.skyreelsSavedLabel.textContent };
+                     take: names(take), label: take.skyreelsLine.textContent,
+                     loaded: loaded.skyreelsLine.textContent };
         }"""
     )
     assert errors == []
@@ -445,5 +449,6 @@ def test_the_nodes_show_what_an_execution_reported(frontend):
     assert (
         "filename=clip_00001.mp4" in shown["player"] and "subfolder=skyreels_v4" in shown["player"]
     )
-    assert "skyreels_saved" in shown["take"]
+    assert "skyreels_line" in shown["take"]
     assert shown["label"].startswith("saved: latents/take_00002.av_latent.safetensors [output]")
+    assert shown["loaded"].startswith("17 frames at 16 fps")

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  frameAtTime, latentIndexOfFrame, planReferenceSockets, playerHeight, savedLatentName, snappedAway, timelineCells,
+  frameAtTime, latentIndexOfFrame, planReferenceSockets, playerHeight, savedLatentName, snappedAway, takeSummary, timelineCells,
   viewUrl, withAudioPlayer,
 } from "../skyreels_logic.js";
 
@@ -58,4 +58,11 @@ test("a saved latent is named as Load AV Latent lists it", () => {
   assert.equal(savedLatentName({ filename: "take_00001.av_latent.safetensors", subfolder: "latents" }),
     "latents/take_00001.av_latent.safetensors [output]");
   assert.equal(savedLatentName({ filename: "a.av_latent.safetensors", subfolder: "" }), "a.av_latent.safetensors [output]");
+});
+
+test("a loaded take is summed up in one line", () => {
+  assert.equal(takeSummary({ frames: 17, fps: 16, latent_size: [8, 8], sound: true, keyframes: 2 }),
+    "17 frames at 16 fps · latent 8×8 · with sound · 2 high-res keyframes");
+  assert.equal(takeSummary({ frames: 33, fps: 24, latent_size: [6, 10], sound: false, keyframes: 0 }),
+    "33 frames at 24 fps · latent 6×10 · silent");
 });
