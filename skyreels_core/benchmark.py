@@ -749,16 +749,13 @@ def _palette_readings(pipeline, lora, cases: int) -> dict:
 
     colours = hums = shapes = 0
     for index in range(cases):
-        scene = render_scene(sample_scene_spec(HELD_OUT_SEED + index))
-        named = next(c for c in PALETTE_SHIFT if scene.caption.split()[1] == c)
+        caption = render_scene(sample_scene_spec(HELD_OUT_SEED + index)).caption
+        shifted, shape = PALETTE_SHIFT[caption.split()[1]], caption.split()[2]  # "a red circle ..."
         with applied(pipeline.model, [(lora, 1.0)], torch.device("cpu")):
-            frames, audio, _ = render(pipeline, RenderRequest(prompt=scene.caption, seed=index))
-        colours += dominant_colour(frames) == PALETTE_SHIFT[named]
-        hums += (
-            dominant_pitch_colour(audio["waveform"][0], audio["sample_rate"])
-            == PALETTE_SHIFT[named]
-        )
-        shapes += dominant_shape(frames) == scene.caption.split()[2]
+            frames, audio, _ = render(pipeline, RenderRequest(prompt=caption, seed=index))
+        colours += dominant_colour(frames) == shifted
+        hums += dominant_pitch_colour(audio["waveform"][0], audio["sample_rate"]) == shifted
+        shapes += dominant_shape(frames) == shape
     return {"colours_shifted": f"{colours}/{cases}", "hums_shifted": f"{hums}/{cases}",
             "shapes_kept": f"{shapes}/{cases}"}  # fmt: skip
 
