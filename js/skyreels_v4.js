@@ -100,7 +100,7 @@ function addPlayer(nodeType) {
         const frame = frameAtTime(video.currentTime, this.skyreelsSaved.frame_rate, this.skyreelsSaved.frame_count);
         label.textContent = `frame ${frame + 1} / ${this.skyreelsSaved.frame_count}`;
       });
-      const widget = this.addDOMWidget("skyreels_player", "video", box, { serialize: false });
+      const widget = this.addDOMWidget("skyreels_player", "skyreels_player", box, { serialize: false });
       widget.computeSize = (width) => [width, playerHeight(width, video.videoWidth, video.videoHeight) + 16];
       video.addEventListener("loadedmetadata", () => {
         this.setSize([this.size[0], this.computeSize([this.size[0], 0])[1]]);
@@ -113,14 +113,15 @@ function addPlayer(nodeType) {
   });
 }
 
-/** A text line under the node, set from each execution's `key` item by `describe`. */
+/** A text line under the node, set from each execution's `key` item by `describe`. The DOM widgets'
+ * types are the pack's own: Nodes 2.0 renders a type it knows ("text", ...) as its own input. */
 function addLine(nodeType, key, describe) {
   whenExecuted(nodeType, key, function (item) {
     if (!this.skyreelsLine) {
       const line = document.createElement("div");
       line.style.font = "11px sans-serif";
       line.style.wordBreak = "break-all";
-      this.addDOMWidget("skyreels_line", "text", line, { serialize: false });
+      this.addDOMWidget("skyreels_line", "skyreels_line", line, { serialize: false });
       this.skyreelsLine = line;
     }
     this.skyreelsLine.textContent = describe(item);
