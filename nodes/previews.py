@@ -8,26 +8,24 @@ from functools import lru_cache
 import torch
 
 from skyreels_core.codecs import VideoCodec
-from skyreels_core.preview import fit_preview_factors, latent_preview
+from skyreels_core.preview import previewer
 
 from .host import Progress
 
 PREVIEW_SIZE = 256
 
 
-@lru_cache(maxsize=4)
-def _factors(codec: VideoCodec) -> torch.Tensor:
-    return fit_preview_factors(codec)
+_previewer = lru_cache(maxsize=4)(previewer)  # a fitted map is worth keeping per codec
 
 
 def preview_hook(progress: Progress, codec: VideoCodec) -> Callable[[int, torch.Tensor], None]:
     """A sampler preview hook that shows the middle frame of the x0 estimate in the node."""
     from PIL import Image
 
-    factors = _factors(codec)
+    preview = _previewer(codec)
 
     def show(step: int, video_estimate: torch.Tensor) -> None:
-        rgb = latent_preview(video_estimate, factors)
+        rgb = preview(video_estimate)
         pixels = (rgb * 255).round().to(torch.uint8).cpu().numpy()
         image = Image.fromarray(pixels)
         scale = max(1, PREVIEW_SIZE // max(image.size))

@@ -25,6 +25,7 @@ GROUP = 4
 class DemoVideoCodec(nn.Module):
     temporal_stride = 4
     spatial_stride = 8
+    cheap_decode = True  # live previews decode the x0 estimate's middle frame outright
 
     def __init__(self, latent_channels: int = 8, width: int = 48) -> None:
         super().__init__()
