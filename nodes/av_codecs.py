@@ -46,6 +46,10 @@ class SkyReelsV4DecodeVideo:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("frames", "fps")
+    OUTPUT_TOOLTIPS = (
+        "The clip's frames (the host's IMAGE batch, one per frame).",
+        "The clip's frame rate: wire it into Save Video or a Sampler that continues the clip.",
+    )
     FUNCTION = "decode"
 
     @classmethod
@@ -77,6 +81,7 @@ class SkyReelsV4DecodeAudio:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("The clip's sound (the host's AUDIO).",)
     FUNCTION = "decode"
 
     @classmethod
@@ -112,6 +117,10 @@ class SkyReelsV4EncodeVideo:
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.AV_LATENT,)
     RETURN_NAMES = ("av_latent",)
+    OUTPUT_TOOLTIPS = (
+        "The frames as video latents at this fps, no sound yet (Encode Audio adds it), for a "
+        "Sampler's initial, Keep Video or Refine.",
+    )
     FUNCTION = "encode"
 
     @classmethod
@@ -146,6 +155,7 @@ class SkyReelsV4EncodeAudio:
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.AV_LATENT,)
     RETURN_NAMES = ("av_latent",)
+    OUTPUT_TOOLTIPS = ("The AV latent with this sound's latents in its audio stream.",)
     FUNCTION = "encode"
 
     @classmethod

@@ -17,6 +17,11 @@ class SkyReelsV4JoinClips:
     FUNCTION = "join"
     RETURN_TYPES = ("IMAGE", "AUDIO")
     RETURN_NAMES = ("frames", "audio")
+    OUTPUT_TOOLTIPS = (
+        "The joined frames, the overlap cross-faded.",
+        "The joined sound, cross-faded where the windows overlap (none when neither window has "
+        "one).",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -21,6 +21,10 @@ class SkyReelsV4TextEncode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.TEXT,)
     RETURN_NAMES = ("text",)
+    OUTPUT_TOOLTIPS = (
+        "The prompt (and any images or frames) as the MLLM's hidden states, for the Sampler's text "
+        "or negative.",
+    )
     FUNCTION = "encode"
 
     @classmethod
@@ -59,6 +63,7 @@ class SkyReelsV4MultiShotTextEncode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.TEXT,)
     RETURN_NAMES = ("text",)
+    OUTPUT_TOOLTIPS = ("All shots' prompts as one encoding, each shot tied to its frames.",)
     FUNCTION = "encode"
 
     @classmethod

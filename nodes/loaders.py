@@ -86,6 +86,7 @@ class SkyReelsV4ModelLoader(FileLoader):
     )
     RETURN_TYPES = (link_types.MODEL,)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The dual-stream model, for Load LoRA and the Sampler.",)
     FILE_INPUTS = {"model_name": "diffusion_models"}
 
     @classmethod
@@ -174,6 +175,7 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
     )
     RETURN_TYPES = (link_types.TEXT_ENCODER,)
     RETURN_NAMES = ("text_encoder",)
+    OUTPUT_TOOLTIPS = ("The shared MLLM text encoder, for the Text Encode nodes.",)
     FILE_INPUTS = {"encoder": "text_encoders"}
 
     @classmethod
@@ -225,6 +227,9 @@ class SkyReelsV4VideoVAELoader(FileLoader):
     DESCRIPTION = "Loads the video VAE: the Wan 2.1 VAE from models/vae, or the bundled demo codec."
     RETURN_TYPES = (link_types.VIDEO_VAE,)
     RETURN_NAMES = ("video_vae",)
+    OUTPUT_TOOLTIPS = (
+        "The video VAE, for the mask, reference and codec nodes and the Sampler's previews.",
+    )
     FILE_INPUTS = {"vae_name": "video_vae"}
 
     @classmethod
@@ -264,6 +269,10 @@ class SkyReelsV4AudioVAELoader(FileLoader):
     )
     RETURN_TYPES = (link_types.AUDIO_VAE,)
     RETURN_NAMES = ("audio_vae",)
+    OUTPUT_TOOLTIPS = (
+        "The audio VAE with its vocoder, for Decode Audio, Encode Audio, Audio Reference and the "
+        "Sampler.",
+    )
     FILE_INPUTS = {"vae_name": "audio_vae", "vocoder_name": "audio_vae"}
 
     @classmethod
@@ -324,6 +333,9 @@ class SkyReelsV4LoraLoader(FileLoader):
     )
     RETURN_TYPES = (link_types.MODEL,)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = (
+        "The same model with this LoRA applied while it renders; chain another Load LoRA for more.",
+    )
     FILE_INPUTS = {"lora_name": "loras"}
 
     @classmethod

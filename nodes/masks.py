@@ -44,6 +44,9 @@ class _MaskNode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.CONDITION,)
     RETURN_NAMES = ("condition",)
+    OUTPUT_TOOLTIPS = (
+        "The channel-concat condition (known latents and their mask) for the Sampler.",
+    )
     FUNCTION = "build"
 
     @classmethod

@@ -65,6 +65,7 @@ class FileInput:
 class SkyReelsV4LoadAudio(FileInput):
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("The file's sound (the host's AUDIO).",)
     DESCRIPTION = (
         "A sound file from ComfyUI's input folder (or the sound of a video file), as AUDIO at "
         "its own rate and channels. Reads through PyAV, so it works where the core Load Audio "
@@ -97,6 +98,10 @@ class SkyReelsV4LoadAudio(FileInput):
 class SkyReelsV4LoadAVLatent(FileInput):
     RETURN_TYPES = (link_types.AV_LATENT,)
     RETURN_NAMES = ("av_latent",)
+    OUTPUT_TOOLTIPS = (
+        "The saved take: video, audio and high-res keyframe latents with its fps, for Refine, the "
+        "decoders or a Sampler's initial.",
+    )
     DESCRIPTION = (
         "An AV latent saved by Save AV Latent: from the output folder where it was written "
         "(marked [output]) or the input folder. Render many seeds to latents, then refine and "

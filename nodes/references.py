@@ -49,6 +49,10 @@ class _ReferenceNode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.REFERENCES,)
     RETURN_NAMES = ("references",)
+    OUTPUT_TOOLTIPS = (
+        "The in-context references so far, this one added, for the Sampler or the next reference "
+        "node.",
+    )
     FUNCTION = "build"
 
 

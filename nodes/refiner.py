@@ -27,6 +27,7 @@ class SkyReelsV4RefinerLoader(FileLoader):
     CATEGORY = LOADERS_CATEGORY
     RETURN_TYPES = (link_types.REFINER,)
     RETURN_NAMES = ("refiner",)
+    OUTPUT_TOOLTIPS = ("The refiner, for the Refine node.",)
     FILE_INPUTS = {"refiner_name": "refiner"}
 
     @classmethod
@@ -90,6 +91,10 @@ class SkyReelsV4Refine:
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.AV_LATENT,)
     RETURN_NAMES = ("av_latent",)
+    OUTPUT_TOOLTIPS = (
+        "The refined clip's latents at the new size and frame rate, its sound passed through, "
+        "for Decode Video, Decode Audio or Save AV Latent.",
+    )
     FUNCTION = "refine"
 
     @classmethod

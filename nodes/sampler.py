@@ -24,6 +24,10 @@ class SkyReelsV4Sampler:
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.AV_LATENT,)
     RETURN_NAMES = ("av_latent",)
+    OUTPUT_TOOLTIPS = (
+        "The rendered video and audio latents (and high-res keyframes when asked), for the "
+        "decoders, Refine or Save AV Latent.",
+    )
     FUNCTION = "sample"
 
     @classmethod

@@ -1,4 +1,5 @@
-"""Every node is consistent for artists: names, categories, tooltips, defaults inside their ranges."""
+"""Every node is consistent for artists: names, categories, tooltips on every input and output,
+defaults inside their ranges."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def test_node_definition_is_consistent(name):
     assert cls.CATEGORY.startswith("SkyReels-V4/")
     assert cls.DESCRIPTION and callable(getattr(cls, cls.FUNCTION))
     assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+    tips = getattr(cls, "OUTPUT_TOOLTIPS", ())
+    assert len(tips) == len(cls.RETURN_TYPES) and all(tips), f"{name}: a tooltip per output"
     assert getattr(cls, "OUTPUT_NODE", False) or cls.RETURN_TYPES, (
         "a node without outputs must be an output node"
     )
