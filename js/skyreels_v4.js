@@ -1,6 +1,6 @@
 // SkyReels-V4 frontend: keyframe/mask timelines on the mask nodes, growing image sockets on the
 // reference node, an in-node player (with sound) for saved clips, the audio loader's player, the
-// name Load AV Latent lists a saved latent under, and what a loaded take holds.
+// name Load AV Latent lists a saved latent under, what a loaded take holds, and the Sampler's notes.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
@@ -45,8 +45,8 @@ function whenExecuted(nodeType, key, handle) {
   const onExecuted = nodeType.prototype.onExecuted;
   nodeType.prototype.onExecuted = function (message) {
     onExecuted?.apply(this, arguments);
-    const item = message?.[key]?.[0];
-    if (item) handle.call(this, item);
+    const items = message?.[key];
+    if (items?.length) handle.call(this, items[0]);
   };
 }
 
@@ -113,10 +113,13 @@ function addPlayer(nodeType) {
   });
 }
 
-/** A text line under the node, set from each execution's `key` item by `describe`. The DOM widgets'
- * types are the pack's own: Nodes 2.0 renders a type it knows ("text", ...) as its own input. */
+/** A text line under the node, set from each execution's `key` item by `describe`; not added
+ * until there is something to say. The DOM widgets' types are the pack's own: Nodes 2.0 renders a
+ * type it knows ("text", ...) as its own input. */
 function addLine(nodeType, key, describe) {
   whenExecuted(nodeType, key, function (item) {
+    const text = describe(item);
+    if (!this.skyreelsLine && !text) return;
     if (!this.skyreelsLine) {
       const line = document.createElement("div");
       line.style.font = "11px sans-serif";
@@ -124,7 +127,7 @@ function addLine(nodeType, key, describe) {
       this.addDOMWidget("skyreels_line", "skyreels_line", line, { serialize: false });
       this.skyreelsLine = line;
     }
-    this.skyreelsLine.textContent = describe(item);
+    this.skyreelsLine.textContent = text;
     this.setDirtyCanvas(true, true);
   });
 }
@@ -139,6 +142,7 @@ app.registerExtension({
       addLine(nodeType, "skyreels_latents", (saved) => `saved: ${savedLatentName(saved)} (Load AV Latent lists it after R)`);
     }
     if (nodeData.name === "SkyReelsV4LoadAVLatent") addLine(nodeType, "skyreels_take", takeSummary);
+    if (nodeData.name === "SkyReelsV4Sampler") addLine(nodeType, "skyreels_note", (note) => note);
     if (nodeData.name === "SkyReelsV4LoadAudio") {
       nodeData.input.required = withAudioPlayer(nodeData.input.required);
     }

@@ -449,8 +449,15 @@ REPORTED_NODES = """() => {
     const loaded = make("SkyReelsV4LoadAVLatent");
     loaded.onExecuted({ skyreels_take: [{ frames: 17, fps: 16, latent_size: [8, 8],
                                           sound: true, keyframes: 2 }] });
+    const sampler = make("SkyReelsV4Sampler");
+    sampler.onExecuted({ skyreels_note: [""] });
+    const quiet = !sampler.skyreelsLine;
+    sampler.onExecuted({ skyreels_note: ["at 128x128 px expect noise"] });
+    const noted = sampler.skyreelsLine.textContent;
+    sampler.onExecuted({ skyreels_note: [""] });
     const names = (node) => node.widgets.map((widget) => widget.name);
     return { ids: { mask: mask.id, video: video.id, take: take.id, loaded: loaded.id },
+             note: { quiet, noted, cleared: sampler.skyreelsLine.textContent },
              mask: names(mask), video: names(video), player: video.skyreelsPlayer.src,
              take: names(take), label: take.skyreelsLine.textContent,
              loaded: loaded.skyreelsLine.textContent };
@@ -458,8 +465,9 @@ REPORTED_NODES = """() => {
 
 
 def test_the_nodes_show_what_an_execution_reported(frontend):
-    """The mask node's timeline, Save Video's player, Save AV Latent's name and what Load AV
-    Latent loaded appear from the messages the host hands each node after it runs."""
+    """The mask node's timeline, Save Video's player, Save AV Latent's name, what Load AV Latent
+    loaded and the Sampler's note appear from the messages the host hands each node after it
+    runs."""
     page, errors = frontend
     errors.clear()
     shown = page.evaluate(REPORTED_NODES)
@@ -471,6 +479,8 @@ def test_the_nodes_show_what_an_execution_reported(frontend):
     assert "skyreels_line" in shown["take"]
     assert shown["label"].startswith("saved: latents/take_00002.av_latent.safetensors [output]")
     assert shown["loaded"].startswith("17 frames at 16 fps")
+    # The Sampler's note: no line while there is nothing to say, then the note, then cleared.
+    assert shown["note"] == {"quiet": True, "noted": "at 128x128 px expect noise", "cleared": ""}
 
 
 def test_nodes_2_0_shows_them_too(frontend):

@@ -99,7 +99,7 @@ def test_lora_node_lists_the_loras_folder_and_the_sampler_renders_with_it(models
         return NODES["SkyReelsV4Sampler"]().sample(
             loaded, text, condition, seed=3, steps=2, shift=3.0, solver="euler",
             video_guidance=1.0, audio_guidance=1.0, fps=16.0,
-        )[0]  # fmt: skip
+        )["result"][0]  # fmt: skip
 
     base = render(model)
     styled = lora_node().load(lora_node().load(model, "styles/a.safetensors", 0.5)[0],

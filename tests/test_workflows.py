@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import sys
@@ -203,6 +204,30 @@ def test_reroll_sound_keeps_the_video_bit_for_bit(host_folders):
         sampler.sample(**{**settings, **linked})
 
 
+def test_the_sampler_notes_a_size_the_demo_model_never_saw(host_folders, caplog):
+    """At 64 px the Sampler's note is empty; at 128 px (noise from the demo model) it says so on
+    the node and in the log, with what to do instead."""
+    inputs, output = host_folders
+    path = ROOT / "workflows" / "text_to_video.json"
+    _, result, _, _ = _run_workflow(path, inputs, output)
+    prompt = ui_to_api(json.loads(path.read_text()), OBJECT_INFO)
+    sampler_id = next(i for i, node in prompt.items() if node["class_type"] == "SkyReelsV4Sampler")
+    assert result[sampler_id]["ui"] == {"skyreels_note": [""]}
+    settings = {name: result[str(v[0])]["result"][v[1]] if isinstance(v, list) else v
+                for name, v in prompt[sampler_id]["inputs"].items()}  # fmt: skip
+    video_vae = next(r["result"][0] for i, r in result.items()
+                     if prompt[i]["class_type"] == "SkyReelsV4VideoVAELoader")  # fmt: skip
+    large = NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"]().build(video_vae, 128, 128, 9)["result"][0]
+    with caplog.at_level(logging.WARNING):
+        ran = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"]().sample(
+            **{**settings, "condition": large, "steps": 1}
+        )
+    note = ran["ui"]["skyreels_note"][0]
+    assert "trained on 64 px clips; at 128x128 px expect noise" in note
+    assert "low_res_keyframes_refiner" in note and note in caplog.text
+    assert ran["result"][0].video.shape[-2:] == (16, 16)
+
+
 def test_denoise_start_keeps_what_it_starts_from(host_folders):
     """Video-to-video and variations: a Sampler given a render as ``initial`` with another seed
     lands the nearer that render, in both streams, the lower denoise_start is (0.1: a third of
@@ -219,7 +244,7 @@ def test_denoise_start_keeps_what_it_starts_from(host_folders):
     sampler = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"]()
 
     def distance(**changes) -> tuple[float, float]:
-        other = sampler.sample(**{**settings, "seed": 9, **changes})[0]
+        other = sampler.sample(**{**settings, "seed": 9, **changes})["result"][0]
         return (other.video - made.video).abs().mean(), (other.audio - made.audio).abs().mean()
 
     near, mid, far = (distance(initial=made, denoise_start=d) for d in (0.1, 0.5, 1.0))

@@ -20,6 +20,20 @@ BUNDLED_LORA = "demo palette shift (bundled)"  # train-demo-lora: red as green, 
 LORA_FILE = "lora_palette_shift.safetensors"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MMAUDIO_RATE = MMAUDIO_44K
+PRESET = "demo"
+TRAINED_LONGEST_SIDE = 64  # px: train-demo's clips (128 px only as keyframes beside a 64 px clip)
+
+
+def size_advice(preset: str, height: int, width: int) -> str | None:
+    """What to do instead when the demo model is asked for frames it never saw (at 128 px its
+    renders are noise: 0 of 4 prompts kept colour and shape, 4 of 4 at 64), else None."""
+    if preset != PRESET or max(height, width) == TRAINED_LONGEST_SIDE:
+        return None
+    return (
+        f"the demo model was trained on {TRAINED_LONGEST_SIDE} px clips; at {width}x{height} px "
+        f"expect noise. Render at {TRAINED_LONGEST_SIDE} px (longest side) and refine it "
+        "(workflow low_res_keyframes_refiner)"
+    )
 
 
 def _existing(path: Path) -> Path:
