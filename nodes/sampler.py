@@ -9,12 +9,7 @@ from skyreels_core.demo.bundle import size_advice
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.sampling import SamplerHooks, SamplerSettings, sample
-from skyreels_core.shapes import (
-    SPATIAL_STRIDE,
-    latent_index_of_frame,
-    parse_frame_indices,
-    pixel_frame_count,
-)
+from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
 
 from . import host, link_types
 from .codec_inputs import video_codec
@@ -285,8 +280,7 @@ class SkyReelsV4Sampler:
             progress.close()
             host.soft_empty_cache()
         result.fps = fps
-        height, width = (SPATIAL_STRIDE * n for n in condition.latents.shape[-2:])
-        note = size_advice(model.module.config.name, height, width) or ""
+        note = size_advice(model.module.config.name, condition) or ""
         if note:
             logging.warning("SkyReels-V4 Sampler: %s", note)
         # Sent on every run, empty when all is well, so the node's line never shows a stale note.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from dataclasses import replace
@@ -96,6 +97,18 @@ def test_the_step_cache_skips_model_calls_and_keeps_the_render(tmp_path):
     assert psnr(cached, plain) > 35.0
     assert (dominant_colour(cached), dominant_shape(cached)) == ("blue", "triangle")
     assert main(["demo", "--cache-threshold", "-1", "--out", str(tmp_path / "x.mp4")]) == 2
+
+
+def test_a_script_rendering_the_demo_model_at_128_px_is_told_why_it_gets_noise(caplog):
+    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
+
+    pipeline = DemoPipeline.load()
+    with caplog.at_level(logging.WARNING, logger="skyreels_core.demo.render"):
+        render(pipeline, RenderRequest(frames=5, steps=1))
+        assert caplog.records == []
+        frames = render(pipeline, RenderRequest(frames=5, steps=1, height=128, width=96))[0]
+    assert frames.shape == (5, 128, 96, 3)
+    assert "trained on 64 px clips; at 96x128 px expect noise" in caplog.text
 
 
 def test_demo_bad_input_is_one_clear_line(tmp_path):

@@ -14,6 +14,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..runtime import MMAUDIO_44K, AudioRate
+from ..shapes import SPATIAL_STRIDE
+from ..types import VideoCondition
 
 BUNDLED = "skyreels-v4-demo (bundled)"
 BUNDLED_LORA = "demo palette shift (bundled)"  # train-demo-lora: red as green, green as blue, ...
@@ -24,9 +26,10 @@ PRESET = "demo"
 TRAINED_LONGEST_SIDE = 64  # px: train-demo's clips (128 px only as keyframes beside a 64 px clip)
 
 
-def size_advice(preset: str, height: int, width: int) -> str | None:
+def size_advice(preset: str, condition: VideoCondition) -> str | None:
     """What to do instead when the demo model is asked for frames it never saw (at 128 px its
     renders are noise: 0 of 4 prompts kept colour and shape, 4 of 4 at 64), else None."""
+    height, width = (SPATIAL_STRIDE * n for n in condition.latents.shape[-2:])
     if preset != PRESET or max(height, width) == TRAINED_LONGEST_SIDE:
         return None
     return (

@@ -6,6 +6,7 @@ video and audio together, decode both), as one function scripts can call.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from ..sampling import SamplerHooks, SamplerSettings, sample
 from ..shapes import pixel_frame_count
 from ..types import References, VideoCondition
 from . import bundle
+
+log = logging.getLogger(__name__)
 
 TASKS = ("t2av", "i2av", "extend", "interpolate", "keyframes", "edit", "v2a", "ref")
 
@@ -116,6 +119,9 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
 def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks | None = None):
     """Frames [T, H, W, 3], the host-style AUDIO dict and the AVLatent of one render."""
     condition, references = build_condition(pipeline.video_codec, request)
+    note = bundle.size_advice(pipeline.model.config.name, condition)
+    if note:
+        log.warning("%s", note)
     codec = pipeline.audio_codec
     latent_span = pixel_frame_count(condition.num_latent_frames)  # v2a pads a clip to 4k+1
     tokens = audio_token_count(latent_span, request.fps, codec.sample_rate, codec.samples_per_token)
