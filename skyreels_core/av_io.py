@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import InputError
 
@@ -157,14 +158,18 @@ def _check_frames(frames: torch.Tensor, fps: float) -> None:
             f"shape {tuple(frames.shape)} is not [frames, height, width, 3]",
             "pass IMAGE frames",
         )
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise InputError(
-            "frames",
-            f"{frames.shape[2]} x {frames.shape[1]} px has an odd side",
-            "use even sizes (H.264 4:2:0)",
-        )
     if not fps > 0:
         raise InputError("fps", f"{fps}", "use a positive frame rate")
+
+
+def _even_sides(frames: torch.Tensor) -> torch.Tensor:
+    """H.264 4:2:0 needs even sides: an odd one (a GIF's, a cropped clip's, which Video to Audio
+    takes as it is) gets its last row or column repeated rather than failing the save."""
+    bottom, right = frames.shape[1] % 2, frames.shape[2] % 2
+    if not (bottom or right):
+        return frames
+    padded = F.pad(frames.permute(0, 3, 1, 2), (0, right, 0, bottom), mode="replicate")
+    return padded.permute(0, 2, 3, 1)
 
 
 def _write(
@@ -173,14 +178,14 @@ def _write(
     import av
 
     rate = Fraction(fps).limit_denominator(1001)
-    pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    pixels = (_even_sides(frames).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     with av.open(
         str(path), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}
     ) as container:
         for key, value in metadata.items():
             container.metadata[key] = value
         video = container.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        video.width, video.height, video.pix_fmt = pixels.shape[2], pixels.shape[1], "yuv420p"
         video.options = {"crf": "18"}
         sound = None
         if audio is not None:
@@ -216,8 +221,9 @@ def write_mp4(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """H.264 yuv420p + AAC with exactly ``len(frames)`` frames at ``fps``; audio from t = 0, trimmed or
-    padded to the video's length; string metadata (prompt, seed, model, workflow) in the file."""
+    """H.264 yuv420p + AAC with exactly ``len(frames)`` frames at ``fps`` (an odd side gets its last
+    row or column repeated); audio from t = 0, trimmed or padded to the video's length; string
+    metadata (prompt, seed, model, workflow) in the file."""
     path = Path(path)
     _check_frames(frames, fps)
     if path.exists() and not overwrite:

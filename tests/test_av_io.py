@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from skyreels_core.av_io import next_free_path, read_audio, read_video, resample_audio, write_mp4
+from skyreels_core.demo.metrics import psnr
 from skyreels_core.errors import InputError
 
 RATE = 16000
@@ -61,8 +62,8 @@ def test_never_overwrites_and_never_leaves_partial_files(tmp_path):
     with pytest.raises(InputError, match="already exists"):
         write_mp4(path, frames, 16.0, audio)
     assert path.read_bytes() == before
-    with pytest.raises(InputError, match="odd side"):
-        write_mp4(tmp_path / "b.mp4", frames[:, :63], 16.0, audio)
+    with pytest.raises(InputError, match="fps"):
+        write_mp4(tmp_path / "b.mp4", frames, 0.0, audio)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
     assert next_free_path(tmp_path, "a") == tmp_path / "a_00001.mp4"
     (tmp_path / "a_00001.mp4").write_bytes(b"")
@@ -83,3 +84,16 @@ def test_unreadable_files_name_the_input(tmp_path):
     bad.write_bytes(b"not a video")
     with pytest.raises(InputError, match="video: cannot read"):
         read_video(bad)
+
+
+def test_an_odd_sided_clip_is_saved_with_its_last_row_and_column_repeated(tmp_path):
+    """H.264 4:2:0 needs even sides; a GIF's 47 x 63 px (kept as it is by Video to Audio) must
+    still save, as 48 x 64 with the edge repeated, every frame and the sound kept."""
+    frames, audio = _clip_with_click(9)
+    odd = frames[:, :63, :47]
+    path = write_mp4(tmp_path / "odd.mp4", odd, 16.0, audio)
+    saved, fps, sound = read_video(path)
+    assert saved.shape == (33, 64, 48, 3) and fps == 16.0 and sound["waveform"].shape[-1] > 0
+    assert psnr(saved[:, :63, :47], odd) > 25.0  # the whole even clip saves at 25.9 dB
+    assert (saved[:, 63] - saved[:, 62]).abs().mean() < 0.02  # repeated, up to 4:2:0 chroma
+    assert (saved[:, :, 47] - saved[:, :, 46]).abs().mean() < 0.02
