@@ -20,6 +20,22 @@ import torch.nn.functional as F
 from .errors import InputError
 
 LAYOUTS = {1: "mono", 2: "stereo"}
+# The sample rates AAC (ISO 14496-3) can carry; a sound at another rate is resampled to the next.
+AAC_RATES = (
+    7350,
+    8000,
+    11025,
+    12000,
+    16000,
+    22050,
+    24000,
+    32000,
+    44100,
+    48000,
+    64000,
+    88200,
+    96000,
+)
 
 
 @contextmanager
@@ -193,6 +209,10 @@ def _write(
             if waveform.shape[0] not in LAYOUTS:
                 waveform = waveform.mean(0, keepdim=True)
             sample_rate = int(audio["sample_rate"])
+            if sample_rate not in AAC_RATES:
+                target = next((r for r in AAC_RATES if r > sample_rate), AAC_RATES[-1])
+                waveform = resample_audio(waveform, sample_rate, target)
+                sample_rate = target
             waveform = fit_length(waveform, round(len(frames) / fps * sample_rate))
             sound = container.add_stream("aac", rate=sample_rate, layout=LAYOUTS[waveform.shape[0]])
         for index, image in enumerate(pixels):

@@ -97,3 +97,16 @@ def test_an_odd_sided_clip_is_saved_with_its_last_row_and_column_repeated(tmp_pa
     assert psnr(saved[:, :63, :47], odd) > 25.0  # the whole even clip saves at 25.9 dB
     assert (saved[:, 63] - saved[:, 62]).abs().mean() < 0.02  # repeated, up to 4:2:0 chroma
     assert (saved[:, :, 47] - saved[:, :, 46]).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("rate", [1000, 30000, 192000])
+def test_a_sound_at_a_rate_aac_cannot_carry_is_resampled_to_one_it_can(tmp_path, rate):
+    """AAC carries 7.35 to 96 kHz at fixed rates: another (a 192 kHz studio file) is resampled to
+    the next one up (96 kHz at most) instead of failing the save after the render."""
+    frames = torch.rand(9, 32, 32, 3)
+    tone = torch.sin(2 * torch.pi * 200 * torch.arange(rate) / rate)[None, None]
+    path = write_mp4(tmp_path / "a.mp4", frames, 16.0, {"waveform": tone, "sample_rate": rate})
+    sound = read_audio(path)
+    assert sound["sample_rate"] == {1000: 7350, 30000: 32000, 192000: 96000}[rate]
+    spectrum = torch.fft.rfft(sound["waveform"][0, 0, :4096]).abs()
+    assert abs(int(spectrum.argmax()) * sound["sample_rate"] / 4096 - 200) < 15  # pitch kept
