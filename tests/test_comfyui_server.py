@@ -376,12 +376,24 @@ def test_the_hosts_frontend_loads_the_workflow(server, frontend, path):
     built = page.evaluate(
         """async (workflow) => {
             await window.app.loadGraphData(workflow);
+            await new Promise((done) => setTimeout(done, 1000));  // pictures load, nodes grow
             const { output, workflow: saved } = await window.app.graphToPrompt();
-            return { output, widgets: saved.nodes.map((node) => [node.id, node.widgets_values]) };
+            const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+            const boxes = window.app.graph._nodes.map((node) => [node.title, node.pos[0],
+                node.pos[1] - title, node.pos[0] + node.size[0], node.pos[1] + node.size[1]]);
+            return { output, boxes,
+                     widgets: saved.nodes.map((node) => [node.id, node.widgets_values]) };
         }""",
         workflow,
     )
     assert errors == []
+    overlapping = [
+        (a[0], b[0])
+        for i, a in enumerate(built["boxes"])
+        for b in built["boxes"][i + 1 :]
+        if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]
+    ]
+    assert overlapping == [], "nodes drawn over each other"
     info = _get(server["base"], "/object_info")
     assert _declared(built["output"], info) == _declared(ui_to_api(workflow, info), info)
     saved = {node_id: _widget_values(values) for node_id, values in built["widgets"]}

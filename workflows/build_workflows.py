@@ -44,6 +44,25 @@ HOST_NODES: dict[str, dict] = {
 }
 
 
+NODE_WIDTH, NODE_GAP = 320, 60  # the gap clears the next title (30 px) and its badge
+# What the host's frontend draws, in canvas px: the title, a row per socket pair and per widget
+# (four for a multi-line text box), and the picture a file picker shows under its widgets (a 320 px wide node shows a square
+# image or the 64 px example clip at about 300 px); without the picture a node would overlap
+# the one below it once the file loads.
+TITLE_HEIGHT, ROW_HEIGHT = 30, 24
+PREVIEW_HEIGHT = {
+    "LoadImage": 310,
+    "LoadImageMask": 310,
+    "LoadVideo": 310,
+    "SkyReelsV4LoadAudio": 70,
+}
+
+
+def node_height(type_: str, rows: int, text_boxes: int) -> int:
+    """``rows``: socket pairs and widgets; a multi-line text box takes four rows."""
+    return TITLE_HEIGHT + ROW_HEIGHT * (rows + 3 * text_boxes) + PREVIEW_HEIGHT.get(type_, 0)
+
+
 def _load_pack_mappings() -> dict[str, type]:
     name = "skyreels_workflow_builder_pack"
     spec = importlib.util.spec_from_file_location(
@@ -126,7 +145,7 @@ class Workflow:
                 links.append(link)
                 in_links[(node.id, name)] = link[0]
                 out_links.setdefault((source.id, slot), []).append(link[0])
-        rows: dict[int, int] = {}
+        column_bottoms: dict[int, int] = {}  # the next free y in each column
         serialised = []
         for order, node in enumerate(sorted(self.nodes, key=lambda n: (depth[n.id], n.id))):
             inputs, outputs, trailing = self._definition(node.type)
@@ -147,13 +166,16 @@ class Workflow:
                 else:
                     link = in_links.get((node.id, name))
                     socket_inputs.append({"name": name, "type": kind, "link": link})
-            row = rows.get(depth[node.id], 0)
-            rows[depth[node.id]] = row + 1
+            text_boxes = sum(bool(options.get("multiline")) for _, _, options in inputs)
+            rows = max(len(socket_inputs), len(outputs)) + len(widgets_values + trailing)
+            height = node_height(node.type, rows, text_boxes)
+            top = column_bottoms.get(depth[node.id], 40)
+            column_bottoms[depth[node.id]] = top + height + NODE_GAP
             entry = {
                 "id": node.id,
                 "type": node.type,
-                "pos": [40 + 360 * depth[node.id], 40 + 220 * row],
-                "size": [320, 180],
+                "pos": [40 + (NODE_WIDTH + NODE_GAP) * depth[node.id], top],
+                "size": [NODE_WIDTH, height],
                 "flags": {},
                 "order": order,
                 "mode": 0,
