@@ -287,6 +287,22 @@ class HostWanVideoCodec:
         return frames.float().clamp(0, 1)
 
 
+def wan21_preview_factors() -> torch.Tensor | None:
+    """ComfyUI's own Wan 2.1 latent-to-RGB factors (what it previews Wan with) as [17, 3]:
+    normalised latents and a bias to 0..1 (the host maps to -1..1). None outside ComfyUI or
+    where the host publishes none."""
+    if not IN_COMFYUI:
+        return None
+    import comfy.latent_formats
+
+    published = comfy.latent_formats.Wan21
+    if getattr(published, "latent_rgb_factors", None) is None:
+        return None
+    factors = torch.tensor(published.latent_rgb_factors, dtype=torch.float32)
+    bias = torch.tensor(getattr(published, "latent_rgb_factors_bias", None) or [0.0] * 3)
+    return torch.cat([factors, bias[None] + 1]) / 2
+
+
 def is_host_wan_vae(vae) -> bool:
     """True for a ComfyUI VAE object holding the Wan 2.1 video VAE (16 channels, 4x8x8 strides)."""
     return (

@@ -8,14 +8,20 @@ from functools import lru_cache
 import torch
 
 from skyreels_core.codecs import VideoCodec
+from skyreels_core.codecs.wan_vae import WanVideoCodec
 from skyreels_core.preview import previewer
 
+from . import host
 from .host import Progress
 
 PREVIEW_SIZE = 256
 
 
-_previewer = lru_cache(maxsize=4)(previewer)  # a fitted map is worth keeping per codec
+@lru_cache(maxsize=4)  # a fitted map is worth keeping per codec
+def _previewer(codec: VideoCodec) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A Wan 2.1 VAE previews with the host's own factors, as ComfyUI previews Wan."""
+    wan = isinstance(codec, (WanVideoCodec, host.HostWanVideoCodec))
+    return previewer(codec, host.wan21_preview_factors() if wan else None)
 
 
 def preview_hook(progress: Progress, codec: VideoCodec) -> Callable[[int, torch.Tensor], None]:

@@ -1,7 +1,8 @@
 """Cheap live previews of the sampler's x0 estimate: the middle latent frame as RGB.
 
 A codec whose one-frame decode costs next to nothing (``cheap_decode``, the demo codec) is simply
-decoded. Others get a linear map from latent channels to RGB fitted to the codec itself, which
+decoded. A codec with published latent-to-RGB factors (the host's, for Wan 2.1) uses those. Others
+get a linear map from latent channels to RGB fitted to the codec itself, which
 works behind the protocol for codecs whose latent-to-RGB factors nobody published; decoding every
 step would cost more than the step, and the decoder's activations would compete with the model's.
 The map is fitted on the decoder's side (random latents decoded, each latent cell against the
@@ -57,10 +58,13 @@ def latent_preview(latents: torch.Tensor, factors: torch.Tensor) -> torch.Tensor
     return rgb.clamp(0, 1)
 
 
-def previewer(codec: VideoCodec) -> Callable[[torch.Tensor], torch.Tensor]:
+def previewer(
+    codec: VideoCodec, factors: torch.Tensor | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Latents [B, C, T, h, w] -> RGB [H, W, 3] in 0..1 of the first sample's middle latent frame:
     decoded when the codec decodes cheaply (a lone latent frame decodes to its group's last
-    frame), else through the fitted map at latent resolution."""
+    frame), else through ``factors`` ([C + 1, 3], published ones) or the fitted map at latent
+    resolution."""
     if getattr(codec, "cheap_decode", False):
 
         def decoded(latents: torch.Tensor) -> torch.Tensor:
@@ -70,5 +74,6 @@ def previewer(codec: VideoCodec) -> Callable[[torch.Tensor], torch.Tensor]:
             return codec.decode(frame)[0, -1].float()
 
         return decoded
-    factors = fit_preview_factors(codec)
+    if factors is None:
+        factors = fit_preview_factors(codec)
     return lambda latents: latent_preview(latents, factors)

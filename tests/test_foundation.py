@@ -118,6 +118,8 @@ FAKE_HOST = {
     """,
     "comfy/latent_formats.py": """
         class Wan21:
+            latent_rgb_factors = [[0.1 * c, -0.05 * c, 0.02] for c in range(16)]
+            latent_rgb_factors_bias = [-0.2, 0.0, 0.4]
             def process_in(self, latent):
                 return (latent - 1.0) / 2.0
             def process_out(self, latent):
@@ -179,6 +181,8 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
             'wan': host.is_host_wan_vae(FakeWanVAE()),
             'latent_mean': latents.mean().item(), 'latent_shape': list(latents.shape),
             'decoded': codec.decode(latents).mean().item(),
+            'preview': sys.modules['My-Pack.nodes.previews']._previewer(codec)(
+                torch.ones(1, 16, 3, 2, 2) / 30)[0, 0].tolist(),
             'in_comfy': host.IN_COMFYUI,
             'keys': sorted(folder_paths.folder_names_and_paths),
             'audio': host.list_models('audio_vae'),
@@ -199,6 +203,10 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     assert info["wan"] is True
     assert info["latent_shape"] == [1, 16, 2, 2, 2] and info["latent_mean"] == 1.0  # (3 - 1) / 2
     assert abs(info["decoded"] - 0.3) < 1e-6  # (1 * 2 + 1) / 10
+    # The host's own Wan 2.1 preview factors, its -1..1 mapped to 0..1: latents of 1/30 on all 16
+    # channels give (sum of the factors / 30 + bias + 1) / 2.
+    expected = [(12.0 / 30 - 0.2 + 1) / 2, (-6.0 / 30 + 1) / 2, (0.32 / 30 + 0.4 + 1) / 2]
+    assert info["preview"] == pytest.approx(expected, abs=1e-6)
     assert {"skyreels_audio_vae", "skyreels_refiner"} <= set(info["keys"])
     assert info["audio"] == ["mmaudio.safetensors"]
     assert info["bar"] == [[2, 4, False]]
