@@ -1,6 +1,7 @@
 // SkyReels-V4 frontend: keyframe/mask timelines on the mask nodes, growing image sockets on the
 // reference node, an in-node player (with sound) for saved clips, the audio loader's player, the
-// name Load AV Latent lists a saved latent under, what a loaded take holds, and the Sampler's notes.
+// name Load AV Latent lists a saved latent under, what a loaded take holds, and the notes of the
+// Sampler and Refine.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
@@ -142,7 +143,9 @@ app.registerExtension({
       addLine(nodeType, "skyreels_latents", (saved) => `saved: ${savedLatentName(saved)} (Load AV Latent lists it after R)`);
     }
     if (nodeData.name === "SkyReelsV4LoadAVLatent") addLine(nodeType, "skyreels_take", takeSummary);
-    if (nodeData.name === "SkyReelsV4Sampler") addLine(nodeType, "skyreels_note", (note) => note);
+    if (["SkyReelsV4Sampler", "SkyReelsV4Refine"].includes(nodeData.name)) {
+      addLine(nodeType, "skyreels_note", (note) => note);
+    }
     if (nodeData.name === "SkyReelsV4LoadAudio") {
       nodeData.input.required = withAudioPlayer(nodeData.input.required);
     }

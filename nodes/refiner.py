@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from skyreels_core.demo import bundle
+from skyreels_core.demo.bundle import refiner_scale_advice
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.refiner import RefinerSettings, load_refiner, refine
@@ -17,6 +18,7 @@ from skyreels_core.types import AVLatent
 from . import host, link_types
 from .loaders import CATEGORY as LOADERS_CATEGORY
 from .loaders import DTYPE_INPUT, FileLoader
+from .notes import with_note
 from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/refiner"
@@ -257,7 +259,7 @@ class SkyReelsV4Refine:
             audio=av_latent.audio,
             fps=av_latent.fps * fps_factor,
         )
-        return (refined,)
+        return with_note(refined, refiner_scale_advice(refiner.config.name, scale), "Refine")
 
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (SkyReelsV4RefinerLoader, SkyReelsV4Refine)}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from skyreels_core.codecs import audio_token_count
 from skyreels_core.demo.bundle import size_advice
 from skyreels_core.errors import InputError
@@ -13,6 +11,7 @@ from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pix
 
 from . import host, link_types
 from .codec_inputs import video_codec
+from .notes import with_note
 from .previews import preview_hook
 
 CATEGORY = "SkyReels-V4/sampling"
@@ -280,11 +279,7 @@ class SkyReelsV4Sampler:
             progress.close()
             host.soft_empty_cache()
         result.fps = fps
-        note = size_advice(model.module.config.name, condition) or ""
-        if note:
-            logging.warning("SkyReels-V4 Sampler: %s", note)
-        # Sent on every run, empty when all is well, so the node's line never shows a stale note.
-        return {"ui": {"skyreels_note": [note]}, "result": (result,)}
+        return with_note(result, size_advice(model.module.config.name, condition), "Sampler")
 
 
 NODE_CLASS_MAPPINGS = {"SkyReelsV4Sampler": SkyReelsV4Sampler}

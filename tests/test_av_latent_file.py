@@ -146,6 +146,6 @@ def test_a_loaded_take_refines_exactly_as_the_saved_one(folders):
     latent = _latent()
     SaveAVLatent().save(latent, "take")
     (loaded,) = LoadAVLatent().load(f"take_00001{SUFFIX} [output]")["result"]
-    (direct,) = Refine().refine(refiner, latent, **widgets)
-    (from_file,) = Refine().refine(refiner, loaded, **widgets)
+    (direct,) = Refine().refine(refiner, latent, **widgets)["result"]
+    (from_file,) = Refine().refine(refiner, loaded, **widgets)["result"]
     assert torch.equal(direct.video, from_file.video) and torch.equal(direct.audio, latent.audio)

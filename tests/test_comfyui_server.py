@@ -467,9 +467,12 @@ REPORTED_NODES = """() => {
     sampler.onExecuted({ skyreels_note: ["at 128x128 px expect noise"] });
     const noted = sampler.skyreelsLine.textContent;
     sampler.onExecuted({ skyreels_note: [""] });
+    const refine = make("SkyReelsV4Refine");
+    refine.onExecuted({ skyreels_note: ["at 3x it comes out worse"] });
     const names = (node) => node.widgets.map((widget) => widget.name);
     return { ids: { mask: mask.id, video: video.id, take: take.id, loaded: loaded.id },
              note: { quiet, noted, cleared: sampler.skyreelsLine.textContent },
+             refined: refine.skyreelsLine.textContent,
              mask: names(mask), video: names(video), player: video.skyreelsPlayer.src,
              take: names(take), label: take.skyreelsLine.textContent,
              loaded: loaded.skyreelsLine.textContent };
@@ -493,6 +496,7 @@ def test_the_nodes_show_what_an_execution_reported(frontend):
     assert shown["loaded"].startswith("17 frames at 16 fps")
     # The Sampler's note: no line while there is nothing to say, then the note, then cleared.
     assert shown["note"] == {"quiet": True, "noted": "at 128x128 px expect noise", "cleared": ""}
+    assert shown["refined"] == "at 3x it comes out worse"
 
 
 def test_nodes_2_0_shows_them_too(frontend):

@@ -45,7 +45,7 @@ def refiner():
 
 def test_refine_node_reinjects_the_samplers_keyframes_and_carries_the_audio(refiner):
     clip = _clip()
-    (out,) = SkyReelsV4Refine().refine(refiner, clip, **WIDGETS)
+    (out,) = SkyReelsV4Refine().refine(refiner, clip, **WIDGETS)["result"]
     assert out.video.shape == (1, 4, 9, 8, 12) and out.fps == 32.0
     assert torch.equal(out.video[:, :, [0, 8]], clip.keyframes)
     assert out.audio is clip.audio and out.keyframes is None
@@ -56,7 +56,7 @@ def test_refine_node_takes_other_keyframes_at_typed_frames(refiner):
     other = AVLatent(video=torch.rand(1, 4, 1, 8, 12))
     (out,) = SkyReelsV4Refine().refine(
         refiner, clip, **WIDGETS, keyframes=other, keyframe_indices="8"
-    )
+    )["result"]
     assert torch.equal(out.video[:, :, 4], other.video[:, :, 0])  # pixel 8 -> latent 2 -> 2 x 2
 
 
@@ -108,7 +108,7 @@ def test_refine_node_asks_for_the_weights_then_the_activations_of_the_refined_cl
 
     asked = []
     monkeypatch.setattr(host, "reserve", lambda device, size: asked.append(size))
-    (refined,) = SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS)
+    (refined,) = SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS)["result"]
     assert refined.video.shape == (1, 4, 9, 8, 12)  # 2x fps, 2x size
     assert asked == [device_bytes(refiner), refiner.activation_bytes(refined.video.shape)]
 
@@ -118,3 +118,23 @@ def test_loader_lists_and_opens_the_bundled_refiner():
     assert choices[0] == bundle.BUNDLED
     (refiner,) = SkyReelsV4RefinerLoader().load(bundle.BUNDLED, "auto")
     assert refiner.config == REFINER_PRESETS["demo"] and not refiner.training
+
+
+def test_the_demo_refiner_notes_a_scale_it_was_not_trained_for(caplog):
+    """Trained for 2x, the demo refiner comes out below bicubic at 1x, 3x and 4x: Refine says so
+    on the node and in the log, and says nothing at 2x (nor for another refiner)."""
+    demo = SkyReelsV4RefinerLoader().load(bundle.BUNDLED, "fp32")[0]
+    clip = AVLatent(video=torch.randn(1, 8, 3, 8, 8), fps=16.0)
+    widgets = {**WIDGETS, "fps_factor": 1, "reinject_keyframes": False, "sparsity": 0.0}
+    with caplog.at_level("WARNING"):
+        at_two = SkyReelsV4Refine().refine(demo, clip, **widgets)
+        assert at_two["ui"] == {"skyreels_note": [""]} and caplog.records == []
+        at_three = SkyReelsV4Refine().refine(demo, clip, **{**widgets, "scale": 3})
+    note = at_three["ui"]["skyreels_note"][0]
+    assert "trained for 2x only; at 3x it comes out worse than plain bicubic" in note
+    assert note in caplog.text and at_three["result"][0].video.shape == (1, 8, 3, 24, 24)
+    tiny = RefinerDiT(REFINER_PRESETS["tiny"]).eval()
+    small = AVLatent(video=torch.randn(1, 4, 3, 8, 8), fps=16.0)
+    assert SkyReelsV4Refine().refine(tiny, small, **{**widgets, "scale": 3})["ui"] == {
+        "skyreels_note": [""]
+    }
