@@ -3,8 +3,8 @@
 Both contenders start from the same thing, the 64 px clip's latents (what the sampler hands the
 refiner): the refiner refines them and the codec decodes the result; the baseline decodes them
 and upsamples the frames bicubically (and, at a higher frame rate, blends neighbouring frames
-linearly in time). Both are scored by PSNR against the world rendered directly at 128 px and the
-full frame rate. The codec's own reconstruction error bounds both, so the margin is read against
+linearly in time). Both are scored by PSNR against the world rendered directly at the refined size
+(128 px at the trained 2x) and the full frame rate. The codec's own reconstruction error bounds both, so the margin is read against
 ``codec_psnr_db``, the 128 px clip's own encode-decode.
 """
 
@@ -50,7 +50,7 @@ def refiner_psnr(
     r = settings.fps_factor
     refined_scores, bicubic_scores, codec_scores = [], [], []
     for case in range(cases):
-        low, high = (frames[None] for frames in scene_pair(first_seed + case))
+        low, high = (frames[None] for frames in scene_pair(first_seed + case, settings.scale))
         low_latents, high_latents = encode_pair(codec, low, high, r)
         keyframes = high_latents[:, :, list(keyframe_indices)] if keyframe_indices else None
         refined = refine(

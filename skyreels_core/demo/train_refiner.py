@@ -52,13 +52,13 @@ class RefinerData:
         return len(self.high[1])
 
 
-def scene_pair(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(64 px frames, 128 px frames) [T, H, W, 3] of one world scene: the world scales positions,
-    speeds and sizes with the frame size, so both show the same motion."""
+def scene_pair(seed: int, scale: int = SCALE) -> tuple[torch.Tensor, torch.Tensor]:
+    """(64 px frames, 64 * ``scale`` px frames) [T, H, W, 3] of one world scene: the world scales
+    positions, speeds and sizes with the frame size, so both show the same motion."""
     spec = sample_scene_spec(seed, max_objects=2)
     return (
         render_scene(spec, frames=FRAMES, size=LOW_SIZE).frames,
-        render_scene(spec, frames=FRAMES, size=HIGH_SIZE).frames,
+        render_scene(spec, frames=FRAMES, size=LOW_SIZE * scale).frames,
     )
 
 
