@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from skyreels_core.demo import bundle
-from skyreels_core.demo.bundle import refiner_scale_advice
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.refiner import RefinerSettings, load_refiner, refine
@@ -259,7 +258,8 @@ class SkyReelsV4Refine:
             audio=av_latent.audio,
             fps=av_latent.fps * fps_factor,
         )
-        return with_note(refined, refiner_scale_advice(refiner.config.name, scale), "Refine")
+        note = bundle.refiner_scale_advice(refiner.config.name, scale)
+        return with_note(refined, note, "Refine")
 
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (SkyReelsV4RefinerLoader, SkyReelsV4Refine)}

@@ -21,21 +21,8 @@ from .errors import InputError
 
 LAYOUTS = {1: "mono", 2: "stereo"}
 # The sample rates AAC (ISO 14496-3) can carry; a sound at another rate is resampled to the next.
-AAC_RATES = (
-    7350,
-    8000,
-    11025,
-    12000,
-    16000,
-    22050,
-    24000,
-    32000,
-    44100,
-    48000,
-    64000,
-    88200,
-    96000,
-)
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000,
+             32000, 44100, 48000, 64000, 88200, 96000)  # fmt: skip
 
 
 @contextmanager

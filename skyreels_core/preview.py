@@ -1,15 +1,15 @@
 """Cheap live previews of the sampler's x0 estimate: the middle latent frame as RGB.
 
 A codec whose one-frame decode costs next to nothing (``cheap_decode``, the demo codec) is simply
-decoded. A codec with published latent-to-RGB factors (the host's, for Wan 2.1) uses those. Others
-get a linear map from latent channels to RGB fitted to the codec itself, which
-works behind the protocol for codecs whose latent-to-RGB factors nobody published; decoding every
-step would cost more than the step, and the decoder's activations would compete with the model's.
-The map is fitted on the decoder's side (random latents decoded, each latent cell against the
-mean colour painted over it), because a preview stands in for the decode. On the demo codec's
-renders an encoder-side fit (27 solid colours encoded, as this module did first) missed the
-background by 0.098 and the object by 0.290 (mean absolute error, 0..1), worse than painting the
-background alone (0.003, 0.174); the decoder-side fit misses by 0.005 and 0.167; a decode, by 0.
+decoded. A codec with published latent-to-RGB factors (the host's, for Wan 2.1) uses those.
+Others get a linear map from latent channels to RGB fitted to the codec itself, which works for
+any codec behind the protocol; decoding every step would cost more than the step, and the
+decoder's activations would compete with the model's. The map is fitted on the decoder's side
+(random latents decoded, each latent cell against the mean colour painted over it), because a
+preview stands in for the decode. On six renders of the demo model (mean absolute error per
+latent cell, 0..1, background / object) an encoder-side fit (27 solid colours encoded, as this
+module did first) read 0.098 / 0.290, worse than painting the background alone (0.003 / 0.174);
+the decoder-side fit reads 0.005 / 0.167; a decode, 0.
 """
 
 from __future__ import annotations

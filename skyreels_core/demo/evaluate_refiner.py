@@ -3,9 +3,10 @@
 Both contenders start from the same thing, the 64 px clip's latents (what the sampler hands the
 refiner): the refiner refines them and the codec decodes the result; the baseline decodes them
 and upsamples the frames bicubically (and, at a higher frame rate, blends neighbouring frames
-linearly in time). Both are scored by PSNR against the world rendered directly at the refined size
-(128 px at the trained 2x) and the full frame rate. The codec's own reconstruction error bounds both, so the margin is read against
-``codec_psnr_db``, the 128 px clip's own encode-decode.
+linearly in time). Both are scored by PSNR against the world rendered directly at the refined
+size (128 px at the trained 2x) and the full frame rate. The codec's own reconstruction error
+bounds both, so the margin is read against ``codec_psnr_db``, the refined size's own
+encode-decode.
 """
 
 from __future__ import annotations
