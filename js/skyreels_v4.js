@@ -1,7 +1,7 @@
 // SkyReels-V4 frontend: keyframe/mask timelines on the mask nodes, growing image sockets on the
-// reference node, an in-node player (with sound) for saved clips, the audio loader's player, the
-// name Load AV Latent lists a saved latent under, what a loaded take holds, and the notes of the
-// Sampler and Refine.
+// reference node, an in-node player (with sound) for saved and previewed clips, the audio
+// loader's player, the name Load AV Latent lists a saved latent under, what a loaded take holds,
+// and the notes of the Sampler and Refine.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
@@ -138,7 +138,7 @@ app.registerExtension({
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (MASK_NODES.has(nodeData.name)) addTimeline(nodeType);
     if (nodeData.name === "SkyReelsV4ImageReferences") addGrowingSockets(nodeType);
-    if (nodeData.name === "SkyReelsV4SaveVideo") addPlayer(nodeType);
+    if (["SkyReelsV4SaveVideo", "SkyReelsV4PreviewVideo"].includes(nodeData.name)) addPlayer(nodeType);
     if (nodeData.name === "SkyReelsV4SaveAVLatent") {
       addLine(nodeType, "skyreels_latents", (saved) => `saved: ${savedLatentName(saved)} (Load AV Latent lists it after R)`);
     }

@@ -117,6 +117,13 @@ def output_dir() -> Path:
     return Path(os.environ.get("SKYREELS_OUTPUT_DIR", "output"))
 
 
+def temp_dir() -> Path:
+    """The host's temp folder (emptied when ComfyUI starts), where previews go."""
+    if IN_COMFYUI:
+        return Path(folder_paths.get_temp_directory())
+    return Path(os.environ.get("SKYREELS_TEMP_DIR", "temp"))
+
+
 def input_path(name: str, input_name: str = "input file") -> Path:
     return resolve_inside(input_dir(), name, input_name=input_name)
 

@@ -14,9 +14,9 @@ from . import host, link_types
 CATEGORY = "SkyReels-V4/output"
 
 
-def _output_folder(filename_prefix: str):
+def _output_folder(filename_prefix: str, root=None):
     """The folder and file stem for ``filename_prefix``, which may name a sub-folder of the output."""
-    root = host.output_dir().resolve()
+    root = (root or host.output_dir()).resolve()
     target = (root / filename_prefix).resolve()
     if not target.is_relative_to(root) or target == root:
         raise InputError(
@@ -70,20 +70,41 @@ class SkyReelsV4SaveVideo(_SaveNode):
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
+    FOLDER = "output"  # the host's folder type, for its /view route
+
     def save(
         self, frames, fps: float, filename_prefix: str, audio=None, prompt=None, extra_pnginfo=None
     ):
-        root, folder, stem = _output_folder(filename_prefix)
+        root = host.temp_dir() if self.FOLDER == "temp" else host.output_dir()
+        root, folder, stem = _output_folder(filename_prefix, root)
         folder.mkdir(parents=True, exist_ok=True)
         metadata = _graph_metadata(prompt, extra_pnginfo)
         path = write_mp4(next_free_path(folder, stem), frames, fps, audio, metadata)
         saved = {
-            **_located(path, root),
+            **_located(path, root, self.FOLDER),
             "format": "video/mp4",
             "frame_rate": float(fps),
             "frame_count": int(frames.shape[0]),
         }
         return {"ui": {"skyreels_videos": [saved]}}
+
+
+class SkyReelsV4PreviewVideo(SkyReelsV4SaveVideo):
+    DESCRIPTION = (
+        "Plays frames and sound in the node without keeping them: the MP4 goes to ComfyUI's temp "
+        "folder, which the host empties when it starts. For trying prompts and seeds; Save Video "
+        "keeps the keepers."
+    )
+    FOLDER = "temp"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        spec = super().INPUT_TYPES()
+        del spec["required"]["filename_prefix"]  # nothing to name: the file is not kept
+        return spec
+
+    def save(self, frames, fps: float, audio=None, prompt=None, extra_pnginfo=None):
+        return super().save(frames, fps, "SkyReelsV4_preview", audio, prompt, extra_pnginfo)
 
 
 def _graph_metadata(prompt, extra_pnginfo) -> dict[str, str]:
@@ -96,11 +117,11 @@ def _graph_metadata(prompt, extra_pnginfo) -> dict[str, str]:
     return metadata
 
 
-def _located(path, root) -> dict:
+def _located(path, root, folder_type: str = "output") -> dict:
     """Where a saved file lies, as the host's /view route and output listings name it."""
     folder = path.parent
     subfolder = "" if folder == root else folder.relative_to(root).as_posix()
-    return {"filename": path.name, "subfolder": subfolder, "type": "output"}
+    return {"filename": path.name, "subfolder": subfolder, "type": folder_type}
 
 
 class SkyReelsV4SaveAVLatent(_SaveNode):
@@ -136,9 +157,11 @@ class SkyReelsV4SaveAVLatent(_SaveNode):
 
 NODE_CLASS_MAPPINGS = {
     "SkyReelsV4SaveVideo": SkyReelsV4SaveVideo,
+    "SkyReelsV4PreviewVideo": SkyReelsV4PreviewVideo,
     "SkyReelsV4SaveAVLatent": SkyReelsV4SaveAVLatent,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SkyReelsV4SaveVideo": "SkyReels-V4 Save Video (MP4 + sound)",
+    "SkyReelsV4PreviewVideo": "SkyReels-V4 Preview Video (MP4 + sound)",
     "SkyReelsV4SaveAVLatent": "SkyReels-V4 Save AV Latent",
 }

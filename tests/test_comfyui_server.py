@@ -455,6 +455,9 @@ REPORTED_NODES = """() => {
     const video = make("SkyReelsV4SaveVideo");
     video.onExecuted({ skyreels_videos: [{ filename: "clip_00001.mp4", subfolder: "skyreels_v4",
                                             type: "output", frame_rate: 16, frame_count: 33 }] });
+    const preview = make("SkyReelsV4PreviewVideo");
+    preview.onExecuted({ skyreels_videos: [{ filename: "SkyReelsV4_preview_00001.mp4", subfolder: "",
+                                              type: "temp", frame_rate: 16, frame_count: 9 }] });
     const take = make("SkyReelsV4SaveAVLatent");
     take.onExecuted({ skyreels_latents: [{ filename: "take_00002.av_latent.safetensors",
                                            subfolder: "latents", type: "output" }] });
@@ -474,6 +477,7 @@ REPORTED_NODES = """() => {
              note: { quiet, noted, cleared: sampler.skyreelsLine.textContent },
              refined: refine.skyreelsLine.textContent,
              mask: names(mask), video: names(video), player: video.skyreelsPlayer.src,
+             previewed: preview.skyreelsPlayer.src,
              take: names(take), label: take.skyreelsLine.textContent,
              loaded: loaded.skyreelsLine.textContent };
 }"""
@@ -492,6 +496,9 @@ def test_the_nodes_show_what_an_execution_reported(frontend):
         "filename=clip_00001.mp4" in shown["player"] and "subfolder=skyreels_v4" in shown["player"]
     )
     assert "skyreels_line" in shown["take"]
+    assert (
+        "type=temp" in shown["previewed"] and "SkyReelsV4_preview_00001.mp4" in shown["previewed"]
+    )
     assert shown["label"].startswith("saved: latents/take_00002.av_latent.safetensors [output]")
     assert shown["loaded"].startswith("17 frames at 16 fps")
     # The Sampler's note: no line while there is nothing to say, then the note, then cleared.
