@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skyreels_core.codecs import audio_token_count
-from skyreels_core.demo.bundle import size_advice
+from skyreels_core.demo.bundle import render_advice
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.sampling import SamplerHooks, SamplerSettings, sample
@@ -279,7 +279,7 @@ class SkyReelsV4Sampler:
             progress.close()
             host.soft_empty_cache()
         result.fps = fps
-        return with_note(result, size_advice(model.module.config.name, condition), "Sampler")
+        return with_note(result, render_advice(model.module.config.name, condition), "Sampler")
 
 
 NODE_CLASS_MAPPINGS = {"SkyReelsV4Sampler": SkyReelsV4Sampler}

@@ -111,6 +111,24 @@ def test_a_script_rendering_the_demo_model_at_128_px_is_told_why_it_gets_noise(c
     assert "trained on 64 px clips; at 96x128 px expect noise" in caplog.text
 
 
+def test_the_demo_models_advice_names_the_sizes_and_lengths_it_never_learned():
+    from skyreels_core import masks
+    from skyreels_core.demo import bundle
+
+    codec = bundle.video_codec()
+    advice = lambda frames, height, width, preset="demo": bundle.render_advice(  # noqa: E731
+        preset, masks.text_to_video(codec, frames, height, width)
+    )
+    assert advice(33, 64, 64) is None and advice(17, 48, 64) is None
+    longer = advice(37, 64, 64)
+    assert longer.startswith("the demo model was trained on 33-frame clips; at 37 frames")
+    assert "long_video" in longer and "px" not in longer
+    both = advice(81, 128, 128)
+    size, length = both.index("trained on 64 px clips"), both.index("trained on 33-frame clips")
+    assert 0 < size < length and "at 128x128 px" in both and "at 81 frames" in both
+    assert advice(81, 128, 128, preset="skyreels-v4-14b") is None
+
+
 def test_demo_bad_input_is_one_clear_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "skyreels_core", "demo", "--frames", "30", "--out", str(tmp_path / "x.mp4")],

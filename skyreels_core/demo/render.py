@@ -119,7 +119,7 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
 def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks | None = None):
     """Frames [T, H, W, 3], the host-style AUDIO dict and the AVLatent of one render."""
     condition, references = build_condition(pipeline.video_codec, request)
-    note = bundle.size_advice(pipeline.model.config.name, condition)
+    note = bundle.render_advice(pipeline.model.config.name, condition)
     if note:
         log.warning("%s", note)
     codec = pipeline.audio_codec
