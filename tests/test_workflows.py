@@ -136,6 +136,8 @@ def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
     timelines = [t for ui in uis for t in ui.get("skyreels_timeline", [])]
     assert all(t["frames"] == timeline_frames for t in timelines)
     assert bool(timelines) == (timeline_frames is not None)
+    notes = [note for ui in uis for note in ui.get("skyreels_note", [])]
+    assert notes and set(notes) == {""}  # no shipped workflow asks what the demo never learned
     frames = av_io.read_video(file)[0]
     if path.stem == "render_takes":
         _check_the_example_take(uis, output)
