@@ -46,9 +46,9 @@ HOST_NODES: dict[str, dict] = {
 
 NODE_WIDTH, NODE_GAP = 320, 60  # the gap clears the next title (30 px) and its badge
 # What the host's frontend draws, in canvas px: the title, a row per socket pair and per widget
-# (four for a multi-line text box), and the picture a file picker shows under its widgets (a 320 px wide node shows a square
-# image or the 64 px example clip at about 300 px); without the picture a node would overlap
-# the one below it once the file loads.
+# (four for a multi-line text box), and the picture a file picker shows under its widgets (a
+# 320 px wide node shows a square image or the 64 px example clip at about 300 px); without the
+# picture a node would overlap the one below it once the file loads.
 TITLE_HEIGHT, ROW_HEIGHT = 30, 24
 PREVIEW_HEIGHT = {
     "LoadImage": 310,
