@@ -12,6 +12,7 @@ from skyreels_core.errors import InputError
 from . import host, link_types
 
 CATEGORY = "SkyReels-V4/output"
+FOLDERS = {"output": host.output_dir, "temp": host.temp_dir}  # the host's folder types
 
 
 def _output_folder(filename_prefix: str, root=None):
@@ -75,8 +76,7 @@ class SkyReelsV4SaveVideo(_SaveNode):
     def save(
         self, frames, fps: float, filename_prefix: str, audio=None, prompt=None, extra_pnginfo=None
     ):
-        root = host.temp_dir() if self.FOLDER == "temp" else host.output_dir()
-        root, folder, stem = _output_folder(filename_prefix, root)
+        root, folder, stem = _output_folder(filename_prefix, FOLDERS[self.FOLDER]())
         folder.mkdir(parents=True, exist_ok=True)
         metadata = _graph_metadata(prompt, extra_pnginfo)
         path = write_mp4(next_free_path(folder, stem), frames, fps, audio, metadata)
