@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from .errors import InputError
 
-LAYOUTS = {1: "mono", 2: "stereo"}
+# FFmpeg's default layout for each channel count AAC carries (a 5.1 film track is 6 channels).
+LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 # The sample rates AAC (ISO 14496-3) can carry; a sound at another rate is resampled to the next.
 AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000,
              32000, 44100, 48000, 64000, 88200, 96000)  # fmt: skip
@@ -45,30 +46,29 @@ def _open(path: Path, input_name: str) -> Iterator:
 def resample_audio(
     waveform: torch.Tensor, source_rate: int, target_rate: int, channels: int | None = None
 ) -> torch.Tensor:
-    """[B, C, S] (or [C, S]) float waveform at ``target_rate`` (and ``channels``), via FFmpeg's resampler."""
+    """[B, C, S] (or [C, S]) float waveform at ``target_rate`` (and ``channels``), via FFmpeg's
+    resampler. To mono it takes the channels' mean, as MMAudio prepares its sounds: FFmpeg's own
+    mixdown adds stereo's channels at 0.71 each, 3 dB louder than a centred sound was."""
     import av
 
     squeeze = waveform.dim() == 2
     batch = waveform[None] if squeeze else waveform
     channels = channels or batch.shape[1]
+    if channels == 1:
+        batch = batch.mean(1, keepdim=True)
     if source_rate == target_rate and channels == batch.shape[1]:
-        return waveform.float()
-    if batch.shape[1] not in LAYOUTS or channels not in LAYOUTS:
-        raise InputError("audio", f"{batch.shape[1]} channels", "use mono or stereo sound")
+        return (batch[0] if squeeze else batch).float()
+    for count in (batch.shape[1], channels):
+        _check_channels(count)
     if batch.shape[-1] == 0:  # FFmpeg's resampler has nothing to take: no samples either way
         empty = batch.new_zeros(batch.shape[0], channels, 0).float()
         return empty[0] if squeeze else empty
     out = []
     for item in batch:
-        resampler = av.AudioResampler(format="fltp", layout=LAYOUTS[channels], rate=target_rate)
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(item.float().cpu().numpy()),
-            format="fltp",
-            layout=LAYOUTS[item.shape[0]],
-        )
-        frame.sample_rate = source_rate
-        chunks = [f.to_ndarray() for f in resampler.resample(frame)] + [
-            f.to_ndarray() for f in resampler.resample(None)
+        resampler = av.AudioResampler(format="flt", layout=LAYOUTS[channels], rate=target_rate)
+        frame = _audio_frame(item, source_rate)
+        chunks = [_samples(f) for f in resampler.resample(frame)] + [
+            _samples(f) for f in resampler.resample(None)
         ]
         # A few samples may give FFmpeg nothing to return: the length is fitted below.
         resampled = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), "f4")
@@ -76,6 +76,29 @@ def resample_audio(
     expected = round(batch.shape[-1] * target_rate / source_rate)
     stacked = torch.stack([fit_length(x, expected) for x in out])
     return stacked[0] if squeeze else stacked
+
+
+def _check_channels(count: int) -> None:
+    if count not in LAYOUTS:
+        raise InputError(
+            "audio", f"{count} channels", f"use a sound of 1 to {max(LAYOUTS)} channels"
+        )
+
+
+def _audio_frame(waveform: torch.Tensor, sample_rate: int):
+    """[C, S] as one interleaved float frame. Interleaved, not planar: PyAV 18 reads the planes
+    of an 8-channel planar frame out of bounds (a crash, not an error)."""
+    import av
+
+    interleaved = np.ascontiguousarray(waveform.float().cpu().numpy().T).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(interleaved, format="flt", layout=LAYOUTS[len(waveform)])
+    frame.sample_rate = sample_rate
+    return frame
+
+
+def _samples(frame) -> np.ndarray:
+    """An interleaved float frame as [C, S]."""
+    return frame.to_ndarray().reshape(-1, len(frame.layout.channels)).T
 
 
 def fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -96,7 +119,8 @@ def read_audio(path: str | Path) -> dict:
 
 
 def _decode_audio(container) -> dict:
-    """Every audio frame converted to planar float (whatever the file stores), concatenated."""
+    """Every audio frame converted to float in the default layout of its channel count (whatever
+    the file stores), concatenated."""
     import av
 
     stream = container.streams.audio[0]
@@ -104,16 +128,17 @@ def _decode_audio(container) -> dict:
         raise InputError(
             "audio", "the audio stream has no channels or no rate", "pass a file with sound"
         )
-    planar = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+    _check_channels(stream.channels)
+    converter = av.AudioResampler(format="flt", layout=LAYOUTS[stream.channels], rate=stream.rate)
     chunks = [
-        converted.to_ndarray()
+        _samples(converted)
         for frame in container.decode(stream)
-        for converted in planar.resample(frame)
+        for converted in converter.resample(frame)
     ]
     if not chunks:
         raise InputError("audio", "the audio stream is empty", "pass a file with sound")
     return {
-        "waveform": torch.from_numpy(np.concatenate(chunks, axis=1))[None].float(),
+        "waveform": torch.from_numpy(np.concatenate(chunks, axis=1).copy())[None].float(),
         "sample_rate": stream.rate,
     }
 
@@ -201,7 +226,7 @@ def _write(
                 waveform = resample_audio(waveform, sample_rate, target)
                 sample_rate = target
             waveform = fit_length(waveform, round(len(frames) / fps * sample_rate))
-            sound = container.add_stream("aac", rate=sample_rate, layout=LAYOUTS[waveform.shape[0]])
+            sound = container.add_stream("aac", rate=sample_rate, layout=LAYOUTS[len(waveform)])
         for index, image in enumerate(pixels):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = index
@@ -209,12 +234,8 @@ def _write(
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if sound is not None:
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(waveform.numpy()),
-                format="fltp",
-                layout=LAYOUTS[waveform.shape[0]],
-            )
-            frame.sample_rate, frame.pts = sample_rate, 0
+            frame = _audio_frame(waveform, sample_rate)
+            frame.pts = 0
             container.mux(sound.encode(frame))
             container.mux(sound.encode(None))
 

@@ -110,3 +110,40 @@ def test_a_sound_at_a_rate_aac_cannot_carry_is_resampled_to_one_it_can(tmp_path,
     assert sound["sample_rate"] == {1000: 7350, 30000: 32000, 192000: 96000}[rate]
     spectrum = torch.fft.rfft(sound["waveform"][0, 0, :4096]).abs()
     assert abs(int(spectrum.argmax()) * sound["sample_rate"] / 4096 - 200) < 15  # pitch kept
+
+
+def _tones(frequencies: list[int], rate: int, seconds: float = 1.0) -> torch.Tensor:
+    t = torch.arange(round(seconds * rate)) / rate
+    return torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) for f in frequencies])
+
+
+def _peak_hz(wave: torch.Tensor, rate: int) -> float:
+    return torch.fft.rfft(wave).abs().argmax().item() * rate / wave.shape[-1]
+
+
+@pytest.mark.parametrize("channels", [6, 8])
+def test_a_surround_sound_keeps_every_channel_through_save_and_load(tmp_path, channels):
+    """5.1 and 7.1 (a film's track) were saved as a mono mix, and reading 7.1 crashed the process
+    (PyAV's planar 8-channel frames); now each channel keeps its own tone both ways."""
+    frequencies = [300 + 200 * c for c in range(channels)]
+    sound = {"waveform": _tones(frequencies, 48000)[None], "sample_rate": 48000}
+    path = write_mp4(tmp_path / "surround.mp4", torch.rand(16, 32, 32, 3), 16.0, sound)
+    read = read_audio(path)
+    assert read["waveform"].shape[:2] == (1, channels)
+    with av.open(str(path)) as container:
+        assert container.streams.audio[0].channels == channels
+    peaks = [_peak_hz(wave, read["sample_rate"]) for wave in read["waveform"][0]]
+    for channel, (peak, frequency) in enumerate(zip(peaks, frequencies)):
+        if channel != 3:  # the low-frequency channel: AAC keeps only its lows
+            assert abs(peak - frequency) < 5
+
+
+def test_a_mono_mixdown_is_the_channels_mean_and_too_many_channels_are_named():
+    stereo = _tones([440, 440], 16000)[None]  # a centred sound keeps its level
+    assert torch.allclose(resample_audio(stereo, 16000, 16000, 1), stereo[:, :1])
+    surround = _tones([300, 500, 700, 900, 1100, 1300], 44100)
+    mono = resample_audio(surround, 44100, 16000, 1)
+    assert torch.allclose(mono, resample_audio(surround.mean(0, keepdim=True), 44100, 16000))
+    with pytest.raises(InputError, match="9 channels") as error:
+        resample_audio(torch.zeros(9, 100), 16000, 8000, 2)
+    assert error.value.input_name == "audio" and "1 to 8 channels" in str(error.value)
