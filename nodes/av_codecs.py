@@ -172,7 +172,9 @@ class SkyReelsV4EncodeAudio:
         }
 
     def encode(self, av_latent: AVLatent, audio, audio_vae):
-        waveform = resample_audio(audio["waveform"], audio["sample_rate"], audio_vae.sample_rate)
+        waveform = resample_audio(
+            audio["waveform"], audio["sample_rate"], audio_vae.sample_rate, audio_vae.channels
+        )
         frames = pixel_frame_count(av_latent.video.shape[2])
         clip_s, sound_s = frames / av_latent.fps, waveform.shape[-1] / audio_vae.sample_rate
         if abs(sound_s - clip_s) > 1 / av_latent.fps:  # more than a frame off: the wrong sound

@@ -83,8 +83,9 @@ def storyboard_references(
 
 
 def audio_reference(codec: AudioCodec, waveform: torch.Tensor, sample_rate: int) -> References:
-    """A reference sound of any rate and channel count, resampled to the codec's rate."""
-    from .av_io import resample_audio
+    """A reference sound of any rate, channel count and length: resampled to the codec's rate and
+    channels, its last token filled with silence (MMAudio encodes whole tokens only)."""
+    from .av_io import fit_length, resample_audio
 
     if waveform.dim() == 2:
         waveform = waveform[None]
@@ -94,8 +95,9 @@ def audio_reference(codec: AudioCodec, waveform: torch.Tensor, sample_rate: int)
             "the reference sound is empty",
             "connect a sound at least a fraction of a second long",
         )
-    resampled = resample_audio(waveform, sample_rate, codec.sample_rate)
-    return References(audio=codec.encode(resampled))
+    resampled = resample_audio(waveform, sample_rate, codec.sample_rate, codec.channels)
+    tokens = -(-resampled.shape[-1] // codec.samples_per_token)
+    return References(audio=codec.encode(fit_length(resampled, tokens * codec.samples_per_token)))
 
 
 def merge_references(*references: References | None) -> References:

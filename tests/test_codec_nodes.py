@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from codec_helpers import TINY_AUDIO, TINY_VOCODER, write_tiny_mmaudio
 from skyreels_pack import NODE_CLASS_MAPPINGS
 
+from skyreels_core.av_io import fit_length, resample_audio
 from skyreels_core.codecs import audio_token_count
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
@@ -39,6 +41,31 @@ def test_a_sound_of_another_length_names_the_input_and_the_fix(clip):
     with pytest.raises(InputError, match=r"3\.00 s of sound for a 2\.06 s clip") as error:
         ENCODE_AUDIO().encode(clip, _sound(3.0), bundle.audio_codec())
     assert error.value.input_name == "audio" and "trim or pad" in str(error.value)
+
+
+def test_a_surround_sound_reaches_a_mono_codec_as_its_mixdown(clip, tmp_path):
+    """MMAudio encodes mono only, and most sounds are stereo or more: Encode Audio and Audio
+    Reference hand it FFmpeg's mixdown rather than failing on the channel count."""
+    from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+    write_tiny_mmaudio(tmp_path)
+    codec = MMAudioCodec.from_single_file(
+        tmp_path / "combined.safetensors", vae_config=TINY_AUDIO, vocoder_config=TINY_VOCODER
+    )
+    rate, samples = 22050, round(33 / 16 * 22050)
+    t = torch.arange(samples) / rate
+    surround = torch.stack([torch.sin(2 * torch.pi * (200 + 100 * c) * t) for c in range(6)])
+    sound = {"waveform": 0.2 * surround[None], "sample_rate": rate}
+    mixdown = resample_audio(sound["waveform"], rate, codec.sample_rate, 1)
+    tokens = audio_token_count(33, 16.0, codec.sample_rate, codec.samples_per_token)
+    expected = codec.encode(fit_length(mixdown, tokens * codec.samples_per_token))
+    encoded = ENCODE_AUDIO().encode(clip, sound, codec)[0]
+    assert torch.equal(encoded.audio, expected)
+    (reference,) = NODE_CLASS_MAPPINGS["SkyReelsV4AudioReference"]().build(codec, sound)
+    tokens = -(-mixdown.shape[-1] // codec.samples_per_token)  # the last one part silence
+    assert torch.equal(
+        reference.audio, codec.encode(fit_length(mixdown, tokens * codec.samples_per_token))
+    )
 
 
 def test_tiled_decode_and_encode_nodes_match_whole_frames():

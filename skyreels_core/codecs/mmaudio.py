@@ -119,6 +119,7 @@ class MMAudioCodec:
         place(self.vocoder, self.offload_device)
         self.reserve = reserve
         self.latent_channels = vae.config.latent_channels
+        self.channels = 1
         self.sample_rate = vae.config.sample_rate
         self.samples_per_token = vae.latent_hop_length
         self.scale = vae.config.scaling_factor

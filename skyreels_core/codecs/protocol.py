@@ -33,10 +33,12 @@ class AudioCodec(Protocol):
     """Waveform <-> latents at a fixed token rate.
 
     ``encode``: waveform [B, channels, S] at ``sample_rate`` -> latents [B, C, L];
-    ``decode``: latents -> waveform [B, channels, L * samples_per_token].
+    ``decode``: latents -> waveform [B, channels, L * samples_per_token]. Sounds from files come in
+    at any rate and channel count: ``av_io.resample_audio`` to ``sample_rate`` and ``channels``.
     """
 
     latent_channels: int
+    channels: int
     sample_rate: int
     samples_per_token: int
 

@@ -93,6 +93,7 @@ class DemoVideoCodec(nn.Module):
 class DemoAudioCodec(nn.Module):
     sample_rate = 16000
     samples_per_token = 256
+    channels = 1
 
     def __init__(self, latent_channels: int = 8, width: int = 96) -> None:
         super().__init__()
