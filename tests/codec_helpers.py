@@ -1,4 +1,4 @@
-"""Codec test helpers: tiny MMAudio VAE + vocoder files, and a tiny exact codec behind the
+"""Codec test helpers: tiny Wan 2.1 VAE and MMAudio VAE + vocoder files, and a tiny exact codec behind the
 VideoCodec protocol for tests that must not depend on a VAE.
 
 Encoding averages each causal latent group (frame 0 alone, then 4 frames) over 8 x 8 pixels and
@@ -8,17 +8,77 @@ can then be checked exactly.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+TINY = {  # a Wan 2.1 VAE's shape at its smallest: 16 channels, 8x and 4x strides
+    "base_dim": 8,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "temperal_downsample": [False, True, True],
+}
+RESNET = {
+    "norm1.gamma": "residual.0.gamma",
+    "conv1": "residual.2",
+    "norm2.gamma": "residual.3.gamma",
+    "conv2": "residual.6",
+    "conv_shortcut": "shortcut",
+}
+
+
+def to_original_layout(key: str) -> str:
+    """diffusers -> Wan's own key names (the inverse of diffusers' converter, for making test files)."""
+    fixed = {"encoder.conv_in": "encoder.conv1", "decoder.conv_in": "decoder.conv1", "post_quant_conv": "conv2",
+             "quant_conv": "conv1", "encoder.norm_out": "encoder.head.0", "encoder.conv_out": "encoder.head.2",
+             "decoder.norm_out": "decoder.head.0", "decoder.conv_out": "decoder.head.2"}  # fmt: skip
+    for new, old in fixed.items():
+        if key.startswith(new + "."):
+            return old + key[len(new) :]
+    if match := re.match(r"(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d)\.(.+)", key):
+        part, kind, index, rest = match.groups()
+        slot = {"resnets": {"0": 0, "1": 2}, "attentions": {"0": 1}}[kind][index]
+        for new, old in RESNET.items():
+            rest = rest.replace(new, old) if kind == "resnets" and rest.startswith(new) else rest
+        return f"{part}.middle.{slot}.{rest}"
+    if match := re.match(r"encoder\.down_blocks\.(\d+)\.(.+)", key):
+        index, rest = match.groups()
+        for new, old in RESNET.items():
+            if rest.startswith(new):
+                rest = old + rest[len(new) :]
+        return f"encoder.downsamples.{index}.{rest}"
+    if match := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+        block, resnet, rest = match.groups()
+        if rest.startswith("conv_shortcut"):
+            return f"decoder.upsamples.{4 * int(block)}.shortcut" + rest[len("conv_shortcut") :]
+        for new, old in RESNET.items():
+            if rest.startswith(new):
+                rest = old + rest[len(new) :]
+        return f"decoder.upsamples.{4 * int(block) + int(resnet)}.{rest}"
+    if match := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
+        return f"decoder.upsamples.{4 * int(match[1]) + 3}.{match[2]}"
+    return key
+
+
 TINY_AUDIO = {"mel_bins": 16, "hidden_channels": 8, "channel_multipliers": [1, 2], "n_fft": 256,
               "hop_length": 64}  # fmt: skip
 TINY_VOCODER = {"num_mels": 16, "upsample_initial_channel": 16, "upsample_rates": [8, 8],
                 "upsample_kernel_sizes": [16, 16], "resblock_kernel_sizes": [3],
                 "resblock_dilation_sizes": [[1, 3]]}  # fmt: skip
+
+
+def write_tiny_wan_vae(path: Path):
+    """A random tiny diffusers Wan VAE (``TINY``), saved in the original Wan 2.1 layout."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**TINY).eval()
+    save_file({to_original_layout(k): v.clone() for k, v in vae.state_dict().items()}, str(path))
+    return vae
 
 
 def write_tiny_mmaudio(folder: Path):

@@ -2,79 +2,31 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
-from codec_helpers import TINY_AUDIO, TINY_VOCODER, write_tiny_mmaudio
-from safetensors.torch import save_file
+from codec_helpers import (
+    TINY,
+    TINY_AUDIO,
+    TINY_VOCODER,
+    write_tiny_mmaudio,
+    write_tiny_wan_vae,
+)
+from safetensors.torch import load_file, save_file
 
 from skyreels_core.codecs import VideoCodec, audio_token_count
 from skyreels_core.codecs.tiling import bands, decode_tiled, encode_tiled, tile_starts
 from skyreels_core.codecs.wan_vae import WanVideoCodec
 from skyreels_core.errors import CheckpointError, InputError
 
-TINY = {
-    "base_dim": 8,
-    "z_dim": 16,
-    "dim_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "temperal_downsample": [False, True, True],
-}
-RESNET = {
-    "norm1.gamma": "residual.0.gamma",
-    "conv1": "residual.2",
-    "norm2.gamma": "residual.3.gamma",
-    "conv2": "residual.6",
-    "conv_shortcut": "shortcut",
-}
-
-
-def to_original_layout(key: str) -> str:
-    """diffusers -> Wan's own key names (the inverse of diffusers' converter, for making test files)."""
-    fixed = {"encoder.conv_in": "encoder.conv1", "decoder.conv_in": "decoder.conv1", "post_quant_conv": "conv2",
-             "quant_conv": "conv1", "encoder.norm_out": "encoder.head.0", "encoder.conv_out": "encoder.head.2",
-             "decoder.norm_out": "decoder.head.0", "decoder.conv_out": "decoder.head.2"}  # fmt: skip
-    for new, old in fixed.items():
-        if key.startswith(new + "."):
-            return old + key[len(new) :]
-    if match := re.match(r"(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d)\.(.+)", key):
-        part, kind, index, rest = match.groups()
-        slot = {"resnets": {"0": 0, "1": 2}, "attentions": {"0": 1}}[kind][index]
-        for new, old in RESNET.items():
-            rest = rest.replace(new, old) if kind == "resnets" and rest.startswith(new) else rest
-        return f"{part}.middle.{slot}.{rest}"
-    if match := re.match(r"encoder\.down_blocks\.(\d+)\.(.+)", key):
-        index, rest = match.groups()
-        for new, old in RESNET.items():
-            if rest.startswith(new):
-                rest = old + rest[len(new) :]
-        return f"encoder.downsamples.{index}.{rest}"
-    if match := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        block, resnet, rest = match.groups()
-        if rest.startswith("conv_shortcut"):
-            return f"decoder.upsamples.{4 * int(block)}.shortcut" + rest[len("conv_shortcut") :]
-        for new, old in RESNET.items():
-            if rest.startswith(new):
-                rest = old + rest[len(new) :]
-        return f"decoder.upsamples.{4 * int(block) + int(resnet)}.{rest}"
-    if match := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
-        return f"decoder.upsamples.{4 * int(match[1]) + 3}.{match[2]}"
-    return key
-
 
 @pytest.fixture(scope="module")
 def reference_and_file(tmp_path_factory):
-    from diffusers import AutoencoderKLWan
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-    torch.manual_seed(0)
-    vae = AutoencoderKLWan(**TINY).eval()
-    state = vae.state_dict()
-    original = {to_original_layout(k): v.clone() for k, v in state.items()}
-    assert set(convert_wan_vae_to_diffusers(dict(original))) == set(state)  # the inverse is exact
     path = tmp_path_factory.mktemp("vae") / "wan_2.1_vae_tiny.safetensors"
-    save_file(original, str(path))
+    vae = write_tiny_wan_vae(path)
+    original = load_file(str(path))
+    assert set(convert_wan_vae_to_diffusers(original)) == set(vae.state_dict())  # exact inverse
     return vae, path
 
 

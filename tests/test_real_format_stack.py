@@ -1,0 +1,165 @@
+"""Every workflow on files in the real models' formats, picked from the host's model folders: a
+SkyReels-V4 checkpoint with Wan 2.1's 16 video and MMAudio's 40 audio channels, a Qwen2.5-VL
+folder, the original-layout Wan 2.1 VAE, MMAudio's VAE + vocoder in one file and a refiner (tiny
+shapes, random weights).
+
+The demo codecs forgive what the real ones do not (MMAudio encodes mono only and whole tokens only;
+the Wan VAE is causal in time): this is where a workflow that runs on the demo model but not on
+real weights shows up. Random weights render noise, so the checks are the saved clips' shapes and
+sound, and the clear errors where a demo-only file meets the real stack.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from codec_helpers import TINY, TINY_AUDIO, TINY_VOCODER, write_tiny_mmaudio, write_tiny_wan_vae
+from skyreels_pack import NODE_CLASS_MAPPINGS
+from test_workflows import ASSETS, OBJECT_INFO, ROOT, SAVED_CLIPS, WORKFLOWS
+from workflow_tools import core_shims, run_api_prompt
+
+import skyreels_core.codecs.mmaudio as mmaudio
+import skyreels_core.codecs.wan_vae as wan_vae
+from skyreels_core.config import ModelConfig
+from skyreels_core.demo import bundle
+from skyreels_core.encoder import create_tiny_encoder_folder
+from skyreels_core.errors import InputError
+from skyreels_core.loading import save_model
+from skyreels_core.mmdit import DualStreamMMDiT
+from skyreels_core.refiner import RefinerConfig, RefinerDiT, save_refiner
+from skyreels_core.runtime import AudioRate
+from skyreels_core.workflow_format import ui_to_api
+
+# The tiny MMAudio's token: 128 samples (hop 64, one 2x downsampling), where the 44k one has 1024.
+TINY_AUDIO_RATE = AudioRate(sample_rate=44100, samples_per_token=128)
+FILES = {
+    "SkyReelsV4ModelLoader": {"model_name": "skyreels_v4_tiny.safetensors"},
+    "SkyReelsV4TextEncoderLoader": {"encoder": "qwen2_5_vl_tiny"},
+    "SkyReelsV4VideoVAELoader": {"vae_name": "wan_2.1_vae_tiny.safetensors"},
+    "SkyReelsV4AudioVAELoader": {"vae_name": "combined.safetensors"},
+    "SkyReelsV4RefinerLoader": {"refiner_name": "skyreels_v4_refiner_tiny.safetensors"},
+}
+# Files made by or for the demo model, which the real stack must refuse by name.
+DEMO_ONLY = {"lora_style": "lora_name", "refine_saved_take": "av_latent"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    for folder in ("diffusion_models", "text_encoders", "vae", "audio_vae", "skyreels_refiner"):
+        (root / folder).mkdir()
+    text_dim = 64
+    create_tiny_encoder_folder(root / "text_encoders" / "qwen2_5_vl_tiny", hidden_size=text_dim)
+    torch.manual_seed(0)
+    config = ModelConfig(
+        name="tiny-real-channels", dim=32, num_heads=2, ffn_dim=64, num_dual_blocks=1,
+        num_single_blocks=1, text_dim=text_dim, video_latent_channels=16, audio_latent_channels=40,
+    )  # fmt: skip
+    save_model(
+        DualStreamMMDiT(config),
+        root / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
+    )
+    refiner = RefinerConfig(
+        name="tiny-real-channels", dim=32, num_heads=2, ffn_dim=64, num_blocks=1
+    )
+    save_refiner(
+        RefinerDiT(refiner),
+        root / "skyreels_refiner" / FILES["SkyReelsV4RefinerLoader"]["refiner_name"],
+    )
+    write_tiny_wan_vae(root / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"])
+    write_tiny_mmaudio(root / "audio_vae")
+    return root
+
+
+@pytest.fixture
+def real_stack(models, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """(input, output) folders, the model folders holding the real-format files."""
+    inputs, output = tmp_path / "input", tmp_path / "output"
+    shutil.copytree(ASSETS, inputs)
+    monkeypatch.setenv("SKYREELS_INPUT_DIR", str(inputs))
+    monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(output))
+    monkeypatch.setenv("SKYREELS_MODELS_DIR", str(models))
+    # The loaders read the shipped full-size configs; these files are the tiny ones.
+    tiny = {"mmaudio_44k_vae.json": TINY_AUDIO, "mmaudio_44k_vocoder.json": TINY_VOCODER}
+    monkeypatch.setattr(mmaudio, "_config", lambda name: tiny[name])
+    config = tmp_path / "wan_vae_tiny.json"
+    config.write_text(json.dumps(TINY))
+    monkeypatch.setattr(wan_vae, "CONFIG", config)
+    monkeypatch.setattr(bundle, "MMAUDIO_RATE", TINY_AUDIO_RATE)
+    return inputs, output
+
+
+def _real_prompt(path: Path) -> tuple[dict, dict]:
+    """(the UI workflow, its API prompt with every loader on the real-format files)."""
+    workflow = json.loads(path.read_text())
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    for node in prompt.values():
+        node["inputs"].update(FILES.get(node["class_type"], {}))
+    return workflow, prompt
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_runs_on_real_format_files(path, real_stack):
+    inputs, output = real_stack
+    workflow, prompt = _real_prompt(path)
+    run = lambda: run_api_prompt(  # noqa: E731
+        prompt, NODE_CLASS_MAPPINGS, core_shims(inputs), {"workflow": workflow}
+    )
+    if path.stem in DEMO_ONLY:
+        with pytest.raises(InputError) as error:
+            run()
+        assert error.value.input_name == DEMO_ONLY[path.stem]
+        return
+    result = run()
+    saved = [v for node in result.values() for v in (node["ui"] or {}).get("skyreels_videos", [])]
+    assert len(saved) == 1
+    (width, height, frames), _ = SAVED_CLIPS.get(path.stem, ((64, 64, 33), 33))
+    with av.open(str(output / saved[0]["subfolder"] / saved[0]["filename"])) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert (video.width, video.height, video.frames) == (width, height, frames)
+        video_seconds = float(video.duration * video.time_base)
+        assert abs(float(sound.duration * sound.time_base) - video_seconds) < 0.1
+        assert sound.rate == TINY_AUDIO_RATE.sample_rate
+
+
+BUNDLED_LOADERS = {
+    "video": ("SkyReelsV4VideoVAELoader", {"vae_name": bundle.BUNDLED, "dtype": "auto"}),
+    "audio": ("SkyReelsV4AudioVAELoader", {"vae_name": bundle.BUNDLED, "dtype": "auto"}),
+    "model": ("SkyReelsV4ModelLoader", {"model_name": bundle.BUNDLED}),
+}
+
+
+@pytest.mark.parametrize(
+    "bundled, wired_to, input_name, taker",
+    [
+        ("video", "7", "condition", "this model"),  # Mask: Text to Video encodes with it
+        ("audio", "8", "audio_vae", "this model"),  # the Sampler, before its first step
+        ("model", "8", "condition", "this model"),
+        ("video", "9", "av_latent", "this video VAE"),  # Decode Video alone
+        ("audio", "10", "av_latent", "this audio VAE"),  # Decode Audio alone
+    ],
+)
+def test_files_of_two_families_wired_together_are_named(
+    real_stack, bundled, wired_to, input_name, taker
+):
+    """The text-to-video workflow on the real-format files with one node given a bundled demo
+    file instead: the node that meets the mismatch names its input, where the tensors would
+    fail with a bare size mismatch (the demo decoders) or after the render (the Sampler)."""
+    inputs, _ = real_stack
+    workflow, prompt = _real_prompt(ROOT / "workflows" / "text_to_video.json")
+    loader, values = BUNDLED_LOADERS[bundled]
+    source = next(k for k, node in prompt.items() if node["class_type"] == loader)
+    prompt["99"] = {"class_type": loader, "inputs": {**prompt[source]["inputs"], **values}}
+    node = prompt[wired_to]["inputs"]
+    for name, link in node.items():
+        if isinstance(link, list) and link[0] == source:
+            node[name] = ["99", link[1]]
+    with pytest.raises(InputError) as error:
+        run_api_prompt(prompt, NODE_CLASS_MAPPINGS, core_shims(inputs), {"workflow": workflow})
+    assert error.value.input_name == input_name
+    assert f"where {taker} takes" in str(error.value) and "files of one family" in str(error.value)
