@@ -14,6 +14,7 @@ from skyreels_core.types import AVLatent
 
 from . import host, link_types
 from .codec_inputs import video_codec
+from .families import channels, require_width
 
 CATEGORY = "SkyReels-V4/codecs"
 TILE_INPUTS = {
@@ -70,6 +71,10 @@ class SkyReelsV4DecodeVideo:
 
     def decode(self, av_latent: AVLatent, video_vae, tile_size: int = 0, tile_overlap: int = 8):
         codec = video_codec(video_vae)
+        require_width(
+            "av_latent", channels(av_latent.video), codec.latent_channels,
+            "video latent channels", "this video VAE",
+        )  # fmt: skip
         with out_of_memory_advice("SkyReels-V4 video decode"), torch.no_grad():
             frames = decode_tiled(codec, av_latent.video, tile_size, tile_overlap)
         frames = frames[:, : av_latent.frames].to(host.intermediate_device(), torch.float32)
@@ -103,6 +108,10 @@ class SkyReelsV4DecodeAudio:
                 "it holds no audio (a video-only model made it)",
                 "use a model with an audio stream",
             )
+        require_width(
+            "av_latent", channels(av_latent.audio), audio_vae.latent_channels,
+            "audio latent channels", "this audio VAE",
+        )  # fmt: skip
         with out_of_memory_advice("SkyReels-V4 audio decode"), torch.no_grad():
             waveform = audio_vae.decode(av_latent.audio).float().cpu()
         samples = round(av_latent.frames / av_latent.fps * audio_vae.sample_rate)

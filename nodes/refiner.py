@@ -15,6 +15,7 @@ from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pix
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
+from .families import channels, require_width
 from .loaders import CATEGORY as LOADERS_CATEGORY
 from .loaders import DTYPE_INPUT, FileLoader
 from .notes import with_note
@@ -228,6 +229,11 @@ class SkyReelsV4Refine:
             denoise_start=denoise_start,
             seed=seed,
         ).validate()
+        taken = refiner.config.video_latent_channels
+        for name, latent in (("av_latent", av_latent), ("keyframes", keyframes)):
+            if latent is not None:
+                found = channels(latent.video)
+                require_width(name, found, taken, "video latent channels", "this refiner")
         key_latents, indices = (
             _keyframes(av_latent, keyframes, keyframe_indices) if reinject_keyframes else (None, [])
         )

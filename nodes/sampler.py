@@ -11,6 +11,7 @@ from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pix
 
 from . import host, link_types
 from .codec_inputs import video_codec
+from .families import channels, require_width
 from .notes import with_note
 from .previews import preview_hook
 
@@ -217,6 +218,16 @@ class SkyReelsV4Sampler:
         cache_threshold: float = 0.0,
         unique_id=None,
     ):
+        _require_one_family(
+            model.module.config,
+            text,
+            negative,
+            condition,
+            references,
+            initial,
+            video_vae,
+            audio_vae,
+        )
         frames = pixel_frame_count(condition.num_latent_frames)
         if condition.fps is not None and abs(condition.fps - fps) > 1e-6:
             raise InputError(
@@ -280,6 +291,31 @@ class SkyReelsV4Sampler:
             host.soft_empty_cache()
         result.fps = fps
         return with_note(result, render_advice(model.module.config.name, condition), "Sampler")
+
+
+def _require_one_family(
+    config, text, negative, condition, references, initial, video_vae, audio_vae
+) -> None:
+    """Every input the model reads, and the VAEs that will preview and decode its render, of the
+    model's own family: checked before the first step, not at the decode after it."""
+    video, audio, width = (
+        config.video_latent_channels,
+        config.audio_latent_channels,
+        "text features",
+    )
+    checks = [
+        ("text", text.features.shape[-1], config.text_dim, width),
+        ("negative", negative.features.shape[-1] if negative else None, config.text_dim, width),
+        ("condition", channels(condition.latents), video, "video latent channels"),
+        ("references", channels(getattr(references, "video", None)), video, "video latent channels"),
+        ("references", channels(getattr(references, "audio", None)), audio, "audio latent channels"),
+        ("initial", channels(getattr(initial, "video", None)), video, "video latent channels"),
+        ("initial", channels(getattr(initial, "audio", None)), audio, "audio latent channels"),
+        ("video_vae", video_vae and video_codec(video_vae).latent_channels, video, "video latent channels"),
+        ("audio_vae", audio_vae and audio_vae.latent_channels, audio, "audio latent channels"),
+    ]  # fmt: skip
+    for input_name, found, expected, what in checks:
+        require_width(input_name, found, expected, what, "this model")
 
 
 NODE_CLASS_MAPPINGS = {"SkyReelsV4Sampler": SkyReelsV4Sampler}
