@@ -7,6 +7,7 @@ clip, a storyboard and a voice can all condition one render.
 from __future__ import annotations
 
 from skyreels_core import references as refs
+from skyreels_core.av_io import trim_audio
 from skyreels_core.errors import InputError
 from skyreels_core.types import References
 
@@ -154,7 +155,8 @@ class SkyReelsV4StoryboardReference(_ReferenceNode):
 
 class SkyReelsV4AudioReference(_ReferenceNode):
     DESCRIPTION = (
-        "A reference sound (a voice bound to a character, an ambience) in the audio stream."
+        "A reference sound (a voice bound to a character, an ambience) in the audio stream, "
+        "whole or a part of it."
     )
 
     @classmethod
@@ -167,11 +169,43 @@ class SkyReelsV4AudioReference(_ReferenceNode):
                     {"tooltip": "Any sample rate and channel count; it is resampled."},
                 ),
             },
-            "optional": {"references": CHAIN_INPUT},
+            "optional": {
+                "references": CHAIN_INPUT,
+                "start_seconds": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 86400.0,
+                        "step": 0.1,
+                        "tooltip": "Where the part of the sound taken starts (0 = its beginning).",
+                    },
+                ),
+                "duration_seconds": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 86400.0,
+                        "step": 0.1,
+                        "tooltip": "How long that part is (0 = to the end). Every second of it "
+                        "joins the audio stream's attention: a minute of a voice costs as many "
+                        "tokens as twelve 5-second clips; a few seconds carry a voice.",
+                    },
+                ),
+            },
         }
 
-    def build(self, audio_vae, audio, references=None):
-        new = refs.audio_reference(audio_vae, audio["waveform"], audio["sample_rate"])
+    def build(
+        self,
+        audio_vae,
+        audio,
+        references=None,
+        start_seconds: float = 0.0,
+        duration_seconds: float = 0.0,
+    ):
+        part = trim_audio(audio, start_seconds, duration_seconds)
+        new = refs.audio_reference(audio_vae, part["waveform"], part["sample_rate"])
         return _chain(references, new)
 
 

@@ -118,6 +118,22 @@ def read_audio(path: str | Path) -> dict:
         return _decode_audio(container)
 
 
+def trim_audio(audio: dict, start_seconds: float, duration_seconds: float = 0.0) -> dict:
+    """The part of an AUDIO dict from ``start_seconds``, ``duration_seconds`` long (0, or past
+    the end: to the end)."""
+    rate, waveform = audio["sample_rate"], audio["waveform"]
+    length = waveform.shape[-1]
+    begin = round(start_seconds * rate)
+    if begin and begin >= length:
+        raise InputError(
+            "start_seconds",
+            f"{start_seconds:g} s is past the sound's end ({length / rate:.2f} s)",
+            "start within the sound",
+        )
+    end = length if duration_seconds <= 0 else min(length, begin + round(duration_seconds * rate))
+    return {"waveform": waveform[..., begin:end], "sample_rate": rate}
+
+
 def _decode_audio(container) -> dict:
     """Every audio frame converted to float in the default layout of its channel count (whatever
     the file stores), concatenated."""

@@ -98,3 +98,24 @@ def test_decoders_trim_to_the_clip_a_condition_padded(clip):
     assert frames.shape[0] == 30 and torch.equal(frames, whole[:30])
     (audio,) = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeAudio"]().decode(padded, codec)
     assert audio["waveform"].shape[-1] == round(30 / 16 * codec.sample_rate)
+
+
+def test_audio_reference_takes_the_part_of_the_sound_asked_for():
+    """A voice's few seconds out of a long recording: every second of a reference joins the
+    audio stream's attention."""
+    codec, rate = bundle.audio_codec(), 16000
+    sound = {
+        "waveform": torch.randn(1, 1, 3 * rate, generator=torch.Generator()),
+        "sample_rate": rate,
+    }
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4AudioReference"]()
+    (part,) = node.build(codec, sound, start_seconds=0.5, duration_seconds=1.0)
+    expected = codec.encode(sound["waveform"][..., rate // 2 : rate // 2 + rate])
+    assert part.audio.shape == (1, codec.latent_channels, rate // codec.samples_per_token + 1)
+    assert torch.equal(part.audio, expected)
+    (whole,) = node.build(codec, sound)
+    assert whole.audio.shape[-1] == 3 * rate // codec.samples_per_token + 1
+    (to_end,) = node.build(codec, sound, start_seconds=2.0, duration_seconds=9.0)
+    assert torch.equal(to_end.audio, codec.encode(sound["waveform"][..., 2 * rate :]))
+    with pytest.raises(InputError, match=r"start_seconds: 3 s is past the sound's end \(3\.00 s\)"):
+        node.build(codec, sound, start_seconds=3.0)
