@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from skyreels_core.joining import join_clips
+import logging
+
+from skyreels_core.errors import InputError
+from skyreels_core.joining import extend_to_length, join_clips
+
+from . import link_types
+from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
+from .codec_inputs import video_codec
+from .sampler import SkyReelsV4Sampler
 
 CATEGORY = "SkyReels-V4/clips"
+LOG = logging.getLogger("skyreels_v4")
+# The Sampler's own inputs that every window shares, taken from it so the two never drift.
+WINDOW_SETTINGS = ("seed", "steps", "shift", "solver", "video_guidance", "audio_guidance")
+WINDOW_EXTRAS = ("negative", "references", "cache_threshold")
 
 
 class SkyReelsV4JoinClips:
@@ -56,5 +68,131 @@ class SkyReelsV4JoinClips:
         return join_clips(frames_a, frames_b, overlap, fps, audio_a, audio_b)
 
 
-NODE_CLASS_MAPPINGS = {"SkyReelsV4JoinClips": SkyReelsV4JoinClips}
-NODE_DISPLAY_NAME_MAPPINGS = {"SkyReelsV4JoinClips": "SkyReels-V4 Join Clips"}
+class SkyReelsV4ExtendToLength:
+    DESCRIPTION = (
+        "Continues a clip window by window until it is `total_frames` long: each window starts "
+        "with the clip's last frames (as Mask: Continue Clip does), is rendered with the prompt "
+        "and settings given here and joined on (as Join Clips does). One node for what "
+        "long_video wires by hand per window."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "extend"
+    RETURN_TYPES = ("IMAGE", "AUDIO")
+    RETURN_NAMES = ("frames", "audio")
+    OUTPUT_TOOLTIPS = (
+        "The clip continued to total_frames, the windows cross-faded where they overlap.",
+        "Its sound, joined the same way (none for a video-only model).",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        sampler = SkyReelsV4Sampler.INPUT_TYPES()
+        return {
+            "required": {
+                "model": sampler["required"]["model"],
+                "text": sampler["required"]["text"],
+                "video_vae": link_types.VIDEO_VAE_INPUT,
+                "audio_vae": link_types.AUDIO_VAE_INPUT,
+                "frames": ("IMAGE", {"tooltip": "The clip so far (a first window's frames)."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": 16.0,
+                        "min": 1.0,
+                        "max": 120.0,
+                        "tooltip": "The clip's rate (Decode Video's fps); every window is "
+                        "rendered at it.",
+                    },
+                ),
+                "total_frames": (
+                    "INT",
+                    {
+                        "default": 89,
+                        "min": 2,
+                        "max": 100000,
+                        "tooltip": "How long the clip comes out; the last window's surplus is "
+                        "cut off.",
+                    },
+                ),
+                "window_frames": (
+                    "INT",
+                    {
+                        "default": 33,
+                        "min": 5,
+                        "max": 1025,
+                        "step": 4,
+                        "tooltip": "Frames per window (1 + 4k): the length the model was "
+                        "trained on (33 for the demo model, 81 for 14B-class ones).",
+                    },
+                ),
+                "overlap": (
+                    "INT",
+                    {
+                        "default": 5,
+                        "min": 1,
+                        "max": 1025,
+                        "tooltip": "How many of the clip's last frames each window starts with "
+                        "(snapped down to 1 + 4k); 5 gives the demo model its smoothest seams.",
+                    },
+                ),
+                **{name: sampler["required"][name] for name in WINDOW_SETTINGS},
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "The clip's sound (none for a video-only model)."}),
+                **{name: sampler["optional"][name] for name in WINDOW_EXTRAS},
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def extend(
+        self,
+        model,
+        text,
+        video_vae,
+        audio_vae,
+        frames,
+        fps: float,
+        total_frames: int,
+        window_frames: int,
+        overlap: int,
+        audio=None,
+        unique_id=None,
+        **settings,
+    ):
+        if model.has_audio and audio is None:
+            raise InputError(
+                "audio",
+                "not connected, and the model makes a sound for every window",
+                "connect the clip's sound (Decode Audio)",
+            )
+        sampler, decode_video, decode_audio = (
+            SkyReelsV4Sampler(),
+            SkyReelsV4DecodeVideo(),
+            SkyReelsV4DecodeAudio(),
+        )
+
+        def render_window(condition, number: int):
+            LOG.info("SkyReels-V4 Extend to Length: window %d after the clip", number)
+            sampled = sampler.sample(
+                model, text, condition, fps=fps, audio_vae=audio_vae, video_vae=video_vae,
+                unique_id=unique_id, **settings,
+            )  # fmt: skip
+            latent = sampled["result"][0]
+            window = decode_video.decode(latent, video_vae)[0]
+            sound = decode_audio.decode(latent, audio_vae)[0] if latent.audio is not None else None
+            return window, sound
+
+        codec = video_codec(video_vae)
+        return extend_to_length(
+            codec, frames, audio, fps, total_frames, window_frames, overlap, render_window
+        )
+
+
+NODE_CLASS_MAPPINGS = {
+    "SkyReelsV4JoinClips": SkyReelsV4JoinClips,
+    "SkyReelsV4ExtendToLength": SkyReelsV4ExtendToLength,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4JoinClips": "SkyReels-V4 Join Clips",
+    "SkyReelsV4ExtendToLength": "SkyReels-V4 Extend to Length",
+}

@@ -9,6 +9,8 @@ so neither the picture nor the hum jumps at the seam.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .av_io import resample_audio
@@ -93,3 +95,45 @@ def join_clips(
         raise InputError(missing, "is not connected", "connect both sounds, or neither")
     start = (first.shape[0] - overlap) / fps
     return frames, join_audio(first_audio, second_audio, start, overlap / fps)
+
+
+def extend_to_length(
+    codec: VideoCodec,
+    frames: torch.Tensor,
+    audio: dict | None,
+    fps: float,
+    total_frames: int,
+    window_frames: int,
+    overlap: int,
+    render_window: Callable[[VideoCondition, int], tuple[torch.Tensor, dict | None]],
+) -> tuple[torch.Tensor, dict | None]:
+    """The clip ``frames`` (with its sound) continued window by window until it is
+    ``total_frames`` long: each window keeps the clip's last ``overlap`` frames (snapped to 1 +
+    4k), ``render_window`` makes its frames and sound from that condition (and the window's
+    number, 1 for the first continuation), and the join cross-fades them in; the last window's
+    surplus is cut off."""
+    if total_frames <= frames.shape[0]:
+        raise InputError(
+            "total_frames",
+            f"{total_frames} frames for a clip that already has {frames.shape[0]}",
+            "ask for more frames than the clip has",
+        )
+    number = 0
+    while frames.shape[0] < total_frames:
+        number += 1
+        condition = continue_clip(codec, frames, window_frames, overlap)
+        window, sound = render_window(condition, number)
+        if (audio is None) != (sound is None):
+            raise InputError(
+                "audio",
+                "the clip has no sound but the model makes one"
+                if audio is None
+                else "the clip has a sound but the model makes none",
+                "connect the clip's sound (Decode Audio) for a model with an audio stream, and "
+                "none for a video-only one",
+            )
+        frames, audio = join_clips(frames, window, len(condition.known_frames), fps, audio, sound)
+    if audio is not None:
+        samples = round(total_frames / fps * audio["sample_rate"])
+        audio = {**audio, "waveform": audio["waveform"][..., :samples]}
+    return frames[:total_frames], audio

@@ -10,7 +10,7 @@ from skyreels_pack import NODE_CLASS_MAPPINGS
 
 from skyreels_core import masks
 from skyreels_core.errors import InputError
-from skyreels_core.joining import continue_clip, join_audio, join_frames
+from skyreels_core.joining import continue_clip, extend_to_length, join_audio, join_frames
 
 CODEC = PoolingCodec()
 
@@ -93,3 +93,53 @@ def test_the_nodes_hand_the_kept_count_to_the_join():
     assert none is None and torch.equal(silent, frames)
     with pytest.raises(InputError, match="^audio_b: is not connected"):
         join.join(clip, second, overlap, 16.0, audio_a=sound)
+
+
+def test_a_clip_is_extended_window_by_window_to_exactly_its_length():
+    """Each window starts with the clip so far's last frames (7 snapped to 5) and is joined on
+    where they overlap; the last window's surplus is cut, frames and sound alike."""
+    clip, rate, fps = _clip(33, seed=1), 16000, 16.0
+    sound = {"waveform": torch.rand(1, 1, round(33 / fps * rate)), "sample_rate": rate}
+    seen = []
+
+    def render_window(condition, number):
+        kept = len(condition.known_frames)
+        seen.append((number, kept, condition.latents.clone()))
+        new = _clip(33 - kept, value=number / 10)  # each window its own grey
+        window = torch.cat([clip[-kept:], new])  # known frames of some kind, then new ones
+        return window, {
+            "waveform": torch.full((1, 1, round(33 / fps * rate)), float(number)),
+            "sample_rate": rate,
+        }
+
+    frames, audio = extend_to_length(CODEC, clip, sound, fps, 80, 33, 7, render_window)
+    assert [(number, kept) for number, kept, _ in seen] == [(1, 5), (2, 5)]
+    assert frames.shape == (80, 16, 16, 3) and audio["waveform"].shape[-1] == 80 * 1000
+    assert torch.equal(frames[:28], clip[:28])  # the clip itself is kept up to its overlap
+    assert torch.allclose(frames[33:56], torch.full_like(frames[33:56], 0.1))  # window 1's own
+    assert torch.allclose(frames[61:], torch.full_like(frames[61:], 0.2))  # window 2's, cut
+    assert torch.equal(seen[0][2], continue_clip(CODEC, clip, 33, 7).latents)
+    assert audio["waveform"][0, 0, 62 * 1000 :].eq(2.0).all()  # the last window's sound
+
+
+def test_extending_names_a_length_already_reached_and_a_missing_sound():
+    clip = _clip(33, seed=1)
+    silent_window = lambda condition, number: (_clip(33, seed=number), None)  # noqa: E731
+    with pytest.raises(InputError, match="^total_frames: 33 frames for a clip that already has 33"):
+        extend_to_length(CODEC, clip, None, 16.0, 33, 33, 5, silent_window)
+    sound = {"waveform": torch.zeros(1, 1, 33000), "sample_rate": 16000}
+    with pytest.raises(InputError, match="^audio: the clip has a sound but the model makes none"):
+        extend_to_length(CODEC, clip, sound, 16.0, 61, 33, 5, silent_window)
+    frames, audio = extend_to_length(CODEC, clip, None, 16.0, 61, 33, 5, silent_window)
+    assert frames.shape[0] == 61 and audio is None  # a video-only model's clip
+
+
+def test_extend_to_length_names_a_missing_sound_before_rendering():
+    from types import SimpleNamespace
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4ExtendToLength"]()
+    with pytest.raises(InputError, match="^audio: not connected, and the model makes a sound"):
+        node.extend(SimpleNamespace(has_audio=True), None, CODEC, None, _clip(33), 16.0, 61, 33, 5)
+    spec = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"].INPUT_TYPES()["required"]
+    required = type(node).INPUT_TYPES()["required"]
+    assert all(required[name] == spec[name] for name in ("seed", "steps", "solver"))

@@ -92,6 +92,7 @@ def test_validator_catches_broken_workflows():
 SAVED_CLIPS = {
     "low_res_keyframes_refiner": ((128, 128, 33), 17),
     "long_video": ((64, 64, 61), 33),
+    "extend_to_length": ((64, 64, 89), 33),
     "render_takes": ((64, 64, 17), 17),
     "refine_saved_take": ((128, 128, 33), None),
 }
@@ -151,13 +152,15 @@ def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
             "circle",
             "green",
         )
-    if path.stem == "long_video":  # two windows of one green triangle, sound running through
-        halves = frames[:28], frames[33:]
-        assert [(dominant_colour(h), dominant_shape(h)) for h in halves] == [
+    if path.stem in ("long_video", "extend_to_length"):
+        # Windows of one green triangle (the clip's own 28 frames, then 28 new ones each), the
+        # sound running through to the end.
+        windows = [frames[start : start + 28] for start in range(0, len(frames) - 5, 28)]
+        assert [(dominant_colour(w), dominant_shape(w)) for w in windows] == [
             ("green", "triangle")
-        ] * 2
+        ] * len(windows)
         audio = av_io.read_video(file)[2]
-        assert audio["waveform"].shape[-1] >= round(61 / 16 * audio["sample_rate"])
+        assert audio["waveform"].shape[-1] >= round(len(frames) / 16 * audio["sample_rate"])
     if path.stem == "video_to_video":  # the green triangle's bounce, recoloured by the prompt
         source = av_io.read_video(inputs / "skyreels_v4_source_clip.mp4")[0]
         assert (dominant_colour(source), dominant_colour(frames)) == ("green", "red")

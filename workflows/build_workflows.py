@@ -538,6 +538,33 @@ def long_video(m) -> Workflow:
     return w
 
 
+def extend_to_length(m) -> Workflow:
+    """A 33-frame render continued to 89 frames by Extend to Length: two more windows, each
+    starting with the clip's last 5 frames, joined on as long_video joins its one by hand."""
+    w = Workflow(m)
+    model, _, video_vae, audio_vae, text, negative = _base(
+        w, "a green triangle bounces on the floor"
+    )
+    first = _sampler(
+        w, model, video_vae, audio_vae, text,
+        w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33),
+        negative=(negative, 0),
+    )  # fmt: skip
+    frames = w.add("SkyReelsV4DecodeVideo", av_latent=(first, 0), video_vae=(video_vae, 0))
+    audio = w.add("SkyReelsV4DecodeAudio", av_latent=(first, 0), audio_vae=(audio_vae, 0))
+    longer = w.add(
+        "SkyReelsV4ExtendToLength", model=(model, 0), text=(text, 0), negative=(negative, 0),
+        video_vae=(video_vae, 0), audio_vae=(audio_vae, 0), frames=(frames, 0), audio=(audio, 0),
+        fps=(frames, 1), total_frames=89, window_frames=33, overlap=5, seed=42,
+        **{k: v for k, v in DEMO_SAMPLING.items() if k != "fps"},
+    )  # fmt: skip
+    w.add(
+        "SkyReelsV4SaveVideo", frames=(longer, 0), fps=(frames, 1), audio=(longer, 1),
+        filename_prefix="skyreels_v4/extend_to_length",
+    )  # fmt: skip
+    return w
+
+
 def _low_res_take(w: Workflow):
     """A 64 px clip of 17 frames and its first and last frames at 128 px in one sampling pass;
     returns (sampler, video VAE, audio VAE)."""
@@ -595,6 +622,7 @@ WORKFLOWS = {
     "image_to_video": image_to_video,
     "extend_video": extend_video,
     "long_video": long_video,
+    "extend_to_length": extend_to_length,
     "first_last_frame": first_last_frame,
     "keyframes": keyframes,
     "masked_edit": masked_edit,
