@@ -17,6 +17,7 @@ from .av_io import resample_audio
 from .codecs.protocol import VideoCodec
 from .errors import InputError
 from .masks import extend_video
+from .shapes import latent_frame_count
 from .types import VideoCondition
 
 
@@ -25,10 +26,17 @@ def continue_clip(
 ) -> VideoCondition:
     """A window of ``frames`` whose first ``overlap`` frames (snapped down to 1 + 4k) are the
     last ones of ``clip`` [T, H, W, 3]: the rest continues it."""
+    kept = kept_frames(codec, clip.shape[0], overlap)
+    return extend_video(codec, clip[clip.shape[0] - kept :], frames, kept)
+
+
+def kept_frames(codec: VideoCodec, clip_frames: int, overlap: int) -> int:
+    """How many of a clip's last frames a window keeps for ``overlap``: snapped down to 1 + 4k
+    (whole latent groups), at most the clip's own."""
     if overlap < 1:
         raise InputError("overlap", f"{overlap} frames", "keep at least 1 frame")
-    kept = 1 + (min(overlap, clip.shape[0]) - 1) // codec.temporal_stride * codec.temporal_stride
-    return extend_video(codec, clip[clip.shape[0] - kept :], frames, kept)
+    stride = codec.temporal_stride
+    return 1 + (min(overlap, clip_frames) - 1) // stride * stride
 
 
 def _fade(length: int, like: torch.Tensor) -> torch.Tensor:
@@ -117,6 +125,14 @@ def extend_to_length(
             "total_frames",
             f"{total_frames} frames for a clip that already has {frames.shape[0]}",
             "ask for more frames than the clip has",
+        )
+    latent_frame_count(window_frames, codec.temporal_stride, input_name="window_frames")
+    kept = kept_frames(codec, frames.shape[0], overlap)
+    if kept >= window_frames:
+        raise InputError(
+            "overlap",
+            f"{kept} frames kept of {window_frames}-frame windows leave nothing to render",
+            "keep fewer frames than a window has",
         )
     number = 0
     while frames.shape[0] < total_frames:

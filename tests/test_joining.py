@@ -132,6 +132,10 @@ def test_extending_names_a_length_already_reached_and_a_missing_sound():
         extend_to_length(CODEC, clip, sound, 16.0, 61, 33, 5, silent_window)
     frames, audio = extend_to_length(CODEC, clip, None, 16.0, 61, 33, 5, silent_window)
     assert frames.shape[0] == 61 and audio is None  # a video-only model's clip
+    with pytest.raises(InputError, match="^window_frames: 34 frames is not 4k\\+1"):
+        extend_to_length(CODEC, clip, None, 16.0, 61, 34, 5, silent_window)
+    with pytest.raises(InputError, match="^overlap: 9 frames kept of 9-frame windows"):
+        extend_to_length(CODEC, clip, None, 16.0, 61, 9, 11, silent_window)
 
 
 def test_extend_to_length_names_a_missing_sound_before_rendering():
