@@ -189,6 +189,26 @@ def test_mmaudio_loads_and_matches_diffusers(audio_reference):
         )
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mmaudio_in_half_precision_encodes_through_a_float32_mel(audio_reference, dtype):
+    """Weights in bf16 / fp16 (the loader's dtype): the STFT has no such kernel on CPU, so the
+    log-mel front end stays float32 and only the networks run in the lower precision."""
+    from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+    _, _, folder = audio_reference
+    paths = folder / "vae.safetensors", folder / "vocoder.safetensors"
+    config = {"vae_config": TINY_AUDIO, "vocoder_config": TINY_VOCODER}
+    full = MMAudioCodec.from_single_file(*paths, **config)
+    half = MMAudioCodec.from_single_file(*paths, dtype=dtype, **config)
+    wave = torch.rand(1, 1, 128 * 6, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    latents = half.encode(wave)
+    assert (
+        latents.dtype == torch.float32 and half.vae.mel_converter.mel_basis.dtype == torch.float32
+    )
+    assert (latents - full.encode(wave)).abs().max() < 0.05 * full.encode(wave).abs().max()
+    assert half.decode(latents).shape == (1, 1, 128 * 6)
+
+
 def _weights_visit_only_while_coding(codec, wave):
     from skyreels_core import offload
 

@@ -114,6 +114,9 @@ class MMAudioCodec:
         self.vocoder = vocoder.eval().requires_grad_(False)
         parameter = next(vae.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
+        # The log-mel front end stays in float32, as MMAudio keeps it: FFTs take no bfloat16 on
+        # CPU (nor half precision at most sizes), and the mel's log wants the range.
+        self.vae.mel_converter.float()
         self.offload_device = torch.device(offload_device or self.device)
         place(self.vae, self.offload_device)
         place(self.vocoder, self.offload_device)
@@ -186,7 +189,8 @@ class MMAudioCodec:
             )
         batch, _, samples = waveform.shape
         with self._visit(self.vae, self._vae_elements(batch, samples // self.samples_per_token)):
-            posterior = self.vae.encode(self._placed(waveform[:, 0])).latent_dist
+            mono = waveform[:, 0].to(self.device, torch.float32)
+            posterior = self.vae.encode(mono).latent_dist
             latents = posterior.mode().float().cpu()
         return latents * self.scale
 
