@@ -6,7 +6,8 @@ shapes, random weights).
 The demo codecs forgive what the real ones do not (MMAudio encodes mono only and whole tokens only;
 the Wan VAE is causal in time): this is where a workflow that runs on the demo model but not on
 real weights shows up. Random weights render noise, so the checks are the saved clips' shapes and
-sound, and the clear errors where a demo-only file meets the real stack.
+sound, and the clear errors where a demo-only file meets the real stack. A few run with every
+loader in half precision, as GPU users load them.
 """
 
 from __future__ import annotations
@@ -103,10 +104,33 @@ def _real_prompt(path: Path) -> tuple[dict, dict]:
     return workflow, prompt
 
 
+# Every codec and network path once (sound encoded, sound added, refined); fp16 where the sound is
+# encoded only, since CPUs run it slowly.
+HALF_PRECISION = [
+    ("references", "bf16"),
+    ("references", "fp16"),
+    ("video_to_audio", "bf16"),
+    ("low_res_keyframes_refiner", "bf16"),
+]
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_on_real_format_files(path, real_stack):
+    _run_and_check(path, real_stack)
+
+
+@pytest.mark.parametrize("name, dtype", HALF_PRECISION)
+def test_workflow_runs_with_every_loader_in_half_precision(name, dtype, real_stack):
+    """The loaders' dtype as a GPU user sets it (the MMAudio mel's FFT once failed in bf16)."""
+    _run_and_check(ROOT / "workflows" / f"{name}.json", real_stack, dtype)
+
+
+def _run_and_check(path: Path, real_stack, dtype: str | None = None) -> None:
     inputs, output = real_stack
     workflow, prompt = _real_prompt(path)
+    for node in prompt.values():
+        if dtype and "dtype" in node["inputs"]:
+            node["inputs"]["dtype"] = dtype
     run = lambda: run_api_prompt(  # noqa: E731
         prompt, NODE_CLASS_MAPPINGS, core_shims(inputs), {"workflow": workflow}
     )
