@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from skyreels_core.errors import InputError
-from skyreels_core.joining import extend_to_length, join_clips
+from skyreels_core.joining import DEFAULT_OVERLAP, extend_to_length, join_clips
 
 from . import link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
@@ -44,7 +44,7 @@ class SkyReelsV4JoinClips:
                 "overlap": (
                     "INT",
                     {
-                        "default": 5,
+                        "default": DEFAULT_OVERLAP,
                         "min": 0,
                         "max": 1025,
                         "tooltip": "Frames the two share: wire Continue Clip's overlap here.",
@@ -128,7 +128,7 @@ class SkyReelsV4ExtendToLength:
                 "overlap": (
                     "INT",
                     {
-                        "default": 5,
+                        "default": DEFAULT_OVERLAP,
                         "min": 1,
                         "max": 1025,
                         "tooltip": "How many of the clip's last frames each window starts with "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from skyreels_core import masks
 from skyreels_core.errors import InputError
-from skyreels_core.joining import continue_clip
+from skyreels_core.joining import DEFAULT_OVERLAP, continue_clip
 from skyreels_core.shapes import latent_frame_count, parse_frame_indices
 from skyreels_core.types import VideoCondition
 
@@ -144,7 +144,7 @@ class SkyReelsV4MaskContinue(_MaskNode):
                 "overlap": (
                     "INT",
                     {
-                        "default": 5,
+                        "default": DEFAULT_OVERLAP,
                         "min": 1,
                         "max": 1025,
                         "tooltip": "How many of the clip's last frames the window starts with; "

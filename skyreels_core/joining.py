@@ -20,6 +20,10 @@ from .masks import extend_video
 from .shapes import latent_frame_count
 from .types import VideoCondition
 
+# Frames a window keeps of the clip before it: the demo model's smoothest seams of 1, 5 and 9
+# (bench/README.md, part long_video).
+DEFAULT_OVERLAP = 5
+
 
 def continue_clip(
     codec: VideoCodec, clip: torch.Tensor, frames: int, overlap: int

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from skyreels_core.__main__ import main
 from skyreels_core.av_io import read_video, write_mp4
-from skyreels_core.demo.metrics import psnr
+from skyreels_core.demo.metrics import dominant_colour, dominant_shape, psnr
 from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
 from skyreels_core.errors import InputError
 
@@ -34,6 +34,29 @@ def test_demo_command_writes_a_clip_with_sound(tmp_path, capsys):
         assert [s.type for s in container.streams] == ["video", "audio"]
         assert container.streams.video[0].frames == 33
         assert container.metadata["prompt"] == "a blue square moves right"
+
+
+def test_total_frames_continues_the_render_in_windows_to_that_length(tmp_path, capsys):
+    """--total-frames 89: the 33-frame render and two more windows, each keeping the last 5
+    frames; one green triangle throughout, the sound as long as the clip."""
+    out = tmp_path / "long.mp4"
+    prompt = "a green triangle bounces on the floor"
+    args = ["demo", "--prompt", prompt, "--seed", "42", "--total-frames", "89", "--out", str(out)]
+    assert main(args) == 0
+    frames, fps, audio = read_video(out)
+    assert frames.shape[0] == 89 and fps == 16.0
+    assert abs(audio["waveform"].shape[-1] / audio["sample_rate"] - 89 / 16) < 0.07
+    windows = [frames[start : start + 28] for start in (0, 33, 61)]
+    assert [(dominant_colour(w), dominant_shape(w)) for w in windows] == [("green", "triangle")] * 3
+    with av.open(str(out)) as container:
+        assert container.metadata["total_frames"] == "89"
+    capsys.readouterr()
+    for bad, name in (
+        (["--total-frames", "33"], "--total-frames: 33 frames, not more than --frames 33"),
+        (["--frames", "5", "--total-frames", "20"], "--frames: 5-frame windows"),
+    ):
+        assert main(["demo", *bad, "--out", str(tmp_path / "x.mp4")]) == 2
+        assert name in capsys.readouterr().err
 
 
 def test_keyframes_default_to_first_middle_last_and_belong_to_their_task(tmp_path, capsys):

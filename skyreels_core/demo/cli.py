@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..joining import DEFAULT_OVERLAP
 from ..paths import output_folder
 from ..sampling import SamplerHooks
 from ..shapes import latent_frame_count, parse_frame_indices
-from .render import TASKS, DemoPipeline, RenderRequest, check_request, render
+from .render import TASKS, DemoPipeline, RenderRequest, check_request, render, render_longer
 from .world import FPS as WORLD_FPS
 from .world import render_scene, sample_scene_spec
 
@@ -35,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--frames",
         type=int,
         help="clip length, 4k+1 (default 33); --task v2a: any count (default: the whole clip)",
+    )
+    parser.add_argument(
+        "--total-frames",
+        type=int,
+        help="continue the render to this many frames in --frames windows (the demo model "
+        "learned 33), each starting with the last 5 frames so far and joined on",
     )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument(
@@ -132,6 +139,24 @@ def run(args: argparse.Namespace) -> int:
         latent_frame_count(args.frames, input_name="--frames")
     elif args.frames is not None and args.frames < 1:
         raise InputError("--frames", f"{args.frames}", "give a positive count or leave it out")
+    if args.total_frames is not None:
+        if args.task == "v2a":
+            raise InputError(
+                "--total-frames", "given for --task v2a, which keeps its clip", "drop it"
+            )
+        if args.frames <= DEFAULT_OVERLAP:
+            raise InputError(
+                "--frames",
+                f"{args.frames}-frame windows, each starting with the last {DEFAULT_OVERLAP} "
+                "frames so far, add nothing",
+                f"use windows of at least {DEFAULT_OVERLAP + 4} frames (the demo model learned 33)",
+            )
+        if args.total_frames <= args.frames:
+            raise InputError(
+                "--total-frames",
+                f"{args.total_frames} frames, not more than --frames {args.frames}",
+                "ask for more frames than one window has, or leave it out",
+            )
     if args.cache_threshold < 0:
         raise InputError("--cache-threshold", f"{args.cache_threshold}", "use 0 (off) or more")
     if args.out.exists() and not args.overwrite:
@@ -165,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=args.steps, desc=f"demo {args.task}") as bar:
         hooks = SamplerHooks(progress=lambda step, total: bar.update(step - bar.n))
         frames, audio, _ = render(pipeline, request, hooks)
+    if args.total_frames is not None:
+        windows = -(-(args.total_frames - args.frames) // (args.frames - DEFAULT_OVERLAP))
+        with tqdm(total=args.steps * windows, desc="demo windows") as bar:
+            hooks = SamplerHooks(progress=lambda step, total: bar.update(1))
+            frames, audio = render_longer(
+                pipeline, request, frames, audio, args.total_frames, hooks
+            )
     if args.task == "v2a":  # the clip as given, not its trip through the video codec
         frames = source[: args.frames]
     metadata = {
@@ -175,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
         "cache_threshold": str(args.cache_threshold),
         "model": str(args.model or "bundled demo"),
     }
+    if args.total_frames is not None:
+        metadata["total_frames"] = str(args.total_frames)
     if request.keyframes:
         metadata["keyframes"] = ", ".join(map(str, request.keyframes))
     path = write_mp4(args.out, frames, request.fps, audio, metadata, overwrite=args.overwrite)

@@ -15,6 +15,7 @@ import torch
 from .. import masks
 from ..codecs import audio_token_count
 from ..errors import InputError
+from ..joining import DEFAULT_OVERLAP, extend_to_length
 from ..references import image_references
 from ..sampling import SamplerHooks, SamplerSettings, sample
 from ..shapes import pixel_frame_count
@@ -119,6 +120,46 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
 def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks | None = None):
     """Frames [T, H, W, 3], the host-style AUDIO dict and the AVLatent of one render."""
     condition, references = build_condition(pipeline.video_codec, request)
+    return render_condition(pipeline, request, condition, references, hooks)
+
+
+def render_longer(
+    pipeline: DemoPipeline,
+    request: RenderRequest,
+    frames: torch.Tensor,
+    audio: dict,
+    total_frames: int,
+    hooks: SamplerHooks | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """A render continued to ``total_frames`` in windows of the request's length, each keeping
+    the clip's last frames, with the request's prompt, seed and settings: the Extend to Length
+    node's loop."""
+
+    def window(condition: VideoCondition, number: int) -> tuple[torch.Tensor, dict]:
+        log.info("window %d after the first", number)
+        return render_condition(pipeline, request, condition, None, hooks)[:2]
+
+    return extend_to_length(
+        pipeline.video_codec,
+        frames,
+        audio,
+        request.fps,
+        total_frames,
+        request.frames,
+        DEFAULT_OVERLAP,
+        window,
+    )
+
+
+@torch.no_grad()
+def render_condition(
+    pipeline: DemoPipeline,
+    request: RenderRequest,
+    condition: VideoCondition,
+    references: References | None,
+    hooks: SamplerHooks | None = None,
+):
+    """``render`` for a condition already built (a window continuing a clip)."""
     note = bundle.render_advice(pipeline.model.config.name, condition)
     if note:
         log.warning("%s", note)
