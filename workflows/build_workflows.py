@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,7 @@ class Workflow:
                 else:
                     link = in_links.get((node.id, name))
                     socket_inputs.append({"name": name, "type": kind, "link": link})
+            socket_inputs = _shown_sockets(socket_inputs)
             text_boxes = sum(bool(options.get("multiline")) for _, _, options in inputs)
             rows = max(len(socket_inputs), len(outputs)) + len(widgets_values + trailing)
             height = node_height(node.type, rows, text_boxes)
@@ -218,6 +220,15 @@ DEMO_SAMPLING = {
     "audio_guidance": 1.5,
     "fps": 16.0,
 }
+
+
+def _shown_sockets(sockets: list[dict]) -> list[dict]:
+    """The sockets a node shows once loaded: Image References grows its image_N sockets as they
+    are linked, one empty one after the last linked (js/skyreels_logic.js planReferenceSockets),
+    so the saved node lists those, and its height fits them."""
+    images = [s for s in sockets if re.fullmatch(r"image_\d+", s["name"])]
+    last = max((int(s["name"][6:]) for s in images if s["link"] is not None), default=0)
+    return [s for s in sockets if s not in images or int(s["name"][6:]) <= last + 1]
 
 
 def _base(workflow: Workflow, prompt: str):
