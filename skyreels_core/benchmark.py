@@ -52,6 +52,8 @@ PARTS = (
     "cache",
     "working_memory",
 )
+# Minutes each on 2 CPU cores, so run only when named.
+LONGER_PARTS = ("long_video", "extend_to_length", "lora_training")
 
 
 def step_flops(
@@ -718,10 +720,9 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
             second, second_audio, _ = render(pipeline, request)
             joined, sound = join_clips(frames, second, overlap, request.fps, audio, second_audio)
             fps, seam = request.fps, frames.shape[0] - 1  # the step into the first new frame
-            steps = (centroids(joined)[1:] - centroids(joined)[:-1]).norm(dim=-1)
-            others = torch.cat([steps[: seam - overlap], steps[seam + 1 :]])
-            ratios.append(float(steps[seam] / others.median()))
-            largest += bool(steps[seam] > others.max())
+            (ratio,), is_largest = _seam_steps(centroids(joined), [seam], overlap)
+            ratios.append(ratio)
+            largest += is_largest
             halves = [joined[: seam + 1 - overlap], joined[seam + 1 :]]
             kept += len({(dominant_colour(h), dominant_shape(h)) for h in halves}) == 1
             syncs.append(av_sync_error_ms(joined, sound["waveform"][0], fps, sound["sample_rate"]))
@@ -734,6 +735,67 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
             **mean_av_sync(syncs),
         }
     return results
+
+
+def _seam_steps(path: torch.Tensor, seams: list[int], overlap: int) -> tuple[list[float], bool]:
+    """Each seam's step (from frame ``seam`` into the first new frame after it) over the median
+    step away from the seams and their cross-faded frames, and whether a seam is the largest
+    step of all. ``path``: the object's centroid per frame."""
+    steps = (path[1:] - path[:-1]).norm(dim=-1)
+    away = torch.ones_like(steps, dtype=torch.bool)
+    for seam in seams:
+        away[seam - overlap : seam + 1] = False
+    others = steps[away]
+    return [float(steps[s] / others.median()) for s in seams], bool(
+        max(steps[s] for s in seams) > others.max()
+    )
+
+
+def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
+    """The demo render continued to ``total_frames`` (four 33-frame windows, each keeping the
+    last 5 frames) by ``render_longer``, the Extend to Length node's loop, on held-out prompts
+    (every window at the prompt's seed): whether all windows keep the prompt's colour and shape,
+    each seam's step over the median step, and AV sync over the whole clip."""
+    from .demo.dataset import HELD_OUT_SEED
+    from .demo.metrics import (
+        av_sync_error_ms,
+        centroids,
+        dominant_colour,
+        dominant_shape,
+        mean_av_sync,
+    )
+    from .demo.render import DemoPipeline, RenderRequest, render, render_longer
+    from .demo.world import render_scene, sample_scene_spec
+    from .joining import DEFAULT_OVERLAP
+
+    pipeline = DemoPipeline.load()
+    kept, ratios, largest, syncs = 0, [], 0, []
+    for index in range(cases):
+        prompt = render_scene(sample_scene_spec(HELD_OUT_SEED + index)).caption
+        request = RenderRequest(prompt=prompt, seed=index)
+        frames, audio, _ = render(pipeline, request)
+        frames, audio = render_longer(pipeline, request, frames, audio, total_frames)
+        step = request.frames - DEFAULT_OVERLAP
+        seams = list(range(request.frames - 1, total_frames - 1, step))
+        # Each window's own frames: the clip's up to its overlap, then each window's new ones.
+        starts = [0, *range(request.frames, total_frames, step)]
+        windows = [frames[start : start + step] for start in starts]
+        kept += len({(dominant_colour(w), dominant_shape(w)) for w in windows}) == 1
+        seam_ratios, is_largest = _seam_steps(centroids(frames), seams, DEFAULT_OVERLAP)
+        ratios += seam_ratios
+        largest += is_largest
+        syncs.append(
+            av_sync_error_ms(frames, audio["waveform"][0], request.fps, audio["sample_rate"])
+        )
+    ratios.sort()
+    return {
+        "frames": total_frames,
+        "windows": len(seams) + 1,
+        "same_colour_and_shape_in_every_window": f"{kept}/{cases}",
+        "seam_step_over_median_step": ratios[len(ratios) // 2],
+        "a_seam_is_the_largest_step": f"{largest}/{cases}",
+        **mean_av_sync(syncs),
+    }
 
 
 @torch.no_grad()
@@ -802,7 +864,10 @@ def lora_training(cases: int = 24, clips: int = 256, steps: int = 400) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
-        "--only", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}"
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts of {', '.join(PARTS)} (the default), and the longer "
+        f"{', '.join(LONGER_PARTS)}",
     )
 
 
@@ -821,11 +886,14 @@ def _rows(values: dict, prefix: str = ""):
 def run(args: argparse.Namespace) -> int:
     functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
                  "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
-                 "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory, "long_video": long_video, "lora_training": lora_training}  # fmt: skip
+                 "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory, "long_video": long_video, "extend_to_length": extend_to_length_windows,
+                 "lora_training": lora_training}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in chosen if part not in functions]
     if unknown:
-        raise InputError("--only", f"unknown parts {unknown}", f"choose from {', '.join(PARTS)}")
+        raise InputError(
+            "--only", f"unknown parts {unknown}", f"choose from {', '.join(PARTS + LONGER_PARTS)}"
+        )
     if args.json:
         output_folder(args.json.parent, "--json")
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),

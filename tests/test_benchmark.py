@@ -3,6 +3,7 @@ instruments (tracked tensor bytes, the part timer, the GPU weight projection); n
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from skyreels_core.benchmark import (
@@ -108,6 +109,19 @@ def test_long_video_part_joins_two_windows_per_prompt_and_reads_the_seam():
     assert report["same_colour_and_shape"] in {"0/2", "1/2", "2/2"}
     # Two 33-frame windows joined over 5 frames hold a bounce or two each: contacts are seen.
     assert report["visual_contacts"] > 0
+
+
+def test_extend_to_length_part_reads_every_window_and_seam():
+    from skyreels_core.benchmark import _seam_steps, extend_to_length_windows
+
+    report = extend_to_length_windows(cases=1, total_frames=61)
+    assert (report["frames"], report["windows"]) == (61, 2)
+    assert report["same_colour_and_shape_in_every_window"] in {"0/1", "1/1"}
+    assert report["seam_step_over_median_step"] > 0 and report["visual_contacts"] > 0
+    # A path moving one pixel a frame that jumps 4 at frame 10 into 11: the seam reads 4x.
+    path = torch.arange(20.0)[:, None].repeat(1, 2) / 2**0.5
+    path[11:] += 3 / 2**0.5
+    assert _seam_steps(path, [10], 5) == ([pytest.approx(4.0)], True)
 
 
 def test_lora_training_part_reads_the_bundled_lora_and_one_trained_from_clips():
