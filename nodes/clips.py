@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from skyreels_core.errors import InputError
-from skyreels_core.joining import DEFAULT_OVERLAP, extend_to_length, join_clips
+from skyreels_core.joining import (
+    DEFAULT_OVERLAP,
+    extend_to_length,
+    join_clips,
+    require_matching_sound,
+)
 
 from . import link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
@@ -159,12 +163,7 @@ class SkyReelsV4ExtendToLength:
         unique_id=None,
         **settings,
     ):
-        if model.has_audio and audio is None:
-            raise InputError(
-                "audio",
-                "not connected, and the model makes a sound for every window",
-                "connect the clip's sound (Decode Audio)",
-            )
+        require_matching_sound(audio is not None, model.has_audio)  # before the first window
         sampler, decode_video, decode_audio = (
             SkyReelsV4Sampler(),
             SkyReelsV4DecodeVideo(),

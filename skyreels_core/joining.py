@@ -109,6 +109,19 @@ def join_clips(
     return frames, join_audio(first_audio, second_audio, start, overlap / fps)
 
 
+def require_matching_sound(clip_has_sound: bool, model_makes_sound: bool) -> None:
+    """A clip continued by a model must bring a sound exactly when the model makes one."""
+    if clip_has_sound != model_makes_sound:
+        raise InputError(
+            "audio",
+            "the clip has a sound but the model makes none"
+            if clip_has_sound
+            else "the clip has no sound but the model makes one",
+            "connect the clip's sound (Decode Audio) for a model with an audio stream, and none "
+            "for a video-only one",
+        )
+
+
 def extend_to_length(
     codec: VideoCodec,
     frames: torch.Tensor,
@@ -143,15 +156,7 @@ def extend_to_length(
         number += 1
         condition = continue_clip(codec, frames, window_frames, overlap)
         window, sound = render_window(condition, number)
-        if (audio is None) != (sound is None):
-            raise InputError(
-                "audio",
-                "the clip has no sound but the model makes one"
-                if audio is None
-                else "the clip has a sound but the model makes none",
-                "connect the clip's sound (Decode Audio) for a model with an audio stream, and "
-                "none for a video-only one",
-            )
+        require_matching_sound(audio is not None, sound is not None)
         frames, audio = join_clips(frames, window, len(condition.known_frames), fps, audio, sound)
     if audio is not None:
         samples = round(total_frames / fps * audio["sample_rate"])

@@ -142,8 +142,13 @@ def test_extend_to_length_names_a_missing_sound_before_rendering():
     from types import SimpleNamespace
 
     node = NODE_CLASS_MAPPINGS["SkyReelsV4ExtendToLength"]()
-    with pytest.raises(InputError, match="^audio: not connected, and the model makes a sound"):
+    with pytest.raises(InputError, match="^audio: the clip has no sound but the model makes one"):
         node.extend(SimpleNamespace(has_audio=True), None, CODEC, None, _clip(33), 16.0, 61, 33, 5)
+    sound = {"waveform": torch.zeros(1, 1, 33000), "sample_rate": 16000}
+    with pytest.raises(InputError, match="^audio: the clip has a sound but the model makes none"):
+        node.extend(
+            SimpleNamespace(has_audio=False), None, CODEC, None, _clip(33), 16.0, 61, 33, 5, sound
+        )
     spec = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"].INPUT_TYPES()["required"]
     required = type(node).INPUT_TYPES()["required"]
     assert all(required[name] == spec[name] for name in ("seed", "steps", "solver"))
