@@ -132,12 +132,13 @@ def render_longer(
     hooks: SamplerHooks | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """A render continued to ``total_frames`` in windows of the request's length, each keeping
-    the clip's last frames, with the request's prompt, seed and settings: the Extend to Length
-    node's loop."""
+    the clip's last frames, with the request's prompt, seed, settings and references: the Extend
+    to Length node's loop."""
+    references = build_condition(pipeline.video_codec, request)[1]
 
     def window(condition: VideoCondition, number: int) -> tuple[torch.Tensor, dict]:
         log.info("window %d after the first", number)
-        return render_condition(pipeline, request, condition, None, hooks)[:2]
+        return render_condition(pipeline, request, condition, references, hooks)[:2]
 
     return extend_to_length(
         pipeline.video_codec,
