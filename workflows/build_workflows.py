@@ -516,10 +516,9 @@ def storyboard(m) -> Workflow:
     return w
 
 
-def long_video(m) -> Workflow:
-    """Two windows of 33 frames joined into 61: the second continues the first's last 5 frames
-    (Continue Clip), and Join Clips cross-fades frames and sound where they overlap."""
-    w = Workflow(m)
+def _first_window(w: Workflow):
+    """A 33-frame green triangle decoded: (model, video VAE, audio VAE, prompt, negative prompt,
+    its frames, its sound), the clip long_video and extend_to_length continue."""
     model, _, video_vae, audio_vae, text, negative = _base(
         w, "a green triangle bounces on the floor"
     )
@@ -528,8 +527,16 @@ def long_video(m) -> Workflow:
         w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33),
         negative=(negative, 0),
     )  # fmt: skip
-    first_frames = w.add("SkyReelsV4DecodeVideo", av_latent=(first, 0), video_vae=(video_vae, 0))
-    first_audio = w.add("SkyReelsV4DecodeAudio", av_latent=(first, 0), audio_vae=(audio_vae, 0))
+    frames = w.add("SkyReelsV4DecodeVideo", av_latent=(first, 0), video_vae=(video_vae, 0))
+    audio = w.add("SkyReelsV4DecodeAudio", av_latent=(first, 0), audio_vae=(audio_vae, 0))
+    return model, video_vae, audio_vae, text, negative, frames, audio
+
+
+def long_video(m) -> Workflow:
+    """Two windows of 33 frames joined into 61: the second continues the first's last 5 frames
+    (Continue Clip), and Join Clips cross-fades frames and sound where they overlap."""
+    w = Workflow(m)
+    model, video_vae, audio_vae, text, negative, first_frames, first_audio = _first_window(w)
     window = w.add(
         "SkyReelsV4MaskContinue", video_vae=(video_vae, 0), clip=(first_frames, 0), frames=33,
         overlap=5,
@@ -553,16 +560,7 @@ def extend_to_length(m) -> Workflow:
     """A 33-frame render continued to 89 frames by Extend to Length: two more windows, each
     starting with the clip's last 5 frames, joined on as long_video joins its one by hand."""
     w = Workflow(m)
-    model, _, video_vae, audio_vae, text, negative = _base(
-        w, "a green triangle bounces on the floor"
-    )
-    first = _sampler(
-        w, model, video_vae, audio_vae, text,
-        w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33),
-        negative=(negative, 0),
-    )  # fmt: skip
-    frames = w.add("SkyReelsV4DecodeVideo", av_latent=(first, 0), video_vae=(video_vae, 0))
-    audio = w.add("SkyReelsV4DecodeAudio", av_latent=(first, 0), audio_vae=(audio_vae, 0))
+    model, video_vae, audio_vae, text, negative, frames, audio = _first_window(w)
     longer = w.add(
         "SkyReelsV4ExtendToLength", model=(model, 0), text=(text, 0), negative=(negative, 0),
         video_vae=(video_vae, 0), audio_vae=(audio_vae, 0), frames=(frames, 0), audio=(audio, 0),
