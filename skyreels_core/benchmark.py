@@ -799,27 +799,35 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
 
 
 @torch.no_grad()
-def _palette_readings(pipeline, lora, cases: int) -> dict:
-    """What a LoRA does to held-out prompts at strength 1: colours and hums moved to the palette
-    shift's next colour, shapes kept."""
+def _palette_readings(pipeline, lora, cases: int, strength: float = 1.0) -> dict:
+    """What a LoRA does to held-out prompts at ``strength``: colours and hums moved to the
+    palette shift's next colour, shapes kept, and the sound's sync kept."""
     from .demo.dataset import HELD_OUT_SEED
-    from .demo.metrics import dominant_colour, dominant_pitch_colour, dominant_shape
+    from .demo.metrics import (
+        av_sync_error_ms,
+        dominant_colour,
+        dominant_pitch_colour,
+        dominant_shape,
+        mean_av_sync,
+    )
     from .demo.render import RenderRequest, render
     from .demo.train_lora import PALETTE_SHIFT
     from .demo.world import render_scene, sample_scene_spec
     from .lora import applied
 
     colours = hums = shapes = 0
+    syncs = []
     for index in range(cases):
         caption = render_scene(sample_scene_spec(HELD_OUT_SEED + index)).caption
         shifted, shape = PALETTE_SHIFT[caption.split()[1]], caption.split()[2]  # "a red circle ..."
-        with applied(pipeline.model, [(lora, 1.0)], torch.device("cpu")):
+        with applied(pipeline.model, [(lora, strength)], torch.device("cpu")):
             frames, audio, _ = render(pipeline, RenderRequest(prompt=caption, seed=index))
         colours += dominant_colour(frames) == shifted
         hums += dominant_pitch_colour(audio["waveform"][0], audio["sample_rate"]) == shifted
         shapes += dominant_shape(frames) == shape
+        syncs.append(av_sync_error_ms(frames, audio["waveform"][0], 16.0, audio["sample_rate"]))
     return {"colours_shifted": f"{colours}/{cases}", "hums_shifted": f"{hums}/{cases}",
-            "shapes_kept": f"{shapes}/{cases}"}  # fmt: skip
+            "shapes_kept": f"{shapes}/{cases}", **mean_av_sync(syncs)}  # fmt: skip
 
 
 def lora_training(cases: int = 24, clips: int = 256, steps: int = 400) -> dict:
@@ -835,8 +843,10 @@ def lora_training(cases: int = 24, clips: int = 256, steps: int = 400) -> dict:
     from .lora import read_lora
 
     pipeline = DemoPipeline.load()
+    bundled = read_lora(bundle.lora_path(), pipeline.model)
     results = {
-        "bundled": _palette_readings(pipeline, read_lora(bundle.lora_path(), pipeline.model), cases)
+        "bundled": _palette_readings(pipeline, bundled, cases),
+        "bundled_at_half_strength": _palette_readings(pipeline, bundled, cases, strength=0.5),
     }
     with tempfile.TemporaryDirectory() as folder:
         shifted = Path(folder) / "palette_shift"
