@@ -56,6 +56,14 @@ PARTS = (
 LONGER_PARTS = ("long_video", "extend_to_length", "lora_training")
 
 
+def _held_out_captions(cases: int) -> list[str]:
+    """The prompts of the demo world's first ``cases`` held-out scenes, which no training saw."""
+    from .demo.dataset import HELD_OUT_SEED
+    from .demo.world import render_scene, sample_scene_spec
+
+    return [render_scene(sample_scene_spec(HELD_OUT_SEED + i)).caption for i in range(cases)]
+
+
 def step_flops(
     config: ModelConfig, video_tokens: int, audio_tokens: int, text_tokens: int = 256
 ) -> float:
@@ -556,10 +564,8 @@ def step_cache(
     """Demo renders of held-out prompts with the step cache at each threshold against the same
     renders uncached: model calls a render, wall time, PSNR of the decoded frames, and how many
     keep the uncached render's colour, shape and pitch."""
-    from .demo.dataset import HELD_OUT_SEED
     from .demo.metrics import dominant_colour, dominant_pitch_colour, dominant_shape, psnr
     from .demo.render import DemoPipeline, RenderRequest, render
-    from .demo.world import render_scene, sample_scene_spec
 
     pipeline = DemoPipeline.load()
     render(pipeline, RenderRequest(steps=2))  # first-call costs out of the timings
@@ -570,7 +576,7 @@ def step_cache(
         pitch = dominant_pitch_colour(audio["waveform"][0], audio["sample_rate"])
         return dominant_colour(frames), dominant_shape(frames), pitch
 
-    prompts = [render_scene(sample_scene_spec(HELD_OUT_SEED + i)).caption for i in range(cases)]
+    prompts = _held_out_captions(cases)
     results = {}
     for count in steps:
         plain = {}
@@ -696,7 +702,6 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
     prompts (both windows at the prompt's seed), for each overlap kept by the second window:
     the object's step across the seam over the clip's median step, how often the seam is the
     largest step of all, the colour and shape of the two windows, and AV sync of the joined clip."""
-    from .demo.dataset import HELD_OUT_SEED
     from .demo.metrics import (
         av_sync_error_ms,
         centroids,
@@ -705,11 +710,10 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
         mean_av_sync,
     )
     from .demo.render import DemoPipeline, RenderRequest, render
-    from .demo.world import render_scene, sample_scene_spec
     from .joining import join_clips
 
     pipeline = DemoPipeline.load()
-    prompts = [render_scene(sample_scene_spec(HELD_OUT_SEED + i)).caption for i in range(cases)]
+    prompts = _held_out_captions(cases)
     firsts = [render(pipeline, RenderRequest(prompt=p, seed=i)) for i, p in enumerate(prompts)]
     results = {}
     for overlap in overlaps:
@@ -756,7 +760,6 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
     last 5 frames) by ``render_longer``, the Extend to Length node's loop, on held-out prompts
     (every window at the prompt's seed): whether all windows keep the prompt's colour and shape,
     each seam's step over the median step, and AV sync over the whole clip."""
-    from .demo.dataset import HELD_OUT_SEED
     from .demo.metrics import (
         av_sync_error_ms,
         centroids,
@@ -765,13 +768,11 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
         mean_av_sync,
     )
     from .demo.render import DemoPipeline, RenderRequest, render, render_longer
-    from .demo.world import render_scene, sample_scene_spec
     from .joining import DEFAULT_OVERLAP
 
     pipeline = DemoPipeline.load()
     kept, ratios, largest, syncs = 0, [], 0, []
-    for index in range(cases):
-        prompt = render_scene(sample_scene_spec(HELD_OUT_SEED + index)).caption
+    for index, prompt in enumerate(_held_out_captions(cases)):
         request = RenderRequest(prompt=prompt, seed=index)
         frames, audio, _ = render(pipeline, request)
         frames, audio = render_longer(pipeline, request, frames, audio, total_frames)
@@ -802,7 +803,6 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
 def _palette_readings(pipeline, lora, cases: int, strength: float = 1.0) -> dict:
     """What a LoRA does to held-out prompts at ``strength``: colours and hums moved to the
     palette shift's next colour, shapes kept, and the sound's sync kept."""
-    from .demo.dataset import HELD_OUT_SEED
     from .demo.metrics import (
         av_sync_error_ms,
         dominant_colour,
@@ -812,13 +812,11 @@ def _palette_readings(pipeline, lora, cases: int, strength: float = 1.0) -> dict
     )
     from .demo.render import RenderRequest, render
     from .demo.train_lora import PALETTE_SHIFT
-    from .demo.world import render_scene, sample_scene_spec
     from .lora import applied
 
     colours = hums = shapes = 0
     syncs = []
-    for index in range(cases):
-        caption = render_scene(sample_scene_spec(HELD_OUT_SEED + index)).caption
+    for index, caption in enumerate(_held_out_captions(cases)):
         shifted, shape = PALETTE_SHIFT[caption.split()[1]], caption.split()[2]  # "a red circle ..."
         with applied(pipeline.model, [(lora, strength)], torch.device("cpu")):
             frames, audio, _ = render(pipeline, RenderRequest(prompt=caption, seed=index))
