@@ -298,11 +298,8 @@ def _require_one_family(
 ) -> None:
     """Every input the model reads, and the VAEs that will preview and decode its render, of the
     model's own family: checked before the first step, not at the decode after it."""
-    video, audio, width = (
-        config.video_latent_channels,
-        config.audio_latent_channels,
-        "text features",
-    )
+    video, audio = config.video_latent_channels, config.audio_latent_channels
+    width = "text features"
     checks = [
         ("text", text.features.shape[-1], config.text_dim, width),
         ("negative", negative.features.shape[-1] if negative else None, config.text_dim, width),
