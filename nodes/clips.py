@@ -20,7 +20,7 @@ CATEGORY = "SkyReels-V4/clips"
 LOG = logging.getLogger("skyreels_v4")
 # The Sampler's own inputs that every window shares, taken from it so the two never drift.
 WINDOW_SETTINGS = ("seed", "steps", "shift", "solver", "video_guidance", "audio_guidance")
-WINDOW_EXTRAS = ("negative", "references", "cache_threshold")
+WINDOW_EXTRAS = ("negative", "references", "cache_threshold", "sigmas")
 
 
 class SkyReelsV4JoinClips:

@@ -9,6 +9,8 @@ CONDITION = "SKYREELS_COND"
 REFERENCES = "SKYREELS_REFS"
 AV_LATENT = "SKYREELS_AV_LATENT"
 REFINER = "SKYREELS_REFINER"
+# The host's own noise schedule type: a 1-D tensor of times, so its sigma nodes connect.
+SIGMAS = "SIGMAS"
 
 # Video-VAE inputs also take the host's own VAE object when it holds the same Wan 2.1 model.
 ANY_VIDEO_VAE = f"{VIDEO_VAE},VAE"

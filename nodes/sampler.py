@@ -6,7 +6,13 @@ from skyreels_core.codecs import audio_token_count
 from skyreels_core.demo.bundle import render_advice
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
-from skyreels_core.sampling import SamplerHooks, SamplerSettings, sample
+from skyreels_core.sampling import (
+    SamplerHooks,
+    SamplerSettings,
+    flow_sigmas,
+    sample,
+    sigmas_from_text,
+)
 from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
 
 from . import host, link_types
@@ -190,6 +196,15 @@ class SkyReelsV4Sampler:
                         "steps and the last step always run.",
                     },
                 ),
+                "sigmas": (
+                    link_types.SIGMAS,
+                    {
+                        "tooltip": "A noise schedule given outright (SkyReels-V4 Schedule, or the "
+                        "host's sigma nodes): times from 1 (pure noise) down to 0. Replaces "
+                        "steps, shift and denoise_start; a schedule starting below 1 refines "
+                        "`initial`."
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -216,6 +231,7 @@ class SkyReelsV4Sampler:
         initial=None,
         denoise_start: float = 1.0,
         cache_threshold: float = 0.0,
+        sigmas=None,
         unique_id=None,
     ):
         _require_one_family(
@@ -253,8 +269,11 @@ class SkyReelsV4Sampler:
             seed=seed,
             denoise_start=denoise_start,
             cache_threshold=cache_threshold,
+            sigmas=sigmas,
         )
-        progress = host.Progress(steps, node_id=unique_id, description="SkyReels-V4 sampling")
+        progress = host.Progress(
+            settings.steps, node_id=unique_id, description="SkyReels-V4 sampling"
+        )
 
         def after_step(step: int, total: int) -> None:
             progress.update(step)
@@ -315,5 +334,54 @@ def _require_one_family(
         require_width(input_name, found, expected, what, "this model")
 
 
-NODE_CLASS_MAPPINGS = {"SkyReelsV4Sampler": SkyReelsV4Sampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"SkyReelsV4Sampler": "SkyReels-V4 Sampler (video + audio)"}
+class SkyReelsV4Schedule:
+    DESCRIPTION = (
+        "The Sampler's noise schedule as the host's SIGMAS, to reshape with the host's sigma nodes "
+        "(Split Sigmas, Set First Sigma, ...) or to replace with times written out: a distilled "
+        "model's or LoRA's published few-step schedule."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (link_types.SIGMAS,)
+    RETURN_NAMES = ("sigmas",)
+    OUTPUT_TOOLTIPS = ("Times from the start down to 0, for the Sampler's `sigmas` input.",)
+    FUNCTION = "schedule"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        sampler = SkyReelsV4Sampler.INPUT_TYPES()
+        return {
+            "required": {
+                "steps": sampler["required"]["steps"],
+                "shift": sampler["required"]["shift"],
+                "denoise_start": sampler["optional"]["denoise_start"],
+            },
+            "optional": {
+                "custom": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Times written out, from 1 down to 0, e.g. "
+                        "`1.0, 0.9375, 0.8333, 0.625, 0` (a distillation LoRA's schedule): "
+                        "replaces steps, shift and denoise_start. Empty: the Sampler's own "
+                        "shifted schedule.",
+                    },
+                ),
+            },
+        }
+
+    def schedule(self, steps: int, shift: float, denoise_start: float, custom: str = ""):
+        """Float64, as the Sampler computes its own: wired straight in, it renders bit for bit
+        what the Sampler's widgets do."""
+        if custom.strip():
+            return (sigmas_from_text(custom),)
+        return (flow_sigmas(steps, shift, denoise_start),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "SkyReelsV4Sampler": SkyReelsV4Sampler,
+    "SkyReelsV4Schedule": SkyReelsV4Schedule,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SkyReelsV4Sampler": "SkyReels-V4 Sampler (video + audio)",
+    "SkyReelsV4Schedule": "SkyReels-V4 Schedule (sigmas)",
+}

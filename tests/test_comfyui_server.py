@@ -340,6 +340,51 @@ def test_a_lora_from_the_hosts_lora_folder_changes_the_render(server, tmp_path):
         lora.unlink()
 
 
+def test_the_hosts_sigma_nodes_drive_the_sampler(server):
+    """The Sampler's ``sigmas`` takes the host's SIGMAS: the pack's Schedule at the Sampler's own
+    settings renders its frames; the host's Karras scheduler (sigma_max 1) renders others; Split
+    Sigmas' tail has a second Sampler refine the first one's render from halfway down."""
+    client = ComfyServer(server["base"], timeout_s=60)
+    info = client.object_info()
+    plain = ui_to_api(json.loads((ROOT / "workflows" / "text_to_video.json").read_text()), info)
+    sampler = next(i for i, node in plain.items() if node["class_type"] == "SkyReelsV4Sampler")
+    plain[sampler]["inputs"]["steps"] = 6
+    own = {"steps": 6, "shift": plain[sampler]["inputs"]["shift"], "denoise_start": 1.0}
+
+    def frames(nodes: dict, sigmas: list | None = None, refine: bool = False) -> torch.Tensor:
+        prompt = json.loads(json.dumps(plain))
+        prompt.update(json.loads(json.dumps(nodes)))
+        if refine:  # a second Sampler on the first one's render; the decoders read the second
+            for node in prompt.values():
+                for name, value in node["inputs"].items():
+                    if value == [sampler, 0]:
+                        node["inputs"][name] = ["950", 0]
+            prompt["950"] = json.loads(json.dumps(prompt[sampler]))
+            prompt["950"]["inputs"].update(seed=7, initial=[sampler, 0], sigmas=sigmas)
+        elif sigmas:
+            prompt[sampler]["inputs"]["sigmas"] = sigmas
+        entry = _finished(client, client.queue(prompt))
+        _check_saved(server, entry)
+        (video,) = [v for o in entry["outputs"].values() for v in o.get("skyreels_videos", [])]
+        return av_io.read_video(server["output"] / video["subfolder"] / video["filename"])[0]
+
+    base = frames({})
+    schedule = {"900": {"class_type": "SkyReelsV4Schedule", "inputs": own}}
+    karras = {"steps": 6, "sigma_max": 1.0, "sigma_min": 0.002, "rho": 7.0}
+    split = {
+        **schedule,
+        "901": {"class_type": "SplitSigmas", "inputs": {"sigmas": ["900", 0], "step": 5}},
+    }
+    same = psnr(frames(schedule, ["900", 0]), base)
+    other = psnr(
+        frames({"900": {"class_type": "KarrasScheduler", "inputs": karras}}, ["900", 0]), base
+    )
+    refined = psnr(frames(split, ["901", 1], refine=True), base)
+    print(f"same {same:.1f} dB, karras {other:.1f} dB, refined {refined:.1f} dB")
+    assert same > 45.0  # equal up to the server's float noise (see the LoRA test)
+    assert other < 40.0 and refined < 45.0
+
+
 def _declared(prompt: dict, object_info: dict) -> dict:
     """The prompt as the server reads it: inputs a node does not declare are dropped there."""
     declared = {}

@@ -12,6 +12,7 @@ from skyreels_core.errors import InputError
 from skyreels_core.sampling import (
     SamplerHooks,
     SamplerSettings,
+    flow_sigmas,
     initial_noise,
     sample,
 )
@@ -451,6 +452,40 @@ def test_refinement_without_initial_latents_is_an_input_error():
             settings=settings(denoise_start=0.5),
         )
     assert error.value.input_name == "denoise_start"
+
+
+@pytest.mark.parametrize("solver", ["euler", "unipc", "dpmpp_2m"])
+def test_a_given_schedule_is_the_one_the_model_is_called_at(solver):
+    """``sigmas`` replaces steps, shift and denoise_start: the widgets' own schedule given outright
+    renders bit for bit what they do (to float32's rounding of the times, as the host's sigma
+    nodes hold them); any other is stepped through time by time, and one
+    starting below 1 refines ``initial`` exactly as denoise_start does."""
+
+    def render(initial=None, **overrides):
+        model = FakeModel(wavy)
+        result = sample(model, text=text(), negative_text=None, condition=condition(),
+                        audio_tokens=L_A, settings=settings(solver=solver, **overrides),
+                        initial=initial)  # fmt: skip
+        return result, [call["timestep"].item() for call in model.calls]
+
+    own, own_times = render(steps=6, shift=3.0)
+    given, given_times = render(steps=50, shift=1.0, sigmas=flow_sigmas(6, 3.0))
+    assert given_times == own_times
+    assert torch.equal(given.video, own.video) and torch.equal(given.audio, own.audio)
+    rounded, _ = render(sigmas=flow_sigmas(6, 3.0).float())  # the host's sigma nodes: float32
+    torch.testing.assert_close(rounded.video, own.video, rtol=0, atol=1e-5)
+
+    _, times = render(sigmas=[1.0, 0.9375, 0.8333, 0.625, 0.0])
+    assert times == pytest.approx([1.0, 0.9375, 0.8333, 0.625], abs=1e-7)
+
+    start = AVLatent(video=TARGETS["video"].clone(), audio=TARGETS["audio"].clone())
+    by_widget, _ = render(initial=start, steps=3, shift=5.0, denoise_start=0.4)
+    by_schedule, times = render(initial=start, sigmas=flow_sigmas(3, 5.0, 0.4))
+    assert times[0] == pytest.approx(0.4)
+    assert torch.equal(by_schedule.video, by_widget.video)
+    with pytest.raises(InputError, match="^sigmas: starting at 0.4 needs latents") as error:
+        render(sigmas=flow_sigmas(3, 5.0, 0.4))
+    assert "start the schedule at 1" in error.value.fix
 
 
 def test_video_only_model_returns_no_audio_and_checks_audio_tokens():

@@ -257,11 +257,62 @@ def test_denoise_start_keeps_what_it_starts_from(host_folders):
     for stream in (0, 1):
         assert near[stream] < mid[stream] < far[stream]
         assert near[stream] < 0.5 * far[stream]
-    with pytest.raises(InputError, match="^denoise_start: 0.3 needs latents to start from"):
+    with pytest.raises(
+        InputError, match="^denoise_start: starting at 0.3 needs latents to start from"
+    ):
         distance(denoise_start=0.3)
     silent = replace(made, audio=None)
     with pytest.raises(InputError, match="^initial: the AV latent to start from has no audio"):
         distance(initial=silent, denoise_start=0.3)
+
+
+def test_a_schedule_wired_into_the_sampler_replaces_its_steps(host_folders, monkeypatch):
+    """The Schedule node's own schedule in ``sigmas`` renders bit for bit what the Sampler's
+    widgets do, whatever they say; a written-out one runs its own steps (the progress bar's
+    total) to another clip; Extend to Length hands it to every window."""
+    inputs, output = host_folders
+    path = ROOT / "workflows" / "text_to_video.json"
+    _, result, _, _ = _run_workflow(path, inputs, output)
+    prompt = ui_to_api(json.loads(path.read_text()), OBJECT_INFO)
+    sampler_id = next(i for i, node in prompt.items() if node["class_type"] == "SkyReelsV4Sampler")
+    made = result[sampler_id]["result"][0]
+    settings = {name: result[str(v[0])]["result"][v[1]] if isinstance(v, list) else v
+                for name, v in prompt[sampler_id]["inputs"].items()}  # fmt: skip
+    sampler, schedule = (NODE_CLASS_MAPPINGS[name]() for name in
+                         ("SkyReelsV4Sampler", "SkyReelsV4Schedule"))  # fmt: skip
+    (own,) = schedule.schedule(settings["steps"], settings["shift"], 1.0)
+    given = sampler.sample(**{**settings, "steps": 3, "shift": 1.0, "sigmas": own})["result"][0]
+    assert torch.equal(given.video, made.video) and torch.equal(given.audio, made.audio)
+
+    totals = []
+    host = sys.modules[type(sampler).__module__].host
+    monkeypatch.setattr(host, "Progress", _recording(host.Progress, totals))
+    (written,) = schedule.schedule(20, 5.0, 1.0, custom="1, 0.9375, 0.8333, 0.625, 0")
+    short = sampler.sample(**{**settings, "sigmas": written})["result"][0]
+    assert totals == [4]
+    assert (short.video - made.video).abs().mean() > 0.01 * made.video.abs().mean()
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4ExtendToLength"]()
+    assert node.INPUT_TYPES()["optional"]["sigmas"][0] == "SIGMAS"
+    frames = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]().decode(made, settings["video_vae"])
+    sound = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeAudio"]().decode(made, settings["audio_vae"])
+    window = {name: settings[name] for name in ("seed", "steps", "shift", "solver",
+                                               "video_guidance", "audio_guidance")}  # fmt: skip
+    with pytest.raises(InputError, match="^sigmas: starts at 14.6"):
+        node.extend(settings["model"], settings["text"], settings["video_vae"],
+                    settings["audio_vae"], frames[0], 16.0, 61, 33, 5, sound[0],
+                    sigmas=torch.tensor([14.6, 1.0, 0.0]), **window)  # fmt: skip
+
+
+def _recording(progress: type, totals: list[int]) -> type:
+    """``progress`` that also notes each bar's total."""
+
+    class Recording(progress):
+        def __init__(self, total: int, *args, **kwargs) -> None:
+            totals.append(total)
+            super().__init__(total, *args, **kwargs)
+
+    return Recording
 
 
 def _check_the_example_take(uis: list[dict], output: Path) -> None:

@@ -1,15 +1,17 @@
 """Flow-matching sampling of the dual-stream model: schedule, solvers, guidance, the sampler."""
 
 from .sampler import SamplerHooks, SamplerSettings, initial_noise, require_finite, sample
-from .schedules import flow_sigmas
+from .schedules import custom_sigmas, flow_sigmas, sigmas_from_text
 from .solvers import SOLVERS
 
 __all__ = [
     "SOLVERS",
     "SamplerHooks",
     "SamplerSettings",
+    "custom_sigmas",
     "flow_sigmas",
     "initial_noise",
     "require_finite",
     "sample",
+    "sigmas_from_text",
 ]

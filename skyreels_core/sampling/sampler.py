@@ -24,7 +24,7 @@ from ..objective import noised, velocity_target
 from ..offload import ReserveMemory
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
-from .schedules import flow_sigmas
+from .schedules import custom_sigmas, flow_sigmas
 from .solvers import make_solver
 from .step_cache import StepCache
 
@@ -40,7 +40,9 @@ class SamplerSettings:
     video-to-video). ``batch_guidance`` runs the conditional and unconditional passes as one
     batch of two: fewer, larger kernels, at twice the activation memory. ``cache_threshold`` > 0
     skips model calls whose output is predictable (:mod:`.step_cache`); the first
-    ``cache_warmup`` share of the steps and the last step always run.
+    ``cache_warmup`` share of the steps and the last step always run. ``sigmas``, a schedule
+    given outright (:func:`.schedules.custom_sigmas`), replaces ``steps``, ``shift`` and
+    ``denoise_start``: they are set from it, so the rest of the sampler reads one schedule.
     """
 
     steps: int = 50
@@ -59,6 +61,18 @@ class SamplerSettings:
     denoise_start: float = 1.0
     cache_threshold: float = 0.0
     cache_warmup: float = 0.15
+    sigmas: Sequence[float] | torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.sigmas is not None:
+            self.sigmas = tuple(custom_sigmas(self.sigmas).tolist())
+            self.steps, self.denoise_start = len(self.sigmas) - 1, self.sigmas[0]
+
+    def schedule(self) -> list[float]:
+        """The times the render steps through, from its start down to 0."""
+        if self.sigmas is not None:
+            return list(self.sigmas)
+        return flow_sigmas(self.steps, self.shift, self.denoise_start).tolist()
 
 
 @dataclass
@@ -284,15 +298,18 @@ def _start_latents(
     start: float,
     has_audio: bool,
     keyframe_indices: list[int],
+    start_input: str = "denoise_start",
 ) -> Streams:
-    """Pure noise at t = 1; otherwise ``initial`` noised to ``start`` with the seed's noise."""
+    """Pure noise at t = 1; otherwise ``initial`` noised to ``start`` with the seed's noise.
+    ``start_input`` is the input that set the start (a given schedule's first time)."""
     if start >= 1.0:
         return [n.clone() for n in noise]
     if initial is None:
+        fix = "start the schedule at 1" if start_input == "sigmas" else "set denoise_start to 1"
         raise InputError(
-            "denoise_start",
-            f"{start} needs latents to start from, and none were given",
-            "connect an AV latent to refine, or set denoise_start to 1",
+            start_input,
+            f"starting at {start:g} needs latents to start from, and none were given",
+            f"connect an AV latent to refine, or {fix}",
         )
     clean = [initial.video]
     if has_audio:
@@ -384,7 +401,7 @@ def sample(
         keyframe_shape = (batch, channels, len(keyframes), *scaled)
         shapes.append(keyframe_shape)
 
-    sigmas = flow_sigmas(settings.steps, settings.shift, settings.denoise_start).tolist()
+    sigmas = settings.schedule()
     solver = make_solver(settings.solver, sigmas)
     scales = [settings.video_guidance] + [settings.audio_guidance] * has_audio
     guidance = StreamGuidance(
@@ -418,7 +435,10 @@ def sample(
         hooks.reserve(device, _largest_pass_bytes(model, shapes, has_audio, references, texts))
 
     noise = initial_noise(settings.seed, shapes, device)
-    latents = _start_latents(initial, noise, settings.denoise_start, has_audio, keyframes)
+    start_input = "denoise_start" if settings.sigmas is None else "sigmas"
+    latents = _start_latents(
+        initial, noise, settings.denoise_start, has_audio, keyframes, start_input
+    )
     known_velocity = velocity_target(known_latents, noise[0])
     cache = StepCache(settings.cache_threshold, math.ceil(settings.cache_warmup * settings.steps))
     with torch.no_grad():

@@ -7,6 +7,9 @@ steps at high noise, where a long clip's layout and motion are decided.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import torch
 
 from ..errors import InputError
@@ -43,3 +46,56 @@ def flow_sigmas(steps: int, shift: float, start: float = 1.0) -> torch.Tensor:
     sigmas[0] = start
     sigmas[-1] = 0.0
     return sigmas
+
+
+def custom_sigmas(
+    values: Sequence[float] | torch.Tensor, input_name: str = "sigmas"
+) -> torch.Tensor:
+    """A schedule given as its times (a distillation LoRA's published one, the host's sigma nodes):
+    checked to run from at most 1 strictly down to exactly 0, so every solver step is a real step
+    and the render ends clean.
+
+    The host's Karras-style schedulers default to sigma_max 14.6 (the noise scale of the older
+    epsilon models); flow matching's noise is t = 1, hence the advice.
+    """
+    times = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+    if times.numel() < 2:
+        raise InputError(
+            input_name, f"{times.numel()} time(s)", "give at least a start and the final 0"
+        )
+    if not bool(torch.isfinite(times).all()):
+        raise InputError(input_name, "holds NaN or inf", "give finite times from 1 down to 0")
+    if not 0 < times[0] <= 1:
+        raise InputError(
+            input_name,
+            f"starts at {times[0].item():g}, outside (0, 1] (1 is pure noise in flow matching)",
+            "start at 1 (or below, with an initial latent to refine); for the host's Karras or "
+            "Exponential scheduler set sigma_max to 1 and sigma_min to about 0.002",
+        )
+    if times[-1] != 0:
+        raise InputError(
+            input_name,
+            f"ends at {times[-1].item():g}, so the render would keep that much noise",
+            "end the schedule at 0",
+        )
+    if not bool((times[1:] < times[:-1]).all()):
+        raise InputError(
+            input_name, "is not strictly decreasing", "list each time once, from high to low"
+        )
+    return times
+
+
+def sigmas_from_text(text: str, input_name: str = "custom") -> torch.Tensor:
+    """Times written out, as papers and model cards print them: ``1.0, 0.9375, 0.8333, 0.625, 0``
+    (commas, spaces or a pasted Python list's brackets between them)."""
+    values = []
+    for token in re.split(r"[\s,;\[\]()]+", text.strip()):
+        if not token:
+            continue
+        try:
+            values.append(float(token))
+        except ValueError:
+            raise InputError(
+                input_name, f"{token!r} is not a number", "write times like 1, 0.9, 0.6, 0"
+            ) from None
+    return custom_sigmas(values, input_name)
