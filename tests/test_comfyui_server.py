@@ -380,9 +380,9 @@ def test_the_hosts_sigma_nodes_drive_the_sampler(server):
         frames({"900": {"class_type": "KarrasScheduler", "inputs": karras}}, ["900", 0]), base
     )
     refined = psnr(frames(split, ["901", 1], refine=True), base)
-    print(f"same {same:.1f} dB, karras {other:.1f} dB, refined {refined:.1f} dB")
     assert same > 45.0  # equal up to the server's float noise (see the LoRA test)
-    assert other < 40.0 and refined < 45.0
+    assert other < 40.0  # 22.9 dB once
+    assert other + 5.0 < refined < 45.0  # 34.2 dB: the refinement keeps the render's layout
 
 
 def _declared(prompt: dict, object_info: dict) -> dict:
