@@ -31,7 +31,8 @@ DTYPE_INPUT = (
     DTYPE_CHOICES,
     {
         "default": "auto",
-        "tooltip": "Weight precision: auto is bf16 on CUDA, fp32 on CPU. fp16/bf16 halve memory.",
+        "tooltip": "Weight precision: auto is bf16 on CUDA, fp32 on CPU. fp16/bf16 halve memory; "
+        "on a CPU, fp16 computes many times slower than bf16 (no fast kernels there).",
     },
 )
 

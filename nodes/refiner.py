@@ -15,10 +15,12 @@ from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pix
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
+from .codec_inputs import video_codec
 from .families import channels, require_width
 from .loaders import CATEGORY as LOADERS_CATEGORY
 from .loaders import DTYPE_INPUT, FileLoader
 from .notes import with_note
+from .previews import preview_hook
 from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/refiner"
@@ -193,6 +195,10 @@ class SkyReelsV4Refine:
                         "tooltip": "Frames of the low-res clip the keyframes belong to (empty = the ones they carry).",
                     },
                 ),  # fmt: skip
+                "video_vae": (
+                    link_types.ANY_VIDEO_VAE,
+                    {"tooltip": "Connect to see live previews while refining."},
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -218,6 +224,7 @@ class SkyReelsV4Refine:
         seed: int,
         keyframes: AVLatent | None = None,
         keyframe_indices: str = "",
+        video_vae=None,
         unique_id=None,
     ):
         settings = RefinerSettings(
@@ -234,12 +241,17 @@ class SkyReelsV4Refine:
             if latent is not None:
                 found = channels(latent.video)
                 require_width(name, found, taken, "video latent channels", "this refiner")
+        codec = video_codec(video_vae) if video_vae is not None else None
+        if codec is not None:
+            found = codec.latent_channels
+            require_width("video_vae", found, taken, "video latent channels", "this refiner")
         key_latents, indices = (
             _keyframes(av_latent, keyframes, keyframe_indices) if reinject_keyframes else (None, [])
         )
         progress = host.Progress(steps, node_id=unique_id, description="SkyReels-V4 refining")
         hooks = SamplerHooks(
             progress=lambda step, total: progress.update(step),
+            preview=preview_hook(progress, codec) if codec is not None else None,
             interrupt=host.check_interrupt,
             reserve=host.reserve,
         )

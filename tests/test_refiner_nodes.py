@@ -138,3 +138,35 @@ def test_the_demo_refiner_notes_a_scale_it_was_not_trained_for(caplog):
     assert SkyReelsV4Refine().refine(tiny, small, **{**widgets, "scale": 3})["ui"] == {
         "skyreels_note": [""]
     }
+
+
+def test_refine_node_previews_its_running_estimate_through_a_video_vae(refiner, monkeypatch):
+    """With ``video_vae`` wired, every step shows the middle frame of the clip the refiner is
+    heading for, in the node: the last one is the refined clip's own; a VAE of another family
+    is refused before the first step."""
+    import numpy as np
+    from codec_helpers import PoolingCodec
+    from PIL import Image
+
+    from skyreels_core.preview import previewer
+
+    shown = []
+
+    class Recording(host.Progress):
+        def update(self, value, preview=None):
+            if preview is not None:
+                shown.append((value, np.asarray(preview)))
+            super().update(value, preview)
+
+    monkeypatch.setattr(host, "Progress", Recording)
+    codec = PoolingCodec()
+    (out,) = SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS, video_vae=codec)["result"]
+    assert [step for step, _ in shown] == [1, 2]
+    rgb = (previewer(codec)(out.video) * 255).round().to(torch.uint8).numpy()
+    image = Image.fromarray(rgb)
+    scale = 256 // max(image.size)
+    expected = np.asarray(image.resize((image.width * scale, image.height * scale)))
+    assert np.array_equal(shown[-1][1], expected)
+    assert not np.array_equal(shown[0][1], expected)
+    with pytest.raises(InputError, match="^video_vae: .*16 video latent channels"):
+        SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS, video_vae=PoolingCodec(16))

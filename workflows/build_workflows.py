@@ -593,6 +593,7 @@ def _refine(w: Workflow, take, video_vae, audio_vae, prefix: str) -> None:
     refined = w.add(
         "SkyReelsV4Refine", refiner=(refiner, 0), av_latent=take, scale=2, fps_factor=2,
         reinject_keyframes=True, sparsity=0.75, steps=1, denoise_start=1.0, seed=42,
+        video_vae=(video_vae, 0),
     )  # fmt: skip
     _decode_and_save(w, refined, video_vae, audio_vae, prefix)
 
