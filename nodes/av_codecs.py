@@ -9,7 +9,7 @@ from skyreels_core.codecs import audio_token_count
 from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
-from skyreels_core.shapes import latent_frame_count, pixel_frame_count
+from skyreels_core.shapes import latent_frame_count, pixel_frame_count, rgb_pixels
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
@@ -155,7 +155,8 @@ class SkyReelsV4EncodeVideo:
         latent_frame_count(frames.shape[0], input_name="frames")
         codec = video_codec(video_vae)
         with out_of_memory_advice("SkyReels-V4 video encode"), torch.no_grad():
-            latents = encode_tiled(codec, frames[None, ..., :3], tile_size, tile_overlap)
+            pixels = rgb_pixels(frames, "frames")[None]
+            latents = encode_tiled(codec, pixels, tile_size, tile_overlap)
         return (AVLatent(video=latents, fps=fps),)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from skyreels_core import references as refs
 from skyreels_core.av_io import trim_audio
 from skyreels_core.errors import InputError
+from skyreels_core.shapes import rgb_pixels
 from skyreels_core.types import References
 
 from . import link_types
@@ -76,7 +77,7 @@ class SkyReelsV4ImageReferences(_ReferenceNode):
 
     def build(self, video_vae, width: int, height: int, references=None, **images):
         ordered = [
-            image[index]
+            rgb_pixels(image[index], name)
             for name, image in sorted(images.items(), key=lambda item: int(item[0].split("_")[1]))
             if image is not None
             for index in range(image.shape[0])

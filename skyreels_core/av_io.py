@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .shapes import rgb_pixels
 
 # FFmpeg's default layout for each channel count AAC carries (a 5.1 film track is 6 channels).
 LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
@@ -195,8 +196,9 @@ def next_free_path(folder: str | Path, prefix: str, suffix: str = ".mp4") -> Pat
     return folder / f"{prefix}_{number:05d}{suffix}"
 
 
-def _check_frames(frames: torch.Tensor, fps: float) -> None:
-    if frames.dim() != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+def _checked_frames(frames: torch.Tensor, fps: float) -> torch.Tensor:
+    """The frames as RGB (:func:`rgb_pixels`), or an error naming what is wrong."""
+    if frames.dim() != 4 or frames.shape[0] < 1:
         raise InputError(
             "frames",
             f"shape {tuple(frames.shape)} is not [frames, height, width, 3]",
@@ -204,6 +206,7 @@ def _check_frames(frames: torch.Tensor, fps: float) -> None:
         )
     if not fps > 0:
         raise InputError("fps", f"{fps}", "use a positive frame rate")
+    return rgb_pixels(frames, "frames")
 
 
 def _even_sides(frames: torch.Tensor) -> torch.Tensor:
@@ -269,7 +272,7 @@ def write_mp4(
     row or column repeated); audio from t = 0, trimmed or padded to the video's length; string
     metadata (prompt, seed, model, workflow) in the file."""
     path = Path(path)
-    _check_frames(frames, fps)
+    frames = _checked_frames(frames, fps)
     if path.exists() and not overwrite:
         raise InputError(
             "output", f"{path} already exists", "choose another name (files are never overwritten)"

@@ -17,6 +17,7 @@ import torch
 
 from .errors import CheckpointError
 from .offload import ReserveMemory, visiting
+from .shapes import rgb_pixels
 from .types import TextEncoding
 
 SYSTEM_PROMPT = "Describe the video and its sound: objects, colours, motion, camera and timing."
@@ -37,7 +38,7 @@ def _messages(prompt_items: list[dict]) -> list[dict]:
 def _to_pil(image: torch.Tensor):
     from PIL import Image
 
-    pixels = (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    pixels = (rgb_pixels(image, "images").clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return Image.fromarray(pixels)
 
 

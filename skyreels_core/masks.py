@@ -24,6 +24,7 @@ from .shapes import (
     latent_to_pixel_frames,
     nearest_valid_frame_counts,
     pixel_frame_count,
+    rgb_pixels,
 )
 from .types import VideoCondition
 
@@ -49,14 +50,14 @@ def _check_size(height: int, width: int, input_name: str, codec: VideoCodec) -> 
 
 
 def _as_frame(image: torch.Tensor, input_name: str) -> torch.Tensor:
-    """[H, W, 3] from an IMAGE batch or a single image; extra channels (alpha) are dropped."""
+    """[H, W, 3] from an IMAGE batch or a single image (see :func:`rgb_pixels`)."""
     if image.dim() == 4:
         image = image[0]
-    if image.dim() != 3 or image.shape[-1] < 3:
+    if image.dim() != 3:
         raise InputError(
             input_name, f"shape {tuple(image.shape)} is not an image", "pass an IMAGE [H, W, 3]"
         )
-    return image[..., :3].float()
+    return rgb_pixels(image, input_name)
 
 
 def condition_from_pixels(
@@ -76,7 +77,7 @@ def condition_from_pixels(
         )  # fmt: skip
     known = latent_known_mask(pixel_known, codec.temporal_stride, codec.spatial_stride)
     if pixel_known.any():
-        masked = (video[..., :3].float() * pixel_known[..., None])[None]
+        masked = (rgb_pixels(video, "video") * pixel_known[..., None])[None]
         latents = codec.encode(masked).float()
     else:
         shape = (1, codec.latent_channels, *known.shape)
@@ -220,7 +221,7 @@ def edit_video(
     frames, height, width = source.shape[:3]
     latent_frame_count(frames, codec.temporal_stride, "source")  # the clip, not a frames widget
     change = _edit_mask(mask, frames, height, width)
-    video = source[..., :3].float().clone()
+    video = rgb_pixels(source, "source").clone()
     known = ~change
     if keyframe_images:
         hold_keyframes(
@@ -243,7 +244,7 @@ def video_to_audio(
     ``longest_side`` (0: its own size) with both sides on the 16 px grid, and its last frame
     repeated up to the next 4k+1 count; ``clip_frames`` tells the decoders to trim the frames
     and the sound made for those extra frames off again."""
-    if source.dim() != 4 or source.shape[0] < 1 or source.shape[-1] < 3:
+    if source.dim() != 4 or source.shape[0] < 1:
         raise InputError(
             "source", f"shape {tuple(source.shape)} is not a clip", "pass IMAGE frames [T, H, W, 3]"
         )
@@ -253,7 +254,8 @@ def video_to_audio(
     size = [
         max(multiple, int(side * scale / multiple + 0.5) * multiple) for side in (height, width)
     ]
-    clip = source[..., :3].float() if size == [height, width] else fit_frames(source, *size)
+    clip = rgb_pixels(source, "source")
+    clip = clip if size == [height, width] else fit_frames(clip, *size)
     padded = nearest_valid_frame_counts(frames, codec.temporal_stride)[1]
     clip = torch.cat([clip, clip[-1:].expand(padded - frames, -1, -1, -1)])
     return replace(edit_video(codec, clip, torch.zeros(1, *size)), clip_frames=frames)

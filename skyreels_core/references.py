@@ -13,18 +13,20 @@ import torch.nn.functional as F
 
 from .codecs import AudioCodec, VideoCodec
 from .errors import InputError
-from .shapes import latent_frame_count
+from .shapes import latent_frame_count, rgb_pixels
 from .types import References
 
 MAX_STORYBOARD_PANELS = 9
 
 
-def fit_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def fit_frames(
+    frames: torch.Tensor, height: int, width: int, input_name: str = "frames"
+) -> torch.Tensor:
     """[T, H, W, 3] resized to cover (height, width) keeping the aspect ratio, then centre-cropped."""
     t, h, w = frames.shape[:3]
     scale = max(height / h, width / w)
     size = (max(height, round(h * scale)), max(width, round(w * scale)))
-    x = frames[..., :3].float().permute(0, 3, 1, 2)
+    x = rgb_pixels(frames, input_name).permute(0, 3, 1, 2)
     if size != (h, w):
         x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     top, left = (size[0] - height) // 2, (size[1] - width) // 2
@@ -32,18 +34,22 @@ def fit_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def image_references(
-    codec: VideoCodec, images: list[torch.Tensor], height: int, width: int
+    codec: VideoCodec,
+    images: list[torch.Tensor],
+    height: int,
+    width: int,
+    input_name: str = "images",
 ) -> References:
     if not images:
-        raise InputError("images", "no reference image", "connect at least one image")
-    frames = torch.cat([fit_frames(image[None], height, width) for image in images])
+        raise InputError(input_name, "no reference image", "connect at least one image")
+    frames = torch.cat([fit_frames(image[None], height, width, input_name) for image in images])
     latents = codec.encode(frames[:, None])  # each image its own 1-frame clip
     return References(video=latents.permute(2, 1, 0, 3, 4))  # [N, C, 1, h, w] -> [1, C, N, h, w]
 
 
 def clip_reference(codec: VideoCodec, clip: torch.Tensor, height: int, width: int) -> References:
     latent_frame_count(clip.shape[0], codec.temporal_stride, "clip")
-    return References(video=codec.encode(fit_frames(clip, height, width)[None]))
+    return References(video=codec.encode(fit_frames(clip, height, width, "clip")[None]))
 
 
 def split_storyboard(
@@ -79,7 +85,8 @@ def storyboard_references(
     width: int,
     panels: int | None = None,
 ) -> References:
-    return image_references(codec, split_storyboard(grid, rows, cols, panels), height, width)
+    grid_panels = split_storyboard(grid, rows, cols, panels)
+    return image_references(codec, grid_panels, height, width, "grid")
 
 
 def audio_reference(codec: AudioCodec, waveform: torch.Tensor, sample_rate: int) -> References:

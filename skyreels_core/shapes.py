@@ -6,6 +6,8 @@ and every further latent frame covers 4 pixel frames, so valid clip lengths are 
 
 from __future__ import annotations
 
+import torch
+
 from .errors import InputError
 
 TEMPORAL_STRIDE = 4
@@ -95,3 +97,19 @@ def parse_frame_indices(
 def latent_index_of_frame(frame: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
     """The latent frame whose causal group holds pixel ``frame`` (frame 0 alone, then groups of 4)."""
     return (frame + temporal_stride - 1) // temporal_stride
+
+
+def rgb_pixels(pixels: torch.Tensor, input_name: str) -> torch.Tensor:
+    """The colour of IMAGE pixels ``[..., C]`` as float RGB: hosts and packs also hand over RGBA
+    (the host's Join Image with Alpha) and grey images, which every encoder here would otherwise
+    fail on deep inside a convolution. Alpha is dropped, as the host's own VAE Encode drops it."""
+    channels = pixels.shape[-1] if pixels.dim() else 0
+    if channels == 1:
+        return pixels.float().repeat_interleave(3, dim=-1)
+    if channels in (3, 4):
+        return pixels[..., :3].float()
+    raise InputError(
+        input_name,
+        f"{channels} colour channels (shape {tuple(pixels.shape)})",
+        "pass an IMAGE with 3 (RGB), 4 (RGBA) or 1 (grey) channels",
+    )

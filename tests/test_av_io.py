@@ -147,3 +147,12 @@ def test_a_mono_mixdown_is_the_channels_mean_and_too_many_channels_are_named():
     with pytest.raises(InputError, match="9 channels") as error:
         resample_audio(torch.zeros(9, 100), 16000, 8000, 2)
     assert error.value.input_name == "audio" and "1 to 8 channels" in str(error.value)
+
+
+def test_rgba_frames_are_saved_as_their_colour(tmp_path):
+    """The host's Join Image with Alpha hands over RGBA: the MP4 holds the colour, alpha dropped."""
+    rgb = torch.rand(5, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    rgba = torch.cat([rgb, torch.zeros(5, 16, 16, 1)], dim=-1)
+    with_alpha = read_video(write_mp4(tmp_path / "rgba.mp4", rgba, 16.0))[0]
+    without = read_video(write_mp4(tmp_path / "rgb.mp4", rgb, 16.0))[0]
+    assert torch.equal(with_alpha, without)

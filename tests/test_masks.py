@@ -146,3 +146,31 @@ def test_a_cell_is_never_known_when_any_pixel_under_it_is_unknown(frames, blocks
             for col in range(known.shape[2]):
                 under = pixel_known[group, 8 * row : 8 * row + 8, 8 * col : 8 * col + 8]
                 assert bool(known[latent, row, col]) == bool(under.all())
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_rgba_and_grey_images_condition_as_their_colour(channels):
+    """RGBA (the host's Join Image with Alpha) and grey IMAGEs reach every encoder as RGB: alpha
+    dropped, grey repeated, in edits, references, the text encoder's images and saved MP4s."""
+    from skyreels_core.encoder import _to_pil
+    from skyreels_core.references import clip_reference
+
+    rgb = torch.rand(9, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    if channels == 4:
+        given, colour = torch.cat([rgb, torch.rand(9, 16, 16, 1)], dim=-1), rgb
+    else:
+        given, colour = rgb[..., :1], rgb[..., :1].expand(-1, -1, -1, 3)
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 4:12] = 1
+    edited, expected = (masks.edit_video(CODEC, clip, mask) for clip in (given, colour))
+    assert torch.equal(edited.latents, expected.latents)
+    made, expected = (clip_reference(CODEC, clip, 16, 16) for clip in (given, colour))
+    assert torch.equal(made.video, expected.video)
+    assert _to_pil(given[0]).tobytes() == _to_pil(colour[0]).tobytes()
+
+
+def test_an_image_of_two_channels_is_refused_by_its_input_name():
+    from skyreels_core.references import image_references
+
+    with pytest.raises(InputError, match="^grid: 2 colour channels"):
+        image_references(CODEC, [torch.rand(16, 16, 2)], 16, 16, "grid")
