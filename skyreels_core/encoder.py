@@ -228,7 +228,7 @@ class MLLMEncoder:
 
         encodings = [self.encode(shot.text) for shot in shots]
         ranges, start = [], 0
-        for encoding, (frame_start, frame_end) in zip(encodings, shot_latent_ranges(shots)):
+        for encoding, (frame_start, frame_end) in zip(encodings, shot_latent_ranges(shots, frames)):
             length = encoding.features.shape[1]
             ranges.append((start, start + length, frame_start, frame_end))
             start += length

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InputError
-from .shapes import latent_index_of_frame
+from .shapes import latent_frame_count, latent_index_of_frame
 
 SHOT_LINE = re.compile(r"^\s*\[\s*(\d+)\s*-\s*(\d+)\s*\]\s*(.+?)\s*$")
 
@@ -57,8 +57,13 @@ def parse_multishot(text: str, frames: int) -> list[Shot]:
     return shots
 
 
-def shot_latent_ranges(shots: list[Shot], temporal_stride: int = 4) -> list[tuple[int, int]]:
-    """[start, end) latent frames per shot; a latent group shared by two shots goes to the later one."""
-    starts = [latent_index_of_frame(shot.start_frame, temporal_stride) for shot in shots]
-    ends = [*starts[1:], latent_index_of_frame(shots[-1].end_frame, temporal_stride) + 1]
+def shot_latent_ranges(
+    shots: list[Shot], frames: int, temporal_stride: int = 4
+) -> list[tuple[int, int]]:
+    """[start, end) latent frames per shot, covering the whole clip of ``frames``: a frame no shot
+    lists would attend no text at all, so frames before the first shot follow it and frames in
+    a gap or after the last shot follow the shot before them; a latent group shared by two shots
+    goes to the later one."""
+    starts = [0, *(latent_index_of_frame(shot.start_frame, temporal_stride) for shot in shots[1:])]
+    ends = [*starts[1:], latent_frame_count(frames, temporal_stride)]
     return list(zip(starts, ends))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .codecs import AudioCodec, VideoCodec
 from .errors import InputError
-from .shapes import latent_frame_count, rgb_pixels
+from .shapes import SPATIAL_STRIDE, latent_frame_count, rgb_pixels
 from .types import References
 
 MAX_STORYBOARD_PANELS = 9
@@ -96,6 +96,12 @@ def audio_reference(codec: AudioCodec, waveform: torch.Tensor, sample_rate: int)
 
     if waveform.dim() == 2:
         waveform = waveform[None]
+    if waveform.shape[0] != 1:
+        raise InputError(
+            "audio",
+            f"a batch of {waveform.shape[0]} sounds",
+            "connect one sound (chain an Audio Reference per sound)",
+        )
     if waveform.shape[-1] == 0:
         raise InputError(
             "audio",
@@ -107,11 +113,25 @@ def audio_reference(codec: AudioCodec, waveform: torch.Tensor, sample_rate: int)
     return References(audio=codec.encode(fit_length(resampled, tokens * codec.samples_per_token)))
 
 
+def pixel_size(latents: torch.Tensor) -> str:
+    """``W x H px`` of video latents, as the nodes' width and height widgets say it."""
+    height, width = (side * SPATIAL_STRIDE for side in latents.shape[-2:])
+    return f"{width} x {height} px"
+
+
 def merge_references(*references: References | None) -> References:
     """All references in order, videos concatenated along N and sounds along time."""
     present = [r for r in references if r]
     videos = [r.video for r in present if r.video is not None]
     sounds = [r.audio for r in present if r.audio is not None]
+    for video in videos[1:]:
+        if video.shape[-2:] != videos[0].shape[-2:]:
+            raise InputError(
+                "references",
+                f"a reference made at {pixel_size(video)} chained after one made at "
+                f"{pixel_size(videos[0])}",
+                "give every reference node the clip's width and height",
+            )
     return References(
         video=torch.cat(videos, dim=2) if videos else None,
         audio=torch.cat(sounds, dim=2) if sounds else None,

@@ -11,7 +11,14 @@ from skyreels_core.prompts import Shot, parse_multishot, shot_latent_ranges
 def test_shots_parse_and_map_to_latent_frames():
     shots = parse_multishot("[0-16] a red circle bounces\n\n[17-32] a blue square moves right", 33)
     assert shots == [Shot("a red circle bounces", 0, 16), Shot("a blue square moves right", 17, 32)]
-    assert shot_latent_ranges(shots) == [(0, 5), (5, 9)]
+    assert shot_latent_ranges(shots, 33) == [(0, 5), (5, 9)]
+
+
+def test_every_frame_of_the_clip_follows_a_shot():
+    """Frames no line lists (before the first shot, in a gap, after the last) would attend no text:
+    they follow the nearest shot before them, the first shot for the clip's opening frames."""
+    shots = parse_multishot("[8-12] a red circle\n[21-24] a blue square", 33)
+    assert shot_latent_ranges(shots, 33) == [(0, 6), (6, 9)]
 
 
 @pytest.mark.parametrize(

@@ -61,3 +61,12 @@ def test_clips_audio_and_merging():
         clip, None, sound, image_references(CODEC, [torch.rand(32, 32, 3)], 32, 32)
     )
     assert merged.video.shape[2] == 3 and torch.equal(merged.audio, sound.audio)
+
+
+def test_references_of_two_sizes_or_a_batch_of_sounds_are_refused_by_name():
+    small, large = (image_references(CODEC, [torch.rand(32, 32, 3)], s, s) for s in (32, 64))
+    with pytest.raises(InputError, match="^references: a reference made at 64 x 64 px chained "
+                       "after one made at 32 x 32 px"):  # fmt: skip
+        merge_references(small, large)
+    with pytest.raises(InputError, match="^audio: a batch of 2 sounds"):
+        audio_reference(DemoAudioCodec(), torch.randn(2, 1, 16000), 16000)

@@ -655,3 +655,35 @@ def test_step_cache_stand_in_extends_the_last_two_velocities_in_sigma():
     (stand_in,) = cache.reuse(3, [torch.full((2, 3), 0.6)], 0.6)
     torch.testing.assert_close(stand_in, a + b * 0.6, atol=1e-6, rtol=0)
     assert cache.skipped == [3]
+
+
+def test_a_multi_shot_prompt_for_another_clip_length_is_refused_by_name():
+    """Shots bound to 5 frames on a 9-frame clip (T = 3 latents) would leave the last latent
+    frame attending no text: the Sampler names the input and the length to set."""
+
+    def shots(end: int) -> TextEncoding:
+        encoding = text(length=4)
+        return TextEncoding(encoding.features, encoding.mask, [(0, 2, 0, 1), (2, 4, 1, end)])
+
+    def render(**texts):
+        return sample(FakeModel(straight_oracle), condition=condition(), audio_tokens=L_A,
+                      settings=settings(steps=1), **{"negative_text": None, **texts})  # fmt: skip
+
+    render(text=shots(T), negative_text=shots(T))
+    with pytest.raises(
+        InputError, match="^text: a multi-shot prompt written for 5 frames, on a clip of 9"
+    ):
+        render(text=shots(2))
+    with pytest.raises(
+        InputError, match="^negative: .* Fix: set Multi-Shot Text Encode's frames to 9"
+    ):
+        render(text=text(), negative_text=shots(4))
+
+
+def test_references_made_at_another_size_than_the_clip_are_refused_by_name():
+    """A reference node left at its default size on a clip of another size fails with the input
+    and the fix, not deep in the model's rotary embedding."""
+    references = References(video=torch.randn(B, C_V, 1, H, H))
+    with pytest.raises(InputError, match="^references: made at 32 x 32 px for a clip of 48 x 32"):
+        sample(FakeModel(straight_oracle), text=text(), negative_text=None, condition=condition(),
+               audio_tokens=L_A, settings=settings(steps=1), references=references)  # fmt: skip

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..objective import noised, velocity_target
 from ..offload import ReserveMemory
+from ..references import pixel_size
+from ..shapes import pixel_frame_count
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
 from .schedules import custom_sigmas, flow_sigmas
@@ -279,6 +281,21 @@ def _passes(
     return cond, uncond
 
 
+def _require_shots_cover(text: TextEncoding | None, input_name: str, latent_frames: int) -> None:
+    """A multi-shot prompt binds its shots to a clip length; on a clip of another length the
+    frames past its end would attend no text at all (or shots would point past the clip)."""
+    if text is None or not text.shot_ranges:
+        return
+    written_for = text.shot_ranges[-1][3]
+    if written_for != latent_frames:
+        frames, clip = pixel_frame_count(written_for), pixel_frame_count(latent_frames)
+        raise InputError(
+            input_name,
+            f"a multi-shot prompt written for {frames} frames, on a clip of {clip}",
+            f"set Multi-Shot Text Encode's frames to {clip}",
+        )
+
+
 def _check_keyframes(indices: Sequence[int], frames: int, scale: int) -> list[int]:
     indices = sorted(set(int(i) for i in indices))
     if indices and not 0 <= indices[0] <= indices[-1] < frames:
@@ -391,6 +408,15 @@ def sample(
     known = (condition.known_mask == 1).to(device)
     batch, channels, frames, height, width = known_latents.shape
     keyframes = _check_keyframes(keyframe_indices, frames, keyframe_scale)
+    _require_shots_cover(text, "text", frames)
+    _require_shots_cover(negative_text, "negative", frames)
+    if references and references.video is not None:
+        if references.video.shape[-2:] != (height, width):
+            raise InputError(
+                "references",
+                f"made at {pixel_size(references.video)} for a clip of {pixel_size(known_latents)}",
+                "set the reference nodes' width and height to the clip's",
+            )
 
     shapes = [tuple(known_latents.shape)]
     if has_audio:
