@@ -9,7 +9,7 @@ from __future__ import annotations
 from skyreels_core import masks
 from skyreels_core.errors import InputError
 from skyreels_core.joining import DEFAULT_OVERLAP, continue_clip
-from skyreels_core.shapes import latent_frame_count, parse_frame_indices
+from skyreels_core.shapes import latent_frame_count, typed_frame_indices
 from skyreels_core.types import VideoCondition
 
 from . import link_types
@@ -190,13 +190,17 @@ class SkyReelsV4MaskKeyframes(_MaskNode):
                 "video_vae": link_types.VIDEO_VAE_INPUT,
                 "images": (
                     "IMAGE",
-                    {"tooltip": "One image per keyframe index, in the same order."},
+                    {
+                        "tooltip": "One image per keyframe index, in the order typed (or a whole "
+                        "clip: its frames at those indices)."
+                    },
                 ),
                 "keyframe_indices": (
                     "STRING",
                     {
                         "default": "0, 16, 32",
-                        "tooltip": "Frame numbers, comma separated; -1 is the last.",
+                        "tooltip": "Frame numbers, comma separated; -1 is the last. One per "
+                        "latent group: frame 0 alone, then 1-4, 5-8, ...",
                     },
                 ),
                 "frames": FRAMES_INPUT,
@@ -204,18 +208,25 @@ class SkyReelsV4MaskKeyframes(_MaskNode):
         }
 
     def build(self, video_vae, images, keyframe_indices: str, frames: int):
-        requested = parse_frame_indices(keyframe_indices, frames)
+        typed = typed_frame_indices(keyframe_indices, frames)
+        requested = sorted(set(typed))
         if images.shape[0] == frames:
-            chosen = images[requested]
-        elif images.shape[0] == len(requested):
-            chosen = images
+            chosen = {index: images[index] for index in requested}
+        elif images.shape[0] == len(typed):
+            if len(requested) < len(typed):
+                raise InputError(
+                    "keyframe_indices",
+                    f"a frame typed twice in {keyframe_indices!r}",
+                    "type each frame once, one image per frame",
+                )
+            chosen = dict(zip(typed, images))
         else:
             raise InputError(
                 "images",
-                f"{images.shape[0]} images for {len(requested)} keyframe indices",
-                f"give one image per index in index order, or a whole clip of {frames} frames",
+                f"{images.shape[0]} images for {len(typed)} keyframe indices",
+                f"give one image per index in the order typed, or a whole clip of {frames} frames",
             )
-        condition = masks.keyframes(video_codec(video_vae), dict(zip(requested, chosen)), frames)
+        condition = masks.keyframes(video_codec(video_vae), chosen, frames)
         return _output(condition, frames, requested)
 
 

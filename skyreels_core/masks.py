@@ -111,6 +111,25 @@ def hold_keyframes(
     return held
 
 
+def _require_one_keyframe_per_group(indices: list[int], temporal_stride: int) -> None:
+    """Each keyframe is held over its whole latent group, so a second one in the same group
+    would silently replace the first."""
+    taken: dict[int, int] = {}
+    for index in indices:
+        group = latent_index_of_frame(index, temporal_stride)
+        if group in taken:
+            pixels = latent_to_pixel_frames(group, temporal_stride)
+            raise InputError(
+                "keyframe_indices",
+                f"frames {taken[group]} and {index} fall in one latent group (frames "
+                f"{pixels[0]}-{pixels[-1]}), which holds one image",
+                f"keep keyframes in different groups: frame 0 alone, then groups of "
+                f"{temporal_stride} (1-{temporal_stride}, {temporal_stride + 1}-"
+                f"{2 * temporal_stride}, ...)",
+            )
+        taken[group] = index
+
+
 def _blank(frames: int, height: int, width: int, codec: VideoCodec, input_name: str = "frames"):
     latent_frame_count(frames, codec.temporal_stride, input_name)
     _check_size(height, width, "clip", codec)
@@ -147,6 +166,7 @@ def keyframes(codec: VideoCodec, images: dict[int, torch.Tensor], frames: int) -
                 f"size {tuple(image.shape[:2])} differs from {(height, width)}",
                 "give all keyframes the same size",
             )
+    _require_one_keyframe_per_group(sorted(frames_list), codec.temporal_stride)
     hold_keyframes(video, known, frames_list, codec.temporal_stride)
     return condition_from_pixels(codec, video, known)
 

@@ -69,6 +69,13 @@ def parse_frame_indices(
     text: str, num_frames: int, input_name: str = "keyframe_indices"
 ) -> list[int]:
     """Frame indices typed as ``"0, 16, 32"`` (negative counts from the end), sorted and unique."""
+    return sorted(set(typed_frame_indices(text, num_frames, input_name)))
+
+
+def typed_frame_indices(
+    text: str, num_frames: int, input_name: str = "keyframe_indices"
+) -> list[int]:
+    """Frame indices in the order typed, for pairing with images given in that order."""
     indices = []
     for part in text.replace(";", ",").split(","):
         part = part.strip()
@@ -91,7 +98,7 @@ def parse_frame_indices(
         indices.append(index)
     if not indices:
         raise InputError(input_name, "no frame numbers given", 'write numbers like "0, 16, 32"')
-    return sorted(set(indices))
+    return indices
 
 
 def latent_index_of_frame(frame: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:

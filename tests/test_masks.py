@@ -174,3 +174,23 @@ def test_an_image_of_two_channels_is_refused_by_its_input_name():
 
     with pytest.raises(InputError, match="^grid: 2 colour channels"):
         image_references(CODEC, [torch.rand(16, 16, 2)], 16, 16, "grid")
+
+
+def test_keyframe_images_pair_with_the_frames_in_the_order_typed():
+    """ "32, 0" with red then blue puts red at frame 32; two keyframes in one latent group (one
+    image held over it) and a frame typed twice are refused by name."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4MaskKeyframes"]()
+    red, blue = (torch.zeros(1, 16, 16, 3).index_fill_(-1, torch.tensor([c]), 1.0) for c in (0, 2))
+
+    def latents(images, indices):
+        return node.build(CODEC, torch.cat(images), indices, 33)["result"][0].latents
+
+    assert torch.equal(latents([red, blue], "32, 0"), latents([blue, red], "0, 32"))
+    assert not torch.equal(latents([red, blue], "32, 0"), latents([red, blue], "0, 32"))
+    assert torch.equal(latents([red, blue], "-1, 0"), latents([red, blue], "32, 0"))
+    with pytest.raises(InputError, match="^keyframe_indices: frames 14 and 16 fall in one latent"):
+        latents([red, blue], "14, 16")
+    with pytest.raises(InputError, match="^keyframe_indices: a frame typed twice"):
+        latents([red, blue], "0, 0")
