@@ -16,8 +16,8 @@ import torch
 from .av_io import resample_audio
 from .codecs.protocol import VideoCodec
 from .errors import InputError
-from .masks import extend_video
-from .shapes import latent_frame_count
+from .masks import PATCH, extend_video
+from .shapes import latent_frame_count, latent_size, rgb_pixels
 from .types import VideoCondition
 
 # Frames a window keeps of the clip before it: the demo model's smoothest seams of 1, 5 and 9
@@ -49,8 +49,9 @@ def _fade(length: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def join_frames(first: torch.Tensor, second: torch.Tensor, overlap: int) -> torch.Tensor:
-    """[T1 + T2 - overlap, H, W, C]: ``second`` starts ``overlap`` frames before ``first`` ends,
+    """[T1 + T2 - overlap, H, W, 3]: ``second`` starts ``overlap`` frames before ``first`` ends,
     the shared frames cross-faded."""
+    first, second = rgb_pixels(first, "frames_a"), rgb_pixels(second, "frames_b")
     if first.shape[1:] != second.shape[1:]:
         raise InputError(
             "frames_b",
@@ -122,6 +123,21 @@ def require_matching_sound(clip_has_sound: bool, model_makes_sound: bool) -> Non
         )
 
 
+def _continuable(codec: VideoCodec, frames: torch.Tensor, audio: dict | None) -> torch.Tensor:
+    """The clip as RGB, checked before the first window renders: a size the model cannot take or
+    a batch of sounds would otherwise fail only at the first join, minutes later."""
+    frames = rgb_pixels(frames, "frames")
+    for side, name in zip(frames.shape[1:3], ("height", "width")):
+        latent_size(side, codec.spatial_stride, PATCH, f"frames {name}")
+    if audio is not None and audio["waveform"].shape[0] != 1:
+        raise InputError(
+            "audio",
+            f"a batch of {audio['waveform'].shape[0]} sounds for one clip",
+            "connect the clip's own sound",
+        )
+    return frames
+
+
 def extend_to_length(
     codec: VideoCodec,
     frames: torch.Tensor,
@@ -143,6 +159,7 @@ def extend_to_length(
             f"{total_frames} frames for a clip that already has {frames.shape[0]}",
             "ask for more frames than the clip has",
         )
+    frames = _continuable(codec, frames, audio)
     latent_frame_count(window_frames, codec.temporal_stride, input_name="window_frames")
     kept = kept_frames(codec, frames.shape[0], overlap)
     if kept >= window_frames:

@@ -205,7 +205,7 @@ def extend_video(
             f"keep fewer than {frames} frames or make the clip longer",
         )
     video, known = _blank(frames, *source.shape[1:3], codec)
-    video[:kept] = source[:kept, ..., :3].float()
+    video[:kept] = rgb_pixels(source[:kept], "source")
     known[:kept] = True
     return condition_from_pixels(codec, video, known)
 

@@ -152,3 +152,27 @@ def test_extend_to_length_names_a_missing_sound_before_rendering():
     spec = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"].INPUT_TYPES()["required"]
     required = type(node).INPUT_TYPES()["required"]
     assert all(required[name] == spec[name] for name in ("seed", "steps", "solver"))
+
+
+def test_rgba_clips_join_and_extend_as_their_colour_and_bad_clips_stop_before_a_window():
+    """RGBA frames (the host's Join Image with Alpha) join and extend as their RGB; a size the
+    model cannot take or a batch of sounds is named before the first window renders."""
+    clip = _clip(33, seed=1)
+    rgba = torch.cat([clip, torch.ones(33, 16, 16, 1)], dim=-1)
+    assert torch.equal(join_frames(rgba, clip, 5), join_frames(clip, clip, 5))
+    rendered = []
+
+    def render_window(condition, number):
+        rendered.append(number)
+        return _clip(33, seed=number), None
+
+    made, _ = extend_to_length(CODEC, rgba, None, 16.0, 61, 33, 5, render_window)
+    assert torch.equal(made, extend_to_length(CODEC, clip, None, 16.0, 61, 33, 5, render_window)[0])
+    rendered.clear()
+    with pytest.raises(InputError, match="^frames height: 24 px is not a multiple of 16"):
+        extend_to_length(CODEC, _clip(33)[:, :12].repeat(1, 2, 1, 1), None, 16.0, 61, 33, 5,
+                         render_window)  # fmt: skip
+    sounds = {"waveform": torch.zeros(2, 1, 33000), "sample_rate": 16000}
+    with pytest.raises(InputError, match="^audio: a batch of 2 sounds for one clip"):
+        extend_to_length(CODEC, clip, sounds, 16.0, 61, 33, 5, render_window)
+    assert rendered == []
