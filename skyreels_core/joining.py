@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from .av_io import resample_audio
+from .av_io import fit_length, resample_audio
 from .codecs.protocol import VideoCodec
 from .errors import InputError
 from .masks import PATCH, extend_video
@@ -175,7 +175,7 @@ def extend_to_length(
         window, sound = render_window(condition, number)
         require_matching_sound(audio is not None, sound is not None)
         frames, audio = join_clips(frames, window, len(condition.known_frames), fps, audio, sound)
-    if audio is not None:
+    if audio is not None:  # exactly the frames' length: the windows' sounds end on whole tokens
         samples = round(total_frames / fps * audio["sample_rate"])
-        audio = {**audio, "waveform": audio["waveform"][..., :samples]}
+        audio = {**audio, "waveform": fit_length(audio["waveform"], samples)}
     return frames[:total_frames], audio

@@ -176,3 +176,19 @@ def test_rgba_clips_join_and_extend_as_their_colour_and_bad_clips_stop_before_a_
     with pytest.raises(InputError, match="^audio: a batch of 2 sounds for one clip"):
         extend_to_length(CODEC, clip, sounds, 16.0, 61, 33, 5, render_window)
     assert rendered == []
+
+
+def test_the_extended_sound_lasts_exactly_as_long_as_the_frames():
+    """Windows' sounds end on whole audio tokens, a little short of their frames: the last one is
+    padded with silence to the clip's exact length."""
+    rate, fps = 16000, 16.0
+    short = round(33 / fps * rate) - 300
+
+    def render_window(condition, number):
+        sound = {"waveform": torch.ones(1, 1, short), "sample_rate": rate}
+        return _clip(33, seed=number), sound
+
+    sound = {"waveform": torch.ones(1, 1, short), "sample_rate": rate}
+    _, audio = extend_to_length(CODEC, _clip(33), sound, fps, 61, 33, 5, render_window)
+    assert audio["waveform"].shape[-1] == 61 * 1000
+    assert audio["waveform"][..., -300:].abs().max() == 0
