@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from skyreels_core.av_io import fit_length, resample_audio
 from skyreels_core.codecs import audio_token_count
 from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
 from skyreels_core.errors import InputError
+from skyreels_core.masks import check_size
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.shapes import latent_frame_count, pixel_frame_count, rgb_pixels
 from skyreels_core.types import AVLatent
@@ -154,6 +157,8 @@ class SkyReelsV4EncodeVideo:
     def encode(self, frames, video_vae, fps: float, tile_size: int = 0, tile_overlap: int = 8):
         latent_frame_count(frames.shape[0], input_name="frames")
         codec = video_codec(video_vae)
+        # Off the 16 px grid the codec crops or the model cannot patch the latents.
+        check_size(frames.shape[1], frames.shape[2], "frames", codec)
         with out_of_memory_advice("SkyReels-V4 video encode"), torch.no_grad():
             pixels = rgb_pixels(frames, "frames")[None]
             latents = encode_tiled(codec, pixels, tile_size, tile_overlap)
@@ -185,22 +190,40 @@ class SkyReelsV4EncodeAudio:
         waveform = resample_audio(
             audio["waveform"], audio["sample_rate"], audio_vae.sample_rate, audio_vae.channels
         )
-        frames = pixel_frame_count(av_latent.video.shape[2])
-        clip_s, sound_s = frames / av_latent.fps, waveform.shape[-1] / audio_vae.sample_rate
-        if abs(sound_s - clip_s) > 1 / av_latent.fps:  # more than a frame off: the wrong sound
-            raise InputError(
-                "audio",
-                f"{sound_s:.2f} s of sound for a {clip_s:.2f} s clip ({frames} frames at "
-                f"{av_latent.fps:g} fps)",
-                "trim or pad the sound to the clip's length, or encode the matching clip",
-            )
+        _check_sound(waveform, av_latent, audio_vae.sample_rate)
+        # The sampler sizes the audio stream by the latents' frames, the padded ones included.
         tokens = audio_token_count(
-            frames, av_latent.fps, audio_vae.sample_rate, audio_vae.samples_per_token
+            pixel_frame_count(av_latent.video.shape[2]),
+            av_latent.fps,
+            audio_vae.sample_rate,
+            audio_vae.samples_per_token,
         )
         waveform = fit_length(waveform, tokens * audio_vae.samples_per_token)
         with out_of_memory_advice("SkyReels-V4 audio encode"), torch.no_grad():
             latents = audio_vae.encode(waveform)
-        return (AVLatent(video=av_latent.video, audio=latents, fps=av_latent.fps),)
+        return (replace(av_latent, audio=latents),)
+
+
+def _check_sound(waveform: torch.Tensor, av_latent: AVLatent, sample_rate: int) -> None:
+    """One sound per clip, as long as the clip itself (``frames``: a padded Video to Audio take is
+    trimmed back to its own length on decoding): the host's VAE Decode Audio of a batch gives
+    several sounds, which would make an AV latent no node can load or decode as one clip."""
+    sounds, clips = waveform.shape[0], av_latent.video.shape[0]
+    if sounds != clips:
+        raise InputError(
+            "audio",
+            f"{sounds} sounds for {clips} clip(s) in av_latent",
+            "give one sound per clip: decode the audio with batch_size 1, or pick one with the "
+            "host's Latent From Batch before VAE Decode Audio",
+        )
+    frames, fps = av_latent.frames, av_latent.fps
+    clip_s, sound_s = frames / fps, waveform.shape[-1] / sample_rate
+    if abs(sound_s - clip_s) > 1 / fps:  # more than a frame off: the wrong sound
+        raise InputError(
+            "audio",
+            f"{sound_s:.2f} s of sound for a {clip_s:.2f} s clip ({frames} frames at {fps:g} fps)",
+            "trim or pad the sound to the clip's length, or encode the matching clip",
+        )
 
 
 NODE_CLASS_MAPPINGS = {

@@ -8,7 +8,7 @@ import torch
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
 from skyreels_core.memory import out_of_memory_advice
-from skyreels_core.refiner import RefinerSettings, load_refiner, refine
+from skyreels_core.refiner import RefinerSettings, load_refiner, refine, refined_frame_count
 from skyreels_core.runtime import resolve_dtype
 from skyreels_core.sampling import SamplerHooks
 from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
@@ -84,6 +84,15 @@ def _keyframes(
             'type their frames in the low-res clip, e.g. "0, 16"',
         )
     return latents, indices
+
+
+def _refined_clip_frames(av_latent: AVLatent, fps_factor: int) -> int | None:
+    """The clip's own length after refining, where it is shorter than its latents (a Video to
+    Audio take): the decoders trim to it, so dropping it would play the padded frames and their
+    sound."""
+    if av_latent.clip_frames is None:
+        return None
+    return refined_frame_count(av_latent.clip_frames, fps_factor)
 
 
 class SkyReelsV4Refine:
@@ -275,6 +284,7 @@ class SkyReelsV4Refine:
             video=video.to(host.intermediate_device()),
             audio=av_latent.audio,
             fps=av_latent.fps * fps_factor,
+            clip_frames=_refined_clip_frames(av_latent, fps_factor),
         )
         note = bundle.refiner_scale_advice(refiner.config.name, scale)
         return with_note(refined, note, "Refine")

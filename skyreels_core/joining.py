@@ -16,8 +16,8 @@ import torch
 from .av_io import fit_length, resample_audio
 from .codecs.protocol import VideoCodec
 from .errors import InputError
-from .masks import PATCH, extend_video
-from .shapes import latent_frame_count, latent_size, rgb_pixels
+from .masks import check_size, extend_video
+from .shapes import latent_frame_count, rgb_pixels
 from .types import VideoCondition
 
 # Frames a window keeps of the clip before it: the demo model's smoothest seams of 1, 5 and 9
@@ -127,8 +127,7 @@ def _continuable(codec: VideoCodec, frames: torch.Tensor, audio: dict | None) ->
     """The clip as RGB, checked before the first window renders: a size the model cannot take or
     a batch of sounds would otherwise fail only at the first join, minutes later."""
     frames = rgb_pixels(frames, "frames")
-    for side, name in zip(frames.shape[1:3], ("height", "width")):
-        latent_size(side, codec.spatial_stride, PATCH, f"frames {name}")
+    check_size(*frames.shape[1:3], "frames", codec)
     if audio is not None and audio["waveform"].shape[0] != 1:
         raise InputError(
             "audio",

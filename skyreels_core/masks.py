@@ -44,7 +44,8 @@ def latent_known_mask(
     return torch.cat([spatial[:1], rest])
 
 
-def _check_size(height: int, width: int, input_name: str, codec: VideoCodec) -> None:
+def check_size(height: int, width: int, input_name: str, codec: VideoCodec) -> None:
+    """Pixel sides the model takes: the codec's stride times the model's patch (16 px)."""
     latent_size(height, codec.spatial_stride, PATCH, f"{input_name} height")
     latent_size(width, codec.spatial_stride, PATCH, f"{input_name} width")
 
@@ -70,7 +71,7 @@ def condition_from_pixels(
     """
     frames, height, width = pixel_known.shape
     latent_frame_count(frames, codec.temporal_stride)
-    _check_size(height, width, "video", codec)
+    check_size(height, width, "video", codec)
     if video.shape[:3] != pixel_known.shape:
         raise InputError(
             "mask", f"mask {tuple(pixel_known.shape)} does not match video {tuple(video.shape[:3])}", "use a mask of the clip's frames and size"
@@ -132,7 +133,7 @@ def _require_one_keyframe_per_group(indices: list[int], temporal_stride: int) ->
 
 def _blank(frames: int, height: int, width: int, codec: VideoCodec, input_name: str = "frames"):
     latent_frame_count(frames, codec.temporal_stride, input_name)
-    _check_size(height, width, "clip", codec)
+    check_size(height, width, "clip", codec)
     return torch.zeros(frames, height, width, 3), torch.zeros(
         frames, height, width, dtype=torch.bool
     )

@@ -36,6 +36,7 @@ from .rope import device_table, video_angles, video_positions
 from .sampling import SamplerHooks, initial_noise, require_finite
 from .sampling.schedules import flow_sigmas
 from .sampling.solvers import make_solver
+from .shapes import SPATIAL_STRIDE
 
 CONFIG_METADATA_KEY = "skyreels_refiner_config"
 SCALES = (1, 2, 3, 4)
@@ -366,6 +367,31 @@ def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return weight.device, weight.dtype
 
 
+def _check_latents(low_res: torch.Tensor, config: RefinerConfig, scale: int) -> None:
+    """Latents [B, C, T, h, w] this refiner can take at ``scale``: its VAE's channels, and a
+    refined size that splits into its patches. A latent from frames off the 16 px grid (Load AV
+    Latent of a file saved before Encode Video checked them) fails the patch reshape deep inside
+    the model otherwise."""
+    if low_res.shape[1] != config.video_latent_channels:
+        raise InputError(
+            "latents",
+            f"{low_res.shape[1]} latent channels for a refiner of {config.video_latent_channels}",
+            "refine latents of the video VAE this refiner was trained with",
+        )
+    _, patch_h, patch_w = config.patch_size
+    height, width = low_res.shape[3:]
+    fitting = [s for s in SCALES if not (height * s % patch_h or width * s % patch_w)]
+    if scale not in fitting:
+        scales = f", or set scale to {' or '.join(map(str, fitting))}" if fitting else ""
+        raise InputError(
+            "av_latent",
+            f"its {height} x {width} latent size times scale {scale} does not divide into the "
+            f"refiner's {patch_h} x {patch_w} patches",
+            f"encode frames whose height and width are multiples of {SPATIAL_STRIDE * patch_h} px"
+            f"{scales}",
+        )
+
+
 def refine(
     model: RefinerDiT,
     low_res: torch.Tensor,
@@ -384,12 +410,8 @@ def refine(
     """
     hooks = hooks or SamplerHooks()
     keep_ratio = settings.validate().keep_ratio
-    if low_res.dim() == 5 and low_res.shape[1] != model.config.video_latent_channels:
-        raise InputError(
-            "latents",
-            f"{low_res.shape[1]} latent channels for a refiner of {model.config.video_latent_channels}",
-            "refine latents of the video VAE this refiner was trained with",
-        )
+    if low_res.dim() == 5:
+        _check_latents(low_res, model.config, settings.scale)
     if not settings.reinject_keyframes:
         keyframes, keyframe_indices = None, ()
     device, dtype = _placement(model)

@@ -119,3 +119,47 @@ def test_audio_reference_takes_the_part_of_the_sound_asked_for():
     assert torch.equal(to_end.audio, codec.encode(sound["waveform"][..., 2 * rate :]))
     with pytest.raises(InputError, match=r"start_seconds: 3 s is past the sound's end \(3\.00 s\)"):
         node.build(codec, sound, start_seconds=3.0)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "message"),
+    [
+        (36, 64, "frames height: 36 px is not a multiple of 16. Fix: use 32 or 48 px"),
+        (64, 40, "frames width: 40 px is not a multiple of 16. Fix: use 32 or 48 px"),
+    ],
+)
+def test_encode_video_refuses_frames_off_the_16_px_grid(height, width, message):
+    """The codec's 8 px stride would crop 36 px to 32, and 40 px gives 5 latent rows that the
+    model's 2 x 2 patches cannot split: both are refused by the frames' name."""
+    with pytest.raises(InputError) as error:
+        ENCODE_VIDEO().encode(torch.rand(9, height, width, 3), bundle.video_codec(), 16.0)
+    assert str(error.value) == message
+
+
+def test_encode_audio_refuses_a_batch_of_sounds_for_one_clip(clip):
+    """The host's VAE Decode Audio at batch_size 2 gives two sounds: one clip takes one."""
+    sounds = {"waveform": torch.zeros(2, 1, round(33 / 16 * 22050)), "sample_rate": 22050}
+    with pytest.raises(InputError, match=r"^audio: 2 sounds for 1 clip\(s\)") as error:
+        ENCODE_AUDIO().encode(clip, sounds, bundle.audio_codec())
+    assert "Latent From Batch" in error.value.fix
+
+
+def test_encode_audio_keeps_the_takes_keyframes_and_measures_its_own_length(clip):
+    """A keyframe-mode Video to Audio take (30 of 33 frames) given its own 30-frame sound keeps
+    its keyframes and length; the sound is padded to the 33 frames' tokens and trimmed back."""
+    codec = bundle.audio_codec()
+    keys = torch.randn(1, 8, 2, 16, 16)
+    take = replace(clip, keyframes=keys, keyframe_indices=[0, 8], clip_frames=30)
+    rate = codec.sample_rate
+    sound = torch.randn(1, 1, round(30 / 16 * rate), generator=torch.Generator().manual_seed(2))
+    encoded = ENCODE_AUDIO().encode(take, {"waveform": sound, "sample_rate": rate}, codec)[0]
+    tokens = audio_token_count(33, 16.0, rate, codec.samples_per_token)
+    expected = codec.encode(fit_length(sound, tokens * codec.samples_per_token))
+    assert encoded.audio.shape == (1, codec.latent_channels, tokens)
+    assert torch.equal(encoded.audio, expected)
+    assert encoded.keyframes is keys and encoded.keyframe_indices == [0, 8]
+    assert encoded.clip_frames == 30 and encoded.video is clip.video and encoded.fps == 16.0
+    (audio,) = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeAudio"]().decode(encoded, codec)
+    assert audio["waveform"].shape[-1] == round(30 / 16 * rate)
+    with pytest.raises(InputError, match=r"2\.06 s of sound for a 1\.88 s clip \(30 frames"):
+        ENCODE_AUDIO().encode(take, _sound(33 / 16), codec)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
+from skyreels_pack import NODE_CLASS_MAPPINGS
 from skyreels_pack.nodes import host
 from skyreels_pack.nodes.refiner import SkyReelsV4Refine, SkyReelsV4RefinerLoader
 
@@ -170,3 +172,40 @@ def test_refine_node_previews_its_running_estimate_through_a_video_vae(refiner, 
     assert not np.array_equal(shown[0][1], expected)
     with pytest.raises(InputError, match="^video_vae: .*16 video latent channels"):
         SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS, video_vae=PoolingCodec(16))
+
+
+def test_refine_node_names_a_latent_its_patches_cannot_split(refiner):
+    """5 latent rows (frames 40 px high, encoded before Encode Video checked the grid) split into
+    2 x 2 patches only at an even scale: refused by av_latent's name instead of a bare reshape
+    error."""
+    clip = AVLatent(video=torch.randn(1, 4, 3, 5, 8), fps=16.0)
+    with pytest.raises(InputError) as error:
+        SkyReelsV4Refine().refine(refiner, clip, **{**WIDGETS, "scale": 1})
+    assert str(error.value) == (
+        "av_latent: its 5 x 8 latent size times scale 1 does not divide into the refiner's "
+        "2 x 2 patches. Fix: encode frames whose height and width are multiples of 16 px, or set "
+        "scale to 2 or 4"
+    )
+    (out,) = SkyReelsV4Refine().refine(refiner, clip, **WIDGETS)["result"]
+    assert out.video.shape == (1, 4, 5, 10, 16)
+
+
+def test_a_refined_video_to_audio_take_keeps_its_own_length():
+    """A Video to Audio take holds its 7-frame clip's last frame to 9: refined at 2x fps it is
+    2 (7 - 1) + 1 = 13 frames at 32 fps, and both decoders trim to those, not to the 17 the
+    padded latents cover."""
+    demo = SkyReelsV4RefinerLoader().load(bundle.BUNDLED, "fp32")[0]
+    generator = torch.Generator().manual_seed(3)
+    video, audio = torch.randn(1, 8, 3, 8, 8, generator=generator), torch.randn(1, 8, 35)
+    take = AVLatent(video=video, audio=audio, fps=16.0, clip_frames=7)
+    widgets = {**WIDGETS, "reinject_keyframes": False, "sparsity": 0.0}
+    (out,) = SkyReelsV4Refine().refine(demo, take, **widgets)["result"]
+    assert out.clip_frames == 13 and out.fps == 32.0 and out.video.shape[2] == 5
+    frames, fps = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]().decode(out, bundle.video_codec())
+    whole, _ = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]().decode(
+        replace(out, clip_frames=None), bundle.video_codec()
+    )
+    assert frames.shape[0] == 13 and whole.shape[0] == 17 and torch.equal(frames, whole[:13])
+    codec = bundle.audio_codec()
+    (sound,) = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeAudio"]().decode(out, codec)
+    assert sound["waveform"].shape[-1] == round(13 / 32 * codec.sample_rate)
