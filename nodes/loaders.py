@@ -161,7 +161,9 @@ class SkyReelsV4ModelLoader(FileLoader):
             path, rate = bundle.model_path(), bundle.audio_rate()
         else:
             path, rate = host.model_path("diffusion_models", model_name), bundle.MMAUDIO_RATE
-        module = load_model(path, dtype=torch_dtype, device=offload, fp8=fp8)
+        module = load_model(
+            path, dtype=torch_dtype, device=offload, fp8=fp8, input_name="model_name"
+        )
         if module.config.audio_latent_channels is None:
             rate = None
         module.attention_backend = resolve_attention(attention, device)

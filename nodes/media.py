@@ -18,7 +18,10 @@ from . import host, link_types
 from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/inputs"
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".mov", ".mkv")
+AUDIO_SUFFIXES = (  # what PyAV here reads (tests/test_media_nodes.py writes and loads each)
+    ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma",
+    ".mp4", ".mov", ".mkv", ".webm", ".avi",
+)  # fmt: skip
 
 
 def _audio_files() -> list[str]:

@@ -4,6 +4,8 @@ decode later; the workflow embedded, written atomically, never over another file
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 
 from skyreels_core.av_io import next_free_path, write_mp4
 from skyreels_core.av_latent_file import SUFFIX, save_av_latent
@@ -13,12 +15,48 @@ from . import host, link_types
 
 CATEGORY = "SkyReels-V4/output"
 FOLDERS = {"output": host.output_dir, "temp": host.temp_dir}  # the host's folder types
+PREFIX_TOOLTIP = (
+    "File name start; may include a sub-folder and the host's tokens: %date:yyyy-MM-dd%, "
+    "%width%, %height%, %year%, %month%, %day%, %hour%, %minute%, %second%."
+)
+DATE_TOKEN = re.compile(r"%date:([^%]*)%")
+DATE_FIELDS = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")  # the frontend's formatDate letters
 
 
-def _output_folder(filename_prefix: str, root=None):
-    """The folder and file stem for ``filename_prefix``, which may name a sub-folder of the output."""
+def _date(pattern: str, now: datetime) -> str:
+    """``pattern`` as the host's frontend formats %date:pattern%: yyyy or yy for the year, and
+    M, d, h (0-23), m, s for the rest, doubled for two digits."""
+    fields = {"d": now.day, "M": now.month, "h": now.hour, "m": now.minute, "s": now.second}
+
+    def field(match: re.Match) -> str:
+        text = match[0]
+        if text in ("yy", "yyyy"):
+            return str(now.year)[-len(text) :]
+        return str(fields[text[0]]).zfill(len(text)) if text[0] in fields else text
+
+    return DATE_FIELDS.sub(field, pattern)
+
+
+def _expanded(filename_prefix: str, width: int, height: int) -> str:
+    """The prefix with the host's tokens filled in, so a prefix means here what it means in the
+    core save nodes: %date:FORMAT%, which the frontend fills only for the host's own nodes, then
+    what folder_paths.get_save_image_path fills (%width%, %height%, %year% ... %second%)."""
+    now = datetime.now()
+    prefix = DATE_TOKEN.sub(lambda match: _date(match[1], now), filename_prefix)
+    values = {"width": f"{width}", "height": f"{height}", "year": f"{now.year}",
+              "month": f"{now.month:02d}", "day": f"{now.day:02d}", "hour": f"{now.hour:02d}",
+              "minute": f"{now.minute:02d}", "second": f"{now.second:02d}"}  # fmt: skip
+    for name, value in values.items():
+        prefix = prefix.replace(f"%{name}%", value)
+    return prefix
+
+
+def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int = 0):
+    """The folder and file stem for ``filename_prefix``, which may name a sub-folder of the
+    output; its tokens are filled in with the frames' ``width`` and ``height`` (0 where there are
+    none, as the host's Save Latent does). A trailing "/" is dropped, as the host does."""
     root = (root or host.output_dir()).resolve()
-    target = (root / filename_prefix).resolve()
+    target = (root / _expanded(filename_prefix, width, height)).resolve()
     if not target.is_relative_to(root) or target == root:
         raise InputError(
             "filename_prefix",
@@ -61,7 +99,7 @@ class SkyReelsV4SaveVideo(_SaveNode):
                     "STRING",
                     {
                         "default": "SkyReelsV4",
-                        "tooltip": "File name start; may include a sub-folder.",
+                        "tooltip": PREFIX_TOOLTIP,
                     },
                 ),
             },
@@ -76,7 +114,8 @@ class SkyReelsV4SaveVideo(_SaveNode):
     def save(
         self, frames, fps: float, filename_prefix: str, audio=None, prompt=None, extra_pnginfo=None
     ):
-        root, folder, stem = _output_folder(filename_prefix, FOLDERS[self.FOLDER]())
+        height, width = frames.shape[1:3]
+        root, folder, stem = _output_folder(filename_prefix, FOLDERS[self.FOLDER](), width, height)
         folder.mkdir(parents=True, exist_ok=True)
         metadata = _graph_metadata(prompt, extra_pnginfo)
         path = write_mp4(next_free_path(folder, stem), frames, fps, audio, metadata)
@@ -140,7 +179,7 @@ class SkyReelsV4SaveAVLatent(_SaveNode):
                     "STRING",
                     {
                         "default": "latents/SkyReelsV4",
-                        "tooltip": "File name start; may include a sub-folder.",
+                        "tooltip": PREFIX_TOOLTIP,
                     },
                 ),
             },

@@ -6,8 +6,7 @@ failed or interrupted write never leaves a broken file and never replaces an exi
 
 from __future__ import annotations
 
-import os
-import tempfile
+import glob
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .paths import published
 from .shapes import rgb_pixels
 
 # FFmpeg's default layout for each channel count AAC carries (a 5.1 film track is 6 channels).
@@ -187,9 +187,12 @@ def read_video(
 
 
 def next_free_path(folder: str | Path, prefix: str, suffix: str = ".mp4") -> Path:
-    """``<prefix>_00001<suffix>``, counting past every file already there."""
+    """``<prefix>_00001<suffix>``, counting past every file already there. The names are
+    escaped: a prefix such as ``take[1]`` is a glob character class, which would hide the files
+    it made and hand out a taken number again."""
     folder = Path(folder)
-    taken = {p.name for p in folder.glob(f"{prefix}_*{suffix}")} if folder.is_dir() else set()
+    pattern = f"{glob.escape(f'{prefix}_')}*{glob.escape(suffix)}"
+    taken = {p.name for p in folder.glob(pattern)} if folder.is_dir() else set()
     number = 1
     while f"{prefix}_{number:05d}{suffix}" in taken:
         number += 1
@@ -278,21 +281,6 @@ def write_mp4(
             "output", f"{path} already exists", "choose another name (files are never overwritten)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=".mp4.part", dir=path.parent
-    )
-    os.close(handle)
-    try:
-        _write(Path(temporary), frames, fps, audio, metadata or {})
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # fails instead of replacing a file that appeared meanwhile
-    except FileExistsError:
-        raise InputError(
-            "output", f"{path} already exists", "choose another name (files are never overwritten)"
-        ) from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with published(path, overwrite) as partial:
+        _write(partial, frames, fps, audio, metadata or {})
     return path

@@ -22,22 +22,38 @@ FORMAT_KEY = "format"
 SUFFIX = ".av_latent.safetensors"
 
 
-def save_av_latent(latent: AVLatent, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``latent`` to ``path`` (through a partial file, so a failed write leaves nothing
-    under the real name); ``metadata`` adds text entries such as the workflow."""
+def save_av_latent(
+    latent: AVLatent,
+    path: Path,
+    metadata: dict[str, str] | None = None,
+    input_name: str = "av_latent",
+) -> Path:
+    """Write ``latent`` to ``path``, which must not exist: files are never overwritten, and a
+    failed write leaves nothing under the real name. A latent :func:`load_av_latent` would
+    refuse is refused here, naming ``input_name``, before a byte is written, so no take is
+    saved that cannot be loaded back. ``metadata`` adds text entries such as the workflow."""
     tensors = {"video": latent.video}
     if latent.audio is not None:
         tensors["audio"] = latent.audio
     if latent.keyframes is not None:
         tensors["keyframes"] = latent.keyframes
+    indices = [int(i) for i in latent.keyframe_indices]
+    _check_shapes(
+        "the latent",
+        {key: tuple(value.shape) for key, value in tensors.items()},
+        indices,
+        input_name,
+        "pass a latent whose video, audio and keyframe latents belong together (one batch, "
+        "keyframes inside the clip), as a Sampler or Refine outputs it",
+    )
     tensors = {key: value.detach().float().cpu().contiguous() for key, value in tensors.items()}
     numbers = {
-        "keyframe_indices": list(latent.keyframe_indices),
+        "keyframe_indices": indices,
         "fps": float(latent.fps),
         "clip_frames": latent.clip_frames,
     }
     described = {**(metadata or {}), FORMAT_KEY: FORMAT, "av_latent": json.dumps(numbers)}
-    return write_safetensors(tensors, Path(path), described)
+    return write_safetensors(tensors, Path(path), described, overwrite=False)
 
 
 def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
@@ -53,7 +69,7 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
         )
     numbers = json.loads(metadata["av_latent"])
     indices = [int(i) for i in numbers.get("keyframe_indices", [])]
-    _check_shapes(path.name, shapes, indices, input_name)
+    _check_shapes(path.name, shapes, indices, input_name, "save the latent again")
     tensors = load_file(str(path), device="cpu")
     return AVLatent(
         video=tensors["video"],
@@ -66,8 +82,9 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
 
 
 def _check_shapes(
-    name: str, shapes: dict[str, tuple[int, ...]], indices: list[int], input_name: str
+    name: str, shapes: dict[str, tuple[int, ...]], indices: list[int], input_name: str, fix: str
 ) -> None:
+    """One check for both ways: what Save AV Latent writes is exactly what Load AV Latent takes."""
     video = shapes.get("video")
     problems = []
     if video is None or len(video) != 5:
@@ -84,4 +101,4 @@ def _check_shapes(
         if any(not 0 <= i < video[2] for i in indices):
             problems.append(f"keyframe latent frames {indices} outside the clip's {video[2]}")
     if problems:
-        raise InputError(input_name, f"{name} holds {'; '.join(problems)}", "save the latent again")
+        raise InputError(input_name, f"{name} holds {'; '.join(problems)}", fix)

@@ -24,11 +24,19 @@ from .config import PRESETS, ModelConfig, config_from_dict
 from .errors import CheckpointError
 from .mmdit import DualStreamMMDiT
 from .offload import quantise_fp8, store_linears_in_fp8
+from .paths import published
 
 CONFIG_METADATA_KEY = "skyreels_config"
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.safetensors$")
 WAN_PREFIXES = ("model.diffusion_model.",)
 HEAD_DIM = 128  # every Wan 2.1 model uses 128-dim heads
+WAN_KEYS = (  # what wan_config_from_shapes reads a Wan 2.1 file's config off
+    "patch_embedding.weight",
+    "blocks.0.self_attn.q.weight",
+    "blocks.0.ffn.0.weight",
+    "text_embedding.0.weight",
+    "head.head.weight",
+)
 
 
 def _check_safetensors(path: Path, input_name: str) -> None:
@@ -158,15 +166,35 @@ def wan_config_from_shapes(
 def detect_config(
     shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], input_name: str
 ) -> ModelConfig:
+    """The config the file describes, or read off an original-layout Wan 2.1 file's shapes. A
+    file is taken for Wan only when it holds every key that reading needs: a Wan-like DiT of
+    another kind (the refiner has no text embedding) is refused by name, not a bare KeyError."""
     if CONFIG_METADATA_KEY in metadata:
         return config_from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
-    if "patch_embedding.weight" in shapes and "blocks.0.self_attn.q.weight" in shapes:
+    _refuse_refiner(metadata, input_name)
+    missing = [key for key in WAN_KEYS if key not in shapes]
+    if not missing:
         return wan_config_from_shapes(shapes)
     raise CheckpointError(
         input_name,
-        "the file is neither a SkyReels-V4 checkpoint nor an original-layout Wan 2.1 T2V checkpoint",
-        "pick a SkyReels-V4 / Wan 2.1 diffusion model file (it must hold patch_embedding and blocks.*)",
+        "the file is neither a SkyReels-V4 checkpoint nor an original-layout Wan 2.1 T2V "
+        f"checkpoint (it lacks {_describe(missing)})",
+        "pick a SkyReels-V4 / Wan 2.1 diffusion model file (it must hold patch_embedding, "
+        "text_embedding, blocks.* and head)",
     )
+
+
+def _refuse_refiner(metadata: dict[str, str], input_name: str) -> None:
+    """The refiner's own file, picked in the generator's loader: say where it belongs."""
+    from .refiner import CONFIG_METADATA_KEY as REFINER_KEY  # refiner imports this module
+
+    if REFINER_KEY in metadata:
+        raise CheckpointError(
+            input_name,
+            "the file is a SkyReels-V4 refiner, not a generator model",
+            "load it with SkyReels-V4 Load Refiner (from models/skyreels_refiner) and pick a "
+            "SkyReels-V4 or Wan 2.1 diffusion model here",
+        )
 
 
 def build_on_meta(config: ModelConfig) -> DualStreamMMDiT:
@@ -255,13 +283,15 @@ def load_model(
 
 
 def write_safetensors(
-    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+    tensors: dict[str, torch.Tensor],
+    path: Path,
+    metadata: dict[str, str] | None = None,
+    *,
+    overwrite: bool = True,
 ) -> Path:
-    """Written beside ``path`` and renamed onto it, so an interrupted write never leaves a
-    truncated file under the real name."""
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata)
-    partial.replace(path)
+    """Published whole (:func:`.paths.published`); without ``overwrite`` never over a file."""
+    with published(path, overwrite) as partial:
+        save_file(tensors, str(partial), metadata)
     return path
 
 

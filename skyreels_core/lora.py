@@ -32,6 +32,7 @@ from safetensors import safe_open
 from torch import nn
 
 from .errors import CheckpointError
+from .loading import read_header
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +142,12 @@ def _refuse_unsupported(keys: Sequence[str], file: str) -> None:
 
 
 def _grouped(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """layer name -> field -> tensor, every key of the file accounted for."""
+    """layer name -> field -> tensor, every key of the file accounted for. The header is checked
+    first, as every loader does: an empty, truncated or foreign file names lora_name."""
+    keys = list(read_header(path, "lora_name")[0])
+    _refuse_unsupported(keys, path.name)
     groups: dict[str, dict[str, torch.Tensor]] = {}
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        keys = list(handle.keys())
-        _refuse_unsupported(keys, path.name)
         for key in keys:
             layer, kind = _split(key)
             if not kind:

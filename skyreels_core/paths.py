@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
@@ -43,6 +47,31 @@ def output_folder(path: Path, input_name: str) -> Path:
             input_name, f"cannot create {path} ({error.strerror})", "name a folder you can write to"
         ) from None
     return path
+
+
+@contextmanager
+def published(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """A partial file of its own beside ``path`` to write into, published under ``path`` once the
+    write is done: an interrupted write never leaves a truncated file under the real name, and
+    two writers never share a partial file. Without ``overwrite`` it is linked into place, which
+    fails rather than replace a file that exists, even one another run wrote meanwhile."""
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f"{path.suffix}.part", dir=path.parent
+    )
+    os.close(handle)
+    partial = Path(temporary)
+    try:
+        yield partial
+        if overwrite:
+            os.replace(partial, path)
+        else:
+            os.link(partial, path)
+    except FileExistsError:
+        raise InputError(
+            "output", f"{path} already exists", "choose another name (files are never overwritten)"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def fingerprint(paths: list[Path]) -> str:

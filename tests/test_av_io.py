@@ -156,3 +156,11 @@ def test_rgba_frames_are_saved_as_their_colour(tmp_path):
     with_alpha = read_video(write_mp4(tmp_path / "rgba.mp4", rgba, 16.0))[0]
     without = read_video(write_mp4(tmp_path / "rgb.mp4", rgb, 16.0))[0]
     assert torch.equal(with_alpha, without)
+
+
+@pytest.mark.parametrize("prefix", ["take[1]", "clip*", "what?", "[!x]"])
+def test_next_free_path_counts_past_prefixes_with_glob_characters(tmp_path, prefix):
+    """The prefix is a name, not a pattern: its own files are counted, lookalikes are not."""
+    for name in (f"{prefix}_00001.mp4", f"{prefix}_00002.mp4", "take1_00003.mp4", "a_00004.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    assert next_free_path(tmp_path, prefix) == tmp_path / f"{prefix}_00003.mp4"

@@ -4,6 +4,7 @@ files refused by name, and a loaded latent refining exactly as the one that was 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -149,3 +150,42 @@ def test_a_loaded_take_refines_exactly_as_the_saved_one(folders):
     (direct,) = Refine().refine(refiner, latent, **widgets)["result"]
     (from_file,) = Refine().refine(refiner, loaded, **widgets)["result"]
     assert torch.equal(direct.video, from_file.video) and torch.equal(direct.audio, latent.audio)
+
+
+def test_a_prefix_with_glob_characters_never_replaces_an_earlier_take(folders):
+    """ "lat[a]" reads as a character class to a glob: unescaped, the second take was written
+    over the first."""
+    _, outputs = folders
+    takes = [AVLatent(video=torch.full((1, 4, 3, 4, 4), float(i)), fps=16.0) for i in range(2)]
+    saved = [SaveAVLatent().save(take, "lat[a]")["ui"]["skyreels_latents"][0] for take in takes]
+    assert [s["filename"] for s in saved] == [f"lat[a]_00001{SUFFIX}", f"lat[a]_00002{SUFFIX}"]
+    for entry, take in zip(saved, takes):
+        assert _same(load_av_latent(outputs / entry["filename"]), take)
+
+
+def test_an_existing_file_is_never_overwritten(tmp_path):
+    """A file that appeared under the chosen name (another run, a copy) is kept as it was."""
+    path = save_av_latent(_latent(), tmp_path / f"take{SUFFIX}")
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="output: .*already exists.*never overwritten"):
+        save_av_latent(_latent(keyframes=False), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no partial file left
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"audio": torch.zeros(2, 4, 40)}, r"audio latents of shape \(2, 4, 40\) beside video"),
+        ({"keyframe_indices": [0, 9]}, r"keyframe latent frames \[0, 9\] outside the clip's 5"),
+        ({"keyframes": None}, "keyframes of shape None for latent frames"),
+    ],
+)
+def test_a_latent_load_would_refuse_is_not_saved(folders, change, message):
+    """Save AV Latent runs Load AV Latent's shape check: a take that could never be loaded back
+    (a batch-2 sound beside one clip) is refused by the input's name, and nothing is written."""
+    _, outputs = folders
+    latent = replace(_latent(), **change)
+    with pytest.raises(InputError, match=f"av_latent: the latent holds {message}"):
+        SaveAVLatent().save(latent, "take")
+    assert list(outputs.iterdir()) == []

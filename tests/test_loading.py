@@ -10,8 +10,10 @@ from model_helpers import inputs, tiny_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from skyreels_core.demo import bundle
 from skyreels_core.errors import CheckpointError
 from skyreels_core.loading import load_model, save_model
+from skyreels_core.refiner import REFINER_PRESETS, RefinerDiT
 
 
 def test_round_trip_detects_the_preset_and_casts(tmp_path):
@@ -127,3 +129,16 @@ def test_file_lists_show_a_sharded_checkpoint_once(tmp_path, monkeypatch):
         "big-00001-of-00002.safetensors",
         "small.safetensors",
     ]
+
+
+def test_the_refiner_is_sent_to_its_own_loader(tmp_path):
+    """The refiner is a Wan-like DiT without text: its file (the bundled demo refiner, as copied
+    into models/diffusion_models) is named for what it is, not a bare KeyError."""
+    with pytest.raises(CheckpointError, match="model: .*is a SkyReels-V4 refiner.*Load Refiner"):
+        load_model(bundle.WEIGHTS_DIR / "refiner.safetensors")
+    # The same weights without their metadata: Wan-like, lacking what a Wan model holds.
+    state = RefinerDiT(REFINER_PRESETS["tiny"]).state_dict()
+    path = tmp_path / "bare.safetensors"
+    save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+    with pytest.raises(CheckpointError, match=r"neither .*lacks text_embedding\.0\.weight\)"):
+        load_model(path)

@@ -289,3 +289,24 @@ def test_a_compiled_model_renders_with_its_lora_and_without_it_again(monkeypatch
         run_ours(compiled.with_lora(lora, 1.0)), eager_styled, atol=1e-5, rtol=0
     )
     torch.testing.assert_close(run_ours(compiled), eager_plain, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "has no safetensors header"),  # an empty file
+        (b"\x00" * 100, "has no safetensors header"),  # an aborted download
+        (b"PK\x03\x04 a zip", "has no safetensors header"),  # another format renamed
+        ("cut", "is truncated"),
+    ],
+    ids=["empty", "zeros", "zip", "cut"],
+)
+def test_an_unreadable_file_is_refused_by_name(wan, tmp_path, content, message):
+    """An empty, cut or foreign file meets the loaders' header check and names lora_name, where
+    the safetensors parser raised its own bare error."""
+    model, _ = wan
+    path = save(tmp_path, "lora.safetensors", random_lora(model, ["blocks.0.self_attn.q"]))
+    path.write_bytes(path.read_bytes()[:200] if content == "cut" else content)
+    with pytest.raises(CheckpointError, match=f"lora_name: lora.safetensors {message}") as error:
+        read_lora(path, model)
+    assert error.value.input_name == "lora_name"

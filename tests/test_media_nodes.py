@@ -60,3 +60,63 @@ def test_missing_or_outside_files_are_one_clear_message(input_dir):
     assert LoadAudio.VALIDATE_INPUTS(audio="broken.wav") is True  # it exists; reading fails
     with pytest.raises(InputError, match="audio: cannot read broken.wav"):
         LoadAudio().load("broken.wav")
+
+
+RATE = 16000
+KINDS = {  # suffix -> (container, codec, sample rate, lossless)
+    ".wav": ("wav", "pcm_s16le", RATE, True),
+    ".flac": ("flac", "flac", RATE, True),
+    ".mp3": ("mp3", "libmp3lame", RATE, False),
+    ".ogg": ("ogg", "libopus", 48000, False),
+    ".opus": ("opus", "libopus", 48000, False),
+    ".m4a": ("ipod", "aac", RATE, False),
+    ".aac": ("adts", "aac", RATE, False),
+    ".aiff": ("aiff", "pcm_s16be", RATE, True),
+    ".aif": ("aiff", "pcm_s16be", RATE, True),
+    ".wma": ("asf", "wmav2", RATE, False),
+    ".mp4": ("mp4", "aac", RATE, False),
+    ".mov": ("mov", "aac", RATE, False),
+    ".mkv": ("matroska", "flac", RATE, True),
+    ".webm": ("webm", "libopus", 48000, False),
+    ".avi": ("avi", "pcm_s16le", RATE, True),
+}
+
+
+def _write_tone(path, container: str, codec: str, rate: int) -> np.ndarray:
+    """The tone at ``rate``, mono, written by PyAV as ``codec`` in ``container``; returned."""
+    import av
+
+    tone = np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype("f4")[None] * 0.5
+    with av.open(str(path), "w", format=container) as file:
+        stream = file.add_stream(codec, rate=rate, layout="mono")
+        stream.bit_rate = 64000  # WMA has no default
+        frame = av.AudioFrame.from_ndarray(tone, format="flt", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        file.mux(stream.encode(frame))
+        file.mux(stream.encode(None))
+    return tone[0]
+
+
+def _peak_hz(waveform: torch.Tensor, rate: int) -> float:
+    return float(torch.fft.rfft(waveform).abs().argmax()) * rate / waveform.shape[-1]
+
+
+def test_every_listed_kind_of_file_is_read_through_pyav(input_dir):
+    """Each suffix the node lists, written by PyAV and loaded through the node: the tone comes
+    back at its rate, exactly where the codec is lossless."""
+    names = {suffix: f"tone{suffix}" for suffix in KINDS}
+    tones = {
+        suffix: _write_tone(input_dir / names[suffix], container, codec, rate)
+        for suffix, (container, codec, rate, _) in KINDS.items()
+    }
+    assert LoadAudio.INPUT_TYPES()["required"]["audio"][0] == sorted(names.values())
+    for suffix, (_, _, rate, lossless) in KINDS.items():
+        (audio,) = LoadAudio().load(names[suffix])
+        waveform = audio["waveform"][0, 0]
+        assert (audio["sample_rate"], audio["waveform"].shape[:2]) == (rate, (1, 1)), suffix
+        if lossless:
+            expected = torch.from_numpy(tones[suffix])
+            torch.testing.assert_close(waveform, expected, rtol=0, atol=1 / 32768, msg=suffix)
+        else:  # encoder delay and frame padding: the length to a frame, the pitch exactly
+            assert abs(waveform.shape[-1] - rate) <= rate // 8, suffix
+            assert _peak_hz(waveform[:rate], rate) == pytest.approx(440, abs=2), suffix

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime
+
 import av
 import pytest
 import torch
 from skyreels_pack import NODE_CLASS_MAPPINGS
+
+from skyreels_core.errors import InputError
 
 SAVE = NODE_CLASS_MAPPINGS["SkyReelsV4SaveVideo"]
 PREVIEW = NODE_CLASS_MAPPINGS["SkyReelsV4PreviewVideo"]
@@ -48,3 +53,47 @@ def test_save_video_keeps_the_clip_in_the_output_folder(folders):
     saved = SAVE().save(frames, 16.0, "clips/take", audio=sound)["ui"]["skyreels_videos"][0]
     assert (saved["type"], saved["subfolder"]) == ("output", "clips")
     assert (output / "clips" / saved["filename"]).is_file() and not temp.exists()
+
+
+def test_a_prefix_with_glob_characters_counts_past_its_own_files(folders):
+    """ "take[1]" reads as a character class to a glob: unescaped, the first file was not seen
+    and the second run was refused as "already exists"."""
+    output, _ = folders
+    frames, _ = _clip()
+    names = [SAVE().save(frames, 16.0, "take[1]")["ui"]["skyreels_videos"][0] for _ in range(3)]
+    assert [n["filename"] for n in names] == [f"take[1]_0000{i}.mp4" for i in (1, 2, 3)]
+    assert sorted(p.name for p in output.iterdir()) == [n["filename"] for n in names]
+
+
+class _Frozen(datetime):
+    """2025-03-07 04:05:06, local time, whenever asked."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2025, 3, 7, 4, 5, 6)
+
+
+def test_the_hosts_prefix_tokens_are_filled_in(folders, monkeypatch):
+    """%date:FORMAT% as the frontend fills it for the core save nodes, and the tokens
+    folder_paths.get_save_image_path fills (the frames' size, the local time)."""
+    monkeypatch.setattr(sys.modules[SAVE.__module__], "datetime", _Frozen)
+    output, _ = folders
+    frames, _ = _clip()  # 48 wide, 32 high
+    prefix = "%date:yyyy-MM-dd%/clip_%width%x%height%_%year%%month%%day%-%hour%%minute%%second%"
+    saved = SAVE().save(frames, 16.0, prefix + "_%date:yy.M.d_h-m-s_hhmmss%")["ui"]
+    (video,) = saved["skyreels_videos"]
+    assert video["subfolder"] == "2025-03-07"
+    assert video["filename"] == "clip_48x32_20250307-040506_25.3.7_4-5-6_040506_00001.mp4"
+    assert (output / "2025-03-07" / video["filename"]).is_file()
+    with pytest.raises(InputError, match="filename_prefix: '../%year%/x' leaves the output"):
+        SAVE().save(frames, 16.0, "../%year%/x")
+
+
+def test_a_prefix_ending_in_a_slash_names_the_file_as_the_host_does(folders):
+    """The host's get_save_image_path normalises "videos/" to "videos": a file in the output
+    folder itself, as the core save nodes write it."""
+    output, _ = folders
+    frames, _ = _clip()
+    video = SAVE().save(frames, 16.0, "videos/")["ui"]["skyreels_videos"][0]
+    assert (video["subfolder"], video["filename"]) == ("", "videos_00001.mp4")
+    assert (output / "videos_00001.mp4").is_file()
