@@ -56,6 +56,8 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
     output; its tokens are filled in with the frames' ``width`` and ``height`` (0 where there are
     none, as the host's Save Latent does). A trailing "/" is dropped, as the host does."""
     root = (root or host.output_dir()).resolve()
+    if "\x00" in filename_prefix:
+        raise InputError("filename_prefix", "holds a NUL character", "use a plain file name")
     target = (root / _expanded(filename_prefix, width, height)).resolve()
     if not target.is_relative_to(root) or target == root:
         raise InputError(

@@ -67,8 +67,13 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
             f"{path.name} is not an AV latent",
             "pick a file written by SkyReels-V4 Save AV Latent",
         )
-    numbers = json.loads(metadata["av_latent"])
-    indices = [int(i) for i in numbers.get("keyframe_indices", [])]
+    try:
+        numbers = json.loads(metadata["av_latent"])
+        indices = [int(i) for i in numbers.get("keyframe_indices", [])]
+    except (ValueError, TypeError, AttributeError):
+        raise InputError(
+            input_name, f"{path.name} has a damaged description", "save the latent again"
+        ) from None
     _check_shapes(path.name, shapes, indices, input_name, "save the latent again")
     tensors = load_file(str(path), device="cpu")
     return AVLatent(

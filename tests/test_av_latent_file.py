@@ -82,6 +82,9 @@ def test_other_files_and_inconsistent_latents_are_refused_by_name(tmp_path):
     )
     with pytest.raises(InputError, match="outside the clip's 5"):
         load_av_latent(path)
+    save_file(tensors, str(path), {**metadata, "av_latent": "{not json"})
+    with pytest.raises(InputError, match="^av_latent: edited.av_latent.safetensors has a damaged"):
+        load_av_latent(path)
 
 
 @pytest.fixture

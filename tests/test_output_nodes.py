@@ -87,6 +87,8 @@ def test_the_hosts_prefix_tokens_are_filled_in(folders, monkeypatch):
     assert (output / "2025-03-07" / video["filename"]).is_file()
     with pytest.raises(InputError, match="filename_prefix: '../%year%/x' leaves the output"):
         SAVE().save(frames, 16.0, "../%year%/x")
+    with pytest.raises(InputError, match="filename_prefix: holds a NUL character"):
+        SAVE().save(frames, 16.0, "clip\x00")
 
 
 def test_a_prefix_ending_in_a_slash_names_the_file_as_the_host_does(folders):
