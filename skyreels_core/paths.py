@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,17 +49,26 @@ def output_folder(path: Path, input_name: str) -> Path:
     return path
 
 
+def _new_partial(path: Path) -> Path:
+    """An empty file of a fresh name beside ``path``, created with the umask's permissions."""
+    while True:
+        partial = path.with_name(f".{path.stem}.{secrets.token_hex(4)}{path.suffix}.part")
+        try:
+            os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return partial
+
+
 @contextmanager
 def published(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """A partial file of its own beside ``path`` to write into, published under ``path`` once the
     write is done: an interrupted write never leaves a truncated file under the real name, and
     two writers never share a partial file. Without ``overwrite`` it is linked into place, which
-    fails rather than replace a file that exists, even one another run wrote meanwhile."""
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f"{path.suffix}.part", dir=path.parent
-    )
-    os.close(handle)
-    partial = Path(temporary)
+    fails rather than replace a file that exists, even one another run wrote meanwhile. The
+    file gets the permissions the umask gives (a temporary file's 0600 would hide renders from
+    the rest of a shared disk)."""
+    partial = _new_partial(path)
     try:
         yield partial
         if overwrite:

@@ -164,3 +164,18 @@ def test_next_free_path_counts_past_prefixes_with_glob_characters(tmp_path, pref
     for name in (f"{prefix}_00001.mp4", f"{prefix}_00002.mp4", "take1_00003.mp4", "a_00004.mp4"):
         (tmp_path / name).write_bytes(b"")
     assert next_free_path(tmp_path, prefix) == tmp_path / f"{prefix}_00003.mp4"
+
+
+def test_saved_files_get_the_umasks_permissions(tmp_path):
+    """Renders and latents are readable as the umask says (a shared disk's render farm reads
+    them), not 0600 as a temporary file would leave them."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        path = write_mp4(tmp_path / "clip.mp4", torch.rand(5, 16, 16, 3), 16.0)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
