@@ -209,19 +209,25 @@ def test_reroll_sound_keeps_the_video_bit_for_bit(host_folders):
         sampler.sample(**{**settings, **linked})
 
 
-def test_the_sampler_notes_a_size_the_demo_model_never_saw(host_folders, caplog):
-    """At 64 px the Sampler's note is empty; at 128 px (noise from the demo model) it says so on
-    the node and in the log, with what to do instead."""
+def _text_to_video_render(host_folders) -> tuple[dict, object, dict]:
+    """(the Sampler node's outputs and UI, its AV latent, its inputs with links resolved) of the
+    shipped text_to_video workflow, for tests that call the Sampler again."""
     inputs, output = host_folders
     path = ROOT / "workflows" / "text_to_video.json"
     _, result, _, _ = _run_workflow(path, inputs, output)
     prompt = ui_to_api(json.loads(path.read_text()), OBJECT_INFO)
     sampler_id = next(i for i, node in prompt.items() if node["class_type"] == "SkyReelsV4Sampler")
-    assert result[sampler_id]["ui"] == {"skyreels_note": [""]}
     settings = {name: result[str(v[0])]["result"][v[1]] if isinstance(v, list) else v
                 for name, v in prompt[sampler_id]["inputs"].items()}  # fmt: skip
-    video_vae = next(r["result"][0] for i, r in result.items()
-                     if prompt[i]["class_type"] == "SkyReelsV4VideoVAELoader")  # fmt: skip
+    return result[sampler_id], result[sampler_id]["result"][0], settings
+
+
+def test_the_sampler_notes_a_size_the_demo_model_never_saw(host_folders, caplog):
+    """At 64 px the Sampler's note is empty; at 128 px (noise from the demo model) it says so on
+    the node and in the log, with what to do instead."""
+    sampler, _, settings = _text_to_video_render(host_folders)
+    assert sampler["ui"] == {"skyreels_note": [""]}
+    video_vae = settings["video_vae"]
     large = NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"]().build(video_vae, 128, 128, 9)["result"][0]
     with caplog.at_level(logging.WARNING):
         ran = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"]().sample(
@@ -238,14 +244,7 @@ def test_denoise_start_keeps_what_it_starts_from(host_folders):
     lands the nearer that render, in both streams, the lower denoise_start is (0.1: a third of
     the distance the same seed from pure noise lands at); below 1 with nothing to start from, or
     from video without sound, is one error naming the fix."""
-    inputs, output = host_folders
-    path = ROOT / "workflows" / "text_to_video.json"
-    _, result, _, _ = _run_workflow(path, inputs, output)
-    prompt = ui_to_api(json.loads(path.read_text()), OBJECT_INFO)
-    sampler_id = next(i for i, node in prompt.items() if node["class_type"] == "SkyReelsV4Sampler")
-    made = result[sampler_id]["result"][0]
-    settings = {name: result[str(v[0])]["result"][v[1]] if isinstance(v, list) else v
-                for name, v in prompt[sampler_id]["inputs"].items()}  # fmt: skip
+    _, made, settings = _text_to_video_render(host_folders)
     sampler = NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"]()
 
     def distance(**changes) -> tuple[float, float]:
@@ -270,14 +269,7 @@ def test_a_schedule_wired_into_the_sampler_replaces_its_steps(host_folders, monk
     """The Schedule node's own schedule in ``sigmas`` renders bit for bit what the Sampler's
     widgets do, whatever they say; a written-out one runs its own steps (the progress bar's
     total) to another clip; Extend to Length hands it to every window."""
-    inputs, output = host_folders
-    path = ROOT / "workflows" / "text_to_video.json"
-    _, result, _, _ = _run_workflow(path, inputs, output)
-    prompt = ui_to_api(json.loads(path.read_text()), OBJECT_INFO)
-    sampler_id = next(i for i, node in prompt.items() if node["class_type"] == "SkyReelsV4Sampler")
-    made = result[sampler_id]["result"][0]
-    settings = {name: result[str(v[0])]["result"][v[1]] if isinstance(v, list) else v
-                for name, v in prompt[sampler_id]["inputs"].items()}  # fmt: skip
+    _, made, settings = _text_to_video_render(host_folders)
     sampler, schedule = (NODE_CLASS_MAPPINGS[name]() for name in
                          ("SkyReelsV4Sampler", "SkyReelsV4Schedule"))  # fmt: skip
     (own,) = schedule.schedule(settings["steps"], settings["shift"], 1.0)
