@@ -12,16 +12,16 @@ from pathlib import Path
 
 from skyreels_core.av_io import read_audio
 from skyreels_core.av_latent_file import SUFFIX, load_av_latent
+from skyreels_core.batch_queue import SUFFIXES
 from skyreels_core.errors import InputError
 
 from . import host, link_types
 from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/inputs"
-AUDIO_SUFFIXES = (  # what PyAV here reads (tests/test_media_nodes.py writes and loads each)
-    ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma",
-    ".mp4", ".mov", ".mkv", ".webm", ".avi",
-)  # fmt: skip
+# What PyAV here reads (tests/test_media_nodes.py writes and loads each), the same lists the
+# queue command picks a folder's files for Load Audio by.
+AUDIO_SUFFIXES = SUFFIXES["sound"] + SUFFIXES["video"]
 
 
 def _audio_files() -> list[str]:

@@ -14,6 +14,7 @@ import argparse
 import glob
 import itertools
 import json
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -35,8 +36,29 @@ from .workflow_format import (
 
 Widget = tuple[str, str]  # (node id, input name)
 PROMPT_NAMES = ("prompt", "text")  # this pack's and the core text encoders' prompt widgets
-UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")  # a file picker with a button
 UPLOAD_PATH = "/upload/image"  # the frontend's upload route, for every file type
+# The kinds of file a folder given to --inputs is searched for, by suffix. The host's Load Image
+# and Load Video list the input folder's images and videos; this pack's Load Audio lists sounds
+# and videos (nodes/media.py lists these same suffixes). Text is a kind so
+# that a caption named beside its clip is refused by name rather than queued as a clip.
+SUFFIXES = {
+    "image": (".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".tga",
+              ".avif", ".heic"),
+    "video": (".mp4", ".mov", ".mkv", ".webm", ".avi"),
+    "sound": (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma"),
+    "text": (".txt", ".json", ".csv", ".md", ".srt", ".vtt"),
+}  # fmt: skip
+# A file picker with an upload button, and the kinds of file it takes.
+UPLOAD_FLAGS = {
+    "image_upload": ("image",),
+    "video_upload": ("video",),
+    "audio_upload": ("sound", "video"),
+}
+
+
+class PromptRefused(InputError):
+    """The server refused one prompt (a value its node does not accept): that render is
+    reported and the batch goes on, where any other error stops it."""
 
 
 class ComfyServer:
@@ -63,10 +85,10 @@ class ComfyServer:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.read() if raw else json.loads(response.read())
+                answer = response.read()
         except urllib.error.HTTPError as error:
             if path == "/prompt" and error.code == 400:
-                raise InputError("workflow", _refusal(error), "fix the value it names") from None
+                raise PromptRefused("workflow", _refusal(error), "fix the value it names") from None
             if path == UPLOAD_PATH and error.code == 400:
                 raise InputError(
                     "--inputs", "the server refused an upload", "check the file's name"
@@ -82,6 +104,18 @@ class ComfyServer:
                 "--server",
                 f"cannot reach ComfyUI at {self.url} ({reason})",
                 "start ComfyUI or pass --server http://HOST:PORT",
+            ) from None
+        return answer if raw else self._json(path, answer)
+
+    def _json(self, path: str, answer: bytes):
+        """The answer's JSON; a login page or another service at the address answers HTML."""
+        try:
+            return json.loads(answer)
+        except ValueError:
+            raise InputError(
+                "--server",
+                f"{self.url}{path} did not answer JSON",
+                "check that --server names a ComfyUI server",
             ) from None
 
     def object_info(self) -> dict:
@@ -201,12 +235,17 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def read_prompts(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are skipped."""
+    """One prompt per line; blank lines and lines starting with # are skipped. UTF-8, with or
+    without the byte-order mark Windows editors write (else it would hide a first # line)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except OSError as error:
         raise InputError(
             "--prompts", f"cannot read {path} ({error.strerror})", "name a text file"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise InputError(
+            "--prompts", f"{path} is not UTF-8 text (byte {error.start})", "save it as UTF-8"
         ) from None
     prompts = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     if not prompts:
@@ -314,14 +353,80 @@ def upload_widget(
     return _the_one(table, found, "--input-widget", "file")
 
 
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """The --inputs files, refused before anything is uploaded or queued: a folder stands for
-    its files (not hidden ones, by name), and a pattern the shell left alone (Windows shells
-    pass ``clips/*.mp4`` on as it is) for the files it matches."""
+def upload_kinds(api_prompt: dict, object_info: dict, widget: Widget) -> tuple[str, ...] | None:
+    """The kinds of file ``widget`` takes, by its upload button; None for a widget without one
+    (Load AV Latent's saved takes), whose files are not judged by their suffix."""
+    node_id, name = widget
+    node_info = object_info.get(api_prompt.get(node_id, {}).get("class_type"))
+    options = {}
+    if node_info is not None:
+        options = next((o for input_name, _, o in node_inputs(node_info) if input_name == name), {})
+    return next((kinds for flag, kinds in UPLOAD_FLAGS.items() if options.get(flag)), None)
+
+
+def _kind(path: Path) -> str | None:
+    """What ``path``'s suffix says it holds (see SUFFIXES); None for a suffix not listed."""
+    suffix = path.suffix.lower()
+    return next((kind for kind, suffixes in SUFFIXES.items() if suffix in suffixes), None)
+
+
+def _folder_files(folder: Path, kinds: tuple[str, ...] | None) -> list[Path]:
+    """The files of ``folder`` (not hidden ones, by name) of ``kinds``: clips sit beside their
+    captions (the layout train-demo-lora takes), so the others are skipped, and said so."""
+    every = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    kept, others = [], []
+    for path in every:
+        (kept if kinds is None or _kind(path) in kinds else others).append(path)
+    if not others:
+        return kept
+    wanted = " or ".join(kinds)
+    found = ", ".join(sorted({path.suffix.lower() or path.name for path in others}))
+    if not kept:
+        suffixes = ", ".join(suffix for kind in kinds for suffix in SUFFIXES[kind])
+        raise InputError(
+            "--inputs",
+            f"{folder} holds no {wanted} file (only {found})",
+            f"put {wanted} files there ({suffixes}) or pick another widget with --input-widget",
+        )
+    print(
+        f"skipped {len(others)} of {len(every)} files in {folder} that are not {wanted} ({found})",
+        file=sys.stderr,
+    )
+    return kept
+
+
+def _check_file(path: Path, kinds: tuple[str, ...] | None) -> None:
+    """Refuse a named file that cannot be sent as it is or is clearly not what the widget
+    takes (a caption or an image for a video picker); a suffix not listed is left to the
+    server, which may read more than this command knows."""
+    if any(character in path.name for character in '"\r\n'):
+        raise InputError(
+            "--inputs", f"{path.name!r} has a quote or line break in its name", "rename it"
+        )
+    kind = _kind(path)
+    if kinds is not None and kind is not None and kind not in kinds:
+        wanted = " or ".join(kinds)
+        raise InputError(
+            "--inputs",
+            f"{path} is {_a(kind)} file, not {_a(wanted)} file",
+            f"name {wanted} files only (a folder's other files are skipped)",
+        )
+
+
+def _a(noun: str) -> str:
+    """'an image', 'a video'."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def expand_inputs(paths: list[Path], kinds: tuple[str, ...] | None = None) -> list[Path]:
+    """The --inputs files for a widget taking ``kinds`` (None: any file), refused before
+    anything is uploaded or queued: a folder stands for its files of those kinds, and a pattern
+    the shell left alone (Windows shells pass ``clips/*.mp4`` on as it is) for the files it
+    matches, each checked as a file named on its own is, as the shell's expansion would be."""
     files = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            found = _folder_files(path, kinds)
         elif not path.exists() and any(character in str(path) for character in "*?["):
             found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
         else:
@@ -330,10 +435,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
             raise InputError("--inputs", f"{path} names no file", "name files, e.g. clips/*.mp4")
         files += found
     for path in files:
-        if any(character in path.name for character in '"\r\n'):
-            raise InputError(
-                "--inputs", f"{path.name!r} has a quote or line break in its name", "rename it"
-            )
+        _check_file(path, kinds)
     return files
 
 
@@ -433,9 +535,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         nargs="+",
         metavar="FILE",
-        help="one render per file (x seeds x prompts), a folder's files or a pattern's matches: "
-        "each is uploaded into the server's input folder and selected in the workflow's file "
-        "widget",
+        help="one render per file (x seeds x prompts), a folder's files of the kind the file "
+        "widget takes (others, such as captions, skipped) or a pattern's matches: each is "
+        "uploaded into the server's input folder and selected in the workflow's file widget",
     )
     parser.add_argument(
         "--pair",
@@ -480,14 +582,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the API prompts instead of queueing them (a UI workflow still reads the "
-        "server's node list)",
+        help="print the API prompts instead of queueing them (a UI workflow, or one with "
+        "--inputs, still reads the server's node list)",
     )
 
 
 def _read_workflow(path: Path) -> dict:
+    """The workflow file, UTF-8 with or without the byte-order mark a Windows editor writes."""
     try:
-        workflow = json.loads(Path(path).read_text(encoding="utf-8"))
+        workflow = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as error:
         raise InputError(
             "workflow", f"cannot read {path} ({error})", "pass a workflow .json"
@@ -511,32 +614,79 @@ def _check_flags(args: argparse.Namespace) -> bool:
         raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
     if args.download is not None:
         output_folder(args.download, "--download")
+    if args.report is not None and args.report.is_dir():
+        example = args.report / "batch.json"
+        raise InputError("--report", f"{args.report} is a folder", f"name a file, e.g. {example}")
     if args.report is not None:
         output_folder(args.report.parent, "--report")
     return waits
 
 
+def _prompt_widget(args: argparse.Namespace, table: dict, api_prompt: dict) -> Widget | None:
+    """The widget --prompts fills: the one --prompt-input names, else the positive prompt."""
+    if not args.prompts:
+        return None
+    if args.prompt_input:
+        return find_widget(table, args.prompt_input, "--prompt-input")
+    return positive_prompt_widget(table, api_prompt)
+
+
+def _file_widget(
+    args: argparse.Namespace, table: dict, api_prompt: dict, object_info: dict | None
+) -> tuple[Widget | None, list[Path] | None]:
+    """The widget --inputs fills and the files for it: chosen first, since a folder is searched
+    for the kinds of file that widget takes."""
+    if not args.inputs:
+        return None, None
+    if args.input_widget:
+        widget = find_widget(table, args.input_widget, "--input-widget")
+    else:
+        widget = upload_widget(table, api_prompt, object_info)
+    return widget, expand_inputs(args.inputs, upload_kinds(api_prompt, object_info, widget))
+
+
+def _edited(workflow: dict, object_info: dict | None, values: dict) -> tuple[dict, dict]:
+    """The workflow with ``values`` set, and the API prompt it queues as."""
+    edited = with_widget_values(workflow, object_info, values)
+    return edited, edited if is_api_prompt(workflow) else ui_to_api(edited, object_info)
+
+
+def _queue_one(server: ComfyServer, workflow: dict, object_info: dict | None, values: dict) -> dict:
+    """Queue one render and return its record. A prompt the server refuses (a value over a
+    widget's maximum) is recorded as refused with the server's reason, so one bad variant
+    does not keep the rest of the batch from being queued, waited for and reported."""
+    edited, prompt = _edited(workflow, object_info, values)
+    widgets = {f"{node}.{name}": value for (node, name), value in values.items()}
+    record = {"prompt_id": None, "widgets": widgets, "status": "queued", "files": []}
+    try:
+        record["prompt_id"] = server.queue(prompt, None if is_api_prompt(workflow) else edited)
+    except PromptRefused as error:
+        record["status"], record["error"] = "refused", error.problem
+    return record
+
+
+def _queued_line(record: dict, number: int, total: int) -> str:
+    """'queued 1/4 p1: 8.seed=3', or 'refused 2/4 (8.seed=...): the server's reason'."""
+    shown = ", ".join(f"{key}={value!r}" for key, value in record["widgets"].items())
+    if record["status"] == "refused":
+        variant = f" ({shown})" if shown else ""
+        return f"refused {number}/{total}{variant}: {record['error']}"
+    return f"queued {number}/{total} {record['prompt_id']}" + (f": {shown}" if shown else "")
+
+
 def run(args: argparse.Namespace) -> int:
     workflow = _read_workflow(args.workflow)
     waits = _check_flags(args)
-    inputs = expand_inputs(args.inputs) if args.inputs else None
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
-    needs_info = not api or (inputs and not args.input_widget)  # a UI workflow; file pickers
-    object_info = server.object_info() if needs_info else None
+    # A UI workflow converts through the node list; --inputs reads its file pickers there.
+    object_info = server.object_info() if not api or args.inputs else None
     api_prompt = workflow if api else ui_to_api(workflow, object_info)
     table = widget_table(workflow, object_info)
     seeds = parse_seeds(args.seeds) if args.seeds else None
     prompts = read_prompts(args.prompts) if args.prompts else None
-    prompt_widget = input_widget = None
-    if prompts and args.prompt_input:
-        prompt_widget = find_widget(table, args.prompt_input, "--prompt-input")
-    elif prompts:
-        prompt_widget = positive_prompt_widget(table, api_prompt)
-    if inputs and args.input_widget:
-        input_widget = find_widget(table, args.input_widget, "--input-widget")
-    elif inputs:
-        input_widget = upload_widget(table, api_prompt, object_info)
+    prompt_widget = _prompt_widget(args, table, api_prompt)
+    input_widget, inputs = _file_widget(args, table, api_prompt, object_info)
     names = [path.name for path in inputs] if inputs else None
     # Checked in full before the first upload; the uploads' names may differ (the server's).
     renders = variants(
@@ -544,8 +694,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         for values in renders:
-            edited = with_widget_values(workflow, object_info, values)
-            print(json.dumps(edited if api else ui_to_api(edited, object_info)))
+            print(json.dumps(_edited(workflow, object_info, values)[1]))
         return 0
     records: list[dict] = []
     try:
@@ -559,28 +708,30 @@ def run(args: argparse.Namespace) -> int:
             )
         sources = dict(zip(uploaded, inputs or []))
         for values in renders:
-            edited = with_widget_values(workflow, object_info, values)
-            prompt = edited if api else ui_to_api(edited, object_info)
-            widgets = {f"{node}.{name}": value for (node, name), value in values.items()}
-            record = {"prompt_id": server.queue(prompt, None if api else edited),
-                      "widgets": widgets, "status": "queued", "files": []}  # fmt: skip
+            record = _queue_one(server, workflow, object_info, values)
             if input_widget is not None:
                 record["input"] = str(sources[values[input_widget]])
             records.append(record)
-            shown = ", ".join(f"{key}={value!r}" for key, value in widgets.items())
-            print(f"queued {len(records)}/{len(renders)} {record['prompt_id']}"
-                  + (f": {shown}" if shown else ""))  # fmt: skip
+            print(_queued_line(record, len(records), len(renders)))
         if waits:
-            deadline = None if args.timeout is None else time.monotonic() + args.timeout
-            for index, record in enumerate(records, 1):
-                _wait_for(server, record, deadline, args)
-                files = record.get("downloaded", record["files"])
-                detail = record.get("error") or ", ".join(files)
-                print(f"{record['status']} {index}/{len(records)} {record['prompt_id']}: {detail}")
+            _wait_all(server, records, args)
     finally:
         if args.report is not None:
             args.report.write_text(json.dumps(records, indent=2) + "\n")
-    return 1 if any(r["status"] in ("failed", "unfinished") for r in records) else 0
+    return 1 if any(r["status"] in ("refused", "failed", "unfinished") for r in records) else 0
+
+
+def _wait_all(server: ComfyServer, records: list[dict], args: argparse.Namespace) -> None:
+    """Wait for every queued render in turn (within --timeout in all), printing each outcome
+    under its number in the batch; refused renders were never queued."""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    for index, record in enumerate(records, 1):
+        if record["status"] == "refused":
+            continue
+        _wait_for(server, record, deadline, args)
+        files = record.get("downloaded", record["files"])
+        detail = record.get("error") or ", ".join(files)
+        print(f"{record['status']} {index}/{len(records)} {record['prompt_id']}: {detail}")
 
 
 def _wait_for(server: ComfyServer, record: dict, deadline: float | None, args) -> None:

@@ -21,6 +21,7 @@ from skyreels_core.__main__ import main
 from skyreels_core.batch_queue import parse_seeds, positive_prompt_widget
 from skyreels_core.workflow_format import (
     is_api_prompt,
+    node_inputs,
     set_widget_value,
     ui_to_api,
     widget_table,
@@ -37,10 +38,11 @@ SAMPLER, PROMPT = "8", "5"  # node ids in text_to_video.json
 
 
 class FakeComfy:
-    """GET /object_info, POST /prompt (400 with node_errors for a bogus solver, as the host
-    answers), GET /history/<id> and /queue: each prompt has finished at once with ``outcome``
-    ("success", "error", or "cancelled": never run, so no history and not queued), or is still
-    "running": no history and on the queue."""
+    """GET /object_info, POST /prompt (400 with node_errors for a bogus solver or a value over
+    its widget's maximum, as the host answers), GET /history/<id> and /queue: each prompt has
+    finished at once with ``outcome`` ("success", "error", or "cancelled": never run, so no
+    history and not queued), or is still "running": no history and on the queue. A "login page"
+    is another service at the address: every request is answered 200 with HTML."""
 
     def __init__(self, outcome: str = "success") -> None:
         self.posted: list[dict] = []
@@ -54,9 +56,11 @@ class FakeComfy:
                 pass
 
             def _answer(self, status: int, body) -> None:
-                data = json.dumps(body).encode()
+                data, kind = json.dumps(body).encode(), "application/json"
+                if outcome == "login page":
+                    status, data, kind = 200, b"<html><body>Sign in</body></html>", "text/html"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -97,15 +101,14 @@ class FakeComfy:
                 if self.path == "/upload/image":
                     return self._answer(200, fake.upload(self.headers["Content-Type"], data))
                 body = json.loads(data)
-                unknown = {
-                    node_id: {"errors": [{"message": "Value not in list", "details": "bogus"}],
-                              "class_type": node["class_type"]}
+                refused = {
+                    node_id: {"errors": problems, "class_type": node["class_type"]}
                     for node_id, node in body["prompt"].items()
-                    if node["inputs"].get("solver") == "bogus"
-                }  # fmt: skip
-                if unknown:
+                    if (problems := _validation_errors(node))
+                }
+                if refused:
                     error = {"type": "prompt_outputs_failed_validation", "message": "failed"}
-                    return self._answer(400, {"error": error, "node_errors": unknown})
+                    return self._answer(400, {"error": error, "node_errors": refused})
                 fake.posted.append(body)
                 fake.prompt_ids.append(f"p{len(fake.posted)}")
                 return self._answer(200, {"prompt_id": fake.prompt_ids[-1], "number": 0})
@@ -138,6 +141,22 @@ class FakeComfy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _validation_errors(node: dict) -> list[dict]:
+    """The host's validation errors for one node of a prompt: a bogus solver, a number over its
+    widget's maximum."""
+    options = {name: opts for name, _, opts in node_inputs(OBJECT_INFO[node["class_type"]])}
+    errors = []
+    if node["inputs"].get("solver") == "bogus":
+        errors.append({"message": "Value not in list", "details": "bogus"})
+    for name, value in node["inputs"].items():
+        highest = options[name].get("max")
+        if not isinstance(value, list) and highest is not None and value > highest:
+            errors.append(
+                {"message": f"Value {value} bigger than max of {highest}", "details": name}
+            )
+    return errors
 
 
 def _queue(capsys, *args: str) -> tuple[int, list[str], str]:
@@ -329,6 +348,40 @@ def test_the_report_lists_every_render_even_when_the_command_is_stopped(
     assert second == {"prompt_id": "p2", "widgets": {"8.seed": 2}, "status": "queued", "files": []}
 
 
+def test_a_refused_render_is_reported_and_the_rest_still_run(capsys, tmp_path):
+    """One seed over the widget's maximum: the server refuses that prompt alone, so the renders
+    before and after it are still queued, waited for and downloaded, and the command exits 1."""
+    too_big = 2**63  # one over the seed widget's maximum
+    reason = f"node 8 (SkyReelsV4Sampler): Value {too_big} bigger than max of {too_big - 1}: seed"
+    report, renders = tmp_path / "batch.json", tmp_path / "renders"
+    with FakeComfy() as server:
+        code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
+                                f"1,{too_big},3", "--download", str(renders), "--report",
+                                str(report))  # fmt: skip
+    assert (code, err) == (1, "")
+    assert out == [
+        "queued 1/3 p1: 8.seed=1",
+        f"refused 2/3 (8.seed={too_big}): {reason}",
+        "queued 3/3 p2: 8.seed=3",
+        f"done 1/3 p1: {renders / 'clip_00001_.mp4'}",
+        f"done 3/3 p2: {renders / 'clip_00002_.mp4'}",
+    ]
+    assert [body["prompt"][SAMPLER]["inputs"]["seed"] for body in server.posted] == [1, 3]
+    first, refused, last = json.loads(report.read_text())
+    assert refused == {"prompt_id": None, "widgets": {"8.seed": too_big}, "status": "refused",
+                       "files": [], "error": reason}  # fmt: skip
+    assert (first["status"], last["status"]) == ("done", "done")
+    assert sorted(p.name for p in renders.iterdir()) == ["clip_00001_.mp4", "clip_00002_.mp4"]
+    # A value every render shares is refused for each: nothing is queued, and the command fails.
+    with FakeComfy() as server:
+        code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--set",
+                                "8.solver=bogus", "--wait")  # fmt: skip
+    assert (code, err, server.posted) == (1, "", [])
+    assert out == [
+        "refused 1/1 (8.solver='bogus'): node 8 (SkyReelsV4Sampler): Value not in list: bogus"
+    ]
+
+
 def _node_ids(path: Path) -> dict[str, str]:
     """title (or type) -> node id of a shipped workflow."""
     nodes = json.loads(path.read_text())["nodes"]
@@ -397,9 +450,99 @@ def test_pair_gives_each_file_its_own_prompt(capsys, tmp_path):
     )
 
 
+def test_a_folder_of_clips_and_captions_gives_the_clips(capsys, tmp_path):
+    """The layout train-demo-lora takes (each clip with its caption .txt beside it) paired with
+    a prompt per clip: only the clips are uploaded and rendered, and the command says what it
+    skipped. A folder with none of the widget's kind of file is refused by name."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("one", "two"):
+        (clips / f"{name}.mp4").write_bytes(f"clip {name}".encode())
+        (clips / f"{name}.txt").write_text(f"caption of {name}")
+    prompts = tmp_path / "sounds.txt"
+    prompts.write_text("steps on gravel\nrain on a window\n")
+    ids = _node_ids(VIDEO_TO_AUDIO)
+    with FakeComfy() as server:
+        code, out, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                                str(clips), "--prompts", str(prompts), "--pair")  # fmt: skip
+    assert code == 0
+    assert err == f"skipped 2 of 4 files in {clips} that are not video (.txt)\n"
+    assert server.inputs == {"one.mp4": b"clip one", "two.mp4": b"clip two"}
+    assert [(body["prompt"][ids["Source clip"]]["inputs"]["file"],
+             body["prompt"][ids["Prompt"]]["inputs"]["prompt"]) for body in server.posted] == [
+        ("one.mp4", "steps on gravel"), ("two.mp4", "rain on a window"),
+    ]  # fmt: skip
+    for clip in clips.glob("*.mp4"):
+        clip.unlink()
+    with FakeComfy() as server:
+        code, _, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                              str(clips))  # fmt: skip
+    assert (code, server.inputs, server.posted) == (2, {}, [])
+    assert err == (
+        f"error: --inputs: {clips} holds no video file (only .txt). Fix: put video files there "
+        "(.mp4, .mov, .mkv, .webm, .avi) or pick another widget with --input-widget\n"
+    )
+
+
+def test_inputs_keep_the_kinds_of_file_the_widget_takes(capsys, tmp_path):
+    """Load Image takes images, this pack's Load Audio every file it lists (sounds and videos);
+    a file named on its own is refused only when its suffix says it is another kind."""
+    from skyreels_pack.nodes.media import AUDIO_SUFFIXES
+
+    media = tmp_path / "media"
+    media.mkdir()
+    others = ["cover.png", "still.JPG", "notes.txt"]
+    sounds = [f"sound{suffix}" for suffix in AUDIO_SUFFIXES]
+    for name in [*others, *sounds]:
+        (media / name).write_bytes(name.encode())
+    references = ROOT / "workflows" / "references.json"
+    ids = _node_ids(references)
+    image, sound = ids["Reference image"], ids["Reference sound"]
+    with FakeComfy() as server:
+        code, out, err = _queue(capsys, str(references), "--server", server.url, "--inputs",
+                                str(media), "--input-widget", "Reference image.image",
+                                "--dry-run")  # fmt: skip
+        assert code == 0
+        assert [json.loads(line)[image]["inputs"]["image"] for line in out] == [
+            "cover.png",
+            "still.JPG",
+        ]
+        assert err == (
+            f"skipped {len(sounds) + 1} of {len(sounds) + 3} files in {media} that are not image "
+            f"({', '.join(sorted({*AUDIO_SUFFIXES, '.txt'}))})\n"
+        )
+        code, out, err = _queue(capsys, str(references), "--server", server.url, "--inputs",
+                                str(media), "--input-widget", "Reference sound.audio",
+                                "--dry-run")  # fmt: skip
+        assert code == 0
+        assert [json.loads(line)[sound]["inputs"]["audio"] for line in out] == sorted(sounds)
+        assert err == (
+            f"skipped 3 of {len(sounds) + 3} files in {media} that are not sound or video "
+            "(.jpg, .png, .txt)\n"
+        )
+        # Named on its own: a caption or an image is refused for a video picker; a suffix this
+        # command does not list is left to the server.
+        for name, kind in (("notes.txt", "a text"), ("cover.png", "an image")):
+            code, _, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url,
+                                  "--inputs", str(media / name))  # fmt: skip
+            assert code == 2 and err == (
+                f"error: --inputs: {media / name} is {kind} file, not a video file. Fix: name "
+                "video files only (a folder's other files are skipped)\n"
+            )
+        (media / "take.mxf").write_bytes(b"mxf")
+        code, out, _ = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                              str(media / "take.mxf"), "--dry-run")  # fmt: skip
+    assert code == 0
+    assert json.loads(out[0])[_node_ids(VIDEO_TO_AUDIO)["Source clip"]]["inputs"]["file"] == (
+        "take.mxf"
+    )
+
+
 def test_inputs_fill_the_one_file_picker_or_the_one_named(capsys, tmp_path):
     image = tmp_path / "portrait.png"
     image.write_bytes(b"png")
+    (tmp_path / "takes").mkdir()
+    (tmp_path / "takes" / "take.mp4").write_bytes(b"mp4")
     api = tmp_path / "api.json"
     api.write_text(json.dumps(ui_to_api(json.loads(VIDEO_TO_AUDIO.read_text()), OBJECT_INFO)))
     masked_edit = ROOT / "workflows" / "masked_edit.json"
@@ -408,10 +551,10 @@ def test_inputs_fill_the_one_file_picker_or_the_one_named(capsys, tmp_path):
         # An API workflow has no widget types of its own: the node list tells the file picker.
         # A pattern no shell expanded (Windows) is expanded here.
         code, out, _ = _queue(capsys, str(api), "--server", server.url, "--inputs",
-                              str(tmp_path / "*.png"), "--dry-run")  # fmt: skip
+                              str(tmp_path / "takes" / "*.mp4"), "--dry-run")  # fmt: skip
         assert code == 0 and "/object_info" in server.paths
         assert json.loads(out[0])[_node_ids(VIDEO_TO_AUDIO)["Source clip"]]["inputs"]["file"] == (
-            "portrait.png"
+            "take.mp4"
         )
         code, _, err = _queue(capsys, str(masked_edit), "--server", server.url, "--inputs",
                               str(image))  # fmt: skip
@@ -465,14 +608,16 @@ def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
         (["--prompt-input", "5.prompt"], "--prompt-input: given without --prompts. Fix: add --prompts or drop it"),
         (["--input-widget", "1.file"], "--input-widget: given without --inputs. Fix: add --inputs or drop it"),
         (["--inputs", "PROMPTS", "--input-widget", "5.prompt", "--set", "5.prompt=x"], "--set: a file is set by both --set and --inputs"),
-        (["--set", "8.solver=bogus"], "workflow: node 8 (SkyReelsV4Sampler): Value not in list: bogus. Fix: fix the value it names"),
+        (["--report", "FOLDER"], "--report: FOLDER is a folder. Fix: name a file, e.g. FOLDER/batch.json"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_naming_the_fix(capsys, tmp_path, args, message):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle bounces on the floor\n")
-    args = [str(prompts) if arg == "PROMPTS" else arg for arg in args]
-    message = message.replace("PROMPTS", str(prompts))
+    named = {"PROMPTS": str(prompts), "FOLDER": str(tmp_path)}
+    args = [named.get(arg, arg) for arg in args]
+    for placeholder, value in named.items():
+        message = message.replace(placeholder, value)
     with FakeComfy() as server:
         code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, *args)
     assert code == 2 and server.posted == []
@@ -490,3 +635,35 @@ def test_an_unreachable_server_or_a_non_workflow_is_one_line(capsys, tmp_path):
     other.write_text('{"a": 1}')
     code, _, err = _queue(capsys, str(other), "--server", url)
     assert code == 2 and "is not a ComfyUI workflow" in err
+
+
+def test_prompts_and_workflows_saved_with_a_byte_order_mark_read_as_written(capsys, tmp_path):
+    """Windows editors start UTF-8 files with a byte-order mark: the first line stays a comment
+    and the workflow parses. A prompt file in another encoding is one line naming the fix."""
+    prompts, workflow = tmp_path / "prompts.txt", tmp_path / "workflow.json"
+    prompts.write_text("# my prompts\r\na red circle\r\n", encoding="utf-8-sig")
+    workflow.write_text(TEXT_TO_VIDEO.read_text(), encoding="utf-8-sig")
+    with FakeComfy() as server:
+        code, out, _ = _queue(capsys, str(workflow), "--server", server.url, "--prompts",
+                              str(prompts), "--dry-run")  # fmt: skip
+        assert code == 0
+        assert [json.loads(line)[PROMPT]["inputs"]["prompt"] for line in out] == ["a red circle"]
+        prompts.write_bytes("café au lait\n".encode("latin-1"))
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--prompts",
+                              str(prompts))  # fmt: skip
+    assert (code, server.posted) == (2, [])
+    assert err == f"error: --prompts: {prompts} is not UTF-8 text (byte 3). Fix: save it as UTF-8\n"
+
+
+def test_a_server_that_does_not_answer_json_is_one_line(capsys, tmp_path):
+    """A login page or another service at --server answers HTML, whichever request comes first:
+    the node list for a UI workflow, the prompt for an API one."""
+    api = tmp_path / "api.json"
+    api.write_text(json.dumps(ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO)))
+    with FakeComfy("login page") as server:
+        for workflow, path in ((TEXT_TO_VIDEO, "/object_info"), (api, "/prompt")):
+            code, _, err = _queue(capsys, str(workflow), "--server", server.url)
+            assert code == 2 and err == (
+                f"error: --server: {server.url}{path} did not answer JSON. Fix: check that "
+                "--server names a ComfyUI server\n"
+            )
