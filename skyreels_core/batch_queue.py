@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from .errors import InputError
-from .paths import output_folder
+from .paths import output_file, output_folder
 from .workflow_format import (
     SEED_NAMES,
     is_api_prompt,
@@ -614,11 +614,8 @@ def _check_flags(args: argparse.Namespace) -> bool:
         raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
     if args.download is not None:
         output_folder(args.download, "--download")
-    if args.report is not None and args.report.is_dir():
-        example = args.report / "batch.json"
-        raise InputError("--report", f"{args.report} is a folder", f"name a file, e.g. {example}")
     if args.report is not None:
-        output_folder(args.report.parent, "--report")
+        output_file(args.report, "--report", "batch.json")
     return waits
 
 

@@ -38,7 +38,7 @@ from torch.utils._pytree import tree_flatten
 
 from .config import ModelConfig, get_preset
 from .errors import InputError
-from .paths import output_folder
+from .paths import output_file
 from .sparse_attention import dense_attention_flops, sparse_attention_flops
 
 PARTS = (
@@ -903,7 +903,7 @@ def run(args: argparse.Namespace) -> int:
             "--only", f"unknown parts {unknown}", f"choose from {', '.join(PARTS + LONGER_PARTS)}"
         )
     if args.json:
-        output_folder(args.json.parent, "--json")
+        output_file(args.json, "--json", "bench.json")
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                            "threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}}  # fmt: skip

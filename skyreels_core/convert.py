@@ -15,10 +15,15 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .loading import write_safetensors
+from .paths import output_file
 
 NESTED_KEYS = ("generator", "state_dict", "model")  # where trainers tuck the weights away
+# What torch.load raises on a file that is no checkpoint of plain tensors: code it refuses to
+# run, a damaged archive, an empty file (EOFError), text read as pickle opcodes (KeyError,
+# IndexError: LookupError) or as a string (UnicodeDecodeError: ValueError).
+NOT_A_CHECKPOINT = (pickle.UnpicklingError, RuntimeError, EOFError, LookupError, ValueError)
 
 
 def tensors_of(checkpoint: object, source: Path) -> dict[str, torch.Tensor]:
@@ -44,18 +49,26 @@ def tensors_of(checkpoint: object, source: Path) -> dict[str, torch.Tensor]:
     return {str(k): v.detach().clone().contiguous() for k, v in checkpoint.items()}
 
 
+def _first_line(error: Exception) -> str:
+    """What torch.load said, for the message; its kind where it said nothing (an empty file)."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def convert(source: Path, target: Path) -> Path:
+    """``target`` checked before the (possibly long) load, then written once, never over a file."""
+    target = output_file(target, "target", "model.safetensors")
     if target.exists():
         raise InputError("target", f"{target} exists", "choose a new file name")
     try:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise InputError(
+    except NOT_A_CHECKPOINT as error:
+        raise CheckpointError(
             "source",
-            f"{source.name} is not a plain PyTorch checkpoint ({str(error).splitlines()[0]})",
+            f"{source.name} is not a plain PyTorch checkpoint ({_first_line(error)})",
             "only files of tensors convert; one that needs code to load is refused",
         ) from None
-    return write_safetensors(tensors_of(checkpoint, source), target)
+    return write_safetensors(tensors_of(checkpoint, source), target, overwrite=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

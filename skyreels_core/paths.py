@@ -49,6 +49,36 @@ def output_folder(path: Path, input_name: str) -> Path:
     return path
 
 
+def output_file(
+    path: str | Path, input_name: str, example: str, *, refuse_existing: bool = False
+) -> Path:
+    """``path`` as a file a command writes once its work is done, checked before the work, so
+    minutes of rendering never end in IsADirectoryError or PermissionError: not a folder (nor a
+    name ending in "/", which ``Path`` would quietly drop), and in a folder that exists or can be
+    made and takes a new file. Only trying tells the last (root's ``os.access`` says yes where
+    sysfs says no), so one partial file is created and removed there, as :func:`published` will.
+    ``refuse_existing`` is for commands with an ``--overwrite`` flag that was not given."""
+    text, path = str(path), Path(path)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise InputError(
+            input_name, f"{text} names a folder", f"name a file, e.g. {path / example}"
+        )
+    if refuse_existing and path.exists():
+        raise InputError(
+            input_name, f"{path} already exists", "choose another path or pass --overwrite"
+        )
+    folder = output_folder(path.parent, input_name)
+    try:
+        _new_partial(path).unlink()
+    except OSError as error:
+        raise InputError(
+            input_name,
+            f"cannot write into {folder} ({error.strerror})",
+            "name a folder you can write to",
+        ) from None
+    return path
+
+
 def _new_partial(path: Path) -> Path:
     """An empty file of a fresh name beside ``path``, created with the umask's permissions."""
     while True:

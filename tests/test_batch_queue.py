@@ -608,7 +608,7 @@ def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
         (["--prompt-input", "5.prompt"], "--prompt-input: given without --prompts. Fix: add --prompts or drop it"),
         (["--input-widget", "1.file"], "--input-widget: given without --inputs. Fix: add --inputs or drop it"),
         (["--inputs", "PROMPTS", "--input-widget", "5.prompt", "--set", "5.prompt=x"], "--set: a file is set by both --set and --inputs"),
-        (["--report", "FOLDER"], "--report: FOLDER is a folder. Fix: name a file, e.g. FOLDER/batch.json"),
+        (["--report", "FOLDER"], "--report: FOLDER names a folder. Fix: name a file, e.g. FOLDER/batch.json"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_naming_the_fix(capsys, tmp_path, args, message):

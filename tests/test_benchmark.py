@@ -133,3 +133,15 @@ def test_lora_training_part_reads_the_bundled_lora_and_one_trained_from_clips():
     assert bundled["hums_shifted"] in {"0/1", "1/1"}
     assert report["from_clips"]["clips"] == 2 and report["from_clips"]["train_minutes"] > 0
     assert report["from_clips"]["shapes_kept"] in {"0/1", "1/1"}
+
+
+def test_a_json_path_naming_a_folder_is_refused_before_any_part_runs(tmp_path, capsys, monkeypatch):
+    """It ended the run in IsADirectoryError after every part had run."""
+    from skyreels_core import benchmark
+    from skyreels_core.__main__ import main
+
+    monkeypatch.setattr(benchmark, "analytic", lambda: pytest.fail("a part ran before the check"))
+    assert main(["bench", "--only", "analytic", "--json", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --json: {tmp_path} names a folder. Fix: name a file, e.g. {tmp_path / 'bench.json'}\n"
+    )

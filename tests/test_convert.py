@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -50,3 +52,36 @@ def test_an_existing_target_is_never_overwritten_and_a_missing_source_is_named(t
     else:
         assert main(["to-safetensors", str(tmp_path / "missing.pt"), str(target)]) == 2
         assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "content, said",
+    [(b"hello\n", "KeyError: 101"), (b"", "EOFError"),
+     ("caf\u00e9 au lait\n".encode("latin-1"), "UnicodeDecodeError: 'utf-8' codec can't decode")],
+)  # fmt: skip
+def test_a_file_that_is_no_pickle_is_named_in_one_line(tmp_path, capsys, content, said):
+    """Text and empty files raised KeyError, IndexError or UnicodeDecodeError from torch.load."""
+    source, target = tmp_path / "notes.pt", tmp_path / "notes.safetensors"
+    source.write_bytes(content)
+    assert main(["to-safetensors", str(source), str(target)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: source: notes.pt is not a plain PyTorch checkpoint ({said}"
+    )
+    assert not target.exists()
+
+
+def test_the_targets_folder_is_made_or_refused_before_the_load(tmp_path, capsys):
+    source = tmp_path / "model.pt"
+    torch.save({"w": torch.arange(3.0)}, source)
+    nested = tmp_path / "new" / "folder" / "model.safetensors"
+    assert main(["to-safetensors", str(source), str(nested)]) == 0
+    assert torch.equal(load_file(str(nested))["w"], torch.arange(3.0))
+    capsys.readouterr()
+    assert main(["to-safetensors", str(source), str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: target: {tmp_path} names a folder. "
+        f"Fix: name a file, e.g. {tmp_path / 'model.safetensors'}\n"
+    )
+    if Path("/sys/fs").is_dir():  # sysfs takes no new file, not even root's
+        assert main(["to-safetensors", str(source), "/sys/fs/model.safetensors"]) == 2
+        assert capsys.readouterr().err.startswith("error: target: cannot write into /sys/fs (")

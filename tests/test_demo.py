@@ -292,3 +292,147 @@ def test_train_demo_lora_on_your_clips_writes_a_lora_named_after_them(tmp_path):
         metadata = handle.metadata()
     assert metadata["clips"] == "2" and "--clips my_style" in metadata["command"]
     assert "palette" not in metadata
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """The demo model never loads: what a test refuses is refused before any work."""
+    from skyreels_core.demo import cli
+
+    def never(model_path=None):
+        raise AssertionError("the model loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli.DemoPipeline, "load", never)
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [(["--out", "DIR"], "--out: DIR names a folder. Fix: name a file, e.g. DIR/demo.mp4"),
+     (["--out", "DIR", "--overwrite"],
+      "--out: DIR names a folder. Fix: name a file, e.g. DIR/demo.mp4"),
+     (["--out", "DIR/new/"], "--out: DIR/new/ names a folder. Fix: name a file, e.g. DIR/new/demo.mp4")],
+)  # fmt: skip
+def test_demo_out_naming_a_folder_is_one_line_before_the_render(
+    tmp_path, capsys, no_model, args, line
+):
+    """A folder, existing or written with a trailing "/", would end the render in
+    IsADirectoryError or a file named like the folder."""
+    assert main(["demo", *[arg.replace("DIR", str(tmp_path)) for arg in args]]) == 2
+    assert capsys.readouterr().err == f"error: {line.replace('DIR', str(tmp_path))}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/sys/fs").is_dir(), reason="needs sysfs, which takes no new files")
+def test_demo_out_in_a_folder_without_write_access_is_one_line_before_the_render(capsys, no_model):
+    assert main(["demo", "--out", "/sys/fs/clip.mp4"]) == 2
+    assert capsys.readouterr().err.startswith("error: --out: cannot write into /sys/fs (")
+    assert not Path("/sys/fs/clip.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [(["--image", "IMAGE"], "--image: given for --task t2av. Fix: add --task i2av or ref, or drop it"),
+     (["--video", "VIDEO"], "--video: given for --task t2av. "
+                            "Fix: add --task extend, interpolate, keyframes, edit or v2a, or drop it"),
+     (["--task", "i2av", "--image", "IMAGE", "--video", "VIDEO"],
+      "--image: given with --video, which --task i2av reads instead. Fix: drop one"),
+     (["--task", "extend", "--mask", "IMAGE"],
+      "--mask: given for --task extend. Fix: add --task edit or drop it")],
+)  # fmt: skip
+def test_pixel_inputs_a_task_ignores_are_refused(tmp_path, capsys, no_model, args, line):
+    """An ignored --image still set the render's size: t2av rendered text alone at 96x80 px."""
+    from PIL import Image
+
+    Image.new("RGB", (96, 80), "white").save(tmp_path / "image.png")
+    write_mp4(tmp_path / "clip.mp4", torch.rand(5, 64, 64, 3), 16.0, None)
+    paths = {"IMAGE": str(tmp_path / "image.png"), "VIDEO": str(tmp_path / "clip.mp4")}
+    args = [paths.get(arg, arg) for arg in args]
+    assert main(["demo", *args, "--out", str(tmp_path / "x.mp4")]) == 2
+    assert capsys.readouterr().err == f"error: {line}\n"
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64 - 1])
+def test_demo_seed_outside_the_sampler_nodes_range_is_refused(tmp_path, capsys, no_model, seed):
+    """-1 silently rendered seed 2**64 - 1; 2**63 and up crashed in the generator."""
+    assert main(["demo", "--seed", str(seed), "--out", str(tmp_path / "x.mp4")]) == 2
+    assert capsys.readouterr().err == f"error: --seed: {seed}. Fix: use 0 to {2**63 - 1}\n"
+
+
+def test_demo_renders_the_largest_seed_the_sampler_node_allows(tmp_path):
+    out = tmp_path / "max.mp4"
+    args = ["demo", "--seed", str(2**63 - 1), "--steps", "1", "--frames", "5", "--out", str(out)]
+    assert main(args) == 0
+    with av.open(str(out)) as container:
+        assert container.metadata["seed"] == str(2**63 - 1)
+
+
+def test_extend_too_short_names_frames_and_the_smallest_count_that_works(tmp_path, capsys):
+    """Extend keeps a clip's first 9 frames (all of a shorter one, to 1 + 4k): the demo world's
+    scene keeps 9 at any --frames, so 13 is the least; a 6-frame --video keeps 5, so 9."""
+    clip = write_mp4(tmp_path / "six.mp4", render_scene(sample_scene_spec(3), frames=6).frames,
+                     16.0, None)  # fmt: skip
+    out = str(tmp_path / "x.mp4")
+    for args, kept, least in ((["--frames", "5"], 9, 13), (["--frames", "9"], 9, 13),
+                              (["--frames", "5", "--video", str(clip)], 5, 9)):  # fmt: skip
+        assert main(["demo", "--task", "extend", *args, "--out", out]) == 2
+        frames = args[1]
+        assert capsys.readouterr().err == (
+            f"error: --frames: {frames} frames, and the extend task keeps the clip's first {kept}: "
+            f"nothing is left to generate. Fix: use --frames {least} or more\n"
+        )
+    for args in (["--frames", "13"], ["--frames", "9", "--video", str(clip)]):
+        assert main(["demo", "--task", "extend", *args, "--steps", "1", "--out", out]) == 0
+        assert read_video(out)[0].shape[0] == int(args[1])
+        Path(out).unlink()
+
+
+def test_train_demo_lora_never_replaces_your_lora_unasked(tmp_path, capsys):
+    """Like demo's --out: an earlier LoRA of the clips' name stays unless --overwrite is given."""
+    from skyreels_core.demo import bundle
+    from skyreels_core.loading import load_model
+    from skyreels_core.lora import read_lora
+
+    clips, out = tmp_path / "my_style", tmp_path / "loras"
+    _write_clips(clips, [("a green triangle bounces on the floor", 33, 64, True)] * 2)
+    out.mkdir()
+    earlier = out / "my_style.safetensors"
+    earlier.write_bytes(b"an earlier LoRA")
+    args = ["train-demo-lora", "--clips", str(clips), "--out", str(out), "--steps", "1",
+            "--batch", "2", "--rank", "2"]  # fmt: skip
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out: {earlier} already exists. Fix: choose another path or pass --overwrite\n"
+    )
+    assert earlier.read_bytes() == b"an earlier LoRA"
+    assert main([*args, "--overwrite"]) == 0
+    assert read_lora(earlier, load_model(bundle.model_path())).layers
+
+
+@pytest.mark.parametrize("command", ["train-demo", "train-demo-lora"])
+def test_training_scenes_past_the_training_range_name_the_flag(tmp_path, capsys, command):
+    """Seeds 0 to 9 draw up to 100,000 scenes each below the held-out evaluation's 1,000,000."""
+    seed_line = ("error: --seed: {} would draw scenes from {}, where only 0 to 999999 are for "
+                 "training (the evaluation's start at 1000000). Fix: use 0 to 9\n")  # fmt: skip
+    for flags, line in (
+        (["--seed", "10"], seed_line.format(10, 1_000_000)),
+        (["--seed", "-1"], seed_line.format(-1, -100_000)),
+        (["--scenes", "100001"], "error: --scenes: 100001. Fix: use 1 to 100000 (the scenes of "
+                                 "one --seed)\n"),
+    ):  # fmt: skip
+        assert main([command, *flags, "--out", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == line
+
+
+def test_captions_are_utf8_with_or_without_a_bom_and_others_are_named(tmp_path, capsys):
+    from skyreels_core.demo.dataset import read_clips
+
+    clips = tmp_path / "clips"
+    _write_clips(clips, [("a red circle bounces on the floor", 33, 64, False)])
+    (clips / "clip0.txt").write_bytes("\ufeffa red circle bounces on the floor\r\n".encode())
+    assert read_clips(clips).captions == ["a red circle bounces on the floor"]
+    (clips / "clip0.txt").write_bytes("a red circle, café au lait".encode("latin-1"))
+    assert main(["train-demo-lora", "--clips", str(clips), "--out", str(tmp_path / "loras")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --clips: clip0.txt is not UTF-8. Fix: save it as UTF-8 text\n"
+    )

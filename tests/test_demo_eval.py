@@ -134,7 +134,8 @@ def test_parts_given_no_case_are_skipped_and_reported_as_not_measured(pipeline):
     "args, message",
     [(["--kept-cases", "-1"], "--kept-cases: -1. Fix: give 0 (skip that part) or more"),
      (["--steps", "0"], "--steps: 0. Fix: give 1 or more"),
-     (["--json", "FILE/report.json"], "is a file. Fix: name a folder")],
+     (["--json", "FILE/report.json"], "is a file. Fix: name a folder"),
+     (["--json", "DIR"], "DIR names a folder. Fix: name a file, e.g. DIR/report.json")],
 )  # fmt: skip
 def test_bad_arguments_are_refused_before_any_render(monkeypatch, tmp_path, args, message):
     def never(model):
@@ -144,7 +145,8 @@ def test_bad_arguments_are_refused_before_any_render(monkeypatch, tmp_path, args
     parser = argparse.ArgumentParser()
     evaluate_module.add_arguments(parser)
     (tmp_path / "a_file").write_text("x")
-    args = [a.replace("FILE", str(tmp_path / "a_file")) for a in args]
+    args = [a.replace("FILE", str(tmp_path / "a_file")).replace("DIR", str(tmp_path)) for a in args]
+    message = message.replace("DIR", str(tmp_path))
     with pytest.raises(InputError, match=re.escape(message)):
         evaluate_module.run(parser.parse_args(args))
 

@@ -13,18 +13,28 @@ import torch
 
 from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP
-from ..paths import output_folder
+from ..paths import output_file
 from ..sampling import SamplerHooks
 from ..shapes import latent_frame_count, parse_frame_indices
-from .render import TASKS, DemoPipeline, RenderRequest, check_request, render, render_longer
+from .render import (
+    EXTEND_KEPT_FRAMES,
+    TASKS,
+    DemoPipeline,
+    RenderRequest,
+    check_request,
+    render,
+    render_longer,
+)
 from .world import FPS as WORLD_FPS
 from .world import render_scene, sample_scene_spec
 
 DEFAULT_PROMPT = "a red circle bounces on the floor"
+MAX_SEED = 2**63 - 1  # the sampler node's seed widget; the generator takes no more
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("demo.mp4"), help="where to write the MP4")
+    # A string, not a Path: Path drops the "/" that shows a folder was meant.
+    parser.add_argument("--out", default="demo.mp4", help="where to write the MP4")
     parser.add_argument("--task", choices=TASKS, default="t2av")
     parser.add_argument(
         "--prompt",
@@ -84,7 +94,10 @@ def _read_image(path: Path, input_name: str) -> torch.Tensor:
 def _world_clip(args: argparse.Namespace) -> torch.Tensor:
     """A scene of the demo world for a task's inputs; it also gives --prompt its default (the
     scene's caption), so the sound's pitch and the clip's colour agree."""
-    scene = render_scene(sample_scene_spec(args.seed + 1), frames=args.frames or 33)
+    frames = args.frames or 33
+    if args.task == "extend":  # it keeps a clip's first 9 frames: --frames alone decides
+        frames = max(frames, EXTEND_KEPT_FRAMES)  # (a scene's start is the same at any length)
+    scene = render_scene(sample_scene_spec(args.seed + 1), frames=frames)
     if args.prompt is None:
         args.prompt = scene.caption
     return scene.frames
@@ -129,11 +142,30 @@ def _keyframes(args: argparse.Namespace) -> list[int]:
     return parse_frame_indices(args.keyframes, args.frames, "--keyframes")
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+def _check_pixel_inputs(args: argparse.Namespace) -> None:
+    """--image, --video and --mask only where the task reads them: an ignored one would still
+    set the render's size (a t2av clip at the image's size), so, like --keyframes, it is refused."""
+    readers = {"--image": "i2av or ref", "--video": "extend, interpolate, keyframes, edit or v2a"}
+    if args.task == "t2av":
+        for flag, value in (("--image", args.image), ("--video", args.video)):
+            if value is not None:
+                raise InputError(
+                    flag, "given for --task t2av", f"add --task {readers[flag]}, or drop it"
+                )
+    if args.image is not None and args.video is not None:
+        raise InputError(
+            "--image", f"given with --video, which --task {args.task} reads instead", "drop one"
+        )
+    if args.mask is not None and args.task != "edit":
+        raise InputError("--mask", f"given for --task {args.task}", "add --task edit or drop it")
 
-    from ..av_io import write_mp4
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what would fail, or be ignored, only after the model loaded; fills --frames's
+    default."""
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InputError("--seed", f"{args.seed}", f"use 0 to {MAX_SEED}")
+    _check_pixel_inputs(args)
     if args.task != "v2a":  # v2a keeps the clip as it is, so any length will do
         args.frames = 33 if args.frames is None else args.frames
         latent_frame_count(args.frames, input_name="--frames")
@@ -159,11 +191,15 @@ def run(args: argparse.Namespace) -> int:
             )
     if args.cache_threshold < 0:
         raise InputError("--cache-threshold", f"{args.cache_threshold}", "use 0 (off) or more")
-    if args.out.exists() and not args.overwrite:
-        raise InputError(
-            "--out", f"{args.out} already exists", "choose another path or pass --overwrite"
-        )
-    output_folder(args.out.parent, "--out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..av_io import write_mp4
+
+    _check_arguments(args)
+    out = output_file(args.out, "--out", "demo.mp4", refuse_existing=not args.overwrite)
     source, fps = _source(args)
     if args.frames is None:  # v2a: the whole clip
         args.frames = source.shape[0]
@@ -211,6 +247,6 @@ def run(args: argparse.Namespace) -> int:
         metadata["total_frames"] = str(args.total_frames)
     if request.keyframes:
         metadata["keyframes"] = ", ".join(map(str, request.keyframes))
-    path = write_mp4(args.out, frames, request.fps, audio, metadata, overwrite=args.overwrite)
+    path = write_mp4(out, frames, request.fps, audio, metadata, overwrite=args.overwrite)
     print(f"wrote {path} ({frames.shape[0]} frames at {request.fps:g} fps with sound)")
     return 0

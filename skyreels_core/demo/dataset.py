@@ -31,11 +31,19 @@ class WorldData:
 
 def training_seeds(count: int, seed: int) -> range:
     """Scene seeds ``seed * SCENES_PER_SEED + i`` for ``count`` training clips; every demo trainer
-    draws from here, so none reaches the held-out evaluation scenes."""
-    if not 0 <= count <= SCENES_PER_SEED or (seed + 1) * SCENES_PER_SEED > HELD_OUT_SEED:
-        raise ValueError(
-            f"seed {seed} with {count} scenes would reach the held-out evaluation scenes; "
-            f"use a seed below {HELD_OUT_SEED // SCENES_PER_SEED} and at most {SCENES_PER_SEED} scenes"
+    draws from here, so none reaches the held-out evaluation scenes. Its arguments are the
+    trainers' --seed and --scenes, named as such when refused."""
+    seeds = HELD_OUT_SEED // SCENES_PER_SEED
+    if not 0 <= seed < seeds:
+        raise InputError(
+            "--seed",
+            f"{seed} would draw scenes from {seed * SCENES_PER_SEED}, where only 0 to "
+            f"{HELD_OUT_SEED - 1} are for training (the evaluation's start at {HELD_OUT_SEED})",
+            f"use 0 to {seeds - 1}",
+        )
+    if not 1 <= count <= SCENES_PER_SEED:
+        raise InputError(
+            "--scenes", f"{count}", f"use 1 to {SCENES_PER_SEED} (the scenes of one --seed)"
         )
     return range(seed * SCENES_PER_SEED, seed * SCENES_PER_SEED + count)
 
@@ -82,6 +90,22 @@ def _fit_clip(path: Path, frames: int, size: int) -> tuple[torch.Tensor, torch.T
     return video.permute(0, 2, 3, 1).clamp(0, 1), fit_length(sound, samples)
 
 
+def _caption(video: Path) -> str:
+    """The clip's caption from the text file of the same name, on one line. Read as UTF-8 with
+    or without the BOM Windows editors write (one would start the prompt otherwise); any other
+    encoding is refused by name rather than guessed."""
+    path = video.with_suffix(".txt")
+    try:
+        text = path.read_text(encoding="utf-8-sig") if path.is_file() else ""
+    except UnicodeDecodeError:
+        raise InputError("--clips", f"{path.name} is not UTF-8", "save it as UTF-8 text") from None
+    if not text.strip():
+        raise InputError(
+            "--clips", f"{video.name} has no caption", f"write what it shows into {path.name}"
+        )
+    return " ".join(text.split())
+
+
 def read_clips(folder: Path, frames: int = FRAMES, size: int = LOW_SIZE) -> WorldData:
     """Every video in ``folder`` with its caption (the text file of the same name), fitted to the
     demo model's clips: ``frames`` frames at its frame rate, ``size`` px square, mono sound."""
@@ -99,15 +123,9 @@ def read_clips(folder: Path, frames: int = FRAMES, size: int = LOW_SIZE) -> Worl
         )
     pixels, audio, captions = [], [], []
     for video in videos:
-        caption = video.with_suffix(".txt")
-        if not caption.is_file() or not caption.read_text().strip():
-            raise InputError(
-                "--clips",
-                f"{video.name} has no caption",
-                f"write what it shows into {caption.name}",
-            )
+        caption = _caption(video)
         clip, sound = _fit_clip(video, frames, size)
         pixels.append(clip)
         audio.append(sound)
-        captions.append(" ".join(caption.read_text().split()))
+        captions.append(caption)
     return WorldData(torch.stack(pixels), torch.stack(audio), captions)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..paths import output_folder
+from ..paths import output_file
 from ..refiner import RefinerSettings, load_refiner
 from . import bundle
 from .dataset import HELD_OUT_SEED
@@ -184,7 +184,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.steps < 1:
         raise InputError("--steps", f"{args.steps}", "give 1 or more")
     if args.json is not None:
-        output_folder(args.json.parent, "--json")
+        output_file(args.json, "--json", "report.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,13 +18,14 @@ from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP, extend_to_length
 from ..references import image_references
 from ..sampling import SamplerHooks, SamplerSettings, sample
-from ..shapes import pixel_frame_count
+from ..shapes import TEMPORAL_STRIDE, pixel_frame_count
 from ..types import References, VideoCondition
 from . import bundle
 
 log = logging.getLogger(__name__)
 
 TASKS = ("t2av", "i2av", "extend", "interpolate", "keyframes", "edit", "v2a", "ref")
+EXTEND_KEPT_FRAMES = 9  # the extend task keeps a clip's first 9 frames, all of a shorter one
 
 
 @dataclass
@@ -72,6 +73,13 @@ class RenderRequest:
     audio_guidance: float = 1.5
 
 
+def _extend_kept_frames(source_frames: int) -> int:
+    """The frames the extend task keeps of a ``source_frames``-frame clip: its first 9, or all of
+    a shorter one, snapped down to 1 + 4k as :func:`..masks.extend_video` does."""
+    kept = min(EXTEND_KEPT_FRAMES, source_frames)
+    return 1 + (kept - 1) // TEMPORAL_STRIDE * TEMPORAL_STRIDE
+
+
 def check_request(request: RenderRequest) -> None:
     """The request's task and pixels fit each other; callers run it before loading the model."""
     task, source = request.task, request.source
@@ -87,6 +95,13 @@ def check_request(request: RenderRequest) -> None:
             f"{source.shape[0]} frames, fewer than the {request.frames} the {task} task asks for",
             "give a longer clip or fewer --frames",
         )
+    if task == "extend" and (kept := _extend_kept_frames(source.shape[0])) >= request.frames:
+        raise InputError(
+            "--frames",
+            f"{request.frames} frames, and the extend task keeps the clip's first {kept}: "
+            "nothing is left to generate",
+            f"use --frames {kept + TEMPORAL_STRIDE} or more",
+        )
 
 
 def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, References | None]:
@@ -101,7 +116,9 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
     if task == "i2av":
         return masks.image_to_video(codec, source[:1], frames), None
     if task == "extend":
-        return masks.extend_video(codec, source, frames, known_frames=min(9, source.shape[0])), None
+        return masks.extend_video(
+            codec, source, frames, known_frames=min(EXTEND_KEPT_FRAMES, source.shape[0])
+        ), None
     if task == "interpolate":
         return masks.interpolate(codec, source[0], source[-1], frames), None
     if task == "keyframes":

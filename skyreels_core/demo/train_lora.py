@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..lora import applied
 from ..lora_training import lora_parameters, save_lora, trainable_lora
+from ..paths import output_file
 from ..training import start_run, training_loss
 from . import bundle
 from .dataset import read_clips, render_world
@@ -50,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --clips: replace a LoRA of the same name in --out (the bundled one is always "
+        "rebuilt in place)",
+    )
 
 
 def _record_in_manifest(manifest_path: Path, path: Path, command: str) -> None:
@@ -67,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     default_out = bundle.WEIGHTS_DIR if clips is None else Path("loras")
     generator, out, started = start_run(args.seed, args.out or default_out)
     name = bundle.LORA_FILE if clips is None else f"{Path(clips).resolve().name}.safetensors"
+    # Your own LoRA is never replaced unasked, as demo's --out; the bundled one is rebuilt.
+    refuse_existing = clips is not None and not args.overwrite
+    target = output_file(out / name, "--out", name, refuse_existing=refuse_existing)
     data = (
         render_world(args.scenes, args.seed, palette=PALETTE_SHIFT)
         if clips is None
@@ -99,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         provenance["palette"] = ", ".join(f"{a} as {b}" for a, b in PALETTE_SHIFT.items())
     else:
         provenance["clips"] = str(len(data.captions))
-    path = save_lora(lora, out / name, provenance)
+    path = save_lora(lora, target, provenance)
     if clips is None:
         _record_in_manifest(out / "manifest.json", path, provenance["command"])
     print(f"wrote {path} ({args.steps} steps, {provenance['minutes']} minutes)")
