@@ -51,6 +51,7 @@ PARTS = (
     "lora",
     "cache",
     "working_memory",
+    "schedules",
 )
 # Minutes each on 2 CPU cores, so run only when named.
 LONGER_PARTS = ("long_video", "extend_to_length", "lora_training")
@@ -799,6 +800,50 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
     }
 
 
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> list[float]:
+    """The host's KarrasScheduler (k-diffusion's get_sigmas_karras): ``steps`` times spaced
+    uniformly in ``sigma ** (1 / rho)`` from ``sigma_max`` to ``sigma_min``, then 0."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    high, low = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [*((high + ramp * (low - high)) ** rho).tolist(), 0.0]
+
+
+def schedules(cases: int = 24) -> dict:
+    """Held-out prompts rendered with the demo's own shifted schedule and with the host's Karras
+    schedule (sigma_max 1, flow matching's pure noise) through the Sampler's ``sigmas``, at 20
+    and 8 steps: how often colour, shape and hum follow the prompt, and the AV sync."""
+    from .demo.metrics import (
+        av_sync_error_ms,
+        dominant_colour,
+        dominant_pitch_colour,
+        dominant_shape,
+        mean_av_sync,
+    )
+    from .demo.render import DemoPipeline, RenderRequest, render
+
+    pipeline = DemoPipeline.load()
+    captions = _held_out_captions(cases)
+    results = {}
+    for steps in (20, 8):
+        for name, sigmas in (("shift_3", None), ("karras", karras_sigmas(steps, 0.002, 1.0))):
+            colours = shapes = hums = 0
+            syncs = []
+            for index, caption in enumerate(captions):
+                colour, shape = caption.split()[1:3]  # "a red circle ..."
+                request = RenderRequest(prompt=caption, seed=index, steps=steps, sigmas=sigmas)
+                frames, audio, _ = render(pipeline, request)
+                waveform, rate = audio["waveform"][0], audio["sample_rate"]
+                colours += dominant_colour(frames) == colour
+                shapes += dominant_shape(frames) == shape
+                hums += dominant_pitch_colour(waveform, rate) == colour
+                syncs.append(av_sync_error_ms(frames, waveform, request.fps, rate))
+            results[f"{name}_{steps}_steps"] = {
+                "colour": f"{colours}/{cases}", "shape": f"{shapes}/{cases}",
+                "pitch": f"{hums}/{cases}", **mean_av_sync(syncs),
+            }  # fmt: skip
+    return results
+
+
 @torch.no_grad()
 def _palette_readings(pipeline, lora, cases: int, strength: float = 1.0) -> dict:
     """What a LoRA does to held-out prompts at ``strength``: colours and hums moved to the
@@ -895,7 +940,7 @@ def run(args: argparse.Namespace) -> int:
     functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
                  "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
                  "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory, "long_video": long_video, "extend_to_length": extend_to_length_windows,
-                 "lora_training": lora_training}  # fmt: skip
+                 "lora_training": lora_training, "schedules": schedules}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in chosen if part not in functions]
     if unknown:

@@ -135,6 +135,24 @@ def test_lora_training_part_reads_the_bundled_lora_and_one_trained_from_clips():
     assert report["from_clips"]["shapes_kept"] in {"0/1", "1/1"}
 
 
+def test_schedules_part_renders_the_shifted_and_the_hosts_karras_schedule():
+    from skyreels_core.benchmark import karras_sigmas, schedules
+
+    # The host's KarrasScheduler at 4 steps from 1 to 0.002 (k-diffusion's formula, rho 7).
+    expected = [1.0, 0.2168889, 0.0306096, 0.002, 0.0]
+    assert karras_sigmas(4, 0.002, 1.0) == pytest.approx(expected, abs=1e-7)
+    report = schedules(cases=1)
+    assert set(report) == {
+        "shift_3_20_steps",
+        "karras_20_steps",
+        "shift_3_8_steps",
+        "karras_8_steps",
+    }
+    shifted = report["shift_3_20_steps"]  # the demo's default render follows its prompt
+    assert (shifted["colour"], shifted["shape"]) == ("1/1", "1/1")
+    assert all(reading["visual_contacts"] > 0 for reading in report.values())
+
+
 def test_a_json_path_naming_a_folder_is_refused_before_any_part_runs(tmp_path, capsys, monkeypatch):
     """It ended the run in IsADirectoryError after every part had run."""
     from skyreels_core import benchmark
