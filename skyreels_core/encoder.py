@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .offload import ReserveMemory, visiting
 from .shapes import rgb_pixels
 from .types import TextEncoding
@@ -33,6 +33,22 @@ def _messages(prompt_items: list[dict]) -> list[dict]:
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
         {"role": "user", "content": prompt_items},
     ]
+
+
+def _require_hidden_layer(model, hidden_layer: int) -> None:
+    """A layer the model has, checked at load rather than at the first prompt, after the weights
+    of a 7B encoder have loaded and run."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
+    states = getattr(config or model.config, "num_hidden_layers", None)
+    if states is None:
+        return
+    states += 1  # the embeddings' output, then each layer's
+    if not -states <= hidden_layer < states:
+        raise InputError(
+            "hidden_layer",
+            f"{hidden_layer} of a model with {states} hidden states",
+            f"use {-states} to {states - 1} (-1: the last layer)",
+        )
 
 
 def _to_pil(image: torch.Tensor):
@@ -63,6 +79,7 @@ class MLLMEncoder:
         reserve: ReserveMemory | None = None,
     ) -> None:
         self.model = model.eval().requires_grad_(False)
+        _require_hidden_layer(model, hidden_layer)
         self.compute_device = torch.device(compute_device or next(model.parameters()).device)
         # Where the weights rest between encodings: a 7B encoder must not sit in GPU memory
         # while the MMDiT samples. Features are cached, so re-queued prompts never move it.
@@ -174,7 +191,10 @@ class MLLMEncoder:
         images: list[torch.Tensor] | None = None,
         video: torch.Tensor | None = None,
     ) -> TextEncoding:
-        """Features [1, L, D] of the user's turn: images, video frames, then the prompt's words."""
+        """Features [1, L, D] of the user's turn: images, video frames, then the prompt's words.
+        The prompt's outer whitespace is dropped: a BPE tokenizer merges a leading newline with
+        the template's own, which would change the prefix the features are cut after."""
+        prompt = prompt.strip()
         pictures = list(images or [])
         if video is not None:
             step = max(1, -(-len(video) // MAX_VIDEO_FRAMES))

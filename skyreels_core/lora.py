@@ -49,6 +49,7 @@ FIELDS = {  # key suffix -> what it holds
     ".alpha": "alpha",
     ".diff": "diff",
     ".diff_b": "diff_b",
+    ".diff_m": "diff_m",  # a block's modulation table difference (LightX2V's distillation LoRAs)
 }
 UNSUPPORTED = {  # key fragment -> the adapter kind it belongs to
     "hada_": "LoHa (LyCORIS)",
@@ -244,15 +245,16 @@ def _add_parameter_diffs(
     lora: Lora, names: _Names, target: str, fields: dict[str, torch.Tensor], file: str
 ) -> None:
     """A non-Linear target takes only differences: ``diff`` on its weight (or on the parameter
-    itself, as for modulation tables), ``diff_b`` on its bias."""
+    itself, as for modulation tables), ``diff_b`` on its bias, ``diff_m`` on a block's
+    modulation table."""
     for kind, tensor in fields.items():
-        if kind not in ("diff", "diff_b"):
+        if kind not in ("diff", "diff_b", "diff_m"):
             raise CheckpointError(
                 "lora_name",
                 f"{file} gives {target} a low-rank pair, and that is not a Linear layer here",
                 "use a LoRA made for this model",
             )
-        suffix = {"diff": ".weight", "diff_b": ".bias"}[kind]
+        suffix = {"diff": ".weight", "diff_b": ".bias", "diff_m": ".modulation"}[kind]
         name = target if target in names.parameters else target + suffix
         parameter = names.parameters.get(name)
         if parameter is None or parameter.shape != tensor.shape:

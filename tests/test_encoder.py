@@ -94,3 +94,20 @@ def test_missing_or_foreign_folders_say_what_to_do(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "t5"}')
     with pytest.raises(CheckpointError, match="not a Qwen-VL"):
         MLLMEncoder.from_folder(tmp_path)
+
+
+def test_a_hidden_layer_the_model_lacks_is_named_at_load_and_outer_whitespace_is_dropped(
+    folder, encoder
+):
+    """The tiny encoder has 2 layers, so 3 hidden states: 3 or -4 is refused before a prompt
+    runs; a prompt's blank first line (a BPE tokenizer would merge it into the template's
+    newline) encodes as the prompt itself."""
+    from skyreels_core.errors import InputError
+
+    for layer in (3, -4):
+        with pytest.raises(InputError, match=f"^hidden_layer: {layer} of a model with 3 hidden"):
+            MLLMEncoder.from_folder(folder, dtype=torch.float32, hidden_layer=layer)
+    plain = encoder.encode("a red circle bounces")
+    torch.testing.assert_close(
+        encoder.encode("\n  a red circle bounces \n").features, plain.features
+    )

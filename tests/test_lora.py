@@ -310,3 +310,19 @@ def test_an_unreadable_file_is_refused_by_name(wan, tmp_path, content, message):
     with pytest.raises(CheckpointError, match=f"lora_name: lora.safetensors {message}") as error:
         read_lora(path, model)
     assert error.value.input_name == "lora_name"
+
+
+def test_a_distillation_loras_modulation_difference_applies_to_its_block(wan, tmp_path):
+    """LightX2V's step-distillation LoRAs carry ``blocks.N.diff_m``, the block's modulation table
+    difference, beside their pairs: it moves that table by strength x the difference."""
+    model, _ = wan
+    plain = LoadedModel(model, "wan")
+    state = random_lora(model, WAN_LAYERS)
+    table = dict(model.named_parameters())["blocks.0.modulation"]
+    change = torch.full_like(table, 0.25)
+    state["diffusion_model.blocks.0.diff_m"] = change
+    lora = read_lora(save(tmp_path, "lightx2v.safetensors", state), model)
+    before = table.detach().clone()
+    with plain.with_lora(lora, 2.0).on("cpu"), torch.no_grad():
+        torch.testing.assert_close(table, before + 2.0 * change)
+    assert torch.equal(table, before)
