@@ -17,7 +17,7 @@ from .av_io import fit_length, resample_audio
 from .codecs.protocol import VideoCodec
 from .errors import InputError
 from .masks import check_size, extend_video
-from .shapes import latent_frame_count, rgb_pixels
+from .shapes import latent_frame_count, rgb_pixels, whole_groups
 from .types import VideoCondition
 
 # Frames a window keeps of the clip before it: the demo model's smoothest seams of 1, 5 and 9
@@ -39,8 +39,7 @@ def kept_frames(codec: VideoCodec, clip_frames: int, overlap: int) -> int:
     (whole latent groups), at most the clip's own."""
     if overlap < 1:
         raise InputError("overlap", f"{overlap} frames", "keep at least 1 frame")
-    stride = codec.temporal_stride
-    return 1 + (min(overlap, clip_frames) - 1) // stride * stride
+    return whole_groups(min(overlap, clip_frames), codec.temporal_stride)
 
 
 def _fade(length: int, like: torch.Tensor) -> torch.Tensor:

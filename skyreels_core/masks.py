@@ -25,6 +25,7 @@ from .shapes import (
     nearest_valid_frame_counts,
     pixel_frame_count,
     rgb_pixels,
+    whole_groups,
 )
 from .types import VideoCondition
 
@@ -196,7 +197,7 @@ def extend_video(
 ) -> VideoCondition:
     """The first ``known_frames`` of ``source`` kept (snapped down to 1 + 4k), the rest generated."""
     stride = codec.temporal_stride
-    kept = 1 + (min(known_frames, source.shape[0]) - 1) // stride * stride
+    kept = whole_groups(min(known_frames, source.shape[0]), stride)
     if known_frames < 1:
         raise InputError("known_frames", f"{known_frames} frames", "keep at least 1 frame")
     if kept >= frames:

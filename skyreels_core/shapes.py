@@ -37,6 +37,11 @@ def latent_frame_count(
     return 1 + (num_frames - 1) // temporal_stride
 
 
+def whole_groups(frames: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
+    """``frames`` snapped down to 1 + 4k: the known frames a clip keeps fill whole latent groups."""
+    return 1 + (frames - 1) // temporal_stride * temporal_stride
+
+
 def pixel_frame_count(latent_frames: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
     """Pixel frames decoded from ``latent_frames`` latent frames."""
     return 1 + (latent_frames - 1) * temporal_stride

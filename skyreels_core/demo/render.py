@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP, extend_to_length
 from ..references import image_references
 from ..sampling import SamplerHooks, SamplerSettings, sample
-from ..shapes import TEMPORAL_STRIDE, pixel_frame_count
+from ..shapes import TEMPORAL_STRIDE, pixel_frame_count, whole_groups
 from ..types import References, VideoCondition
 from . import bundle
 
@@ -74,13 +74,6 @@ class RenderRequest:
     audio_guidance: float = 1.5
 
 
-def _extend_kept_frames(source_frames: int) -> int:
-    """The frames the extend task keeps of a ``source_frames``-frame clip: its first 9, or all of
-    a shorter one, snapped down to 1 + 4k as :func:`..masks.extend_video` does."""
-    kept = min(EXTEND_KEPT_FRAMES, source_frames)
-    return 1 + (kept - 1) // TEMPORAL_STRIDE * TEMPORAL_STRIDE
-
-
 def check_request(request: RenderRequest) -> None:
     """The request's task and pixels fit each other; callers run it before loading the model."""
     task, source = request.task, request.source
@@ -96,7 +89,10 @@ def check_request(request: RenderRequest) -> None:
             f"{source.shape[0]} frames, fewer than the {request.frames} the {task} task asks for",
             "give a longer clip or fewer --frames",
         )
-    if task == "extend" and (kept := _extend_kept_frames(source.shape[0])) >= request.frames:
+    if (
+        task == "extend"
+        and (kept := whole_groups(min(EXTEND_KEPT_FRAMES, source.shape[0]))) >= request.frames
+    ):
         raise InputError(
             "--frames",
             f"{request.frames} frames, and the extend task keeps the clip's first {kept}: "
