@@ -13,6 +13,7 @@ import torch
 
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
+from skyreels_core.loading import checkpoint_shards
 from skyreels_core.lora import read_lora
 from skyreels_core.paths import fingerprint
 from skyreels_core.runtime import (
@@ -73,12 +74,19 @@ class FileLoader:
 
     @classmethod
     def IS_CHANGED(cls, **inputs) -> str:
-        """A checkpoint replaced under the same name is reloaded; an unchanged one never is."""
+        """A checkpoint replaced under the same name (any shard of a sharded one) is reloaded; an
+        unchanged one never is."""
         try:
             paths = [_source(kind, inputs[name]) for name, kind in cls.FILE_INPUTS.items()]
+            files = [
+                file
+                for path in paths
+                if path is not None
+                for file in (checkpoint_shards(path) if path.is_file() else [path])
+            ]
         except InputError as error:
             return str(error)  # load() raises the same clear error
-        return fingerprint([path for path in paths if path is not None])
+        return fingerprint(files)
 
 
 class SkyReelsV4ModelLoader(FileLoader):
@@ -107,7 +115,9 @@ class SkyReelsV4ModelLoader(FileLoader):
                         "tooltip": "Weight precision: auto is bf16 on CUDA, fp32 on CPU; fp16/bf16 "
                         "halve memory. fp8_e4m3fn stores the block weights in 8 bits (a quarter "
                         "of fp32, half of bf16) and computes in auto precision; costs one cast per "
-                        "layer call and slight detail loss (each weight within 1/16 of its value).",
+                        "layer call and slight detail loss (each weight within 1/16 of its value). "
+                        "An fp8_scaled file stays in 8 bits under auto; pick bf16/fp16/fp32 to "
+                        "widen it.",
                     },
                 ),
                 "attention": (
@@ -152,15 +162,15 @@ class SkyReelsV4ModelLoader(FileLoader):
         block_swap: int = 0,
         compile: bool = False,
     ):
-        from skyreels_core.loading import load_model
+        from skyreels_core.loading import holds_fp8_weights, load_model
 
         offload, device = host.offload_device(), host.torch_device()
-        fp8 = dtype == FP8_STORAGE
-        torch_dtype = resolve_dtype("auto" if fp8 else dtype, device)
         if model_name == bundle.BUNDLED:
             path, rate = bundle.model_path(), bundle.audio_rate()
         else:
             path, rate = host.model_path("diffusion_models", model_name), bundle.MMAUDIO_RATE
+        fp8 = dtype == FP8_STORAGE or (dtype == "auto" and holds_fp8_weights(path, "model_name"))
+        torch_dtype = resolve_dtype("auto" if fp8 else dtype, device)
         module = load_model(
             path, dtype=torch_dtype, device=offload, fp8=fp8, input_name="model_name"
         )

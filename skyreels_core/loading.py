@@ -5,7 +5,8 @@ the file's before a byte is read, and the tensors are then assigned straight fro
 so a 14B checkpoint never exists twice in memory and a wrong file fails in milliseconds. With fp8
 storage each block weight is quantised as it is read, so the full-precision model never exists.
 Large releases ship in shards (``name-00001-of-00006.safetensors``); picking any shard loads the
-set, so they need no merging.
+set, so they need no merging. Wan 2.1 is read in every layout it is published in: the original,
+ComfyUI's (a prefix), ComfyUI's fp8_scaled (:mod:`.scaled_weights`) and diffusers' (its names).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,12 +27,30 @@ from safetensors.torch import save_file
 from .config import PRESETS, ModelConfig, config_from_dict
 from .errors import CheckpointError
 from .mmdit import DualStreamMMDiT
-from .offload import quantise_fp8, store_linears_in_fp8
+from .offload import FP8, quantise_fp8, store_linears_in_fp8
 from .paths import published
+from .scaled_weights import SCALE_SUFFIXES, ScaledLayout, dequantise, scaled_layout
 
 CONFIG_METADATA_KEY = "skyreels_config"
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.safetensors$")
 WAN_PREFIXES = ("model.diffusion_model.",)
+DIFFUSERS_WAN_MARKER = "condition_embedder.time_embedder.linear_1.weight"
+DIFFUSERS_WAN_NAMES = (  # applied in order, as substrings
+    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+    ("condition_embedder.time_proj", "time_projection.1"),
+    (".attn1.", ".self_attn."),
+    (".attn2.", ".cross_attn."),
+    (".to_out.0.", ".o."),
+    (".to_q.", ".q."),
+    (".to_k.", ".k."),
+    (".to_v.", ".v."),
+    (".ffn.net.0.proj.", ".ffn.0."),
+    (".ffn.net.2.", ".ffn.2."),
+    (".norm2.", ".norm3."),  # diffusers' cross-attention norm is Wan's norm3
+)
 HEAD_DIM = 128  # every Wan 2.1 model uses 128-dim heads
 WAN_KEYS = (  # what wan_config_from_shapes reads a Wan 2.1 file's config off
     "patch_embedding.weight",
@@ -137,6 +159,26 @@ def _strip_prefix(key: str) -> str:
     return key
 
 
+def wan_name_from_diffusers(key: str) -> str:
+    """A diffusers WanTransformer3DModel key as original Wan 2.1 names it (the inverse of
+    diffusers' ``convert_wan_transformer_to_diffusers`` for a T2V model)."""
+    for theirs, ours in DIFFUSERS_WAN_NAMES:
+        key = key.replace(theirs, ours)
+    if key.startswith("proj_out."):
+        return "head.head." + key.removeprefix("proj_out.")
+    if key == "scale_shift_table":
+        return "head.modulation"
+    return key.replace(".scale_shift_table", ".modulation")
+
+
+def key_renamer(keys) -> Callable[[str], str]:
+    """How a file's keys become the model's: ComfyUI's prefix stripped, diffusers' names mapped
+    back to Wan's (a diffusers release of Wan 2.1 loads as the original does)."""
+    if DIFFUSERS_WAN_MARKER in keys:
+        return wan_name_from_diffusers
+    return _strip_prefix
+
+
 def wan_config_from_shapes(
     shapes: dict[str, tuple[int, ...]], name: str = "wan2.1-t2v"
 ) -> ModelConfig:
@@ -235,23 +277,49 @@ def validate_keys(
         )
 
 
+@contextmanager
+def open_tensors(shards: list[Path], rename) -> Iterator[dict[str, Callable[[], torch.Tensor]]]:
+    """Model name -> a reader of that tensor, over every shard's memory-mapped file."""
+    with ExitStack() as stack:
+        readers = {}
+        for shard in shards:
+            handle = stack.enter_context(safe_open(str(shard), framework="pt", device="cpu"))
+            readers |= {rename(key): partial(handle.get_tensor, key) for key in handle.keys()}
+        yield readers
+
+
 def _load_tensors(
-    shards: list[Path], rename, dtype, device, fp8_weights: frozenset[str] = frozenset()
+    readers: dict[str, Callable[[], torch.Tensor]],
+    layout: ScaledLayout,
+    dtype: torch.dtype,
+    device,
+    fp8_weights: frozenset[str] = frozenset(),
 ) -> dict[str, torch.Tensor]:
-    """Every tensor cast to ``dtype`` on ``device``; keys in ``fp8_weights`` are quantised to
-    fp8 instead, with their scale under ``<module>.weight_scale``."""
+    """Every model tensor cast to ``dtype`` on ``device``, scaled weights taken back to their
+    true values; keys in ``fp8_weights`` are stored in fp8 instead, with their scale under
+    ``<module>.weight_scale`` (a file's own e4m3 weight and scale as they are, never rounded
+    twice)."""
     state = {}
-    for shard in shards:
-        with safe_open(str(shard), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
-                name, tensor = rename(key), handle.get_tensor(key)
-                if name in fp8_weights:
-                    weight, scale = quantise_fp8(tensor)
-                    state[name] = weight.to(device)
-                    state[name.removesuffix("weight") + "weight_scale"] = scale.to(device)
-                else:
-                    state[name] = tensor.to(device=device, dtype=dtype)
+    for name in layout.model_keys(readers):
+        tensor = readers[name]()
+        scale = readers[layout.scales[name]]() if name in layout.scales else None
+        if name in fp8_weights:
+            if scale is None or tensor.dtype != FP8 or scale.numel() != 1:
+                tensor, scale = quantise_fp8(tensor if scale is None else dequantise(tensor, scale))
+            state[name] = tensor.to(device)
+            state[name.removesuffix("weight") + "weight_scale"] = (
+                scale.float().reshape(()).to(device)
+            )
+        else:
+            tensor = tensor if scale is None else dequantise(tensor, scale)
+            state[name] = tensor.to(device=device, dtype=dtype)
     return state
+
+
+def holds_fp8_weights(path: str | Path, input_name: str = "model") -> bool:
+    """Whether a checkpoint ships its weights in scaled float8 (a ``*_fp8_scaled`` release)."""
+    _, shapes, _ = read_checkpoint_header(Path(path), input_name)
+    return any(key.endswith(SCALE_SUFFIXES) for key in shapes)
 
 
 def load_model(
@@ -270,14 +338,18 @@ def load_model(
     bf16, dequantised to ``dtype`` at each call.
     """
     shards, shapes, metadata = read_checkpoint_header(Path(path), input_name)
-    shapes = {_strip_prefix(key): shape for key, shape in shapes.items()}
-    config = config or detect_config(shapes, metadata, input_name)
-    model = build_on_meta(config)
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    validate_keys(expected, shapes, input_name, config.name)
-    quantised = store_linears_in_fp8(model, dtype) if fp8 else []
-    fp8_weights = frozenset(f"{name}.weight" for name in quantised)
-    state = _load_tensors(shards, _strip_prefix, dtype, device, fp8_weights)
+    rename = key_renamer(shapes)
+    with open_tensors(shards, rename) as readers:
+        layout = scaled_layout(readers, lambda key: readers[key](), metadata, input_name)
+        shapes = {rename(key): shape for key, shape in shapes.items()}
+        shapes = {key: shapes[key] for key in layout.model_keys(shapes)}
+        config = config or detect_config(shapes, metadata, input_name)
+        model = build_on_meta(config)
+        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        validate_keys(expected, shapes, input_name, config.name)
+        quantised = store_linears_in_fp8(model, dtype) if fp8 else []
+        fp8_weights = frozenset(f"{name}.weight" for name in quantised)
+        state = _load_tensors(readers, layout, dtype, device, fp8_weights)
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
 
@@ -328,8 +400,10 @@ def initialise_video_stream_from_wan(model: DualStreamMMDiT, path: str | Path) -
     start at zero, so the initialised model ignores conditions until trained. Everything else
     (audio stream, joint-text weights, the exchange, a different text width) starts fresh.
     """
-    shards, _, _ = read_checkpoint_header(Path(path), "wan checkpoint")
-    wan = _load_tensors(shards, _strip_prefix, torch.float32, "cpu")
+    shards, shapes, metadata = read_checkpoint_header(Path(path), "wan checkpoint")
+    with open_tensors(shards, key_renamer(shapes)) as readers:
+        layout = scaled_layout(readers, lambda key: readers[key](), metadata, "wan checkpoint")
+        wan = _load_tensors(readers, layout, torch.float32, "cpu")
     report = WanTransferReport()
     own = model.state_dict()
     for key, target in own.items():

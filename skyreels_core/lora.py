@@ -6,7 +6,8 @@ the video stream's names, DESIGN §3). They come in four spellings, all read her
 (``lora_unet_blocks_0_self_attn_q.lora_down.weight`` with ``.alpha``), diffusers / PEFT
 (``transformer.blocks.0.attn1.to_q.lora_A.weight``), and this pack's own module names, which
 also reach the audio stream, the joint-text weights and the single-stream blocks. Full-weight
-differences (``.diff``, ``.diff_b``, as distillation LoRAs carry) are applied too.
+differences (``.diff``, ``.diff_b``, as distillation LoRAs carry) are applied too, and the alphas
+diffusers keeps in a file's metadata rather than in ``.alpha`` tensors.
 
 Why not merge: the host caches the loaded model and shares it with every workflow that loads the
 same file, so its weights must never change. A Linear layer's delta is added to its output by a
@@ -19,7 +20,9 @@ small: they are swapped for patched copies where they rest and swapped back afte
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,12 +35,13 @@ from safetensors import safe_open
 from torch import nn
 
 from .errors import CheckpointError
-from .loading import read_header
+from .loading import read_header, wan_name_from_diffusers
 
 log = logging.getLogger(__name__)
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "transformer.")
 KOHYA_PREFIX = "lora_unet_"
+ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # where diffusers writes the PEFT config
 FIELDS = {  # key suffix -> what it holds
     ".lora_A.weight": "down",
     ".lora_down.weight": "down",
@@ -57,20 +61,6 @@ UNSUPPORTED = {  # key fragment -> the adapter kind it belongs to
     ".dora_scale": "DoRA",
     "lora_mid": "LoCon with a mid weight (LyCORIS)",
 }
-DIFFUSERS_TO_WAN = (  # diffusers' WanTransformer3DModel layer names -> Wan's (the video stream's)
-    (r"blocks\.(\d+)\.attn1\.to_out\.0", r"blocks.\1.self_attn.o"),
-    (r"blocks\.(\d+)\.attn1\.to_([qkv])", r"blocks.\1.self_attn.\2"),
-    (r"blocks\.(\d+)\.attn2\.to_out\.0", r"blocks.\1.cross_attn.o"),
-    (r"blocks\.(\d+)\.attn2\.to_([qkv])", r"blocks.\1.cross_attn.\2"),
-    (r"blocks\.(\d+)\.ffn\.net\.0\.proj", r"blocks.\1.ffn.0"),
-    (r"blocks\.(\d+)\.ffn\.net\.2", r"blocks.\1.ffn.2"),
-    (r"condition_embedder\.time_embedder\.linear_1", "time_embedding.0"),
-    (r"condition_embedder\.time_embedder\.linear_2", "time_embedding.2"),
-    (r"condition_embedder\.text_embedder\.linear_1", "text_embedding.0"),
-    (r"condition_embedder\.text_embedder\.linear_2", "text_embedding.2"),
-    (r"condition_embedder\.time_proj", "time_projection.1"),
-    (r"proj_out", "head.head"),
-)
 
 
 @dataclass
@@ -124,11 +114,8 @@ class _Names:
             return self.underscored.get(layer.removeprefix(KOHYA_PREFIX))
         if layer in self.modules or layer in self.parameters:
             return layer
-        for pattern, replacement in DIFFUSERS_TO_WAN:
-            if re.fullmatch(pattern, layer):
-                renamed = re.sub(pattern, replacement, layer)
-                return renamed if renamed in self.modules else None
-        return None
+        renamed = wan_name_from_diffusers(layer + ".").removesuffix(".")
+        return renamed if renamed in self.modules else None
 
 
 def _refuse_unsupported(keys: Sequence[str], file: str) -> None:
@@ -142,10 +129,57 @@ def _refuse_unsupported(keys: Sequence[str], file: str) -> None:
             )
 
 
-def _grouped(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """layer name -> field -> tensor, every key of the file accounted for. The header is checked
-    first, as every loader does: an empty, truncated or foreign file names lora_name."""
-    keys = list(read_header(path, "lora_name")[0])
+@dataclass(frozen=True)
+class AdapterAlphas:
+    """The alphas a diffusers / PEFT file keeps in its ``lora_adapter_metadata`` instead of
+    ``.alpha`` tensors: a default, per-layer patterns, and rsLoRA's alpha / sqrt(rank). Read
+    without it, such a file applies at rank / alpha times its strength."""
+
+    default: float | None = None
+    patterns: dict[str, float] = field(default_factory=dict)
+    rslora: bool = False
+
+    @classmethod
+    def of(cls, metadata: dict[str, str], file: str) -> AdapterAlphas:
+        raw = metadata.get(ADAPTER_METADATA_KEY)
+        if raw is None:
+            return cls()
+        try:
+            config = json.loads(raw)
+        except ValueError:
+            raise CheckpointError(
+                "lora_name",
+                f"{file}'s {ADAPTER_METADATA_KEY} is not JSON, so its alphas are unknown",
+                "re-export the LoRA",
+            ) from None
+        config = {key.removeprefix("transformer."): value for key, value in config.items()}
+        default = config.get("lora_alpha")
+        return cls(
+            None if default is None else float(default),
+            {key: float(value) for key, value in (config.get("alpha_pattern") or {}).items()},
+            bool(config.get("use_rslora")),
+        )
+
+    def scale(self, layer: str, alpha: torch.Tensor | None, rank: int) -> float:
+        """alpha / rank (or / sqrt(rank)) of one layer: its own ``.alpha`` tensor first, then
+        the first pattern naming it (PEFT's rule: the pattern ends the layer's dotted name),
+        then the default; 1 without any."""
+        if alpha is None:
+            matched = (v for p, v in self.patterns.items() if re.match(rf"(.*\.)?({p})$", layer))
+            value = next(matched, self.default)
+        else:
+            value = float(alpha)
+        if value is None:
+            return 1.0
+        return value / (math.sqrt(rank) if self.rslora else rank)
+
+
+def _grouped(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], AdapterAlphas]:
+    """layer name -> field -> tensor, every key of the file accounted for, and the alphas its
+    metadata gives. The header is checked first, as every loader does: an empty, truncated or
+    foreign file names lora_name."""
+    header, metadata = read_header(path, "lora_name")
+    keys = list(header)
     _refuse_unsupported(keys, path.name)
     groups: dict[str, dict[str, torch.Tensor]] = {}
     with safe_open(str(path), framework="pt", device="cpu") as handle:
@@ -159,10 +193,16 @@ def _grouped(path: Path) -> dict[str, dict[str, torch.Tensor]]:
                     "diff or diff_b)",
                 )
             groups.setdefault(layer, {})[kind] = handle.get_tensor(key)
-    return groups
+    return groups, AdapterAlphas.of(metadata, path.name)
 
 
-def _layer_delta(layer: str, fields: dict[str, torch.Tensor], module: nn.Linear, file: str):
+def _layer_delta(
+    layer: str,
+    fields: dict[str, torch.Tensor],
+    module: nn.Linear,
+    file: str,
+    alphas: AdapterAlphas,
+):
     down, up, alpha = fields.get("down"), fields.get("up"), fields.get("alpha")
     if (down is None) != (up is None):
         raise CheckpointError(
@@ -180,7 +220,7 @@ def _layer_delta(layer: str, fields: dict[str, torch.Tensor], module: nn.Linear,
     if down is not None:
         delta.down, delta.up = (t.flatten(1) if t.dim() > 2 else t for t in (down, up))  # 1x1 convs
         rank = delta.down.shape[0] if delta.down.dim() and delta.down.shape[0] else 1
-        delta.scale = 1.0 if alpha is None else float(alpha) / rank
+        delta.scale = alphas.scale(layer, alpha, rank)
     expected = {
         "down": (None, module.in_features),
         "up": (module.out_features, None),
@@ -216,12 +256,14 @@ def read_lora(path: Path, model: nn.Module) -> Lora:
     ``skipped``; a file of which no layer fits is refused.
     """
     names, lora = _Names(model), Lora(path.name)
-    for layer, fields in _grouped(path).items():
+    groups, alphas = _grouped(path)
+    for layer, fields in groups.items():
         target = names.resolve(layer)
         if target is None:
             lora.skipped.append(layer)
         elif isinstance(names.modules.get(target), nn.Linear):
-            lora.layers[target] = _layer_delta(layer, fields, names.modules[target], path.name)
+            module = names.modules[target]
+            lora.layers[target] = _layer_delta(layer, fields, module, path.name, alphas)
         else:
             _add_parameter_diffs(lora, names, target, fields, path.name)
     if not lora.layers and not lora.parameters:

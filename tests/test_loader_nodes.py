@@ -67,6 +67,42 @@ def test_a_replaced_checkpoint_is_reloaded_an_unchanged_one_is_not(models):
     assert "not found" in missing  # load() then fails with the same clear message
 
 
+def test_replacing_any_shard_of_a_checkpoint_reloads_it(models):
+    folder = models / "diffusion_models"
+    folder.mkdir()
+    for index in (1, 2):
+        save_file(
+            {f"x{index}": torch.zeros(2)}, str(folder / f"m-0000{index}-of-00002.safetensors")
+        )
+    first = MODEL_LOADER.IS_CHANGED(model_name="m-00001-of-00002.safetensors", dtype="auto")
+    later = time.time() + 5
+    os.utime(folder / "m-00002-of-00002.safetensors", (later, later))
+    assert MODEL_LOADER.IS_CHANGED(model_name="m-00001-of-00002.safetensors", dtype="auto") != first
+    (folder / "m-00002-of-00002.safetensors").unlink()
+    missing = MODEL_LOADER.IS_CHANGED(model_name="m-00001-of-00002.safetensors", dtype="auto")
+    assert "m-00002-of-00002.safetensors" in missing and "not beside it" in missing
+
+
+def test_an_fp8_file_stays_in_8_bits_under_auto_and_widens_when_asked(models):
+    from skyreels_core.demo import bundle
+    from skyreels_core.loading import load_model, save_model
+    from skyreels_core.offload import Float8Linear, store_linears_in_fp8
+
+    model = load_model(bundle.model_path())
+    store_linears_in_fp8(model, torch.float32)
+    (models / "diffusion_models").mkdir()
+    save_model(model, models / "diffusion_models" / "demo_fp8_scaled.safetensors")
+    q = model.blocks[0].self_attn.q
+    kept = MODEL_LOADER().load("demo_fp8_scaled.safetensors", "auto", "sdpa")[0].module
+    assert isinstance(kept.blocks[0].self_attn.q, Float8Linear)
+    assert torch.equal(
+        kept.blocks[0].self_attn.q.weight.view(torch.uint8), q.weight.view(torch.uint8)
+    )
+    wide = MODEL_LOADER().load("demo_fp8_scaled.safetensors", "fp32", "sdpa")[0].module
+    assert type(wide.blocks[0].self_attn.q) is torch.nn.Linear
+    assert torch.equal(wide.blocks[0].self_attn.q.weight, q.weight.float() * q.weight_scale)
+
+
 def test_lora_node_lists_the_loras_folder_and_the_sampler_renders_with_it(models):
     """Chained Load LoRA nodes change what the Sampler node renders, strength 0 changes nothing,
     and the loaded model the chain starts from renders as before."""

@@ -326,3 +326,45 @@ def test_a_distillation_loras_modulation_difference_applies_to_its_block(wan, tm
     with plain.with_lora(lora, 2.0).on("cpu"), torch.no_grad():
         torch.testing.assert_close(table, before + 2.0 * change)
     assert torch.equal(table, before)
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_alphas_kept_in_diffusers_metadata_match_diffusers(wan, tmp_path, rslora):
+    """diffusers writes a PEFT LoRA's alphas into the file's lora_adapter_metadata, not as .alpha
+    tensors (one default, a per-layer pattern, rsLoRA's square root): they scale as diffusers
+    scales them."""
+    pytest.importorskip("peft")
+    import json
+
+    from diffusers import WanPipeline
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_wan_lora_to_diffusers
+
+    model, state = wan
+    lora_state = random_lora(model, WAN_LAYERS, bias=False)
+    peft_state = _convert_non_diffusers_wan_lora_to_diffusers(cloned(lora_state))
+    config = {
+        "r": RANK, "lora_alpha": 8.0, "alpha_pattern": {"blocks.1.attn1.to_q": 1.0},
+        "rank_pattern": {}, "use_rslora": rslora,
+        "target_modules": sorted({k.split(".lora_")[0].removeprefix("transformer.") for k in peft_state}),
+    }  # fmt: skip
+    metadata = {
+        "lora_adapter_metadata": json.dumps({f"transformer.{k}": v for k, v in config.items()})
+    }
+    path = tmp_path / "peft.safetensors"
+    save_file(peft_state, str(path), metadata)
+    ours = run_ours(LoadedModel(model, "wan").with_lora(read_lora(path, model), 0.7))
+
+    theirs = diffusers_wan(state)
+    loaded, read_metadata = WanPipeline.lora_state_dict(str(path), return_lora_metadata=True)
+    theirs.load_lora_adapter(loaded, adapter_name="s", prefix="transformer", metadata=read_metadata)
+    theirs.set_adapters(["s"], weights=[0.7])
+    latents, t, text = wan_inputs()
+    with torch.no_grad():
+        reference = theirs(latents, t * 1000, text).sample
+    without = run_ours(
+        LoadedModel(model, "wan").with_lora(
+            read_lora(save(tmp_path, "bare.safetensors", peft_state), model), 0.7
+        )
+    )
+    assert (without - reference).abs().max() > 0.01  # read without its metadata, it differs
+    assert (ours - reference).abs().max().item() <= 1e-4

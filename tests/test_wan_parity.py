@@ -73,3 +73,24 @@ def test_full_model_takes_wan_weights_on_its_video_stream(wan_checkpoint):
     assert any(k.startswith("audio_blocks.") for k in report.fresh)
     assert any(".text_attn." in k for k in report.fresh) and not report.unused
     assert set(report.mapped) | set(report.partially_mapped) | set(report.fresh) == set(own)
+
+
+def test_a_diffusers_release_of_wan_loads_as_the_original(wan_checkpoint, tmp_path):
+    """diffusers' own layout (Wan-AI's *-Diffusers repos, sharded transformer files) maps back to
+    Wan's names: the same weights, and the same output as diffusers' model."""
+    _, state = wan_checkpoint
+    theirs = diffusers_wan(state)
+    keys = sorted(theirs.state_dict())
+    halves = (keys[: len(keys) // 2], keys[len(keys) // 2 :])
+    for index, half in enumerate(halves, start=1):
+        shard = tmp_path / f"diffusion_pytorch_model-0000{index}-of-00002.safetensors"
+        save_file({key: theirs.state_dict()[key].contiguous() for key in half}, str(shard))
+    ours = load_model(tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors", WAN_TINY)
+    loaded = ours.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[key], state[key]) for key in state)
+    latents, t, text = wan_inputs()
+    with torch.no_grad():
+        a = ours(latents, t, TextEncoding(text, torch.ones(2, 7, dtype=torch.bool))).video
+        b = theirs(latents, t * 1000, text).sample
+    assert (a - b).abs().max().item() <= 1e-4

@@ -1,0 +1,89 @@
+"""Weights stored as float8 with a scale beside them, as ComfyUI's ``*_fp8_scaled`` releases ship.
+
+A scaled layer's true weight is ``stored x scale`` (a float8 tensor and a float32 scale per
+tensor). Two layouts are in the wild and both are read: the original one (a ``scaled_fp8``
+marker tensor, ``<layer>.scale_weight`` and optionally ``<layer>.scale_input``) and the
+mixed-precision one (``<layer>.weight_scale``, ``<layer>.comfy_quant`` holding
+``{"format": ...}`` as UTF-8 bytes, optionally ``<layer>.input_scale``), which is also what this
+pack's own fp8 storage saves. Input scales only serve the host's fp8 matmuls: a weight taken back
+to its true values needs none, so they are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .errors import CheckpointError
+
+MARKER = "scaled_fp8"
+SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+FORMAT_SUFFIX = ".comfy_quant"
+INPUT_SCALE_SUFFIXES = (".scale_input", ".input_scale")
+READABLE_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+
+
+@dataclass(frozen=True)
+class ScaledLayout:
+    """Which weights of a checkpoint carry a scale, and which keys are no model tensor."""
+
+    scales: dict[str, str]  # weight key -> its scale's key
+    companions: frozenset[str]  # markers, scales, formats, input scales
+
+    def model_keys(self, keys: Iterable[str]) -> list[str]:
+        return [key for key in keys if key not in self.companions]
+
+
+def scaled_layout(
+    keys: Iterable[str],
+    read: Callable[[str], torch.Tensor],
+    metadata: dict[str, str],
+    input_name: str,
+) -> ScaledLayout:
+    """The layout of a checkpoint with these keys; ``read`` fetches a (small) tensor by key.
+
+    A layer stored in a format other than float8 (nvfp4, int8 with block scales) cannot be taken
+    back to its weight here, so it is refused by name rather than loaded as noise.
+    """
+    keys = list(keys)
+    scales = {
+        key.removesuffix(suffix) + ".weight": key
+        for key in keys
+        for suffix in SCALE_SUFFIXES
+        if key.endswith(suffix)
+    }
+    formats = {key: _format(read(key)) for key in keys if key.endswith(FORMAT_SUFFIX)}
+    listed = json.loads(metadata.get("_quantization_metadata", "{}")).get("layers", {})
+    formats |= {f"{layer}{FORMAT_SUFFIX}": entry.get("format") for layer, entry in listed.items()}
+    unreadable = sorted(
+        f"{key.removesuffix(FORMAT_SUFFIX)} ({fmt})"
+        for key, fmt in formats.items()
+        if fmt not in READABLE_FORMATS
+    )
+    if unreadable:
+        raise CheckpointError(
+            input_name,
+            f"{len(unreadable)} layers are quantised in a format this pack cannot read: "
+            + ", ".join(unreadable[:4]),
+            "pick the model's bf16, fp16 or fp8_scaled release (set dtype to fp8_e4m3fn to keep "
+            "its block weights in 8 bits)",
+        )
+    companions = {
+        key for key in keys if key == MARKER or key.endswith((FORMAT_SUFFIX, *INPUT_SCALE_SUFFIXES))
+    }
+    return ScaledLayout(scales, frozenset(companions | set(scales.values())))
+
+
+def _format(blob: torch.Tensor) -> str | None:
+    try:
+        return json.loads(bytes(blob.to(torch.uint8).flatten().tolist())).get("format")
+    except (ValueError, AttributeError):
+        return None
+
+
+def dequantise(stored: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The true weight in float32 (a per-tensor or per-row scale broadcasts alike)."""
+    return stored.float() * scale.float()

@@ -1,0 +1,116 @@
+"""ComfyUI's ``*_fp8_scaled`` releases load: weights taken back to stored x scale, or kept in fp8."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from model_helpers import WAN_TINY, wan_inputs, write_wan_checkpoint
+from safetensors.torch import save_file
+
+from skyreels_core.errors import CheckpointError
+from skyreels_core.loading import holds_fp8_weights, load_model, save_model
+from skyreels_core.offload import Float8Linear, store_linears_in_fp8
+from skyreels_core.types import TextEncoding
+
+PREFIX = "model.diffusion_model."
+
+
+def _scaled(state: dict[str, torch.Tensor], layout: str, fmt: str = "float8_e4m3fn") -> dict:
+    """``state`` as a ComfyUI fp8_scaled file holds it: every matrix as float8 and its scale
+    (max|w| / 448, written out here rather than through the pack's own quantiser)."""
+    file = {}
+    for key, value in state.items():
+        layer = key.removesuffix(".weight")
+        if value.ndim != 2 or not key.endswith(".weight"):
+            file[PREFIX + key] = value.to(torch.bfloat16)
+            continue
+        scale = value.abs().amax().float() / 448.0
+        file[PREFIX + key] = (value / scale).to(torch.float8_e4m3fn)
+        if layout == "legacy":
+            file[f"{PREFIX}{layer}.scale_weight"] = scale
+            file[f"{PREFIX}{layer}.scale_input"] = torch.ones(())
+        else:
+            file[f"{PREFIX}{layer}.weight_scale"] = scale
+            file[f"{PREFIX}{layer}.input_scale"] = torch.ones(())
+            blob = json.dumps({"format": fmt}).encode()
+            file[f"{PREFIX}{layer}.comfy_quant"] = torch.tensor(list(blob), dtype=torch.uint8)
+    if layout == "legacy":
+        file[PREFIX + "scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    return file
+
+
+@pytest.fixture
+def wan_state(tmp_path):
+    return write_wan_checkpoint(tmp_path / "wan.safetensors")
+
+
+def _true_weights(file: dict, keys) -> dict[str, torch.Tensor]:
+    """What the file's tensors are (stored x scale for a scaled one), by model key."""
+    true = {}
+    for name in keys:
+        layer = name.removesuffix(".weight")
+        scale = file.get(f"{PREFIX}{layer}.scale_weight", file.get(f"{PREFIX}{layer}.weight_scale"))
+        true[name] = file[PREFIX + name].float() * (1 if scale is None else scale)
+    return true
+
+
+@pytest.mark.parametrize("layout", ["legacy", "comfy_quant"])
+def test_fp8_scaled_files_load_as_their_true_weights(wan_state, tmp_path, layout):
+    file = _scaled(wan_state, layout)
+    path = tmp_path / f"wan2.1_t2v_tiny_fp8_scaled_{layout}.safetensors"
+    save_file(file, str(path))
+    assert holds_fp8_weights(path)
+    model = load_model(path, WAN_TINY, input_name="model_name")
+    own = model.state_dict()
+    true = _true_weights(file, wan_state)
+    assert set(own) == set(wan_state)
+    for key, value in own.items():
+        assert torch.equal(value, true[key]), key
+    scaled_key = "blocks.1.ffn.0.weight"  # e4m3 keeps 3 mantissa bits: within 1/16 of each value
+    error = (own[scaled_key] - wan_state[scaled_key]).abs()
+    assert 0 < error.max() <= wan_state[scaled_key].abs().max() / 16
+    latents, t, text = wan_inputs()
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    reference = load_model(tmp_path / "wan.safetensors", WAN_TINY)
+    with torch.no_grad():
+        ours = model(latents, t, TextEncoding(text, mask)).video
+        exact = reference(latents, t, TextEncoding(text, mask)).video
+    assert 0 < (ours - exact).norm() / exact.norm() < 0.05
+
+
+def test_fp8_storage_keeps_a_files_float8_weights_as_they_are(wan_state, tmp_path):
+    file = _scaled(wan_state, "comfy_quant")
+    path = tmp_path / "wan_fp8_scaled.safetensors"
+    save_file(file, str(path))
+    model = load_model(path, WAN_TINY, dtype=torch.bfloat16, fp8=True)
+    linear = model.blocks[1].self_attn.q
+    assert isinstance(linear, Float8Linear)
+    stored = file[PREFIX + "blocks.1.self_attn.q.weight"]
+    assert torch.equal(linear.weight.view(torch.uint8), stored.view(torch.uint8))
+    assert torch.equal(linear.weight_scale, file[PREFIX + "blocks.1.self_attn.q.weight_scale"])
+    head = model.state_dict()["head.head.weight"]  # outside the blocks: dequantised
+    assert head.dtype == torch.bfloat16
+
+
+def test_the_packs_own_fp8_storage_saves_and_loads_back(wan_state, tmp_path):
+    model = load_model(tmp_path / "wan.safetensors", WAN_TINY)
+    store_linears_in_fp8(model, torch.float32)
+    quantised = {key: value.clone() for key, value in model.state_dict().items()}
+    save_model(model, tmp_path / "fp8.safetensors")
+    assert holds_fp8_weights(tmp_path / "fp8.safetensors")
+    again = load_model(tmp_path / "fp8.safetensors", WAN_TINY)
+    weight = quantised["blocks.0.ffn.2.weight"].float() * quantised["blocks.0.ffn.2.weight_scale"]
+    assert torch.equal(again.state_dict()["blocks.0.ffn.2.weight"], weight)
+    assert not holds_fp8_weights(tmp_path / "wan.safetensors")
+
+
+def test_layers_in_formats_that_cannot_be_read_are_named(wan_state, tmp_path):
+    path = tmp_path / "wan_nvfp4.safetensors"
+    save_file(_scaled(wan_state, "comfy_quant", fmt="nvfp4"), str(path))
+    with pytest.raises(CheckpointError) as error:
+        load_model(path, WAN_TINY, input_name="model_name")
+    message = str(error.value)
+    assert "model_name" in message and "nvfp4" in message and "blocks.0." in message
+    assert "fp8_scaled release" in message
