@@ -51,6 +51,35 @@ def _require_hidden_layer(model, hidden_layer: int) -> None:
         )
 
 
+def _require_processor_files(folder: Path, input_name: str) -> None:
+    """The files transformers reads the tokenizer and image processor from, checked before the
+    weights load (minutes and many GB for a 7B model) instead of failing after them. A Qwen2
+    tokenizer reads tokenizer.json, or vocab.json with merges.txt (with neither it loads an empty
+    vocabulary); the image processor reads preprocessor_config.json, or processor_config.json
+    with an ``image_processor`` entry."""
+
+    def has(*names: str) -> bool:
+        return all((folder / name).is_file() for name in names)
+
+    missing = {}  # what the message says is missing -> the release's files to copy
+    if not has("tokenizer.json") and not has("vocab.json", "merges.txt"):
+        missing["tokenizer.json (or vocab.json and merges.txt)"] = (
+            "tokenizer.json, tokenizer_config.json"
+        )
+    processor = folder / "processor_config.json"
+    if not has("preprocessor_config.json") and not (
+        processor.is_file() and "image_processor" in json.loads(processor.read_text())
+    ):
+        missing["preprocessor_config.json"] = "preprocessor_config.json"
+    if missing:
+        raise CheckpointError(
+            input_name,
+            f"{folder} has no {' and no '.join(missing)}",
+            f"copy {', '.join(missing.values())} from the model's release (its Hugging Face "
+            "repo) into the folder, beside the weights",
+        )
+
+
 def _to_pil(image: torch.Tensor):
     from PIL import Image
 
@@ -109,38 +138,38 @@ class MLLMEncoder:
         offload_device=None,
         hidden_layer: int = -1,
         reserve: ReserveMemory | None = None,
+        input_name: str = "encoder",
     ) -> MLLMEncoder:
         """The encoder of a Qwen-VL model folder. Its weights load straight onto
         ``offload_device`` (default: ``device``) and visit ``device`` per encoding, so a 7B
-        encoder never has to fit beside the other models on the GPU just to be loaded."""
+        encoder never has to fit beside the other models on the GPU just to be loaded. Errors
+        name ``input_name`` (default: the Load Text Encoder node's folder input)."""
         import transformers
 
         folder = Path(folder)
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise CheckpointError(
-                "text_encoder",
+                input_name,
                 f"{folder} has no config.json",
                 "use a Qwen2.5-VL / Qwen3-VL model folder",
             )
         model_type = json.loads(config_path.read_text()).get("model_type")
         if model_type not in MODEL_CLASSES:
             raise CheckpointError(
-                "text_encoder",
+                input_name,
                 f"model type {model_type!r} is not a Qwen-VL model",
                 f"use one of {', '.join(MODEL_CLASSES)}",
             )
         if not any(folder.glob("*.safetensors")):
             raise CheckpointError(
-                "text_encoder",
+                input_name,
                 f"{folder} has no .safetensors weights",
                 "download the safetensors shards",
             )
+        _require_processor_files(folder, input_name)
+        # Everything but the weights first: a folder that fails, fails in seconds.
         options = {"local_files_only": True, "trust_remote_code": False}
-        model_class = getattr(transformers, MODEL_CLASSES[model_type])
-        model = model_class.from_pretrained(
-            folder, dtype=dtype, use_safetensors=True, **options
-        ).to(offload_device or device)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **options)
         image_processor = transformers.Qwen2VLImageProcessorPil.from_pretrained(folder, **options)
         template = tokenizer.chat_template
@@ -150,10 +179,14 @@ class MLLMEncoder:
                 template = json.loads(text)["chat_template"] if name.endswith(".json") else text
         if template is None:
             raise CheckpointError(
-                "text_encoder",
+                input_name,
                 f"{folder} has no chat template",
                 "copy the model's chat_template.json into the folder",
             )
+        model_class = getattr(transformers, MODEL_CLASSES[model_type])
+        model = model_class.from_pretrained(
+            folder, dtype=dtype, use_safetensors=True, **options
+        ).to(offload_device or device)
         return cls(
             model,
             tokenizer,

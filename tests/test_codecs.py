@@ -183,10 +183,32 @@ def test_mmaudio_loads_and_matches_diffusers(audio_reference):
     with pytest.raises(InputError, match="waveform"):
         codec.encode(torch.zeros(1, 2, 128))
     _weights_visit_only_while_coding(codec, wave)
-    with pytest.raises(CheckpointError, match="vocoder"):
+    with pytest.raises(CheckpointError, match="^vocoder_name: "):
         MMAudioCodec.from_single_file(
             folder / "vae.safetensors", folder / "vae.safetensors", vae_config=TINY_AUDIO
         )
+
+
+def test_a_vae_file_without_its_vocoder_names_the_vocoder_input(audio_reference):
+    """The vocoder read from the VAE file (vocoder_path None) that holds none: the input to change
+    is the one picking the vocoder, named as the caller names its inputs (the node's by
+    default)."""
+    from skyreels_core.codecs.mmaudio import MMAudioCodec
+
+    _, _, folder = audio_reference
+    with pytest.raises(CheckpointError, match="^vocoder_name: vae.safetensors holds no vocoder"):
+        _tiny_mmaudio(folder / "vae.safetensors")
+    with pytest.raises(CheckpointError) as error:
+        MMAudioCodec.from_single_file(
+            folder / "vae.safetensors",
+            vae_config=TINY_AUDIO,
+            vae_input_name="--audio-vae",
+            vocoder_input_name="--vocoder",
+        )
+    assert error.value.input_name == "--vocoder"
+    assert error.value.fix == (
+        "pick the vocoder file in --vocoder, or a VAE file in --audio-vae that holds its vocoder"
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -94,6 +98,72 @@ def test_missing_or_foreign_folders_say_what_to_do(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "t5"}')
     with pytest.raises(CheckpointError, match="not a Qwen-VL"):
         MLLMEncoder.from_folder(tmp_path)
+
+
+@pytest.fixture
+def weights_never_load(monkeypatch):
+    """Every Qwen-VL class's from_pretrained refuses: a check that must come before the weights
+    load (minutes and many GB for a 7B model) fails its test instead of passing late."""
+    import transformers
+
+    from skyreels_core.encoder import MODEL_CLASSES
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the weights loaded before the folder was checked")
+
+    for name in MODEL_CLASSES.values():
+        monkeypatch.setattr(getattr(transformers, name), "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize(
+    "removed, named",
+    [
+        (["tokenizer.json"], "tokenizer.json (or vocab.json and merges.txt)"),
+        (["preprocessor_config.json"], "preprocessor_config.json"),
+        (
+            ["tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"],
+            "tokenizer.json (or vocab.json and merges.txt) and no preprocessor_config.json",
+        ),
+        (["chat_template.jinja"], "chat template"),
+    ],
+)
+def test_missing_tokenizer_or_processor_files_are_named_before_the_weights_load(
+    folder, tmp_path, weights_never_load, removed, named
+):
+    copy = shutil.copytree(folder, tmp_path / "encoder")
+    for name in removed:
+        (copy / name).unlink()
+    with pytest.raises(CheckpointError, match="^encoder: ") as error:
+        MLLMEncoder.from_folder(copy, dtype=torch.float32)
+    assert named in error.value.problem
+    assert "copy" in error.value.fix
+
+
+def _vocab_and_merges(folder: Path) -> None:
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+
+
+def _nested_processor_config(folder: Path) -> None:
+    processor = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").unlink()
+    (folder / "processor_config.json").write_text(json.dumps({"image_processor": processor}))
+
+
+@pytest.mark.parametrize("rewrite", [_vocab_and_merges, _nested_processor_config])
+def test_the_other_file_sets_transformers_reads_pass_the_check(
+    folder, tmp_path, weights_never_load, rewrite
+):
+    """Not refused: Qwen2's BPE tokenizer built from vocab.json and merges.txt, and the image
+    processor's settings nested in processor_config.json, both load in transformers, so such a
+    folder reaches the weights."""
+    copy = shutil.copytree(folder, tmp_path / "encoder")
+    rewrite(copy)
+    with pytest.raises(AssertionError, match="weights loaded"):
+        MLLMEncoder.from_folder(copy, dtype=torch.float32)
 
 
 def test_a_hidden_layer_the_model_lacks_is_named_at_load_and_outer_whitespace_is_dropped(

@@ -139,22 +139,35 @@ class MMAudioCodec:
         vae_config: dict | None = None,
         vocoder_config: dict | None = None,
         reserve: ReserveMemory | None = None,
+        vae_input_name: str = "vae_name",
+        vocoder_input_name: str = "vocoder_name",
     ) -> MMAudioCodec:
-        """vocoder_path None: the vocoder weights are in the VAE file under ``vocoder.``."""
+        """vocoder_path None: the vocoder weights are in the VAE file under ``vocoder.``. Errors
+        name the inputs that picked the two files as the caller calls them (default: the Load
+        Audio VAE node's)."""
         from diffusers import MMAudioVAE, MMAudioVocoder
 
         vae = MMAudioVAE.from_config(vae_config or _config("mmaudio_44k_vae.json"))
         vocoder = MMAudioVocoder.from_config(vocoder_config or _config("mmaudio_44k_vocoder.json"))
-        state = _read(vae_path, "audio_vae")
+        state = _read(vae_path, vae_input_name)
         if vocoder_path is None:
             voc_state = {k[8:]: v for k, v in state.items() if k.startswith("vocoder.")}
             state = {k: v for k, v in state.items() if not k.startswith("vocoder.")}
+            if not voc_state:
+                raise CheckpointError(
+                    vocoder_input_name,
+                    f"{Path(vae_path).name} holds no vocoder weights (no vocoder.* keys)",
+                    f"pick the vocoder file in {vocoder_input_name}, or a VAE file in "
+                    f"{vae_input_name} that holds its vocoder",
+                )
         else:
-            voc_state = _read(vocoder_path, "vocoder")
+            voc_state = _read(vocoder_path, vocoder_input_name)
         if _is_original_vae(state):
             state = original_vae_to_diffusers(state)
-        _load(vae, state, "audio_vae", "MMAudio-44k VAE")
-        _load(vocoder, bigvgan_to_diffusers(voc_state), "vocoder", "MMAudio BigVGAN vocoder")
+        _load(vae, state, vae_input_name, "MMAudio-44k VAE")
+        _load(
+            vocoder, bigvgan_to_diffusers(voc_state), vocoder_input_name, "MMAudio BigVGAN vocoder"
+        )
         vae, vocoder = (part.to(device=device, dtype=dtype) for part in (vae, vocoder))
         return cls(vae, vocoder, offload_device, reserve)
 
