@@ -37,6 +37,12 @@ from .workflow_format import (
 Widget = tuple[str, str]  # (node id, input name)
 PROMPT_NAMES = ("prompt", "text")  # this pack's and the core text encoders' prompt widgets
 UPLOAD_PATH = "/upload/image"  # the frontend's upload route, for every file type
+# How ComfyUI refuses one upload, and the fix: a name it will not save (400), a file over its
+# --max-upload-size (413, from its web server). Any other error is not about that one file.
+UPLOAD_REFUSALS = {
+    400: "check the file's name",
+    413: "start ComfyUI with a larger --max-upload-size (MB)",
+}
 # The kinds of file a folder given to --inputs is searched for, by suffix. The host's Load Image
 # and Load Video list the input folder's images and videos; this pack's Load Audio lists sounds
 # and videos (nodes/media.py lists these same suffixes). Text is a kind so
@@ -59,6 +65,11 @@ UPLOAD_FLAGS = {
 class PromptRefused(InputError):
     """The server refused one prompt (a value its node does not accept): that render is
     reported and the batch goes on, where any other error stops it."""
+
+
+class UploadRefused(InputError):
+    """The server refused one --inputs file's upload (see UPLOAD_REFUSALS): the renders of that
+    file are reported refused and the batch goes on with the other files."""
 
 
 class ComfyServer:
@@ -89,10 +100,12 @@ class ComfyServer:
         except urllib.error.HTTPError as error:
             if path == "/prompt" and error.code == 400:
                 raise PromptRefused("workflow", _refusal(error), "fix the value it names") from None
-            if path == UPLOAD_PATH and error.code == 400:
-                raise InputError(
-                    "--inputs", "the server refused an upload", "check the file's name"
-                ) from None
+            if path == UPLOAD_PATH and error.code in UPLOAD_REFUSALS:
+                reason = f"HTTP {error.code} {error.reason}"
+                text = error.read().decode(errors="replace").strip()[:200].rstrip(".")
+                if text and not text.startswith("<"):  # a proxy's HTML page says no more
+                    reason += f": {text}"
+                raise UploadRefused("--inputs", reason, UPLOAD_REFUSALS[error.code]) from None
             raise InputError(
                 "--server",
                 f"{self.url}{path} answered HTTP {error.code}",
@@ -118,6 +131,19 @@ class ComfyServer:
                 "check that --server names a ComfyUI server",
             ) from None
 
+    def _field(self, path: str, answer: object, key: str):
+        """``answer[key]``; another service at the address may answer JSON without it, which
+        is shown instead of a KeyError."""
+        if isinstance(answer, dict) and key in answer:
+            return answer[key]
+        shown = json.dumps(answer)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise InputError(
+            "--server",
+            f"{self.url}{path} answered {shown} with no {key!r}",
+            "check that --server names a ComfyUI server",
+        )
+
     def object_info(self) -> dict:
         return self._request("/object_info")
 
@@ -141,7 +167,8 @@ class ComfyServer:
         data = head.encode() + content + f"\r\n--{boundary}--\r\n".encode()
         form = (data, f"multipart/form-data; boundary={boundary}")
         answer = self._request(UPLOAD_PATH, form=form)
-        return "/".join(part for part in (answer.get("subfolder"), answer["name"]) if part)
+        name = self._field(UPLOAD_PATH, answer, "name")
+        return "/".join(part for part in (answer.get("subfolder"), name) if part)
 
     def queue(self, prompt: dict, workflow: dict | None = None) -> str:
         """Queue one API prompt; returns its prompt id. ``workflow`` (UI format) rides along as
@@ -149,7 +176,7 @@ class ComfyServer:
         body = {"prompt": prompt, "client_id": self.client_id}
         if workflow is not None:
             body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
-        return self._request("/prompt", body)["prompt_id"]
+        return self._field("/prompt", self._request("/prompt", body), "prompt_id")
 
     def wait(
         self, prompt_id: str, poll_s: float = 1.0, deadline: float | None = None
@@ -445,13 +472,14 @@ def variants(
     prompts: list[str] | None,
     prompt_widget: Widget | None,
     overrides: list[str],
-    files: list[str] | None = None,
+    files: list[str] | list[Path] | None = None,
     file_widget: Widget | None = None,
     paired: bool = False,
 ) -> list[dict[Widget, object]]:
     """The widget values of every render: the overrides, then each file x seed x prompt
     combination (``file_widget`` takes the files, ``prompt_widget`` the prompts), or with
-    ``paired`` each file with its own prompt (the i-th with the i-th) x seed."""
+    ``paired`` each file with its own prompt (the i-th with the i-th) x seed. Files are names,
+    or local paths a caller swaps for their uploads' names."""
     fixed: dict[Widget, object] = {}
     for override in overrides:
         target, equals, value = override.partition("=")
@@ -648,17 +676,27 @@ def _edited(workflow: dict, object_info: dict | None, values: dict) -> tuple[dic
     return edited, edited if is_api_prompt(workflow) else ui_to_api(edited, object_info)
 
 
-def _queue_one(server: ComfyServer, workflow: dict, object_info: dict | None, values: dict) -> dict:
-    """Queue one render and return its record. A prompt the server refuses (a value over a
-    widget's maximum) is recorded as refused with the server's reason, so one bad variant
-    does not keep the rest of the batch from being queued, waited for and reported."""
+def _queue_one(
+    server: ComfyServer,
+    workflow: dict,
+    object_info: dict | None,
+    values: dict,
+    refusal: str | None = None,
+) -> dict:
+    """Queue one render and return its record. A render the server refuses, its prompt (a value
+    over a widget's maximum) or already the upload of its input file (``refusal``), is recorded
+    as refused with the server's reason, so one bad variant does not keep the rest of the batch
+    from being queued, waited for and reported."""
     edited, prompt = _edited(workflow, object_info, values)
     widgets = {f"{node}.{name}": value for (node, name), value in values.items()}
     record = {"prompt_id": None, "widgets": widgets, "status": "queued", "files": []}
-    try:
-        record["prompt_id"] = server.queue(prompt, None if is_api_prompt(workflow) else edited)
-    except PromptRefused as error:
-        record["status"], record["error"] = "refused", error.problem
+    if refusal is None:
+        try:
+            record["prompt_id"] = server.queue(prompt, None if is_api_prompt(workflow) else edited)
+        except PromptRefused as error:
+            refusal = error.problem
+    if refusal is not None:
+        record["status"], record["error"] = "refused", refusal
     return record
 
 
@@ -695,19 +733,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     records: list[dict] = []
     try:
-        uploaded = []
-        for path in inputs or []:
-            uploaded.append(server.upload(path))
-            print(f"uploaded {path} as input/{uploaded[-1]}")
-        if inputs:
+        uploaded, refusals = _upload_all(server, inputs or [])
+        if inputs:  # by path, not name: two files of one name upload as two, or one is refused
             renders = variants(
-                table, seeds, prompts, prompt_widget, args.set, uploaded, input_widget, args.pair
+                table, seeds, prompts, prompt_widget, args.set, inputs, input_widget, args.pair
             )
-        sources = dict(zip(uploaded, inputs or []))
         for values in renders:
-            record = _queue_one(server, workflow, object_info, values)
-            if input_widget is not None:
-                record["input"] = str(sources[values[input_widget]])
+            path = values.get(input_widget)
+            if path is not None:
+                values[input_widget] = uploaded[path]
+            record = _queue_one(server, workflow, object_info, values, refusals.get(path))
+            if path is not None:
+                record["input"] = str(path)
             records.append(record)
             print(_queued_line(record, len(records), len(renders)))
         if waits:
@@ -716,6 +753,24 @@ def run(args: argparse.Namespace) -> int:
         if args.report is not None:
             args.report.write_text(json.dumps(records, indent=2) + "\n")
     return 1 if any(r["status"] in ("refused", "failed", "unfinished") for r in records) else 0
+
+
+def _upload_all(server: ComfyServer, paths: list[Path]) -> tuple[dict[Path, str], dict[Path, str]]:
+    """Upload each file: (path -> the name a widget selects it by, path -> why the server
+    refused it). A refused file keeps its own name, which its refused renders show; the other
+    files still render."""
+    uploaded: dict[Path, str] = {}
+    refusals: dict[Path, str] = {}
+    for path in paths:
+        try:
+            uploaded[path] = server.upload(path)
+        except UploadRefused as error:
+            uploaded[path] = path.name
+            refusals[path] = f"the server refused the upload of {path} ({error.problem})"
+            print(f"{refusals[path]}. Fix: {error.fix}")
+        else:
+            print(f"uploaded {path} as input/{uploaded[path]}")
+    return uploaded, refusals
 
 
 def _wait_all(server: ComfyServer, records: list[dict], args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ TEXT_TO_VIDEO = ROOT / "workflows" / "text_to_video.json"
 VIDEO_TO_AUDIO = ROOT / "workflows" / "video_to_audio.json"
 OBJECT_INFO = object_info_from_mappings({**core_shims(ASSETS), **NODE_CLASS_MAPPINGS})
 SAMPLER, PROMPT = "8", "5"  # node ids in text_to_video.json
+OTHER_SERVICE = {"service": "tagger", "routes": [f"/v1/tags/{n}" for n in range(20)]}
 
 
 class FakeComfy:
@@ -42,11 +43,16 @@ class FakeComfy:
     its widget's maximum, as the host answers), GET /history/<id> and /queue: each prompt has
     finished at once with ``outcome`` ("success", "error", or "cancelled": never run, so no
     history and not queued), or is still "running": no history and on the queue. A "login page"
-    is another service at the address: every request is answered 200 with HTML."""
+    is another service at the address: every request is answered 200 with HTML; an "other
+    service" answers every request 200 with JSON of its own. An upload over ``max_upload`` bytes
+    is refused as ComfyUI's web server (aiohttp) refuses one over --max-upload-size, one of a
+    name in ``bad_names`` as ComfyUI refuses a name it will not save (400, no body)."""
 
     def __init__(self, outcome: str = "success") -> None:
         self.posted: list[dict] = []
         self.inputs: dict[str, bytes] = {}  # the server's input folder: name -> bytes
+        self.max_upload: int | None = None
+        self.bad_names: set[str] = set()
         self.paths: list[str] = []
         self.prompt_ids: list[str] = []
         fake = self
@@ -59,6 +65,8 @@ class FakeComfy:
                 data, kind = json.dumps(body).encode(), "application/json"
                 if outcome == "login page":
                     status, data, kind = 200, b"<html><body>Sign in</body></html>", "text/html"
+                if outcome == "other service":
+                    status, data = 200, json.dumps(OTHER_SERVICE).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
@@ -98,6 +106,20 @@ class FakeComfy:
             def do_POST(self) -> None:
                 fake.paths.append(self.path)
                 data = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/upload/image" and any(
+                    f'"{n}"'.encode() in data for n in fake.bad_names
+                ):
+                    self.send_response(400)
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
+                too_big = fake.max_upload is not None and len(data) > fake.max_upload
+                if self.path == "/upload/image" and too_big:
+                    text = f"Maximum request body size {fake.max_upload} exceeded.".encode()
+                    self.send_response(413, "Request Entity Too Large")
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    return self.wfile.write(text)
                 if self.path == "/upload/image":
                     return self._answer(200, fake.upload(self.headers["Content-Type"], data))
                 body = json.loads(data)
@@ -420,6 +442,66 @@ def test_inputs_upload_each_file_and_render_it_with_every_seed(capsys, tmp_path)
     assert records[2]["widgets"] == {f"{clip}.file": "take2 (1).mp4", f"{sampler}.seed": 0}
 
 
+@pytest.mark.parametrize(
+    "refusal, reason, fix",
+    [("max_upload", "HTTP 413 Request Entity Too Large: Maximum request body size 1000 exceeded",
+      "start ComfyUI with a larger --max-upload-size (MB)"),
+     ("bad_names", "HTTP 400 Bad Request", "check the file's name")],
+    ids=["over the upload limit", "a name it will not save"],
+)  # fmt: skip
+def test_a_refused_upload_is_reported_and_the_other_files_still_run(
+    capsys, tmp_path, refusal, reason, fix
+):
+    """One clip the server will not take (over its upload limit, or a name it refuses): the
+    server refuses that upload alone, so that clip's renders are reported refused (naming the
+    file and the server's reason) and the other clips' renders are still queued, waited for and
+    downloaded, and the command exits 1."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name, size in (("a.mp4", 10), ("b.mp4", 5000), ("c.mp4", 20)):
+        (clips / name).write_bytes(name.encode() * size)
+    big = clips / "b.mp4"
+    report, renders = tmp_path / "batch.json", tmp_path / "renders"
+    ids = _node_ids(VIDEO_TO_AUDIO)
+    clip, sampler = ids["Source clip"], ids["SkyReelsV4Sampler"]
+    with FakeComfy() as server:
+        server.max_upload, server.bad_names = (
+            (1000, set()) if refusal == "max_upload" else (None, {"b.mp4"})
+        )
+        code, out, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                                str(clips), "--seeds", "0-1", "--download", str(renders),
+                                "--report", str(report))  # fmt: skip
+    refused = f"the server refused the upload of {big} ({reason})"
+    assert (code, err) == (1, "")
+    assert out == [
+        f"uploaded {clips / 'a.mp4'} as input/a.mp4",
+        f"{refused}. Fix: {fix}",
+        f"uploaded {clips / 'c.mp4'} as input/c.mp4",
+        f"queued 1/6 p1: {clip}.file='a.mp4', {sampler}.seed=0",
+        f"queued 2/6 p2: {clip}.file='a.mp4', {sampler}.seed=1",
+        f"refused 3/6 ({clip}.file='b.mp4', {sampler}.seed=0): {refused}",
+        f"refused 4/6 ({clip}.file='b.mp4', {sampler}.seed=1): {refused}",
+        f"queued 5/6 p3: {clip}.file='c.mp4', {sampler}.seed=0",
+        f"queued 6/6 p4: {clip}.file='c.mp4', {sampler}.seed=1",
+        *(f"done {i}/6 p{n}: {renders / f'clip_{n:05}_.mp4'}" for i, n in ((1, 1), (2, 2),
+                                                                           (5, 3), (6, 4))),
+    ]  # fmt: skip
+    assert sorted(server.inputs) == ["a.mp4", "c.mp4"]
+    assert [body["prompt"][clip]["inputs"]["file"] for body in server.posted] == [
+        "a.mp4", "a.mp4", "c.mp4", "c.mp4"
+    ]  # fmt: skip
+    records = json.loads(report.read_text())
+    assert [(r["status"], r["input"]) for r in records] == [
+        (status, str(clips / name))
+        for status, name in (("done", "a.mp4"), ("refused", "b.mp4"), ("done", "c.mp4"))
+        for _ in range(2)
+    ]
+    assert records[3] == {"prompt_id": None, "widgets": {f"{clip}.file": "b.mp4",
+                          f"{sampler}.seed": 1}, "status": "refused", "files": [],
+                          "error": refused, "input": str(big)}  # fmt: skip
+    assert sorted(p.name for p in renders.iterdir()) == [f"clip_{n:05}_.mp4" for n in range(1, 5)]
+
+
 def test_pair_gives_each_file_its_own_prompt(capsys, tmp_path):
     """50 clips with 50 sound descriptions are 50 renders (per seed), not 2,500."""
     clips = tmp_path / "clips"
@@ -666,4 +748,27 @@ def test_a_server_that_does_not_answer_json_is_one_line(capsys, tmp_path):
             assert code == 2 and err == (
                 f"error: --server: {server.url}{path} did not answer JSON. Fix: check that "
                 "--server names a ComfyUI server\n"
+            )
+
+
+def test_a_server_answering_other_json_is_one_line(capsys, tmp_path):
+    """Another service at --server that answers JSON, but not ComfyUI's: the answer to a prompt
+    holds no prompt id, to an upload no file name. One line shows what it answered."""
+    api = tmp_path / "api.json"
+    api.write_text(json.dumps(ui_to_api(json.loads(VIDEO_TO_AUDIO.read_text()), OBJECT_INFO)))
+    clip = tmp_path / "take.mp4"
+    clip.write_bytes(b"mp4")
+    upload = [
+        "--inputs",
+        str(clip),
+        "--input-widget",
+        f"{_node_ids(VIDEO_TO_AUDIO)['Source clip']}.file",
+    ]
+    answered = json.dumps(OTHER_SERVICE)[:200] + "..."
+    with FakeComfy("other service") as server:
+        for args, path, key in (([], "/prompt", "prompt_id"), (upload, "/upload/image", "name")):
+            code, out, err = _queue(capsys, str(api), "--server", server.url, *args)
+            assert (code, out) == (2, []) and err == (
+                f"error: --server: {server.url}{path} answered {answered} with no {key!r}. Fix: "
+                "check that --server names a ComfyUI server\n"
             )
