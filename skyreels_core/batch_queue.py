@@ -67,6 +67,11 @@ class PromptRefused(InputError):
     reported and the batch goes on, where any other error stops it."""
 
 
+class DownloadMissing(InputError):
+    """The server no longer has one finished render's file (moved or deleted from its output
+    folder before the download): that render is reported undownloaded and the batch goes on."""
+
+
 class UploadRefused(InputError):
     """The server refused one --inputs file's upload (see UPLOAD_REFUSALS): the renders of that
     file are reported refused and the batch goes on with the other files."""
@@ -100,6 +105,10 @@ class ComfyServer:
         except urllib.error.HTTPError as error:
             if path == "/prompt" and error.code == 400:
                 raise PromptRefused("workflow", _refusal(error), "fix the value it names") from None
+            if path.startswith("/view?") and error.code == 404:
+                raise DownloadMissing(
+                    "--download", "gone from the server (HTTP 404)", "render it again"
+                ) from None
             if path == UPLOAD_PATH and error.code in UPLOAD_REFUSALS:
                 reason = f"HTTP {error.code} {error.reason}"
                 text = error.read().decode(errors="replace").strip()[:200].rstrip(".")
@@ -752,7 +761,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if args.report is not None:
             args.report.write_text(json.dumps(records, indent=2) + "\n")
-    return 1 if any(r["status"] in ("refused", "failed", "unfinished") for r in records) else 0
+    unsuccessful = ("refused", "failed", "unfinished", "undownloaded")
+    return 1 if any(r["status"] in unsuccessful for r in records) else 0
 
 
 def _upload_all(server: ComfyServer, paths: list[Path]) -> tuple[dict[Path, str], dict[Path, str]]:
@@ -799,4 +809,18 @@ def _wait_for(server: ComfyServer, record: dict, deadline: float | None, args) -
         items = output_items(entry)
         record["status"], record["files"] = "done", [server_path(item) for item in items]
         if args.download is not None:
-            record["downloaded"] = [str(server.download(item, args.download)) for item in items]
+            _download_all(server, record, items, args.download)
+
+
+def _download_all(server: ComfyServer, record: dict, items: list[dict], folder: Path) -> None:
+    """Fetch a finished render's files into ``folder``; one the server no longer has leaves the
+    render "undownloaded" (its other files still arrive), and the rest of the batch goes on."""
+    record["downloaded"], missing = [], []
+    for item in items:
+        try:
+            record["downloaded"].append(str(server.download(item, folder)))
+        except DownloadMissing as error:
+            missing.append(f"{server_path(item)}: {error.problem}")
+    if missing:
+        record["status"] = "undownloaded"
+        record["error"] = "could not download " + "; ".join(missing)

@@ -53,6 +53,7 @@ class FakeComfy:
         self.inputs: dict[str, bytes] = {}  # the server's input folder: name -> bytes
         self.max_upload: int | None = None
         self.bad_names: set[str] = set()
+        self.gone: set[str] = set()  # saved files since moved out of the output folder
         self.paths: list[str] = []
         self.prompt_ids: list[str] = []
         fake = self
@@ -79,6 +80,10 @@ class FakeComfy:
                     return self._answer(200, OBJECT_INFO)
                 if self.path.startswith("/view?"):  # the file's bytes: its own query
                     query = parse_qs(urlparse(self.path).query)
+                    if query["filename"][0] in fake.gone:
+                        self.send_response(404)
+                        self.send_header("Content-Length", "0")
+                        return self.end_headers()
                     data = "|".join(query[k][0] for k in ("filename", "subfolder", "type"))
                     self.send_response(200)
                     self.send_header("Content-Type", "video/mp4")
@@ -336,6 +341,28 @@ def test_download_fetches_each_render_without_overwriting(capsys, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["clip_00001_.mp4", first.name, second.name]
     )  # no partial file left
+
+
+def test_a_render_whose_file_is_gone_is_reported_and_the_rest_still_download(capsys, tmp_path):
+    folder, report = tmp_path / "renders", tmp_path / "batch.json"
+    folder.mkdir()
+    with FakeComfy() as server:
+        server.gone.add("clip_00002_.mp4")
+        code, out, _ = _queue(
+            capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "1-3",
+            "--download", str(folder), "--report", str(report),
+        )  # fmt: skip
+    assert code == 1
+    assert out[3:] == [
+        f"done 1/3 p1: {folder / 'clip_00001_.mp4'}",
+        "undownloaded 2/3 p2: could not download output/skyreels_v4/clip_00002_.mp4: gone from "
+        "the server (HTTP 404)",
+        f"done 3/3 p3: {folder / 'clip_00003_.mp4'}",
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == ["clip_00001_.mp4", "clip_00003_.mp4"]
+    second = json.loads(report.read_text())[1]
+    assert second["status"] == "undownloaded" and second["downloaded"] == []
+    assert second["files"] == ["output/skyreels_v4/clip_00002_.mp4"]
 
 
 def test_the_report_lists_every_render_even_when_the_command_is_stopped(
