@@ -79,6 +79,15 @@ def list_models(kind: str, suffixes: tuple[str, ...] = (".safetensors",)) -> lis
     return sorted(name for name in names if name.endswith(suffixes) and not is_later_shard(name))
 
 
+def qwen25_tokenizer_folder() -> Path | None:
+    """The Qwen2.5 tokenizer the host ships for its own Qwen2.5-VL text encoder (a single-file
+    encoder carries none); None outside ComfyUI or where this version lacks it."""
+    if not IN_COMFYUI:
+        return None
+    folder = Path(model_management.__file__).parent / "text_encoders" / "qwen25_tokenizer"
+    return folder if folder.is_dir() else None
+
+
 def list_model_dirs(kind: str) -> list[str]:
     """Sub-folders of one kind (multi-file models such as the MLLM encoder)."""
     return sorted(

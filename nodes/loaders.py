@@ -64,7 +64,24 @@ def _source(kind: str, name: str) -> Path | None:
         return bundle.lora_path()
     if name == VOCODER_IN_VAE:
         return None
-    return (host.model_dir_path if kind == "text_encoders" else host.model_path)(kind, name)
+    if kind == "text_encoders" and not name.endswith(".safetensors"):
+        return host.model_dir_path(kind, name)
+    return host.model_path(kind, name)
+
+
+def _text_encoder_choices() -> list[str]:
+    """Model folders, then single-file Qwen2.5-VLs (ComfyUI's qwen_2.5_vl_7b*.safetensors); the
+    T5 and CLIP files other models keep in the folder, and a model folder's own shards, are not
+    offered."""
+    from skyreels_core.encoder_file import holds_qwen25_vl
+
+    files = [
+        name
+        for name in host.list_models("text_encoders")
+        if not (path := host.model_path("text_encoders", name)).with_name("config.json").is_file()
+        and holds_qwen25_vl(path)
+    ]
+    return [bundle.BUNDLED, *host.list_model_dirs("text_encoders"), *files]
 
 
 class FileLoader:
@@ -184,7 +201,8 @@ class SkyReelsV4ModelLoader(FileLoader):
 
 class SkyReelsV4TextEncoderLoader(FileLoader):
     DESCRIPTION = (
-        "Loads the shared MLLM encoder (a Qwen2.5-VL / Qwen3-VL folder in models/text_encoders)."
+        "Loads the shared MLLM encoder from models/text_encoders: a Qwen2.5-VL / Qwen3-VL model "
+        "folder, or the single Qwen2.5-VL file ComfyUI keeps for Qwen-Image (fp8_scaled too)."
     )
     RETURN_TYPES = (link_types.TEXT_ENCODER,)
     RETURN_NAMES = ("text_encoder",)
@@ -196,9 +214,12 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
         return {
             "required": {
                 "encoder": (
-                    [bundle.BUNDLED, *host.list_model_dirs("text_encoders")],
+                    _text_encoder_choices(),
                     {
-                        "tooltip": "A folder with config.json, safetensors shards, tokenizer and processor files."
+                        "tooltip": "A folder with config.json, safetensors shards, tokenizer and "
+                        "processor files; or a single Qwen2.5-VL .safetensors "
+                        "(qwen_2.5_vl_7b_fp8_scaled.safetensors, as Qwen-Image and HunyuanVideo "
+                        "1.5 use), which takes ComfyUI's own Qwen2.5 tokenizer."
                     },
                 ),
                 "dtype": DTYPE_INPUT,
@@ -218,22 +239,28 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
     def load(self, encoder: str, dtype: str, hidden_layer: int, offload: bool = True):
         from skyreels_core.encoder import MLLMEncoder
 
-        folder = (
-            bundle.text_encoder_dir()
-            if encoder == bundle.BUNDLED
-            else host.model_dir_path("text_encoders", encoder)
-        )
         device = host.torch_device()
-        return (
-            MLLMEncoder.from_folder(
-                folder,
-                dtype=resolve_dtype(dtype, device),
-                device=device,
-                offload_device=_rest_device(offload, device),
-                hidden_layer=hidden_layer,
-                reserve=host.reserve,
-            ),
-        )
+        options = {
+            "dtype": resolve_dtype(dtype, device),
+            "device": device,
+            "offload_device": _rest_device(offload, device),
+            "hidden_layer": hidden_layer,
+            "reserve": host.reserve,
+        }
+        if encoder == bundle.BUNDLED:
+            return (MLLMEncoder.from_folder(bundle.text_encoder_dir(), **options),)
+        path = _source("text_encoders", encoder)
+        if path.is_dir():
+            return (MLLMEncoder.from_folder(path, **options),)
+        tokenizer = host.qwen25_tokenizer_folder()
+        if tokenizer is None:
+            raise InputError(
+                "encoder",
+                f"{encoder} is a single-file Qwen2.5-VL, and this ComfyUI ships no Qwen2.5 "
+                "tokenizer (comfy/text_encoders/qwen25_tokenizer) to read it with",
+                "update ComfyUI, or pick the model's folder (Qwen/Qwen2.5-VL-7B-Instruct)",
+            )
+        return (MLLMEncoder.from_file(path, tokenizer, **options),)
 
 
 class SkyReelsV4VideoVAELoader(FileLoader):

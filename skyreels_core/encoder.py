@@ -22,6 +22,7 @@ from .types import TextEncoding
 
 SYSTEM_PROMPT = "Describe the video and its sound: objects, colours, motion, camera and timing."
 CACHE_SIZE = 64
+LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 MODEL_CLASSES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
@@ -51,12 +52,12 @@ def _require_hidden_layer(model, hidden_layer: int) -> None:
         )
 
 
-def _require_processor_files(folder: Path, input_name: str) -> None:
-    """The files transformers reads the tokenizer and image processor from, checked before the
-    weights load (minutes and many GB for a 7B model) instead of failing after them. A Qwen2
-    tokenizer reads tokenizer.json, or vocab.json with merges.txt (with neither it loads an empty
-    vocabulary); the image processor reads preprocessor_config.json, or processor_config.json
-    with an ``image_processor`` entry."""
+def _require_processor_files(folder: Path, input_name: str, image_processor: bool = True) -> None:
+    """The files transformers reads the tokenizer and (with ``image_processor``) the image
+    processor from, checked before the weights load (minutes and many GB for a 7B model) instead
+    of failing after them. A Qwen2 tokenizer reads tokenizer.json, or vocab.json with merges.txt
+    (with neither it loads an empty vocabulary); the image processor reads
+    preprocessor_config.json, or processor_config.json with an ``image_processor`` entry."""
 
     def has(*names: str) -> bool:
         return all((folder / name).is_file() for name in names)
@@ -67,8 +68,10 @@ def _require_processor_files(folder: Path, input_name: str) -> None:
             "tokenizer.json, tokenizer_config.json"
         )
     processor = folder / "processor_config.json"
-    if not has("preprocessor_config.json") and not (
-        processor.is_file() and "image_processor" in json.loads(processor.read_text())
+    if (
+        image_processor
+        and not has("preprocessor_config.json")
+        and not (processor.is_file() and "image_processor" in json.loads(processor.read_text()))
     ):
         missing["preprocessor_config.json"] = "preprocessor_config.json"
     if missing:
@@ -78,6 +81,22 @@ def _require_processor_files(folder: Path, input_name: str) -> None:
             f"copy {', '.join(missing.values())} from the model's release (its Hugging Face "
             "repo) into the folder, beside the weights",
         )
+
+
+def _chat_template(folder: Path, tokenizer, input_name: str) -> str:
+    """A model folder's chat template: its tokenizer_config's, or a chat_template file's."""
+    template = tokenizer.chat_template
+    for name in ("chat_template.jinja", "chat_template.json"):
+        if template is None and (folder / name).is_file():
+            text = (folder / name).read_text()
+            template = json.loads(text)["chat_template"] if name.endswith(".json") else text
+    if template is None:
+        raise CheckpointError(
+            input_name,
+            f"{folder} has no chat template",
+            "copy the model's chat_template.json into the folder",
+        )
+    return template
 
 
 def _to_pil(image: torch.Tensor):
@@ -169,29 +188,59 @@ class MLLMEncoder:
             )
         _require_processor_files(folder, input_name)
         # Everything but the weights first: a folder that fails, fails in seconds.
-        options = {"local_files_only": True, "trust_remote_code": False}
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **options)
-        image_processor = transformers.Qwen2VLImageProcessorPil.from_pretrained(folder, **options)
-        template = tokenizer.chat_template
-        for name in ("chat_template.jinja", "chat_template.json"):
-            if template is None and (folder / name).is_file():
-                text = (folder / name).read_text()
-                template = json.loads(text)["chat_template"] if name.endswith(".json") else text
-        if template is None:
-            raise CheckpointError(
-                input_name,
-                f"{folder} has no chat template",
-                "copy the model's chat_template.json into the folder",
-            )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **LOCAL_ONLY)
+        template = _chat_template(folder, tokenizer, input_name)
+        image_processor = transformers.Qwen2VLImageProcessorPil.from_pretrained(
+            folder, **LOCAL_ONLY
+        )
         model_class = getattr(transformers, MODEL_CLASSES[model_type])
         model = model_class.from_pretrained(
-            folder, dtype=dtype, use_safetensors=True, **options
+            folder, dtype=dtype, use_safetensors=True, **LOCAL_ONLY
         ).to(offload_device or device)
         return cls(
             model,
             tokenizer,
             image_processor,
             template,
+            hidden_layer,
+            offload_device,
+            compute_device=device,
+            reserve=reserve,
+        )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        tokenizer_folder: str | Path,
+        *,
+        dtype: torch.dtype = torch.bfloat16,
+        device="cpu",
+        offload_device=None,
+        hidden_layer: int = -1,
+        reserve: ReserveMemory | None = None,
+        input_name: str = "encoder",
+    ) -> MLLMEncoder:
+        """The encoder of a single-file Qwen2.5-VL as ComfyUI keeps it (:mod:`.encoder_file`),
+        with the tokenizer of ``tokenizer_folder``. The chat template is the pack's own, which
+        renders this encoder's messages exactly as Qwen2.5-VL's does: the host's tokenizer
+        folder carries Qwen2.5's text-only template, which cannot place an image."""
+        import transformers
+
+        from .encoder_file import PREPROCESSOR, load_qwen25_vl_file
+
+        tokenizer_folder = Path(tokenizer_folder)
+        _require_processor_files(tokenizer_folder, input_name, image_processor=False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_folder, **LOCAL_ONLY)
+        image_processor = transformers.Qwen2VLImageProcessorPil(**PREPROCESSOR)
+        model = load_qwen25_vl_file(
+            Path(path), tokenizer, dtype, offload_device or device, input_name
+        )
+        return cls(
+            model,
+            tokenizer,
+            image_processor,
+            CHAT_TEMPLATE,
             hidden_layer,
             offload_device,
             compute_device=device,

@@ -124,7 +124,7 @@ def checkpoint_shards(path: Path, input_name: str = "checkpoint") -> list[Path]:
     if missing:
         raise CheckpointError(
             input_name,
-            f"{path.name} is one of {count} shards and {_describe(missing)} "
+            f"{path.name} is one of {count} shards and {describe_keys(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not beside it",
             f"put all {count} shards in {path.parent}",
         )
@@ -144,7 +144,7 @@ def read_checkpoint_header(
         if repeated:
             raise CheckpointError(
                 input_name,
-                f"{shard.name} repeats {_describe(repeated)} from an earlier shard",
+                f"{shard.name} repeats {describe_keys(repeated)} from an earlier shard",
                 "use the shards of one release only",
             )
         shapes.update(part)
@@ -220,7 +220,7 @@ def detect_config(
     raise CheckpointError(
         input_name,
         "the file is neither a SkyReels-V4 checkpoint nor an original-layout Wan 2.1 T2V "
-        f"checkpoint (it lacks {_describe(missing)})",
+        f"checkpoint (it lacks {describe_keys(missing)})",
         "pick a SkyReels-V4 / Wan 2.1 diffusion model file (it must hold patch_embedding, "
         "text_embedding, blocks.* and head)",
     )
@@ -245,7 +245,7 @@ def build_on_meta(config: ModelConfig) -> DualStreamMMDiT:
         return DualStreamMMDiT(config)
 
 
-def _describe(keys, limit: int = 8) -> str:
+def describe_keys(keys, limit: int = 8) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
@@ -265,11 +265,11 @@ def validate_keys(
     if missing or unexpected or mismatched:
         problems = []
         if missing:
-            problems.append(f"missing {len(missing)} keys ({_describe(missing)})")
+            problems.append(f"missing {len(missing)} keys ({describe_keys(missing)})")
         if unexpected:
-            problems.append(f"unexpected {len(unexpected)} keys ({_describe(unexpected)})")
+            problems.append(f"unexpected {len(unexpected)} keys ({describe_keys(unexpected)})")
         if mismatched:
-            problems.append(f"mis-shaped {len(mismatched)} tensors ({_describe(mismatched)})")
+            problems.append(f"mis-shaped {len(mismatched)} tensors ({describe_keys(mismatched)})")
         raise CheckpointError(
             input_name,
             f"the file does not match the {config_name} model: " + "; ".join(problems),
@@ -288,7 +288,7 @@ def open_tensors(shards: list[Path], rename) -> Iterator[dict[str, Callable[[], 
         yield readers
 
 
-def _load_tensors(
+def load_tensors(
     readers: dict[str, Callable[[], torch.Tensor]],
     layout: ScaledLayout,
     dtype: torch.dtype,
@@ -349,7 +349,7 @@ def load_model(
         validate_keys(expected, shapes, input_name, config.name)
         quantised = store_linears_in_fp8(model, dtype) if fp8 else []
         fp8_weights = frozenset(f"{name}.weight" for name in quantised)
-        state = _load_tensors(readers, layout, dtype, device, fp8_weights)
+        state = load_tensors(readers, layout, dtype, device, fp8_weights)
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
 
@@ -403,7 +403,7 @@ def initialise_video_stream_from_wan(model: DualStreamMMDiT, path: str | Path) -
     shards, shapes, metadata = read_checkpoint_header(Path(path), "wan checkpoint")
     with open_tensors(shards, key_renamer(shapes)) as readers:
         layout = scaled_layout(readers, lambda key: readers[key](), metadata, "wan checkpoint")
-        wan = _load_tensors(readers, layout, torch.float32, "cpu")
+        wan = load_tensors(readers, layout, torch.float32, "cpu")
     report = WanTransferReport()
     own = model.state_dict()
     for key, target in own.items():
