@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from skyreels_core.errors import InputError
 from skyreels_core.joining import (
     DEFAULT_OVERLAP,
     extend_to_length,
@@ -164,6 +165,14 @@ class SkyReelsV4ExtendToLength:
         **settings,
     ):
         require_matching_sound(audio is not None, model.has_audio)  # before the first window
+        sigmas = settings.get("sigmas")
+        if sigmas is not None and float(sigmas[0]) < 1.0:
+            raise InputError(
+                "sigmas",
+                f"the schedule starts at {float(sigmas[0]):g}, and every window is drawn from "
+                "noise",
+                "start the schedule at 1 (Schedule, or the host's sigma nodes with sigma_max 1)",
+            )
         sampler, decode_video, decode_audio = (
             SkyReelsV4Sampler(),
             SkyReelsV4DecodeVideo(),

@@ -245,12 +245,7 @@ class SkyReelsV4Sampler:
             audio_vae,
         )
         frames = pixel_frame_count(condition.num_latent_frames)
-        if condition.fps is not None and abs(condition.fps - fps) > 1e-6:
-            raise InputError(
-                "fps",
-                f"{fps:g} fps for a clip made at {condition.fps:g} fps",
-                f"set fps to {condition.fps:g} (wire Decode Video's fps into it)",
-            )
+        _require_fps(fps, condition.fps, "a clip")
         audio_tokens = None
         if model.has_audio:
             rate = audio_vae or model.audio_codec_rate
@@ -271,6 +266,8 @@ class SkyReelsV4Sampler:
             cache_threshold=cache_threshold,
             sigmas=sigmas,
         )
+        if initial is not None and settings.denoise_start < 1.0:
+            _require_fps(fps, initial.fps, "the initial latent")
         progress = host.Progress(
             settings.steps, node_id=unique_id, description="SkyReels-V4 sampling"
         )
@@ -332,6 +329,24 @@ def _require_one_family(
     ]  # fmt: skip
     for input_name, found, expected, what in checks:
         require_width(input_name, found, expected, what, "this model")
+    if audio is None and getattr(references, "audio", None) is not None:
+        raise InputError(
+            "references",
+            "an audio reference for a model that makes no sound (it would be ignored)",
+            "remove the Audio Reference, or load a model with an audio stream",
+        )
+
+
+def _require_fps(fps: float, made_at: float | None, what: str) -> None:
+    """The Sampler renders at the rate its inputs were made at: at another rate the sound they
+    carry is another number of tokens, and the clip another length in seconds."""
+    if made_at is not None and abs(made_at - fps) > 1e-6:
+        raise InputError(
+            "fps",
+            f"{fps:g} fps for {what} made at {made_at:g} fps",
+            f"set fps to {made_at:g} (wire the clip's fps into it: Decode Video's, or Get Video "
+            "Components')",
+        )
 
 
 class SkyReelsV4Schedule:

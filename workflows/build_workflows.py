@@ -412,7 +412,8 @@ def video_to_audio(m) -> Workflow:
 
 def video_to_video(m) -> Workflow:
     """A clip restyled by its prompt: its video and sound encoded as the sampler's ``initial``,
-    denoised from 0.6, so its motion and timing stay while the prompt recolours it."""
+    denoised from 0.6, so its motion and timing stay while the prompt recolours it; the sampler
+    renders at the clip's own rate."""
     w = Workflow(m)
     model, _, video_vae, audio_vae, text, negative = _base(w, "a red triangle bounces on the floor")
     clip = _source_clip(w)
@@ -424,7 +425,8 @@ def video_to_video(m) -> Workflow:
     )
     condition = w.add("SkyReelsV4MaskT2V", video_vae=(video_vae, 0), width=64, height=64, frames=33)
     _sample_and_save(w, model, video_vae, audio_vae, text, condition, "video_to_video",
-                     negative=(negative, 0), initial=(start, 0), denoise_start=0.6)  # fmt: skip
+                     negative=(negative, 0), initial=(start, 0), denoise_start=0.6,
+                     fps=(clip, 2))  # fmt: skip
     return w
 
 

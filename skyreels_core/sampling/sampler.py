@@ -339,7 +339,11 @@ def _start_latents(
             )
         clean.append(initial.audio)
     if keyframe_indices:
-        if initial.keyframes is not None and initial.keyframe_indices == keyframe_indices:
+        if (
+            initial.keyframes is not None
+            and initial.keyframe_indices == keyframe_indices
+            and initial.keyframes.shape[-2:] == noise[-1].shape[-2:]
+        ):  # the same keyframes at the same scale; otherwise upsampled from the clip
             clean.append(initial.keyframes)
         else:
             low_res = initial.video[:, :, keyframe_indices]

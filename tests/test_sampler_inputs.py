@@ -1,0 +1,105 @@
+"""The Sampler node and Extend to Length name an input that cannot render as given (a rate, a
+schedule, a reference the model cannot read) before the first step, and take a take's keyframes
+at another scale."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_helpers import WAN_TINY
+from skyreels_pack import NODE_CLASS_MAPPINGS
+
+from skyreels_core.demo import bundle
+from skyreels_core.errors import InputError
+from skyreels_core.mmdit import DualStreamMMDiT
+from skyreels_core.runtime import LoadedModel
+from skyreels_core.types import References, TextEncoding, VideoCondition
+
+PROMPT = "a red circle bounces on the floor"
+SETTINGS = {"seed": 42, "steps": 2, "shift": 3.0, "solver": "euler", "video_guidance": 6.0,
+            "audio_guidance": 1.5}  # fmt: skip
+
+
+def node(name: str):
+    return NODE_CLASS_MAPPINGS[name]()
+
+
+def first(output):
+    return output["result"][0] if isinstance(output, dict) else output[0]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    model = first(node("SkyReelsV4ModelLoader").load(bundle.BUNDLED, "fp32", "sdpa"))
+    encoder = first(node("SkyReelsV4TextEncoderLoader").load(bundle.BUNDLED, "fp32", -1))
+    video_vae = first(node("SkyReelsV4VideoVAELoader").load(bundle.BUNDLED, "fp32"))
+    audio_vae = first(
+        node("SkyReelsV4AudioVAELoader").load(bundle.BUNDLED, "(inside the VAE file)", "fp32")
+    )
+    text = first(node("SkyReelsV4TextEncode").encode(encoder, PROMPT))
+    condition = first(node("SkyReelsV4MaskT2V").build(video_vae, 64, 64, 9))
+    return {"model": model, "text": text, "condition": condition, "video_vae": video_vae,
+            "audio_vae": audio_vae}  # fmt: skip
+
+
+def render(demo, **inputs):
+    base = {"model": demo["model"], "text": demo["text"], "condition": demo["condition"],
+            "fps": 16.0, **SETTINGS}  # fmt: skip
+    return first(node("SkyReelsV4Sampler").sample(**{**base, **inputs}))
+
+
+def test_video_to_video_at_the_clips_own_rate_or_the_rate_is_named(demo):
+    """A 24 fps clip encoded for video-to-video carries its rate: the Sampler left at 16 names
+    fps (its sound is a third more tokens at 24), and renders at 24."""
+    take = render(demo)
+    frames = first(node("SkyReelsV4DecodeVideo").decode(take, demo["video_vae"]))
+    sound = first(node("SkyReelsV4DecodeAudio").decode(take, demo["audio_vae"]))
+    samples = round(9 / 24 * sound["sample_rate"])
+    sound = {"waveform": sound["waveform"][..., :samples], "sample_rate": sound["sample_rate"]}
+    clip = first(node("SkyReelsV4EncodeVideo").encode(frames, demo["video_vae"], 24.0))
+    clip = first(node("SkyReelsV4EncodeAudio").encode(clip, sound, demo["audio_vae"]))
+    with pytest.raises(InputError, match="^fps: 16 fps for the initial latent made at 24 fps"):
+        render(demo, initial=clip, denoise_start=0.5)
+    again = render(demo, initial=clip, denoise_start=0.5, fps=24.0)
+    assert again.video.shape == clip.video.shape and again.audio.shape == clip.audio.shape
+    assert render(demo, initial=clip, denoise_start=1.0).audio.shape == take.audio.shape
+
+
+def test_a_takes_keyframes_refine_at_another_scale(demo):
+    """Keyframes made at scale 2 refined at scale 3 start from the clip's frame upsampled; at
+    their own scale, from themselves."""
+    take = render(demo, keyframe_indices="4", keyframe_scale=2)
+    assert take.keyframes.shape[-2:] == (16, 16)
+    sharper = render(demo, keyframe_indices="4", keyframe_scale=3, initial=take, denoise_start=0.3)
+    assert sharper.keyframes.shape[-2:] == (24, 24)
+    same = render(demo, keyframe_indices="4", keyframe_scale=2, initial=take, denoise_start=0.05)
+    upsampled = torch.nn.functional.interpolate(
+        take.video[:, :, [1]], size=(1, 16, 16), mode="trilinear"
+    )
+
+    def distance(a: torch.Tensor) -> float:
+        return float((a - take.keyframes).norm() / take.keyframes.norm())
+
+    assert distance(same.keyframes) < 0.25 and 2 * distance(same.keyframes) < distance(upsampled)
+
+
+def test_extend_to_length_names_a_schedule_that_does_not_start_from_noise(demo):
+    take = render(demo, steps=1)
+    frames = first(node("SkyReelsV4DecodeVideo").decode(take, demo["video_vae"]))
+    sound = first(node("SkyReelsV4DecodeAudio").decode(take, demo["audio_vae"]))
+    with pytest.raises(InputError, match="^sigmas: the schedule starts at 0.6, .* start the sch"):
+        node("SkyReelsV4ExtendToLength").extend(
+            demo["model"], demo["text"], demo["video_vae"], demo["audio_vae"], frames, 16.0, 17,
+            9, 5, sound, sigmas=torch.tensor([0.6, 0.3, 0.0]), **SETTINGS,
+        )  # fmt: skip
+
+
+def test_an_audio_reference_on_a_model_without_sound_is_named():
+    model = LoadedModel(DualStreamMMDiT(WAN_TINY).eval(), "wan", None)
+    text = TextEncoding(torch.randn(1, 5, 32), torch.ones(1, 5, dtype=torch.bool))
+    condition = VideoCondition(torch.zeros(1, 4, 3, 4, 4), torch.zeros(1, 1, 3, 4, 4), [])
+    references = References(video=None, audio=torch.randn(1, 8, 20))
+    inputs = {"model": model, "text": text, "condition": condition, "fps": 16.0, **SETTINGS}
+    assert first(node("SkyReelsV4Sampler").sample(**inputs)).audio is None
+    with pytest.raises(InputError, match="^references: an audio reference for a model that"):
+        node("SkyReelsV4Sampler").sample(**inputs, references=references)
