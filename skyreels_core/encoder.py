@@ -17,6 +17,7 @@ import torch
 
 from .errors import CheckpointError, InputError
 from .offload import ReserveMemory, visiting
+from .requirements import import_required
 from .shapes import rgb_pixels
 from .types import TextEncoding
 
@@ -163,7 +164,7 @@ class MLLMEncoder:
         ``offload_device`` (default: ``device``) and visit ``device`` per encoding, so a 7B
         encoder never has to fit beside the other models on the GPU just to be loaded. Errors
         name ``input_name`` (default: the Load Text Encoder node's folder input)."""
-        import transformers
+        transformers = import_required("transformers", input_name)
 
         folder = Path(folder)
         config_path = folder / "config.json"
@@ -225,7 +226,7 @@ class MLLMEncoder:
         with the tokenizer of ``tokenizer_folder``. The chat template is the pack's own, which
         renders this encoder's messages exactly as Qwen2.5-VL's does: the host's tokenizer
         folder carries Qwen2.5's text-only template, which cannot place an image."""
-        import transformers
+        transformers = import_required("transformers", input_name)
 
         from .encoder_file import PREPROCESSOR, load_qwen25_vl_file
 

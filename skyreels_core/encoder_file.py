@@ -25,6 +25,7 @@ from .loading import (
     read_checkpoint_header,
     validate_keys,
 )
+from .requirements import import_required
 from .scaled_weights import scaled_layout
 
 TEXT_HEAD_DIM = 128
@@ -134,7 +135,7 @@ def load_qwen25_vl_file(
 ) -> torch.nn.Module:
     """The model of a single-file Qwen2.5-VL (or its shards), fp8_scaled weights taken back to
     ``dtype``; a file of another model is refused before its weights are read."""
-    import transformers
+    transformers = import_required("transformers", input_name)
 
     shards, shapes, metadata = read_checkpoint_header(Path(path), input_name)
     missing = [key for key in REQUIRED_KEYS if key not in shapes]

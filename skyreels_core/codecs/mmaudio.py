@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, validate_keys
 from ..offload import ReserveMemory, place, visiting
+from ..requirements import import_required
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 COMPUTED = "mel_converter."  # filterbank and window buffers, rebuilt from the config
@@ -145,10 +146,11 @@ class MMAudioCodec:
         """vocoder_path None: the vocoder weights are in the VAE file under ``vocoder.``. Errors
         name the inputs that picked the two files as the caller calls them (default: the Load
         Audio VAE node's)."""
-        from diffusers import MMAudioVAE, MMAudioVocoder
-
-        vae = MMAudioVAE.from_config(vae_config or _config("mmaudio_44k_vae.json"))
-        vocoder = MMAudioVocoder.from_config(vocoder_config or _config("mmaudio_44k_vocoder.json"))
+        diffusers = import_required("diffusers", vae_input_name)
+        vae = diffusers.MMAudioVAE.from_config(vae_config or _config("mmaudio_44k_vae.json"))
+        vocoder = diffusers.MMAudioVocoder.from_config(
+            vocoder_config or _config("mmaudio_44k_vocoder.json")
+        )
         state = _read(vae_path, vae_input_name)
         if vocoder_path is None:
             voc_state = {k[8:]: v for k, v in state.items() if k.startswith("vocoder.")}

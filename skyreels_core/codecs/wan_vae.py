@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, validate_keys
 from ..offload import ReserveMemory, place, visiting
+from ..requirements import import_required
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "wan2.1_vae.json"
 
@@ -63,7 +64,7 @@ class WanVideoCodec:
         config: dict | None = None,
         reserve: ReserveMemory | None = None,
     ) -> WanVideoCodec:
-        from diffusers import AutoencoderKLWan
+        diffusers = import_required("diffusers", "video_vae")
         from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
         path = Path(path)
@@ -71,7 +72,7 @@ class WanVideoCodec:
         config = config or {
             k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")
         }
-        vae = AutoencoderKLWan.from_config(config)
+        vae = diffusers.AutoencoderKLWan.from_config(config)
         state = convert_wan_vae_to_diffusers(load_file(str(path)))
         expected = {key: tuple(value.shape) for key, value in vae.state_dict().items()}
         try:
