@@ -340,6 +340,45 @@ def test_a_lora_from_the_hosts_lora_folder_changes_the_render(server, tmp_path):
         lora.unlink()
 
 
+def test_a_single_file_qwen_encoder_is_read_with_the_hosts_tokenizer(server):
+    """A single-file Qwen2.5-VL in the host's models/text_encoders (as Qwen-Image keeps it) is
+    listed by Load Text Encoder and encodes through ComfyUI's own Qwen2.5 tokenizer; its width
+    (256, a tiny model) then meets the demo model's text width, which the Sampler names: the
+    message proves the file was loaded and read."""
+    import transformers
+    from safetensors.torch import save_file
+    from test_encoder_file import _release_config, _release_names
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        Path(COMFYUI_DIR) / "comfy" / "text_encoders" / "qwen25_tokenizer"
+    )
+    config = {**_release_config(tokenizer), "vocab_size": 152064}
+    model = transformers.Qwen2_5_VLForConditionalGeneration(
+        transformers.Qwen2_5_VLConfig.from_dict(config)
+    )
+    file = Path(COMFYUI_DIR) / "models" / "text_encoders" / "qwen_2.5_vl_tiny_test.safetensors"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.bfloat16() for k, v in _release_names(model.state_dict()).items()}, str(file))
+    try:
+        client = ComfyServer(server["base"], timeout_s=60)
+        info = client.object_info()
+        assert file.name in info["SkyReelsV4TextEncoderLoader"]["input"]["required"]["encoder"][0]
+        prompt = ui_to_api(
+            json.loads((ROOT / "workflows" / "text_to_video.json").read_text()), info
+        )
+        loader = next(
+            i for i, n in prompt.items() if n["class_type"] == "SkyReelsV4TextEncoderLoader"
+        )
+        prompt[loader]["inputs"]["encoder"] = file.name
+        entry = _finished(client, client.queue(prompt))
+        assert entry["status"]["status_str"] == "error"
+        (error,) = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+        assert error["node_type"] == "SkyReelsV4Sampler"
+        assert "text: 256 text features" in error["exception_message"]
+    finally:
+        file.unlink()
+
+
 def test_the_hosts_sigma_nodes_drive_the_sampler(server):
     """The Sampler's ``sigmas`` takes the host's SIGMAS: the pack's Schedule at the Sampler's own
     settings renders its frames; the host's Karras scheduler (sigma_max 1) renders others; Split
