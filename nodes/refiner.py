@@ -7,11 +7,12 @@ import torch
 
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
+from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.refiner import RefinerSettings, load_refiner, refine, refined_frame_count
 from skyreels_core.runtime import resolve_dtype
 from skyreels_core.sampling import SamplerHooks
-from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
+from skyreels_core.shapes import pixel_frame_count, typed_frame_indices
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
@@ -61,7 +62,9 @@ def _keyframes(
 ) -> tuple[torch.Tensor | None, list[int]]:
     """The high-res keyframe latents and their low-res latent frames: the optional ``keyframes``
     input (its keyframes, or its video frames as keyframes) or else the clip's own keyframes;
-    typed pixel frames override the indices they carry."""
+    typed pixel frames override the indices they carry, paired with the keyframes in the order
+    typed (the core re-injects keyframe k at index k, in any order), one per latent group as in
+    Mask: Keyframes."""
     source = keyframes if keyframes is not None else av_latent
     latents = source.keyframes
     indices = list(source.keyframe_indices)
@@ -69,8 +72,7 @@ def _keyframes(
         latents, indices = keyframes.video, []
     if keyframe_indices.strip():
         frames = pixel_frame_count(av_latent.video.shape[2])
-        typed = parse_frame_indices(keyframe_indices, frames)
-        indices = sorted({latent_index_of_frame(i) for i in typed})
+        indices = keyframe_latent_frames(typed_frame_indices(keyframe_indices, frames))
         if latents is None:
             raise InputError(
                 "keyframes",

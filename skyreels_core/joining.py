@@ -29,9 +29,11 @@ def continue_clip(
     codec: VideoCodec, clip: torch.Tensor, frames: int, overlap: int
 ) -> VideoCondition:
     """A window of ``frames`` whose first ``overlap`` frames (snapped down to 1 + 4k) are the
-    last ones of ``clip`` [T, H, W, 3]: the rest continues it."""
+    last ones of ``clip`` [T, H, W, 3]: the rest continues it. Refusals name ``clip`` and
+    ``overlap``, the frames kept, not the extension's source and known_frames."""
     kept = kept_frames(codec, clip.shape[0], overlap)
-    return extend_video(codec, clip[clip.shape[0] - kept :], frames, kept)
+    last = clip[clip.shape[0] - kept :]
+    return extend_video(codec, last, frames, kept, source_input="clip", known_input="overlap")
 
 
 def kept_frames(codec: VideoCodec, clip_frames: int, overlap: int) -> int:

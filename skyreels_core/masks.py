@@ -18,6 +18,7 @@ from .codecs import VideoCodec
 from .errors import InputError
 from .references import fit_frames
 from .shapes import (
+    TEMPORAL_STRIDE,
     latent_frame_count,
     latent_index_of_frame,
     latent_size,
@@ -46,9 +47,10 @@ def latent_known_mask(
 
 
 def check_size(height: int, width: int, input_name: str, codec: VideoCodec) -> None:
-    """Pixel sides the model takes: the codec's stride times the model's patch (16 px)."""
-    latent_size(height, codec.spatial_stride, PATCH, f"{input_name} height")
-    latent_size(width, codec.spatial_stride, PATCH, f"{input_name} width")
+    """Pixel sides the model takes: the codec's stride times the model's patch (16 px).
+    ``input_name`` is the image whose sides they are ("" for height and width inputs)."""
+    for side, pixels in (("height", height), ("width", width)):
+        latent_size(pixels, codec.spatial_stride, PATCH, f"{input_name} {side}".strip())
 
 
 def _as_frame(image: torch.Tensor, input_name: str) -> torch.Tensor:
@@ -63,23 +65,24 @@ def _as_frame(image: torch.Tensor, input_name: str) -> torch.Tensor:
 
 
 def condition_from_pixels(
-    codec: VideoCodec, video: torch.Tensor, pixel_known: torch.Tensor
+    codec: VideoCodec, video: torch.Tensor, pixel_known: torch.Tensor, input_name: str = "video"
 ) -> VideoCondition:
     """The one core builder: encode ``video`` [T, H, W, 3] with unknown pixels black.
 
     When no pixel is known, ``I`` is zeros with nothing to encode; training goes through this same
-    function, so the model sees exactly these zeros for text-to-video.
+    function, so the model sees exactly these zeros for text-to-video. ``input_name``: the input
+    the video's pixels came from, for messages.
     """
     frames, height, width = pixel_known.shape
     latent_frame_count(frames, codec.temporal_stride)
-    check_size(height, width, "video", codec)
+    check_size(height, width, input_name, codec)
     if video.shape[:3] != pixel_known.shape:
         raise InputError(
             "mask", f"mask {tuple(pixel_known.shape)} does not match video {tuple(video.shape[:3])}", "use a mask of the clip's frames and size"
         )  # fmt: skip
     known = latent_known_mask(pixel_known, codec.temporal_stride, codec.spatial_stride)
     if pixel_known.any():
-        masked = (rgb_pixels(video, "video") * pixel_known[..., None])[None]
+        masked = (rgb_pixels(video, input_name) * pixel_known[..., None])[None]
         latents = codec.encode(masked).float()
     else:
         shape = (1, codec.latent_channels, *known.shape)
@@ -113,11 +116,13 @@ def hold_keyframes(
     return held
 
 
-def _require_one_keyframe_per_group(indices: list[int], temporal_stride: int) -> None:
-    """Each keyframe is held over its whole latent group, so a second one in the same group
-    would silently replace the first."""
+def keyframe_latent_frames(frames: list[int], temporal_stride: int = TEMPORAL_STRIDE) -> list[int]:
+    """The latent frame of each keyframe's pixel frame, in the order given, so that images or
+    latents given in that order stay paired with their frames (Mask: Keyframes, Refine). Each
+    keyframe is held over its whole latent group, so a second one in the same group would
+    silently replace the first: refused."""
     taken: dict[int, int] = {}
-    for index in indices:
+    for index in frames:
         group = latent_index_of_frame(index, temporal_stride)
         if group in taken:
             pixels = latent_to_pixel_frames(group, temporal_stride)
@@ -130,11 +135,13 @@ def _require_one_keyframe_per_group(indices: list[int], temporal_stride: int) ->
                 f"{2 * temporal_stride}, ...)",
             )
         taken[group] = index
+    return list(taken)
 
 
-def _blank(frames: int, height: int, width: int, codec: VideoCodec, input_name: str = "frames"):
-    latent_frame_count(frames, codec.temporal_stride, input_name)
-    check_size(height, width, "clip", codec)
+def _blank(frames: int, height: int, width: int, codec: VideoCodec, input_name: str):
+    """An empty clip of ``frames`` (the frames input) at the size of ``input_name``'s image."""
+    latent_frame_count(frames, codec.temporal_stride)
+    check_size(height, width, input_name, codec)
     return torch.zeros(frames, height, width, 3), torch.zeros(
         frames, height, width, dtype=torch.bool
     )
@@ -142,19 +149,22 @@ def _blank(frames: int, height: int, width: int, codec: VideoCodec, input_name: 
 
 def text_to_video(codec: VideoCodec, frames: int, height: int, width: int) -> VideoCondition:
     """Nothing known (M = 0)."""
-    video, known = _blank(frames, height, width, codec)
+    video, known = _blank(frames, height, width, codec, "")
     return condition_from_pixels(codec, video, known)
 
 
-def keyframes(codec: VideoCodec, images: dict[int, torch.Tensor], frames: int) -> VideoCondition:
-    """Keyframes at any pixel index, each snapped to (and held over) its latent group."""
+def keyframes(
+    codec: VideoCodec, images: dict[int, torch.Tensor], frames: int, input_name: str = "images"
+) -> VideoCondition:
+    """Keyframes at any pixel index, each snapped to (and held over) its latent group.
+    ``input_name``: the input the images came from, for messages."""
     if not images:
         raise InputError(
             "keyframes", "no keyframe given", "give at least one image with its frame index"
         )
-    frames_list = {index: _as_frame(image, f"keyframe {index}") for index, image in images.items()}
+    frames_list = {index: _as_frame(image, input_name) for index, image in images.items()}
     height, width = next(iter(frames_list.values())).shape[:2]
-    video, known = _blank(frames, height, width, codec)
+    video, known = _blank(frames, height, width, codec, input_name)
     for index, image in frames_list.items():
         if not 0 <= index < frames:
             raise InputError(
@@ -164,24 +174,35 @@ def keyframes(codec: VideoCodec, images: dict[int, torch.Tensor], frames: int) -
             )
         if image.shape[:2] != (height, width):
             raise InputError(
-                f"keyframe {index}",
-                f"size {tuple(image.shape[:2])} differs from {(height, width)}",
+                input_name,
+                f"keyframe {index}'s size {tuple(image.shape[:2])} differs from {(height, width)}",
                 "give all keyframes the same size",
             )
-    _require_one_keyframe_per_group(sorted(frames_list), codec.temporal_stride)
+    keyframe_latent_frames(sorted(frames_list), codec.temporal_stride)
     hold_keyframes(video, known, frames_list, codec.temporal_stride)
-    return condition_from_pixels(codec, video, known)
+    return condition_from_pixels(codec, video, known, input_name)
 
 
 def image_to_video(codec: VideoCodec, image: torch.Tensor, frames: int) -> VideoCondition:
     """The first frame known."""
-    return keyframes(codec, {0: image}, frames)
+    return keyframes(codec, {0: image}, frames, "image")
 
 
 def interpolate(
     codec: VideoCodec, first: torch.Tensor, last: torch.Tensor, frames: int
 ) -> VideoCondition:
-    """First and last frames known (the last held over the final latent group)."""
+    """First and last frames known (the last held over the final latent group).
+
+    The shortest clip is frame 0, one latent group to generate and the last image's group: any
+    shorter and the last image fills every frame after the first (or, at 1 frame, replaces it)."""
+    shortest = 2 * codec.temporal_stride + 1
+    if frames < shortest:
+        raise InputError(
+            "frames",
+            f"a {frames}-frame clip leaves nothing between the first and the last image to generate "
+            f"(the last one is held over its latent group of {codec.temporal_stride} frames)",
+            f"use {shortest} frames or more",
+        )
     first, last = _as_frame(first, "first"), _as_frame(last, "last")
     if first.shape != last.shape:
         raise InputError(
@@ -189,27 +210,41 @@ def interpolate(
             f"size {tuple(last.shape[:2])} differs from the first frame's {tuple(first.shape[:2])}",
             "use two frames of the same size",
         )
-    return keyframes(codec, {0: first, frames - 1: last}, frames)
+    return keyframes(codec, {0: first, frames - 1: last}, frames, "first")
 
 
 def extend_video(
-    codec: VideoCodec, source: torch.Tensor, frames: int, known_frames: int
+    codec: VideoCodec,
+    source: torch.Tensor,
+    frames: int,
+    known_frames: int,
+    *,
+    source_input: str = "source",
+    known_input: str = "known_frames",
 ) -> VideoCondition:
-    """The first ``known_frames`` of ``source`` kept (snapped down to 1 + 4k), the rest generated."""
+    """The first ``known_frames`` of ``source`` kept (snapped down to 1 + 4k), the rest generated.
+    ``source_input`` and ``known_input``: the inputs ``source`` and ``known_frames`` came from,
+    for messages (Continue Clip keeps its clip's last frames for its overlap)."""
     stride = codec.temporal_stride
-    kept = whole_groups(min(known_frames, source.shape[0]), stride)
     if known_frames < 1:
-        raise InputError("known_frames", f"{known_frames} frames", "keep at least 1 frame")
+        raise InputError(known_input, f"{known_frames} frames", "keep at least 1 frame")
+    if frames <= 1:  # the one frame any keep holds fills it, whatever known_frames says
+        raise InputError(
+            "frames",
+            f"a {frames}-frame clip leaves nothing to generate after its kept first frame",
+            f"use {1 + stride} frames or more",
+        )
+    kept = whole_groups(min(known_frames, source.shape[0]), stride)
     if kept >= frames:
         raise InputError(
-            "known_frames",
+            known_input,
             f"keeping {kept} of {frames} frames leaves nothing to generate",
-            f"keep fewer than {frames} frames or make the clip longer",
+            f"keep fewer than {frames} frames, or raise frames",
         )
-    video, known = _blank(frames, *source.shape[1:3], codec)
-    video[:kept] = rgb_pixels(source[:kept], "source")
+    video, known = _blank(frames, *source.shape[1:3], codec, source_input)
+    video[:kept] = rgb_pixels(source[:kept], source_input)
     known[:kept] = True
-    return condition_from_pixels(codec, video, known)
+    return condition_from_pixels(codec, video, known, source_input)
 
 
 def _edit_mask(mask: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
@@ -252,7 +287,7 @@ def edit_video(
             {i: _as_frame(img, f"keyframe {i}") for i, img in keyframe_images.items()},
             codec.temporal_stride,
         )
-    return condition_from_pixels(codec, video, known.clone())
+    return condition_from_pixels(codec, video, known.clone(), "source")
 
 
 def video_to_audio(

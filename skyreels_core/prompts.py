@@ -8,10 +8,10 @@ only its own shot (DESIGN §3, multi-shot prompts).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InputError
-from .shapes import latent_frame_count, latent_index_of_frame
+from .shapes import latent_frame_count, latent_index_of_frame, latent_to_pixel_frames
 
 SHOT_LINE = re.compile(r"^\s*\[\s*(\d+)\s*-\s*(\d+)\s*\]\s*(.+?)\s*$")
 
@@ -21,12 +21,14 @@ class Shot:
     text: str
     start_frame: int  # first pixel frame, inclusive
     end_frame: int  # last pixel frame, inclusive
+    line: int = field(default=0, compare=False)  # its line in the shots text, for messages
 
 
 def parse_multishot(text: str, frames: int) -> list[Shot]:
-    """Shots in order; they must not overlap and must lie inside the clip."""
+    """Shots in order; they must not overlap, must lie inside the clip and must each get latent
+    frames of their own (checked here, before any shot is encoded)."""
     shots = []
-    for number, line in enumerate(text.strip().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         match = SHOT_LINE.match(line)
@@ -49,11 +51,12 @@ def parse_multishot(text: str, frames: int) -> list[Shot]:
                 f"line {number} starts at {start}, inside the previous shot",
                 "list shots in order without overlap",
             )
-        shots.append(Shot(description, start, end))
+        shots.append(Shot(description, start, end, number))
     if not shots:
         raise InputError(
             "shots", "no shot given", "write one line per shot: '[first-last] description'"
         )
+    shot_latent_ranges(shots, frames)
     return shots
 
 
@@ -63,7 +66,19 @@ def shot_latent_ranges(
     """[start, end) latent frames per shot, covering the whole clip of ``frames``: a frame no shot
     lists would attend no text at all, so frames before the first shot follow it and frames in
     a gap or after the last shot follow the shot before them; a latent group shared by two shots
-    goes to the later one."""
+    goes to the later one, so a shot lying wholly in the group where the next one starts would get
+    none and its text would never be read: refused."""
     starts = [0, *(latent_index_of_frame(shot.start_frame, temporal_stride) for shot in shots[1:])]
     ends = [*starts[1:], latent_frame_count(frames, temporal_stride)]
+    for shot, start, end in zip(shots, starts, ends):
+        if start == end:
+            pixels = latent_to_pixel_frames(start, temporal_stride)
+            raise InputError(
+                "shots",
+                f"line {shot.line} (frames {shot.start_frame}-{shot.end_frame}) lies in latent "
+                f"frame {start} (frames {pixels[0]}-{pixels[-1]}), which the next shot starts in "
+                "and takes, so its text is never read",
+                f"start each shot in a different latent group: frames 0, 1-{temporal_stride}, "
+                f"{temporal_stride + 1}-{2 * temporal_stride}, ...",
+            )
     return list(zip(starts, ends))

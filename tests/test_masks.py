@@ -194,3 +194,55 @@ def test_keyframe_images_pair_with_the_frames_in_the_order_typed():
         latents([red, blue], "14, 16")
     with pytest.raises(InputError, match="^keyframe_indices: a frame typed twice"):
         latents([red, blue], "0, 0")
+
+
+def test_first_last_frame_refuses_a_clip_with_nothing_between_its_ends():
+    """The last image is held over its whole latent group: at 5 frames it fills frames 1-4, so
+    nothing is left to generate, and at 1 frame it would replace the first. Both are refused by
+    frames; 9 (the first, one generated group, the last's group) is the shortest taken."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4MaskInterpolate"]()
+    first, last = torch.zeros(1, 16, 16, 3), torch.ones(1, 16, 16, 3)
+    for frames in (1, 5):
+        with pytest.raises(InputError) as error:
+            node.build(CODEC, first, last, frames)
+        assert error.value.input_name == "frames" and error.value.fix == "use 9 frames or more"
+    output = node.build(CODEC, first, last, 9)
+    assert output["ui"]["skyreels_timeline"][0]["known_frames"] == [0, 5, 6, 7, 8]
+    assert _known(output["result"][0]) == [True, False, True]
+
+
+def test_mask_nodes_name_their_own_inputs():
+    """Each mask node's refusals name an input it has: the image whose size is off the 16 px
+    grid (Text to Video's height widget), Continue Clip's overlap for a window it would fill, and
+    Extend's frames where even one kept frame leaves nothing to generate."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS as NODES
+
+    off_grid = torch.rand(9, 40, 40, 3)
+    cases = {
+        "image height": lambda: NODES["SkyReelsV4MaskI2V"]().build(CODEC, off_grid[:1], 17),
+        "first height": lambda: NODES["SkyReelsV4MaskInterpolate"]().build(
+            CODEC, off_grid[:1], off_grid[:1], 17
+        ),
+        "images height": lambda: NODES["SkyReelsV4MaskKeyframes"]().build(
+            CODEC, off_grid[:2], "0, 16", 17
+        ),
+        "images": lambda: NODES["SkyReelsV4MaskKeyframes"]().build(
+            CODEC, torch.rand(2, 16, 16, 2), "0, 16", 17
+        ),
+        "source height": lambda: NODES["SkyReelsV4MaskExtend"]().build(CODEC, off_grid, 17, 5),
+        "source height ": lambda: NODES["SkyReelsV4MaskEdit"]().build(
+            CODEC, torch.rand(17, 40, 40, 3), torch.zeros(1, 40, 40)
+        ),
+        "clip height": lambda: NODES["SkyReelsV4MaskContinue"]().build(CODEC, off_grid, 17, 5),
+        "overlap": lambda: NODES["SkyReelsV4MaskContinue"]().build(CODEC, _clip(9), 5, 5),
+        "known_frames": lambda: NODES["SkyReelsV4MaskExtend"]().build(CODEC, _clip(9), 5, 5),
+        "frames": lambda: NODES["SkyReelsV4MaskExtend"]().build(CODEC, _clip(9), 1, 1),
+        "height": lambda: NODES["SkyReelsV4MaskT2V"]().build(CODEC, 32, 40, 17),
+    }
+    for input_name, build in cases.items():
+        with pytest.raises(InputError) as error:
+            build()
+        assert error.value.input_name == input_name.strip(), str(error.value)
+        assert "fewer than 1 " not in error.value.fix

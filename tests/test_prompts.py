@@ -33,3 +33,26 @@ def test_every_frame_of_the_clip_follows_a_shot():
 def test_bad_shot_lists_name_the_fix(text, message):
     with pytest.raises(InputError, match=message):
         parse_multishot(text, 33)
+
+
+def test_a_shot_inside_the_next_shots_latent_group_is_refused_before_encoding():
+    """Frames 1 and 2 share latent frame 1 (frames 1-4), which goes to the later shot: "[1-1] b"
+    would get no latent frame and its text would never be read. Multi-Shot Text Encode names
+    its shots input and the line (counting every line) before encoding anything; one shot per
+    group is taken."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    class NoEncoder:
+        def encode_shots(self, shots, frames):
+            raise AssertionError("encoded a shot list that loses a shot")
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4MultiShotTextEncode"]()
+    with pytest.raises(InputError) as error:
+        node.encode(NoEncoder(), "\n[0-0] a\n[1-1] b\n[2-16] c", 17)  # lines count from the top
+    assert str(error.value) == (
+        "shots: line 3 (frames 1-1) lies in latent frame 1 (frames 1-4), which the next shot "
+        "starts in and takes, so its text is never read. Fix: start each shot in a different "
+        "latent group: frames 0, 1-4, 5-8, ..."
+    )
+    shots = parse_multishot("[0-0] a\n[1-4] b\n[5-16] c", 17)
+    assert shot_latent_ranges(shots, 17) == [(0, 1), (1, 2), (2, 5)]

@@ -209,3 +209,31 @@ def test_a_refined_video_to_audio_take_keeps_its_own_length():
     codec = bundle.audio_codec()
     (sound,) = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeAudio"]().decode(out, codec)
     assert sound["waveform"].shape[-1] == round(13 / 32 * codec.sample_rate)
+
+
+def test_refine_node_pairs_typed_keyframes_with_frames_in_the_order_typed(refiner):
+    """Keyframes A, B typed "16, 0" re-inject A at frame 16 (latent 4, refined latent 8) and B at
+    frame 0, as Mask: Keyframes pairs its images; two frames in one latent group are refused by
+    the same message as there, not as a count of indices."""
+    clip = _clip(keyframes=False)
+    a, b = torch.full((1, 4, 1, 8, 12), 1.0), torch.full((1, 4, 1, 8, 12), -1.0)
+    other = AVLatent(video=torch.cat([a, b], dim=2))
+
+    def refined(indices: str) -> torch.Tensor:
+        node = SkyReelsV4Refine()
+        return node.refine(refiner, clip, **WIDGETS, keyframes=other, keyframe_indices=indices)[
+            "result"
+        ][0].video
+
+    out = refined("16, 0")
+    assert torch.equal(out[:, :, 8], a[:, :, 0]) and torch.equal(out[:, :, 0], b[:, :, 0])
+    assert torch.equal(refined("-1, 0"), out)
+    swapped = refined("0, 16")
+    assert torch.equal(swapped[:, :, 0], a[:, :, 0]) and torch.equal(swapped[:, :, 8], b[:, :, 0])
+    with pytest.raises(InputError) as error:
+        refined("14, 16")
+    assert str(error.value) == (
+        "keyframe_indices: frames 14 and 16 fall in one latent group (frames 13-16), which holds "
+        "one image. Fix: keep keyframes in different groups: frame 0 alone, then groups of 4 "
+        "(1-4, 5-8, ...)"
+    )
