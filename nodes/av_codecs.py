@@ -207,7 +207,10 @@ class SkyReelsV4EncodeAudio:
 def _check_sound(waveform: torch.Tensor, av_latent: AVLatent, sample_rate: int) -> None:
     """One sound per clip, as long as the clip itself (``frames``: a padded Video to Audio take is
     trimmed back to its own length on decoding): the host's VAE Decode Audio of a batch gives
-    several sounds, which would make an AV latent no node can load or decode as one clip."""
+    several sounds, which would make an AV latent no node can load or decode as one clip. The
+    clip lasts its span, (frames - 1) / fps, which Refine keeps, plus a frame as it was made
+    (``source_fps``): Refine's r (F - 1) + 1 frames at r x fps end their last frame sooner, but
+    the sound made for the clip still fits it, within that frame."""
     sounds, clips = waveform.shape[0], av_latent.video.shape[0]
     if sounds != clips:
         raise InputError(
@@ -217,11 +220,14 @@ def _check_sound(waveform: torch.Tensor, av_latent: AVLatent, sample_rate: int) 
             "host's Latent From Batch before VAE Decode Audio",
         )
     frames, fps = av_latent.frames, av_latent.fps
-    clip_s, sound_s = frames / fps, waveform.shape[-1] / sample_rate
-    if abs(sound_s - clip_s) > 1 / fps:  # more than a frame off: the wrong sound
+    period = 1 / (av_latent.source_fps or fps)
+    clip_s, sound_s = (frames - 1) / fps + period, waveform.shape[-1] / sample_rate
+    if abs(sound_s - clip_s) > period:  # more than a frame off: the wrong sound
+        made = f", refined from {av_latent.source_fps:g} fps" if av_latent.source_fps else ""
         raise InputError(
             "audio",
-            f"{sound_s:.2f} s of sound for a {clip_s:.2f} s clip ({frames} frames at {fps:g} fps)",
+            f"{sound_s:.2f} s of sound for a {clip_s:.2f} s clip ({frames} frames at {fps:g} fps"
+            f"{made})",
             "trim or pad the sound to the clip's length, or encode the matching clip",
         )
 

@@ -287,6 +287,7 @@ class SkyReelsV4Refine:
             audio=av_latent.audio,
             fps=av_latent.fps * fps_factor,
             clip_frames=_refined_clip_frames(av_latent, fps_factor),
+            source_fps=av_latent.source_fps or av_latent.fps,
         )
         note = bundle.refiner_scale_advice(refiner.config.name, scale)
         return with_note(refined, note, "Refine")

@@ -51,6 +51,7 @@ def save_av_latent(
         "keyframe_indices": indices,
         "fps": float(latent.fps),
         "clip_frames": latent.clip_frames,
+        "source_fps": latent.source_fps,
     }
     described = {**(metadata or {}), FORMAT_KEY: FORMAT, "av_latent": json.dumps(numbers)}
     return write_safetensors(tensors, Path(path), described, overwrite=False)
@@ -83,6 +84,7 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
         keyframe_indices=indices,
         fps=float(numbers.get("fps", 16.0)),
         clip_frames=numbers.get("clip_frames"),
+        source_fps=numbers.get("source_fps"),
     )
 
 

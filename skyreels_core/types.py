@@ -82,7 +82,11 @@ class References:
 class AVLatent:
     """Joint sampler output: video latents [B, C_v, T, H, W], audio latents [B, C_a, L], and the
     high-resolution keyframes [B, C_v, K, H_hr, W_hr] with their latent frame indices when the
-    low-res + keyframes mode was used."""
+    low-res + keyframes mode was used.
+
+    ``source_fps``: the frame rate before Refine raised ``fps`` (None: ``fps``). Refining keeps
+    the clip's span but ends its last frame sooner, so a sound made for the clip is measured
+    against a frame as it was made."""
 
     video: torch.Tensor
     audio: torch.Tensor | None = None
@@ -90,6 +94,7 @@ class AVLatent:
     keyframe_indices: list[int] = field(default_factory=list)
     fps: float = 16.0
     clip_frames: int | None = None  # the condition's, where the clip is shorter than the latents
+    source_fps: float | None = None
 
     @property
     def frames(self) -> int:

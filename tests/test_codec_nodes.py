@@ -163,3 +163,45 @@ def test_encode_audio_keeps_the_takes_keyframes_and_measures_its_own_length(clip
     assert audio["waveform"].shape[-1] == round(30 / 16 * rate)
     with pytest.raises(InputError, match=r"2\.06 s of sound for a 1\.88 s clip \(30 frames"):
         ENCODE_AUDIO().encode(take, _sound(33 / 16), codec)
+
+
+def test_a_refined_clip_takes_exactly_the_sounds_its_source_took(tmp_path):
+    """Refine makes r (F - 1) + 1 frames at r x the fps: the same span, but its last frame ends
+    sooner. A sound made for the source still fits it: the same lengths are taken and refused at
+    1x, 2x and 4x fps, after refining twice, and after Save / Load AV Latent."""
+    from skyreels_core.av_latent_file import load_av_latent, save_av_latent
+
+    refine = NODE_CLASS_MAPPINGS["SkyReelsV4Refine"]().refine
+    demo = NODE_CLASS_MAPPINGS["SkyReelsV4RefinerLoader"]().load(bundle.BUNDLED, "fp32")[0]
+    frames = torch.rand(17, 32, 32, 3, generator=torch.Generator().manual_seed(1))
+    source = ENCODE_VIDEO().encode(frames, bundle.video_codec(), 16.0)[0]  # 17 / 16 = 1.0625 s
+    widgets = dict(
+        scale=2, reinject_keyframes=False, sparsity=0.0, steps=1, denoise_start=1.0, seed=0
+    )
+    seconds = (0.9, 0.999, 1.001, 17 / 16, 1.124, 1.126, 1.5)  # taken: 1 s to 18 / 16 s
+
+    def taken(clip) -> list[bool]:
+        verdicts = []
+        for length in seconds:
+            try:
+                ENCODE_AUDIO().encode(clip, _sound(length), bundle.audio_codec())
+                verdicts.append(True)
+            except InputError:
+                verdicts.append(False)
+        return verdicts
+
+    expected = [False, False, True, True, True, False, False]
+    assert taken(source) == expected
+    for factor in (2, 4):
+        refined = refine(demo, source, fps_factor=factor, **widgets)["result"][0]
+        assert (refined.frames, refined.fps) == (16 * factor + 1, 16.0 * factor)
+        assert taken(refined) == expected
+    doubled = refine(demo, source, fps_factor=2, **widgets)["result"][0]
+    twice = refine(demo, doubled, fps_factor=2, **widgets)["result"][0]
+    saved = save_av_latent(twice, tmp_path / "take.av_latent.safetensors")
+    assert taken(twice) == taken(load_av_latent(saved)) == expected
+    with pytest.raises(InputError) as error:
+        ENCODE_AUDIO().encode(twice, _sound(1.5), bundle.audio_codec())
+    assert error.value.problem == (
+        "1.50 s of sound for a 1.06 s clip (65 frames at 64 fps, refined from 16 fps)"
+    )
