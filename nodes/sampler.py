@@ -5,6 +5,7 @@ from __future__ import annotations
 from skyreels_core.codecs import audio_token_count
 from skyreels_core.demo.bundle import render_advice
 from skyreels_core.errors import InputError
+from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.sampling import (
     SamplerHooks,
@@ -13,7 +14,7 @@ from skyreels_core.sampling import (
     sample,
     sigmas_from_text,
 )
-from skyreels_core.shapes import latent_index_of_frame, parse_frame_indices, pixel_frame_count
+from skyreels_core.shapes import parse_frame_indices, pixel_frame_count
 
 from . import host, link_types
 from .codec_inputs import video_codec
@@ -252,9 +253,7 @@ class SkyReelsV4Sampler:
             audio_tokens = audio_token_count(frames, fps, rate.sample_rate, rate.samples_per_token)
         keyframes = []
         if keyframe_indices.strip():
-            keyframes = sorted(
-                {latent_index_of_frame(i) for i in parse_frame_indices(keyframe_indices, frames)}
-            )
+            keyframes = keyframe_latent_frames(parse_frame_indices(keyframe_indices, frames))
         settings = SamplerSettings(
             steps=steps,
             shift=shift,

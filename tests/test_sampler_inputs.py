@@ -83,6 +83,14 @@ def test_a_takes_keyframes_refine_at_another_scale(demo):
     assert distance(same.keyframes) < 0.25 and 2 * distance(same.keyframes) < distance(upsampled)
 
 
+def test_two_keyframes_in_one_latent_group_are_named(demo):
+    """Keyframe mode makes one high-res frame per latent group: two typed frames in one group
+    would silently come out as one."""
+    with pytest.raises(InputError, match="^keyframe_indices: frames 5 and 6 fall in one latent"):
+        render(demo, keyframe_indices="5, 6")
+    assert render(demo, keyframe_indices="8, 4, 4").keyframe_indices == [1, 2]
+
+
 def test_extend_to_length_names_a_schedule_that_does_not_start_from_noise(demo):
     take = render(demo, steps=1)
     frames = first(node("SkyReelsV4DecodeVideo").decode(take, demo["video_vae"]))
