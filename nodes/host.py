@@ -106,12 +106,7 @@ def model_path(kind: str, name: str) -> Path:
 
 def model_dir_path(kind: str, name: str) -> Path:
     """Full path of a model folder chosen in the UI, refused outside the host's model folders."""
-    for folder in model_folders(kind):
-        root = folder.resolve()
-        candidate = (root / name).resolve()
-        if candidate.is_relative_to(root) and candidate != root and candidate.is_dir():
-            return candidate
-    return resolve_inside(model_folders(kind), name, input_name=f"{kind} folder")
+    return resolve_inside(model_folders(kind), name, f"{kind} folder", Path.is_dir)
 
 
 def input_dir() -> Path:

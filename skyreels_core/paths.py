@@ -4,32 +4,40 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
 
 
-def resolve_inside(roots: list[Path] | Path, name: str, input_name: str = "file") -> Path:
-    """The existing file ``name`` inside one of ``roots``; refuses absolute paths and ``..`` escapes.
+def resolve_inside(
+    roots: list[Path] | Path,
+    name: str,
+    input_name: str = "file",
+    exists: Callable[[Path], bool] = Path.is_file,
+) -> Path:
+    """The existing file (or, with ``exists=Path.is_dir``, folder) ``name`` inside one of
+    ``roots``; refuses absolute paths and ``..`` escapes.
 
-    UI widgets and API prompts are untrusted text, so a name may only select a file that already
-    lives in the host's model or input folders.
+    UI widgets and API prompts are untrusted text, so a name may only select an entry that
+    already lives in the host's model or input folders. Containment is judged on the name, not on
+    where links lead: a model kept on another drive and linked into a models folder is the
+    machine owner's choice (ComfyUI opens such files too), while the typed text cannot climb out.
     """
     roots = [roots] if isinstance(roots, Path) else roots
-    if not name or Path(name).is_absolute() or "\x00" in name:
+    if not name or "\x00" in name or Path(name).is_absolute() or not Path(name).parts:
         raise InputError(
             input_name, f"{name!r} is not a plain file name", "pick a file from the list"
         )
+    if ".." in Path(name).parts:
+        folders = ", ".join(str(root) for root in roots)
+        raise InputError(
+            input_name, f"{name!r} points outside {folders}", "pick a file inside that folder"
+        )
     for root in roots:
-        root = root.resolve()
-        candidate = (root / name).resolve()
-        if not candidate.is_relative_to(root):
-            raise InputError(
-                input_name, f"{name!r} points outside {root}", "pick a file inside that folder"
-            )
-        if candidate.is_file():
+        candidate = root.absolute() / name
+        if exists(candidate):
             return candidate
     folders = ", ".join(str(root) for root in roots)
     raise InputError(input_name, f"{name!r} was not found", f"put the file into {folders}")

@@ -349,3 +349,29 @@ def test_auto_dtype_is_fp32_on_cpu():
 
     assert resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
+
+
+def test_models_linked_in_from_another_drive_load_and_typed_names_stay_inside(
+    tmp_path, monkeypatch
+):
+    """A file or folder linked into a models folder (kept on a bigger drive) is the machine
+    owner's choice and opens, as ComfyUI opens it; a typed name still cannot climb out."""
+    from skyreels_pack.nodes import host
+
+    drive, models = tmp_path / "big_drive", tmp_path / "models"
+    (drive / "Qwen2.5-VL").mkdir(parents=True)
+    (drive / "wan.safetensors").write_bytes(b"x")
+    (models / "diffusion_models").mkdir(parents=True)
+    (models / "text_encoders").mkdir()
+    (models / "diffusion_models" / "wan.safetensors").symlink_to(drive / "wan.safetensors")
+    (models / "text_encoders" / "Qwen2.5-VL").symlink_to(drive / "Qwen2.5-VL")
+    monkeypatch.setenv("SKYREELS_MODELS_DIR", str(models))
+    assert host.list_models("diffusion_models") == ["wan.safetensors"]
+    assert host.model_path("diffusion_models", "wan.safetensors").read_bytes() == b"x"
+    assert host.list_model_dirs("text_encoders") == ["Qwen2.5-VL"]
+    assert host.model_dir_path("text_encoders", "Qwen2.5-VL").is_dir()
+    for bad in ("../../big_drive/wan.safetensors", "Qwen2.5-VL/../../../big_drive"):
+        with pytest.raises(InputError, match="outside"):
+            host.model_path("diffusion_models", bad)
+    with pytest.raises(InputError, match="not found"):
+        host.model_dir_path("text_encoders", "wan.safetensors")  # a file is no folder
