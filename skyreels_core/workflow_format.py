@@ -6,12 +6,15 @@ which the frontend derives. Conversion needs each node's input order, taken from
 ``GET /object_info`` (or built from node classes), so any pack's nodes convert as the frontend
 converts them. Semantics follow ComfyUI 0.3.64: the frontend's graphToPrompt (widget values in
 input order, a control_after_generate value after seed widgets, links as [source_id, slot]) and
-comfy_execution/validation.py for link types.
+comfy_execution/validation.py for link types. Subgraph nodes (their subgraphs saved under
+``definitions.subgraphs``) expand into the nodes inside them as the frontend's ExecutableNodeDTO
+expands them, an inner node's id being "<subgraph node id>:<inner id>".
 """
 
 from __future__ import annotations
 
 import copy
+import re
 
 from .errors import InputError
 
@@ -19,6 +22,9 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
 VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 MUTED, BYPASSED = 2, 4
+SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20  # a subgraph's input and output nodes' ids
+SUBGRAPH_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+PROXY_PREFIX = re.compile(r"^\s*(\d+)\s*:\s*(.+)$")  # "9: seed": node 9's widget seed
 
 
 def is_api_prompt(workflow: dict) -> bool:
@@ -102,7 +108,10 @@ def set_widget_value(node: dict, node_info: dict, name: str, value) -> None:
 
 def widget_table(workflow: dict, object_info: dict | None) -> dict[str, tuple[str, dict]]:
     """node id -> (title, {input: value}) for every widget value a workflow of either format
-    holds (API inputs that are links are not widgets); UI workflows need ``object_info``."""
+    holds (API inputs that are links are not widgets); UI workflows need ``object_info``. The
+    nodes inside a UI workflow's subgraph nodes are listed by the ids the API prompt gives them
+    ("5:3": node 3 inside subgraph node 5), with the values the prompt takes (a widget promoted
+    onto the subgraph node takes that node's value)."""
     if is_api_prompt(workflow):
         return {
             str(node_id): (
@@ -112,7 +121,7 @@ def widget_table(workflow: dict, object_info: dict | None) -> dict[str, tuple[st
             for node_id, node in workflow.items()
         }
     table = {}
-    for node in workflow["nodes"]:
+    for node in expand_subgraphs(workflow, object_info)["nodes"]:
         if node["type"] in VIRTUAL_NODES or node["type"] not in object_info:
             continue
         info = object_info[node["type"]]
@@ -124,16 +133,42 @@ def widget_table(workflow: dict, object_info: dict | None) -> dict[str, tuple[st
 def with_widget_values(
     workflow: dict, object_info: dict | None, values: dict[tuple[str, str], object]
 ) -> dict:
-    """A copy of ``workflow`` (either format) with the widget ``(node id, input)`` -> value set."""
+    """A copy of ``workflow`` (either format) with the widget ``(node id, input)`` -> value set.
+
+    A widget inside a subgraph (node id "5:3", as :func:`widget_table` lists it) is written where
+    the frontend keeps its value: on the subgraph node when the widget is promoted to it, else in
+    the subgraph's definition. One place can hold the value of several widgets (a definition used
+    by two subgraph nodes, a promoted widget feeding two nodes); setting only some of them, or
+    them to different values, cannot be saved and is refused, naming the others."""
     edited = copy.deepcopy(workflow)
     if is_api_prompt(edited):
         for (node_id, name), value in values.items():
             edited[node_id]["inputs"][name] = value
         return edited
-    nodes = {str(node["id"]): node for node in edited["nodes"]}
+    if not _has_subgraph_nodes(edited):
+        nodes = {str(node["id"]): node for node in edited["nodes"]}
+        for (node_id, name), value in values.items():
+            node = nodes[node_id]
+            set_widget_value(node, object_info[node["type"]], name, value)
+        return edited
+    flat = _Flattener(edited, object_info)
+    flat.expand()
+    wanted: dict[tuple, dict[tuple[str, str], object]] = {}
     for (node_id, name), value in values.items():
-        node = nodes[node_id]
-        set_widget_value(node, object_info[node["type"]], name, value)
+        key = flat.sources.get((str(node_id), name))
+        if key is None:
+            raise InputError(
+                f"widget {node_id}.{name}",
+                "the workflow has no such widget",
+                "name one of its widgets as NODE.INPUT (a node inside a subgraph as 5:3)",
+            )
+        wanted.setdefault(key, {})[(str(node_id), name)] = value
+    for key, chosen in wanted.items():
+        value = next(iter(chosen.values()))
+        sharing = [widget for widget in flat.users[key] if widget not in chosen]
+        if sharing or any(other != value for other in chosen.values()):
+            flat.refuse_shared(key, list(chosen), sharing)
+        flat.write(key, value)
     return edited
 
 
@@ -175,15 +210,400 @@ def _resolve_source(link_id: int, links: dict, nodes: dict, wanted_type: str) ->
     return None
 
 
+def _link_entry(link) -> list:
+    """A link as [id, origin id, origin slot, target id, target slot, type]: the root graph saves
+    arrays, subgraph definitions (and the version 1 schema) objects."""
+    if isinstance(link, dict):
+        return [
+            link["id"],
+            link["origin_id"],
+            link["origin_slot"],
+            link["target_id"],
+            link["target_slot"],
+            link.get("type", "*"),
+        ]
+    return list(link)
+
+
+def subgraph_definitions(ui_workflow: dict) -> dict[str, dict]:
+    """Subgraph id -> definition: the frontend saves a subgraph node with the subgraph's id (a
+    UUID) as its ``type`` and the subgraph under ``definitions.subgraphs``."""
+    definitions = ui_workflow.get("definitions") or {}
+    return {sub["id"]: sub for sub in definitions.get("subgraphs") or [] if "id" in sub}
+
+
+def _has_subgraph_nodes(ui_workflow: dict) -> bool:
+    subgraphs = subgraph_definitions(ui_workflow)
+    return any(node.get("type") in subgraphs for node in ui_workflow["nodes"])
+
+
+class _Scope:
+    """One graph being expanded: the root, or one subgraph node's copy of its definition."""
+
+    def __init__(self, path, nodes, links, instance=None, parent=None, definition=None):
+        self.path = path  # subgraph node ids from the root down to this graph
+        self.nodes = {node["id"]: node for node in nodes}
+        self.links = {}
+        for link in links:
+            if link is not None:
+                entry = _link_entry(link)
+                self.links[entry[0]] = entry
+        self.instance, self.parent, self.definition = instance, parent, definition
+        self.chain = (parent.chain if parent else ()) + ((definition["id"],) if definition else ())
+        # Promoted widget values: subgraph input name -> (value, storage key), and those of
+        # inner nodes' widgets shown on the subgraph node: inner id -> {widget: (value, key)}.
+        self.host: dict[str, tuple] = {}
+        self.proxies: dict[str, dict[str, tuple]] = {}
+
+    def flat_id(self, node_id):
+        """The frontend's execution id: the subgraph node path, then the node's own id."""
+        return node_id if not self.path else ":".join(map(str, (*self.path, node_id)))
+
+    def name(self) -> str:
+        return repr(self.definition.get("name") or self.definition["id"])
+
+
+class _Flattener:
+    """A UI workflow's subgraph nodes replaced by the nodes inside them, as the frontend's
+    graphToPrompt (ExecutableNodeDTO) resolves them: inner nodes get the id "<subgraph node
+    id>:<inner id>" (nested: "5:9:3"); an inner input fed by the subgraph's input node (-10)
+    takes what feeds the subgraph node's matching input, or the value of the widget promoted
+    onto the subgraph node when nothing does; a link from a subgraph node's output comes from
+    what feeds the matching slot of the subgraph's output node (-20). Inner nodes muted or
+    bypassed are dropped or bypassed as at the top level. A muted or bypassed subgraph node is
+    kept as one node, dropped or bypassed as any node is, and its inner nodes do not run (the
+    frontend since its PR #8494, January 2026; before, bypassing it bypassed them all).
+    ``sources`` records where each widget's value is saved, for :func:`with_widget_values`."""
+
+    def __init__(self, ui_workflow: dict, object_info: dict) -> None:
+        self.object_info = object_info
+        self.subgraphs = subgraph_definitions(ui_workflow)
+        self.root = _Scope((), ui_workflow["nodes"], ui_workflow["links"])
+        self.nodes: list[dict] = []
+        self.links: dict[int, list] = {}
+        self.sources: dict[tuple[str, str], tuple] = {}  # (flat id, widget) -> storage key
+        self.users: dict[tuple, list[tuple[str, str]]] = {}  # storage key -> its widgets
+        self.stores: dict[tuple, tuple] = {}  # storage key -> (kind, object, where, scope)
+        self._scopes: dict[tuple, _Scope] = {}
+        self._promoted: dict[str, dict[int, bool]] = {}
+
+    # -- expansion ---------------------------------------------------------------------------
+
+    def expand(self, scope: _Scope | None = None) -> None:
+        scope = scope or self.root
+        for node in scope.nodes.values():
+            if self._is_instance(node) and node.get("mode") not in (MUTED, BYPASSED):
+                self.expand(self._child(scope, node))
+            else:
+                self._emit(scope, node)
+
+    def _is_instance(self, node: dict) -> bool:
+        return node.get("type") in self.subgraphs
+
+    def _emit(self, scope: _Scope, node: dict) -> None:
+        flat = copy.deepcopy(node)
+        flat["id"] = scope.flat_id(node["id"])
+        overrides = dict(scope.proxies.get(str(node["id"]), {}))
+        for index, socket in enumerate(flat.get("inputs") or []):
+            if socket.get("link") is None:
+                continue
+            link = self._link(scope, socket["link"], node)
+            origin, promoted = self._origin(scope, link[1], link[2])
+            if promoted is not None:
+                overrides[socket["name"]] = promoted
+            if origin is None:
+                socket["link"] = None
+                continue
+            link_id = len(self.links) + 1
+            self.links[link_id] = [link_id, *origin, flat["id"], index, link[5]]
+            socket["link"] = link_id
+        info = self.object_info.get(node["type"]) if node["type"] not in VIRTUAL_NODES else None
+        if info is not None:
+            for name in _widget_positions(info):
+                if name in overrides:
+                    value, key = overrides[name]
+                    set_widget_value(flat, info, name, value)
+                else:
+                    key = ("node", id(node), name)
+                    self.stores.setdefault(key, ("node", node, name, scope))
+                self.sources[(str(flat["id"]), name)] = key
+                self.users.setdefault(key, []).append((str(flat["id"]), name))
+        self.nodes.append(flat)
+
+    def _link(self, scope: _Scope, link_id, node: dict) -> list:
+        link = scope.links.get(link_id)
+        if link is None:
+            where = f"subgraph {scope.name()}" if scope.definition else "the workflow"
+            raise InputError(
+                "workflow",
+                f"node {scope.flat_id(node['id'])} ({node.get('title', node['type'])}) takes "
+                f"link {link_id}, which {where} does not have",
+                "open the workflow in ComfyUI, reconnect the input and save it again",
+            )
+        return link
+
+    def _origin(self, scope: _Scope, origin_id, slot: int) -> tuple[tuple | None, tuple | None]:
+        """(flat source id, slot) behind a link's origin, crossing subgraph boundaries (None
+        where nothing feeds it), and the promoted widget value met on the way: the outermost
+        subgraph node's, which the frontend sends when that node's input is not connected."""
+        promoted = None
+        while True:
+            if origin_id == SUBGRAPH_INPUT and scope.definition is not None:
+                inputs = scope.definition.get("inputs") or []
+                if not 0 <= slot < len(inputs):
+                    raise InputError(
+                        "workflow",
+                        f"subgraph {scope.name()} links from its input {slot}, which it lacks",
+                        "open the workflow in ComfyUI and save it again",
+                    )
+                name = inputs[slot]["name"]
+                promoted = scope.host.get(name, promoted)
+                link_id = self._instance_input(scope, slot)
+                if link_id is None:
+                    return None, promoted
+                parent = scope.parent
+                link = self._link(parent, link_id, scope.instance)
+                scope, origin_id, slot = parent, link[1], link[2]
+                continue
+            node = scope.nodes.get(origin_id)
+            if node is None:
+                where = f"subgraph {scope.name()}" if scope.definition else "the workflow"
+                raise InputError(
+                    "workflow",
+                    f"a link in {where} comes from node {origin_id}, which is not there",
+                    "open the workflow in ComfyUI and save it again",
+                )
+            if self._is_instance(node) and node.get("mode") not in (MUTED, BYPASSED):
+                child = self._child(scope, node)
+                inner = self._output_link(child, slot)
+                if inner is None:  # nothing inside feeds that output: the input is dropped
+                    return None, promoted
+                scope, origin_id, slot = child, inner[1], inner[2]
+                continue
+            return (scope.flat_id(origin_id), slot), promoted
+
+    def _instance_input(self, scope: _Scope, slot: int):
+        """The link into the subgraph node's input for subgraph input ``slot``. The frontend
+        drops unconnected widget inputs when saving, so the saved inputs are matched by name."""
+        name = scope.definition["inputs"][slot]["name"]
+        saved = scope.instance.get("inputs") or []
+        for socket in saved:
+            if socket.get("name") == name:
+                return socket.get("link")
+        if len(saved) == len(scope.definition["inputs"]):
+            return saved[slot].get("link")
+        return None
+
+    def _output_link(self, child: _Scope, slot: int) -> list | None:
+        """The link inside a subgraph into its output node's ``slot``."""
+        outputs = child.definition.get("outputs") or []
+        if 0 <= slot < len(outputs):
+            for link_id in outputs[slot].get("linkIds") or []:
+                link = child.links.get(link_id)
+                if link is not None and link[3] == SUBGRAPH_OUTPUT:
+                    return link
+        return next(
+            (
+                link
+                for link in child.links.values()
+                if link[3] == SUBGRAPH_OUTPUT and link[4] == slot
+            ),
+            None,
+        )
+
+    def _child(self, scope: _Scope, instance: dict) -> _Scope:
+        """The scope of a subgraph node's copy of its definition, with its promoted values."""
+        path = (*scope.path, instance["id"])
+        if path in self._scopes:
+            return self._scopes[path]
+        definition = self.subgraphs[instance["type"]]
+        if definition["id"] in scope.chain:
+            raise InputError(
+                "workflow",
+                f"subgraph {definition.get('name') or definition['id']!r} contains itself "
+                f"(through node {scope.flat_id(instance['id'])})",
+                "open the workflow in ComfyUI, unpack the nested subgraph node and save it again",
+            )
+        nodes, links = definition.get("nodes") or [], definition.get("links") or []
+        child = _Scope(path, nodes, links, instance, scope, definition)
+        self._scopes[path] = child
+        self._host_values(child)
+        # What the enclosing subgraph node shows of this one wins over its own values.
+        names = {entry["name"] for entry in definition.get("inputs") or []}
+        for name, stored in scope.proxies.get(str(instance["id"]), {}).items():
+            prefixed = PROXY_PREFIX.match(name)
+            if name in names:
+                child.host[name] = stored
+            elif prefixed:
+                child.proxies.setdefault(prefixed[1], {})[prefixed[2]] = stored
+        # A proxied primitive node's value goes to the widgets it feeds.
+        for source, entries in list(child.proxies.items()):
+            node = next((n for n in child.nodes.values() if str(n["id"]) == source), None)
+            if node is None or node["type"] != "PrimitiveNode" or not entries:
+                continue
+            stored = next(iter(entries.values()))
+            del child.proxies[source]
+            for link in child.links.values():
+                target = child.nodes.get(link[3])
+                if link[1] != node["id"] or target is None:
+                    continue
+                for socket in target.get("inputs") or []:
+                    if socket.get("link") == link[0]:
+                        child.proxies.setdefault(str(target["id"]), {})[socket["name"]] = stored
+        return child
+
+    def _host_values(self, child: _Scope) -> None:
+        """The subgraph node's saved widget values, by subgraph input (and by inner widget for
+        legacy ``proxyWidgets`` entries), as the frontend reads them: with
+        ``properties.proxyWidgets`` the i-th value belongs to its i-th entry (["-1", input] for a
+        promoted input); without, one value per promoted input in input order, plus one after
+        each seed-like widget's where an older frontend saved its control_after_generate value."""
+        instance, definition = child.instance, child.definition
+        names = [entry["name"] for entry in definition.get("inputs") or []]
+        values = instance.get("widgets_values")
+        if isinstance(values, dict):
+            for name, value in values.items():
+                if name in names:
+                    child.host[name] = (value, self._host_key(child, name, name))
+            return
+        values = values or []
+        proxies = (instance.get("properties") or {}).get("proxyWidgets")
+        if isinstance(proxies, list) and proxies:
+            for position, entry in enumerate(proxies[: len(values)]):
+                if not isinstance(entry, list) or len(entry) < 2:
+                    continue
+                source, name = str(entry[0]), str(entry[1])
+                stored = (values[position], self._host_key(child, position, name))
+                if source == "-1":
+                    if name in names:
+                        child.host[name] = stored
+                elif not name.startswith("$$"):  # "$$..." entries are previews, not values
+                    child.proxies.setdefault(source, {})[name] = stored
+            return
+        promoted = self._promoted_inputs(definition)
+        controls = len(values) > len(promoted)
+        position = 0
+        for index in sorted(promoted):
+            if position < len(values):
+                key = self._host_key(child, position, names[index])
+                child.host[names[index]] = (values[position], key)
+            position += 2 if controls and promoted[index] else 1
+
+    def _host_key(self, child: _Scope, position, name: str) -> tuple:
+        key = ("host", id(child.instance), position)
+        self.stores.setdefault(key, ("host", child.instance, position, child, name))
+        return key
+
+    def _promoted_inputs(self, definition: dict, visiting: frozenset = frozenset()) -> dict:
+        """Subgraph input index -> whether its widget has a control_after_generate value, for
+        the inputs that feed a widget inside (directly or through a nested subgraph node): the
+        ones the frontend shows as widgets on the subgraph node."""
+        if definition["id"] in self._promoted:
+            return self._promoted[definition["id"]]
+        if definition["id"] in visiting:
+            return {}
+        nodes = {node["id"]: node for node in definition.get("nodes") or []}
+        links = [_link_entry(link) for link in definition.get("links") or [] if link]
+        promoted = {}
+        for index in range(len(definition.get("inputs") or [])):
+            for link in links:
+                target = nodes.get(link[3])
+                if link[1] != SUBGRAPH_INPUT or link[2] != index or target is None:
+                    continue
+                socket = next(
+                    (s for s in target.get("inputs") or [] if s.get("link") == link[0]), None
+                )
+                if socket is None:
+                    continue
+                control = self._widget_control(target, socket, visiting | {definition["id"]})
+                if control is not None:
+                    promoted[index] = control
+                    break
+        self._promoted[definition["id"]] = promoted
+        return promoted
+
+    def _widget_control(self, node: dict, socket: dict, visiting: frozenset) -> bool | None:
+        """None if ``socket`` is not a widget input, else whether the widget has a control."""
+        if self._is_instance(node):
+            nested = self.subgraphs[node["type"]]
+            names = [entry["name"] for entry in nested.get("inputs") or []]
+            if socket["name"] not in names:
+                return None
+            return self._promoted_inputs(nested, visiting).get(names.index(socket["name"]))
+        info = self.object_info.get(node["type"])
+        spec = {name: (kind, options) for name, kind, options in node_inputs(info)} if info else {}
+        if socket["name"] in spec and is_widget(*spec[socket["name"]]):
+            return has_control(socket["name"], *spec[socket["name"]])
+        return False if socket.get("widget") else None
+
+    # -- writing values back ------------------------------------------------------------------
+
+    def write(self, key: tuple, value) -> None:
+        kind, holder, where, *_ = self.stores[key]
+        if kind == "node":
+            set_widget_value(holder, self.object_info[holder["type"]], where, value)
+            return
+        raw = holder.get("widgets_values")
+        if isinstance(raw, dict):
+            raw[where] = value
+            return
+        raw = list(raw or [])
+        raw.extend([None] * (where + 1 - len(raw)))
+        raw[where] = value
+        holder["widgets_values"] = raw
+
+    def refuse_shared(self, key: tuple, chosen: list, sharing: list) -> None:
+        kind, holder, _, scope, *rest = self.stores[key]
+        node_id, name = chosen[0]
+        others = ", ".join(f"{n}.{w}" for n, w in [*chosen[1:], *sharing])
+        if kind == "node":
+            problem = (
+                f"it is inside subgraph {scope.name()}, which keeps one value for every "
+                f"subgraph node using it, so {others} would take the same value"
+            )
+            fix = (
+                f"set {others} to the same value too, or in ComfyUI promote the widget to an "
+                "input of the subgraph (each subgraph node then keeps its own value)"
+            )
+        else:
+            problem = (
+                f"it takes the value of subgraph node {scope.parent.flat_id(holder['id'])}'s "
+                f"widget {rest[0]!r}, which also feeds {others}"
+            )
+            fix = f"set {others} to the same value too"
+        raise InputError(f"widget {node_id}.{name}", problem, fix)
+
+
+def expand_subgraphs(ui_workflow: dict, object_info: dict) -> dict:
+    """The UI workflow with every subgraph node replaced by the nodes inside it (ids "5:3",
+    links renumbered), as the frontend expands them for the API prompt; a workflow without
+    subgraph nodes is returned as it is."""
+    if not _has_subgraph_nodes(ui_workflow):
+        return ui_workflow
+    flat = _Flattener(ui_workflow, object_info)
+    flat.expand()
+    return {**ui_workflow, "nodes": flat.nodes, "links": list(flat.links.values())}
+
+
 def ui_to_api(ui_workflow: dict, object_info: dict) -> dict:
-    """The API prompt graphToPrompt produces: {id: {"class_type", "inputs", "_meta"}}."""
-    links = {link[0]: link for link in ui_workflow["links"]}
+    """The API prompt graphToPrompt produces: {id: {"class_type", "inputs", "_meta"}}. Subgraph
+    nodes are expanded first (see :func:`expand_subgraphs`)."""
+    ui_workflow = expand_subgraphs(ui_workflow, object_info)
+    links = {entry[0]: entry for entry in map(_link_entry, filter(None, ui_workflow["links"]))}
     nodes = {node["id"]: node for node in ui_workflow["nodes"]}
     prompt = {}
     for node in ui_workflow["nodes"]:
         if node["type"] in VIRTUAL_NODES or node.get("mode") in (MUTED, BYPASSED):
             continue
         if node["type"] not in object_info:
+            if SUBGRAPH_ID.match(str(node["type"])):
+                raise InputError(
+                    "workflow",
+                    f"node {node['id']} is a subgraph ({node['type']}) whose definition the "
+                    "workflow does not carry",
+                    "open it in ComfyUI and save it again (the frontend saves each subgraph "
+                    "under definitions.subgraphs), or remove the node",
+                )
             raise InputError(
                 "workflow",
                 f"node {node['id']} is a {node['type']}, which the server does not know",

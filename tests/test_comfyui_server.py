@@ -486,6 +486,38 @@ def test_the_hosts_frontend_loads_the_workflow(server, frontend, path):
     } == saved
 
 
+def _subgraph_workflows() -> dict[str, dict]:
+    """text_to_video.json with nodes collapsed into subgraphs as the frontend saves them: a chain
+    with shared inputs and several outputs, a promoted widget, a nested subgraph."""
+    from test_subgraphs import DECODE_AUDIO, DECODE_VIDEO, NEGATIVE, PROMPT, SAMPLER, collapse, flat
+
+    chain, _ = collapse(flat(), [SAMPLER, DECODE_VIDEO, DECODE_AUDIO], "Render")
+    promoted, _ = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "steps", 3)])
+    inner, node = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "a blue square")])
+    nested, _ = collapse(inner, [node, NEGATIVE], "Prompts")
+    return {"chain": chain, "promoted": promoted, "nested": nested}
+
+
+@pytest.mark.parametrize("name", ["chain", "promoted", "nested"])
+def test_the_hosts_frontend_expands_subgraphs_as_the_queue_command_does(server, frontend, name):
+    """The frontend's own graphToPrompt is the reference for subgraph expansion: ids, routed
+    links and promoted values of the queue command's prompt equal it."""
+    page, errors = frontend
+    workflow = _subgraph_workflows()[name]
+    errors.clear()
+    built = page.evaluate(
+        """async (workflow) => {
+            await window.app.loadGraphData(workflow);
+            await new Promise((done) => setTimeout(done, 500));
+            return (await window.app.graphToPrompt()).output;
+        }""",
+        workflow,
+    )
+    assert errors == []
+    info = _get(server["base"], "/object_info")
+    assert _declared(built, info) == _declared(ui_to_api(workflow, info), info)
+
+
 def _widget_values(values: list | None) -> list | None:
     """Widget values up to the last one set: frontend 1.27 saves the upload button's and the
     player's empty values and [] for a node without widgets, 1.58 leaves them out."""

@@ -1,0 +1,467 @@
+"""Subgraphs in UI workflows: ``ui_to_api`` expands them as the frontend's graphToPrompt does.
+
+The frontend saves a subgraph node with the subgraph's id as its ``type`` and the
+subgraph under ``definitions.subgraphs``: its nodes and links (objects, not arrays), its
+``inputs``/``outputs`` slots, and links from its input node (id -10) and into its output node
+(id -20). The API prompt names an inner node "<subgraph node id>:<inner id>". These tests collapse
+nodes of the shipped text_to_video.json into subgraphs the way the frontend writes them and check
+that the prompt is the flat workflow's, node ids aside, and that it renders the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from skyreels_pack import NODE_CLASS_MAPPINGS
+from workflow_tools import (
+    core_shims,
+    object_info_from_mappings,
+    run_api_prompt,
+    validate_workflow,
+)
+
+from skyreels_core.__main__ import main
+from skyreels_core.errors import InputError
+from skyreels_core.workflow_format import (
+    expand_subgraphs,
+    is_link,
+    node_inputs,
+    ui_to_api,
+    widget_table,
+    with_widget_values,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "workflows" / "assets"
+TEXT_TO_VIDEO = ROOT / "workflows" / "text_to_video.json"
+with mock.patch.dict(os.environ, {"SKYREELS_INPUT_DIR": str(ASSETS)}):
+    OBJECT_INFO = object_info_from_mappings({**core_shims(ASSETS), **NODE_CLASS_MAPPINGS})
+# Node ids in text_to_video.json.
+MODEL, ENCODER, VIDEO_VAE, AUDIO_VAE, PROMPT, NEGATIVE, MASK = 1, 2, 3, 4, 5, 6, 7
+SAMPLER, DECODE_VIDEO, DECODE_AUDIO, SAVE = 8, 9, 10, 11
+
+
+def flat() -> dict:
+    return json.loads(TEXT_TO_VIDEO.read_text())
+
+
+def _node(workflow: dict, node_id) -> dict:
+    return next(node for node in workflow["nodes"] if node["id"] == node_id)
+
+
+def _widget_type(node: dict, name: str) -> str:
+    kind = next(k for n, k, _ in node_inputs(OBJECT_INFO[node["type"]]) if n == name)
+    return "COMBO" if isinstance(kind, list) else kind
+
+
+def collapse(
+    workflow: dict,
+    members: list[int],
+    name: str,
+    promote: list[tuple[int, str, object]] = (),
+    proxy_widgets: bool = False,
+) -> tuple[dict, int]:
+    """(the workflow with ``members`` converted to one subgraph node, that node's id), saved as
+    the frontend saves it: one subgraph input per outside output feeding the members (linked to
+    each member input it fed), one subgraph output per member output read outside; each
+    ``promote`` entry (member id, widget, value) adds a subgraph input linked to that widget,
+    whose value the subgraph node keeps in ``widgets_values`` (its unconnected input is not
+    saved: compressWidgetInputSlots), listed in ``properties.proxyWidgets`` if asked."""
+    workflow = copy.deepcopy(workflow)
+    members = set(members)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    instance_id = workflow["last_node_id"] = workflow["last_node_id"] + 1
+    next_link = workflow["last_link_id"]
+
+    def new_link() -> int:
+        nonlocal next_link
+        next_link += 1
+        return next_link
+
+    subgraph_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{sorted(members)}"))
+    inputs, outputs, inner_links = [], [], []
+    instance_inputs, instance_outputs, root_links = [], [], []
+    by_origin: dict[tuple, int] = {}
+    for link in workflow["links"]:
+        link_id, origin, slot, target, target_slot, kind = link
+        if origin in members and target in members:
+            inner_links.append(dict(zip(("id", "origin_id", "origin_slot", "target_id",
+                                         "target_slot", "type"), link)))  # fmt: skip
+        elif target in members:  # into the subgraph: through one of its inputs
+            if (origin, slot) not in by_origin:
+                socket = nodes[target]["inputs"][target_slot]
+                by_origin[(origin, slot)] = len(inputs)
+                inputs.append({"id": str(uuid.uuid4()), "name": socket["name"], "type": kind,
+                               "linkIds": []})  # fmt: skip
+                instance_inputs.append({"name": socket["name"], "type": kind, "link": link_id})
+                root_links.append([link_id, origin, slot, instance_id, len(instance_inputs) - 1,
+                                   kind])  # fmt: skip
+            index = by_origin[(origin, slot)]
+            inner = new_link()
+            inputs[index]["linkIds"].append(inner)
+            inner_links.append({"id": inner, "origin_id": -10, "origin_slot": index,
+                                "target_id": target, "target_slot": target_slot,
+                                "type": kind})  # fmt: skip
+            nodes[target]["inputs"][target_slot]["link"] = inner
+        elif origin in members:  # out of the subgraph: through one of its outputs
+            if (origin, slot) not in by_origin:
+                by_origin[(origin, slot)] = len(outputs)
+                inner = new_link()
+                output = nodes[origin]["outputs"][slot]
+                outputs.append({"id": str(uuid.uuid4()), "name": output["name"], "type": kind,
+                                "linkIds": [inner]})  # fmt: skip
+                instance_outputs.append({"name": output["name"], "type": kind, "links": []})
+                inner_links.append({"id": inner, "origin_id": origin, "origin_slot": slot,
+                                    "target_id": -20, "target_slot": len(outputs) - 1,
+                                    "type": kind})  # fmt: skip
+                inside = [i for i in output["links"] if target_id(workflow, i) in members]
+                output["links"] = [*inside, inner]
+            index = by_origin[(origin, slot)]
+            instance_outputs[index]["links"].append(link_id)
+            root_links.append([link_id, instance_id, index, target, target_slot, kind])
+        else:
+            root_links.append(link)
+    values = []
+    for member, widget, value in promote:
+        node = nodes[member]
+        kind = _widget_type(node, widget) if node["type"] in OBJECT_INFO else "STRING"
+        sockets = node.setdefault("inputs", [])
+        socket = next((s for s in sockets if s["name"] == widget), None)
+        if socket is None:
+            socket = {"name": widget, "type": kind, "widget": {"name": widget}, "link": None}
+            sockets.append(socket)
+        inner = new_link()
+        socket["link"] = inner
+        inputs.append({"id": str(uuid.uuid4()), "name": widget, "type": kind, "linkIds": [inner]})
+        inner_links.append({"id": inner, "origin_id": -10, "origin_slot": len(inputs) - 1,
+                            "target_id": member, "target_slot": sockets.index(socket),
+                            "type": kind})  # fmt: skip
+        values.append(value)
+    instance = {
+        "id": instance_id, "type": subgraph_id, "pos": [0, 0], "size": [300, 200], "flags": {},
+        "order": 0, "mode": 0, "inputs": instance_inputs, "outputs": instance_outputs,
+        "title": name, "properties": {},
+    }  # fmt: skip
+    if values:
+        instance["widgets_values"] = values
+    if proxy_widgets:
+        instance["properties"]["proxyWidgets"] = [["-1", widget] for _, widget, _ in promote]
+    definition = {
+        "id": subgraph_id, "version": 1,
+        "state": {"lastGroupId": 0, "lastNodeId": max(members), "lastLinkId": next_link,
+                  "lastRerouteId": 0},
+        "revision": 0, "config": {}, "name": name,
+        "inputNode": {"id": -10, "bounding": [0, 0, 120, 60]},
+        "outputNode": {"id": -20, "bounding": [900, 0, 120, 60]},
+        "inputs": inputs, "outputs": outputs, "widgets": [],
+        "nodes": [node for node in workflow["nodes"] if node["id"] in members],
+        "groups": [], "links": inner_links, "extra": {},
+    }  # fmt: skip
+    workflow["nodes"] = [n for n in workflow["nodes"] if n["id"] not in members] + [instance]
+    kept = {link[0] for link in root_links}
+    for node in workflow["nodes"]:  # an output read by two members now feeds one input
+        for output in node.get("outputs") or []:
+            output["links"] = [i for i in output.get("links") or [] if i in kept]
+    workflow["links"] = root_links
+    workflow["last_link_id"] = next_link
+    workflow.setdefault("definitions", {}).setdefault("subgraphs", []).append(definition)
+    return workflow, instance_id
+
+
+def target_id(workflow: dict, link_id: int):
+    return next(link[3] for link in workflow["links"] if link[0] == link_id)
+
+
+def renamed(prompt: dict, ids: dict) -> dict:
+    """``prompt`` with node ids renamed (``ids``: old -> new), in its keys and its links."""
+    ids = {str(old): str(new) for old, new in ids.items()}
+    return {
+        ids.get(node_id, node_id): {
+            "class_type": node["class_type"],
+            "inputs": {
+                name: [ids.get(value[0], value[0]), value[1]] if is_link(value) else value
+                for name, value in node["inputs"].items()
+            },
+        }
+        for node_id, node in prompt.items()
+    }
+
+
+def test_a_collapsed_node_converts_as_the_flat_workflow():
+    workflow, instance = collapse(flat(), [PROMPT], "Prompt")
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    assert f"{instance}:{PROMPT}" in prompt and str(PROMPT) not in prompt
+    assert prompt[f"{instance}:{PROMPT}"]["_meta"]["title"] == "Prompt"
+    assert renamed(prompt, {}) == renamed(ui_to_api(flat(), OBJECT_INFO), {PROMPT: f"{instance}:5"})
+
+
+def test_a_collapsed_chain_with_shared_inputs_and_several_outputs():
+    """The sampler and both decoders: video_vae feeds two inner nodes through one subgraph
+    input; images, fps and audio leave through three outputs."""
+    members = [SAMPLER, DECODE_VIDEO, DECODE_AUDIO]
+    workflow, instance = collapse(flat(), members, "Render")
+    definition = workflow["definitions"]["subgraphs"][0]
+    shared = next(i for i in definition["inputs"] if i["type"] == "SKYREELS_VIDEO_VAE")
+    assert len(shared["linkIds"]) == 2 and len(definition["outputs"]) == 3
+    expected = renamed(ui_to_api(flat(), OBJECT_INFO), {m: f"{instance}:{m}" for m in members})
+    assert renamed(ui_to_api(workflow, OBJECT_INFO), {}) == expected
+    # The expanded UI workflow is a flat one: every link's types check out.
+    assert validate_workflow(expand_subgraphs(workflow, OBJECT_INFO), OBJECT_INFO) == []
+
+
+def test_a_promoted_widget_sends_the_subgraph_nodes_value():
+    inner = _node(flat(), PROMPT)["widgets_values"][0]
+    for proxy_widgets in (False, True):
+        workflow, instance = collapse(
+            flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "a blue square")], proxy_widgets
+        )
+        definition = workflow["definitions"]["subgraphs"][0]
+        assert definition["nodes"][0]["widgets_values"] == [inner] != ["a blue square"]
+        prompt = ui_to_api(workflow, OBJECT_INFO)
+        assert prompt[f"{instance}:{PROMPT}"]["inputs"]["prompt"] == "a blue square"
+        edited = with_widget_values(flat(), OBJECT_INFO, {(str(PROMPT), "prompt"): "a blue square"})
+        ids = {PROMPT: f"{instance}:{PROMPT}"}
+        assert renamed(prompt, {}) == renamed(ui_to_api(edited, OBJECT_INFO), ids)
+
+
+def test_a_legacy_proxy_widget_and_an_unknown_value_count():
+    """proxyWidgets naming an inner node's widget (older frontends, no subgraph input): the
+    i-th value is that widget's. Without proxyWidgets, values that do not line up with the
+    promoted inputs leave the inner node's own values (as the frontend does)."""
+    workflow, instance = collapse(flat(), [PROMPT], "Prompt")
+    node = _node(workflow, instance)
+    node["properties"]["proxyWidgets"] = [[str(PROMPT), "prompt"]]
+    node["widgets_values"] = ["a green triangle"]
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    assert prompt[f"{instance}:{PROMPT}"]["inputs"]["prompt"] == "a green triangle"
+    del node["properties"]["proxyWidgets"]  # no promoted input: nothing to give the value to
+    inner = _node(flat(), PROMPT)["widgets_values"][0]
+    assert ui_to_api(workflow, OBJECT_INFO)[f"{instance}:{PROMPT}"]["inputs"]["prompt"] == inner
+
+
+def test_a_promoted_seed_skips_an_older_frontends_control_value():
+    workflow, instance = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "seed", 7)])
+    _node(workflow, instance)["widgets_values"] = [7, "randomize"]  # control_after_generate
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    assert prompt[f"{instance}:{SAMPLER}"]["inputs"]["seed"] == 7
+
+
+def test_a_nested_subgraph_expands_by_recursion_and_the_outer_value_wins():
+    inner_workflow, inner = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "inner")])
+    workflow, outer = collapse(
+        inner_workflow, [inner, NEGATIVE], "Prompts", [(inner, "prompt", "a blue square")]
+    )
+    assert len(workflow["definitions"]["subgraphs"]) == 2
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    assert prompt[f"{outer}:{inner}:{PROMPT}"]["inputs"]["prompt"] == "a blue square"
+    edited = with_widget_values(flat(), OBJECT_INFO, {(str(PROMPT), "prompt"): "a blue square"})
+    ids = {PROMPT: f"{outer}:{inner}:{PROMPT}", NEGATIVE: f"{outer}:{NEGATIVE}"}
+    assert renamed(prompt, {}) == renamed(ui_to_api(edited, OBJECT_INFO), ids)
+    # Not promoted further, the nested subgraph node's own value is sent.
+    workflow, outer = collapse(inner_workflow, [inner, NEGATIVE], "Prompts")
+    assert ui_to_api(workflow, OBJECT_INFO)[f"{outer}:{inner}:{PROMPT}"]["inputs"]["prompt"] == (
+        "inner"
+    )
+
+
+def _two_instances(promoted: bool) -> tuple[dict, int, int]:
+    """The prompt and the negative prompt as two nodes of one "Encode" subgraph."""
+    promote = [(PROMPT, "prompt", "a red circle bounces on the floor")] if promoted else []
+    workflow, first = collapse(flat(), [PROMPT], "Encode", promote)
+    second = workflow["last_node_id"] = workflow["last_node_id"] + 1
+    negative = _node(workflow, NEGATIVE)
+    twin = copy.deepcopy(_node(workflow, first))
+    twin.update(id=second, title="Negative prompt")
+    twin["inputs"][0]["link"] = negative["inputs"][0]["link"]
+    twin["outputs"][0]["links"] = negative["outputs"][0]["links"]
+    if promoted:
+        twin["widgets_values"] = [""]
+    for link in workflow["links"]:
+        if link[3] == NEGATIVE:
+            link[3] = second
+        if link[1] == NEGATIVE:
+            link[1] = second
+    workflow["nodes"] = [n for n in workflow["nodes"] if n["id"] != NEGATIVE] + [twin]
+    return workflow, first, second
+
+
+def test_one_subgraph_used_by_two_nodes():
+    workflow, first, second = _two_instances(promoted=True)
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    ids = {PROMPT: f"{first}:{PROMPT}", NEGATIVE: f"{second}:{PROMPT}"}
+    assert renamed(prompt, {}) == renamed(ui_to_api(flat(), OBJECT_INFO), ids)
+    # Each node keeps its own promoted value: one is set without touching the other.
+    table = widget_table(workflow, OBJECT_INFO)
+    assert table[f"{first}:{PROMPT}"][1]["prompt"] == "a red circle bounces on the floor"
+    assert table[f"{second}:{PROMPT}"][1]["prompt"] == ""
+    edited = with_widget_values(workflow, OBJECT_INFO, {(f"{second}:{PROMPT}", "prompt"): "blur"})
+    assert _node(edited, second)["widgets_values"] == ["blur"]
+    assert edited["definitions"] == workflow["definitions"]
+    sent = ui_to_api(edited, OBJECT_INFO)
+    assert sent[f"{second}:{PROMPT}"]["inputs"]["prompt"] == "blur"
+    assert sent[f"{first}:{PROMPT}"] == prompt[f"{first}:{PROMPT}"]
+
+
+def test_a_widget_shared_by_two_subgraph_nodes_is_set_for_both_or_refused():
+    workflow, first, second = _two_instances(promoted=False)
+    with pytest.raises(InputError, match=rf"{second}:{PROMPT}\.prompt would take the same value"):
+        with_widget_values(workflow, OBJECT_INFO, {(f"{first}:{PROMPT}", "prompt"): "blur"})
+    both = {(f"{n}:{PROMPT}", "prompt"): "blur" for n in (first, second)}
+    edited = with_widget_values(workflow, OBJECT_INFO, both)
+    assert edited["definitions"]["subgraphs"][0]["nodes"][0]["widgets_values"] == ["blur"]
+    sent = ui_to_api(edited, OBJECT_INFO)
+    assert sent[f"{first}:{PROMPT}"]["inputs"]["prompt"] == "blur"
+    assert sent[f"{second}:{PROMPT}"]["inputs"]["prompt"] == "blur"
+
+
+def test_one_promoted_widget_feeding_two_nodes():
+    """A subgraph input linked to the prompts of both encoders: one value on the subgraph node."""
+    workflow, instance = collapse(
+        flat(), [PROMPT, NEGATIVE], "Prompts", [(PROMPT, "prompt", "a blue square")]
+    )
+    definition = workflow["definitions"]["subgraphs"][0]
+    promoted = definition["inputs"][-1]
+    negative = next(node for node in definition["nodes"] if node["id"] == NEGATIVE)
+    socket = {"name": "prompt", "type": "STRING", "widget": {"name": "prompt"}, "link": 99}
+    negative["inputs"].append(socket)
+    link = {"id": 99, "origin_id": -10, "origin_slot": 1, "target_id": NEGATIVE}
+    definition["links"].append({**link, "target_slot": 3, "type": "STRING"})
+    promoted["linkIds"].append(99)
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    for member in (PROMPT, NEGATIVE):
+        assert prompt[f"{instance}:{member}"]["inputs"]["prompt"] == "a blue square"
+    with pytest.raises(InputError, match=f"subgraph node {instance}'s widget 'prompt', which also"):
+        with_widget_values(workflow, OBJECT_INFO, {(f"{instance}:{PROMPT}", "prompt"): "x"})
+    both = {(f"{instance}:{member}", "prompt"): "x" for member in (PROMPT, NEGATIVE)}
+    edited = with_widget_values(workflow, OBJECT_INFO, both)
+    assert _node(edited, instance)["widgets_values"] == ["x"]
+    assert edited["definitions"] == workflow["definitions"]
+
+
+@pytest.mark.parametrize("mode", [2, 4], ids=["muted", "bypassed"])
+def test_muted_and_bypassed_nodes_inside_and_as_subgraph_nodes(mode):
+    members = [NEGATIVE, MASK, SAMPLER]
+    muted = flat()
+    _node(muted, NEGATIVE)["mode"] = mode
+    workflow, instance = collapse(muted, members, "Sample")
+    expected = renamed(ui_to_api(muted, OBJECT_INFO), {m: f"{instance}:{m}" for m in members})
+    assert renamed(ui_to_api(workflow, OBJECT_INFO), {}) == expected
+    assert "negative" not in expected[f"{instance}:{SAMPLER}"]["inputs"]
+    # A muted or bypassed subgraph node: its nodes do not run, and it is dropped or bypassed
+    # as one node (the frontend since its PR #8494).
+    workflow, instance = collapse(flat(), [PROMPT], "Prompt")
+    _node(workflow, instance)["mode"] = mode
+    off = flat()
+    _node(off, PROMPT)["mode"] = mode
+    assert ui_to_api(workflow, OBJECT_INFO) == ui_to_api(off, OBJECT_INFO)
+
+
+def test_broken_subgraphs_are_named():
+    workflow, instance = collapse(flat(), [PROMPT], "Prompt")
+    missing = copy.deepcopy(workflow)
+    del missing["definitions"]
+    with pytest.raises(InputError, match="is a subgraph .* whose definition the workflow does not"):
+        ui_to_api(missing, OBJECT_INFO)
+    dangling = copy.deepcopy(workflow)
+    dangling["definitions"]["subgraphs"][0]["links"] = []
+    with pytest.raises(InputError, match=rf"node {instance}:{PROMPT} .* takes link \d+, which "):
+        ui_to_api(dangling, OBJECT_INFO)
+    looped = copy.deepcopy(workflow)
+    definition = looped["definitions"]["subgraphs"][0]
+    definition["nodes"].append({**_node(workflow, instance), "id": 99})
+    with pytest.raises(InputError, match="contains itself"):
+        ui_to_api(looped, OBJECT_INFO)
+
+
+def test_the_queue_command_sets_widgets_inside_subgraphs(capsys, tmp_path):
+    """--set, --seeds and --prompts address inner nodes by their prompt ids (NODE:INNER)."""
+    workflow, instance = collapse(
+        flat(), [PROMPT, SAMPLER], "Render", [(PROMPT, "prompt", "a blue square")]
+    )
+    path = tmp_path / "subgraph.json"
+    path.write_text(json.dumps(workflow))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a green triangle\n")
+    table = widget_table(workflow, OBJECT_INFO)
+    assert table[f"{instance}:{PROMPT}"] == ("Prompt", {"prompt": "a blue square"})
+    server_info = mock.patch(
+        "skyreels_core.batch_queue.ComfyServer.object_info", return_value=OBJECT_INFO
+    )
+    with server_info:
+        code = main(["queue", str(path), "--seeds", "3-4", "--prompts", str(prompts),
+                     "--set", f"{instance}:{SAMPLER}.steps=4", "--dry-run"])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(lines) == 2
+    for seed, line in zip((3, 4), lines, strict=True):
+        sent = json.loads(line)
+        expected = with_widget_values(
+            flat(), OBJECT_INFO,
+            {("8", "seed"): seed, ("8", "steps"): 4, ("5", "prompt"): "a green triangle"},
+        )  # fmt: skip
+        ids = {PROMPT: f"{instance}:{PROMPT}", SAMPLER: f"{instance}:{SAMPLER}"}
+        assert renamed(sent, {}) == renamed(ui_to_api(expected, OBJECT_INFO), ids)
+
+
+def test_the_queue_command_refuses_a_shared_widget_in_one_line(capsys, tmp_path):
+    workflow, first, second = _two_instances(promoted=False)
+    path = tmp_path / "shared.json"
+    path.write_text(json.dumps(workflow))
+    with mock.patch("skyreels_core.batch_queue.ComfyServer.object_info", return_value=OBJECT_INFO):
+        code = main(["queue", str(path), "--set", f"{first}:{PROMPT}.prompt=x", "--dry-run"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: widget {first}:{PROMPT}.prompt: it is inside subgraph ")
+    assert f"set {second}:{PROMPT}.prompt to the same value too" in err[0]
+
+
+def test_a_workflow_without_subgraphs_is_left_as_it_is():
+    workflow = flat()
+    assert expand_subgraphs(workflow, OBJECT_INFO) is workflow
+
+
+def _render(prompt: dict, workflow: dict, inputs: Path) -> dict:
+    return run_api_prompt(prompt, NODE_CLASS_MAPPINGS, core_shims(inputs), {"workflow": workflow})
+
+
+def _same(mine, theirs) -> bool:
+    """Equal outputs: tensors bit for bit, dataclasses (AVLatent) and dicts field by field."""
+    if isinstance(mine, torch.Tensor):
+        return torch.equal(mine, theirs)
+    if dataclasses.is_dataclass(mine):
+        return _same(vars(mine), vars(theirs))
+    if isinstance(mine, dict):
+        return mine.keys() == theirs.keys() and all(_same(mine[k], theirs[k]) for k in mine)
+    if isinstance(mine, list | tuple):
+        return len(mine) == len(theirs) and all(map(_same, mine, theirs))
+    return mine == theirs
+
+
+def test_a_subgraph_workflow_renders_as_the_flat_one(tmp_path, monkeypatch):
+    """A nested subgraph (the prompt, its widget promoted, inside the sampler and decoders)."""
+    inputs = tmp_path / "input"
+    shutil.copytree(ASSETS, inputs)
+    monkeypatch.setenv("SKYREELS_INPUT_DIR", str(inputs))
+    monkeypatch.setenv("SKYREELS_OUTPUT_DIR", str(tmp_path / "output"))
+    members = [SAMPLER, DECODE_VIDEO, DECODE_AUDIO]
+    nested, inner = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "a blue square")])
+    workflow, outer = collapse(nested, [*members, inner], "Render")
+    plain = with_widget_values(flat(), OBJECT_INFO, {(str(PROMPT), "prompt"): "a blue square"})
+    torch.manual_seed(0)
+    expected = _render(ui_to_api(plain, OBJECT_INFO), plain, inputs)
+    torch.manual_seed(0)
+    got = _render(ui_to_api(workflow, OBJECT_INFO), workflow, inputs)
+    assert _same(got[f"{outer}:{inner}:{PROMPT}"]["result"], expected[str(PROMPT)]["result"])
+    for member in members:
+        assert _same(got[f"{outer}:{member}"]["result"], expected[str(member)]["result"])
+    assert got[f"{outer}:{DECODE_VIDEO}"]["result"][0].shape[0] == 33
+    saved = [got[str(SAVE)]["ui"], expected[str(SAVE)]["ui"]]
+    assert [len(ui["skyreels_videos"]) for ui in saved] == [1, 1]
