@@ -105,10 +105,13 @@ def published(path: Path, overwrite: bool = False) -> Iterator[Path]:
     two writers never share a partial file. Without ``overwrite`` it is linked into place, which
     fails rather than replace a file that exists, even one another run wrote meanwhile. The
     file gets the permissions the umask gives (a temporary file's 0600 would hide renders from
-    the rest of a shared disk)."""
+    the rest of a shared disk), also where a writer replaces the partial file with one of its
+    own (safetensors' save_file leaves it 0600)."""
     partial = _new_partial(path)
+    mode = partial.stat().st_mode
     try:
         yield partial
+        os.chmod(partial, mode)
         if overwrite:
             os.replace(partial, path)
         else:

@@ -172,10 +172,22 @@ def test_saved_files_get_the_umasks_permissions(tmp_path):
     import os
     import stat
 
+    from skyreels_core.av_latent_file import save_av_latent
+    from skyreels_core.loading import write_safetensors
+    from skyreels_core.types import AVLatent
+
     previous = os.umask(0o022)
     try:
-        path = write_mp4(tmp_path / "clip.mp4", torch.rand(5, 16, 16, 3), 16.0)
+        paths = [
+            write_mp4(tmp_path / "clip.mp4", torch.rand(5, 16, 16, 3), 16.0),
+            write_safetensors({"x": torch.zeros(2)}, tmp_path / "lora.safetensors"),
+            save_av_latent(AVLatent(torch.zeros(1, 4, 2, 2, 2)), tmp_path / "take.safetensors"),
+        ]
     finally:
         os.umask(previous)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+    assert [stat.S_IMODE(path.stat().st_mode) for path in paths] == [0o644] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clip.mp4",
+        "lora.safetensors",
+        "take.safetensors",
+    ]
