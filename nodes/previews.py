@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from weakref import WeakKeyDictionary
 
 import torch
 
 from skyreels_core.codecs import VideoCodec
 from skyreels_core.codecs.wan_vae import WanVideoCodec
-from skyreels_core.preview import previewer
+from skyreels_core.preview import fit_preview_factors, previewer
 
 from . import host
 from .host import Progress
@@ -17,11 +17,21 @@ from .host import Progress
 PREVIEW_SIZE = 256
 
 
-@lru_cache(maxsize=4)  # a fitted map is worth keeping per codec
+# A fitted map costs a decode, so it is kept per codec for as long as the codec lives, and no
+# longer: the cache must not keep a VAE the artist has switched away from in memory.
+_FITTED: WeakKeyDictionary = WeakKeyDictionary()
+
+
 def _previewer(codec: VideoCodec) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A Wan 2.1 VAE previews with the host's own factors, as ComfyUI previews Wan."""
+    """A Wan 2.1 VAE previews with the host's own factors, as ComfyUI previews Wan; another
+    codec decodes its preview (a cheap one) or through factors fitted to it once."""
     wan = isinstance(codec, (WanVideoCodec, host.HostWanVideoCodec))
-    return previewer(codec, host.wan21_preview_factors() if wan else None)
+    factors = host.wan21_preview_factors() if wan else None
+    if factors is None and not getattr(codec, "cheap_decode", False):
+        if codec not in _FITTED:
+            _FITTED[codec] = fit_preview_factors(codec)
+        factors = _FITTED[codec]
+    return previewer(codec, factors)
 
 
 def preview_hook(progress: Progress, codec: VideoCodec) -> Callable[[int, torch.Tensor], None]:

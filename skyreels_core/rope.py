@@ -83,6 +83,13 @@ def rotary(angles: torch.Tensor) -> torch.Tensor:
     return torch.stack([angles.cos(), angles.sin()], dim=-1).to(torch.float32)
 
 
+# One render's tables (the video and audio streams' self and cross tables, the audio phase, the
+# refiner's) and a few more: each is tens of MB of GPU memory at 720p, which neither the host's
+# model unloading nor its cache emptying can reclaim, so renders of many shapes must not pile
+# them up (64 held 2.5 GB at 720p).
+DEVICE_TABLES = 8
+
+
 def device_table(angles: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """The :func:`rotary` table of ``angles`` on ``device``, made once: callers pass angles from
     their per-shape caches, so the same tensor object (hashed by identity, kept alive as the key)
@@ -90,7 +97,7 @@ def device_table(angles: torch.Tensor, device: torch.device | str) -> torch.Tens
     return _device_table(angles, torch.device(device), torch.is_inference_mode_enabled())
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=DEVICE_TABLES)
 def _device_table(angles: torch.Tensor, device: torch.device, inference: bool) -> torch.Tensor:
     # Keyed on inference mode too: the host samples under it, and its tensors cannot be saved for
     # a later backward pass.

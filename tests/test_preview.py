@@ -70,3 +70,30 @@ def test_the_demo_codec_previews_by_decoding_the_middle_frame():
     middle = latents.shape[2] // 2
     shown = previewer(codec)(latents)
     torch.testing.assert_close(shown, codec.decode(latents)[0, 4 * middle])
+
+
+def test_the_preview_node_fits_a_codec_once_and_keeps_no_codec_alive(monkeypatch):
+    """Fitted factors are kept for as long as their codec lives: a second render fits nothing,
+    and a VAE the artist switched away from is not held in memory by the preview cache."""
+    import gc
+    import weakref
+
+    from skyreels_pack.nodes import previews
+
+    fits = []
+    fit = previews.fit_preview_factors
+    monkeypatch.setattr(previews, "fit_preview_factors", lambda c: fits.append(c) or fit(c))
+    codec = LinearCodec()
+    latents = torch.randn(1, 5, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    first = previews._previewer(codec)(latents)
+    torch.testing.assert_close(previews._previewer(codec)(latents), first, rtol=0, atol=0)
+    torch.testing.assert_close(first, latent_preview(latents, codec.factors), atol=1e-5, rtol=0)
+    assert len(fits) == 1
+    others = [LinearCodec() for _ in range(6)]
+    for other in others:
+        previews._previewer(other)
+    alive = [weakref.ref(other) for other in others]
+    fits.clear()
+    del others, other
+    gc.collect()
+    assert [ref() for ref in alive] == [None] * 6

@@ -112,3 +112,29 @@ def test_device_table_is_made_once_per_angles_and_inference_mode():
         sampled = device_table(angles, "cpu")
     assert sampled is not table and not table.is_inference()  # training can still save it
     assert device_table(angles.clone(), "cpu") is not table  # keyed by the angles tensor itself
+
+
+def test_the_device_tables_hold_a_render_and_do_not_pile_up_across_shapes():
+    """A forward with references, keyframes and sound finds every table made by the one before
+    it (no copy per step), and renders of ever new shapes keep at most DEVICE_TABLES of them on
+    the device (each is tens of MB at 720p, beyond the host's reach)."""
+    from model_helpers import inputs, tiny_model
+
+    from skyreels_core.rope import DEVICE_TABLES, _device_table
+    from skyreels_core.types import References
+
+    model = tiny_model(audio_phase_harmonics=2).eval()
+    video, t, text, audio = inputs(model, batch=1, frames=3, height=4, width=4)
+    references = References(video=torch.randn(1, model.config.video_latent_channels, 1, 4, 4),
+                            audio=torch.randn(1, model.config.audio_latent_channels, 6))  # fmt: skip
+    keyframes = torch.randn(1, model.config.video_in_channels, 1, 8, 8)
+    _device_table.cache_clear()
+    with torch.no_grad():
+        for _ in range(2):
+            model(video, t, text, audio, references=references, keyframes=keyframes,
+                  keyframe_indices=[1])  # fmt: skip
+    made = _device_table.cache_info()
+    assert made.misses <= DEVICE_TABLES and made.hits == made.misses  # the second step: all hits
+    for side in range(2, 30):
+        device_table(video_angles(video_positions(1, side, 2), 12, 10000.0), "cpu")
+    assert _device_table.cache_info().currsize == DEVICE_TABLES
