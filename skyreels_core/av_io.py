@@ -7,6 +7,7 @@ failed or interrupted write never leaves a broken file and never replaces an exi
 from __future__ import annotations
 
 import glob
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -135,9 +136,10 @@ def trim_audio(audio: dict, start_seconds: float, duration_seconds: float = 0.0)
     return {"waveform": waveform[..., begin:end], "sample_rate": rate}
 
 
-def _decode_audio(container) -> dict:
+def _decode_audio(container, max_seconds: float | None = None) -> dict:
     """Every audio frame converted to float in the default layout of its channel count (whatever
-    the file stores), concatenated."""
+    the file stores), concatenated; with ``max_seconds``, only that long from the start, decoding
+    stopped once it is covered."""
     import av
 
     stream = container.streams.audio[0]
@@ -147,33 +149,42 @@ def _decode_audio(container) -> dict:
         )
     _check_channels(stream.channels)
     converter = av.AudioResampler(format="flt", layout=LAYOUTS[stream.channels], rate=stream.rate)
-    chunks = [
-        _samples(converted)
-        for frame in container.decode(stream)
-        for converted in converter.resample(frame)
-    ]
+    wanted = None if max_seconds is None else round(max_seconds * stream.rate)
+    chunks, decoded = [], 0
+    for frame in container.decode(stream):
+        for converted in converter.resample(frame):
+            chunks.append(_samples(converted))
+            decoded += chunks[-1].shape[1]
+        if wanted is not None and decoded >= wanted:
+            break
     if not chunks:
         raise InputError("audio", "the audio stream is empty", "pass a file with sound")
-    return {
-        "waveform": torch.from_numpy(np.concatenate(chunks, axis=1).copy())[None].float(),
-        "sample_rate": stream.rate,
-    }
+    waveform = np.concatenate(chunks, axis=1)[:, :wanted]
+    return {"waveform": torch.from_numpy(waveform.copy())[None].float(), "sample_rate": stream.rate}
 
 
 def read_video(
-    path: str | Path, *, max_frames: int | None = None
+    path: str | Path, *, max_frames: int | None = None, max_seconds: float | None = None
 ) -> tuple[torch.Tensor, float, dict | None]:
-    """Frames [T, H, W, 3] in 0..1, the frame rate, and the sound (AUDIO dict) if the file has one."""
+    """Frames [T, H, W, 3] in 0..1, the frame rate, and the sound (AUDIO dict) if the file has one.
+
+    ``max_frames`` and ``max_seconds`` (the whole frames that cover it) stop decoding early, the
+    sound too at the frames' end: a caller that uses a clip's start never holds all of a long
+    clip as float pixels (a minute of 1080p is tens of gigabytes)."""
     path = Path(path)
     with _open(path, "video") as container:
         if not container.streams.video:
             raise InputError("video", f"{path.name} has no video stream", "pass a video file")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 16)
+        limits = [max_frames] if max_frames is not None else []
+        if max_seconds is not None:  # rounded first: 33 frames at 16 fps are 33, not 34
+            limits.append(math.ceil(round(max_seconds * fps, 6)))
+        limit = min(limits, default=None)
         frames = []
         for frame in container.decode(stream):
             frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
-            if max_frames is not None and len(frames) >= max_frames:
+            if limit is not None and len(frames) >= limit:
                 break
     if not frames:
         raise InputError(
@@ -182,7 +193,7 @@ def read_video(
     audio = None
     with _open(path, "video") as container:
         if container.streams.audio:
-            audio = _decode_audio(container)
+            audio = _decode_audio(container, None if limit is None else len(frames) / fps)
     return torch.stack(frames).float() / 255, fps, audio
 
 

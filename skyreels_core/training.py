@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
+from .errors import InputError
 from .loading import write_safetensors
 from .masks import condition_from_pixels
 from .objective import flow_matching_loss, noised
@@ -38,6 +39,15 @@ class Batch:
     video_latents: torch.Tensor
     audio_latents: torch.Tensor
     text: TextEncoding
+
+
+def check_counts(counts: dict[str, int]) -> None:
+    """Each of a training command's counts (flag: value) is 1 or more, refused by its flag before
+    any work: 0 or less divides by zero (--checkpoint-every), crashes in torch (--batch) or
+    writes a file that learned nothing (--steps, a LoRA's --rank)."""
+    for flag, value in counts.items():
+        if value < 1:
+            raise InputError(flag, f"{value}", "give 1 or more")
 
 
 def start_run(seed: int, out: Path) -> tuple[torch.Generator, Path, float]:
@@ -117,21 +127,32 @@ def load_checkpoint(
     optimiser: torch.optim.Optimizer,
     generator: torch.Generator | None = None,
 ) -> int:
-    """Restore a checkpoint written by :func:`save_checkpoint`; returns the step it was taken at."""
-    with safe_open(str(path), framework="pt") as handle:
-        step = int(handle.metadata()["step"])
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    if generator is not None and "generator" in tensors:
-        generator.set_state(tensors["generator"])
-    model.load_state_dict(
-        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    )
-    state = optimiser.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("optimiser."):
-            _, index, name = key.split(".", 2)
-            state["state"].setdefault(int(index), {})[name] = value
-    optimiser.load_state_dict(state)
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns the step it was taken at.
+    The trainers resume from the one in their --out, so a file there that is no checkpoint, or one
+    of another model configuration (an earlier run's leftover), is refused naming --out."""
+    fix = "delete it to start afresh, or use another --out"
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            step = int((handle.metadata() or {})["step"])
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, KeyError, ValueError):
+        raise InputError("--out", f"{path} is not a training checkpoint", fix) from None
+    try:
+        model.load_state_dict(
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        state = optimiser.state_dict()
+        for key, value in tensors.items():
+            if key.startswith("optimiser."):
+                _, index, name = key.split(".", 2)
+                state["state"].setdefault(int(index), {})[name] = value
+        optimiser.load_state_dict(state)
+        if generator is not None and "generator" in tensors:
+            generator.set_state(tensors["generator"])
+    except (RuntimeError, ValueError, KeyError):
+        raise InputError(
+            "--out", f"{path} is a checkpoint of another model configuration", fix
+        ) from None
     return step
 
 

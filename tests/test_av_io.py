@@ -191,3 +191,43 @@ def test_saved_files_get_the_umasks_permissions(tmp_path):
         "lora.safetensors",
         "take.safetensors",
     ]
+
+
+class _CountingContainer:
+    """An opened container that counts the frames and samples its streams decode."""
+
+    def __init__(self, container, counts: dict[str, int]) -> None:
+        self.container, self.counts = container, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.__exit__(*exc)
+
+    def __getattr__(self, name: str):
+        return getattr(self.container, name)
+
+    def decode(self, *streams):
+        for frame in self.container.decode(*streams):
+            kind = "samples" if isinstance(frame, av.AudioFrame) else "frames"
+            self.counts[kind] += frame.samples if kind == "samples" else 1
+            yield frame
+
+
+@pytest.mark.parametrize("fps, frames", [(16.0, 33), (30.0, 62)])
+def test_a_time_limit_decodes_only_that_stretch_of_a_long_clip(tmp_path, monkeypatch, fps, frames):
+    """max_seconds reads the frames (whole ones, up to the limit's) and the sound over them,
+    the same as a full read's start, and decodes little more: a minute of 1080p took tens of
+    gigabytes to train a LoRA on its first two seconds."""
+    pixels, audio = _clip_with_click(10, frames=round(10 * fps), fps=fps)
+    path = write_mp4(tmp_path / "long.mp4", pixels, fps, audio)
+    whole, _, whole_sound = read_video(path)
+    counts = {"frames": 0, "samples": 0}
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: _CountingContainer(real_open(*a, **k), counts))
+    part, read_fps, sound = read_video(path, max_seconds=33 / 16)
+    samples = round(frames / fps * RATE)
+    assert read_fps == fps and torch.equal(part, whole[:frames])
+    assert torch.equal(sound["waveform"], whole_sound["waveform"][..., :samples])
+    assert counts["frames"] == frames and samples <= counts["samples"] <= samples + 2048

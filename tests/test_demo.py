@@ -436,3 +436,36 @@ def test_captions_are_utf8_with_or_without_a_bom_and_others_are_named(tmp_path, 
     assert capsys.readouterr().err == (
         "error: --clips: clip0.txt is not UTF-8. Fix: save it as UTF-8 text\n"
     )
+
+
+def test_a_long_clip_is_read_only_as_far_as_its_lora_uses_it(tmp_path, monkeypatch):
+    """A LoRA learns a clip's first 33 frames at 16 fps: a 10 s clip (a minute of 1080p took
+    tens of gigabytes) decodes those 2 s, its frames and sound what a full read gives there."""
+    from skyreels_core import av_io
+    from skyreels_core.demo import dataset
+
+    _write_clips(tmp_path, [("a red circle bounces on the floor", 160, 96, True)])
+    returned = []
+
+    def spy(path, **limits):
+        result = av_io.read_video(path, **limits)
+        returned.append(result[0].shape[0])
+        return result
+
+    monkeypatch.setattr(dataset, "read_video", spy)
+    part = dataset.read_clips(tmp_path)
+    monkeypatch.setattr(dataset, "read_video", lambda path, **limits: av_io.read_video(path))
+    whole = dataset.read_clips(tmp_path)
+    assert returned == [33]
+    assert torch.equal(part.pixels, whole.pixels) and torch.equal(part.audio, whole.audio)
+
+
+def test_hidden_files_in_the_clips_folder_are_skipped(tmp_path):
+    """macOS leaves ._clip0.mp4 (AppleDouble) beside a copied clip: it was read as a clip and
+    refused as one without a caption."""
+    from skyreels_core.demo.dataset import read_clips
+
+    _write_clips(tmp_path, [("a red circle bounces on the floor", 33, 64, False)])
+    (tmp_path / "._clip0.mp4").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / ".hidden.mov").write_bytes(b"")
+    assert read_clips(tmp_path).captions == ["a red circle bounces on the floor"]

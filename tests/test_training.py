@@ -63,3 +63,27 @@ def test_a_resumed_run_continues_bit_identically(tmp_path):
     state, restored = optimiser.state_dict()["state"], fresh_optimiser.state_dict()["state"]
     assert all(torch.equal(state[i]["exp_avg"], restored[i]["exp_avg"]) for i in state)
     assert torch.equal(generator.get_state(), fresh_generator.get_state())
+
+
+def test_a_checkpoint_of_another_model_or_no_checkpoint_is_one_line(tmp_path):
+    """A leftover checkpoint in --out (another preset's, or not a checkpoint at all) crashed the
+    resume with a bare RuntimeError or KeyError."""
+    import pytest
+    from safetensors.torch import save_file
+
+    from skyreels_core.errors import InputError
+
+    model = tiny_model()
+    path = tmp_path / "model_training.safetensors"
+    save_checkpoint(path, model, adamw(model.parameters(), lr=1e-3, weight_decay=0.0), 3)
+    other = tiny_model(num_dual_blocks=model.config.num_dual_blocks + 1).train()
+    fix = "Fix: delete it to start afresh, or use another --out"
+    with pytest.raises(InputError) as error:
+        load_checkpoint(path, other, adamw(other.parameters(), lr=1e-3, weight_decay=0.0))
+    assert str(error.value) == (
+        f"--out: {path} is a checkpoint of another model configuration. {fix}"
+    )
+    save_file({"x": torch.zeros(1)}, str(path))  # no step: not a training checkpoint
+    with pytest.raises(InputError) as error:
+        load_checkpoint(path, model, adamw(model.parameters(), lr=1e-3, weight_decay=0.0))
+    assert str(error.value) == f"--out: {path} is not a training checkpoint. {fix}"

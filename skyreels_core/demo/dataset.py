@@ -68,9 +68,10 @@ def render_world(
 
 def _fit_clip(path: Path, frames: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The clip's first ``frames`` frames at the world's frame rate, centre-cropped square and
-    resized to ``size``, and its sound as mono at the world's rate, as long as those frames."""
-    pixels, fps, audio = read_video(path)
+    resized to ``size``, and its sound as mono at the world's rate, as long as those frames.
+    Only those seconds are decoded: a long clip's whole length would be held as float pixels."""
     seconds = frames / FPS
+    pixels, fps, audio = read_video(path, max_seconds=seconds)
     if pixels.shape[0] / fps + 1e-6 < seconds:
         raise InputError(
             "--clips",
@@ -108,10 +109,15 @@ def _caption(video: Path) -> str:
 
 def read_clips(folder: Path, frames: int = FRAMES, size: int = LOW_SIZE) -> WorldData:
     """Every video in ``folder`` with its caption (the text file of the same name), fitted to the
-    demo model's clips: ``frames`` frames at its frame rate, ``size`` px square, mono sound."""
+    demo model's clips: ``frames`` frames at its frame rate, ``size`` px square, mono sound.
+    Hidden files are no clips: macOS leaves ``._clip.mp4`` (AppleDouble) beside a copied one."""
     folder = Path(folder)
     videos = (
-        sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        sorted(
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+        )
         if folder.is_dir()
         else []
     )

@@ -24,6 +24,7 @@ from ..mmdit import DualStreamMMDiT
 from ..training import (
     Batch,
     adamw,
+    check_counts,
     cosine_with_warmup,
     load_checkpoint,
     save_checkpoint,
@@ -33,7 +34,7 @@ from ..training import (
 from ..types import TextEncoding
 from .bundle import WEIGHTS_DIR, file_digest
 from .codecs import DemoAudioCodec, DemoVideoCodec
-from .dataset import FRAMES, WorldData, render_world
+from .dataset import FRAMES, WorldData, render_world, training_seeds
 from .train_codecs import train_codecs
 from .world import COLOURS, MOTIONS, SHAPES
 
@@ -126,14 +127,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=250)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The flags that cannot train, refused before --out is made and the codecs' minutes."""
+    check_counts(
+        {"--steps": args.steps, "--batch": args.batch, "--checkpoint-every": args.checkpoint_every,
+         "--codec-scenes": args.codec_scenes}
+    )  # fmt: skip
+    training_seeds(args.scenes, args.seed)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     generator, out, started = start_run(args.seed, args.out)
     data = render_world(args.scenes, args.seed)
 
     video_path, audio_path = out / "video_codec.safetensors", out / "audio_codec.safetensors"
     if not (video_path.exists() and audio_path.exists()):
         # Forked so the model's initialisation draws the same numbers whether or not the codecs
-        # had to be fitted first: a resumed or codec-reusing run reproduces a fresh one.
+        # (or the text encoder, below) had to be made first: a resumed or reusing run reproduces
+        # a fresh one.
         with torch.random.fork_rng():
             train_codecs(
                 out,
@@ -147,12 +159,13 @@ def run(args: argparse.Namespace) -> int:
 
     encoder_dir = out / "text_encoder"
     if not (encoder_dir / "config.json").exists():
-        create_tiny_encoder_folder(
-            encoder_dir,
-            hidden_size=get_preset("demo").text_dim,
-            vocab_texts=caption_vocabulary(),
-            seed=args.seed,
-        )
+        with torch.random.fork_rng():  # it seeds and draws from torch's generator
+            create_tiny_encoder_folder(
+                encoder_dir,
+                hidden_size=get_preset("demo").text_dim,
+                vocab_texts=caption_vocabulary(),
+                seed=args.seed,
+            )
     encoder = MLLMEncoder.from_folder(encoder_dir, dtype=torch.float32)
 
     world = encode_world(data, video_codec, audio_codec, encoder)

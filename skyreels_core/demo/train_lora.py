@@ -20,16 +20,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..encoder import MLLMEncoder
+from ..errors import InputError
+from ..loading import load_model
 from ..lora import applied
 from ..lora_training import lora_parameters, save_lora, trainable_lora
 from ..paths import output_file
-from ..training import start_run, training_loss
+from ..training import check_counts, start_run, training_loss
 from . import bundle
-from .dataset import read_clips, render_world
+from .codecs import DemoAudioCodec, DemoVideoCodec
+from .dataset import read_clips, render_world, training_seeds
 from .render import DemoPipeline
 from .train import draw_batch, encode_world
 
 PALETTE_SHIFT = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "red"}
+SCENES = 256
+BASE_FILES = ("model.safetensors", "video_codec.safetensors", "audio_codec.safetensors",
+              "text_encoder")  # fmt: skip
+"""What train-demo writes into its --out, all of which the LoRA's training reads."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         help=f"folder for the LoRA (default: the bundle's, for {bundle.LORA_FILE}; with --clips: "
-        "loras/, the file named after the clips' folder)",
+        "loras/, the file named after the clips' folder); a folder train-demo wrote: the LoRA is "
+        "trained on its model",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scenes", type=int, default=256, help="training scenes from the world")
+    parser.add_argument(
+        "--scenes",
+        type=int,
+        help=f"training scenes from the world (default {SCENES}; not with --clips)",
+    )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
@@ -57,6 +70,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --clips: replace a LoRA of the same name in --out (the bundled one is always "
         "rebuilt in place)",
     )
+
+
+def _lora_name(clips: Path | None) -> str:
+    return bundle.LORA_FILE if clips is None else f"{Path(clips).resolve().name}.safetensors"
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The flags that cannot train, or that would be ignored, refused before --out is made and
+    any clip is read; fills --scenes's default."""
+    check_counts({"--steps": args.steps, "--rank": args.rank, "--batch": args.batch})
+    if not args.lr > 0:
+        raise InputError("--lr", f"{args.lr:g}", "give a positive learning rate")
+    if args.out is not None and args.out.suffix.lower() == ".safetensors":
+        raise InputError(
+            "--out",
+            f"{args.out} names a file",
+            f"name a folder (the LoRA is written there as {_lora_name(args.clips)})",
+        )
+    if args.clips is not None:
+        if args.scenes is not None:
+            raise InputError(
+                "--scenes", "given with --clips, which trains on the clips instead of the world",
+                "drop one",
+            )  # fmt: skip
+        return
+    args.scenes = SCENES if args.scenes is None else args.scenes
+    training_seeds(args.scenes, args.seed)
+
+
+def base_files(out: Path) -> tuple[Path, ...] | None:
+    """The files (:data:`BASE_FILES`) of the model the LoRA is trained on: --out's own where
+    train-demo wrote a model there (a LoRA fits the model it was trained on, and --out's manifest
+    lists the LoRA beside it), else None, the bundled ones. Checked before the clips are read."""
+    if not (out / BASE_FILES[0]).exists():
+        return None
+    missing = [name for name in BASE_FILES if not (out / name).exists()]
+    if missing:
+        raise InputError(
+            "--out",
+            f"{out} holds a {BASE_FILES[0]} without its {', '.join(missing)}",
+            "finish its train-demo run (the same command resumes it), or use another --out",
+        )
+    return tuple(out / name for name in BASE_FILES)
+
+
+def load_base(files: tuple[Path, ...] | None) -> tuple[DemoPipeline, Path]:
+    """The pipeline of :func:`base_files`' model, and the model's file."""
+    if files is None:
+        return DemoPipeline.load(), bundle.model_path()
+    model, video, audio, encoder = files
+    pipeline = DemoPipeline(
+        load_model(model, dtype=torch.float32).eval(),
+        DemoVideoCodec.load(video),
+        DemoAudioCodec.load(audio),
+        MLLMEncoder.from_folder(encoder, dtype=torch.float32),
+    )
+    return pipeline, model
 
 
 def _record_in_manifest(manifest_path: Path, path: Path, command: str) -> None:
@@ -70,19 +140,21 @@ def _record_in_manifest(manifest_path: Path, path: Path, command: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     clips = args.clips
     default_out = bundle.WEIGHTS_DIR if clips is None else Path("loras")
     generator, out, started = start_run(args.seed, args.out or default_out)
-    name = bundle.LORA_FILE if clips is None else f"{Path(clips).resolve().name}.safetensors"
+    name = _lora_name(clips)
     # Your own LoRA is never replaced unasked, as demo's --out; the bundled one is rebuilt.
     refuse_existing = clips is not None and not args.overwrite
     target = output_file(out / name, "--out", name, refuse_existing=refuse_existing)
+    base = base_files(out)
     data = (
         render_world(args.scenes, args.seed, palette=PALETTE_SHIFT)
         if clips is None
         else read_clips(clips)
     )
-    pipeline = DemoPipeline.load()
+    pipeline, model_path = load_base(base)
     pipeline.model.requires_grad_(False)
     world = encode_world(data, pipeline.video_codec, pipeline.audio_codec, pipeline.encoder)
     lora = trainable_lora(pipeline.model, args.rank, generator, name)
@@ -102,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     provenance = {
         "command": f"python -m skyreels_core train-demo-lora --seed {args.seed} {source} "
         f"--steps {args.steps} --rank {args.rank} --batch {args.batch} --lr {args.lr:g}",
-        "base_model_sha256": bundle.file_digest(bundle.model_path()),
+        "base_model_sha256": bundle.file_digest(model_path),
         "minutes": f"{(time.monotonic() - started) / 60:.1f}",
     }
     if clips is None:

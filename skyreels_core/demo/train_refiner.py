@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 
 from ..objective import flow_matching_loss, noised
 from ..refiner import FPS_FACTORS, REFINER_PRESETS, RefinerDiT, build_condition, save_refiner
-from ..training import adamw, cosine_with_warmup, load_checkpoint, save_checkpoint, start_run
+from ..training import (
+    adamw,
+    check_counts,
+    cosine_with_warmup,
+    load_checkpoint,
+    save_checkpoint,
+    start_run,
+)
 from . import bundle
 from .dataset import FRAMES, HIGH_SIZE, LOW_SIZE, training_seeds
 from .world import render_scene, sample_scene_spec
@@ -141,14 +148,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_counts(
+        {"--steps": args.steps, "--batch": args.batch, "--checkpoint-every": args.checkpoint_every}
+    )
+    training_seeds(args.scenes, args.seed)  # refused before --out is made
     generator, out, started = start_run(args.seed, args.out)
     codec = bundle.video_codec()
-    data = encode_world(codec, args.scenes, args.seed)
-
     model = RefinerDiT(REFINER_PRESETS["demo"]).train()
     optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
     checkpoint = out / "refiner_training.safetensors"
+    # Resumed before the world is encoded, so a leftover checkpoint is refused before that work
+    # (the encoding draws from no generator: the model starts as it would after it).
     step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
+    data = encode_world(codec, args.scenes, args.seed)
     deadline = started + args.max_minutes * 60
     first_step, training_started = step, time.monotonic()
     with tqdm(total=args.steps, initial=step, desc="demo refiner") as bar:
