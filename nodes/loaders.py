@@ -142,7 +142,8 @@ class SkyReelsV4ModelLoader(FileLoader):
                     {
                         "default": "auto",
                         "tooltip": "auto picks the fastest installed (sage, then flash_attn, then "
-                        "sdpa); sdpa works everywhere; flash_attn and sage need their packages and CUDA.",
+                        "sdpa); sdpa works everywhere; flash_attn and sage need their packages, "
+                        "CUDA and dtype bf16/fp16 (under fp32 auto picks sdpa).",
                     },
                 ),
             },
@@ -156,7 +157,8 @@ class SkyReelsV4ModelLoader(FileLoader):
                         "tooltip": "Keep this many transformer blocks in CPU memory and stream each "
                         "to the GPU just before it runs (0 = off). Saves one block's weights of GPU "
                         "memory per block; costs PCIe copy time each step, mostly hidden behind "
-                        "compute. Needs that much free CPU RAM.",
+                        "compute. Needs that much free CPU RAM; the model then rests in CPU "
+                        "memory between renders, even with --highvram.",
                     },
                 ),
                 "compile": (
@@ -181,7 +183,10 @@ class SkyReelsV4ModelLoader(FileLoader):
     ):
         from skyreels_core.loading import holds_fp8_weights, load_model
 
-        offload, device = host.offload_device(), host.torch_device()
+        device = host.torch_device()
+        # Swapped blocks stream from CPU memory, so with blocks to swap the model rests there even
+        # where ComfyUI keeps models on the GPU (--highvram, --gpu-only).
+        offload = torch.device("cpu") if block_swap else host.offload_device()
         if model_name == bundle.BUNDLED:
             path, rate = bundle.model_path(), bundle.audio_rate()
         else:
@@ -193,7 +198,7 @@ class SkyReelsV4ModelLoader(FileLoader):
         )
         if module.config.audio_latent_channels is None:
             rate = None
-        module.attention_backend = resolve_attention(attention, device)
+        module.attention_backend = resolve_attention(attention, device, torch_dtype)
         return (
             LoadedModel(module, model_name, rate, offload, block_swap=block_swap, compile=compile),
         )

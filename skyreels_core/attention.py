@@ -20,6 +20,7 @@ _PACKAGES = {
     "flash_attn": ("flash_attn", "pip install flash-attn"),
     "sage": ("sageattention", "pip install sageattention"),
 }
+HALF_PRECISION = (torch.float16, torch.bfloat16)  # the only dtypes their kernels take
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
         for name, (package, _) in _PACKAGES.items()
         if cuda and importlib.util.find_spec(package)
     ]
+
+
+def takes_dtype(backend: str, dtype: torch.dtype) -> bool:
+    """Whether ``backend`` computes on ``dtype`` tensors: flash_attn and sage take fp16/bf16
+    only (their own assertion fails otherwise, at the first attention call)."""
+    return backend not in _PACKAGES or dtype in HALF_PRECISION
 
 
 def _require(backend: str, q: torch.Tensor) -> None:

@@ -144,13 +144,22 @@ def _set(slot, tensor: torch.Tensor) -> None:
         module._buffers[name] = tensor
 
 
+def _pinned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in pinned memory if it is in CPU memory, so its copies to a CUDA device run
+    asynchronously; PyTorch pins only CPU tensors (one already on a GPU stays as it is)."""
+    if tensor.device.type != "cpu" or tensor.is_pinned():
+        return tensor
+    return tensor.pin_memory()
+
+
 class BlockSwap:
     """Streams the weights of the first ``count`` layers to ``device`` one layer ahead.
 
     The model's forward calls :meth:`fetch` before layer i and :meth:`release` after it. Between
-    calls the swapped layers' tensors are their offload copies (pinned when the device is CUDA,
-    so copies run asynchronously); during layer i its tensors are device copies, and layer i+1's
-    copy is already in flight. At most two swapped layers are on the device at once.
+    calls the swapped layers' tensors are their offload copies (pinned when the device is CUDA
+    and they are in CPU memory, so copies run asynchronously); during layer i its tensors are
+    device copies, and layer i+1's copy is already made (on CUDA, in flight on a side stream).
+    At most two swapped layers are on the device at once.
     """
 
     def __init__(self, layers: list[list[nn.Module]], count: int, device: torch.device) -> None:
@@ -163,10 +172,7 @@ class BlockSwap:
         self.offloaded = [[_get(slot) for slot in slots] for slots in self.slots]
         self.cuda = device.type == "cuda"
         if self.cuda:
-            self.offloaded = [
-                [t if t.is_pinned() else t.pin_memory() for t in tensors]
-                for tensors in self.offloaded
-            ]
+            self.offloaded = [[_pinned(t) for t in tensors] for tensors in self.offloaded]
             for slots, tensors in zip(self.slots, self.offloaded):
                 for slot, tensor in zip(slots, tensors):
                     _set(slot, tensor)
@@ -187,8 +193,9 @@ class BlockSwap:
                 copies = [t.to(self.device, non_blocking=True) for t in self.offloaded[index]]
                 ready = torch.cuda.Event()
                 ready.record(self.copy_stream)
-        else:
-            copies, ready = [t.clone() for t in self.offloaded[index]], None
+        else:  # MPS, XPU: a plain copy; on the CPU a fresh one, so the CPU runs the same path
+            copies = [t.to(self.device, copy=True) for t in self.offloaded[index]]
+            ready = None
         self._in_flight[index] = (copies, ready)
         self.on_device.add(index)
         self.peak_layers_on_device = max(self.peak_layers_on_device, len(self.on_device))
@@ -290,13 +297,14 @@ def visiting(
     """``model`` on ``compute_device`` for the block, then back on ``rest_device``: a text encoder
     or VAE used once per render must not hold GPU memory while the transformer samples. Before
     it moves, ``reserve`` is asked for its weights (unless they already rest there) plus the
-    ``working_bytes`` its activations and outputs take."""
+    ``working_bytes`` its activations and outputs take. A move that runs out of memory part-way
+    puts the weights already moved back too."""
     compute_device, rest_device = torch.device(compute_device), torch.device(rest_device)
     if reserve is not None:
         weights = device_bytes(model) if compute_device != rest_device else 0
         reserve(compute_device, weights + working_bytes)
-    place(model, compute_device)
     try:
+        place(model, compute_device)
         yield model
     finally:
         if compute_device != rest_device:

@@ -9,14 +9,16 @@ the compute device only inside :meth:`LoadedModel.on`, except the layers a block
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from .attention import available_backends
+from .attention import available_backends, takes_dtype
+from .errors import InputError
 from .lora import Lora, applied
 from .offload import check_block_swap, enable_block_swap, place, stream_layers
 
@@ -32,28 +34,73 @@ class AudioRate:
 MMAUDIO_44K = AudioRate(sample_rate=44100, samples_per_token=1024)
 
 
-def compile_blocks(module: nn.Module) -> None:
+CompiledSteps = dict[tuple[nn.Module, str], Callable[..., Any]]
+"""Compiled callables by the (module, attribute) :meth:`LoadedModel.on` sets them as."""
+
+
+def compile_blocks(module: nn.Module) -> CompiledSteps:
     """``torch.compile`` every stream block's steps. The model's forward calls a block's
     ``attend``/``cross_text``/``feed_forward`` and its exchange module, never ``block.forward``,
-    so those are what get compiled; blocks of one shape share their compiled graphs.
+    so those are what get compiled; blocks of one shape share their compiled graphs. They are
+    returned, not set: a compiled :class:`LoadedModel` sets them only while it renders, so the
+    shared module stays eager for every other use (and after a compilation that failed).
 
     Dynamo skips guards on module hooks by default, so a compiled block would ignore the forward
     hooks that apply a LoRA (:mod:`.lora`) and render without it, silently; with the guards on
     (process-wide, a few more checks per call) the first render with a LoRA recompiles and later
     ones reuse that graph."""
     torch._dynamo.config.skip_nnmodule_hook_guards = False
+    steps: CompiledSteps = {}
     for layer in stream_layers(module):
         for block in layer:
             for step in ("attend", "cross_text", "feed_forward"):
-                setattr(block, step, torch.compile(getattr(block, step)))
-            if hasattr(block, "av_cross_attn"):
-                block.av_cross_attn.compile()
+                steps[block, step] = torch.compile(getattr(block, step))
+            if hasattr(block, "av_cross_attn"):  # as nn.Module.compile() sets it
+                exchange = block.av_cross_attn
+                steps[exchange, "_compiled_call_impl"] = torch.compile(exchange._call_impl)
+    return {key: _naming_toolchain_failures(step) for key, step in steps.items()}
+
+
+def _naming_toolchain_failures(compiled: Callable[..., Any]) -> Callable[..., Any]:
+    """``compiled``, raising an :class:`InputError` on ``compile`` where its first call cannot
+    build kernels (no C++ compiler on a CPU, no Triton on a GPU): torch's own error names neither
+    the input nor the fix, and comes at the first step, after the text was encoded. Inductor
+    raises its errors as BackendCompilerFailed too (since torch 2.7 as its InductorError)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return compiled(*args, **kwargs)
+        except BackendCompilerFailed as error:
+            cause = getattr(error, "inner_exception", error)
+            reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
+            raise InputError(
+                "compile",
+                f"torch.compile has no working toolchain here ({reason})",
+                "set compile to false, or install a C++ compiler (CPU) / Triton (GPU)",
+            ) from error
+
+    return step
+
+
+@contextmanager
+def _installed(steps: CompiledSteps) -> Iterator[None]:
+    """``steps`` in place of their modules' own for the block (instance attributes shadowing
+    the class's methods), then the modules as they were."""
+    for (owner, name), step in steps.items():
+        setattr(owner, name, step)
+    try:
+        yield
+    finally:
+        for owner, name in steps:
+            delattr(owner, name)
 
 
 class LoadedModel:
     """``block_swap`` layers stream from offload memory during each forward (0 = off);
     ``compile`` runs the blocks through ``torch.compile`` (first step pays the compilation);
-    ``loras`` (file, strength) apply inside :meth:`on` only, so the shared module never changes."""
+    the compiled blocks and ``loras`` (file, strength) apply inside :meth:`on` only, so the
+    shared module never changes."""
 
     def __init__(
         self,
@@ -71,8 +118,7 @@ class LoadedModel:
         self.offload_device = torch.device(offload_device)
         self.block_swap = check_block_swap(module, block_swap)
         self.loras: tuple[tuple[Lora, float], ...] = ()
-        if compile:
-            compile_blocks(self.module)
+        self.compiled_steps = compile_blocks(self.module) if compile else {}
 
     @property
     def config(self):
@@ -95,10 +141,11 @@ class LoadedModel:
 
     @contextmanager
     def on(self, device: torch.device | str) -> Iterator[nn.Module]:
-        """The module on ``device`` with its LoRAs for the duration of the block (its swapped
-        layers streamed there layer by layer), then back to the offload device as loaded."""
+        """The module on ``device`` with its LoRAs and compiled steps for the duration of the block
+        (its swapped layers streamed there layer by layer), then back to the offload device as
+        loaded."""
         device = torch.device(device)
-        with applied(self.module, self.loras, device):
+        with applied(self.module, self.loras, device), _installed(self.compiled_steps):
             streamer = enable_block_swap(self.module, self.block_swap, device)
             try:
                 place(self.module, device)
@@ -125,10 +172,23 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
-def resolve_attention(name: str, device: torch.device | str) -> str:
-    """``auto`` is the fastest backend installed for ``device``: SageAttention's int8 kernels,
-    then FlashAttention, then PyTorch's sdpa (which itself picks flash/memory-efficient kernels)."""
-    if name != "auto":
-        return name
-    available = available_backends(device)
-    return next(backend for backend in ("sage", "flash_attn", "sdpa") if backend in available)
+def resolve_attention(name: str, device: torch.device | str, dtype: torch.dtype) -> str:
+    """``auto`` is the fastest backend installed for ``device`` that takes the compute ``dtype``:
+    SageAttention's int8 kernels, then FlashAttention (both fp16/bf16 only), then PyTorch's sdpa
+    (which itself picks flash/memory-efficient kernels). A chosen backend that cannot take
+    ``dtype`` is refused here, at load, not by its library's assertion at the first step."""
+    if name == "auto":
+        available = available_backends(device)
+        return next(
+            backend
+            for backend in ("sage", "flash_attn", "sdpa")
+            if backend in available and takes_dtype(backend, dtype)
+        )
+    if not takes_dtype(name, dtype):
+        dtype_name = next((key for key, value in DTYPES.items() if value == dtype), str(dtype))
+        raise InputError(
+            "attention",
+            f"{name} takes fp16/bf16 weights and the model computes in {dtype_name}",
+            "choose sdpa, or dtype bf16/fp16",
+        )
+    return name

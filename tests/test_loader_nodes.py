@@ -150,3 +150,21 @@ def test_lora_node_lists_the_loras_folder_and_the_sampler_renders_with_it(models
     assert torch.equal(render(model).video, base.video)
     with pytest.raises(InputError, match="lora"):
         lora_node().load(model, "../diffusion_models/x.safetensors", 1.0)
+
+
+def test_block_swap_streams_from_cpu_memory_when_comfyui_keeps_models_on_the_gpu(monkeypatch):
+    """--highvram / --gpu-only make ComfyUI's offload device the GPU: the model rests there, but
+    with blocks to swap it rests in CPU memory, where they stream from."""
+    from skyreels_pack.nodes import host
+
+    from skyreels_core.demo import bundle
+
+    monkeypatch.setattr(host, "offload_device", lambda: torch.device("meta"))  # the GPU
+    kept = MODEL_LOADER().load(bundle.BUNDLED, "fp32", "sdpa")[0]
+    assert kept.offload_device.type == "meta"
+    assert {p.device.type for p in kept.module.parameters()} == {"meta"}
+    swapped = MODEL_LOADER().load(bundle.BUNDLED, "fp32", "sdpa", block_swap=1)[0]
+    assert swapped.offload_device.type == "cpu"
+    assert {p.device.type for p in swapped.module.parameters()} == {"cpu"}
+    with swapped.on(host.torch_device()) as module:
+        assert module.weight_streamer.count == 1

@@ -1,4 +1,5 @@
-"""Out-of-memory is reported with the memory options and does not keep the failed tensors alive."""
+"""Out-of-memory is reported with the memory options and does not keep the failed tensors alive,
+nor weights on the GPU."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import weakref
 
 import pytest
 import torch
+from torch import nn
 
+import skyreels_core.offload as offload
 from skyreels_core.errors import MemoryAdviceError
 from skyreels_core.memory import MEMORY_OPTIONS, out_of_memory_advice
 
@@ -36,3 +39,24 @@ def test_other_errors_pass_through_unchanged():
     with pytest.raises(KeyError):
         with out_of_memory_advice("decode"):
             raise KeyError("x")
+
+
+def test_running_out_of_memory_while_a_vae_moves_in_leaves_none_of_it_on_the_gpu(monkeypatch):
+    """A VAE or text encoder that fills the GPU part-way through its move goes back whole."""
+    vae = nn.Sequential(*[nn.Linear(8, 8) for _ in range(4)])
+    on_gpu = set()  # "meta" stands in for the GPU; the stand-in keeps track of what is there
+    real_set = offload._set
+
+    def set_until_full(slot, tensor):
+        if tensor.device.type != "meta":
+            on_gpu.discard(slot)
+            return real_set(slot, tensor)
+        if len(on_gpu) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        on_gpu.add(slot)
+
+    monkeypatch.setattr(offload, "_set", set_until_full)
+    with pytest.raises(MemoryAdviceError, match="video decode ran out of memory"):
+        with out_of_memory_advice("video decode"), offload.visiting(vae, "meta", "cpu"):
+            pytest.fail("the block ran without its weights")
+    assert on_gpu == set()  # every weight back on the rest device

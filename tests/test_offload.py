@@ -117,6 +117,28 @@ def test_block_swap_keeps_swapped_layers_in_offload_memory():
     assert model.head.head.weight.device.type == "meta"
 
 
+def test_block_swap_streams_to_a_non_cuda_accelerator():
+    """On MPS or XPU a swapped layer computes with its weights on that device, like the rest.
+    (The forward itself cannot run on "meta": it reads the text mask's values.)"""
+    model = tiny_model()
+    first = stream_layers(model)[0]
+    offloaded = [p.data_ptr() for block in first for p in block.parameters()]
+    streamer = enable_block_swap(model, 1, "meta")  # "meta" stands in for mps / xpu
+    streamer.fetch(0)  # what the forward calls before the layer runs
+    assert {p.device.type for block in first for p in block.parameters()} == {"meta"}
+    streamer.release(0)
+    assert [p.data_ptr() for block in first for p in block.parameters()] == offloaded
+
+
+def test_block_swap_pins_only_weights_in_cpu_memory(monkeypatch):
+    """PyTorch pins CPU tensors only; weights resting on a GPU are streamed as they are."""
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: None)  # no GPU here
+    model = tiny_model().to("meta")  # "meta" stands in for weights resting on the GPU
+    streamer = enable_block_swap(model, 1, "cuda")
+    assert streamer.count == 1
+    assert {p.device.type for p in model.blocks[0].parameters()} == {"meta"}
+
+
 def test_device_bytes_count_resident_weights_and_two_swapped_layers_in_flight():
     model = tiny_model(num_dual_blocks=2, num_single_blocks=2)
     tensors = [*model.parameters(), *model.buffers()]
@@ -154,21 +176,57 @@ def test_bad_block_swap_names_the_input():
         LoadedModel(tiny_model(), "tiny", block_swap=3)
 
 
-def test_compile_option_wraps_every_block_step():
+def test_compile_option_compiles_every_block_step_while_the_model_renders(monkeypatch):
+    """The compiled steps are set only inside ``on``: the shared module stays eager for others."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda step: compiled.append(step) or step)
     model = tiny_model()
-    LoadedModel(model, "tiny", compile=True)
-    for layer in stream_layers(model):
-        for block in layer:
-            assert hasattr(block.attend, "_torchdynamo_orig_callable")
-            assert hasattr(block.feed_forward, "_torchdynamo_orig_callable")
-            assert block.av_cross_attn._compiled_call_impl is not None
+    loaded = LoadedModel(model, "tiny", compile=True)
+    blocks = [block for layer in stream_layers(model) for block in layer]
+    exchanges = [block.av_cross_attn for block in blocks]
+    steps = [(block, name) for block in blocks for name in ("attend", "cross_text", "feed_forward")]
+    assert compiled == [
+        step
+        for block, exchange in zip(blocks, exchanges)
+        for step in (block.attend, block.cross_text, block.feed_forward, exchange._call_impl)
+    ]
+    with loaded.on("cpu"):
+        assert all(name in vars(block) for block, name in steps)
+        assert all(exchange._compiled_call_impl is not None for exchange in exchanges)
+    assert not any(name in vars(block) for block, name in steps)
+    assert all(exchange._compiled_call_impl is None for exchange in exchanges)
+
+
+def test_compile_without_a_toolchain_names_the_input_and_leaves_the_model_usable():
+    """No C++ compiler (a CPU host) or no Triton (a GPU one): torch's error at the first step
+    becomes one naming ``compile``, and the same model renders with compile off. (torch's own
+    ``config.patch`` restores its settings; pytest's monkeypatch would delete them on undo.)"""
+    import torch._inductor.config
+
+    model = tiny_model()
+    reference = _run(model)
+    no_compiler = {"cpp.cxx": ("/nonexistent/g++",)}  # a host without a C++ toolchain
+    with (
+        torch._inductor.config.patch(no_compiler),
+        pytest.raises(
+            InputError,
+            match=r"^compile: torch\.compile has no working toolchain here \(InvalidCxxCompiler: "
+            r"No working C\+\+ compiler .*\)\. Fix: set compile to false, or install a C\+\+ "
+            r"compiler \(CPU\) / Triton \(GPU\)$",
+        ),
+        LoadedModel(model, "tiny", compile=True, block_swap=1).on("cpu") as module,
+    ):
+        _run(module)
+    assert model.weight_streamer is None
+    with LoadedModel(model, "tiny").on("cpu") as module:
+        out = _run(module)
+    assert torch.equal(out.video, reference.video) and torch.equal(out.audio, reference.audio)
 
 
 def test_attention_auto_picks_an_available_backend():
-    assert resolve_attention("auto", "cpu") == "sdpa"
-    assert (
-        resolve_attention("sage", "cpu") == "sage"
-    )  # an explicit choice is kept (and checked later)
+    assert resolve_attention("auto", "cpu", torch.bfloat16) == "sdpa"
+    # An explicit choice is kept (and checked for its device at the first attention call).
+    assert resolve_attention("sage", "cpu", torch.bfloat16) == "sage"
 
 
 def test_model_loader_applies_fp8_and_block_swap():
