@@ -50,9 +50,11 @@ def takes_dtype(backend: str, dtype: torch.dtype) -> bool:
     return backend not in _PACKAGES or dtype in HALF_PRECISION
 
 
-def _require(backend: str, q: torch.Tensor) -> None:
+def require_backend(backend: str, device: torch.device | str) -> None:
+    """A package backend (sage, flash_attn) runs on ``device``: checked when the model loads and
+    again at each call, where the tensors may sit elsewhere."""
     package, fix = _PACKAGES[backend]
-    if q.device.type != "cuda":
+    if torch.device(device).type != "cuda":
         raise InputError("attention", f"{backend} runs only on CUDA GPUs", "choose sdpa")
     if importlib.util.find_spec(package) is None:
         raise InputError("attention", f"{backend} is not installed", f"{fix}, or choose sdpa")
@@ -73,13 +75,13 @@ def attention(
     if backend == "sdpa" or (mask is not None and backend in ("flash_attn", "sage")):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if backend == "flash_attn":
-        _require(backend, q)
+        require_backend(backend, q.device)
         from flash_attn import flash_attn_func
 
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2)
     if backend == "sage":
-        _require(backend, q)
+        require_backend(backend, q.device)
         from sageattention import sageattn
 
         return sageattn(q, k, v, tensor_layout="HND")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import available_backends, takes_dtype
+from .attention import available_backends, require_backend, takes_dtype
 from .errors import InputError
 from .lora import Lora, applied
 from .offload import check_block_swap, enable_block_swap, place, stream_layers
@@ -191,4 +191,6 @@ def resolve_attention(name: str, device: torch.device | str, dtype: torch.dtype)
             f"{name} takes fp16/bf16 weights and the model computes in {dtype_name}",
             "choose sdpa, or dtype bf16/fp16",
         )
+    if name in ("sage", "flash_attn"):
+        require_backend(name, device)
     return name

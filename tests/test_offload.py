@@ -225,8 +225,10 @@ def test_compile_without_a_toolchain_names_the_input_and_leaves_the_model_usable
 
 def test_attention_auto_picks_an_available_backend():
     assert resolve_attention("auto", "cpu", torch.bfloat16) == "sdpa"
-    # An explicit choice is kept (and checked for its device at the first attention call).
-    assert resolve_attention("sage", "cpu", torch.bfloat16) == "sage"
+    # An explicit choice the device cannot run is named when the model loads, not at its first
+    # attention call after the prompt was encoded.
+    with pytest.raises(InputError, match="^attention: sage runs only on CUDA GPUs. Fix: choose"):
+        resolve_attention("sage", "cpu", torch.bfloat16)
 
 
 def test_model_loader_applies_fp8_and_block_swap():
