@@ -317,6 +317,9 @@ class MLLMEncoder:
             output = self.model.model(input_ids=ids, output_hidden_states=True, **inputs)
         hidden = output.hidden_states[self.hidden_layer][0]
         features = hidden[len(self._prefix) : ids.shape[1] - self._suffix_length][None].float()
+        # Cached where the weights rest: 64 prompts with pictures are a GB of GPU memory the
+        # host cannot reclaim, and the sampler moves the features it reads to its device itself.
+        features = features.to(self.offload_device)
         encoding = TextEncoding(
             features, torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
         )

@@ -181,3 +181,17 @@ def test_a_hidden_layer_the_model_lacks_is_named_at_load_and_outer_whitespace_is
     torch.testing.assert_close(
         encoder.encode("\n  a red circle bounces \n").features, plain.features
     )
+
+
+def test_cached_features_rest_where_the_weights_rest(folder, monkeypatch):
+    """Encodings are cached on the offload device (the CPU, where the encoder waits between
+    prompts), not on the GPU that computed them; "meta" stands in for an offload device here."""
+    import contextlib
+
+    encoder = MLLMEncoder.from_folder(folder, dtype=torch.float32)
+    computed = encoder.encode(PROMPT)
+    monkeypatch.setattr(encoder, "offload_device", torch.device("meta"))
+    monkeypatch.setattr(encoder, "_computing", contextlib.nullcontext)
+    rested = encoder.encode(PROMPT + " twice")
+    assert computed.features.device.type == "cpu" and rested.features.device.type == "meta"
+    assert rested.mask.device.type == "meta" and encoder.encode(PROMPT + " twice") is rested
