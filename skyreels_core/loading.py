@@ -214,6 +214,15 @@ def detect_config(
     if CONFIG_METADATA_KEY in metadata:
         return config_from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
     _refuse_refiner(metadata, input_name)
+    if any(key.startswith("img_emb.") for key in shapes):
+        raise CheckpointError(
+            input_name,
+            "the file is an image-to-video Wan checkpoint (it holds a CLIP image projection, "
+            "img_emb, and image cross-attention); this pack starts from an image through the "
+            "channel-concat condition of a T2V-layout model instead",
+            "pick a Wan 2.1 T2V checkpoint (wan2.1_t2v_*.safetensors) or a SkyReels-V4 one, and "
+            "give the image to Mask: Image to Video",
+        )
     missing = [key for key in WAN_KEYS if key not in shapes]
     if not missing:
         return wan_config_from_shapes(shapes)

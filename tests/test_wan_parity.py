@@ -94,3 +94,17 @@ def test_a_diffusers_release_of_wan_loads_as_the_original(wan_checkpoint, tmp_pa
         a = ours(latents, t, TextEncoding(text, torch.ones(2, 7, dtype=torch.bool))).video
         b = theirs(latents, t * 1000, text).sample
     assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_an_image_to_video_wan_checkpoint_is_named(wan_checkpoint, tmp_path):
+    """Wan's I2V release adds a CLIP image projection and image cross-attention: named as such,
+    with where the image goes instead, not a list of unexpected keys."""
+    from skyreels_core.errors import CheckpointError
+
+    _, state = wan_checkpoint
+    i2v = {**state, "img_emb.proj.1.weight": torch.zeros(64, 32),
+           "blocks.0.cross_attn.k_img.weight": torch.zeros(64, 64)}  # fmt: skip
+    path = tmp_path / "wan2.1_i2v_480p_tiny.safetensors"
+    save_file({f"model.diffusion_model.{k}": v for k, v in i2v.items()}, str(path))
+    with pytest.raises(CheckpointError, match="^model_name: the file is an image-to-video Wan"):
+        load_model(path, input_name="model_name")
