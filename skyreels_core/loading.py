@@ -224,6 +224,14 @@ def detect_config(
             "give the image to Mask: Image to Video",
         )
     missing = [key for key in WAN_KEYS if key not in shapes]
+    width = shapes.get("patch_embedding.weight", (HEAD_DIM,))[0]
+    if not missing and width % HEAD_DIM:
+        raise CheckpointError(
+            input_name,
+            f"the file is Wan-shaped but {width} wide, which no Wan 2.1 release is (every one "
+            f"has {HEAD_DIM}-wide heads)",
+            "pick a Wan 2.1 T2V release (1.3B: 1536 wide, 14B: 5120) or a SkyReels-V4 checkpoint",
+        )
     if not missing:
         return wan_config_from_shapes(shapes)
     raise CheckpointError(

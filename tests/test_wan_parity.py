@@ -108,3 +108,12 @@ def test_an_image_to_video_wan_checkpoint_is_named(wan_checkpoint, tmp_path):
     save_file({f"model.diffusion_model.{k}": v for k, v in i2v.items()}, str(path))
     with pytest.raises(CheckpointError, match="^model_name: the file is an image-to-video Wan"):
         load_model(path, input_name="model_name")
+
+
+def test_a_wan_shaped_file_of_no_wan_width_is_named(wan_checkpoint):
+    """WAN_TINY is 64 wide: read without a config it cannot be a Wan release (128-wide heads)."""
+    from skyreels_core.errors import CheckpointError
+
+    path, _ = wan_checkpoint
+    with pytest.raises(CheckpointError, match="^model_name: the file is Wan-shaped but 64 wide"):
+        load_model(path, input_name="model_name")
