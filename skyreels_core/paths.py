@@ -6,7 +6,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 
 from .errors import InputError
 
@@ -26,11 +26,15 @@ def resolve_inside(
     machine owner's choice (ComfyUI opens such files too), while the typed text cannot climb out.
     """
     roots = [roots] if isinstance(roots, Path) else roots
-    if not name or "\x00" in name or Path(name).is_absolute() or not Path(name).parts:
+    # Judged in both flavours, so a workflow shared from Linux cannot reach C:\ on Windows
+    # ("\\secret" and "D:x" are relative there, yet ``root / name`` leaves ``root``).
+    flavours: list[PurePath] = [Path(name), PureWindowsPath(name)]
+    plain = all(path.parts and not (path.drive or path.root) for path in flavours)
+    if not name or "\x00" in name or not plain:
         raise InputError(
             input_name, f"{name!r} is not a plain file name", "pick a file from the list"
         )
-    if ".." in Path(name).parts:
+    if any(".." in path.parts for path in flavours):
         folders = ", ".join(str(root) for root in roots)
         raise InputError(
             input_name, f"{name!r} points outside {folders}", "pick a file inside that folder"

@@ -285,9 +285,13 @@ def test_adapter_fallbacks_without_comfyui(tmp_path, monkeypatch):
 def test_resolve_inside_refuses_escapes(tmp_path):
     (tmp_path / "ok.png").write_bytes(b"x")
     assert resolve_inside(tmp_path, "ok.png") == (tmp_path / "ok.png").resolve()
-    for bad in ["/etc/passwd", "../x", "a/../../x", "", "a\x00b"]:
+    bad_names = ["/etc/passwd", "../x", "a/../../x", "", "a\x00b", ".", "./"]
+    windows_escapes = ["\\secret", "D:rel\\x", "C:\\x", "\\\\server\\share\\x", "..\\x"]
+    for bad in bad_names + windows_escapes:
         with pytest.raises(InputError):
             resolve_inside(tmp_path, bad)
+        with pytest.raises(InputError):
+            resolve_inside(tmp_path, bad, exists=Path.is_dir)
 
 
 def test_shape_rules_name_the_fix():
