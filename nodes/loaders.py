@@ -73,15 +73,20 @@ def _text_encoder_choices() -> list[str]:
     """Model folders, then single-file Qwen2.5-VLs (ComfyUI's qwen_2.5_vl_7b*.safetensors); the
     T5 and CLIP files other models keep in the folder, and a model folder's own shards, are not
     offered."""
+    files = [name for name in host.list_models("text_encoders") if _single_file_qwen(name)]
+    return [bundle.BUNDLED, *host.list_model_dirs("text_encoders"), *files]
+
+
+def _single_file_qwen(name: str) -> bool:
+    """Whether a listed text-encoder file is offered; a dangling link (a drive not mounted) or an
+    unreadable file is left out, since a list that raises would hide every node from the menu."""
     from skyreels_core.encoder_file import holds_qwen25_vl
 
-    files = [
-        name
-        for name in host.list_models("text_encoders")
-        if not (path := host.model_path("text_encoders", name)).with_name("config.json").is_file()
-        and holds_qwen25_vl(path)
-    ]
-    return [bundle.BUNDLED, *host.list_model_dirs("text_encoders"), *files]
+    try:
+        path = host.model_path("text_encoders", name)
+    except InputError:
+        return False
+    return not path.with_name("config.json").is_file() and holds_qwen25_vl(path)
 
 
 class FileLoader:

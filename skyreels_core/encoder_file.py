@@ -125,7 +125,7 @@ def holds_qwen25_vl(path: Path) -> bool:
     text-encoder folder offers, beside the T5 and CLIP files other models keep there."""
     try:
         _, shapes, _ = read_checkpoint_header(Path(path))
-    except CheckpointError:
+    except (CheckpointError, OSError):
         return False
     return all(key in shapes for key in REQUIRED_KEYS)
 

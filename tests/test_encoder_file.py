@@ -143,6 +143,7 @@ def test_the_loader_node_offers_qwen_files_and_reads_them_with_the_hosts_tokeniz
     from skyreels_pack import NODE_CLASS_MAPPINGS
     from skyreels_pack.nodes import host
 
+    from skyreels_core import encoder_file
     from skyreels_core.demo import bundle
     from skyreels_core.errors import InputError
 
@@ -155,6 +156,24 @@ def test_the_loader_node_offers_qwen_files_and_reads_them_with_the_hosts_tokeniz
     node = NODE_CLASS_MAPPINGS["SkyReelsV4TextEncoderLoader"]
     choices = node.INPUT_TYPES()["required"]["encoder"][0]
     assert choices == [bundle.BUNDLED, "Qwen2.5-VL-tiny", "qwen_2.5_vl_tiny.safetensors"]
+    # ComfyUI's listing follows links, so one to a drive not mounted is listed; an unreadable
+    # file raises on open. Neither may take the whole menu down.
+    (encoders / "qwen_2.5_vl_gone.safetensors").symlink_to(tmp_path / "unmounted.safetensors")
+    listing = host.list_models
+    monkeypatch.setattr(
+        host, "list_models", lambda kind: [*listing(kind), "qwen_2.5_vl_gone.safetensors"]
+    )
+    unreadable = encoders / "qwen_2.5_vl_locked.safetensors"
+    shutil.copy(single, unreadable)
+    reader = encoder_file.read_checkpoint_header
+
+    def locked_out(path, *args):
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return reader(path, *args)
+
+    monkeypatch.setattr(encoder_file, "read_checkpoint_header", locked_out)
+    assert node.INPUT_TYPES()["required"]["encoder"][0] == choices
 
     monkeypatch.setattr(host, "qwen25_tokenizer_folder", lambda: None)
     with pytest.raises(InputError, match="^encoder: .*qwen25_tokenizer"):
