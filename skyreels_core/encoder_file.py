@@ -157,7 +157,7 @@ def load_qwen25_vl_file(
         found = {transformers_name(key): shape for key, shape in shapes.items()}
         found = {key: found[key] for key in layout.model_keys(found) if key != "lm_head.weight"}
         validate_keys(expected, found, input_name, "Qwen2.5-VL")
-        state = load_tensors(readers, layout, dtype, device)
+        state = load_tensors(readers, layout, dtype, device, input_name=input_name)
     state.setdefault("lm_head.weight", state["model.language_model.embed_tokens.weight"])
     model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
         None, config=config, state_dict=state, dtype=dtype

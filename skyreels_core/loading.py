@@ -311,6 +311,7 @@ def load_tensors(
     dtype: torch.dtype,
     device,
     fp8_weights: frozenset[str] = frozenset(),
+    input_name: str = "model",
 ) -> dict[str, torch.Tensor]:
     """Every model tensor cast to ``dtype`` on ``device``, scaled weights taken back to their
     true values; keys in ``fp8_weights`` are stored in fp8 instead, with their scale under
@@ -320,15 +321,17 @@ def load_tensors(
     for name in layout.model_keys(readers):
         tensor = readers[name]()
         scale = readers[layout.scales[name]]() if name in layout.scales else None
+        as_stored = tensor.dtype == FP8 and scale is not None and scale.numel() == 1
+        if scale is not None and not (name in fp8_weights and as_stored):
+            tensor, scale = dequantise(tensor, scale, name, input_name), None
         if name in fp8_weights:
-            if scale is None or tensor.dtype != FP8 or scale.numel() != 1:
-                tensor, scale = quantise_fp8(tensor if scale is None else dequantise(tensor, scale))
+            if scale is None:
+                tensor, scale = quantise_fp8(tensor)
             state[name] = tensor.to(device)
             state[name.removesuffix("weight") + "weight_scale"] = (
                 scale.float().reshape(()).to(device)
             )
         else:
-            tensor = tensor if scale is None else dequantise(tensor, scale)
             state[name] = tensor.to(device=device, dtype=dtype)
     return state
 
@@ -366,7 +369,7 @@ def load_model(
         validate_keys(expected, shapes, input_name, config.name)
         quantised = store_linears_in_fp8(model, dtype) if fp8 else []
         fp8_weights = frozenset(f"{name}.weight" for name in quantised)
-        state = load_tensors(readers, layout, dtype, device, fp8_weights)
+        state = load_tensors(readers, layout, dtype, device, fp8_weights, input_name)
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
 
@@ -420,7 +423,7 @@ def initialise_video_stream_from_wan(model: DualStreamMMDiT, path: str | Path) -
     shards, shapes, metadata = read_checkpoint_header(Path(path), "wan checkpoint")
     with open_tensors(shards, key_renamer(shapes)) as readers:
         layout = scaled_layout(readers, lambda key: readers[key](), metadata, "wan checkpoint")
-        wan = load_tensors(readers, layout, torch.float32, "cpu")
+        wan = load_tensors(readers, layout, torch.float32, "cpu", input_name="wan checkpoint")
     report = WanTransferReport()
     own = model.state_dict()
     for key, target in own.items():

@@ -84,6 +84,24 @@ def _format(blob: torch.Tensor) -> str | None:
         return None
 
 
-def dequantise(stored: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The true weight in float32 (a per-tensor or per-row scale broadcasts alike)."""
-    return stored.float() * scale.float()
+def dequantise(
+    stored: torch.Tensor, scale: torch.Tensor, name: str = "weight", input_name: str = "model"
+) -> torch.Tensor:
+    """The true weight in float32, from a per-tensor scale or a per-row one (one per output
+    channel). A per-row scale saved flat ([out], not [out, 1]) is laid along the rows: left as it
+    is it would scale the columns of a square matrix, silently."""
+    scale = scale.float()
+    if scale.ndim == 1 and stored.ndim > 1 and scale.numel() == stored.shape[0] > 1:
+        scale = scale.reshape(-1, *[1] * (stored.ndim - 1))
+    try:
+        fits = torch.broadcast_shapes(stored.shape, scale.shape) == stored.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise CheckpointError(
+            input_name,
+            f"{name} has a scale of shape {tuple(scale.shape)} that does not fit its "
+            f"{tuple(stored.shape)} values (not one per tensor nor one per output row)",
+            "pick the model's bf16, fp16 or fp8_scaled release as ComfyUI ships it",
+        )
+    return stored.float() * scale

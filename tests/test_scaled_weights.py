@@ -114,3 +114,37 @@ def test_layers_in_formats_that_cannot_be_read_are_named(wan_state, tmp_path):
     message = str(error.value)
     assert "model_name" in message and "nvfp4" in message and "blocks.0." in message
     assert "fp8_scaled release" in message
+
+
+@pytest.mark.parametrize("rows", ["flat", "column"])
+def test_per_row_scales_scale_rows_whether_saved_flat_or_as_a_column(wan_state, tmp_path, rows):
+    file, true = {}, {}
+    for key, value in wan_state.items():
+        if value.ndim != 2 or not key.endswith(".weight"):
+            file[PREFIX + key], true[key] = value, value
+            continue
+        scale = value.abs().amax(dim=1).clamp(min=1e-12) / 448.0  # one per output row
+        stored = (value / scale[:, None]).to(torch.float8_e4m3fn)
+        file[PREFIX + key], true[key] = stored, stored.float() * scale[:, None]
+        file[f"{PREFIX}{key.removesuffix('weight')}scale_weight"] = (
+            scale if rows == "flat" else scale[:, None]
+        )
+    path = tmp_path / "wan_fp8_rows.safetensors"
+    save_file(file, str(path))
+    own = load_model(path, WAN_TINY).state_dict()
+    square = [k for k, v in wan_state.items() if v.ndim == 2 and v.shape[0] == v.shape[1]]
+    assert square and any(v.ndim == 2 and v.shape[0] != v.shape[1] for v in wan_state.values())
+    for key, value in own.items():
+        assert torch.equal(value, true[key]), key
+    kept = load_model(path, WAN_TINY, dtype=torch.bfloat16, fp8=True).blocks[0].self_attn.q
+    weight = kept.weight.float() * kept.weight_scale  # requantised per tensor, within e4m3
+    assert (weight - true["blocks.0.self_attn.q.weight"]).abs().max() <= weight.abs().max() / 16
+
+
+def test_a_scale_that_fits_no_row_nor_tensor_is_named(wan_state, tmp_path):
+    file = _scaled(wan_state, "legacy")
+    key = f"{PREFIX}blocks.0.ffn.0.scale_weight"
+    file[key] = torch.ones(3)
+    save_file(file, str(tmp_path / "wan_bad_scale.safetensors"))
+    with pytest.raises(CheckpointError, match="^model_name: blocks.0.ffn.0.weight has a scale"):
+        load_model(tmp_path / "wan_bad_scale.safetensors", WAN_TINY, input_name="model_name")
