@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
 from .errors import InputError
@@ -28,12 +28,16 @@ def _release(text: str) -> tuple[int, int]:
 def import_required(package: str, input_name: str) -> ModuleType:
     """``package`` imported, or one line naming the version it needs and the upgrade."""
     minimum = MINIMUM_VERSIONS[package]
-    found = version(package)
-    if _release(found) < minimum:
-        wanted = ".".join(map(str, minimum))
+    wanted = ".".join(map(str, minimum))
+    try:
+        found = version(package)
+    except PackageNotFoundError:
+        found = None
+    if found is None or _release(found) < minimum:
+        has = "does not have it" if found is None else f"has {found}"
         raise InputError(
             input_name,
-            f"the pack needs {package} {wanted} or later and ComfyUI's Python has {found}",
+            f"the pack needs {package} {wanted} or later and ComfyUI's Python {has}",
             f'run `python -m pip install -U "{package}>={wanted}"` with ComfyUI\'s Python (or '
             "`pip install -r requirements.txt` in the pack's folder) and restart ComfyUI",
         )

@@ -1,7 +1,7 @@
 """Weights stored as float8 with a scale beside them, as ComfyUI's ``*_fp8_scaled`` releases ship.
 
 A scaled layer's true weight is ``stored x scale`` (a float8 tensor and a float32 scale per
-tensor). Two layouts are in the wild and both are read: the original one (a ``scaled_fp8``
+tensor or per output row). Two layouts are in the wild and both are read: the original one (a ``scaled_fp8``
 marker tensor, ``<layer>.scale_weight`` and optionally ``<layer>.scale_input``) and the
 mixed-precision one (``<layer>.weight_scale``, ``<layer>.comfy_quant`` holding
 ``{"format": ...}`` as UTF-8 bytes, optionally ``<layer>.input_scale``), which is also what this

@@ -39,6 +39,19 @@ def test_an_older_transformers_is_named_before_the_encoder_loads(installed, monk
     assert 'pip install -U "transformers>=5.25"' in error.value.fix
 
 
+def test_a_missing_diffusers_is_named_with_its_install(monkeypatch):
+    from importlib.metadata import PackageNotFoundError
+
+    def not_installed(package):
+        raise PackageNotFoundError(package)
+
+    monkeypatch.setattr(requirements, "version", not_installed)
+    with pytest.raises(InputError, match="^audio_vae: the pack needs diffusers 0.42 or later and "
+                       "ComfyUI's Python does not have it. Fix: run") as error:  # fmt: skip
+        requirements.import_required("diffusers", "audio_vae")
+    assert 'pip install -U "diffusers>=0.42"' in error.value.fix
+
+
 def test_the_installed_versions_pass():
     for package in requirements.MINIMUM_VERSIONS:
         assert requirements.import_required(package, "x").__name__ == package
