@@ -51,6 +51,12 @@ DIFFUSERS_WAN_NAMES = (  # applied in order, as substrings
     (".ffn.net.2.", ".ffn.2."),
     (".norm2.", ".norm3."),  # diffusers' cross-attention norm is Wan's norm3
 )
+WAN_IMAGE_CONDITION_MARKS = (  # Wan I2V's CLIP projection and image cross-attention, both layouts
+    "img_emb.",
+    ".k_img.",
+    "condition_embedder.image_embedder.",
+    ".add_k_proj.",
+)
 HEAD_DIM = 128  # every Wan 2.1 model uses 128-dim heads
 WAN_KEYS = (  # what wan_config_from_shapes reads a Wan 2.1 file's config off
     "patch_embedding.weight",
@@ -214,11 +220,11 @@ def detect_config(
     if CONFIG_METADATA_KEY in metadata:
         return config_from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
     _refuse_refiner(metadata, input_name)
-    if any(key.startswith("img_emb.") for key in shapes):
+    if any(mark in key for key in shapes for mark in WAN_IMAGE_CONDITION_MARKS):
         raise CheckpointError(
             input_name,
-            "the file is an image-to-video Wan checkpoint (it holds a CLIP image projection, "
-            "img_emb, and image cross-attention); this pack starts from an image through the "
+            "the file is an image-to-video Wan checkpoint (it holds a CLIP image projection and "
+            "image cross-attention); this pack starts from an image through the "
             "channel-concat condition of a T2V-layout model instead",
             "pick a Wan 2.1 T2V checkpoint (wan2.1_t2v_*.safetensors) or a SkyReels-V4 one, and "
             "give the image to Mask: Image to Video",

@@ -50,8 +50,11 @@ def test_original_checkpoint_loads_and_matches_diffusers(reference_and_file):
 def test_wrong_files_are_refused(tmp_path):
     path = tmp_path / "not_a_vae.safetensors"
     save_file({"blocks.0.weight": torch.zeros(2)}, str(path))
-    with pytest.raises(CheckpointError, match="Wan 2.1 VAE"):
+    with pytest.raises(CheckpointError, match="^vae_name: .*Wan 2.1 VAE"):
         WanVideoCodec.from_single_file(path, config=TINY)
+    (tmp_path / "empty.safetensors").write_bytes(b"\0" * 32)
+    with pytest.raises(CheckpointError, match="^vae_name: "):
+        WanVideoCodec.from_single_file(tmp_path / "empty.safetensors", config=TINY)
 
 
 def test_audio_token_count_of_the_paper():

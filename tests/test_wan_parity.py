@@ -110,6 +110,23 @@ def test_an_image_to_video_wan_checkpoint_is_named(wan_checkpoint, tmp_path):
         load_model(path, input_name="model_name")
 
 
+def test_a_diffusers_image_to_video_wan_is_named(tmp_path):
+    from diffusers import WanTransformer3DModel
+
+    from skyreels_core.errors import CheckpointError
+
+    i2v = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=128, in_channels=36,
+        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=96, num_layers=1,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", image_dim=48,
+        added_kv_proj_dim=128,
+    )  # fmt: skip
+    path = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file({k: v.contiguous() for k, v in i2v.state_dict().items()}, str(path))
+    with pytest.raises(CheckpointError, match="^model_name: the file is an image-to-video Wan"):
+        load_model(path, input_name="model_name")
+
+
 def test_a_wan_shaped_file_of_no_wan_width_is_named(wan_checkpoint):
     """WAN_TINY is 64 wide: read without a config it cannot be a Wan release (128-wide heads)."""
     from skyreels_core.errors import CheckpointError

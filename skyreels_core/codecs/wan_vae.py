@@ -63,12 +63,15 @@ class WanVideoCodec:
         offload_device: torch.device | str | None = None,
         config: dict | None = None,
         reserve: ReserveMemory | None = None,
+        input_name: str = "vae_name",
     ) -> WanVideoCodec:
-        diffusers = import_required("diffusers", "video_vae")
+        """Errors name the input that picked the file as the caller calls it (default: the Load
+        Video VAE node's)."""
+        diffusers = import_required("diffusers", input_name)
         from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
         path = Path(path)
-        read_header(path, "video_vae")
+        read_header(path, input_name)
         config = config or {
             k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")
         }
@@ -79,12 +82,12 @@ class WanVideoCodec:
             validate_keys(
                 expected,
                 {key: tuple(value.shape) for key, value in state.items()},
-                "video_vae",
+                input_name,
                 "Wan 2.1 VAE",
             )
         except CheckpointError as error:
             raise CheckpointError(
-                "video_vae", error.problem, "use the original Wan 2.1 VAE (wan_2.1_vae.safetensors)"
+                input_name, error.problem, "use the original Wan 2.1 VAE (wan_2.1_vae.safetensors)"
             ) from None
         vae.load_state_dict(state)
         return cls(vae.to(device=device, dtype=dtype), offload_device, reserve)
