@@ -4,8 +4,10 @@ decode later; the workflow embedded, written atomically, never over another file
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime
+from pathlib import Path
 
 from skyreels_core.av_io import next_free_path, write_mp4
 from skyreels_core.av_latent_file import SUFFIX, save_av_latent
@@ -54,11 +56,13 @@ def _expanded(filename_prefix: str, width: int, height: int) -> str:
 def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int = 0):
     """The folder and file stem for ``filename_prefix``, which may name a sub-folder of the
     output; its tokens are filled in with the frames' ``width`` and ``height`` (0 where there are
-    none, as the host's Save Latent does). A trailing "/" is dropped, as the host does."""
-    root = (root or host.output_dir()).resolve()
+    none, as the host's Save Latent does). A trailing "/" is dropped, as the host does.
+    Containment is judged on the name, not where links lead, as the host judges it: a sub-folder
+    linked to another drive takes the renders."""
+    root = Path(os.path.abspath(root or host.output_dir()))
     if "\x00" in filename_prefix:
         raise InputError("filename_prefix", "holds a NUL character", "use a plain file name")
-    target = (root / _expanded(filename_prefix, width, height)).resolve()
+    target = Path(os.path.normpath(root / _expanded(filename_prefix, width, height)))
     if not target.is_relative_to(root) or target == root:
         raise InputError(
             "filename_prefix",

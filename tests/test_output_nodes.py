@@ -99,3 +99,19 @@ def test_a_prefix_ending_in_a_slash_names_the_file_as_the_host_does(folders):
     video = SAVE().save(frames, 16.0, "videos/")["ui"]["skyreels_videos"][0]
     assert (video["subfolder"], video["filename"]) == ("", "videos_00001.mp4")
     assert (output / "videos_00001.mp4").is_file()
+
+
+def test_a_sub_folder_linked_to_another_drive_takes_the_render(folders, tmp_path):
+    """Judged on the name as the host judges it: the link's target lies outside the output
+    folder, the typed name does not."""
+    output, _ = folders
+    drive = tmp_path / "big_drive"
+    drive.mkdir()
+    output.mkdir()
+    (output / "videos").symlink_to(drive)
+    frames, _ = _clip()
+    saved = SAVE().save(frames, 16.0, "videos/take")["ui"]["skyreels_videos"][0]
+    assert (saved["subfolder"], saved["filename"]) == ("videos", "take_00001.mp4")
+    assert (drive / "take_00001.mp4").is_file()
+    with pytest.raises(InputError, match="leaves the output"):
+        SAVE().save(frames, 16.0, "videos/../../x")
