@@ -198,15 +198,15 @@ def read_video(
 
 
 def next_free_path(folder: str | Path, prefix: str, suffix: str = ".mp4") -> Path:
-    """``<prefix>_00001<suffix>``, counting past every file already there. The names are
-    escaped: a prefix such as ``take[1]`` is a glob character class, which would hide the files
-    it made and hand out a taken number again."""
+    """``<prefix>_00001<suffix>``, counting past the highest number already there (as the host's
+    save nodes count: a deleted take's number is not handed out again, so the newest take always
+    sorts last). The names are escaped: a prefix such as ``take[1]`` is a glob character class,
+    which would hide the files it made and hand out a taken number again."""
     folder = Path(folder)
     pattern = f"{glob.escape(f'{prefix}_')}*{glob.escape(suffix)}"
-    taken = {p.name for p in folder.glob(pattern)} if folder.is_dir() else set()
-    number = 1
-    while f"{prefix}_{number:05d}{suffix}" in taken:
-        number += 1
+    taken = [p.name for p in folder.glob(pattern)] if folder.is_dir() else []
+    counters = (name[len(prefix) + 1 : len(name) - len(suffix)] for name in taken)
+    number = 1 + max((int(counter) for counter in counters if counter.isdigit()), default=0)
     return folder / f"{prefix}_{number:05d}{suffix}"
 
 

@@ -119,13 +119,26 @@ def published(path: Path, overwrite: bool = False) -> Iterator[Path]:
         if overwrite:
             os.replace(partial, path)
         else:
-            os.link(partial, path)
+            _publish_new(partial, path)
     except FileExistsError:
         raise InputError(
             "output", f"{path} already exists", "choose another name (files are never overwritten)"
         ) from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _publish_new(partial: Path, path: Path) -> None:
+    """``partial`` under the name ``path``, which must not exist. A hard link is atomic; where the
+    filesystem has none (exFAT and FAT drives, Google Drive and rclone mounts), the name is
+    claimed by creating it exclusively, then the finished file replaces that empty claim."""
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise
+    except OSError:  # EPERM, ENOTSUP, EINVAL by filesystem; a true denial recurs just below
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        os.replace(partial, path)
 
 
 def fingerprint(paths: list[Path]) -> str:

@@ -166,6 +166,34 @@ def test_next_free_path_counts_past_prefixes_with_glob_characters(tmp_path, pref
     assert next_free_path(tmp_path, prefix) == tmp_path / f"{prefix}_00003.mp4"
 
 
+def test_next_free_path_counts_past_the_highest_take_not_into_a_gap(tmp_path):
+    for name in ("take_00002.mp4", "take_00003.mp4", "take_notes.mp4", "take_00009.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert next_free_path(tmp_path, "take") == tmp_path / "take_00004.mp4"
+
+
+def test_a_filesystem_without_hard_links_still_gets_the_file_and_no_overwrite(
+    tmp_path, monkeypatch
+):
+    """exFAT drives and Google Drive / rclone mounts refuse os.link: the finished render was
+    deleted with the partial file."""
+    import errno
+    import os
+
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(target))
+
+    monkeypatch.setattr(os, "link", no_links)
+    frames, audio = _clip_with_click(3)
+    path = write_mp4(tmp_path / "a.mp4", frames, 16.0, audio)
+    before = path.read_bytes()
+    assert read_video(path)[0].shape == frames.shape
+    with pytest.raises(InputError, match="already exists"):
+        write_mp4(path, torch.rand(5, 16, 16, 3), 16.0)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
 def test_saved_files_get_the_umasks_permissions(tmp_path):
     """Renders and latents are readable as the umask says (a shared disk's render farm reads
     them), not 0600 as a temporary file would leave them."""
