@@ -23,6 +23,8 @@ from .shapes import rgb_pixels
 
 # FFmpeg's default layout for each channel count AAC carries (a 5.1 film track is 6 channels).
 LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+# The most samples a decoder returns past a sound's end: two AAC frames of 1024 (Opus fills less).
+CODEC_FILL = 2048
 # The sample rates AAC (ISO 14496-3) can carry; a sound at another rate is resampled to the next.
 AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000,
              32000, 44100, 48000, 64000, 88200, 96000)  # fmt: skip
@@ -159,8 +161,20 @@ def _decode_audio(container, max_seconds: float | None = None) -> dict:
             break
     if not chunks:
         raise InputError("audio", "the audio stream is empty", "pass a file with sound")
-    waveform = np.concatenate(chunks, axis=1)[:, :wanted]
+    end = wanted if wanted is not None else _declared_length(stream, decoded)
+    waveform = np.concatenate(chunks, axis=1)[:, :end]
     return {"waveform": torch.from_numpy(waveform.copy())[None].float(), "sample_rate": stream.rate}
+
+
+def _declared_length(stream, decoded: int) -> int | None:
+    """The sound's length as its container declares it, where decoding gave a little more: AAC
+    fills its last frame of 1024 samples and decoders return the fill, so a saved clip read back
+    was up to 64 ms longer than its sound (Encode Audio took it for another clip's). A length far
+    from the decoded one (a header that lies) is not trusted."""
+    if not stream.duration or stream.time_base is None:
+        return None
+    declared = round(stream.duration * stream.time_base * stream.rate)
+    return declared if 0 < decoded - declared <= CODEC_FILL else None
 
 
 def read_video(

@@ -46,13 +46,15 @@ def test_round_trip_keeps_frames_fps_duration_and_click_time(tmp_path, fps):
     assert abs(onset - 10 / fps) <= 0.005
 
 
-def test_audio_is_trimmed_or_padded_to_the_video(tmp_path):
-    frames, audio = _clip_with_click(4)
+@pytest.mark.parametrize("frames", [33, 85])
+def test_audio_is_trimmed_or_padded_to_the_video_and_read_back_at_its_length(tmp_path, frames):
+    """AAC fills its last 1024-sample frame: read back without the fill, a saved clip's sound is
+    its own length (85 frames read 63.5 ms long, which Encode Audio refused as another clip's)."""
+    pixels, audio = _clip_with_click(4, frames=frames)
     audio["waveform"] = torch.cat([audio["waveform"]] * 3, dim=2)  # three times too long
-    path = write_mp4(tmp_path / "long.mp4", frames, 16.0, audio)
-    assert (
-        abs(read_audio(path)["waveform"].shape[-1] / RATE - 33 / 16) < 0.07
-    )  # AAC frames pad < 64 ms
+    path = write_mp4(tmp_path / "long.mp4", pixels, 16.0, audio)
+    for read in (read_audio(path), read_video(path)[2]):
+        assert abs(read["waveform"].shape[-1] / RATE - frames / 16) < 0.001
 
 
 def test_never_overwrites_and_never_leaves_partial_files(tmp_path):
