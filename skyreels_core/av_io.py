@@ -253,14 +253,14 @@ def _write(
     import av
 
     rate = Fraction(fps).limit_denominator(1001)
-    pixels = (_even_sides(frames).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    height, width = frames.shape[1] + frames.shape[1] % 2, frames.shape[2] + frames.shape[2] % 2
     with av.open(
         str(path), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}
     ) as container:
         for key, value in metadata.items():
             container.metadata[key] = value
         video = container.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = pixels.shape[2], pixels.shape[1], "yuv420p"
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"crf": "18"}
         sound = None
         if audio is not None:
@@ -274,8 +274,9 @@ def _write(
                 sample_rate = target
             waveform = fit_length(waveform, round(len(frames) / fps * sample_rate))
             sound = container.add_stream("aac", rate=sample_rate, layout=LAYOUTS[len(waveform)])
-        for index, image in enumerate(pixels):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        for index, image in enumerate(frames):  # by frame: whole-clip temporaries were 2x its size
+            image = (_even_sides(image[None]).clamp(0, 1) * 255).round().to(torch.uint8)
+            frame = av.VideoFrame.from_ndarray(image[0].cpu().numpy(), format="rgb24")
             frame.pts = index
             frame.time_base = 1 / rate
             container.mux(video.encode(frame))
