@@ -83,7 +83,9 @@ class Float8Linear(nn.Linear):
         return module
 
     def dequantised_weight(self) -> torch.Tensor:
-        return self.weight.to(self.compute_dtype).mul_(self.weight_scale.to(self.compute_dtype))
+        """Scaled in float32, then cast once: a small layer's scale is subnormal in fp16 (max|w|
+        under 0.027), and one under 6e-8 rounds to 0, zeroing the whole weight."""
+        return (self.weight.float() * self.weight_scale).to(self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantised_weight(), self.bias)

@@ -55,6 +55,21 @@ def test_float8_linear_computes_in_the_compute_dtype(compute_dtype):
     assert (out.float() - linear(x)).abs().max() <= tolerance
 
 
+@pytest.mark.parametrize("largest", [2e-4, 1e-5])
+def test_a_small_fp8_layer_keeps_its_weight_in_fp16(largest):
+    """A barely trained layer (an exchange projection that starts at zero): its scale is
+    subnormal in fp16, or 0, which zeroed the whole weight."""
+    linear = torch.nn.Linear(32, 16)
+    with torch.no_grad():
+        linear.weight.mul_(largest / linear.weight.abs().max())
+    fp8 = Float8Linear.from_linear(linear, torch.float16)
+    exact = fp8.weight.float() * fp8.weight_scale
+    weight = fp8.dequantised_weight()
+    assert weight.dtype == torch.float16
+    rounding = exact.abs().max() * 2**-11 + 2**-25  # half an fp16 step, subnormal ones too
+    assert (weight.float() - exact).abs().max() <= rounding
+
+
 def test_fp8_model_stores_only_block_linears_and_stays_close():
     model, reference = tiny_model(), _run(tiny_model())
     names = store_linears_in_fp8(model, torch.float32)
