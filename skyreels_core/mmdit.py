@@ -257,7 +257,7 @@ class DualStreamMMDiT(nn.Module):
         video_modules = (self.time_embedding, self.time_projection, self.text_embedding)
         e_video, e6_video, context = embed(video_modules, timestep, text.features, c.freq_dim)
         text_video = context if c.joint_text else None
-        text_mask = text.mask.to(device)
+        text_mask = text.mask.to(device, torch.bool)  # a 0/1 float mask would add, not mask
         joint_mask = self._joint_mask(text_mask, x.shape[1]) if c.joint_text else None
         cross_mask = self._cross_mask(text, text_mask, x.shape[1], clip_start, grid)
 
@@ -287,17 +287,13 @@ class DualStreamMMDiT(nn.Module):
             text_audio = context_audio if c.joint_text else None
             audio_joint_mask = self._joint_mask(text_mask, a.shape[1]) if c.joint_text else None
 
-        # Block-sparse attention (flex) needs the bare clip grid; references/keyframes go dense.
-        sparse_grid = grid if x.shape[1] == math.prod(grid) else None
         video_blocks = [*self.blocks, *self.single_blocks]
         audio_blocks = [*self.audio_blocks, *self.audio_single_blocks] if a is not None else []
         streamer = self.weight_streamer
         for index, block in enumerate(video_blocks):
             if streamer is not None:
                 streamer.fetch(index)
-            x, text_video = block.attend(
-                x, text_video, e6_video, video_self, joint_mask, backend, sparse_grid
-            )
+            x, text_video = block.attend(x, text_video, e6_video, video_self, joint_mask, backend)
             x = block.cross_text(x, context, cross_mask, backend)
             if a is not None:
                 audio_block = audio_blocks[index]

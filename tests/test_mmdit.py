@@ -95,6 +95,10 @@ def test_padding_text_tokens_are_ignored():
     assert torch.allclose(a.video, b.video, atol=1e-5) and torch.allclose(
         a.audio, b.audio, atol=1e-5
     )
+    for dtype in (torch.float32, torch.int64):  # transformers' attention_mask form: 0/1 numbers
+        as_numbers = TextEncoding(padded.features, padded.mask.to(dtype))
+        c = model(video, t, as_numbers, audio=audio)
+        assert torch.equal(b.video, c.video) and torch.equal(b.audio, c.audio)
 
 
 @torch.no_grad()

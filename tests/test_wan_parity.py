@@ -134,3 +134,16 @@ def test_a_wan_shaped_file_of_no_wan_width_is_named(wan_checkpoint):
     path, _ = wan_checkpoint
     with pytest.raises(CheckpointError, match="^model_name: the file is Wan-shaped but 64 wide"):
         load_model(path, input_name="model_name")
+
+
+def test_the_flex_backend_runs_a_text_free_generator_densely(wan_checkpoint):
+    """flex is block-sparse only where a refiner asks for it; the generator passed its grid
+    where a BlockSparsity belongs and failed on a Wan-layout model."""
+    path, _ = wan_checkpoint
+    model = load_model(path, WAN_TINY)
+    latents, t, text = wan_inputs()
+    encoding = TextEncoding(text, torch.ones(2, 7, dtype=torch.bool))
+    with torch.no_grad():
+        dense = model(latents, t, encoding).video
+        model.attention_backend = "flex"
+        assert torch.equal(model(latents, t, encoding).video, dense)
