@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .errors import InputError
 from .shapes import latent_frame_count, latent_index_of_frame, latent_to_pixel_frames
 
-SHOT_LINE = re.compile(r"^\s*\[\s*(\d+)\s*-\s*(\d+)\s*\]\s*(.+?)\s*$")
+SHOT_LINE = re.compile(r"^\s*\[\s*(\d+)\s*-\s*(\d+)\s*\]\s*(\S.*?)\s*$")  # a blank text: no tokens
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,14 @@ def shot_latent_ranges(
     none and its text would never be read: refused."""
     starts = [0, *(latent_index_of_frame(shot.start_frame, temporal_stride) for shot in shots[1:])]
     ends = [*starts[1:], latent_frame_count(frames, temporal_stride)]
-    for shot, start, end in zip(shots, starts, ends):
-        if start == end:
-            pixels = latent_to_pixel_frames(start, temporal_stride)
+    for shot, end in zip(shots, ends):
+        own = latent_index_of_frame(shot.start_frame, temporal_stride)  # the first is stretched
+        if own >= end:
+            pixels = latent_to_pixel_frames(own, temporal_stride)
             raise InputError(
                 "shots",
                 f"line {shot.line} (frames {shot.start_frame}-{shot.end_frame}) lies in latent "
-                f"frame {start} (frames {pixels[0]}-{pixels[-1]}), which the next shot starts in "
+                f"frame {own} (frames {pixels[0]}-{pixels[-1]}), which the next shot starts in "
                 "and takes, so its text is never read",
                 f"start each shot in a different latent group: frames 0, 1-{temporal_stride}, "
                 f"{temporal_stride + 1}-{2 * temporal_stride}, ...",

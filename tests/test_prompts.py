@@ -28,6 +28,9 @@ def test_every_frame_of_the_clip_follows_a_shot():
         ("[0-40] x", "outside"),
         ("[0-10] a\n[5-20] b", "inside the previous"),
         ("", "no shot"),
+        ("[0-16] a\n[17-32]  ", r"line 2 '\[17-32\]' is not"),  # blank: its frames read no text
+        ("[0-16] a\n[17-32]\t\u3000", r"line 2 '\[17-32\]' is not"),
+        ("[5-6] a red circle\n[7-32] a blue square", "line 1 .* lies in latent frame 2"),
     ],
 )
 def test_bad_shot_lists_name_the_fix(text, message):
