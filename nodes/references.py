@@ -148,6 +148,12 @@ class SkyReelsV4StoryboardReference(_ReferenceNode):
         height: int,
         references=None,
     ):
+        if grid.shape[0] != 1:
+            raise InputError(
+                "grid",
+                f"a batch of {grid.shape[0]} images; the storyboard is one image of panels",
+                "connect one grid image, or give separate keyframe images to Image References",
+            )
         new = refs.storyboard_references(
             video_codec(video_vae), grid[0], rows, columns, height, width, panels=panels or None
         )

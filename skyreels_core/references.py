@@ -64,15 +64,20 @@ def split_storyboard(
             f"use 1..{min(rows * cols, MAX_STORYBOARD_PANELS)} panels",
         )
     height, width = grid.shape[:2]
-    if height % rows or width % cols:
+    ph, pw = height // rows, width // cols
+    if not (ph and pw):
         raise InputError(
             "grid",
-            f"{width} x {height} px does not split into {cols} x {rows} equal panels",
-            "crop the grid to a multiple of the panel count",
+            f"{width} x {height} px is too small for {cols} x {rows} panels",
+            "connect the storyboard image itself, or use fewer rows and columns",
         )
-    ph, pw = height // rows, width // cols
+    # A 1024 px grid of 3 has a pixel left over: the few px the panels cannot share are split
+    # between the edges (each panel is resized to the render anyway).
+    top, left = (height - ph * rows) // 2, (width - pw * cols) // 2
     return [
-        grid[r * ph : (r + 1) * ph, c * pw : (c + 1) * pw] for r in range(rows) for c in range(cols)
+        grid[top + r * ph : top + (r + 1) * ph, left + c * pw : left + (c + 1) * pw]
+        for r in range(rows)
+        for c in range(cols)
     ][:count]
 
 

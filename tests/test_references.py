@@ -44,10 +44,26 @@ def test_storyboard_split_recovers_the_panels_exactly():
     assert all(torch.equal(a, b) for a, b in zip(split, panels)) and len(split) == 6
     assert len(split_storyboard(grid, 2, 3, panels=4)) == 4
     assert storyboard_references(CODEC, grid, 2, 3, 32, 32).video.shape[2] == 6
-    with pytest.raises(InputError, match="equal panels"):
-        split_storyboard(grid[:, :70], 2, 3)
+    # A grid a pixel or two off the panel count (1024 px in 3) keeps its panels, the spare
+    # pixels split between the edges.
+    framed = torch.nn.functional.pad(grid.permute(2, 0, 1), (1, 1, 0, 1), value=1.0)
+    split = split_storyboard(framed.permute(1, 2, 0), 2, 3)
+    assert all(torch.equal(a, b) for a, b in zip(split, panels))
+    with pytest.raises(InputError, match="grid: 2 x 1 px is too small for 3 x 2 panels"):
+        split_storyboard(grid[:1, :2], 2, 3)
     with pytest.raises(InputError, match="panels"):
         split_storyboard(torch.zeros(40, 40, 3), 4, 4)  # 16 > 9
+
+
+def test_the_storyboard_node_refuses_a_batch_it_would_read_one_image_of():
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4StoryboardReference"]()
+    batch = torch.rand(4, 32, 48, 3)
+    with pytest.raises(InputError, match="^grid: a batch of 4 images"):
+        node.build(CODEC, batch, 2, 2, 0, 32, 32)
+    (one,) = node.build(CODEC, batch[:1], 2, 2, 0, 32, 32)
+    assert one.video.shape[2] == 4
 
 
 def test_clips_audio_and_merging():
