@@ -138,10 +138,14 @@ def trim_audio(audio: dict, start_seconds: float, duration_seconds: float = 0.0)
     return {"waveform": waveform[..., begin:end], "sample_rate": rate}
 
 
-def _decode_audio(container, max_seconds: float | None = None) -> dict:
+def _decode_audio(
+    container, max_seconds: float | None = None, clip_start: float | None = None
+) -> dict:
     """Every audio frame converted to float in the default layout of its channel count (whatever
     the file stores), concatenated; with ``max_seconds``, only that long from the start, decoding
-    stopped once it is covered."""
+    stopped once it is covered. With ``clip_start`` (the time of a clip's first frame) the sound
+    is placed on the clip's clock: an edited file's sound often starts later than its picture
+    (padded with silence), or earlier (trimmed)."""
     import av
 
     stream = container.streams.audio[0]
@@ -152,17 +156,20 @@ def _decode_audio(container, max_seconds: float | None = None) -> dict:
     _check_channels(stream.channels)
     converter = av.AudioResampler(format="flt", layout=LAYOUTS[stream.channels], rate=stream.rate)
     wanted = None if max_seconds is None else round(max_seconds * stream.rate)
-    chunks, decoded = [], 0
+    chunks, decoded, shift = [], 0, 0
     for frame in container.decode(stream):
+        if not chunks and clip_start is not None and frame.time is not None:
+            shift = round((frame.time - clip_start) * stream.rate)  # > 0: the sound starts later
         for converted in converter.resample(frame):
             chunks.append(_samples(converted))
             decoded += chunks[-1].shape[1]
-        if wanted is not None and decoded >= wanted:
+        if wanted is not None and decoded + shift >= wanted:
             break
     if not chunks:
         raise InputError("audio", "the audio stream is empty", "pass a file with sound")
-    end = wanted if wanted is not None else _declared_length(stream, decoded)
-    waveform = np.concatenate(chunks, axis=1)[:, :end]
+    waveform = np.concatenate(chunks, axis=1)[:, : _declared_length(stream, decoded)]
+    waveform = np.pad(waveform, ((0, 0), (shift, 0))) if shift > 0 else waveform[:, -shift:]
+    waveform = waveform[:, :wanted]
     return {"waveform": torch.from_numpy(waveform.copy())[None].float(), "sample_rate": stream.rate}
 
 
@@ -195,8 +202,9 @@ def read_video(
         if max_seconds is not None:  # rounded first: 33 frames at 16 fps are 33, not 34
             limits.append(math.ceil(round(max_seconds * fps, 6)))
         limit = min(limits, default=None)
-        frames = []
+        frames, start = [], None
         for frame in container.decode(stream):
+            start = frame.time if start is None else start
             frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
             if limit is not None and len(frames) >= limit:
                 break
@@ -207,7 +215,8 @@ def read_video(
     audio = None
     with _open(path, "video") as container:
         if container.streams.audio:
-            audio = _decode_audio(container, None if limit is None else len(frames) / fps)
+            seconds = None if limit is None else len(frames) / fps
+            audio = _decode_audio(container, seconds, start or 0.0)
     return torch.stack(frames).float() / 255, fps, audio
 
 

@@ -261,3 +261,34 @@ def test_a_time_limit_decodes_only_that_stretch_of_a_long_clip(tmp_path, monkeyp
     assert read_fps == fps and torch.equal(part, whole[:frames])
     assert torch.equal(sound["waveform"], whole_sound["waveform"][..., :samples])
     assert counts["frames"] == frames and samples <= counts["samples"] <= samples + 2048
+
+
+@pytest.mark.parametrize("offset", [0.5, -0.25])
+def test_a_sound_starting_after_or_before_the_picture_is_read_on_the_clips_clock(tmp_path, offset):
+    """An edited file's sound often starts later (or its picture later): read from t = 0 the
+    sound was off by the whole gap (0.48 s)."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    path, rate = tmp_path / "offset.mp4", 48000
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=16)
+        video.width = video.height = 32
+        video.pix_fmt = "yuv420p"
+        sound = out.add_stream("aac", rate=rate, layout="mono")
+        for index in range(32):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), "u1"), format="rgb24")
+            frame.pts, frame.time_base = index + max(0, round(-offset * 16)), Fraction(1, 16)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        wave = np.zeros((1, 2 * rate), "f4")
+        wave[0, rate : rate + 64] = 0.8  # a click 1 s into the sound: 1 + offset s into the film
+        frame = av.AudioFrame.from_ndarray(wave, format="flt", layout="mono")
+        frame.sample_rate, frame.pts = rate, max(0, round(offset * rate))
+        frame.time_base = Fraction(1, rate)
+        out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    _, _, audio = read_video(path)
+    onset = (audio["waveform"][0, 0].abs() > 0.3).nonzero()[0].item() / rate
+    assert abs(onset - (1 + offset)) <= 0.005
