@@ -311,6 +311,12 @@ def write_mp4(
     metadata (prompt, seed, model, workflow) in the file."""
     path = Path(path)
     frames = _checked_frames(frames, fps)
+    if audio is not None and audio["waveform"].dim() != 3:
+        raise InputError(  # a [channels, samples] sound would be written as one sample
+            "audio",
+            f"waveform of shape {tuple(audio['waveform'].shape)} is not [batch, channels, samples]",
+            "pass the host's AUDIO (as Load Audio or Decode Audio give it)",
+        )
     if path.exists() and not overwrite:
         raise InputError(
             "output", f"{path} already exists", "choose another name (files are never overwritten)"

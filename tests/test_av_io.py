@@ -66,6 +66,9 @@ def test_never_overwrites_and_never_leaves_partial_files(tmp_path):
     assert path.read_bytes() == before
     with pytest.raises(InputError, match="fps"):
         write_mp4(tmp_path / "b.mp4", frames, 0.0, audio)
+    flat = {"waveform": audio["waveform"][0], "sample_rate": RATE}
+    with pytest.raises(InputError, match=r"^audio: waveform of shape \(1, 33000\) is not"):
+        write_mp4(tmp_path / "b.mp4", frames, 16.0, flat)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
     assert next_free_path(tmp_path, "a") == tmp_path / "a_00001.mp4"
     (tmp_path / "a_00001.mp4").write_bytes(b"")
