@@ -142,6 +142,9 @@ class MLLMEncoder:
         self.chat_template = chat_template
         self.hidden_layer = hidden_layer
         self.image_token = "<|image_pad|>"
+        self._control_tokens = sorted(
+            token.content for token in tokenizer.added_tokens_decoder.values() if token.special
+        )
         self._cache: OrderedDict[str, TextEncoding] = OrderedDict()
         template = self._render([])
         cut = template.rindex("<|im_end|>")
@@ -273,11 +276,19 @@ class MLLMEncoder:
         prompt: str,
         images: list[torch.Tensor] | None = None,
         video: torch.Tensor | None = None,
+        input_name: str = "prompt",
     ) -> TextEncoding:
         """Features [1, L, D] of the user's turn: images, video frames, then the prompt's words.
         The prompt's outer whitespace is dropped: a BPE tokenizer merges a leading newline with
         the template's own, which would change the prefix the features are cut after."""
         prompt = prompt.strip()
+        control = next((token for token in self._control_tokens if token in prompt), None)
+        if control is not None:  # read as the token itself: a turn's end, a picture's place
+            raise InputError(
+                input_name,
+                f"holds {control}, a control token of the encoder's chat format",
+                "remove it from the text (pictures go to the image inputs)",
+            )
         pictures = list(images or [])
         if video is not None:
             step = max(1, -(-len(video) // MAX_VIDEO_FRAMES))
@@ -332,7 +343,7 @@ class MLLMEncoder:
         """Each shot encoded alone, tokens concatenated, with the latent frames each shot covers."""
         from .prompts import shot_latent_ranges
 
-        encodings = [self.encode(shot.text) for shot in shots]
+        encodings = [self.encode(shot.text, input_name="shots") for shot in shots]
         ranges, start = [], 0
         for encoding, (frame_start, frame_end) in zip(encodings, shot_latent_ranges(shots, frames)):
             length = encoding.features.shape[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from skyreels_core.encoder import MLLMEncoder, create_tiny_encoder_folder
-from skyreels_core.errors import CheckpointError
+from skyreels_core.errors import CheckpointError, InputError
 from skyreels_core.prompts import parse_multishot
 
 PROMPT = "a red circle bounces on the floor"
@@ -52,6 +53,17 @@ def test_images_change_the_features_and_add_their_tokens(encoder):
     assert (words - plain.features).abs().max() > 1e-4  # the words attended the image
     video = encoder.encode(PROMPT, video=torch.rand(9, 64, 64, 3))
     assert video.features.shape[1] > with_image.features.shape[1]
+
+
+@pytest.mark.parametrize("token", ["<|image_pad|>", "<|im_end|>", "<|vision_start|>"])
+def test_a_prompt_holding_a_control_token_is_named(encoder, token):
+    """Typed text is read as the token itself: an image placeholder without a picture, or the
+    turn's end before the prompt does."""
+    with pytest.raises(InputError, match=f"^prompt: holds {re.escape(token)}, a control token"):
+        encoder.encode(f"a red circle {token} bounces", images=[torch.rand(64, 64, 3)])
+    assert encoder.encode("a red <circle> | bounces").features.shape[1] > 0
+    with pytest.raises(InputError, match="^shots: holds"):
+        encoder.encode_shots(parse_multishot(f"[0-8] a {token}", 9), 9)
 
 
 def test_cache_returns_identical_tensors_and_dtype_is_honoured(folder, encoder):
