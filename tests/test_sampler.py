@@ -243,6 +243,25 @@ def test_missing_or_empty_negative_prompt_is_zero_features_with_the_prompt_mask(
     assert torch.equal(seen.mask[1], prompt.mask[0])
 
 
+@pytest.mark.parametrize("tokens", [0, 3])
+def test_an_empty_prompt_reaches_the_model_as_one_null_token_never_all_masked(tokens):
+    """A render left without words: with no real token every text key would be masked (0 on one
+    backend, NaN on another); the model sees one zero token, as a dropped prompt trains it."""
+    model = FakeModel(text_linear)
+    empty = TextEncoding(torch.full((B, tokens, 8), 5.0), torch.zeros(B, tokens, dtype=torch.bool))
+    sample(
+        model,
+        text=empty,
+        negative_text=text(-0.5, length=3),
+        condition=condition(),
+        audio_tokens=L_A,
+        settings=settings(steps=1, video_guidance=2.0),
+    )
+    seen = model.calls[0]["text"]
+    assert bool(seen.mask.any(dim=1).all())
+    assert torch.equal(seen.features[0, :1], torch.zeros(1, 8)) and seen.mask[0].sum() == 1
+
+
 def wavy(stream, x, t, value):
     return torch.sin(3 * x) + value
 

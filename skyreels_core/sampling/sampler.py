@@ -119,6 +119,16 @@ def _null_text(text: TextEncoding) -> TextEncoding:
     return TextEncoding(torch.zeros_like(text.features), text.mask.clone(), text.shot_ranges)
 
 
+def _with_a_token(text: TextEncoding) -> TextEncoding:
+    """An empty prompt (no token: an image-to-video render left without words) as one null
+    token: with none, every key of the text cross-attention is masked, a condition training never
+    showed, whose result is 0 on one backend and NaN on another."""
+    if bool(text.mask.any()):
+        return text
+    features = text.features.new_zeros(text.features.shape[0], 1, text.features.shape[2])
+    return TextEncoding(features, text.mask.new_ones(features.shape[:2]), text.shot_ranges)
+
+
 def _unconditional(text: TextEncoding, negative: TextEncoding | None) -> TextEncoding:
     """The guidance branch's text. No negative, or one with no token (an empty negative prompt,
     the default in every workflow), is the null text the model was trained on: an empty prompt
@@ -456,7 +466,7 @@ def sample(
         references,
         dtype,
     )
-    text = text.to(device, dtype)
+    text = _with_a_token(text).to(device, dtype)
     unconditional = None
     if guidance.needs_unconditional:
         unconditional = _unconditional(text, negative_text).to(device, dtype)
