@@ -20,6 +20,9 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 CUBE = (4, 4, 4)
 CUBE_TOKENS = math.prod(CUBE)
+# The Triton kernel's tiles must divide the BlockMask's 64-token blocks; its default tile for
+# bf16 / fp16 at head width 128 is 128 queries, which torch refuses for a 64-token mask.
+CUDA_TILES = {"BLOCK_M": CUBE_TOKENS, "BLOCK_N": CUBE_TOKENS}
 
 
 @lru_cache(maxsize=16)
@@ -156,7 +159,9 @@ def fine_attention(
     elsewhere (eager FlexAttention evaluates the mask for every pair, slower than dense)."""
     if qc.device.type == "cuda":
         block_mask = block_mask_from_selection(selected, valid)
-        return flex_kernel(qc.device.type)(qc, kc, vc, block_mask=block_mask)
+        return flex_kernel(qc.device.type)(
+            qc, kc, vc, block_mask=block_mask, kernel_options=CUDA_TILES
+        )
     return gathered_attention(qc, kc, vc, selected, valid)
 
 
@@ -190,7 +195,8 @@ def block_sparse_attention(
     out = fine_attention(qc, kc, vc, selected, valid)
     if gate is not None:
         coarse = F.scaled_dot_product_attention(q_pooled, k_pooled, v_pooled)
-        out = out + gate.view(1, -1, 1, 1) * coarse.repeat_interleave(CUBE_TOKENS, dim=2)
+        gate = gate.to(out.dtype).view(1, -1, 1, 1)  # float32 gates would promote bf16 tokens
+        out = out + gate * coarse.repeat_interleave(CUBE_TOKENS, dim=2)
     result = torch.empty_like(q)
     result[:, :, index[valid]] = out[:, :, valid]
     return result

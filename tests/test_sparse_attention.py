@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 from skyreels_core.sparse_attention import (
+    CUBE_TOKENS,
+    CUDA_TILES,
     _layout_on,
     _pool,
     block_mask_from_selection,
@@ -49,7 +51,10 @@ def test_gathered_path_equals_flex_with_the_same_block_mask(grid, local):
     )
     if local:
         assert selected.sum(-1).min() < selected.sum(-1).max()  # rows of different widths
-    flex = flex_attention(qc, kc, vc, block_mask=block_mask_from_selection(selected, valid))
+    block_mask = block_mask_from_selection(selected, valid)
+    assert block_mask.BLOCK_SIZE == (CUBE_TOKENS, CUBE_TOKENS)  # what the tiles must divide
+    assert all(CUBE_TOKENS % tile == 0 for tile in CUDA_TILES.values())
+    flex = flex_attention(qc, kc, vc, block_mask=block_mask, kernel_options=CUDA_TILES)
     gathered = gathered_attention(qc, kc, vc, selected, valid)
     assert torch.allclose(gathered[:, :, valid], flex[:, :, valid], atol=1e-5)
 
@@ -101,3 +106,11 @@ def test_layout_and_kernel_are_built_once_per_shape_and_device():
     )
     assert all(a is b for a, b in zip(first, second))
     assert flex_kernel("cpu") is flex_kernel("cpu")
+
+
+def test_float32_gates_beside_bf16_tokens_keep_the_tokens_dtype():
+    q, k, v = (x.to(torch.bfloat16) for x in _qkv(4 * 4 * 8, seed=3))
+    gate = torch.zeros(q.shape[1])
+    out = block_sparse_attention(q, k, v, (4, 4, 8), keep_ratio=1.0, gate=gate)
+    dense = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert out.dtype == torch.bfloat16 and (out.float() - dense).abs().max() < 0.02
