@@ -14,12 +14,14 @@ import argparse
 import glob
 import itertools
 import json
+import math
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from http.client import HTTPException
 from pathlib import Path
 
 from .errors import InputError
@@ -35,6 +37,9 @@ from .workflow_format import (
 )
 
 Widget = tuple[str, str]  # (node id, input name)
+# Suffixes a loader lists files by, kept whole when a taken name is numbered (Load AV Latent
+# lists *.av_latent.safetensors; av_latent_file.SUFFIX, which imports torch, so not imported).
+KEPT_SUFFIXES = (".av_latent.safetensors",)
 PROMPT_NAMES = ("prompt", "text")  # this pack's and the core text encoders' prompt widgets
 UPLOAD_PATH = "/upload/image"  # the frontend's upload route, for every file type
 # How ComfyUI refuses one upload, and the fix: a name it will not save (400), a file over its
@@ -81,6 +86,15 @@ class ComfyServer:
     """The few endpoints of ComfyUI's HTTP API a batch needs."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            fine = parts.scheme in ("http", "https") and parts.hostname and (parts.port or 1)
+        except ValueError:  # "http://[::1", a port that is no number
+            fine = False
+        if not fine:
+            raise InputError(
+                "--server", f"{url!r} is not an http(s) address", "pass --server http://HOST:PORT"
+            )
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.client_id = uuid.uuid4().hex
@@ -120,8 +134,8 @@ class ComfyServer:
                 f"{self.url}{path} answered HTTP {error.code}",
                 "check that --server names a ComfyUI server",
             ) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            reason = getattr(error, "reason", error)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, HTTPException) as error:
+            reason = getattr(error, "reason", None) or type(error).__name__  # a cut-off reply
             raise InputError(
                 "--server",
                 f"cannot reach ComfyUI at {self.url} ({reason})",
@@ -216,10 +230,11 @@ class ComfyServer:
         query = urllib.parse.urlencode({"filename": item["filename"], **where})
         data = self._request(f"/view?{query}", raw=True)
         name = Path(item["filename"]).name
+        suffix = next((end for end in KEPT_SUFFIXES if name.endswith(end)), Path(name).suffix)
         target, number = folder / name, 0
         while target.exists():
             number += 1
-            target = folder / f"{Path(name).stem}_{number}{Path(name).suffix}"
+            target = folder / f"{name.removesuffix(suffix)}_{number}{suffix}"
         partial = target.with_name(f".{target.name}.partial")
         try:
             partial.write_bytes(data)
@@ -283,7 +298,7 @@ def read_prompts(path: Path) -> list[str]:
         raise InputError(
             "--prompts", f"{path} is not UTF-8 text (byte {error.start})", "save it as UTF-8"
         ) from None
-    prompts = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    prompts = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if not prompts:
         raise InputError("--prompts", f"{path} holds no prompt", "write one prompt per line")
     return prompts
@@ -503,6 +518,8 @@ def variants(
         raise InputError("--seeds", "the workflow has no seed widget", "drop --seeds")
     if seeds is not None and set(fixed) & set(seed_widgets):
         raise InputError("--set", "a seed is set by both --set and --seeds", "keep one of them")
+    if prompts is not None and prompt_widget in fixed:
+        raise InputError("--set", "a prompt is set by both --set and --prompts", "keep one of them")
     if files is not None and file_widget in fixed:
         raise InputError("--set", "a file is set by both --set and --inputs", "keep one of them")
     if paired and (not files or not prompts or len(files) != len(prompts)):
@@ -632,7 +649,9 @@ def _read_workflow(path: Path) -> dict:
         raise InputError(
             "workflow", f"cannot read {path} ({error})", "pass a workflow .json"
         ) from None
-    if not (is_api_prompt(workflow) or {"nodes", "links"} <= set(workflow)):
+    if not isinstance(workflow, dict) or not (
+        is_api_prompt(workflow) or {"nodes", "links"} <= set(workflow)
+    ):
         raise InputError("workflow", f"{path} is not a ComfyUI workflow", "save one from ComfyUI")
     return workflow
 
@@ -647,7 +666,7 @@ def _check_flags(args: argparse.Namespace) -> bool:
         if given and not needed:
             raise InputError(flag, f"given without {needed_flag}", f"add {needed_flag} or drop it")
     waits = args.wait or args.download is not None
-    if args.timeout is not None and (args.timeout <= 0 or not waits):
+    if args.timeout is not None and (not 0 < args.timeout < math.inf or not waits):
         raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
     if args.download is not None:
         output_folder(args.download, "--download")

@@ -799,3 +799,68 @@ def test_a_server_answering_other_json_is_one_line(capsys, tmp_path):
                 f"error: --server: {server.url}{path} answered {answered} with no {key!r}. Fix: "
                 "check that --server names a ComfyUI server\n"
             )
+
+
+class _CutShort(BaseHTTPRequestHandler):
+    """A server that dies mid-reply: it promises 1000 bytes and sends 10."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b'{"Sky": {}')
+
+
+@pytest.mark.parametrize("workflow", ["5", "[1, 2]", '"text"'])
+def test_bad_servers_and_workflows_are_one_line(capsys, tmp_path, workflow):
+    """A reply cut short (a server restarted mid-download), an address that is no http URL,
+    a JSON file that is no object: one line each, never a traceback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", url)
+    finally:
+        server.shutdown()
+    assert code == 2 and err == (
+        f"error: --server: cannot reach ComfyUI at {url} (IncompleteRead). Fix: start ComfyUI "
+        "or pass --server http://HOST:PORT\n"
+    )
+    for address in ("http://[::1", "localhost:8188", "ftp://host/", "http://host:port"):
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", address, "--dry-run")
+        assert code == 2 and err == (
+            f"error: --server: {address!r} is not an http(s) address. Fix: pass --server "
+            "http://HOST:PORT\n"
+        )
+    path = tmp_path / "not_a_workflow.json"
+    path.write_text(workflow)
+    code, _, err = _queue(capsys, str(path))
+    assert code == 2 and err.startswith(f"error: workflow: {path} is not a ComfyUI workflow")
+
+
+def test_prompt_files_skip_indented_comments_and_a_set_prompt_clashes(capsys, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n   # not this one\n\ta blue square\n")
+    assert batch_queue.read_prompts(prompts) == ["a red circle", "a blue square"]
+    with FakeComfy() as server:
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--prompts",
+                              str(prompts), "--set", f"{PROMPT}.prompt=XYZ", "--dry-run")  # fmt: skip
+        assert code == 2 and err.startswith("error: --set: a prompt is set by both --set and")
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--wait",
+                              "--timeout", "nan")  # fmt: skip
+        assert code == 2 and err.startswith("error: --timeout: nan s")
+
+
+def test_a_taken_av_latent_name_keeps_the_suffix_its_loader_lists(tmp_path):
+    from skyreels_core.av_latent_file import SUFFIX
+
+    assert SUFFIX in batch_queue.KEPT_SUFFIXES
+    item = {"filename": "take_00004.av_latent.safetensors", "subfolder": "takes", "type": "output"}
+    with FakeComfy() as server:
+        comfy = batch_queue.ComfyServer(server.url)
+        names = [comfy.download(item, tmp_path).name for _ in range(2)]
+    assert names == ["take_00004.av_latent.safetensors", "take_00004_1.av_latent.safetensors"]
