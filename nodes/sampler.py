@@ -8,6 +8,7 @@ from skyreels_core.errors import InputError
 from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.sampling import (
+    MAX_STEPS,
     SamplerHooks,
     SamplerSettings,
     flow_sigmas,
@@ -64,7 +65,7 @@ class SkyReelsV4Sampler:
                     {
                         "default": 50,
                         "min": 1,
-                        "max": 200,
+                        "max": MAX_STEPS,
                         "tooltip": "Denoising steps; more is slower and finer.",
                     },
                 ),

@@ -10,6 +10,7 @@ converted when the loaders open the file.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 from pathlib import Path
 
@@ -57,6 +58,12 @@ def _first_line(error: Exception) -> str:
 
 def convert(source: Path, target: Path) -> Path:
     """``target`` checked before the (possibly long) load, then written once, never over a file."""
+    is_folder = str(target).endswith(("/", os.sep)) or Path(target).is_dir()  # named by output_file
+    if Path(target).suffix != ".safetensors" and not is_folder:  # what every loader lists
+        name = Path(target).name
+        raise InputError(
+            "target", f"{name} is not a .safetensors name", f"use {Path(name).stem}.safetensors"
+        )
     target = output_file(target, "target", "model.safetensors")
     if target.exists():
         raise InputError("target", f"{target} exists", "choose a new file name")

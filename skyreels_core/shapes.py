@@ -29,10 +29,9 @@ def latent_frame_count(
     """Latent frames for a clip of ``num_frames`` pixel frames; rejects counts other than 4k+1."""
     if num_frames < 1 or (num_frames - 1) % temporal_stride:
         below, above = nearest_valid_frame_counts(max(num_frames, 1), temporal_stride)
+        counts = f"{below} or {above}" if below != above else f"1, {1 + temporal_stride}, ..."
         raise InputError(
-            input_name,
-            f"{num_frames} frames is not {temporal_stride}k+1",
-            f"use {below} or {above} frames",
+            input_name, f"{num_frames} frames is not {temporal_stride}k+1", f"use {counts} frames"
         )
     return 1 + (num_frames - 1) // temporal_stride
 

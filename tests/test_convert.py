@@ -82,6 +82,12 @@ def test_the_targets_folder_is_made_or_refused_before_the_load(tmp_path, capsys)
         f"error: target: {tmp_path} names a folder. "
         f"Fix: name a file, e.g. {tmp_path / 'model.safetensors'}\n"
     )
+    for name in ("model.pt", "model"):  # safetensors bytes under a name no loader lists
+        assert main(["to-safetensors", str(source), str(tmp_path / "out" / name)]) == 2
+        assert capsys.readouterr().err == (
+            f"error: target: {name} is not a .safetensors name. Fix: use model.safetensors\n"
+        )
+    assert not (tmp_path / "out").exists()
     if Path("/sys/fs").is_dir():  # sysfs takes no new file, not even root's
         assert main(["to-safetensors", str(source), "/sys/fs/model.safetensors"]) == 2
         assert capsys.readouterr().err.startswith("error: target: cannot write into /sys/fs (")

@@ -335,7 +335,12 @@ def test_demo_out_in_a_folder_without_write_access_is_one_line_before_the_render
      (["--video", "VIDEO"], "--video: given for --task t2av. "
                             "Fix: add --task extend, interpolate, keyframes, edit or v2a, or drop it"),
      (["--task", "i2av", "--image", "IMAGE", "--video", "VIDEO"],
-      "--image: given with --video, which --task i2av reads instead. Fix: drop one"),
+      "--video: given for --task i2av. "
+      "Fix: add --task extend, interpolate, keyframes, edit or v2a, or drop it"),
+     (["--task", "extend", "--image", "IMAGE"],
+      "--image: given for --task extend. Fix: add --task i2av or ref, or drop it"),
+     (["--task", "ref", "--video", "VIDEO"], "--video: given for --task ref. "
+                            "Fix: add --task extend, interpolate, keyframes, edit or v2a, or drop it"),
      (["--task", "extend", "--mask", "IMAGE"],
       "--mask: given for --task extend. Fix: add --task edit or drop it")],
 )  # fmt: skip
@@ -469,3 +474,23 @@ def test_hidden_files_in_the_clips_folder_are_skipped(tmp_path):
     (tmp_path / "._clip0.mp4").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     (tmp_path / ".hidden.mov").write_bytes(b"")
     assert read_clips(tmp_path).captions == ["a red circle bounces on the floor"]
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [(["--steps", "0"], "--steps: 0. Fix: use 1 to 200"),
+     (["--steps", "10000000000"], "--steps: 10000000000. Fix: use 1 to 200"),
+     (["--cache-threshold", "nan"], "--cache-threshold: nan. Fix: use 0 (off) or more"),
+     (["--cache-threshold", "inf"], "--cache-threshold: inf. Fix: use 0 (off) or more"),
+     (["--frames", "0"], "--frames: 0 frames is not 4k+1. Fix: use 1, 5, ... frames"),
+     (["--frames", "7"], "--frames: 7 frames is not 4k+1. Fix: use 5 or 9 frames")],
+)  # fmt: skip
+def test_numbers_that_cannot_render_are_one_line_before_anything_is_made(
+    tmp_path, capsys, no_model, args, line
+):
+    """--steps 10000000000 died in torch.linspace after the model loaded; nan passed as a
+    threshold and was written into the clip's metadata; --frames 0 advised "1 or 1 frames"."""
+    out = tmp_path / "new" / "x.mp4"
+    assert main(["demo", *args, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {line}\n"
+    assert not out.parent.exists()

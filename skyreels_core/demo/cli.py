@@ -7,6 +7,7 @@ so every task runs out of the box.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ import torch
 from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP
 from ..paths import output_file
-from ..sampling import SamplerHooks
+from ..sampling import MAX_STEPS, SamplerHooks
 from ..shapes import latent_frame_count, parse_frame_indices
 from .render import (
     EXTEND_KEPT_FRAMES,
@@ -145,17 +146,17 @@ def _keyframes(args: argparse.Namespace) -> list[int]:
 def _check_pixel_inputs(args: argparse.Namespace) -> None:
     """--image, --video and --mask only where the task reads them: an ignored one would still
     set the render's size (a t2av clip at the image's size), so, like --keyframes, it is refused."""
-    readers = {"--image": "i2av or ref", "--video": "extend, interpolate, keyframes, edit or v2a"}
-    if args.task == "t2av":
-        for flag, value in (("--image", args.image), ("--video", args.video)):
-            if value is not None:
-                raise InputError(
-                    flag, "given for --task t2av", f"add --task {readers[flag]}, or drop it"
-                )
-    if args.image is not None and args.video is not None:
-        raise InputError(
-            "--image", f"given with --video, which --task {args.task} reads instead", "drop one"
-        )
+    readers = {
+        "--image": ("i2av", "ref"),
+        "--video": ("extend", "interpolate", "keyframes", "edit", "v2a"),
+    }
+    for flag, value in (("--image", args.image), ("--video", args.video)):
+        if value is not None and args.task not in readers[flag]:
+            *most, last = readers[flag]
+            tasks = f"{', '.join(most)} or {last}"
+            raise InputError(
+                flag, f"given for --task {args.task}", f"add --task {tasks}, or drop it"
+            )
     if args.mask is not None and args.task != "edit":
         raise InputError("--mask", f"given for --task {args.task}", "add --task edit or drop it")
 
@@ -165,6 +166,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     default."""
     if not 0 <= args.seed <= MAX_SEED:
         raise InputError("--seed", f"{args.seed}", f"use 0 to {MAX_SEED}")
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise InputError("--steps", f"{args.steps}", f"use 1 to {MAX_STEPS}")
     _check_pixel_inputs(args)
     if args.task != "v2a":  # v2a keeps the clip as it is, so any length will do
         args.frames = 33 if args.frames is None else args.frames
@@ -189,7 +192,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
                 f"{args.total_frames} frames, not more than --frames {args.frames}",
                 "ask for more frames than one window has, or leave it out",
             )
-    if args.cache_threshold < 0:
+    if not 0 <= args.cache_threshold < math.inf:  # nan and inf are no threshold
         raise InputError("--cache-threshold", f"{args.cache_threshold}", "use 0 (off) or more")
 
 

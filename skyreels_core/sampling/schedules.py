@@ -14,6 +14,8 @@ import torch
 
 from ..errors import InputError
 
+MAX_STEPS = 200  # the Sampler's widget and the demo command; beyond it a step changes nothing
+
 
 def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     """``sσ / (1 + (s - 1)σ)``: keeps 0 and 1 fixed and pushes every other t towards noise for s > 1."""
