@@ -621,7 +621,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--report",
-        type=Path,
         metavar="FILE",
         help="write a JSON list of the renders (prompt id, widgets set, status, error, files, "
         "downloaded) here, also when the command stops early",
@@ -668,10 +667,10 @@ def _check_flags(args: argparse.Namespace) -> bool:
     waits = args.wait or args.download is not None
     if args.timeout is not None and (not 0 < args.timeout < math.inf or not waits):
         raise InputError("--timeout", f"{args.timeout:g} s", "give a positive time with --wait")
-    if args.download is not None:
+    if args.download is not None and not args.dry_run:
         output_folder(args.download, "--download")
-    if args.report is not None:
-        output_file(args.report, "--report", "batch.json")
+    if args.report is not None:  # a str: Path would drop the "/" that says a folder was meant
+        args.report = output_file(args.report, "--report", "batch.json")
     return waits
 
 
@@ -746,7 +745,7 @@ def run(args: argparse.Namespace) -> int:
     object_info = server.object_info() if not api or args.inputs else None
     api_prompt = workflow if api else ui_to_api(workflow, object_info)
     table = widget_table(workflow, object_info)
-    seeds = parse_seeds(args.seeds) if args.seeds else None
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     prompts = read_prompts(args.prompts) if args.prompts else None
     prompt_widget = _prompt_widget(args, table, api_prompt)
     input_widget, inputs = _file_widget(args, table, api_prompt, object_info)

@@ -915,7 +915,7 @@ def lora_training(cases: int = 24, clips: int = 256, steps: int = 400) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--json", help="write the results here")
     parser.add_argument(
         "--only",
         default=",".join(PARTS),
@@ -947,8 +947,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "--only", f"unknown parts {unknown}", f"choose from {', '.join(PARTS + LONGER_PARTS)}"
         )
-    if args.json:
-        output_file(args.json, "--json", "bench.json")
+    if args.json:  # a str: Path would drop the "/" that says a folder was meant
+        args.json = output_file(args.json, "--json", "bench.json")
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                            "threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}}  # fmt: skip

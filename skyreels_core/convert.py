@@ -46,8 +46,22 @@ def tensors_of(checkpoint: object, source: Path) -> dict[str, torch.Tensor]:
             f"{source.name} holds non-tensor entries ({', '.join(map(str, others[:3]))})",
             "pass a file whose weights are a flat state dict",
         )
+    sparse = [str(k) for k, v in checkpoint.items() if v.layout != torch.strided]
+    if sparse:
+        raise InputError(
+            "source",
+            f"{source.name} holds sparse tensors ({', '.join(sparse[:3])})",
+            "save them dense (tensor.to_dense()) first",
+        )
     # safetensors refuses tensors sharing storage; each gets its own contiguous copy.
-    return {str(k): v.detach().clone().contiguous() for k, v in checkpoint.items()}
+    tensors = {str(k): v.detach().clone().contiguous() for k, v in checkpoint.items()}
+    if len(tensors) < len(checkpoint):  # 1 and "1" are one name in a safetensors file
+        raise InputError(
+            "source",
+            f"{source.name} holds keys that read alike as text (such as 1 and '1')",
+            "give every tensor a distinct string name",
+        )
+    return tensors
 
 
 def _first_line(error: Exception) -> str:
@@ -56,7 +70,7 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def convert(source: Path, target: Path) -> Path:
+def convert(source: Path, target: str | Path) -> Path:
     """``target`` checked before the (possibly long) load, then written once, never over a file."""
     is_folder = str(target).endswith(("/", os.sep)) or Path(target).is_dir()  # named by output_file
     if Path(target).suffix != ".safetensors" and not is_folder:  # what every loader lists
@@ -80,7 +94,7 @@ def convert(source: Path, target: Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", type=Path, help="a .pt / .pth / .ckpt checkpoint")
-    parser.add_argument("target", type=Path, help="the .safetensors file to write")
+    parser.add_argument("target", help="the .safetensors file to write (a str: a final / kept)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -864,3 +864,12 @@ def test_a_taken_av_latent_name_keeps_the_suffix_its_loader_lists(tmp_path):
         comfy = batch_queue.ComfyServer(server.url)
         names = [comfy.download(item, tmp_path).name for _ in range(2)]
     assert names == ["take_00004.av_latent.safetensors", "take_00004_1.av_latent.safetensors"]
+
+
+def test_a_dry_run_makes_no_download_folder_and_empty_seeds_are_refused(capsys, tmp_path):
+    with FakeComfy() as server:
+        code, out, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--dry-run",
+                              "--download", str(tmp_path / "renders"))  # fmt: skip
+        assert code == 0 and len(out) == 1 and not (tmp_path / "renders").exists()
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "")
+    assert code == 2 and err.startswith("error: --seeds:") and server.posted == []

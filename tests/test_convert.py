@@ -91,3 +91,21 @@ def test_the_targets_folder_is_made_or_refused_before_the_load(tmp_path, capsys)
     if Path("/sys/fs").is_dir():  # sysfs takes no new file, not even root's
         assert main(["to-safetensors", str(source), "/sys/fs/model.safetensors"]) == 2
         assert capsys.readouterr().err.startswith("error: target: cannot write into /sys/fs (")
+
+
+def test_sparse_tensors_and_keys_alike_as_text_are_one_line_and_nothing_is_written(
+    tmp_path, capsys
+):
+    """A sparse tensor died in .contiguous(); {1: a, "1": b} lost one tensor silently."""
+    sparse = torch.eye(3).to_sparse()
+    for name, state, said in (
+        ("sparse.pt", {"w": sparse}, "holds sparse tensors (w). Fix: save them dense"),
+        ("alike.pt", {1: torch.ones(2), "1": torch.zeros(2)}, "holds keys that read alike"),
+    ):
+        torch.save(state, tmp_path / name)
+        target = tmp_path / f"{name}.safetensors"
+        assert main(["to-safetensors", str(tmp_path / name), str(target)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: source: {name} {said}")
+        assert not target.exists()
+    assert main(["to-safetensors", str(tmp_path / "alike.pt"), str(tmp_path / "out") + "/"]) == 2
+    assert "names a folder" in capsys.readouterr().err

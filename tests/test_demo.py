@@ -179,6 +179,26 @@ def test_an_output_path_inside_a_file_is_one_line_before_any_work(tmp_path, caps
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["eval-demo", "--json", "DIR/"], ["bench", "--only", "analytic", "--json", "DIR/"],
+     ["to-safetensors", "SOURCE", "DIR/"], ["queue", "WORKFLOW", "--report", "DIR/"]],
+)  # fmt: skip
+def test_an_output_path_ending_in_a_slash_names_a_folder_before_any_work(tmp_path, capsys, command):
+    """argparse's Path dropped the "/", and each command wrote a file named like the folder."""
+    torch.save({"w": torch.zeros(2)}, tmp_path / "source.pt")
+    names = {"DIR/": f"{tmp_path / 'new'}/", "SOURCE": str(tmp_path / "source.pt"),
+             "WORKFLOW": str(Path(__file__).parents[1] / "workflows" / "text_to_video.json")}  # fmt: skip
+    assert main([names.get(arg, arg) for arg in command]) == 2
+    assert f"{tmp_path / 'new'}/ names a folder" in capsys.readouterr().err
+    assert not (tmp_path / "new").is_file()
+
+
+def test_eval_scenes_below_the_held_out_seed_are_refused(capsys):
+    assert main(["eval-demo", "--scene-offset", "-1", "--cases", "0"]) == 2
+    assert capsys.readouterr().err == "error: --scene-offset: -1. Fix: give 0 or more\n"
+
+
 def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
     from skyreels_core.loading import load_model
 

@@ -183,12 +183,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise InputError(name, f"{getattr(args, flag)}", "give 0 (skip that part) or more")
     if args.steps < 1:
         raise InputError("--steps", f"{args.steps}", "give 1 or more")
-    if args.json is not None:
-        output_file(args.json, "--json", "report.json")
+    if args.scene_offset < 0:  # below the held-out seed lie the scenes the model trained on
+        raise InputError("--scene-offset", f"{args.scene_offset}", "give 0 or more")
+    if args.json is not None:  # a str: Path would drop the "/" that says a folder was meant
+        args.json = output_file(args.json, "--json", "report.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--json", help="write the report here")
     parser.add_argument(
         "--cases",
         type=int,
