@@ -52,7 +52,9 @@ def resample_audio(
 ) -> torch.Tensor:
     """[B, C, S] (or [C, S]) float waveform at ``target_rate`` (and ``channels``), via FFmpeg's
     resampler. To mono it takes the channels' mean, as MMAudio prepares its sounds: FFmpeg's own
-    mixdown adds stereo's channels at 0.71 each, 3 dB louder than a centred sound was."""
+    mixdown adds stereo's channels at 0.71 each, 3 dB louder than a centred sound was. Mono is
+    copied to every channel, as the host does (a generated sound joined to a stereo clip kept its
+    level)."""
     import av
 
     squeeze = waveform.dim() == 2
@@ -60,6 +62,8 @@ def resample_audio(
     channels = channels or batch.shape[1]
     if channels == 1:
         batch = batch.mean(1, keepdim=True)
+    elif batch.shape[1] == 1:  # mono to every channel at full level (FFmpeg's upmix is -3 dB)
+        batch = batch.expand(-1, channels, -1)
     if source_rate == target_rate and channels == batch.shape[1]:
         return (batch[0] if squeeze else batch).float()
     for count in (batch.shape[1], channels):

@@ -149,6 +149,11 @@ def test_a_mono_mixdown_is_the_channels_mean_and_too_many_channels_are_named():
     surround = _tones([300, 500, 700, 900, 1100, 1300], 44100)
     mono = resample_audio(surround, 44100, 16000, 1)
     assert torch.allclose(mono, resample_audio(surround.mean(0, keepdim=True), 44100, 16000))
+    tone = _tones([440], 16000)
+    for rate in (16000, 44100):  # a mono sound copied to both channels at its own level
+        stereo = resample_audio(tone, 16000, rate, 2)
+        assert torch.allclose(stereo[0], stereo[1])
+        assert torch.allclose(stereo.square().mean().sqrt(), tone.square().mean().sqrt(), rtol=0.01)
     with pytest.raises(InputError, match="9 channels") as error:
         resample_audio(torch.zeros(9, 100), 16000, 8000, 2)
     assert error.value.input_name == "audio" and "1 to 8 channels" in str(error.value)
