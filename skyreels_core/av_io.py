@@ -221,7 +221,7 @@ def read_video(
         if container.streams.audio:
             seconds = None if limit is None else len(frames) / fps
             audio = _decode_audio(container, seconds, start or 0.0)
-    return torch.stack(frames).float() / 255, fps, audio
+    return torch.stack(frames).float().div_(255), fps, audio  # in place: one float copy
 
 
 def next_free_path(folder: str | Path, prefix: str, suffix: str = ".mp4") -> Path:
