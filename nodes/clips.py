@@ -11,6 +11,7 @@ from skyreels_core.joining import (
     join_clips,
     require_matching_sound,
 )
+from skyreels_core.shapes import MAX_FRAMES
 
 from . import link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
@@ -51,7 +52,7 @@ class SkyReelsV4JoinClips:
                     {
                         "default": DEFAULT_OVERLAP,
                         "min": 0,
-                        "max": 1025,
+                        "max": MAX_FRAMES,
                         "tooltip": "Frames the two share: wire Continue Clip's overlap here.",
                     },
                 ),
@@ -124,7 +125,7 @@ class SkyReelsV4ExtendToLength:
                     {
                         "default": 33,
                         "min": 5,
-                        "max": 1025,
+                        "max": MAX_FRAMES,
                         "step": 4,
                         "tooltip": "Frames per window (1 + 4k): the length the model was "
                         "trained on (33 for the demo model, 81 for 14B-class ones).",
@@ -135,7 +136,7 @@ class SkyReelsV4ExtendToLength:
                     {
                         "default": DEFAULT_OVERLAP,
                         "min": 1,
-                        "max": 1025,
+                        "max": MAX_FRAMES,
                         "tooltip": "How many of the clip's last frames each window starts with "
                         "(snapped down to 1 + 4k); 5 gives the demo model its smoothest seams.",
                     },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skyreels_core.prompts import parse_multishot
+from skyreels_core.shapes import MAX_FRAMES
 
 from . import link_types
 
@@ -84,7 +85,7 @@ class SkyReelsV4MultiShotTextEncode:
                     {
                         "default": 33,
                         "min": 1,
-                        "max": 1025,
+                        "max": MAX_FRAMES,
                         "step": 4,
                         "tooltip": "Clip length (4k+1).",
                     },

@@ -9,7 +9,7 @@ from __future__ import annotations
 from skyreels_core import masks
 from skyreels_core.errors import InputError
 from skyreels_core.joining import DEFAULT_OVERLAP, continue_clip
-from skyreels_core.shapes import latent_frame_count, typed_frame_indices
+from skyreels_core.shapes import MAX_FRAMES, latent_frame_count, typed_frame_indices
 from skyreels_core.types import VideoCondition
 
 from . import link_types
@@ -23,7 +23,7 @@ FRAMES_INPUT = (
     {
         "default": 33,
         "min": 1,
-        "max": 1025,
+        "max": MAX_FRAMES,
         "step": 4,
         "tooltip": "Length of the clip in pixel frames; must be 4k+1 (33, 81, 121...).",
     },
@@ -112,7 +112,7 @@ class SkyReelsV4MaskExtend(_MaskNode):
                     {
                         "default": 9,
                         "min": 1,
-                        "max": 1025,
+                        "max": MAX_FRAMES,
                         "tooltip": "How many source frames to keep; snapped down to 1 + 4k.",
                     },
                 ),
@@ -146,7 +146,7 @@ class SkyReelsV4MaskContinue(_MaskNode):
                     {
                         "default": DEFAULT_OVERLAP,
                         "min": 1,
-                        "max": 1025,
+                        "max": MAX_FRAMES,
                         "tooltip": "How many of the clip's last frames the window starts with; "
                         "snapped down to 1 + 4k. 5 gives the demo model its smoothest seams.",
                     },

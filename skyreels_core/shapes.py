@@ -11,6 +11,7 @@ import torch
 from .errors import InputError
 
 TEMPORAL_STRIDE = 4
+MAX_FRAMES = 1025  # one render's longest clip (64 s at 16 fps); longer ones join windows
 SPATIAL_STRIDE = 8
 
 

@@ -503,7 +503,9 @@ def test_hidden_files_in_the_clips_folder_are_skipped(tmp_path):
      (["--cache-threshold", "nan"], "--cache-threshold: nan. Fix: use 0 (off) or more"),
      (["--cache-threshold", "inf"], "--cache-threshold: inf. Fix: use 0 (off) or more"),
      (["--frames", "0"], "--frames: 0 frames is not 4k+1. Fix: use 1, 5, ... frames"),
-     (["--frames", "7"], "--frames: 7 frames is not 4k+1. Fix: use 5 or 9 frames")],
+     (["--frames", "7"], "--frames: 7 frames is not 4k+1. Fix: use 5 or 9 frames"),
+     (["--frames", "100001"], "--frames: 100001. Fix: use at most 1025 (the nodes' limit)"),
+     (["--total-frames", "1029"], "--total-frames: 1029. Fix: use at most 1025 (the nodes' limit)")],
 )  # fmt: skip
 def test_numbers_that_cannot_render_are_one_line_before_anything_is_made(
     tmp_path, capsys, no_model, args, line
