@@ -10,6 +10,7 @@ from skyreels_core.joining import (
     extend_to_length,
     join_clips,
     require_matching_sound,
+    window_seed,
 )
 from skyreels_core.shapes import MAX_FRAMES
 
@@ -184,7 +185,7 @@ class SkyReelsV4ExtendToLength:
             LOG.info("SkyReels-V4 Extend to Length: window %d after the clip", number)
             sampled = sampler.sample(
                 model, text, condition, fps=fps, audio_vae=audio_vae, video_vae=video_vae,
-                unique_id=unique_id, **settings,
+                unique_id=unique_id, **{**settings, "seed": window_seed(settings["seed"], number)},
             )  # fmt: skip
             latent = sampled["result"][0]
             window = decode_video.decode(latent, video_vae)[0]

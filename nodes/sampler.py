@@ -8,6 +8,7 @@ from skyreels_core.errors import InputError
 from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.sampling import (
+    MAX_SEED,
     MAX_STEPS,
     SamplerHooks,
     SamplerSettings,
@@ -56,7 +57,7 @@ class SkyReelsV4Sampler:
                     {
                         "default": 0,
                         "min": 0,
-                        "max": 2**63 - 1,
+                        "max": MAX_SEED,
                         "tooltip": "Same seed, same clip on any device.",
                     },
                 ),

@@ -136,6 +136,28 @@ def test_extending_names_a_length_already_reached_and_a_missing_sound():
         extend_to_length(CODEC, clip, None, 16.0, 61, 34, 5, silent_window)
     with pytest.raises(InputError, match="^overlap: 9 frames kept of 9-frame windows"):
         extend_to_length(CODEC, clip, None, 16.0, 61, 9, 11, silent_window)
+    # A clip shorter than the overlap keeps fewer frames in the first window only: the check is
+    # for the windows after it, before any renders (it failed after the first).
+    never = lambda condition, number: pytest.fail("rendered a window")  # noqa: E731
+    with pytest.raises(InputError, match="^overlap: 9 frames kept of 9-frame windows"):
+        extend_to_length(CODEC, clip[:5], None, 16.0, 61, 9, 9, never)
+
+
+def test_every_window_draws_its_own_seed(monkeypatch):
+    """One seed for every window drew the same noise, and the windows' sounds looped."""
+    from skyreels_core.demo import render
+    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render_longer
+
+    seeds = []
+
+    def window(pipeline, request, condition, references, hooks=None):
+        seeds.append(request.seed)
+        return _clip(request.frames, value=0.5, seed=request.seed), None
+
+    monkeypatch.setattr(render, "render_condition", window)
+    request = RenderRequest(prompt="a red circle", seed=2**63 - 2, frames=17)
+    frames, _ = render_longer(DemoPipeline.load(), request, _clip(17), None, 61)
+    assert frames.shape[0] == 61 and seeds == [2**63 - 1, 0, 1, 2]
 
 
 def test_extend_to_length_names_a_missing_sound_before_rendering():

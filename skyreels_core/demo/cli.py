@@ -15,7 +15,7 @@ import torch
 from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP
 from ..paths import output_file
-from ..sampling import MAX_STEPS, SamplerHooks
+from ..sampling import MAX_SEED, MAX_STEPS, SamplerHooks
 from ..shapes import MAX_FRAMES, latent_frame_count, parse_frame_indices
 from .render import (
     EXTEND_KEPT_FRAMES,
@@ -30,7 +30,6 @@ from .world import FPS as WORLD_FPS
 from .world import render_scene, sample_scene_spec
 
 DEFAULT_PROMPT = "a red circle bounces on the floor"
-MAX_SEED = 2**63 - 1  # the sampler node's seed widget; the generator takes no more
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ video and audio together, decode both), as one function scripts can call.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ import torch
 from .. import masks
 from ..codecs import audio_token_count
 from ..errors import InputError
-from ..joining import DEFAULT_OVERLAP, extend_to_length
+from ..joining import DEFAULT_OVERLAP, extend_to_length, window_seed
 from ..references import image_references
 from ..sampling import SamplerHooks, SamplerSettings, sample
 from ..shapes import TEMPORAL_STRIDE, pixel_frame_count, whole_groups
@@ -146,13 +146,14 @@ def render_longer(
     hooks: SamplerHooks | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """A render continued to ``total_frames`` in windows of the request's length, each keeping
-    the clip's last frames, with the request's prompt, seed, settings and references: the Extend
-    to Length node's loop."""
+    the clip's last frames, with the request's prompt, settings and references and the window's
+    own seed: the Extend to Length node's loop."""
     references = build_condition(pipeline.video_codec, request)[1]
 
     def window(condition: VideoCondition, number: int) -> tuple[torch.Tensor, dict]:
         log.info("window %d after the first", number)
-        return render_condition(pipeline, request, condition, references, hooks)[:2]
+        seeded = replace(request, seed=window_seed(request.seed, number))
+        return render_condition(pipeline, seeded, condition, references, hooks)[:2]
 
     return extend_to_length(
         pipeline.video_codec,

@@ -1,10 +1,11 @@
 """Flow-matching sampling of the dual-stream model: schedule, solvers, guidance, the sampler."""
 
-from .sampler import SamplerHooks, SamplerSettings, initial_noise, require_finite, sample
+from .sampler import MAX_SEED, SamplerHooks, SamplerSettings, initial_noise, require_finite, sample
 from .schedules import MAX_STEPS, custom_sigmas, flow_sigmas, sigmas_from_text
 from .solvers import SOLVERS
 
 __all__ = [
+    "MAX_SEED",
     "MAX_STEPS",
     "SOLVERS",
     "SamplerHooks",

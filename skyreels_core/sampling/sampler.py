@@ -100,6 +100,9 @@ def _placement(model: torch.nn.Module, fallback: torch.Tensor) -> tuple[torch.de
     return first.device, first.dtype
 
 
+MAX_SEED = 2**63 - 1  # the Sampler's seed widget; torch's generator takes no more
+
+
 def initial_noise(
     seed: int, shapes: Sequence[tuple[int, ...]], device: torch.device | str = "cpu"
 ) -> Streams:
