@@ -39,6 +39,12 @@ def parse_multishot(text: str, frames: int) -> list[Shot]:
                 "write e.g. '[0-16] a red circle bounces'",
             )
         start, end, description = int(match[1]), int(match[2]), match[3]
+        if start > end:
+            raise InputError(
+                "shots",
+                f"line {number} runs from frame {start} back to {end}",
+                f"write the first frame first: [{end}-{start}]",
+            )
         if not 0 <= start <= end < frames:
             raise InputError(
                 "shots",

@@ -26,6 +26,10 @@ def test_every_frame_of_the_clip_follows_a_shot():
     [
         ("a red circle", "is not"),
         ("[0-40] x", "outside"),
+        (
+            "[16-0] x",
+            r"line 1 runs from frame 16 back to 0. Fix: write the first frame first: \[0-16\]",
+        ),
         ("[0-10] a\n[5-20] b", "inside the previous"),
         ("", "no shot"),
         ("[0-16] a\n[17-32]  ", r"line 2 '\[17-32\]' is not"),  # blank: its frames read no text
