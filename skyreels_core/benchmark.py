@@ -759,7 +759,7 @@ def _seam_steps(path: torch.Tensor, seams: list[int], overlap: int) -> tuple[lis
 def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
     """The demo render continued to ``total_frames`` (four 33-frame windows, each keeping the
     last 5 frames) by ``render_longer``, the Extend to Length node's loop, on held-out prompts
-    (every window at the prompt's seed): whether all windows keep the prompt's colour and shape,
+    (window n at the prompt's seed + n): whether all windows keep the prompt's colour and shape,
     each seam's step over the median step, and AV sync over the whole clip."""
     from .demo.metrics import (
         av_sync_error_ms,
