@@ -182,6 +182,7 @@ def _grouped(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], AdapterAlp
     keys = list(header)
     _refuse_unsupported(keys, path.name)
     groups: dict[str, dict[str, torch.Tensor]] = {}
+    first_keys: dict[tuple[str, str], str] = {}  # (layer, field) -> the key that gave it
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         for key in keys:
             layer, kind = _split(key)
@@ -192,8 +193,28 @@ def _grouped(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], AdapterAlp
                     "pick a LoRA file (its keys end in lora_A/lora_B, lora_down/lora_up, alpha, "
                     "diff or diff_b)",
                 )
-            groups.setdefault(layer, {})[kind] = handle.get_tensor(key)
+            fields, tensor = groups.setdefault(layer, {}), handle.get_tensor(key)
+            first = first_keys.setdefault((layer, kind), key)
+            if kind in fields and not torch.equal(fields[kind], tensor):
+                _refuse_two_spellings(path.name, f"{layer} ({kind})", first=first, second=key)
+            fields[kind] = tensor
     return groups, AdapterAlphas.of(metadata, path.name)
+
+
+def _same_fields(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    return first.keys() == second.keys() and all(
+        torch.equal(first[kind], second[kind]) for kind in first
+    )
+
+
+def _refuse_two_spellings(file: str, target: str, first: str, second: str) -> None:
+    """One layer spelled twice with different tensors: applying either would be a guess (the
+    other would be dropped silently), and a merged file of two LoRAs is the usual cause."""
+    raise CheckpointError(
+        "lora_name",
+        f"{file} gives {target} twice with different weights, as {first!r} and {second!r}",
+        "use a LoRA file that names each layer once (load two LoRAs as two Load LoRA nodes)",
+    )
 
 
 def _layer_delta(
@@ -257,15 +278,21 @@ def read_lora(path: Path, model: nn.Module) -> Lora:
     """
     names, lora = _Names(model), Lora(path.name)
     groups, alphas = _grouped(path)
+    spelled: dict[str, str] = {}  # the model's layer -> the file's name for it
     for layer, fields in groups.items():
         target = names.resolve(layer)
         if target is None:
             lora.skipped.append(layer)
-        elif isinstance(names.modules.get(target), nn.Linear):
-            module = names.modules[target]
-            lora.layers[target] = _layer_delta(layer, fields, module, path.name, alphas)
+        elif target in spelled:
+            if not _same_fields(groups[spelled[target]], fields):
+                _refuse_two_spellings(path.name, target, first=spelled[target], second=layer)
         else:
-            _add_parameter_diffs(lora, names, target, fields, path.name)
+            spelled[target] = layer
+            if isinstance(names.modules.get(target), nn.Linear):
+                module = names.modules[target]
+                lora.layers[target] = _layer_delta(layer, fields, module, path.name, alphas)
+            else:
+                _add_parameter_diffs(lora, names, target, fields, path.name)
     if not lora.layers and not lora.parameters:
         shown = ", ".join(sorted(lora.skipped)[:3])
         raise CheckpointError(

@@ -134,6 +134,32 @@ def test_every_spelling_gives_the_same_render(wan, tmp_path):
         torch.testing.assert_close(render, renders["wan"], atol=1e-5, rtol=0, msg=name)
 
 
+def unprefixed(state: dict) -> dict:
+    return {key.removeprefix("diffusion_model."): value for key, value in state.items()}
+
+
+@pytest.mark.parametrize("respelled", [kohya, unprefixed])
+def test_a_layer_spelled_twice_applies_once_or_is_refused_when_the_two_differ(
+    wan, tmp_path, respelled
+):
+    """Kohya's underscores beside Wan's names (two layer names for one layer), and a prefix
+    dropped (one layer name from two keys): the same tensors twice apply once, as the file with
+    one spelling does; different tensors cannot both apply, so the file is refused by name."""
+    model, _ = wan
+    state = random_lora(model, ["blocks.0.self_attn.q"])
+    once = run_ours(LoadedModel(model, "wan").with_lora(
+        read_lora(save(tmp_path, "once.safetensors", state), model), 1.0))  # fmt: skip
+    twice = read_lora(save(tmp_path, "twice.safetensors", state | respelled(cloned(state))), model)
+    assert list(twice.layers) == ["blocks.0.self_attn.q"]
+    torch.testing.assert_close(
+        run_ours(LoadedModel(model, "wan").with_lora(twice, 1.0)), once, atol=0, rtol=0
+    )
+    other = respelled(random_lora(model, ["blocks.0.self_attn.q"], seed=1))
+    with pytest.raises(CheckpointError, match="twice with different weights") as error:
+        read_lora(save(tmp_path, "merged.safetensors", state | other), model)
+    assert error.value.input_name == "lora_name"
+
+
 def test_the_loaded_model_is_unchanged_after_and_beside_a_lora_render(wan, tmp_path):
     model, _ = wan
     before = {key: value.clone() for key, value in model.state_dict().items()}
