@@ -67,6 +67,19 @@ UPLOAD_FLAGS = {
 }
 
 
+# While renders are awaited (history, queue and download reads, which repeat safely), a server
+# that drops a connection or answers through a proxy's 502/503/504 is asked again after these
+# pauses before the batch ends: a long batch outlives a reverse proxy's or a busy server's
+# hiccup. Queueing and uploads are never repeated (the first may have landed), and the first
+# contact is not either, so a wrong --server is named at once.
+WAIT_RETRY_PAUSES_S = (2.0, 5.0, 10.0, 20.0)
+TRANSIENT_HTTP = (502, 503, 504)
+
+
+class ServerUnreachable(InputError):
+    """No answer, a reply cut short or a gateway's 502/503/504: possibly a passing fault."""
+
+
 class PromptRefused(InputError):
     """The server refused one prompt (a value its node does not accept): that render is
     reported and the batch goes on, where any other error stops it."""
@@ -105,17 +118,33 @@ class ComfyServer:
         body: dict | None = None,
         raw: bool = False,
         form: tuple[bytes, str] | None = None,
+        retry: bool = False,
     ):
-        """GET, or POST ``body`` as JSON or ``form`` as (multipart bytes, its content type)."""
+        """GET, or POST ``body`` as JSON or ``form`` as (multipart bytes, its content type);
+        a GET with ``retry`` is asked again after WAIT_RETRY_PAUSES_S while the server seems
+        unreachable."""
         data, content_type = form or (None, "application/json")
         if body is not None:
             data = json.dumps(body).encode()
         request = urllib.request.Request(
             self.url + path, data=data, headers={"Content-Type": content_type}
         )
+        pauses = WAIT_RETRY_PAUSES_S if retry and data is None else ()
+        for pause in pauses:
+            try:
+                answer = self._send(request, path)
+                break
+            except ServerUnreachable as error:
+                print(f"{error.problem}; asking again in {pause:g} s", file=sys.stderr)
+                time.sleep(pause)
+        else:  # no retries, or every one failed: the last try's error is the batch's
+            answer = self._send(request, path)
+        return answer if raw else self._json(path, answer)
+
+    def _send(self, request: urllib.request.Request, path: str) -> bytes:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                answer = response.read()
+                return response.read()
         except urllib.error.HTTPError as error:
             if path == "/prompt" and error.code == 400:
                 raise PromptRefused("workflow", _refusal(error), "fix the value it names") from None
@@ -129,19 +158,19 @@ class ComfyServer:
                 if text and not text.startswith("<"):  # a proxy's HTML page says no more
                     reason += f": {text}"
                 raise UploadRefused("--inputs", reason, UPLOAD_REFUSALS[error.code]) from None
-            raise InputError(
+            kind = ServerUnreachable if error.code in TRANSIENT_HTTP else InputError
+            raise kind(
                 "--server",
                 f"{self.url}{path} answered HTTP {error.code}",
                 "check that --server names a ComfyUI server",
             ) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, HTTPException) as error:
             reason = getattr(error, "reason", None) or type(error).__name__  # a cut-off reply
-            raise InputError(
+            raise ServerUnreachable(
                 "--server",
                 f"cannot reach ComfyUI at {self.url} ({reason})",
                 "start ComfyUI or pass --server http://HOST:PORT",
             ) from None
-        return answer if raw else self._json(path, answer)
 
     def _json(self, path: str, answer: bytes):
         """The answer's JSON; a login page or another service at the address answers HTML."""
@@ -211,7 +240,7 @@ class ComfyServer:
             entry = self._history(prompt_id)
             if entry is not None:
                 return entry
-            queue = self._request("/queue")
+            queue = self._request("/queue", retry=True)
             waiting = queue.get("queue_running", []) + queue.get("queue_pending", [])
             if all(item[1] != prompt_id for item in waiting):
                 # Finished between the two reads, or removed from the queue.
@@ -228,7 +257,7 @@ class ComfyServer:
         batch never overwrites a file, and a failed transfer leaves no partial one."""
         where = {"subfolder": item.get("subfolder", ""), "type": item.get("type", "output")}
         query = urllib.parse.urlencode({"filename": item["filename"], **where})
-        data = self._request(f"/view?{query}", raw=True)
+        data = self._request(f"/view?{query}", raw=True, retry=True)
         name = Path(item["filename"]).name
         suffix = next((end for end in KEPT_SUFFIXES if name.endswith(end)), Path(name).suffix)
         target, number = folder / name, 0
@@ -247,7 +276,7 @@ class ComfyServer:
         return target
 
     def _history(self, prompt_id: str) -> dict | None:
-        entry = self._request(f"/history/{prompt_id}").get(prompt_id)
+        entry = self._request(f"/history/{prompt_id}", retry=True).get(prompt_id)
         status = (entry or {}).get("status", {})
         finished = status.get("completed") is not None or status.get("status_str") == "error"
         return entry if finished else None

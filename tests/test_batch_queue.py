@@ -54,6 +54,7 @@ class FakeComfy:
         self.max_upload: int | None = None
         self.bad_names: set[str] = set()
         self.gone: set[str] = set()  # saved files since moved out of the output folder
+        self.hiccups = 0  # GETs after /object_info answered 502 first, as a proxy's hiccup
         self.paths: list[str] = []
         self.prompt_ids: list[str] = []
         fake = self
@@ -78,6 +79,9 @@ class FakeComfy:
                 fake.paths.append(self.path)
                 if self.path == "/object_info":
                     return self._answer(200, OBJECT_INFO)
+                if fake.hiccups:
+                    fake.hiccups -= 1
+                    return self._answer(502, {})
                 if self.path.startswith("/view?"):  # the file's bytes: its own query
                     query = parse_qs(urlparse(self.path).query)
                     if query["filename"][0] in fake.gone:
@@ -341,6 +345,27 @@ def test_download_fetches_each_render_without_overwriting(capsys, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["clip_00001_.mp4", first.name, second.name]
     )  # no partial file left
+
+
+def test_a_passing_gateway_error_while_waiting_is_asked_again(capsys, monkeypatch, tmp_path):
+    """A proxy's 502 while renders are awaited is asked again after each pause: within them the
+    batch finishes and downloads; past the last one it ends on one line naming the answer."""
+    monkeypatch.setattr(batch_queue, "WAIT_RETRY_PAUSES_S", (0.0, 0.0))
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    with FakeComfy() as server:
+        server.hiccups = 2
+        code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
+                                "1-2", "--download", str(folder))  # fmt: skip
+    assert code == 0 and err.count("answered HTTP 502; asking again in 0 s") == 2
+    assert out[2:] == [f"done {n}/2 p{n}: {folder / f'clip_0000{n}_.mp4'}" for n in (1, 2)]
+    with FakeComfy() as server:
+        server.hiccups = 3
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--wait")
+    assert code == 2 and err.count("asking again") == 2
+    assert err.splitlines()[-1].startswith(
+        f"error: --server: {server.url}/history/p1 answered HTTP 502"
+    )
 
 
 def test_a_render_whose_file_is_gone_is_reported_and_the_rest_still_download(capsys, tmp_path):
