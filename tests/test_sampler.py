@@ -262,6 +262,40 @@ def test_an_empty_prompt_reaches_the_model_as_one_null_token_never_all_masked(to
     assert torch.equal(seen.features[0, :1], torch.zeros(1, 8)) and seen.mask[0].sum() == 1
 
 
+def test_each_batch_row_without_words_gets_its_own_null_text():
+    """Judged per row: in a batch of a worded and an empty prompt (with an empty negative beside
+    a worded one), the empty row reaches the model as one null token and the empty negative as its
+    prompt's null text, while the worded rows pass unchanged; no row has every key masked."""
+    model = FakeModel(text_linear)
+    worded = torch.full((1, 3, 8), 2.0)
+    prompt = TextEncoding(
+        torch.cat([torch.full((1, 3, 8), 5.0), worded]),
+        torch.tensor([[False, False, False], [True, True, False]]),
+    )
+    negative = TextEncoding(
+        torch.cat([torch.full((1, 2, 8), -1.0), torch.full((1, 2, 8), 7.0)]),
+        torch.tensor([[True, True], [False, False]]),
+    )
+    latents = torch.zeros(2, C_V, T, H, W)
+    sample(
+        model,
+        text=prompt,
+        negative_text=negative,
+        condition=VideoCondition(latents, torch.zeros(2, 1, T, H, W)),
+        audio_tokens=L_A,
+        settings=settings(steps=1, video_guidance=2.0),
+    )
+    seen = model.calls[0]["text"]  # (prompt rows 0-1, unconditional rows 2-3), batched
+    assert bool(seen.mask.any(dim=1).all())
+    assert seen.mask[0].sum() == 1 and torch.equal(
+        seen.features[0][seen.mask[0]], torch.zeros(1, 8)
+    )
+    assert torch.equal(seen.features[1, :2], worded[0, :2]) and seen.mask[1].sum() == 2
+    assert torch.equal(seen.features[2, :2], torch.full((2, 8), -1.0)) and seen.mask[2].sum() == 2
+    assert torch.equal(seen.mask[3], seen.mask[1])  # the prompt's own mask, zero features
+    assert not seen.features[3].any()
+
+
 def wavy(stream, x, t, value):
     return torch.sin(3 * x) + value
 

@@ -125,21 +125,41 @@ def _null_text(text: TextEncoding) -> TextEncoding:
 def _with_a_token(text: TextEncoding) -> TextEncoding:
     """An empty prompt (no token: an image-to-video render left without words) as one null
     token: with none, every key of the text cross-attention is masked, a condition training never
-    showed, whose result is 0 on one backend and NaN on another."""
-    if bool(text.mask.any()):
+    showed, whose result is 0 on one backend and NaN on another. Judged per batch row: one empty
+    prompt among several would otherwise keep its row all masked."""
+    empty = ~text.mask.any(dim=1)
+    if not bool(empty.any()):
         return text
-    features = text.features.new_zeros(text.features.shape[0], 1, text.features.shape[2])
-    return TextEncoding(features, text.mask.new_ones(features.shape[:2]), text.shot_ranges)
+    features, mask = text.features.clone(), text.mask.clone()
+    if features.shape[1] == 0:
+        features, mask = F.pad(features, (0, 0, 0, 1)), F.pad(mask, (0, 1))
+    features[empty, 0] = 0
+    mask[empty, 0] = True
+    return TextEncoding(features, mask, text.shot_ranges)
 
 
 def _unconditional(text: TextEncoding, negative: TextEncoding | None) -> TextEncoding:
     """The guidance branch's text. No negative, or one with no token (an empty negative prompt,
     the default in every workflow), is the null text the model was trained on: an empty prompt
     passed as is would mask every text key, a condition training never showed (it cost the demo
-    model's eval shape adherence 75 % against 82.5 %)."""
-    if negative is None or not bool(negative.mask.any()):
+    model's eval shape adherence 75 % against 82.5 %). In a batch, each row without a negative
+    token takes its prompt's null text."""
+    if negative is None:
         return _null_text(text)
-    return negative
+    empty = ~negative.mask.any(dim=1)
+    if not bool(empty.any()):
+        return negative
+    null = _null_text(text)
+    if bool(empty.all()):
+        return null
+    length = max(null.features.shape[1], negative.features.shape[1])
+    null, negative = _pad_text(null, length), _pad_text(negative, length)
+    rows = empty[:, None]
+    return TextEncoding(
+        torch.where(rows[..., None], null.features, negative.features),
+        torch.where(rows, null.mask, negative.mask),
+        negative.shot_ranges,
+    )
 
 
 def _pad_text(text: TextEncoding, length: int) -> TextEncoding:
