@@ -6,6 +6,7 @@ failed or interrupted write never leaves a broken file and never replaces an exi
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 from collections.abc import Iterator
@@ -64,6 +65,8 @@ def resample_audio(
         batch = batch.mean(1, keepdim=True)
     elif batch.shape[1] == 1:  # mono to every channel at full level (FFmpeg's upmix is -3 dB)
         batch = batch.expand(-1, channels, -1)
+    elif channels < batch.shape[1]:
+        batch = batch * _downmix_gain(batch.shape[1], channels)
     if source_rate == target_rate and channels == batch.shape[1]:
         return (batch[0] if squeeze else batch).float()
     for count in (batch.shape[1], channels):
@@ -84,6 +87,22 @@ def resample_audio(
     expected = round(batch.shape[-1] * target_rate / source_rate)
     stacked = torch.stack([fit_length(x, expected) for x in out])
     return stacked[0] if squeeze else stacked
+
+
+@functools.cache
+def _downmix_gain(source: int, target: int) -> float:
+    """FFmpeg's float downmix adds channels at up to 1 + 2 x 0.707 (5.1 to stereo: a full-scale
+    track came out at 2.4, clipped when saved); scaled as FFmpeg normalises its integer formats,
+    so that no output channel's coefficients sum to over 1. The sums are read off FFmpeg's own
+    matrix by mixing a unit signal on every channel."""
+    import av
+
+    _check_channels(source)
+    _check_channels(target)
+    resampler = av.AudioResampler(format="flt", layout=LAYOUTS[target], rate=48000)
+    frame = _audio_frame(torch.ones(source, 64), 48000)
+    mixed = np.concatenate([_samples(f) for f in resampler.resample(frame)], axis=1)
+    return 1.0 / max(1.0, float(np.abs(mixed).max()))
 
 
 def _check_channels(count: int) -> None:

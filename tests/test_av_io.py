@@ -159,6 +159,21 @@ def test_a_mono_mixdown_is_the_channels_mean_and_too_many_channels_are_named():
     assert error.value.input_name == "audio" and "1 to 8 channels" in str(error.value)
 
 
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_a_surround_downmix_never_exceeds_the_sounds_own_peak(rate):
+    """FFmpeg's float downmix of 5.1 adds the centre and a surround to each side at 0.707: a
+    full-scale track came out at 2.4 (clipped once saved); it is normalised as FFmpeg normalises
+    its integer formats, so a sound at 0.9 on every channel stays at 0.9."""
+    loud = torch.full((1, 6, 4800), 0.9)
+    stereo = resample_audio(loud, 48000, rate, 2)
+    assert stereo.shape[:2] == (1, 2)
+    torch.testing.assert_close(stereo[..., 500:-500], torch.full_like(stereo[..., 500:-500], 0.9))
+    front = torch.zeros(6, 4800)
+    front[0] = 0.5  # the front left alone lands on the left at the mix's one gain
+    mixed = resample_audio(front, 48000, 48000, 2)
+    assert mixed[1].abs().max() < 1e-6 and 0.15 < mixed[0].abs().max() < 0.25
+
+
 def test_rgba_frames_are_saved_as_their_colour(tmp_path):
     """The host's Join Image with Alpha hands over RGBA: the MP4 holds the colour, alpha dropped."""
     rgb = torch.rand(5, 16, 16, 3, generator=torch.Generator().manual_seed(0))
