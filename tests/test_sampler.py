@@ -427,7 +427,7 @@ def test_keyframes_mode_shapes_and_inputs():
         model,
         text=text(),
         negative_text=None,
-        condition=condition(known_frames=(0,)),
+        condition=condition(known_frames=(1,)),
         audio_tokens=L_A,
         settings=settings(steps=3, video_guidance=2.0),
         references=refs,

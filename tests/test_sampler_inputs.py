@@ -91,6 +91,20 @@ def test_two_keyframes_in_one_latent_group_are_named(demo):
     assert render(demo, keyframe_indices="8, 4, 4").keyframe_indices == [1, 2]
 
 
+def test_a_keyframe_on_a_kept_frame_is_named_not_laid_over_the_image(demo):
+    """A high-res keyframe has no high-res condition: on image-to-video's first frame it was
+    generated afresh and Refine laid it over the user's image (21.6 dB against 35.5 without).
+    Frames the condition keeps are refused by name; the others render beside them."""
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    i2v = first(node("SkyReelsV4MaskI2V").build(demo["video_vae"], image, 9))
+    with pytest.raises(InputError, match="^keyframe_indices: frame 0 is kept") as error:
+        render(demo, condition=i2v, keyframe_indices="0, 8")
+    assert "leave those frames out of keyframe_indices" in str(error.value)
+    take = render(demo, condition=i2v, keyframe_indices="8")
+    assert take.keyframe_indices == [2]
+    assert torch.equal(take.video[:, :, 0], i2v.latents[:, :, 0])
+
+
 def test_extend_to_length_names_a_schedule_that_does_not_start_from_noise(demo):
     take = render(demo, steps=1)
     frames = first(node("SkyReelsV4DecodeVideo").decode(take, demo["video_vae"]))

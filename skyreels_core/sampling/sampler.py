@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..objective import noised, velocity_target
 from ..offload import ReserveMemory
 from ..references import pixel_size
-from ..shapes import pixel_frame_count
+from ..shapes import latent_to_pixel_frames, pixel_frame_count
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
 from .schedules import custom_sigmas, flow_sigmas
@@ -329,7 +329,11 @@ def _require_shots_cover(text: TextEncoding | None, input_name: str, latent_fram
         )
 
 
-def _check_keyframes(indices: Sequence[int], frames: int, scale: int) -> list[int]:
+def _check_keyframes(indices: Sequence[int], known: torch.Tensor, scale: int) -> list[int]:
+    """The keyframes' latent frames, sorted. One the condition keeps, wholly or in part (an
+    image-to-video first frame, a kept region), is refused: the high-res keyframe has no high-res
+    condition, so it is generated afresh there and Refine would lay it over the kept frame."""
+    frames = known.shape[2]
     indices = sorted(set(int(i) for i in indices))
     if indices and not 0 <= indices[0] <= indices[-1] < frames:
         raise InputError(
@@ -339,6 +343,19 @@ def _check_keyframes(indices: Sequence[int], frames: int, scale: int) -> list[in
         )
     if indices and scale < 1:
         raise InputError("keyframe_scale", f"scale {scale}", "use a scale of 1 or more")
+    kept = [i for i in indices if bool(known[:, :, i].any())]
+    if kept:
+        pixels = [latent_to_pixel_frames(i) for i in kept]
+        spans = ", ".join(str(p[0]) if len(p) == 1 else f"{p[0]}-{p[-1]}" for p in pixels)
+        subject = (
+            f"frame {spans} is" if len(pixels) == len(pixels[0]) == 1 else f"frames {spans} are"
+        )
+        raise InputError(
+            "keyframe_indices",
+            f"{subject} kept from the condition (wholly or in part); a high-res keyframe there "
+            "would be generated afresh and laid over the kept frames by Refine",
+            "leave those frames out of keyframe_indices (Refine sharpens the kept frames anyway)",
+        )
     return indices
 
 
@@ -444,7 +461,7 @@ def sample(
     known_latents = condition.latents.to(device, torch.float32)
     known = (condition.known_mask == 1).to(device)
     batch, channels, frames, height, width = known_latents.shape
-    keyframes = _check_keyframes(keyframe_indices, frames, keyframe_scale)
+    keyframes = _check_keyframes(keyframe_indices, known, keyframe_scale)
     _require_shots_cover(text, "text", frames)
     _require_shots_cover(negative_text, "negative", frames)
     if references and references.video is not None:
