@@ -58,8 +58,9 @@ class SkyReelsV4TextEncode:
 
 class SkyReelsV4MultiShotTextEncode:
     DESCRIPTION = (
-        "A multi-shot prompt: one line per shot, '[start-end] description' in pixel frames. Video "
-        "tokens of each shot attend only their own shot's text."
+        "A multi-shot prompt: one line per shot, '[start-end] description' in pixel frames. In "
+        "the video's text cross-attention each shot's frames (and high-res keyframes) read only "
+        "their own shot's text; the joint attention of the blocks reads the whole prompt."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.TEXT,)

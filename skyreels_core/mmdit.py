@@ -259,7 +259,8 @@ class DualStreamMMDiT(nn.Module):
         text_video = context if c.joint_text else None
         text_mask = text.mask.to(device, torch.bool)  # a 0/1 float mask would add, not mask
         joint_mask = self._joint_mask(text_mask, x.shape[1]) if c.joint_text else None
-        cross_mask = self._cross_mask(text, text_mask, x.shape[1], clip_start, grid)
+        cross_args = (clip_start, grid, key_times, key_grid)
+        cross_mask = self._cross_mask(text, text_mask, x.shape[1], *cross_args)
 
         a = text_audio = None
         if audio is not None:
@@ -336,21 +337,26 @@ class DualStreamMMDiT(nn.Module):
         keys = torch.cat([text_mask.new_ones(text_mask.shape[0], length), text_mask], dim=1)
         return keys[:, None, None, :]
 
-    def _cross_mask(self, text, text_mask, length, clip_start, grid):
+    def _cross_mask(self, text, text_mask, length, clip_start, grid, key_times, key_grid):
         """Text cross-attention mask: padding, and for multi-shot prompts each clip frame's tokens
-        attend only their shot's text (references and keyframes see every shot)."""
+        attend only their shot's text, as do a high-res keyframe's (at its latent frame);
+        references see every shot."""
         if not text.shot_ranges:
             return None if bool(text_mask.all()) else text_mask[:, None, None, :]
-        frame_of_token = torch.full((length,), -1, device=text_mask.device)
+        device = text_mask.device
+        frame_of_token = torch.full((length,), -1, device=device)
         tokens_per_frame = grid[1] * grid[2]
-        clip = torch.arange(grid[0] * tokens_per_frame, device=text_mask.device) // tokens_per_frame
+        clip = torch.arange(grid[0] * tokens_per_frame, device=device) // tokens_per_frame
         frame_of_token[clip_start : clip_start + len(clip)] = clip
-        allowed = torch.zeros(length, text_mask.shape[1], dtype=torch.bool, device=text_mask.device)
+        if key_times:
+            keys = torch.tensor(key_times, device=device).repeat_interleave(math.prod(key_grid))
+            frame_of_token[clip_start + len(clip) :] = keys
+        allowed = torch.zeros(length, text_mask.shape[1], dtype=torch.bool, device=device)
         allowed[frame_of_token < 0] = True
         for token_start, token_end, frame_start, frame_end in text.shot_ranges:
             rows = (frame_of_token >= frame_start) & (frame_of_token < frame_end)
             allowed[
                 rows.nonzero()[:, 0, None],
-                torch.arange(token_start, token_end, device=text_mask.device),
+                torch.arange(token_start, token_end, device=device),
             ] = True
         return (allowed[None] & text_mask[:, None, :])[:, None]

@@ -118,6 +118,12 @@ def test_multishot_text_reaches_only_its_frames():
     a, b = model(video, t, text).video, model(video, t, changed).video
     assert torch.equal(a[:, :, :2], b[:, :, :2])
     assert (a[:, :, 2] - b[:, :, 2]).abs().max() > 1e-4
+    # A high-res keyframe reads its own frame's shot (it read every shot, and Refine re-injects it).
+    keys = torch.randn(1, model.config.video_in_channels, 2, 8, 12)
+    a, b = (model(video, t, x, keyframes=keys, keyframe_indices=[0, 2]) for x in (text, changed))
+    assert torch.equal(a.video[:, :, :2], b.video[:, :, :2])
+    assert torch.equal(a.keyframes[:, :, 0], b.keyframes[:, :, 0])
+    assert (a.keyframes[:, :, 1] - b.keyframes[:, :, 1]).abs().max() > 1e-4
 
 
 @torch.no_grad()
