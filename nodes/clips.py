@@ -12,7 +12,8 @@ from skyreels_core.joining import (
     require_matching_sound,
     window_seed,
 )
-from skyreels_core.shapes import MAX_FRAMES
+from skyreels_core.prompts import shots_in_window, tells_one_story
+from skyreels_core.shapes import MAX_FRAMES, latent_frame_count
 
 from . import link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
@@ -79,8 +80,9 @@ class SkyReelsV4ExtendToLength:
     DESCRIPTION = (
         "Continues a clip window by window until it is `total_frames` long: each window starts "
         "with the clip's last frames (as Mask: Continue Clip does), is rendered with the prompt "
-        "and settings given here and joined on (as Join Clips does). One node for what "
-        "long_video wires by hand per window."
+        "and settings given here and joined on (as Join Clips does). A multi-shot prompt written "
+        "for total_frames tells one story across the windows; one written for window_frames "
+        "repeats in each. One node for what long_video wires by hand per window."
     )
     CATEGORY = CATEGORY
     FUNCTION = "extend"
@@ -175,17 +177,27 @@ class SkyReelsV4ExtendToLength:
                 "noise",
                 "start the schedule at 1 (Schedule, or the host's sigma nodes with sigma_max 1)",
             )
+        negative = settings.get("negative")
+        story = tells_one_story(text, total_frames, window_frames)
+        negative_story = negative is not None and tells_one_story(
+            negative, total_frames, window_frames, "negative"
+        )
+        window_latents = latent_frame_count(window_frames, input_name="window_frames")
         sampler, decode_video, decode_audio = (
             SkyReelsV4Sampler(),
             SkyReelsV4DecodeVideo(),
             SkyReelsV4DecodeAudio(),
         )
 
-        def render_window(condition, number: int):
+        def render_window(condition, number: int, first_frame: int):
             LOG.info("SkyReels-V4 Extend to Length: window %d after the clip", number)
+            window = {**settings, "seed": window_seed(settings["seed"], number)}
+            if negative_story:
+                window["negative"] = shots_in_window(negative, first_frame, window_latents)
+            prompt = shots_in_window(text, first_frame, window_latents) if story else text
             sampled = sampler.sample(
-                model, text, condition, fps=fps, audio_vae=audio_vae, video_vae=video_vae,
-                unique_id=unique_id, **{**settings, "seed": window_seed(settings["seed"], number)},
+                model, prompt, condition, fps=fps, audio_vae=audio_vae, video_vae=video_vae,
+                unique_id=unique_id, **window,
             )  # fmt: skip
             latent = sampled["result"][0]
             window = decode_video.decode(latent, video_vae)[0]

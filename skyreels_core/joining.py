@@ -154,13 +154,14 @@ def extend_to_length(
     total_frames: int,
     window_frames: int,
     overlap: int,
-    render_window: Callable[[VideoCondition, int], tuple[torch.Tensor, dict | None]],
+    render_window: Callable[[VideoCondition, int, int], tuple[torch.Tensor, dict | None]],
 ) -> tuple[torch.Tensor, dict | None]:
     """The clip ``frames`` (with its sound) continued window by window until it is
     ``total_frames`` long: each window keeps the clip's last ``overlap`` frames (snapped to 1 +
     4k), ``render_window`` makes its frames and sound from that condition (and the window's
-    number, 1 for the first continuation), and the join cross-fades them in; the last window's
-    surplus is cut off."""
+    number, 1 for the first continuation, and the frame of the grown clip it starts at: a story's
+    shots are read there), and the join cross-fades them in; the last window's surplus is cut
+    off."""
     if total_frames <= frames.shape[0]:
         raise InputError(
             "total_frames",
@@ -180,7 +181,8 @@ def extend_to_length(
     while frames.shape[0] < total_frames:
         number += 1
         condition = continue_clip(codec, frames, window_frames, overlap)
-        window, sound = render_window(condition, number)
+        first_frame = frames.shape[0] - len(condition.known_frames)
+        window, sound = render_window(condition, number, first_frame)
         require_matching_sound(audio is not None, sound is not None)
         frames, audio = join_clips(frames, window, len(condition.known_frames), fps, audio, sound)
     if audio is not None:  # exactly the frames' length: the windows' sounds end on whole tokens

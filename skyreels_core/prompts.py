@@ -11,7 +11,13 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import InputError
-from .shapes import latent_frame_count, latent_index_of_frame, latent_to_pixel_frames
+from .shapes import (
+    latent_frame_count,
+    latent_index_of_frame,
+    latent_to_pixel_frames,
+    pixel_frame_count,
+)
+from .types import TextEncoding
 
 SHOT_LINE = re.compile(r"^\s*\[\s*(\d+)\s*-\s*(\d+)\s*\]\s*(\S.*?)\s*$")  # a blank text: no tokens
 
@@ -89,3 +95,45 @@ def shot_latent_ranges(
                 f"{temporal_stride + 1}-{2 * temporal_stride}, ...",
             )
     return list(zip(starts, ends))
+
+
+def tells_one_story(
+    text: TextEncoding, total_frames: int, window_frames: int, input_name: str = "text"
+) -> bool:
+    """Whether a multi-shot prompt given to windows of a long clip is one story over all of it
+    (written for ``total_frames``, rounded up to 1 + 4k: each window reads its own part) rather
+    than shots every window repeats (written for ``window_frames``); written for neither, no
+    window could place its shots, so it is refused before the first window renders."""
+    if not text.shot_ranges:
+        return False
+    written_for = text.shot_ranges[-1][3]
+    story = latent_index_of_frame(total_frames - 1) + 1
+    if written_for == story:
+        return True
+    if written_for == latent_frame_count(window_frames, input_name="window_frames"):
+        return False
+    raise InputError(
+        input_name,
+        f"a multi-shot prompt written for {pixel_frame_count(written_for)} frames",
+        f"set Multi-Shot Text Encode's frames to {pixel_frame_count(story)} for one story over "
+        f"the whole clip, or to the window's {window_frames} to repeat the shots in each window",
+    )
+
+
+def shots_in_window(
+    text: TextEncoding, first_frame: int, latent_frames: int, temporal_stride: int = 4
+) -> TextEncoding:
+    """A story's shots as the window starting at its pixel frame ``first_frame`` reads them:
+    each of the window's ``latent_frames`` follows the story's shot at the group's last pixel
+    frame (exact when windows start on a group's last frame, as Extend to Length's do); frames
+    past the story's end follow its last shot."""
+    shots = text.shot_ranges
+    ranges: list[tuple[int, int, int, int]] = []
+    for frame in range(latent_frames):
+        in_story = latent_index_of_frame(first_frame + temporal_stride * frame, temporal_stride)
+        shot = next((s for s in shots if in_story < s[3]), shots[-1])
+        if ranges and ranges[-1][:2] == shot[:2]:
+            ranges[-1] = (*shot[:2], ranges[-1][2], frame + 1)
+        else:
+            ranges.append((*shot[:2], frame, frame + 1))
+    return TextEncoding(text.features, text.mask, ranges)

@@ -102,9 +102,9 @@ def test_a_clip_is_extended_window_by_window_to_exactly_its_length():
     sound = {"waveform": torch.rand(1, 1, round(33 / fps * rate)), "sample_rate": rate}
     seen = []
 
-    def render_window(condition, number):
+    def render_window(condition, number, first_frame):
         kept = len(condition.known_frames)
-        seen.append((number, kept, condition.latents.clone()))
+        seen.append((number, kept, condition.latents.clone(), first_frame))
         new = _clip(33 - kept, value=number / 10)  # each window its own grey
         window = torch.cat([clip[-kept:], new])  # known frames of some kind, then new ones
         return window, {
@@ -113,7 +113,7 @@ def test_a_clip_is_extended_window_by_window_to_exactly_its_length():
         }
 
     frames, audio = extend_to_length(CODEC, clip, sound, fps, 80, 33, 7, render_window)
-    assert [(number, kept) for number, kept, _ in seen] == [(1, 5), (2, 5)]
+    assert [(number, kept, first) for number, kept, _, first in seen] == [(1, 5, 28), (2, 5, 56)]
     assert frames.shape == (80, 16, 16, 3) and audio["waveform"].shape[-1] == 80 * 1000
     assert torch.equal(frames[:28], clip[:28])  # the clip itself is kept up to its overlap
     assert torch.allclose(frames[33:56], torch.full_like(frames[33:56], 0.1))  # window 1's own
@@ -124,7 +124,7 @@ def test_a_clip_is_extended_window_by_window_to_exactly_its_length():
 
 def test_extending_names_a_length_already_reached_and_a_missing_sound():
     clip = _clip(33, seed=1)
-    silent_window = lambda condition, number: (_clip(33, seed=number), None)  # noqa: E731
+    silent_window = lambda condition, number, first_frame: (_clip(33, seed=number), None)  # noqa: E731
     with pytest.raises(InputError, match="^total_frames: 33 frames for a clip that already has 33"):
         extend_to_length(CODEC, clip, None, 16.0, 33, 33, 5, silent_window)
     sound = {"waveform": torch.zeros(1, 1, 33000), "sample_rate": 16000}
@@ -138,7 +138,7 @@ def test_extending_names_a_length_already_reached_and_a_missing_sound():
         extend_to_length(CODEC, clip, None, 16.0, 61, 9, 11, silent_window)
     # A clip shorter than the overlap keeps fewer frames in the first window only: the check is
     # for the windows after it, before any renders (it failed after the first).
-    never = lambda condition, number: pytest.fail("rendered a window")  # noqa: E731
+    never = lambda condition, number, first_frame: pytest.fail("rendered a window")  # noqa: E731
     with pytest.raises(InputError, match="^overlap: 9 frames kept of 9-frame windows"):
         extend_to_length(CODEC, clip[:5], None, 16.0, 61, 9, 9, never)
 
@@ -184,7 +184,7 @@ def test_rgba_clips_join_and_extend_as_their_colour_and_bad_clips_stop_before_a_
     assert torch.equal(join_frames(rgba, clip, 5), join_frames(clip, clip, 5))
     rendered = []
 
-    def render_window(condition, number):
+    def render_window(condition, number, first_frame):
         rendered.append(number)
         return _clip(33, seed=number), None
 
@@ -206,7 +206,7 @@ def test_the_extended_sound_lasts_exactly_as_long_as_the_frames():
     rate, fps = 16000, 16.0
     short = round(33 / fps * rate) - 300
 
-    def render_window(condition, number):
+    def render_window(condition, number, first_frame):
         sound = {"waveform": torch.ones(1, 1, short), "sample_rate": rate}
         return _clip(33, seed=number), sound
 

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from skyreels_core.errors import InputError
-from skyreels_core.prompts import Shot, parse_multishot, shot_latent_ranges
+from skyreels_core.prompts import (
+    Shot,
+    parse_multishot,
+    shot_latent_ranges,
+    shots_in_window,
+    tells_one_story,
+)
+from skyreels_core.types import TextEncoding
 
 
 def test_shots_parse_and_map_to_latent_frames():
@@ -63,3 +71,35 @@ def test_a_shot_inside_the_next_shots_latent_group_is_refused_before_encoding():
     )
     shots = parse_multishot("[0-0] a\n[1-4] b\n[5-16] c", 17)
     assert shot_latent_ranges(shots, 17) == [(0, 1), (1, 2), (2, 5)]
+
+
+STORY = TextEncoding(torch.zeros(1, 7, 4), torch.ones(1, 7, dtype=torch.bool),
+                     [(0, 3, 0, 11), (3, 5, 11, 16), (5, 7, 16, 23)])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("first_frame", "ranges"),
+    [
+        (0, [(0, 3, 0, 9)]),
+        (28, [(0, 3, 0, 4), (3, 5, 4, 9)]),  # story latents 7-15
+        (56, [(3, 5, 0, 2), (5, 7, 2, 9)]),  # 14-22
+        (84, [(5, 7, 0, 9)]),  # past the story's end: its last shot
+        (26, [(0, 3, 0, 4), (3, 5, 4, 9)]),  # a group's last frame: 26 + 4j lies in 7 + j
+    ],
+)
+def test_a_window_reads_the_part_of_the_story_it_covers(first_frame, ranges):
+    """A story written for a long clip, read by a window of 9 latent frames starting at
+    ``first_frame``: each window frame follows the story's shot at that time."""
+    window = shots_in_window(STORY, first_frame, 9)
+    assert window.shot_ranges == ranges and window.features is STORY.features
+
+
+def test_a_story_is_written_for_the_whole_clip_or_one_window():
+    assert tells_one_story(STORY, 89, 33)  # 23 latent frames: the whole clip
+    assert tells_one_story(STORY, 87, 33)  # rounded up to 89
+    window = TextEncoding(STORY.features, STORY.mask, [(0, 3, 0, 4), (3, 7, 4, 9)])
+    assert not tells_one_story(window, 89, 33)  # the shots repeat in each window
+    assert not tells_one_story(TextEncoding(STORY.features, STORY.mask), 89, 33)
+    with pytest.raises(InputError, match="^text: a multi-shot prompt written for 89 frames") as e:
+        tells_one_story(STORY, 120, 33)
+    assert "frames to 121 for one story" in str(e.value) and "window's 33" in str(e.value)

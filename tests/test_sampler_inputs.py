@@ -116,6 +116,36 @@ def test_extend_to_length_names_a_schedule_that_does_not_start_from_noise(demo):
         )  # fmt: skip
 
 
+def test_extend_to_length_tells_a_story_written_for_the_whole_clip(demo, monkeypatch):
+    """Shots written for total_frames: each window reads its own part of the story (every window
+    replayed the first shots: red, blue, red, blue); shots written for a window repeat."""
+    encoder = first(node("SkyReelsV4TextEncoderLoader").load(bundle.BUNDLED, "fp32", -1))
+    story = "[0-40] a red circle bounces on the floor\n[41-88] a blue square moves right"
+    text = first(node("SkyReelsV4MultiShotTextEncode").encode(encoder, story, 89))
+    clip = render(
+        demo, condition=first(node("SkyReelsV4MaskT2V").build(demo["video_vae"], 64, 64, 33))
+    )
+    frames = first(node("SkyReelsV4DecodeVideo").decode(clip, demo["video_vae"]))
+    sound = first(node("SkyReelsV4DecodeAudio").decode(clip, demo["audio_vae"]))
+    sampler = type(node("SkyReelsV4Sampler"))
+    seen, sample = [], sampler.sample
+    monkeypatch.setattr(
+        sampler,
+        "sample",
+        lambda self, m, t, *a, **k: seen.append(t.shot_ranges) or sample(self, m, t, *a, **k),
+    )
+    settings = {**SETTINGS, "steps": 1}
+    extend = node("SkyReelsV4ExtendToLength").extend
+    out, _ = extend(demo["model"], text, demo["video_vae"], demo["audio_vae"], frames, 16.0,
+                    89, 33, 5, sound, **settings)  # fmt: skip
+    red, blue = text.shot_ranges[0][:2], text.shot_ranges[1][:2]
+    assert out.shape[0] == 89
+    assert seen == [[(*red, 0, 4), (*blue, 4, 9)], [(*blue, 0, 9)]]  # story latents 7-15, 14-22
+    with pytest.raises(InputError, match="^text: a multi-shot prompt written for 89 frames"):
+        extend(demo["model"], text, demo["video_vae"], demo["audio_vae"], frames, 16.0, 61, 33,
+               5, sound, **settings)  # fmt: skip
+
+
 def test_an_audio_reference_on_a_model_without_sound_is_named():
     model = LoadedModel(DualStreamMMDiT(WAN_TINY).eval(), "wan", None)
     text = TextEncoding(torch.randn(1, 5, 32), torch.ones(1, 5, dtype=torch.bool))

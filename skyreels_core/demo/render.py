@@ -150,7 +150,7 @@ def render_longer(
     own seed: the Extend to Length node's loop."""
     references = build_condition(pipeline.video_codec, request)[1]
 
-    def window(condition: VideoCondition, number: int) -> tuple[torch.Tensor, dict]:
+    def window(condition: VideoCondition, number: int, _first: int) -> tuple[torch.Tensor, dict]:
         log.info("window %d after the first", number)
         seeded = replace(request, seed=window_seed(request.seed, number))
         return render_condition(pipeline, seeded, condition, references, hooks)[:2]
