@@ -51,7 +51,7 @@ class _MaskNode:
 
     @classmethod
     @reports_input_errors
-    def VALIDATE_INPUTS(cls, frames: int = 33, **_):
+    def VALIDATE_INPUTS(cls, frames: int = 33):
         if frames < 1 or (frames - 1) % 4:
             latent_frame_count(frames)  # raises with the nearest valid counts
         return True

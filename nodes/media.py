@@ -50,10 +50,11 @@ class FileInput:
         raise NotImplementedError
 
     @classmethod
-    @reports_input_errors
-    def VALIDATE_INPUTS(cls, **inputs):
-        (name,) = inputs.values()
-        cls.path(name)
+    def check(cls, name: str | None) -> bool:
+        """VALIDATE_INPUTS of each loader, which names its own file input (the host passes a
+        validator only the inputs its signature names)."""
+        if name is not None:  # None: wired from another node, checked when the node runs
+            cls.path(name)
         return True
 
     @classmethod
@@ -94,6 +95,11 @@ class SkyReelsV4LoadAudio(FileInput):
     def path(cls, name: str) -> Path:
         return host.input_path(name, "audio")
 
+    @classmethod
+    @reports_input_errors
+    def VALIDATE_INPUTS(cls, audio: str | None = None):
+        return cls.check(audio)
+
     def load(self, audio: str):
         return (read_audio(self.path(audio)),)
 
@@ -125,6 +131,11 @@ class SkyReelsV4LoadAVLatent(FileInput):
     @classmethod
     def path(cls, name: str) -> Path:
         return host.input_or_output_path(name, "av_latent")
+
+    @classmethod
+    @reports_input_errors
+    def VALIDATE_INPUTS(cls, av_latent: str | None = None):
+        return cls.check(av_latent)
 
     def load(self, av_latent: str):
         latent = load_av_latent(self.path(av_latent))

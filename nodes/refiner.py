@@ -216,10 +216,20 @@ class SkyReelsV4Refine:
 
     @classmethod
     @reports_input_errors
-    def VALIDATE_INPUTS(cls, **inputs):
+    def VALIDATE_INPUTS(
+        cls,
+        scale: int | None = None,
+        fps_factor: int | None = None,
+        sparsity: float | None = None,
+        steps: int | None = None,
+        denoise_start: float | None = None,
+    ):
         # Only the widgets the host sent; RefinerSettings holds the one copy of the defaults.
-        checked = ("scale", "fps_factor", "sparsity", "steps", "denoise_start")
-        RefinerSettings(**{name: inputs[name] for name in checked if name in inputs}).validate()
+        given = dict(scale=scale, fps_factor=fps_factor, sparsity=sparsity, steps=steps,
+                     denoise_start=denoise_start)  # fmt: skip
+        RefinerSettings(
+            **{name: value for name, value in given.items() if value is not None}
+        ).validate()
         return True
 
     def refine(

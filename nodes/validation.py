@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 
 from skyreels_core.errors import InputError
@@ -11,13 +12,36 @@ from skyreels_core.errors import InputError
 def reports_input_errors(validate: Callable) -> Callable:
     """Turn an InputError into the returned message: the host then marks the node with
     "Custom validation failed: <message>" before anything runs, where a raised error would show
-    as an exception with a traceback."""
+    as an exception with a traceback.
+
+    The host reads the validator's signature: it passes only the inputs named there and skips
+    its own min / max checks for exactly those, so the wrapper keeps ``validate``'s signature (a
+    catch-all ``**inputs`` turned every check off) and makes those checks itself. An input wired
+    from another node arrives as None, its value unknown before the run: it is left out, so
+    ``validate``'s default stands in, and the node checks the real value when it runs."""
 
     @functools.wraps(validate)
     def checked(cls, **inputs):
+        given = {name: value for name, value in inputs.items() if value is not None}
         try:
-            return validate(cls, **inputs)
+            _within_limits(cls, given)
+            return validate(cls, **given)
         except InputError as error:
             return str(error)
 
+    checked.__signature__ = inspect.signature(validate)
     return checked
+
+
+def _within_limits(cls, inputs: dict) -> None:
+    """The host's min / max checks, for the inputs a validator takes (the host leaves them out)."""
+    declared = cls.INPUT_TYPES()
+    specs = {**declared.get("required", {}), **declared.get("optional", {})}
+    for name, value in inputs.items():
+        spec = specs.get(name, ())
+        options = spec[1] if len(spec) > 1 else {}
+        low, high = options.get("min"), options.get("max")
+        if low is not None and value < low:
+            raise InputError(name, f"{value} is below the minimum, {low}", f"use {low} or more")
+        if high is not None and value > high:
+            raise InputError(name, f"{value} is above the maximum, {high}", f"use {high} or less")

@@ -3,12 +3,14 @@ defaults inside their ranges."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 from skyreels_pack import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from skyreels_pack.nodes import masks as mask_nodes
+from workflow_tools import validate_as_host
 
 FRONTEND = Path(__file__).resolve().parents[1] / "js" / "skyreels_v4.js"
 
@@ -61,6 +63,21 @@ def test_validation_reports_bad_frame_counts_as_a_message_before_running():
     verdict = NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"].VALIDATE_INPUTS(frames=30)
     assert verdict.startswith("frames:") and "29 or 33" in verdict
     assert NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"].VALIDATE_INPUTS(frames=33) is True
+    verdict = NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"].VALIDATE_INPUTS(frames=4001)
+    assert verdict == "frames: 4001 is above the maximum, 1025. Fix: use 1025 or less"
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, c in NODE_CLASS_MAPPINGS.items() if hasattr(c, "VALIDATE_INPUTS")]
+)
+def test_validators_name_their_inputs_and_take_linked_ones(name):
+    """The host checks min / max (and lists) only of inputs a validator's signature leaves out
+    (a catch-all **inputs turned every check off), and passes a wired input as None: a frame
+    count from an Int node refused the whole prompt with a TypeError."""
+    cls = NODE_CLASS_MAPPINGS[name]
+    spec = inspect.getfullargspec(cls.VALIDATE_INPUTS)
+    assert spec.varkw is None and len(spec.args) > 1
+    assert validate_as_host(cls, dict.fromkeys(spec.args[1:]), linked=spec.args[1:]) is True
 
 
 def test_every_mask_node_draws_its_timeline_in_the_frontend():

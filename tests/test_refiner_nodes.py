@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ import torch
 from skyreels_pack import NODE_CLASS_MAPPINGS
 from skyreels_pack.nodes import host
 from skyreels_pack.nodes.refiner import SkyReelsV4Refine, SkyReelsV4RefinerLoader
+from workflow_tools import validate_as_host
 
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
@@ -84,9 +86,19 @@ def test_refine_node_names_bad_keyframe_inputs(refiner, keyframes, indices, inpu
 
 
 def test_validate_inputs_refuses_a_frame_rate_factor_of_three():
-    assert SkyReelsV4Refine.VALIDATE_INPUTS(**WIDGETS) is True
-    verdict = SkyReelsV4Refine.VALIDATE_INPUTS(**{**WIDGETS, "fps_factor": 3})
+    assert validate_as_host(SkyReelsV4Refine, WIDGETS) is True
+    verdict = validate_as_host(SkyReelsV4Refine, {**WIDGETS, "fps_factor": 3})
     assert verdict.startswith("fps_factor:")  # the host shows the message on the node
+
+
+def test_validate_inputs_takes_linked_settings_and_keeps_the_hosts_limits():
+    """Steps wired from an Int node reach the validator as None (unknown before the run): the
+    prompt was refused with a bare TypeError. The host skips its min / max checks for the inputs
+    a validator names, so the validator makes them; the seed it does not name the host checks."""
+    assert validate_as_host(SkyReelsV4Refine, WIDGETS, linked=["steps", "scale"]) is True
+    verdict = validate_as_host(SkyReelsV4Refine, {**WIDGETS, "steps": 5000})
+    assert verdict == "steps: 5000 is above the maximum, 50. Fix: use 50 or less"
+    assert "seed" not in inspect.getfullargspec(SkyReelsV4Refine.VALIDATE_INPUTS).args
 
 
 def test_refine_node_checks_for_cancel_every_step(refiner, monkeypatch):

@@ -9,6 +9,7 @@ validation.py validate_node_input() for link types.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -135,6 +136,18 @@ def _order(prompt: dict) -> list[str]:
     return order
 
 
+def validate_as_host(cls, inputs: dict, linked: list[str] | tuple[str, ...] = ()):
+    """``cls.VALIDATE_INPUTS`` called as the host calls it: with only the inputs its signature
+    names (all of them for ``**kwargs``), those wired from another node as None."""
+    spec = inspect.getfullargspec(cls.VALIDATE_INPUTS)
+    named = {
+        name: None if name in linked else value
+        for name, value in inputs.items()
+        if spec.varkw or name in spec.args
+    }
+    return cls.VALIDATE_INPUTS(**named)
+
+
 def run_api_prompt(
     prompt: dict, mappings: dict, core_shims: dict | None = None, extra_pnginfo: dict | None = None
 ) -> dict:
@@ -159,7 +172,9 @@ def run_api_prompt(
             }.get(kind)
         instance = cls()
         if hasattr(cls, "VALIDATE_INPUTS"):
-            verdict = cls.VALIDATE_INPUTS(**kwargs)
+            linked = [name for name, value in entry["inputs"].items() if isinstance(value, list)]
+            widgets = {name: kwargs[name] for name in entry["inputs"]}
+            verdict = validate_as_host(cls, widgets, linked)
             if verdict is not True:
                 raise ValueError(f"node {node_id} ({entry['class_type']}): {verdict}")
         returned = getattr(instance, cls.FUNCTION)(**kwargs)
