@@ -315,10 +315,15 @@ def wan21_preview_factors() -> torch.Tensor | None:
 
 
 def is_host_wan_vae(vae) -> bool:
-    """True for a ComfyUI VAE object holding the Wan 2.1 video VAE (16 channels, 4x8x8 strides)."""
+    """True for a ComfyUI VAE object holding the Wan 2.1 video VAE. Its channels and strides
+    (16, 4x8x8) are HunyuanVideo's VAE's too, whose latents mean something else: the host's
+    model class decides."""
+    if not IN_COMFYUI:
+        return False
+    import comfy.ldm.wan.vae
+
     return (
-        IN_COMFYUI
+        isinstance(getattr(vae, "first_stage_model", None), comfy.ldm.wan.vae.WanVAE)
         and getattr(vae, "latent_channels", None) == 16
         and getattr(vae, "downscale_index_formula", None) == (4, 8, 8)
-        and getattr(vae, "latent_dim", None) == 3
     )

@@ -125,6 +125,10 @@ FAKE_HOST = {
             def process_out(self, latent):
                 return latent * 2.0 + 1.0
     """,
+    "comfy/ldm/wan/vae.py": """
+        class WanVAE:
+            pass
+    """,
     "comfy/utils.py": """
         class ProgressBar:
             calls = []
@@ -167,18 +171,23 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
         except mm.InterruptProcessingException:
             interrupted = True
         import torch
+        import comfy.ldm.wan.vae
         class FakeWanVAE:
             latent_channels, latent_dim, downscale_index_formula = 16, 3, (4, 8, 8)
+            first_stage_model = comfy.ldm.wan.vae.WanVAE()
             def encode(self, frames):
                 return torch.full((1, 16, 1 + (frames.shape[0] - 1) // 4, 2, 2), 3.0)
             def decode(self, latents):
                 return latents.mean().expand(1, 5, 16, 16, 3) / 10
+        class HunyuanVAE(FakeWanVAE):  # HunyuanVideo's: Wan's channels and strides, another model
+            first_stage_model = object()
         for device in ('meta', 'cpu'):  # 'meta' stands in for a GPU
             host.make_room(torch.nn.Linear(4, 4), torch.device(device), extra_bytes=500)
         codec = host.HostWanVideoCodec(FakeWanVAE())
         latents = codec.encode(torch.zeros(1, 5, 16, 16, 3))
         print(json.dumps({{
             'wan': host.is_host_wan_vae(FakeWanVAE()),
+            'hunyuan': host.is_host_wan_vae(HunyuanVAE()),
             'latent_mean': latents.mean().item(), 'latent_shape': list(latents.shape),
             'decoded': codec.decode(latents).mean().item(),
             'preview': sys.modules['My-Pack.nodes.previews']._previewer(codec)(
@@ -201,6 +210,7 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     info = json.loads(done.stdout.strip().splitlines()[-1])
     assert info["in_comfy"] is True
     assert info["wan"] is True
+    assert info["hunyuan"] is False  # HunyuanVideo's VAE: Wan's channels and strides, not its model
     assert info["latent_shape"] == [1, 16, 2, 2, 2] and info["latent_mean"] == 1.0  # (3 - 1) / 2
     assert abs(info["decoded"] - 0.3) < 1e-6  # (1 * 2 + 1) / 10
     # The host's own Wan 2.1 preview factors, its -1..1 mapped to 0..1: latents of 1/30 on all 16
