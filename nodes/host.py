@@ -121,6 +121,16 @@ def output_dir() -> Path:
     return Path(os.environ.get("SKYREELS_OUTPUT_DIR", "output"))
 
 
+def metadata_disabled() -> bool:
+    """The host's --disable-metadata: saved files then carry no prompt or workflow (a server
+    shared with clients, or renders handed out), as its own save nodes honour it."""
+    if not IN_COMFYUI:
+        return False
+    from comfy.cli_args import args
+
+    return bool(getattr(args, "disable_metadata", False))
+
+
 def temp_dir() -> Path:
     """The host's temp folder (emptied when ComfyUI starts), where previews go."""
     if IN_COMFYUI:

@@ -153,8 +153,11 @@ class SkyReelsV4PreviewVideo(SkyReelsV4SaveVideo):
 
 
 def _graph_metadata(prompt, extra_pnginfo) -> dict[str, str]:
-    """The prompt graph and the workflow, so a saved file reopens as the graph that made it."""
+    """The prompt graph and the workflow, so a saved file reopens as the graph that made it;
+    none where the host runs with --disable-metadata."""
     metadata = {}
+    if host.metadata_disabled():
+        return metadata
     if prompt is not None:
         metadata["prompt"] = json.dumps(prompt)
     if extra_pnginfo and "workflow" in extra_pnginfo:

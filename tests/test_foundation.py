@@ -125,6 +125,10 @@ FAKE_HOST = {
             def process_out(self, latent):
                 return latent * 2.0 + 1.0
     """,
+    "comfy/cli_args.py": """
+        import types
+        args = types.SimpleNamespace(disable_metadata=True)  # the server's --disable-metadata
+    """,
     "comfy/ldm/wan/vae.py": """
         class WanVAE:
             pass
@@ -188,6 +192,7 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
         print(json.dumps({{
             'wan': host.is_host_wan_vae(FakeWanVAE()),
             'hunyuan': host.is_host_wan_vae(HunyuanVAE()),
+            'no_metadata': host.metadata_disabled(),
             'latent_mean': latents.mean().item(), 'latent_shape': list(latents.shape),
             'decoded': codec.decode(latents).mean().item(),
             'preview': sys.modules['My-Pack.nodes.previews']._previewer(codec)(
@@ -210,6 +215,7 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     info = json.loads(done.stdout.strip().splitlines()[-1])
     assert info["in_comfy"] is True
     assert info["wan"] is True
+    assert info["no_metadata"] is True
     assert info["hunyuan"] is False  # HunyuanVideo's VAE: Wan's channels and strides, not its model
     assert info["latent_shape"] == [1, 16, 2, 2, 2] and info["latent_mean"] == 1.0  # (3 - 1) / 2
     assert abs(info["decoded"] - 0.3) < 1e-6  # (1 * 2 + 1) / 10

@@ -47,6 +47,32 @@ def test_preview_video_plays_from_the_temp_folder_and_keeps_nothing(folders):
     assert again != shown[0]["filename"]  # a second preview never replaces the first
 
 
+def test_the_hosts_disable_metadata_keeps_prompt_and_workflow_out_of_saved_files(
+    folders, monkeypatch
+):
+    """A server run with --disable-metadata wrote every prompt and workflow into the MP4s and
+    AV latents it handed out; the host's own save nodes leave them out, and so do these."""
+    from safetensors import safe_open
+    from skyreels_pack.nodes import host
+
+    from skyreels_core.types import AVLatent
+
+    output, _ = folders
+    frames, sound = _clip()
+    graph = {"prompt": {"1": {}}, "extra_pnginfo": {"workflow": {"nodes": []}}}
+    take = AVLatent(video=torch.zeros(1, 4, 3, 4, 6), audio=None, fps=16.0)
+    for disabled in (False, True):
+        monkeypatch.setattr(host, "metadata_disabled", lambda disabled=disabled: disabled)
+        saved = SAVE().save(frames, 16.0, "clip", audio=sound, **graph)["ui"]["skyreels_videos"]
+        with av.open(str(output / saved[0]["filename"])) as container:
+            keys = {"prompt", "workflow"} & set(container.metadata)
+        latent = NODE_CLASS_MAPPINGS["SkyReelsV4SaveAVLatent"]().save(take, "take", **graph)
+        (entry,) = latent["ui"]["skyreels_latents"]
+        with safe_open(str(output / entry["subfolder"] / entry["filename"]), "pt") as handle:
+            latent_keys = {"prompt", "workflow"} & set(handle.metadata())
+        assert keys == latent_keys == (set() if disabled else {"prompt", "workflow"})
+
+
 def test_save_video_keeps_the_clip_in_the_output_folder(folders):
     output, temp = folders
     frames, sound = _clip()
