@@ -141,15 +141,7 @@ class SkyReelsV4EncodeVideo:
             "required": {
                 "frames": ("IMAGE", {"tooltip": "4k+1 frames."}),
                 "video_vae": link_types.VIDEO_VAE_INPUT,
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": 16.0,
-                        "min": 1.0,
-                        "max": 120.0,
-                        "tooltip": "Frame rate of the frames.",
-                    },
-                ),
+                "fps": link_types.fps_input("Frame rate of the frames."),
             },
             "optional": TILE_INPUTS,
         }

@@ -58,10 +58,7 @@ class SkyReelsV4JoinClips:
                         "tooltip": "Frames the two share: wire Continue Clip's overlap here.",
                     },
                 ),
-                "fps": (
-                    "FLOAT",
-                    {"default": 16.0, "min": 1.0, "max": 120.0, "tooltip": "Both clips' rate."},
-                ),
+                "fps": link_types.fps_input("Both clips' rate."),
             },
             "optional": {
                 "audio_a": (
@@ -103,15 +100,8 @@ class SkyReelsV4ExtendToLength:
                 "video_vae": link_types.VIDEO_VAE_INPUT,
                 "audio_vae": link_types.AUDIO_VAE_INPUT,
                 "frames": ("IMAGE", {"tooltip": "The clip so far (a first window's frames)."}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": 16.0,
-                        "min": 1.0,
-                        "max": 120.0,
-                        "tooltip": "The clip's rate (Decode Video's fps); every window is "
-                        "rendered at it.",
-                    },
+                "fps": link_types.fps_input(
+                    "The clip's rate (Decode Video's fps); every window is rendered at it."
                 ),
                 "total_frames": (
                     "INT",

@@ -22,3 +22,11 @@ VIDEO_VAE_INPUT = (
     },
 )
 AUDIO_VAE_INPUT = (AUDIO_VAE, {"tooltip": "The audio VAE + vocoder the model was trained with."})
+
+
+def fps_input(tooltip: str) -> tuple[str, dict]:
+    """Every frame-rate widget of the pack, one spec: the frontend rounds a FLOAT to its step's
+    decimals (no step: 0.5, rounding 29.97 to 30 on one node while the Sampler kept it, which
+    then refused the clip's latent as made at another rate); a step of 1 keeps what is typed,
+    as the host's own Create Video does, and moves whole frames per second."""
+    return ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": tooltip})

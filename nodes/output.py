@@ -92,15 +92,7 @@ class SkyReelsV4SaveVideo(_SaveNode):
         return {
             "required": {
                 "frames": ("IMAGE", {"tooltip": "The clip's frames."}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": 16.0,
-                        "min": 1.0,
-                        "max": 120.0,
-                        "tooltip": "Frame rate of the file.",
-                    },
-                ),
+                "fps": link_types.fps_input("Frame rate of the file."),
                 "filename_prefix": (
                     "STRING",
                     {

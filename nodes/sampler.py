@@ -107,16 +107,7 @@ class SkyReelsV4Sampler:
                         "tooltip": "Prompt strength for the audio.",
                     },
                 ),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": 16.0,
-                        "min": 1.0,
-                        "max": 120.0,
-                        "step": 1.0,
-                        "tooltip": "Frame rate of the clip; sets the audio length.",
-                    },
-                ),
+                "fps": link_types.fps_input("Frame rate of the clip; sets the audio length."),
             },
             "optional": {
                 "negative": (

@@ -86,3 +86,21 @@ def test_every_mask_node_draws_its_timeline_in_the_frontend():
     script = FRONTEND.read_text()
     listed = script[script.index("const MASK_NODES") : script.index("]);")]
     assert set(re.findall(r'"(\w+)"', listed)) == set(mask_nodes.NODE_CLASS_MAPPINGS)
+
+
+def test_every_frame_rate_widget_keeps_what_is_typed():
+    """The frontend rounds a FLOAT to its step's decimals (no step: to 0.1): Encode Video stored
+    29.97 as 30 while the Sampler kept 29.97, and then refused the clip's latent. One spec, a
+    step of 1 (whole decimals: no rounding), on every fps widget."""
+    specs = [
+        (name, entry[1])
+        for name, cls in NODE_CLASS_MAPPINGS.items()
+        for group in ("required", "optional")
+        for input_name, entry in cls.INPUT_TYPES().get(group, {}).items()
+        if input_name == "fps"
+    ]
+    assert len(specs) >= 6
+    for name, options in specs:
+        assert {k: v for k, v in options.items() if k != "tooltip"} == {
+            "default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0
+        }, name  # fmt: skip
