@@ -322,7 +322,7 @@ def load_tensors(
     """Every model tensor cast to ``dtype`` on ``device``, scaled weights taken back to their
     true values; keys in ``fp8_weights`` are stored in fp8 instead, with their scale under
     ``<module>.weight_scale`` (a file's own e4m3 weight and scale as they are, never rounded
-    twice)."""
+    twice; a plain e4m3 weight, as ``*_fp8_e4m3fn`` releases store them, at scale 1)."""
     state = {}
     for name in layout.model_keys(readers):
         tensor = readers[name]()
@@ -331,7 +331,9 @@ def load_tensors(
         if scale is not None and not (name in fp8_weights and as_stored):
             tensor, scale = dequantise(tensor, scale, name, input_name), None
         if name in fp8_weights:
-            if scale is None:
+            if scale is None and tensor.dtype == FP8:
+                scale = torch.ones(())
+            elif scale is None:
                 tensor, scale = quantise_fp8(tensor)
             state[name] = tensor.to(device)
             state[name.removesuffix("weight") + "weight_scale"] = (
@@ -343,9 +345,17 @@ def load_tensors(
 
 
 def holds_fp8_weights(path: str | Path, input_name: str = "model") -> bool:
-    """Whether a checkpoint ships its weights in scaled float8 (a ``*_fp8_scaled`` release)."""
-    _, shapes, _ = read_checkpoint_header(Path(path), input_name)
-    return any(key.endswith(SCALE_SUFFIXES) for key in shapes)
+    """Whether a checkpoint ships its weights in float8: scaled (a ``*_fp8_scaled`` release) or
+    plain e4m3 (a ``*_fp8_e4m3fn`` one), read off the header without loading a tensor."""
+    shards, shapes, _ = read_checkpoint_header(Path(path), input_name)
+    if any(key.endswith(SCALE_SUFFIXES) for key in shapes):
+        return True
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as handle:
+            weights = (key for key in handle.keys() if key.endswith(".weight"))
+            if any(handle.get_slice(key).get_dtype() == "F8_E4M3" for key in weights):
+                return True
+    return False
 
 
 def load_model(

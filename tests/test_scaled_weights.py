@@ -94,6 +94,28 @@ def test_fp8_storage_keeps_a_files_float8_weights_as_they_are(wan_state, tmp_pat
     assert head.dtype == torch.bfloat16
 
 
+def test_a_plain_e4m3_file_stays_as_stored(wan_state, tmp_path):
+    """``*_fp8_e4m3fn`` releases store the matrices as float8 with no scale: fp8 storage keeps
+    those bytes at scale 1 (they were quantised again, 71 % of the values moved, up to 5 %),
+    dtype auto sees the file as 8-bit (it loaded at 2-4x its size), and wider dtypes read the
+    values exactly."""
+    file = {
+        key: value.to(torch.float8_e4m3fn) if value.ndim == 2 else value
+        for key, value in wan_state.items()
+    }
+    path = tmp_path / "wan_fp8_e4m3fn.safetensors"
+    save_file(file, str(path))
+    assert holds_fp8_weights(path)
+    model = load_model(path, WAN_TINY, dtype=torch.bfloat16, fp8=True)
+    linear = model.blocks[1].ffn[0]
+    assert isinstance(linear, Float8Linear)
+    stored = file["blocks.1.ffn.0.weight"]
+    assert torch.equal(linear.weight.view(torch.uint8), stored.view(torch.uint8))
+    assert float(linear.weight_scale) == 1.0
+    wide = load_model(path, WAN_TINY).state_dict()["blocks.1.ffn.0.weight"]
+    assert wide.dtype == torch.float32 and torch.equal(wide, stored.float())
+
+
 def test_the_packs_own_fp8_storage_saves_and_loads_back(wan_state, tmp_path):
     model = load_model(tmp_path / "wan.safetensors", WAN_TINY)
     store_linears_in_fp8(model, torch.float32)
