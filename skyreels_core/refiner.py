@@ -32,6 +32,7 @@ from .errors import CheckpointError, InputError
 from .loading import read_header, save_model, validate_keys
 from .mmdit import TIMESTEP_SCALE, Head, forward_activation_bytes, sinusoidal_embedding
 from .objective import noised, velocity_target
+from .offload import Float8Linear
 from .rope import device_table, video_angles, video_positions
 from .sampling import SamplerHooks, initial_noise, require_finite
 from .sampling.schedules import flow_sigmas
@@ -194,8 +195,12 @@ def initialise_from_video_stream(refiner: RefinerDiT, model: nn.Module) -> list[
     concat(x_t, I, M) input), time embedding, the first blocks' self-attention, FFN and
     modulation, and the head. Returns the refiner keys left as initialised (only the coarse gates,
     which start at zero, when widths match); the generator's text, cross-attention and audio
-    weights have no place here."""
+    weights have no place here. A generator kept in fp8 gives its true weights (its state dict
+    holds the 8-bit codes, whose scale would be left behind)."""
     source = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, Float8Linear):
+            source[f"{name}.weight"] = module.dequantised_weight()
     fresh = []
     for key, target in refiner.state_dict().items():
         value = source.get(key)

@@ -15,6 +15,7 @@ from skyreels_core.demo.dataset import HELD_OUT_SEED
 from skyreels_core.demo.evaluate_refiner import FIRST_SEED, bicubic_baseline, refiner_psnr
 from skyreels_core.errors import CheckpointError, InputError
 from skyreels_core.loading import save_model
+from skyreels_core.offload import store_linears_in_fp8
 from skyreels_core.refiner import (
     REFINER_PRESETS,
     RefinerConfig,
@@ -158,6 +159,18 @@ def test_bad_inputs_name_the_input(change, input_name):
             refiner, low, RefinerSettings(**change), keyframes=keyframes, keyframe_indices=indices
         )
     assert error.value.input_name == input_name
+
+
+def test_a_generator_kept_in_fp8_gives_its_true_weights():
+    """Its state dict holds 8-bit codes (up to 448) and a separate scale: the refiner took the
+    codes alone, weights about 1000x too large, and said nothing."""
+    model = tiny_model()
+    store_linears_in_fp8(model, torch.float32)
+    refiner = RefinerDiT(RefinerConfig.from_model(model.config))
+    assert initialise_from_video_stream(refiner, model) == ["coarse_gates"]
+    linear = model.blocks[0].self_attn.q
+    copied = refiner.state_dict()["blocks.0.self_attn.q.weight"]
+    assert torch.equal(copied, linear.dequantised_weight())
 
 
 def test_initialises_from_the_video_stream_of_the_generator():
