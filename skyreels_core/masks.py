@@ -315,7 +315,8 @@ def video_to_audio(
     clip = clip if size == [height, width] else fit_frames(clip, *size)
     padded = nearest_valid_frame_counts(frames, codec.temporal_stride)[1]
     clip = torch.cat([clip, clip[-1:].expand(padded - frames, -1, -1, -1)])
-    return replace(edit_video(codec, clip, torch.zeros(1, *size)), clip_frames=frames)
+    condition = edit_video(codec, clip, torch.zeros(1, *size))
+    return replace(condition, known_frames=list(range(frames)), clip_frames=frames)
 
 
 def keep_video(latents: torch.Tensor, fps: float, clip_frames: int | None = None) -> VideoCondition:

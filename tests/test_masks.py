@@ -95,8 +95,9 @@ def test_video_to_audio_takes_any_clip():
     model_view = fit_frames(clip, 32, 48)
     expected = torch.cat([model_view, model_view[-1:].expand(3, -1, -1, -1)])
     assert torch.equal(condition.latents, CODEC.encode(expected[None]))
-    assert condition.known_mask.all() and condition.known_frames == list(range(17))
-    assert condition.clip_frames == 14  # what the decoders trim the 17 back to
+    assert condition.known_mask.all() and condition.known_frames == list(range(14))
+    assert condition.clip_frames == 14  # what the decoders trim the 17 back to (the held
+    # frames are no frames of the clip: the timeline listed 17 known frames of a 14-frame clip)
     same = masks.video_to_audio(CODEC, clip[:13, :16, :32])  # already fits: taken as it is
     assert torch.equal(same.latents, CODEC.encode(clip[None, :13, :16, :32]))
 
