@@ -296,6 +296,23 @@ def test_each_batch_row_without_words_gets_its_own_null_text():
     assert not seen.features[3].any()
 
 
+def test_one_prompt_and_one_reference_serve_every_clip_of_a_batch():
+    """A batch of clips with one prompt and one reference (what the nodes make) crashed in the
+    model's concatenation; they are shared, and a count that fits neither is named."""
+    model = FakeModel(text_linear)
+    cond = VideoCondition(torch.zeros(2, C_V, T, H, W), torch.zeros(2, 1, T, H, W))
+    refs = References(video=torch.randn(1, C_V, 1, H, W), audio=torch.randn(1, C_A, 3))
+    run = dict(condition=cond, audio_tokens=L_A, settings=settings(steps=1, video_guidance=2.0))
+    result = sample(model, text=text(1.0), negative_text=text(-1.0), references=refs, **run)
+    assert result.video.shape[0] == 2
+    seen = model.calls[0]
+    assert seen["text"].features.shape[0] == 4  # (prompt, negative) x 2 clips
+    assert torch.equal(seen["references"].video, refs.video.expand(4, -1, -1, -1, -1))
+    three = TextEncoding(torch.ones(3, 5, 8), torch.ones(3, 5, dtype=torch.bool))
+    with pytest.raises(InputError, match="^text: a batch of 3 for a batch of 2 clips"):
+        sample(model, text=three, negative_text=None, **run)
+
+
 def wavy(stream, x, t, value):
     return torch.sin(3 * x) + value
 

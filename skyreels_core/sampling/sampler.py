@@ -329,6 +329,27 @@ def _require_shots_cover(text: TextEncoding | None, input_name: str, latent_fram
         )
 
 
+def _for_batch(tensor: torch.Tensor, batch: int, input_name: str) -> torch.Tensor:
+    """One input for every clip of a batch: a batch of one is shared, as many as the clips are
+    paired with them; another count is named."""
+    if tensor.shape[0] == batch:
+        return tensor
+    if tensor.shape[0] != 1:
+        raise InputError(
+            input_name,
+            f"a batch of {tensor.shape[0]} for a batch of {batch} clips",
+            f"give one, shared by every clip, or {batch}",
+        )
+    return tensor.expand(batch, *tensor.shape[1:])
+
+
+def _text_for_batch(text: TextEncoding | None, batch: int, input_name: str):
+    if text is None:
+        return None
+    features = _for_batch(text.features, batch, input_name)
+    return TextEncoding(features, _for_batch(text.mask, batch, input_name), text.shot_ranges)
+
+
 def _check_keyframes(indices: Sequence[int], known: torch.Tensor, scale: int) -> list[int]:
     """The keyframes' latent frames, sorted. One the condition keeps, wholly or in part (an
     image-to-video first frame, a kept region), is refused: the high-res keyframe has no high-res
@@ -494,8 +515,13 @@ def sample(
     )
     if references:
         references = References(
-            *(None if r is None else r.to(device) for r in (references.video, references.audio))
+            *(
+                None if r is None else _for_batch(r, batch, "references").to(device)
+                for r in (references.video, references.audio)
+            )
         )
+    text = _text_for_batch(text, batch, "text")
+    negative_text = _text_for_batch(negative_text, batch, "negative")
     call = _ModelCall(
         model,
         known_latents,
