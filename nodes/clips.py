@@ -10,12 +10,14 @@ from skyreels_core.joining import (
     extend_to_length,
     join_clips,
     require_matching_sound,
+    window_count,
     window_seed,
 )
 from skyreels_core.prompts import shots_in_window, tells_one_story
+from skyreels_core.sampling import SamplerSettings
 from skyreels_core.shapes import MAX_FRAMES, latent_frame_count
 
-from . import link_types
+from . import host, link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
 from .codec_inputs import video_codec
 from .sampler import SkyReelsV4Sampler
@@ -173,6 +175,10 @@ class SkyReelsV4ExtendToLength:
             negative, total_frames, window_frames, "negative"
         )
         window_latents = latent_frame_count(window_frames, input_name="window_frames")
+        steps = SamplerSettings(steps=settings["steps"], sigmas=settings.get("sigmas")).steps
+        windows = window_count(video_codec(video_vae), frames.shape[0], total_frames,
+                               window_frames, overlap)  # fmt: skip
+        progress = host.Progress(steps * windows, unique_id, "SkyReels-V4 Extend to Length")
         sampler, decode_video, decode_audio = (
             SkyReelsV4Sampler(),
             SkyReelsV4DecodeVideo(),
@@ -187,7 +193,7 @@ class SkyReelsV4ExtendToLength:
             prompt = shots_in_window(text, first_frame, window_latents) if story else text
             sampled = sampler.sample(
                 model, prompt, condition, fps=fps, audio_vae=audio_vae, video_vae=video_vae,
-                unique_id=unique_id, **window,
+                unique_id=unique_id, progress=progress.part((number - 1) * steps), **window,
             )  # fmt: skip
             latent = sampled["result"][0]
             window = decode_video.decode(latent, video_vae)[0]
@@ -195,9 +201,12 @@ class SkyReelsV4ExtendToLength:
             return window, sound
 
         codec = video_codec(video_vae)
-        return extend_to_length(
-            codec, frames, audio, fps, total_frames, window_frames, overlap, render_window
-        )
+        try:
+            return extend_to_length(
+                codec, frames, audio, fps, total_frames, window_frames, overlap, render_window
+            )
+        finally:
+            progress.close()
 
 
 NODE_CLASS_MAPPINGS = {

@@ -281,6 +281,21 @@ class Progress:
         if not IN_COMFYUI:
             self._bar.close()
 
+    def part(self, offset: int) -> ProgressPart:
+        """A pass whose steps fill this bar from ``offset`` on (one window of a long clip)."""
+        return ProgressPart(self, offset)
+
+
+class ProgressPart:
+    """Step n of one pass is step offset + n of the whole bar: one bar over all of Extend to
+    Length's windows, where each window's Sampler filled the node's bar anew."""
+
+    def __init__(self, bar: Progress, offset: int):
+        self.bar, self.offset = bar, offset
+
+    def update(self, value: int, preview=None) -> None:
+        self.bar.update(self.offset + value, preview)
+
 
 class HostWanVideoCodec:
     """The host's own Wan 2.1 VAE object behind the pack's VideoCodec protocol.

@@ -227,7 +227,10 @@ class SkyReelsV4Sampler:
         cache_threshold: float = 0.0,
         sigmas=None,
         unique_id=None,
+        progress: host.Progress | host.ProgressPart | None = None,
     ):
+        """``progress``: a bar this render fills part of (Extend to Length's, over its windows);
+        the node's own by default."""
         _require_one_family(
             model.module.config,
             text,
@@ -260,9 +263,11 @@ class SkyReelsV4Sampler:
         )
         if initial is not None and settings.denoise_start < 1.0:
             _require_fps(fps, initial.fps, "the initial latent")
-        progress = host.Progress(
-            settings.steps, node_id=unique_id, description="SkyReels-V4 sampling"
-        )
+        own_bar = progress is None
+        if own_bar:
+            progress = host.Progress(
+                settings.steps, node_id=unique_id, description="SkyReels-V4 sampling"
+            )
 
         def after_step(step: int, total: int) -> None:
             progress.update(step)
@@ -295,7 +300,8 @@ class SkyReelsV4Sampler:
                     initial=initial,
                 )
         finally:
-            progress.close()
+            if own_bar:
+                progress.close()
             host.soft_empty_cache()
         result.fps = fps
         return with_note(result, render_advice(model.module.config.name, condition), "Sampler")

@@ -9,6 +9,7 @@ so neither the picture nor the hum jumps at the seam.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -24,6 +25,8 @@ from .types import VideoCondition
 # Frames a window keeps of the clip before it: the demo model's smoothest seams of 1, 5 and 9
 # (bench/README.md, part long_video).
 DEFAULT_OVERLAP = 5
+
+log = logging.getLogger(__name__)
 
 
 def continue_clip(
@@ -139,6 +142,26 @@ def _continuable(codec: VideoCodec, frames: torch.Tensor, audio: dict | None) ->
     return frames
 
 
+def window_count(
+    codec: VideoCodec, clip_frames: int, total_frames: int, window_frames: int, overlap: int
+) -> int:
+    """How many windows :func:`extend_to_length` renders (a progress bar's length, known before
+    the first one); windows that could not grow the clip are named."""
+    latent_frame_count(window_frames, codec.temporal_stride, input_name="window_frames")
+    kept = kept_frames(codec, max(clip_frames, overlap), overlap)  # once the clip has grown
+    if kept >= window_frames:
+        raise InputError(
+            "overlap",
+            f"{kept} frames kept of {window_frames}-frame windows leave nothing to render",
+            "keep fewer frames than a window has",
+        )
+    count, frames = 0, clip_frames
+    while frames < total_frames:
+        count += 1
+        frames += window_frames - kept_frames(codec, frames, overlap)
+    return count
+
+
 def window_seed(seed: int, number: int) -> int:
     """The seed of a clip's ``number``-th continuation window: one seed for every window drew
     the same noise each time, and its sound (not conditioned on the clip's) came back as nearly
@@ -169,14 +192,8 @@ def extend_to_length(
             "ask for more frames than the clip has",
         )
     frames = _continuable(codec, frames, audio)
-    latent_frame_count(window_frames, codec.temporal_stride, input_name="window_frames")
-    kept = kept_frames(codec, max(frames.shape[0], overlap), overlap)  # once the clip has grown
-    if kept >= window_frames:
-        raise InputError(
-            "overlap",
-            f"{kept} frames kept of {window_frames}-frame windows leave nothing to render",
-            "keep fewer frames than a window has",
-        )
+    windows = window_count(codec, frames.shape[0], total_frames, window_frames, overlap)
+    log.info("extending %d frames to %d in %d windows", frames.shape[0], total_frames, windows)
     number = 0
     while frames.shape[0] < total_frames:
         number += 1

@@ -10,7 +10,13 @@ from skyreels_pack import NODE_CLASS_MAPPINGS
 
 from skyreels_core import masks
 from skyreels_core.errors import InputError
-from skyreels_core.joining import continue_clip, extend_to_length, join_audio, join_frames
+from skyreels_core.joining import (
+    continue_clip,
+    extend_to_length,
+    join_audio,
+    join_frames,
+    window_count,
+)
 
 CODEC = PoolingCodec()
 
@@ -112,6 +118,7 @@ def test_a_clip_is_extended_window_by_window_to_exactly_its_length():
             "sample_rate": rate,
         }
 
+    assert window_count(CODEC, 33, 80, 33, 7) == 2
     frames, audio = extend_to_length(CODEC, clip, sound, fps, 80, 33, 7, render_window)
     assert [(number, kept, first) for number, kept, _, first in seen] == [(1, 5, 28), (2, 5, 56)]
     assert frames.shape == (80, 16, 16, 3) and audio["waveform"].shape[-1] == 80 * 1000

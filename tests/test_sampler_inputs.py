@@ -8,6 +8,7 @@ import pytest
 import torch
 from model_helpers import WAN_TINY
 from skyreels_pack import NODE_CLASS_MAPPINGS
+from skyreels_pack.nodes import host
 
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
@@ -118,7 +119,8 @@ def test_extend_to_length_names_a_schedule_that_does_not_start_from_noise(demo):
 
 def test_extend_to_length_tells_a_story_written_for_the_whole_clip(demo, monkeypatch):
     """Shots written for total_frames: each window reads its own part of the story (every window
-    replayed the first shots: red, blue, red, blue); shots written for a window repeat."""
+    replayed the first shots: red, blue, red, blue); shots written for a window repeat. One
+    progress bar runs over all the windows."""
     encoder = first(node("SkyReelsV4TextEncoderLoader").load(bundle.BUNDLED, "fp32", -1))
     story = "[0-40] a red circle bounces on the floor\n[41-88] a blue square moves right"
     text = first(node("SkyReelsV4MultiShotTextEncode").encode(encoder, story, 89))
@@ -134,12 +136,26 @@ def test_extend_to_length_tells_a_story_written_for_the_whole_clip(demo, monkeyp
         "sample",
         lambda self, m, t, *a, **k: seen.append(t.shot_ranges) or sample(self, m, t, *a, **k),
     )
-    settings = {**SETTINGS, "steps": 1}
+    bars = []  # one bar over both windows (each window's Sampler filled the node's bar anew)
+
+    class Bar(host.Progress):
+        def __init__(self, total, *args, **kwargs):
+            super().__init__(total, *args, **kwargs)
+            bars.append((total, []))
+
+        def update(self, value, preview=None):
+            super().update(value, preview)
+            bars[-1][1].append(value)
+
+    monkeypatch.setattr(host, "Progress", Bar)
+    settings = {**SETTINGS, "steps": 2}
     extend = node("SkyReelsV4ExtendToLength").extend
     out, _ = extend(demo["model"], text, demo["video_vae"], demo["audio_vae"], frames, 16.0,
                     89, 33, 5, sound, **settings)  # fmt: skip
     red, blue = text.shot_ranges[0][:2], text.shot_ranges[1][:2]
-    assert out.shape[0] == 89
+    ((total, values),) = bars  # each step moves the bar, then shows its preview there
+    assert out.shape[0] == 89 and total == 4 and values == sorted(values)
+    assert sorted(set(values)) == [1, 2, 3, 4]
     assert seen == [[(*red, 0, 4), (*blue, 4, 9)], [(*blue, 0, 9)]]  # story latents 7-15, 14-22
     with pytest.raises(InputError, match="^text: a multi-shot prompt written for 89 frames"):
         extend(demo["model"], text, demo["video_vae"], demo["audio_vae"], frames, 16.0, 61, 33,
