@@ -216,20 +216,11 @@ class SkyReelsV4Refine:
 
     @classmethod
     @reports_input_errors
-    def VALIDATE_INPUTS(
-        cls,
-        scale: int | None = None,
-        fps_factor: int | None = None,
-        sparsity: float | None = None,
-        steps: int | None = None,
-        denoise_start: float | None = None,
-    ):
-        # Only the widgets the host sent; RefinerSettings holds the one copy of the defaults.
-        given = dict(scale=scale, fps_factor=fps_factor, sparsity=sparsity, steps=steps,
-                     denoise_start=denoise_start)  # fmt: skip
-        RefinerSettings(
-            **{name: value for name, value in given.items() if value is not None}
-        ).validate()
+    def VALIDATE_INPUTS(cls, fps_factor: int | None = None):
+        # The one widget its min / max cannot check (3 lies in 1..4); the host checks the rest
+        # and shows a refusal here on every input this signature names.
+        if fps_factor is not None:
+            RefinerSettings(fps_factor=fps_factor).validate()
         return True
 
     def refine(

@@ -91,14 +91,15 @@ def test_validate_inputs_refuses_a_frame_rate_factor_of_three():
     assert verdict.startswith("fps_factor:")  # the host shows the message on the node
 
 
-def test_validate_inputs_takes_linked_settings_and_keeps_the_hosts_limits():
-    """Steps wired from an Int node reach the validator as None (unknown before the run): the
-    prompt was refused with a bare TypeError. The host skips its min / max checks for the inputs
-    a validator names, so the validator makes them; the seed it does not name the host checks."""
-    assert validate_as_host(SkyReelsV4Refine, WIDGETS, linked=["steps", "scale"]) is True
-    verdict = validate_as_host(SkyReelsV4Refine, {**WIDGETS, "steps": 5000})
-    assert verdict == "steps: 5000 is above the maximum, 50. Fix: use 50 or less"
-    assert "seed" not in inspect.getfullargspec(SkyReelsV4Refine.VALIDATE_INPUTS).args
+def test_validate_inputs_takes_a_linked_factor_and_names_only_it():
+    """A factor wired from an Int node reaches the validator as None (unknown before the run):
+    the prompt was refused with a bare TypeError. The host shows a refusal on every input the
+    validator names (five widgets were marked for one bad factor) and checks the others' min /
+    max itself, so the validator names fps_factor alone."""
+    assert validate_as_host(SkyReelsV4Refine, WIDGETS, linked=["fps_factor"]) is True
+    verdict = validate_as_host(SkyReelsV4Refine, {**WIDGETS, "fps_factor": 5})
+    assert verdict == "fps_factor: 5 is above the maximum, 4. Fix: use 4 or less"
+    assert inspect.getfullargspec(SkyReelsV4Refine.VALIDATE_INPUTS).args == ["cls", "fps_factor"]
 
 
 def test_refine_node_checks_for_cancel_every_step(refiner, monkeypatch):
