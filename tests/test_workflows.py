@@ -186,6 +186,20 @@ def test_video_to_audio_takes_any_clip_and_keeps_it(host_folders):
     _check_sound_added_to_the_clip(file, source)
 
 
+@pytest.mark.parametrize("name", ["extend_video", "keyframes", "masked_edit"])
+def test_a_workflow_keeping_a_clips_frames_renders_at_the_clips_rate(host_folders, name):
+    """A 24 fps source clip: the kept footage comes out at 24 fps, its sound as long as its
+    frames (the Sampler and Save Video were left at 16 fps: two-thirds speed)."""
+    inputs, output = host_folders
+    source = inputs / "skyreels_v4_source_clip.mp4"
+    frames = av_io.read_video(source)[0]
+    av_io.write_mp4(source, frames, 24.0, None, overwrite=True)
+    file = _run_workflow(ROOT / "workflows" / f"{name}.json", inputs, output)[3]
+    saved, fps, audio = av_io.read_video(file)
+    assert fps == 24.0 and saved.shape[0] == 33
+    assert abs(audio["waveform"].shape[-1] / audio["sample_rate"] - 33 / 24) < 0.05
+
+
 def test_reroll_sound_keeps_the_video_bit_for_bit(host_folders):
     """Keep Video hands the first sampler's video to the second, which returns it unchanged with
     a sound of its own seed; a second sampler at another fps is refused, naming the fix."""

@@ -315,6 +315,8 @@ def image_to_video(m) -> Workflow:
 
 
 def _source_clip(w: Workflow):
+    """The example clip's frames (0), sound (1) and fps (2): a workflow that keeps any of its
+    frames renders at its fps (wired to the Sampler), or the kept footage plays at 16 fps."""
     video = w.add("LoadVideo", title="Source clip", file="skyreels_v4_source_clip.mp4")
     return w.add("GetVideoComponents", video=(video, 0))
 
@@ -332,9 +334,8 @@ def extend_video(m) -> Workflow:
         frames=33,
         known_frames=9,
     )
-    _sample_and_save(
-        w, model, video_vae, audio_vae, text, condition, "extend_video", negative=(negative, 0)
-    )
+    _sample_and_save(w, model, video_vae, audio_vae, text, condition, "extend_video",
+                     negative=(negative, 0), fps=(clip, 2))  # fmt: skip
     return w
 
 
@@ -369,9 +370,8 @@ def keyframes(m) -> Workflow:
         keyframe_indices="0, 16, 32",
         frames=33,
     )
-    _sample_and_save(
-        w, model, video_vae, audio_vae, text, condition, "keyframes", negative=(negative, 0)
-    )
+    _sample_and_save(w, model, video_vae, audio_vae, text, condition, "keyframes",
+                     negative=(negative, 0), fps=(clip, 2))  # fmt: skip
     return w
 
 
@@ -388,9 +388,8 @@ def masked_edit(m) -> Workflow:
     condition = w.add(
         "SkyReelsV4MaskEdit", video_vae=(video_vae, 0), source=(clip, 0), mask=(mask, 0)
     )
-    _sample_and_save(
-        w, model, video_vae, audio_vae, text, condition, "masked_edit", negative=(negative, 0)
-    )
+    _sample_and_save(w, model, video_vae, audio_vae, text, condition, "masked_edit",
+                     negative=(negative, 0), fps=(clip, 2))  # fmt: skip
     return w
 
 
