@@ -18,6 +18,7 @@ from skyreels_core.types import AVLatent
 from . import host, link_types
 from .codec_inputs import video_codec
 from .families import channels, require_width
+from .validation import require_sound
 
 CATEGORY = "SkyReels-V4/codecs"
 TILE_INPUTS = {
@@ -179,6 +180,7 @@ class SkyReelsV4EncodeAudio:
         }
 
     def encode(self, av_latent: AVLatent, audio, audio_vae):
+        audio = require_sound(audio)
         waveform = resample_audio(
             audio["waveform"], audio["sample_rate"], audio_vae.sample_rate, audio_vae.channels
         )

@@ -14,6 +14,7 @@ from skyreels_core.types import References
 
 from . import link_types
 from .codec_inputs import video_codec
+from .validation import require_sound
 
 CATEGORY = "SkyReels-V4/references"
 MAX_IMAGE_REFERENCES = 9
@@ -211,7 +212,7 @@ class SkyReelsV4AudioReference(_ReferenceNode):
         start_seconds: float = 0.0,
         duration_seconds: float = 0.0,
     ):
-        part = trim_audio(audio, start_seconds, duration_seconds)
+        part = trim_audio(require_sound(audio), start_seconds, duration_seconds)
         new = refs.audio_reference(audio_vae, part["waveform"], part["sample_rate"])
         return _chain(references, new)
 

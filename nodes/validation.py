@@ -45,3 +45,15 @@ def _within_limits(cls, inputs: dict) -> None:
             raise InputError(name, f"{value} is below the minimum, {low}", f"use {low} or more")
         if high is not None and value > high:
             raise InputError(name, f"{value} is above the maximum, {high}", f"use {high} or less")
+
+
+def require_sound(audio: dict | None, input_name: str = "audio") -> dict:
+    """The host's AUDIO, or a named refusal where there is none: the host's Get Video Components
+    gives None for a clip without a sound track, which failed deep inside as a bare TypeError."""
+    if audio is None:
+        raise InputError(
+            input_name,
+            "no sound: the clip has no sound track",
+            "give it one (Mask: Video to Audio makes a sound for a clip), or connect a Load Audio",
+        )
+    return audio

@@ -110,7 +110,11 @@ def join_clips(
         return frames, None
     if first_audio is None or second_audio is None:
         missing = "audio_a" if first_audio is None else "audio_b"
-        raise InputError(missing, "is not connected", "connect both sounds, or neither")
+        raise InputError(
+            missing,
+            "no sound (not connected, or a clip without a sound track) beside the other's sound",
+            "give both clips a sound, or neither",
+        )
     start = (first.shape[0] - overlap) / fps
     return frames, join_audio(first_audio, second_audio, start, overlap / fps)
 

@@ -43,6 +43,19 @@ def test_a_sound_of_another_length_names_the_input_and_the_fix(clip):
     assert error.value.input_name == "audio" and "trim or pad" in str(error.value)
 
 
+def test_a_clip_without_a_sound_track_is_named(clip):
+    """The host's Get Video Components gives None for a silent clip: Encode Audio and Audio
+    Reference failed with "'NoneType' object is not subscriptable"."""
+    codec = bundle.audio_codec()
+    reference = NODE_CLASS_MAPPINGS["SkyReelsV4AudioReference"]()
+    for run in (
+        lambda: ENCODE_AUDIO().encode(clip, None, codec),
+        lambda: reference.build(codec, None),
+    ):
+        with pytest.raises(InputError, match="^audio: no sound: the clip has no sound track"):
+            run()
+
+
 def test_a_surround_sound_reaches_a_mono_codec_as_its_mixdown(clip, tmp_path):
     """MMAudio encodes mono only, and most sounds are stereo or more: Encode Audio and Audio
     Reference hand it FFmpeg's mixdown rather than failing on the channel count."""

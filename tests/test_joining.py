@@ -97,7 +97,9 @@ def test_the_nodes_hand_the_kept_count_to_the_join():
     # A video-only model's windows join without sound; one sound alone is named.
     silent, none = join.join(clip, second, overlap, 16.0)
     assert none is None and torch.equal(silent, frames)
-    with pytest.raises(InputError, match="^audio_b: is not connected"):
+    with pytest.raises(
+        InputError, match="^audio_b: no sound \\(not connected, or a clip without a sound"
+    ):
         join.join(clip, second, overlap, 16.0, audio_a=sound)
 
 
