@@ -61,6 +61,12 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
     """The AV latent in ``path``, checked before any tensor is read: a file of another kind or
     with inconsistent shapes is an :class:`InputError` naming ``input_name``."""
     path = Path(path)
+    if not path.name.endswith(SUFFIX):  # a take's preview clip: not "convert it to safetensors"
+        raise InputError(
+            input_name,
+            f"{path.name} is not a {SUFFIX} file",
+            "pick a take written by SkyReels-V4 Save AV Latent",
+        )
     shapes, metadata = read_header(path, input_name)
     if metadata.get(FORMAT_KEY) != FORMAT or "av_latent" not in metadata:
         raise InputError(

@@ -58,6 +58,7 @@ SUFFIXES = {
     "video": (".mp4", ".mov", ".mkv", ".webm", ".avi"),
     "sound": (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma"),
     "text": (".txt", ".json", ".csv", ".md", ".srt", ".vtt"),
+    "take": KEPT_SUFFIXES,
 }  # fmt: skip
 # A file picker with an upload button, and the kinds of file it takes.
 UPLOAD_FLAGS = {
@@ -65,6 +66,9 @@ UPLOAD_FLAGS = {
     "video_upload": ("video",),
     "audio_upload": ("sound", "video"),
 }
+# File pickers without an upload button, and the kinds they take: Load AV Latent lists saved
+# takes only (a render_takes download folder also holds each take's preview clip).
+PICKER_KINDS = {("SkyReelsV4LoadAVLatent", "av_latent"): ("take",)}
 
 
 # While renders are awaited (history, queue and download reads, which repeat safely), a server
@@ -434,10 +438,13 @@ def upload_widget(
 
 
 def upload_kinds(api_prompt: dict, object_info: dict, widget: Widget) -> tuple[str, ...] | None:
-    """The kinds of file ``widget`` takes, by its upload button; None for a widget without one
-    (Load AV Latent's saved takes), whose files are not judged by their suffix."""
+    """The kinds of file ``widget`` takes, by its upload button (or :data:`PICKER_KINDS`); None
+    for another widget, whose files are not judged by their suffix."""
     node_id, name = widget
-    node_info = object_info.get(api_prompt.get(node_id, {}).get("class_type"))
+    class_type = api_prompt.get(node_id, {}).get("class_type")
+    if (class_type, name) in PICKER_KINDS:
+        return PICKER_KINDS[class_type, name]
+    node_info = object_info.get(class_type)
     options = {}
     if node_info is not None:
         options = next((o for input_name, _, o in node_inputs(node_info) if input_name == name), {})
@@ -446,8 +453,8 @@ def upload_kinds(api_prompt: dict, object_info: dict, widget: Widget) -> tuple[s
 
 def _kind(path: Path) -> str | None:
     """What ``path``'s suffix says it holds (see SUFFIXES); None for a suffix not listed."""
-    suffix = path.suffix.lower()
-    return next((kind for kind, suffixes in SUFFIXES.items() if suffix in suffixes), None)
+    name = path.name.lower()
+    return next((kind for kind, ends in SUFFIXES.items() if name.endswith(ends)), None)
 
 
 def _folder_files(folder: Path, kinds: tuple[str, ...] | None) -> list[Path]:

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from skyreels_pack import NODE_CLASS_MAPPINGS
 
 from skyreels_core.av_latent_file import SUFFIX, load_av_latent, save_av_latent
-from skyreels_core.errors import CheckpointError, InputError
+from skyreels_core.errors import InputError
 from skyreels_core.refiner import REFINER_PRESETS, RefinerDiT
 from skyreels_core.types import AVLatent
 
@@ -56,10 +56,10 @@ def test_other_files_and_inconsistent_latents_are_refused_by_name(tmp_path):
     save_file({"weight": torch.zeros(2, 2)}, str(model_file))
     with pytest.raises(InputError, match="av_latent: .*is not an AV latent"):
         load_av_latent(model_file)
-    pickle = tmp_path / "take.pt"
-    pickle.write_bytes(b"\x80\x04not safetensors")
-    with pytest.raises(CheckpointError, match="av_latent"):
-        load_av_latent(pickle)
+    preview = tmp_path / "take_preview_00001.mp4"  # beside the takes in a download folder
+    preview.write_bytes(b"a clip")
+    with pytest.raises(InputError, match=f"^av_latent: take_preview_00001.mp4 is not a {SUFFIX}"):
+        load_av_latent(preview)  # it said: convert it with to-safetensors
     # Keyframes that do not match their indices: a hand-edited or truncated save.
     path = save_av_latent(_latent(), tmp_path / f"edited{SUFFIX}")
     from safetensors import safe_open

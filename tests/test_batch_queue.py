@@ -618,6 +618,25 @@ def test_a_folder_of_clips_and_captions_gives_the_clips(capsys, tmp_path):
     )
 
 
+def test_a_takes_folder_gives_load_av_latent_its_takes_only(capsys, tmp_path):
+    """README's flow: render_takes --download takes/, then refine_saved_take --inputs takes/.
+    The folder also holds each take's preview clip, which was queued as a take and refused with
+    advice to convert it to safetensors; the takes alone are uploaded now."""
+    takes = tmp_path / "takes"
+    takes.mkdir()
+    for number in (1, 2):
+        (takes / f"take_0000{number}.av_latent.safetensors").write_bytes(b"take")
+        (takes / f"take_preview_0000{number}.mp4").write_bytes(b"clip")
+    workflow = str(ROOT / "workflows" / "refine_saved_take.json")
+    with FakeComfy() as server:
+        code, _, err = _queue(capsys, workflow, "--server", server.url, "--inputs", str(takes),
+                              "--input-widget", "av_latent")  # fmt: skip
+    assert code == 0 and len(server.posted) == 2
+    assert sorted(server.inputs) == ["take_00001.av_latent.safetensors",
+                                     "take_00002.av_latent.safetensors"]  # fmt: skip
+    assert err == f"skipped 2 of 4 files in {takes} that are not take (.mp4)\n"
+
+
 def test_inputs_keep_the_kinds_of_file_the_widget_takes(capsys, tmp_path):
     """Load Image takes images, this pack's Load Audio every file it lists (sounds and videos);
     a file named on its own is refused only when its suffix says it is another kind."""
