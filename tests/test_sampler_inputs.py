@@ -66,6 +66,19 @@ def test_video_to_video_at_the_clips_own_rate_or_the_rate_is_named(demo):
     assert render(demo, initial=clip, denoise_start=1.0).audio.shape == take.audio.shape
 
 
+def test_video_to_video_names_a_condition_of_another_clip_in_frames_and_pixels(demo):
+    """A 9-frame take refined under a 17-frame condition said "latents of shape (1, 8, 3, 8, 8)
+    where (1, 8, 5, 8, 8) is needed"; the widgets speak frames and pixels."""
+    take = render(demo)
+    longer = first(node("SkyReelsV4MaskT2V").build(demo["video_vae"], 64, 64, 17))
+    with pytest.raises(InputError) as error:
+        render(demo, condition=longer, initial=take, denoise_start=0.5)
+    assert str(error.value) == (
+        "initial: a clip of 9 frames at 64 x 64 px for a condition of 17 frames at 64 x 64 px. "
+        "Fix: set the condition's frames, width and height to the clip's (9, 64, 64)"
+    )
+
+
 def test_a_takes_keyframes_refine_at_another_scale(demo):
     """Keyframes made at scale 2 refined at scale 3 start from the clip's frame upsampled; at
     their own scale, from themselves."""

@@ -420,14 +420,36 @@ def _start_latents(
             low_res = initial.video[:, :, keyframe_indices]
             size = (len(keyframe_indices), *noise[-1].shape[-2:])
             clean.append(F.interpolate(low_res, size=size, mode="trilinear"))
-    for x, n in zip(clean, noise):
-        if x.shape != n.shape:
-            raise InputError(
-                "initial",
-                f"latents of shape {tuple(x.shape)} where {tuple(n.shape)} is needed",
-                "refine latents made for the same condition and audio length",
-            )
+    _require_same_clip(clean[0], noise[0])
+    if has_audio and clean[1].shape != noise[1].shape:
+        raise InputError(
+            "initial",
+            f"a sound of {clean[1].shape[-1]} audio tokens where the clip's length at this fps "
+            f"takes {noise[1].shape[-1]}",
+            "encode the clip's own sound (Encode Audio) for the clip the condition describes",
+        )
     return [noised(x.to(n), n, start) for x, n in zip(clean, noise)]
+
+
+def _require_same_clip(initial: torch.Tensor, needed: torch.Tensor) -> None:
+    """Video-to-video starts from a clip the condition must describe: told in frames and pixels,
+    as the Mask nodes' widgets say them, not as latent shapes."""
+    if initial.shape == needed.shape:
+        return
+    if initial.shape[:2] != needed.shape[:2]:
+        raise InputError(
+            "initial",
+            f"latents of shape {tuple(initial.shape)} where {tuple(needed.shape)} is needed",
+            "refine latents made for the same condition and audio length",
+        )
+    frames, want = (pixel_frame_count(x.shape[2]) for x in (initial, needed))
+    raise InputError(
+        "initial",
+        f"a clip of {frames} frames at {pixel_size(initial)} for a condition of {want} frames "
+        f"at {pixel_size(needed)}",
+        f"set the condition's frames, width and height to the clip's ({frames}, "
+        f"{pixel_size(initial).removesuffix(' px').replace(' x ', ', ')})",
+    )
 
 
 def require_finite(
