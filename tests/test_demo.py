@@ -150,6 +150,12 @@ def test_the_demo_models_advice_names_the_sizes_and_lengths_it_never_learned():
     size, length = both.index("trained on 64 px clips"), both.index("trained on 33-frame clips")
     assert 0 < size < length and "at 128x128 px" in both and "at 81 frames" in both
     assert advice(81, 128, 128, preset="skyreels-v4-14b") is None
+    # Sound for a kept clip: nothing to refine or join; the fix is the model's view of the clip.
+    clip = masks.video_to_audio(codec, torch.rand(30, 180, 320, 3))
+    sound_only = bundle.render_advice("demo", clip)
+    assert "at 320x176 px expect the sound to miss the motion" in sound_only
+    assert "Set Mask: Video to Audio's longest_side to 64" in sound_only
+    assert "refine" not in sound_only and "long_video" not in sound_only
 
 
 def test_demo_bad_input_is_one_clear_line(tmp_path):

@@ -48,19 +48,30 @@ def render_advice(preset: str, condition: VideoCondition) -> str | None:
     if preset != PRESET:
         return None
     notes = []
+    sound_only = bool(condition.known_mask.all())  # Video to Audio, Keep Video: no frame is drawn
     height, width = (SPATIAL_STRIDE * n for n in condition.latents.shape[-2:])
     if max(height, width) != TRAINED_LONGEST_SIDE:
+        fix = (
+            f"Set Mask: Video to Audio's longest_side to {TRAINED_LONGEST_SIDE} (the saved clip "
+            "keeps its own size)"
+            if sound_only
+            else f"Render at {TRAINED_LONGEST_SIDE} px (longest side) and refine it (workflow "
+            "low_res_keyframes_refiner)"
+        )
         notes.append(
             f"the demo model was trained on {TRAINED_LONGEST_SIDE} px clips; at {width}x{height} "
-            f"px expect noise. Render at {TRAINED_LONGEST_SIDE} px (longest side) and refine it "
-            "(workflow low_res_keyframes_refiner)"
+            f"px expect {'the sound to miss the motion' if sound_only else 'noise'}. {fix}"
         )
     frames = pixel_frame_count(condition.num_latent_frames)
     if frames > FRAMES:
+        fix = (
+            f"Give it the clip in parts of {FRAMES} frames"
+            if sound_only
+            else f"Render {FRAMES}-frame windows and join them (workflow long_video)"
+        )
         notes.append(
             f"the demo model was trained on {FRAMES}-frame clips; at {frames} frames expect the "
-            f"sound to miss most contacts. Render {FRAMES}-frame windows and join them (workflow "
-            "long_video)"
+            f"sound to miss most contacts. {fix}"
         )
     return "; ".join(notes) or None
 
