@@ -14,6 +14,7 @@ from skyreels_core.av_latent_file import SUFFIX, save_av_latent
 from skyreels_core.errors import InputError
 
 from . import host, link_types
+from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/output"
 FOLDERS = {"output": host.output_dir, "temp": host.temp_dir}  # the host's folder types
@@ -64,10 +65,9 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
         raise InputError("filename_prefix", "holds a NUL character", "use a plain file name")
     target = Path(os.path.normpath(root / _expanded(filename_prefix, width, height)))
     if not target.is_relative_to(root) or target == root:
+        problem = "leaves the output folder" if target != root else "names no file"
         raise InputError(
-            "filename_prefix",
-            f"{filename_prefix!r} leaves the output folder",
-            "use a name like 'videos/skyreels'",
+            "filename_prefix", f"{filename_prefix!r} {problem}", "use a name like 'videos/skyreels'"
         )
     return root, target.parent, target.name
 
@@ -79,6 +79,14 @@ class _SaveNode:
     RETURN_TYPES = ()
     FUNCTION = "save"
     OUTPUT_NODE = True
+
+    @classmethod
+    @reports_input_errors
+    def VALIDATE_INPUTS(cls, filename_prefix: str | None = None):
+        """A prefix that leaves the output folder is refused when queued, not after the render."""
+        if filename_prefix is not None:
+            _output_folder(filename_prefix)
+        return True
 
 
 class SkyReelsV4SaveVideo(_SaveNode):

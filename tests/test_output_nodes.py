@@ -117,6 +117,20 @@ def test_the_hosts_prefix_tokens_are_filled_in(folders, monkeypatch):
         SAVE().save(frames, 16.0, "clip\x00")
 
 
+@pytest.mark.parametrize("name", ["SkyReelsV4SaveVideo", "SkyReelsV4SaveAVLatent"])
+def test_a_prefix_outside_the_output_is_refused_when_queued(folders, name):
+    """Refused at validation, before the render it would have thrown away; an empty prefix
+    names no file (it was said to leave the output folder)."""
+    node = NODE_CLASS_MAPPINGS[name]
+    assert node.VALIDATE_INPUTS(filename_prefix="videos/take") is True
+    verdict = node.VALIDATE_INPUTS(filename_prefix="../x")
+    assert (
+        verdict
+        == "filename_prefix: '../x' leaves the output folder. Fix: use a name like 'videos/skyreels'"
+    )
+    assert node.VALIDATE_INPUTS(filename_prefix="").startswith("filename_prefix: '' names no file")
+
+
 def test_a_prefix_ending_in_a_slash_names_the_file_as_the_host_does(folders):
     """The host's get_save_image_path normalises "videos/" to "videos": a file in the output
     folder itself, as the core save nodes write it."""
