@@ -127,7 +127,17 @@ def holds_qwen25_vl(path: Path) -> bool:
         _, shapes, _ = read_checkpoint_header(Path(path))
     except (CheckpointError, OSError):
         return False
-    return all(key in shapes for key in REQUIRED_KEYS)
+    return all(key in shapes for key in REQUIRED_KEYS) and _release_heads(shapes)
+
+
+def _release_heads(shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Whether the widths split into the heads every Qwen2.5-VL release has (the file carries no
+    config, so the head counts are read off its widths; another width divides into none)."""
+    text, vision = (
+        shapes["model.embed_tokens.weight"][1],
+        shapes["visual.patch_embed.proj.weight"][0],
+    )
+    return text % TEXT_HEAD_DIM == 0 < text and vision % VISION_HEAD_DIM == 0 < vision
 
 
 def load_qwen25_vl_file(
@@ -139,12 +149,22 @@ def load_qwen25_vl_file(
 
     shards, shapes, metadata = read_checkpoint_header(Path(path), input_name)
     missing = [key for key in REQUIRED_KEYS if key not in shapes]
+    fix = (
+        "pick a Qwen2.5-VL file (qwen_2.5_vl_7b*.safetensors, as Qwen-Image uses) or a "
+        "Qwen2.5-VL / Qwen3-VL model folder"
+    )
     if missing:
         raise CheckpointError(
             input_name,
             f"{Path(path).name} is not a Qwen2.5-VL text encoder (it lacks {describe_keys(missing)})",
-            "pick a Qwen2.5-VL file (qwen_2.5_vl_7b*.safetensors, as Qwen-Image uses) or a "
-            "Qwen2.5-VL / Qwen3-VL model folder",
+            fix,
+        )
+    if not _release_heads(shapes):
+        raise CheckpointError(
+            input_name,
+            f"{Path(path).name} has widths no Qwen2.5-VL release has (heads of "
+            f"{TEXT_HEAD_DIM} and {VISION_HEAD_DIM}), and no config to read its own from",
+            f"{fix} with its config.json",
         )
     config = transformers.Qwen2_5_VLConfig.from_dict(qwen25_vl_config(shapes, token_ids(tokenizer)))
     with torch.device("meta"):

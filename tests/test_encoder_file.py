@@ -135,6 +135,20 @@ def test_another_models_file_is_refused_before_its_weights_are_read(release, tmp
     assert "not a Qwen2.5-VL" in error.value.problem and "model.embed_tokens" in error.value.problem
 
 
+def test_a_file_of_widths_no_release_has_is_refused_and_not_listed(release, tmp_path):
+    """The bundled demo encoder's model.safetensors has Qwen2.5-VL's names but a 64-wide text
+    stream: no config sits beside it, and reading head counts off its widths (heads of 128)
+    divided by zero. It is left out of the list, and named if picked."""
+    from skyreels_core.demo import bundle
+    from skyreels_core.encoder_file import holds_qwen25_vl
+
+    _, _, tokenizer_folder = release
+    path = bundle.WEIGHTS_DIR / "text_encoder" / "model.safetensors"
+    assert not holds_qwen25_vl(path)
+    with pytest.raises(CheckpointError, match="^encoder: model.safetensors has widths no Qwen2.5"):
+        MLLMEncoder.from_file(path, tokenizer_folder, dtype=torch.float32)
+
+
 def test_the_loader_node_offers_qwen_files_and_reads_them_with_the_hosts_tokenizer(
     release, tmp_path, monkeypatch
 ):
