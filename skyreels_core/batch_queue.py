@@ -535,11 +535,14 @@ def variants(
     files: list[str] | list[Path] | None = None,
     file_widget: Widget | None = None,
     paired: bool = False,
+    seed_targets: list[str] | tuple[str, ...] = (),
 ) -> list[dict[Widget, object]]:
     """The widget values of every render: the overrides, then each file x seed x prompt
     combination (``file_widget`` takes the files, ``prompt_widget`` the prompts), or with
     ``paired`` each file with its own prompt (the i-th with the i-th) x seed. Files are names,
-    or local paths a caller swaps for their uploads' names."""
+    or local paths a caller swaps for their uploads' names. The seeds go to every seed widget,
+    or to those ``seed_targets`` name (reroll_sound: the second Sampler's, so one picture gets
+    many sounds)."""
     fixed: dict[Widget, object] = {}
     for override in overrides:
         target, equals, value = override.partition("=")
@@ -550,6 +553,16 @@ def variants(
     seed_widgets = [
         (n, name) for n, (_, values) in table.items() for name in values if name in SEED_NAMES
     ]
+    if seed_targets:
+        if seeds is None:
+            raise InputError("--seed-input", "given without --seeds", "add --seeds, or drop it")
+        named = [find_widget(table, target, "--seed-input") for target in seed_targets]
+        for node, name in named:
+            if name not in SEED_NAMES:
+                raise InputError(
+                    "--seed-input", f"{node}.{name} is not a seed widget", "name a seed widget"
+                )
+        seed_widgets = named
     if seeds is not None and not seed_widgets:
         raise InputError("--seeds", "the workflow has no seed widget", "drop --seeds")
     if seeds is not None and set(fixed) & set(seed_widgets):
@@ -613,6 +626,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI's address")
     parser.add_argument(
         "--seeds", help="one render per seed: 0-9, or 1,5,7; sets every seed widget"
+    )
+    parser.add_argument(
+        "--seed-input",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT",
+        help="the seed widget --seeds sets instead of every one (NODE an id or title), e.g. "
+        "'Sampler (new sound).seed' in reroll_sound: one picture, many sounds; repeatable",
     )
     parser.add_argument("--prompts", type=Path, help="a text file, one prompt per line")
     parser.add_argument(
@@ -788,8 +809,9 @@ def run(args: argparse.Namespace) -> int:
     names = [path.name for path in inputs] if inputs else None
     # Checked in full before the first upload; the uploads' names may differ (the server's).
     renders = variants(
-        table, seeds, prompts, prompt_widget, args.set, names, input_widget, args.pair
-    )
+        table, seeds, prompts, prompt_widget, args.set, names, input_widget, args.pair,
+        args.seed_input,
+    )  # fmt: skip
     if args.dry_run:
         for values in renders:
             print(json.dumps(_edited(workflow, object_info, values)[1]))
@@ -799,8 +821,9 @@ def run(args: argparse.Namespace) -> int:
         uploaded, refusals = _upload_all(server, inputs or [])
         if inputs:  # by path, not name: two files of one name upload as two, or one is refused
             renders = variants(
-                table, seeds, prompts, prompt_widget, args.set, inputs, input_widget, args.pair
-            )
+                table, seeds, prompts, prompt_widget, args.set, inputs, input_widget, args.pair,
+                args.seed_input,
+            )  # fmt: skip
         for values in renders:
             path = values.get(input_widget)
             if path is not None:

@@ -196,6 +196,28 @@ def _queue(capsys, *args: str) -> tuple[int, list[str], str]:
     return code, captured.out.splitlines(), captured.err
 
 
+def test_seed_input_rerolls_one_samplers_seed(capsys):
+    """reroll_sound has two Samplers: --seeds set both (a new picture every render); with
+    --seed-input only the new sound's seed moves. A widget no seed, or the flag alone, is named."""
+    workflow = str(ROOT / "workflows" / "reroll_sound.json")
+    ids = _node_ids(Path(workflow))
+    first, second = ids["SkyReelsV4Sampler"], ids["Sampler (new sound)"]
+    with FakeComfy() as server:
+        code, _, _ = _queue(capsys, workflow, "--server", server.url, "--seeds", "5,6",
+                            "--seed-input", "Sampler (new sound).seed")  # fmt: skip
+    assert code == 0
+    seeds = [(b["prompt"][first]["inputs"]["seed"], b["prompt"][second]["inputs"]["seed"])
+             for b in server.posted]  # fmt: skip
+    assert seeds == [(42, 5), (42, 6)]
+    for flags, message in [
+        (["--seeds", "5", "--seed-input", f"{first}.steps"], f"--seed-input: {first}.steps is not"),
+        (["--seed-input", f"{first}.seed"], "--seed-input: given without --seeds"),
+    ]:
+        with FakeComfy() as server:
+            code, _, err = _queue(capsys, workflow, "--server", server.url, *flags)
+        assert code == 2 and server.posted == [] and err.startswith(f"error: {message}")
+
+
 def test_seed_ranges_parse():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
     assert parse_seeds("7") == [7]
