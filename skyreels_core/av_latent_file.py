@@ -13,7 +13,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .loading import read_header, write_safetensors
 from .types import AVLatent
 
@@ -61,13 +61,16 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
     """The AV latent in ``path``, checked before any tensor is read: a file of another kind or
     with inconsistent shapes is an :class:`InputError` naming ``input_name``."""
     path = Path(path)
-    if not path.name.endswith(SUFFIX):  # a take's preview clip: not "convert it to safetensors"
-        raise InputError(
+    try:
+        shapes, metadata = read_header(path, input_name)
+    except CheckpointError:
+        if path.suffix == ".safetensors":
+            raise
+        raise InputError(  # a take's preview clip: not "convert it to safetensors"
             input_name,
-            f"{path.name} is not a {SUFFIX} file",
-            "pick a take written by SkyReels-V4 Save AV Latent",
-        )
-    shapes, metadata = read_header(path, input_name)
+            f"{path.name} is not an AV latent",
+            f"pick a {SUFFIX} take written by SkyReels-V4 Save AV Latent",
+        ) from None
     if metadata.get(FORMAT_KEY) != FORMAT or "av_latent" not in metadata:
         raise InputError(
             input_name,

@@ -58,8 +58,11 @@ def test_other_files_and_inconsistent_latents_are_refused_by_name(tmp_path):
         load_av_latent(model_file)
     preview = tmp_path / "take_preview_00001.mp4"  # beside the takes in a download folder
     preview.write_bytes(b"a clip")
-    with pytest.raises(InputError, match=f"^av_latent: take_preview_00001.mp4 is not a {SUFFIX}"):
+    with pytest.raises(InputError, match="^av_latent: take_preview_00001.mp4 is not an AV latent"):
         load_av_latent(preview)  # it said: convert it with to-safetensors
+    renamed = tmp_path / "take.av_latent (1).safetensors"  # the host's upload of a taken name
+    save_av_latent(_latent(), renamed)
+    assert _same(load_av_latent(renamed), _latent())
     # Keyframes that do not match their indices: a hand-edited or truncated save.
     path = save_av_latent(_latent(), tmp_path / f"edited{SUFFIX}")
     from safetensors import safe_open

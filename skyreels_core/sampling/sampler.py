@@ -557,7 +557,8 @@ def sample(
     text = _with_a_token(text).to(device, dtype)
     unconditional = None
     if guidance.needs_unconditional:
-        unconditional = _unconditional(text, negative_text).to(device, dtype)
+        negative = None if negative_text is None else negative_text.to(device, dtype)
+        unconditional = _unconditional(text, negative).to(device, dtype)
     texts = _GuidanceTexts(text, unconditional, settings.batch_guidance)
     if hooks.reserve is not None and hasattr(model, "activation_bytes"):
         hooks.reserve(device, _largest_pass_bytes(model, shapes, has_audio, references, texts))
