@@ -88,7 +88,8 @@ class SkyReelsV4MultiShotTextEncode:
                         "min": 1,
                         "max": MAX_FRAMES,
                         "step": 4,
-                        "tooltip": "Clip length (4k+1).",
+                        "tooltip": "Clip length (4k+1). A story longer than the Sampler's clip "
+                        "is read from its start (Extend to Length tells the rest).",
                     },
                 ),
             }

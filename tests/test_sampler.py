@@ -727,9 +727,10 @@ def test_step_cache_stand_in_extends_the_last_two_velocities_in_sigma():
     assert cache.skipped == [3]
 
 
-def test_a_multi_shot_prompt_for_another_clip_length_is_refused_by_name():
+def test_a_multi_shot_prompt_for_a_shorter_clip_is_refused_and_a_longer_story_read_from_its_start():
     """Shots bound to 5 frames on a 9-frame clip (T = 3 latents) would leave the last latent
-    frame attending no text: the Sampler names the input and the length to set."""
+    frame attending no text: the Sampler names the input and the length to set. A story written
+    for a longer clip is read from its opening (the first window of Extend to Length's story)."""
 
     def shots(end: int) -> TextEncoding:
         encoding = text(length=4)
@@ -747,7 +748,11 @@ def test_a_multi_shot_prompt_for_another_clip_length_is_refused_by_name():
     with pytest.raises(
         InputError, match="^negative: .* Fix: set Multi-Shot Text Encode's frames to 9"
     ):
-        render(text=text(), negative_text=shots(4))
+        render(text=text(), negative_text=shots(2))
+    model = FakeModel(straight_oracle)
+    sample(model, text=shots(6), negative_text=None, condition=condition(), audio_tokens=L_A,
+           settings=settings(steps=1))  # fmt: skip
+    assert model.calls[0]["text"].shot_ranges == [(0, 2, 0, 1), (2, 4, 1, T)]
 
 
 def test_references_made_at_another_size_than_the_clip_are_refused_by_name():

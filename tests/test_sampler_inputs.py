@@ -131,15 +131,15 @@ def test_extend_to_length_names_a_schedule_that_does_not_start_from_noise(demo):
 
 
 def test_extend_to_length_tells_a_story_written_for_the_whole_clip(demo, monkeypatch):
-    """Shots written for total_frames: each window reads its own part of the story (every window
-    replayed the first shots: red, blue, red, blue); shots written for a window repeat. One
-    progress bar runs over all the windows."""
+    """Shots written for total_frames: the first window's Sampler reads the story's opening (it
+    refused the story), each further window its own part (every window replayed the first
+    shots: red, blue, red, blue); shots written for a window repeat. One progress bar runs over
+    all the windows."""
     encoder = first(node("SkyReelsV4TextEncoderLoader").load(bundle.BUNDLED, "fp32", -1))
     story = "[0-40] a red circle bounces on the floor\n[41-88] a blue square moves right"
     text = first(node("SkyReelsV4MultiShotTextEncode").encode(encoder, story, 89))
-    clip = render(
-        demo, condition=first(node("SkyReelsV4MaskT2V").build(demo["video_vae"], 64, 64, 33))
-    )
+    t2v = first(node("SkyReelsV4MaskT2V").build(demo["video_vae"], 64, 64, 33))
+    clip = render(demo, text=text, condition=t2v)
     frames = first(node("SkyReelsV4DecodeVideo").decode(clip, demo["video_vae"]))
     sound = first(node("SkyReelsV4DecodeAudio").decode(clip, demo["audio_vae"]))
     sampler = type(node("SkyReelsV4Sampler"))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..objective import noised, velocity_target
 from ..offload import ReserveMemory
+from ..prompts import shots_in_window
 from ..references import pixel_size
 from ..shapes import latent_to_pixel_frames, pixel_frame_count
 from ..types import AVLatent, References, TextEncoding, VideoCondition
@@ -314,19 +315,25 @@ def _passes(
     return cond, uncond
 
 
-def _require_shots_cover(text: TextEncoding | None, input_name: str, latent_frames: int) -> None:
-    """A multi-shot prompt binds its shots to a clip length; on a clip of another length the
-    frames past its end would attend no text at all (or shots would point past the clip)."""
+def _shots_for_clip(text: TextEncoding | None, input_name: str, latent_frames: int):
+    """A multi-shot prompt binds its shots to a clip length. A story written for a longer clip is
+    read from its opening (the first window of a story Extend to Length goes on telling); one
+    written for a shorter clip would leave the frames past its end attending no text: named."""
     if text is None or not text.shot_ranges:
-        return
+        return text
     written_for = text.shot_ranges[-1][3]
-    if written_for != latent_frames:
+    if written_for > latent_frames:
+        log.info("%s: the first %d of a story's %d latent frames", input_name, latent_frames,
+                 written_for)  # fmt: skip
+        return shots_in_window(text, 0, latent_frames)
+    if written_for < latent_frames:
         frames, clip = pixel_frame_count(written_for), pixel_frame_count(latent_frames)
         raise InputError(
             input_name,
             f"a multi-shot prompt written for {frames} frames, on a clip of {clip}",
             f"set Multi-Shot Text Encode's frames to {clip}",
         )
+    return text
 
 
 def _for_batch(tensor: torch.Tensor, batch: int, input_name: str) -> torch.Tensor:
@@ -505,8 +512,8 @@ def sample(
     known = (condition.known_mask == 1).to(device)
     batch, channels, frames, height, width = known_latents.shape
     keyframes = _check_keyframes(keyframe_indices, known, keyframe_scale)
-    _require_shots_cover(text, "text", frames)
-    _require_shots_cover(negative_text, "negative", frames)
+    text = _shots_for_clip(text, "text", frames)
+    negative_text = _shots_for_clip(negative_text, "negative", frames)
     if references and references.video is not None:
         if references.video.shape[-2:] != (height, width):
             raise InputError(
