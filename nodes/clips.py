@@ -169,6 +169,8 @@ class SkyReelsV4ExtendToLength:
                 "noise",
                 "start the schedule at 1 (Schedule, or the host's sigma nodes with sigma_max 1)",
             )
+        codec = video_codec(video_vae)
+        windows = window_count(codec, frames.shape[0], total_frames, window_frames, overlap)
         negative = settings.get("negative")
         story = tells_one_story(text, total_frames, window_frames)
         negative_story = negative is not None and tells_one_story(
@@ -176,8 +178,6 @@ class SkyReelsV4ExtendToLength:
         )
         window_latents = latent_frame_count(window_frames, input_name="window_frames")
         steps = SamplerSettings(steps=settings["steps"], sigmas=settings.get("sigmas")).steps
-        windows = window_count(video_codec(video_vae), frames.shape[0], total_frames,
-                               window_frames, overlap)  # fmt: skip
         progress = host.Progress(steps * windows, unique_id, "SkyReels-V4 Extend to Length")
         sampler, decode_video, decode_audio = (
             SkyReelsV4Sampler(),
@@ -187,20 +187,20 @@ class SkyReelsV4ExtendToLength:
 
         def render_window(condition, number: int, first_frame: int):
             LOG.info("SkyReels-V4 Extend to Length: window %d after the clip", number)
-            window = {**settings, "seed": window_seed(settings["seed"], number)}
+            window_settings = {**settings, "seed": window_seed(settings["seed"], number)}
             if negative_story:
-                window["negative"] = shots_in_window(negative, first_frame, window_latents)
+                window_settings["negative"] = shots_in_window(negative, first_frame, window_latents)
             prompt = shots_in_window(text, first_frame, window_latents) if story else text
             sampled = sampler.sample(
                 model, prompt, condition, fps=fps, audio_vae=audio_vae, video_vae=video_vae,
-                unique_id=unique_id, progress=progress.part((number - 1) * steps), **window,
+                unique_id=unique_id, progress=progress.part((number - 1) * steps),
+                **window_settings,
             )  # fmt: skip
             latent = sampled["result"][0]
             window = decode_video.decode(latent, video_vae)[0]
             sound = decode_audio.decode(latent, audio_vae)[0] if latent.audio is not None else None
             return window, sound
 
-        codec = video_codec(video_vae)
         try:
             return extend_to_length(
                 codec, frames, audio, fps, total_frames, window_frames, overlap, render_window

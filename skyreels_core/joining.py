@@ -150,7 +150,14 @@ def window_count(
     codec: VideoCodec, clip_frames: int, total_frames: int, window_frames: int, overlap: int
 ) -> int:
     """How many windows :func:`extend_to_length` renders (a progress bar's length, known before
-    the first one); windows that could not grow the clip are named."""
+    the first one); a length the clip already has, or windows that could not grow it, are
+    named."""
+    if total_frames <= clip_frames:
+        raise InputError(
+            "total_frames",
+            f"{total_frames} frames for a clip that already has {clip_frames}",
+            "ask for more frames than the clip has",
+        )
     latent_frame_count(window_frames, codec.temporal_stride, input_name="window_frames")
     kept = kept_frames(codec, max(clip_frames, overlap), overlap)  # once the clip has grown
     if kept >= window_frames:
@@ -189,12 +196,6 @@ def extend_to_length(
     number, 1 for the first continuation, and the frame of the grown clip it starts at: a story's
     shots are read there), and the join cross-fades them in; the last window's surplus is cut
     off."""
-    if total_frames <= frames.shape[0]:
-        raise InputError(
-            "total_frames",
-            f"{total_frames} frames for a clip that already has {frames.shape[0]}",
-            "ask for more frames than the clip has",
-        )
     frames = _continuable(codec, frames, audio)
     windows = window_count(codec, frames.shape[0], total_frames, window_frames, overlap)
     log.info("extending %d frames to %d in %d windows", frames.shape[0], total_frames, windows)

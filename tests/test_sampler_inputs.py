@@ -173,6 +173,20 @@ def test_extend_to_length_tells_a_story_written_for_the_whole_clip(demo, monkeyp
     with pytest.raises(InputError, match="^text: a multi-shot prompt written for 89 frames"):
         extend(demo["model"], text, demo["video_vae"], demo["audio_vae"], frames, 16.0, 61, 33,
                5, sound, **settings)  # fmt: skip
+    with pytest.raises(InputError, match="^total_frames: 33 frames for a clip that already has"):
+        extend(
+            demo["model"],
+            text,
+            demo["video_vae"],
+            demo["audio_vae"],
+            frames,
+            16.0,
+            33,
+            33,
+            5,
+            sound,
+            **settings,
+        )  # fmt: skip (not: re-encode the story for 33 frames)
 
 
 def test_an_audio_reference_on_a_model_without_sound_is_named():

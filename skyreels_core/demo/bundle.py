@@ -53,7 +53,7 @@ def render_advice(preset: str, condition: VideoCondition) -> str | None:
     if max(height, width) != TRAINED_LONGEST_SIDE:
         fix = (
             f"Set Mask: Video to Audio's longest_side to {TRAINED_LONGEST_SIDE} (the saved clip "
-            "keeps its own size)"
+            f"keeps its own size); for Keep Video, render the clip at {TRAINED_LONGEST_SIDE} px"
             if sound_only
             else f"Render at {TRAINED_LONGEST_SIDE} px (longest side) and refine it (workflow "
             "low_res_keyframes_refiner)"
