@@ -133,7 +133,7 @@ class SkyReelsV4Sampler:
                     "STRING",
                     {
                         "default": "",
-                        "tooltip": "Low-res + high-res keyframes mode: frames to render at high resolution too (empty = off).",
+                        "tooltip": "Low-res + high-res keyframes mode: frames to render at high resolution too (empty = off); not frames the condition keeps.",
                     },
                 ),
                 "keyframe_scale": (

@@ -125,8 +125,9 @@ def shots_in_window(
 ) -> TextEncoding:
     """A story's shots as the window starting at its pixel frame ``first_frame`` reads them:
     each of the window's ``latent_frames`` follows the story's shot at the group's last pixel
-    frame (exact when windows start on a group's last frame, as Extend to Length's do); frames
-    past the story's end follow its last shot."""
+    frame (exact when the window starts on a group's last frame, as Extend to Length's do from a
+    1 + 4k-frame clip; from another clip a shot's edge moves by up to 3 frames); frames past the
+    story's end follow its last shot."""
     shots = text.shot_ranges
     ranges: list[tuple[int, int, int, int]] = []
     for frame in range(latent_frames):
