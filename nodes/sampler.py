@@ -303,6 +303,7 @@ class SkyReelsV4Sampler:
             if own_bar:
                 progress.close()
             host.soft_empty_cache()
+        result = result.to(host.intermediate_device())  # the host caches outputs: not in VRAM
         result.fps = fps
         return with_note(result, render_advice(model.module.config.name, condition), "Sampler")
 

@@ -7,7 +7,7 @@ build them by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -101,6 +101,11 @@ class AVLatent:
         """Pixel frames of the clip: what the video latents decode to, or the source clip's own
         length when they cover more."""
         return self.clip_frames or pixel_frame_count(self.video.shape[2])
+
+    def to(self, device: torch.device | str) -> AVLatent:
+        streams = (self.video, self.audio, self.keyframes)
+        video, audio, keyframes = (None if x is None else x.to(device) for x in streams)
+        return replace(self, video=video, audio=audio, keyframes=keyframes)
 
 
 @dataclass

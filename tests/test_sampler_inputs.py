@@ -79,6 +79,14 @@ def test_video_to_video_names_a_condition_of_another_clip_in_frames_and_pixels(d
     )
 
 
+def test_the_sampler_hands_its_take_over_where_the_host_keeps_outputs(demo, monkeypatch):
+    """The host caches every output: a take left on the GPU held its memory between queues
+    (Refine already handed its result to the host's intermediate device)."""
+    monkeypatch.setattr(host, "intermediate_device", lambda: torch.device("meta"))
+    take = render(demo, keyframe_indices="4", steps=1)
+    assert {x.device.type for x in (take.video, take.audio, take.keyframes)} == {"meta"}
+
+
 def test_a_takes_keyframes_refine_at_another_scale(demo):
     """Keyframes made at scale 2 refined at scale 3 start from the clip's frame upsampled; at
     their own scale, from themselves."""
