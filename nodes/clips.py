@@ -20,6 +20,7 @@ from skyreels_core.shapes import MAX_FRAMES, latent_frame_count
 from . import host, link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
 from .codec_inputs import video_codec
+from .families import require_width
 from .sampler import SkyReelsV4Sampler
 
 CATEGORY = "SkyReels-V4/clips"
@@ -169,7 +170,10 @@ class SkyReelsV4ExtendToLength:
                 "noise",
                 "start the schedule at 1 (Schedule, or the host's sigma nodes with sigma_max 1)",
             )
-        codec = video_codec(video_vae)
+        codec = video_codec(video_vae)  # the windows' conditions: named here, not as "condition"
+        config = model.module.config
+        require_width("video_vae", codec.latent_channels, config.video_latent_channels,
+                      "video latent channels", "this model")  # fmt: skip
         windows = window_count(codec, frames.shape[0], total_frames, window_frames, overlap)
         negative = settings.get("negative")
         story = tells_one_story(text, total_frames, window_frames)

@@ -197,6 +197,20 @@ def test_extend_to_length_tells_a_story_written_for_the_whole_clip(demo, monkeyp
         )  # fmt: skip (not: re-encode the story for 33 frames)
 
 
+def test_extend_to_length_names_a_video_vae_of_another_family(demo):
+    """Its windows' conditions come from its video_vae: another family's was named as
+    "condition", an input Extend to Length does not have."""
+    from codec_helpers import PoolingCodec
+
+    frames = torch.rand(33, 64, 64, 3)
+    sound = {"waveform": torch.zeros(1, 1, 33000), "sample_rate": 16000}
+    with pytest.raises(InputError, match="^video_vae: 4 video latent channels where this model"):
+        node("SkyReelsV4ExtendToLength").extend(
+            demo["model"], demo["text"], PoolingCodec(), demo["audio_vae"], frames, 16.0, 61, 33,
+            5, sound, **SETTINGS,
+        )  # fmt: skip
+
+
 def test_an_audio_reference_on_a_model_without_sound_is_named():
     model = LoadedModel(DualStreamMMDiT(WAN_TINY).eval(), "wan", None)
     text = TextEncoding(torch.randn(1, 5, 32), torch.ones(1, 5, dtype=torch.bool))
