@@ -129,6 +129,15 @@ def merge_references(*references: References | None) -> References:
     present = [r for r in references if r]
     videos = [r.video for r in present if r.video is not None]
     sounds = [r.audio for r in present if r.audio is not None]
+    for kind, latents in (("video", videos), ("audio", sounds)):
+        for later in latents[1:]:
+            if later.shape[1] != latents[0].shape[1]:  # another family's VAE made one of them
+                raise InputError(
+                    "references",
+                    f"{kind} latents of {later.shape[1]} channels chained after ones of "
+                    f"{latents[0].shape[1]}",
+                    "make every reference with the VAEs of the model they are for",
+                )
     for video in videos[1:]:
         if video.shape[-2:] != videos[0].shape[-2:]:
             raise InputError(

@@ -84,5 +84,10 @@ def test_references_of_two_sizes_or_a_batch_of_sounds_are_refused_by_name():
     with pytest.raises(InputError, match="^references: a reference made at 64 x 64 px chained "
                        "after one made at 32 x 32 px"):  # fmt: skip
         merge_references(small, large)
+    other = image_references(PoolingCodec(latent_channels=16), [torch.rand(32, 32, 3)], 32, 32)
+    with pytest.raises(
+        InputError, match="^references: video latents of 16 channels chained after ones of 4"
+    ):  # fmt: skip (a bare torch.cat error before)
+        merge_references(small, other)
     with pytest.raises(InputError, match="^audio: a batch of 2 sounds"):
         audio_reference(DemoAudioCodec(), torch.randn(2, 1, 16000), 16000)
