@@ -54,7 +54,8 @@ class SkyReelsV4RefinerLoader(FileLoader):
             else host.model_path("refiner", refiner_name)
         )
         torch_dtype = resolve_dtype(dtype, host.torch_device())
-        return (load_refiner(path, dtype=torch_dtype, device=host.offload_device()),)
+        device = host.offload_device()
+        return (load_refiner(path, dtype=torch_dtype, device=device, input_name="refiner_name"),)
 
 
 def _keyframes(

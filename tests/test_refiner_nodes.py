@@ -8,13 +8,14 @@ from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from skyreels_pack import NODE_CLASS_MAPPINGS
 from skyreels_pack.nodes import host
 from skyreels_pack.nodes.refiner import SkyReelsV4Refine, SkyReelsV4RefinerLoader
 from workflow_tools import validate_as_host
 
 from skyreels_core.demo import bundle
-from skyreels_core.errors import InputError
+from skyreels_core.errors import CheckpointError, InputError
 from skyreels_core.refiner import REFINER_PRESETS, RefinerDiT
 from skyreels_core.types import AVLatent
 
@@ -133,6 +134,17 @@ def test_loader_lists_and_opens_the_bundled_refiner():
     assert choices[0] == bundle.BUNDLED
     (refiner,) = SkyReelsV4RefinerLoader().load(bundle.BUNDLED, "auto")
     assert refiner.config == REFINER_PRESETS["demo"] and not refiner.training
+
+
+def test_a_file_that_is_no_refiner_is_named_by_the_loaders_input(tmp_path, monkeypatch):
+    """Its errors named "refiner", the Refine node's socket, not this node's refiner_name."""
+    monkeypatch.setenv("SKYREELS_MODELS_DIR", str(tmp_path))
+    (tmp_path / "skyreels_refiner").mkdir()
+    save_file(
+        {"weight": torch.zeros(2, 2)}, str(tmp_path / "skyreels_refiner" / "model.safetensors")
+    )
+    with pytest.raises(CheckpointError, match="^refiner_name: model.safetensors is not a Sky"):
+        SkyReelsV4RefinerLoader().load("model.safetensors", "fp32")
 
 
 def test_the_demo_refiner_notes_a_scale_it_was_not_trained_for(caplog):
