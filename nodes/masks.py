@@ -176,7 +176,7 @@ class SkyReelsV4MaskInterpolate(_MaskNode):
         }
 
     def build(self, video_vae, first, last, frames: int):
-        condition = masks.interpolate(video_codec(video_vae), first[0], last[-1], frames)
+        condition = masks.interpolate(video_codec(video_vae), first[:1], last[-1:], frames)
         return _output(condition, frames, [0, frames - 1])
 
 

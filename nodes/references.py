@@ -78,10 +78,10 @@ class SkyReelsV4ImageReferences(_ReferenceNode):
 
     def build(self, video_vae, width: int, height: int, references=None, **images):
         ordered = [
-            rgb_pixels(image[index], name)
+            frame
             for name, image in sorted(images.items(), key=lambda item: int(item[0].split("_")[1]))
             if image is not None
-            for index in range(image.shape[0])
+            for frame in rgb_pixels(image, name)
         ]
         if not ordered:
             raise InputError(

@@ -19,7 +19,7 @@ from .codecs.protocol import VideoCodec
 from .errors import InputError
 from .masks import check_size, extend_video
 from .sampling import MAX_SEED
-from .shapes import latent_frame_count, rgb_pixels, whole_groups
+from .shapes import frame_count, latent_frame_count, rgb_pixels, whole_groups
 from .types import VideoCondition
 
 # Frames a window keeps of the clip before it: the demo model's smoothest seams of 1, 5 and 9
@@ -35,7 +35,7 @@ def continue_clip(
     """A window of ``frames`` whose first ``overlap`` frames (snapped down to 1 + 4k) are the
     last ones of ``clip`` [T, H, W, 3]: the rest continues it. Refusals name ``clip`` and
     ``overlap``, the frames kept, not the extension's source and known_frames."""
-    kept = kept_frames(codec, clip.shape[0], overlap)
+    kept = kept_frames(codec, frame_count(clip, "clip"), overlap)
     last = clip[clip.shape[0] - kept :]
     return extend_video(codec, last, frames, kept, source_input="clip", known_input="overlap")
 

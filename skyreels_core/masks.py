@@ -19,6 +19,7 @@ from .errors import InputError
 from .references import fit_frames
 from .shapes import (
     TEMPORAL_STRIDE,
+    frame_count,
     latent_frame_count,
     latent_index_of_frame,
     latent_size,
@@ -54,9 +55,9 @@ def check_size(height: int, width: int, input_name: str, codec: VideoCodec) -> N
 
 
 def _as_frame(image: torch.Tensor, input_name: str) -> torch.Tensor:
-    """[H, W, 3] from an IMAGE batch or a single image (see :func:`rgb_pixels`)."""
+    """[H, W, 3] from an IMAGE batch (its first) or a single image (see :func:`rgb_pixels`)."""
     if image.dim() == 4:
-        image = image[0]
+        image = rgb_pixels(image[:1], input_name)[0]
     if image.dim() != 3:
         raise InputError(
             input_name, f"shape {tuple(image.shape)} is not an image", "pass an IMAGE [H, W, 3]"
@@ -234,7 +235,7 @@ def extend_video(
             f"a {frames}-frame clip leaves nothing to generate after its kept first frame",
             f"use {1 + stride} frames or more",
         )
-    kept = whole_groups(min(known_frames, source.shape[0]), stride)
+    kept = whole_groups(min(known_frames, frame_count(source, source_input)), stride)
     if kept >= frames:
         raise InputError(
             known_input,

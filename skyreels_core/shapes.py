@@ -111,10 +111,22 @@ def latent_index_of_frame(frame: int, temporal_stride: int = TEMPORAL_STRIDE) ->
     return (frame + temporal_stride - 1) // temporal_stride
 
 
+def frame_count(pixels: torch.Tensor, input_name: str) -> int:
+    """The frames of an IMAGE batch; one of no frames is named here, where builders read it (it
+    failed later as a bare index error, or as a negative count of another input)."""
+    if pixels.dim() == 4 and pixels.shape[0] == 0:
+        raise InputError(
+            input_name, "no frames (an empty IMAGE batch)", "connect at least one frame"
+        )
+    return pixels.shape[0]
+
+
 def rgb_pixels(pixels: torch.Tensor, input_name: str) -> torch.Tensor:
     """The colour of IMAGE pixels ``[..., C]`` as float RGB: hosts and packs also hand over RGBA
     (the host's Join Image with Alpha) and grey images, which every encoder here would otherwise
-    fail on deep inside a convolution. Alpha is dropped, as the host's own VAE Encode drops it."""
+    fail on deep inside a convolution. Alpha is dropped, as the host's own VAE Encode drops it.
+    An IMAGE batch of no frames is named (see :func:`frame_count`)."""
+    frame_count(pixels, input_name)
     channels = pixels.shape[-1] if pixels.dim() else 0
     if channels == 1:
         return pixels.float().repeat_interleave(3, dim=-1)

@@ -8,9 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
+from codec_helpers import PoolingCodec
 from skyreels_pack import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from skyreels_pack.nodes import masks as mask_nodes
 from workflow_tools import validate_as_host
+
+CODEC = PoolingCodec()
 
 FRONTEND = Path(__file__).resolve().parents[1] / "js" / "skyreels_v4.js"
 
@@ -104,3 +108,24 @@ def test_every_frame_rate_widget_keeps_what_is_typed():
         assert {k: v for k, v in options.items() if k != "tooltip"} == {
             "default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0
         }, name  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "input_name"),
+    [
+        ("SkyReelsV4MaskI2V", lambda n, e, img: n.build(CODEC, e, 9), "image"),
+        ("SkyReelsV4MaskInterpolate", lambda n, e, img: n.build(CODEC, img, e, 9), "last"),
+        ("SkyReelsV4MaskExtend", lambda n, e, img: n.build(CODEC, e, 9, 5), "source"),
+        ("SkyReelsV4MaskContinue", lambda n, e, img: n.build(CODEC, e, 9, 5), "clip"),
+        ("SkyReelsV4ImageReferences", lambda n, e, img: n.build(CODEC, 32, 32, image_1=e), "image_1"),
+        ("SkyReelsV4JoinClips", lambda n, e, img: n.join(e, img, 0, 16.0), "frames_a"),
+    ],
+)  # fmt: skip
+def test_an_empty_image_batch_is_named_by_the_input_it_reached(name, call, input_name):
+    """A batch of no frames (an upstream node's empty output) failed as a bare IndexError, as
+    'overlap: -3 frames' or as 'no reference image is connected'."""
+    from skyreels_core.errors import InputError
+
+    empty, image = torch.zeros(0, 32, 32, 3), torch.rand(1, 32, 32, 3)
+    with pytest.raises(InputError, match=f"^{input_name}: no frames \\(an empty IMAGE batch\\)"):
+        call(NODE_CLASS_MAPPINGS[name](), empty, image)
