@@ -320,6 +320,23 @@ def _write(
             container.mux(sound.encode(None))
 
 
+def _check_sound_to_save(waveform: torch.Tensor) -> None:
+    """One finite [1, C, S] sound: [C, S] was written as one sample, a batch of none failed as an
+    index error, and a NaN sample as FFmpeg's "avcodec_send_frame() returned 22"."""
+    if waveform.dim() != 3 or waveform.shape[0] != 1:
+        raise InputError(
+            "audio",
+            f"waveform of shape {tuple(waveform.shape)} is not one [1, channels, samples] sound",
+            "pass the host's AUDIO of one clip (as Load Audio or Decode Audio give it)",
+        )
+    if not bool(torch.isfinite(waveform).all()):
+        raise InputError(
+            "audio",
+            "holds NaN or infinite samples",
+            "check the node that made the sound (a render that diverged: fewer steps in fp16)",
+        )
+
+
 def write_mp4(
     path: str | Path,
     frames: torch.Tensor,
@@ -334,12 +351,8 @@ def write_mp4(
     metadata (prompt, seed, model, workflow) in the file."""
     path = Path(path)
     frames = _checked_frames(frames, fps)
-    if audio is not None and audio["waveform"].dim() != 3:
-        raise InputError(  # a [channels, samples] sound would be written as one sample
-            "audio",
-            f"waveform of shape {tuple(audio['waveform'].shape)} is not [batch, channels, samples]",
-            "pass the host's AUDIO (as Load Audio or Decode Audio give it)",
-        )
+    if audio is not None:
+        _check_sound_to_save(audio["waveform"])
     if path.exists() and not overwrite:
         raise InputError(
             "output", f"{path} already exists", "choose another name (files are never overwritten)"

@@ -69,6 +69,12 @@ def test_never_overwrites_and_never_leaves_partial_files(tmp_path):
     flat = {"waveform": audio["waveform"][0], "sample_rate": RATE}
     with pytest.raises(InputError, match=r"^audio: waveform of shape \(1, 33000\) is not"):
         write_mp4(tmp_path / "b.mp4", frames, 16.0, flat)
+    for waveform, problem in [
+        (torch.zeros(0, 1, 33000), r"waveform of shape \(0, 1, 33000\) is not one"),
+        (torch.full((1, 1, 33000), float("nan")), "holds NaN or infinite samples"),
+    ]:  # an index error, and FFmpeg's "avcodec_send_frame() returned 22"
+        with pytest.raises(InputError, match=f"^audio: {problem}"):
+            write_mp4(tmp_path / "b.mp4", frames, 16.0, {"waveform": waveform, "sample_rate": RATE})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
     assert next_free_path(tmp_path, "a") == tmp_path / "a_00001.mp4"
     (tmp_path / "a_00001.mp4").write_bytes(b"")
