@@ -12,7 +12,7 @@ from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.refiner import RefinerSettings, load_refiner, refine, refined_frame_count
 from skyreels_core.runtime import resolve_dtype
 from skyreels_core.sampling import SamplerHooks
-from skyreels_core.shapes import pixel_frame_count, typed_frame_indices
+from skyreels_core.shapes import latent_to_pixel_frames, pixel_frame_count, typed_frame_indices
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
@@ -59,20 +59,20 @@ class SkyReelsV4RefinerLoader(FileLoader):
 
 
 def _keyframes(
-    av_latent: AVLatent, keyframes: AVLatent | None, keyframe_indices: str
+    av_latent: AVLatent, keyframes: AVLatent | None, keyframe_indices: str, scale: int
 ) -> tuple[torch.Tensor | None, list[int]]:
     """The high-res keyframe latents and their low-res latent frames: the optional ``keyframes``
     input (its keyframes, or its video frames as keyframes) or else the clip's own keyframes;
     typed pixel frames override the indices they carry, paired with the keyframes in the order
     typed (the core re-injects keyframe k at index k, in any order), one per latent group as in
-    Mask: Keyframes."""
+    Mask: Keyframes. What does not fit is named in the node's own terms (widgets, pixel frames)."""
     source = keyframes if keyframes is not None else av_latent
     latents = source.keyframes
     indices = list(source.keyframe_indices)
     if latents is None and keyframes is not None:
         latents, indices = keyframes.video, []
+    frames = pixel_frame_count(av_latent.video.shape[2])
     if keyframe_indices.strip():
-        frames = pixel_frame_count(av_latent.video.shape[2])
         indices = keyframe_latent_frames(typed_frame_indices(keyframe_indices, frames))
         if latents is None:
             raise InputError(
@@ -80,12 +80,34 @@ def _keyframes(
                 "frames were typed but no high-res keyframes are connected",
                 "connect keyframes, use the sampler's keyframe mode, or clear keyframe_indices",
             )
+        if len(indices) != latents.shape[2]:
+            raise InputError(
+                "keyframe_indices",
+                f"{len(indices)} frames typed for {latents.shape[2]} keyframes",
+                "type one frame per keyframe, in their order",
+            )
     elif latents is not None and not indices:
         raise InputError(
             "keyframe_indices",
             "the connected keyframes do not say which frames they are",
             'type their frames in the low-res clip, e.g. "0, 16"',
         )
+    past = [latent_to_pixel_frames(i)[0] for i in indices if i >= av_latent.video.shape[2]]
+    if past:  # carried by another take's keyframes (typed frames are checked when read)
+        raise InputError(
+            "keyframes",
+            f"their frames {past} lie past the clip's {frames} frames",
+            "type the frames of this clip they belong to in keyframe_indices",
+        )
+    if keyframes is None and latents is not None:  # the take's own: no keyframes input to name
+        rendered_at = latents.shape[-1] // av_latent.video.shape[-1]
+        if rendered_at != scale:
+            raise InputError(
+                "scale",
+                f"the take's keyframes were rendered at {rendered_at}x (the Sampler's "
+                f"keyframe_scale), and scale is {scale}",
+                f"set scale to {rendered_at}, or turn reinject_keyframes off",
+            )
     return latents, indices
 
 
@@ -259,7 +281,9 @@ class SkyReelsV4Refine:
             found = codec.latent_channels
             require_width("video_vae", found, taken, "video latent channels", "this refiner")
         key_latents, indices = (
-            _keyframes(av_latent, keyframes, keyframe_indices) if reinject_keyframes else (None, [])
+            _keyframes(av_latent, keyframes, keyframe_indices, scale)
+            if reinject_keyframes
+            else (None, [])
         )
         progress = host.Progress(steps, node_id=unique_id, description="SkyReels-V4 refining")
         hooks = SamplerHooks(

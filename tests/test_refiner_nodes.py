@@ -86,6 +86,23 @@ def test_refine_node_names_bad_keyframe_inputs(refiner, keyframes, indices, inpu
     assert error.value.input_name == input_name
 
 
+def test_refine_node_says_keyframe_faults_in_its_own_widgets_and_pixel_frames(refiner):
+    """The take's own keyframes at another scale were blamed on the unconnected keyframes input;
+    another take's keyframes past this clip said "use latent frames 0..2", which no widget takes;
+    a typed count was "indices for keyframes"."""
+    cases = [
+        (_clip(), None, "", {"scale": 4}, "scale: the take's keyframes were rendered at 2x"),
+        (_clip(keyframes=False), AVLatent(video=torch.rand(1, 4, 17, 4, 6), keyframes=torch.rand(
+            1, 4, 1, 8, 12), keyframe_indices=[6]), "", {}, r"keyframes: their frames \[21\] lie "
+            "past the clip's 17 frames"),
+        (_clip(), None, "0", {}, "keyframe_indices: 1 frames typed for 2 keyframes"),
+    ]  # fmt: skip
+    for clip, keyframes, typed, change, message in cases:
+        with pytest.raises(InputError, match=f"^{message}"):
+            SkyReelsV4Refine().refine(refiner, clip, **{**WIDGETS, **change},
+                                      keyframes=keyframes, keyframe_indices=typed)  # fmt: skip
+
+
 def test_validate_inputs_refuses_a_frame_rate_factor_of_three():
     assert validate_as_host(SkyReelsV4Refine, WIDGETS) is True
     verdict = validate_as_host(SkyReelsV4Refine, {**WIDGETS, "fps_factor": 3})
