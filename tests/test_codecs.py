@@ -212,6 +212,11 @@ def test_a_vae_file_without_its_vocoder_names_the_vocoder_input(audio_reference)
     assert error.value.fix == (
         "pick the vocoder file in --vocoder, or a VAE file in --audio-vae that holds its vocoder"
     )
+    junk = folder / "junk.safetensors"  # no MMAudio VAE at all: the VAE's input, not the vocoder's
+    save_file({"weight": torch.zeros(2, 2)}, str(junk))
+    with pytest.raises(CheckpointError) as error:
+        MMAudioCodec.from_single_file(junk, vae_config=TINY_AUDIO, vae_input_name="vae_name")
+    assert error.value.input_name == "vae_name"
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

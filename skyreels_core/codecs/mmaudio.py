@@ -152,21 +152,20 @@ class MMAudioCodec:
             vocoder_config or _config("mmaudio_44k_vocoder.json")
         )
         state = _read(vae_path, vae_input_name)
-        if vocoder_path is None:
-            voc_state = {k[8:]: v for k, v in state.items() if k.startswith("vocoder.")}
-            state = {k: v for k, v in state.items() if not k.startswith("vocoder.")}
-            if not voc_state:
-                raise CheckpointError(
-                    vocoder_input_name,
-                    f"{Path(vae_path).name} holds no vocoder weights (no vocoder.* keys)",
-                    f"pick the vocoder file in {vocoder_input_name}, or a VAE file in "
-                    f"{vae_input_name} that holds its vocoder",
-                )
-        else:
-            voc_state = _read(vocoder_path, vocoder_input_name)
+        voc_state = {k[8:]: v for k, v in state.items() if k.startswith("vocoder.")}
+        state = {k: v for k, v in state.items() if not k.startswith("vocoder.")}
         if _is_original_vae(state):
             state = original_vae_to_diffusers(state)
-        _load(vae, state, vae_input_name, "MMAudio-44k VAE")
+        _load(vae, state, vae_input_name, "MMAudio-44k VAE")  # a file of another kind: its input
+        if vocoder_path is not None:
+            voc_state = _read(vocoder_path, vocoder_input_name)
+        elif not voc_state:
+            raise CheckpointError(
+                vocoder_input_name,
+                f"{Path(vae_path).name} holds no vocoder weights (no vocoder.* keys)",
+                f"pick the vocoder file in {vocoder_input_name}, or a VAE file in "
+                f"{vae_input_name} that holds its vocoder",
+            )
         _load(
             vocoder, bigvgan_to_diffusers(voc_state), vocoder_input_name, "MMAudio BigVGAN vocoder"
         )
