@@ -100,11 +100,23 @@ def _chat_template(folder: Path, tokenizer, input_name: str) -> str:
     return template
 
 
-def _to_pil(image: torch.Tensor):
+MAX_ASPECT = 200  # the Qwen-VL processors' smart_resize refuses longer pictures
+
+
+def _to_pil(image: torch.Tensor, input_name: str):
+    """A picture for the image processor; one it would refuse inside transformers (Qwen-VL's
+    resize takes sides under 200:1) is named with its input first."""
     from PIL import Image
 
-    pixels = (rgb_pixels(image, "images").clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return Image.fromarray(pixels)
+    pixels = rgb_pixels(image, input_name)
+    height, width = pixels.shape[:2]
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise InputError(
+            input_name,
+            f"a picture of {width} x {height} px, over {MAX_ASPECT}:1",
+            f"crop or pad it to under {MAX_ASPECT}:1",
+        )
+    return Image.fromarray((pixels.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
 
 
 MAX_VIDEO_FRAMES = 8
@@ -290,9 +302,11 @@ class MLLMEncoder:
                 "remove it from the text (pictures go to the image inputs)",
             )
         pictures = list(images or [])
+        names = ["images"] * len(pictures)
         if video is not None:
             step = max(1, -(-len(video) // MAX_VIDEO_FRAMES))
             pictures += list(video[::step])
+            names += ["video"] * (len(pictures) - len(names))
         key = self._key(prompt, pictures)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -303,7 +317,7 @@ class MLLMEncoder:
         inputs = {}
         if pictures:
             vision = self.image_processor(
-                images=[_to_pil(p) for p in pictures], return_tensors="pt"
+                images=[_to_pil(p, name) for p, name in zip(pictures, names)], return_tensors="pt"
             )
             merge = self.image_processor.merge_size**2
             for grid in vision["image_grid_thw"]:

@@ -66,6 +66,15 @@ def test_a_prompt_holding_a_control_token_is_named(encoder, token):
         encoder.encode_shots(parse_multishot(f"[0-8] a {token}", 9), 9)
 
 
+def test_pictures_the_processor_cannot_take_are_named_by_their_input(encoder):
+    """A strip over 200:1 failed inside transformers ("absolute aspect ratio must be smaller
+    than 200"); a two-channel video was named as images."""
+    with pytest.raises(InputError, match="^images: a picture of 1000 x 4 px, over 200:1"):
+        encoder.encode(PROMPT, images=[torch.rand(4, 1000, 3)])
+    with pytest.raises(InputError, match="^video: 2 colour channels"):
+        encoder.encode(PROMPT, video=torch.rand(3, 32, 32, 2))
+
+
 def test_cache_returns_identical_tensors_and_dtype_is_honoured(folder, encoder):
     assert encoder.encode(PROMPT) is encoder.encode(PROMPT)
     half = MLLMEncoder.from_folder(folder, dtype=torch.bfloat16)
