@@ -70,7 +70,7 @@ def resample_audio(
     if source_rate == target_rate and channels == batch.shape[1]:
         return (batch[0] if squeeze else batch).float()
     for count in (batch.shape[1], channels):
-        _check_channels(count)
+        check_channels(count)
     if batch.shape[-1] == 0:  # FFmpeg's resampler has nothing to take: no samples either way
         empty = batch.new_zeros(batch.shape[0], channels, 0).float()
         return empty[0] if squeeze else empty
@@ -97,18 +97,19 @@ def _downmix_gain(source: int, target: int) -> float:
     matrix by mixing a unit signal on every channel."""
     import av
 
-    _check_channels(source)
-    _check_channels(target)
+    check_channels(source)
+    check_channels(target)
     resampler = av.AudioResampler(format="flt", layout=LAYOUTS[target], rate=48000)
     frame = _audio_frame(torch.ones(source, 64), 48000)
     mixed = np.concatenate([_samples(f) for f in resampler.resample(frame)], axis=1)
     return 1.0 / max(1.0, float(np.abs(mixed).max()))
 
 
-def _check_channels(count: int) -> None:
+def check_channels(count: int, input_name: str = "audio") -> None:
+    """A channel count FFmpeg has a layout for."""
     if count not in LAYOUTS:
         raise InputError(
-            "audio", f"{count} channels", f"use a sound of 1 to {max(LAYOUTS)} channels"
+            input_name, f"{count} channels", f"use a sound of 1 to {max(LAYOUTS)} channels"
         )
 
 
@@ -176,7 +177,7 @@ def _decode_audio(
         raise InputError(
             "audio", "the audio stream has no channels or no rate", "pass a file with sound"
         )
-    _check_channels(stream.channels)
+    check_channels(stream.channels)
     converter = av.AudioResampler(format="flt", layout=LAYOUTS[stream.channels], rate=stream.rate)
     wanted = None if max_seconds is None else round(max_seconds * stream.rate)
     chunks, decoded, shift = [], 0, 0

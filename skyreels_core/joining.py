@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from .av_io import fit_length, resample_audio
+from .av_io import check_channels, fit_length, resample_audio
 from .codecs.protocol import VideoCodec
 from .errors import InputError
 from .masks import check_size, extend_video
@@ -78,6 +78,8 @@ def join_frames(first: torch.Tensor, second: torch.Tensor, overlap: int) -> torc
 def join_audio(first: dict, second: dict, start_seconds: float, fade_seconds: float) -> dict:
     """The host AUDIO of ``first`` with ``second`` starting ``start_seconds`` into it, cross-faded
     over ``fade_seconds``; ``second`` is resampled to the first's rate and channels."""
+    for name, sound in (("audio_a", first), ("audio_b", second)):
+        check_channels(sound["waveform"].shape[-2], name)
     rate = first["sample_rate"]
     a = first["waveform"].float()
     b = resample_audio(second["waveform"], second["sample_rate"], rate, a.shape[1])

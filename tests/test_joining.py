@@ -78,6 +78,9 @@ def test_a_second_sound_at_another_rate_or_layout_is_converted_to_the_first():
     assert abs(joined["waveform"].shape[-1] - 32000) <= 16  # the resampler's edge
     spectrum = torch.fft.rfft(joined["waveform"][0, 0, 16000:32000]).abs()
     assert abs(int(spectrum.argmax()) - 440) <= 1  # still 440 Hz
+    nine = {"waveform": torch.zeros(1, 9, 16000), "sample_rate": 16000}
+    with pytest.raises(InputError, match="^audio_a: 9 channels"):  # it said "audio"
+        join_audio(nine, first, 1.0, 0.0)
 
 
 def test_the_nodes_hand_the_kept_count_to_the_join():
