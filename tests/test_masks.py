@@ -167,7 +167,7 @@ def test_rgba_and_grey_images_condition_as_their_colour(channels):
     assert torch.equal(edited.latents, expected.latents)
     made, expected = (clip_reference(CODEC, clip, 16, 16) for clip in (given, colour))
     assert torch.equal(made.video, expected.video)
-    assert _to_pil(given[0]).tobytes() == _to_pil(colour[0]).tobytes()
+    assert _to_pil(given[0], "images").tobytes() == _to_pil(colour[0], "images").tobytes()
 
 
 def test_an_image_of_two_channels_is_refused_by_its_input_name():
