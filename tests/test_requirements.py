@@ -56,3 +56,15 @@ def test_the_installed_versions_pass():
     for package in requirements.MINIMUM_VERSIONS:
         assert requirements.import_required(package, "x").__name__ == package
     assert requirements._release("0.42.1") == (0, 42) and requirements._release("dev") == (0, 0)
+
+
+def test_every_data_file_of_the_library_is_packaged():
+    """pyproject's package data left out the demo encoder's chat_template.jinja: installed as a
+    package (pip install ., a wheel), every render failed with "has no chat template"."""
+    table = (ROOT / "pyproject.toml").read_text().split("[tool.setuptools.package-data]")[1]
+    globs = re.findall(r'"([^"]+)"', re.search(r"^skyreels_core = \[(.*)\]$", table, re.M)[1])
+    library = ROOT / "skyreels_core"
+    data = [p for p in library.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert data and all(any(p.relative_to(library).match(g) for g in globs) for p in data), [
+        p.name for p in data if not any(p.relative_to(library).match(g) for g in globs)
+    ]
