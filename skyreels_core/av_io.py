@@ -281,7 +281,7 @@ def _even_sides(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _write(
-    path: Path, frames: torch.Tensor, fps: float, audio: dict | None, metadata: dict[str, str]
+    path: Path, frames: torch.Tensor, fps: float, audio: dict | None, metadata: dict[str, object]
 ) -> None:
     import av
 
@@ -290,8 +290,8 @@ def _write(
     with av.open(
         str(path), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}
     ) as container:
-        for key, value in metadata.items():
-            container.metadata[key] = value
+        for key, value in metadata.items():  # a script's seed may be an int: kept as text
+            container.metadata[key] = str(value)
         video = container.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"crf": "18"}
@@ -343,7 +343,7 @@ def write_mp4(
     frames: torch.Tensor,
     fps: float,
     audio: dict | None = None,
-    metadata: dict[str, str] | None = None,
+    metadata: dict[str, object] | None = None,
     *,
     overwrite: bool = False,
 ) -> Path:

@@ -270,12 +270,13 @@ def _layer_delta(
     return delta
 
 
-def read_lora(path: Path, model: nn.Module) -> Lora:
+def read_lora(path: str | Path, model: nn.Module) -> Lora:
     """The file's deltas, checked against ``model``'s layers and shapes.
 
     Layers the model lacks (an I2V LoRA's image attention on a T2V model) are listed in
     ``skipped``; a file of which no layer fits is refused.
     """
+    path = Path(path)
     names, lora = _Names(model), Lora(path.name)
     groups, alphas = _grouped(path)
     spelled: dict[str, str] = {}  # the model's layer -> the file's name for it

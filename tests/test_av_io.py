@@ -64,6 +64,10 @@ def test_never_overwrites_and_never_leaves_partial_files(tmp_path):
     with pytest.raises(InputError, match="already exists"):
         write_mp4(path, frames, 16.0, audio)
     assert path.read_bytes() == before
+    tagged = write_mp4(tmp_path / "tagged.mp4", frames, 16.0, None, {"seed": 7})  # a script's int
+    with av.open(str(tagged)) as container:
+        assert container.metadata["seed"] == "7"
+    tagged.unlink()
     with pytest.raises(InputError, match="fps"):
         write_mp4(tmp_path / "b.mp4", frames, 0.0, audio)
     flat = {"waveform": audio["waveform"][0], "sample_rate": RATE}

@@ -102,6 +102,25 @@ def test_video_to_audio_keeps_the_given_clip_and_its_fps(tmp_path, capsys):
     )
 
 
+def test_a_long_source_clip_is_read_only_as_far_as_the_render_takes(tmp_path, monkeypatch):
+    """--video was decoded whole to float pixels before --frames took its start (a 30 s 480p
+    clip peaked at 5.1 GB for a 33-frame render)."""
+    from skyreels_core import av_io
+
+    clip = render_scene(spec_from_caption("a red square bounces on the floor", seed=7)).frames
+    source = write_mp4(tmp_path / "in.mp4", clip, 16.0, None)  # 33 frames
+    read = []
+    original = av_io.read_video
+    monkeypatch.setattr(
+        av_io,
+        "read_video",
+        lambda *a, **k: read.append(original(*a, **k)[0].shape[0]) or original(*a, **k),
+    )
+    assert main(["demo", "--task", "extend", "--video", str(source), "--frames", "17",
+                 "--steps", "1", "--out", str(tmp_path / "out.mp4")]) == 0  # fmt: skip
+    assert read[0] == 17
+
+
 def test_the_step_cache_skips_model_calls_and_keeps_the_render(tmp_path):
     """On the bundled model at threshold 0.2, a third of the 20 steps skip the model; the
     decoded clip stays within 35 dB of the uncached one with its colour and shape (24 held-out

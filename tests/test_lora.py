@@ -91,7 +91,7 @@ def test_matches_diffusers_and_peft_on_wan(wan, tmp_path):
     model, state = wan
     lora_state = random_lora(model, WAN_LAYERS)
     path = save(tmp_path, "style.safetensors", lora_state)
-    ours = run_ours(LoadedModel(model, "wan").with_lora(read_lora(path, model), 0.7))
+    ours = run_ours(LoadedModel(model, "wan").with_lora(read_lora(str(path), model), 0.7))
 
     theirs = diffusers_wan(state)
     converted = _convert_non_diffusers_wan_lora_to_diffusers(cloned(lora_state))
@@ -379,7 +379,7 @@ def test_alphas_kept_in_diffusers_metadata_match_diffusers(wan, tmp_path, rslora
     }
     path = tmp_path / "peft.safetensors"
     save_file(peft_state, str(path), metadata)
-    ours = run_ours(LoadedModel(model, "wan").with_lora(read_lora(path, model), 0.7))
+    ours = run_ours(LoadedModel(model, "wan").with_lora(read_lora(str(path), model), 0.7))
 
     theirs = diffusers_wan(state)
     loaded, read_metadata = WanPipeline.lora_state_dict(str(path), return_lora_metadata=True)

@@ -109,7 +109,8 @@ def _source(args: argparse.Namespace) -> tuple[torch.Tensor | None, float]:
     if args.video is not None:
         from ..av_io import read_video
 
-        frames, fps, _ = read_video(args.video)
+        # Only the frames the render takes: a long clip decoded whole held gigabytes of floats.
+        frames, fps, _ = read_video(args.video, max_frames=args.frames)
         return frames, fps
     if args.image is not None:
         return _read_image(args.image, "--image"), WORLD_FPS
