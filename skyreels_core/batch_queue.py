@@ -37,6 +37,7 @@ from .workflow_format import (
 )
 
 Widget = tuple[str, str]  # (node id, input name)
+MAX_RENDERS = 100_000  # seeds of one call: more than any queue holds, far less than fills memory
 # Suffixes a loader lists files by, kept whole when a taken name is numbered (Load AV Latent
 # lists *.av_latent.safetensors; av_latent_file.SUFFIX, which imports torch, so not imported).
 KEPT_SUFFIXES = (".av_latent.safetensors",)
@@ -314,6 +315,12 @@ def parse_seeds(spec: str) -> list[int]:
             ) from None
         if first < 0 or last < first:
             raise InputError("--seeds", f"{part.strip()!r} is an empty range", "write e.g. 0-9")
+        if len(seeds) + last - first + 1 > MAX_RENDERS:  # before the list: 0-99999999999 ran
+            raise InputError(  # out of memory with a traceback
+                "--seeds",
+                f"{len(seeds) + last - first + 1} seeds",
+                f"queue at most {MAX_RENDERS} renders a call",
+            )
         seeds.extend(range(first, last + 1))
     return seeds
 
@@ -799,11 +806,12 @@ def run(args: argparse.Namespace) -> int:
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
     # A UI workflow converts through the node list; --inputs reads its file pickers there.
+    # The command's own flags are read before the server is asked: a typo is named as itself.
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    prompts = read_prompts(args.prompts) if args.prompts else None
     object_info = server.object_info() if not api or args.inputs else None
     api_prompt = workflow if api else ui_to_api(workflow, object_info)
     table = widget_table(workflow, object_info)
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    prompts = read_prompts(args.prompts) if args.prompts else None
     prompt_widget = _prompt_widget(args, table, api_prompt)
     input_widget, inputs = _file_widget(args, table, api_prompt, object_info)
     names = [path.name for path in inputs] if inputs else None

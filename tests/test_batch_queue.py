@@ -224,6 +224,15 @@ def test_seed_ranges_parse():
     for bad in ("a", "5-2", "1,,2"):
         with pytest.raises(ValueError, match="--seeds"):
             parse_seeds(bad)
+    with pytest.raises(ValueError, match="^--seeds: 100000000000 seeds"):  # was a MemoryError
+        parse_seeds("0-99999999999")
+
+
+def test_the_commands_own_flags_are_read_before_the_server_is_asked(capsys):
+    """A typo in --seeds with no server running was reported as "cannot reach ComfyUI"."""
+    code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", "http://127.0.0.1:9", "--seeds",
+                          "a-b")  # fmt: skip
+    assert code == 2 and err.startswith("error: --seeds: 'a-b' is not a seed or a range")
 
 
 def test_widgets_are_written_where_the_frontend_keeps_them():
