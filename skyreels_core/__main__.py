@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the writes publish only whole files, so one line will do
+        print(f"{chosen}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -948,3 +948,15 @@ def test_a_dry_run_makes_no_download_folder_and_empty_seeds_are_refused(capsys, 
         assert code == 0 and len(out) == 1 and not (tmp_path / "renders").exists()
         code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "")
     assert code == 2 and err.startswith("error: --seeds:") and server.posted == []
+
+
+def test_ctrl_c_ends_a_command_with_one_line(capsys, monkeypatch):
+    """Ctrl-C printed a 30-line KeyboardInterrupt traceback; the exit code is the shell's 130."""
+    from skyreels_core import batch_queue
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_queue, "run", interrupted)
+    code, out, err = _queue(capsys, str(TEXT_TO_VIDEO))
+    assert (code, out, err) == (130, [], "queue: interrupted\n")
