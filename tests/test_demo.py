@@ -541,3 +541,18 @@ def test_numbers_that_cannot_render_are_one_line_before_anything_is_made(
     assert main(["demo", *args, "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"error: {line}\n"
     assert not out.parent.exists()
+
+
+def test_a_scripted_request_takes_its_defaults_from_its_own_length():
+    """RenderRequest(task="keyframes", frames=17) asked for frame 32 of 17 (the defaults were
+    fixed at 0, 16, 32); fps 0 divided by zero deep in the render."""
+    from skyreels_core.demo import bundle
+    from skyreels_core.demo.render import RenderRequest, build_condition
+
+    clip = render_scene(spec_from_caption("a red square bounces on the floor", seed=7)).frames
+    condition, _ = build_condition(
+        bundle.video_codec(), RenderRequest(task="keyframes", frames=17, source=clip[:17])
+    )
+    assert condition.known_frames == [0, 5, 6, 7, 8, 13, 14, 15, 16]  # frames 0, 8 and 16
+    with pytest.raises(InputError, match="^fps: 0"):
+        build_condition(bundle.video_codec(), RenderRequest(fps=0.0))

@@ -23,6 +23,7 @@ from .render import (
     DemoPipeline,
     RenderRequest,
     check_request,
+    default_keyframes,
     render,
     render_longer,
 )
@@ -138,8 +139,8 @@ def _keyframes(args: argparse.Namespace) -> list[int]:
                 "--keyframes", f"given for --task {args.task}", "add --task keyframes or drop it"
             )
         return []
-    if args.keyframes is None:  # a latent frame's start each: frame 0 and every 4th
-        return sorted({0, 4 * ((args.frames - 1) // 8), args.frames - 1})
+    if args.keyframes is None:
+        return default_keyframes(args.frames)
     return parse_frame_indices(args.keyframes, args.frames, "--keyframes")
 
 

@@ -7,7 +7,7 @@ video and audio together, decode both), as one function scripts can call.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -62,7 +62,7 @@ class RenderRequest:
     fps: float = 16.0
     source: torch.Tensor | None = None
     mask: torch.Tensor | None = None
-    keyframes: list[int] = field(default_factory=lambda: [0, 16, 32])
+    keyframes: list[int] | None = None  # the keyframes task's frames; None: default_keyframes
     steps: int = 20
     shift: float = 3.0
     cache_threshold: float = 0.0  # the step cache, off (SamplerSettings)
@@ -74,9 +74,17 @@ class RenderRequest:
     audio_guidance: float = 1.5
 
 
+def default_keyframes(frames: int) -> list[int]:
+    """First, middle and last frame, each a latent group's start (frame 0 and every 4th): the
+    keyframes task's frames when none are given, at any clip length."""
+    return sorted({0, 4 * ((frames - 1) // 8), frames - 1})
+
+
 def check_request(request: RenderRequest) -> None:
     """The request's task and pixels fit each other; callers run it before loading the model."""
     task, source = request.task, request.source
+    if not request.fps > 0:  # also NaN
+        raise InputError("fps", f"{request.fps}", "give the clip's frame rate, above 0")
     if task not in TASKS:
         raise InputError("task", f"{task!r} is not a demo task", f"use one of {', '.join(TASKS)}")
     if source is None and task != "t2av":
@@ -119,9 +127,8 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
     if task == "interpolate":
         return masks.interpolate(codec, source[0], source[-1], frames), None
     if task == "keyframes":
-        return masks.keyframes(
-            codec, {index: source[index] for index in request.keyframes}, frames
-        ), None
+        indices = request.keyframes if request.keyframes is not None else default_keyframes(frames)
+        return masks.keyframes(codec, {index: source[index] for index in indices}, frames), None
     if task == "v2a":  # any clip, seen at the request's size (the demo model's 64 px)
         longest_side = max(request.height, request.width)
         return masks.video_to_audio(codec, source[:frames], longest_side), None
