@@ -44,9 +44,12 @@ export function planReferenceSockets(inputs, max = MAX_IMAGE_REFERENCES) {
   return { add, remove };
 }
 
-/** The server URL that streams a saved output file. */
-export function viewUrl({ filename, subfolder = "", type = "output" }) {
+/** The server URL that streams a saved output file; `rand` makes each showing a new URL, as the
+ * host's previews do: the temp folder is emptied when the server starts, so a preview's name comes
+ * round again and the browser would play the old clip from its cache. */
+export function viewUrl({ filename, subfolder = "", type = "output" }, rand) {
   const query = new URLSearchParams({ filename, subfolder, type });
+  if (rand !== undefined) query.set("rand", String(rand));
   return `/api/view?${query.toString()}`;
 }
 

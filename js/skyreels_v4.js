@@ -54,8 +54,9 @@ function whenExecuted(nodeType, key, handle) {
 function addTimeline(nodeType) {
   whenExecuted(nodeType, "skyreels_timeline", function (timeline) {
     this.skyreelsTimeline = timeline;
-    if (!this.widgets?.some((w) => w.name === "skyreels_timeline")) {
-      this.addCustomWidget({
+    let widget = this.widgets?.find((w) => w.name === "skyreels_timeline");
+    if (!widget) {
+      widget = this.addCustomWidget({
         name: "skyreels_timeline",
         type: "skyreels_timeline",
         draw: (ctx, node, width, y) => node.skyreelsTimeline && drawTimeline(ctx, node.skyreelsTimeline, width, y),
@@ -63,13 +64,14 @@ function addTimeline(nodeType) {
         serialize: false,
       });
     }
+    widget?.triggerDraw?.(); // Nodes 2.0 redraws a legacy widget only when asked (1.58)
     this.setDirtyCanvas(true, true);
   });
 }
 
 function addGrowingSockets(nodeType) {
   const sync = function () {
-    const inputs = (this.inputs ?? []).map((input) => ({ name: input.name, linked: input.link != null }));
+    const inputs = (this.inputs ?? []).map((input, i) => ({ name: input.name, linked: this.isInputConnected(i) }));
     const { add, remove } = planReferenceSockets(inputs);
     for (const name of remove) this.removeInput(this.inputs.findIndex((input) => input.name === name));
     for (const name of add) this.addInput(name, "IMAGE");
@@ -102,6 +104,7 @@ function addPlayer(nodeType) {
         label.textContent = `frame ${frame + 1} / ${this.skyreelsSaved.frame_count}`;
       });
       const widget = this.addDOMWidget("skyreels_player", "skyreels_player", box, { serialize: false });
+      widget.serialize = false; // the option keeps it out of the prompt, this out of the workflow
       widget.computeSize = (width) => [width, playerHeight(width, video.videoWidth, video.videoHeight) + 16];
       video.addEventListener("loadedmetadata", () => {
         this.setSize([this.size[0], this.computeSize([this.size[0], 0])[1]]);
@@ -110,8 +113,14 @@ function addPlayer(nodeType) {
       this.skyreelsPlayer = video;
     }
     this.skyreelsSaved = saved;
-    this.skyreelsPlayer.src = api.apiURL(viewUrl(saved).replace(/^\/api/, ""));
+    this.skyreelsPlayer.src = api.apiURL(viewUrl(saved, Math.random()).replace(/^\/api/, ""));
   });
+  const collapse = nodeType.prototype.collapse;
+  nodeType.prototype.collapse = function () {
+    const result = collapse?.apply(this, arguments);
+    if (this.flags?.collapsed) this.skyreelsPlayer?.pause(); // a looping clip played on unseen
+    return result;
+  };
 }
 
 /** A text line under the node, set from each execution's `key` item by `describe`; not added
@@ -125,7 +134,8 @@ function addLine(nodeType, key, describe) {
       const line = document.createElement("div");
       line.style.font = "11px sans-serif";
       line.style.wordBreak = "break-all";
-      this.addDOMWidget("skyreels_line", "skyreels_line", line, { serialize: false });
+      const widget = this.addDOMWidget("skyreels_line", "skyreels_line", line, { serialize: false });
+      widget.serialize = false;
       this.skyreelsLine = line;
     }
     this.skyreelsLine.textContent = text;
@@ -148,6 +158,14 @@ app.registerExtension({
     }
     if (nodeData.name === "SkyReelsV4LoadAudio") {
       nodeData.input.required = withAudioPlayer(nodeData.input.required);
+    }
+  },
+  /** Outputs the host restores (a workflow tab switched back to): the pack's players, timelines
+   * and lines are drawn from them again, as the host redraws its own image previews. */
+  onNodeOutputsUpdated(outputs) {
+    for (const [id, output] of Object.entries(outputs ?? {})) {
+      if (!Object.keys(output ?? {}).some((key) => key.startsWith("skyreels_"))) continue;
+      app.graph?.getNodeById(id)?.onExecuted?.(output);
     }
   },
 });

@@ -32,6 +32,7 @@ test("reference sockets grow to one empty after the last linked and shrink back"
 
 test("player helpers", () => {
   assert.equal(viewUrl({ filename: "a b.mp4", subfolder: "skyreels_v4" }), "/api/view?filename=a+b.mp4&subfolder=skyreels_v4&type=output");
+  assert.equal(viewUrl({ filename: "p.mp4", type: "temp" }, 0.5), "/api/view?filename=p.mp4&subfolder=&type=temp&rand=0.5");
   assert.equal(frameAtTime(0, 16, 33), 0);
   assert.equal(frameAtTime(1.0, 16, 33), 16);
   assert.equal(frameAtTime(99, 16, 33), 32);
