@@ -589,7 +589,12 @@ REPORTED_NODES = """() => {
     const refine = make("SkyReelsV4Refine");
     refine.onExecuted({ skyreels_note: ["at 3x it comes out worse"] });
     const names = (node) => node.widgets.map((widget) => widget.name);
+    const restoredNode = make("SkyReelsV4SaveVideo");  // outputs the host restores (a tab back)
+    const pack = window.app.extensions.find((e) => e.name === "SkyReelsV4.Frontend");
+    pack.onNodeOutputsUpdated({ [restoredNode.id]: { skyreels_videos: [{ filename: "b.mp4",
+        subfolder: "", type: "output", frame_rate: 16, frame_count: 9 }] } });
     return { ids: { mask: mask.id, video: video.id, take: take.id, loaded: loaded.id },
+             saved: video.serialize().widgets_values, restored: !!restoredNode.skyreelsPlayer,
              note: { quiet, noted, cleared: sampler.skyreelsLine.textContent },
              refined: refine.skyreelsLine.textContent,
              mask: names(mask), video: names(video), player: video.skyreelsPlayer.src,
@@ -620,6 +625,11 @@ def test_the_nodes_show_what_an_execution_reported(frontend):
     # The Sampler's note: no line while there is nothing to say, then the note, then cleared.
     assert shown["note"] == {"quiet": True, "noted": "at 128x128 px expect noise", "cleared": ""}
     assert shown["refined"] == "at 3x it comes out worse"
+    # Each showing is a new URL (a preview's name comes round after a restart: the browser played
+    # the old clip); the player is no widget value of the saved workflow (a run marked it
+    # modified); outputs the host restores draw the player again.
+    assert "rand=" in shown["previewed"] and shown["saved"] == [16.0, "SkyReelsV4"]
+    assert shown["restored"]
 
 
 def test_nodes_2_0_shows_them_too(frontend):
