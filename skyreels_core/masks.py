@@ -57,7 +57,8 @@ def check_size(height: int, width: int, input_name: str, codec: VideoCodec) -> N
 def _as_frame(image: torch.Tensor, input_name: str) -> torch.Tensor:
     """[H, W, 3] from an IMAGE batch (its first) or a single image (see :func:`rgb_pixels`)."""
     if image.dim() == 4:
-        image = rgb_pixels(image[:1], input_name)[0]
+        frame_count(image, input_name)
+        image = image[0]
     if image.dim() != 3:
         raise InputError(
             input_name, f"shape {tuple(image.shape)} is not an image", "pass an IMAGE [H, W, 3]"
