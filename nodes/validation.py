@@ -34,7 +34,11 @@ def reports_input_errors(validate: Callable) -> Callable:
 
 
 def _within_limits(cls, inputs: dict) -> None:
-    """The host's min / max checks, for the inputs a validator takes (the host leaves them out)."""
+    """The host's min / max checks, for the inputs a validator takes (the host leaves them out).
+    Only numbers have limits: a file name's validator does not list the folders again."""
+    inputs = {name: v for name, v in inputs.items() if type(v) in (int, float)}
+    if not inputs:
+        return
     declared = cls.INPUT_TYPES()
     specs = {**declared.get("required", {}), **declared.get("optional", {})}
     for name, value in inputs.items():
