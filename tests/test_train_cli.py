@@ -134,19 +134,38 @@ def test_a_lora_out_with_an_unfinished_bundle_is_one_line(tmp_path, tiny_bundle,
     )
 
 
-def test_the_model_starts_the_same_whether_the_encoder_was_made_or_reused(tmp_path, tiny_bundle):
+def test_the_model_starts_the_same_whether_the_encoder_was_made_or_reused(
+    tmp_path, tiny_bundle, capsys
+):
     """A run interrupted after the text encoder was made, run again, initialised its model from
-    another random state than the unbroken run: making the encoder drew from torch's generator."""
+    another random state than the unbroken run: making the encoder drew from torch's generator.
+    The kept parts are said and listed in the manifest: the default --out, the bundled folder,
+    kept its codecs under any codec flags while the manifest's command claimed them; and the
+    bundled LoRA left beside the new model no longer fits it."""
+    assert "reused" not in json.loads((tiny_bundle / "manifest.json").read_text())
     reused = tmp_path / "reused"
     reused.mkdir()
     for name in ("video_codec.safetensors", "audio_codec.safetensors"):
         shutil.copy(tiny_bundle / name, reused / name)
     shutil.copytree(tiny_bundle / "text_encoder", reused / "text_encoder")
+    shutil.copy(bundle.lora_path(), reused / bundle.LORA_FILE)
+    capsys.readouterr()
     assert main(["train-demo", "--out", str(reused), *TINY_BUNDLE]) == 0
     fresh = load_file(tiny_bundle / "model.safetensors")
     again = load_file(reused / "model.safetensors")
     assert fresh.keys() == again.keys()
     assert all(torch.equal(fresh[key], again[key]) for key in fresh)
+    parts = ["video_codec.safetensors", "audio_codec.safetensors", "text_encoder"]
+    assert json.loads((reused / "manifest.json").read_text())["reused"] == parts
+    printed = capsys.readouterr().out
+    assert (
+        f"train-demo: keeping {', '.join(parts)} from an earlier run in {reused}; delete them, or "
+        "use a new --out, to make them afresh (the codec flags apply only to new codecs)\n"
+    ) in printed
+    assert (
+        f"{reused / bundle.LORA_FILE} was trained on another model: run `python -m skyreels_core "
+        f"train-demo-lora --out {reused}` to fit it to this one\n"
+    ) in printed
 
 
 def test_a_leftover_checkpoint_of_another_model_is_one_line(tmp_path, capsys):

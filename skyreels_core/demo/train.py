@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from ..config import get_preset
@@ -32,7 +33,7 @@ from ..training import (
     training_loss,
 )
 from ..types import TextEncoding
-from .bundle import WEIGHTS_DIR, file_digest
+from .bundle import LORA_FILE, WEIGHTS_DIR, file_digest
 from .codecs import DemoAudioCodec, DemoVideoCodec
 from .dataset import FRAMES, WorldData, render_world, training_seeds
 from .train_codecs import train_codecs
@@ -136,13 +137,47 @@ def check_arguments(args: argparse.Namespace) -> None:
     training_seeds(args.scenes, args.seed)
 
 
+def _reused_parts(out: Path, video_path: Path, audio_path: Path, encoder_dir: Path) -> list[str]:
+    """The parts an earlier run left in --out, which this run keeps (the bundled folder, the
+    default --out, holds them all): said at the start, since the codec flags then do nothing,
+    and listed in the manifest, whose command did not make them."""
+    reused = []
+    if video_path.exists() and audio_path.exists():
+        reused += [video_path.name, audio_path.name]
+    if (encoder_dir / "config.json").exists():
+        reused.append(encoder_dir.name)
+    if reused:
+        flags = " (the codec flags apply only to new codecs)" if video_path.name in reused else ""
+        print(
+            f"train-demo: keeping {', '.join(reused)} from an earlier run in {out}; delete "
+            f"them, or use a new --out, to make them afresh{flags}"
+        )
+    return reused
+
+
+def _warn_of_stale_lora(lora: Path, model_path: Path) -> None:
+    """A LoRA fits the model it was trained on: one left in --out (the bundled LoRA, under the
+    default --out) no longer fits the model just written."""
+    if not lora.exists():
+        return
+    with safe_open(lora, framework="pt") as handle:
+        base = (handle.metadata() or {}).get("base_model_sha256")
+    if base != file_digest(model_path):
+        print(
+            f"{lora} was trained on another model: run `python -m skyreels_core train-demo-lora "
+            f"--out {lora.parent}` to fit it to this one"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     generator, out, started = start_run(args.seed, args.out)
     data = render_world(args.scenes, args.seed)
 
     video_path, audio_path = out / "video_codec.safetensors", out / "audio_codec.safetensors"
-    if not (video_path.exists() and audio_path.exists()):
+    encoder_dir = out / "text_encoder"
+    reused = _reused_parts(out, video_path, audio_path, encoder_dir)
+    if video_path.name not in reused:
         # Forked so the model's initialisation draws the same numbers whether or not the codecs
         # (or the text encoder, below) had to be made first: a resumed or reusing run reproduces
         # a fresh one.
@@ -157,8 +192,7 @@ def run(args: argparse.Namespace) -> int:
             )
     video_codec, audio_codec = DemoVideoCodec.load(video_path), DemoAudioCodec.load(audio_path)
 
-    encoder_dir = out / "text_encoder"
-    if not (encoder_dir / "config.json").exists():
+    if encoder_dir.name not in reused:
         with torch.random.fork_rng():  # it seeds and draws from torch's generator
             create_tiny_encoder_folder(
                 encoder_dir,
@@ -198,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
             + ("" if args.max_minutes is None else f" --max-minutes {args.max_minutes:g}")
         ),
         "seed": args.seed,
+        **({"reused": reused} if reused else {}),
         "training_steps": step,
         "minutes": round((time.monotonic() - started) / 60, 1),
         "audio_rate": {
@@ -213,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote the demo bundle to {out} ({step} model steps)")
+    _warn_of_stale_lora(out / LORA_FILE, model_path)
     if step < args.steps:
         print(f"stopped by --max-minutes at step {step} of {args.steps}: run it again to resume")
     return 0
