@@ -292,6 +292,7 @@ class SkyReelsV4Sampler:
                     negative_text=negative,
                     condition=condition,
                     audio_tokens=audio_tokens,
+                    fps=fps,
                     settings=settings,
                     references=references,
                     keyframe_indices=keyframes,
@@ -304,7 +305,6 @@ class SkyReelsV4Sampler:
                 progress.close()
             host.soft_empty_cache()
         result = result.to(host.intermediate_device())  # the host caches outputs: not in VRAM
-        result.fps = fps
         return with_note(result, render_advice(model.module.config.name, condition), "Sampler")
 
 

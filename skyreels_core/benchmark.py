@@ -670,7 +670,8 @@ def _transformer_memory(reserve: _Asked, dims, video_sizes, audio_tokens) -> dic
             name = f"dim_{dim}_{frames}x{size}x{size}"
             results[f"{name}.sampler_guided"] = reserve.measure(
                 sample, generator, text=text, negative_text=None, condition=condition,
-                audio_tokens=audio_tokens, settings=SamplerSettings(steps=1), hooks=hooks)  # fmt: skip
+                audio_tokens=audio_tokens, fps=16.0, settings=SamplerSettings(steps=1),
+                hooks=hooks)  # fmt: skip
             results[f"{name}.refiner_dense"] = reserve.measure(
                 refine, refiner, torch.randn(shape), RefinerSettings(sparsity=0), hooks=hooks)  # fmt: skip
     return results

@@ -153,6 +153,17 @@ def test_a_script_rendering_the_demo_model_at_128_px_is_told_why_it_gets_noise(c
     assert "trained on 64 px clips; at 96x128 px expect noise" in caplog.text
 
 
+def test_a_scripted_render_carries_its_own_fps_to_the_take():
+    """sample() stamped every take 16 fps (only the Sampler node put the clip's rate back): a
+    24 fps script render, saved and reopened, decoded a third too long for the sound it held."""
+    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
+
+    frames, audio, latent = render(DemoPipeline.load(), RenderRequest(frames=9, fps=24.0, steps=1))
+    assert latent.fps == 24.0
+    assert latent.audio.shape[-1] == round(9 / 24 * 16_000 / 256)  # tokens counted at 24 fps
+    assert abs(audio["waveform"].shape[-1] - 9 / 24 * 16_000) <= 256 / 2  # to the nearest token
+
+
 def test_the_demo_models_advice_names_the_sizes_and_lengths_it_never_learned():
     from skyreels_core import masks
     from skyreels_core.demo import bundle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -112,11 +113,22 @@ def test_oracle_field_reaches_x0_in_both_streams(solver):
         negative_text=None,
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(solver=solver, steps=5),
     )
     torch.testing.assert_close(result.video, TARGETS["video"], atol=1e-5, rtol=0)
     torch.testing.assert_close(result.audio, TARGETS["audio"], atol=1e-5, rtol=0)
     assert result.keyframes is None
+
+
+@pytest.mark.parametrize("fps", [24.0, 0.0, math.nan])
+def test_the_take_carries_the_clip_fps(fps):
+    run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A)
+    if fps == 24.0:
+        assert sample(FakeModel(straight_oracle), **run, fps=fps, settings=settings()).fps == fps
+        return
+    with pytest.raises(InputError, match=f"fps: {fps}. Fix: give the clip's frame rate"):
+        sample(FakeModel(straight_oracle), **run, fps=fps, settings=settings())
 
 
 def test_guidance_one_makes_exactly_one_call_per_step():
@@ -127,6 +139,7 @@ def test_guidance_one_makes_exactly_one_call_per_step():
         negative_text=text(0.0),
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=6),
     )
     assert len(model.calls) == 6
@@ -145,6 +158,7 @@ def test_guided_calls(video_guidance, audio_guidance, batched, calls, batch):
         negative_text=None,
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(
             steps=3,
             video_guidance=video_guidance,
@@ -165,6 +179,7 @@ def test_cfg_zero_star_zero_init_makes_no_call():
         negative_text=None,
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=3, video_guidance=4.0, audio_guidance=3.0, cfg_zero_star=True),
     )
     assert len(model.calls) == 2
@@ -183,6 +198,7 @@ def test_batched_pass_out_of_memory_falls_back_to_two_passes():
         negative_text=text(-0.5),
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=3, video_guidance=4.0, audio_guidance=3.0),
     )
     result = sample(model, **run)
@@ -207,6 +223,7 @@ def test_cfg_arithmetic_per_stream_through_the_sampler(batched):
         negative_text=text(-0.5, length=3),
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(
             steps=1, shift=1.0, video_guidance=4.0, audio_guidance=3.0, batch_guidance=batched
         ),
@@ -236,6 +253,7 @@ def test_missing_or_empty_negative_prompt_is_zero_features_with_the_prompt_mask(
         negative_text=negative,
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=1, video_guidance=2.0),
     )
     seen = model.calls[0]["text"]
@@ -255,6 +273,7 @@ def test_an_empty_prompt_reaches_the_model_as_one_null_token_never_all_masked(to
         negative_text=text(-0.5, length=3),
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=1, video_guidance=2.0),
     )
     seen = model.calls[0]["text"]
@@ -283,6 +302,7 @@ def test_each_batch_row_without_words_gets_its_own_null_text():
         negative_text=negative,
         condition=VideoCondition(latents, torch.zeros(2, 1, T, H, W)),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=1, video_guidance=2.0),
     )
     seen = model.calls[0]["text"]  # (prompt rows 0-1, unconditional rows 2-3), batched
@@ -302,7 +322,9 @@ def test_one_prompt_and_one_reference_serve_every_clip_of_a_batch():
     model = FakeModel(text_linear)
     cond = VideoCondition(torch.zeros(2, C_V, T, H, W), torch.zeros(2, 1, T, H, W))
     refs = References(video=torch.randn(1, C_V, 1, H, W), audio=torch.randn(1, C_A, 3))
-    run = dict(condition=cond, audio_tokens=L_A, settings=settings(steps=1, video_guidance=2.0))
+    run = dict(
+        condition=cond, audio_tokens=L_A, fps=16.0, settings=settings(steps=1, video_guidance=2.0)
+    )
     result = sample(model, text=text(1.0), negative_text=text(-1.0), references=refs, **run)
     assert result.video.shape[0] == 2
     seen = model.calls[0]
@@ -327,6 +349,7 @@ def test_known_latents_are_bit_identical_and_on_their_noised_path(solver):
         negative_text=None,
         condition=cond,
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(solver=solver, steps=5, video_guidance=3.0),
     )
     known = cond.known_mask.expand_as(cond.latents) == 1
@@ -355,6 +378,7 @@ def test_without_channel_concat_the_model_sees_only_the_noisy_video():
         negative_text=None,
         condition=condition(known_frames=(0,)),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=1),
     )
     assert model.calls[0]["video"].shape == (B, C_V, T, H, W)
@@ -367,6 +391,7 @@ def run_seed(seed: int) -> AVLatent:
         negative_text=None,
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(seed=seed, solver="unipc"),
     )
 
@@ -399,6 +424,7 @@ def test_hooks_progress_and_preview_every_step():
         negative_text=None,
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=4, solver="unipc"),
         hooks=SamplerHooks(
             progress=lambda step, total: progress.append((step, total)),
@@ -431,6 +457,7 @@ def test_interrupt_stops_between_steps_and_propagates():
             negative_text=None,
             condition=condition(),
             audio_tokens=L_A,
+            fps=16.0,
             settings=settings(steps=10, video_guidance=2.0),
             hooks=SamplerHooks(progress=lambda s, n: done.append(s), interrupt=interrupt),
         )
@@ -446,6 +473,7 @@ def test_keyframes_mode_shapes_and_inputs():
         negative_text=None,
         condition=condition(known_frames=(1,)),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=3, video_guidance=2.0),
         references=refs,
         keyframe_indices=[2, 0],
@@ -477,6 +505,7 @@ def test_room_is_asked_once_for_the_largest_pass_before_the_first_step(batched, 
         negative_text=text(0.0, length=3),
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=3, video_guidance=2.0, batch_guidance=batched),
         references=refs,
         keyframe_indices=[0, 2],
@@ -500,6 +529,7 @@ def test_refinement_starts_from_the_initial_latents_noised_to_start():
         negative_text=None,
         condition=condition(),
         audio_tokens=L_A,
+        fps=16.0,
         settings=settings(steps=3, denoise_start=0.4, solver="dpmpp_2m"),
         initial=initial,
     )
@@ -519,6 +549,7 @@ def test_refinement_without_initial_latents_is_an_input_error():
             negative_text=None,
             condition=condition(),
             audio_tokens=L_A,
+            fps=16.0,
             settings=settings(denoise_start=0.5),
         )
     assert error.value.input_name == "denoise_start"
@@ -534,7 +565,7 @@ def test_a_given_schedule_is_the_one_the_model_is_called_at(solver):
     def render(initial=None, **overrides):
         model = FakeModel(wavy)
         result = sample(model, text=text(), negative_text=None, condition=condition(),
-                        audio_tokens=L_A, settings=settings(solver=solver, **overrides),
+                        audio_tokens=L_A, fps=16.0, settings=settings(solver=solver, **overrides),
                         initial=initial)  # fmt: skip
         return result, [call["timestep"].item() for call in model.calls]
 
@@ -566,6 +597,7 @@ def test_video_only_model_returns_no_audio_and_checks_audio_tokens():
         negative_text=None,
         condition=condition(),
         audio_tokens=None,
+        fps=16.0,
         settings=settings(steps=2),
     )
     assert result.audio is None and model.calls[0]["audio"] is None
@@ -576,6 +608,7 @@ def test_video_only_model_returns_no_audio_and_checks_audio_tokens():
             negative_text=None,
             condition=condition(),
             audio_tokens=None,
+            fps=16.0,
             settings=settings(),
         )
 
@@ -588,6 +621,7 @@ def test_keyframe_outside_the_clip_is_an_input_error():
             negative_text=None,
             condition=condition(),
             audio_tokens=L_A,
+            fps=16.0,
             settings=settings(),
             keyframe_indices=[T],
         )
@@ -629,6 +663,7 @@ def test_tiny_model_end_to_end_for_every_task(task):
         negative_text=None,
         condition=cond,
         audio_tokens=11,
+        fps=16.0,
         settings=SamplerSettings(steps=2, seed=5),
         references=refs,
         keyframe_indices=[0, 2] if task == "t2av" else (),
@@ -668,6 +703,7 @@ def test_a_non_finite_prediction_stops_the_render_at_its_step(dtype, fix):
             negative_text=None,
             condition=condition(),
             audio_tokens=L_A,
+            fps=16.0,
             settings=settings(steps=6),
             hooks=SamplerHooks(progress=lambda done, total: progress.append(done)),
         )
@@ -676,7 +712,7 @@ def test_a_non_finite_prediction_stops_the_render_at_its_step(dtype, fix):
 
 def test_step_cache_off_calls_the_model_at_every_step_as_before():
     plain, cached = FakeModel(wavy), FakeModel(wavy)
-    run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A)
+    run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A, fps=16.0)
     a = sample(plain, **run, settings=settings(steps=8))
     b = sample(cached, **run, settings=settings(steps=8, cache_threshold=0.0))
     assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
@@ -690,7 +726,7 @@ def test_step_cache_stands_in_with_the_last_velocity_after_warmup_and_runs_the_l
 
     model = FakeModel(straight_oracle)
     result = sample(model, text=text(), negative_text=None, condition=condition(),
-                    audio_tokens=L_A, settings=settings(steps=20, cache_threshold=0.5))  # fmt: skip
+                    audio_tokens=L_A, fps=16.0, settings=settings(steps=20, cache_threshold=0.5))  # fmt: skip
     sigmas = flow_sigmas(20, 5.0).tolist()
     called = [call["timestep"][0].item() for call in model.calls]
     assert called == pytest.approx(sigmas[:3] + [sigmas[19]])
@@ -706,7 +742,7 @@ def test_step_cache_skips_where_the_output_drifts_slowly_and_keeps_known_latents
     counts = []
     for threshold in (0.0, 0.05, 0.5):
         model = FakeModel(wavy)
-        result = sample(model, text=text(), negative_text=None, condition=cond, audio_tokens=L_A,
+        result = sample(model, text=text(), negative_text=None, condition=cond, audio_tokens=L_A, fps=16.0,
                         settings=settings(steps=20, cache_threshold=threshold))  # fmt: skip
         assert torch.equal(result.video[known], cond.latents[known])
         counts.append(len(model.calls))
@@ -737,7 +773,7 @@ def test_a_multi_shot_prompt_for_a_shorter_clip_is_refused_and_a_longer_story_re
         return TextEncoding(encoding.features, encoding.mask, [(0, 2, 0, 1), (2, 4, 1, end)])
 
     def render(**texts):
-        return sample(FakeModel(straight_oracle), condition=condition(), audio_tokens=L_A,
+        return sample(FakeModel(straight_oracle), condition=condition(), audio_tokens=L_A, fps=16.0,
                       settings=settings(steps=1), **{"negative_text": None, **texts})  # fmt: skip
 
     render(text=shots(T), negative_text=shots(T))
@@ -750,7 +786,7 @@ def test_a_multi_shot_prompt_for_a_shorter_clip_is_refused_and_a_longer_story_re
     ):
         render(text=text(), negative_text=shots(2))
     model = FakeModel(straight_oracle)
-    sample(model, text=shots(6), negative_text=None, condition=condition(), audio_tokens=L_A,
+    sample(model, text=shots(6), negative_text=None, condition=condition(), audio_tokens=L_A, fps=16.0,
            settings=settings(steps=1))  # fmt: skip
     assert model.calls[0]["text"].shot_ranges == [(0, 2, 0, 1), (2, 4, 1, T)]
 
@@ -761,4 +797,4 @@ def test_references_made_at_another_size_than_the_clip_are_refused_by_name():
     references = References(video=torch.randn(B, C_V, 1, H, H))
     with pytest.raises(InputError, match="^references: made at 32 x 32 px for a clip of 48 x 32"):
         sample(FakeModel(straight_oracle), text=text(), negative_text=None, condition=condition(),
-               audio_tokens=L_A, settings=settings(steps=1), references=references)  # fmt: skip
+               audio_tokens=L_A, fps=16.0, settings=settings(steps=1), references=references)  # fmt: skip

@@ -204,6 +204,7 @@ def render_condition(
         negative_text=pipeline.encoder.encode(""),
         condition=condition,
         audio_tokens=tokens,
+        fps=request.fps,
         settings=settings,
         references=references,
         hooks=hooks,

@@ -486,6 +486,7 @@ def sample(
     negative_text: TextEncoding | None,
     condition: VideoCondition,
     audio_tokens: int | None,
+    fps: float,
     settings: SamplerSettings,
     references: References | None = None,
     keyframe_indices: Sequence[int] = (),
@@ -495,11 +496,14 @@ def sample(
 ) -> AVLatent:
     """Denoise one clip's video and audio latents together.
 
-    ``keyframe_indices`` are latent frames also rendered at ``keyframe_scale`` times the latent
+    ``fps`` is the clip's frame rate, which ``audio_tokens`` were counted at; the result carries
+    it, so a saved take's sound and frames keep one length. ``keyframe_indices`` are latent frames also rendered at ``keyframe_scale`` times the latent
     resolution in the same sequence (DESIGN §4). ``negative_text`` None guides against a null
     prompt (see :func:`_null_text`). The result lies on the model's device, in float32.
     """
     hooks = hooks or SamplerHooks()
+    if not 0 < fps < math.inf:
+        raise InputError("fps", f"{fps}", "give the clip's frame rate")
     has_audio = model.config.audio_latent_channels is not None
     if has_audio and not audio_tokens:
         raise InputError("audio_tokens", f"{audio_tokens}", "give the clip's audio token count")
@@ -610,5 +614,6 @@ def sample(
         audio=latents[1] if has_audio else None,
         keyframes=latents[-1] if keyframes else None,
         keyframe_indices=keyframes,
+        fps=fps,
         clip_frames=condition.clip_frames,
     )
