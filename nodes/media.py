@@ -12,29 +12,22 @@ from pathlib import Path
 
 from skyreels_core.av_io import read_audio
 from skyreels_core.av_latent_file import SUFFIX, load_av_latent
-from skyreels_core.batch_queue import SUFFIXES
 from skyreels_core.errors import InputError
+from skyreels_core.file_kinds import files_of
 
 from . import host, link_types
 from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/inputs"
-# What PyAV here reads (tests/test_media_nodes.py writes and loads each), the same lists the
-# queue command picks a folder's files for Load Audio by.
-AUDIO_SUFFIXES = SUFFIXES["sound"] + SUFFIXES["video"]
+AUDIO_KINDS = ("sound", "video")  # what PyAV here reads (tests/test_media_nodes.py reads each)
 
 
 def _audio_files() -> list[str]:
-    """The input folder's sound and video files, top level only like the host's own loaders
-    (listed on every page load, so big input trees are not walked)."""
+    """The input folder's sound and video files, the ones the queue command's --inputs picks
+    for Load Audio; top level only like the host's own loaders (listed on every page load, so
+    big input trees are not walked)."""
     folder = host.input_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(
-        path.name
-        for path in folder.iterdir()
-        if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
-    )
+    return [path.name for path in files_of(folder, AUDIO_KINDS)] if folder.is_dir() else []
 
 
 class FileInput:

@@ -14,12 +14,12 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from .errors import CheckpointError, InputError
+from .file_kinds import AV_LATENT_SUFFIX as SUFFIX
 from .loading import read_header, write_safetensors
 from .types import AVLatent
 
 FORMAT = "skyreels_v4_av_latent"
 FORMAT_KEY = "format"
-SUFFIX = ".av_latent.safetensors"
 
 
 def save_av_latent(

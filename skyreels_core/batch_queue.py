@@ -25,6 +25,7 @@ from http.client import HTTPException
 from pathlib import Path
 
 from .errors import InputError
+from .file_kinds import AV_LATENT_SUFFIX, SUFFIXES, files_of, kind_of
 from .paths import output_file, output_folder
 from .workflow_format import (
     SEED_NAMES,
@@ -38,9 +39,6 @@ from .workflow_format import (
 
 Widget = tuple[str, str]  # (node id, input name)
 MAX_RENDERS = 100_000  # seeds of one call: more than any queue holds, far less than fills memory
-# Suffixes a loader lists files by, kept whole when a taken name is numbered (Load AV Latent
-# lists *.av_latent.safetensors; av_latent_file.SUFFIX, which imports torch, so not imported).
-KEPT_SUFFIXES = (".av_latent.safetensors",)
 PROMPT_NAMES = ("prompt", "text")  # this pack's and the core text encoders' prompt widgets
 UPLOAD_PATH = "/upload/image"  # the frontend's upload route, for every file type
 # How ComfyUI refuses one upload, and the fix: a name it will not save (400), a file over its
@@ -49,18 +47,6 @@ UPLOAD_REFUSALS = {
     400: "check the file's name",
     413: "start ComfyUI with a larger --max-upload-size (MB)",
 }
-# The kinds of file a folder given to --inputs is searched for, by suffix. The host's Load Image
-# and Load Video list the input folder's images and videos; this pack's Load Audio lists sounds
-# and videos (nodes/media.py lists these same suffixes). Text is a kind so
-# that a caption named beside its clip is refused by name rather than queued as a clip.
-SUFFIXES = {
-    "image": (".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".tga",
-              ".avif", ".heic"),
-    "video": (".mp4", ".mov", ".mkv", ".webm", ".avi"),
-    "sound": (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma"),
-    "text": (".txt", ".json", ".csv", ".md", ".srt", ".vtt"),
-    "take": KEPT_SUFFIXES,
-}  # fmt: skip
 # A file picker with an upload button, and the kinds of file it takes.
 UPLOAD_FLAGS = {
     "image_upload": ("image",),
@@ -264,7 +250,8 @@ class ComfyServer:
         query = urllib.parse.urlencode({"filename": item["filename"], **where})
         data = self._request(f"/view?{query}", raw=True, retry=True)
         name = Path(item["filename"]).name
-        suffix = next((end for end in KEPT_SUFFIXES if name.endswith(end)), Path(name).suffix)
+        # a take's whole suffix is kept, so Load AV Latent still lists a numbered one
+        suffix = AV_LATENT_SUFFIX if name.endswith(AV_LATENT_SUFFIX) else Path(name).suffix
         target, number = folder / name, 0
         while target.exists():
             number += 1
@@ -458,19 +445,13 @@ def upload_kinds(api_prompt: dict, object_info: dict, widget: Widget) -> tuple[s
     return next((kinds for flag, kinds in UPLOAD_FLAGS.items() if options.get(flag)), None)
 
 
-def _kind(path: Path) -> str | None:
-    """What ``path``'s suffix says it holds (see SUFFIXES); None for a suffix not listed."""
-    name = path.name.lower()
-    return next((kind for kind, ends in SUFFIXES.items() if name.endswith(ends)), None)
-
-
 def _folder_files(folder: Path, kinds: tuple[str, ...] | None) -> list[Path]:
     """The files of ``folder`` (not hidden ones, by name) of ``kinds``: clips sit beside their
     captions (the layout train-demo-lora takes), so the others are skipped, and said so."""
-    every = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    every = files_of(folder)
     kept, others = [], []
     for path in every:
-        (kept if kinds is None or _kind(path) in kinds else others).append(path)
+        (kept if kinds is None or kind_of(path) in kinds else others).append(path)
     if not others:
         return kept
     wanted = " or ".join(kinds)
@@ -497,7 +478,7 @@ def _check_file(path: Path, kinds: tuple[str, ...] | None) -> None:
         raise InputError(
             "--inputs", f"{path.name!r} has a quote or line break in its name", "rename it"
         )
-    kind = _kind(path)
+    kind = kind_of(path)
     if kinds is not None and kind is not None and kind not in kinds:
         wanted = " or ".join(kinds)
         raise InputError(

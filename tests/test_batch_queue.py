@@ -673,8 +673,11 @@ def test_a_takes_folder_gives_load_av_latent_its_takes_only(capsys, tmp_path):
 def test_inputs_keep_the_kinds_of_file_the_widget_takes(capsys, tmp_path):
     """Load Image takes images, this pack's Load Audio every file it lists (sounds and videos);
     a file named on its own is refused only when its suffix says it is another kind."""
-    from skyreels_pack.nodes.media import AUDIO_SUFFIXES
+    from skyreels_pack.nodes.media import AUDIO_KINDS
 
+    from skyreels_core.file_kinds import SUFFIXES
+
+    AUDIO_SUFFIXES = [suffix for kind in AUDIO_KINDS for suffix in SUFFIXES[kind]]
     media = tmp_path / "media"
     media.mkdir()
     others = ["cover.png", "still.JPG", "notes.txt"]
@@ -933,9 +936,6 @@ def test_prompt_files_skip_indented_comments_and_a_set_prompt_clashes(capsys, tm
 
 
 def test_a_taken_av_latent_name_keeps_the_suffix_its_loader_lists(tmp_path):
-    from skyreels_core.av_latent_file import SUFFIX
-
-    assert SUFFIX in batch_queue.KEPT_SUFFIXES
     item = {"filename": "take_00004.av_latent.safetensors", "subfolder": "takes", "type": "output"}
     with FakeComfy() as server:
         comfy = batch_queue.ComfyServer(server.url)

@@ -35,9 +35,11 @@ def test_loads_the_samples_channels_and_rate(input_dir):
     _write_wav(input_dir / "sounds" / "voice.wav", samples, 22050)
     _write_wav(input_dir / "Take 2.WAV", samples[:1], 8000)
     (input_dir / "notes.txt").write_text("not audio")
+    (input_dir / "._Take 2.WAV").write_bytes(b"\0\5\26\7")  # macOS AppleDouble: no sound
 
     files = LoadAudio.INPUT_TYPES()["required"]["audio"][0]
-    assert files == ["Take 2.WAV"]  # the top level, as the host lists its input folder
+    # the top level, as the host lists its input folder; hidden files skipped, as queue --inputs
+    assert files == ["Take 2.WAV"]
     (audio,) = LoadAudio().load("sounds/voice.wav")  # a subfolder path an API prompt may name
     assert audio["sample_rate"] == 22050
     expected = torch.from_numpy(samples / 32768.0).float()[None]

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 from ..av_io import fit_length, read_video, resample_audio
 from ..errors import InputError
+from ..file_kinds import SUFFIXES, files_of
 from .world import FPS, SAMPLE_RATE, render_scene, sample_scene_spec
 
 FRAMES = 33
 # The model's clips, and the refiner's output (the video decoder is fine-tuned for both).
 LOW_SIZE, HIGH_SIZE = 64, 128
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 SCENES_PER_SEED = 100_000
 HELD_OUT_SEED = 1_000_000  # evaluation scenes start here; training never reaches it
 
@@ -109,23 +109,15 @@ def _caption(video: Path) -> str:
 
 def read_clips(folder: Path, frames: int = FRAMES, size: int = LOW_SIZE) -> WorldData:
     """Every video in ``folder`` with its caption (the text file of the same name), fitted to the
-    demo model's clips: ``frames`` frames at its frame rate, ``size`` px square, mono sound.
-    Hidden files are no clips: macOS leaves ``._clip.mp4`` (AppleDouble) beside a copied one."""
+    demo model's clips: ``frames`` frames at its frame rate, ``size`` px square, mono sound;
+    hidden files are none (:func:`files_of`)."""
     folder = Path(folder)
-    videos = (
-        sorted(
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
-        )
-        if folder.is_dir()
-        else []
-    )
+    videos = files_of(folder, ("video",)) if folder.is_dir() else []
     if not videos:
         raise InputError(
             "--clips",
             f"{folder} holds no video files",
-            f"put {', '.join(VIDEO_SUFFIXES)} clips there",
+            f"put {', '.join(SUFFIXES['video'])} clips there",
         )
     pixels, audio, captions = [], [], []
     for video in videos:
