@@ -63,7 +63,7 @@ def model_folders(kind: str) -> list[Path]:
     return [models_dir() / subfolder]
 
 
-def list_models(kind: str, suffixes: tuple[str, ...] = (".safetensors",)) -> list[str]:
+def list_models(kind: str) -> list[str]:
     """File names (relative to their folder) of one kind, as the loaders' dropdowns show them;
     a sharded checkpoint shows as its first shard, which loads the set."""
     if IN_COMFYUI:
@@ -76,7 +76,9 @@ def list_models(kind: str, suffixes: tuple[str, ...] = (".safetensors",)) -> lis
             for path in folder.rglob("*")
             if path.is_file()
         }
-    return sorted(name for name in names if name.endswith(suffixes) and not is_later_shard(name))
+    return sorted(
+        name for name in names if name.endswith(".safetensors") and not is_later_shard(name)
+    )
 
 
 def qwen25_tokenizer_folder() -> Path | None:

@@ -185,15 +185,16 @@ def key_renamer(keys) -> Callable[[str], str]:
     return _strip_prefix
 
 
-def wan_config_from_shapes(
-    shapes: dict[str, tuple[int, ...]], name: str = "wan2.1-t2v"
-) -> ModelConfig:
+def wan_config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
     """A Wan-compatible config read off an original-layout Wan 2.1 checkpoint's shapes."""
     dim, in_channels, *patch = shapes["patch_embedding.weight"]
     layers = 1 + max(int(key.split(".")[1]) for key in shapes if key.startswith("blocks."))
-    for preset in PRESETS.values():
-        if not preset.joint_text and preset.dim == dim and preset.num_dual_blocks == layers:
-            name = preset.name
+    same_shape = (
+        preset.name
+        for preset in PRESETS.values()
+        if not preset.joint_text and preset.dim == dim and preset.num_dual_blocks == layers
+    )
+    name = next(same_shape, "wan2.1-t2v")  # a preset's name where the file is one of them
     return ModelConfig(
         name=name,
         dim=dim,

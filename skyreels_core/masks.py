@@ -93,7 +93,7 @@ def condition_from_pixels(
     known_frames = [
         f for f in range(frames) if fully_known[latent_index_of_frame(f, codec.temporal_stride)]
     ]
-    return VideoCondition(latents, known[None, None].float(), known_frames, regenerate_audio=True)
+    return VideoCondition(latents, known[None, None].float(), known_frames)
 
 
 def hold_keyframes(
@@ -268,28 +268,12 @@ def _edit_mask(mask: torch.Tensor, frames: int, height: int, width: int) -> torc
     return (mask > 0.5).expand(frames, height, width)
 
 
-def edit_video(
-    codec: VideoCodec,
-    source: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    keyframe_images: dict[int, torch.Tensor] | None = None,
-) -> VideoCondition:
-    """Known everywhere except the user's MASK (M = 1 - mask); audio is generated afresh. Optional
-    keyframes (new content inside the edited region) are held over their latent groups."""
+def edit_video(codec: VideoCodec, source: torch.Tensor, mask: torch.Tensor) -> VideoCondition:
+    """Known everywhere except the user's MASK (M = 1 - mask); audio is generated afresh."""
     frames, height, width = source.shape[:3]
     latent_frame_count(frames, codec.temporal_stride, "source")  # the clip, not a frames widget
     change = _edit_mask(mask, frames, height, width)
-    video = rgb_pixels(source, "source").clone()
-    known = ~change
-    if keyframe_images:
-        hold_keyframes(
-            video,
-            known,
-            {i: _as_frame(img, f"keyframe {i}") for i, img in keyframe_images.items()},
-            codec.temporal_stride,
-        )
-    return condition_from_pixels(codec, video, known.clone(), "source")
+    return condition_from_pixels(codec, rgb_pixels(source, "source"), ~change, "source")
 
 
 def video_to_audio(

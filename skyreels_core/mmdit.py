@@ -212,6 +212,16 @@ class DualStreamMMDiT(nn.Module):
             raise InputError(
                 "audio", "this model has no audio stream", "use a model with an audio stream"
             )
+        streams = (("video", c.video_latent_channels), ("audio", c.audio_latent_channels))
+        for stream, channels in streams if references else ():
+            latents = getattr(references, stream)
+            if latents is not None and latents.shape[1] != channels:
+                raise InputError(
+                    "references",
+                    f"{stream} references of {latents.shape[1]} channels for a model whose {stream} "
+                    f"latents have {channels}",
+                    "encode them with the VAE the model was trained with",
+                )
         if keyframes is not None and len(keyframe_indices or ()) != keyframes.shape[2]:
             raise InputError(
                 "keyframe_indices",

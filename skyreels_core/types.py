@@ -43,7 +43,6 @@ class VideoCondition:
     ``latents`` (I): [B, C_v, T, H, W] VAE encoding of the conditioning video, unknown pixels black.
     ``known_mask`` (M): [B, 1, T, H, W] float, 1 = known/kept, 0 = to generate.
     ``known_frames``: pixel frame indices that ended up known after snapping to latent frames.
-    ``regenerate_audio``: True after a video edit, so the audio is generated afresh.
     ``clip_frames``: the source clip's own length where the latents cover more (Video to Audio
     holds a clip's last frame up to a 4k+1 count); the decoders trim to it.
     ``fps``: the frame rate the clip was made at, where the condition knows it (a rendered clip's
@@ -53,7 +52,6 @@ class VideoCondition:
     latents: torch.Tensor
     known_mask: torch.Tensor
     known_frames: list[int] = field(default_factory=list)
-    regenerate_audio: bool = True
     clip_frames: int | None = None
     fps: float | None = None
 

@@ -74,7 +74,7 @@ def test_edit_keeps_everything_outside_the_mask():
     condition = masks.edit_video(CODEC, clip, mask)
     known = condition.known_mask[0, 0]
     assert not known[:, 1:3, 1].any() and known.sum() == 5 * (16 - 2)
-    assert condition.regenerate_audio and condition.known_frames == []
+    assert condition.known_frames == []
 
 
 def test_video_to_audio_keeps_the_whole_clip():
@@ -82,7 +82,6 @@ def test_video_to_audio_keeps_the_whole_clip():
     condition = masks.video_to_audio(CODEC, clip)
     assert condition.known_mask.all() and condition.known_frames == list(range(17))
     assert torch.equal(condition.latents, CODEC.encode(clip[None]))
-    assert condition.regenerate_audio
     with pytest.raises(InputError, match="source: shape \\(32, 32, 3\\) is not a clip"):
         masks.video_to_audio(CODEC, clip[0])
 
@@ -108,7 +107,7 @@ def test_keep_video_keeps_the_latents_as_they_are():
     assert torch.equal(condition.latents, latents) and condition.latents is not latents
     assert condition.known_mask.shape == (1, 1, 5, 4, 6) and condition.known_mask.all()
     assert condition.known_frames == list(range(14)) and condition.clip_frames == 14
-    assert condition.fps == 24.0 and condition.regenerate_audio
+    assert condition.fps == 24.0
     assert masks.keep_video(latents, 16.0).known_frames == list(range(17))
     with pytest.raises(InputError, match="^av_latent: video latents of shape \\(4, 5\\)"):
         masks.keep_video(torch.zeros(4, 5), 16.0)

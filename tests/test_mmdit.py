@@ -70,6 +70,11 @@ def test_references_condition_the_clip_and_are_dropped_from_the_output():
     assert with_refs.video.shape == plain.video.shape and with_refs.audio.shape == plain.audio.shape
     assert (with_refs.video - plain.video).abs().max() > 1e-4
     assert (with_refs.audio - plain.audio).abs().max() > 1e-4
+    for wrong, stream in ((References(video=torch.randn(2, 16, 1, 4, 6)), "video"),
+                          (References(audio=torch.randn(2, 8, 5)), "audio")):  # fmt: skip
+        line = f"references: {stream} references of {16 if stream == 'video' else 8} channels for "
+        with pytest.raises(InputError, match=f"{line}a model whose {stream} latents have 4"):
+            model(video, t, text, audio=audio, references=wrong)  # a torch.cat size error
 
 
 @torch.no_grad()

@@ -656,7 +656,6 @@ def build_assets(folder: Path = HERE / "assets") -> list[Path]:
 
     from skyreels_core.av_io import write_mp4
     from skyreels_core.demo.world import render_scene, spec_from_caption
-    from skyreels_core.references import split_storyboard  # noqa: F401 - the grid layout it reads
 
     def png(name: str, pixels: torch.Tensor) -> Path:
         path = folder / name
