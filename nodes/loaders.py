@@ -1,4 +1,4 @@
-"""Loader nodes: the dual-stream model, the MLLM encoder, the video and audio codecs.
+"""Loader nodes: the dual-stream model, its LoRAs, the MLLM encoder, the video and audio codecs.
 
 Heavy libraries (diffusers, transformers) are imported inside the load functions so that the
 host's start-up does not pay for them. Every loader lists the bundled demo files first, so a fresh

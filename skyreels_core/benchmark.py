@@ -1,14 +1,11 @@
 """``python -m skyreels_core bench``: speed and cost measured in one run (ratios, not asserts).
 
-Parts (``--only`` picks some): ``analytic`` (tokens and FLOPs of a 1080p, 32 fps, 15 s render done
-directly vs. low-res clip + high-res keyframes + sparse refiner), ``step`` (one denoising step of
-the Wan-compatible model vs diffusers' WanTransformer3DModel with the same weights and tokens),
-``split`` (the dual-stream model's step time by part: video, audio, cross-modal, text),
-``memory`` (peak memory of a demo render, and of one step of the full preset's shape scaled down,
-with and without block swap and fp8), ``sparse`` (block-sparse vs dense attention at refiner
-token counts), ``lora`` (a step with a LoRA on every Linear layer, applied at run time as the pack
-does, against the same LoRA merged into the weights), ``cache`` (the sampler's step cache on the
-demo model: model calls, time and closeness to the uncached renders by threshold).
+Parts (``--only`` picks some; ``--help`` lists them, :data:`PART_FUNCTIONS` maps each to the
+function whose docstring says what it measures): tokens and FLOPs of a 1080p, 32 fps, 15 s render
+direct vs. low-res + keyframes + sparse refiner; a step against diffusers' Wan with the same
+weights; step time by part; memory and working memory; sparse vs dense attention; LoRA and step
+cache overheads; schedules; and, only when named, the minutes-long demo measurements of long
+clips and LoRA training.
 
 Memory on CPU is counted as *tracked tensor bytes*: every storage an aten op allocates while the
 measurement runs (activations and streamed weight copies), plus the weights resident on the
@@ -40,21 +37,6 @@ from .config import ModelConfig, get_preset
 from .errors import InputError
 from .paths import output_file
 from .sparse_attention import dense_attention_flops, sparse_attention_flops
-
-PARTS = (
-    "analytic",
-    "step",
-    "split",
-    "train",
-    "memory",
-    "sparse",
-    "lora",
-    "cache",
-    "working_memory",
-    "schedules",
-)
-# Minutes each on 2 CPU cores, so run only when named.
-LONGER_PARTS = ("long_video", "extend_to_length", "lora_training")
 
 
 def _held_out_captions(cases: int) -> list[str]:
@@ -915,6 +897,17 @@ def lora_training(cases: int = 24, clips: int = 256, steps: int = 400) -> dict:
     return results
 
 
+PART_FUNCTIONS = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
+                  "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
+                  "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory,
+                  "schedules": schedules, "long_video": long_video,
+                  "extend_to_length": extend_to_length_windows,
+                  "lora_training": lora_training}  # fmt: skip
+# Minutes each on 2 CPU cores, so run only when named.
+LONGER_PARTS = ("long_video", "extend_to_length", "lora_training")
+PARTS = tuple(part for part in PART_FUNCTIONS if part not in LONGER_PARTS)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument(
@@ -938,12 +931,8 @@ def _rows(values: dict, prefix: str = ""):
 
 
 def run(args: argparse.Namespace) -> int:
-    functions = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
-                 "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
-                 "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory, "long_video": long_video, "extend_to_length": extend_to_length_windows,
-                 "lora_training": lora_training, "schedules": schedules}  # fmt: skip
     chosen = [part.strip() for part in args.only.split(",") if part.strip()]
-    unknown = [part for part in chosen if part not in functions]
+    unknown = [part for part in chosen if part not in PART_FUNCTIONS]
     if unknown:
         raise InputError(
             "--only", f"unknown parts {unknown}", f"choose from {', '.join(PARTS + LONGER_PARTS)}"
@@ -954,7 +943,7 @@ def run(args: argparse.Namespace) -> int:
                            "threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}}  # fmt: skip
     for part in chosen:
-        results[part] = functions[part]()
+        results[part] = PART_FUNCTIONS[part]()
         print(f"[{part}]")
         for key, value in _rows(results[part]):
             print(f"  {key:48s} {value}")
