@@ -22,6 +22,7 @@ from .loading import write_safetensors
 from .masks import condition_from_pixels
 from .objective import flow_matching_loss, noised
 from .paths import output_folder
+from .sampling.schedules import shift_sigma
 from .tasks import conditioning_pixels, draw_task
 from .types import References, TextEncoding
 
@@ -58,14 +59,7 @@ def start_run(seed: int, out: Path) -> tuple[torch.Generator, Path, float]:
 
 
 def sample_times(batch: int, generator: torch.Generator) -> torch.Tensor:
-    u = torch.rand(batch, generator=generator)
-    return TIME_SHIFT * u / (1 + (TIME_SHIFT - 1) * u)
-
-
-def null_text(text: TextEncoding, drop: torch.Tensor) -> TextEncoding:
-    """Zero features for the dropped rows, like the sampler's unconditional prompt."""
-    features = torch.where(drop[:, None, None], torch.zeros_like(text.features), text.features)
-    return TextEncoding(features, text.mask, text.shot_ranges)
+    return shift_sigma(torch.rand(batch, generator=generator), TIME_SHIFT)
 
 
 def training_loss(
@@ -92,7 +86,7 @@ def training_loss(
     audio_noise = torch.randn(batch.audio_latents.shape, generator=generator)
     video_x0 = torch.where(known.bool(), condition_latents, batch.video_latents)
     video_in = torch.cat([noised(video_x0, video_noise, t), condition_latents, known], dim=1)
-    text = null_text(batch.text, torch.rand(size, generator=generator) < TEXT_DROPOUT)
+    text = batch.text.nulled(torch.rand(size, generator=generator) < TEXT_DROPOUT)
     out = model(
         video_in, t, text, audio=noised(batch.audio_latents, audio_noise, t), references=references
     )

@@ -28,6 +28,16 @@ class TextEncoding:
     mask: torch.Tensor
     shot_ranges: list[tuple[int, int, int, int]] | None = None
 
+    def nulled(self, rows: torch.Tensor | None = None) -> TextEncoding:
+        """The unconditional prompt for ``rows`` (bool [B]; None: every row): zero features
+        under the prompt's own mask. Training drops prompts to it and guidance samples against
+        it, so the two must stay one function. Zeros give the text projections' bias only (no
+        content); keeping the mask avoids rows of the text cross-attention with every key
+        masked, whose softmax is NaN or backend-dependent."""
+        zeros = torch.zeros_like(self.features)
+        features = zeros if rows is None else torch.where(rows[:, None, None], zeros, self.features)
+        return TextEncoding(features, self.mask.clone(), self.shot_ranges)
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextEncoding:
         return TextEncoding(
             self.features.to(device=device, dtype=dtype or self.features.dtype),

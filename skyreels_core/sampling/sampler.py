@@ -115,14 +115,6 @@ def initial_noise(
     ]
 
 
-def _null_text(text: TextEncoding) -> TextEncoding:
-    """The unconditional prompt: zero features under the prompt's own mask, exactly what training
-    drops prompts to (``training.null_text``). Zeros give the text projections' bias only (no
-    content); keeping the mask avoids rows of the text cross-attention with every key masked,
-    whose softmax is NaN or backend-dependent."""
-    return TextEncoding(torch.zeros_like(text.features), text.mask.clone(), text.shot_ranges)
-
-
 def _with_a_token(text: TextEncoding) -> TextEncoding:
     """An empty prompt (no token: an image-to-video render left without words) as one null
     token: with none, every key of the text cross-attention is masked, a condition training never
@@ -146,11 +138,11 @@ def _unconditional(text: TextEncoding, negative: TextEncoding | None) -> TextEnc
     model's eval shape adherence 75 % against 82.5 %). In a batch, each row without a negative
     token takes its prompt's null text."""
     if negative is None:
-        return _null_text(text)
+        return text.nulled()
     empty = ~negative.mask.any(dim=1)
     if not bool(empty.any()):
         return negative
-    null = _null_text(text)
+    null = text.nulled()
     if bool(empty.all()):
         return null
     length = max(null.features.shape[1], negative.features.shape[1])
@@ -497,9 +489,10 @@ def sample(
     """Denoise one clip's video and audio latents together.
 
     ``fps`` is the clip's frame rate, which ``audio_tokens`` were counted at; the result carries
-    it, so a saved take's sound and frames keep one length. ``keyframe_indices`` are latent frames also rendered at ``keyframe_scale`` times the latent
-    resolution in the same sequence (DESIGN §4). ``negative_text`` None guides against a null
-    prompt (see :func:`_null_text`). The result lies on the model's device, in float32.
+    it, so a saved take's sound and frames keep one length. ``keyframe_indices`` are latent
+    frames also rendered at ``keyframe_scale`` times the latent resolution in the same sequence
+    (DESIGN §4). ``negative_text`` None guides against a null prompt
+    (:meth:`TextEncoding.nulled`). The result lies on the model's device, in float32.
     """
     hooks = hooks or SamplerHooks()
     if not 0 < fps < math.inf:
