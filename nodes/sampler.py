@@ -10,6 +10,7 @@ from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.sampling import (
     MAX_SEED,
     MAX_STEPS,
+    SOLVERS,
     SamplerHooks,
     SamplerSettings,
     flow_sigmas,
@@ -25,7 +26,6 @@ from .notes import with_note
 from .previews import preview_hook
 
 CATEGORY = "SkyReels-V4/sampling"
-SOLVERS = ["unipc", "euler", "dpmpp_2m"]
 
 
 class SkyReelsV4Sampler:
@@ -81,9 +81,9 @@ class SkyReelsV4Sampler:
                     },
                 ),
                 "solver": (
-                    SOLVERS,
+                    list(SOLVERS),
                     {
-                        "default": "unipc",
+                        "default": next(iter(SOLVERS)),
                         "tooltip": "unipc and dpmpp_2m are second order; euler is first order.",
                     },
                 ),

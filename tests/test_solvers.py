@@ -98,7 +98,7 @@ def test_log_snr_limits():
 
 
 def test_unknown_solver_names_the_choices():
-    with pytest.raises(InputError, match="euler, unipc, dpmpp_2m"):
+    with pytest.raises(InputError, match="unipc, euler, dpmpp_2m"):
         make_solver("ddim", [1.0, 0.0])
 
 

@@ -23,9 +23,6 @@ from ..errors import InputError
 
 Streams = list[torch.Tensor]
 
-SOLVERS = ("euler", "unipc", "dpmpp_2m")
-
-
 def log_snr(sigma: float) -> float:
     """``λ = log((1 - t) / t)`` with the limits ±inf at t = 0 and t = 1."""
     if sigma <= 0.0:
@@ -159,9 +156,11 @@ class UniPCSolver(FlowSolver):
         return corrected
 
 
+SOLVERS = {"unipc": UniPCSolver, "euler": EulerSolver, "dpmpp_2m": DPMPP2MSolver}  # default first
+
+
 def make_solver(name: str, sigmas: Sequence[float]) -> FlowSolver:
     """The solver called ``name`` over ``sigmas``; a fresh one per render (multistep history)."""
-    solvers = {"euler": EulerSolver, "unipc": UniPCSolver, "dpmpp_2m": DPMPP2MSolver}
-    if name not in solvers:
+    if name not in SOLVERS:
         raise InputError("solver", f"unknown solver {name!r}", f"use one of {', '.join(SOLVERS)}")
-    return solvers[name](sigmas)
+    return SOLVERS[name](sigmas)
