@@ -12,7 +12,7 @@ from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
 from skyreels_core.errors import InputError
 from skyreels_core.masks import check_size
 from skyreels_core.memory import out_of_memory_advice
-from skyreels_core.shapes import latent_frame_count, pixel_frame_count, rgb_pixels
+from skyreels_core.shapes import latent_frame_count, pixel_frame_count, rgb_pixels, sound_samples
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
@@ -118,7 +118,7 @@ class SkyReelsV4DecodeAudio:
         )  # fmt: skip
         with out_of_memory_advice("SkyReels-V4 audio decode"), torch.no_grad():
             waveform = audio_vae.decode(av_latent.audio).float().cpu()
-        samples = round(av_latent.frames / av_latent.fps * audio_vae.sample_rate)
+        samples = sound_samples(av_latent.frames, av_latent.fps, audio_vae.sample_rate)
         return ({"waveform": waveform[..., :samples], "sample_rate": audio_vae.sample_rate},)
 
 

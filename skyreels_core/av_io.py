@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .paths import published
-from .shapes import rgb_pixels
+from .shapes import rgb_pixels, sound_samples
 
 # FFmpeg's default layout for each channel count AAC carries (a 5.1 film track is 6 channels).
 LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
@@ -305,7 +305,7 @@ def _write(
                 target = next((r for r in AAC_RATES if r > sample_rate), AAC_RATES[-1])
                 waveform = resample_audio(waveform, sample_rate, target)
                 sample_rate = target
-            waveform = fit_length(waveform, round(len(frames) / fps * sample_rate))
+            waveform = fit_length(waveform, sound_samples(len(frames), fps, sample_rate))
             sound = container.add_stream("aac", rate=sample_rate, layout=LAYOUTS[len(waveform)])
         for index, image in enumerate(frames):  # by frame: whole-clip temporaries were 2x its size
             image = (_even_sides(image[None]).clamp(0, 1) * 255).round().to(torch.uint8)

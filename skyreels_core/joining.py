@@ -19,7 +19,7 @@ from .codecs.protocol import VideoCodec
 from .errors import InputError
 from .masks import check_size, extend_video
 from .sampling import MAX_SEED
-from .shapes import frame_count, latent_frame_count, rgb_pixels, whole_groups
+from .shapes import frame_count, latent_frame_count, rgb_pixels, sound_samples, whole_groups
 from .types import VideoCondition
 
 # Frames a window keeps of the clip before it: the demo model's smoothest seams of 1, 5 and 9
@@ -210,6 +210,6 @@ def extend_to_length(
         require_matching_sound(audio is not None, sound is not None)
         frames, audio = join_clips(frames, window, len(condition.known_frames), fps, audio, sound)
     if audio is not None:  # exactly the frames' length: the windows' sounds end on whole tokens
-        samples = round(total_frames / fps * audio["sample_rate"])
+        samples = sound_samples(total_frames, fps, audio["sample_rate"])
         audio = {**audio, "waveform": fit_length(audio["waveform"], samples)}
     return frames[:total_frames], audio

@@ -42,6 +42,12 @@ def whole_groups(frames: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
     return 1 + (frames - 1) // temporal_stride * temporal_stride
 
 
+def sound_samples(frames: int, fps: float, sample_rate: int) -> int:
+    """Samples of sound as long as ``frames`` frames at ``fps``: what a clip's sound is cut or
+    padded to wherever picture and sound must end together."""
+    return round(frames / fps * sample_rate)
+
+
 def pixel_frame_count(latent_frames: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
     """Pixel frames decoded from ``latent_frames`` latent frames."""
     return 1 + (latent_frames - 1) * temporal_stride

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ..av_io import fit_length, read_video, resample_audio
 from ..errors import InputError
 from ..file_kinds import SUFFIXES, files_of
+from ..shapes import sound_samples
 from .world import FPS, SAMPLE_RATE, render_scene, sample_scene_spec
 
 FRAMES = 33
@@ -84,7 +85,7 @@ def _fit_clip(path: Path, frames: int, size: int) -> tuple[torch.Tensor, torch.T
     top, left = (height - side) // 2, (width - side) // 2
     square = picked[:, top : top + side, left : left + side].permute(0, 3, 1, 2)
     video = F.interpolate(square, size=size, mode="bilinear", antialias=True)
-    samples = round(seconds * SAMPLE_RATE)
+    samples = sound_samples(frames, FPS, SAMPLE_RATE)
     if audio is None:  # a silent clip teaches silence
         return video.permute(0, 2, 3, 1).clamp(0, 1), torch.zeros(1, samples)
     sound = resample_audio(audio["waveform"][0], audio["sample_rate"], SAMPLE_RATE, 1)

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP, extend_to_length, window_seed
 from ..references import image_references
 from ..sampling import SamplerHooks, SamplerSettings, sample
-from ..shapes import TEMPORAL_STRIDE, pixel_frame_count, whole_groups
+from ..shapes import TEMPORAL_STRIDE, pixel_frame_count, sound_samples, whole_groups
 from ..types import References, VideoCondition
 from . import bundle
 
@@ -210,6 +210,6 @@ def render_condition(
         hooks=hooks,
     )
     frames = pipeline.video_codec.decode(latent.video)[0][: latent.frames]
-    samples = round(latent.frames / request.fps * codec.sample_rate)
+    samples = sound_samples(latent.frames, request.fps, codec.sample_rate)
     waveform = codec.decode(latent.audio)[..., :samples]
     return frames, {"waveform": waveform, "sample_rate": codec.sample_rate}, latent

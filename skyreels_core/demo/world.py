@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..shapes import sound_samples
+
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.15, 0.15),
     "green": (0.15, 0.80, 0.20),
@@ -193,14 +195,14 @@ def click(sample_rate: int) -> torch.Tensor:
 def render_audio(
     objects: list[TrackedObject], frames: int, fps: float, sample_rate: int
 ) -> torch.Tensor:
-    samples = round(frames / fps * sample_rate)
+    samples = sound_samples(frames, fps, sample_rate)
     t = torch.arange(samples, dtype=torch.float64) / sample_rate
     audio = torch.zeros(samples, dtype=torch.float64)
     burst = click(sample_rate).double()
     for tracked in objects:
         audio += HUM_AMPLITUDE * torch.sin(2 * math.pi * PITCH_FOR_COLOUR[tracked.spec.colour] * t)
         for frame in tracked.contact_frames:
-            start = round(frame / fps * sample_rate)
+            start = sound_samples(frame, fps, sample_rate)  # the frame starts there
             end = min(samples, start + len(burst))
             audio[start:end] += burst[: end - start]
     return audio.clamp(-1, 1).float()[None]

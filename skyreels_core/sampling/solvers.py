@@ -23,6 +23,7 @@ from ..errors import InputError
 
 Streams = list[torch.Tensor]
 
+
 def log_snr(sigma: float) -> float:
     """``λ = log((1 - t) / t)`` with the limits ±inf at t = 0 and t = 1."""
     if sigma <= 0.0:
