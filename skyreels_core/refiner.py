@@ -31,10 +31,10 @@ from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
 from .loading import read_header, save_model, validate_keys
 from .mmdit import TIMESTEP_SCALE, Head, forward_activation_bytes, sinusoidal_embedding
-from .objective import noised, velocity_target
+from .objective import noised
 from .offload import Float8Linear
 from .rope import device_table, video_angles, video_positions
-from .sampling import SamplerHooks, initial_noise, require_finite
+from .sampling import SamplerHooks, denoise, initial_noise, require_finite
 from .sampling.schedules import flow_sigmas
 from .sampling.solvers import make_solver
 from .shapes import SPATIAL_STRIDE
@@ -409,8 +409,9 @@ def refine(
     """Refined latents [B, C, r (T - 1) + 1, h * scale, w * scale] (float32, on the model's
     device) from low-res latents [B, C, T, h, w].
 
-    The held keyframes ride the noised path of their own noise and take the known velocity, as the
-    sampler treats known cells, so they come out bit-identical. The noise is drawn on the CPU from
+    The held keyframes go through the sampler's own loop (:func:`~.sampling.denoise`) as known
+    cells: on the noised path of their own noise, with the known velocity, so they come out
+    bit-identical. The noise is drawn on the CPU from
     ``seed``: the same seed refines the same way on any device.
     """
     hooks = hooks or SamplerHooks()
@@ -432,25 +433,18 @@ def refine(
     start = condition.latents
     noise = initial_noise(settings.seed, [tuple(start.shape)], device)[0]
     held, model_condition = condition.held, condition.model_condition.to(dtype)
-    known_velocity = velocity_target(start, noise)
-    x = noised(start, noise, settings.denoise_start)
     if hooks.reserve is not None:
         hooks.reserve(device, model.activation_bytes(tuple(start.shape)))
-    with torch.no_grad():
-        for index in range(settings.steps):
-            if hooks.interrupt is not None:
-                hooks.interrupt()
-            sigma = sigmas[index]
-            x = torch.where(held, noised(start, noise, sigma), x)
-            timestep = torch.full((x.shape[0],), sigma, device=device)
-            velocity = model(torch.cat([x.to(dtype), model_condition], dim=1), timestep, keep_ratio)
-            velocity = torch.where(held, known_velocity, velocity.float())
-            require_finite([velocity], index, settings.steps, dtype, loader="Load Refiner")
-            if hooks.preview is not None:
-                hooks.preview(index + 1, torch.where(held, start, x - sigma * velocity))
-            x = solver.step(index, [x], [velocity])[0]
-            if hooks.progress is not None:
-                hooks.progress(index + 1, settings.steps)
+
+    def predict(index: int, sigma: float, latents: list[torch.Tensor]) -> list[torch.Tensor]:
+        timestep = torch.full((start.shape[0],), sigma, device=device)
+        inputs = torch.cat([latents[0].to(dtype), model_condition], dim=1)
+        velocity = model(inputs, timestep, keep_ratio).float()
+        require_finite([velocity], index, settings.steps, dtype, loader="Load Refiner")
+        return [velocity]
+
+    x = noised(start, noise, settings.denoise_start)
+    (x,) = denoise(predict, [x], held, start, noise, sigmas, solver, hooks)
     return torch.where(held, start, x)
 
 

@@ -1,6 +1,14 @@
 """Flow-matching sampling of the dual-stream model: schedule, solvers, guidance, the sampler."""
 
-from .sampler import MAX_SEED, SamplerHooks, SamplerSettings, initial_noise, require_finite, sample
+from .sampler import (
+    MAX_SEED,
+    SamplerHooks,
+    SamplerSettings,
+    denoise,
+    initial_noise,
+    require_finite,
+    sample,
+)
 from .schedules import MAX_STEPS, custom_sigmas, flow_sigmas, sigmas_from_text
 from .solvers import SOLVERS
 
@@ -11,6 +19,7 @@ __all__ = [
     "SamplerHooks",
     "SamplerSettings",
     "custom_sigmas",
+    "denoise",
     "flow_sigmas",
     "initial_noise",
     "require_finite",

@@ -28,7 +28,7 @@ from ..shapes import latent_to_pixel_frames, pixel_frame_count
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
 from .schedules import custom_sigmas, flow_sigmas
-from .solvers import make_solver
+from .solvers import FlowSolver, make_solver
 from .step_cache import StepCache
 
 Streams = list[torch.Tensor]
@@ -451,6 +451,39 @@ def _require_same_clip(initial: torch.Tensor, needed: torch.Tensor) -> None:
     )
 
 
+def denoise(
+    predict: Callable[[int, float, list[torch.Tensor]], list[torch.Tensor]],
+    latents: list[torch.Tensor],
+    known: torch.Tensor,
+    known_latents: torch.Tensor,
+    noise: torch.Tensor,
+    sigmas: Sequence[float],
+    solver: FlowSolver,
+    hooks: SamplerHooks,
+) -> list[torch.Tensor]:
+    """The loop the sampler and the refiner share, over ``len(sigmas) - 1`` steps: the known
+    cells of the first stream ride their own noise path (``noise``) at each step's sigma, their
+    velocity is the exact one towards ``known_latents`` whatever ``predict`` said, and the
+    preview shows them clean. ``predict(index, sigma, latents)`` gives each stream's velocity."""
+    steps = len(sigmas) - 1
+    known_velocity = velocity_target(known_latents, noise)
+    with torch.no_grad():
+        for index in range(steps):
+            if hooks.interrupt is not None:
+                hooks.interrupt()
+            sigma = sigmas[index]
+            latents[0] = torch.where(known, noised(known_latents, noise, sigma), latents[0])
+            velocities = predict(index, sigma, latents)
+            velocities[0] = torch.where(known, known_velocity, velocities[0])
+            if hooks.preview is not None:
+                estimate = torch.where(known, known_latents, latents[0] - sigma * velocities[0])
+                hooks.preview(index + 1, estimate)
+            latents = solver.step(index, latents, velocities)
+            if hooks.progress is not None:
+                hooks.progress(index + 1, steps)
+    return latents
+
+
 def require_finite(
     velocities: list[torch.Tensor],
     index: int,
@@ -572,28 +605,19 @@ def sample(
     latents = _start_latents(
         initial, noise, settings.denoise_start, has_audio, keyframes, start_input
     )
-    known_velocity = velocity_target(known_latents, noise[0])
     cache = StepCache(settings.cache_threshold, math.ceil(settings.cache_warmup * settings.steps))
-    with torch.no_grad():
-        for index in range(settings.steps):
-            if hooks.interrupt is not None:
-                hooks.interrupt()
-            sigma = sigmas[index]
-            latents[0] = torch.where(known, noised(known_latents, noise[0], sigma), latents[0])
-            last = index == settings.steps - 1
-            velocities = None if last else cache.reuse(index, latents, sigma)
-            if velocities is None:
-                cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
-                velocities = guidance.combine(index, sigma, latents, cond, uncond)
-                require_finite(velocities, index, settings.steps, dtype)
-                cache.store(latents, velocities, sigma)
-            velocities[0] = torch.where(known, known_velocity, velocities[0])
-            if hooks.preview is not None:
-                estimate = torch.where(known, known_latents, latents[0] - sigma * velocities[0])
-                hooks.preview(index + 1, estimate)
-            latents = solver.step(index, latents, velocities)
-            if hooks.progress is not None:
-                hooks.progress(index + 1, settings.steps)
+
+    def predict(index: int, sigma: float, latents: list[torch.Tensor]) -> list[torch.Tensor]:
+        last = index == settings.steps - 1
+        velocities = None if last else cache.reuse(index, latents, sigma)
+        if velocities is None:
+            cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
+            velocities = guidance.combine(index, sigma, latents, cond, uncond)
+            require_finite(velocities, index, settings.steps, dtype)
+            cache.store(latents, velocities, sigma)
+        return velocities
+
+    latents = denoise(predict, latents, known, known_latents, noise[0], sigmas, solver, hooks)
 
     if cache.skipped:
         log.info(
