@@ -27,8 +27,9 @@ from .types import ModelOutput, References, TextEncoding
 
 TIMESTEP_SCALE = 1000.0  # flow time t in [0, 1] is embedded as Wan's timestep t * 1000
 # Working memory of a forward, in elements of the compute dtype per token (video, audio and text)
-# and unit of width: about 1.4x the tracked peak of 18-21 (bench part working_memory).
-ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 28
+# and unit of width: about 1.4x the tracked peak of 11-15 in float32 and bfloat16 (bench part
+# working_memory; 18-21 before the single-stream block freed its dead tensors).
+ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 21
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

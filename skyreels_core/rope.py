@@ -104,22 +104,37 @@ def _device_table(angles: torch.Tensor, device: torch.device, inference: bool) -
     return rotary(angles).to(device)
 
 
+ROTARY_CHUNK = 1024  # tokens rotated at a time in half precision (see apply_rotary)
+
+
 def apply_rotary(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive pairs of token-major [B, L, heads, head_dim] by the table's rotations
     [L, head_dim/2, 2] (Wan's layout), in float32.
 
     Eagerly one complex multiply, about 4x faster forward and backward than the real arithmetic's
     separate kernels; under ``torch.compile`` the real arithmetic, which Inductor fuses into one
-    kernel and which avoids its missing code generation for complex operators."""
-    pairs = x.float().unflatten(-1, (-1, 2))
+    kernel and which avoids its missing code generation for complex operators. Half-precision
+    input is rotated ``ROTARY_CHUNK`` tokens at a time into its output: its float32 copies of
+    the whole of q and k were the model's activation peak in bf16."""
     if torch.compiler.is_compiling():
+        pairs = x.float().unflatten(-1, (-1, 2))
         cos, sin = table[:, None, :, 0], table[:, None, :, 1]
         real, imag = pairs[..., 0], pairs[..., 1]
         rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    else:
-        turns = torch.view_as_complex(table)[:, None]
-        rotated = torch.view_as_real(torch.view_as_complex(pairs) * turns)
-    return rotated.flatten(-2).to(x.dtype)
+        return rotated.flatten(-2).to(x.dtype)
+    if x.dtype == torch.float32 or x.shape[1] <= ROTARY_CHUNK:
+        return _rotate(x, table)
+    out = torch.empty_like(x)
+    for start in range(0, x.shape[1], ROTARY_CHUNK):
+        part = slice(start, start + ROTARY_CHUNK)
+        out[:, part] = _rotate(x[:, part], table[part])
+    return out
+
+
+def _rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    pairs = x.float().unflatten(-1, (-1, 2))
+    turns = torch.view_as_complex(table)[:, None]
+    return torch.view_as_real(torch.view_as_complex(pairs) * turns).flatten(-2).to(x.dtype)
 
 
 def video_positions(

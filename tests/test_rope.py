@@ -103,6 +103,21 @@ def test_rotation_is_the_same_eagerly_and_under_compile():
     assert half.dtype == torch.bfloat16 and torch.allclose(half.double(), expected, atol=0.1)
 
 
+def test_half_precision_is_rotated_in_parts_exactly_as_whole(monkeypatch):
+    """bf16 q and k are rotated ROTARY_CHUNK tokens at a time (their whole float32 copies were
+    the model's activation peak): the same numbers as one rotation, with or without a gradient."""
+    from skyreels_core import rope
+
+    x = torch.randn(2, 11, 3, 8).bfloat16()
+    table = rotary(torch.rand(11, 4, dtype=torch.float64) * 10)
+    whole = rope.apply_rotary(x, table)
+    monkeypatch.setattr(rope, "ROTARY_CHUNK", 4)
+    assert torch.equal(rope.apply_rotary(x, table), whole)
+    leaf = x.clone().requires_grad_()
+    rope.apply_rotary(leaf, table).float().square().sum().backward()
+    assert leaf.grad.shape == x.shape and leaf.grad.abs().sum() > 0
+
+
 def test_device_table_is_made_once_per_angles_and_inference_mode():
     angles = video_angles(video_positions(2, 3, 4), 12, 10000.0)
     table = device_table(angles, "cpu")
