@@ -454,17 +454,25 @@ def memory(
 
 
 def sparse_vs_dense(
-    grids: tuple[tuple[int, int, int], ...] = ((8, 16, 16), (16, 32, 32)),
+    grids: tuple[tuple[int, int, int], ...] = (
+        (9, 8, 8),
+        (1, 32, 32),
+        (8, 16, 16),
+        (16, 32, 32),
+        (17, 32, 32),
+    ),
     heads: int = 4,
     head_dim: int = 64,
     keep_ratio: float = 0.25,
 ) -> dict:
     """The refiner's sparse attention (top-k cubes plus the neighbourhood, as the refiner runs it)
-    vs dense SDPA, at a demo-sized and a larger refiner token grid, on this machine's path
-    (compiled FlexAttention on CUDA, gathered SDPA elsewhere)."""
+    vs dense SDPA, on this machine's path (compiled FlexAttention on CUDA, gathered SDPA
+    elsewhere), at refiner token grids: the demo refiner's, one latent frame, two whose frames
+    fill whole 4-frame cubes and a 1 + 4k one as real clips have; ``refine_runs`` is the path
+    :func:`refine` takes there (:func:`sparse_pays_off`)."""
     import torch.nn.functional as F
 
-    from .sparse_attention import block_sparse_attention
+    from .sparse_attention import block_sparse_attention, sparse_pays_off
 
     def measure(grid: tuple[int, int, int]) -> dict:
         length = math.prod(grid)
@@ -478,7 +486,8 @@ def sparse_vs_dense(
         return {"tokens": length, "keep_ratio": keep_ratio, "device": str(q.device),
                 "dense_s": times["dense"], "sparse_s": times["sparse"],
                 "time_ratio_dense_over_sparse": times["dense"] / times["sparse"],
-                "flop_ratio_dense_over_sparse": dense_f / sparse_f}  # fmt: skip
+                "flop_ratio_dense_over_sparse": dense_f / sparse_f,
+                "refine_runs": "sparse" if sparse_pays_off(grid, keep_ratio) else "dense"}  # fmt: skip
 
     return {"x".join(map(str, grid)): measure(grid) for grid in grids}
 

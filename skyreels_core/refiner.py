@@ -38,6 +38,7 @@ from .sampling import SamplerHooks, denoise, initial_noise, require_finite
 from .sampling.schedules import flow_sigmas
 from .sampling.solvers import make_solver
 from .shapes import SPATIAL_STRIDE
+from .sparse_attention import sparse_pays_off
 
 CONFIG_METADATA_KEY = "skyreels_refiner_config"
 SCALES = (1, 2, 3, 4)
@@ -411,8 +412,9 @@ def refine(
 
     The held keyframes go through the sampler's own loop (:func:`~.sampling.denoise`) as known
     cells: on the noised path of their own noise, with the known velocity, so they come out
-    bit-identical. The noise is drawn on the CPU from
-    ``seed``: the same seed refines the same way on any device.
+    bit-identical. The noise is drawn on the CPU from ``seed``: the same seed refines the same
+    way on any device. ``settings.sparsity`` applies where block-sparse attention pays off
+    (:func:`~.sparse_attention.sparse_pays_off`); smaller clips refine dense.
     """
     hooks = hooks or SamplerHooks()
     keep_ratio = settings.validate().keep_ratio
@@ -433,6 +435,11 @@ def refine(
     start = condition.latents
     noise = initial_noise(settings.seed, [tuple(start.shape)], device)[0]
     held, model_condition = condition.held, condition.model_condition.to(dtype)
+    # Dense where sparse would not pay (the refiner trains on both, so dense is a mode it knows:
+    # on the demo world's 64 -> 128 px clips it refined 0.05-0.1 dB better, and faster).
+    grid = tuple(n // p for n, p in zip(start.shape[2:], model.config.patch_size))
+    if keep_ratio is not None and not sparse_pays_off(grid, keep_ratio):
+        keep_ratio = None
     if hooks.reserve is not None:
         hooks.reserve(device, model.activation_bytes(tuple(start.shape)))
 

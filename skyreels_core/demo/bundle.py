@@ -31,7 +31,7 @@ REFINER_SCALE = HIGH_SIZE // LOW_SIZE  # train-demo-refiner's only scale
 def refiner_scale_advice(preset: str, scale: int) -> str | None:
     """What to do instead when the demo refiner is asked for a scale it was not trained for: on
     four held-out scenes (evaluate_refiner.refiner_psnr, 1x fps: refined / bicubic) it reads
-    1x 23.5 / 32.1 dB, 2x 31.4 / 30.9, 3x 27.2 / 30.5, 4x 26.3 / 30.3. None otherwise."""
+    1x 23.5 / 32.1 dB, 2x 31.5 / 30.9, 3x 27.2 / 30.5, 4x 26.2 / 30.3. None otherwise."""
     if preset != REFINER_PRESET or scale == REFINER_SCALE:
         return None
     return (

@@ -83,7 +83,7 @@ def finetune_video_decoder(
 
     Why: fitted on 64 px clips only, the codec's 128 px round trip read 30.4 dB, under bicubic
     upsampling of its own 64 px decode (30.0 dB), so the refiner could not beat bicubic at 1x fps.
-    4,000 steps lift it to 33.7 dB (64 px: 30.9 -> 32.1) and the refiner to +0.25 dB over bicubic.
+    4,000 steps lift it to 33.7 dB (64 px: 30.9 -> 32.1) and the refiner to +0.35 dB over bicubic.
     Why the decoder alone: the encoder defines the latent space, and frozen it keeps every latent
     the model and the refiner were trained on (as Stable Diffusion's VAE decoder was fine-tuned),
     so neither needs retraining. A two-size fit of the whole codec moves the latents.
