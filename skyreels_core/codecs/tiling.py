@@ -84,7 +84,7 @@ def spatially_tiled(
             )
             total[..., region[0], region[1]] += piece * weight.to(piece.dtype)
             weights[region] += weight
-    return total / weights.to(total.dtype)
+    return total.div_(weights.to(total.dtype))  # in place: the output is the biggest tensor here
 
 
 def _check(tile: int, overlap: int) -> None:

@@ -131,4 +131,5 @@ class WanVideoCodec:
         with self._visit(DECODE_ELEMENTS_PER_PIXEL * pixels + 2 * 3 * frames * pixels):
             z = self._placed(latents.float().cpu() * self.std + self.mean)
             x = self.vae.decode(z).sample.cpu()
-        return ((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)
+        # in place: out of place held three clip-sized copies in RAM (2.7 GB at 720p, 81 frames)
+        return x.float().add_(1).div_(2).clamp_(0, 1).permute(0, 2, 3, 4, 1)
