@@ -64,13 +64,19 @@ WAN_TINY = ModelConfig(
 )  # fmt: skip
 
 
-def write_wan_checkpoint(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+def write_wan_checkpoint(
+    path: Path, prefix: str = "", qk_norm_std: float = 0.05
+) -> dict[str, torch.Tensor]:
     """A randomly initialised Wan 2.1 state dict in Wan's own layout, saved under ``prefix``
-    (ComfyUI's is ``model.diffusion_model.``); returns it without the prefix."""
+    (ComfyUI's is ``model.diffusion_model.``); returns it without the prefix.
+
+    ``qk_norm_std`` is the spread of the q/k RMS-norm weights: at the default 0.05 the attention
+    logits are nearly flat, so position (RoPE) barely moves the output; about 2 makes it visible."""
     torch.manual_seed(0)
     model = DualStreamMMDiT(WAN_TINY)
-    for parameter in model.parameters():
-        torch.nn.init.normal_(parameter, std=0.05)
+    for name, parameter in model.named_parameters():
+        sharp = ".norm_q." in name or ".norm_k." in name
+        torch.nn.init.normal_(parameter, std=qk_norm_std if sharp else 0.05)
     state = {key: value.clone() for key, value in model.state_dict().items()}
     save_file({f"{prefix}{key}": value for key, value in state.items()}, str(path))
     return state

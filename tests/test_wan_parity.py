@@ -147,3 +147,49 @@ def test_the_flex_backend_runs_a_text_free_generator_densely(wan_checkpoint):
         dense = model(latents, t, encoding).video
         model.attention_backend = "flex"
         assert torch.equal(model(latents, t, encoding).video, dense)
+
+
+@pytest.mark.parametrize(("head_dim", "grid"), [(32, (3, 4, 4)), (128, (5, 3, 7))])
+def test_rotary_tables_equal_diffusers_wan_rotary_pos_embed(head_dim, grid):
+    """Wan weights were trained with Wan's rotary frequencies and its 44/42/42 split of the head
+    (at 128): any drift in the table turns every position a pretrained Wan model reads into a
+    slightly wrong one, which the end-to-end parity test (near-flat attention) cannot see. The
+    model's own cached table must be bit-identical to diffusers' WanRotaryPosEmbed."""
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+
+    from skyreels_core.mmdit import _video_table
+    from skyreels_core.rope import rotary, video_angles, video_positions
+
+    cos, sin = WanRotaryPosEmbed(head_dim, (1, 2, 2), 1024)(
+        torch.zeros(1, 4, grid[0], 2 * grid[1], 2 * grid[2])
+    )
+    cos, sin = cos[0, :, 0], sin[0, :, 0]  # [L, head_dim], each pair's value repeated
+    assert torch.equal(cos[:, 0::2], cos[:, 1::2]) and torch.equal(sin[:, 0::2], sin[:, 1::2])
+    ours = rotary(_video_table(grid, 0, (), (0, 0), head_dim, 1e4, False))
+    assert ours.shape == (grid[0] * grid[1] * grid[2], head_dim // 2, 2)
+    assert torch.equal(ours[..., 0], cos[:, 0::2])
+    assert torch.equal(ours[..., 1], sin[:, 0::2])
+    public = rotary(video_angles(video_positions(*grid), head_dim, 1e4))
+    assert torch.equal(public, ours)
+
+
+def test_matches_diffusers_wan_with_position_sensitive_attention(tmp_path, monkeypatch):
+    """The default test checkpoint's q/k are so small that attention ignores position: dropping
+    the rotation moved its output by 3e-5, under the 1e-4 tolerance. Here the q/k norm weights
+    are large, so a rotary that differs from Wan's (frequencies, axis split, which keys rotate)
+    fails the comparison; the second half proves the test can see position at all."""
+    from skyreels_core import blocks
+
+    path = tmp_path / "wan_sharp.safetensors"
+    state = write_wan_checkpoint(path, qk_norm_std=2.0)
+    ours = load_model(path, WAN_TINY)
+    theirs = diffusers_wan(state)
+    latents, t, text = wan_inputs()
+    encoding = TextEncoding(text, torch.ones(2, 7, dtype=torch.bool))
+    with torch.no_grad():
+        a = ours(latents, t, encoding).video
+        b = theirs(latents, t * 1000, text).sample
+        assert (a - b).abs().max().item() <= 1e-5
+        monkeypatch.setattr(blocks, "apply_rotary", lambda x, table: x)
+        unrotated = ours(latents, t, encoding).video
+    assert (unrotated - a).abs().max().item() > 1e-2
