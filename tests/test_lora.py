@@ -395,3 +395,54 @@ def test_alphas_kept_in_diffusers_metadata_match_diffusers(wan, tmp_path, rslora
     )
     assert (without - reference).abs().max() > 0.01  # read without its metadata, it differs
     assert (ours - reference).abs().max().item() <= 1e-4
+
+
+def test_two_loras_on_one_parameter_add_and_restore_the_original(wan, tmp_path):
+    """Two distillation LoRAs that both move one block's modulation table: inside the render the
+    table holds both differences, and after it the model is exactly as loaded. If the second
+    LoRA took the first one's patched table for "the original", the host's cached model would
+    keep the first LoRA's change in every later render, with or without LoRAs."""
+    model, _ = wan
+    plain = LoadedModel(model, "wan")
+    table = dict(model.named_parameters())["blocks.0.modulation"]
+    norm = dict(model.named_parameters())["blocks.0.norm3.weight"]
+    first = save(tmp_path, "a.safetensors", {
+        "diffusion_model.blocks.0.diff_m": torch.full_like(table, 1.0),
+        "diffusion_model.blocks.0.norm3.diff": torch.full_like(norm, 1.0),
+    })  # fmt: skip
+    second = save(tmp_path, "b.safetensors", {
+        "diffusion_model.blocks.0.diff_m": torch.full_like(table, 2.0),
+        "diffusion_model.blocks.0.norm3.diff": torch.full_like(norm, -0.5),
+    })  # fmt: skip
+    table_before, norm_before = table.detach().clone(), norm.detach().clone()
+    both = plain.with_lora(read_lora(first, model), 1.0).with_lora(read_lora(second, model), 1.0)
+    with both.on("cpu"), torch.no_grad():
+        torch.testing.assert_close(table, table_before + 3.0)  # two roundings: close, not equal
+        torch.testing.assert_close(norm, norm_before + 0.5)
+    assert torch.equal(table, table_before)
+    assert torch.equal(norm, norm_before)
+
+
+def test_a_peft_alpha_pattern_names_the_end_of_a_layer_only(tmp_path):
+    """PEFT matches an ``alpha_pattern`` key against the end of a layer's dotted name: the
+    pattern ``0.attn1.to_q`` is block 0's query, not block 10's. Matched anywhere in the name, a
+    trained LoRA's per-layer alphas would scale unrelated layers (here 2x too strong)."""
+    import json
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = DualStreamMMDiT(replace(WAN_TINY, num_dual_blocks=11))
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for block in (0, 10):
+        prefix = f"transformer.blocks.{block}.attn1.to_q"
+        state[f"{prefix}.lora_A.weight"] = torch.randn(RANK, 64, generator=generator)
+        state[f"{prefix}.lora_B.weight"] = torch.randn(64, RANK, generator=generator)
+    config = {"r": RANK, "lora_alpha": 4.0, "alpha_pattern": {"0.attn1.to_q": 8.0, "attn1": 16.0}}
+    metadata = {"lora_adapter_metadata": json.dumps({f"transformer.{k}": v for k, v in config.items()})}  # fmt: skip
+    path = tmp_path / "peft.safetensors"
+    save_file(state, str(path), metadata)
+    lora = read_lora(path, model)
+    assert sorted(lora.layers) == ["blocks.0.self_attn.q", "blocks.10.self_attn.q"]
+    assert lora.layers["blocks.0.self_attn.q"].scale == 2.0  # the pattern's 8 over rank 4
+    assert lora.layers["blocks.10.self_attn.q"].scale == 1.0  # the default 4 over rank 4
