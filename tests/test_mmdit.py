@@ -211,3 +211,92 @@ def test_training_after_sampling_under_inference_mode():
     out = model(video, t, text, audio=audio)
     (out.video.square().mean() + out.audio.square().mean()).backward()
     assert model.head.head.weight.grad is not None
+
+
+@torch.no_grad()
+def test_the_audio_output_is_decoded_from_the_clips_tokens_not_the_references():
+    """With an Audio Reference the audio sequence is [reference | clip]: the audio head must read
+    the clip's tokens. Reading the first tokens instead decodes the reference's sound as the
+    start of the clip whenever a sound reference is connected (without one both are the same)."""
+    model = tiny_model()
+    video, t, text, audio = inputs(model, audio_tokens=12)
+    refs = References(audio=torch.randn(2, 4, 5))
+    last = model.audio_single_blocks[-1]
+    seen = {}
+    original = last.attend
+
+    def spy(*args, **kwargs):
+        seen["a_full"], text_out = original(*args, **kwargs)
+        return seen["a_full"], text_out
+
+    last.attend = spy
+    model.audio_head.register_forward_pre_hook(lambda _, args: seen.update(head_in=args[0]))
+    out = model(video, t, text, audio=audio, references=refs)
+    assert seen["a_full"].shape == (2, 17, model.config.dim)
+    assert torch.equal(seen["head_in"], seen["a_full"][:, 5:])
+    assert out.audio.shape == (2, 4, 12)
+
+
+def test_a_shots_first_latent_frame_reads_only_its_own_text():
+    """Shot (tokens 3..6, frames 2..4) starts at latent frame 2: that frame reads shot 2's words
+    only, and frame 1 (the end of shot 1, exclusive) reads shot 1's only. An inclusive end would
+    let each shot's first frame follow the previous prompt too: the cut bleeds."""
+    model = tiny_model()
+    shots = [(0, 3, 0, 2), (3, 6, 2, 4)]
+    text = TextEncoding(torch.zeros(1, 6, 16), torch.ones(1, 6, dtype=torch.bool), shots)
+    mask = model._cross_mask(text, text.mask, 4, 0, (4, 1, 1), (), (0, 0))
+    assert mask.shape == (1, 1, 4, 6)
+    first, second = [True] * 3 + [False] * 3, [False] * 3 + [True] * 3
+    assert mask[0, 0].tolist() == [first, first, second, second]
+
+
+@torch.no_grad()
+def test_the_audio_phase_feature_is_sin_then_cos_of_the_group_angles():
+    """The demo model (and any trained with audio_phase_harmonics) learnt its audio_phase layer on
+    [sin | cos] of each token's angle inside its 4-frame latent group: swapping the halves still
+    renders, but the model then misplaces every sound inside its group (audio-video sync fell
+    from under 62.5 ms to 82 ms). Token 0 sits at angle 0: [0, 0, 0, 0, 1, 1, 1, 1]."""
+    from skyreels_core.rope import audio_group_angles
+
+    model = tiny_model(audio_phase_harmonics=4)
+    video, t, text, audio = inputs(model, frames=3, audio_tokens=11)
+    seen = []
+    model.audio_phase.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    model(video, t, text, audio=audio)
+    features = seen[0]
+    assert features.shape == (11, 8)
+    assert features[0].tolist() == [0.0] * 4 + [1.0] * 4
+    angles = audio_group_angles(11, 0, 3, 4)
+    expected = torch.cat([angles.sin(), angles.cos()], dim=1).float()
+    torch.testing.assert_close(features, expected, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_joint_text_single_stream_and_references_golden_output():
+    """A pinned output of the wiring no other unit test checks by number: joint text tokens with
+    their own modulation, single-stream blocks rotating video keys and updating the text,
+    two references (at t = -2, -1) with their all-known mask channel that read every shot, the audio phase and the
+    audio-video exchange. Values pinned from the code of 2025's audit 6 (seeded, CPU, fp32): a
+    change here changes what every trained checkpoint computes, so it must be deliberate."""
+    model = tiny_model(num_single_blocks=2, audio_phase_harmonics=2)
+    randomise_av_exchange(model)
+    video, t, text, audio = inputs(model, frames=3, audio_tokens=11, text_tokens=6)
+    text = TextEncoding(text.features, text.mask, [(0, 3, 0, 2), (3, 6, 2, 3)])
+    generator = torch.Generator().manual_seed(5)
+    refs = References(
+        video=torch.randn(2, 4, 2, 4, 6, generator=generator),
+        audio=torch.randn(2, 4, 3, generator=generator),
+    )
+    out = model(video, t, text, audio=audio, references=refs)
+    assert out.video.shape == (2, 4, 3, 4, 6) and out.audio.shape == (2, 4, 11)
+    pinned = dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.video.abs().sum().item(), 307.93597, **pinned)
+    torch.testing.assert_close(out.audio.abs().sum().item(), 29.859867, **pinned)
+    torch.testing.assert_close(
+        out.video.flatten()[:4], torch.tensor([0.28705296, -0.48910668, 0.19795980, -0.48790744]),
+        **pinned,
+    )  # fmt: skip
+    torch.testing.assert_close(
+        out.audio.flatten()[:4], torch.tensor([0.09557608, 0.28247923, -0.13099542, 0.11862400]),
+        **pinned,
+    )  # fmt: skip
