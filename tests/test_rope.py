@@ -54,6 +54,29 @@ def test_reference_positions_are_negative_and_keyframes_fractional():
     assert refs[:, 0].tolist() == [-2.0, -1.0]
     keys = video_positions(2, 2, 2, times=[0, 4], spatial_scale=0.5)
     assert keys[:, 0].unique().tolist() == [0.0, 4.0] and keys[:, 1].unique().tolist() == [0.0, 0.5]
+    assert keys[:, 2].unique().tolist() == [0.0, 0.5]  # both spatial axes on the low-res grid
+
+
+def test_the_models_table_puts_references_before_the_clip_and_keyframes_on_its_grid():
+    """The model's own table for [2 references | 3 clip frames | 2 high-res keyframes]: the
+    references at t = -2, -1 (at -1, 0 they would share rotary positions with the clip's first
+    frame, and identity panels get copied into it), the clip at 0..2, and the keyframes at their
+    latent frames with their 4x4 tokens at the clip's 2x2 grid coordinates (0, 0.5, 1, 1.5).
+    With head_dim 32 the split is (6, 5, 5) pairs and each axis's first frequency is 1, so
+    columns 0, 6 and 11 are t, h and w themselves."""
+    from skyreels_core.mmdit import _video_table
+
+    assert axis_split(32) == (6, 5, 5)
+    angles = _video_table((3, 2, 2), 2, (0, 2), (4, 4), 32, 1e4, False)
+    assert angles.shape == (8 + 12 + 32, 16)
+    t, h, w = angles[:, 0], angles[:, 6], angles[:, 11]
+    assert t[:8].tolist() == [-2.0] * 4 + [-1.0] * 4
+    assert t[8:20].tolist() == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+    assert h[8:20].tolist() == [0.0, 0.0, 1.0, 1.0] * 3 and w[8:20].tolist() == [0.0, 1.0] * 6
+    assert t[20:].tolist() == [0.0] * 16 + [2.0] * 16
+    quarter = [0.0, 0.5, 1.0, 1.5]
+    assert h[20:36].tolist() == [x for x in quarter for _ in range(4)]
+    assert w[20:36].tolist() == quarter * 4
 
 
 def test_cross_modal_attention_sees_only_time_offsets():
