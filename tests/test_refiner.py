@@ -108,6 +108,26 @@ def test_sparse_attention_keeping_everything_equals_dense_through_the_refiner():
     assert (sparse - dense).abs().max().item() > 1e-4  # a quarter of the cubes is not everything
 
 
+def test_sparsity_is_the_share_of_key_cubes_skipped(monkeypatch):
+    """sparsity 0.75 keeps a quarter of the key cubes in every block (read the other way round
+    it would keep three quarters: three times the cost, outside the regime trained on)."""
+    from skyreels_core import refiner as refiner_module
+    from skyreels_core import sparse_attention
+
+    assert RefinerSettings(sparsity=0.75).keep_ratio == 0.25
+    assert RefinerSettings(sparsity=0.0).keep_ratio is None
+    seen, real = [], sparse_attention.block_sparse_attention
+    monkeypatch.setattr(refiner_module, "sparse_pays_off", lambda grid, keep_ratio: True)
+    monkeypatch.setattr(
+        sparse_attention,
+        "block_sparse_attention",
+        lambda *args, **kwargs: seen.append(kwargs["keep_ratio"]) or real(*args, **kwargs),
+    )
+    refiner = _tiny_refiner()
+    refine(refiner, _latents(1, 4, 3, 4, 6), RefinerSettings(sparsity=0.75))
+    assert seen == [0.25] * refiner.config.num_blocks
+
+
 def test_clips_too_small_for_sparse_attention_to_pay_off_refine_dense():
     """Sparse attention over 4 x 4 x 4 cubes cost 1.5x dense's FLOPs on the demo refiner's
     9 x 8 x 8 tokens (and ran 1.9x slower), 5.8x on one latent frame (10x slower)."""

@@ -710,6 +710,25 @@ def test_a_non_finite_prediction_stops_the_render_at_its_step(dtype, fix):
     assert progress == [1, 2]
 
 
+def test_an_initial_takes_its_keyframes_only_for_the_frames_they_were_made_for():
+    """A take's keyframes made for latent frame 1, started from for frame 2 (same count and
+    size): the keyframe stream would begin at another frame's picture. They are upsampled from
+    the take's own frame 2 instead."""
+    from skyreels_core.objective import noised
+    from skyreels_core.sampling.sampler import _start_latents
+
+    video = torch.randn(1, C_V, T, H, W, generator=torch.Generator().manual_seed(3))
+    keyframes = torch.full((1, C_V, 1, 2 * H, 2 * W), 7.0)
+    initial = AVLatent(video=video, keyframes=keyframes, keyframe_indices=[1])
+    noise = [torch.randn(1, C_V, T, H, W), torch.randn(1, C_V, 1, 2 * H, 2 * W)]
+    for indices, clean in (
+        ([1], keyframes),
+        ([2], torch.nn.functional.interpolate(video[:, :, [2]], size=(1, 2 * H, 2 * W), mode="trilinear")),
+    ):  # fmt: skip
+        start = _start_latents(initial, noise, 0.5, False, indices)
+        torch.testing.assert_close(start[-1], noised(clean, noise[-1], 0.5), rtol=0, atol=0)
+
+
 def test_step_cache_off_calls_the_model_at_every_step_as_before():
     plain, cached = FakeModel(wavy), FakeModel(wavy)
     run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A, fps=16.0)
@@ -719,17 +738,20 @@ def test_step_cache_off_calls_the_model_at_every_step_as_before():
     assert len(plain.calls) == len(cached.calls) == 8
 
 
-def test_step_cache_stands_in_with_the_last_velocity_after_warmup_and_runs_the_last_step():
-    """On a straight path the velocity never changes: after the warm-up (3 of 20 steps) every
-    step but the last reuses it, and the result is still exact."""
+@pytest.mark.parametrize("steps, warmup", [(20, 3), (30, 5)])  # 15 % of the steps, rounded up
+def test_step_cache_stands_in_with_the_last_velocity_after_warmup_and_runs_the_last_step(
+    steps, warmup
+):
+    """On a straight path the velocity never changes: after the warm-up every step but the last
+    reuses it, and the result is still exact."""
     from skyreels_core.sampling import flow_sigmas
 
     model = FakeModel(straight_oracle)
     result = sample(model, text=text(), negative_text=None, condition=condition(),
-                    audio_tokens=L_A, fps=16.0, settings=settings(steps=20, cache_threshold=0.5))  # fmt: skip
-    sigmas = flow_sigmas(20, 5.0).tolist()
+                    audio_tokens=L_A, fps=16.0, settings=settings(steps=steps, cache_threshold=0.5))  # fmt: skip
+    sigmas = flow_sigmas(steps, 5.0).tolist()
     called = [call["timestep"][0].item() for call in model.calls]
-    assert called == pytest.approx(sigmas[:3] + [sigmas[19]])
+    assert called == pytest.approx(sigmas[:warmup] + [sigmas[steps - 1]])
     torch.testing.assert_close(result.video, TARGETS["video"], atol=1e-5, rtol=0)
     torch.testing.assert_close(result.audio, TARGETS["audio"], atol=1e-5, rtol=0)
 
