@@ -11,6 +11,7 @@ from skyreels_core.errors import InputError
 from skyreels_core.references import (
     audio_reference,
     clip_reference,
+    fit_frames,
     image_references,
     merge_references,
     split_storyboard,
@@ -91,3 +92,30 @@ def test_references_of_two_sizes_or_a_batch_of_sounds_are_refused_by_name():
         merge_references(small, other)
     with pytest.raises(InputError, match="^audio: a batch of 2 sounds"):
         audio_reference(DemoAudioCodec(), torch.randn(2, 1, 16000), 16000)
+
+
+def test_a_reference_image_is_covered_and_centre_cropped_not_stretched():
+    """A 32x64 image fitted to 32x32 keeps its aspect ratio and its middle: the bright middle
+    half (columns 16..47) fills the output exactly. Fitting inside instead of covering stretches
+    every Image / Clip / Storyboard reference (and Video to Audio's input); a top-left crop moves
+    the subject off centre. Both give a half-dark picture here."""
+    wide = torch.zeros(1, 32, 64, 3)
+    wide[:, :, 16:48] = torch.rand(1, 32, 32, 3) * 0.5 + 0.5
+    out = fit_frames(wide, 32, 32)
+    assert out.shape == (1, 32, 32, 3)
+    assert torch.equal(out, wide[:, :, 16:48])
+    tall = wide.transpose(1, 2).contiguous()  # 64x32, the bright rows 16..47
+    out = fit_frames(tall, 32, 32)
+    assert out.shape == (1, 32, 32, 3)
+    assert torch.equal(out, tall[:, 16:48])
+
+
+def test_a_small_reference_image_is_scaled_up_to_cover_then_centre_cropped():
+    """16x32 to 32x32: scaled 2x to 32x64 (aspect kept), then the middle 32 columns. The bright
+    middle half of the source fills the output up to the interpolation's soft edge."""
+    small = torch.zeros(1, 16, 32, 3)
+    small[:, :, 8:24] = 1.0
+    out = fit_frames(small, 32, 32)
+    assert out.shape == (1, 32, 32, 3)
+    assert out[:, :, 2:30].min().item() == 1.0  # away from the blurred edges, fully bright
+    assert out.mean().item() > 0.95
