@@ -49,15 +49,19 @@ class _MaskNode:
     )
     FUNCTION = "build"
 
+
+class _FramesMaskNode(_MaskNode):
+    """A mask node with a frames widget, checked when queued (the clip-reading ones take the
+    clip's own length)."""
+
     @classmethod
     @reports_input_errors
     def VALIDATE_INPUTS(cls, frames: int = 33):
-        if frames < 1 or (frames - 1) % 4:
-            latent_frame_count(frames)  # raises with the nearest valid counts
+        latent_frame_count(frames)  # raises with the nearest valid counts
         return True
 
 
-class SkyReelsV4MaskT2V(_MaskNode):
+class SkyReelsV4MaskT2V(_FramesMaskNode):
     DESCRIPTION = "Text to video+audio: nothing is known (M = 0)."
 
     @classmethod
@@ -77,7 +81,7 @@ class SkyReelsV4MaskT2V(_MaskNode):
         return _output(condition, frames, [])
 
 
-class SkyReelsV4MaskI2V(_MaskNode):
+class SkyReelsV4MaskI2V(_FramesMaskNode):
     DESCRIPTION = "Image to video+audio: the first frame is kept."
 
     @classmethod
@@ -95,7 +99,7 @@ class SkyReelsV4MaskI2V(_MaskNode):
         return _output(condition, frames, [0])
 
 
-class SkyReelsV4MaskExtend(_MaskNode):
+class SkyReelsV4MaskExtend(_FramesMaskNode):
     DESCRIPTION = (
         "Video extension: the first frames of a source clip are kept, the rest continues it."
     )
@@ -124,7 +128,7 @@ class SkyReelsV4MaskExtend(_MaskNode):
         return _output(condition, frames, list(range(min(known_frames, frames))))
 
 
-class SkyReelsV4MaskContinue(_MaskNode):
+class SkyReelsV4MaskContinue(_FramesMaskNode):
     DESCRIPTION = (
         "Continue a clip into a new window: its last frames become the window's first, the rest "
         "is generated. Join Clips lays the two windows over each other there, for clips longer "
@@ -161,7 +165,7 @@ class SkyReelsV4MaskContinue(_MaskNode):
         return {**output, "result": (condition, kept)}
 
 
-class SkyReelsV4MaskInterpolate(_MaskNode):
+class SkyReelsV4MaskInterpolate(_FramesMaskNode):
     DESCRIPTION = "First-last-frame interpolation: both ends are kept, the middle is generated."
 
     @classmethod
@@ -180,7 +184,7 @@ class SkyReelsV4MaskInterpolate(_MaskNode):
         return _output(condition, frames, [0, frames - 1])
 
 
-class SkyReelsV4MaskKeyframes(_MaskNode):
+class SkyReelsV4MaskKeyframes(_FramesMaskNode):
     DESCRIPTION = "Keyframes at chosen frames; indices snap to latent frames (0, then every 4th)."
 
     @classmethod

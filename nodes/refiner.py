@@ -11,7 +11,7 @@ from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.refiner import RefinerSettings, load_refiner, refine, refined_frame_count
 from skyreels_core.runtime import resolve_dtype
-from skyreels_core.sampling import SamplerHooks
+from skyreels_core.sampling import MAX_SEED, SamplerHooks
 from skyreels_core.shapes import latent_to_pixel_frames, pixel_frame_count, typed_frame_indices
 from skyreels_core.types import AVLatent
 
@@ -210,7 +210,7 @@ class SkyReelsV4Refine:
                     {
                         "default": 0,
                         "min": 0,
-                        "max": 2**63 - 1,
+                        "max": MAX_SEED,
                         "tooltip": "Same seed, same refinement on any device.",
                     },
                 ),  # fmt: skip
