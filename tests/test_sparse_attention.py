@@ -114,3 +114,63 @@ def test_float32_gates_beside_bf16_tokens_keep_the_tokens_dtype():
     out = block_sparse_attention(q, k, v, (4, 4, 8), keep_ratio=1.0, gate=gate)
     dense = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
     assert out.dtype == torch.bfloat16 and (out.float() - dense).abs().max() < 0.02
+
+
+def _cube_means(x, grid):
+    """Per 4x4x4 cube of a row-major [B, H, T*H*W, D] grid, the mean of its real tokens, cubes
+    row-major: written out by hand, independent of the library's cube order and padding."""
+    t, h, w = (torch.arange(n) // 4 for n in grid)
+    cubes = [-(-n // 4) for n in grid]
+    cube = ((t[:, None, None] * cubes[1] + h[None, :, None]) * cubes[2] + w[None, None]).flatten()
+    sums = torch.zeros(*x.shape[:2], cubes[0] * cubes[1] * cubes[2], x.shape[3])
+    sums.index_add_(2, cube, x)
+    return sums / torch.bincount(cube)[:, None].float(), cube
+
+
+def test_the_gate_adds_each_tokens_own_cubes_coarse_attention():
+    """The trained refiner's long-range path: with gate 1 every token gains exactly the coarse
+    attention of its own cube (pooled queries over pooled keys and values, each pool a mean over
+    the cube's real tokens). Handing a token another cube's coarse output, or shrinking the edge
+    cubes' pools by counting their padding, changes what a trained refiner computes, which the
+    old "gated differs from fine" check could not see. Grid 5x6x7 leaves every cube partial."""
+    grid = (5, 6, 7)
+    q, k, v = _qkv(5 * 6 * 7, seed=3)
+    fine = block_sparse_attention(q, k, v, grid, keep_ratio=0.25)
+    gated = block_sparse_attention(q, k, v, grid, keep_ratio=0.25, gate=torch.ones(2))
+    (pq, cube), (pk, _), (pv, _) = (_cube_means(x, grid) for x in (q, k, v))
+    coarse = F.scaled_dot_product_attention(pq, pk, pv)
+    torch.testing.assert_close(gated - fine, coarse[:, :, cube], atol=1e-5, rtol=1e-5)
+    half = block_sparse_attention(q, k, v, grid, keep_ratio=0.25, gate=torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(half[:, 1], fine[:, 1], atol=0, rtol=0)  # per head
+    torch.testing.assert_close(
+        half[:, 0] - fine[:, 0], 0.5 * coarse[:, 0, cube], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_a_partial_cube_pools_to_the_mean_of_its_real_tokens():
+    """Grid 5x6x7's last cube holds 1x2x3 real tokens: all ones, it pools to exactly 1, not
+    6/64; pooling by 64 would make edge cubes look small to the top-k and the coarse path."""
+    index, valid, cubes = cube_order((5, 6, 7))
+    x = torch.ones(1, 1, 5 * 6 * 7, 4)
+    pooled = _pool(x[:, :, index], valid)
+    assert cubes == (2, 2, 2) and pooled.shape == (1, 1, 8, 4)
+    assert torch.equal(pooled, torch.ones(1, 1, 8, 4))
+
+
+def test_the_kept_cube_count_rounds_up(monkeypatch):
+    """keep_ratio 0.3 of 8 cubes keeps ceil(2.4) = 3 per query cube: rounding down keeps fewer
+    than asked (and a small ratio on a small grid would keep only the minimum)."""
+    import skyreels_core.sparse_attention as sparse
+
+    keeps = []
+    original = sparse.select_cubes
+
+    def spy(q_pooled, k_pooled, keep, local):
+        keeps.append(keep)
+        return original(q_pooled, k_pooled, keep, local)
+
+    monkeypatch.setattr(sparse, "select_cubes", spy)
+    q, k, v = _qkv(8 * 8 * 8)
+    block_sparse_attention(q, k, v, (8, 8, 8), keep_ratio=0.3, local=False)
+    block_sparse_attention(q, k, v, (8, 8, 8), keep_ratio=0.01, local=False)
+    assert keeps == [3, 1]
