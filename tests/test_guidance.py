@@ -97,6 +97,30 @@ def test_apg_momentum_and_norm_threshold():
     torch.testing.assert_close(out, torch.tensor([[0.6, 0.8, 0.0, 0.0]]))
 
 
+def test_apg_momentum_accumulates_over_every_step():
+    """The running average is the smoothed difference, so momentum reaches back more than one
+    step: the third step sees [0, 0, 4, 0] - 0.5 x (the second's smoothed [-0.5, 2, 0, 0]). Kept
+    as the raw difference instead, momentum is only ever one step deep (a two-step check cannot
+    tell)."""
+    apg = AdaptiveProjectedGuidance(momentum=-0.5, eta=1.0, norm_threshold=0.0)
+    cond_x0 = torch.ones(1, 4)
+    outputs = [
+        apg.update(cond_x0, cond_x0 - torch.tensor([diff]))
+        for diff in ([1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 4.0, 0.0])
+    ]
+    torch.testing.assert_close(outputs[1], torch.tensor([[-0.5, 2.0, 0.0, 0.0]]))
+    torch.testing.assert_close(outputs[2], torch.tensor([[0.25, -1.0, 4.0, 0.0]]))
+
+
+def test_apg_norm_threshold_only_shrinks():
+    """A guidance difference under ``norm_threshold`` is left as it is: scaling it up to the
+    threshold would over-guide every quiet step (saturated output)."""
+    apg = AdaptiveProjectedGuidance(momentum=0.0, eta=1.0, norm_threshold=10.0)
+    cond_x0 = torch.ones(1, 4)
+    out = apg.update(cond_x0, cond_x0 - torch.tensor([[3.0, 4.0, 0.0, 0.0]]))
+    torch.testing.assert_close(out, torch.tensor([[3.0, 4.0, 0.0, 0.0]]))
+
+
 def test_zero_init_asks_for_no_pass_when_every_stream_is_guided():
     guidance = StreamGuidance([4.0, 3.0], cfg_zero_star=True, zero_init_steps=2)
     assert guidance.branches(0) == (False, False) and guidance.branches(1) == (False, False)
