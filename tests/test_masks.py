@@ -51,6 +51,29 @@ def test_extend_snaps_down_to_whole_latent_groups():
         masks.extend_video(CODEC, _clip(), 17, known_frames=17)
 
 
+def test_extend_keeps_the_whole_source_when_asked_for_more_frames_than_it_has():
+    """Extend Video with known_frames above the source's length keeps all 9 source frames
+    (already 1 + 4k) and generates the rest, instead of crashing on a shape mismatch."""
+    clip = _clip()
+    condition = masks.extend_video(CODEC, clip[:9], 17, known_frames=13)
+    assert condition.known_frames == list(range(9))
+    assert _known(condition) == [True, True, True, False, False]
+    video = torch.zeros_like(clip)
+    video[:9] = clip[:9]
+    assert torch.allclose(condition.latents, CODEC.encode(video[None]))
+
+
+def test_an_edit_mask_at_exactly_one_half_changes_nothing():
+    """The host MASK is 1 where to change: a soft mask of 0.5 is not over the line, so the whole
+    clip stays known (a feathered edge at 0.5 must not grow the edited region)."""
+    clip = _clip()
+    condition = masks.edit_video(CODEC, clip, torch.full((32, 32), 0.5))
+    assert bool(condition.known_mask.all())
+    nudged = torch.full((32, 32), 0.5)
+    nudged[0, 0] = 0.5001
+    assert not bool(masks.edit_video(CODEC, clip, nudged).known_mask.all())
+
+
 def test_interpolation_holds_the_last_frame_over_its_group():
     clip = _clip()
     condition = masks.interpolate(CODEC, clip[0], clip[-1], 17)
