@@ -71,6 +71,44 @@ def test_validation_reports_bad_frame_counts_as_a_message_before_running():
     assert verdict == "frames: 4001 is above the maximum, 1025. Fix: use 1025 or less"
 
 
+def test_validation_checks_the_minimum_and_accepts_both_limits():
+    """The host skips its own min / max checks for the inputs a validator takes, so the pack
+    makes them: a value under the minimum must be refused with the limit named (else it fails
+    later with a less useful message), and each limit itself is a valid value."""
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4MaskT2V"]
+    assert node.VALIDATE_INPUTS(frames=0) == "frames: 0 is below the minimum, 1. Fix: use 1 or more"
+    assert (
+        node.VALIDATE_INPUTS(frames=-3) == "frames: -3 is below the minimum, 1. Fix: use 1 or more"
+    )
+    assert node.VALIDATE_INPUTS(frames=1) is True
+    assert node.VALIDATE_INPUTS(frames=1025) is True
+
+
+def test_validation_checks_the_limits_of_float_inputs_too():
+    """A FLOAT a validator takes gets the same host checks as an INT: a strength of -0.01 on a
+    0..1 widget is refused before the run, and the limits themselves pass."""
+    from skyreels_pack.nodes.validation import reports_input_errors
+
+    class Probe:
+        @classmethod
+        def INPUT_TYPES(cls):
+            spec = {"default": 0.5, "min": 0.0, "max": 1.0, "tooltip": "t"}
+            return {"required": {"strength": ("FLOAT", spec)}}
+
+        @classmethod
+        @reports_input_errors
+        def VALIDATE_INPUTS(cls, strength: float = 0.5):
+            return True
+
+    below = "strength: -0.01 is below the minimum, 0.0. Fix: use 0.0 or more"
+    assert Probe.VALIDATE_INPUTS(strength=-0.01) == below
+    above = "strength: 1.01 is above the maximum, 1.0. Fix: use 1.0 or less"
+    assert Probe.VALIDATE_INPUTS(strength=1.01) == above
+    assert (
+        Probe.VALIDATE_INPUTS(strength=0.0) is True and Probe.VALIDATE_INPUTS(strength=1.0) is True
+    )
+
+
 @pytest.mark.parametrize(
     "name", [n for n, c in NODE_CLASS_MAPPINGS.items() if hasattr(c, "VALIDATE_INPUTS")]
 )
