@@ -138,6 +138,29 @@ def test_layers_in_formats_that_cannot_be_read_are_named(wan_state, tmp_path):
     assert "fp8_scaled release" in message
 
 
+def test_layers_declared_unreadable_only_in_the_header_metadata_are_named(wan_state, tmp_path):
+    """Mixed-precision files may list their per-layer formats only in the header's
+    ``_quantization_metadata`` (no ``.comfy_quant`` tensors): those nvfp4 / int8 layers must be
+    refused by name too, not loaded as if they were float8 (noise)."""
+    layers = {
+        "blocks.0.ffn.0": {"format": "nvfp4"},
+        "blocks.1.self_attn.q": {"format": "int8_blockwise"},
+        "blocks.0.self_attn.k": {"format": "float8_e4m3fn"},
+    }
+    metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+    path = tmp_path / "wan_mixed.safetensors"
+    save_file(_scaled(wan_state, "legacy"), str(path), metadata)
+    with pytest.raises(CheckpointError) as error:
+        load_model(path, WAN_TINY, input_name="model_name")
+    message = str(error.value)
+    assert message.startswith("model_name: 2 layers are quantised in a format this pack cannot")
+    assert "blocks.0.ffn.0 (nvfp4), blocks.1.self_attn.q (int8_blockwise)" in message
+    readable = tmp_path / "wan_fp8_listed.safetensors"
+    listed = {"layers": {"blocks.0.self_attn.k": {"format": "float8_e4m3fn"}}}
+    save_file(_scaled(wan_state, "legacy"), str(readable), {"_quantization_metadata": json.dumps(listed)})  # fmt: skip
+    assert load_model(readable, WAN_TINY).config.dim == 64
+
+
 @pytest.mark.parametrize("rows", ["flat", "column"])
 def test_per_row_scales_scale_rows_whether_saved_flat_or_as_a_column(wan_state, tmp_path, rows):
     file, true = {}, {}
