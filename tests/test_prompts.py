@@ -39,6 +39,8 @@ def test_every_frame_of_the_clip_follows_a_shot():
             r"line 1 runs from frame 16 back to 0. Fix: write the first frame first: \[0-16\]",
         ),
         ("[0-10] a\n[5-20] b", "inside the previous"),
+        # Ranges are inclusive: [16-32] would share frame 16 with [0-16], one frame two prompts.
+        ("[0-16] a\n[16-32] b", "line 2 starts at 16, inside the previous shot"),
         ("", "no shot"),
         ("[0-16] a\n[17-32]  ", r"line 2 '\[17-32\]' is not"),  # blank: its frames read no text
         ("[0-16] a\n[17-32]\t\u3000", r"line 2 '\[17-32\]' is not"),
