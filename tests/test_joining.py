@@ -226,3 +226,25 @@ def test_the_extended_sound_lasts_exactly_as_long_as_the_frames():
     _, audio = extend_to_length(CODEC, _clip(33), sound, fps, 61, 33, 5, render_window)
     assert audio["waveform"].shape[-1] == 61 * 1000
     assert audio["waveform"][..., -300:].abs().max() == 0
+
+
+@pytest.mark.parametrize(
+    ("clip_frames", "total", "window", "overlap"),
+    [(17, 100, 17, 6), (17, 100, 17, 5), (33, 200, 33, 10), (5, 61, 17, 9)],
+)
+def test_the_window_count_is_the_number_of_windows_rendered(clip_frames, total, window, overlap):
+    """The progress bar's length, known before the first window: it must count windows as the
+    extension grows them, by window - kept frames with the overlap snapped to 1 + 4k (6 keeps
+    5), or the bar ends early or never fills."""
+    calls = []
+
+    def render_window(condition, number, first_frame):
+        calls.append(number)
+        return _clip(window, value=number / 10), None
+
+    expected = window_count(CODEC, clip_frames, total, window, overlap)
+    frames, _ = extend_to_length(
+        CODEC, _clip(clip_frames, seed=1), None, 16.0, total, window, overlap, render_window
+    )
+    assert frames.shape[0] == total
+    assert calls == list(range(1, expected + 1))
