@@ -114,6 +114,18 @@ def test_an_odd_sided_clip_is_saved_with_its_last_row_and_column_repeated(tmp_pa
     assert (saved[:, :, 47] - saved[:, :, 46]).abs().mean() < 0.02
 
 
+@pytest.mark.parametrize(("height", "width"), [(63, 48), (64, 47)])
+def test_a_clip_with_one_odd_side_is_padded_on_that_side_only(tmp_path, height, width):
+    """Only the odd side is padded: padding the other (height and width parity swapped) made a
+    frame of the wrong size for the stream, and the save failed or scrambled the picture."""
+    frames, audio = _clip_with_click(9)
+    odd = frames[:, :height, :width]
+    path = write_mp4(tmp_path / "odd.mp4", odd, 16.0, audio)
+    saved, _, _ = read_video(path)
+    assert saved.shape == (33, 64, 48, 3)
+    assert psnr(saved[:, :height, :width], odd) > 25.0
+
+
 @pytest.mark.parametrize("rate", [1000, 30000, 192000])
 def test_a_sound_at_a_rate_aac_cannot_carry_is_resampled_to_one_it_can(tmp_path, rate):
     """AAC carries 7.35 to 96 kHz at fixed rates: another (a 192 kHz studio file) is resampled to
