@@ -46,3 +46,31 @@ def test_draw_task_follows_the_weights():
     draws = [draw_task(generator) for _ in range(4000)]
     for task, weight in TASK_WEIGHTS.items():
         assert abs(draws.count(task) / len(draws) - weight) < 0.03
+
+
+def test_the_edit_box_draws_its_height_and_width_each_from_its_own_side():
+    """On a 32 x 64 clip the unknown box is a rectangle 8-16 rows high and 16-32 columns wide,
+    and both sides vary: a box whose width followed its height would train the edit task only on
+    narrow boxes of wide clips (the inference mask can be any shape)."""
+    wide = torch.rand(9, 32, 64, 3, generator=torch.Generator().manual_seed(1))
+    sizes = set()
+    for seed in range(60):
+        unknown = ~conditioning_pixels("edit", wide, torch.Generator().manual_seed(seed))[1][0]
+        rows, cols = unknown.any(1).nonzero()[:, 0], unknown.any(0).nonzero()[:, 0]
+        h, w = len(rows), len(cols)
+        assert int(unknown.sum()) == h * w  # one solid rectangle
+        assert 8 <= h <= 16 and 16 <= w <= 32, (seed, h, w)
+        sizes.add((h, w))
+    assert len({h for h, _ in sizes}) > 3 and len({w for _, w in sizes}) > 3
+
+
+def test_the_keyframes_task_holds_one_to_three_keyframes_and_sometimes_several():
+    """The keyframes task draws 1-3 frames: always one would never train the model on several
+    keyframes, the Keyframes mask's main use."""
+    counts = set()
+    for seed in range(40):
+        known = _task("keyframes", seed)[1]
+        held = sum(_known_latents(known))
+        assert 1 <= held <= 3
+        counts.add(held)
+    assert counts == {1, 2, 3}
