@@ -61,6 +61,17 @@ def test_audio_token_count_of_the_paper():
     assert audio_token_count(81, 16, 44100, 1024) == 218
 
 
+def test_audio_token_count_rounds_to_the_nearest_token():
+    """The count is the nearest whole token, not the whole tokens inside the clip: 33 frames at
+    16 fps of 16 kHz sound in 256-sample tokens are 128.9 tokens, so 129. Rounding down would
+    leave 0.9 token (14 ms) of the clip without sound tokens and break the rule that gives the
+    paper's 218."""
+    assert audio_token_count(33, 16, 16000, 256) == 129  # 128.91
+    assert audio_token_count(17, 16, 16000, 256) == 66  # 66.41
+    assert audio_token_count(1, 16, 16000, 256) == 4  # 3.91
+    assert audio_token_count(1, 16, 1000, 1024) == 1  # 0.06: never no token at all
+
+
 # Two levels and one resnet per level keep the decoder's receptive field at 12 latent pixels:
 # conv_in 1 + mid-block 4 convs + 4 convs at latent size + 0.5 (upsampler) + 4 convs and conv_out
 # at 2x (2.5). The encoder's is smaller (about 9.5).
