@@ -450,8 +450,8 @@ def refine(
         require_finite([velocity], index, settings.steps, dtype, loader="Load Refiner")
         return [velocity]
 
-    x = noised(start, noise, settings.denoise_start)
-    (x,) = denoise(predict, [x], held, start, noise, sigmas, solver, hooks)
+    noisy = [noised(start, noise, settings.denoise_start)]
+    (x,) = denoise(predict, noisy, held, start, noise, sigmas, solver, hooks)
     return torch.where(held, start, x)
 
 

@@ -464,7 +464,11 @@ def denoise(
     """The loop the sampler and the refiner share, over ``len(sigmas) - 1`` steps: the known
     cells of the first stream ride their own noise path (``noise``) at each step's sigma, their
     velocity is the exact one towards ``known_latents`` whatever ``predict`` said, and the
-    preview shows them clean. ``predict(index, sigma, latents)`` gives each stream's velocity."""
+    preview shows them clean. ``predict(index, sigma, latents)`` gives each stream's velocity.
+    The loop takes the tensors out of ``latents`` (the list is left empty), so the start does not
+    stay alive beside every later step's latents."""
+    latents, given = list(latents), latents
+    given.clear()
     steps = len(sigmas) - 1
     known_velocity = velocity_target(known_latents, noise)
     with torch.no_grad():
