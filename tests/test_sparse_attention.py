@@ -174,3 +174,21 @@ def test_the_kept_cube_count_rounds_up(monkeypatch):
     block_sparse_attention(q, k, v, (8, 8, 8), keep_ratio=0.3, local=False)
     block_sparse_attention(q, k, v, (8, 8, 8), keep_ratio=0.01, local=False)
     assert keeps == [3, 1]
+
+
+def test_every_query_cube_keeps_itself_and_its_face_neighbours():
+    """The local part of the selection: a cube and the cubes sharing a face with it, whatever the
+    top-k picks. Without it a token could lose the tokens right beside it across a cube edge
+    (visible seams in the refined video). On 3 cubes in a row the middle keeps all three; on a
+    2x2x2 grid each keeps itself and its 3 face neighbours, never the diagonal ones."""
+    from skyreels_core.sparse_attention import neighbourhood
+
+    line = neighbourhood((3, 1, 1))
+    assert line.tolist() == [[True, True, False], [True, True, True], [False, True, True]]
+    cube = neighbourhood((2, 2, 2))
+    assert cube.sum(1).tolist() == [4] * 8 and not cube[0, 7] and cube[0, 4]
+    q, k, v = _qkv(8 * 8 * 8)
+    index, valid, _ = _layout_on((8, 8, 8), q.device)
+    qc, kc = q[:, :, index], k[:, :, index]
+    selected = select_cubes(_pool(qc, valid), _pool(kc, valid), 1, cube)
+    assert bool((selected | ~cube).all())  # every neighbour kept, for every head
