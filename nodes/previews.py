@@ -1,4 +1,5 @@
-"""Live previews for the host's progress bar, from the sampler's running x0 estimate."""
+"""Live previews for the host's progress bar, from the sampler's running x0 estimate, and the
+hooks through which a render node lends the library the host's bar, interrupt and memory."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from skyreels_core.codecs import VideoCodec
 from skyreels_core.codecs.wan_vae import WanVideoCodec
 from skyreels_core.preview import fit_preview_factors, previewer
+from skyreels_core.sampling import SamplerHooks
 
 from . import host
 from .host import Progress
@@ -48,3 +50,22 @@ def preview_hook(progress: Progress, codec: VideoCodec) -> Callable[[int, torch.
         progress.update(step, preview=image.resize((image.width * scale, image.height * scale)))
 
     return show
+
+
+def render_hooks(
+    progress: Progress, codec: VideoCodec | None, *, free_memory_each_step: bool = False
+) -> SamplerHooks:
+    """The Sampler's and Refine's hooks: the bar moves (with a preview where a video VAE is
+    connected), the host's cancel stops the render, and memory is asked of the host."""
+
+    def after_step(step: int, total: int) -> None:
+        progress.update(step)
+        if free_memory_each_step:
+            host.soft_empty_cache()
+
+    return SamplerHooks(
+        progress=after_step,
+        preview=None if codec is None else preview_hook(progress, codec),
+        interrupt=host.check_interrupt,
+        reserve=host.reserve,
+    )

@@ -11,7 +11,7 @@ from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.refiner import RefinerSettings, load_refiner, refine, refined_frame_count
 from skyreels_core.runtime import resolve_dtype
-from skyreels_core.sampling import MAX_SEED, SamplerHooks
+from skyreels_core.sampling import MAX_SEED
 from skyreels_core.shapes import latent_to_pixel_frames, pixel_frame_count, typed_frame_indices
 from skyreels_core.types import AVLatent
 
@@ -21,7 +21,7 @@ from .families import channels, require_width
 from .loaders import CATEGORY as LOADERS_CATEGORY
 from .loaders import DTYPE_INPUT, FileLoader
 from .notes import with_note
-from .previews import preview_hook
+from .previews import render_hooks
 from .validation import reports_input_errors
 
 CATEGORY = "SkyReels-V4/refiner"
@@ -287,12 +287,7 @@ class SkyReelsV4Refine:
             else (None, [])
         )
         progress = host.Progress(steps, node_id=unique_id, description="SkyReels-V4 refining")
-        hooks = SamplerHooks(
-            progress=lambda step, total: progress.update(step),
-            preview=preview_hook(progress, codec) if codec is not None else None,
-            interrupt=host.check_interrupt,
-            reserve=host.reserve,
-        )
+        hooks = render_hooks(progress, codec)
         try:
             with out_of_memory_advice("SkyReels-V4 refining"):
                 host.make_room(refiner, host.torch_device())

@@ -11,7 +11,6 @@ from skyreels_core.sampling import (
     MAX_SEED,
     MAX_STEPS,
     SOLVERS,
-    SamplerHooks,
     SamplerSettings,
     flow_sigmas,
     sample,
@@ -23,7 +22,7 @@ from . import host, link_types
 from .codec_inputs import video_codec
 from .families import channels, require_width
 from .notes import with_note
-from .previews import preview_hook
+from .previews import render_hooks
 
 CATEGORY = "SkyReels-V4/sampling"
 
@@ -268,20 +267,8 @@ class SkyReelsV4Sampler:
             progress = host.Progress(
                 settings.steps, node_id=unique_id, description="SkyReels-V4 sampling"
             )
-
-        def after_step(step: int, total: int) -> None:
-            progress.update(step)
-            if free_memory_each_step:
-                host.soft_empty_cache()
-
-        hooks = SamplerHooks(
-            progress=after_step,
-            preview=preview_hook(progress, video_codec(video_vae))
-            if video_vae is not None
-            else None,
-            interrupt=host.check_interrupt,
-            reserve=host.reserve,
-        )
+        codec = None if video_vae is None else video_codec(video_vae)
+        hooks = render_hooks(progress, codec, free_memory_each_step=free_memory_each_step)
         device = host.torch_device()
         host.make_room(model.module, device, model.block_swap, model.lora_bytes())
         try:
