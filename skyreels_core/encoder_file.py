@@ -23,6 +23,7 @@ from .loading import (
     load_tensors,
     open_tensors,
     read_checkpoint_header,
+    shapes_of,
     validate_keys,
 )
 from .requirements import import_required
@@ -168,10 +169,8 @@ def load_qwen25_vl_file(
         )
     config = transformers.Qwen2_5_VLConfig.from_dict(qwen25_vl_config(shapes, token_ids(tokenizer)))
     with torch.device("meta"):
-        expected = transformers.Qwen2_5_VLForConditionalGeneration(config).state_dict()
-    expected = {
-        key: tuple(value.shape) for key, value in expected.items() if key != "lm_head.weight"
-    }
+        skeleton = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    expected = shapes_of(skeleton.state_dict(), lambda key: key == "lm_head.weight")
     with open_tensors(shards, transformers_name) as readers:
         layout = scaled_layout(readers, lambda key: readers[key](), metadata, input_name)
         found = {transformers_name(key): shape for key, shape in shapes.items()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -275,8 +275,19 @@ def describe_keys(keys, limit: int = 8) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def shapes_of(
+    tensors: Mapping[str, torch.Tensor], skip: Callable[[str], bool] = lambda key: False
+) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a state dict (a module's own, built on meta, or one read from a file)."""
+    return {key: tuple(value.shape) for key, value in tensors.items() if not skip(key)}
+
+
 def validate_keys(
-    expected: dict[str, tuple], found: dict[str, tuple], input_name: str, config_name: str
+    expected: dict[str, tuple],
+    found: dict[str, tuple],
+    input_name: str,
+    config_name: str,
+    fix: str = "use a checkpoint of this model/preset (or let the loader detect the preset)",
 ) -> None:
     """Exact key and shape match, or one error that lists what differs."""
     missing = expected.keys() - found.keys()
@@ -297,7 +308,7 @@ def validate_keys(
         raise CheckpointError(
             input_name,
             f"the file does not match the {config_name} model: " + "; ".join(problems),
-            "use a checkpoint of this model/preset (or let the loader detect the preset)",
+            fix,
         )
 
 
@@ -382,8 +393,7 @@ def load_model(
         shapes = {key: shapes[key] for key in layout.model_keys(shapes)}
         config = config or detect_config(shapes, metadata, input_name)
         model = build_on_meta(config)
-        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-        validate_keys(expected, shapes, input_name, config.name)
+        validate_keys(shapes_of(model.state_dict()), shapes, input_name, config.name)
         quantised = store_linears_in_fp8(model, dtype) if fp8 else []
         fp8_weights = frozenset(f"{name}.weight" for name in quantised)
         state = load_tensors(readers, layout, dtype, device, fp8_weights, input_name)

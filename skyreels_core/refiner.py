@@ -29,7 +29,7 @@ from .attention import BlockSparsity
 from .blocks import DualStreamBlock
 from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
-from .loading import read_header, save_model, validate_keys
+from .loading import read_header, save_model, shapes_of, validate_keys
 from .mmdit import TIMESTEP_SCALE, Head, forward_activation_bytes, sinusoidal_embedding
 from .objective import noised
 from .offload import Float8Linear
@@ -483,8 +483,7 @@ def load_refiner(
     config = RefinerConfig(**{**values, "patch_size": tuple(values["patch_size"])})
     with torch.device("meta"):
         model = RefinerDiT(config)
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    validate_keys(expected, shapes, input_name, config.name)
+    validate_keys(shapes_of(model.state_dict()), shapes, input_name, config.name)
     state = {
         key: value.to(device=device, dtype=dtype)
         for key, value in load_file(str(path), device="cpu").items()

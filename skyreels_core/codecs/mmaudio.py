@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import CheckpointError, InputError
-from ..loading import read_header, validate_keys
+from ..loading import read_header, shapes_of, validate_keys
 from ..offload import ReserveMemory, place, visiting
 from ..requirements import import_required
 
@@ -38,16 +38,10 @@ def _config(name: str) -> dict:
 
 
 def _load(model: torch.nn.Module, state: dict, input_name: str, what: str) -> None:
-    state = {k: v for k, v in state.items() if not k.startswith(COMPUTED)}
-    expected = {
-        key: tuple(value.shape)
-        for key, value in model.state_dict().items()
-        if not key.startswith(COMPUTED)
-    }
-    try:
-        validate_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, input_name, what)
-    except CheckpointError as error:
-        raise CheckpointError(input_name, error.problem, f"use the {what} weights") from None
+    computed = lambda key: key.startswith(COMPUTED)  # noqa: E731
+    state = {key: value for key, value in state.items() if not computed(key)}
+    expected = shapes_of(model.state_dict(), computed)
+    validate_keys(expected, shapes_of(state), input_name, what, f"use the {what} weights")
     model.load_state_dict(state, strict=False)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..errors import CheckpointError, InputError
-from ..loading import read_header, validate_keys
+from ..errors import InputError
+from ..loading import read_header, shapes_of, validate_keys
 from ..offload import ReserveMemory, place, visiting
 from ..requirements import import_required
 
@@ -77,18 +77,13 @@ class WanVideoCodec:
         }
         vae = diffusers.AutoencoderKLWan.from_config(config)
         state = convert_wan_vae_to_diffusers(load_file(str(path)))
-        expected = {key: tuple(value.shape) for key, value in vae.state_dict().items()}
-        try:
-            validate_keys(
-                expected,
-                {key: tuple(value.shape) for key, value in state.items()},
-                input_name,
-                "Wan 2.1 VAE",
-            )
-        except CheckpointError as error:
-            raise CheckpointError(
-                input_name, error.problem, "use the original Wan 2.1 VAE (wan_2.1_vae.safetensors)"
-            ) from None
+        validate_keys(
+            shapes_of(vae.state_dict()),
+            shapes_of(state),
+            input_name,
+            "Wan 2.1 VAE",
+            "use the original Wan 2.1 VAE (wan_2.1_vae.safetensors)",
+        )
         vae.load_state_dict(state)
         return cls(vae.to(device=device, dtype=dtype), offload_device, reserve)
 
