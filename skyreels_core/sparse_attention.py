@@ -75,6 +75,16 @@ def _layout_on(
     return index.to(device), valid.to(device), neighbourhood(cubes).to(device)
 
 
+@lru_cache(maxsize=32)
+def _scatter_on(grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(token, slot) index pairs that put each real slot's output back in token order, made once
+    per grid: indexing by the boolean validity in every block would wait on the GPU twice (each
+    boolean index counts its true values on the host) per block and step."""
+    index, valid, _ = cube_order(grid)
+    slots = valid.nonzero().squeeze(1)
+    return index[slots].to(device), slots.to(device)
+
+
 @lru_cache(maxsize=4)
 def flex_kernel(device_type: str):
     """FlexAttention compiled once per device type. With ``dynamic=False`` torch.compile keeps one
@@ -197,8 +207,9 @@ def block_sparse_attention(
         coarse = F.scaled_dot_product_attention(q_pooled, k_pooled, v_pooled)
         gate = gate.to(out.dtype).view(1, -1, 1, 1)  # float32 gates would promote bf16 tokens
         out = out + gate * coarse.repeat_interleave(CUBE_TOKENS, dim=2)
+    tokens, slots = _scatter_on(tuple(grid), q.device)
     result = torch.empty_like(q)
-    result[:, :, index[valid]] = out[:, :, valid]
+    result[:, :, tokens] = out[:, :, slots]
     return result
 
 
