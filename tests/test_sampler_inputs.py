@@ -49,6 +49,21 @@ def render(demo, **inputs):
     return first(node("SkyReelsV4Sampler").sample(**{**base, **inputs}))
 
 
+def test_the_sampler_hands_each_widget_to_the_library_as_itself(demo, monkeypatch):
+    """Video and audio guidance swapped, or the shift dropped, rendered a plausible clip that
+    only the slow workflow tests caught (the demo's colour and hum drifted)."""
+    import sys
+
+    sampler_module = sys.modules[type(node("SkyReelsV4Sampler")).__module__]
+    seen, real = [], sampler_module.sample
+    monkeypatch.setattr(sampler_module, "sample", lambda *a, **k: seen.append(k) or real(*a, **k))
+    render(demo, fps=24.0, video_guidance=6.0, audio_guidance=1.5, shift=3.0, steps=2, seed=42)
+    settings = seen[0]["settings"]
+    assert (settings.video_guidance, settings.audio_guidance) == (6.0, 1.5)
+    assert (settings.shift, settings.steps, settings.seed, settings.solver) == (3.0, 2, 42, "euler")
+    assert seen[0]["fps"] == 24.0
+
+
 def test_video_to_video_at_the_clips_own_rate_or_the_rate_is_named(demo):
     """A 24 fps clip encoded for video-to-video carries its rate: the Sampler left at 16 names
     fps (its sound is a third more tokens at 24), and renders at 24."""
