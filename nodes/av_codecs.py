@@ -10,6 +10,7 @@ from skyreels_core.av_io import fit_length, resample_audio
 from skyreels_core.codecs import audio_token_count
 from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
 from skyreels_core.errors import InputError
+from skyreels_core.families import channels, require_width
 from skyreels_core.masks import check_size
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.shapes import latent_frame_count, pixel_frame_count, rgb_pixels, sound_samples
@@ -17,7 +18,6 @@ from skyreels_core.types import AVLatent
 
 from . import host, link_types
 from .codec_inputs import video_codec
-from .families import channels, require_width
 from .validation import require_sound
 
 CATEGORY = "SkyReels-V4/codecs"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from skyreels_core.errors import InputError
+from skyreels_core.families import require_width
 from skyreels_core.joining import (
     DEFAULT_OVERLAP,
     extend_to_length,
@@ -20,7 +21,6 @@ from skyreels_core.shapes import MAX_FRAMES, latent_frame_count
 from . import host, link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
 from .codec_inputs import video_codec
-from .families import require_width
 from .sampler import SkyReelsV4Sampler
 
 CATEGORY = "SkyReels-V4/clips"

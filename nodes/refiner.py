@@ -7,6 +7,7 @@ import torch
 
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
+from skyreels_core.families import channels, require_width
 from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.refiner import RefinerSettings, load_refiner, refine, refined_frame_count
@@ -17,7 +18,6 @@ from skyreels_core.types import AVLatent
 
 from . import host, link_types
 from .codec_inputs import video_codec
-from .families import channels, require_width
 from .loaders import CATEGORY as LOADERS_CATEGORY
 from .loaders import DTYPE_INPUT, FileLoader
 from .notes import with_note

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from skyreels_core.codecs import audio_token_count
 from skyreels_core.demo.bundle import render_advice
-from skyreels_core.errors import InputError
+from skyreels_core.families import require_width
 from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
 from skyreels_core.sampling import (
@@ -13,6 +13,8 @@ from skyreels_core.sampling import (
     SOLVERS,
     SamplerSettings,
     flow_sigmas,
+    require_fps,
+    require_one_family,
     sample,
     sigmas_from_text,
 )
@@ -20,7 +22,6 @@ from skyreels_core.shapes import parse_frame_indices, pixel_frame_count
 
 from . import host, link_types
 from .codec_inputs import video_codec
-from .families import channels, require_width
 from .notes import with_note
 from .previews import render_hooks
 
@@ -241,7 +242,7 @@ class SkyReelsV4Sampler:
             audio_vae,
         )
         frames = pixel_frame_count(condition.num_latent_frames)
-        _require_fps(fps, condition.fps, "a clip")
+        require_fps(fps, condition.fps, "a clip")
         audio_tokens = None
         if model.has_audio:
             rate = audio_vae or model.audio_codec_rate
@@ -261,7 +262,7 @@ class SkyReelsV4Sampler:
             sigmas=sigmas,
         )
         if initial is not None and settings.denoise_start < 1.0:
-            _require_fps(fps, initial.fps, "the initial latent")
+            require_fps(fps, initial.fps, "the initial latent")
         own_bar = progress is None
         if own_bar:
             progress = host.Progress(
@@ -298,41 +299,17 @@ class SkyReelsV4Sampler:
 def _require_one_family(
     config, text, negative, condition, references, initial, video_vae, audio_vae
 ) -> None:
-    """Every input the model reads, and the VAEs that will preview and decode its render, of the
-    model's own family: checked before the first step, not at the decode after it."""
+    """Every input the model reads (the library's check), and the VAEs that will preview and
+    decode its render, of the model's own family: before the first step and before the host
+    frees memory for it, not at the decode after it."""
+    require_one_family(config, text, negative, condition, references, initial)
     video, audio = config.video_latent_channels, config.audio_latent_channels
-    width = "text features"
     checks = [
-        ("text", text.features.shape[-1], config.text_dim, width),
-        ("negative", negative.features.shape[-1] if negative else None, config.text_dim, width),
-        ("condition", channels(condition.latents), video, "video latent channels"),
-        ("references", channels(getattr(references, "video", None)), video, "video latent channels"),
-        ("references", channels(getattr(references, "audio", None)), audio, "audio latent channels"),
-        ("initial", channels(getattr(initial, "video", None)), video, "video latent channels"),
-        ("initial", channels(getattr(initial, "audio", None)), audio, "audio latent channels"),
         ("video_vae", video_vae and video_codec(video_vae).latent_channels, video, "video latent channels"),
         ("audio_vae", audio_vae and audio_vae.latent_channels, audio, "audio latent channels"),
     ]  # fmt: skip
     for input_name, found, expected, what in checks:
         require_width(input_name, found, expected, what, "this model")
-    if audio is None and getattr(references, "audio", None) is not None:
-        raise InputError(
-            "references",
-            "an audio reference for a model that makes no sound (it would be ignored)",
-            "remove the Audio Reference, or load a model with an audio stream",
-        )
-
-
-def _require_fps(fps: float, made_at: float | None, what: str) -> None:
-    """The Sampler renders at the rate its inputs were made at: at another rate the sound they
-    carry is another number of tokens, and the clip another length in seconds."""
-    if made_at is not None and abs(made_at - fps) > 1e-6:
-        raise InputError(
-            "fps",
-            f"{fps:g} fps for {what} made at {made_at:g} fps",
-            f"set fps to {made_at:g} (wire the clip's fps into it: Decode Video's, or Get Video "
-            "Components')",
-        )
 
 
 class SkyReelsV4Schedule:

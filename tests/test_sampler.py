@@ -36,7 +36,10 @@ class FakeModel(torch.nn.Module):
     def __init__(self, field, audio_channels: int | None = C_A, concat: bool = True):
         super().__init__()
         self.config = SimpleNamespace(
-            channel_concat_inpainting=concat, audio_latent_channels=audio_channels
+            channel_concat_inpainting=concat,
+            audio_latent_channels=audio_channels,
+            video_latent_channels=C_V,
+            text_dim=8,
         )
         self.field = field
         self.calls: list[dict] = []
@@ -129,6 +132,27 @@ def test_the_take_carries_the_clip_fps(fps):
         return
     with pytest.raises(InputError, match=f"fps: {fps}. Fix: give the clip's frame rate"):
         sample(FakeModel(straight_oracle), **run, fps=fps, settings=settings())
+
+
+def test_a_script_gets_the_nodes_checks_of_rate_and_family():
+    """Only the Sampler node checked these: a script re-rolling the sound of a 24 fps take at
+    16 fps got a clip relabelled 16 fps with a sound 1.5x its length, and a prompt of another
+    encoder's width crashed inside a matmul."""
+    run = dict(negative_text=None, audio_tokens=L_A, settings=settings())
+    model = FakeModel(straight_oracle)
+    made_at_24 = replace(condition(), fps=24.0)
+    with pytest.raises(
+        InputError, match="fps: 16 fps for a clip made at 24 fps. Fix: set fps to 24"
+    ):
+        sample(model, text=text(), condition=made_at_24, fps=16.0, **run)
+    assert sample(model, text=text(), condition=made_at_24, fps=24.0, **run).fps == 24.0
+    wide = TextEncoding(torch.ones(B, 5, 12), torch.ones(B, 5, dtype=torch.bool))
+    with pytest.raises(InputError, match="text: 12 text features where this model takes 8"):
+        sample(model, text=wide, condition=condition(), fps=16.0, **run)
+    initial = AVLatent(video=torch.zeros(B, C_V, T, H, W), audio=torch.zeros(B, C_A, L_A), fps=24.0)
+    with pytest.raises(InputError, match="fps: 16 fps for the initial latent made at 24 fps"):
+        sample(model, text=text(), condition=condition(), fps=16.0, initial=initial,
+               **{**run, "settings": settings(denoise_start=0.5)})  # fmt: skip
 
 
 def test_guidance_one_makes_exactly_one_call_per_step():

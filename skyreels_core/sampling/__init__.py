@@ -7,6 +7,8 @@ from .sampler import (
     denoise,
     initial_noise,
     require_finite,
+    require_fps,
+    require_one_family,
     sample,
 )
 from .schedules import MAX_STEPS, custom_sigmas, flow_sigmas, sigmas_from_text
@@ -23,6 +25,8 @@ __all__ = [
     "flow_sigmas",
     "initial_noise",
     "require_finite",
+    "require_fps",
+    "require_one_family",
     "sample",
     "sigmas_from_text",
 ]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..families import channels, require_width
 from ..objective import noised, velocity_target
 from ..offload import ReserveMemory
 from ..prompts import shots_in_window
@@ -349,6 +350,42 @@ def _text_for_batch(text: TextEncoding | None, batch: int, input_name: str):
     return TextEncoding(features, _for_batch(text.mask, batch, input_name), text.shot_ranges)
 
 
+def require_one_family(config, text, negative, condition, references, initial) -> None:
+    """Every input the model reads of the model's own family (text width, latent channels):
+    otherwise a size mismatch deep inside the first step, or a misleading count."""
+    video, audio = config.video_latent_channels, config.audio_latent_channels
+    width = "text features"
+    checks = [
+        ("text", text.features.shape[-1], config.text_dim, width),
+        ("negative", negative.features.shape[-1] if negative else None, config.text_dim, width),
+        ("condition", channels(condition.latents), video, "video latent channels"),
+        ("references", channels(getattr(references, "video", None)), video, "video latent channels"),
+        ("references", channels(getattr(references, "audio", None)), audio, "audio latent channels"),
+        ("initial", channels(getattr(initial, "video", None)), video, "video latent channels"),
+        ("initial", channels(getattr(initial, "audio", None)), audio, "audio latent channels"),
+    ]  # fmt: skip
+    for input_name, found, expected, what in checks:
+        require_width(input_name, found, expected, what, "this model")
+    if audio is None and getattr(references, "audio", None) is not None:
+        raise InputError(
+            "references",
+            "an audio reference for a model that makes no sound (it would be ignored)",
+            "remove the Audio Reference, or load a model with an audio stream",
+        )
+
+
+def require_fps(fps: float, made_at: float | None, what: str) -> None:
+    """A render runs at the rate its inputs were made at: at another rate the sound they carry
+    is another number of tokens, and the clip another length in seconds."""
+    if made_at is not None and abs(made_at - fps) > 1e-6:
+        raise InputError(
+            "fps",
+            f"{fps:g} fps for {what} made at {made_at:g} fps",
+            f"set fps to {made_at:g} (wire the clip's fps into it: Decode Video's, or Get Video "
+            "Components')",
+        )
+
+
 def _check_keyframes(indices: Sequence[int], known: torch.Tensor, scale: int) -> list[int]:
     """The keyframes' latent frames, sorted. One the condition keeps, wholly or in part (an
     image-to-video first frame, a kept region), is refused: the high-res keyframe has no high-res
@@ -534,6 +571,10 @@ def sample(
     hooks = hooks or SamplerHooks()
     if not 0 < fps < math.inf:
         raise InputError("fps", f"{fps}", "give the clip's frame rate")
+    require_one_family(model.config, text, negative_text, condition, references, initial)
+    require_fps(fps, condition.fps, "a clip")
+    if initial is not None and settings.denoise_start < 1.0:
+        require_fps(fps, initial.fps, "the initial latent")
     has_audio = model.config.audio_latent_channels is not None
     if has_audio and not audio_tokens:
         raise InputError("audio_tokens", f"{audio_tokens}", "give the clip's audio token count")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from skyreels_core.errors import InputError
+from .errors import InputError
 
 ONE_FAMILY = (
     "use files of one family together: the bundled demo files with each other, or a SkyReels-V4 "
