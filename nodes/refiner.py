@@ -10,7 +10,12 @@ from skyreels_core.errors import InputError
 from skyreels_core.families import channels, require_width
 from skyreels_core.masks import keyframe_latent_frames
 from skyreels_core.memory import out_of_memory_advice
-from skyreels_core.refiner import RefinerSettings, load_refiner, refine, refined_frame_count
+from skyreels_core.refiner import (
+    RefinerSettings,
+    check_take_keyframes,
+    load_refiner,
+    refine_take,
+)
 from skyreels_core.runtime import resolve_dtype
 from skyreels_core.sampling import MAX_SEED
 from skyreels_core.shapes import latent_to_pixel_frames, pixel_frame_count, typed_frame_indices
@@ -100,24 +105,8 @@ def _keyframes(
             "type the frames of this clip they belong to in keyframe_indices",
         )
     if keyframes is None and latents is not None:  # the take's own: no keyframes input to name
-        rendered_at = latents.shape[-1] // av_latent.video.shape[-1]
-        if rendered_at != scale:
-            raise InputError(
-                "scale",
-                f"the take's keyframes were rendered at {rendered_at}x (the Sampler's "
-                f"keyframe_scale), and scale is {scale}",
-                f"set scale to {rendered_at}, or turn reinject_keyframes off",
-            )
+        check_take_keyframes(av_latent, scale)
     return latents, indices
-
-
-def _refined_clip_frames(av_latent: AVLatent, fps_factor: int) -> int | None:
-    """The clip's own length after refining, where it is shorter than its latents (a Video to
-    Audio take): the decoders trim to it, so dropping it would play the padded frames and their
-    sound."""
-    if av_latent.clip_frames is None:
-        return None
-    return refined_frame_count(av_latent.clip_frames, fps_factor)
 
 
 class SkyReelsV4Refine:
@@ -292,9 +281,9 @@ class SkyReelsV4Refine:
             with out_of_memory_advice("SkyReels-V4 refining"):
                 host.make_room(refiner, host.torch_device())
                 refiner.to(host.torch_device())
-                video = refine(
+                refined = refine_take(
                     refiner,
-                    av_latent.video,
+                    av_latent,
                     settings,
                     keyframes=key_latents,
                     keyframe_indices=indices,
@@ -304,13 +293,7 @@ class SkyReelsV4Refine:
             refiner.to(host.offload_device())
             progress.close()
             host.soft_empty_cache()
-        refined = AVLatent(
-            video=video.to(host.intermediate_device()),
-            audio=av_latent.audio,
-            fps=av_latent.fps * fps_factor,
-            clip_frames=_refined_clip_frames(av_latent, fps_factor),
-            source_fps=av_latent.source_fps or av_latent.fps,
-        )
+        refined = refined.to(host.intermediate_device())  # the host caches outputs: not in VRAM
         note = bundle.refiner_scale_advice(refiner.config.name, scale)
         return with_note(refined, note, "Refine")
 

@@ -39,6 +39,7 @@ from .sampling.schedules import flow_sigmas
 from .sampling.solvers import make_solver
 from .shapes import SPATIAL_STRIDE
 from .sparse_attention import sparse_pays_off
+from .types import AVLatent
 
 CONFIG_METADATA_KEY = "skyreels_refiner_config"
 SCALES = (1, 2, 3, 4)
@@ -453,6 +454,53 @@ def refine(
     noisy = [noised(start, noise, settings.denoise_start)]
     (x,) = denoise(predict, noisy, held, start, noise, sigmas, solver, hooks)
     return torch.where(held, start, x)
+
+
+def check_take_keyframes(take: AVLatent, scale: int) -> None:
+    """A take's own high-res keyframes fit only a refine at the scale they were rendered at
+    (the Sampler's keyframe_scale)."""
+    rendered_at = take.keyframes.shape[-1] // take.video.shape[-1]
+    if rendered_at != scale:
+        raise InputError(
+            "scale",
+            f"the take's keyframes were rendered at {rendered_at}x (the Sampler's "
+            f"keyframe_scale), and scale is {scale}",
+            f"set scale to {rendered_at}, or turn reinject_keyframes off",
+        )
+
+
+def refine_take(
+    model: RefinerDiT,
+    take: AVLatent,
+    settings: RefinerSettings,
+    *,
+    keyframes: torch.Tensor | None = None,
+    keyframe_indices: Sequence[int] = (),
+    hooks: SamplerHooks | None = None,
+) -> AVLatent:
+    """A sampler's take refined as the Refine node refines it: ``keyframes`` (high-res latents
+    at the latent frames ``keyframe_indices``) re-injected, else the take's own. The result
+    carries the take's sound, the raised fps, its clip's own length and the rate its sound was
+    made at, so it decodes, saves and reloads as the node's output does (a bare :func:`refine`
+    leaves that bookkeeping to its caller: a take kept at its old fps plays at half speed)."""
+    if keyframes is None and settings.reinject_keyframes and take.keyframes is not None:
+        check_take_keyframes(take, settings.scale)
+        keyframes, keyframe_indices = take.keyframes, take.keyframe_indices
+    video = refine(
+        model, take.video, settings, keyframes=keyframes, keyframe_indices=keyframe_indices,
+        hooks=hooks,
+    )  # fmt: skip
+    factor = settings.fps_factor
+    clip_frames = (
+        None if take.clip_frames is None else refined_frame_count(take.clip_frames, factor)
+    )
+    return AVLatent(
+        video=video,
+        audio=take.audio,
+        fps=take.fps * factor,
+        clip_frames=clip_frames,
+        source_fps=take.source_fps or take.fps,
+    )
 
 
 # -- checkpoints -----------------------------------------------------------------------------

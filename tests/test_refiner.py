@@ -25,6 +25,7 @@ from skyreels_core.refiner import (
     initialise_from_video_stream,
     load_refiner,
     refine,
+    refine_take,
     refined_frame_count,
     save_refiner,
 )
@@ -126,6 +127,29 @@ def test_sparsity_is_the_share_of_key_cubes_skipped(monkeypatch):
     refiner = _tiny_refiner()
     refine(refiner, _latents(1, 4, 3, 4, 6), RefinerSettings(sparsity=0.75))
     assert seen == [0.25] * refiner.config.num_blocks
+
+
+def test_a_script_refines_a_take_as_the_node_does():
+    """refine() gives latents only: a script kept the take's old fps (the clip played at half
+    speed), its padded length, and skipped the take's own keyframes. refine_take carries them."""
+    from dataclasses import replace
+
+    from skyreels_core.types import AVLatent
+
+    refiner, low, keys = _tiny_refiner(), _latents(1, 4, 3, 4, 6), _latents(1, 4, 1, 8, 12)
+    sound = _latents(1, 5, 7)
+    take = AVLatent(video=low, audio=sound, keyframes=keys, keyframe_indices=[2], fps=16.0,
+                    clip_frames=7)  # fmt: skip
+    settings = RefinerSettings(scale=2, fps_factor=2)
+    refined = refine_take(refiner, take, settings)
+    assert (refined.fps, refined.source_fps, refined.clip_frames) == (32.0, 16.0, 13)
+    assert refined.audio is sound and refined.frames == 13
+    given = refine(refiner, low, settings, keyframes=keys, keyframe_indices=[2])
+    assert torch.equal(refined.video, given)
+    without = replace(settings, reinject_keyframes=False)
+    assert torch.equal(refine_take(refiner, take, without).video, refine(refiner, low, without))
+    with pytest.raises(InputError, match="scale: the take's keyframes were rendered at 2x"):
+        refine_take(refiner, take, RefinerSettings(scale=4))
 
 
 def test_clips_too_small_for_sparse_attention_to_pay_off_refine_dense():
