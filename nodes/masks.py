@@ -180,7 +180,7 @@ class SkyReelsV4MaskInterpolate(_FramesMaskNode):
         }
 
     def build(self, video_vae, first, last, frames: int):
-        condition = masks.interpolate(video_codec(video_vae), first[:1], last[-1:], frames)
+        condition = masks.interpolate(video_codec(video_vae), first, last, frames)
         return _output(condition, frames, [0, frames - 1])
 
 

@@ -54,11 +54,12 @@ def check_size(height: int, width: int, input_name: str, codec: VideoCodec) -> N
         latent_size(pixels, codec.spatial_stride, PATCH, f"{input_name} {side}".strip())
 
 
-def _as_frame(image: torch.Tensor, input_name: str) -> torch.Tensor:
-    """[H, W, 3] from an IMAGE batch (its first) or a single image (see :func:`rgb_pixels`)."""
+def _as_frame(image: torch.Tensor, input_name: str, pick: int = 0) -> torch.Tensor:
+    """[H, W, 3] from an IMAGE batch (its image ``pick``: the first, or -1 for a last frame) or
+    a single image (see :func:`rgb_pixels`)."""
     if image.dim() == 4:
         frame_count(image, input_name)
-        image = image[0]
+        image = image[pick]
     if image.dim() != 3:
         raise InputError(
             input_name, f"shape {tuple(image.shape)} is not an image", "pass an IMAGE [H, W, 3]"
@@ -205,7 +206,8 @@ def interpolate(
             f"(the last one is held over its latent group of {codec.temporal_stride} frames)",
             f"use {shortest} frames or more",
         )
-    first, last = _as_frame(first, "first"), _as_frame(last, "last")
+    # a clip given for either end meets the render there: its last image ends it
+    first, last = _as_frame(first, "first"), _as_frame(last, "last", -1)
     if first.shape != last.shape:
         raise InputError(
             "last",

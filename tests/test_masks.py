@@ -79,6 +79,10 @@ def test_interpolation_holds_the_last_frame_over_its_group():
     condition = masks.interpolate(CODEC, clip[0], clip[-1], 17)
     assert _known(condition) == [True, False, False, False, True]
     assert condition.known_frames == [0, 13, 14, 15, 16]
+    # Clips for both ends (a script's IMAGE batches, as the node takes them): the render starts
+    # on the first clip's first image and ends on the last clip's last, as the node's does.
+    batches = masks.interpolate(CODEC, clip, clip, 17)
+    assert torch.equal(batches.latents, condition.latents)
 
 
 def test_keyframes_snap_to_their_latent_group():
