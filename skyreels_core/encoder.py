@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from .errors import CheckpointError, InputError
 from .offload import ReserveMemory, visiting
 from .requirements import import_required
-from .shapes import rgb_pixels
+from .shapes import rgb_pixels, single_images
 from .types import TextEncoding
 
 SYSTEM_PROMPT = "Describe the video and its sound: objects, colours, motion, camera and timing."
@@ -286,7 +287,7 @@ class MLLMEncoder:
     def encode(
         self,
         prompt: str,
-        images: list[torch.Tensor] | None = None,
+        images: torch.Tensor | Sequence[torch.Tensor] | None = None,
         video: torch.Tensor | None = None,
         input_name: str = "prompt",
     ) -> TextEncoding:
@@ -301,7 +302,7 @@ class MLLMEncoder:
                 f"holds {control}, a control token of the encoder's chat format",
                 "remove it from the text (pictures go to the image inputs)",
             )
-        pictures = list(images or [])
+        pictures = single_images(images, "images")
         names = ["images"] * len(pictures)
         if video is not None:
             step = max(1, -(-len(video) // MAX_VIDEO_FRAMES))

@@ -8,12 +8,14 @@ grid one 1-frame latent per panel; all go in ``References.video`` and sit at tem
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 from .codecs import AudioCodec, VideoCodec
 from .errors import InputError
-from .shapes import SPATIAL_STRIDE, latent_frame_count, rgb_pixels
+from .shapes import SPATIAL_STRIDE, latent_frame_count, rgb_pixels, single_images
 from .types import References
 
 MAX_STORYBOARD_PANELS = 9
@@ -35,11 +37,12 @@ def fit_frames(
 
 def image_references(
     codec: VideoCodec,
-    images: list[torch.Tensor],
+    images: torch.Tensor | Sequence[torch.Tensor],
     height: int,
     width: int,
     input_name: str = "images",
 ) -> References:
+    images = single_images(images, input_name)
     if not images:
         raise InputError(input_name, "no reference image", "connect at least one image")
     frames = torch.cat([fit_frames(image[None], height, width, input_name) for image in images])

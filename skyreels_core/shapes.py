@@ -6,6 +6,8 @@ and every further latent frame covers 4 pixel frames, so valid clip lengths are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .errors import InputError
@@ -125,6 +127,28 @@ def frame_count(pixels: torch.Tensor, input_name: str) -> int:
             input_name, "no frames (an empty IMAGE batch)", "connect at least one frame"
         )
     return pixels.shape[0]
+
+
+def single_images(
+    images: torch.Tensor | Sequence[torch.Tensor] | None, input_name: str
+) -> list[torch.Tensor]:
+    """Images [H, W, C] one by one from a host IMAGE batch [N, H, W, C], one image, or a list of
+    either (what the nodes hand over and what a script has), so the library takes all alike."""
+    if images is None:
+        return []
+    items = [images] if isinstance(images, torch.Tensor) else list(images)
+    flat = []
+    for item in items:
+        if item.dim() == 4:
+            frame_count(item, input_name)
+            flat.extend(item)
+        elif item.dim() == 3:
+            flat.append(item)
+        else:
+            raise InputError(
+                input_name, f"shape {tuple(item.shape)} is not an image", "pass IMAGE [N, H, W, 3]"
+            )
+    return flat
 
 
 def rgb_pixels(pixels: torch.Tensor, input_name: str) -> torch.Tensor:

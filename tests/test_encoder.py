@@ -49,6 +49,10 @@ def test_images_change_the_features_and_add_their_tokens(encoder):
     image[16:48, 16:48, 0] = 1
     with_image = encoder.encode(PROMPT, images=[image])
     assert with_image.features.shape[1] > plain.features.shape[1]
+    as_batch = encoder.encode(
+        PROMPT, images=image[None]
+    )  # an IMAGE batch (a bare truth-value error)
+    assert torch.equal(as_batch.features, with_image.features)
     words = with_image.features[:, -plain.features.shape[1] :]
     assert (words - plain.features).abs().max() > 1e-4  # the words attended the image
     video = encoder.encode(PROMPT, video=torch.rand(9, 64, 64, 3))

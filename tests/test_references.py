@@ -26,6 +26,10 @@ def test_images_become_one_latent_frame_each_in_order():
     red[..., 0], blue[..., 2] = 1, 1
     refs = image_references(CODEC, [red, blue], 32, 32)
     assert refs.video.shape == (1, 4, 2, 4, 4) and refs.audio is None
+    # a host IMAGE batch, as a script holds one, is its images in order (it crashed in torch.cat)
+    batch = torch.stack([red[:32, :32], blue[:32, :32]])
+    assert torch.equal(image_references(CODEC, batch, 32, 32).video,
+                       image_references(CODEC, [red[:32, :32], blue[:32, :32]], 32, 32).video)  # fmt: skip
     assert torch.allclose(
         refs.video[:, :, 0],
         CODEC.encode(torch.zeros(1, 1, 32, 32, 3) + red[0, 0])[:, :, 0],
