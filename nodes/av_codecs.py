@@ -8,12 +8,13 @@ import torch
 
 from skyreels_core.av_io import fit_length, resample_audio
 from skyreels_core.codecs import audio_token_count
-from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
+from skyreels_core.codecs.tiling import encode_tiled
+from skyreels_core.decoding import take_frames, take_sound
 from skyreels_core.errors import InputError
 from skyreels_core.families import channels, require_width
 from skyreels_core.masks import check_size
 from skyreels_core.memory import out_of_memory_advice
-from skyreels_core.shapes import latent_frame_count, pixel_frame_count, rgb_pixels, sound_samples
+from skyreels_core.shapes import latent_frame_count, pixel_frame_count, rgb_pixels
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
@@ -80,8 +81,8 @@ class SkyReelsV4DecodeVideo:
             "video latent channels", "this video VAE",
         )  # fmt: skip
         with out_of_memory_advice("SkyReels-V4 video decode"), torch.no_grad():
-            frames = decode_tiled(codec, av_latent.video, tile_size, tile_overlap)
-        frames = frames[:, : av_latent.frames].to(host.intermediate_device(), torch.float32)
+            frames = take_frames(av_latent, codec, tile_size, tile_overlap)
+        frames = frames.to(host.intermediate_device(), torch.float32)
         return (frames.reshape(-1, *frames.shape[2:]), float(av_latent.fps))
 
 
@@ -117,9 +118,7 @@ class SkyReelsV4DecodeAudio:
             "audio latent channels", "this audio VAE",
         )  # fmt: skip
         with out_of_memory_advice("SkyReels-V4 audio decode"), torch.no_grad():
-            waveform = audio_vae.decode(av_latent.audio).float().cpu()
-        samples = sound_samples(av_latent.frames, av_latent.fps, audio_vae.sample_rate)
-        return ({"waveform": waveform[..., :samples], "sample_rate": audio_vae.sample_rate},)
+            return (take_sound(av_latent, audio_vae),)
 
 
 class SkyReelsV4EncodeVideo:

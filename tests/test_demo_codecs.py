@@ -136,3 +136,22 @@ def test_train_codecs_writes_loadable_files(tmp_path):
     frames = torch.rand(1, 5, 16, 16, 3)
     assert video.decode(video.encode(frames)).shape == frames.shape
     assert audio.encode(torch.zeros(1, 1, 512)).shape == (1, audio.latent_channels, 2)
+
+
+def test_a_take_decodes_to_its_clips_own_length():
+    """A Video to Audio take of a 30-frame clip holds latents for 33 frames and sound to whole
+    tokens; a script decoding it got 33 frames and 2.06 s where the decode nodes give 30 frames
+    and 1.875 s. take_frames / take_sound serve both."""
+    from skyreels_core.codecs import audio_token_count
+    from skyreels_core.decoding import take_frames, take_sound
+    from skyreels_core.types import AVLatent
+
+    video, audio = (cls.load(WEIGHTS_DIR / name) for cls, name in (
+        (DemoVideoCodec, "video_codec.safetensors"), (DemoAudioCodec, "audio_codec.safetensors")))  # fmt: skip
+    tokens = audio_token_count(33, 24.0, audio.sample_rate, audio.samples_per_token)
+    take = AVLatent(video=torch.zeros(1, video.latent_channels, 9, 8, 8),
+                    audio=torch.zeros(1, audio.latent_channels, tokens), fps=24.0, clip_frames=30)  # fmt: skip
+    assert take_frames(take, video).shape == (1, 30, 64, 64, 3)
+    sound = take_sound(take, audio)
+    assert sound["waveform"].shape[-1] == round(30 / 24 * audio.sample_rate)
+    assert sound["sample_rate"] == audio.sample_rate

@@ -14,11 +14,12 @@ import torch
 
 from .. import masks
 from ..codecs import audio_token_count
+from ..decoding import take_frames, take_sound
 from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP, extend_to_length, window_seed
 from ..references import image_references
 from ..sampling import SamplerHooks, SamplerSettings, sample
-from ..shapes import TEMPORAL_STRIDE, pixel_frame_count, sound_samples, whole_groups
+from ..shapes import TEMPORAL_STRIDE, pixel_frame_count, whole_groups
 from ..types import References, VideoCondition
 from . import bundle
 
@@ -209,7 +210,4 @@ def render_condition(
         references=references,
         hooks=hooks,
     )
-    frames = pipeline.video_codec.decode(latent.video)[0][: latent.frames]
-    samples = sound_samples(latent.frames, request.fps, codec.sample_rate)
-    waveform = codec.decode(latent.audio)[..., :samples]
-    return frames, {"waveform": waveform, "sample_rate": codec.sample_rate}, latent
+    return take_frames(latent, pipeline.video_codec)[0], take_sound(latent, codec), latent
