@@ -52,8 +52,7 @@ class SkyReelsV4TextEncode:
         }
 
     def encode(self, text_encoder, prompt: str, images=None, video=None):
-        image_list = list(images) if images is not None else None
-        return (text_encoder.encode(prompt, images=image_list, video=video),)
+        return (text_encoder.encode(prompt, images=images, video=video),)
 
 
 class SkyReelsV4MultiShotTextEncode:
