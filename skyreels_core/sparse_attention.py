@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 CUBE = (4, 4, 4)
 CUBE_TOKENS = math.prod(CUBE)
@@ -90,11 +93,17 @@ def flex_kernel(device_type: str):
     """FlexAttention compiled once per device type. With ``dynamic=False`` torch.compile keeps one
     kernel per input shape, so a refiner run compiles once per clip size and reuses it for every
     block and step; only the compiled kernel skips the blocks a BlockMask leaves out."""
+    # imported here, as BlockMask below: the cube layout and FLOP counts this module also holds
+    # are read at start-up (the refiner's dense fallback), on a torch without FlexAttention too
+    from torch.nn.attention.flex_attention import flex_attention
+
     return torch.compile(flex_attention, dynamic=False)
 
 
 def block_mask_from_selection(selected: torch.Tensor, valid: torch.Tensor) -> BlockMask:
     """A FlexAttention BlockMask that visits exactly the selected cube pairs (padding masked)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
     counts = selected.sum(-1, dtype=torch.int32)
     order = torch.argsort(selected.to(torch.int8), dim=-1, descending=True, stable=True).to(
         torch.int32

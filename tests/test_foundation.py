@@ -69,6 +69,29 @@ def test_pack_imports_from_a_hyphenated_folder_without_comfyui(tmp_path):
     assert (ROOT / "js").is_dir()
 
 
+def test_pack_loads_on_a_torch_without_flex_attention(tmp_path):
+    """FlexAttention (torch 2.5+) serves only sparse refining: a module-level import of it,
+    reached through the refiner at start-up, stopped every node loading on an older torch."""
+    (tmp_path / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            """
+            import importlib.abc, sys
+
+            class NoFlex(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path, target=None):
+                    if name == "torch.nn.attention.flex_attention":
+                        raise ModuleNotFoundError(name)
+
+            sys.meta_path.insert(0, NoFlex())
+            """
+        )
+    )
+    folder = tmp_path / "ComfyUI-SkyReels-V4"
+    folder.symlink_to(ROOT, target_is_directory=True)
+    info = _load_in_subprocess(folder, extra_path=tmp_path)
+    assert len(info["nodes"]) == len(info["display"]) > 30
+
+
 FAKE_HOST = {
     "folder_paths.py": """
         import os
