@@ -62,18 +62,28 @@ def output_folder(path: Path, input_name: str) -> Path:
 
 
 def output_file(
-    path: str | Path, input_name: str, example: str, *, refuse_existing: bool = False
+    path: str | Path,
+    input_name: str,
+    example: str,
+    *,
+    refuse_existing: bool = False,
+    suffix: str | None = None,
 ) -> Path:
     """``path`` as a file a command writes once its work is done, checked before the work, so
     minutes of rendering never end in IsADirectoryError or PermissionError: not a folder (nor a
     name ending in "/", which ``Path`` would quietly drop), and in a folder that exists or can be
     made and takes a new file. Only trying tells the last (root's ``os.access`` says yes where
     sysfs says no), so one partial file is created and removed there, as :func:`published` will.
-    ``refuse_existing`` is for commands with an ``--overwrite`` flag that was not given."""
+    ``refuse_existing`` is for commands with an ``--overwrite`` flag that was not given;
+    ``suffix`` for files players open by their name (MP4 bytes under .gif open nowhere)."""
     text, path = str(path), Path(path)
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise InputError(
             input_name, f"{text} names a folder", f"name a file, e.g. {path / example}"
+        )
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise InputError(
+            input_name, f"{text} does not end in {suffix}", f"name it {path.with_suffix(suffix)}"
         )
     if refuse_existing and path.exists():
         raise InputError(

@@ -368,7 +368,8 @@ def no_model(monkeypatch):
       "--out: DIR names a folder. Fix: name a file, e.g. DIR/demo.mp4"),
      (["--out", "DIR/new/"], "--out: DIR/new/ names a folder. Fix: name a file, e.g. DIR/new/demo.mp4"),
      (["--out", "DIR/clip.gif"], "--out: DIR/clip.gif does not end in .mp4. Fix: name it DIR/clip.mp4"),
-     (["--out", "DIR/clip"], "--out: DIR/clip does not end in .mp4. Fix: name it DIR/clip.mp4")],
+     (["--out", "DIR/clip"], "--out: DIR/clip does not end in .mp4. Fix: name it DIR/clip.mp4"),
+     (["--out", "DIR/old.gif"], "--out: DIR/old.gif does not end in .mp4. Fix: name it DIR/old.mp4")],
 )  # fmt: skip
 def test_demo_out_naming_a_folder_is_one_line_before_the_render(
     tmp_path, capsys, no_model, args, line
@@ -376,9 +377,11 @@ def test_demo_out_naming_a_folder_is_one_line_before_the_render(
     """A folder, existing or written with a trailing "/", would end the render in
     IsADirectoryError or a file named like the folder; any name but .mp4 held MP4 bytes that
     players, which go by the name, would not open."""
+    existing = tmp_path / "old.gif"  # named for its suffix, not told to pass --overwrite first
+    existing.write_bytes(b"GIF89a")
     assert main(["demo", *[arg.replace("DIR", str(tmp_path)) for arg in args]]) == 2
     assert capsys.readouterr().err == f"error: {line.replace('DIR', str(tmp_path))}\n"
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [existing]
 
 
 @pytest.mark.skipif(not Path("/sys/fs").is_dir(), reason="needs sysfs, which takes no new files")

@@ -206,11 +206,9 @@ def run(args: argparse.Namespace) -> int:
     from ..av_io import write_mp4
 
     _check_arguments(args)
-    out = output_file(args.out, "--out", "demo.mp4", refuse_existing=not args.overwrite)
-    if out.suffix.lower() != ".mp4":  # players go by the name: MP4 bytes under .gif open nowhere
-        raise InputError(
-            "--out", f"{args.out} does not end in .mp4", f"name it {out.with_suffix('.mp4')}"
-        )
+    out = output_file(
+        args.out, "--out", "demo.mp4", refuse_existing=not args.overwrite, suffix=".mp4"
+    )
     source, fps = _source(args)
     if args.frames is None:  # v2a: the whole clip
         args.frames = source.shape[0]
