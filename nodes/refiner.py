@@ -113,7 +113,8 @@ class SkyReelsV4Refine:
     DESCRIPTION = (
         "Refines the sampler's low-res clip: upsamples it in latent space, re-injects the high-res "
         "keyframes (unchanged), inserts frames for 2x / 4x fps, and denoises a few steps with "
-        "block-sparse attention. Audio is carried along unchanged."
+        "block-sparse attention (dense on clips too small for it to pay, such as the demo "
+        "refiner's). Audio is carried along unchanged."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = (link_types.AV_LATENT,)

@@ -216,7 +216,7 @@ class DualStreamMMDiT(nn.Module):
         streams = (("video", c.video_latent_channels), ("audio", c.audio_latent_channels))
         for stream, channels in streams if references else ():
             latents = getattr(references, stream)
-            if latents is not None and latents.shape[1] != channels:
+            if latents is not None and channels is not None and latents.shape[1] != channels:
                 raise InputError(
                     "references",
                     f"{stream} references of {latents.shape[1]} channels for a model whose {stream} "

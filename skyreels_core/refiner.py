@@ -335,7 +335,8 @@ def build_condition(
 @dataclass
 class RefinerSettings:
     """User-facing options. ``sparsity`` is the share of key cubes each query cube skips (0 =
-    dense attention; 0.75 keeps a quarter plus the local cubes, DESIGN §4's target).
+    dense attention; 0.75 keeps a quarter plus the local cubes, DESIGN §4's target) where
+    block-sparse attention pays off (:func:`refine`; smaller clips refine dense).
     ``denoise_start`` is the flow time the upsampled clip is noised to: lower keeps more of it,
     higher lets the refiner redraw more. A few uniform (shift 1) steps suffice from there: the
     condition pins the layout, so no steps need to go to the coarse structure that a
