@@ -75,6 +75,10 @@ def test_references_condition_the_clip_and_are_dropped_from_the_output():
         line = f"references: {stream} references of {16 if stream == 'video' else 8} channels for "
         with pytest.raises(InputError, match=f"{line}a model whose {stream} latents have 4"):
             model(video, t, text, audio=audio, references=wrong)  # a torch.cat size error
+    silent = tiny_model(audio_latent_channels=None)  # audio references it cannot hear: ignored
+    video, t, text, _ = inputs(silent)
+    heard = silent(video, t, text, references=References(audio=torch.randn(2, 8, 5)))
+    assert torch.equal(heard.video, silent(video, t, text).video)
 
 
 @torch.no_grad()
