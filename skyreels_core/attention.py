@@ -50,6 +50,12 @@ def takes_dtype(backend: str, dtype: torch.dtype) -> bool:
     return backend not in _PACKAGES or dtype in HALF_PRECISION
 
 
+def takes_masks(backend: str) -> bool:
+    """Whether ``backend`` runs its own kernel under an attention mask: flash_attn and sage take
+    none, so :func:`attention` runs a masked call (padded text) through SDPA instead."""
+    return backend not in _PACKAGES
+
+
 def require_backend(backend: str, device: torch.device | str) -> None:
     """A package backend (sage, flash_attn) runs on ``device``: checked when the model loads and
     again at each call, where the tensors may sit elsewhere."""
@@ -72,7 +78,7 @@ def attention(
     """Softmax attention over [B, heads, L, head_dim] tensors; ``mask`` is a boolean key mask
     broadcastable to [B, heads, L_q, L_k] (True = attend). The ``flex`` backend is block-sparse
     over a video token grid described by ``sparsity`` (dense without one)."""
-    if backend == "sdpa" or (mask is not None and backend in ("flash_attn", "sage")):
+    if backend == "sdpa" or (mask is not None and not takes_masks(backend)):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if backend == "flash_attn":
         require_backend(backend, q.device)

@@ -232,6 +232,41 @@ def test_batched_pass_out_of_memory_falls_back_to_two_passes():
     torch.testing.assert_close(result.audio, reference.audio)
 
 
+@pytest.mark.parametrize(
+    ("backend", "negative_length", "batch"),
+    [("sage", 3, B), ("flash_attn", 3, B), ("sage", 5, 2 * B), ("sdpa", 3, 2 * B)],
+)
+def test_prompts_of_two_lengths_batch_only_where_the_kernel_takes_masks(
+    backend, negative_length, batch
+):
+    """Stacked prompts of two lengths need a padding mask, under which flash_attn and sage
+    would run as SDPA: their branches run apart instead, to the same result."""
+    model = FakeModel(text_linear)
+    model.attention_backend = backend
+    run = dict(
+        text=text(1.0, length=5),
+        negative_text=text(-0.5, length=negative_length),
+        condition=condition(),
+        audio_tokens=L_A,
+        fps=16.0,
+        settings=settings(steps=2, video_guidance=4.0, audio_guidance=3.0),
+    )
+    result = sample(model, **run)
+    assert {call["video"].shape[0] for call in model.calls} == {batch}
+    assert len(model.calls) == 2 * (2 * B // batch)
+    apart = sample(
+        FakeModel(text_linear),
+        **{
+            **run,
+            "settings": settings(
+                steps=2, video_guidance=4.0, audio_guidance=3.0, batch_guidance=False
+            ),
+        },
+    )
+    torch.testing.assert_close(result.video, apart.video)
+    torch.testing.assert_close(result.audio, apart.audio)
+
+
 def text_linear(stream, x, t, value):
     """A velocity linear in the prompt, different per stream: CFG shows up exactly."""
     slope, bias = {"video": (2.0, 0.5), "audio": (-3.0, 1.0), "keyframes": (1.0, 0.0)}[stream]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..attention import takes_masks
 from ..errors import InputError
 from ..families import channels, require_width
 from ..objective import noised, velocity_target
@@ -257,13 +258,19 @@ class _ModelCall:
 
 class _GuidanceTexts:
     """The prompts of the two guidance branches, and their stack for batched passes while the
-    batch fits (multi-shot prompts batch only with a negative of the same shot layout)."""
+    batch fits (multi-shot prompts batch only with a negative of the same shot layout). Prompts
+    of two lengths stack padded under a mask, which flash_attn and sage do not take: for those
+    the branches run apart, so the kernel the artist chose runs every attention call."""
 
-    def __init__(self, text: TextEncoding, unconditional: TextEncoding | None, batch: bool):
+    def __init__(
+        self, text: TextEncoding, unconditional: TextEncoding | None, batch: bool, backend: str
+    ):
         self.conditional = text
         self.unconditional = unconditional
         self.stacked = None
-        if batch and unconditional is not None and unconditional.shot_ranges == text.shot_ranges:
+        if not batch or unconditional is None or unconditional.shot_ranges != text.shot_ranges:
+            return
+        if takes_masks(backend) or text.features.shape[1] == unconditional.features.shape[1]:
             self.stacked = _stack_text(text, unconditional)
 
 
@@ -641,7 +648,8 @@ def sample(
     if guidance.needs_unconditional:
         negative = None if negative_text is None else negative_text.to(device, dtype)
         unconditional = _unconditional(text, negative).to(device, dtype)
-    texts = _GuidanceTexts(text, unconditional, settings.batch_guidance)
+    backend = getattr(model, "attention_backend", "sdpa")
+    texts = _GuidanceTexts(text, unconditional, settings.batch_guidance, backend)
     if hooks.reserve is not None and hasattr(model, "activation_bytes"):
         hooks.reserve(device, _largest_pass_bytes(model, shapes, has_audio, references, texts))
 
