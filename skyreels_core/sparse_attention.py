@@ -11,6 +11,7 @@ dense weights starts as the fine sparse path.
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -28,7 +29,21 @@ CUBE_TOKENS = math.prod(CUBE)
 CUDA_TILES = {"BLOCK_M": CUBE_TOKENS, "BLOCK_N": CUBE_TOKENS}
 
 
+def _normal_tensors(make):
+    """Layouts made as normal tensors even under inference mode, as the host refines: they are
+    cached, and a later training step over the same grid cannot save inference tensors (its
+    index lookups) for its backward pass. Normal tensors serve inference just as well."""
+
+    @functools.wraps(make)
+    def made(*args):
+        with torch.inference_mode(False):
+            return make(*args)
+
+    return made
+
+
 @lru_cache(maxsize=16)
+@_normal_tensors
 def cube_order(
     grid: tuple[int, int, int], cube: tuple[int, int, int] = CUBE
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
@@ -50,6 +65,7 @@ def cube_order(
 
 
 @lru_cache(maxsize=16)
+@_normal_tensors
 def neighbourhood(cubes: tuple[int, int, int]) -> torch.Tensor:
     """[n, n] bool: each cube and its face neighbours."""
     coords = torch.stack(
@@ -69,6 +85,7 @@ def select_cubes(
 
 
 @lru_cache(maxsize=32)
+@_normal_tensors
 def _layout_on(
     grid: tuple[int, int, int], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -79,6 +96,7 @@ def _layout_on(
 
 
 @lru_cache(maxsize=32)
+@_normal_tensors
 def _scatter_on(grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, ...]:
     """(token, slot) index pairs that put each real slot's output back in token order, made once
     per grid: indexing by the boolean validity in every block would wait on the GPU twice (each

@@ -109,6 +109,21 @@ def test_sparse_attention_keeping_everything_equals_dense_through_the_refiner():
     assert (sparse - dense).abs().max().item() > 1e-4  # a quarter of the cubes is not everything
 
 
+def test_training_after_a_sparse_refine_under_inference_mode():
+    """The host refines under torch.inference_mode; the sparse layouts cached there (per grid)
+    failed a later training step over the same grid: "Inference tensors cannot be saved for
+    backward", until the process restarted. A grid no other test uses, so none is cached."""
+    refiner = _tiny_refiner().train()
+    video = _latents(1, refiner.config.in_channels, 12, 16, 24)
+    timestep = torch.tensor([0.5])
+    with torch.inference_mode():
+        refined = refiner(video, timestep, keep_ratio=0.25)
+    out = refiner(video, timestep, keep_ratio=0.25)
+    out.square().mean().backward()
+    assert torch.equal(out.detach(), refined)
+    assert refiner.head.head.weight.grad.abs().sum() > 0
+
+
 def test_sparsity_is_the_share_of_key_cubes_skipped(monkeypatch):
     """sparsity 0.75 keeps a quarter of the key cubes in every block (read the other way round
     it would keep three quarters: three times the cost, outside the regime trained on)."""
