@@ -9,9 +9,10 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from skyreels_core.av_io import next_free_path, write_mp4
+from skyreels_core.av_io import numbered_paths, write_mp4
 from skyreels_core.av_latent_file import SUFFIX, save_av_latent
 from skyreels_core.errors import InputError
+from skyreels_core.paths import under_a_free_name
 
 from . import host, link_types
 from .validation import reports_input_errors
@@ -69,6 +70,15 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
         raise InputError(
             "filename_prefix", f"{filename_prefix!r} {problem}", "use a name like 'videos/skyreels'"
         )
+    for folder in (target.parent, *target.parent.parents):
+        if folder == root:
+            break
+        if folder.exists() and not folder.is_dir():
+            raise InputError(
+                "filename_prefix",
+                f"{filename_prefix!r} saves into {folder.relative_to(root)}, which is a file",
+                "name another sub-folder",
+            )
     return root, target.parent, target.name
 
 
@@ -124,7 +134,10 @@ class SkyReelsV4SaveVideo(_SaveNode):
         root, folder, stem = _output_folder(filename_prefix, FOLDERS[self.FOLDER](), width, height)
         folder.mkdir(parents=True, exist_ok=True)
         metadata = _graph_metadata(prompt, extra_pnginfo)
-        path = write_mp4(next_free_path(folder, stem), frames, fps, audio, metadata)
+        path = under_a_free_name(
+            lambda name: write_mp4(name, frames, fps, audio, metadata),
+            numbered_paths(folder, stem, ".mp4"),
+        )
         saved = {
             **_located(path, root, self.FOLDER),
             "format": "video/mp4",
@@ -198,8 +211,11 @@ class SkyReelsV4SaveAVLatent(_SaveNode):
     def save(self, av_latent, filename_prefix: str, prompt=None, extra_pnginfo=None):
         root, folder, stem = _output_folder(filename_prefix)
         folder.mkdir(parents=True, exist_ok=True)
-        path = next_free_path(folder, stem, SUFFIX)
-        save_av_latent(av_latent, path, _graph_metadata(prompt, extra_pnginfo))
+        metadata = _graph_metadata(prompt, extra_pnginfo)
+        path = under_a_free_name(
+            lambda name: save_av_latent(av_latent, name, metadata),
+            numbered_paths(folder, stem, SUFFIX),
+        )
         return {"ui": {"skyreels_latents": [_located(path, root)]}}
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .paths import published
+from .paths import NameTaken, published
 from .shapes import rgb_pixels, sound_samples
 
 # FFmpeg's default layout for each channel count AAC carries (a 5.1 film track is 6 channels).
@@ -257,6 +257,12 @@ def next_free_path(folder: str | Path, prefix: str, suffix: str = ".mp4") -> Pat
     return folder / f"{prefix}_{number:05d}{suffix}"
 
 
+def numbered_paths(folder: Path, prefix: str, suffix: str) -> Iterator[Path]:
+    """:func:`next_free_path`, counted again each time the last one was taken meanwhile."""
+    while True:
+        yield next_free_path(folder, prefix, suffix)
+
+
 def _checked_frames(frames: torch.Tensor, fps: float) -> torch.Tensor:
     """The frames as RGB (:func:`rgb_pixels`), or an error naming what is wrong."""
     if frames.dim() != 4 or frames.shape[0] < 1:
@@ -280,6 +286,12 @@ def _even_sides(frames: torch.Tensor) -> torch.Tensor:
     return padded.permute(0, 2, 3, 1)
 
 
+SMALL_FRAME = 128
+"""Below this side, x264's macroblock tree (as PyAV bundles it) encodes the same frames into
+different files run to run, pixels apart by up to 44/255: it is turned off there, so the same
+render saves the same bytes (the demo's 64 px clips). From 128 px it is repeatable and kept."""
+
+
 def _write(
     path: Path, frames: torch.Tensor, fps: float, audio: dict | None, metadata: dict[str, object]
 ) -> None:
@@ -295,6 +307,8 @@ def _write(
         video = container.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"crf": "18"}
+        if min(height, width) < SMALL_FRAME:
+            video.options["x264-params"] = "no-mbtree=1"
         sound = None
         if audio is not None:
             waveform = audio["waveform"][0].float().cpu()
@@ -355,9 +369,7 @@ def write_mp4(
     if audio is not None:
         _check_sound_to_save(audio["waveform"])
     if path.exists() and not overwrite:
-        raise InputError(
-            "output", f"{path} already exists", "choose another name (files are never overwritten)"
-        )
+        raise NameTaken(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with published(path, overwrite) as partial:
         _write(partial, frames, fps, audio, metadata or {})

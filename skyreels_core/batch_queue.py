@@ -21,12 +21,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections import Counter
 from http.client import HTTPException
 from pathlib import Path
 
 from .errors import InputError
 from .file_kinds import AV_LATENT_SUFFIX, SUFFIXES, files_of, kind_of
-from .paths import output_file, output_folder
+from .paths import output_file, output_folder, published, under_a_free_name, write_json
 from .workflow_format import (
     SEED_NAMES,
     is_api_prompt,
@@ -252,20 +253,24 @@ class ComfyServer:
         name = Path(item["filename"]).name
         # a take's whole suffix is kept, so Load AV Latent still lists a numbered one
         suffix = AV_LATENT_SUFFIX if name.endswith(AV_LATENT_SUFFIX) else Path(name).suffix
-        target, number = folder / name, 0
-        while target.exists():
-            number += 1
-            target = folder / f"{name.removesuffix(suffix)}_{number}{suffix}"
-        partial = target.with_name(f".{target.name}.partial")
+        numbered = (
+            folder / (name if number == 0 else f"{name.removesuffix(suffix)}_{number}{suffix}")
+            for number in itertools.count()
+        )
+
+        def write(target: Path) -> Path:
+            with published(target) as partial:
+                partial.write_bytes(data)
+            return target
+
         try:
-            partial.write_bytes(data)
-            partial.replace(target)
+            return under_a_free_name(write, (path for path in numbered if not path.exists()))
         except OSError as error:
-            partial.unlink(missing_ok=True)
             raise InputError(
-                "--download", f"cannot write {target} ({error.strerror})", "free space or pick DIR"
+                "--download",
+                f"cannot write into {folder} ({error.strerror})",
+                "free space or pick DIR",
             ) from None
-        return target
 
     def _history(self, prompt_id: str) -> dict | None:
         entry = self._request(f"/history/{prompt_id}", retry=True).get(prompt_id)
@@ -309,6 +314,14 @@ def parse_seeds(spec: str) -> list[int]:
                 f"queue at most {MAX_RENDERS} renders a call",
             )
         seeds.extend(range(first, last + 1))
+    repeated = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
+    if repeated:  # a seed renders the same take each time: a repeat only costs GPU time
+        listed = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
+        raise InputError(
+            "--seeds",
+            f"{spec!r} gives seed{'s' * (len(repeated) > 1)} {listed} more than once",
+            "list each once",
+        )
     return seeds
 
 
@@ -760,8 +773,7 @@ def _queue_one(
     as refused with the server's reason, so one bad variant does not keep the rest of the batch
     from being queued, waited for and reported."""
     edited, prompt = _edited(workflow, object_info, values)
-    widgets = {f"{node}.{name}": value for (node, name), value in values.items()}
-    record = {"prompt_id": None, "widgets": widgets, "status": "queued", "files": []}
+    record = _record(values, "queued")
     if refusal is None:
         try:
             record["prompt_id"] = server.queue(prompt, None if is_api_prompt(workflow) else edited)
@@ -770,6 +782,11 @@ def _queue_one(
     if refusal is not None:
         record["status"], record["error"] = "refused", refusal
     return record
+
+
+def _record(values: dict, status: str) -> dict:
+    widgets = {f"{node}.{name}": value for (node, name), value in values.items()}
+    return {"prompt_id": None, "widgets": widgets, "status": status, "files": []}
 
 
 def _queued_line(record: dict, number: int, total: int) -> str:
@@ -825,8 +842,9 @@ def run(args: argparse.Namespace) -> int:
         if waits:
             _wait_all(server, records, args)
     finally:
-        if args.report is not None:
-            args.report.write_text(json.dumps(records, indent=2) + "\n")
+        if args.report is not None:  # a batch stopped while queueing lists its renders not queued
+            unqueued = [_record(values, "not queued") for values in renders[len(records) :]]
+            write_json(args.report, records + unqueued, "--report")
     unsuccessful = ("refused", "failed", "unfinished", "undownloaded")
     return 1 if any(r["status"] in unsuccessful for r in records) else 0
 

@@ -35,7 +35,7 @@ from torch.utils._pytree import tree_flatten
 
 from .config import ModelConfig, get_preset
 from .errors import InputError
-from .paths import output_file
+from .paths import output_file, write_json
 from .sparse_attention import dense_attention_flops, sparse_attention_flops
 
 
@@ -957,6 +957,6 @@ def run(args: argparse.Namespace) -> int:
         for key, value in _rows(results[part]):
             print(f"  {key:48s} {value}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        write_json(args.json, results, "--json")
         print(f"wrote {args.json}")
     return 0

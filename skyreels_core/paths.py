@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath, PureWindowsPath
+from typing import TypeVar
 
 from .errors import InputError
+
+
+class NameTaken(InputError):
+    """A file exists under the name a writer was to publish: files are never overwritten."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            "output", f"{path} already exists", "choose another name (files are never overwritten)"
+        )
 
 
 def resolve_inside(
@@ -131,11 +142,38 @@ def published(path: Path, overwrite: bool = False) -> Iterator[Path]:
         else:
             _publish_new(partial, path)
     except FileExistsError:
-        raise InputError(
-            "output", f"{path} already exists", "choose another name (files are never overwritten)"
-        ) from None
+        raise NameTaken(path) from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: object, input_name: str) -> None:
+    """``value`` as indented JSON, published whole over the file before it: a full disk or a
+    second Ctrl-C mid-write leaves the old file (a report, a bundle's manifest), never a
+    truncated one under its name."""
+    try:
+        with published(path, overwrite=True) as partial:
+            partial.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    except OSError as error:
+        raise InputError(
+            input_name, f"cannot write {path} ({error.strerror})", "free space or pick another path"
+        ) from None
+
+
+Written = TypeVar("Written")
+
+
+def under_a_free_name(write: Callable[[Path], Written], names: Iterator[Path]) -> Written:
+    """``write`` under the first of ``names`` still free when the file is published: a name
+    another process takes meanwhile (a second ComfyUI saving into the same output folder, a
+    second batch downloading into the same folder) is passed over, where the render would have
+    been lost to "already exists". ``names`` is endless."""
+    while True:
+        path = next(names)
+        try:
+            return write(path)
+        except NameTaken:
+            continue
 
 
 def _publish_new(partial: Path, path: Path) -> None:
@@ -148,7 +186,11 @@ def _publish_new(partial: Path, path: Path) -> None:
         raise
     except OSError:  # EPERM, ENOTSUP, EINVAL by filesystem; a true denial recurs just below
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        os.replace(partial, path)
+        try:
+            os.replace(partial, path)
+        except BaseException:  # an empty claim would stay under the name, the number spent
+            path.unlink(missing_ok=True)
+            raise
 
 
 def fingerprint(paths: list[Path]) -> str:

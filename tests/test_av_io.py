@@ -238,7 +238,14 @@ def test_a_filesystem_without_hard_links_still_gets_the_file_and_no_overwrite(
     with pytest.raises(InputError, match="already exists"):
         write_mp4(path, torch.rand(5, 16, 16, 3), 16.0)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+    def replace_fails(source, target):  # the claim made, the move of the finished file failed
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", replace_fails)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_mp4(tmp_path / "b.mp4", frames, 16.0, audio)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]  # no empty b.mp4 claim left
 
 
 def test_saved_files_get_the_umasks_permissions(tmp_path):
@@ -337,3 +344,40 @@ def test_a_sound_starting_after_or_before_the_picture_is_read_on_the_clips_clock
     _, _, audio = read_video(path)
     onset = (audio["waveform"][0, 0].abs() > 0.3).nonzero()[0].item() / rate
     assert abs(onset - (1 + offset)) <= 0.005
+
+
+@pytest.mark.parametrize("size", [64, 112])
+def test_the_same_small_frames_save_as_the_same_bytes(tmp_path, size):
+    """Under 128 px the x264 PyAV bundles wrote 5-6 different files of 6 saves of one moving
+    square (pixels apart by up to 44/255): a queued render saved twice did not compare equal."""
+    frames = torch.rand(33, size, size, 3, generator=torch.Generator().manual_seed(0)) * 0.2
+    for t in range(33):
+        frames[t, 20:40, t : t + 20] = torch.tensor([0.9, 0.1, 0.1])
+    saved = {write_mp4(tmp_path / f"{i}.mp4", frames, 16.0).read_bytes() for i in range(4)}
+    assert len(saved) == 1
+
+
+def test_a_report_written_over_a_full_disk_keeps_the_one_before(tmp_path, monkeypatch):
+    """A report written in place was cut off mid-JSON under its name, the previous one lost,
+    and the OSError ended the command in a traceback."""
+    import errno
+    import json
+    import re
+    from pathlib import Path
+
+    from skyreels_core.paths import write_json
+
+    report = tmp_path / "report.json"
+    write_json(report, {"renders": [1, 2]}, "--report")
+    original = Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):
+        original(self, text[:10], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    message = f"--report: cannot write {report} (No space left on device). Fix: free space"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}"):
+        write_json(report, {"renders": [3]}, "--report")
+    assert json.loads(report.read_text()) == {"renders": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -19,6 +19,7 @@ from workflow_tools import core_shims, object_info_from_mappings
 from skyreels_core import batch_queue
 from skyreels_core.__main__ import main
 from skyreels_core.batch_queue import parse_seeds, positive_prompt_widget
+from skyreels_core.errors import InputError
 from skyreels_core.workflow_format import (
     is_api_prompt,
     node_inputs,
@@ -226,6 +227,8 @@ def test_seed_ranges_parse():
             parse_seeds(bad)
     with pytest.raises(ValueError, match="^--seeds: 100000000000 seeds"):  # was a MemoryError
         parse_seeds("0-99999999999")
+    with pytest.raises(ValueError, match="^--seeds: '0-3,2,1-2' gives seeds 1, 2 more than once"):
+        parse_seeds("0-3,2,1-2")  # rendered twice each: the same take, twice the GPU time
 
 
 def test_the_commands_own_flags_are_read_before_the_server_is_asked(capsys):
@@ -941,6 +944,60 @@ def test_a_taken_av_latent_name_keeps_the_suffix_its_loader_lists(tmp_path):
         comfy = batch_queue.ComfyServer(server.url)
         names = [comfy.download(item, tmp_path).name for _ in range(2)]
     assert names == ["take_00004.av_latent.safetensors", "take_00004_1.av_latent.safetensors"]
+
+
+def test_a_name_another_batch_takes_during_the_download_is_passed_over(tmp_path, monkeypatch):
+    """Two batches downloading into one folder: the name was checked free, then the other
+    batch's file of that name arrived before this one was in place. It was replaced by this
+    one (the other batch's report then named a file holding this render), and the other batch
+    stopped on a shared partial file."""
+    item = {"filename": "clip_00001_.mp4", "subfolder": "skyreels_v4", "type": "output"}
+    taken = tmp_path / "clip_00001_.mp4"
+    original = Path.write_bytes
+
+    def other_batch_first(self, data):
+        if not taken.exists():
+            original(taken, b"the other batch's render")
+        return original(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", other_batch_first)
+    with FakeComfy() as server:
+        path = batch_queue.ComfyServer(server.url).download(item, tmp_path)
+    assert path == tmp_path / "clip_00001__1.mp4"
+    assert path.read_bytes() == b"clip_00001_.mp4|skyreels_v4|output"
+    assert taken.read_bytes() == b"the other batch's render"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name, path.name]
+
+
+def test_a_batch_stopped_while_queueing_reports_the_renders_it_never_queued(
+    capsys, tmp_path, monkeypatch
+):
+    """The report held only the renders queued before the stop: a script following up could not
+    tell the seeds never queued from seeds never asked for."""
+    report = tmp_path / "batch.json"
+    report.write_text("the previous batch's report")
+    original_queue = batch_queue.ComfyServer.queue
+
+    def dropped_on_the_second(self, *args):
+        if self.queued:
+            raise InputError("--server", "cannot reach ComfyUI (Connection reset)", "start it")
+        self.queued = True
+        return original_queue(self, *args)
+
+    monkeypatch.setattr(batch_queue.ComfyServer, "queued", False, raising=False)
+    monkeypatch.setattr(batch_queue.ComfyServer, "queue", dropped_on_the_second)
+    with FakeComfy() as server:
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
+                              "1-3", "--report", str(report))  # fmt: skip
+    assert code == 2 and "cannot reach ComfyUI" in err
+    assert [
+        (r["widgets"], r["status"], r["prompt_id"]) for r in json.loads(report.read_text())
+    ] == [
+        ({"8.seed": 1}, "queued", "p1"),
+        ({"8.seed": 2}, "not queued", None),
+        ({"8.seed": 3}, "not queued", None),
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["batch.json"]  # published whole, no partial
 
 
 def test_a_dry_run_makes_no_download_folder_and_empty_seeds_are_refused(capsys, tmp_path):

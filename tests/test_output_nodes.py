@@ -131,6 +131,53 @@ def test_a_prefix_outside_the_output_is_refused_when_queued(folders, name):
     assert node.VALIDATE_INPUTS(filename_prefix="").startswith("filename_prefix: '' names no file")
 
 
+@pytest.mark.parametrize("name", ["SkyReelsV4SaveVideo", "SkyReelsV4SaveAVLatent"])
+def test_a_prefix_whose_folder_is_a_file_is_refused_when_queued(folders, name):
+    """It passed validation, then the save after the render failed on FileExistsError."""
+    output, _ = folders
+    output.mkdir()
+    (output / "videos").write_text("a file, not a folder")
+    verdict = NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS(filename_prefix="videos/take/x")
+    assert verdict == (
+        "filename_prefix: 'videos/take/x' saves into videos, which is a file. "
+        "Fix: name another sub-folder"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [("SkyReelsV4SaveVideo", ".mp4"), ("SkyReelsV4SaveAVLatent", ".av_latent.safetensors")],
+)
+def test_a_number_another_server_takes_during_the_save_is_passed_over(
+    folders, monkeypatch, name, suffix
+):
+    """Two ComfyUI servers saving into one output folder: both picked take_00001, and the one
+    that finished second threw its render away on "already exists"."""
+    from skyreels_core import paths
+    from skyreels_core.types import AVLatent
+
+    output, _ = folders
+    taken = output / f"take_00001{suffix}"
+    new_partial = paths._new_partial
+
+    def the_other_server_publishes_first(path):
+        if not taken.exists():
+            taken.write_bytes(b"the other server's render")
+        return new_partial(path)
+
+    monkeypatch.setattr(paths, "_new_partial", the_other_server_publishes_first)
+    frames, sound = _clip()
+    node = NODE_CLASS_MAPPINGS[name]()
+    if name == "SkyReelsV4SaveVideo":
+        (saved,) = node.save(frames, 16.0, "take", audio=sound)["ui"]["skyreels_videos"]
+    else:
+        take = AVLatent(video=torch.zeros(1, 4, 3, 4, 6), audio=None, fps=16.0)
+        (saved,) = node.save(take, "take")["ui"]["skyreels_latents"]
+    assert saved["filename"] == f"take_00002{suffix}"
+    assert taken.read_bytes() == b"the other server's render"
+    assert sorted(p.name for p in output.iterdir()) == [taken.name, saved["filename"]]
+
+
 def test_a_prefix_ending_in_a_slash_names_the_file_as_the_host_does(folders):
     """The host's get_save_image_path normalises "videos/" to "videos": a file in the output
     folder itself, as the core save nodes write it."""

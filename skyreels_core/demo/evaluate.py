@@ -7,7 +7,6 @@ number is measured on what a user would get: the decoded frames and the decoded 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..paths import output_file
+from ..paths import output_file, write_json
 from ..refiner import RefinerSettings, load_refiner
 from . import bundle
 from .dataset import HELD_OUT_SEED
@@ -247,6 +246,6 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report, "--json")
         print(f"wrote {args.json}")
     return 0

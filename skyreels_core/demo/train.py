@@ -8,7 +8,6 @@ encoder, train the dual-stream model on the multi-task mix, write the manifest.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from ..config import get_preset
 from ..encoder import MLLMEncoder, create_tiny_encoder_folder
 from ..loading import save_model
 from ..mmdit import DualStreamMMDiT
+from ..paths import write_json
 from ..training import (
     Batch,
     adamw,
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             p.name: file_digest(p) for p in (model_path, video_path, audio_path, encoder_dir)
         },
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out / "manifest.json", manifest, "--out")
     print(f"wrote the demo bundle to {out} ({step} model steps)")
     _warn_of_stale_lora(out / LORA_FILE, model_path)
     if step < args.steps:

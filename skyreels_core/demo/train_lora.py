@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..loading import load_model
 from ..lora import applied
 from ..lora_training import lora_parameters, save_lora, trainable_lora
-from ..paths import output_file
+from ..paths import output_file, write_json
 from ..training import check_counts, start_run, training_loss
 from . import bundle
 from .codecs import DemoAudioCodec, DemoVideoCodec
@@ -136,7 +136,7 @@ def _record_in_manifest(manifest_path: Path, path: Path, command: str) -> None:
     manifest = json.loads(manifest_path.read_text())
     manifest["sha256"][path.name] = bundle.file_digest(path)
     manifest["lora_command"] = command
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(manifest_path, manifest, "--out")
 
 
 def run(args: argparse.Namespace) -> int:
