@@ -220,3 +220,72 @@ def test_cached_features_rest_where_the_weights_rest(folder, monkeypatch):
     rested = encoder.encode(PROMPT + " twice")
     assert computed.features.device.type == "cpu" and rested.features.device.type == "meta"
     assert rested.mask.device.type == "meta" and encoder.encode(PROMPT + " twice") is rested
+
+
+def test_the_same_prompt_with_another_picture_is_encoded_again(encoder):
+    """The cache is keyed by the pictures' content too: re-encoding a prompt with a new reference
+    image (same size) returned the first image's features."""
+    dark = encoder.encode(PROMPT, images=torch.zeros(1, 64, 64, 3))
+    light = encoder.encode(PROMPT, images=torch.ones(1, 64, 64, 3))
+    assert dark.features.shape == light.features.shape
+    assert (dark.features - light.features).abs().max() > 1e-4
+    assert encoder.encode(PROMPT, images=torch.zeros(1, 64, 64, 3)) is dark
+
+
+def test_the_hidden_layer_chosen_is_the_one_read(folder, encoder):
+    """hidden_layer picks the hidden state the features come from (the tiny model has 3: the
+    embeddings' output, then each layer's); the last was read whatever the setting."""
+    middle = MLLMEncoder.from_folder(folder, dtype=torch.float32, hidden_layer=1)
+    ids = encoder.tokenizer(
+        encoder._render([{"type": "text", "text": PROMPT}]),
+        add_special_tokens=False,
+        return_tensors="pt",
+    )["input_ids"]
+    with torch.no_grad():
+        states = middle.model.model(input_ids=ids, output_hidden_states=True).hidden_states
+    cut = slice(len(middle._prefix), ids.shape[1] - middle._suffix_length)
+    features = middle.encode(PROMPT).features
+    torch.testing.assert_close(features, states[1][:, cut].float())
+    torch.testing.assert_close(encoder.encode(PROMPT).features, states[-1][:, cut].float())
+    assert (features - encoder.encode(PROMPT).features).abs().max() > 1e-3
+
+
+def test_images_and_a_video_are_both_read(encoder):
+    """With both inputs given, the video's frames come after the images (each picture adds its
+    own tokens); the images were dropped."""
+    plain = encoder.encode(PROMPT).features.shape[1]
+    images = encoder.encode(PROMPT, images=torch.rand(2, 64, 64, 3)).features.shape[1]
+    video = encoder.encode(PROMPT, video=torch.rand(5, 64, 64, 3)).features.shape[1]
+    both = encoder.encode(
+        PROMPT, images=torch.rand(2, 64, 64, 3), video=torch.rand(5, 64, 64, 3)
+    ).features.shape[1]
+    assert both - plain == (images - plain) + (video - plain)
+    assert images > plain and video > plain
+
+
+@pytest.mark.parametrize("frames, read", [(8, 8), (9, 5), (17, 6), (33, 7), (81, 8)])
+def test_a_video_gives_the_mllm_at_most_eight_evenly_spaced_frames(encoder, frames, read):
+    """Every ceil(frames / 8)-th frame is read: a stride rounded down gave a 17-frame video 9
+    frames, over the 8 the encoder is meant to read."""
+    video = torch.rand(frames, 64, 64, 3)
+    plain = encoder.encode(PROMPT).features.shape[1]
+    one = encoder.encode(PROMPT, images=video[:1]).features.shape[1] - plain
+    tokens = encoder.encode(PROMPT, video=video).features.shape[1] - plain
+    assert tokens == read * one
+    step = -(-frames // 8)
+    torch.testing.assert_close(
+        encoder.encode(PROMPT + " again", video=video).features,
+        encoder.encode(PROMPT + " again", images=video[::step]).features,
+    )
+
+
+def test_pixels_outside_0_1_are_clipped_not_wrapped(encoder):
+    """An upscaler's overshoot (1.02) reads as white and an undershoot (-0.1) as black: cast to
+    bytes without a clamp they wrapped round to near-black and near-white."""
+    over = torch.full((1, 64, 64, 3), 1.02)
+    over[:, :32] = -0.1
+    clipped = over.clamp(0, 1)
+    torch.testing.assert_close(
+        encoder.encode(PROMPT, images=over).features,
+        encoder.encode(PROMPT, images=clipped).features,
+    )
