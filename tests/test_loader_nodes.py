@@ -168,3 +168,50 @@ def test_block_swap_streams_from_cpu_memory_when_comfyui_keeps_models_on_the_gpu
     assert {p.device.type for p in swapped.module.parameters()} == {"cpu"}
     with swapped.on(host.torch_device()) as module:
         assert module.weight_streamer.count == 1
+
+
+def test_the_hidden_layer_widget_and_text_encode_images_and_video_reach_the_encoder():
+    """Load Text Encoder's hidden_layer picks the features (the last layer was read whatever the
+    widget said), and Text Encode hands its video frames to the MLLM (they were dropped)."""
+    from skyreels_core.demo import bundle
+    from skyreels_core.encoder import MLLMEncoder
+
+    loader = NODE_CLASS_MAPPINGS["SkyReelsV4TextEncoderLoader"]()
+    encode = NODE_CLASS_MAPPINGS["SkyReelsV4TextEncode"]().encode
+    middle = loader.load(bundle.BUNDLED, "fp32", 1)[0]
+    last = loader.load(bundle.BUNDLED, "fp32", -1)[0]
+    assert (middle.hidden_layer, last.hidden_layer) == (1, -1)
+    direct = MLLMEncoder.from_folder(bundle.text_encoder_dir(), dtype=torch.float32, hidden_layer=1)
+    prompt = "a red circle bounces on the floor"
+    features = encode(middle, prompt)[0].features
+    torch.testing.assert_close(features, direct.encode(prompt).features)
+    assert (features - encode(last, prompt)[0].features).abs().max() > 1e-3
+    image, video = torch.rand(1, 64, 64, 3), torch.rand(5, 64, 64, 3)
+    both = encode(middle, prompt, images=image, video=video)[0].features
+    torch.testing.assert_close(both, direct.encode(prompt, images=image, video=video).features)
+    assert both.shape[1] > encode(middle, prompt, images=image)[0].features.shape[1]
+
+
+def test_the_offload_toggle_rests_encoder_and_vaes_where_the_host_says(
+    tiny_audio_files, monkeypatch
+):
+    """offload on: the text encoder's and the audio VAE's weights rest on the host's offload
+    device between uses ("meta" stands in for the CPU beside a GPU); off: where they compute.
+    The toggle was ignored, so the weights sat in GPU memory while the transformer sampled."""
+    from skyreels_pack.nodes import host
+
+    from skyreels_core.demo import bundle
+
+    monkeypatch.setattr(host, "offload_device", lambda: torch.device("meta"))
+    text = NODE_CLASS_MAPPINGS["SkyReelsV4TextEncoderLoader"]()
+    resting = text.load(bundle.BUNDLED, "fp32", -1, offload=True)[0]
+    assert resting.offload_device.type == "meta"
+    assert {p.device.type for p in resting.model.parameters()} == {"meta"}
+    kept = text.load(bundle.BUNDLED, "fp32", -1, offload=False)[0]
+    assert kept.offload_device.type == "cpu"
+    assert {p.device.type for p in kept.model.parameters()} == {"cpu"}
+    audio = AUDIO_LOADER().load("vae.safetensors", "vocoder.safetensors", "fp32", offload=True)[0]
+    assert audio.offload_device.type == "meta"
+    assert {p.device.type for p in audio.vae.parameters()} == {"meta"}
+    on = AUDIO_LOADER().load("vae.safetensors", "vocoder.safetensors", "fp32", offload=False)[0]
+    assert {p.device.type for p in on.vocoder.parameters()} == {"cpu"}
