@@ -123,3 +123,57 @@ def test_a_small_reference_image_is_scaled_up_to_cover_then_centre_cropped():
     assert out.shape == (1, 32, 32, 3)
     assert out[:, :, 2:30].min().item() == 1.0  # away from the blurred edges, fully bright
     assert out.mean().item() > 0.95
+
+
+def _greys(references):
+    """The mean grey of each reference frame, decoded one by one (PoolingCodec is exact)."""
+    frames = CODEC.decode(references.video.permute(2, 1, 0, 3, 4))
+    return [round(float(frame.mean()), 3) for frame in frames]
+
+
+def test_the_image_references_node_keeps_input_order_and_a_chain_puts_earlier_nodes_first():
+    """The model reads references as ordered in-context frames: image_1..image_9 come in input
+    order (they came reversed), and a chained node's images come after the previous node's
+    (they came before)."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4ImageReferences"]()
+
+    def grey(value):
+        return torch.full((1, 32, 32, 3), value)
+
+    (refs,) = node.build(CODEC, 32, 32, image_3=grey(0.9), image_1=grey(0.1), image_2=grey(0.5))
+    assert _greys(refs) == [0.1, 0.5, 0.9]
+    (first,) = node.build(CODEC, 32, 32, image_1=grey(0.1))
+    (chained,) = node.build(CODEC, 32, 32, references=first, image_1=grey(0.9), image_2=grey(0.5))
+    assert _greys(chained) == [0.1, 0.9, 0.5]
+
+
+def test_reference_nodes_make_non_square_latents_height_by_width():
+    """width 64, height 32 gives latents 4 high and 8 wide for Image and Clip References (they
+    came out transposed, 8 x 4)."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS as NODES
+
+    (images,) = NODES["SkyReelsV4ImageReferences"]().build(
+        CODEC, 64, 32, image_1=torch.rand(1, 40, 70, 3)
+    )
+    assert images.video.shape == (1, 4, 1, 4, 8)
+    (clip,) = NODES["SkyReelsV4ClipReference"]().build(CODEC, torch.rand(5, 40, 70, 3), 64, 32)
+    assert clip.video.shape == (1, 4, 2, 4, 8)
+    (board,) = NODES["SkyReelsV4StoryboardReference"]().build(
+        CODEC, torch.rand(1, 64, 96, 3), 2, 2, 0, 64, 32
+    )
+    assert board.video.shape == (1, 4, 4, 4, 8)
+
+
+def test_a_one_row_storyboard_reads_its_panels_left_to_right():
+    """A 1 x 3 grid of greys 0.1, 0.5, 0.9 gives three flat panels in that order (rows and
+    columns swapped cut it into three horizontal strips of all three greys)."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    grid = torch.cat([torch.full((32, 32, 3), v) for v in (0.1, 0.5, 0.9)], dim=1)[None]
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4StoryboardReference"]()
+    (board,) = node.build(CODEC, grid, 1, 3, 0, 32, 32)
+    assert _greys(board) == [0.1, 0.5, 0.9]
+    frames = CODEC.decode(board.video.permute(2, 1, 0, 3, 4))
+    assert float(frames.std(dim=(1, 2, 3, 4)).max()) < 1e-4  # each panel flat
