@@ -273,3 +273,29 @@ def test_mask_nodes_name_their_own_inputs():
             build()
         assert error.value.input_name == input_name.strip(), str(error.value)
         assert "fewer than 1 " not in error.value.fix
+
+
+def test_keep_video_node_keeps_a_take_s_clip_length():
+    """Rerolling the sound of a 30-frame Video to Audio take (its latents padded to 33 frames)
+    keeps 30 frames: the condition dropped clip_frames, so the reroll rendered and listed 33."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    from skyreels_core.types import AVLatent
+
+    take = AVLatent(video=torch.randn(1, 4, 9, 2, 2), fps=16.0, clip_frames=30)
+    out = NODE_CLASS_MAPPINGS["SkyReelsV4MaskKeepVideo"]().build(take)
+    condition = out["result"][0]
+    assert condition.clip_frames == 30 and condition.known_frames == list(range(30))
+    assert torch.equal(condition.latents, take.video) and condition.fps == 16.0
+
+
+def test_image_to_video_node_keeps_the_first_image_of_a_batch():
+    """Of a batch of two images (grey 0.1, then 0.9) the first is the first frame; the last one
+    was kept."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    images = torch.stack([torch.full((32, 32, 3), 0.1), torch.full((32, 32, 3), 0.9)])
+    condition = NODE_CLASS_MAPPINGS["SkyReelsV4MaskI2V"]().build(CODEC, images, 5)["result"][0]
+    assert torch.equal(condition.latents, masks.image_to_video(CODEC, images[:1], 5).latents)
+    first = CODEC.decode(condition.latents)[0, 0]
+    assert abs(float(first.mean()) - 0.1) < 1e-4
