@@ -109,3 +109,16 @@ def test_sparse_tensors_and_keys_alike_as_text_are_one_line_and_nothing_is_writt
         assert not target.exists()
     assert main(["to-safetensors", str(tmp_path / "alike.pt"), str(tmp_path / "out") + "/"]) == 2
     assert "names a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model"])
+def test_weights_under_state_dict_or_model_become_a_flat_safetensors_file(tmp_path, key):
+    """Lightning and most trainers save {"state_dict": {...}, "epoch": ...}: the weights inside
+    are written (the file was refused as holding non-tensor entries)."""
+    state = {"layer.weight": torch.randn(3, 2), "layer.bias": torch.randn(3)}
+    torch.save({key: state, "epoch": 7}, tmp_path / "trained.ckpt")
+    target = tmp_path / "trained.safetensors"
+    assert main(["to-safetensors", str(tmp_path / "trained.ckpt"), str(target)]) == 0
+    loaded = load_file(str(target))
+    assert set(loaded) == set(state)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
