@@ -60,3 +60,13 @@ def test_running_out_of_memory_while_a_vae_moves_in_leaves_none_of_it_on_the_gpu
         with out_of_memory_advice("video decode"), offload.visiting(vae, "meta", "cpu"):
             pytest.fail("the block ran without its weights")
     assert on_gpu == set()  # every weight back on the rest device
+
+
+def test_a_runtime_error_that_is_not_out_of_memory_passes_through_unchanged():
+    """A shape mismatch is a bug to report, not a memory problem: it was re-raised as "decode ran
+    out of memory ... Try: block swap", sending users after memory options."""
+    bug = RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
+    with pytest.raises(RuntimeError) as caught:
+        with out_of_memory_advice("decode"):
+            raise bug
+    assert caught.value is bug and not isinstance(caught.value, MemoryAdviceError)
