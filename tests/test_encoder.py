@@ -289,3 +289,30 @@ def test_pixels_outside_0_1_are_clipped_not_wrapped(encoder):
         encoder.encode(PROMPT, images=over).features,
         encoder.encode(PROMPT, images=clipped).features,
     )
+
+
+def test_a_bpe_tokenizer_does_not_merge_a_prompt_s_blank_first_line_into_the_template(
+    folder, tmp_path
+):
+    """With a BPE tokenizer (here a tiny one over characters, with Qwen's newline-pair merge) a
+    prompt's leading newline merges with the newline that ends the template's prefix: the prefix
+    no longer matches ("the chat template's prefix changed"), and outer spaces became tokens of
+    their own. Stripped, the prompt encodes as itself."""
+    from tokenizers import Tokenizer, models
+
+    copy = shutil.copytree(folder, tmp_path / "encoder")
+    words = json.loads((copy / "tokenizer.json").read_text())
+    special = {token["content"]: token["id"] for token in words["added_tokens"]}
+    vocab = dict(special)
+    for piece in ["\n", "\n\n", " ", *sorted(set("a red circle"))]:
+        vocab.setdefault(piece, len(vocab))
+    assert len(vocab) <= json.loads((copy / "config.json").read_text())["text_config"]["vocab_size"]
+    bpe = Tokenizer(models.BPE(vocab, [("\n", "\n")], unk_token="<unk>"))
+    bpe.add_special_tokens(list(special))
+    bpe.save(str(copy / "tokenizer.json"))
+    encoder = MLLMEncoder.from_folder(copy, dtype=torch.float32)
+    assert encoder.tokenizer("x\n\ny", add_special_tokens=False)["input_ids"][1] == vocab["\n\n"]
+    plain = encoder.encode("a red circle")
+    assert plain.features.shape[1] == len("a red circle")  # one token a character
+    for padded in ("\na red circle", "  a red circle \n"):
+        torch.testing.assert_close(encoder.encode(padded).features, plain.features)
