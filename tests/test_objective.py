@@ -34,3 +34,28 @@ def test_known_cells_carry_no_loss():
         known,
     )
     assert audio.item() == 1.0
+
+
+def test_masked_mse_averages_over_the_weighted_cells_only():
+    """The loss is the mean over the cells to generate, not over all cells: a task with many known
+    cells (extend, i2av) must weigh as much per generated cell as text-to-video."""
+    from skyreels_core.objective import masked_mse
+
+    prediction = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    target = torch.zeros(1, 4)
+    weight = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    assert masked_mse(prediction, target, weight).item() == 2.5  # (1 + 4) / 2
+    assert masked_mse(prediction, target).item() == 7.5  # (1 + 4 + 9 + 16) / 4
+
+
+def test_a_fully_known_video_gives_zero_video_loss_not_nan():
+    """A batch whose video is entirely given has nothing to learn there: its video loss is 0 (and
+    the audio loss still counts), never NaN, which would poison every weight in one step."""
+    from skyreels_core.objective import masked_mse
+
+    x0, noise = torch.zeros(1, 2, 3, 2, 2), torch.ones(1, 2, 3, 2, 2)
+    assert masked_mse(torch.ones(4), torch.zeros(4), torch.zeros(4)).item() == 0.0
+    known = torch.ones(1, 1, 3, 2, 2)
+    audio = torch.zeros(1, 2, 5), torch.zeros(1, 2, 5), torch.ones(1, 2, 5)
+    loss = flow_matching_loss(torch.zeros_like(x0), x0, noise, *audio, known)
+    assert loss.item() == 1.0

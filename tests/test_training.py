@@ -87,3 +87,83 @@ def test_a_checkpoint_of_another_model_or_no_checkpoint_is_one_line(tmp_path):
     with pytest.raises(InputError) as error:
         load_checkpoint(path, model, adamw(model.parameters(), lr=1e-3, weight_decay=0.0))
     assert str(error.value) == f"--out: {path} is not a training checkpoint. {fix}"
+
+
+class _Spy:
+    """A stand-in model that records what training feeds it and predicts zeros."""
+
+    def __init__(self, channels: int):
+        self.channels = channels
+        self.calls = []
+
+    def __call__(self, video, t, text, audio=None, references=None):
+        from types import SimpleNamespace
+
+        self.calls.append(SimpleNamespace(video=video, t=t, text=text, audio=audio))
+        return SimpleNamespace(video=torch.zeros_like(video[:, : self.channels]), audio=audio * 0)
+
+
+def test_the_model_reads_the_condition_and_known_mask_as_the_sampler_feeds_them():
+    """Training and sampling must give the model the same inputs: the condition latents, then the
+    known mask (1 = given), and known cells on the path of the condition latents. Were the mask
+    inverted or the clean latents noised at known cells, a trained model would read every
+    condition wrongly at inference."""
+    from skyreels_core.masks import condition_from_pixels
+    from skyreels_core.tasks import conditioning_pixels
+
+    codec, batch = _batch()
+    channels = batch.video_latents.shape[1]
+    conditions = [  # interpolate uses no random draws; its last latent group holds one frame
+        condition_from_pixels(codec, *conditioning_pixels("interpolate", clip, torch.Generator()))
+        for clip in batch.pixels
+    ]
+    known = torch.cat([c.known_mask for c in conditions])
+    condition_latents = torch.cat([c.latents for c in conditions])
+    assert 0 < known.mean() < 1
+    spy = _Spy(channels)
+    training_loss(spy, codec, batch, torch.Generator().manual_seed(1), "interpolate")
+    video_in = spy.calls[0].video
+    assert video_in.shape[1] == 2 * channels + 1
+    assert torch.equal(video_in[:, -1:], known)
+    assert torch.equal(video_in[:, channels:-1], condition_latents)
+
+    # The clean latents at known cells must not reach the model: changing them changes nothing
+    # there, while the same change at unknown cells does.
+    changed = Batch(batch.pixels, batch.video_latents + 5.0, batch.audio_latents, batch.text)
+    training_loss(spy, codec, changed, torch.Generator().manual_seed(1), "interpolate")
+    first, second = spy.calls[0].video[:, :channels], spy.calls[1].video[:, :channels]
+    given = known.bool().expand_as(first)
+    assert torch.equal(first[given], second[given])
+    t = spy.calls[0].t.reshape(-1, 1, 1, 1, 1).expand_as(first)
+    assert torch.allclose((second - first)[~given], 5.0 * (1 - t[~given]), atol=1e-5)
+
+
+def test_about_one_prompt_in_ten_is_dropped_to_the_null_text():
+    """Guidance samples against the null text, which the model learns only from the 10 % of
+    prompts training drops; dropping 90 % instead would train an almost unconditional model."""
+    generator = torch.Generator().manual_seed(0)
+    clips = 1000
+    pixels = torch.rand(clips, 1, 16, 16, 3, generator=generator)
+    codec = PoolingCodec()
+    text = TextEncoding(
+        torch.randn(clips, 3, 16, generator=generator) + 1, torch.ones(clips, 3, dtype=torch.bool)
+    )
+    batch = Batch(pixels, codec.encode(pixels), torch.randn(clips, 4, 3), text)
+    spy = _Spy(4)
+    training_loss(spy, codec, batch, torch.Generator().manual_seed(1), "t2av")
+    fed = spy.calls[0].text
+    dropped = (fed.features == 0).flatten(1).all(dim=1)
+    kept = torch.equal(fed.features[~dropped], text.features[~dropped])
+    assert kept and torch.equal(fed.mask, text.mask)
+    assert 0.07 < dropped.float().mean().item() < 0.13
+
+
+def test_training_times_follow_the_shift_3_distribution():
+    """Times are uniform draws pushed towards noise by the shift 3, t = 3u / (1 + 2u), so training
+    spends its steps where the sampler's shifted schedule does."""
+    from skyreels_core.training import sample_times
+
+    t = sample_times(10_000, torch.Generator().manual_seed(4))
+    u = torch.rand(10_000, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(t, 3 * u / (1 + 2 * u), atol=1e-6)
+    assert abs(t.median().item() - 0.75) < 0.01
