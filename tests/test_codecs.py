@@ -161,6 +161,26 @@ def test_one_tile_is_the_untiled_path_and_a_bad_overlap_is_named(local_codec):
         decode_tiled(local_codec, latents, 4, 4)
 
 
+@pytest.mark.parametrize("height, width", [(6, 20), (20, 6)])
+def test_tiling_a_frame_whose_one_side_fits_in_one_tile(height, width):
+    """832 x 480 is 104 x 60 latents: with tile_size 64 the short side is one tile and the long one
+    several. Tiles were cut past the short side's end, and decode and encode crashed on a shape
+    error at such common sizes; an exact codec must give the untiled result."""
+    from codec_helpers import PoolingCodec
+
+    codec = PoolingCodec(4)
+    latents = torch.randn(1, 4, 2, height, width, generator=torch.Generator().manual_seed(3))
+    assert len(tile_starts(min(height, width), 8, 4)) == 1
+    assert len(tile_starts(max(height, width), 8, 4)) == 4
+    whole = codec.decode(latents)
+    tiled = decode_tiled(codec, latents, 8, 4)
+    assert tiled.shape == whole.shape == (1, 5, 8 * height, 8 * width, 3)
+    assert (tiled - whole).abs().max() < 1e-5
+    encoded = encode_tiled(codec, whole, 8, 4)
+    assert encoded.shape == latents.shape
+    assert (encoded - codec.encode(whole)).abs().max() < 1e-5
+
+
 @pytest.fixture(scope="module")
 def audio_reference(tmp_path_factory):
     folder = tmp_path_factory.mktemp("audio")

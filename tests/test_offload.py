@@ -132,6 +132,37 @@ def test_block_swap_keeps_swapped_layers_in_offload_memory():
     assert model.head.head.weight.device.type == "meta"
 
 
+def test_each_video_layer_streams_and_quantises_with_the_audio_layer_it_interleaves_with():
+    """Video block i runs beside audio block i, so block swap streams them together and fp8
+    stores both. Paired with the wrong audio block, the first audio block kept full precision
+    (less memory saved) and ran from offload memory while its layer was on the device."""
+    model = tiny_model()
+    video = [*model.blocks, *model.single_blocks]
+    audio = [*model.audio_blocks, *model.audio_single_blocks]
+    layers = stream_layers(model)
+    assert len(layers) == len(video) == len(audio) == 2
+    assert all(
+        layer[0] is v and layer[1] is a and len(layer) == 2
+        for layer, v, a in zip(layers, video, audio)
+    )
+
+    names = store_linears_in_fp8(model, torch.float32)
+    for block in audio:
+        linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears and all(isinstance(m, Float8Linear) for m in linears)
+    every = [m for layer in layers for b in layer for m in b.modules()]
+    assert len(names) == sum(isinstance(m, Float8Linear) for m in every)
+
+    model = tiny_model()
+    swap = enable_block_swap(model, 1, "meta")
+    place(model, "meta")
+    owned = swap.swapped_modules()
+    assert any(id(m) in owned for m in model.audio_blocks[0].modules())
+    assert not any(id(m) in owned for m in model.audio_single_blocks[0].modules())
+    assert all(p.device.type == "cpu" for p in model.audio_blocks[0].parameters())
+    assert all(p.device.type == "meta" for p in model.audio_single_blocks[0].parameters())
+
+
 def test_block_swap_streams_to_a_non_cuda_accelerator():
     """On MPS or XPU a swapped layer computes with its weights on that device, like the rest.
     (The forward itself cannot run on "meta": it reads the text mask's values.)"""
