@@ -844,6 +844,27 @@ def test_step_cache_stand_in_extends_the_last_two_velocities_in_sigma():
     assert cache.skipped == [3]
 
 
+def test_step_cache_skips_exactly_the_steps_its_rule_predicts():
+    """EasyCache's rule on a field with a known transformation rate: latents σ, velocity 2 + 4σ,
+    so the rate is 4 and the output's size at the last computed step c is 2 + 4σ_c. A skipped
+    step i adds 4 |x_i - x_c| / (2 + 4σ_c) to the predicted change, and the model runs once the
+    sum reaches 0.2. At 20 steps (Δσ = 0.05) after c = 1 that is 0.2 / 5.8, 0.4 / 5.8 (sum 0.10,
+    skip), then 0.6 / 5.8 (sum 0.21, run). Measuring against the latents' size, or forgetting
+    the steps already skipped, changes which steps run and so the quality of every cached render."""
+    from skyreels_core.sampling.step_cache import StepCache
+
+    cache = StepCache(threshold=0.2, warmup=2)
+    computed = []
+    for index in range(20):
+        sigma = 1 - index / 20
+        latents = [torch.full((2, 3), sigma)]
+        if cache.reuse(index, latents, sigma) is None:
+            computed.append(index)
+            cache.store(latents, [torch.full((2, 3), 2 + 4 * sigma)], sigma)
+    assert computed == [0, 1, 4, 7, 10, 13, 16, 18]
+    assert cache.skipped == [2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 19]
+
+
 def test_a_multi_shot_prompt_for_a_shorter_clip_is_refused_and_a_longer_story_read_from_its_start():
     """Shots bound to 5 frames on a 9-frame clip (T = 3 latents) would leave the last latent
     frame attending no text: the Sampler names the input and the length to set. A story written
