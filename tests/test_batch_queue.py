@@ -219,6 +219,20 @@ def test_seed_input_rerolls_one_samplers_seed(capsys):
         assert code == 2 and server.posted == [] and err.startswith(f"error: {message}")
 
 
+def test_seeds_reach_every_samplers_seed_without_seed_input(capsys):
+    """reroll_sound's two Samplers both take each seed of --seeds when no --seed-input narrows it:
+    the second kept the workflow's seed, so every render's sound came from the same noise."""
+    workflow = str(ROOT / "workflows" / "reroll_sound.json")
+    ids = _node_ids(Path(workflow))
+    first, second = ids["SkyReelsV4Sampler"], ids["Sampler (new sound)"]
+    with FakeComfy() as server:
+        code, _, _ = _queue(capsys, workflow, "--server", server.url, "--seeds", "5,6")
+    assert code == 0
+    seeds = [(b["prompt"][first]["inputs"]["seed"], b["prompt"][second]["inputs"]["seed"])
+             for b in server.posted]  # fmt: skip
+    assert seeds == [(5, 5), (6, 6)]
+
+
 def test_seed_ranges_parse():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
     assert parse_seeds("7") == [7]

@@ -147,6 +147,91 @@ def test_bypassed_node_passes_its_input_through():
     assert prompt["3"]["inputs"]["values"] == ["1", 0]
 
 
+class Mix:
+    """A node whose widgets_values skip a forceInput INT and hold a control value after a
+    non-seed INT that has control_after_generate."""
+
+    RETURN_TYPES = ("TENSOR",)
+    FUNCTION = "mix"
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "values": ("TENSOR",),
+                "offset": ("INT", {"default": 0, "forceInput": True}),
+                "variant": ("INT", {"default": 0, "control_after_generate": True}),
+                "factor": ("FLOAT", {"default": 1.0}),
+                "label": ("STRING", {"default": ""}),
+            }
+        }
+
+
+def test_widget_values_skip_force_input_and_follow_a_control_value():
+    """The frontend keeps no value for a forceInput widget and stores a control_after_generate
+    value after any INT that has one, seed or not. Misplacing either shifted every later widget
+    by one: the prompt silently ran with factor "randomize" and label 1.5."""
+    ui = workflow(extra=[{"id": 5, "type": "Mix", "inputs": [
+        {"name": "values", "type": "TENSOR", "link": 12},
+        {"name": "offset", "type": "INT", "link": None, "widget": {"name": "offset"}},
+    ], "widgets_values": [7, "randomize", 1.5, "take"]}])  # fmt: skip
+    ui["links"].append([12, 1, 0, 5, 0, "TENSOR"])
+    prompt = ui_to_api(ui, object_info_from_mappings({**MAPPINGS, "Mix": Mix}))
+    assert prompt["5"]["inputs"] == {
+        "variant": 7,
+        "factor": 1.5,
+        "label": "take",
+        "values": ["1", 0],
+    }
+
+
+def test_a_primitive_node_gives_its_value_not_a_link():
+    """A PrimitiveNode is the frontend's alone: its value is saved in the widget it feeds, and the
+    prompt holds that value. As a link it pointed at a node the prompt lacks, and the server
+    refused the whole prompt."""
+    primitive = {"id": 6, "type": "PrimitiveNode", "inputs": [],
+                 "outputs": [{"name": "FLOAT", "type": "FLOAT", "links": [13]}],
+                 "widgets_values": [2.5, "fixed"]}  # fmt: skip
+    ui = workflow(factor=2.5, extra=[primitive])
+    ui["nodes"][1]["inputs"].append(
+        {"name": "factor", "type": "FLOAT", "link": 13, "widget": {"name": "factor"}}
+    )
+    ui["links"].append([13, 6, 0, 2, 1, "FLOAT"])
+    prompt = ui_to_api(ui, object_info_from_mappings(MAPPINGS))
+    assert sorted(prompt) == ["1", "2", "3"]
+    assert prompt["2"]["inputs"] == {"mode": "double", "factor": 2.5, "values": ["1", 0]}
+
+
+def test_a_node_saved_with_fewer_widget_values_converts_and_takes_new_ones():
+    """Nodes saved before a widget was added carry fewer widgets_values: conversion leaves the new
+    widget out (the server applies its default) and setting it writes it where the frontend keeps
+    it, instead of an IndexError."""
+    from skyreels_core.workflow_format import widget_table, with_widget_values
+
+    info = object_info_from_mappings(MAPPINGS)
+    ui = workflow()
+    ui["nodes"][0]["widgets_values"] = [4]  # count only: no seed, no control value
+    ui["nodes"][1]["widgets_values"] = ["negate"]  # mode only: no factor
+    prompt = ui_to_api(ui, info)
+    assert prompt["1"]["inputs"] == {"count": 4}
+    assert prompt["2"]["inputs"] == {"mode": "negate", "values": ["1", 0]}
+    edited = with_widget_values(ui, info, {("2", "factor"): 3.0, ("1", "seed"): 9})
+    assert edited["nodes"][1]["widgets_values"] == ["negate", 3.0]
+    assert edited["nodes"][0]["widgets_values"] == [4, 9]
+    assert widget_table(edited, info)["2"] == ("Scale", {"mode": "negate", "factor": 3.0})
+
+
+def test_a_bypassed_node_with_any_type_sockets_passes_its_input_through():
+    """Generic nodes ("*" sockets: reroute-like utilities) pass their input on when bypassed, as
+    ComfyUI matches "*" with any type; the link to the next node was dropped instead."""
+    ui = workflow()
+    ui["nodes"][1]["mode"] = 4
+    ui["nodes"][1]["inputs"][0]["type"] = "*"
+    prompt = ui_to_api(ui, object_info_from_mappings(MAPPINGS))
+    assert prompt["3"]["inputs"]["values"] == ["1", 0]
+
+
 def test_executor_runs_three_nodes():
     prompt = ui_to_api(workflow(count=4, factor=1.5), object_info_from_mappings(MAPPINGS))
     outputs = run_api_prompt(prompt, MAPPINGS)
