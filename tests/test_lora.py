@@ -446,3 +446,33 @@ def test_a_peft_alpha_pattern_names_the_end_of_a_layer_only(tmp_path):
     assert sorted(lora.layers) == ["blocks.0.self_attn.q", "blocks.10.self_attn.q"]
     assert lora.layers["blocks.0.self_attn.q"].scale == 2.0  # the pattern's 8 over rank 4
     assert lora.layers["blocks.10.self_attn.q"].scale == 1.0  # the default 4 over rank 4
+
+
+def test_a_new_trainable_lora_starts_at_zero_effect_and_unit_gain():
+    """A LoRA being trained starts from the model exactly as loaded (``up`` zeros), and its
+    ``down`` maps a unit-variance input to unit variance (random / sqrt(in_features)). A nonzero
+    start shifted every render before the first step; an unscaled ``down`` made the first steps'
+    updates sqrt(in_features) times too large."""
+    from skyreels_core.lora import applied
+    from skyreels_core.lora_training import lora_parameters, trainable_lora
+
+    model = tiny_model().requires_grad_(False)
+    lora = trainable_lora(model, RANK, torch.Generator().manual_seed(0), "new")
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    video, t, text, audio = inputs(model)
+    with torch.no_grad():
+        base = model(video, t, text, audio=audio)
+    with applied(model, [(lora, 1.0)], torch.device("cpu")):
+        out = model(video, t, text, audio=audio)
+    assert torch.equal(out.video, base.video) and torch.equal(out.audio, base.audio)
+    (out.video.square().mean() + out.audio.square().mean()).backward()
+    assert any(delta.up.grad.abs().sum() > 0 for delta in lora.layers.values())
+
+    assert sorted(lora.layers) == sorted(linears)
+    assert all(p.requires_grad for p in lora_parameters(lora))
+    gains = []
+    for name, delta in lora.layers.items():
+        assert delta.down.shape == (RANK, linears[name].in_features)
+        assert torch.equal(delta.up, torch.zeros(linears[name].out_features, RANK))
+        gains.append(delta.down.pow(2).mean() * linears[name].in_features)
+    assert abs(torch.stack(gains).mean().item() - 1.0) < 0.1
