@@ -248,3 +248,40 @@ def test_the_window_count_is_the_number_of_windows_rendered(clip_frames, total, 
     )
     assert frames.shape[0] == total
     assert calls == list(range(1, expected + 1))
+
+
+def test_each_window_reads_its_own_part_of_a_negative_story(monkeypatch):
+    """A negative multi-shot prompt written for the whole clip is a story too: each window of
+    Extend to Length gets the shots of the frames it covers, as the positive prompt does. Passed
+    whole, every window read the story's opening shots and the later windows were steered away
+    from the wrong things."""
+    from types import SimpleNamespace
+
+    from skyreels_pack.nodes import clips
+
+    from skyreels_core.types import TextEncoding
+
+    features, mask = torch.zeros(1, 5, 8), torch.ones(1, 5, dtype=torch.bool)
+    text = TextEncoding(features, mask, [(0, 3, 0, 8), (3, 5, 8, 23)])  # 89 frames: 23 latents
+    negative = TextEncoding(features, mask, [(0, 2, 0, 12), (2, 4, 12, 23)])
+    seen = []
+
+    def sample(self, model, prompt, condition, **settings):
+        seen.append((prompt.shot_ranges, settings["negative"].shot_ranges))
+        return {"result": (SimpleNamespace(audio=None),)}
+
+    monkeypatch.setattr(clips.SkyReelsV4Sampler, "sample", sample)
+    monkeypatch.setattr(clips.SkyReelsV4DecodeVideo, "decode", lambda *_: (_clip(33, 0.5),))
+    model = SimpleNamespace(
+        has_audio=False, module=SimpleNamespace(config=SimpleNamespace(video_latent_channels=4))
+    )
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4ExtendToLength"]()
+    frames, sound = node.extend(
+        model, text, CODEC, None, _clip(33), 16.0, 89, 33, 5, seed=0, steps=2, negative=negative
+    )
+    assert frames.shape[0] == 89 and sound is None
+    # Windows start at frames 28 and 56: story latents 7-15, then 14-22.
+    assert seen == [
+        ([(0, 3, 0, 1), (3, 5, 1, 9)], [(0, 2, 0, 5), (2, 4, 5, 9)]),
+        ([(3, 5, 0, 9)], [(2, 4, 0, 9)]),
+    ]
