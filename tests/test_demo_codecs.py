@@ -155,3 +155,20 @@ def test_a_take_decodes_to_its_clips_own_length():
     sound = take_sound(take, audio)
     assert sound["waveform"].shape[-1] == round(30 / 24 * audio.sample_rate)
     assert sound["sample_rate"] == audio.sample_rate
+
+
+def test_decodes_stay_in_the_media_range_for_latents_far_from_the_data():
+    """A render with strong guidance can leave latents far from what the codecs were trained on:
+    frames still decode to 0..1 and sound to -1..1 (what IMAGE and AUDIO sockets carry and the
+    encoders write), instead of values that wrap or clip differently in every saver."""
+    video = DemoVideoCodec.load(WEIGHTS_DIR / "video_codec.safetensors")
+    audio = DemoAudioCodec.load(WEIGHTS_DIR / "audio_codec.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        frames = video.decode(
+            8 * torch.randn(1, video.latent_channels, 3, 4, 4, generator=generator)
+        )
+        sound = audio.decode(8 * torch.randn(1, audio.latent_channels, 40, generator=generator))
+    assert frames.shape == (1, 9, 32, 32, 3) and sound.shape == (1, 1, 40 * 256)
+    assert frames.min().item() == 0.0 and frames.max().item() == 1.0  # both ends reached
+    assert sound.min().item() == -1.0 and sound.max().item() == 1.0
