@@ -85,7 +85,9 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
             input_name, f"{path.name} has a damaged description", "save the latent again"
         ) from None
     _check_shapes(path.name, shapes, indices, input_name, "save the latent again")
-    tensors = load_file(str(path), device="cpu")
+    # copies of their own: safetensors' tensors read the mapped file, which a take saved again
+    # in place under the host that holds this one would change or crash (SIGBUS)
+    tensors = {key: value.clone() for key, value in load_file(str(path), device="cpu").items()}
     return AVLatent(
         video=tensors["video"],
         audio=tensors.get("audio"),

@@ -193,7 +193,9 @@ def _grouped(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], AdapterAlp
                     "pick a LoRA file (its keys end in lora_A/lora_B, lora_down/lora_up, alpha, "
                     "diff or diff_b)",
                 )
-            fields, tensor = groups.setdefault(layer, {}), handle.get_tensor(key)
+            # a copy of its own: safetensors' tensor reads the mapped file, which a LoRA replaced
+            # in place (cp, wget -O) under the running host would change or crash (SIGBUS)
+            fields, tensor = groups.setdefault(layer, {}), handle.get_tensor(key).clone()
             first = first_keys.setdefault((layer, kind), key)
             if kind in fields and not torch.equal(fields[kind], tensor):
                 _refuse_two_spellings(path.name, f"{layer} ({kind})", first=first, second=key)

@@ -195,3 +195,16 @@ def test_a_latent_load_would_refuse_is_not_saved(folders, change, message):
     with pytest.raises(InputError, match=f"av_latent: the latent holds {message}"):
         SaveAVLatent().save(latent, "take")
     assert list(outputs.iterdir()) == []
+
+
+def test_a_take_saved_again_in_place_leaves_the_loaded_one_as_loaded(tmp_path):
+    """safetensors' tensors read the mapped file: a take file overwritten in place under a host
+    that holds the loaded take changed it (or crashed the process with SIGBUS)."""
+    path = save_av_latent(_latent(), tmp_path / "take.av_latent.safetensors")
+    loaded = load_av_latent(path)
+    video = loaded.video.clone()
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    with path.open("r+b") as file:
+        file.seek(header)
+        file.write(bytes(path.stat().st_size - header))
+    assert torch.equal(loaded.video, video) and video.abs().sum() > 0

@@ -476,3 +476,21 @@ def test_a_new_trainable_lora_starts_at_zero_effect_and_unit_gain():
         assert torch.equal(delta.up, torch.zeros(linears[name].out_features, RANK))
         gains.append(delta.down.pow(2).mean() * linears[name].in_features)
     assert abs(torch.stack(gains).mean().item() - 1.0) < 0.1
+
+
+def test_a_lora_file_replaced_in_place_leaves_the_read_lora_as_read(tmp_path):
+    """safetensors' tensors read the mapped file: a LoRA file overwritten in place (cp, wget -O)
+    under a running host changed the LoRA the host had cached, and a shorter one crashed the
+    process with SIGBUS at the next render."""
+    model = tiny_model()
+    layers = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)][:4]
+    state = {k.removeprefix("diffusion_model."): v for k, v in random_lora(model, layers).items()}
+    path = save(tmp_path, "style.safetensors", state)
+    lora = read_lora(path, model)
+    tensors = [t for d in lora.layers.values() for t in (d.down, d.up) if t is not None]
+    before = [t.clone() for t in tensors]
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    with path.open("r+b") as file:  # as cp writes into the old file: same inode, new bytes
+        file.seek(header)
+        file.write(bytes(path.stat().st_size - header))
+    assert all(torch.equal(t, b) for t, b in zip(tensors, before, strict=True))
