@@ -212,4 +212,6 @@ def extend_to_length(
     if audio is not None:  # exactly the frames' length: the windows' sounds end on whole tokens
         samples = sound_samples(total_frames, fps, audio["sample_rate"])
         audio = {**audio, "waveform": fit_length(audio["waveform"], samples)}
-    return frames[:total_frames], audio
+    if frames.shape[0] > total_frames:  # a copy: a view kept the surplus alive in the host's cache
+        frames = frames[:total_frames].clone()
+    return frames, audio

@@ -127,6 +127,8 @@ def test_a_clip_is_extended_window_by_window_to_exactly_its_length():
     frames, audio = extend_to_length(CODEC, clip, sound, fps, 80, 33, 7, render_window)
     assert [(number, kept, first) for number, kept, _, first in seen] == [(1, 5, 28), (2, 5, 56)]
     assert frames.shape == (80, 16, 16, 3) and audio["waveform"].shape[-1] == 80 * 1000
+    # the cut frames are freed: a view held them in the host's cache (89 frames for 80)
+    assert frames.untyped_storage().nbytes() == frames.numel() * frames.element_size()
     assert torch.equal(frames[:28], clip[:28])  # the clip itself is kept up to its overlap
     assert torch.allclose(frames[33:56], torch.full_like(frames[33:56], 0.1))  # window 1's own
     assert torch.allclose(frames[61:], torch.full_like(frames[61:], 0.2))  # window 2's, cut
