@@ -16,7 +16,7 @@ from skyreels_core.joining import (
 )
 from skyreels_core.prompts import shots_in_window, tells_one_story
 from skyreels_core.sampling import SamplerSettings
-from skyreels_core.shapes import MAX_FRAMES, latent_frame_count
+from skyreels_core.shapes import MAX_FRAMES, MAX_JOINED_FRAMES, latent_frame_count
 
 from . import host, link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
@@ -111,7 +111,7 @@ class SkyReelsV4ExtendToLength:
                     {
                         "default": 89,
                         "min": 2,
-                        "max": 100000,
+                        "max": MAX_JOINED_FRAMES,
                         "tooltip": "How long the clip comes out; the last window's surplus is "
                         "cut off.",
                     },

@@ -14,6 +14,7 @@ from .errors import InputError
 
 TEMPORAL_STRIDE = 4
 MAX_FRAMES = 1025  # one render's longest clip (64 s at 16 fps); longer ones join windows
+MAX_JOINED_FRAMES = 100_000  # a clip joined from windows (Extend to Length): 104 min at 16 fps
 SPATIAL_STRIDE = 8
 
 

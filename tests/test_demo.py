@@ -547,13 +547,16 @@ def test_hidden_files_in_the_clips_folder_are_skipped(tmp_path):
      (["--frames", "0"], "--frames: 0 frames is not 4k+1. Fix: use 1, 5, ... frames"),
      (["--frames", "7"], "--frames: 7 frames is not 4k+1. Fix: use 5 or 9 frames"),
      (["--frames", "100001"], "--frames: 100001. Fix: use at most 1025 (the nodes' limit)"),
-     (["--total-frames", "1029"], "--total-frames: 1029. Fix: use at most 1025 (the nodes' limit)")],
+     (["--total-frames", "100001"],
+      "--total-frames: 100001. Fix: use at most 100000 (the nodes' limit)")],
 )  # fmt: skip
 def test_numbers_that_cannot_render_are_one_line_before_anything_is_made(
     tmp_path, capsys, no_model, args, line
 ):
     """--steps 10000000000 died in torch.linspace after the model loaded; nan passed as a
-    threshold and was written into the clip's metadata; --frames 0 advised "1 or 1 frames"."""
+    threshold and was written into the clip's metadata; --frames 0 advised "1 or 1 frames".
+    --total-frames joins windows: it was held to one render's 1025 frames, Extend to Length's
+    limit is 100000."""
     out = tmp_path / "new" / "x.mp4"
     assert main(["demo", *args, "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"error: {line}\n"

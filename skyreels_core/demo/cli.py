@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP
 from ..paths import output_file
 from ..sampling import MAX_SEED, MAX_STEPS, SamplerHooks
-from ..shapes import MAX_FRAMES, latent_frame_count, parse_frame_indices
+from ..shapes import MAX_FRAMES, MAX_JOINED_FRAMES, latent_frame_count, parse_frame_indices
 from .render import (
     EXTEND_KEPT_FRAMES,
     TASKS,
@@ -175,9 +175,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         latent_frame_count(args.frames, input_name="--frames")
     elif args.frames is not None and args.frames < 1:
         raise InputError("--frames", f"{args.frames}", "give a positive count or leave it out")
-    for flag, count in (("--frames", args.frames), ("--total-frames", args.total_frames)):
-        if count is not None and count > MAX_FRAMES:
-            raise InputError(flag, f"{count}", f"use at most {MAX_FRAMES} (the nodes' limit)")
+    limits = (("--frames", args.frames, MAX_FRAMES), ("--total-frames", args.total_frames, MAX_JOINED_FRAMES))  # fmt: skip
+    for flag, count, limit in limits:
+        if count is not None and count > limit:
+            raise InputError(flag, f"{count}", f"use at most {limit} (the nodes' limit)")
     if args.total_frames is not None:
         if args.task == "v2a":
             raise InputError(
