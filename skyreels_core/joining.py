@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -37,7 +38,8 @@ def continue_clip(
     ``overlap``, the frames kept, not the extension's source and known_frames."""
     kept = kept_frames(codec, frame_count(clip, "clip"), overlap)
     last = clip[clip.shape[0] - kept :]
-    return extend_video(codec, last, frames, kept, source_input="clip", known_input="overlap")
+    condition = extend_video(codec, last, frames, kept, source_input="clip", known_input="overlap")
+    return replace(condition, story_start=clip.shape[0] - kept)
 
 
 def kept_frames(codec: VideoCodec, clip_frames: int, overlap: int) -> int:

@@ -57,6 +57,8 @@ class VideoCondition:
     holds a clip's last frame up to a 4k+1 count); the decoders trim to it.
     ``fps``: the frame rate the clip was made at, where the condition knows it (a rendered clip's
     latents kept whole); the sampler must run at it.
+    ``story_start``: the pixel frame of the clip so far a continuation window starts at; a
+    multi-shot prompt written for the longer clip is read from there.
     """
 
     latents: torch.Tensor
@@ -64,6 +66,7 @@ class VideoCondition:
     known_frames: list[int] = field(default_factory=list)
     clip_frames: int | None = None
     fps: float | None = None
+    story_start: int = 0
 
     @property
     def num_latent_frames(self) -> int:

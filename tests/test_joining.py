@@ -133,6 +133,7 @@ def test_a_clip_is_extended_window_by_window_to_exactly_its_length():
     assert torch.allclose(frames[33:56], torch.full_like(frames[33:56], 0.1))  # window 1's own
     assert torch.allclose(frames[61:], torch.full_like(frames[61:], 0.2))  # window 2's, cut
     assert torch.equal(seen[0][2], continue_clip(CODEC, clip, 33, 7).latents)
+    assert continue_clip(CODEC, clip, 33, 7).story_start == 28  # where a story goes on
     assert audio["waveform"][0, 0, 62 * 1000 :].eq(2.0).all()  # the last window's sound
 
 

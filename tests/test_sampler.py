@@ -868,7 +868,8 @@ def test_step_cache_skips_exactly_the_steps_its_rule_predicts():
 def test_a_multi_shot_prompt_for_a_shorter_clip_is_refused_and_a_longer_story_read_from_its_start():
     """Shots bound to 5 frames on a 9-frame clip (T = 3 latents) would leave the last latent
     frame attending no text: the Sampler names the input and the length to set. A story written
-    for a longer clip is read from its opening (the first window of Extend to Length's story)."""
+    for a longer clip is read from its opening (the first window of Extend to Length's story),
+    or from the frame a window continuing the clip starts at (Continue Clip's story_start)."""
 
     def shots(end: int) -> TextEncoding:
         encoding = text(length=4)
@@ -891,6 +892,14 @@ def test_a_multi_shot_prompt_for_a_shorter_clip_is_refused_and_a_longer_story_re
     sample(model, text=shots(6), negative_text=None, condition=condition(), audio_tokens=L_A, fps=16.0,
            settings=settings(steps=1))  # fmt: skip
     assert model.calls[0]["text"].shot_ranges == [(0, 2, 0, 1), (2, 4, 1, T)]
+    continued = replace(condition(), story_start=4)  # a window continuing a clip at its frame 4
+    model = FakeModel(straight_oracle)
+    sample(model, text=shots(6), negative_text=shots(6), condition=continued, audio_tokens=L_A,
+           fps=16.0, settings=settings(steps=1, video_guidance=2.0))  # fmt: skip
+    # latents 1-3 of the story: a window Continue Clip made replayed the story's opening; the
+    # negative story read alike, so the guidance branches still batch (one call of two)
+    assert [call["text"].shot_ranges for call in model.calls] == [[(2, 4, 0, T)]]
+    assert model.calls[0]["video"].shape[0] == 2 * B
 
 
 def test_references_made_at_another_size_than_the_clip_are_refused_by_name():

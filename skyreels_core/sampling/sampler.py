@@ -315,17 +315,20 @@ def _passes(
     return cond, uncond
 
 
-def _shots_for_clip(text: TextEncoding | None, input_name: str, latent_frames: int):
+def _shots_for_clip(
+    text: TextEncoding | None, input_name: str, latent_frames: int, story_start: int
+):
     """A multi-shot prompt binds its shots to a clip length. A story written for a longer clip is
-    read from its opening (the first window of a story Extend to Length goes on telling); one
-    written for a shorter clip would leave the frames past its end attending no text: named."""
+    read from the clip's place in it: its opening for a first window, from ``story_start`` (pixel
+    frames) for a window continuing the clip so far (Continue Clip); one written for a shorter
+    clip would leave the frames past its end attending no text: named."""
     if text is None or not text.shot_ranges:
         return text
     written_for = text.shot_ranges[-1][3]
     if written_for > latent_frames:
-        log.info("%s: the first %d of a story's %d latent frames", input_name, latent_frames,
-                 written_for)  # fmt: skip
-        return shots_in_window(text, 0, latent_frames)
+        log.info("%s: %d latent frames of a story of %d, from its frame %d", input_name,
+                 latent_frames, written_for, story_start)  # fmt: skip
+        return shots_in_window(text, story_start, latent_frames)
     if written_for < latent_frames:
         frames, clip = pixel_frame_count(written_for), pixel_frame_count(latent_frames)
         raise InputError(
@@ -594,8 +597,8 @@ def sample(
     known = (condition.known_mask == 1).to(device)
     batch, channels, frames, height, width = known_latents.shape
     keyframes = _check_keyframes(keyframe_indices, known, keyframe_scale)
-    text = _shots_for_clip(text, "text", frames)
-    negative_text = _shots_for_clip(negative_text, "negative", frames)
+    text = _shots_for_clip(text, "text", frames, condition.story_start)
+    negative_text = _shots_for_clip(negative_text, "negative", frames, condition.story_start)
     if references and references.video is not None:
         if references.video.shape[-2:] != (height, width):
             raise InputError(
