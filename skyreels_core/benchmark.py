@@ -692,7 +692,7 @@ def working_memory(
 @torch.no_grad()
 def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
     """Two 33-frame demo windows joined, as the long_video workflow makes them, on held-out
-    prompts (both windows at the prompt's seed), for each overlap kept by the second window:
+    prompts (the second window at the prompt's seed + 1), for each overlap kept by the second window:
     the object's step across the seam over the clip's median step, how often the seam is the
     largest step of all, the colour and shape of the two windows, and AV sync of the joined clip."""
     from .demo.metrics import (
@@ -703,7 +703,7 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
         mean_av_sync,
     )
     from .demo.render import DemoPipeline, RenderRequest, render
-    from .joining import join_clips
+    from .joining import join_clips, window_seed
 
     pipeline = DemoPipeline.load()
     prompts = _held_out_captions(cases)
@@ -712,7 +712,7 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
     for overlap in overlaps:
         ratios, largest, kept, syncs = [], 0, 0, []
         for index, (prompt, (frames, audio, _)) in enumerate(zip(prompts, firsts)):
-            request = RenderRequest(task="extend", prompt=prompt, seed=index,
+            request = RenderRequest(task="extend", prompt=prompt, seed=window_seed(index, 1),
                                     source=frames[frames.shape[0] - overlap :])  # fmt: skip
             second, second_audio, _ = render(pipeline, request)
             joined, sound = join_clips(frames, second, overlap, request.fps, audio, second_audio)
