@@ -11,9 +11,8 @@ dense weights starts as the fine sparse path.
 
 from __future__ import annotations
 
-import functools
 import math
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,10 +33,10 @@ def _normal_tensors(make):
     cached, and a later training step over the same grid cannot save inference tensors (its
     index lookups) for its backward pass. Normal tensors serve inference just as well."""
 
-    @functools.wraps(make)
-    def made(*args):
+    @wraps(make)
+    def made(*args, **kwargs):
         with torch.inference_mode(False):
-            return make(*args)
+            return make(*args, **kwargs)
 
     return made
 
