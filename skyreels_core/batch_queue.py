@@ -543,7 +543,10 @@ def variants(
     ``paired`` each file with its own prompt (the i-th with the i-th) x seed. Files are names,
     or local paths a caller swaps for their uploads' names. The seeds go to every seed widget,
     or to those ``seed_targets`` name (reroll_sound: the second Sampler's, so one picture gets
-    many sounds)."""
+    many sounds). Widgets the workflow seeds alike take the seed alike (a Sampler and its
+    Refine); each further seed of the workflow's own takes the next one (long_video's second
+    window, reroll_sound's new sound), as Extend to Length seeds its windows: written into both
+    Samplers alike, a second window's sound came out a near copy of the first's."""
     fixed: dict[Widget, object] = {}
     for override in overrides:
         target, equals, value = override.partition("=")
@@ -579,13 +582,15 @@ def variants(
         combos = [(f, seed, p) for f, p in zip(files, prompts) for seed in seeds or [None]]
     else:
         combos = itertools.product(files or [None], seeds or [None], prompts or [None])
+    own_seeds = list(dict.fromkeys(table[node][1][name] for node, name in seed_widgets))
+    offsets = {(node, name): own_seeds.index(table[node][1][name]) for node, name in seed_widgets}
     result = []
     for file, seed, prompt in combos:
         values = dict(fixed)
         if file is not None:
             values[file_widget] = file
         if seed is not None:
-            values.update({widget: seed for widget in seed_widgets})
+            values.update({widget: seed + offset for widget, offset in offsets.items()})
         if prompt is not None:
             values[prompt_widget] = prompt
         result.append(values)

@@ -219,18 +219,29 @@ def test_seed_input_rerolls_one_samplers_seed(capsys):
         assert code == 2 and server.posted == [] and err.startswith(f"error: {message}")
 
 
-def test_seeds_reach_every_samplers_seed_without_seed_input(capsys):
-    """reroll_sound's two Samplers both take each seed of --seeds when no --seed-input narrows it:
-    the second kept the workflow's seed, so every render's sound came from the same noise."""
-    workflow = str(ROOT / "workflows" / "reroll_sound.json")
-    ids = _node_ids(Path(workflow))
-    first, second = ids["SkyReelsV4Sampler"], ids["Sampler (new sound)"]
+@pytest.mark.parametrize(
+    ("name", "seeds"),
+    [
+        ("reroll_sound", [(5, 6), (6, 7)]),
+        ("long_video", [(5, 6), (6, 7)]),
+        ("low_res_keyframes_refiner", [(5, 5), (6, 6)]),
+    ],
+)
+def test_seeds_reach_every_seed_widget_and_keep_the_workflows_own_seeds_apart(capsys, name, seeds):
+    """Without --seed-input every seed widget takes each seed of --seeds: widgets the workflow
+    seeds alike (a Sampler and its Refine, both 42) alike, one with a seed of its own (long_video's
+    second window at 43, reroll_sound's new sound at 7) the next. Written alike into both, the
+    second window's sound came out a near copy of the first's, and the reroll's sound drew the
+    picture's noise; before that, the second Sampler kept the workflow's seed every render."""
+    workflow = ROOT / "workflows" / f"{name}.json"
+    nodes = sorted(json.loads(workflow.read_text())["nodes"], key=lambda node: node["id"])
+    seeded = [str(n["id"]) for n in nodes if n["type"] in ("SkyReelsV4Sampler", "SkyReelsV4Refine")]
+    first, second = seeded
     with FakeComfy() as server:
-        code, _, _ = _queue(capsys, workflow, "--server", server.url, "--seeds", "5,6")
+        code, _, _ = _queue(capsys, str(workflow), "--server", server.url, "--seeds", "5,6")
     assert code == 0
-    seeds = [(b["prompt"][first]["inputs"]["seed"], b["prompt"][second]["inputs"]["seed"])
-             for b in server.posted]  # fmt: skip
-    assert seeds == [(5, 5), (6, 6)]
+    assert [(b["prompt"][first]["inputs"]["seed"], b["prompt"][second]["inputs"]["seed"])
+            for b in server.posted] == seeds  # fmt: skip
 
 
 def test_seed_ranges_parse():
