@@ -232,7 +232,7 @@ def test_seeds_reach_every_seed_widget_and_keep_the_workflows_own_seeds_apart(ca
     seeds alike (a Sampler and its Refine, both 42) alike, one with a seed of its own (long_video's
     second window at 43, reroll_sound's new sound at 7) the next. Written alike into both, the
     second window's sound came out a near copy of the first's, and the reroll's sound drew the
-    picture's noise; before that, the second Sampler kept the workflow's seed every render."""
+    picture's noise; a second Sampler left at the workflow's seed would sound alike every render."""
     workflow = ROOT / "workflows" / f"{name}.json"
     nodes = sorted(json.loads(workflow.read_text())["nodes"], key=lambda node: node["id"])
     seeded = [str(n["id"]) for n in nodes if n["type"] in ("SkyReelsV4Sampler", "SkyReelsV4Refine")]

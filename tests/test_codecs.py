@@ -164,8 +164,8 @@ def test_one_tile_is_the_untiled_path_and_a_bad_overlap_is_named(local_codec):
 @pytest.mark.parametrize("height, width", [(6, 20), (20, 6)])
 def test_tiling_a_frame_whose_one_side_fits_in_one_tile(height, width):
     """832 x 480 is 104 x 60 latents: with tile_size 64 the short side is one tile and the long one
-    several. Tiles were cut past the short side's end, and decode and encode crashed on a shape
-    error at such common sizes; an exact codec must give the untiled result."""
+    several. Tiles cut past the short side's end would crash decode and encode on a shape error
+    at such common sizes; an exact codec must give the untiled result."""
     from codec_helpers import PoolingCodec
 
     codec = PoolingCodec(4)

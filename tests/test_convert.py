@@ -114,7 +114,7 @@ def test_sparse_tensors_and_keys_alike_as_text_are_one_line_and_nothing_is_writt
 @pytest.mark.parametrize("key", ["state_dict", "model"])
 def test_weights_under_state_dict_or_model_become_a_flat_safetensors_file(tmp_path, key):
     """Lightning and most trainers save {"state_dict": {...}, "epoch": ...}: the weights inside
-    are written (the file was refused as holding non-tensor entries)."""
+    are written (not refused as holding non-tensor entries)."""
     state = {"layer.weight": torch.randn(3, 2), "layer.bias": torch.randn(3)}
     torch.save({key: state, "epoch": 7}, tmp_path / "trained.ckpt")
     target = tmp_path / "trained.safetensors"

@@ -223,8 +223,9 @@ def test_cached_features_rest_where_the_weights_rest(folder, monkeypatch):
 
 
 def test_the_same_prompt_with_another_picture_is_encoded_again(encoder):
-    """The cache is keyed by the pictures' content too: re-encoding a prompt with a new reference
-    image (same size) returned the first image's features."""
+    """The cache is keyed by the pictures' content too: keyed by the prompt and sizes alone,
+    re-encoding a prompt with a new reference image (same size) would return the first image's
+    features."""
     dark = encoder.encode(PROMPT, images=torch.zeros(1, 64, 64, 3))
     light = encoder.encode(PROMPT, images=torch.ones(1, 64, 64, 3))
     assert dark.features.shape == light.features.shape
@@ -234,7 +235,7 @@ def test_the_same_prompt_with_another_picture_is_encoded_again(encoder):
 
 def test_the_hidden_layer_chosen_is_the_one_read(folder, encoder):
     """hidden_layer picks the hidden state the features come from (the tiny model has 3: the
-    embeddings' output, then each layer's); the last was read whatever the setting."""
+    embeddings' output, then each layer's), not the last whatever the setting."""
     middle = MLLMEncoder.from_folder(folder, dtype=torch.float32, hidden_layer=1)
     ids = encoder.tokenizer(
         encoder._render([{"type": "text", "text": PROMPT}]),
@@ -252,7 +253,7 @@ def test_the_hidden_layer_chosen_is_the_one_read(folder, encoder):
 
 def test_images_and_a_video_are_both_read(encoder):
     """With both inputs given, the video's frames come after the images (each picture adds its
-    own tokens); the images were dropped."""
+    own tokens); neither input is dropped."""
     plain = encoder.encode(PROMPT).features.shape[1]
     images = encoder.encode(PROMPT, images=torch.rand(2, 64, 64, 3)).features.shape[1]
     video = encoder.encode(PROMPT, video=torch.rand(5, 64, 64, 3)).features.shape[1]
@@ -265,8 +266,8 @@ def test_images_and_a_video_are_both_read(encoder):
 
 @pytest.mark.parametrize("frames, read", [(8, 8), (9, 5), (17, 6), (33, 7), (81, 8)])
 def test_a_video_gives_the_mllm_at_most_eight_evenly_spaced_frames(encoder, frames, read):
-    """Every ceil(frames / 8)-th frame is read: a stride rounded down gave a 17-frame video 9
-    frames, over the 8 the encoder is meant to read."""
+    """Every ceil(frames / 8)-th frame is read: a stride rounded down would give a 17-frame video
+    9 frames, over the 8 the encoder is meant to read."""
     video = torch.rand(frames, 64, 64, 3)
     plain = encoder.encode(PROMPT).features.shape[1]
     one = encoder.encode(PROMPT, images=video[:1]).features.shape[1] - plain
@@ -281,7 +282,7 @@ def test_a_video_gives_the_mllm_at_most_eight_evenly_spaced_frames(encoder, fram
 
 def test_pixels_outside_0_1_are_clipped_not_wrapped(encoder):
     """An upscaler's overshoot (1.02) reads as white and an undershoot (-0.1) as black: cast to
-    bytes without a clamp they wrapped round to near-black and near-white."""
+    bytes without a clamp they would wrap round to near-black and near-white."""
     over = torch.full((1, 64, 64, 3), 1.02)
     over[:, :32] = -0.1
     clipped = over.clamp(0, 1)
@@ -295,9 +296,9 @@ def test_a_bpe_tokenizer_does_not_merge_a_prompt_s_blank_first_line_into_the_tem
     folder, tmp_path
 ):
     """With a BPE tokenizer (here a tiny one over characters, with Qwen's newline-pair merge) a
-    prompt's leading newline merges with the newline that ends the template's prefix: the prefix
-    no longer matches ("the chat template's prefix changed"), and outer spaces became tokens of
-    their own. Stripped, the prompt encodes as itself."""
+    prompt's leading newline would merge with the newline that ends the template's prefix: the
+    prefix would no longer match ("the chat template's prefix changed"), and outer spaces would be
+    tokens of their own. Stripped, the prompt encodes as itself."""
     from tokenizers import Tokenizer, models
 
     copy = shutil.copytree(folder, tmp_path / "encoder")

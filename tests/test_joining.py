@@ -256,8 +256,8 @@ def test_the_window_count_is_the_number_of_windows_rendered(clip_frames, total, 
 def test_each_window_reads_its_own_part_of_a_negative_story(monkeypatch):
     """A negative multi-shot prompt written for the whole clip is a story too: each window of
     Extend to Length gets the shots of the frames it covers, as the positive prompt does. Passed
-    whole, every window read the story's opening shots and the later windows were steered away
-    from the wrong things."""
+    whole, every window would read the story's opening shots and the later windows be steered
+    away from the wrong things."""
     from types import SimpleNamespace
 
     from skyreels_pack.nodes import clips

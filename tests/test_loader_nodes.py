@@ -171,8 +171,8 @@ def test_block_swap_streams_from_cpu_memory_when_comfyui_keeps_models_on_the_gpu
 
 
 def test_the_hidden_layer_widget_and_text_encode_images_and_video_reach_the_encoder():
-    """Load Text Encoder's hidden_layer picks the features (the last layer was read whatever the
-    widget said), and Text Encode hands its video frames to the MLLM (they were dropped)."""
+    """Load Text Encoder's hidden_layer picks the features (not the last layer whatever the
+    widget says), and Text Encode hands its images and video frames to the MLLM."""
     from skyreels_core.demo import bundle
     from skyreels_core.encoder import MLLMEncoder
 
@@ -197,7 +197,7 @@ def test_the_offload_toggle_rests_encoder_and_vaes_where_the_host_says(
 ):
     """offload on: the text encoder's and the audio VAE's weights rest on the host's offload
     device between uses ("meta" stands in for the CPU beside a GPU); off: where they compute.
-    The toggle was ignored, so the weights sat in GPU memory while the transformer sampled."""
+    Were the toggle ignored, the weights would sit in GPU memory while the transformer samples."""
     from skyreels_pack.nodes import host
 
     from skyreels_core.demo import bundle

@@ -277,7 +277,7 @@ def test_mask_nodes_name_their_own_inputs():
 
 def test_keep_video_node_keeps_a_take_s_clip_length():
     """Rerolling the sound of a 30-frame Video to Audio take (its latents padded to 33 frames)
-    keeps 30 frames: the condition dropped clip_frames, so the reroll rendered and listed 33."""
+    keeps 30 frames: a condition without clip_frames would render and list 33."""
     from skyreels_pack import NODE_CLASS_MAPPINGS
 
     from skyreels_core.types import AVLatent
@@ -290,8 +290,7 @@ def test_keep_video_node_keeps_a_take_s_clip_length():
 
 
 def test_image_to_video_node_keeps_the_first_image_of_a_batch():
-    """Of a batch of two images (grey 0.1, then 0.9) the first is the first frame; the last one
-    was kept."""
+    """Of a batch of two images (grey 0.1, then 0.9) the first is the first frame, not the last."""
     from skyreels_pack import NODE_CLASS_MAPPINGS
 
     images = torch.stack([torch.full((32, 32, 3), 0.1), torch.full((32, 32, 3), 0.9)])

@@ -63,8 +63,8 @@ def test_running_out_of_memory_while_a_vae_moves_in_leaves_none_of_it_on_the_gpu
 
 
 def test_a_runtime_error_that_is_not_out_of_memory_passes_through_unchanged():
-    """A shape mismatch is a bug to report, not a memory problem: it was re-raised as "decode ran
-    out of memory ... Try: block swap", sending users after memory options."""
+    """A shape mismatch is a bug to report, not a memory problem: re-raised as "decode ran out of
+    memory ... Try: block swap", it would send users after memory options."""
     bug = RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
     with pytest.raises(RuntimeError) as caught:
         with out_of_memory_advice("decode"):

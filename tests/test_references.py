@@ -133,8 +133,7 @@ def _greys(references):
 
 def test_the_image_references_node_keeps_input_order_and_a_chain_puts_earlier_nodes_first():
     """The model reads references as ordered in-context frames: image_1..image_9 come in input
-    order (they came reversed), and a chained node's images come after the previous node's
-    (they came before)."""
+    order, and a chained node's images come after the previous node's."""
     from skyreels_pack import NODE_CLASS_MAPPINGS
 
     node = NODE_CLASS_MAPPINGS["SkyReelsV4ImageReferences"]()
@@ -150,8 +149,8 @@ def test_the_image_references_node_keeps_input_order_and_a_chain_puts_earlier_no
 
 
 def test_reference_nodes_make_non_square_latents_height_by_width():
-    """width 64, height 32 gives latents 4 high and 8 wide for Image and Clip References (they
-    came out transposed, 8 x 4)."""
+    """width 64, height 32 gives latents 4 high and 8 wide for Image and Clip References, not
+    transposed (8 x 4); a 2 x 2 storyboard's panels alike."""
     from skyreels_pack import NODE_CLASS_MAPPINGS as NODES
 
     (images,) = NODES["SkyReelsV4ImageReferences"]().build(
@@ -168,7 +167,7 @@ def test_reference_nodes_make_non_square_latents_height_by_width():
 
 def test_a_one_row_storyboard_reads_its_panels_left_to_right():
     """A 1 x 3 grid of greys 0.1, 0.5, 0.9 gives three flat panels in that order (rows and
-    columns swapped cut it into three horizontal strips of all three greys)."""
+    columns swapped would cut it into three horizontal strips of all three greys)."""
     from skyreels_pack import NODE_CLASS_MAPPINGS
 
     grid = torch.cat([torch.full((32, 32, 3), v) for v in (0.1, 0.5, 0.9)], dim=1)[None]

@@ -284,8 +284,8 @@ def test_refine_node_pairs_typed_keyframes_with_frames_in_the_order_typed(refine
 def test_refine_node_rests_the_refiner_and_its_output_where_the_host_says(refiner, monkeypatch):
     """After a refine the refiner's weights go back to the host's offload device, and the refined
     take is handed over on its intermediate device ("meta" stands in for the CPU beside a GPU
-    for each): the refiner stayed in VRAM outside the host's model management, and the host
-    cached a GPU tensor."""
+    for each): otherwise the refiner would stay in VRAM outside the host's model management, and
+    the host would cache a GPU tensor."""
     monkeypatch.setattr(host, "intermediate_device", lambda: torch.device("meta"))
     (out,) = SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS)["result"]
     assert out.video.device.type == "meta" and out.audio.device.type == "meta"

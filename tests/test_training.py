@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from codec_helpers import PoolingCodec
 from model_helpers import tiny_model
@@ -97,8 +99,6 @@ class _Spy:
         self.calls = []
 
     def __call__(self, video, t, text, audio=None, references=None):
-        from types import SimpleNamespace
-
         self.calls.append(SimpleNamespace(video=video, t=t, text=text, audio=audio))
         return SimpleNamespace(video=torch.zeros_like(video[:, : self.channels]), audio=audio * 0)
 

@@ -147,13 +147,9 @@ def test_bypassed_node_passes_its_input_through():
     assert prompt["3"]["inputs"]["values"] == ["1", 0]
 
 
-class Mix:
+class Mix(Scale):
     """A node whose widgets_values skip a forceInput INT and hold a control value after a
-    non-seed INT that has control_after_generate."""
-
-    RETURN_TYPES = ("TENSOR",)
-    FUNCTION = "mix"
-    CATEGORY = "test"
+    non-seed INT that has control_after_generate (converted only, never run)."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -188,8 +184,8 @@ def test_widget_values_skip_force_input_and_follow_a_control_value():
 
 def test_a_primitive_node_gives_its_value_not_a_link():
     """A PrimitiveNode is the frontend's alone: its value is saved in the widget it feeds, and the
-    prompt holds that value. As a link it pointed at a node the prompt lacks, and the server
-    refused the whole prompt."""
+    prompt holds that value. As a link it would point at a node the prompt lacks, and the server
+    would refuse the whole prompt."""
     primitive = {"id": 6, "type": "PrimitiveNode", "inputs": [],
                  "outputs": [{"name": "FLOAT", "type": "FLOAT", "links": [13]}],
                  "widgets_values": [2.5, "fixed"]}  # fmt: skip
@@ -224,7 +220,7 @@ def test_a_node_saved_with_fewer_widget_values_converts_and_takes_new_ones():
 
 def test_a_bypassed_node_with_any_type_sockets_passes_its_input_through():
     """Generic nodes ("*" sockets: reroute-like utilities) pass their input on when bypassed, as
-    ComfyUI matches "*" with any type; the link to the next node was dropped instead."""
+    ComfyUI matches "*" with any type, instead of dropping the link to the next node."""
     ui = workflow()
     ui["nodes"][1]["mode"] = 4
     ui["nodes"][1]["inputs"][0]["type"] = "*"
