@@ -32,8 +32,9 @@ DTYPE_INPUT = (
     DTYPE_CHOICES,
     {
         "default": "auto",
-        "tooltip": "Weight precision: auto is bf16 on CUDA, fp32 on CPU. fp16/bf16 halve memory; "
-        "on a CPU, fp16 computes many times slower than bf16 (no fast kernels there).",
+        "tooltip": "Weight precision: auto is bf16 on CUDA from RTX 30xx / A100 on, else fp32. "
+        "fp16/bf16 halve memory; on a CPU, fp16 computes many times slower than bf16 (no fast "
+        "kernels there).",
     },
 )
 
@@ -134,12 +135,13 @@ class SkyReelsV4ModelLoader(FileLoader):
                     [*DTYPE_CHOICES, FP8_STORAGE],
                     {
                         "default": "auto",
-                        "tooltip": "Weight precision: auto is bf16 on CUDA, fp32 on CPU; fp16/bf16 "
-                        "halve memory. fp8_e4m3fn stores the block weights in 8 bits (a quarter "
-                        "of fp32, half of bf16) and computes in auto precision; costs one cast per "
-                        "layer call and slight detail loss (each weight within 1/16 of its value). "
-                        "An fp8_scaled file stays in 8 bits under auto; pick bf16/fp16/fp32 to "
-                        "widen it.",
+                        "tooltip": "Weight precision: auto is bf16 on CUDA from RTX 30xx / A100 "
+                        "on, else fp32; fp16/bf16 halve memory. fp8_e4m3fn stores the "
+                        "block weights in 8 bits (a quarter of fp32, half of bf16) and "
+                        "computes in auto precision; costs one cast per layer call and "
+                        "slight detail loss (each weight within 1/16 of its value). An "
+                        "fp8_scaled file stays in 8 bits under auto; pick "
+                        "bf16/fp16/fp32 to widen it.",
                     },
                 ),
                 "attention": (

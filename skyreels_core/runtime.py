@@ -163,11 +163,17 @@ FP8_STORAGE = "fp8_e4m3fn"  # block weights in fp8, computed in the ``auto`` pre
 
 
 def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
-    """``auto`` is bf16 where the device computes it fast (CUDA with bf16 support), else fp32."""
+    """``auto`` is bf16 where the device computes it fast, else fp32 (fp16 overflows in the model).
+    A CUDA card before Ampere (RTX 20xx, GTX 16xx, T4, V100) stores bf16 but emulates its math,
+    and neither of SDPA's fast attention kernels takes it there: every attention call would build
+    its full score matrix (tens of GB at 480p), so those cards get fp32, whose memory-efficient
+    kernel they run."""
     if name != "auto":
         return DTYPES[name]
     device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and (
+        torch.version.hip or torch.cuda.get_device_properties(device).major >= 8
+    ):
         return torch.bfloat16
     return torch.float32
 

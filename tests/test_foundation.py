@@ -394,6 +394,27 @@ def test_auto_dtype_is_fp32_on_cpu():
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
 
 
+def test_auto_dtype_is_bf16_only_on_cards_that_compute_it(monkeypatch):
+    """Before Ampere a card stores bf16 but emulates its math and runs attention in it with the
+    math kernel (the full score matrix): torch.cuda.is_bf16_supported() says True there, so auto
+    reads the compute capability of the render's own card instead."""
+    from skyreels_core.runtime import resolve_dtype
+
+    cards = {0: 8, 1: 7}  # cuda:0 an RTX 3090 (sm86), cuda:1 an RTX 2080 (sm75)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda device: SimpleNamespace(major=cards[torch.device(device).index]),
+    )
+    assert resolve_dtype("auto", "cuda:0") == torch.bfloat16
+    assert resolve_dtype("auto", "cuda:1") == torch.float32
+    assert resolve_dtype("bf16", "cuda:1") == torch.bfloat16  # asked for outright: as asked
+    monkeypatch.setattr(torch.version, "hip", "6.4")
+    assert resolve_dtype("auto", "cuda:1") == torch.bfloat16  # ROCm computes it on every arch
+
+
 def test_models_linked_in_from_another_drive_load_and_typed_names_stay_inside(
     tmp_path, monkeypatch
 ):
