@@ -2,17 +2,18 @@
 
 Tokens are regrouped into cubes of 4 x 4 x 4 latent tokens; each query cube attends the ``k`` key
 cubes whose pooled keys score highest against its pooled query, plus its own cube and its face
-neighbours: on CUDA in one compiled FlexAttention call whose BlockMask lists exactly those cubes,
-elsewhere by gathering each query cube's kept key cubes for one SDPA call per chunk (the same
-pairs; bench/ measures both against dense). A coarse path (pooled queries over pooled keys/values)
-carries the long range, added through a gate that starts at zero so a model initialised from
-dense weights starts as the fine sparse path.
+neighbours: on CUDA (where Triton builds) in one compiled FlexAttention call whose BlockMask lists
+exactly those cubes, elsewhere by gathering each query cube's kept key cubes for one SDPA call per
+chunk (the same pairs; bench/ measures both against dense). A coarse path (pooled queries over
+pooled keys/values) carries the long range, added through a gate that starts at zero so a model
+initialised from dense weights starts as the fine sparse path.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from functools import lru_cache, wraps
+from functools import cache, lru_cache, wraps
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
+
+log = logging.getLogger(__name__)
 
 CUBE = (4, 4, 4)
 CUBE_TOKENS = math.prod(CUBE)
@@ -105,11 +108,18 @@ def _scatter_on(grid: tuple[int, int, int], device: torch.device) -> tuple[torch
     return index[slots].to(device), slots.to(device)
 
 
+FLEX_SHAPES = 64
+"""Input shapes one process compiles the FlexAttention kernel for (clip sizes, guidance batches):
+past dynamo's default limit of 8 a ninth shape, a long session's ninth resolution or length, ran
+the unfused kernel, which builds the full score matrix (out of memory until a restart)."""
+
+
 @lru_cache(maxsize=4)
 def flex_kernel(device_type: str):
     """FlexAttention compiled once per device type. With ``dynamic=False`` torch.compile keeps one
     kernel per input shape, so a refiner run compiles once per clip size and reuses it for every
-    block and step; only the compiled kernel skips the blocks a BlockMask leaves out."""
+    block and step; only the compiled kernel skips the blocks a BlockMask leaves out. Call it
+    through :func:`compiled_flex`, which lets it keep :data:`FLEX_SHAPES` kernels."""
     # imported here, as BlockMask below: the cube layout and FLOP counts this module also holds
     # are read at start-up (the refiner's dense fallback), on a torch without FlexAttention too
     from torch.nn.attention.flex_attention import flex_attention
@@ -184,6 +194,28 @@ def gathered_attention(
     return torch.cat(parts, dim=1).view(batch, heads, length, dim)
 
 
+def compiled_flex(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, block_mask: BlockMask):
+    """The compiled kernel over one BlockMask, allowed a kernel for each of :data:`FLEX_SHAPES`
+    input shapes (the limit set for this call only, not for the host's other compiled code)."""
+    with torch._dynamo.config.patch(recompile_limit=FLEX_SHAPES):
+        return flex_kernel(qc.device.type)(
+            qc, kc, vc, block_mask=block_mask, kernel_options=CUDA_TILES
+        )
+
+
+@cache
+def triton_builds() -> bool:
+    """Whether torch.compile can build GPU kernels here: the check inductor makes before it
+    raises TritonMissing or GPUTooOldForTriton (ComfyUI on Windows without triton-windows, a
+    GTX 10xx card)."""
+    from torch.utils._triton import has_triton
+
+    if has_triton():
+        return True
+    log.info("Triton cannot build kernels here: sparse attention runs as gathered SDPA (slower)")
+    return False
+
+
 def fine_attention(
     qc: torch.Tensor,
     kc: torch.Tensor,
@@ -191,13 +223,11 @@ def fine_attention(
     selected: torch.Tensor,
     valid: torch.Tensor,
 ) -> torch.Tensor:
-    """Attention over the selected cube pairs: compiled FlexAttention on CUDA, the gathered SDPA
-    elsewhere (eager FlexAttention evaluates the mask for every pair, slower than dense)."""
-    if qc.device.type == "cuda":
-        block_mask = block_mask_from_selection(selected, valid)
-        return flex_kernel(qc.device.type)(
-            qc, kc, vc, block_mask=block_mask, kernel_options=CUDA_TILES
-        )
+    """Attention over the selected cube pairs: compiled FlexAttention on CUDA where Triton builds
+    it, the gathered SDPA elsewhere (eager FlexAttention evaluates the mask for every pair, slower
+    than dense)."""
+    if qc.device.type == "cuda" and triton_builds():
+        return compiled_flex(qc, kc, vc, block_mask_from_selection(selected, valid))
     return gathered_attention(qc, kc, vc, selected, valid)
 
 

@@ -192,3 +192,63 @@ def test_every_query_cube_keeps_itself_and_its_face_neighbours():
     qc, kc = q[:, :, index], k[:, :, index]
     selected = select_cubes(_pool(qc, valid), _pool(kc, valid), 1, cube)
     assert bool((selected | ~cube).all())  # every neighbour kept, for every head
+
+
+@pytest.fixture
+def recorded_compiles(monkeypatch):
+    """torch.compile with a backend that counts the kernels it is asked to build and runs each
+    graph as it is: dynamo's caching and limits are those of inductor's."""
+    from skyreels_core.sparse_attention import flex_kernel
+
+    built = []
+
+    def backend(graph, example_inputs):
+        built.append(graph)
+        return graph.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=backend, **kw))
+    flex_kernel.cache_clear()
+    yield built
+    flex_kernel.cache_clear()
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_the_compiled_kernel_keeps_a_kernel_for_every_clip_size(recorded_compiles):
+    """dynamo compiles a function for at most 8 input shapes, then runs it uncompiled: the ninth
+    clip size a session refines ran FlexAttention unfused, with the full score matrix on the
+    GPU. Each of eleven sizes gets its own kernel, and each attends the gathered path's pairs."""
+    from skyreels_core.sparse_attention import compiled_flex
+
+    for frames in range(1, 12):
+        grid = (4 * frames, 8, 8)
+        q, k, v = _qkv(grid[0] * 64, seed=frames)
+        index, valid, neighbours = _layout_on(grid, q.device)
+        qc, kc, vc = (x[:, :, index] for x in (q, k, v))
+        selected = select_cubes(_pool(qc, valid), _pool(kc, valid), 1, neighbours)
+        flex = compiled_flex(qc, kc, vc, block_mask_from_selection(selected, valid))
+        gathered = gathered_attention(qc, kc, vc, selected, valid)
+        assert torch.allclose(flex, gathered, atol=1e-5)
+        assert len(recorded_compiles) == frames
+    assert torch._dynamo.config.recompile_limit == 8  # the host's own limit is left as it was
+
+
+def test_without_triton_the_fine_path_is_the_gathered_one(monkeypatch, caplog):
+    """A CUDA host where Triton cannot build (Windows without triton-windows, a GTX 10xx) failed
+    the refiner's first step with TritonMissing / GPUTooOldForTriton; it takes the gathered path,
+    which needs no compiler, and says so once."""
+    import torch.utils._triton
+
+    from skyreels_core import sparse_attention
+
+    for available in (False, True):
+        monkeypatch.setattr(
+            torch.utils._triton, "has_triton", lambda available=available: available
+        )
+        sparse_attention.triton_builds.cache_clear()
+        with caplog.at_level("INFO", logger=sparse_attention.__name__):
+            assert sparse_attention.triton_builds() is available
+            assert sparse_attention.triton_builds() is available
+        assert caplog.text.count("gathered SDPA") == (0 if available else 1)
+        caplog.clear()
+    sparse_attention.triton_builds.cache_clear()
