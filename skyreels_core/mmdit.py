@@ -302,23 +302,32 @@ class DualStreamMMDiT(nn.Module):
         video_blocks = [*self.blocks, *self.single_blocks]
         audio_blocks = [*self.audio_blocks, *self.audio_single_blocks] if a is not None else []
         streamer = self.weight_streamer
-        for index, block in enumerate(video_blocks):
-            if streamer is not None:
-                streamer.fetch(index)
-            x, text_video = block.attend(x, text_video, e6_video, video_self, joint_mask, backend)
-            x = block.cross_text(x, context, cross_mask, backend)
-            if a is not None:
-                audio_block = audio_blocks[index]
-                a, text_audio = audio_block.attend(
-                    a, text_audio, e6_audio, audio_self, audio_joint_mask, backend
+        try:
+            for index, block in enumerate(video_blocks):
+                if streamer is not None:
+                    streamer.fetch(index)
+                x, text_video = block.attend(
+                    x, text_video, e6_video, video_self, joint_mask, backend
                 )
-                # Audio attends video, then video attends the updated audio (the paper's order).
-                a = audio_block.av_cross_attn(a, x, audio_cross, video_cross, backend)
-                x = block.av_cross_attn(x, a, video_cross, audio_cross, backend)
-                a, text_audio = audio_block.feed_forward(a, text_audio, e6_audio)
-            x, text_video = block.feed_forward(x, text_video, e6_video)
+                x = block.cross_text(x, context, cross_mask, backend)
+                if a is not None:
+                    audio_block = audio_blocks[index]
+                    a, text_audio = audio_block.attend(
+                        a, text_audio, e6_audio, audio_self, audio_joint_mask, backend
+                    )
+                    # Audio attends video, then video attends the updated audio (the paper's order).
+                    a = audio_block.av_cross_attn(a, x, audio_cross, video_cross, backend)
+                    x = block.av_cross_attn(x, a, video_cross, audio_cross, backend)
+                    a, text_audio = audio_block.feed_forward(a, text_audio, e6_audio)
+                x, text_video = block.feed_forward(x, text_video, e6_video)
+                if streamer is not None:
+                    streamer.release(index)
+        except BaseException:
+            # A pass that failed part-way (out of memory, Cancel) leaves no swapped layer on the
+            # device: the pass after it (the sampler's half-batch retry) has the room it planned.
             if streamer is not None:
-                streamer.release(index)
+                streamer.restore()
+            raise
 
         out = self.head(x, e_video)
         video_out = self._unpatchify(out[:, clip_start:clip_end], grid)

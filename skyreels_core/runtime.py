@@ -65,13 +65,15 @@ def _naming_toolchain_failures(compiled: Callable[..., Any]) -> Callable[..., An
     """``compiled``, raising an :class:`InputError` on ``compile`` where its first call cannot
     build kernels (no C++ compiler on a CPU, no Triton on a GPU): torch's own error names neither
     the input nor the fix, and comes at the first step, after the text was encoded. Inductor
-    raises its errors as BackendCompilerFailed too (since torch 2.7 as its InductorError)."""
+    raises its errors as BackendCompilerFailed too (since torch 2.7 as its InductorError), all
+    but a missing or too old Triton's."""
     from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import GPUTooOldForTriton, TritonMissing
 
     def step(*args: Any, **kwargs: Any) -> Any:
         try:
             return compiled(*args, **kwargs)
-        except BackendCompilerFailed as error:
+        except (BackendCompilerFailed, TritonMissing, GPUTooOldForTriton) as error:
             cause = getattr(error, "inner_exception", error)
             reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
             raise InputError(

@@ -3,6 +3,8 @@ loader options that are applied and validated."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from model_helpers import inputs, tiny_model
@@ -217,6 +219,35 @@ def test_an_interrupted_forward_leaves_the_offload_copies_in_place():
     assert model.weight_streamer is None
 
 
+def test_a_pass_that_runs_out_of_memory_leaves_no_swapped_layer_on_the_device():
+    """The sampler retries a batched pass that ran out of memory as two half passes inside the
+    same render: the failed pass's current layer and its prefetched next one stayed on the
+    device (about 5 GB for a 14B model in bf16) on the card that had just run out. Here the
+    second layer fails: every swapped tensor is back to its offload copy, nothing is in flight,
+    and the retry renders what an unswapped model does."""
+    model = tiny_model()
+    reference = _run(model)
+    offloaded = [[p.data_ptr() for p in layer.parameters()] for layer in model.blocks]
+    failures = []
+
+    def out_of_memory(module, args):
+        if not failures:
+            failures.append(module)
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    handle = model.single_blocks[0].norm.register_forward_pre_hook(out_of_memory)
+    with LoadedModel(model, "tiny", block_swap=2).on("cpu") as module:
+        with pytest.raises(torch.OutOfMemoryError):
+            _run(module)
+        streamer = module.weight_streamer
+        assert not streamer.on_device and not streamer._in_flight
+        assert [[p.data_ptr() for p in layer.parameters()] for layer in model.blocks] == offloaded
+        out = _run(module)
+    handle.remove()
+    assert failures and torch.equal(out.video, reference.video)
+    assert torch.equal(out.audio, reference.audio)
+
+
 def test_bad_block_swap_names_the_input():
     with pytest.raises(InputError, match="block_swap: 3 blocks to swap in a model of 2 blocks"):
         LoadedModel(tiny_model(), "tiny", block_swap=3)
@@ -243,21 +274,49 @@ def test_compile_option_compiles_every_block_step_while_the_model_renders(monkey
     assert all(exchange._compiled_call_impl is None for exchange in exchanges)
 
 
-def test_compile_without_a_toolchain_names_the_input_and_leaves_the_model_usable():
-    """No C++ compiler (a CPU host) or no Triton (a GPU one): torch's error at the first step
-    becomes one naming ``compile``, and the same model renders with compile off. (torch's own
+def _without_triton(error: str):
+    """A GPU host's inductor without a working Triton: what its scheduler raises for the device
+    (torch._inductor.scheduler.Scheduler.create_backend), standing in on the CPU."""
+    import inspect
+    from unittest import mock
+
+    import torch._inductor.exc as exc
+    import torch._inductor.scheduler
+
+    card = SimpleNamespace(name="NVIDIA GeForce GTX 1080", major=6, minor=1)
+
+    def create_backend(self, device):
+        frame = inspect.currentframe()  # where torch's error says it was raised
+        if error == "TritonMissing":
+            raise exc.TritonMissing(frame)
+        raise exc.GPUTooOldForTriton(card, frame)
+
+    return mock.patch.object(torch._inductor.scheduler.Scheduler, "create_backend", create_backend)
+
+
+@pytest.mark.parametrize("error", ["InvalidCxxCompiler", "TritonMissing", "GPUTooOldForTriton"])
+def test_compile_without_a_toolchain_names_the_input_and_leaves_the_model_usable(error):
+    """No C++ compiler (a CPU host), no Triton or a card too old for it (a GPU one): torch's error
+    at the first step becomes one naming ``compile``, and the same model renders with compile
+    off. Triton's two errors are not torch's BackendCompilerFailed. (torch's own
     ``config.patch`` restores its settings; pytest's monkeypatch would delete them on undo.)"""
     import torch._inductor.config
 
     model = tiny_model()
     reference = _run(model)
     no_compiler = {"cpp.cxx": ("/nonexistent/g++",)}  # a host without a C++ toolchain
+    toolchain = (
+        torch._inductor.config.patch(no_compiler)
+        if error == "InvalidCxxCompiler"
+        else _without_triton(error)
+    )
+    torch._dynamo.reset()  # compiled graphs of earlier tests would not meet the toolchain
     with (
-        torch._inductor.config.patch(no_compiler),
+        toolchain,
         pytest.raises(
             InputError,
-            match=r"^compile: torch\.compile has no working toolchain here \(InvalidCxxCompiler: "
-            r"No working C\+\+ compiler .*\)\. Fix: set compile to false, or install a C\+\+ "
+            match=rf"^compile: torch\.compile has no working toolchain here \({error}: "
+            r".*\)\. Fix: set compile to false, or install a C\+\+ "
             r"compiler \(CPU\) / Triton \(GPU\)$",
         ),
         LoadedModel(model, "tiny", compile=True, block_swap=1).on("cpu") as module,
