@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, InputError
-from .offload import ReserveMemory, visiting
+from .offload import ReserveMemory, rest_on, visiting
 from .requirements import import_required
 from .shapes import rgb_pixels, single_images
 from .types import TextEncoding
@@ -146,7 +146,7 @@ class MLLMEncoder:
         # Where the weights rest between encodings: a 7B encoder must not sit in GPU memory
         # while the MMDiT samples. Features are cached, so re-queued prompts never move it.
         self.offload_device = torch.device(offload_device or self.compute_device)
-        self.model.to(self.offload_device)
+        rest_on(self.model, self.offload_device, reserve)
         # Asked for room before the weights move to compute (a host frees it); only when a
         # prompt is actually encoded, never for a cached one.
         self.reserve = reserve
@@ -211,9 +211,7 @@ class MLLMEncoder:
             folder, **LOCAL_ONLY
         )
         model_class = getattr(transformers, MODEL_CLASSES[model_type])
-        model = model_class.from_pretrained(
-            folder, dtype=dtype, use_safetensors=True, **LOCAL_ONLY
-        ).to(offload_device or device)
+        model = model_class.from_pretrained(folder, dtype=dtype, use_safetensors=True, **LOCAL_ONLY)
         return cls(
             model,
             tokenizer,
@@ -251,7 +249,7 @@ class MLLMEncoder:
         tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_folder, **LOCAL_ONLY)
         image_processor = transformers.Qwen2VLImageProcessorPil(**PREPROCESSOR)
         model = load_qwen25_vl_file(
-            Path(path), tokenizer, dtype, offload_device or device, input_name
+            Path(path), tokenizer, dtype, offload_device or device, input_name, reserve
         )
         return cls(
             model,

@@ -13,6 +13,7 @@ drawn at random.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from .loading import (
     shapes_of,
     validate_keys,
 )
+from .offload import ReserveMemory
 from .requirements import import_required
 from .scaled_weights import scaled_layout
 
@@ -142,10 +144,16 @@ def _release_heads(shapes: dict[str, tuple[int, ...]]) -> bool:
 
 
 def load_qwen25_vl_file(
-    path: Path, tokenizer, dtype: torch.dtype, device, input_name: str
+    path: Path,
+    tokenizer,
+    dtype: torch.dtype,
+    device,
+    input_name: str,
+    reserve: ReserveMemory | None = None,
 ) -> torch.nn.Module:
     """The model of a single-file Qwen2.5-VL (or its shards), fp8_scaled weights taken back to
-    ``dtype``; a file of another model is refused before its weights are read."""
+    ``dtype``; a file of another model is refused before its weights are read. The weights load
+    straight onto ``device``: off the CPU, ``reserve`` is asked for their room first."""
     transformers = import_required("transformers", input_name)
 
     shards, shapes, metadata = read_checkpoint_header(Path(path), input_name)
@@ -176,6 +184,8 @@ def load_qwen25_vl_file(
         found = {transformers_name(key): shape for key, shape in shapes.items()}
         found = {key: found[key] for key in layout.model_keys(found) if key != "lm_head.weight"}
         validate_keys(expected, found, input_name, "Qwen2.5-VL")
+        if reserve is not None and torch.device(device).type != "cpu":
+            reserve(torch.device(device), sum(map(math.prod, expected.values())) * dtype.itemsize)
         state = load_tensors(readers, layout, dtype, device, input_name=input_name)
     state.setdefault("lm_head.weight", state["model.language_model.embed_tokens.weight"])
     model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(

@@ -288,6 +288,20 @@ ReserveMemory = Callable[[torch.device, int], None]
 (ComfyUI unloads its own models), since the pack's models live outside its model management."""
 
 
+def rest_on(model: nn.Module, device: torch.device | str, reserve: ReserveMemory | None) -> None:
+    """``model``'s weights onto ``device``, where they wait between uses, with ``reserve`` asked
+    for them first unless they are all there already: a loader with ``offload`` off keeps its
+    model on the GPU from the load on, and must make room for it like any later visit."""
+    device = torch.device(device)
+    tensors = [_get(slot) for slot in _tensor_slots(model.modules())]
+    there = all(
+        t.device.type == device.type and device.index in (None, t.device.index) for t in tensors
+    )
+    if reserve is not None and not there:
+        reserve(device, device_bytes(model))
+    place(model, device)
+
+
 @contextmanager
 def visiting(
     model: nn.Module,

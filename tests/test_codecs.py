@@ -195,6 +195,37 @@ def _tiny_mmaudio(vae_path, vocoder_path=None):
     )
 
 
+@pytest.mark.parametrize("offloaded", [True, False])
+def test_the_vaes_load_where_they_rest_and_ask_for_room_there_first(
+    reference_and_file, audio_reference, offloaded
+):
+    """Loaded with offload off, the VAEs stayed on the GPU without asking the host for room;
+    with offload on they passed through it at load. "meta" stands in for the GPU: weights that
+    visited it could not come back."""
+    from skyreels_core.codecs.mmaudio import MMAudioCodec
+    from skyreels_core.offload import device_bytes
+
+    asked = []
+    placement = dict(
+        device="meta",
+        offload_device="cpu" if offloaded else "meta",
+        reserve=lambda device, size: asked.append((device, size)),
+    )
+    video = WanVideoCodec.from_single_file(reference_and_file[1], config=TINY, **placement)
+    folder = audio_reference[-1]
+    audio = MMAudioCodec.from_single_file(
+        folder / "combined.safetensors",
+        vae_config=TINY_AUDIO,
+        vocoder_config=TINY_VOCODER,
+        **placement,
+    )
+    parts = [video.vae, audio.vae, audio.vocoder]
+    rest = torch.device(placement["offload_device"])
+    assert {p.device for part in parts for p in part.parameters()} == {rest}
+    assert video.device == audio.device == torch.device("meta")
+    assert asked == ([] if offloaded else [(rest, device_bytes(part)) for part in parts])
+
+
 def test_mmaudio_loads_and_matches_diffusers(audio_reference):
     from skyreels_core.codecs import AudioCodec
     from skyreels_core.codecs.mmaudio import MMAudioCodec

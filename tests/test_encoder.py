@@ -110,6 +110,25 @@ def test_room_is_asked_for_only_when_a_prompt_is_encoded(folder):
     assert calls == [(torch.device("cpu"), 0)] * 2  # its weights already rest where it computes
 
 
+@pytest.mark.parametrize("offloaded", [True, False])
+def test_the_encoder_loads_where_it_rests_and_asks_for_room_there_first(folder, offloaded):
+    """With offload off a 7B encoder rests on the GPU from the load on (16 GB in bf16), and was
+    put there without asking the host for room. "meta" stands in for the GPU."""
+    from skyreels_core.offload import device_bytes
+
+    calls = []
+    rest = torch.device("cpu" if offloaded else "meta")
+    encoder = MLLMEncoder.from_folder(
+        folder,
+        dtype=torch.float32,
+        device="meta",
+        offload_device=rest,
+        reserve=lambda device, size: calls.append((device, size)),
+    )
+    assert {p.device for p in encoder.model.parameters()} == {rest}
+    assert calls == ([] if offloaded else [(rest, device_bytes(encoder.model))])
+
+
 def test_multishot_ranges(encoder):
     shots = parse_multishot("[0-16] a red circle bounces\n[17-32] a blue square moves right", 33)
     encoding = encoder.encode_shots(shots, 33)

@@ -3,6 +3,8 @@ tokenizer elsewhere), encodes exactly as the same model loaded from its release 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -108,6 +110,42 @@ def test_a_single_file_encodes_as_its_release_folder(release):
         assert got.shape == expected.shape and got.shape[-1] == 256
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     assert ours.encode(PROMPT, images=[_image()]).features.shape[1] > len(PROMPT.split())
+
+
+def test_a_single_file_loaded_onto_the_gpu_asks_for_its_room_first(release, monkeypatch):
+    """With offload off the file's weights load straight onto the GPU, and were read there
+    without asking the host for room: it is asked for their bytes in the chosen dtype (the tied
+    output head once) before a tensor is read."""
+    from safetensors import safe_open
+
+    from skyreels_core import encoder_file
+
+    class Read(Exception):
+        pass
+
+    def load_tensors(*args, **kwargs):
+        events.append("read")
+        raise Read
+
+    _, single, tokenizer_folder = release
+    events = []
+    monkeypatch.setattr(encoder_file, "load_tensors", load_tensors)
+    with pytest.raises(Read):
+        MLLMEncoder.from_file(
+            single,
+            tokenizer_folder,
+            dtype=torch.bfloat16,
+            device="cuda",
+            offload_device="cuda",
+            reserve=lambda device, size: events.append((device, size)),
+        )
+    with safe_open(str(single), "pt") as tensors:
+        elements = sum(
+            math.prod(tensors.get_slice(key).get_shape())
+            for key in tensors.keys()
+            if not key.startswith("lm_head")
+        )
+    assert events == [(torch.device("cuda"), 2 * elements), "read"]
 
 
 def test_an_fp8_scaled_single_file_loads_its_true_weights(release, tmp_path):

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, shapes_of, validate_keys
-from ..offload import ReserveMemory, place, visiting
+from ..offload import ReserveMemory, rest_on, visiting
 from ..requirements import import_required
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -101,20 +101,21 @@ class MMAudioCodec:
         vocoder,
         offload_device: torch.device | str | None = None,
         reserve: ReserveMemory | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
-        """VAE and vocoder compute where their weights are now; they rest on ``offload_device``
-        (default: there too) between encodes and decodes, and ``reserve`` is asked for room
-        first."""
+        """VAE and vocoder compute on ``device`` (default: where their weights are now); they
+        rest on ``offload_device`` (default: there too) between encodes and decodes, and
+        ``reserve`` is asked for room before they move to either."""
         self.vae = vae.eval().requires_grad_(False)
         self.vocoder = vocoder.eval().requires_grad_(False)
         parameter = next(vae.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
+        self.device, self.dtype = torch.device(device or parameter.device), parameter.dtype
         # The log-mel front end stays in float32, as MMAudio keeps it: FFTs take no bfloat16 on
         # CPU (nor half precision at most sizes), and the mel's log wants the range.
         self.vae.mel_converter.float()
         self.offload_device = torch.device(offload_device or self.device)
-        place(self.vae, self.offload_device)
-        place(self.vocoder, self.offload_device)
+        rest_on(self.vae, self.offload_device, reserve)
+        rest_on(self.vocoder, self.offload_device, reserve)
         self.reserve = reserve
         self.latent_channels = vae.config.latent_channels
         self.channels = 1
@@ -163,8 +164,8 @@ class MMAudioCodec:
         _load(
             vocoder, bigvgan_to_diffusers(voc_state), vocoder_input_name, "MMAudio BigVGAN vocoder"
         )
-        vae, vocoder = (part.to(device=device, dtype=dtype) for part in (vae, vocoder))
-        return cls(vae, vocoder, offload_device, reserve)
+        vae, vocoder = (part.to(dtype=dtype) for part in (vae, vocoder))
+        return cls(vae, vocoder, offload_device, reserve, device)
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, self.dtype)

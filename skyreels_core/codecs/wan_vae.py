@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from ..errors import InputError
 from ..loading import read_header, shapes_of, validate_keys
-from ..offload import ReserveMemory, place, visiting
+from ..offload import ReserveMemory, rest_on, visiting
 from ..requirements import import_required
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "wan2.1_vae.json"
@@ -38,14 +38,16 @@ class WanVideoCodec:
         vae,
         offload_device: torch.device | str | None = None,
         reserve: ReserveMemory | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
-        """``vae`` computes where its weights are now; they rest on ``offload_device`` (default:
-        there too) between encodes and decodes, and ``reserve`` is asked for room first."""
+        """``vae`` computes on ``device`` (default: where its weights are now); they rest on
+        ``offload_device`` (default: there too) between encodes and decodes, and ``reserve`` is
+        asked for room before they move to either."""
         self.vae = vae.eval().requires_grad_(False)
         parameter = next(vae.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
+        self.device, self.dtype = torch.device(device or parameter.device), parameter.dtype
         self.offload_device = torch.device(offload_device or self.device)
-        place(self.vae, self.offload_device)
+        rest_on(self.vae, self.offload_device, reserve)
         self.reserve = reserve
         self.latent_channels = vae.config.z_dim
         self.spatial_stride = 2 ** len(vae.config.temperal_downsample)
@@ -85,7 +87,7 @@ class WanVideoCodec:
             "use the original Wan 2.1 VAE (wan_2.1_vae.safetensors)",
         )
         vae.load_state_dict(state)
-        return cls(vae.to(device=device, dtype=dtype), offload_device, reserve)
+        return cls(vae.to(dtype=dtype), offload_device, reserve, device)
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, self.dtype)
