@@ -129,9 +129,14 @@ def _tensor_slots(modules) -> list[tuple[nn.Module, str, bool]]:
     return slots
 
 
-def _get(slot) -> torch.Tensor:
+def _holder(slot) -> torch.Tensor:
+    """The Parameter or buffer in the slot: modules that share a weight hold the same one."""
     module, name, is_parameter = slot
-    return (module._parameters if is_parameter else module._buffers)[name].data
+    return (module._parameters if is_parameter else module._buffers)[name]
+
+
+def _get(slot) -> torch.Tensor:
+    return _holder(slot).data
 
 
 def _set(slot, tensor: torch.Tensor) -> None:
@@ -260,15 +265,15 @@ def enable_block_swap(
 def device_bytes(model: nn.Module, swapped: int = 0) -> int:
     """Bytes of weights ``model`` holds on its compute device during a forward with its first
     ``swapped`` layers block-swapped: the resident tensors plus the two largest swapped layers,
-    the most a :class:`BlockSwap` has in flight."""
+    the most a :class:`BlockSwap` has in flight. A weight two modules share (an encoder's output
+    head tied to its embedding) counts once, as it moves once."""
     layers = stream_layers(model)[:swapped] if swapped else []
     streamed = [[m for block in layer for m in block.modules()] for layer in layers]
     skipped = {id(module) for modules in streamed for module in modules}
 
     def size(modules) -> int:
-        return sum(
-            _get(slot).numel() * _get(slot).element_size() for slot in _tensor_slots(modules)
-        )
+        held = {id(_holder(slot)): _get(slot) for slot in _tensor_slots(modules)}
+        return sum(tensor.numel() * tensor.element_size() for tensor in held.values())
 
     resident = size(module for module in model.modules() if id(module) not in skipped)
     return resident + sum(sorted((size(modules) for modules in streamed), reverse=True)[:2])

@@ -201,6 +201,9 @@ def test_device_bytes_count_resident_weights_and_two_swapped_layers_in_flight():
     assert device_bytes(model, 4) == total - sum(layers) + in_flight < total
     store_linears_in_fp8(model, torch.float32)  # fp8 weights count one byte each
     assert device_bytes(model) < total
+    tied = torch.nn.ModuleDict({"embed": torch.nn.Embedding(10, 4), "head": torch.nn.Linear(4, 10)})
+    tied.head.weight = tied.embed.weight  # an encoder's output head tied to its embedding
+    assert device_bytes(tied) == (10 * 4 + 10) * 4  # the shared weight moves, and counts, once
 
 
 def test_an_interrupted_forward_leaves_the_offload_copies_in_place():
