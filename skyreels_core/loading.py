@@ -29,7 +29,7 @@ from .errors import CheckpointError
 from .mmdit import DualStreamMMDiT
 from .offload import FP8, quantise_fp8, store_linears_in_fp8
 from .paths import published
-from .scaled_weights import SCALE_SUFFIXES, ScaledLayout, dequantise, scaled_layout
+from .scaled_weights import SCALE_SUFFIXES, ScaledLayout, dequantise, fitted_scale, scaled_layout
 
 CONFIG_METADATA_KEY = "skyreels_config"
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.safetensors$")
@@ -333,13 +333,14 @@ def load_tensors(
 ) -> dict[str, torch.Tensor]:
     """Every model tensor cast to ``dtype`` on ``device``, scaled weights taken back to their
     true values; keys in ``fp8_weights`` are stored in fp8 instead, with their scale under
-    ``<module>.weight_scale`` (a file's own e4m3 weight and scale as they are, never rounded
-    twice; a plain e4m3 weight, as ``*_fp8_e4m3fn`` releases store them, at scale 1)."""
+    ``<module>.weight_scale`` (a file's own e4m3 weight and scale, per tensor or per row, as they
+    are, never rounded twice; a plain e4m3 weight, as ``*_fp8_e4m3fn`` releases store them, at
+    scale 1)."""
     state = {}
     for name in layout.model_keys(readers):
         tensor = readers[name]()
         scale = readers[layout.scales[name]]() if name in layout.scales else None
-        as_stored = tensor.dtype == FP8 and scale is not None and scale.numel() == 1
+        as_stored = tensor.dtype == FP8 and scale is not None
         if scale is not None and not (name in fp8_weights and as_stored):
             tensor, scale = dequantise(tensor, scale, name, input_name), None
         if name in fp8_weights:
@@ -348,9 +349,9 @@ def load_tensors(
             elif scale is None:
                 tensor, scale = quantise_fp8(tensor)
             state[name] = tensor.to(device)
-            state[name.removesuffix("weight") + "weight_scale"] = (
-                scale.float().reshape(()).to(device)
-            )
+            state[name.removesuffix("weight") + "weight_scale"] = fitted_scale(
+                tensor, scale, name, input_name
+            ).to(device)
         else:
             state[name] = tensor.to(device=device, dtype=dtype)
     return state

@@ -40,7 +40,8 @@ def quantise_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Float8Linear(nn.Linear):
-    """A Linear whose weight is stored in float8_e4m3fn with a per-tensor ``weight_scale``.
+    """A Linear whose weight is stored in float8_e4m3fn with a ``weight_scale``: per tensor as
+    this pack quantises, or per output row as a file may ship it (kept, not rounded again).
 
     The state dict holds ``weight`` (fp8), ``weight_scale`` and ``bias`` (compute dtype), so a
     quantised model saves and loads without re-quantising.
@@ -81,6 +82,13 @@ class Float8Linear(nn.Linear):
             if linear.bias is not None:
                 module.bias.data = linear.bias.detach().to(compute_dtype)
         return module
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """A per-row scale ([out, 1]) takes the place of the per-tensor one it is built with."""
+        scale = state_dict.get(prefix + "weight_scale")
+        if scale is not None and scale.shape != self.weight_scale.shape:
+            self.weight_scale = torch.empty(scale.shape, device=self.weight_scale.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def dequantised_weight(self) -> torch.Tensor:
         """Scaled in float32, then cast once: a small layer's scale is subnormal in fp16 (max|w|

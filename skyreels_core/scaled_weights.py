@@ -84,14 +84,16 @@ def _format(blob: torch.Tensor) -> str | None:
         return None
 
 
-def dequantise(
+def fitted_scale(
     stored: torch.Tensor, scale: torch.Tensor, name: str = "weight", input_name: str = "model"
 ) -> torch.Tensor:
-    """The true weight in float32, from a per-tensor scale or a per-row one (one per output
-    channel). A per-row scale saved flat ([out], not [out, 1]) is laid along the rows: left as it
-    is it would scale the columns of a square matrix, silently."""
+    """A per-tensor scale as a float32 scalar, a per-row one (one per output channel) as a float32
+    column that broadcasts over ``stored``. A per-row scale saved flat ([out], not [out, 1]) is
+    laid along the rows: left as it is it would scale the columns of a square matrix, silently."""
     scale = scale.float()
-    if scale.ndim == 1 and stored.ndim > 1 and scale.numel() == stored.shape[0] > 1:
+    if scale.numel() == 1:
+        return scale.reshape(())
+    if scale.ndim == 1 and stored.ndim > 1 and scale.numel() == stored.shape[0]:
         scale = scale.reshape(-1, *[1] * (stored.ndim - 1))
     try:
         fits = torch.broadcast_shapes(stored.shape, scale.shape) == stored.shape
@@ -104,4 +106,11 @@ def dequantise(
             f"{tuple(stored.shape)} values (not one per tensor nor one per output row)",
             "pick the model's bf16, fp16 or fp8_scaled release as ComfyUI ships it",
         )
-    return stored.float() * scale
+    return scale
+
+
+def dequantise(
+    stored: torch.Tensor, scale: torch.Tensor, name: str = "weight", input_name: str = "model"
+) -> torch.Tensor:
+    """The true weight in float32, from a per-tensor or per-row scale (:func:`fitted_scale`)."""
+    return stored.float() * fitted_scale(stored, scale, name, input_name)
