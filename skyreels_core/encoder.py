@@ -341,6 +341,7 @@ class MLLMEncoder:
             output = self.model.model(input_ids=ids, output_hidden_states=True, **inputs)
         hidden = output.hidden_states[self.hidden_layer][0]
         features = hidden[len(self._prefix) : ids.shape[1] - self._suffix_length][None].float()
+        self._require_finite(features)
         # Cached where the weights rest: 64 prompts with pictures are a GB of GPU memory the
         # host cannot reclaim, and the sampler moves the features it reads to its device itself.
         features = features.to(self.offload_device)
@@ -351,6 +352,17 @@ class MLLMEncoder:
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return encoding
+
+    def _require_finite(self, features: torch.Tensor) -> None:
+        """Features with NaN or inf stop here, named as the encoder's: the sampler would only
+        find its first prediction not finite and blame the diffusion model."""
+        if bool(torch.isfinite(features).all()):
+            return
+        if self.model.dtype == torch.float16:
+            fix = "load it in bf16 or fp32 (Load Text Encoder's dtype): float16 overflows in it"
+        else:
+            fix = "check the encoder's files (a damaged download or conversion)"
+        raise InputError("encoder", "its features are not finite (NaN/inf)", fix)
 
     def encode_shots(self, shots, frames: int) -> TextEncoding:
         """Each shot encoded alone, tokens concatenated, with the latent frames each shot covers."""

@@ -129,6 +129,24 @@ def test_the_encoder_loads_where_it_rests_and_asks_for_room_there_first(folder, 
     assert calls == ([] if offloaded else [(rest, device_bytes(encoder.model))])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_features_that_are_not_finite_are_named_as_the_encoders(folder, dtype):
+    """An encoder that overflows (Qwen-VL in float16) or a damaged file gave NaN features, which
+    the sampler only met as its first prediction not finite, blamed on Load Model. Nothing is
+    cached: the same prompt encodes again once the weights are whole."""
+    encoder = MLLMEncoder.from_folder(folder, dtype=dtype)
+    norm = encoder.model.model.language_model.norm.weight
+    whole = norm.detach().clone()
+    with torch.no_grad():
+        norm[0] = float("inf")
+    fix = "load it in bf16 or fp32" if dtype == torch.float16 else "check the encoder's files"
+    with pytest.raises(InputError, match=rf"^encoder: its features are not finite .*Fix: {fix}"):
+        encoder.encode("a green square moves left")
+    with torch.no_grad():
+        norm.copy_(whole)
+    assert torch.isfinite(encoder.encode("a green square moves left").features).all()
+
+
 def test_multishot_ranges(encoder):
     shots = parse_multishot("[0-16] a red circle bounces\n[17-32] a blue square moves right", 33)
     encoding = encoder.encode_shots(shots, 33)
