@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,10 +14,13 @@ import av
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from skyreels_core.__main__ import main
 from skyreels_core.av_io import read_video, write_mp4
+from skyreels_core.demo import bundle
 from skyreels_core.demo.metrics import dominant_colour, dominant_shape, psnr
+from skyreels_core.demo.render import DemoPipeline
 from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
 from skyreels_core.errors import InputError
 
@@ -126,7 +130,7 @@ def test_the_step_cache_skips_model_calls_and_keeps_the_render(tmp_path):
     decoded clip stays within 35 dB of the uncached one with its colour and shape (24 held-out
     prompts: 13.2 calls a render, 46.3 dB, every reading unchanged)."""
     from skyreels_core.demo.metrics import dominant_colour, dominant_shape
-    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
+    from skyreels_core.demo.render import RenderRequest, render
 
     pipeline = DemoPipeline.load()
     calls = []
@@ -142,7 +146,7 @@ def test_the_step_cache_skips_model_calls_and_keeps_the_render(tmp_path):
 
 
 def test_a_script_rendering_the_demo_model_at_128_px_is_told_why_it_gets_noise(caplog):
-    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
+    from skyreels_core.demo.render import RenderRequest, render
 
     pipeline = DemoPipeline.load()
     with caplog.at_level(logging.WARNING, logger="skyreels_core.demo.render"):
@@ -156,7 +160,7 @@ def test_a_script_rendering_the_demo_model_at_128_px_is_told_why_it_gets_noise(c
 def test_a_scripted_render_carries_its_own_fps_to_the_take():
     """sample() stamped every take 16 fps (only the Sampler node put the clip's rate back): a
     24 fps script render, saved and reopened, decoded a third too long for the sound it held."""
-    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render
+    from skyreels_core.demo.render import RenderRequest, render
 
     frames, audio, latent = render(DemoPipeline.load(), RenderRequest(frames=9, fps=24.0, steps=1))
     assert latent.fps == 24.0
@@ -166,7 +170,6 @@ def test_a_scripted_render_carries_its_own_fps_to_the_take():
 
 def test_the_demo_models_advice_names_the_sizes_and_lengths_it_never_learned():
     from skyreels_core import masks
-    from skyreels_core.demo import bundle
 
     codec = bundle.video_codec()
     advice = lambda frames, height, width, preset="demo": bundle.render_advice(  # noqa: E731
@@ -267,6 +270,23 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
     assert load_model(tmp_path / "model.safetensors").config.name == "demo"
     assert main([*args, "--steps", "5"]) == 0
     assert json.loads((tmp_path / "manifest.json").read_text())["training_steps"] == 5
+    # demo / eval-demo --model: the model decodes with the codecs trained beside it (it read the
+    # bundled ones, whose latents mean something else); a model file alone takes the bundled.
+    own = DemoPipeline.load(tmp_path / "model.safetensors")
+    alone = tmp_path / "alone" / "model.safetensors"
+    alone.parent.mkdir()
+    shutil.copy(tmp_path / "model.safetensors", alone)
+    bundled = DemoPipeline.load(alone)
+    for name, codec in (("video_codec", "video_codec"), ("audio_codec", "audio_codec")):
+        trained = load_file(str(tmp_path / f"{name}.safetensors"))
+        assert _same_weights(getattr(own, codec).state_dict(), trained)
+        assert not _same_weights(getattr(bundled, codec).state_dict(), trained)
+        shipped = load_file(str(bundle.WEIGHTS_DIR / f"{name}.safetensors"))
+        assert _same_weights(getattr(bundled, codec).state_dict(), shipped)
+
+
+def _same_weights(state: dict, file: dict) -> bool:
+    return state.keys() == file.keys() and all(torch.equal(state[k], file[k]) for k in state)
 
 
 def test_train_demo_lora_smoke_run_writes_a_lora_load_lora_opens(tmp_path):

@@ -102,13 +102,12 @@ def test_a_lora_written_into_a_train_demo_folder_fits_that_folders_model(
 ):
     """train-demo --out X then train-demo-lora --out X trained on the bundled model and wrote its
     sha into X's manifest as if it were X's; it now trains on X's model, codecs and encoder."""
-    from skyreels_core.demo import train_lora
+    from skyreels_core import loading
 
     out = shutil.copytree(tiny_bundle, tmp_path / "mine")
     loaded = []
-    from skyreels_core.loading import load_model as original
-
-    monkeypatch.setattr(train_lora, "load_model", lambda path, **kw: loaded.append(path) or original(path, **kw), raising=False)  # fmt: skip
+    original = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda path, **kw: loaded.append(path) or original(path, **kw))  # fmt: skip
     lora_flags = ["--scenes", "2", "--steps", "1", "--batch", "1", "--rank", "1"]
     assert main(["train-demo-lora", "--out", str(out), *lora_flags]) == 0
     assert loaded == [out / "model.safetensors"]

@@ -106,6 +106,17 @@ def text_encoder_dir() -> Path:
     return _existing(WEIGHTS_DIR / "text_encoder")
 
 
+PIPELINE_FILES = ("video_codec.safetensors", "audio_codec.safetensors", "text_encoder")
+"""What train-demo writes beside its model: the codecs and encoder the model was trained with."""
+
+
+def beside(model: Path, name: str) -> Path:
+    """``name`` (one of :data:`PIPELINE_FILES`) from the folder ``model`` lies in, where
+    train-demo wrote it there; else the bundled one."""
+    own = Path(model).parent / name
+    return own if own.exists() else _existing(WEIGHTS_DIR / name)
+
+
 def video_codec(device: torch.device | str = "cpu"):
     from .codecs import DemoVideoCodec
 

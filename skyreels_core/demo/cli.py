@@ -74,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='frame indices for --task keyframes, e.g. "0, 16, 32" (default: first, middle, last)',
     )
     parser.add_argument(
-        "--model", type=Path, help="another demo-preset checkpoint (default: bundled)"
+        "--model",
+        type=Path,
+        help="another demo-preset checkpoint, with the codecs train-demo wrote beside it "
+        "(default: bundled)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 

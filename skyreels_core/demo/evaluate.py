@@ -216,7 +216,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--video-guidance", type=float, help="default: the demo's own (6)")
     parser.add_argument("--audio-guidance", type=float, help="default: the demo's own (1.5)")
-    parser.add_argument("--model", type=Path, help="a demo-preset checkpoint (default: bundled)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a demo-preset checkpoint, with the codecs train-demo wrote beside it "
+        "(default: bundled)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

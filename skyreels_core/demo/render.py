@@ -40,14 +40,21 @@ class DemoPipeline:
 
     @classmethod
     def load(cls, model_path: Path | None = None, device: str = "cpu") -> DemoPipeline:
+        """The bundled pipeline, or ``model_path``'s: a model train-demo wrote into a folder of its
+        own decodes with the codecs it was trained with, which lie beside it (a model file alone
+        takes the bundled ones): another codec would read its latents as noise."""
         from ..encoder import MLLMEncoder
         from ..loading import load_model
+        from .codecs import DemoAudioCodec, DemoVideoCodec
 
-        model = load_model(model_path or bundle.model_path(), dtype=torch.float32, device=device)
-        encoder = MLLMEncoder.from_folder(
-            bundle.text_encoder_dir(), dtype=torch.float32, device=device
+        model_path = Path(model_path) if model_path else bundle.model_path()
+        video, audio, encoder = (bundle.beside(model_path, name) for name in bundle.PIPELINE_FILES)
+        return cls(
+            load_model(model_path, dtype=torch.float32, device=device).eval(),
+            DemoVideoCodec.load(video, device=device),
+            DemoAudioCodec.load(audio, device=device),
+            MLLMEncoder.from_folder(encoder, dtype=torch.float32, device=device),
         )
-        return cls(model.eval(), bundle.video_codec(device), bundle.audio_codec(device), encoder)
 
 
 @dataclass

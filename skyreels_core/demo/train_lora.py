@@ -20,23 +20,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..encoder import MLLMEncoder
 from ..errors import InputError
-from ..loading import load_model
 from ..lora import applied
 from ..lora_training import lora_parameters, save_lora, trainable_lora
 from ..paths import output_file, write_json
 from ..training import check_counts, start_run, training_loss
 from . import bundle
-from .codecs import DemoAudioCodec, DemoVideoCodec
 from .dataset import read_clips, render_world, training_seeds
 from .render import DemoPipeline
 from .train import draw_batch, encode_world
 
 PALETTE_SHIFT = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "red"}
 SCENES = 256
-BASE_FILES = ("model.safetensors", "video_codec.safetensors", "audio_codec.safetensors",
-              "text_encoder")  # fmt: skip
+BASE_FILES = ("model.safetensors", *bundle.PIPELINE_FILES)
 """What train-demo writes into its --out, all of which the LoRA's training reads."""
 
 
@@ -117,16 +113,8 @@ def base_files(out: Path) -> tuple[Path, ...] | None:
 
 def load_base(files: tuple[Path, ...] | None) -> tuple[DemoPipeline, Path]:
     """The pipeline of :func:`base_files`' model, and the model's file."""
-    if files is None:
-        return DemoPipeline.load(), bundle.model_path()
-    model, video, audio, encoder = files
-    pipeline = DemoPipeline(
-        load_model(model, dtype=torch.float32).eval(),
-        DemoVideoCodec.load(video),
-        DemoAudioCodec.load(audio),
-        MLLMEncoder.from_folder(encoder, dtype=torch.float32),
-    )
-    return pipeline, model
+    model = bundle.model_path() if files is None else files[0]
+    return DemoPipeline.load(model), model
 
 
 def _record_in_manifest(manifest_path: Path, path: Path, command: str) -> None:
