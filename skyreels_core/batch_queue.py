@@ -395,6 +395,22 @@ def find_widget(table: dict[str, tuple[str, dict]], target: str, flag: str) -> W
     return widgets[0]
 
 
+def find_seed_widgets(table: dict[str, tuple[str, dict]], api_prompt: dict) -> list[Widget]:
+    """The widgets a render's seeds come from: each widget named seed, and the one widget of a
+    node wired into a seed input (the core Int node feeding a Sampler's seed), whose value the
+    render reads in the seed's place."""
+    found = [(n, name) for n, (_, values) in table.items() for name in values if name in SEED_NAMES]
+    for node in api_prompt.values():
+        for name, value in node["inputs"].items():
+            if name not in SEED_NAMES or not is_link(value):
+                continue
+            source = str(value[0])
+            widgets = list(table[source][1]) if source in table else []
+            if len(widgets) == 1 and (source, widgets[0]) not in found:
+                found.append((source, widgets[0]))
+    return found
+
+
 def _the_one(
     table: dict[str, tuple[str, dict]], found: list[Widget], flag: str, what: str
 ) -> Widget:
@@ -537,12 +553,13 @@ def variants(
     file_widget: Widget | None = None,
     paired: bool = False,
     seed_targets: list[str] | tuple[str, ...] = (),
+    seed_widgets: list[Widget] = (),
 ) -> list[dict[Widget, object]]:
     """The widget values of every render: the overrides, then each file x seed x prompt
     combination (``file_widget`` takes the files, ``prompt_widget`` the prompts), or with
     ``paired`` each file with its own prompt (the i-th with the i-th) x seed. Files are names,
-    or local paths a caller swaps for their uploads' names. The seeds go to every seed widget,
-    or to those ``seed_targets`` name (reroll_sound: the second Sampler's, so one picture gets
+    or local paths a caller swaps for their uploads' names. The seeds go to every seed widget
+    (``seed_widgets``, :func:`find_seed_widgets`), or to those ``seed_targets`` name (reroll_sound: the second Sampler's, so one picture gets
     many sounds). Widgets the workflow seeds alike take the seed alike (a Sampler and its
     Refine); each further seed of the workflow's own takes the next one (long_video's second
     window, reroll_sound's new sound), as Extend to Length seeds its windows: written into both
@@ -554,15 +571,12 @@ def variants(
             raise InputError("--set", f"{override!r} has no '='", "write NODE.INPUT=VALUE")
         node, name = find_widget(table, target, "--set")
         fixed[(node, name)] = _parse_value(value)
-    seed_widgets = [
-        (n, name) for n, (_, values) in table.items() for name in values if name in SEED_NAMES
-    ]
     if seed_targets:
         if seeds is None:
             raise InputError("--seed-input", "given without --seeds", "add --seeds, or drop it")
         named = [find_widget(table, target, "--seed-input") for target in seed_targets]
         for node, name in named:
-            if name not in SEED_NAMES:
+            if (node, name) not in seed_widgets:
                 raise InputError(
                     "--seed-input", f"{node}.{name} is not a seed widget", "name a seed widget"
                 )
@@ -819,9 +833,10 @@ def run(args: argparse.Namespace) -> int:
     input_widget, inputs = _file_widget(args, table, api_prompt, object_info)
     names = [path.name for path in inputs] if inputs else None
     # Checked in full before the first upload; the uploads' names may differ (the server's).
+    seed_widgets = find_seed_widgets(table, api_prompt)
     renders = variants(
         table, seeds, prompts, prompt_widget, args.set, names, input_widget, args.pair,
-        args.seed_input,
+        args.seed_input, seed_widgets,
     )  # fmt: skip
     if args.dry_run:
         for values in renders:
@@ -833,7 +848,7 @@ def run(args: argparse.Namespace) -> int:
         if inputs:  # by path, not name: two files of one name upload as two, or one is refused
             renders = variants(
                 table, seeds, prompts, prompt_widget, args.set, inputs, input_widget, args.pair,
-                args.seed_input,
+                args.seed_input, seed_widgets,
             )  # fmt: skip
         for values in renders:
             path = values.get(input_widget)

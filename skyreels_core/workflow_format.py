@@ -108,7 +108,8 @@ def set_widget_value(node: dict, node_info: dict, name: str, value) -> None:
 
 def widget_table(workflow: dict, object_info: dict | None) -> dict[str, tuple[str, dict]]:
     """node id -> (title, {input: value}) for every widget value a workflow of either format
-    holds (API inputs that are links are not widgets); UI workflows need ``object_info``. The
+    holds; UI workflows need ``object_info``. Inputs that are links are not widgets: a widget a
+    node feeds (the core Int node wired into a seed) keeps a value the render never reads. The
     nodes inside a UI workflow's subgraph nodes are listed by the ids the API prompt gives them
     ("5:3": node 3 inside subgraph node 5), with the values the prompt takes (a widget promoted
     onto the subgraph node takes that node's value)."""
@@ -120,13 +121,19 @@ def widget_table(workflow: dict, object_info: dict | None) -> dict[str, tuple[st
             )
             for node_id, node in workflow.items()
         }
+    prompt = ui_to_api(workflow, object_info)
     table = {}
     for node in expand_subgraphs(workflow, object_info)["nodes"]:
         if node["type"] in VIRTUAL_NODES or node["type"] not in object_info:
             continue
         info = object_info[node["type"]]
         title = node.get("title", info["display_name"])
-        table[str(node["id"])] = (title, widget_values(node, info))
+        inputs = prompt.get(str(node["id"]), {}).get("inputs", {})
+        values = widget_values(node, info)
+        table[str(node["id"])] = (
+            title,
+            {name: value for name, value in values.items() if not is_link(inputs.get(name))},
+        )
     return table
 
 
@@ -150,6 +157,7 @@ def with_widget_values(
         for (node_id, name), value in values.items():
             node = nodes[node_id]
             set_widget_value(node, object_info[node["type"]], name, value)
+            _set_primitive_feeding(edited, nodes, node, name, value)
         return edited
     flat = _Flattener(edited, object_info)
     flat.expand()
@@ -170,6 +178,25 @@ def with_widget_values(
             flat.refuse_shared(key, list(chosen), sharing)
         flat.write(key, value)
     return edited
+
+
+def _set_primitive_feeding(workflow: dict, nodes: dict, node: dict, name: str, value) -> None:
+    """A widget a legacy PrimitiveNode feeds takes that node's value when the frontend opens the
+    workflow: the primitive is set too, or the workflow saved with the render would show (and
+    queue again) the old value."""
+    socket = next((s for s in node.get("inputs") or [] if s.get("name") == name), None)
+    link = socket and socket.get("link")
+    if link is None:
+        return
+    entry = next(
+        (_link_entry(e) for e in workflow["links"] if e and _link_entry(e)[0] == link), None
+    )
+    primitive = None if entry is None else nodes.get(str(entry[1]))
+    if primitive is None or primitive["type"] != "PrimitiveNode":
+        return
+    stored = list(primitive.get("widgets_values") or [None])
+    stored[0] = value
+    primitive["widgets_values"] = stored
 
 
 def is_link(value) -> bool:

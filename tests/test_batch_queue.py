@@ -34,7 +34,22 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "workflows" / "assets"
 TEXT_TO_VIDEO = ROOT / "workflows" / "text_to_video.json"
 VIDEO_TO_AUDIO = ROOT / "workflows" / "video_to_audio.json"
-OBJECT_INFO = object_info_from_mappings({**core_shims(ASSETS), **NODE_CLASS_MAPPINGS})
+
+
+class PrimitiveInt:
+    """The core Int node (comfy_extras/nodes_primitive.py): one INT widget, wired into inputs."""
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {"control_after_generate": True})}}
+
+
+OBJECT_INFO = object_info_from_mappings(
+    {**core_shims(ASSETS), "PrimitiveInt": PrimitiveInt, **NODE_CLASS_MAPPINGS}
+)
 SAMPLER, PROMPT = "8", "5"  # node ids in text_to_video.json
 OTHER_SERVICE = {"service": "tagger", "routes": [f"/v1/tags/{n}" for n in range(20)]}
 
@@ -242,6 +257,57 @@ def test_seeds_reach_every_seed_widget_and_keep_the_workflows_own_seeds_apart(ca
     assert code == 0
     assert [(b["prompt"][first]["inputs"]["seed"], b["prompt"][second]["inputs"]["seed"])
             for b in server.posted] == seeds  # fmt: skip
+
+
+def _seed_fed_by(kind: str) -> dict:
+    """text_to_video with its Sampler's seed converted to an input and fed by node 100: the
+    core Int node (a node of its own in the prompt) or a legacy PrimitiveNode (virtual: its
+    value is written into the widget it feeds), both at 42."""
+    workflow = json.loads(TEXT_TO_VIDEO.read_text())
+    sampler = next(node for node in workflow["nodes"] if str(node["id"]) == SAMPLER)
+    sampler["inputs"].append(
+        {"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 100}
+    )
+    slot = len(sampler["inputs"]) - 1
+    workflow["nodes"].append({
+        "id": 100, "type": kind, "pos": [0, 0], "size": [200, 80], "flags": {}, "order": 0,
+        "mode": 0, "inputs": [], "properties": {}, "widgets_values": [42, "fixed"],
+        "outputs": [{"name": "INT", "type": "INT", "links": [100], "slot_index": 0}],
+    })  # fmt: skip
+    workflow["links"].append([100, 100, 0, int(SAMPLER), slot, "INT"])
+    return workflow
+
+
+@pytest.mark.parametrize("kind", ["PrimitiveInt", "PrimitiveNode"])
+def test_seeds_reach_a_seed_fed_by_another_node(capsys, tmp_path, kind):
+    """A Sampler seed fed by the core Int node: --seeds wrote the Sampler's own widget, which the
+    link overrides, so every render took the Int node's 42 and the batch reported success. The
+    seeds now go to the node feeding it, and --set on the fed widget is refused by name. Fed by
+    a legacy PrimitiveNode the render took the seed but the workflow saved with it showed 42."""
+    path = tmp_path / "fed.json"
+    path.write_text(json.dumps(_seed_fed_by(kind)))
+    with FakeComfy() as server:
+        code, _, err = _queue(capsys, str(path), "--server", server.url, "--seeds", "5,6")
+    assert (code, err) == (0, "")
+    for body, seed in zip(server.posted, (5, 6), strict=True):
+        prompt, saved = body["prompt"], body["extra_data"]["extra_pnginfo"]["workflow"]
+        primitive = next(node for node in saved["nodes"] if node["id"] == 100)
+        assert primitive["widgets_values"][0] == seed
+        if kind == "PrimitiveInt":
+            assert prompt[SAMPLER]["inputs"]["seed"] == ["100", 0]
+            assert prompt["100"]["inputs"]["value"] == seed
+        else:
+            assert prompt[SAMPLER]["inputs"]["seed"] == seed and "100" not in prompt
+    if kind == "PrimitiveInt":
+        with FakeComfy() as server:
+            code, _, err = _queue(
+                capsys, str(path), "--server", server.url, "--set", f"{SAMPLER}.seed=3"
+            )
+        assert (
+            code == 2
+            and server.posted == []
+            and err.startswith(f"error: --set: no widget '{SAMPLER}.seed'")
+        )
 
 
 def test_seed_ranges_parse():
