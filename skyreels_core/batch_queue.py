@@ -214,13 +214,16 @@ class ComfyServer:
         name = self._field(UPLOAD_PATH, answer, "name")
         return "/".join(part for part in (answer.get("subfolder"), name) if part)
 
-    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
-        """Queue one API prompt; returns its prompt id. ``workflow`` (UI format) rides along as
-        the metadata the frontend would attach."""
+    def queue(self, prompt: dict, workflow: dict | None = None) -> tuple[str, str | None]:
+        """Queue one API prompt: its prompt id, and what the server dropped of it (None when
+        nothing). The server queues a prompt while one of its outputs is valid and drops the
+        others, naming them in ``node_errors`` of its answer. ``workflow`` (UI format) rides
+        along as the metadata the frontend would attach."""
         body = {"prompt": prompt, "client_id": self.client_id}
         if workflow is not None:
             body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
-        return self._field("/prompt", self._request("/prompt", body), "prompt_id")
+        answer = self._request("/prompt", body)
+        return self._field("/prompt", answer, "prompt_id"), _node_problem(answer)
 
     def wait(
         self, prompt_id: str, poll_s: float = 1.0, deadline: float | None = None
@@ -285,12 +288,17 @@ def _refusal(error: urllib.error.HTTPError) -> str:
         body = json.loads(error.read())
     except ValueError:
         return "the server refused the prompt"
-    for node_id, report in (body.get("node_errors") or {}).items():
+    message = (body.get("error") or {}).get("message", "no reason given")
+    return _node_problem(body) or f"the server refused the prompt: {message}"
+
+
+def _node_problem(answer: dict) -> str | None:
+    """The first of a /prompt answer's ``node_errors``, as one line; None if it has none."""
+    for node_id, report in (answer.get("node_errors") or {}).items():
         for problem in report.get("errors", []):
             detail = f": {problem['details']}" if problem.get("details") else ""
             return f"node {node_id} ({report.get('class_type')}): {problem['message']}{detail}"
-    message = (body.get("error") or {}).get("message", "no reason given")
-    return f"the server refused the prompt: {message}"
+    return None
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -795,9 +803,15 @@ def _queue_one(
     record = _record(values, "queued")
     if refusal is None:
         try:
-            record["prompt_id"] = server.queue(prompt, None if is_api_prompt(workflow) else edited)
+            record["prompt_id"], dropped = server.queue(
+                prompt, None if is_api_prompt(workflow) else edited
+            )
         except PromptRefused as error:
             refusal = error.problem
+        else:
+            if dropped is not None:
+                record["status"] = "incomplete"
+                record["error"] = f"queued without the outputs the server refused: {dropped}"
     if refusal is not None:
         record["status"], record["error"] = "refused", refusal
     return record
@@ -809,12 +823,14 @@ def _record(values: dict, status: str) -> dict:
 
 
 def _queued_line(record: dict, number: int, total: int) -> str:
-    """'queued 1/4 p1: 8.seed=3', or 'refused 2/4 (8.seed=...): the server's reason'."""
+    """'queued 1/4 p1: 8.seed=3' (with what the server dropped of it), or 'refused 2/4
+    (8.seed=...): the server's reason'."""
     shown = ", ".join(f"{key}={value!r}" for key, value in record["widgets"].items())
     if record["status"] == "refused":
         variant = f" ({shown})" if shown else ""
         return f"refused {number}/{total}{variant}: {record['error']}"
-    return f"queued {number}/{total} {record['prompt_id']}" + (f": {shown}" if shown else "")
+    line = f"queued {number}/{total} {record['prompt_id']}" + (f": {shown}" if shown else "")
+    return line + (f" ({record['error']})" if record["status"] == "incomplete" else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -865,7 +881,7 @@ def run(args: argparse.Namespace) -> int:
         if args.report is not None:  # a batch stopped while queueing lists its renders not queued
             unqueued = [_record(values, "not queued") for values in renders[len(records) :]]
             write_json(args.report, records + unqueued, "--report")
-    unsuccessful = ("refused", "failed", "unfinished", "undownloaded")
+    unsuccessful = ("refused", "incomplete", "failed", "unfinished", "undownloaded")
     return 1 if any(r["status"] in unsuccessful for r in records) else 0
 
 
@@ -909,9 +925,10 @@ def _wait_for(server: ComfyServer, record: dict, deadline: float | None, args) -
         record["error"] = f"not done after {args.timeout:g} s (still on the server's queue)"
     elif entry["status"].get("status_str") == "error":
         record["status"], record["error"] = "failed", _failure(entry)
-    else:
+    else:  # a render queued without some of its outputs stays incomplete
         items = output_items(entry)
-        record["status"], record["files"] = "done", [server_path(item) for item in items]
+        record["files"] = [server_path(item) for item in items]
+        record["status"] = "incomplete" if record["status"] == "incomplete" else "done"
         if args.download is not None:
             _download_all(server, record, items, args.download)
 

@@ -70,6 +70,7 @@ class FakeComfy:
         self.max_upload: int | None = None
         self.bad_names: set[str] = set()
         self.gone: set[str] = set()  # saved files since moved out of the output folder
+        self.dropped: dict = {}  # node_errors of outputs a queued prompt runs without
         self.hiccups = 0  # GETs after /object_info answered 502 first, as a proxy's hiccup
         self.paths: list[str] = []
         self.prompt_ids: list[str] = []
@@ -158,7 +159,8 @@ class FakeComfy:
                     return self._answer(400, {"error": error, "node_errors": refused})
                 fake.posted.append(body)
                 fake.prompt_ids.append(f"p{len(fake.posted)}")
-                return self._answer(200, {"prompt_id": fake.prompt_ids[-1], "number": 0})
+                answer = {"prompt_id": fake.prompt_ids[-1], "number": 0, "node_errors": {}}
+                return self._answer(200, answer | {"node_errors": fake.dropped})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -547,6 +549,27 @@ def test_the_report_lists_every_render_even_when_the_command_is_stopped(
     assert first["files"] == ["output/skyreels_v4/clip_00001_.mp4"]
     assert first["downloaded"] == [str(tmp_path / "renders" / "clip_00001_.mp4")]
     assert second == {"prompt_id": "p2", "widgets": {"8.seed": 2}, "status": "queued", "files": []}
+
+
+def test_a_render_queued_without_some_of_its_outputs_is_incomplete(capsys, tmp_path):
+    """The host queues a prompt while one of its outputs is valid and names the others it drops
+    in its answer's node_errors: a render_takes variant whose Save AV Latent was refused saved
+    only its preview, and the batch reported it done and exited 0."""
+    problem = {"message": "Value not in list", "details": "filename_prefix: '../x' not allowed"}
+    report = tmp_path / "report.json"
+    with FakeComfy() as server:
+        server.dropped = {"9": {"errors": [problem], "class_type": "SkyReelsV4SaveAVLatent"}}
+        code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
+                                "1", "--wait", "--report", str(report))  # fmt: skip
+    why = (
+        "queued without the outputs the server refused: node 9 (SkyReelsV4SaveAVLatent): "
+        "Value not in list: filename_prefix: '../x' not allowed"
+    )
+    assert (code, err) == (1, "")
+    assert out == [f"queued 1/1 p1: {SAMPLER}.seed=1 ({why})", f"incomplete 1/1 p1: {why}"]
+    (record,) = json.loads(report.read_text())
+    assert (record["status"], record["error"]) == ("incomplete", why)
+    assert record["files"] == ["output/skyreels_v4/clip_00001_.mp4"]
 
 
 def test_a_refused_render_is_reported_and_the_rest_still_run(capsys, tmp_path):

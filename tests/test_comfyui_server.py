@@ -178,7 +178,7 @@ def _check_saved(server: dict, entry: dict) -> None:
 def test_workflow_runs(server, path):
     client = ComfyServer(server["base"], timeout_s=60)
     prompt = ui_to_api(json.loads(path.read_text()), client.object_info())
-    prompt_id = client.queue(prompt)
+    prompt_id, _ = client.queue(prompt)
     _check_saved(server, _finished(client, prompt_id))
 
 
@@ -326,7 +326,7 @@ def test_a_lora_from_the_hosts_lora_folder_changes_the_render(server, tmp_path):
                     "inputs": {"model": [loader, 0], "lora_name": lora.name, "strength": strength},
                 }
                 prompt[sampler]["inputs"]["model"] = ["900", 0]
-            entry = _finished(client, client.queue(prompt))
+            entry = _finished(client, client.queue(prompt)[0])
             _check_saved(server, entry)
             (video,) = [v for o in entry["outputs"].values() for v in o.get("skyreels_videos", [])]
             return av_io.read_video(server["output"] / video["subfolder"] / video["filename"])[0]
@@ -370,7 +370,7 @@ def test_a_single_file_qwen_encoder_is_read_with_the_hosts_tokenizer(server):
             i for i, n in prompt.items() if n["class_type"] == "SkyReelsV4TextEncoderLoader"
         )
         prompt[loader]["inputs"]["encoder"] = file.name
-        entry = _finished(client, client.queue(prompt))
+        entry = _finished(client, client.queue(prompt)[0])
         assert entry["status"]["status_str"] == "error"
         (error,) = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
         assert error["node_type"] == "SkyReelsV4Sampler"
@@ -402,7 +402,7 @@ def test_the_hosts_sigma_nodes_drive_the_sampler(server):
             prompt["950"]["inputs"].update(seed=7, initial=[sampler, 0], sigmas=sigmas)
         elif sigmas:
             prompt[sampler]["inputs"]["sigmas"] = sigmas
-        entry = _finished(client, client.queue(prompt))
+        entry = _finished(client, client.queue(prompt)[0])
         _check_saved(server, entry)
         (video,) = [v for o in entry["outputs"].values() for v in o.get("skyreels_videos", [])]
         return av_io.read_video(server["output"] / video["subfolder"] / video["filename"])[0]
