@@ -7,16 +7,20 @@ from __future__ import annotations
 import torch
 
 from .codecs.protocol import AudioCodec, VideoCodec
-from .codecs.tiling import decode_tiled
+from .codecs.tiling import TileHook, decode_tiled
 from .shapes import sound_samples
 from .types import AVLatent
 
 
 def take_frames(
-    take: AVLatent, codec: VideoCodec, tile_size: int = 0, tile_overlap: int = 8
+    take: AVLatent,
+    codec: VideoCodec,
+    tile_size: int = 0,
+    tile_overlap: int = 8,
+    on_tile: TileHook | None = None,
 ) -> torch.Tensor:
     """Frames [B, T, H, W, 3] in 0..1, T the take's own clip length (tiles: see decode_tiled)."""
-    return decode_tiled(codec, take.video, tile_size, tile_overlap)[:, : take.frames]
+    return decode_tiled(codec, take.video, tile_size, tile_overlap, on_tile)[:, : take.frames]
 
 
 def take_sound(take: AVLatent, codec: AudioCodec) -> dict:

@@ -99,6 +99,48 @@ def test_tiled_decode_and_encode_nodes_match_whole_frames():
     assert error.value.input_name == "tile_overlap"
 
 
+@pytest.mark.parametrize("node", ["SkyReelsV4DecodeVideo", "SkyReelsV4EncodeVideo"])
+def test_tiled_coding_shows_its_progress_and_stops_between_tiles_on_cancel(monkeypatch, node):
+    """A tiled Wan decode at 720p runs minutes: it showed no progress and Cancel took effect
+    only at the next node. The node's bar moves per tile, and Cancel stops before the next."""
+    from skyreels_pack.nodes import host
+
+    class Cancelled(Exception):
+        pass
+
+    codec = bundle.video_codec()
+    frames = torch.rand(9, 128, 128, 3, generator=torch.Generator().manual_seed(1))
+    latent = ENCODE_VIDEO().encode(frames, codec, 16.0)[0]
+    shown, tiles_coded = [], []
+    for name in ("encode", "decode"):
+        method = getattr(codec, name)
+        monkeypatch.setattr(codec, name, lambda x, f=method: tiles_coded.append(1) or f(x))
+
+    class Bar:
+        def __init__(self, total, node_id=None, description=""):
+            self.total = total
+
+        def update(self, value, preview=None):
+            shown.append((value, self.total))
+
+        def close(self):
+            shown.append("closed")
+
+    def check_interrupt():
+        if len(tiles_coded) == 2:
+            raise Cancelled
+
+    monkeypatch.setattr(host, "Progress", Bar)
+    monkeypatch.setattr(host, "check_interrupt", check_interrupt)
+    tiles = {"tile_size": 12, "tile_overlap": 8}  # 16 x 16 latent pixels: 2 x 2 tiles
+    with pytest.raises(Cancelled):
+        if node == "SkyReelsV4EncodeVideo":
+            NODE_CLASS_MAPPINGS[node]().encode(frames, codec, 16.0, **tiles)
+        else:
+            NODE_CLASS_MAPPINGS[node]().decode(latent, codec, **tiles)
+    assert shown == [(1, 4), (2, 4), "closed"] and len(tiles_coded) == 2
+
+
 def test_decoders_trim_to_the_clip_a_condition_padded(clip):
     """Video to Audio holds a 30-frame clip's last frame to 33: both decoders give back 30."""
     codec = bundle.audio_codec()

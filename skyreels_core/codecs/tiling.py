@@ -18,6 +18,9 @@ import torch
 from ..errors import InputError
 from .protocol import VideoCodec
 
+TileHook = Callable[[int, int], None]
+"""Called with (tiles done, tiles in all) after each tile: a host's progress bar and Cancel."""
+
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Starts of tiles of ``tile`` covering ``size`` with at least ``overlap`` shared; the last is
@@ -55,15 +58,18 @@ def spatially_tiled(
     overlap: int,
     in_scale: int,
     out_scale: int,
+    on_tile: TileHook | None = None,
 ) -> torch.Tensor:
     """``function`` applied to [..., H, W] tensor ``x`` tile by tile. Sizes are in latent pixels,
     ``x`` has ``in_scale`` pixels per latent pixel and the result ``out_scale`` (decoding: 1 and
-    the VAE's stride; encoding: the reverse)."""
+    the VAE's stride; encoding: the reverse). ``on_tile(done, total)`` is called after each
+    tile."""
     height, width = x.shape[-2] // in_scale, x.shape[-1] // in_scale
     rows, columns = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     if len(rows) == len(columns) == 1:
         return function(x)
     total = weights = None
+    done, count = 0, len(rows) * len(columns)
     for top in rows:
         bottom = min(top + tile, height)
         vertical = _profile(top, bottom, height, overlap, out_scale)
@@ -84,6 +90,9 @@ def spatially_tiled(
             )
             total[..., region[0], region[1]] += piece * weight.to(piece.dtype)
             weights[region] += weight
+            done += 1
+            if on_tile is not None:
+                on_tile(done, count)
     return total.div_(weights.to(total.dtype))  # in place: the output is the biggest tensor here
 
 
@@ -96,9 +105,15 @@ def _check(tile: int, overlap: int) -> None:
         )
 
 
-def decode_tiled(codec: VideoCodec, latents: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+def decode_tiled(
+    codec: VideoCodec,
+    latents: torch.Tensor,
+    tile: int,
+    overlap: int,
+    on_tile: TileHook | None = None,
+) -> torch.Tensor:
     """``codec.decode`` (frames [B, T, H, W, 3]) in spatial tiles of ``tile`` latent pixels
-    (0: whole frames)."""
+    (0: whole frames); ``on_tile`` as :func:`spatially_tiled` calls it."""
     if tile == 0:
         return codec.decode(latents)
     _check(tile, overlap)
@@ -109,13 +124,20 @@ def decode_tiled(codec: VideoCodec, latents: torch.Tensor, tile: int, overlap: i
         overlap=overlap,
         in_scale=1,
         out_scale=codec.spatial_stride,
+        on_tile=on_tile,
     )
     return frames.permute(0, 2, 3, 4, 1)
 
 
-def encode_tiled(codec: VideoCodec, frames: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+def encode_tiled(
+    codec: VideoCodec,
+    frames: torch.Tensor,
+    tile: int,
+    overlap: int,
+    on_tile: TileHook | None = None,
+) -> torch.Tensor:
     """``codec.encode`` of frames [B, T, H, W, 3] in spatial tiles of ``tile`` latent pixels
-    (0: whole frames)."""
+    (0: whole frames); ``on_tile`` as :func:`spatially_tiled` calls it."""
     if tile == 0:
         return codec.encode(frames)
     _check(tile, overlap)
@@ -126,4 +148,5 @@ def encode_tiled(codec: VideoCodec, frames: torch.Tensor, tile: int, overlap: in
         overlap=overlap,
         in_scale=codec.spatial_stride,
         out_scale=1,
+        on_tile=on_tile,
     )
