@@ -229,8 +229,9 @@ class ComfyServer:
         self, prompt_id: str, poll_s: float = 1.0, deadline: float | None = None
     ) -> dict | None:
         """The prompt's history entry once it has finished, successfully or not; a prompt taken
-        off the queue before it ran (cancelled) never gets one, so it reads as failed. None when
-        ``deadline`` (a time.monotonic() value) passes first."""
+        off the queue before it ran (cancelled), or lost when the server restarted, never gets
+        one, so it reads as failed (the two look alike to a client). None when ``deadline`` (a
+        time.monotonic() value) passes first."""
         while True:
             entry = self._history(prompt_id)
             if entry is not None:
@@ -645,7 +646,10 @@ def _failure(entry: dict) -> str:
         if kind == "execution_interrupted":
             return "interrupted"
         if kind == "execution_cancelled":
-            return "taken off the queue before it ran"
+            return (
+                "gone from the server's queue and history: taken off the queue before it ran, "
+                "or lost to a server restart (queue it again)"
+            )
     return "failed without an error message"
 
 

@@ -416,7 +416,8 @@ def test_dry_run_prints_the_prompts_and_queues_nothing(capsys):
 @pytest.mark.parametrize(
     "outcome, reason",
     [("error", "node 8 (SkyReelsV4Sampler): steps: out of memory"),
-     ("cancelled", "taken off the queue before it ran")],
+     ("cancelled", "gone from the server's queue and history: taken off the queue before it "
+                   "ran, or lost to a server restart (queue it again)")],
 )  # fmt: skip
 def test_a_failed_or_cancelled_render_is_reported_and_fails_the_command(capsys, outcome, reason):
     with FakeComfy(outcome) as server:
