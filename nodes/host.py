@@ -145,19 +145,22 @@ def input_path(name: str, input_name: str = "input file") -> Path:
 
 
 OUTPUT_MARK = " [output]"  # the host's annotation for a file picked from the output folder
+FOLDER_MARKS = {" [input]": input_dir, OUTPUT_MARK: output_dir, " [temp]": temp_dir}
 
 
-def input_or_output_path(name: str, input_name: str = "input file") -> Path:
-    """A file picked from the input folder, or from the output folder where its name carries
-    :data:`OUTPUT_MARK` (a file an earlier run saved, used without copying it)."""
-    if name.endswith(OUTPUT_MARK):
-        return resolve_inside(output_dir(), name.removesuffix(OUTPUT_MARK), input_name=input_name)
+def annotated_path(name: str, input_name: str = "input file") -> Path:
+    """A file as the host's pickers and API scripts name it: in the input folder, or in the
+    folder its annotation names (``clip.mp4 [output]``: a file an earlier run saved, used
+    without copying it), as the host's own loaders read such names."""
+    for mark, folder in FOLDER_MARKS.items():
+        if name.endswith(mark):
+            return resolve_inside(folder(), name.removesuffix(mark), input_name=input_name)
     return input_path(name, input_name)
 
 
 def files_named(suffix: str) -> list[str]:
     """Files ending in ``suffix``: the input folder's top level, then every one under the output
-    folder, marked with :data:`OUTPUT_MARK` (what :func:`input_or_output_path` opens)."""
+    folder, marked with :data:`OUTPUT_MARK` (what :func:`annotated_path` opens)."""
     names = []
     for root, marked in ((input_dir(), False), (output_dir(), True)):
         if not root.is_dir():

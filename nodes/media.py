@@ -86,7 +86,7 @@ class SkyReelsV4LoadAudio(FileInput):
 
     @classmethod
     def path(cls, name: str) -> Path:
-        return host.input_path(name, "audio")
+        return host.annotated_path(name, "audio")
 
     @classmethod
     @reports_input_errors
@@ -123,7 +123,7 @@ class SkyReelsV4LoadAVLatent(FileInput):
 
     @classmethod
     def path(cls, name: str) -> Path:
-        return host.input_or_output_path(name, "av_latent")
+        return host.annotated_path(name, "av_latent")
 
     @classmethod
     @reports_input_errors

@@ -47,6 +47,22 @@ def test_loads_the_samples_channels_and_rate(input_dir):
     torch.testing.assert_close(audio["waveform"], expected, rtol=0, atol=1e-7)
 
 
+def test_names_annotated_with_their_folder_read_from_it(input_dir, tmp_path, monkeypatch):
+    """API scripts and the host's pickers name a saved file ``clip.wav [output]`` (or
+    ``[input]``, ``[temp]``), as the core loaders read them: Load Audio refused such a name
+    and told the user to put the file into the input folder. Outside each folder is refused."""
+    for folder, variable in (("output", "SKYREELS_OUTPUT_DIR"), ("temp", "SKYREELS_TEMP_DIR")):
+        (tmp_path / folder).mkdir()
+        monkeypatch.setenv(variable, str(tmp_path / folder))
+    for folder, rate in (("output", 8000), ("temp", 11025), (".", 16000)):
+        _write_wav(input_dir / folder / "take.wav", np.zeros((1, 100)), rate)
+    for name, rate in (("take.wav [output]", 8000), ("take.wav [temp]", 11025),
+                       ("take.wav [input]", 16000), ("take.wav", 16000)):  # fmt: skip
+        assert LoadAudio.VALIDATE_INPUTS(audio=name) is True
+        assert LoadAudio().load(name)[0]["sample_rate"] == rate
+    assert "outside" in LoadAudio.VALIDATE_INPUTS(audio="../take.wav [output]")
+
+
 def test_a_replaced_file_reads_as_changed(input_dir):
     _write_wav(input_dir / "a.wav", np.zeros((1, 100)), 16000)
     before = LoadAudio.IS_CHANGED(audio="a.wav")
