@@ -260,6 +260,17 @@ def check_interrupt() -> None:
         model_management.throw_exception_if_processing_interrupted()
 
 
+def previews_on() -> bool:
+    """Whether live previews are shown: in ComfyUI its ``--preview-method`` decides (none unless
+    asked for), for its own samplers and the pack's alike, so an API script that asked for none
+    is not sent an image a step; standalone, whoever passed the hooks asked for them."""
+    if not IN_COMFYUI:
+        return True
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    return getattr(args, "preview_method", None) != LatentPreviewMethod.NoPreviews
+
+
 class Progress:
     """A progress bar with optional live previews: the host's bar in ComfyUI, tqdm otherwise."""
 

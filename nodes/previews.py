@@ -36,8 +36,9 @@ def _previewer(codec: VideoCodec) -> Callable[[torch.Tensor], torch.Tensor]:
     return previewer(codec, factors)
 
 
-def preview_hook(progress: Progress, codec: VideoCodec) -> Callable[[int, torch.Tensor], None]:
-    """A sampler preview hook that shows the middle frame of the x0 estimate in the node."""
+def preview_hook(codec: VideoCodec, shown: dict) -> Callable[[int, torch.Tensor], None]:
+    """A sampler preview hook: the middle frame of the x0 estimate, kept in ``shown`` under its
+    step for the bar to show with that step."""
     from PIL import Image
 
     preview = _previewer(codec)
@@ -47,7 +48,7 @@ def preview_hook(progress: Progress, codec: VideoCodec) -> Callable[[int, torch.
         pixels = (rgb * 255).round().to(torch.uint8).cpu().numpy()
         image = Image.fromarray(pixels)
         scale = max(1, PREVIEW_SIZE // max(image.size))
-        progress.update(step, preview=image.resize((image.width * scale, image.height * scale)))
+        shown[step] = image.resize((image.width * scale, image.height * scale))
 
     return show
 
@@ -55,17 +56,19 @@ def preview_hook(progress: Progress, codec: VideoCodec) -> Callable[[int, torch.
 def render_hooks(
     progress: Progress, codec: VideoCodec | None, *, free_memory_each_step: bool = False
 ) -> SamplerHooks:
-    """The Sampler's and Refine's hooks: the bar moves (with a preview where a video VAE is
-    connected), the host's cancel stops the render, and memory is asked of the host."""
+    """The Sampler's and Refine's hooks: the bar moves once a step (with the step's preview
+    where a video VAE is connected and the host shows previews), the host's cancel stops the
+    render, and memory is asked of the host."""
+    shown: dict = {}
 
     def after_step(step: int, total: int) -> None:
-        progress.update(step)
+        progress.update(step, preview=shown.pop(step, None))
         if free_memory_each_step:
             host.soft_empty_cache()
 
     return SamplerHooks(
         progress=after_step,
-        preview=None if codec is None else preview_hook(progress, codec),
+        preview=preview_hook(codec, shown) if codec is not None and host.previews_on() else None,
         interrupt=host.check_interrupt,
         reserve=host.reserve,
     )

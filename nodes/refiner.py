@@ -222,7 +222,10 @@ class SkyReelsV4Refine:
                 ),  # fmt: skip
                 "video_vae": (
                     link_types.ANY_VIDEO_VAE,
-                    {"tooltip": "Connect to see live previews while refining."},
+                    {
+                        "tooltip": "Connect to see live previews while refining (where ComfyUI shows "
+                        "previews: --preview-method auto, as for its own samplers)."
+                    },
                 ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},

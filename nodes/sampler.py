@@ -127,7 +127,10 @@ class SkyReelsV4Sampler:
                 ),
                 "video_vae": (
                     link_types.ANY_VIDEO_VAE,
-                    {"tooltip": "Connect to see live previews while sampling."},
+                    {
+                        "tooltip": "Connect to see live previews while sampling (where ComfyUI shows "
+                        "previews: --preview-method auto, as for its own samplers)."
+                    },
                 ),
                 "keyframe_indices": (
                     "STRING",

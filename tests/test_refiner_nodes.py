@@ -194,10 +194,11 @@ def test_refine_node_previews_its_running_estimate_through_a_video_vae(refiner, 
 
     from skyreels_core.preview import previewer
 
-    shown = []
+    shown, updates = [], []
 
     class Recording(host.Progress):
         def update(self, value, preview=None):
+            updates.append(value)
             if preview is not None:
                 shown.append((value, np.asarray(preview)))
             super().update(value, preview)
@@ -205,7 +206,7 @@ def test_refine_node_previews_its_running_estimate_through_a_video_vae(refiner, 
     monkeypatch.setattr(host, "Progress", Recording)
     codec = PoolingCodec()
     (out,) = SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS, video_vae=codec)["result"]
-    assert [step for step, _ in shown] == [1, 2]
+    assert [step for step, _ in shown] == [1, 2] and updates == [1, 2]  # one event a step
     rgb = (previewer(codec)(out.video) * 255).round().to(torch.uint8).numpy()
     image = Image.fromarray(rgb)
     scale = 256 // max(image.size)
@@ -214,6 +215,12 @@ def test_refine_node_previews_its_running_estimate_through_a_video_vae(refiner, 
     assert not np.array_equal(shown[0][1], expected)
     with pytest.raises(InputError, match="^video_vae: .*16 video latent channels"):
         SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS, video_vae=PoolingCodec(16))
+    # A host started without previews (ComfyUI's default --preview-method none) is sent none:
+    # an API script got an image a step, the core samplers none.
+    shown.clear(), updates.clear()
+    monkeypatch.setattr(host, "previews_on", lambda: False)
+    SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS, video_vae=codec)
+    assert shown == [] and updates == [1, 2]
 
 
 def test_refine_node_names_a_latent_its_patches_cannot_split(refiner):

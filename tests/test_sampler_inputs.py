@@ -189,9 +189,8 @@ def test_extend_to_length_tells_a_story_written_for_the_whole_clip(demo, monkeyp
     out, _ = extend(demo["model"], text, demo["video_vae"], demo["audio_vae"], frames, 16.0,
                     89, 33, 5, sound, **settings)  # fmt: skip
     red, blue = text.shot_ranges[0][:2], text.shot_ranges[1][:2]
-    ((total, values),) = bars  # each step moves the bar, then shows its preview there
-    assert out.shape[0] == 89 and total == 4 and values == sorted(values)
-    assert sorted(set(values)) == [1, 2, 3, 4]
+    ((total, values),) = bars  # each step moves the bar once, its preview with it
+    assert out.shape[0] == 89 and total == 4 and values == [1, 2, 3, 4]
     assert seen == [[(*red, 0, 4), (*blue, 4, 9)], [(*blue, 0, 9)]]  # story latents 7-15, 14-22
     with pytest.raises(InputError, match="^text: a multi-shot prompt written for 89 frames"):
         extend(demo["model"], text, demo["video_vae"], demo["audio_vae"], frames, 16.0, 61, 33,
