@@ -65,6 +65,7 @@ PICKER_KINDS = {("SkyReelsV4LoadAVLatent", "av_latent"): ("take",)}
 # hiccup. Queueing and uploads are never repeated (the first may have landed), and the first
 # contact is not either, so a wrong --server is named at once.
 WAIT_RETRY_PAUSES_S = (2.0, 5.0, 10.0, 20.0)
+QUEUE_CHECK_EVERY = 10  # polls of a render's history per look at the whole queue (MBs when long)
 TRANSIENT_HTTP = (502, 503, 504)
 
 
@@ -232,13 +233,11 @@ class ComfyServer:
         off the queue before it ran (cancelled), or lost when the server restarted, never gets
         one, so it reads as failed (the two look alike to a client). None when ``deadline`` (a
         time.monotonic() value) passes first."""
-        while True:
+        for poll in itertools.count():
             entry = self._history(prompt_id)
             if entry is not None:
                 return entry
-            queue = self._request("/queue", retry=True)
-            waiting = queue.get("queue_running", []) + queue.get("queue_pending", [])
-            if all(item[1] != prompt_id for item in waiting):
+            if poll % QUEUE_CHECK_EVERY == 0 and not self._on_queue(prompt_id):
                 # Finished between the two reads, or removed from the queue.
                 cancelled = {"status_str": "error", "messages": [["execution_cancelled", {}]]}
                 return self._history(prompt_id) or {"status": cancelled, "outputs": {}}
@@ -246,6 +245,11 @@ class ComfyServer:
             if left is not None and left <= 0:
                 return None
             time.sleep(poll_s if left is None else min(poll_s, left))
+
+    def _on_queue(self, prompt_id: str) -> bool:
+        queue = self._request("/queue", retry=True)
+        waiting = queue.get("queue_running", []) + queue.get("queue_pending", [])
+        return any(item[1] == prompt_id for item in waiting)
 
     def download(self, item: dict, folder: Path) -> Path:
         """Fetch one saved file (an item of a history entry's outputs) through ``/view`` into

@@ -900,6 +900,21 @@ def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
     assert server.paths.count("/history/p2") == 1
 
 
+def test_waiting_asks_for_the_render_not_the_whole_queue_each_poll():
+    """The whole queue is megabytes with hundreds of renders pending; it was fetched every
+    second beside the render's own history. It is looked at once every QUEUE_CHECK_EVERY polls
+    (the first included, so a cancelled render is still seen at once)."""
+    import time
+
+    with FakeComfy("running") as server:
+        client = batch_queue.ComfyServer(server.url)
+        prompt_id, _ = client.queue(ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO))
+        assert client.wait(prompt_id, poll_s=0.005, deadline=time.monotonic() + 1.0) is None
+    polls, looks = server.paths.count(f"/history/{prompt_id}"), server.paths.count("/queue")
+    assert polls > 2 * batch_queue.QUEUE_CHECK_EVERY
+    assert looks == -(-polls // batch_queue.QUEUE_CHECK_EVERY)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
