@@ -94,7 +94,9 @@ def convert(source: Path, target: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", type=Path, help="a .pt / .pth / .ckpt checkpoint")
-    parser.add_argument("target", help="the .safetensors file to write (a str: a final / kept)")
+    parser.add_argument(
+        "target", help="the .safetensors file to write (never over an existing one)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
