@@ -40,6 +40,17 @@ def test_demo_command_writes_a_clip_with_sound(tmp_path, capsys):
         assert container.metadata["prompt"] == "a blue square moves right"
 
 
+def test_the_demo_command_says_which_steps_the_step_cache_skipped(tmp_path, capsys):
+    """--help promises "0.2 ran 13 of 20 calls" and README the console line that says so, but
+    the library's notes went to a logger Python shows a script only warnings from."""
+    out = tmp_path / "cached.mp4"
+    assert main(["demo", "--out", str(out), "--cache-threshold", "0.2"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "step cache" in line]
+    assert len(notes) == 1 and notes[0].endswith(
+        "step cache: the model ran at 13 of 20 steps (skipped 7, 9, 11, 13, 15, 17, 19)"
+    )
+
+
 def test_total_frames_continues_the_render_in_windows_to_that_length(tmp_path, capsys):
     """--total-frames 89: the 33-frame render and two more windows, each keeping the last 5
     frames; one green triangle throughout, the sound as long as the clip."""

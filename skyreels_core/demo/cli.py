@@ -7,7 +7,10 @@ so every task runs out of the box.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -204,6 +207,23 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise InputError("--cache-threshold", f"{args.cache_threshold}", "use 0 (off) or more")
 
 
+@contextmanager
+def _notes_shown() -> Iterator[None]:
+    """The library's notes (the steps the step cache skipped, a window's part of a story) on
+    stderr while it renders, as ComfyUI's console shows them to an artist: Python shows a
+    script only warnings unless it sets up logging."""
+    logger = logging.getLogger("skyreels_core")
+    handler, level = logging.StreamHandler(), logger.level
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -236,12 +256,12 @@ def run(args: argparse.Namespace) -> int:
     )
     check_request(request)
     pipeline = DemoPipeline.load(args.model)
-    with tqdm(total=args.steps, desc=f"demo {args.task}") as bar:
+    with _notes_shown(), tqdm(total=args.steps, desc=f"demo {args.task}") as bar:
         hooks = SamplerHooks(progress=lambda step, total: bar.update(step - bar.n))
         frames, audio, _ = render(pipeline, request, hooks)
     if args.total_frames is not None:
         windows = -(-(args.total_frames - args.frames) // (args.frames - DEFAULT_OVERLAP))
-        with tqdm(total=args.steps * windows, desc="demo windows") as bar:
+        with _notes_shown(), tqdm(total=args.steps * windows, desc="demo windows") as bar:
             hooks = SamplerHooks(progress=lambda step, total: bar.update(1))
             frames, audio = render_longer(
                 pipeline, request, frames, audio, args.total_frames, hooks
