@@ -20,6 +20,17 @@ MEMORY_OPTIONS = (
 )
 
 
+CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"
+"""What torch's CPU allocator says when RAM runs out: a plain RuntimeError, not OutOfMemoryError."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a device or the CPU running out of memory."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and CPU_OUT_OF_MEMORY in str(error)
+    )
+
+
 class out_of_memory_advice:  # noqa: N801 - used as a context manager, reads like one
     """Re-raise an out-of-memory error during ``stage`` as :class:`MemoryAdviceError`.
 
@@ -35,7 +46,7 @@ class out_of_memory_advice:  # noqa: N801 - used as a context manager, reads lik
         return None
 
     def __exit__(self, exc_type, error, traceback) -> bool:
-        if exc_type is None or not issubclass(exc_type, torch.OutOfMemoryError):
+        if error is None or not is_out_of_memory(error):
             return False
         detail = str(error).splitlines()[0] if str(error) else "out of memory"
         error.__traceback__ = None

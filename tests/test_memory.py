@@ -35,6 +35,18 @@ def test_out_of_memory_becomes_advice_and_releases_tensors():
     assert holder["ref"]() is None
 
 
+def test_the_cpu_running_out_of_ram_becomes_advice_too():
+    """torch's CPU allocator reports running out of RAM as a plain RuntimeError: a CPU host (the
+    demo's) got the raw allocator message instead of the memory options."""
+    huge = 2**50  # a petabyte: refused by any machine this runs on
+    with pytest.raises(MemoryAdviceError) as caught:
+        with out_of_memory_advice("mask"):
+            torch.empty(huge, dtype=torch.uint8)
+    message = str(caught.value)
+    assert message.startswith("mask ran out of memory (") and "can't allocate memory" in message
+    assert all(option in message for option in MEMORY_OPTIONS)
+
+
 def test_other_errors_pass_through_unchanged():
     with pytest.raises(KeyError):
         with out_of_memory_advice("decode"):
