@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from skyreels_core import masks
 from skyreels_core.errors import InputError
 from skyreels_core.references import fit_frames
+from skyreels_core.shapes import MAX_FRAMES
 
 CODEC = PoolingCodec()
 
@@ -27,6 +28,14 @@ def test_text_to_video_knows_nothing_and_encodes_nothing():
     condition = masks.text_to_video(CODEC, 17, 32, 48)
     assert condition.latents.shape == (1, 4, 5, 4, 6) and not condition.latents.any()
     assert not condition.known_mask.any() and condition.known_frames == []
+    blank = masks.condition_from_pixels(  # what training conditions text to video on
+        CODEC, torch.zeros(17, 32, 48, 3), torch.zeros(17, 32, 48, dtype=torch.bool)
+    )
+    assert torch.equal(condition.latents, blank.latents)
+    assert torch.equal(condition.known_mask, blank.known_mask)
+    # No pixels are built: a clip of the node's most frames at 2048 px asked for 51 GB of zeros.
+    longest = masks.text_to_video(CODEC, MAX_FRAMES, 2048, 2048)
+    assert longest.latents.shape == (1, 4, (MAX_FRAMES - 1) // 4 + 1, 256, 256)
 
 
 def test_image_to_video_keeps_frame_zero():
