@@ -20,14 +20,17 @@ MEMORY_OPTIONS = (
 )
 
 
-CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"
+CPU_OUT_OF_MEMORY = (
+    "DefaultCPUAllocator: can't allocate memory",  # Linux, macOS
+    "DefaultCPUAllocator: not enough memory",  # Windows
+)
 """What torch's CPU allocator says when RAM runs out: a plain RuntimeError, not OutOfMemoryError."""
 
 
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is a device or the CPU running out of memory."""
     return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and CPU_OUT_OF_MEMORY in str(error)
+        isinstance(error, RuntimeError) and any(words in str(error) for words in CPU_OUT_OF_MEMORY)
     )
 
 

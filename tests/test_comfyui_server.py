@@ -91,6 +91,8 @@ def server(tmp_path_factory):
             str(output_dir),
             "--user-directory",  # the frontend's settings: the host's own user stays untouched
             str(user_dir),
+            "--preview-method",  # the Sampler's and Refine's live previews run in the real host
+            "auto",
             *shlex.split(os.environ.get("COMFYUI_ARGS", "")),
         ],
         cwd=comfy,

@@ -45,6 +45,10 @@ def test_the_cpu_running_out_of_ram_becomes_advice_too():
     message = str(caught.value)
     assert message.startswith("mask ran out of memory (") and "can't allocate memory" in message
     assert all(option in message for option in MEMORY_OPTIONS)
+    windows = "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to allocate 10 bytes."  # fmt: skip
+    with pytest.raises(MemoryAdviceError, match=r"^mask ran out of memory \(\[enforce fail"):
+        with out_of_memory_advice("mask"):
+            raise RuntimeError(windows)  # torch's Windows build words it so
 
 
 def test_other_errors_pass_through_unchanged():

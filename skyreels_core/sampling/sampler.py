@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..attention import takes_masks
 from ..errors import InputError
 from ..families import channels, require_width
+from ..memory import is_out_of_memory
 from ..objective import noised, velocity_target
 from ..offload import ReserveMemory
 from ..prompts import shots_in_window
@@ -301,14 +302,16 @@ def _passes(
 ) -> tuple[Streams | None, Streams | None]:
     """The conditional and unconditional velocities a step needs, batched as one pass if possible.
 
-    A batched pass that runs out of memory falls back to two passes of half the activations for
-    the rest of the render instead of failing it."""
+    A batched pass that runs out of memory (the GPU's, or a CPU host's RAM) falls back to two
+    passes of half the activations for the rest of the render instead of failing it."""
     conditional, unconditional = branches
     if conditional and unconditional and texts.stacked is not None:
         try:
             pairs = [v.chunk(2) for v in call(latents, sigma, texts.stacked, repeat=2)]
             return [c for c, _ in pairs], [u for _, u in pairs]
-        except torch.OutOfMemoryError:
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
             texts.stacked = None
     cond = call(latents, sigma, texts.conditional) if conditional else None
     uncond = call(latents, sigma, texts.unconditional) if unconditional else None
