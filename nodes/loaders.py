@@ -39,6 +39,16 @@ DTYPE_INPUT = (
 )
 
 
+ENCODER_DTYPE_INPUT = (
+    DTYPE_CHOICES,
+    {
+        "default": "auto",
+        "tooltip": "Weight precision: auto is bf16 on CUDA (older cards too: the weights fill "
+        "them, not long attention), fp32 on CPU. Qwen-VL overflows in fp16.",
+    },
+)
+
+
 OFFLOAD_INPUT = (
     "BOOLEAN",
     {
@@ -234,7 +244,7 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
                         "1.5 use), which takes ComfyUI's own Qwen2.5 tokenizer."
                     },
                 ),
-                "dtype": DTYPE_INPUT,
+                "dtype": ENCODER_DTYPE_INPUT,
                 "hidden_layer": (
                     "INT",
                     {
@@ -253,7 +263,7 @@ class SkyReelsV4TextEncoderLoader(FileLoader):
 
         device = host.torch_device()
         options = {
-            "dtype": resolve_dtype(dtype, device),
+            "dtype": resolve_dtype(dtype, device, weights_dominate=True),
             "device": device,
             "offload_device": _rest_device(offload, device),
             "hidden_layer": hidden_layer,

@@ -164,20 +164,24 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP8_STORAGE = "fp8_e4m3fn"  # block weights in fp8, computed in the ``auto`` precision
 
 
-def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+def resolve_dtype(
+    name: str, device: torch.device | str, *, weights_dominate: bool = False
+) -> torch.dtype:
     """``auto`` is bf16 where the device computes it fast, else fp32 (fp16 overflows in the model).
     A CUDA card before Ampere (RTX 20xx, GTX 16xx, T4, V100) stores bf16 but emulates its math,
     and neither of SDPA's fast attention kernels takes it there: every attention call would build
     its full score matrix (tens of GB at 480p), so those cards get fp32, whose memory-efficient
-    kernel they run."""
+    kernel they run. Where the weights fill the card, not long attention or convolutions
+    (``weights_dominate``: a 7B text encoder reading a prompt), they stay bf16 there too: fp32
+    would double them past a 24 GB card."""
     if name != "auto":
         return DTYPES[name]
     device = torch.device(device)
-    if device.type == "cuda" and (
-        torch.version.hip or torch.cuda.get_device_properties(device).major >= 8
-    ):
+    if device.type != "cuda":
+        return torch.float32
+    if weights_dominate or torch.version.hip:
         return torch.bfloat16
-    return torch.float32
+    return torch.bfloat16 if torch.cuda.get_device_properties(device).major >= 8 else torch.float32
 
 
 def resolve_attention(name: str, device: torch.device | str, dtype: torch.dtype) -> str:

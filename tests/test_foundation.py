@@ -411,6 +411,9 @@ def test_auto_dtype_is_bf16_only_on_cards_that_compute_it(monkeypatch):
     assert resolve_dtype("auto", "cuda:0") == torch.bfloat16
     assert resolve_dtype("auto", "cuda:1") == torch.float32
     assert resolve_dtype("bf16", "cuda:1") == torch.bfloat16  # asked for outright: as asked
+    # A text encoder's weights fill the card, not its attention: fp32 would double a 7B's 16 GB
+    assert resolve_dtype("auto", "cuda:1", weights_dominate=True) == torch.bfloat16
+    assert resolve_dtype("auto", "cpu", weights_dominate=True) == torch.float32
     monkeypatch.setattr(torch.version, "hip", "6.4")
     assert resolve_dtype("auto", "cuda:1") == torch.bfloat16  # ROCm computes it on every arch
 

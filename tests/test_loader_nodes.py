@@ -192,6 +192,30 @@ def test_the_hidden_layer_widget_and_text_encode_images_and_video_reach_the_enco
     assert both.shape[1] > encode(middle, prompt, images=image)[0].features.shape[1]
 
 
+def test_load_text_encoder_keeps_bf16_on_cards_the_model_loads_in_fp32(monkeypatch):
+    """On a card before Ampere auto loads the model in fp32 (bf16 attention there builds the
+    full score matrix); a text encoder's weights fill the card instead, so it stays bf16
+    (a 7B in fp32: 33 GB, past a 24 GB Titan RTX, which encoded it in bf16 before)."""
+    from types import SimpleNamespace
+
+    from skyreels_pack.nodes import host
+
+    from skyreels_core.demo import bundle
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(major=7))
+    monkeypatch.setattr(host, "torch_device", lambda: torch.device("cuda", 0))
+    monkeypatch.setattr(host, "offload_device", lambda: torch.device("cpu"))
+    loaded = []
+    from skyreels_core.encoder import MLLMEncoder
+
+    monkeypatch.setattr(
+        MLLMEncoder, "from_folder", lambda folder, **options: loaded.append(options)
+    )
+    NODE_CLASS_MAPPINGS["SkyReelsV4TextEncoderLoader"]().load(bundle.BUNDLED, "auto", -1)
+    assert loaded[0]["dtype"] == torch.bfloat16
+
+
 def test_the_offload_toggle_rests_encoder_and_vaes_where_the_host_says(
     tiny_audio_files, monkeypatch
 ):
