@@ -237,12 +237,13 @@ class ComfyServer:
             entry = self._history(prompt_id)
             if entry is not None:
                 return entry
-            if poll % QUEUE_CHECK_EVERY == 0 and not self._on_queue(prompt_id):
+            left = None if deadline is None else deadline - time.monotonic()
+            due = left is not None and left <= 0  # the last look: "unfinished" means queued
+            if (due or poll % QUEUE_CHECK_EVERY == 0) and not self._on_queue(prompt_id):
                 # Finished between the two reads, or removed from the queue.
                 cancelled = {"status_str": "error", "messages": [["execution_cancelled", {}]]}
                 return self._history(prompt_id) or {"status": cancelled, "outputs": {}}
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if due:
                 return None
             time.sleep(poll_s if left is None else min(poll_s, left))
 

@@ -912,7 +912,28 @@ def test_waiting_asks_for_the_render_not_the_whole_queue_each_poll():
         assert client.wait(prompt_id, poll_s=0.005, deadline=time.monotonic() + 1.0) is None
     polls, looks = server.paths.count(f"/history/{prompt_id}"), server.paths.count("/queue")
     assert polls > 2 * batch_queue.QUEUE_CHECK_EVERY
-    assert looks == -(-polls // batch_queue.QUEUE_CHECK_EVERY)
+    last_look = (polls - 1) % batch_queue.QUEUE_CHECK_EVERY != 0  # at the deadline, if not due
+    assert looks == -(-polls // batch_queue.QUEUE_CHECK_EVERY) + last_look
+
+
+def test_a_render_cancelled_between_looks_at_the_queue_is_not_reported_queued():
+    """At the deadline the queue is looked at once more: a render taken off it since the last
+    look read "unfinished (still on the server's queue)", and a script waited on it for ever."""
+    import time
+
+    class LeavesAfterOneLook(list):
+        looks = 0
+
+        def __iter__(self):
+            self.looks += 1
+            return super().__iter__() if self.looks == 1 else iter(())
+
+    with FakeComfy("running") as server:
+        client = batch_queue.ComfyServer(server.url)
+        prompt_id, _ = client.queue(ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO))
+        server.prompt_ids = LeavesAfterOneLook(server.prompt_ids)
+        entry = client.wait(prompt_id, poll_s=0.005, deadline=time.monotonic() + 0.03)
+    assert server.prompt_ids.looks == 2 and entry["status"]["status_str"] == "error"
 
 
 @pytest.mark.parametrize(
