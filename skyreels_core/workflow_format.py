@@ -152,12 +152,12 @@ def with_widget_values(
         for (node_id, name), value in values.items():
             edited[node_id]["inputs"][name] = value
         return edited
+    _set_primitives_feeding(edited, values)
     if not _has_subgraph_nodes(edited):
         nodes = {str(node["id"]): node for node in edited["nodes"]}
         for (node_id, name), value in values.items():
             node = nodes[node_id]
             set_widget_value(node, object_info[node["type"]], name, value)
-            _set_primitive_feeding(edited, nodes, node, name, value)
         return edited
     flat = _Flattener(edited, object_info)
     flat.expand()
@@ -180,23 +180,34 @@ def with_widget_values(
     return edited
 
 
-def _set_primitive_feeding(workflow: dict, nodes: dict, node: dict, name: str, value) -> None:
-    """A widget a legacy PrimitiveNode feeds takes that node's value when the frontend opens the
-    workflow: the primitive is set too, or the workflow saved with the render would show (and
-    queue again) the old value."""
-    socket = next((s for s in node.get("inputs") or [] if s.get("name") == name), None)
-    link = socket and socket.get("link")
-    if link is None:
-        return
-    entry = next(
-        (_link_entry(e) for e in workflow["links"] if e and _link_entry(e)[0] == link), None
-    )
-    primitive = None if entry is None else nodes.get(str(entry[1]))
-    if primitive is None or primitive["type"] != "PrimitiveNode":
-        return
-    stored = list(primitive.get("widgets_values") or [None])
-    stored[0] = value
-    primitive["widgets_values"] = stored
+def _set_primitives_feeding(workflow: dict, values: dict[tuple[str, str], object]) -> None:
+    """A widget a legacy PrimitiveNode (of the root graph) feeds takes that node's value when the
+    frontend opens the workflow, and so does every other widget it feeds: the primitive is set
+    too, or the workflow saved with the render would show (and queue again) the old value; and
+    setting only some of its widgets, or them to different values, cannot be saved: refused."""
+    nodes = {str(node["id"]): node for node in workflow["nodes"]}
+    fed: dict[str, list[tuple[str, str]]] = {}  # primitive id -> the widgets it feeds
+    for _, origin, _, target, slot, _ in map(_link_entry, filter(None, workflow["links"])):
+        source, sockets = nodes.get(str(origin)), nodes.get(str(target), {}).get("inputs") or []
+        if source is not None and source["type"] == "PrimitiveNode" and slot < len(sockets):
+            fed.setdefault(str(origin), []).append((str(target), sockets[slot]["name"]))
+    for primitive_id, widgets in fed.items():
+        chosen = {widget: values[widget] for widget in widgets if widget in values}
+        if not chosen:
+            continue
+        value = next(iter(chosen.values()))
+        others = [widget for widget in widgets if widget not in chosen]
+        if others or any(other != value for other in chosen.values()):
+            named = ", ".join(f"{node}.{name}" for node, name in widgets)
+            (node_id, name), *_ = chosen
+            raise InputError(
+                f"widget {node_id}.{name}",
+                f"it takes the value of PrimitiveNode {primitive_id}, which feeds {named}",
+                f"set {named} to the same value",
+            )
+        stored = list(nodes[primitive_id].get("widgets_values") or [None])
+        stored[0] = value
+        nodes[primitive_id]["widgets_values"] = stored
 
 
 def is_link(value) -> bool:

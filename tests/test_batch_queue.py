@@ -312,6 +312,30 @@ def test_seeds_reach_a_seed_fed_by_another_node(capsys, tmp_path, kind):
         )
 
 
+def test_a_primitive_feeding_several_widgets_takes_one_value_for_all():
+    """The frontend gives every widget a PrimitiveNode feeds the primitive's value: setting one
+    of them (--seed-input, --set) rendered it, but the saved workflow then showed the new value
+    in all of them. Set alike they are written, primitive included; else refused by name."""
+    workflow = _seed_fed_by("PrimitiveNode")
+    sampler = next(node for node in workflow["nodes"] if str(node["id"]) == SAMPLER)
+    sampler["inputs"].append(
+        {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 101}
+    )
+    workflow["nodes"][-1]["outputs"][0]["links"].append(101)
+    workflow["links"].append([101, 100, 0, int(SAMPLER), len(sampler["inputs"]) - 1, "INT"])
+    both = {(SAMPLER, "seed"): 7, (SAMPLER, "steps"): 7}
+    edited = with_widget_values(workflow, OBJECT_INFO, both)
+    assert next(n for n in edited["nodes"] if n["id"] == 100)["widgets_values"][0] == 7
+    for values in ({(SAMPLER, "seed"): 7}, {**both, (SAMPLER, "steps"): 8}):
+        with pytest.raises(InputError) as error:
+            with_widget_values(workflow, OBJECT_INFO, values)
+        assert str(error.value) == (
+            f"widget {SAMPLER}.seed: it takes the value of PrimitiveNode 100, which feeds "
+            f"{SAMPLER}.seed, {SAMPLER}.steps. Fix: set {SAMPLER}.seed, {SAMPLER}.steps to the "
+            "same value"
+        )
+
+
 def test_seed_ranges_parse():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
     assert parse_seeds("7") == [7]
