@@ -44,11 +44,18 @@ def test_the_demo_command_says_which_steps_the_step_cache_skipped(tmp_path, caps
     """--help promises "0.2 ran 13 of 20 calls" and README the console line that says so, but
     the library's notes went to a logger Python shows a script only warnings from."""
     out = tmp_path / "cached.mp4"
-    assert main(["demo", "--out", str(out), "--cache-threshold", "0.2"]) == 0
+    root = logging.getLogger()
+    own = logging.StreamHandler()  # a caller's own logging: the note is not printed twice
+    root.addHandler(own)
+    try:
+        assert main(["demo", "--out", str(out), "--cache-threshold", "0.2"]) == 0
+    finally:
+        root.removeHandler(own)
     notes = [line for line in capsys.readouterr().err.splitlines() if "step cache" in line]
     assert len(notes) == 1 and notes[0].endswith(
         "step cache: the model ran at 13 of 20 steps (skipped 7, 9, 11, 13, 15, 17, 19)"
     )
+    assert logging.getLogger("skyreels_core").propagate
 
 
 def test_total_frames_continues_the_render_in_windows_to_that_length(tmp_path, capsys):

@@ -211,17 +211,20 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def _notes_shown() -> Iterator[None]:
     """The library's notes (the steps the step cache skipped, a window's part of a story) on
     stderr while it renders, as ComfyUI's console shows them to an artist: Python shows a
-    script only warnings unless it sets up logging."""
+    script only warnings unless it sets up logging. Shown here only, so a caller's own logging
+    does not print them twice."""
     logger = logging.getLogger("skyreels_core")
-    handler, level = logging.StreamHandler(), logger.level
+    handler, level, propagate = logging.StreamHandler(), logger.level, logger.propagate
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def run(args: argparse.Namespace) -> int:
