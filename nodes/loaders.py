@@ -211,7 +211,12 @@ class SkyReelsV4ModelLoader(FileLoader):
         fp8 = dtype == FP8_STORAGE or (dtype == "auto" and holds_fp8_weights(path, "model_name"))
         torch_dtype = resolve_dtype("auto" if fp8 else dtype, device)
         module = load_model(
-            path, dtype=torch_dtype, device=offload, fp8=fp8, input_name="model_name"
+            path,
+            dtype=torch_dtype,
+            device=offload,
+            fp8=fp8,
+            input_name="model_name",
+            reserve=host.reserve,  # where the host keeps models on the GPU (--highvram)
         )
         if module.config.audio_latent_channels is None:
             rate = None

@@ -60,7 +60,10 @@ class SkyReelsV4RefinerLoader(FileLoader):
         )
         torch_dtype = resolve_dtype(dtype, host.torch_device())
         device = host.offload_device()
-        return (load_refiner(path, dtype=torch_dtype, device=device, input_name="refiner_name"),)
+        refiner = load_refiner(
+            path, dtype=torch_dtype, device=device, input_name="refiner_name", reserve=host.reserve
+        )
+        return (refiner,)
 
 
 def _keyframes(

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from .config import PRESETS, ModelConfig, config_from_dict
 from .errors import CheckpointError
 from .mmdit import DualStreamMMDiT
-from .offload import FP8, quantise_fp8, store_linears_in_fp8
+from .offload import FP8, ReserveMemory, quantise_fp8, store_linears_in_fp8
 from .paths import published
 from .scaled_weights import SCALE_SUFFIXES, ScaledLayout, dequantise, fitted_scale, scaled_layout
 
@@ -379,12 +379,14 @@ def load_model(
     device: torch.device | str = "cpu",
     input_name: str = "model",
     fp8: bool = False,
+    reserve: ReserveMemory | None = None,
 ) -> DualStreamMMDiT:
     """A SkyReels-V4 or original-layout Wan 2.1 checkpoint as a ready model (eval mode).
 
     ``dtype`` is the compute precision; ``fp8`` stores the transformer blocks' Linear weights in
     float8_e4m3fn with per-tensor scales (:mod:`skyreels_core.offload`), about half the bytes of
-    bf16, dequantised to ``dtype`` at each call.
+    bf16, dequantised to ``dtype`` at each call. The weights load straight onto ``device``:
+    ``reserve`` is asked for their room first (a host keeping models on the GPU).
     """
     shards, shapes, metadata = read_checkpoint_header(Path(path), input_name)
     rename = key_renamer(shapes)
@@ -397,9 +399,20 @@ def load_model(
         validate_keys(shapes_of(model.state_dict()), shapes, input_name, config.name)
         quantised = store_linears_in_fp8(model, dtype) if fp8 else []
         fp8_weights = frozenset(f"{name}.weight" for name in quantised)
+        if reserve is not None:
+            reserve(torch.device(device), loaded_bytes(model, dtype))
         state = load_tensors(readers, layout, dtype, device, fp8_weights, input_name)
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
+
+
+def loaded_bytes(skeleton: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Bytes the weights of ``skeleton`` (built on meta) take once loaded in ``dtype``, its fp8
+    ones as stored."""
+    return sum(
+        tensor.numel() * (tensor.element_size() if tensor.dtype == FP8 else dtype.itemsize)
+        for tensor in skeleton.state_dict().values()
+    )
 
 
 def write_safetensors(

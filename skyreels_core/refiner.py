@@ -29,10 +29,10 @@ from .attention import BlockSparsity
 from .blocks import DualStreamBlock
 from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
-from .loading import read_header, save_model, shapes_of, validate_keys
+from .loading import loaded_bytes, read_header, save_model, shapes_of, validate_keys
 from .mmdit import TIMESTEP_SCALE, Head, forward_activation_bytes, sinusoidal_embedding
 from .objective import noised
-from .offload import Float8Linear
+from .offload import Float8Linear, ReserveMemory
 from .rope import device_table, video_angles, video_positions
 from .sampling import SamplerHooks, denoise, initial_noise, require_finite
 from .sampling.schedules import flow_sigmas
@@ -517,9 +517,11 @@ def load_refiner(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     input_name: str = "refiner",
+    reserve: ReserveMemory | None = None,
 ) -> RefinerDiT:
     """A refiner checkpoint written by :func:`save_refiner`, key- and shape-validated before any
-    tensor is read (the generator's loader checks, reused)."""
+    tensor is read (the generator's loader checks, reused); ``reserve`` is asked for the room
+    of its weights on ``device`` first."""
     path = Path(path)
     shapes, metadata = read_header(path, input_name)
     if CONFIG_METADATA_KEY not in metadata:
@@ -533,6 +535,8 @@ def load_refiner(
     with torch.device("meta"):
         model = RefinerDiT(config)
     validate_keys(shapes_of(model.state_dict()), shapes, input_name, config.name)
+    if reserve is not None:
+        reserve(torch.device(device), loaded_bytes(model, dtype))
     state = {
         key: value.to(device=device, dtype=dtype)
         for key, value in load_file(str(path), device="cpu").items()

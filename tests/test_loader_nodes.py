@@ -216,6 +216,28 @@ def test_load_text_encoder_keeps_bf16_on_cards_the_model_loads_in_fp32(monkeypat
     assert loaded[0]["dtype"] == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp8_e4m3fn"])
+def test_models_read_onto_the_gpu_ask_for_their_room_first(monkeypatch, dtype):
+    """Where the host keeps models on the GPU (--highvram, --gpu-only) Load Model and Load
+    Refiner read their weights straight onto it, and never asked it for room: asked now, for
+    the bytes the weights take ("meta" stands in for the GPU)."""
+    from skyreels_pack.nodes import host
+
+    from skyreels_core.demo import bundle
+    from skyreels_core.offload import device_bytes
+
+    asked = []
+    monkeypatch.setattr(host, "offload_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(host, "reserve", lambda device, size: asked.append((device, size)))
+    loaded = NODE_CLASS_MAPPINGS["SkyReelsV4ModelLoader"]().load(bundle.BUNDLED, dtype, "sdpa")[0]
+    assert asked == [(torch.device("meta"), device_bytes(loaded.module))]
+    if dtype == "fp8_e4m3fn":
+        return
+    asked.clear()
+    refiner = NODE_CLASS_MAPPINGS["SkyReelsV4RefinerLoader"]().load(bundle.BUNDLED, dtype)[0]
+    assert asked == [(torch.device("meta"), device_bytes(refiner))]
+
+
 def test_the_offload_toggle_rests_encoder_and_vaes_where_the_host_says(
     tiny_audio_files, monkeypatch
 ):
