@@ -76,10 +76,11 @@ def _naming_toolchain_failures(compiled: Callable[..., Any]) -> Callable[..., An
         except (BackendCompilerFailed, TritonMissing, GPUTooOldForTriton) as error:
             cause = getattr(error, "inner_exception", error)
             reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
+            fix = "set compile to false, or install a C++ compiler (CPU) / Triton (GPU)"
+            if isinstance(cause, GPUTooOldForTriton):  # no install helps that card
+                fix = "set compile to false: Triton builds no kernels for this card"
             raise InputError(
-                "compile",
-                f"torch.compile has no working toolchain here ({reason})",
-                "set compile to false, or install a C++ compiler (CPU) / Triton (GPU)",
+                "compile", f"torch.compile has no working toolchain here ({reason})", fix
             ) from error
 
     return step
