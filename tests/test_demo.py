@@ -301,6 +301,10 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
         assert not _same_weights(getattr(bundled, codec).state_dict(), trained)
         shipped = load_file(str(bundle.WEIGHTS_DIR / f"{name}.safetensors"))
         assert _same_weights(getattr(bundled, codec).state_dict(), shipped)
+    (tmp_path / "audio_codec.safetensors").unlink()  # a run that has not finished: named
+    with pytest.raises(InputError, match=r"^--model: .* holds a model.safetensors without its "
+                       r"audio_codec.safetensors\. Fix: finish its train-demo run"):  # fmt: skip
+        DemoPipeline.load(tmp_path / "model.safetensors")
 
 
 def _same_weights(state: dict, file: dict) -> bool:

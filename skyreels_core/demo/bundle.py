@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..runtime import MMAUDIO_44K, AudioRate
 from ..shapes import SPATIAL_STRIDE, pixel_frame_count
 from ..types import VideoCondition
@@ -110,11 +110,21 @@ PIPELINE_FILES = ("video_codec.safetensors", "audio_codec.safetensors", "text_en
 """What train-demo writes beside its model: the codecs and encoder the model was trained with."""
 
 
-def beside(model: Path, name: str) -> Path:
-    """``name`` (one of :data:`PIPELINE_FILES`) from the folder ``model`` lies in, where
-    train-demo wrote it there; else the bundled one."""
-    own = Path(model).parent / name
-    return own if own.exists() else _existing(WEIGHTS_DIR / name)
+def pipeline_files(model: Path, flag: str) -> tuple[Path, ...]:
+    """The :data:`PIPELINE_FILES` of ``model``: those train-demo wrote beside it, or the bundled
+    ones for a model file alone in its folder. Some without the others is a train-demo run that
+    has not finished: named as ``flag``'s."""
+    folder = Path(model).parent
+    missing = [name for name in PIPELINE_FILES if not (folder / name).exists()]
+    if len(missing) == len(PIPELINE_FILES):
+        return tuple(_existing(WEIGHTS_DIR / name) for name in PIPELINE_FILES)
+    if missing:
+        raise InputError(
+            flag,
+            f"{folder} holds a {Path(model).name} without its {', '.join(missing)}",
+            f"finish its train-demo run (the same command resumes it), or use another {flag}",
+        )
+    return tuple(folder / name for name in PIPELINE_FILES)
 
 
 def video_codec(device: torch.device | str = "cpu"):

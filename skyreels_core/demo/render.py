@@ -48,7 +48,7 @@ class DemoPipeline:
         from .codecs import DemoAudioCodec, DemoVideoCodec
 
         model_path = Path(model_path) if model_path else bundle.model_path()
-        video, audio, encoder = (bundle.beside(model_path, name) for name in bundle.PIPELINE_FILES)
+        video, audio, encoder = bundle.pipeline_files(model_path, "--model")
         return cls(
             load_model(model_path, dtype=torch.float32, device=device).eval(),
             DemoVideoCodec.load(video, device=device),

@@ -99,16 +99,8 @@ def base_files(out: Path) -> tuple[Path, ...] | None:
     """The files (:data:`BASE_FILES`) of the model the LoRA is trained on: --out's own where
     train-demo wrote a model there (a LoRA fits the model it was trained on, and --out's manifest
     lists the LoRA beside it), else None, the bundled ones. Checked before the clips are read."""
-    if not (out / BASE_FILES[0]).exists():
-        return None
-    missing = [name for name in BASE_FILES if not (out / name).exists()]
-    if missing:
-        raise InputError(
-            "--out",
-            f"{out} holds a {BASE_FILES[0]} without its {', '.join(missing)}",
-            "finish its train-demo run (the same command resumes it), or use another --out",
-        )
-    return tuple(out / name for name in BASE_FILES)
+    model = out / BASE_FILES[0]
+    return (model, *bundle.pipeline_files(model, "--out")) if model.exists() else None
 
 
 def load_base(files: tuple[Path, ...] | None) -> tuple[DemoPipeline, Path]:
