@@ -128,7 +128,9 @@ def load_checkpoint(
     try:
         with safe_open(str(path), framework="pt") as handle:
             step = int((handle.metadata() or {})["step"])
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            # Copied out of the mapped file: the optimiser keeps its state tensors as given, and
+            # Windows refuses to replace a file still mapped (every later checkpoint failed).
+            tensors = {key: handle.get_tensor(key).clone() for key in handle.keys()}
     except (SafetensorError, OSError, KeyError, ValueError):
         raise InputError("--out", f"{path} is not a training checkpoint", fix) from None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import torch
@@ -59,6 +60,16 @@ def test_a_resumed_run_continues_bit_identically(tmp_path):
     fresh_generator = torch.Generator().manual_seed(123)
     step = load_checkpoint(tmp_path / "ckpt.safetensors", fresh, fresh_optimiser, fresh_generator)
     assert step == 2
+    # The restored state is the optimiser's own, not the mapped file's: the file overwritten in
+    # place changes nothing (on Windows the mapping also kept every later checkpoint unwritable).
+    held = copy.deepcopy(fresh_optimiser.state_dict()["state"])
+    path = tmp_path / "ckpt.safetensors"
+    size = path.stat().st_size
+    with open(path, "r+b") as file:
+        file.seek(size // 2)
+        file.write(bytes(size - size // 2))
+    restored = fresh_optimiser.state_dict()["state"]
+    assert all(torch.equal(held[i]["exp_avg_sq"], restored[i]["exp_avg_sq"]) for i in held)
     _train(fresh, fresh_optimiser, codec, batch, fresh_generator, 2)
     for key, value in model.state_dict().items():
         assert torch.equal(value, fresh.state_dict()[key]), key
