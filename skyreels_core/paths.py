@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -19,6 +20,19 @@ class NameTaken(InputError):
     def __init__(self, path: Path) -> None:
         super().__init__(
             "output", f"{path} already exists", "choose another name (files are never overwritten)"
+        )
+
+
+class FileInUse(InputError):
+    """A file to replace that another program holds open, which Windows refuses to replace: the
+    new file is kept beside it instead of lost."""
+
+    def __init__(self, path: Path, kept: Path) -> None:
+        super().__init__(
+            "output",
+            f"{path} is open in another program (a player, or a ComfyUI that loaded it), so it "
+            f"cannot be replaced; the new file is {kept.name}",
+            f"close that program and move {kept.name} into its place",
         )
 
 
@@ -138,13 +152,33 @@ def published(path: Path, overwrite: bool = False) -> Iterator[Path]:
         yield partial
         os.chmod(partial, mode)
         if overwrite:
-            os.replace(partial, path)
+            _replace(partial, path)
         else:
             _publish_new(partial, path)
     except FileExistsError:
         raise NameTaken(path) from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _replace(partial: Path, path: Path) -> None:
+    """``partial`` over ``path``; where another program holds ``path`` open (Windows refuses to
+    replace such a file), under the first free "name (new N)" beside it, named in the error."""
+    try:
+        os.replace(partial, path)
+    except PermissionError:
+        if not path.is_file():  # the folder itself refuses: a true denial
+            raise
+
+        def keep(name: Path) -> Path:
+            try:
+                _publish_new(partial, name)
+            except FileExistsError:
+                raise NameTaken(name) from None
+            return name
+
+        names = (path.with_name(f"{path.stem} (new {n}){path.suffix}") for n in itertools.count(1))
+        raise FileInUse(path, under_a_free_name(keep, names)) from None
 
 
 def write_json(path: Path, value: object, input_name: str) -> None:

@@ -381,3 +381,35 @@ def test_a_report_written_over_a_full_disk_keeps_the_one_before(tmp_path, monkey
         write_json(report, {"renders": [3]}, "--report")
     assert json.loads(report.read_text()) == {"renders": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_file_another_program_holds_open_keeps_the_new_one_beside_it(tmp_path, monkeypatch):
+    """Windows refuses to replace a file another program holds open (demo --overwrite while
+    the old clip plays, a train-demo bundle ComfyUI loaded): the finished file was deleted with
+    its partial file and the command ended in a PermissionError traceback."""
+    import errno
+    import os
+
+    from skyreels_core.paths import FileInUse
+
+    frames, audio = _clip_with_click(3)
+    path = write_mp4(tmp_path / "demo.mp4", frames, 16.0, audio)
+    before = path.read_bytes()
+    (tmp_path / "demo (new 1).mp4").write_bytes(b"an earlier kept file")
+    replace = os.replace
+
+    def held_open(source, target):  # as Windows answers for a file a player has open
+        if str(target) == str(path):
+            raise PermissionError(errno.EACCES, "Access is denied", str(target))
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", held_open)
+    with pytest.raises(FileInUse) as error:
+        write_mp4(path, torch.rand(5, 16, 16, 3), 16.0, overwrite=True)
+    assert str(error.value).startswith(f"output: {path} is open in another program")
+    assert "move demo (new 2).mp4 into its place" in str(error.value)
+    assert path.read_bytes() == before
+    assert read_video(tmp_path / "demo (new 2).mp4")[0].shape == (5, 16, 16, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "demo (new 1).mp4", "demo (new 2).mp4", "demo.mp4"
+    ]  # fmt: skip
