@@ -41,8 +41,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _lines_never_fail() -> None:
+    """A character the console's encoding lacks is escaped, not raised: on Windows a redirected
+    stdout is in the ANSI code page, and a prompt in another script ended a batch mid-queue
+    with a UnicodeEncodeError, its renders half queued and half reported."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _lines_never_fail()
     parser = argparse.ArgumentParser(prog="python -m skyreels_core")
     subparsers = parser.add_subparsers(dest="command", required=True)
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)

@@ -336,6 +336,26 @@ def test_a_primitive_feeding_several_widgets_takes_one_value_for_all():
         )
 
 
+def test_a_prompt_the_consoles_code_page_lacks_is_printed_escaped(tmp_path, monkeypatch):
+    """On Windows a redirected stdout is in the ANSI code page with strict errors: a prompt in
+    another script ended the batch in a UnicodeEncodeError after queueing it, unreported."""
+    import io
+    import sys
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle bounces on the floor\n赤い丸が跳ねる\n", encoding="utf-8")
+    console = io.TextIOWrapper(io.BytesIO(), encoding="cp1252", errors="strict")
+    monkeypatch.setattr(sys, "stdout", console)
+    with FakeComfy() as server:
+        code = main(
+            ["queue", str(TEXT_TO_VIDEO), "--server", server.url, "--prompts", str(prompts)]
+        )
+    console.flush()
+    printed = console.buffer.getvalue().decode("cp1252")
+    assert code == 0 and len(server.posted) == 2
+    assert "queued 2/2 p2: 5.prompt='\\u8d64\\u3044" in printed
+
+
 def test_seed_ranges_parse():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
     assert parse_seeds("7") == [7]
