@@ -61,19 +61,26 @@ def compile_blocks(module: nn.Module) -> CompiledSteps:
     return {key: _naming_toolchain_failures(step) for key, step in steps.items()}
 
 
+def toolchain_failures() -> tuple[type[Exception], ...]:
+    """What torch.compile raises where it cannot build kernels: inductor's errors arrive as
+    BackendCompilerFailed (since torch 2.7 as its InductorError), all but a missing or too old
+    Triton's."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import GPUTooOldForTriton, TritonMissing
+
+    return BackendCompilerFailed, TritonMissing, GPUTooOldForTriton
+
+
 def _naming_toolchain_failures(compiled: Callable[..., Any]) -> Callable[..., Any]:
     """``compiled``, raising an :class:`InputError` on ``compile`` where its first call cannot
     build kernels (no C++ compiler on a CPU, no Triton on a GPU): torch's own error names neither
-    the input nor the fix, and comes at the first step, after the text was encoded. Inductor
-    raises its errors as BackendCompilerFailed too (since torch 2.7 as its InductorError), all
-    but a missing or too old Triton's."""
-    from torch._dynamo.exc import BackendCompilerFailed
-    from torch._inductor.exc import GPUTooOldForTriton, TritonMissing
+    the input nor the fix, and comes at the first step, after the text was encoded."""
+    from torch._inductor.exc import GPUTooOldForTriton
 
     def step(*args: Any, **kwargs: Any) -> Any:
         try:
             return compiled(*args, **kwargs)
-        except (BackendCompilerFailed, TritonMissing, GPUTooOldForTriton) as error:
+        except toolchain_failures() as error:
             cause = getattr(error, "inner_exception", error)
             reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
             fix = "set compile to false, or install a C++ compiler (CPU) / Triton (GPU)"

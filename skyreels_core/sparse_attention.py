@@ -203,6 +203,11 @@ def compiled_flex(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, block_ma
         )
 
 
+FLEX_DEVICE = "cuda"  # where the compiled FlexAttention runs (Triton's kernels)
+FLEX_FAILED: list[str] = []
+"""Why compiling FlexAttention failed in this process, once it has: the gathered path from then on."""
+
+
 @cache
 def triton_builds() -> bool:
     """Whether torch.compile can build GPU kernels here: the check inductor makes before it
@@ -225,9 +230,17 @@ def fine_attention(
 ) -> torch.Tensor:
     """Attention over the selected cube pairs: compiled FlexAttention on CUDA where Triton builds
     it, the gathered SDPA elsewhere (eager FlexAttention evaluates the mask for every pair, slower
-    than dense)."""
-    if qc.device.type == "cuda" and triton_builds():
-        return compiled_flex(qc, kc, vc, block_mask_from_selection(selected, valid))
+    than dense), and from the first time compiling fails on (a Triton installed that cannot
+    build here, as in Windows' portable ComfyUI without its headers)."""
+    if qc.device.type == FLEX_DEVICE and triton_builds() and not FLEX_FAILED:
+        from .runtime import toolchain_failures
+
+        try:
+            return compiled_flex(qc, kc, vc, block_mask_from_selection(selected, valid))
+        except toolchain_failures() as error:
+            FLEX_FAILED.append(str(error).splitlines()[0])
+            log.warning("FlexAttention does not compile here (%s): sparse attention runs as "
+                        "gathered SDPA (slower)", FLEX_FAILED[0])  # fmt: skip
     return gathered_attention(qc, kc, vc, selected, valid)
 
 

@@ -252,3 +252,36 @@ def test_without_triton_the_fine_path_is_the_gathered_one(monkeypatch, caplog):
         assert caplog.text.count("gathered SDPA") == (0 if available else 1)
         caplog.clear()
     sparse_attention.triton_builds.cache_clear()
+
+
+def test_where_flex_attention_does_not_compile_the_gathered_path_takes_over(monkeypatch, caplog):
+    """Triton installed but unable to build (Windows' portable ComfyUI lacks the headers
+    triton-windows compiles against): the refiner's first step failed with torch's compile
+    error. The gathered path answers instead, from then on, and the log says why once."""
+    import inspect
+
+    from torch._inductor.exc import TritonMissing
+
+    from skyreels_core import sparse_attention
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise TritonMissing(inspect.currentframe())
+
+    monkeypatch.setattr(sparse_attention, "FLEX_DEVICE", "cpu")  # the CUDA branch, on the CPU
+    monkeypatch.setattr(sparse_attention, "FLEX_FAILED", [])
+    monkeypatch.setattr(sparse_attention, "triton_builds", lambda: True)
+    monkeypatch.setattr(sparse_attention, "compiled_flex", failing)
+    grid = (8, 8, 8)
+    q, k, v = _qkv(512, seed=4)
+    index, valid, neighbours = _layout_on(grid, q.device)
+    qc, kc, vc = (x[:, :, index] for x in (q, k, v))
+    selected = select_cubes(_pool(qc, valid), _pool(kc, valid), 2, neighbours)
+    expected = gathered_attention(qc, kc, vc, selected, valid)
+    with caplog.at_level("WARNING", logger=sparse_attention.__name__):
+        for _ in range(3):
+            out = sparse_attention.fine_attention(qc, kc, vc, selected, valid)
+            assert torch.equal(out, expected)
+    assert len(calls) == 1 and caplog.text.count("does not compile here") == 1
