@@ -15,6 +15,7 @@ import glob
 import itertools
 import json
 import math
+import re
 import sys
 import time
 import urllib.error
@@ -259,7 +260,7 @@ class ComfyServer:
         where = {"subfolder": item.get("subfolder", ""), "type": item.get("type", "output")}
         query = urllib.parse.urlencode({"filename": item["filename"], **where})
         data = self._request(f"/view?{query}", raw=True, retry=True)
-        name = Path(item["filename"]).name
+        name = portable_name(Path(item["filename"]).name)
         # a take's whole suffix is kept, so Load AV Latent still lists a numbered one
         suffix = AV_LATENT_SUFFIX if name.endswith(AV_LATENT_SUFFIX) else Path(name).suffix
         numbered = (
@@ -286,6 +287,15 @@ class ComfyServer:
         status = (entry or {}).get("status", {})
         finished = status.get("completed") is not None or status.get("status_str") == "error"
         return entry if finished else None
+
+
+UNPORTABLE = re.compile(r'[<>:"/\\|?*\x00-\x1f]')  # what no Windows file name holds
+
+
+def portable_name(name: str) -> str:
+    """A server's file name as every system can hold it: a Linux server may save a name with
+    characters (or a trailing dot or space) Windows refuses, which stopped a batch's downloads."""
+    return UNPORTABLE.sub("_", name).rstrip(" .") or "_"
 
 
 def _refusal(error: urllib.error.HTTPError) -> str:

@@ -356,6 +356,18 @@ def test_a_prompt_the_consoles_code_page_lacks_is_printed_escaped(tmp_path, monk
     assert "queued 2/2 p2: 5.prompt='\\u8d64\\u3044" in printed
 
 
+def test_a_server_file_name_windows_cannot_hold_downloads_under_a_portable_one(tmp_path):
+    """A Linux server may save a name Windows refuses (a "?" or ":" from a prefix, a trailing
+    dot): --download stopped the whole batch there, blaming the folder."""
+    with FakeComfy() as server:
+        client = batch_queue.ComfyServer(server.url)
+        item = {"filename": 'take?:1 <"a|b">*.mp4.', "subfolder": "v", "type": "output"}
+        path = client.download(item, tmp_path)
+    assert path.name == "take__1 __a_b___.mp4"
+    assert path.read_bytes() == b'take?:1 <"a|b">*.mp4.|v|output'  # what the server sent
+    assert batch_queue.portable_name("..") == "_" and batch_queue.portable_name("a\\b") == "a_b"
+
+
 def test_seed_ranges_parse():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
     assert parse_seeds("7") == [7]
