@@ -12,7 +12,7 @@ from pathlib import Path
 from skyreels_core.av_io import numbered_paths, write_mp4
 from skyreels_core.av_latent_file import SUFFIX, save_av_latent
 from skyreels_core.errors import InputError
-from skyreels_core.paths import under_a_free_name
+from skyreels_core.paths import UNPORTABLE, under_a_free_name
 
 from . import host, link_types
 from .validation import reports_input_errors
@@ -23,6 +23,8 @@ PREFIX_TOOLTIP = (
     "File name start; may include a sub-folder and the host's tokens: %date:yyyy-MM-dd%, "
     "%width%, %height%, %year%, %month%, %day%, %hour%, %minute%, %second%."
 )
+ON_WINDOWS = os.name == "nt"
+WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))}  # fmt: skip
 DATE_TOKEN = re.compile(r"%date:([^%]*)%")
 DATE_FIELDS = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")  # the frontend's formatDate letters
 
@@ -64,7 +66,10 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
     root = Path(os.path.abspath(root or host.output_dir()))
     if "\x00" in filename_prefix:
         raise InputError("filename_prefix", "holds a NUL character", "use a plain file name")
-    target = Path(os.path.normpath(root / _expanded(filename_prefix, width, height)))
+    expanded = _expanded(filename_prefix, width, height)
+    if ON_WINDOWS:
+        _require_windows_names(filename_prefix, expanded)
+    target = Path(os.path.normpath(root / expanded))
     if not target.is_relative_to(root) or target == root:
         problem = "leaves the output folder" if target != root else "names no file"
         raise InputError(
@@ -80,6 +85,24 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
                 "name another sub-folder",
             )
     return root, target.parent, target.name
+
+
+def _require_windows_names(prefix: str, expanded: str) -> None:
+    """Names Windows can hold, checked when queued: the save failed after the render, naming its
+    partial file, and a ":" (``%date:hh:mm%``) wrote into a hidden stream of the file before it."""
+    for name in re.split(r"[\\/]", expanded):
+        bad = UNPORTABLE.search(name)
+        if bad:
+            problem = f"holds {bad[0]!r}, which Windows file names cannot"
+        elif name not in ("", ".", "..") and name != name.rstrip(" ."):
+            problem = f"ends the name {name!r} in a dot or space, which Windows drops"
+        elif name.split(".")[0].upper() in WINDOWS_DEVICES:
+            problem = f"names {name!r}, which Windows keeps for a device"
+        else:
+            continue
+        raise InputError(
+            "filename_prefix", f"{prefix!r} {problem}", "use letters, digits, - and _ there"
+        )
 
 
 class _SaveNode:

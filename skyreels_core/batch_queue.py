@@ -15,7 +15,6 @@ import glob
 import itertools
 import json
 import math
-import re
 import sys
 import time
 import urllib.error
@@ -28,7 +27,14 @@ from pathlib import Path
 
 from .errors import InputError
 from .file_kinds import AV_LATENT_SUFFIX, SUFFIXES, files_of, kind_of
-from .paths import output_file, output_folder, published, under_a_free_name, write_json
+from .paths import (
+    UNPORTABLE,
+    output_file,
+    output_folder,
+    published,
+    under_a_free_name,
+    write_json,
+)
 from .workflow_format import (
     SEED_NAMES,
     is_api_prompt,
@@ -287,9 +293,6 @@ class ComfyServer:
         status = (entry or {}).get("status", {})
         finished = status.get("completed") is not None or status.get("status_str") == "error"
         return entry if finished else None
-
-
-UNPORTABLE = re.compile(r'[<>:"/\\|?*\x00-\x1f]')  # what no Windows file name holds
 
 
 def portable_name(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,9 @@ from pathlib import Path, PurePath, PureWindowsPath
 from typing import TypeVar
 
 from .errors import InputError
+
+UNPORTABLE = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+"""Characters no Windows file name holds (``/`` and ``\\`` separate names there)."""
 
 
 class NameTaken(InputError):

@@ -131,6 +131,34 @@ def test_a_prefix_outside_the_output_is_refused_when_queued(folders, name):
     assert node.VALIDATE_INPUTS(filename_prefix="").startswith("filename_prefix: '' names no file")
 
 
+@pytest.mark.parametrize(
+    ("prefix", "problem"),
+    [
+        ("take?", "holds '?', which Windows file names cannot"),
+        ("runs/a|b", "holds '|', which Windows file names cannot"),
+        ("%date:hh:mm%", "holds ':', which Windows file names cannot"),  # filled in: 12:34
+        ("takes./x", "ends the name 'takes.' in a dot or space, which Windows drops"),
+        ("videos/CON", "names 'CON', which Windows keeps for a device"),
+        ("nul.take", "names 'nul.take', which Windows keeps for a device"),
+    ],
+)
+def test_a_prefix_windows_cannot_hold_is_refused_when_queued_there(
+    folders, monkeypatch, prefix, problem
+):
+    """On Windows such a prefix passed validation, then the save after the render failed naming
+    its partial file (a ":" wrote into a hidden stream of the file before it). Elsewhere the
+    same names are the host's to allow."""
+    from skyreels_pack.nodes import output
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4SaveVideo"]
+    assert node.VALIDATE_INPUTS(filename_prefix=prefix) is True
+    monkeypatch.setattr(output, "ON_WINDOWS", True)
+    assert node.VALIDATE_INPUTS(filename_prefix=prefix) == (
+        f"filename_prefix: {prefix!r} {problem}. Fix: use letters, digits, - and _ there"
+    )
+    assert node.VALIDATE_INPUTS(filename_prefix="videos/take_%date:yyyy-MM-dd%") is True
+
+
 @pytest.mark.parametrize("name", ["SkyReelsV4SaveVideo", "SkyReelsV4SaveAVLatent"])
 def test_a_prefix_whose_folder_is_a_file_is_refused_when_queued(folders, name):
     """It passed validation, then the save after the render failed on FileExistsError."""
