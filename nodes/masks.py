@@ -14,7 +14,7 @@ from skyreels_core.types import VideoCondition
 
 from . import link_types
 from .codec_inputs import video_codec
-from .validation import reports_input_errors
+from .validation import check_pixel_grid, reports_input_errors
 
 CATEGORY = "SkyReels-V4/masks"
 
@@ -63,6 +63,13 @@ class _FramesMaskNode(_MaskNode):
 
 class SkyReelsV4MaskT2V(_FramesMaskNode):
     DESCRIPTION = "Text to video+audio: nothing is known (M = 0)."
+
+    @classmethod
+    @reports_input_errors
+    def VALIDATE_INPUTS(cls, width: int = 64, height: int = 64, frames: int = 33):
+        check_pixel_grid(width, height)
+        latent_frame_count(frames)
+        return True
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -14,7 +14,7 @@ from skyreels_core.types import References
 
 from . import link_types
 from .codec_inputs import video_codec
-from .validation import require_sound
+from .validation import check_pixel_grid, reports_input_errors, require_sound
 
 CATEGORY = "SkyReels-V4/references"
 MAX_IMAGE_REFERENCES = 9
@@ -59,7 +59,17 @@ class _ReferenceNode:
     FUNCTION = "build"
 
 
-class SkyReelsV4ImageReferences(_ReferenceNode):
+class _SizedReferenceNode(_ReferenceNode):
+    """A reference node fitting its pictures to a width and height, checked when queued."""
+
+    @classmethod
+    @reports_input_errors
+    def VALIDATE_INPUTS(cls, width: int = 64, height: int = 64):
+        check_pixel_grid(width, height)
+        return True
+
+
+class SkyReelsV4ImageReferences(_SizedReferenceNode):
     DESCRIPTION = (
         "Up to 9 reference images (characters, objects, style). A new image socket appears as each "
         "one is connected."
@@ -91,7 +101,7 @@ class SkyReelsV4ImageReferences(_ReferenceNode):
         return _chain(references, new)
 
 
-class SkyReelsV4ClipReference(_ReferenceNode):
+class SkyReelsV4ClipReference(_SizedReferenceNode):
     DESCRIPTION = "A reference clip (motion or identity) as clean in-context latents."
 
     @classmethod
@@ -110,7 +120,7 @@ class SkyReelsV4ClipReference(_ReferenceNode):
         return _chain(references, new)
 
 
-class SkyReelsV4StoryboardReference(_ReferenceNode):
+class SkyReelsV4StoryboardReference(_SizedReferenceNode):
     DESCRIPTION = (
         "A storyboard grid image (up to 9 panels) split into keyframe references, read row by row."
     )

@@ -7,6 +7,8 @@ import inspect
 from collections.abc import Callable
 
 from skyreels_core.errors import InputError
+from skyreels_core.masks import PATCH
+from skyreels_core.shapes import SPATIAL_STRIDE, latent_size
 
 
 def reports_input_errors(validate: Callable) -> Callable:
@@ -49,6 +51,15 @@ def _within_limits(cls, inputs: dict) -> None:
             raise InputError(name, f"{value} is below the minimum, {low}", f"use {low} or more")
         if high is not None and value > high:
             raise InputError(name, f"{value} is above the maximum, {high}", f"use {high} or less")
+
+
+def check_pixel_grid(width: int, height: int) -> None:
+    """Width and height on the grid every video codec's stride times the model's patch divides
+    (16 px), checked when queued: the host's ``step`` only moves the widget's arrows, so 72
+    passed and the render failed. A codec with a coarser stride is checked again at run time,
+    when it is known."""
+    for name, pixels in (("width", width), ("height", height)):
+        latent_size(pixels, SPATIAL_STRIDE, PATCH, name)
 
 
 def require_sound(audio: dict | None, input_name: str = "audio") -> dict:

@@ -84,6 +84,26 @@ def test_validation_checks_the_minimum_and_accepts_both_limits():
     assert node.VALIDATE_INPUTS(frames=1025) is True
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        name
+        for name, cls in NODE_CLASS_MAPPINGS.items()
+        if {"width", "height"} <= set(cls.INPUT_TYPES()["required"])
+    ],
+)
+def test_sizes_off_the_16_px_grid_are_refused_when_queued(name):
+    """The widget's step of 16 only moves its arrows: a typed 72 passed the host's checks and the
+    render failed at the Sampler, or at a reference's size check, after the encoder had run.
+    Every node with width and height widgets refuses it when queued, naming the nearest sizes."""
+    node = NODE_CLASS_MAPPINGS[name]
+    assert node.VALIDATE_INPUTS(width=72, height=64) == (
+        "width: 72 px is not a multiple of 16. Fix: use 64 or 80 px"
+    )
+    assert node.VALIDATE_INPUTS(width=64, height=100).startswith("height: 100 px")
+    assert node.VALIDATE_INPUTS(width=16, height=4096) is True
+
+
 def test_validation_checks_the_limits_of_float_inputs_too():
     """A FLOAT a validator takes gets the same host checks as an INT: a strength of -0.01 on a
     0..1 widget is refused before the run, and the limits themselves pass."""
