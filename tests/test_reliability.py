@@ -94,15 +94,17 @@ def test_the_host_is_asked_for_room_before_the_encoder_and_the_model_compute(fol
         lambda module, *args: modules.append((module, args)) or make_room(module, *args),
     )
     result = _render()
-    # The prompt and the negative prompt are each encoded once (the encoder's weights rest on
-    # this CPU where it computes: nothing to move), then the model's weights, then the
-    # activations of its batched guidance pass.
+    # The model's weights where they rest, asked before they are read (Load Model); the prompt
+    # and the negative prompt each encoded once (the encoder's weights rest on this CPU where
+    # it computes: nothing to move); the model's weights where it computes; the activations of
+    # its batched guidance pass.
     [(model, (device, swapped, lora_bytes))] = modules
     assert type(model).__name__ == "DualStreamMMDiT" and swapped == 0 and lora_bytes == 0
-    assert asked[:3] == [0, 0, device_bytes(model)] and len(asked) == 4
+    weights = device_bytes(model)
+    assert asked[:4] == [weights, 0, 0, weights] and len(asked) == 5
     shapes, audio = [result.video.shape], result.audio.shape[-1]
     bounds = [model.activation_bytes(shapes, audio, text, 2) for text in (1, 512)]
-    assert bounds[0] < asked[3] < bounds[1]  # both prompts' tokens, padded to one length
+    assert bounds[0] < asked[4] < bounds[1]  # both prompts' tokens, padded to one length
 
 
 def test_freeing_memory_each_step_empties_the_cache_per_step_and_changes_nothing(
