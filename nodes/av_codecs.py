@@ -14,7 +14,7 @@ from skyreels_core.errors import InputError
 from skyreels_core.families import channels, require_width
 from skyreels_core.masks import check_size
 from skyreels_core.memory import out_of_memory_advice
-from skyreels_core.shapes import latent_frame_count, pixel_frame_count, rgb_pixels
+from skyreels_core.shapes import frame_rate, latent_frame_count, pixel_frame_count, rgb_pixels
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
@@ -170,6 +170,7 @@ class SkyReelsV4EncodeVideo:
 
     def encode(self, frames, video_vae, fps: float, tile_size: int = 0, tile_overlap: int = 8):
         latent_frame_count(frames.shape[0], input_name="frames")
+        frame_rate(fps)  # kept in the latent: its sound's length is counted at it
         codec = video_codec(video_vae)
         # Off the 16 px grid the codec crops or the model cannot patch the latents.
         check_size(frames.shape[1], frames.shape[2], "frames", codec)

@@ -18,7 +18,7 @@ from skyreels_core.sampling import (
     sample,
     sigmas_from_text,
 )
-from skyreels_core.shapes import parse_frame_indices, pixel_frame_count
+from skyreels_core.shapes import frame_rate, parse_frame_indices, pixel_frame_count
 
 from . import host, link_types
 from .codec_inputs import video_codec
@@ -245,6 +245,7 @@ class SkyReelsV4Sampler:
             audio_vae,
         )
         frames = pixel_frame_count(condition.num_latent_frames)
+        frame_rate(fps)  # a linked rate skips the widget's limits
         require_fps(fps, condition.fps, "a clip")
         audio_tokens = None
         if model.has_audio:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .paths import NameTaken, published
-from .shapes import rgb_pixels, sound_samples
+from .shapes import frame_rate, rgb_pixels, sound_samples
 
 # FFmpeg's default layout for each channel count AAC carries (a 5.1 film track is 6 channels).
 LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
@@ -271,8 +271,7 @@ def _checked_frames(frames: torch.Tensor, fps: float) -> torch.Tensor:
             f"shape {tuple(frames.shape)} is not [frames, height, width, 3]",
             "pass IMAGE frames",
         )
-    if not fps > 0:
-        raise InputError("fps", f"{fps}", "use a positive frame rate")
+    frame_rate(fps)
     return rgb_pixels(frames, "frames")
 
 

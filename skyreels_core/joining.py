@@ -20,7 +20,14 @@ from .codecs.protocol import VideoCodec
 from .errors import InputError
 from .masks import check_size, extend_video
 from .sampling import MAX_SEED
-from .shapes import frame_count, latent_frame_count, rgb_pixels, sound_samples, whole_groups
+from .shapes import (
+    frame_count,
+    frame_rate,
+    latent_frame_count,
+    rgb_pixels,
+    sound_samples,
+    whole_groups,
+)
 from .types import VideoCondition
 
 # Frames a window keeps of the clip before it: the demo model's smoothest seams of 1, 5 and 9
@@ -109,6 +116,7 @@ def join_clips(
 ) -> tuple[torch.Tensor, dict | None]:
     """Frames and sound of ``second`` (a window that kept ``first``'s last ``overlap`` frames)
     joined onto ``first``; without sounds (a video-only model) the frames alone."""
+    frame_rate(fps)
     frames = join_frames(first, second, overlap)
     if first_audio is None and second_audio is None:
         return frames, None

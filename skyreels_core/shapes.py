@@ -16,6 +16,19 @@ TEMPORAL_STRIDE = 4
 MAX_FRAMES = 1025  # one render's longest clip (64 s at 16 fps); longer ones join windows
 MAX_JOINED_FRAMES = 100_000  # a clip joined from windows (Extend to Length): 104 min at 16 fps
 SPATIAL_STRIDE = 8
+FPS_RANGE = (1.0, 1000.0)  # the widgets hold 1..120; a linked 240 fps clip is real, 1e9 is not
+
+
+def frame_rate(fps: float, input_name: str = "fps") -> float:
+    """``fps`` as a rate a clip can have. The widgets keep to their limits, but a linked value
+    skips them: 0 or NaN failed deep inside (a division by zero, a float made an int), and a
+    millionth of a frame per second asked for terabytes of sound tokens."""
+    low, high = FPS_RANGE
+    if not low <= fps <= high:  # NaN too
+        raise InputError(
+            input_name, f"{fps:g} fps", f"give the clip's frame rate, {low:g} to {high:g} fps"
+        )
+    return float(fps)
 
 
 def nearest_valid_frame_counts(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -124,13 +125,14 @@ def test_oracle_field_reaches_x0_in_both_streams(solver):
     assert result.keyframes is None
 
 
-@pytest.mark.parametrize("fps", [24.0, 0.0, math.nan])
+@pytest.mark.parametrize("fps", [24.0, 0.0, math.nan, 1e-9, 1e6])
 def test_the_take_carries_the_clip_fps(fps):
     run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A)
     if fps == 24.0:
         assert sample(FakeModel(straight_oracle), **run, fps=fps, settings=settings()).fps == fps
         return
-    with pytest.raises(InputError, match=f"fps: {fps}. Fix: give the clip's frame rate"):
+    named = f"fps: {fps:g} fps. Fix: give the clip's frame rate, 1 to 1000 fps"
+    with pytest.raises(InputError, match=f"^{re.escape(named)}$"):
         sample(FakeModel(straight_oracle), **run, fps=fps, settings=settings())
 
 

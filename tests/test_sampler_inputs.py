@@ -4,6 +4,8 @@ at another scale."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from model_helpers import WAN_TINY
@@ -62,6 +64,30 @@ def test_the_sampler_hands_each_widget_to_the_library_as_itself(demo, monkeypatc
     assert (settings.video_guidance, settings.audio_guidance) == (6.0, 1.5)
     assert (settings.shift, settings.steps, settings.seed, settings.solver) == (3.0, 2, 42, "euler")
     assert seen[0]["fps"] == 24.0
+
+
+FRAMES = torch.rand(9, 64, 64, 3)
+SOUND = {"waveform": torch.zeros(1, 1, 9000), "sample_rate": 16000}
+RATE_TAKERS = {
+    "Sampler": lambda demo, fps: render(demo, fps=fps),
+    "Encode Video": lambda demo, fps: node("SkyReelsV4EncodeVideo").encode(
+        FRAMES, demo["video_vae"], fps
+    ),
+    "Join Clips": lambda demo, fps: node("SkyReelsV4JoinClips").join(
+        FRAMES, FRAMES, 1, fps, SOUND, SOUND
+    ),
+    "Preview Video": lambda demo, fps: node("SkyReelsV4PreviewVideo").save(FRAMES, fps, "probe"),
+}
+
+
+@pytest.mark.parametrize("fps", [0.0, math.nan, 1e-9])
+@pytest.mark.parametrize("taker", RATE_TAKERS)
+def test_a_linked_frame_rate_no_clip_has_is_named_by_every_node_taking_one(demo, taker, fps):
+    """A linked fps skips the widget's 1..120: 0 divided by zero in the Sampler and Join Clips,
+    NaN failed as a float made an int, 1e-9 asked for terabytes of sound tokens (and was
+    advised to swap blocks), and Encode Video kept 0 in the latent for Decode Audio to fail on."""
+    with pytest.raises(InputError, match=r"^fps: \S+ fps\. Fix: give the clip's frame rate"):
+        RATE_TAKERS[taker](demo, fps)
 
 
 def test_video_to_video_at_the_clips_own_rate_or_the_rate_is_named(demo):

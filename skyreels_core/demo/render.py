@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP, extend_to_length, window_seed
 from ..references import image_references
 from ..sampling import SamplerHooks, SamplerSettings, sample
-from ..shapes import TEMPORAL_STRIDE, pixel_frame_count, whole_groups
+from ..shapes import TEMPORAL_STRIDE, frame_rate, pixel_frame_count, whole_groups
 from ..types import References, VideoCondition
 from . import bundle
 
@@ -91,8 +91,7 @@ def default_keyframes(frames: int) -> list[int]:
 def check_request(request: RenderRequest) -> None:
     """The request's task and pixels fit each other; callers run it before loading the model."""
     task, source = request.task, request.source
-    if not request.fps > 0:  # also NaN
-        raise InputError("fps", f"{request.fps}", "give the clip's frame rate, above 0")
+    frame_rate(request.fps)
     if task not in TASKS:
         raise InputError("task", f"{task!r} is not a demo task", f"use one of {', '.join(TASKS)}")
     if source is None and task != "t2av":

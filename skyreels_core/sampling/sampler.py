@@ -27,7 +27,7 @@ from ..objective import noised, velocity_target
 from ..offload import ReserveMemory
 from ..prompts import shots_in_window
 from ..references import pixel_size
-from ..shapes import latent_to_pixel_frames, pixel_frame_count
+from ..shapes import frame_rate, latent_to_pixel_frames, pixel_frame_count
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
 from .schedules import custom_sigmas, flow_sigmas
@@ -582,8 +582,7 @@ def sample(
     (:meth:`TextEncoding.nulled`). The result lies on the model's device, in float32.
     """
     hooks = hooks or SamplerHooks()
-    if not 0 < fps < math.inf:
-        raise InputError("fps", f"{fps}", "give the clip's frame rate")
+    frame_rate(fps)
     require_one_family(model.config, text, negative_text, condition, references, initial)
     require_fps(fps, condition.fps, "a clip")
     if initial is not None and settings.denoise_start < 1.0:
