@@ -27,6 +27,8 @@ ON_WINDOWS = os.name == "nt"
 WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))}  # fmt: skip
 DATE_TOKEN = re.compile(r"%date:([^%]*)%")
 DATE_FIELDS = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")  # the frontend's formatDate letters
+NAME_MAX = 255  # bytes of one name on ext4, APFS; NTFS holds 255 UTF-16 units, never fewer
+NUMBERED = len("_00001") + len(SUFFIX)  # what a save adds to the stem, at the longest
 
 
 def _date(pattern: str, now: datetime) -> str:
@@ -75,6 +77,7 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
         raise InputError(
             "filename_prefix", f"{filename_prefix!r} {problem}", "use a name like 'videos/skyreels'"
         )
+    _require_short_names(target.relative_to(root).parts)
     for folder in (target.parent, *target.parent.parents):
         if folder == root:
             break
@@ -85,6 +88,20 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
                 "name another sub-folder",
             )
     return root, target.parent, target.name
+
+
+def _require_short_names(parts: tuple[str, ...]) -> None:
+    """Each folder name, and the stem with the number and suffix a save adds, within what a file
+    system holds: a prompt wired in as the prefix failed the save after the render."""
+    for index, name in enumerate(parts):
+        room = NAME_MAX - (NUMBERED if index == len(parts) - 1 else 0)
+        if len(os.fsencode(name)) > room:
+            raise InputError(
+                "filename_prefix",
+                f"the name {name[:24]!r}... is {len(os.fsencode(name))} bytes; a file system "
+                f"holds {room} there",
+                "shorten it (a prompt wired in as the prefix: its first words)",
+            )
 
 
 def _require_windows_names(prefix: str, expanded: str) -> None:

@@ -172,6 +172,30 @@ def test_a_prefix_whose_folder_is_a_file_is_refused_when_queued(folders, name):
     )
 
 
+@pytest.mark.parametrize("name", ["SkyReelsV4SaveVideo", "SkyReelsV4SaveAVLatent"])
+def test_a_prefix_too_long_for_a_file_name_is_refused_when_queued(folders, name):
+    """A prompt wired in as the prefix passed validation, then the save after the render failed
+    on "File name too long" (and a folder name that long failed validation itself with an
+    OSError). The longest that fits, with the number and suffix a save adds, is kept."""
+    output, _ = folders
+    node = NODE_CLASS_MAPPINGS[name]
+    stem = 255 - len("_00001.av_latent.safetensors")
+    assert node.VALIDATE_INPUTS(filename_prefix="x" * stem) is True
+    assert node.VALIDATE_INPUTS(filename_prefix="é" * (stem // 2)) is True
+    assert node.VALIDATE_INPUTS(filename_prefix="x" * (stem + 1)) == (
+        f"filename_prefix: the name {'x' * 24!r}... is {stem + 1} bytes; a file system holds "
+        f"{stem} there. Fix: shorten it (a prompt wired in as the prefix: its first words)"
+    )
+    verdict = node.VALIDATE_INPUTS(filename_prefix="y" * 256 + "/take")
+    assert verdict.startswith("filename_prefix: the name 'yyyy") and "holds 255 there" in verdict
+    assert node.VALIDATE_INPUTS(filename_prefix="é" * (stem // 2 + 1)).startswith(
+        "filename_prefix: the name 'éé"
+    )
+    frames, sound = _clip()
+    SAVE().save(frames, 16.0, "x" * stem, audio=sound)
+    assert [len(p.name) for p in output.iterdir()] == [stem + len("_00001.mp4")]
+
+
 @pytest.mark.parametrize(
     ("name", "suffix"),
     [("SkyReelsV4SaveVideo", ".mp4"), ("SkyReelsV4SaveAVLatent", ".av_latent.safetensors")],
