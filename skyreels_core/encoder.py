@@ -54,6 +54,22 @@ def _require_hidden_layer(model, hidden_layer: int) -> None:
         )
 
 
+def _json_file(path: Path, input_name: str) -> dict:
+    """A model folder's JSON file as a dict, or an error naming the file: a download cut short
+    or a file edited by hand failed as a bare JSONDecodeError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        data = error
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            input_name,
+            f"{path} is not a JSON object ({data})",
+            "download the file again from the model's release",
+        )
+    return data
+
+
 def _require_processor_files(folder: Path, input_name: str, image_processor: bool = True) -> None:
     """The files transformers reads the tokenizer and (with ``image_processor``) the image
     processor from, checked before the weights load (minutes and many GB for a 7B model) instead
@@ -73,7 +89,7 @@ def _require_processor_files(folder: Path, input_name: str, image_processor: boo
     if (
         image_processor
         and not has("preprocessor_config.json")
-        and not (processor.is_file() and "image_processor" in json.loads(processor.read_text()))
+        and not (processor.is_file() and "image_processor" in _json_file(processor, input_name))
     ):
         missing["preprocessor_config.json"] = "preprocessor_config.json"
     if missing:
@@ -90,8 +106,11 @@ def _chat_template(folder: Path, tokenizer, input_name: str) -> str:
     template = tokenizer.chat_template
     for name in ("chat_template.jinja", "chat_template.json"):
         if template is None and (folder / name).is_file():
-            text = (folder / name).read_text()
-            template = json.loads(text)["chat_template"] if name.endswith(".json") else text
+            template = (
+                _json_file(folder / name, input_name).get("chat_template")
+                if name.endswith(".json")
+                else (folder / name).read_text(encoding="utf-8")
+            )
     if template is None:
         raise CheckpointError(
             input_name,
@@ -190,7 +209,7 @@ class MLLMEncoder:
                 f"{folder} has no config.json",
                 "use a Qwen2.5-VL / Qwen3-VL model folder",
             )
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        model_type = _json_file(config_path, input_name).get("model_type")
         if model_type not in MODEL_CLASSES:
             raise CheckpointError(
                 input_name,

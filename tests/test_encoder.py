@@ -162,6 +162,15 @@ def test_missing_or_foreign_folders_say_what_to_do(tmp_path):
         MLLMEncoder.from_folder(tmp_path)
 
 
+@pytest.mark.parametrize("text", ['{"model_type": "qwen2_5_vl",', '["qwen2_5_vl"]', "\udcff"])
+def test_a_damaged_json_file_is_named_with_its_fix(tmp_path, text):
+    """A config.json cut short by a download (or made a list by hand) failed as a bare
+    JSONDecodeError or AttributeError, naming no file."""
+    (tmp_path / "config.json").write_text(text, errors="surrogateescape")
+    with pytest.raises(CheckpointError, match=r"^folder: .*config\.json is not a JSON object"):
+        MLLMEncoder.from_folder(tmp_path, input_name="folder")
+
+
 @pytest.fixture
 def weights_never_load(monkeypatch):
     """Every Qwen-VL class's from_pretrained refuses: a check that must come before the weights
