@@ -4,6 +4,7 @@ decode later; the workflow embedded, written atomically, never over another file
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from datetime import datetime
@@ -12,7 +13,7 @@ from pathlib import Path
 from skyreels_core.av_io import numbered_paths, write_mp4
 from skyreels_core.av_latent_file import SUFFIX, save_av_latent
 from skyreels_core.errors import InputError
-from skyreels_core.paths import UNPORTABLE, under_a_free_name
+from skyreels_core.paths import PARTIAL_NAME_EXTRA, UNPORTABLE, under_a_free_name
 
 from . import host, link_types
 from .validation import reports_input_errors
@@ -28,7 +29,9 @@ WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM"
 DATE_TOKEN = re.compile(r"%date:([^%]*)%")
 DATE_FIELDS = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")  # the frontend's formatDate letters
 NAME_MAX = 255  # bytes of one name on ext4, APFS; NTFS holds 255 UTF-16 units, never fewer
-NUMBERED = len("_00001") + len(SUFFIX)  # what a save adds to the stem, at the longest
+# What a save adds to the stem at the longest: the number, the suffix, the partial file's marks.
+STEM_MAX = NAME_MAX - len("_00001") - len(SUFFIX) - PARTIAL_NAME_EXTRA
+LOG = logging.getLogger("skyreels_v4")
 
 
 def _date(pattern: str, now: datetime) -> str:
@@ -59,12 +62,16 @@ def _expanded(filename_prefix: str, width: int, height: int) -> str:
     return prefix
 
 
-def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int = 0):
+def _output_folder(
+    filename_prefix: str, root=None, width: int = 0, height: int = 0, saving: bool = False
+):
     """The folder and file stem for ``filename_prefix``, which may name a sub-folder of the
     output; its tokens are filled in with the frames' ``width`` and ``height`` (0 where there are
     none, as the host's Save Latent does). A trailing "/" is dropped, as the host does.
     Containment is judged on the name, not where links lead, as the host judges it: a sub-folder
-    linked to another drive takes the renders."""
+    linked to another drive takes the renders. A stem too long for a file name is refused when
+    queued, and shortened when ``saving`` (a linked prefix, known only then): the render is
+    kept."""
     root = Path(os.path.abspath(root or host.output_dir()))
     if "\x00" in filename_prefix:
         raise InputError("filename_prefix", "holds a NUL character", "use a plain file name")
@@ -77,7 +84,7 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
         raise InputError(
             "filename_prefix", f"{filename_prefix!r} {problem}", "use a name like 'videos/skyreels'"
         )
-    _require_short_names(target.relative_to(root).parts)
+    stem = _fitting_stem(target.relative_to(root).parts, saving)
     for folder in (target.parent, *target.parent.parents):
         if folder == root:
             break
@@ -87,21 +94,32 @@ def _output_folder(filename_prefix: str, root=None, width: int = 0, height: int 
                 f"{filename_prefix!r} saves into {folder.relative_to(root)}, which is a file",
                 "name another sub-folder",
             )
-    return root, target.parent, target.name
+    return root, target.parent, stem
 
 
-def _require_short_names(parts: tuple[str, ...]) -> None:
-    """Each folder name, and the stem with the number and suffix a save adds, within what a file
-    system holds: a prompt wired in as the prefix failed the save after the render."""
-    for index, name in enumerate(parts):
-        room = NAME_MAX - (NUMBERED if index == len(parts) - 1 else 0)
-        if len(os.fsencode(name)) > room:
-            raise InputError(
-                "filename_prefix",
-                f"the name {name[:24]!r}... is {len(os.fsencode(name))} bytes; a file system "
-                f"holds {room} there",
-                "shorten it (a prompt wired in as the prefix: its first words)",
-            )
+def _fitting_stem(parts: tuple[str, ...], shorten: bool) -> str:
+    """The last of ``parts``, the stem, with room for what a save adds; the folders' names
+    within what a file system holds. A prompt wired in as the prefix failed the save after the
+    render on "File name too long"."""
+    *folders, stem = parts
+    for folder in folders:
+        _require_fits(folder, NAME_MAX)
+    if shorten and len(os.fsencode(stem)) > STEM_MAX:
+        short = os.fsencode(stem)[:STEM_MAX].decode("utf-8", "ignore")
+        LOG.warning("SkyReels-V4: filename_prefix shortened to %r (%d bytes fit)", short, STEM_MAX)
+        return short
+    _require_fits(stem, STEM_MAX)
+    return stem
+
+
+def _require_fits(name: str, room: int) -> None:
+    size = len(os.fsencode(name))
+    if size > room:
+        raise InputError(
+            "filename_prefix",
+            f"the name {name[:24]!r}... is {size} bytes; a file system holds {room} there",
+            "shorten it (a prompt wired in as the prefix: its first words)",
+        )
 
 
 def _require_windows_names(prefix: str, expanded: str) -> None:
@@ -171,7 +189,9 @@ class SkyReelsV4SaveVideo(_SaveNode):
         self, frames, fps: float, filename_prefix: str, audio=None, prompt=None, extra_pnginfo=None
     ):
         height, width = frames.shape[1:3]
-        root, folder, stem = _output_folder(filename_prefix, FOLDERS[self.FOLDER](), width, height)
+        root, folder, stem = _output_folder(
+            filename_prefix, FOLDERS[self.FOLDER](), width, height, saving=True
+        )
         folder.mkdir(parents=True, exist_ok=True)
         metadata = _graph_metadata(prompt, extra_pnginfo)
         path = under_a_free_name(
@@ -249,7 +269,7 @@ class SkyReelsV4SaveAVLatent(_SaveNode):
         }
 
     def save(self, av_latent, filename_prefix: str, prompt=None, extra_pnginfo=None):
-        root, folder, stem = _output_folder(filename_prefix)
+        root, folder, stem = _output_folder(filename_prefix, saving=True)
         folder.mkdir(parents=True, exist_ok=True)
         metadata = _graph_metadata(prompt, extra_pnginfo)
         path = under_a_free_name(

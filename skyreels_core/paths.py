@@ -130,10 +130,15 @@ def output_file(
     return path
 
 
+PARTIAL_TOKEN_BYTES = 4
+PARTIAL_NAME_EXTRA = len("...part") + 2 * PARTIAL_TOKEN_BYTES  # ".{stem}.{token}{suffix}.part"
+
+
 def _new_partial(path: Path) -> Path:
     """An empty file of a fresh name beside ``path``, created with the umask's permissions."""
     while True:
-        partial = path.with_name(f".{path.stem}.{secrets.token_hex(4)}{path.suffix}.part")
+        token = secrets.token_hex(PARTIAL_TOKEN_BYTES)
+        partial = path.with_name(f".{path.stem}.{token}{path.suffix}.part")
         try:
             os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         except FileExistsError:

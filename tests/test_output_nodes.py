@@ -172,14 +172,20 @@ def test_a_prefix_whose_folder_is_a_file_is_refused_when_queued(folders, name):
     )
 
 
-@pytest.mark.parametrize("name", ["SkyReelsV4SaveVideo", "SkyReelsV4SaveAVLatent"])
-def test_a_prefix_too_long_for_a_file_name_is_refused_when_queued(folders, name):
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [("SkyReelsV4SaveVideo", ".mp4"), ("SkyReelsV4SaveAVLatent", ".av_latent.safetensors")],
+)
+def test_a_prefix_too_long_for_a_file_name_is_refused_when_queued_and_shortened_when_linked(
+    folders, name, suffix
+):
     """A prompt wired in as the prefix passed validation, then the save after the render failed
-    on "File name too long" (and a folder name that long failed validation itself with an
-    OSError). The longest that fits, with the number and suffix a save adds, is kept."""
+    on "File name too long" and the render was lost (and a folder name that long failed
+    validation itself with an OSError). Typed, it is refused when queued; linked, known only at
+    the save, it is shortened to the longest stem whose partial file fits, and the render kept."""
     output, _ = folders
     node = NODE_CLASS_MAPPINGS[name]
-    stem = 255 - len("_00001.av_latent.safetensors")
+    stem = 255 - len("_00001.av_latent.safetensors") - len("...part") - 8
     assert node.VALIDATE_INPUTS(filename_prefix="x" * stem) is True
     assert node.VALIDATE_INPUTS(filename_prefix="é" * (stem // 2)) is True
     assert node.VALIDATE_INPUTS(filename_prefix="x" * (stem + 1)) == (
@@ -192,8 +198,17 @@ def test_a_prefix_too_long_for_a_file_name_is_refused_when_queued(folders, name)
         "filename_prefix: the name 'éé"
     )
     frames, sound = _clip()
-    SAVE().save(frames, 16.0, "x" * stem, audio=sound)
-    assert [len(p.name) for p in output.iterdir()] == [stem + len("_00001.mp4")]
+    prompt = "a red fox runs through a snowy forest at dawn, golden light, " * 8
+    if name == "SkyReelsV4SaveVideo":
+        (saved,) = node().save(frames, 16.0, "é" + prompt, audio=sound)["ui"]["skyreels_videos"]
+    else:
+        from skyreels_core.types import AVLatent
+
+        take = AVLatent(video=torch.zeros(1, 4, 3, 4, 6), audio=None, fps=16.0)
+        (saved,) = node().save(take, "é" + prompt)["ui"]["skyreels_latents"]
+    kept = ("é" + prompt).encode()[:stem].decode()
+    assert saved["filename"] == f"{kept}_00001{suffix}"
+    assert [p.name for p in output.rglob("*") if p.is_file()] == [saved["filename"]]
 
 
 @pytest.mark.parametrize(
