@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from .errors import CheckpointError, InputError
 from .file_kinds import AV_LATENT_SUFFIX as SUFFIX
 from .loading import read_header, write_safetensors
+from .shapes import FPS_RANGE
 from .types import AVLatent
 
 FORMAT = "skyreels_v4_av_latent"
@@ -85,6 +86,14 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
             input_name, f"{path.name} has a damaged description", "save the latent again"
         ) from None
     _check_shapes(path.name, shapes, indices, input_name, "save the latent again")
+    fps, source_fps = float(numbers.get("fps", 16.0)), numbers.get("source_fps")
+    for rate in (fps, source_fps):  # a take saved before the rates were checked: 0 fps
+        if rate is not None and not FPS_RANGE[0] <= rate <= FPS_RANGE[1]:
+            raise InputError(
+                input_name,
+                f"{path.name} holds a frame rate of {rate:g} fps",
+                "render and save the take again, at its clip's frame rate",
+            )
     # copies of their own: safetensors' tensors read the mapped file, which a take saved again
     # in place under the host that holds this one would change or crash (SIGBUS)
     tensors = {key: value.clone() for key, value in load_file(str(path), device="cpu").items()}
@@ -93,9 +102,9 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
         audio=tensors.get("audio"),
         keyframes=tensors.get("keyframes"),
         keyframe_indices=indices,
-        fps=float(numbers.get("fps", 16.0)),
+        fps=fps,
         clip_frames=numbers.get("clip_frames"),
-        source_fps=numbers.get("source_fps"),
+        source_fps=source_fps,
     )
 
 

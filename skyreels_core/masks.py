@@ -261,6 +261,12 @@ def _edit_mask(mask: torch.Tensor, frames: int, height: int, width: int) -> torc
     """The host MASK (1 = change) as [T, H, W] bool, one mask for all frames or one per frame."""
     if mask.dim() == 2:
         mask = mask[None]
+    if mask.dim() != 3:  # another pack's [B, 1, H, W] failed in expand; [B, H, W, 1] was "resized"
+        raise InputError(
+            "mask",
+            f"shape {tuple(mask.shape)} is not a MASK [frames, height, width]",
+            "connect a MASK (the host's Load Image mask, or Image To Mask)",
+        )
     if mask.shape[-2:] != (height, width):
         raise InputError(
             "mask",

@@ -85,6 +85,11 @@ def test_other_files_and_inconsistent_latents_are_refused_by_name(tmp_path):
     )
     with pytest.raises(InputError, match="outside the clip's 5"):
         load_av_latent(path)
+    for key in ("fps", "source_fps"):  # a take saved before the rates were checked
+        rates = json.dumps({**numbers, key: 0.0})
+        save_file(tensors, str(path), {**metadata, "av_latent": rates})
+        with pytest.raises(InputError, match="^av_latent: edited.* holds a frame rate of 0 fps"):
+            load_av_latent(path)
     save_file(tensors, str(path), {**metadata, "av_latent": "{not json"})
     with pytest.raises(InputError, match="^av_latent: edited.av_latent.safetensors has a damaged"):
         load_av_latent(path)

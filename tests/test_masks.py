@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from codec_helpers import PoolingCodec
@@ -111,6 +113,12 @@ def test_edit_keeps_everything_outside_the_mask():
     known = condition.known_mask[0, 0]
     assert not known[:, 1:3, 1].any() and known.sum() == 5 * (16 - 2)
     assert condition.known_frames == []
+    # Another pack's mask with a channel axis: it failed in expand, or was called a wrong size.
+    for shape in [(1, 1, 32, 32), (1, 32, 32, 1)]:
+        with pytest.raises(
+            InputError, match=rf"^mask: shape {re.escape(str(shape))} is not a MASK"
+        ):
+            masks.edit_video(CODEC, clip, mask.reshape(shape))
 
 
 def test_video_to_audio_keeps_the_whole_clip():
