@@ -22,6 +22,7 @@ from . import host, link_types
 from .av_codecs import SkyReelsV4DecodeAudio, SkyReelsV4DecodeVideo
 from .codec_inputs import video_codec
 from .sampler import SkyReelsV4Sampler
+from .validation import host_sound
 
 CATEGORY = "SkyReels-V4/clips"
 LOG = logging.getLogger("skyreels_v4")
@@ -73,7 +74,8 @@ class SkyReelsV4JoinClips:
         }
 
     def join(self, frames_a, frames_b, overlap: int, fps: float, audio_a=None, audio_b=None):
-        return join_clips(frames_a, frames_b, overlap, fps, audio_a, audio_b)
+        sound_a, sound_b = host_sound(audio_a, "audio_a"), host_sound(audio_b, "audio_b")
+        return join_clips(frames_a, frames_b, overlap, fps, sound_a, sound_b)
 
 
 class SkyReelsV4ExtendToLength:
@@ -161,6 +163,7 @@ class SkyReelsV4ExtendToLength:
         unique_id=None,
         **settings,
     ):
+        audio = host_sound(audio)
         require_matching_sound(audio is not None, model.has_audio)  # before the first window
         sigmas = settings.get("sigmas")
         if sigmas is not None and float(sigmas[0]) < 1.0:

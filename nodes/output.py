@@ -16,7 +16,7 @@ from skyreels_core.errors import InputError
 from skyreels_core.paths import PARTIAL_NAME_EXTRA, UNPORTABLE, under_a_free_name
 
 from . import host, link_types
-from .validation import reports_input_errors
+from .validation import host_sound, reports_input_errors
 
 CATEGORY = "SkyReels-V4/output"
 FOLDERS = {"output": host.output_dir, "temp": host.temp_dir}  # the host's folder types
@@ -188,6 +188,7 @@ class SkyReelsV4SaveVideo(_SaveNode):
     def save(
         self, frames, fps: float, filename_prefix: str, audio=None, prompt=None, extra_pnginfo=None
     ):
+        sound = host_sound(audio)
         height, width = frames.shape[1:3]
         root, folder, stem = _output_folder(
             filename_prefix, FOLDERS[self.FOLDER](), width, height, saving=True
@@ -195,7 +196,7 @@ class SkyReelsV4SaveVideo(_SaveNode):
         folder.mkdir(parents=True, exist_ok=True)
         metadata = _graph_metadata(prompt, extra_pnginfo)
         path = under_a_free_name(
-            lambda name: write_mp4(name, frames, fps, audio, metadata),
+            lambda name: write_mp4(name, frames, fps, sound, metadata),
             numbered_paths(folder, stem, ".mp4"),
         )
         saved = {

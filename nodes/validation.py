@@ -6,6 +6,8 @@ import functools
 import inspect
 from collections.abc import Callable
 
+import torch
+
 from skyreels_core.errors import InputError
 from skyreels_core.masks import PATCH
 from skyreels_core.shapes import SPATIAL_STRIDE, latent_size
@@ -63,12 +65,38 @@ def check_pixel_grid(width: int, height: int) -> None:
 
 
 def require_sound(audio: dict | None, input_name: str = "audio") -> dict:
-    """The host's AUDIO, or a named refusal where there is none: the host's Get Video Components
-    gives None for a clip without a sound track, which failed deep inside as a bare TypeError."""
+    """The host's AUDIO (:func:`host_sound`), or a named refusal where there is none: the host's
+    Get Video Components gives None for a clip without a sound track, which failed deep inside
+    as a bare TypeError."""
     if audio is None:
         raise InputError(
             input_name,
             "no sound: the clip has no sound track",
             "give it one (Mask: Video to Audio makes a sound for a clip), or connect a Load Audio",
         )
-    return audio
+    return host_sound(audio, input_name)
+
+
+def host_sound(audio: dict | None, input_name: str = "audio") -> dict | None:
+    """An AUDIO input as the pack reads it: float samples [batch, channels, samples] at a
+    positive rate. The host's nodes give just that; another pack's int16 samples failed inside
+    torch, a rate of 0 inside FFmpeg. Integer samples are scaled to -1..1, as FFmpeg reads them."""
+    if audio is None:
+        return None
+    waveform, rate = audio.get("waveform"), audio.get("sample_rate")
+    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 3:
+        shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform)
+        raise InputError(
+            input_name, f"a waveform of {shape}, not [batch, channels, samples]", "connect an AUDIO"
+        )
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 1:
+        raise InputError(
+            input_name, f"a sample rate of {rate!r}", "connect a sound whose node gives its rate"
+        )
+    if waveform.dtype in (torch.int16, torch.int32):
+        waveform = waveform.float() / 2 ** (torch.iinfo(waveform.dtype).bits - 1)
+    elif not waveform.is_floating_point():
+        raise InputError(
+            input_name, f"samples of {waveform.dtype}", "connect float, int16 or int32 samples"
+        )
+    return {**audio, "waveform": waveform, "sample_rate": int(rate)}

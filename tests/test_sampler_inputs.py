@@ -4,7 +4,10 @@ at another scale."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +15,12 @@ from model_helpers import WAN_TINY
 from skyreels_pack import NODE_CLASS_MAPPINGS
 from skyreels_pack.nodes import host
 
+from skyreels_core import av_io
 from skyreels_core.demo import bundle
 from skyreels_core.errors import InputError
 from skyreels_core.mmdit import DualStreamMMDiT
 from skyreels_core.runtime import LoadedModel
-from skyreels_core.types import References, TextEncoding, VideoCondition
+from skyreels_core.types import AVLatent, References, TextEncoding, VideoCondition
 
 PROMPT = "a red circle bounces on the floor"
 SETTINGS = {"seed": 42, "steps": 2, "shift": 3.0, "solver": "euler", "video_guidance": 6.0,
@@ -29,6 +33,12 @@ def node(name: str):
 
 def first(output):
     return output["result"][0] if isinstance(output, dict) else output[0]
+
+
+@pytest.fixture(autouse=True)
+def previews(tmp_path, monkeypatch):
+    """Preview Video writes into a folder of the test's own, not ./temp."""
+    monkeypatch.setenv("SKYREELS_TEMP_DIR", str(tmp_path))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +86,7 @@ RATE_TAKERS = {
     "Join Clips": lambda demo, fps: node("SkyReelsV4JoinClips").join(
         FRAMES, FRAMES, 1, fps, SOUND, SOUND
     ),
-    "Preview Video": lambda demo, fps: node("SkyReelsV4PreviewVideo").save(FRAMES, fps, "probe"),
+    "Preview Video": lambda demo, fps: node("SkyReelsV4PreviewVideo").save(FRAMES, fps),
 }
 
 
@@ -88,6 +98,63 @@ def test_a_linked_frame_rate_no_clip_has_is_named_by_every_node_taking_one(demo,
     advised to swap blocks), and Encode Video kept 0 in the latent for Decode Audio to fail on."""
     with pytest.raises(InputError, match=r"^fps: \S+ fps\. Fix: give the clip's frame rate"):
         RATE_TAKERS[taker](demo, fps)
+
+
+def _tensors(output, taker: str) -> list[torch.Tensor]:
+    """The tensors of a node's answer; Preview Video's is its file, read back."""
+    if taker == "Preview Video":
+        (saved,) = output["ui"]["skyreels_videos"]
+        return [av_io.read_audio(Path(host.temp_dir()) / saved["filename"])["waveform"]]
+    if torch.is_tensor(output):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    elif dataclasses.is_dataclass(output):
+        output = [getattr(output, field.name) for field in dataclasses.fields(output)]
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in _tensors(item, taker)]
+    return []
+
+
+def _sound_takers(demo):
+    take = AVLatent(video=torch.zeros(1, 8, 3, 8, 8), fps=16.0)
+    return {
+        "Encode Audio": lambda sound: node("SkyReelsV4EncodeAudio").encode(
+            take, sound, demo["audio_vae"]
+        ),
+        "Audio Reference": lambda sound: node("SkyReelsV4AudioReference").build(
+            demo["audio_vae"], sound
+        ),
+        "Join Clips": lambda sound: node("SkyReelsV4JoinClips").join(
+            FRAMES, FRAMES, 1, 16.0, sound, sound
+        ),
+        "Preview Video": lambda sound: node("SkyReelsV4PreviewVideo").save(FRAMES, 16.0, sound),
+    }
+
+
+@pytest.mark.parametrize(
+    "taker", ["Encode Audio", "Audio Reference", "Join Clips", "Preview Video"]
+)
+def test_another_packs_sound_is_read_or_named_by_every_node_taking_one(demo, taker):
+    """The host's AUDIO is float samples at a positive rate; another pack's int16 samples failed
+    inside torch (mean() of Short) and a rate of 0 inside FFmpeg ("Invalid argument"). Integer
+    samples read as FFmpeg reads them (full scale = 1); a rate or layout no sound has is named."""
+    use = _sound_takers(demo)[taker]
+    wave = torch.sin(torch.arange(9000) / 9.0)[None, None] * 0.5
+    as_int16 = (wave * 32768).round().to(torch.int16)
+    from_floats = use({"waveform": as_int16.float() / 32768, "sample_rate": 16000})
+    from_ints = use({"waveform": as_int16, "sample_rate": 16000})
+    assert _tensors(from_ints, taker) and all(
+        torch.equal(a, b)
+        for a, b in zip(_tensors(from_floats, taker), _tensors(from_ints, taker), strict=True)
+    )
+    for sound, problem in [
+        ({"waveform": wave, "sample_rate": 0}, "a sample rate of 0"),
+        ({"waveform": wave[0], "sample_rate": 16000}, "a waveform of (1, 9000), not [batch"),
+        ({"waveform": wave > 0, "sample_rate": 16000}, "samples of torch.bool"),
+    ]:
+        with pytest.raises(InputError, match=rf"^audio(_a)?: {re.escape(problem)}"):
+            use(sound)
 
 
 def test_video_to_video_at_the_clips_own_rate_or_the_rate_is_named(demo):
