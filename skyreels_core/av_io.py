@@ -272,6 +272,14 @@ def _checked_frames(frames: torch.Tensor, fps: float) -> torch.Tensor:
             "pass IMAGE frames",
         )
     frame_rate(fps)
+    # Written as black or noise without a word; min and max carry a NaN or inf, with no mask
+    # the size of the clip (a quarter of its GBs) to find it.
+    if frames.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(frames))).all()):
+        raise InputError(
+            "frames",
+            "hold NaN or infinite pixels",
+            "check the node that made them (a render that diverged: fewer steps in fp16)",
+        )
     return rgb_pixels(frames, "frames")
 
 

@@ -79,6 +79,10 @@ def test_never_overwrites_and_never_leaves_partial_files(tmp_path):
     ]:  # an index error, and FFmpeg's "avcodec_send_frame() returned 22"
         with pytest.raises(InputError, match=f"^audio: {problem}"):
             write_mp4(tmp_path / "b.mp4", frames, 16.0, {"waveform": waveform, "sample_rate": RATE})
+    nan_pixel = frames.clone()
+    nan_pixel[3, 5, 7, 1] = float("nan")  # written as a black or noisy frame, without a word
+    with pytest.raises(InputError, match="^frames: hold NaN or infinite pixels"):
+        write_mp4(tmp_path / "b.mp4", nan_pixel, 16.0, audio)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
     assert next_free_path(tmp_path, "a") == tmp_path / "a_00001.mp4"
     (tmp_path / "a_00001.mp4").write_bytes(b"")
