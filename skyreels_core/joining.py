@@ -127,8 +127,24 @@ def join_clips(
             "no sound (not connected, or a clip without a sound track) beside the other's sound",
             "give both clips a sound, or neither",
         )
+    _require_sound_as_long(first.shape[0], fps, first_audio, "audio_a")
+    _require_sound_as_long(second.shape[0], fps, second_audio, "audio_b")
     start = (first.shape[0] - overlap) / fps
     return frames, join_audio(first_audio, second_audio, start, overlap / fps)
+
+
+def _require_sound_as_long(frames: int, fps: float, sound: dict, input_name: str) -> None:
+    """A clip's sound lasts as long as its frames at ``fps``, give or take a tenth (a clip's own
+    track may run a little long): a window rendered at another rate brought a sound of another
+    length, which the join laid under these frames out of step, without a word."""
+    seconds, expected = sound["waveform"].shape[-1] / sound["sample_rate"], frames / fps
+    if abs(seconds - expected) > max(0.1 * expected, 2 / fps):
+        raise InputError(
+            input_name,
+            f"{seconds:.2f} s of sound for {frames} frames, which last {expected:.2f} s at "
+            f"{fps:g} fps",
+            "render both clips at this fps (wire the first clip's fps into the second Sampler)",
+        )
 
 
 def require_matching_sound(clip_has_sound: bool, model_makes_sound: bool) -> None:

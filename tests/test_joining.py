@@ -14,6 +14,7 @@ from skyreels_core.joining import (
     continue_clip,
     extend_to_length,
     join_audio,
+    join_clips,
     join_frames,
     window_count,
 )
@@ -81,6 +82,26 @@ def test_a_second_sound_at_another_rate_or_layout_is_converted_to_the_first():
     nine = {"waveform": torch.zeros(1, 9, 16000), "sample_rate": 16000}
     with pytest.raises(InputError, match="^audio_a: 9 channels"):  # it said "audio"
         join_audio(nine, first, 1.0, 0.0)
+
+
+def test_a_window_sound_made_at_another_rate_is_named_and_a_long_track_joins():
+    """long_video's second Sampler had its own fps widget: at 24 fps its window's sound lasted
+    33 / 24 s under frames joined at 16, laid in out of step without a word. A clip's own track
+    a little longer than its frames (a camera's) still joins."""
+    frames, rate = _clip(33), 16000
+    made_at = {fps: {"waveform": torch.zeros(1, 1, round(33 / fps * rate)), "sample_rate": rate}
+               for fps in (16, 24, 1)}  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"^audio_b: 1\.38 s of sound for 33 frames, which last 2\.06 s at 16 fps\. "
+        "Fix: render both clips at this fps",
+    ):
+        join_clips(frames, frames, 5, 16.0, made_at[16], made_at[24])
+    with pytest.raises(InputError, match=r"^audio_a: 33\.00 s of sound for 33 frames"):
+        join_clips(frames, frames, 5, 16.0, made_at[1], made_at[16])
+    camera = {"waveform": torch.zeros(1, 1, round(33 / 16 * rate * 1.08)), "sample_rate": rate}
+    joined, sound = join_clips(frames, frames, 5, 16.0, camera, made_at[16])
+    assert joined.shape[0] == 61 and sound["waveform"].shape[-1] == round(61 / 16 * rate)
 
 
 def test_the_nodes_hand_the_kept_count_to_the_join():

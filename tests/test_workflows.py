@@ -200,6 +200,24 @@ def test_a_workflow_keeping_a_clips_frames_renders_at_the_clips_rate(host_folder
     assert abs(audio["waveform"].shape[-1] / audio["sample_rate"] - 33 / 24) < 0.05
 
 
+def test_long_video_renders_its_second_window_at_the_first_ones_rate(host_folders, tmp_path):
+    """The first Sampler set to 24 fps: the second window renders at 24 too (wired from the
+    first clip), so the joined sound lasts as long as the 61 frames. The second Sampler had a
+    widget of its own left at 16: its sound a third too long, laid in out of step."""
+    inputs, output = host_folders
+    workflow = json.loads((ROOT / "workflows" / "long_video.json").read_text())
+    (first,) = [n for n in workflow["nodes"] if n["type"] == "SkyReelsV4Sampler" and n["id"] == 8]
+    fps_at = 7  # seed, its control, steps, shift, solver, video and audio guidance, fps
+    assert first["widgets_values"][fps_at] == 16.0
+    first["widgets_values"][fps_at] = 24.0
+    path = tmp_path / "long_video_24.json"
+    path.write_text(json.dumps(workflow))
+    file = _run_workflow(path, inputs, output)[3]
+    saved, fps, audio = av_io.read_video(file)
+    assert fps == 24.0 and saved.shape[0] == 61
+    assert abs(audio["waveform"].shape[-1] / audio["sample_rate"] - 61 / 24) < 0.05
+
+
 def test_reroll_sound_keeps_the_video_bit_for_bit(host_folders):
     """Keep Video hands the first sampler's video to the second, which returns it unchanged with
     a sound of its own seed; a second sampler at another fps is refused, naming the fix."""

@@ -537,14 +537,18 @@ def long_video(m) -> Workflow:
     """Two windows of 33 frames joined into 61: the second continues the first's last 5 frames
     (Continue Clip), and Join Clips cross-fades frames and sound where they overlap. The second
     Sampler has a seed of its own: at the first's, its sound came out a near copy of the first
-    window's, clicks at the first window's bounces."""
+    window's, clicks at the first window's bounces. It renders at the first clip's fps, wired
+    in: at a rate of its own its sound lasted another length than its frames."""
     w = Workflow(m)
     model, video_vae, audio_vae, text, negative, first_frames, first_audio = _first_window(w)
     window = w.add(
         "SkyReelsV4MaskContinue", video_vae=(video_vae, 0), clip=(first_frames, 0), frames=33,
         overlap=5,
     )  # fmt: skip
-    second = _sampler(w, model, video_vae, audio_vae, text, window, 43, negative=(negative, 0))
+    second = _sampler(
+        w, model, video_vae, audio_vae, text, window, 43, negative=(negative, 0),
+        fps=(first_frames, 1),
+    )  # fmt: skip
     second_frames = w.add("SkyReelsV4DecodeVideo", av_latent=(second, 0), video_vae=(video_vae, 0))
     second_audio = w.add("SkyReelsV4DecodeAudio", av_latent=(second, 0), audio_vae=(audio_vae, 0))
     joined = w.add(
