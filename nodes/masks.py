@@ -124,7 +124,8 @@ class SkyReelsV4MaskExtend(_FramesMaskNode):
                         "default": 9,
                         "min": 1,
                         "max": MAX_FRAMES,
-                        "tooltip": "How many source frames to keep; snapped down to 1 + 4k.",
+                        "tooltip": "How many source frames to keep (at most the source's "
+                        "own); snapped down to 1 + 4k. The timeline shows those kept.",
                     },
                 ),
             }

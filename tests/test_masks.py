@@ -257,6 +257,17 @@ def test_first_last_frame_refuses_a_clip_with_nothing_between_its_ends():
     assert _known(output["result"][0]) == [True, False, True]
 
 
+def test_extend_keeps_at_most_the_source_and_its_timeline_says_so():
+    """known_frames past the source's length keeps the whole source (the widget reaches 1025
+    whatever the clip): the timeline shows the 9 frames kept beside the 64 asked for."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS as NODES
+
+    out = NODES["SkyReelsV4MaskExtend"]().build(CODEC, _clip(9), 17, 64)
+    (timeline,) = out["ui"]["skyreels_timeline"]
+    assert timeline["known_frames"] == list(range(9)) and len(timeline["requested_frames"]) == 17
+    assert out["result"][0].known_frames == list(range(9))
+
+
 def test_mask_nodes_name_their_own_inputs():
     """Each mask node's refusals name an input it has: the image whose size is off the 16 px
     grid (Text to Video's height widget), Continue Clip's overlap for a window it would fill, and
