@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from .errors import CheckpointError, InputError
 from .file_kinds import AV_LATENT_SUFFIX as SUFFIX
 from .loading import read_header, write_safetensors
-from .shapes import FPS_RANGE
+from .shapes import a_frame_rate
 from .types import AVLatent
 
 FORMAT = "skyreels_v4_av_latent"
@@ -88,7 +88,7 @@ def load_av_latent(path: Path, input_name: str = "av_latent") -> AVLatent:
     _check_shapes(path.name, shapes, indices, input_name, "save the latent again")
     fps, source_fps = float(numbers.get("fps", 16.0)), numbers.get("source_fps")
     for rate in (fps, source_fps):  # a take saved before the rates were checked: 0 fps
-        if rate is not None and not FPS_RANGE[0] <= rate <= FPS_RANGE[1]:
+        if rate is not None and not a_frame_rate(rate):
             raise InputError(
                 input_name,
                 f"{path.name} holds a frame rate of {rate:g} fps",

@@ -23,12 +23,18 @@ def frame_rate(fps: float, input_name: str = "fps") -> float:
     """``fps`` as a rate a clip can have. The widgets keep to their limits, but a linked value
     skips them: 0 or NaN failed deep inside (a division by zero, a float made an int), and a
     millionth of a frame per second asked for terabytes of sound tokens."""
-    low, high = FPS_RANGE
-    if not low <= fps <= high:  # NaN too
+    if not a_frame_rate(fps):
+        low, high = FPS_RANGE
         raise InputError(
             input_name, f"{fps:g} fps", f"give the clip's frame rate, {low:g} to {high:g} fps"
         )
     return float(fps)
+
+
+def a_frame_rate(fps: float) -> bool:
+    """Whether ``fps`` lies in :data:`FPS_RANGE` (NaN does not)."""
+    low, high = FPS_RANGE
+    return low <= fps <= high
 
 
 def nearest_valid_frame_counts(
