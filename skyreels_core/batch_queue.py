@@ -15,6 +15,7 @@ import glob
 import itertools
 import json
 import math
+import os
 import sys
 import time
 import urllib.error
@@ -22,9 +23,12 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
+from typing import TypeVar
 
+from .batch_resume import QUEUE, SKIP, WAIT, match, read_report, step, variant_key, waitable_ids
 from .errors import InputError
 from .file_kinds import AV_LATENT_SUFFIX, SUFFIXES, files_of, kind_of
 from .paths import (
@@ -255,9 +259,25 @@ class ComfyServer:
             time.sleep(poll_s if left is None else min(poll_s, left))
 
     def _on_queue(self, prompt_id: str) -> bool:
-        queue = self._request("/queue", retry=True)
-        waiting = queue.get("queue_running", []) + queue.get("queue_pending", [])
-        return any(item[1] == prompt_id for item in waiting)
+        return prompt_id in self._queued_ids(retry=True)
+
+    def _queued_ids(self, retry: bool) -> set[str]:
+        queue = self._request("/queue", retry=retry)
+        return {item[1] for item in queue.get("queue_running", []) + queue.get("queue_pending", [])}
+
+    def known(self, prompt_ids: list[str]) -> set[str]:
+        """Those of ``prompt_ids`` the server still holds, on its queue or in its history (the
+        queue read first: a prompt finishing meanwhile is in the history by then). A restart
+        forgets both, and a prompt forgotten renders only if queued again. The queue is read
+        also for no ids, and never asked again: for an API workflow resumed this is the first
+        contact, before anything is uploaded or queued."""
+        queued = self._queued_ids(retry=False)
+        return {
+            prompt_id
+            for prompt_id in prompt_ids
+            if prompt_id in queued
+            or self._request(f"/history/{prompt_id}").get(prompt_id) is not None
+        }
 
     def download(self, item: dict, folder: Path) -> Path:
         """Fetch one saved file (an item of a history entry's outputs) through ``/view`` into
@@ -352,9 +372,10 @@ def parse_seeds(spec: str) -> list[int]:
     return seeds
 
 
-def read_prompts(path: Path) -> list[str]:
+def read_prompts(path: Path, paired: bool = False) -> list[str]:
     """One prompt per line; blank lines and lines starting with # are skipped. UTF-8, with or
-    without the byte-order mark Windows editors write (else it would hide a first # line)."""
+    without the byte-order mark Windows editors write (else it would hide a first # line). A
+    prompt on two lines is refused unless ``paired`` (--pair: two clips may want one sound)."""
     try:
         lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except OSError as error:
@@ -365,10 +386,33 @@ def read_prompts(path: Path) -> list[str]:
         raise InputError(
             "--prompts", f"{path} is not UTF-8 text (byte {error.start})", "save it as UTF-8"
         ) from None
-    prompts = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not prompts:
+    numbered = [
+        (number, line.strip())
+        for number, line in enumerate(lines, 1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    if not numbered:
         raise InputError("--prompts", f"{path} holds no prompt", "write one prompt per line")
-    return prompts
+    if not paired:
+        _refuse_repeats(path, numbered)
+    return [prompt for _, prompt in numbered]
+
+
+def _refuse_repeats(path: Path, numbered: list[tuple[int, str]]) -> None:
+    """Refuse a prompt given on two lines, naming them (as an editor numbers them): with every
+    seed it renders the same takes again, which only costs GPU time, as a repeated seed does."""
+    lines: dict[str, list[int]] = {}
+    for number, prompt in numbered:
+        lines.setdefault(prompt, []).append(number)
+    repeats = [numbers for numbers in lines.values() if len(numbers) > 1]
+    if repeats:
+        groups = [", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}" for numbers in repeats]
+        listed = "; ".join(groups[:5]) + ("; ..." if len(groups) > 5 else "")
+        raise InputError(
+            "--prompts",
+            f"{path} gives the same prompt on lines {listed}",
+            "list each once (--seeds gives more takes of one prompt)",
+        )
 
 
 def _parse_value(text: str):
@@ -730,7 +774,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--report",
         metavar="FILE",
         help="write a JSON list of the renders (prompt id, widgets set, status, error, files, "
-        "downloaded) here, also when the command stops early",
+        "downloaded) here, also when the command stops early or the server does not answer",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="REPORT",
+        help="an earlier --report (may be --report too): renders done there are skipped, ones "
+        "still on the server taken over, the rest queued again",
     )
     parser.add_argument(
         "--timeout",
@@ -816,13 +867,14 @@ def _queue_one(
     object_info: dict | None,
     values: dict,
     refusal: str | None = None,
+    local_file: Path | None = None,
 ) -> dict:
     """Queue one render and return its record. A render the server refuses, its prompt (a value
     over a widget's maximum) or already the upload of its input file (``refusal``), is recorded
     as refused with the server's reason, so one bad variant does not keep the rest of the batch
     from being queued, waited for and reported."""
     edited, prompt = _edited(workflow, object_info, values)
-    record = _record(values, "queued")
+    record = _record(values, "queued", local_file)
     if refusal is None:
         try:
             record["prompt_id"], dropped = server.queue(
@@ -839,72 +891,147 @@ def _queue_one(
     return record
 
 
-def _record(values: dict, status: str) -> dict:
-    widgets = {f"{node}.{name}": value for (node, name), value in values.items()}
-    return {"prompt_id": None, "widgets": widgets, "status": status, "files": []}
+def _widget_values(values: dict[Widget, object]) -> dict[str, object]:
+    """Widget values as a report names them: {'8.seed': 3}."""
+    return {f"{node}.{name}": value for (node, name), value in values.items()}
 
 
-def _queued_line(record: dict, number: int, total: int) -> str:
-    """'queued 1/4 p1: 8.seed=3' (with what the server dropped of it), or 'refused 2/4
-    (8.seed=...): the server's reason'."""
+def _record(values: dict, status: str, local_file: Path | None = None) -> dict:
+    """A render's record; with --inputs, "input" names the local file it renders."""
+    record = {"prompt_id": None, "widgets": _widget_values(values), "status": status, "files": []}
+    return record if local_file is None else record | {"input": str(local_file)}
+
+
+def _named(
+    values: dict[Widget, object], widget: Widget | None, uploaded: dict[Path, str] | None = None
+) -> dict[Widget, object]:
+    """``values`` with the local file --inputs gives ``widget`` swapped for the name the server
+    selects it by: its upload's, or before any upload its own."""
+    path = values.get(widget)
+    if path is None:
+        return values
+    return {**values, widget: path.name if uploaded is None else uploaded[path]}
+
+
+def _queued_line(record: dict, number: int, total: int, todo: str = QUEUE) -> str:
+    """'queued 1/4 p1: 8.seed=3' (with what the server dropped of it), 'refused 2/4
+    (8.seed=...): the server's reason', or for a resumed batch's renders not queued again
+    'skipped 3/4 (done before) p7: ...' and 'queued 4/4 (queued before) p8: ...'."""
     shown = ", ".join(f"{key}={value!r}" for key, value in record["widgets"].items())
     if record["status"] == "refused":
         variant = f" ({shown})" if shown else ""
         return f"refused {number}/{total}{variant}: {record['error']}"
-    line = f"queued {number}/{total} {record['prompt_id']}" + (f": {shown}" if shown else "")
+    what = "skipped" if todo == SKIP else "queued"
+    before = {SKIP: " (done before)", WAIT: " (queued before)"}.get(todo, "")
+    line = f"{what} {number}/{total}{before} {record['prompt_id']}"
+    line += f": {shown}" if shown else ""
     return line + (f" ({record['error']})" if record["status"] == "incomplete" else "")
 
 
 def run(args: argparse.Namespace) -> int:
     workflow = _read_workflow(args.workflow)
     waits = _check_flags(args)
+    earlier = read_report(args.resume) if args.resume is not None else None  # before any write
     server = ComfyServer(args.server)
     api = is_api_prompt(workflow)
     # A UI workflow converts through the node list; --inputs reads its file pickers there.
     # The command's own flags are read before the server is asked: a typo is named as itself.
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    prompts = read_prompts(args.prompts) if args.prompts else None
-    object_info = server.object_info() if not api or args.inputs else None
+    prompts = read_prompts(args.prompts, args.pair) if args.prompts else None
+    needs_node_list = not api or args.inputs
+    object_info = _at_start(args, earlier, server.object_info) if needs_node_list else None
     api_prompt = workflow if api else ui_to_api(workflow, object_info)
     table = widget_table(workflow, object_info)
     prompt_widget = _prompt_widget(args, table, api_prompt)
     input_widget, inputs = _file_widget(args, table, api_prompt, object_info)
-    names = [path.name for path in inputs] if inputs else None
-    # Checked in full before the first upload; the uploads' names may differ (the server's).
+    # Checked in full before the first upload. By path, not name: two files of one name upload
+    # as two (or one is refused), and a resumed batch finds a render by its local file.
     seed_widgets = find_seed_widgets(table, api_prompt)
     renders = variants(
-        table, seeds, prompts, prompt_widget, args.set, names, input_widget, args.pair,
+        table, seeds, prompts, prompt_widget, args.set, inputs, input_widget, args.pair,
         args.seed_input, seed_widgets,
     )  # fmt: skip
-    if args.dry_run:
-        for values in renders:
-            print(json.dumps(_edited(workflow, object_info, values)[1]))
+    matched, steps, kept = _plan(server, args, earlier, renders, input_widget)
+    if args.dry_run:  # with --resume, the renders it would queue again
+        for values, todo in zip(renders, steps):
+            if todo == QUEUE:
+                print(json.dumps(_edited(workflow, object_info, _named(values, input_widget))[1]))
         return 0
     records: list[dict] = []
     try:
-        uploaded, refusals = _upload_all(server, inputs or [])
-        if inputs:  # by path, not name: two files of one name upload as two, or one is refused
-            renders = variants(
-                table, seeds, prompts, prompt_widget, args.set, inputs, input_widget, args.pair,
-                args.seed_input, seed_widgets,
-            )  # fmt: skip
-        for values in renders:
-            path = values.get(input_widget)
-            if path is not None:
-                values[input_widget] = uploaded[path]
-            record = _queue_one(server, workflow, object_info, values, refusals.get(path))
-            if path is not None:
-                record["input"] = str(path)
+        queued_files = {values.get(input_widget) for values, t in zip(renders, steps) if t == QUEUE}
+        uploaded, refusals = _upload_all(server, [p for p in inputs or [] if p in queued_files])
+        for values, earlier_record, todo in zip(renders, matched, steps):
+            if todo == SKIP:  # carried over as it was
+                record = earlier_record
+            elif todo == WAIT:  # taken over under its prompt id, its old error void
+                record = {k: v for k, v in earlier_record.items() if k != "error"}
+                record["status"] = "queued"
+            else:
+                path, named = values.get(input_widget), _named(values, input_widget, uploaded)
+                record = _queue_one(server, workflow, object_info, named, refusals.get(path), path)
             records.append(record)
-            print(_queued_line(record, len(records), len(renders)))
+            print(_queued_line(record, len(records), len(renders), todo))
         if waits:
             _wait_all(server, records, args)
     finally:
-        if args.report is not None:  # a batch stopped while queueing lists its renders not queued
-            unqueued = [_record(values, "not queued") for values in renders[len(records) :]]
-            write_json(args.report, records + unqueued, "--report")
+        # A batch stopped while queueing lists its renders not queued, each as the earlier
+        # report had it where it had one, and keeps the earlier records no render took.
+        if args.report is not None:
+            rest = [
+                record
+                or _record(_named(values, input_widget), "not queued", values.get(input_widget))
+                for values, record in zip(renders[len(records) :], matched[len(records) :])
+            ]
+            write_json(args.report, records + rest + kept, "--report")
     unsuccessful = ("refused", "incomplete", "failed", "unfinished", "undownloaded")
     return 1 if any(r["status"] in unsuccessful for r in records) else 0
+
+
+def _plan(
+    server: ComfyServer,
+    args: argparse.Namespace,
+    earlier: list[dict] | None,
+    renders: list[dict[Widget, object]],
+    file_widget: Widget | None,
+) -> tuple[list[dict | None], list[str], list[dict]]:
+    """Each render's earlier record and what to do with it (SKIP, WAIT or QUEUE), and the
+    earlier records no render took that the report keeps; without --resume, every render is
+    queued. Resuming asks the server first which earlier prompts it still holds."""
+    if earlier is None:
+        return [None] * len(renders), [QUEUE] * len(renders), []
+    file_key = None if file_widget is None else ".".join(file_widget)
+    keys = [
+        variant_key(_widget_values(values), values.get(file_widget), file_key) for values in renders
+    ]
+    matched, kept = match(earlier, keys, file_key)
+    known = _at_start(args, earlier, server.known, waitable_ids(matched))
+    return matched, [step(record, known) for record in matched], kept
+
+
+Answer = TypeVar("Answer")
+
+
+def _at_start(
+    args: argparse.Namespace, earlier: list[dict] | None, ask: Callable[..., Answer], *question
+) -> Answer:
+    """``ask(*question)`` of the server before anything is queued. Where it does not answer
+    (nothing listening, or a page that is not JSON), --report still says so for a script that
+    reads it after the command: a UI workflow's renders cannot even be listed without the node
+    list, so it holds one record, not queued, with no widgets and the reason; with --resume,
+    the earlier report's records as they were, which nothing changed (the same file is not
+    rewritten)."""
+    try:
+        return ask(*question)
+    except InputError as error:
+        if args.report is None or args.dry_run:
+            raise
+        if earlier is None:
+            failed = _record({}, "not queued") | {"error": f"nothing queued: {error.problem}"}
+            write_json(args.report, [failed], "--report")
+        elif not (args.report.exists() and os.path.samefile(args.report, args.resume)):
+            write_json(args.report, earlier, "--report")
+        raise
 
 
 def _upload_all(server: ComfyServer, paths: list[Path]) -> tuple[dict[Path, str], dict[Path, str]]:
@@ -927,10 +1054,10 @@ def _upload_all(server: ComfyServer, paths: list[Path]) -> tuple[dict[Path, str]
 
 def _wait_all(server: ComfyServer, records: list[dict], args: argparse.Namespace) -> None:
     """Wait for every queued render in turn (within --timeout in all), printing each outcome
-    under its number in the batch; refused renders were never queued."""
+    under its number in the batch; refused renders were never queued, skipped ones are done."""
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     for index, record in enumerate(records, 1):
-        if record["status"] == "refused":
+        if record["status"] not in ("queued", "incomplete"):  # refused, or done before
             continue
         _wait_for(server, record, deadline, args)
         files = record.get("downloaded", record["files"])

@@ -58,7 +58,8 @@ class FakeComfy:
     """GET /object_info, POST /prompt (400 with node_errors for a bogus solver or a value over
     its widget's maximum, as the host answers), GET /history/<id> and /queue: each prompt has
     finished at once with ``outcome`` ("success", "error", or "cancelled": never run, so no
-    history and not queued), or is still "running": no history and on the queue. A "login page"
+    history and not queued), or is still "running": no history and on the queue; a prompt id not
+    in ``prompt_ids`` (queued before a restart) has neither. A "login page"
     is another service at the address: every request is answered 200 with HTML; an "other
     service" answers every request 200 with JSON of its own. An upload over ``max_upload`` bytes
     is refused as ComfyUI's web server (aiohttp) refuses one over --max-upload-size, one of a
@@ -115,8 +116,8 @@ class FakeComfy:
                     pending = pending if outcome == "running" else []
                     return self._answer(200, {"queue_running": [], "queue_pending": pending})
                 prompt_id = self.path.removeprefix("/history/")
-                if outcome in ("cancelled", "running"):
-                    return self._answer(200, {})
+                if outcome in ("cancelled", "running") or prompt_id not in fake.prompt_ids:
+                    return self._answer(200, {})  # as the host answers for a prompt it forgot
                 number = int(prompt_id.removeprefix("p"))
                 status = {"status_str": "success", "completed": True, "messages": []}
                 if outcome == "error":
@@ -1176,6 +1177,27 @@ def test_a_name_another_batch_takes_during_the_download_is_passed_over(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name, path.name]
 
 
+def _seeds_posted(server: FakeComfy) -> list[int]:
+    return [body["prompt"][SAMPLER]["inputs"]["seed"] for body in server.posted]
+
+
+CONNECTION_RESET = InputError("--server", "cannot reach ComfyUI (Connection reset)", "start it")
+
+
+def _stop_queueing_at_the_second(patch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """Queueing the second prompt raises ``error``: the server gone mid-batch, or Ctrl-C."""
+    original_queue = batch_queue.ComfyServer.queue
+    calls = []
+
+    def queue(self, *args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise error
+        return original_queue(self, *args)
+
+    patch.setattr(batch_queue.ComfyServer, "queue", queue)
+
+
 def test_a_batch_stopped_while_queueing_reports_the_renders_it_never_queued(
     capsys, tmp_path, monkeypatch
 ):
@@ -1183,16 +1205,7 @@ def test_a_batch_stopped_while_queueing_reports_the_renders_it_never_queued(
     tell the seeds never queued from seeds never asked for."""
     report = tmp_path / "batch.json"
     report.write_text("the previous batch's report")
-    original_queue = batch_queue.ComfyServer.queue
-
-    def dropped_on_the_second(self, *args):
-        if self.queued:
-            raise InputError("--server", "cannot reach ComfyUI (Connection reset)", "start it")
-        self.queued = True
-        return original_queue(self, *args)
-
-    monkeypatch.setattr(batch_queue.ComfyServer, "queued", False, raising=False)
-    monkeypatch.setattr(batch_queue.ComfyServer, "queue", dropped_on_the_second)
+    _stop_queueing_at_the_second(monkeypatch, CONNECTION_RESET)
     with FakeComfy() as server:
         code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
                               "1-3", "--report", str(report))  # fmt: skip
@@ -1205,6 +1218,217 @@ def test_a_batch_stopped_while_queueing_reports_the_renders_it_never_queued(
         ({"8.seed": 3}, "not queued", None),
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["batch.json"]  # published whole, no partial
+
+
+def test_resume_after_a_crash_takes_over_the_queued_render_and_queues_the_rest(
+    capsys, tmp_path, monkeypatch
+):
+    """The connection dropped while queueing: resumed from its report, rewritten in place, the
+    render queued before is waited for under its prompt id (not rendered twice) and the renders
+    never queued are queued."""
+    report = tmp_path / "batch.json"
+    batch = [str(TEXT_TO_VIDEO), "--seeds", "1-3", "--report", str(report)]
+    with FakeComfy() as server:
+        with monkeypatch.context() as patch:
+            _stop_queueing_at_the_second(patch, CONNECTION_RESET)
+            assert _queue(capsys, *batch, "--server", server.url)[0] == 2
+        code, out, err = _queue(capsys, *batch, "--server", server.url, "--wait", "--resume",
+                                str(report))  # fmt: skip
+    assert (code, err, _seeds_posted(server)) == (0, "", [1, 2, 3])
+    assert out == [
+        "queued 1/3 (queued before) p1: 8.seed=1",
+        "queued 2/3 p2: 8.seed=2",
+        "queued 3/3 p3: 8.seed=3",
+        *(f"done {n}/3 p{n}: output/skyreels_v4/clip_{n:05}_.mp4" for n in (1, 2, 3)),
+    ]
+    assert [
+        (r["widgets"], r["status"], r["prompt_id"]) for r in json.loads(report.read_text())
+    ] == [({"8.seed": n}, "done", f"p{n}") for n in (1, 2, 3)]
+
+
+def test_resume_skips_what_is_done_and_queues_again_what_the_server_cannot_finish(capsys, tmp_path):
+    """Each status of an earlier report: done is carried over, queued or unfinished waited for
+    where the server still holds the prompt, everything else (a prompt it forgot in a restart
+    included) queued again. Records of renders this run does not ask for stay, but for those
+    never queued; a dry run prints only the prompts it would queue."""
+    statuses = ["done", "queued", "unfinished", "queued", "refused", "failed", "incomplete",
+                "undownloaded", "not queued"]  # fmt: skip
+    earlier = [
+        {"prompt_id": None if status in ("refused", "not queued") else f"p{100 + seed}",
+         "widgets": {"8.seed": seed}, "status": status, "files": [], "error": "earlier"}
+        for seed, status in enumerate(statuses, 1)
+    ]  # fmt: skip
+    earlier[0] |= {"files": ["output/skyreels_v4/clip_00101_.mp4"], "downloaded": ["a.mp4"]}
+    del earlier[0]["error"]
+    other_seeds = [{"prompt_id": "p120", "widgets": {"8.seed": 20}, "status": "failed",
+                    "files": [], "error": "out of memory"},
+                   {"prompt_id": None, "widgets": {"8.seed": 21}, "status": "not queued",
+                    "files": []}]  # fmt: skip
+    report = tmp_path / "batch.json"
+    report.write_text(json.dumps(earlier + other_seeds))
+    batch = [str(TEXT_TO_VIDEO), "--seeds", "1-9", "--resume", str(report)]
+    with FakeComfy() as server:
+        server.prompt_ids += ["p101", "p102", "p103"]  # p104 was lost to a restart
+        code, out, _ = _queue(capsys, *batch, "--server", server.url, "--dry-run")
+        assert code == 0 and server.posted == []
+        assert [json.loads(line)[SAMPLER]["inputs"]["seed"] for line in out] == [4, 5, 6, 7, 8, 9]
+        code, out, err = _queue(capsys, *batch, "--server", server.url, "--wait", "--report",
+                                str(report))  # fmt: skip
+    assert (code, err, _seeds_posted(server)) == (0, "", [4, 5, 6, 7, 8, 9])
+    assert out == [
+        "skipped 1/9 (done before) p101: 8.seed=1",
+        "queued 2/9 (queued before) p102: 8.seed=2",
+        "queued 3/9 (queued before) p103: 8.seed=3",
+        *(f"queued {n}/9 p{n - 3}: 8.seed={n}" for n in range(4, 10)),
+        *(f"done {n}/9 p{n + 100}: output/skyreels_v4/clip_{n + 100:05}_.mp4" for n in (2, 3)),
+        *(f"done {n}/9 p{n - 3}: output/skyreels_v4/clip_{n - 3:05}_.mp4" for n in range(4, 10)),
+    ]
+    records = json.loads(report.read_text())
+    assert records[0] == earlier[0] and records[9:] == other_seeds[:1]
+    assert all(r["status"] == "done" and "error" not in r for r in records[1:9])
+    with FakeComfy("running") as server:  # a prompt still waiting is on the queue, not in history
+        server.prompt_ids = ["p7"]
+        assert batch_queue.ComfyServer(server.url).known(["p7", "p8"]) == {"p7"}
+
+
+def test_a_resumed_batch_stopped_again_loses_no_earlier_record(capsys, tmp_path, monkeypatch):
+    """Ctrl-C while queueing the second render queued again: the report holds the first one
+    queued, the one done before, and the earlier record of the render it never reached."""
+    failed = [
+        {"prompt_id": f"p{100 + seed}", "widgets": {"8.seed": seed}, "status": "failed",
+         "files": [], "error": "out of memory"}
+        for seed in (1, 3)
+    ]  # fmt: skip
+    done = {"prompt_id": "p102", "widgets": {"8.seed": 2}, "status": "done",
+            "files": ["output/skyreels_v4/clip_00102_.mp4"]}  # fmt: skip
+    report = tmp_path / "batch.json"
+    report.write_text(json.dumps([failed[0], done, failed[1]]))
+    _stop_queueing_at_the_second(monkeypatch, KeyboardInterrupt())
+    with FakeComfy() as server:
+        code, _, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "1-3",
+                            "--resume", str(report), "--report", str(report))  # fmt: skip
+    assert code == 130
+    assert json.loads(report.read_text()) == [
+        {"prompt_id": "p1", "widgets": {"8.seed": 1}, "status": "queued", "files": []},
+        done,
+        failed[1],
+    ]
+
+
+def test_resume_finds_a_file_by_its_local_path_and_uploads_only_what_it_queues(
+    capsys, tmp_path, monkeypatch
+):
+    """The record's file widget holds the server's name for the upload ("a (1).mp4"); the
+    render is found by its local file, here named relative to another folder than the first run
+    named it. The file whose renders are all done is not uploaded again."""
+    clips, report = tmp_path / "clips", tmp_path / "batch.json"
+    clips.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (clips / name).write_bytes(name.encode())
+    clip = _node_ids(VIDEO_TO_AUDIO)["Source clip"]
+    with FakeComfy() as server:
+        server.inputs["a.mp4"] = b"someone else's a.mp4"
+        server.gone.add("clip_00002_.mp4")  # b's render, moved off the server before download
+        code, _, _ = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                            str(clips), "--download", str(tmp_path), "--report",
+                            str(report))  # fmt: skip
+        assert code == 1
+        monkeypatch.chdir(tmp_path)
+        server.paths.clear()
+        code, out, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                                "clips", "--download", ".", "--resume", str(report), "--report",
+                                str(report))  # fmt: skip
+    assert (code, err, server.paths.count("/upload/image")) == (0, "", 1)
+    assert out == [
+        f"uploaded {Path('clips', 'b.mp4')} as input/b.mp4",
+        f"skipped 1/2 (done before) p1: {clip}.file='a (1).mp4'",
+        f"queued 2/2 p3: {clip}.file='b.mp4'",
+        "done 2/2 p3: clip_00003_.mp4",
+    ]
+    first, second = json.loads(report.read_text())
+    assert (first["input"], first["status"]) == (str(clips / "a.mp4"), "done")
+    assert (second["input"], second["status"]) == (str(Path("clips", "b.mp4")), "done")
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [(None, "cannot read REPORT (No such file or directory)"),
+     ("done: 3", "cannot read REPORT (not JSON: Expecting value: line 1 column 1 (char 0))"),
+     ('{"renders": []}', "REPORT is not a list of render records"),
+     ('[{"status": "done"}]', "REPORT is not a list of render records")],
+)  # fmt: skip
+def test_a_resume_file_that_is_no_report_is_one_line(capsys, tmp_path, content, problem):
+    report = tmp_path / "batch.json"
+    if content is not None:
+        report.write_text(content)
+    with FakeComfy() as server:
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--resume",
+                              str(report), "--report", str(report))  # fmt: skip
+    assert (code, server.paths) == (2, [])
+    assert err == (
+        f"error: --resume: {problem.replace('REPORT', str(report))}. Fix: pass the JSON file an "
+        "earlier run's --report wrote\n"
+    )
+    assert (report.read_text() if report.exists() else None) == content
+
+
+def test_an_unreachable_server_still_gets_a_report_and_a_resumed_one_is_left_as_it_was(
+    capsys, tmp_path
+):
+    """A UI workflow's renders cannot be listed without the server's node list: the report is
+    one record, not queued, saying why, not the previous batch's report left under the name.
+    Resumed (an API workflow's first question is then which prompts the server still holds),
+    the earlier report stays as it was, and another --report file gets its records."""
+    with FakeComfy() as server:
+        url = server.url  # closed again on exit: nothing listens there now
+    report, other = tmp_path / "batch.json", tmp_path / "other.json"
+    report.write_text("the previous batch's report")
+    code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", url, "--seeds", "1-2",
+                          "--report", str(report))  # fmt: skip
+    problem = err.removeprefix("error: --server: ").partition(". Fix:")[0]
+    assert code == 2 and problem.startswith(f"cannot reach ComfyUI at {url}")
+    assert json.loads(report.read_text()) == [
+        {"prompt_id": None, "widgets": {}, "status": "not queued", "files": [],
+         "error": f"nothing queued: {problem}"},
+    ]  # fmt: skip
+    earlier = '[{"prompt_id": "p1", "widgets": {"8.seed": 1}, "status": "failed", "files": []}]'
+    report.write_text(earlier)
+    api = tmp_path / "api.json"
+    api.write_text(json.dumps(ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO)))
+    for workflow, target in ((TEXT_TO_VIDEO, report), (api, report), (TEXT_TO_VIDEO, other)):
+        code, _, _ = _queue(capsys, str(workflow), "--server", url, "--seeds", "1-2",
+                            "--resume", str(report), "--report", str(target))  # fmt: skip
+        assert code == 2 and json.loads(target.read_text()) == json.loads(earlier)
+        assert report.read_text() == earlier
+
+
+def test_a_prompt_listed_twice_is_refused_unless_paired(capsys, tmp_path):
+    """A repeated prompt renders the same takes again, as a repeated seed does; with --pair two
+    clips may well want one sound."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("rain on a window\n# sounds\nsteps on gravel\n\nrain on a window\n"
+                       "steps on gravel\nwind\nsteps on gravel\n")  # fmt: skip
+    with FakeComfy() as server:
+        code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--prompts",
+                              str(prompts))  # fmt: skip
+        assert (code, server.paths) == (2, [])
+        assert err == (
+            f"error: --prompts: {prompts} gives the same prompt on lines 1 and 5; 3, 6 and 8. "
+            "Fix: list each once (--seeds gives more takes of one prompt)\n"
+        )
+        clips = tmp_path / "clips"
+        clips.mkdir()
+        for name in ("a.mp4", "b.mp4"):
+            (clips / name).write_bytes(name.encode())
+        prompts.write_text("rain on a window\nrain on a window\n")
+        code, out, _ = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                              str(clips), "--prompts", str(prompts), "--pair",
+                              "--dry-run")  # fmt: skip
+    prompt = _node_ids(VIDEO_TO_AUDIO)["Prompt"]
+    assert code == 0
+    assert [json.loads(line)[prompt]["inputs"]["prompt"] for line in out] == [
+        "rain on a window"
+    ] * 2
 
 
 def test_a_dry_run_makes_no_download_folder_and_empty_seeds_are_refused(capsys, tmp_path):
