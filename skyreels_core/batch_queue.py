@@ -913,16 +913,19 @@ def _named(
     return {**values, widget: path.name if uploaded is None else uploaded[path]}
 
 
-def _queued_line(record: dict, number: int, total: int, todo: str = QUEUE) -> str:
+def _queued_line(record: dict, number: int, total: int, todo: str = QUEUE, was: str = "") -> str:
     """'queued 1/4 p1: 8.seed=3' (with what the server dropped of it), 'refused 2/4
     (8.seed=...): the server's reason', or for a resumed batch's renders not queued again
-    'skipped 3/4 (done before) p7: ...' and 'queued 4/4 (queued before) p8: ...'."""
+    'skipped 3/4 (done before) p7: ...', 'queued 4/4 (queued before) p8: ...' and, for one done
+    but never downloaded, 'queued 5/5 (done before, to download) p9: ...'; ``was``: the earlier
+    record's status."""
     shown = ", ".join(f"{key}={value!r}" for key, value in record["widgets"].items())
     if record["status"] == "refused":
         variant = f" ({shown})" if shown else ""
         return f"refused {number}/{total}{variant}: {record['error']}"
     what = "skipped" if todo == SKIP else "queued"
-    before = {SKIP: " (done before)", WAIT: " (queued before)"}.get(todo, "")
+    taken_over = " (done before, to download)" if was == "done" else " (queued before)"
+    before = {SKIP: " (done before)", WAIT: taken_over}.get(todo, "")
     line = f"{what} {number}/{total}{before} {record['prompt_id']}"
     line += f": {shown}" if shown else ""
     return line + (f" ({record['error']})" if record["status"] == "incomplete" else "")
@@ -971,7 +974,8 @@ def run(args: argparse.Namespace) -> int:
                 path, named = values.get(input_widget), _named(values, input_widget, uploaded)
                 record = _queue_one(server, workflow, object_info, named, refusals.get(path), path)
             records.append(record)
-            print(_queued_line(record, len(records), len(renders), todo))
+            was = earlier_record["status"] if earlier_record else ""
+            print(_queued_line(record, len(records), len(renders), todo, was))
         if waits:
             _wait_all(server, records, args)
     finally:
@@ -1005,8 +1009,9 @@ def _plan(
         variant_key(_widget_values(values), values.get(file_widget), file_key) for values in renders
     ]
     matched, kept = match(earlier, keys, file_key)
-    known = _at_start(args, earlier, server.known, waitable_ids(matched))
-    return matched, [step(record, known) for record in matched], kept
+    downloads = args.download is not None
+    known = _at_start(args, earlier, server.known, waitable_ids(matched, downloads))
+    return matched, [step(record, known, downloads) for record in matched], kept
 
 
 Answer = TypeVar("Answer")

@@ -77,23 +77,30 @@ def match(
     return matched, kept
 
 
-def waitable_ids(matched: list[dict | None]) -> list[str]:
-    """The prompt ids to ask the server about: those of matched records still queued before."""
-    return [
-        record["prompt_id"]
-        for record in matched
-        if record is not None and record["status"] in WAITABLE and record["prompt_id"]
-    ]
+def _takes_over(record: dict | None, downloads: bool) -> bool:
+    """Whether ``record``'s prompt is taken over where the server still holds it: one queued
+    before, or one done but never downloaded when this run downloads (its files are fetched
+    from the server's history, not rendered again)."""
+    if record is None or not record["prompt_id"]:
+        return False
+    never_downloaded = record["status"] == "done" and "downloaded" not in record
+    return record["status"] in WAITABLE or (downloads and never_downloaded)
 
 
-def step(record: dict | None, known: set[str]) -> str:
-    """What to do with a variant: SKIP one done before, WAIT for one the server still holds
-    (in its history or on its queue), QUEUE any other: refused, failed, incomplete,
-    undownloaded (the server no longer has its files), not queued, or forgotten in a restart."""
+def waitable_ids(matched: list[dict | None], downloads: bool) -> list[str]:
+    """The prompt ids to ask the server about: those of the records a resumed run would take
+    over."""
+    return [record["prompt_id"] for record in matched if _takes_over(record, downloads)]
+
+
+def step(record: dict | None, known: set[str], downloads: bool) -> str:
+    """What to do with a variant: WAIT for one the server still holds (in its history or on its
+    queue) that was queued before, or done but not yet downloaded when this run downloads; SKIP
+    any other one done before (one the server forgot keeps its record, files not fetched);
+    QUEUE any other: refused, failed, incomplete, undownloaded (the server no longer has its
+    files), not queued, or forgotten in a restart."""
     if record is None:
         return QUEUE
-    if record["status"] == "done":
-        return SKIP
-    if record["status"] in WAITABLE and record["prompt_id"] in known:
+    if _takes_over(record, downloads) and record["prompt_id"] in known:
         return WAIT
-    return QUEUE
+    return SKIP if record["status"] == "done" else QUEUE

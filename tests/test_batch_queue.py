@@ -1291,6 +1291,36 @@ def test_resume_skips_what_is_done_and_queues_again_what_the_server_cannot_finis
         assert batch_queue.ComfyServer(server.url).known(["p7", "p8"]) == {"p7"}
 
 
+def test_resume_with_download_fetches_what_was_done_but_never_downloaded(capsys, tmp_path):
+    """A batch first run with --wait only, resumed with --download: its renders are done, so
+    not rendered again, but their files are fetched from the server's history; one already
+    downloaded, or one the server forgot in a restart, keeps its record as it was."""
+    earlier = [
+        {"prompt_id": f"p{seed}", "widgets": {"8.seed": seed}, "status": "done",
+         "files": [f"output/skyreels_v4/clip_{seed:05}_.mp4"]}
+        for seed in (1, 2, 3)
+    ]  # fmt: skip
+    earlier[1]["downloaded"] = ["elsewhere/clip_00002_.mp4"]
+    report, folder = tmp_path / "batch.json", tmp_path / "renders"
+    report.write_text(json.dumps(earlier))
+    with FakeComfy() as server:
+        server.prompt_ids += ["p1", "p2"]  # p3 was lost to a restart
+        code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
+                                "1-3", "--resume", str(report), "--report", str(report),
+                                "--download", str(folder))  # fmt: skip
+    assert (code, err, server.posted) == (0, "", [])
+    assert out == [
+        "queued 1/3 (done before, to download) p1: 8.seed=1",
+        "skipped 2/3 (done before) p2: 8.seed=2",
+        "skipped 3/3 (done before) p3: 8.seed=3",
+        f"done 1/3 p1: {folder / 'clip_00001_.mp4'}",
+    ]
+    assert (folder / "clip_00001_.mp4").read_bytes() == b"clip_00001_.mp4|skyreels_v4|output"
+    records = json.loads(report.read_text())
+    assert records[0] == earlier[0] | {"downloaded": [str(folder / "clip_00001_.mp4")]}
+    assert records[1:] == earlier[1:]
+
+
 def test_a_resumed_batch_stopped_again_loses_no_earlier_record(capsys, tmp_path, monkeypatch):
     """Ctrl-C while queueing the second render queued again: the report holds the first one
     queued, the one done before, and the earlier record of the render it never reached."""
