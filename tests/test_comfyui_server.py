@@ -198,17 +198,26 @@ def _finished(client: ComfyServer, prompt_id: str) -> dict:
 
 def test_the_queue_command_batches_seeds_on_the_server(server, capsys, tmp_path):
     """Two seeds of the shipped text-to-video workflow with a prompt from a file (filling the
-    Prompt node by default), queued by the pack's command and downloaded: two MP4s that differ,
-    each carrying the workflow of its own variant."""
+    Prompt node by default), queued by the pack's command and waited for, then resumed from its
+    report with --download: nothing rendered again, the two MP4s fetched from the server's
+    history differ, each carrying the workflow of its own variant."""
     workflow = ROOT / "workflows" / "text_to_video.json"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a yellow triangle moves left\n")
-    renders = tmp_path / "renders"
-    code = main(["queue", str(workflow), "--server", server["base"], "--seeds", "11-12",
-                 "--prompts", str(prompts), "--set", "8.steps=6", "--download", str(renders),
-                 "--timeout", str(2 * RUN_TIMEOUT_S)])  # fmt: skip
+    renders, report = tmp_path / "renders", tmp_path / "batch.json"
+    batch = ["queue", str(workflow), "--server", server["base"], "--seeds", "11-12",
+             "--prompts", str(prompts), "--set", "8.steps=6", "--timeout",
+             str(2 * RUN_TIMEOUT_S)]  # fmt: skip
+    assert main([*batch, "--wait", "--report", str(report)]) == 0
+    first_ids = [record["prompt_id"] for record in json.loads(report.read_text())]
+    capsys.readouterr()
+    code = main([*batch, "--resume", str(report), "--report", str(report), "--download",
+                 str(renders)])  # fmt: skip
     out = capsys.readouterr().out.splitlines()
     assert code == 0, out
+    for n, (line, prompt_id) in enumerate(zip(out, first_ids, strict=False), 1):
+        # taken over from the server's history, not queued again
+        assert line.startswith(f"queued {n}/2 (done before, to download) {prompt_id}: "), out
     files = [Path(line.split(": ", 1)[1]) for line in out if line.startswith("done")]
     assert len(files) == 2 and files[0].read_bytes() != files[1].read_bytes()
     for file in files:  # fetched through /view, byte for byte what the server saved
