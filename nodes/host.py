@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from skyreels_core.codecs.wan_vae import encode_ram_lower_bound
 from skyreels_core.loading import is_later_shard
 from skyreels_core.offload import device_bytes
 from skyreels_core.paths import resolve_inside
@@ -329,6 +330,19 @@ class HostWanVideoCodec:
 
         self.vae = vae
         self.latent_format = comfy.latent_formats.Wan21()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the host's VAE computes (the CPU on a CPU-only host)."""
+        return self.vae.device
+
+    def encode_ram_bytes(self, frames: int, height: int, width: int) -> int:
+        """:func:`encode_ram_lower_bound` from the host model's config and compute dtype."""
+        model = self.vae.first_stage_model
+        itemsize = self.vae.vae_dtype.itemsize
+        return encode_ram_lower_bound(
+            model.dim, model.num_res_blocks, itemsize, frames, height, width
+        )
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         latents = [self.vae.encode(clip[..., :3]) for clip in frames]

@@ -16,6 +16,7 @@ import torch
 
 from .codecs import VideoCodec
 from .errors import InputError
+from .memory import check_encode_ram
 from .references import fit_frames
 from .shapes import (
     TEMPORAL_STRIDE,
@@ -32,6 +33,9 @@ from .shapes import (
 from .types import VideoCondition
 
 PATCH = 2  # the model's spatial patch: sizes must divide by 8 * 2 = 16 pixels
+BUILT_CLIP_COPIES = 2
+"""Clips in RAM while the codec encodes, for a builder that makes its own (blank or resized): that
+one and its masked copy. An edit's source is the caller's, so only the masked copy is new."""
 
 
 def latent_known_mask(
@@ -142,9 +146,14 @@ def keyframe_latent_frames(frames: list[int], temporal_stride: int = TEMPORAL_ST
 
 
 def _blank(frames: int, height: int, width: int, codec: VideoCodec, input_name: str):
-    """An empty clip of ``frames`` (the frames input) at the size of ``input_name``'s image."""
+    """An empty clip of ``frames`` (the frames input) at the size of ``input_name``'s image, once
+    its encode is known to fit in RAM."""
     latent_frame_count(frames, codec.temporal_stride)
     check_size(height, width, input_name, codec)
+    check_encode_ram(
+        codec, frames, height, width, clips=BUILT_CLIP_COPIES, input_name=input_name,
+        remedy=f"a smaller {input_name}",
+    )  # fmt: skip
     return torch.zeros(frames, height, width, 3), torch.zeros(
         frames, height, width, dtype=torch.bool
     )
@@ -287,6 +296,10 @@ def edit_video(codec: VideoCodec, source: torch.Tensor, mask: torch.Tensor) -> V
     frames, height, width = source.shape[:3]
     latent_frame_count(frames, codec.temporal_stride, "source")  # the clip, not a frames widget
     change = _edit_mask(mask, frames, height, width)
+    check_encode_ram(
+        codec, frames, height, width, clips=1, input_name="source",
+        remedy="a smaller source (the core Upscale Image node)",
+    )  # fmt: skip
     return condition_from_pixels(codec, rgb_pixels(source, "source"), ~change, "source")
 
 
@@ -300,7 +313,8 @@ def video_to_audio(
     The clip itself is never regenerated, so any clip is taken: the model sees it resized to
     ``longest_side`` (0: its own size) with both sides on the 16 px grid, and its last frame
     repeated up to the next 4k+1 count; ``clip_frames`` tells the decoders to trim the frames
-    and the sound made for those extra frames off again."""
+    and the sound made for those extra frames off again. A size whose encode cannot fit in RAM is
+    refused before the clip is resized."""
     if source.dim() != 4 or source.shape[0] < 1:
         raise InputError(
             "source", f"shape {tuple(source.shape)} is not a clip", "pass IMAGE frames [T, H, W, 3]"
@@ -311,9 +325,13 @@ def video_to_audio(
     size = [
         max(multiple, int(side * scale / multiple + 0.5) * multiple) for side in (height, width)
     ]
+    padded = nearest_valid_frame_counts(frames, codec.temporal_stride)[1]
+    check_encode_ram(
+        codec, padded, *size, clips=BUILT_CLIP_COPIES, input_name="longest_side",
+        remedy="a smaller longest_side (the saved clip keeps its own size)",
+    )  # fmt: skip
     clip = rgb_pixels(source, "source")
     clip = clip if size == [height, width] else fit_frames(clip, *size)
-    padded = nearest_valid_frame_counts(frames, codec.temporal_stride)[1]
     clip = torch.cat([clip, clip[-1:].expand(padded - frames, -1, -1, -1)])
     condition = edit_video(codec, clip, torch.zeros(1, *size))
     return replace(condition, known_frames=list(range(frames)), clip_frames=frames)

@@ -1,16 +1,22 @@
-"""Turning out-of-memory into advice, after giving the memory back.
+"""Turning out-of-memory into advice, after giving the memory back, and refusing beforehand a
+whole-clip encode on the CPU that cannot fit in RAM.
 
 An overnight queue must survive one render that does not fit: the failing render reports which
-memory options exist, and the next queue item starts with the cache emptied.
+memory options exist, and the next queue item starts with the cache emptied. That needs an
+exception, and on the CPU there is none: Linux overcommits, and its OOM killer ends the whole
+process (ComfyUI's server, with every queued render) without a message. So the encodes at a size
+the user picks are checked against the available RAM before they allocate anything.
 """
 
 from __future__ import annotations
 
 import gc
+import re
+from pathlib import Path
 
 import torch
 
-from .errors import MemoryAdviceError
+from .errors import InputError, MemoryAdviceError
 
 MEMORY_OPTIONS = (
     "block swap (loader: block_swap, streams transformer blocks from CPU memory)",
@@ -61,3 +67,72 @@ class out_of_memory_advice:  # noqa: N801 - used as a context manager, reads lik
         raise MemoryAdviceError(
             f"{self.stage} ran out of memory ({detail}). Try: {options}."
         ) from None
+
+
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_ram() -> int | None:
+    """Bytes of RAM the system can still give without swapping, or None where that is unknown.
+    psutil's figure is the one ComfyUI's own ``get_free_memory`` reports for the CPU (and ComfyUI
+    requires psutil); without psutil, Linux's MemAvailable."""
+    try:
+        import psutil
+    except ImportError:
+        return _meminfo_available()
+    return psutil.virtual_memory().available
+
+
+def _meminfo_available() -> int | None:
+    try:
+        found = re.search(r"^MemAvailable:\s+(\d+) kB", MEMINFO.read_text(), re.MULTILINE)
+    except OSError:  # not Linux
+        return None
+    return int(found[1]) * 1024 if found else None
+
+
+def clip_bytes(frames: int, height: int, width: int) -> int:
+    """One float32 RGB clip, as IMAGE frames hold it."""
+    return frames * height * width * 3 * 4
+
+
+def computes_on_cpu(codec) -> bool:
+    """Whether ``codec`` encodes on the CPU: its ``device``, else its weights'; a codec of neither
+    computes where the frames are, in RAM."""
+    device = getattr(codec, "device", None)
+    if device is None and isinstance(codec, torch.nn.Module):
+        device = next(codec.parameters(), torch.empty(0)).device
+    return device is None or torch.device(device).type == "cpu"
+
+
+def encode_ram_bytes(codec, frames: int, height: int, width: int) -> int:
+    """At least the RAM ``codec.encode`` of one clip [1, frames, height, width, 3] adds beside its
+    input, on the CPU: the codec's own ``encode_ram_bytes`` (the Wan 2.1 VAE's, the demo
+    codec's), and 0 for a codec of unknown needs, so that only what is counted can refuse."""
+    own = getattr(codec, "encode_ram_bytes", None)
+    return 0 if own is None else own(frames, height, width)
+
+
+def check_encode_ram(
+    codec, frames: int, height: int, width: int, *, clips: int, input_name: str, remedy: str
+) -> None:
+    """Refuse, before anything is allocated, to encode a clip on the CPU whose RAM is more than is
+    available: ``clips`` float32 copies of the clip the caller makes, and what the encode adds
+    (:func:`encode_ram_bytes`). Both are lower bounds of the real peak, so nothing that fits is
+    refused, and where the available RAM is unknown nothing is. On a GPU the encode's
+    OutOfMemoryError already turns into advice (:class:`out_of_memory_advice`).
+
+    The error names ``input_name`` and offers ``remedy``, then fewer frames or a GPU."""
+    if not computes_on_cpu(codec):
+        return
+    copies = clips * clip_bytes(frames, height, width)
+    needed = copies + encode_ram_bytes(codec, frames, height, width)
+    available = available_ram()
+    if available is None or needed <= available:
+        return
+    raise InputError(
+        input_name,
+        f"encoding {frames} frames of {width} x {height} px on the CPU needs at least "
+        f"{needed / 2**30:.1f} GiB of RAM, and {available / 2**30:.1f} GiB is available",
+        f"{remedy}, fewer frames, or a machine with a GPU (the video VAE encodes there)",
+    )

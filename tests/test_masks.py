@@ -10,7 +10,9 @@ from codec_helpers import PoolingCodec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skyreels_core import masks
+from skyreels_core import masks, memory
+from skyreels_core.benchmark import TrackedTensorBytes
+from skyreels_core.demo.bundle import video_codec
 from skyreels_core.errors import InputError
 from skyreels_core.references import fit_frames
 from skyreels_core.shapes import MAX_FRAMES
@@ -143,6 +145,87 @@ def test_video_to_audio_takes_any_clip():
     # frames are no frames of the clip: the timeline listed 17 known frames of a 14-frame clip)
     same = masks.video_to_audio(CODEC, clip[:13, :16, :32])  # already fits: taken as it is
     assert torch.equal(same.latents, CODEC.encode(clip[None, :13, :16, :32]))
+
+
+def test_video_to_audio_refuses_a_size_whose_encode_cannot_fit_in_ram(monkeypatch):
+    """On a CPU host a clip resized to a large longest_side grew past RAM while it was encoded,
+    and Linux's OOM killer ended ComfyUI with every queued render, without a message. The node
+    now names longest_side, the RAM the encode needs at least and the RAM there is, before it
+    resizes anything."""
+    from skyreels_pack.nodes.masks import SkyReelsV4MaskVideoToAudio
+
+    codec, source = video_codec(), torch.rand(5, 36, 64, 3)
+    monkeypatch.setattr(memory, "available_ram", lambda: 2**29)
+    with pytest.raises(InputError) as refused, TrackedTensorBytes() as tracked:
+        SkyReelsV4MaskVideoToAudio().build(codec, source, 2048)
+    needed = masks.BUILT_CLIP_COPIES * memory.clip_bytes(5, 1152, 2048)
+    needed += memory.encode_ram_bytes(codec, 5, 1152, 2048)
+    assert str(refused.value) == (
+        f"longest_side: encoding 5 frames of 2048 x 1152 px on the CPU needs at least "
+        f"{needed / 2**30:.1f} GiB of RAM, and 0.5 GiB is available. Fix: a smaller longest_side "
+        "(the saved clip keeps its own size), fewer frames, or a machine with a GPU (the video "
+        "VAE encodes there)"
+    )
+    assert tracked.peak < 2**20  # the 2048 px clip (142 MB a copy) was never made
+
+
+def test_video_to_audio_runs_when_the_ram_suffices_or_is_unknown(monkeypatch):
+    """The boundary is the estimate itself: RAM of exactly that runs, one byte less is refused,
+    and where the available RAM is unknown the check is skipped rather than refusing."""
+    codec, clip = video_codec(), torch.rand(14, 24, 40, 3)
+    expected = masks.video_to_audio(codec, clip, longest_side=48).latents
+    needed = masks.BUILT_CLIP_COPIES * memory.clip_bytes(17, 32, 48)
+    needed += memory.encode_ram_bytes(codec, 17, 32, 48)
+    for available in (needed, None):
+        monkeypatch.setattr(memory, "available_ram", lambda available=available: available)
+        assert torch.equal(masks.video_to_audio(codec, clip, longest_side=48).latents, expected)
+    monkeypatch.setattr(memory, "available_ram", lambda: needed - 1)
+    with pytest.raises(InputError, match="^longest_side: encoding 17 frames of 48 x 32 px"):
+        masks.video_to_audio(codec, clip, longest_side=48)
+
+
+@pytest.mark.parametrize(
+    "build, input_name",
+    [
+        (lambda codec, image: masks.image_to_video(codec, image, 17), "image"),
+        (lambda codec, image: masks.keyframes(codec, {0: image, 16: image}, 17), "images"),
+        (lambda codec, image: masks.extend_video(codec, image.expand(5, -1, -1, -1), 17, 5), "source"),
+        (lambda codec, image: masks.edit_video(codec, image.expand(17, -1, -1, -1), image[..., 0]), "source"),
+    ],
+)  # fmt: skip
+def test_every_builder_that_encodes_a_clip_refuses_one_past_ram_first(
+    monkeypatch, build, input_name
+):
+    """Image to Video, Keyframes, Extend (and Continue Clip) build a blank clip of the frames
+    widget's length at the image's size, and an edit encodes its source whole: each is checked
+    like Video to Audio, before the clip or its masked copy is made."""
+    codec, image = video_codec(), torch.zeros(1, 1, 1, 3).expand(1, 1024, 1024, 3)
+    monkeypatch.setattr(memory, "available_ram", lambda: 2**27)
+    with pytest.raises(InputError) as refused, TrackedTensorBytes() as tracked:
+        build(codec, image)
+    assert str(refused.value).startswith(
+        f"{input_name}: encoding 17 frames of 1024 x 1024 px on the CPU needs at least"
+    )
+    assert f"Fix: a smaller {input_name}" in str(refused.value)
+    assert tracked.peak < 2**21  # an edit's 1 MB change mask at most, never a 214 MB clip
+
+
+def test_a_clip_reference_past_ram_is_refused_before_it_is_resized(monkeypatch):
+    """Clip Reference encodes the whole clip at the render's width and height: checked as the
+    mask builders are, naming the clip."""
+    from skyreels_core.references import clip_reference
+
+    codec, clip = video_codec(), torch.zeros(1, 1, 1, 3).expand(17, 64, 64, 3)
+    monkeypatch.setattr(memory, "available_ram", lambda: 2**27)
+    with pytest.raises(InputError) as refused, TrackedTensorBytes() as tracked:
+        clip_reference(codec, clip, 1024, 1024)
+    assert str(refused.value).startswith(
+        "clip: encoding 17 frames of 1024 x 1024 px on the CPU needs at least"
+    )
+    assert "Fix: a shorter clip or a smaller width and height" in str(refused.value)
+    assert tracked.peak < 2**20
+    monkeypatch.setattr(memory, "available_ram", lambda: None)
+    assert clip_reference(codec, clip, 32, 32).video.shape[2] == 5
 
 
 def test_keep_video_keeps_the_latents_as_they_are():

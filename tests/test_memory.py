@@ -1,17 +1,28 @@
 """Out-of-memory is reported with the memory options and does not keep the failed tensors alive,
-nor weights on the GPU."""
+nor weights on the GPU; an encode on the CPU that cannot fit in RAM is refused before it starts,
+by an estimate that stays below the real peak."""
 
 from __future__ import annotations
 
 import gc
+import json
+import re
+import sys
 import weakref
 
 import pytest
 import torch
+from codec_helpers import TINY, PoolingCodec
+from diffusers import AutoencoderKLWan
 from torch import nn
 
 import skyreels_core.offload as offload
-from skyreels_core.errors import MemoryAdviceError
+from skyreels_core import memory
+from skyreels_core.benchmark import TrackedTensorBytes
+from skyreels_core.codecs.tiling import encode_tiled
+from skyreels_core.codecs.wan_vae import CONFIG, WanVideoCodec
+from skyreels_core.demo.bundle import video_codec
+from skyreels_core.errors import InputError, MemoryAdviceError
 from skyreels_core.memory import MEMORY_OPTIONS, out_of_memory_advice
 
 
@@ -86,3 +97,69 @@ def test_a_runtime_error_that_is_not_out_of_memory_passes_through_unchanged():
         with out_of_memory_advice("decode"):
             raise bug
     assert caught.value is bug and not isinstance(caught.value, MemoryAdviceError)
+
+
+def _wan_codec(config: dict) -> WanVideoCodec:
+    torch.manual_seed(0)
+    return WanVideoCodec(AutoencoderKLWan.from_config(config))
+
+
+FULL_WAN = {k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")}
+
+
+@pytest.mark.parametrize("codec_name", ["demo", "tiny_wan", "full_wan"])
+def test_the_ram_estimate_stays_below_a_real_encodes_peak(codec_name):
+    """The pre-flight check refuses only what cannot fit: its estimate, from the codec's config,
+    is below the tensor bytes a real encode holds at its peak (which its RSS exceeds), and close
+    enough to it to refuse what is far too large. The full-size Wan 2.1 VAE at 32 x 32 px; bench
+    encode_ram.py measures peak RSS at larger sizes."""
+    codec = {"demo": video_codec, "tiny_wan": lambda: _wan_codec(TINY),
+             "full_wan": lambda: _wan_codec(FULL_WAN)}[codec_name]()  # fmt: skip
+    clip = torch.rand(1, 5, 32, 32, 3)
+    with TrackedTensorBytes() as tracked:
+        codec.encode(clip)
+    estimate = memory.encode_ram_bytes(codec, 5, 32, 32)
+    assert 0.75 * tracked.peak <= estimate <= tracked.peak  # measured 0.80, 0.81 and 1.0
+
+
+def test_available_ram_without_psutil_reads_meminfo_or_is_unknown(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now raises ImportError
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16384 kB\nMemFree:  1024 kB\nMemAvailable:   8192 kB\n")
+    monkeypatch.setattr(memory, "MEMINFO", meminfo)
+    assert memory.available_ram() == 8192 * 1024
+    monkeypatch.setattr(memory, "MEMINFO", tmp_path / "missing")  # not Linux
+    assert memory.available_ram() is None
+
+
+def test_a_codec_off_the_cpu_is_not_checked(monkeypatch):
+    """On a GPU the encode's OutOfMemoryError becomes advice; RAM is not what runs out there."""
+    monkeypatch.setattr(memory, "available_ram", lambda: 0)
+
+    class OnGpu(PoolingCodec):
+        device = torch.device("cuda")
+
+    memory.check_encode_ram(OnGpu(), 17, 64, 64, clips=2, input_name="source", remedy="x")
+    with pytest.raises(InputError, match="^source: encoding 17 frames of 64 x 64 px on the CPU"):
+        memory.check_encode_ram(PoolingCodec(), 17, 64, 64, clips=2, input_name="source",
+                                remedy="x")  # fmt: skip
+
+
+def test_encode_video_is_refused_whole_and_taken_in_tiles_that_fit(monkeypatch):
+    """Encode Video's whole-frame encode that cannot fit is refused, naming tile_size; in tiles
+    it needs one tile's working memory, so the same RAM takes it."""
+    codec = video_codec()
+    frames = torch.rand(1, 9, 256, 256, 3)
+    whole = memory.encode_ram_bytes(codec, 9, 256, 256)
+    monkeypatch.setattr(memory, "available_ram", lambda: whole - 1)
+    with pytest.raises(InputError) as refused, TrackedTensorBytes() as tracked:
+        encode_tiled(codec, frames, 0, 0)
+    assert re.match(
+        r"frames: encoding 9 frames of 256 x 256 px on the CPU needs at least 0\.0 GiB of RAM, "
+        r"and 0\.0 GiB is available\. Fix: a tile_size \(one tile's memory at a time\), fewer "
+        r"frames, or a machine with a GPU",
+        str(refused.value),
+    )
+    assert tracked.peak == 0  # refused before anything was allocated
+    tiled = encode_tiled(codec, frames, 16, 4)
+    assert tiled.shape == (1, codec.latent_channels, 3, 32, 32)

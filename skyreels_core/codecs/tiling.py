@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InputError
+from ..memory import check_encode_ram
 from .protocol import VideoCodec
 
 TileHook = Callable[[int, int], None]
@@ -137,10 +138,18 @@ def encode_tiled(
     on_tile: TileHook | None = None,
 ) -> torch.Tensor:
     """``codec.encode`` of frames [B, T, H, W, 3] in spatial tiles of ``tile`` latent pixels
-    (0: whole frames); ``on_tile`` as :func:`spatially_tiled` calls it."""
+    (0: whole frames); ``on_tile`` as :func:`spatially_tiled` calls it. Refused first where one
+    tile's encode (on the CPU) cannot fit in RAM."""
+    height, width = frames.shape[2:4]
+    if tile:
+        _check(tile, overlap)
+        height, width = (min(side, tile * codec.spatial_stride) for side in (height, width))
+    check_encode_ram(
+        codec, frames.shape[1], height, width, clips=0, input_name="frames",
+        remedy="a smaller tile_size" if tile else "a tile_size (one tile's memory at a time)",
+    )  # fmt: skip
     if tile == 0:
         return codec.encode(frames)
-    _check(tile, overlap)
     return spatially_tiled(
         frames.permute(0, 4, 1, 2, 3),
         lambda x: codec.encode(x.permute(0, 2, 3, 4, 1)),

@@ -53,6 +53,18 @@ class DemoVideoCodec(nn.Module):
         groups = torch.cat([first, frames[:, 1:]], dim=1).unflatten(1, (-1, GROUP))
         return groups.permute(0, 1, 2, 5, 3, 4).flatten(2, 3).flatten(0, 1)
 
+    def encode_ram_bytes(self, frames: int, height: int, width: int) -> int:
+        """At least the RAM an encode of [1, frames, height, width, 3] adds on the CPU (see
+        :func:`skyreels_core.memory.check_encode_ram`): each latent group's frames stacked on
+        channels (its input in -1..1), all groups encoded at once, and while the first conv's
+        output goes through the GELU, that output, the GELU's and the stacked input are all
+        alive (bench/encode_ram.py measures 0.6 to 0.9 of the real peak RSS)."""
+        conv = self.encoder[0]
+        groups = 1 + (frames - 1) // self.temporal_stride
+        stacked = groups * conv.in_channels * height * width
+        first = groups * conv.out_channels * (height // conv.stride[0]) * (width // conv.stride[1])
+        return (stacked + 2 * first) * conv.weight.dtype.itemsize
+
     def raw_encode(self, frames: torch.Tensor) -> torch.Tensor:
         batch = frames.shape[0]
         dtype = self.encoder[0].weight.dtype
