@@ -71,7 +71,7 @@ def child(codec_name: str, call: str, frames: int, side: int) -> dict:
 
     codec = _codec(codec_name)
     codec.encode(torch.rand(1, 5, 32, 32, 3))  # lazy initialisation outside the measurement
-    estimate = memory.encode_ram_bytes(codec, frames, side, side)
+    estimate = memory.codec_ram_bytes(codec, "encode", frames, side, side)
     if call == "encode":
         clip = torch.rand(1, frames, side, side, 3)
         run = lambda: codec.encode(clip)  # noqa: E731

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from skyreels_core.codecs.wan_vae import encode_ram_lower_bound
+from skyreels_core.codecs.wan_vae import ram_lower_bound
 from skyreels_core.loading import is_later_shard
 from skyreels_core.offload import device_bytes
 from skyreels_core.paths import resolve_inside
@@ -337,11 +337,18 @@ class HostWanVideoCodec:
         return self.vae.device
 
     def encode_ram_bytes(self, frames: int, height: int, width: int) -> int:
-        """:func:`encode_ram_lower_bound` from the host model's config and compute dtype."""
+        """:func:`ram_lower_bound` of an encode, from the host model's config and dtype."""
+        return self._ram_bytes("encode", frames, height, width)
+
+    def decode_ram_bytes(self, frames: int, height: int, width: int) -> int:
+        """:func:`ram_lower_bound` of a decode, from the host model's config and dtype."""
+        return self._ram_bytes("decode", frames, height, width)
+
+    def _ram_bytes(self, way: str, frames: int, height: int, width: int) -> int:
         model = self.vae.first_stage_model
         itemsize = self.vae.vae_dtype.itemsize
-        return encode_ram_lower_bound(
-            model.dim, model.num_res_blocks, itemsize, frames, height, width
+        return ram_lower_bound(
+            way, model.dim, model.num_res_blocks, itemsize, frames, height, width
         )
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from .codecs import VideoCodec
 from .errors import InputError
-from .memory import check_encode_ram
+from .memory import check_codec_ram, clip_bytes
 from .references import fit_frames
 from .shapes import (
     TEMPORAL_STRIDE,
@@ -150,9 +150,10 @@ def _blank(frames: int, height: int, width: int, codec: VideoCodec, input_name: 
     its encode is known to fit in RAM."""
     latent_frame_count(frames, codec.temporal_stride)
     check_size(height, width, input_name, codec)
-    check_encode_ram(
-        codec, frames, height, width, clips=BUILT_CLIP_COPIES, input_name=input_name,
-        remedy=f"a smaller {input_name}",
+    check_codec_ram(
+        codec, "encode", frames, height, width,
+        held=BUILT_CLIP_COPIES * clip_bytes(frames, height, width),
+        input_name=input_name, remedy=f"a smaller {input_name}",
     )  # fmt: skip
     return torch.zeros(frames, height, width, 3), torch.zeros(
         frames, height, width, dtype=torch.bool
@@ -296,9 +297,9 @@ def edit_video(codec: VideoCodec, source: torch.Tensor, mask: torch.Tensor) -> V
     frames, height, width = source.shape[:3]
     latent_frame_count(frames, codec.temporal_stride, "source")  # the clip, not a frames widget
     change = _edit_mask(mask, frames, height, width)
-    check_encode_ram(
-        codec, frames, height, width, clips=1, input_name="source",
-        remedy="a smaller source (the core Upscale Image node)",
+    check_codec_ram(
+        codec, "encode", frames, height, width, held=clip_bytes(frames, height, width),
+        input_name="source", remedy="a smaller source (the core Upscale Image node)",
     )  # fmt: skip
     return condition_from_pixels(codec, rgb_pixels(source, "source"), ~change, "source")
 
@@ -326,8 +327,9 @@ def video_to_audio(
         max(multiple, int(side * scale / multiple + 0.5) * multiple) for side in (height, width)
     ]
     padded = nearest_valid_frame_counts(frames, codec.temporal_stride)[1]
-    check_encode_ram(
-        codec, padded, *size, clips=BUILT_CLIP_COPIES, input_name="longest_side",
+    check_codec_ram(
+        codec, "encode", padded, *size, held=BUILT_CLIP_COPIES * clip_bytes(padded, *size),
+        input_name="longest_side",
         remedy="a smaller longest_side (the saved clip keeps its own size)",
     )  # fmt: skip
     clip = rgb_pixels(source, "source")

@@ -97,7 +97,7 @@ def clip_bytes(frames: int, height: int, width: int) -> int:
 
 
 def computes_on_cpu(codec) -> bool:
-    """Whether ``codec`` encodes on the CPU: its ``device``, else its weights'; a codec of neither
+    """Whether ``codec`` runs on the CPU: its ``device``, else its weights'; a codec of neither
     computes where the frames are, in RAM."""
     device = getattr(codec, "device", None)
     if device is None and isinstance(codec, torch.nn.Module):
@@ -105,34 +105,46 @@ def computes_on_cpu(codec) -> bool:
     return device is None or torch.device(device).type == "cpu"
 
 
-def encode_ram_bytes(codec, frames: int, height: int, width: int) -> int:
-    """At least the RAM ``codec.encode`` of one clip [1, frames, height, width, 3] adds beside its
-    input, on the CPU: the codec's own ``encode_ram_bytes`` (the Wan 2.1 VAE's, the demo
-    codec's), and 0 for a codec of unknown needs, so that only what is counted can refuse."""
-    own = getattr(codec, "encode_ram_bytes", None)
+def codec_ram_bytes(codec, way: str, frames: int, height: int, width: int) -> int:
+    """At least the RAM ``codec``'s ``way`` ("encode" or "decode") of one clip of ``frames`` at
+    height x width px takes on the CPU beside its input: the codec's own ``encode_ram_bytes`` or
+    ``decode_ram_bytes`` (the Wan 2.1 VAE's, the demo codec's), and 0 for a codec of unknown
+    needs, so that only what is counted can refuse."""
+    own = getattr(codec, f"{way}_ram_bytes", None)
     return 0 if own is None else own(frames, height, width)
 
 
-def check_encode_ram(
-    codec, frames: int, height: int, width: int, *, clips: int, input_name: str, remedy: str
+def check_codec_ram(
+    codec,
+    way: str,
+    frames: int,
+    height: int,
+    width: int,
+    *,
+    held: int,
+    input_name: str,
+    remedy: str,
+    tile: tuple[int, int] | None = None,
 ) -> None:
-    """Refuse, before anything is allocated, to encode a clip on the CPU whose RAM is more than is
-    available: ``clips`` float32 copies of the clip the caller makes, and what the encode adds
-    (:func:`encode_ram_bytes`). Both are lower bounds of the real peak, so nothing that fits is
-    refused, and where the available RAM is unknown nothing is. On a GPU the encode's
-    OutOfMemoryError already turns into advice (:class:`out_of_memory_advice`).
+    """Refuse, before anything is allocated, to run ``codec``'s ``way`` on the CPU where it
+    needs more RAM than is available: ``held`` bytes the caller keeps beside it (clips it makes,
+    a tiled decode's whole output) and what the call takes (:func:`codec_ram_bytes` at
+    height x width, or at ``tile``'s size, px, for a call per tile). Both are lower bounds of the real peak, so
+    nothing that fits is refused, and where the available RAM is unknown nothing is. On a GPU
+    an OutOfMemoryError already turns into advice (:class:`out_of_memory_advice`).
 
     The error names ``input_name`` and offers ``remedy``, then fewer frames or a GPU."""
     if not computes_on_cpu(codec):
         return
-    copies = clips * clip_bytes(frames, height, width)
-    needed = copies + encode_ram_bytes(codec, frames, height, width)
+    needed = held + codec_ram_bytes(codec, way, frames, *(tile or (height, width)))
     available = available_ram()
     if available is None or needed <= available:
         return
+    tiles = f" in {tile[1]} x {tile[0]} px tiles" if tile else ""
     raise InputError(
         input_name,
-        f"encoding {frames} frames of {width} x {height} px on the CPU needs at least "
-        f"{needed / 2**30:.1f} GiB of RAM, and {available / 2**30:.1f} GiB is available",
-        f"{remedy}, fewer frames, or a machine with a GPU (the video VAE encodes there)",
+        f"{way.removesuffix('e')}ing {frames} frames of {width} x {height} px{tiles} on the CPU "
+        f"needs at least {needed / 2**30:.1f} GiB of RAM, and {available / 2**30:.1f} GiB is "
+        "available",
+        f"{remedy}, fewer frames, or a machine with a GPU (the video VAE runs there)",
     )

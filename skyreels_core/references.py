@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .codecs import AudioCodec, VideoCodec
 from .errors import InputError
-from .memory import check_encode_ram
+from .memory import check_codec_ram, clip_bytes
 from .shapes import SPATIAL_STRIDE, latent_frame_count, rgb_pixels, single_images
 from .types import References
 
@@ -55,9 +55,10 @@ def clip_reference(codec: VideoCodec, clip: torch.Tensor, height: int, width: in
     """The clip's latents at the render's size, refused first where that encode cannot fit in
     RAM on the CPU (the resized copy and what the codec adds)."""
     latent_frame_count(clip.shape[0], codec.temporal_stride, "clip")
-    check_encode_ram(
-        codec, clip.shape[0], height, width, clips=1, input_name="clip",
-        remedy="a shorter clip or a smaller width and height",
+    frames = clip.shape[0]
+    check_codec_ram(
+        codec, "encode", frames, height, width, held=clip_bytes(frames, height, width),
+        input_name="clip", remedy="a shorter clip or a smaller width and height",
     )  # fmt: skip
     return References(video=codec.encode(fit_frames(clip, height, width, "clip")[None]))
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from skyreels_core.codecs.wan_vae import ram_lower_bound
 from skyreels_core.errors import InputError
 from skyreels_core.paths import resolve_inside
 from skyreels_core.shapes import latent_frame_count, latent_size, latent_to_pixel_frames
@@ -154,7 +155,7 @@ FAKE_HOST = {
     """,
     "comfy/ldm/wan/vae.py": """
         class WanVAE:
-            pass
+            dim, num_res_blocks = 96, 2
     """,
     "comfy/utils.py": """
         class ProgressBar:
@@ -202,6 +203,7 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
         class FakeWanVAE:
             latent_channels, latent_dim, downscale_index_formula = 16, 3, (4, 8, 8)
             first_stage_model = comfy.ldm.wan.vae.WanVAE()
+            device, vae_dtype = torch.device('cpu'), torch.bfloat16
             def encode(self, frames):
                 return torch.full((1, 16, 1 + (frames.shape[0] - 1) // 4, 2, 2), 3.0)
             def decode(self, latents):
@@ -218,6 +220,8 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
             'no_metadata': host.metadata_disabled(),
             'latent_mean': latents.mean().item(), 'latent_shape': list(latents.shape),
             'decoded': codec.decode(latents).mean().item(),
+            'ram': [codec.encode_ram_bytes(5, 16, 32), codec.decode_ram_bytes(5, 16, 32)],
+            'on_cpu': __import__('skyreels_core.memory').memory.computes_on_cpu(codec),
             'preview': sys.modules['My-Pack.nodes.previews']._previewer(codec)(
                 torch.ones(1, 16, 3, 2, 2) / 30)[0, 0].tolist(),
             'in_comfy': host.IN_COMFYUI,
@@ -242,6 +246,12 @@ def test_inside_comfyui_the_adapter_registers_folders_and_uses_host_services(tmp
     assert info["hunyuan"] is False  # HunyuanVideo's VAE: Wan's channels and strides, not its model
     assert info["latent_shape"] == [1, 16, 2, 2, 2] and info["latent_mean"] == 1.0  # (3 - 1) / 2
     assert abs(info["decoded"] - 0.3) < 1e-6  # (1 * 2 + 1) / 10
+    # The pre-flight RAM check reads the host VAE's device, width, depth and dtype (bf16: 2 bytes)
+    assert info["on_cpu"] is True
+    assert info["ram"] == [
+        ram_lower_bound(way, 96, 2, 2, 5, 16, 32) for way in ("encode", "decode")
+    ]
+    assert info["ram"][0] - info["ram"][1] == 5 * 16 * 32 * 3 * 2  # the clip: float32 in, bf16 out
     # The host's own Wan 2.1 preview factors, its -1..1 mapped to 0..1: latents of 1/30 on all 16
     # channels give (sum of the factors / 30 + bias + 1) / 2.
     expected = [(12.0 / 30 - 0.2 + 1) / 2, (-6.0 / 30 + 1) / 2, (0.32 / 30 + 0.4 + 1) / 2]

@@ -159,12 +159,12 @@ def test_video_to_audio_refuses_a_size_whose_encode_cannot_fit_in_ram(monkeypatc
     with pytest.raises(InputError) as refused, TrackedTensorBytes() as tracked:
         SkyReelsV4MaskVideoToAudio().build(codec, source, 2048)
     needed = masks.BUILT_CLIP_COPIES * memory.clip_bytes(5, 1152, 2048)
-    needed += memory.encode_ram_bytes(codec, 5, 1152, 2048)
+    needed += memory.codec_ram_bytes(codec, "encode", 5, 1152, 2048)
     assert str(refused.value) == (
         f"longest_side: encoding 5 frames of 2048 x 1152 px on the CPU needs at least "
         f"{needed / 2**30:.1f} GiB of RAM, and 0.5 GiB is available. Fix: a smaller longest_side "
         "(the saved clip keeps its own size), fewer frames, or a machine with a GPU (the video "
-        "VAE encodes there)"
+        "VAE runs there)"
     )
     assert tracked.peak < 2**20  # the 2048 px clip (142 MB a copy) was never made
 
@@ -175,7 +175,7 @@ def test_video_to_audio_runs_when_the_ram_suffices_or_is_unknown(monkeypatch):
     codec, clip = video_codec(), torch.rand(14, 24, 40, 3)
     expected = masks.video_to_audio(codec, clip, longest_side=48).latents
     needed = masks.BUILT_CLIP_COPIES * memory.clip_bytes(17, 32, 48)
-    needed += memory.encode_ram_bytes(codec, 17, 32, 48)
+    needed += memory.codec_ram_bytes(codec, "encode", 17, 32, 48)
     for available in (needed, None):
         monkeypatch.setattr(memory, "available_ram", lambda available=available: available)
         assert torch.equal(masks.video_to_audio(codec, clip, longest_side=48).latents, expected)

@@ -19,7 +19,7 @@ from torch import nn
 import skyreels_core.offload as offload
 from skyreels_core import memory
 from skyreels_core.benchmark import TrackedTensorBytes
-from skyreels_core.codecs.tiling import encode_tiled
+from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
 from skyreels_core.codecs.wan_vae import CONFIG, WanVideoCodec
 from skyreels_core.demo.bundle import video_codec
 from skyreels_core.errors import InputError, MemoryAdviceError
@@ -107,19 +107,25 @@ def _wan_codec(config: dict) -> WanVideoCodec:
 FULL_WAN = {k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")}
 
 
-@pytest.mark.parametrize("codec_name", ["demo", "tiny_wan", "full_wan"])
-def test_the_ram_estimate_stays_below_a_real_encodes_peak(codec_name):
+@pytest.mark.parametrize(
+    "codec_name, way, lowest",  # lowest: the estimate's least share of the tracked peak
+    [("demo", "encode", 0.75), ("tiny_wan", "encode", 0.75), ("full_wan", "encode", 0.75),
+     ("demo", "decode", 0.6), ("tiny_wan", "decode", 0.45), ("full_wan", "decode", 0.45)],
+)  # fmt: skip
+def test_the_ram_estimate_stays_below_a_real_peak(codec_name, way, lowest):
     """The pre-flight check refuses only what cannot fit: its estimate, from the codec's config,
-    is below the tensor bytes a real encode holds at its peak (which its RSS exceeds), and close
-    enough to it to refuse what is far too large. The full-size Wan 2.1 VAE at 32 x 32 px; bench
-    encode_ram.py measures peak RSS at larger sizes."""
+    is below the tensor bytes a real encode or decode holds at its peak (which its RSS exceeds),
+    and close enough to it to refuse what is far too large. The full-size Wan 2.1 VAE at 32 x 32
+    px; bench encode_ram.py measures peak RSS at larger sizes."""
     codec = {"demo": video_codec, "tiny_wan": lambda: _wan_codec(TINY),
              "full_wan": lambda: _wan_codec(FULL_WAN)}[codec_name]()  # fmt: skip
     clip = torch.rand(1, 5, 32, 32, 3)
+    given = clip if way == "encode" else codec.encode(clip)
     with TrackedTensorBytes() as tracked:
-        codec.encode(clip)
-    estimate = memory.encode_ram_bytes(codec, 5, 32, 32)
-    assert 0.75 * tracked.peak <= estimate <= tracked.peak  # measured 0.80, 0.81 and 1.0
+        getattr(codec, way)(given)
+    estimate = memory.codec_ram_bytes(codec, way, 5, 32, 32)
+    # measured: encodes 0.80, 0.81 and 1.0; decodes 0.72, 0.57 and 0.54
+    assert lowest * tracked.peak <= estimate <= tracked.peak
 
 
 def test_available_ram_without_psutil_reads_meminfo_or_is_unknown(monkeypatch, tmp_path):
@@ -139,10 +145,13 @@ def test_a_codec_off_the_cpu_is_not_checked(monkeypatch):
     class OnGpu(PoolingCodec):
         device = torch.device("cuda")
 
-    memory.check_encode_ram(OnGpu(), 17, 64, 64, clips=2, input_name="source", remedy="x")
+    held = 2 * memory.clip_bytes(17, 64, 64)
+    memory.check_codec_ram(
+        OnGpu(), "encode", 17, 64, 64, held=held, input_name="source", remedy="x"
+    )
     with pytest.raises(InputError, match="^source: encoding 17 frames of 64 x 64 px on the CPU"):
-        memory.check_encode_ram(PoolingCodec(), 17, 64, 64, clips=2, input_name="source",
-                                remedy="x")  # fmt: skip
+        memory.check_codec_ram(PoolingCodec(), "encode", 17, 64, 64, held=held,
+                               input_name="source", remedy="x")  # fmt: skip
 
 
 def test_encode_video_is_refused_whole_and_taken_in_tiles_that_fit(monkeypatch):
@@ -150,12 +159,12 @@ def test_encode_video_is_refused_whole_and_taken_in_tiles_that_fit(monkeypatch):
     it needs one tile's working memory, so the same RAM takes it."""
     codec = video_codec()
     frames = torch.rand(1, 9, 256, 256, 3)
-    whole = memory.encode_ram_bytes(codec, 9, 256, 256)
+    whole = memory.codec_ram_bytes(codec, "encode", 9, 256, 256)
     monkeypatch.setattr(memory, "available_ram", lambda: whole - 1)
     with pytest.raises(InputError) as refused, TrackedTensorBytes() as tracked:
         encode_tiled(codec, frames, 0, 0)
     assert re.match(
-        r"frames: encoding 9 frames of 256 x 256 px on the CPU needs at least 0\.0 GiB of RAM, "
+        r"tile_size: encoding 9 frames of 256 x 256 px on the CPU needs at least 0\.0 GiB of RAM, "
         r"and 0\.0 GiB is available\. Fix: a tile_size \(one tile's memory at a time\), fewer "
         r"frames, or a machine with a GPU",
         str(refused.value),
@@ -163,3 +172,26 @@ def test_encode_video_is_refused_whole_and_taken_in_tiles_that_fit(monkeypatch):
     assert tracked.peak == 0  # refused before anything was allocated
     tiled = encode_tiled(codec, frames, 16, 4)
     assert tiled.shape == (1, codec.latent_channels, 3, 32, 32)
+
+
+def test_decode_video_is_refused_whole_and_taken_in_tiles_that_fit(monkeypatch):
+    """Decode Video's whole-frame decode that cannot fit is refused, naming tile_size, before
+    anything is allocated; in tiles it needs the whole clip it lays them into and one tile's
+    working memory, so the same RAM takes it, and a RAM short of even that names the tiles."""
+    codec = video_codec()
+    latents = codec.encode(torch.rand(1, 9, 256, 256, 3))
+    whole = memory.codec_ram_bytes(codec, "decode", 9, 256, 256)
+    monkeypatch.setattr(memory, "available_ram", lambda: whole - 1)
+    with pytest.raises(InputError) as refused, TrackedTensorBytes() as tracked:
+        decode_tiled(codec, latents, 0, 0)
+    assert str(refused.value).startswith(
+        "tile_size: decoding 9 frames of 256 x 256 px on the CPU needs at least 0.0 GiB"
+    )
+    assert "Fix: a tile_size (one tile's memory at a time), fewer frames" in str(refused.value)
+    assert tracked.peak == 0
+    tiled = decode_tiled(codec, latents, 16, 4)
+    assert tiled.shape == (1, 9, 256, 256, 3)
+    monkeypatch.setattr(memory, "available_ram", lambda: memory.clip_bytes(9, 256, 256))
+    with pytest.raises(InputError, match="^tile_size: decoding 9 frames of 256 x 256 px in 128 x "
+                       "128 px tiles on the CPU .* Fix: a smaller tile_size"):  # fmt: skip
+        decode_tiled(codec, latents, 16, 4)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InputError
-from ..memory import check_encode_ram
+from ..memory import check_codec_ram, clip_bytes
 from .protocol import VideoCodec
 
 TileHook = Callable[[int, int], None]
@@ -106,6 +106,30 @@ def _check(tile: int, overlap: int) -> None:
         )
 
 
+def _check_ram(
+    codec: VideoCodec,
+    way: str,
+    frames: int,
+    height: int,
+    width: int,
+    tile: int,
+    *,
+    held_whole: bool,
+    input_name: str,
+) -> None:
+    """:func:`check_codec_ram` for a clip of ``frames`` at height x width latent pixels, run
+    whole or in tiles of ``tile`` latent pixels (one tile's working memory at a time), with the
+    whole clip held in RAM beside the tiles where ``held_whole`` (a tiled decode's output)."""
+    stride = codec.spatial_stride
+    size = (height * stride, width * stride)
+    tile_size = tuple(min(side, tile * stride) for side in size) if tile else None
+    check_codec_ram(
+        codec, way, frames, *size, tile=tile_size,
+        held=clip_bytes(frames, *size) if held_whole else 0, input_name=input_name,
+        remedy="a smaller tile_size" if tile else "a tile_size (one tile's memory at a time)",
+    )  # fmt: skip
+
+
 def decode_tiled(
     codec: VideoCodec,
     latents: torch.Tensor,
@@ -114,10 +138,15 @@ def decode_tiled(
     on_tile: TileHook | None = None,
 ) -> torch.Tensor:
     """``codec.decode`` (frames [B, T, H, W, 3]) in spatial tiles of ``tile`` latent pixels
-    (0: whole frames); ``on_tile`` as :func:`spatially_tiled` calls it."""
+    (0: whole frames); ``on_tile`` as :func:`spatially_tiled` calls it. Refused first where the
+    decode (on the CPU) cannot fit in RAM: a tile's, beside the whole clip it is laid into."""
+    if tile:
+        _check(tile, overlap)
+    latent_frames, height, width = latents.shape[2:]
+    _check_ram(codec, "decode", 1 + (latent_frames - 1) * codec.temporal_stride, height, width,
+               tile, held_whole=bool(tile), input_name="tile_size")  # fmt: skip
     if tile == 0:
         return codec.decode(latents)
-    _check(tile, overlap)
     frames = spatially_tiled(
         latents,
         lambda z: codec.decode(z).permute(0, 4, 1, 2, 3),
@@ -140,14 +169,12 @@ def encode_tiled(
     """``codec.encode`` of frames [B, T, H, W, 3] in spatial tiles of ``tile`` latent pixels
     (0: whole frames); ``on_tile`` as :func:`spatially_tiled` calls it. Refused first where one
     tile's encode (on the CPU) cannot fit in RAM."""
-    height, width = frames.shape[2:4]
     if tile:
         _check(tile, overlap)
-        height, width = (min(side, tile * codec.spatial_stride) for side in (height, width))
-    check_encode_ram(
-        codec, frames.shape[1], height, width, clips=0, input_name="frames",
-        remedy="a smaller tile_size" if tile else "a tile_size (one tile's memory at a time)",
-    )  # fmt: skip
+    stride = codec.spatial_stride
+    height, width = (side // stride for side in frames.shape[2:4])
+    _check_ram(codec, "encode", frames.shape[1], height, width, tile, held_whole=False,
+               input_name="tile_size")  # fmt: skip
     if tile == 0:
         return codec.encode(frames)
     return spatially_tiled(

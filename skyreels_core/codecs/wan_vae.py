@@ -33,7 +33,8 @@ ENCODE_ELEMENTS_PER_PIXEL = 6000
 CACHED_FRAMES = 2  # what each causal conv keeps of the chunk before (diffusers' CACHE_T)
 
 
-def encode_ram_lower_bound(
+def ram_lower_bound(
+    way: str,
     base_dim: int,
     res_blocks: int,
     itemsize: int,
@@ -42,19 +43,27 @@ def encode_ram_lower_bound(
     width: int,
     chunk_frames: int = 4,
 ) -> int:
-    """At least the bytes a Wan 2.1 VAE encode of [1, frames, height, width, 3] adds beside its
-    input, from its config alone (a full-size VAE's figure without loading one): the input moved
-    to -1..1 (float32), and what is alive at once in the last full-resolution conv of a chunk
-    (frame 0 alone, then ``chunk_frames``), all ``base_dim`` channels wide in the compute dtype:
-    its residual block's input, the activation it convolves, that padded with the cached frames,
-    its output, and the caches of the stage's convs. diffusers' and ComfyUI's encoders hold at
-    least that much (ComfyUI's drops a conv's old cache before padding): diffusers' full-size
-    VAE peaks at 1.2 to 1.4 times it in tensors and 1.5 to 3.2 times in RSS (bench/encode_ram.py;
-    the rest is CPU convolution workspaces and the allocator), ComfyUI's at 1.5 to 3 in RSS."""
+    """At least the bytes a Wan 2.1 VAE's ``way`` ("encode" or "decode") of a clip of ``frames``
+    at height x width px takes beside its input, from its config alone (a full-size VAE's figure
+    without loading one). Both run a chunk of ``chunk_frames`` frames at a time (frame 0 alone
+    first) through a full-resolution stage ``base_dim`` channels wide (the encoder's first, the
+    decoder's last), where at least this is alive at once, in the compute dtype: a residual
+    block's input, the activation it convolves, that padded with the cached frames, its output,
+    and the caches of the stage's convs. Beside it, the whole clip: an encode's input moved to
+    -1..1 (float32), a decode's output (compute dtype).
+
+    diffusers' and ComfyUI's encoders hold at least that much (ComfyUI's drops a conv's old cache
+    before padding): diffusers' full-size VAE peaks at 1.2 to 1.4 times it in tensors and 1.5 to
+    3.2 times in RSS (bench/encode_ram.py; the rest is CPU convolution workspaces and the
+    allocator), ComfyUI's at 1.5 to 3 in RSS; its decodes at about twice it in tensors (the
+    decoder's upsampling stages hold more)."""
     chunk = min(frames, chunk_frames)
     caches = 2 * res_blocks * min(chunk, CACHED_FRAMES)
     alive_frames = 3 * chunk + (chunk + CACHED_FRAMES) + caches
-    return frames * height * width * 3 * 4 + alive_frames * base_dim * height * width * itemsize
+    clip_itemsize = 4 if way == "encode" else itemsize
+    return frames * height * width * 3 * clip_itemsize + (
+        alive_frames * base_dim * height * width * itemsize
+    )
 
 
 class WanVideoCodec:
@@ -115,11 +124,18 @@ class WanVideoCodec:
         return cls(vae.to(dtype=dtype), offload_device, reserve, device)
 
     def encode_ram_bytes(self, frames: int, height: int, width: int) -> int:
-        """:func:`encode_ram_lower_bound` from this VAE's config and dtype."""
+        """:func:`ram_lower_bound` of an encode, from this VAE's config and dtype."""
+        return self._ram_bytes("encode", frames, height, width)
+
+    def decode_ram_bytes(self, frames: int, height: int, width: int) -> int:
+        """:func:`ram_lower_bound` of a decode, from this VAE's config and dtype."""
+        return self._ram_bytes("decode", frames, height, width)
+
+    def _ram_bytes(self, way: str, frames: int, height: int, width: int) -> int:
         config = self.vae.config
-        return encode_ram_lower_bound(
-            config.base_dim, config.num_res_blocks, self.dtype.itemsize, frames, height, width,
-            self.temporal_stride,
+        return ram_lower_bound(
+            way, config.base_dim, config.num_res_blocks, self.dtype.itemsize, frames, height,
+            width, self.temporal_stride,
         )  # fmt: skip
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ class DemoVideoCodec(nn.Module):
 
     def encode_ram_bytes(self, frames: int, height: int, width: int) -> int:
         """At least the RAM an encode of [1, frames, height, width, 3] adds on the CPU (see
-        :func:`skyreels_core.memory.check_encode_ram`): each latent group's frames stacked on
+        :func:`skyreels_core.memory.check_codec_ram`): each latent group's frames stacked on
         channels (its input in -1..1), all groups encoded at once, and while the first conv's
         output goes through the GELU, that output, the GELU's and the stacked input are all
         alive (bench/encode_ram.py measures 0.6 to 0.9 of the real peak RSS)."""
@@ -64,6 +64,20 @@ class DemoVideoCodec(nn.Module):
         stacked = groups * conv.in_channels * height * width
         first = groups * conv.out_channels * (height // conv.stride[0]) * (width // conv.stride[1])
         return (stacked + 2 * first) * conv.weight.dtype.itemsize
+
+    def decode_ram_bytes(self, frames: int, height: int, width: int) -> int:
+        """At least the RAM a decode of a clip of ``frames`` at height x width px takes on the
+        CPU: every latent group decoded at once, so the last transposed conv's input (half the
+        size, ``width`` channels) and its output (the group's frames stacked on channels, full
+        size) are alive together (0.78 of the tracked tensor peak at 17 frames, 64 px)."""
+        conv = self.decoder[-1]
+        groups = 1 + (frames - 1) // self.temporal_stride
+        half = (height // conv.stride[0]) * (width // conv.stride[1])
+        return (
+            groups
+            * (conv.in_channels * half + conv.out_channels * height * width)
+            * (conv.weight.dtype.itemsize)
+        )
 
     def raw_encode(self, frames: torch.Tensor) -> torch.Tensor:
         batch = frames.shape[0]
