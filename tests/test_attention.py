@@ -108,3 +108,51 @@ def test_flex_with_everything_kept_equals_dense():
     dense = attention(q, k, v)
     sparse = attention(q, k, v, backend="flex", sparsity=BlockSparsity((4, 4, 4), 1.0))
     assert torch.allclose(dense, sparse, atol=1e-5)
+
+
+def test_a_masked_call_runs_masked_sdpa_on_every_backend():
+    """flash_attn and sage take no mask: a call with padded text runs SDPA under the mask (on the
+    CPU too, where those kernels cannot run), and flex with a mask is dense masked attention, not
+    block-sparse over tokens the mask would hide."""
+    q, k, v = _qkv()
+    mask = torch.ones(1, 1, 1, 16, dtype=torch.bool)
+    mask[..., 10:] = False
+    expected = F.scaled_dot_product_attention(q, k[:, :, :10], v[:, :, :10])
+    for backend in ("flash_attn", "sage"):
+        torch.testing.assert_close(attention(q, k, v, backend=backend, mask=mask), expected)
+    sparsity = BlockSparsity((1, 4, 4), 0.25)
+    torch.testing.assert_close(
+        attention(q, k, v, backend="flex", mask=mask, sparsity=sparsity), expected
+    )
+    assert (attention(q, k, v, mask=mask) - attention(q, k, v)).abs().max() > 1e-3
+
+
+def test_package_kernels_get_their_layouts_and_answer_in_ours(monkeypatch):
+    """flash_attn takes and returns token-major [B, L, heads, d], sage head-major with
+    tensor_layout="HND"; both answer in the [B, heads, L, d] every block reads. Stand-in kernels
+    (softmax attention in the layout each package documents) run here without a GPU."""
+    import sys
+    from types import ModuleType
+
+    from skyreels_core import attention as attention_module
+
+    def flash_attn_func(q, k, v):
+        assert q.shape == (1, 16, 2, 8)  # token-major
+        out = F.scaled_dot_product_attention(*(x.transpose(1, 2) for x in (q, k, v)))
+        return out.transpose(1, 2)
+
+    def sageattn(q, k, v, tensor_layout):
+        assert tensor_layout == "HND" and q.shape == (1, 2, 16, 8)
+        return F.scaled_dot_product_attention(q, k, v)
+
+    flash, sage = ModuleType("flash_attn"), ModuleType("sageattention")
+    flash.flash_attn_func, sage.sageattn = flash_attn_func, sageattn
+    monkeypatch.setitem(sys.modules, "flash_attn", flash)
+    monkeypatch.setitem(sys.modules, "sageattention", sage)
+    monkeypatch.setattr(attention_module, "require_backend", lambda backend, device: None)
+    q, k, v = _qkv()
+    expected = attention(q, k, v)
+    for backend in ("flash_attn", "sage"):
+        out = attention(q, k, v, backend=backend)
+        assert out.shape == (1, 2, 16, 8)
+        torch.testing.assert_close(out, expected)

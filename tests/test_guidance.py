@@ -134,3 +134,25 @@ def test_zero_init_asks_for_no_pass_when_every_stream_is_guided():
     cond = [torch.full((1, 3), 2.0), torch.full((1, 2), 5.0)]
     video, audio = mixed.combine(0, 1.0, latents, cond, None)
     assert torch.equal(video, cond[0]) and torch.equal(audio, torch.zeros(1, 2))
+
+
+def test_apg_keeps_each_streams_momentum_to_itself():
+    """Video and audio each smooth their own guidance difference: over three steps, guiding both
+    together gives every stream what guiding it alone gives. One running average for both would
+    push the audio along the video's last difference."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(1, 3, 2, 4), (1, 3, 2, 4)]  # alike, so a shared running average would still run
+    steps = [
+        [(torch.randn(s, generator=generator), torch.randn(s, generator=generator)) for s in shapes]
+        for _ in range(3)
+    ]
+    latents = [torch.randn(s, generator=generator) for s in shapes]
+    apg = (-0.5, 0.0, 0.0)
+    together = StreamGuidance([4.0, 3.0], apg=apg)
+    alone = [StreamGuidance([scale], apg=apg) for scale in (4.0, 3.0)]
+    for index, passes in enumerate(steps):
+        cond, uncond = [c for c, _ in passes], [u for _, u in passes]
+        guided = together.combine(index, 0.7, latents, cond, uncond)
+        for n, single in enumerate(alone):
+            expected = single.combine(index, 0.7, [latents[n]], [cond[n]], [uncond[n]])[0]
+            torch.testing.assert_close(guided[n], expected, rtol=0, atol=0)

@@ -494,3 +494,31 @@ def test_a_lora_file_replaced_in_place_leaves_the_read_lora_as_read(tmp_path):
         file.seek(header)
         file.write(bytes(path.stat().st_size - header))
     assert all(torch.equal(t, b) for t, b in zip(tensors, before, strict=True))
+
+
+def test_full_weight_and_bias_differences_move_their_layers_by_strength(wan, tmp_path):
+    """Distillation LoRAs carry whole differences: a Linear layer's ``.diff`` [out, in] adds
+    strength x (x diffᵀ) to its output and ``.diff_b`` strength x diff_b, on a square layer and
+    a wide one alike; a norm's ``.diff_b`` moves its bias and leaves its weight. No other test
+    reads a Linear ``.diff`` or a non-Linear ``.diff_b``."""
+    model, _ = wan
+    plain, modules = LoadedModel(model, "wan"), dict(model.named_modules())
+    generator = torch.Generator().manual_seed(3)
+    state, expected, x = {}, {}, torch.randn(3, 64, generator=generator)
+    for layer in ("blocks.0.self_attn.q", "blocks.1.ffn.0"):  # 64 x 64 and 96 x 64
+        linear = modules[layer]
+        diff = torch.randn(linear.out_features, 64, generator=generator) * 0.1
+        diff_b = torch.randn(linear.out_features, generator=generator) * 0.1
+        state |= {f"diffusion_model.{layer}.diff": diff, f"diffusion_model.{layer}.diff_b": diff_b}
+        with torch.no_grad():
+            expected[layer] = linear(x) + 0.5 * (x @ diff.T + diff_b)
+    state["diffusion_model.blocks.0.norm3.diff_b"] = torch.full((64,), 0.25)
+    lora = read_lora(save(tmp_path, "distill.safetensors", state), model)
+    norm = modules["blocks.0.norm3"]
+    weight, bias = norm.weight.detach().clone(), norm.bias.detach().clone()
+    with plain.with_lora(lora, 0.5).on("cpu"), torch.no_grad():
+        for layer, value in expected.items():
+            torch.testing.assert_close(modules[layer](x), value, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(norm.bias, bias + 0.125)
+        assert torch.equal(norm.weight, weight)
+    assert torch.equal(norm.bias, bias)

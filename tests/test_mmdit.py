@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -174,7 +175,8 @@ def test_info_command_prints_counts(capsys):
 
     assert main(["info", "--preset", "wan2.1-t2v-14b"]) == 0
     out = capsys.readouterr().out
-    assert "14,288,491,584" in out.replace(" ", "") or "total" in out
+    # the count itself: "or 'total' in out" passed whatever number was printed
+    assert re.search(r"^\s*total\s+14,288,491,584\s+\(14\.29 B\)$", out, re.M), out
     assert main(["info", "--preset", "nope"]) == 2
 
 
@@ -214,7 +216,7 @@ def test_training_after_sampling_under_inference_mode():
         model(video, t, text, audio=audio)
     out = model(video, t, text, audio=audio)
     (out.video.square().mean() + out.audio.square().mean()).backward()
-    assert model.head.head.weight.grad is not None
+    assert model.head.head.weight.grad.abs().sum() > 0
 
 
 @torch.no_grad()
@@ -252,6 +254,22 @@ def test_a_shots_first_latent_frame_reads_only_its_own_text():
     assert mask.shape == (1, 1, 4, 6)
     first, second = [True] * 3 + [False] * 3, [False] * 3 + [True] * 3
     assert mask[0, 0].tolist() == [first, first, second, second]
+
+
+def test_references_read_every_shot_and_keyframes_their_own_frames_shot():
+    """The cross-attention mask over [2 references | 4 clip frames | a 1 x 2 keyframe at latent
+    frame 2] for shots (tokens 0..3, frames 0..2) and (3..6, 2..4), the last word padding: the
+    references read both shots, each clip frame its own shot, the keyframe's two tokens frame 2's
+    shot, and nobody the padding."""
+    model = tiny_model()
+    shots = [(0, 3, 0, 2), (3, 6, 2, 4)]
+    padded = torch.tensor([[True] * 5 + [False]])
+    text = TextEncoding(torch.zeros(1, 6, 16), padded, shots)
+    mask = model._cross_mask(text, text.mask, 8, 2, (4, 1, 1), (2,), (1, 2))
+    every = [True] * 5 + [False]
+    first, second = [True] * 3 + [False] * 3, [False] * 3 + [True] * 2 + [False]
+    assert mask.shape == (1, 1, 8, 6)
+    assert mask[0, 0].tolist() == [every] * 2 + [first] * 2 + [second] * 2 + [second] * 2
 
 
 @torch.no_grad()

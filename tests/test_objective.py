@@ -59,3 +59,21 @@ def test_a_fully_known_video_gives_zero_video_loss_not_nan():
     audio = torch.zeros(1, 2, 5), torch.zeros(1, 2, 5), torch.ones(1, 2, 5)
     loss = flow_matching_loss(torch.zeros_like(x0), x0, noise, *audio, known)
     assert loss.item() == 1.0
+
+
+def test_the_audio_stream_is_trained_on_the_same_velocity_as_the_video():
+    """Both streams regress v = eps - x0: a perfect prediction of each costs nothing, and the
+    opposite sign on either stream costs 4 per cell (|2v|^2 with v = 1 - 0). Tests whose audio
+    x0 and noise are 0 and 1 with a 0 prediction cannot tell the audio sign."""
+    generator = torch.Generator().manual_seed(0)
+    x0_v, noise_v, x0_a, noise_a = (
+        torch.randn(shape, generator=generator) for shape in [(1, 2, 3, 2, 2)] * 2 + [(1, 4, 6)] * 2
+    )
+    v_video, v_audio = velocity_target(x0_v, noise_v), velocity_target(x0_a, noise_a)
+    torch.testing.assert_close(v_audio, noise_a - x0_a, rtol=0, atol=0)
+    exact = flow_matching_loss(v_video, x0_v, noise_v, v_audio, x0_a, noise_a)
+    assert exact.item() == 0.0
+    flipped_audio = flow_matching_loss(v_video, x0_v, noise_v, -v_audio, x0_a, noise_a)
+    torch.testing.assert_close(flipped_audio, 4 * v_audio.square().mean())
+    ones, zeros = torch.ones(1, 2, 5), torch.zeros(1, 2, 5)
+    assert flow_matching_loss(v_video, x0_v, noise_v, -ones, zeros, ones).item() == 4.0

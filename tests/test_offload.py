@@ -222,12 +222,14 @@ def test_an_interrupted_forward_leaves_the_offload_copies_in_place():
     assert model.weight_streamer is None
 
 
-def test_a_pass_that_runs_out_of_memory_leaves_no_swapped_layer_on_the_device():
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_a_pass_that_runs_out_of_memory_leaves_no_swapped_layer_on_the_device(failing):
     """The sampler retries a batched pass that ran out of memory as two half passes inside the
     same render: the failed pass's current layer and its prefetched next one stayed on the
     device (about 5 GB for a 14B model in bf16) on the card that had just run out. Here the
-    second layer fails: every swapped tensor is back to its offload copy, nothing is in flight,
-    and the retry renders what an unswapped model does."""
+    first layer (the second's copy then in flight) or the second fails: every swapped tensor is
+    back to its offload copy, nothing is in flight, and the retry renders what an unswapped
+    model does."""
     model = tiny_model()
     reference = _run(model)
     offloaded = [[p.data_ptr() for p in layer.parameters()] for layer in model.blocks]
@@ -238,7 +240,8 @@ def test_a_pass_that_runs_out_of_memory_leaves_no_swapped_layer_on_the_device():
             failures.append(module)
             raise torch.OutOfMemoryError("CUDA out of memory")
 
-    handle = model.single_blocks[0].norm.register_forward_pre_hook(out_of_memory)
+    norm = model.blocks[0].norm1 if failing == "first" else model.single_blocks[0].norm
+    handle = norm.register_forward_pre_hook(out_of_memory)
     with LoadedModel(model, "tiny", block_swap=2).on("cpu") as module:
         with pytest.raises(torch.OutOfMemoryError):
             _run(module)

@@ -176,3 +176,48 @@ def test_a_one_row_storyboard_reads_its_panels_left_to_right():
     assert _greys(board) == [0.1, 0.5, 0.9]
     frames = CODEC.decode(board.video.permute(2, 1, 0, 3, 4))
     assert float(frames.std(dim=(1, 2, 3, 4)).max()) < 1e-4  # each panel flat
+
+
+def _tone(rate: int, seconds: float = 1.0, hz: float = 440.0) -> torch.Tensor:
+    time = torch.arange(round(rate * seconds)) / rate
+    return 0.5 * torch.sin(2 * torch.pi * hz * time)
+
+
+def test_a_reference_sound_is_encoded_at_the_codecs_rate_and_channels():
+    """A 48 kHz stereo tone gives the latents the same tone recorded at the codec's 16 kHz mono
+    gives (the resampler's error only); a sound ending mid-token is padded with silence, not cut.
+    Encoding the source samples as they came would read 48 kHz as 16 kHz: a tone 3x too high."""
+    torch.manual_seed(0)
+    codec = DemoAudioCodec()
+    native = audio_reference(codec, _tone(16000)[None, None], 16000).audio
+    stereo = audio_reference(codec, _tone(48000)[None].repeat(2, 1)[None], 48000).audio
+    assert stereo.shape == native.shape == (1, 8, 63)
+    assert (stereo - native).norm() < 1e-3 * native.norm()
+    short = _tone(16000)[None, None, :15900]  # 62.1 tokens: the 63rd part silence
+    padded = torch.nn.functional.pad(short, (0, 63 * 256 - 15900))
+    torch.testing.assert_close(
+        audio_reference(codec, short, 16000).audio, codec.encode(padded), rtol=0, atol=0
+    )
+
+    class WholeTokens:  # as MMAudio: it encodes whole tokens only, and pads nothing itself
+        sample_rate, channels, samples_per_token = 16000, 1, 256
+
+        def encode(self, waveform):
+            assert waveform.shape[-1] % 256 == 0
+            return waveform.unflatten(-1, (-1, 256)).mean(-1)
+
+    tokens = audio_reference(WholeTokens(), short, 16000).audio
+    assert tokens.shape == (1, 1, 63)
+    torch.testing.assert_close(tokens[..., -1], short[..., 62 * 256 :].sum(-1) / 256)
+
+
+def test_chained_sound_references_keep_their_order():
+    """Sounds chain along time in the order given, as images do: the first node's sound first."""
+    codec = DemoAudioCodec()
+    low, high = (
+        audio_reference(codec, _tone(16000, 0.5, hz)[None, None], 16000) for hz in (220, 880)
+    )
+    merged = merge_references(low, None, high)
+    assert merged.video is None and merged.audio.shape == (1, 8, 32 + 32)
+    assert torch.equal(merged.audio, torch.cat([low.audio, high.audio], dim=2))
+    assert not torch.equal(low.audio, high.audio)

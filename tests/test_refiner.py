@@ -109,6 +109,48 @@ def test_sparse_attention_keeping_everything_equals_dense_through_the_refiner():
     assert (sparse - dense).abs().max().item() > 1e-4  # a quarter of the cubes is not everything
 
 
+def test_the_refiner_reads_the_noised_clip_beside_its_condition_at_each_steps_time():
+    """From denoise_start 0.6 in 2 uniform steps the refiner is called at t = 0.6, then 0.3, on
+    concat(x_t, I, M): x_t first the upsampled clip I noised to 0.6 with the seed's noise, then I
+    and its given-mask M. Its head zeroed, it predicts no velocity, so the result is that first
+    x_t. (Noising to 1 instead, or handing it 1 - t, changes only what a trained refiner makes:
+    the other tests see keyframes and shapes.)"""
+    from skyreels_core.sampling import initial_noise
+
+    refiner, low = _tiny_refiner(), _latents(1, 4, 3, 4, 6)
+    torch.nn.init.zeros_(refiner.head.head.weight)
+    torch.nn.init.zeros_(refiner.head.head.bias)
+    calls = []
+    refiner.register_forward_pre_hook(lambda _, args: calls.append((args[0], args[1])))
+    settings = RefinerSettings(fps_factor=2, steps=2, denoise_start=0.6, seed=3, sparsity=0.0)
+    out = refine(refiner, low, settings)
+    condition = build_condition(low, scale=2, fps_factor=2)
+    noise = initial_noise(3, [tuple(condition.latents.shape)])[0]
+    start = 0.4 * condition.latents + 0.6 * noise
+    assert [t.item() for _, t in calls] == pytest.approx([0.6, 0.3])
+    first = calls[0][0]
+    assert first.shape == (1, 9, 5, 8, 12)
+    torch.testing.assert_close(first[:, :4], start)
+    assert torch.equal(first[:, 4:8], condition.latents) and torch.equal(
+        first[:, 8:], condition.given
+    )
+    torch.testing.assert_close(out, start)
+
+
+def test_the_refiners_rotary_table_is_its_token_grids_t_h_w():
+    """The refined clip's 2 x 3 x 4 token grid, head_dim 16: pairs (4, 2, 2) for (t, h, w), each
+    axis's first frequency 1, so columns 0, 4 and 6 are t, h and w of row-major tokens (h and w
+    swapped would rotate a wide clip's rows by its columns)."""
+    from skyreels_core.refiner import _rotary_angles
+
+    angles = _rotary_angles((2, 3, 4), 16, 1e4)
+    assert angles.shape == (24, 8)
+    t, h, w = angles[:, 0], angles[:, 4], angles[:, 6]
+    assert t.tolist() == [0.0] * 12 + [1.0] * 12
+    assert h.tolist() == [float(i) for i in range(3) for _ in range(4)] * 2
+    assert w.tolist() == [float(i) for i in range(4)] * 6
+
+
 def test_training_after_a_sparse_refine_under_inference_mode():
     """The host refines under torch.inference_mode; the sparse layouts cached there (per grid)
     failed a later training step over the same grid: "Inference tensors cannot be saved for

@@ -55,6 +55,7 @@ def test_reference_positions_are_negative_and_keyframes_fractional():
     keys = video_positions(2, 2, 2, times=[0, 4], spatial_scale=0.5)
     assert keys[:, 0].unique().tolist() == [0.0, 4.0] and keys[:, 1].unique().tolist() == [0.0, 0.5]
     assert keys[:, 2].unique().tolist() == [0.0, 0.5]  # both spatial axes on the low-res grid
+    assert video_positions(2, 1, 1, times=[0, 4], time_offset=-1)[:, 0].tolist() == [-1.0, 3.0]
 
 
 def test_the_models_table_puts_references_before_the_clip_and_keyframes_on_its_grid():
@@ -77,6 +78,45 @@ def test_the_models_table_puts_references_before_the_clip_and_keyframes_on_its_g
     quarter = [0.0, 0.5, 1.0, 1.5]
     assert h[20:36].tolist() == [x for x in quarter for _ in range(4)]
     assert w[20:36].tolist() == quarter * 4
+
+
+def test_the_audio_table_puts_reference_sound_before_the_clip_on_the_video_clock():
+    """The model's audio table for 3 reference and 7 clip tokens over 3 latent frames: token j
+    of the clip at video time j * 3 / 7, reference token i at (-3 + i) * 3 / 7 (references at
+    the clip's own times would read as its start). Self-attention spreads Wan's frequencies
+    theta^(-2i/d) over the whole head; the cross-modal table turns only the video's 6 temporal
+    pairs, by exactly what a video token at the same time turns them."""
+    from skyreels_core.mmdit import _audio_table
+
+    times = torch.arange(-3, 7, dtype=torch.float64) * 3 / 7
+    angles = _audio_table(7, 3, audio_time_scale(3, 7), 32, 1e4, False)
+    frequencies = 1e4 ** (-torch.arange(16, dtype=torch.float64) * 2 / 32)
+    torch.testing.assert_close(angles, times[:, None] * frequencies, rtol=1e-12, atol=0)
+    cross = _audio_table(7, 3, audio_time_scale(3, 7), 32, 1e4, True)
+    assert axis_split(32)[0] == 6 and not cross[:, 6:].any()
+    at_same_times = torch.stack([times, torch.full_like(times, 5.0), torch.ones_like(times)], 1)
+    video = video_angles(at_same_times, 32, 1e4, temporal_only=True)
+    torch.testing.assert_close(cross, video, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(video[:, :6], times[:, None] * 1e4 ** (-torch.arange(6.0) / 6))
+
+
+def test_the_model_times_audio_by_its_clip_tokens_with_references_before_them(monkeypatch):
+    """With a 5-token sound reference before 11 clip tokens over 3 latent frames, the model's
+    audio tables put the clip at T_lat / L_a = 3 / 11 per token (the reference does not stretch
+    the clip's clock) and the reference's 5 tokens before it."""
+    from model_helpers import inputs, tiny_model
+
+    from skyreels_core import mmdit
+    from skyreels_core.types import References
+
+    calls, table = [], mmdit._audio_table
+    monkeypatch.setattr(mmdit, "_audio_table", lambda *args: calls.append(args) or table(*args))
+    model = tiny_model()
+    video, t, text, audio = inputs(model, frames=3, audio_tokens=11)
+    with torch.no_grad():
+        model(video, t, text, audio, references=References(audio=torch.randn(2, 4, 5)))
+    assert {args[:3] for args in calls} == {(11, 5, 3 / 11)}
+    assert {args[5] for args in calls} == {False, True}  # self-attention and cross-modal
 
 
 def test_cross_modal_attention_sees_only_time_offsets():

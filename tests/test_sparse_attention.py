@@ -285,3 +285,43 @@ def test_where_flex_attention_does_not_compile_the_gathered_path_takes_over(monk
             out = sparse_attention.fine_attention(qc, kc, vc, selected, valid)
             assert torch.equal(out, expected)
     assert len(calls) == 1 and caplog.text.count("does not compile here") == 1
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_each_query_cube_attends_the_key_cubes_its_pooled_query_scores_highest(local):
+    """The selection itself, against a reference written out by hand: query cube i keeps the
+    ``keep`` key cubes j of the highest mean(q in i) . mean(k in j), per head, (with local, also
+    itself and its face neighbours), and its tokens attend exactly the real tokens of those cubes.
+    Keeping the lowest-scoring cubes, or scoring per key cube instead of per query cube, still
+    keeps the requested density and still differs from dense: only this check tells."""
+    grid = (5, 6, 7)  # 2 x 2 x 2 cubes, every one partial
+    q, k, v = _qkv(5 * 6 * 7, seed=5)
+    (pq, cube), (pk, _) = _cube_means(q, grid), _cube_means(k, grid)
+    scores = pq @ pk.transpose(-1, -2)  # [1, 2, 8, 8]
+    chosen = scores >= scores.topk(2, dim=-1).values[..., -1:]  # keep_ratio 0.25 of 8 cubes
+    assert chosen.sum(-1).eq(2).all() and not torch.equal(chosen[:, 0], chosen[:, 1])
+    if local:
+        corners = torch.tensor([(t, h, w) for t in range(2) for h in range(2) for w in range(2)])
+        chosen = chosen | ((corners[:, None] - corners[None]).abs().sum(-1) <= 1)
+    mask = chosen[:, :, cube][:, :, :, cube]  # token pairs of the chosen cube pairs
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = block_sparse_attention(q, k, v, grid, keep_ratio=0.25, local=local)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_flops_count_the_kept_cubes_and_sparse_runs_only_at_half_of_dense_or_less():
+    """16^3 tokens are 64 cubes of 64: a query cube keeps ceil(0.25 x 64) = 16 cubes and, in the
+    worst case, 7 local ones (itself and 6 face neighbours), each 64 x 64 token pairs of QK^T and
+    PV, plus the coarse path's 64 x 64 cube pairs. Sparse runs where that is at most half of
+    dense: 13 x 16 x 16 tokens (0.54 of dense) refine dense, 12 x 16 x 16 (0.40) sparse."""
+    from skyreels_core.sparse_attention import sparse_pays_off
+
+    fine = 4.0 * 64 * 64 * (16 + 7) * 64
+    assert sparse_attention_flops((16, 16, 16), 1, 1, 0.25) == fine + 4.0 * 64 * 64
+    assert (
+        sparse_attention_flops((16, 16, 16), 1, 1, 0.25, local=False)
+        == fine / 23 * 16 + 4.0 * 64 * 64
+    )
+    assert sparse_attention_flops((16, 16, 16), 128, 40, 0.25) == 128 * 40 * (fine + 4.0 * 64 * 64)
+    assert dense_attention_flops(4096, 128, 40) == 4.0 * 4096 * 4096 * 128 * 40
+    assert not sparse_pays_off((13, 16, 16), 0.25) and sparse_pays_off((12, 16, 16), 0.25)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from skyreels_core.masks import latent_known_mask
+from skyreels_core.shapes import latent_index_of_frame
 from skyreels_core.tasks import TASK_WEIGHTS, conditioning_pixels, draw_task
 
 CLIP = torch.rand(33, 32, 32, 3, generator=torch.Generator().manual_seed(0))
@@ -51,9 +52,10 @@ def test_draw_task_follows_the_weights():
 def test_the_edit_box_draws_its_height_and_width_each_from_its_own_side():
     """On a 32 x 64 clip the unknown box is a rectangle 8-16 rows high and 16-32 columns wide,
     and both sides vary: a box whose width followed its height would train the edit task only on
-    narrow boxes of wide clips (the inference mask can be any shape)."""
+    narrow boxes of wide clips (the inference mask can be any shape). It lies anywhere in the
+    frame, its borders included."""
     wide = torch.rand(9, 32, 64, 3, generator=torch.Generator().manual_seed(1))
-    sizes = set()
+    sizes, edges = set(), set()
     for seed in range(60):
         unknown = ~conditioning_pixels("edit", wide, torch.Generator().manual_seed(seed))[1][0]
         rows, cols = unknown.any(1).nonzero()[:, 0], unknown.any(0).nonzero()[:, 0]
@@ -62,6 +64,15 @@ def test_the_edit_box_draws_its_height_and_width_each_from_its_own_side():
         assert 8 <= h <= 16 and 16 <= w <= 32, (seed, h, w)
         sizes.add((h, w))
     assert len({h for h, _ in sizes}) > 3 and len({w for _, w in sizes}) > 3
+    # On an 8 x 8 clip the box reaches every border (an off-by-one range never touches the last).
+    small = wide[:, :8, :8]
+    for seed in range(40):
+        unknown = ~conditioning_pixels("edit", small, torch.Generator().manual_seed(seed))[1][0]
+        rows, cols = unknown.any(1).nonzero()[:, 0], unknown.any(0).nonzero()[:, 0]
+        borders = {"top": rows[0] == 0, "bottom": rows[-1] == 7}
+        borders |= {"left": cols[0] == 0, "right": cols[-1] == 7}
+        edges |= {border for border, touched in borders.items() if touched}
+    assert edges == {"top", "bottom", "left", "right"}
 
 
 def test_the_keyframes_task_holds_one_to_three_keyframes_and_sometimes_several():
@@ -74,3 +85,29 @@ def test_the_keyframes_task_holds_one_to_three_keyframes_and_sometimes_several()
         assert 1 <= held <= 3
         counts.add(held)
     assert counts == {1, 2, 3}
+
+
+def test_known_pixels_are_the_clips_own_frames_each_held_over_its_latent_group():
+    """What a task says is known is the clip's own picture: i2av holds frame 0; the keyframes
+    task holds each drawn frame over its whole latent group (every frame of the group shows that
+    one frame of the clip); extend keeps the clip's first 1 to T_lat // 2 latent groups as they
+    are. Everything else is the clip unchanged (the model input masks it anyway)."""
+    for seed in range(20):
+        for task in ("i2av", "keyframes", "extend"):
+            video, known = _task(task, seed)
+            held = known.flatten(1).all(1)
+            assert torch.equal(video[~held], CLIP[~held])
+            frames = held.nonzero()[:, 0].tolist()
+            groups = {latent_index_of_frame(f) for f in frames}
+            members = {g: [f for f in range(33) if latent_index_of_frame(f) == g] for g in groups}
+            assert sorted(f for g in groups for f in members[g]) == frames  # whole groups only
+            if task == "extend":
+                assert torch.equal(video, CLIP) and groups == set(range(len(groups)))
+                assert 1 <= len(groups) <= 9 // 2
+                continue
+            for group in groups:
+                shown = video[members[group]]
+                assert (shown == shown[0]).all()
+                assert any(torch.equal(CLIP[f], shown[0]) for f in members[group])
+            if task == "i2av":
+                assert frames == [0] and torch.equal(video[0], CLIP[0])
