@@ -73,22 +73,26 @@ MEMINFO = Path("/proc/meminfo")
 
 
 def available_ram() -> int | None:
-    """Bytes of RAM the system can still give without swapping, or None where that is unknown.
-    psutil's figure is the one ComfyUI's own ``get_free_memory`` reports for the CPU (and ComfyUI
-    requires psutil); without psutil, Linux's MemAvailable."""
+    """Bytes the system can still give before its OOM killer strikes: the RAM available without
+    swapping plus the free swap (a render past RAM into swap is slow, not lost), or None where
+    that is unknown. psutil's RAM figure is the one ComfyUI's own ``get_free_memory`` reports for
+    the CPU (and ComfyUI requires psutil); without psutil, Linux's MemAvailable and SwapFree."""
     try:
         import psutil
     except ImportError:
         return _meminfo_available()
-    return psutil.virtual_memory().available
+    return psutil.virtual_memory().available + psutil.swap_memory().free
 
 
 def _meminfo_available() -> int | None:
     try:
-        found = re.search(r"^MemAvailable:\s+(\d+) kB", MEMINFO.read_text(), re.MULTILINE)
+        text = MEMINFO.read_text()
     except OSError:  # not Linux
         return None
-    return int(found[1]) * 1024 if found else None
+    fields = dict(re.findall(r"^(MemAvailable|SwapFree):\s+(\d+) kB", text, re.MULTILINE))
+    if "MemAvailable" not in fields:
+        return None
+    return (int(fields["MemAvailable"]) + int(fields.get("SwapFree", 0))) * 1024
 
 
 def clip_bytes(frames: int, height: int, width: int) -> int:

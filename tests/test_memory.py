@@ -9,6 +9,7 @@ import json
 import re
 import sys
 import weakref
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -128,11 +129,25 @@ def test_the_ram_estimate_stays_below_a_real_peak(codec_name, way, lowest):
     assert lowest * tracked.peak <= estimate <= tracked.peak
 
 
-def test_available_ram_without_psutil_reads_meminfo_or_is_unknown(monkeypatch, tmp_path):
+def test_available_ram_counts_free_swap_from_psutil_or_meminfo_or_is_unknown(monkeypatch, tmp_path):
+    """What the OOM killer leaves: available RAM plus free swap (a machine with 16 GB of RAM and
+    32 GB of swap renders a clip past its RAM slowly, and was refused it), from psutil as ComfyUI
+    reads it, else /proc/meminfo; unknown off Linux without psutil."""
+    psutil = SimpleNamespace(
+        virtual_memory=lambda: SimpleNamespace(available=3 * 2**30),
+        swap_memory=lambda: SimpleNamespace(free=2**30),
+    )
+    monkeypatch.setitem(sys.modules, "psutil", psutil)
+    assert memory.available_ram() == 4 * 2**30
     monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now raises ImportError
     meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       16384 kB\nMemFree:  1024 kB\nMemAvailable:   8192 kB\n")
+    meminfo.write_text(
+        "MemTotal:       16384 kB\nMemFree:  1024 kB\nMemAvailable:   8192 kB\n"
+        "SwapTotal:      4096 kB\nSwapFree:       2048 kB\n"
+    )
     monkeypatch.setattr(memory, "MEMINFO", meminfo)
+    assert memory.available_ram() == (8192 + 2048) * 1024
+    meminfo.write_text("MemTotal:       16384 kB\nMemAvailable:   8192 kB\n")  # no swap lines
     assert memory.available_ram() == 8192 * 1024
     monkeypatch.setattr(memory, "MEMINFO", tmp_path / "missing")  # not Linux
     assert memory.available_ram() is None
