@@ -51,10 +51,14 @@ def test_audio_is_trimmed_or_padded_to_the_video_and_read_back_at_its_length(tmp
     """AAC fills its last 1024-sample frame: read back without the fill, a saved clip's sound is
     its own length (85 frames read 63.5 ms long, which Encode Audio refused as another clip's)."""
     pixels, audio = _clip_with_click(4, frames=frames)
-    audio["waveform"] = torch.cat([audio["waveform"]] * 3, dim=2)  # three times too long
+    silence = torch.zeros_like(audio["waveform"])
+    audio["waveform"] = torch.cat([audio["waveform"], silence, silence], dim=2)  # 3x too long
     path = write_mp4(tmp_path / "long.mp4", pixels, 16.0, audio)
     for read in (read_audio(path), read_video(path)[2]):
         assert abs(read["waveform"].shape[-1] / RATE - frames / 16) < 0.001
+        # the sound's start is kept (its end is cut): the click still sounds at frame 4
+        onset = (read["waveform"][0, 0].abs() > 0.3).nonzero()[0].item() / RATE
+        assert abs(onset - 4 / 16) <= 0.005
 
 
 def test_never_overwrites_and_never_leaves_partial_files(tmp_path):
@@ -218,9 +222,9 @@ def test_next_free_path_counts_past_prefixes_with_glob_characters(tmp_path, pref
 
 
 def test_next_free_path_counts_past_the_highest_take_not_into_a_gap(tmp_path):
-    for name in ("take_00002.mp4", "take_00003.mp4", "take_notes.mp4", "take_00009.png"):
+    for name in ("take_00002.mp4", "take_00005.mp4", "take_notes.mp4", "take_00009.png"):
         (tmp_path / name).write_bytes(b"")
-    assert next_free_path(tmp_path, "take") == tmp_path / "take_00004.mp4"
+    assert next_free_path(tmp_path, "take") == tmp_path / "take_00006.mp4"
 
 
 def test_a_filesystem_without_hard_links_still_gets_the_file_and_no_overwrite(
@@ -417,3 +421,30 @@ def test_a_file_another_program_holds_open_keeps_the_new_one_beside_it(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "demo (new 1).mp4", "demo (new 2).mp4", "demo.mp4"
     ]  # fmt: skip
+
+
+def test_pixels_are_rounded_to_the_nearest_level_and_an_ntsc_rate_is_kept(tmp_path):
+    """100.6 / 255 is saved as level 101, not cut to 100 (a whole clip a level darker); 29.97 fps
+    (30000 / 1001) is written as it is, not as 30 fps (a minute of it 1.8 s short)."""
+    flat = torch.full((3, 32, 32, 3), 100.6 / 255)
+    frames, fps, _ = read_video(write_mp4(tmp_path / "grey.mp4", flat, 30000 / 1001))
+    assert torch.equal(frames * 255, torch.full_like(frames, 101.0))
+    assert fps == pytest.approx(30000 / 1001, abs=1e-6)
+
+
+def test_a_sound_of_more_channels_than_aac_carries_is_saved_as_their_mean(tmp_path):
+    """10 channels (no AAC layout): saved mono as their mean, so a click on all but the first
+    channel is heard at 0.9 x 9 / 10."""
+    wave = torch.zeros(1, 10, RATE)
+    wave[0, 1:, 4000:4080] = 0.9
+    path = write_mp4(
+        tmp_path / "ten.mp4",
+        torch.zeros(16, 16, 16, 3),
+        16.0,
+        {"waveform": wave, "sample_rate": RATE},
+    )
+    sound = read_audio(path)["waveform"]
+    assert sound.shape == (1, 1, RATE)
+    assert sound.abs().max().item() == pytest.approx(0.81, abs=0.03)
+    onset = (sound[0, 0].abs() > 0.3).nonzero()[0].item()
+    assert abs(onset - 4000) <= 80

@@ -35,7 +35,7 @@ def _latent(keyframes: bool = True, audio: bool = True) -> AVLatent:
 
 def _same(a: AVLatent, b: AVLatent) -> bool:
     tensors = ("video", "audio", "keyframes")
-    numbers = ("keyframe_indices", "fps", "clip_frames")
+    numbers = ("keyframe_indices", "fps", "clip_frames", "source_fps")
     for name in tensors:
         x, y = getattr(a, name), getattr(b, name)
         if (x is None) != (y is None) or (x is not None and not torch.equal(x, y)):
@@ -45,7 +45,7 @@ def _same(a: AVLatent, b: AVLatent) -> bool:
 
 @pytest.mark.parametrize(("keyframes", "audio"), [(True, True), (False, True), (False, False)])
 def test_a_saved_latent_loads_back_bit_for_bit(tmp_path, keyframes, audio):
-    latent = _latent(keyframes, audio)
+    latent = replace(_latent(keyframes, audio), source_fps=12.0)  # a take made from a 12 fps clip
     path = save_av_latent(latent, tmp_path / f"take{SUFFIX}", {"workflow": "{}"})
     assert _same(load_av_latent(path), latent)
     assert not list(tmp_path.glob("*.partial"))
@@ -106,7 +106,7 @@ def folders(tmp_path, monkeypatch):
 
 def test_saved_takes_are_listed_where_they_were_saved_and_load_exactly(folders):
     inputs, outputs = folders
-    first, second = _latent(), _latent(keyframes=False)
+    first, second = _latent(), _latent(keyframes=False, audio=False)
     workflow = {"nodes": [], "links": []}
     results = [
         SaveAVLatent().save(
@@ -132,6 +132,8 @@ def test_saved_takes_are_listed_where_they_were_saved_and_load_exactly(folders):
         assert _same(output["result"][0], latent)
     (take,) = LoadAVLatent().load(names[0])["ui"]["skyreels_take"]  # what the node shows
     assert take == {"frames": 15, "fps": 24.0, "latent_size": [4, 6], "sound": True, "keyframes": 2}
+    (silent,) = LoadAVLatent().load(names[2])["ui"]["skyreels_take"]
+    assert (silent["sound"], silent["keyframes"]) == (False, 0)
     from safetensors import safe_open
 
     with safe_open(str(outputs / "latents" / saved[0]["filename"]), "pt") as handle:
@@ -189,6 +191,7 @@ def test_an_existing_file_is_never_overwritten(tmp_path):
     [
         ({"audio": torch.zeros(2, 4, 40)}, r"audio latents of shape \(2, 4, 40\) beside video"),
         ({"keyframe_indices": [0, 9]}, r"keyframe latent frames \[0, 9\] outside the clip's 5"),
+        ({"keyframe_indices": [0, 5]}, r"keyframe latent frames \[0, 5\] outside the clip's 5"),
         ({"keyframes": None}, "keyframes of shape None for latent frames"),
     ],
 )

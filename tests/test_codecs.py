@@ -72,6 +72,25 @@ def test_audio_token_count_rounds_to_the_nearest_token():
     assert audio_token_count(1, 16, 1000, 1024) == 1  # 0.06: never no token at all
 
 
+def test_a_decoded_take_s_sound_is_its_clip_s_length_to_the_nearest_sample():
+    """17 frames at 24 fps of 44.1 kHz sound are 31,237.5 samples: 31,238 (cut down, the sound
+    would end before its picture); the longer sound of whole tokens is trimmed at its end."""
+    from skyreels_core.decoding import take_sound
+    from skyreels_core.types import AVLatent
+
+    class TokenCodec:  # each token decodes to 1024 samples of its own value
+        sample_rate = 44100
+
+        def decode(self, latents):
+            return latents[:, :1].repeat_interleave(1024, dim=-1)
+
+    audio = torch.arange(40.0).expand(1, 4, 40)
+    take = AVLatent(video=torch.zeros(1, 4, 5, 2, 2), audio=audio, fps=24.0)
+    sound = take_sound(take, TokenCodec())
+    assert sound["sample_rate"] == 44100 and sound["waveform"].shape == (1, 1, 31238)
+    assert torch.equal(sound["waveform"][0, 0, ::1024], torch.arange(31.0))  # its start kept
+
+
 # Two levels and one resnet per level keep the decoder's receptive field at 12 latent pixels:
 # conv_in 1 + mid-block 4 convs + 4 convs at latent size + 0.5 (upsampler) + 4 convs and conv_out
 # at 2x (2.5). The encoder's is smaller (about 9.5).
@@ -181,6 +200,22 @@ def test_tiling_a_frame_whose_one_side_fits_in_one_tile(height, width):
     assert (encoded - codec.encode(whole)).abs().max() < 1e-5
 
 
+def test_tiles_that_disagree_cross_fade_linearly_at_pixel_centres():
+    """Two tiles of 16 over 24 pixels share 8: 3 of context each side carry no weight, and the 2
+    blended pixels in the middle take 1/4 and 3/4 of the later tile, weighed at their centres
+    (0 and 1/2 at their left edges left the first tile's output alone on one of them)."""
+    from skyreels_core.codecs.tiling import spatially_tiled
+
+    ramp = torch.arange(24.0).expand(1, 1, 24)
+
+    def where_it_starts(tile):  # a "codec" whose output says which tile made it
+        return torch.full_like(tile, float(tile[..., 0, 0].item() > 0))
+
+    row = spatially_tiled(ramp, where_it_starts, tile=16, overlap=8, in_scale=1, out_scale=1)
+    expected = torch.tensor([0.0] * 11 + [0.25, 0.75] + [1.0] * 11)
+    assert torch.allclose(row[0, 0], expected)
+
+
 @pytest.fixture(scope="module")
 def audio_reference(tmp_path_factory):
     folder = tmp_path_factory.mktemp("audio")
@@ -247,6 +282,10 @@ def test_mmaudio_loads_and_matches_diffusers(audio_reference):
     assert (one_file.decode(latents) - expected).abs().max() < 1e-5
     with pytest.raises(InputError, match="waveform"):
         codec.encode(torch.zeros(1, 2, 128))
+    with pytest.raises(
+        InputError, match=r"^waveform: 700 samples. Fix: .* multiple of 128 samples"
+    ):
+        codec.encode(wave[..., :700])  # 5.47 tokens: the sound's end would be dropped unsaid
     _weights_visit_only_while_coding(codec, wave)
     with pytest.raises(CheckpointError, match="^vocoder_name: "):
         MMAudioCodec.from_single_file(

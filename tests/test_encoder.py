@@ -75,6 +75,8 @@ def test_pictures_the_processor_cannot_take_are_named_by_their_input(encoder):
     than 200"); a two-channel video was named as images."""
     with pytest.raises(InputError, match="^images: a picture of 1000 x 4 px, over 200:1"):
         encoder.encode(PROMPT, images=[torch.rand(4, 1000, 3)])
+    plain = encoder.encode(PROMPT).features.shape[1]
+    assert encoder.encode(PROMPT, images=[torch.rand(4, 800, 3)]).features.shape[1] > plain
     with pytest.raises(InputError, match="^video: 2 colour channels"):
         encoder.encode(PROMPT, video=torch.rand(3, 32, 32, 2))
 
@@ -277,6 +279,25 @@ def test_the_same_prompt_with_another_picture_is_encoded_again(encoder):
     assert dark.features.shape == light.features.shape
     assert (dark.features - light.features).abs().max() > 1e-4
     assert encoder.encode(PROMPT, images=torch.zeros(1, 64, 64, 3)) is dark
+    # the same bytes in another shape are another picture
+    wide = encoder.encode(PROMPT, images=torch.zeros(1, 64, 128, 3))
+    tall = encoder.encode(PROMPT, images=torch.zeros(1, 128, 64, 3))
+    assert (wide.features - tall.features).abs().max() > 1e-5
+
+
+def test_the_cache_keeps_the_prompts_used_last(encoder, monkeypatch):
+    """At its size, the cache drops the prompt used longest ago: one just read again stays."""
+    from skyreels_core import encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "CACHE_SIZE", 2)
+    fresh = MLLMEncoder(encoder.model, encoder.tokenizer, encoder.image_processor,
+                        encoder.chat_template)  # fmt: skip
+    first, second = fresh.encode("a red circle"), fresh.encode("a blue square")
+    assert fresh.encode("a red circle") is first
+    third = fresh.encode("moves right")
+    assert fresh.encode("moves right") is third and fresh.encode("a red circle") is first
+    again = fresh.encode("a blue square")
+    assert again is not second and torch.equal(again.features, second.features)
 
 
 def test_the_hidden_layer_chosen_is_the_one_read(folder, encoder):
@@ -295,6 +316,8 @@ def test_the_hidden_layer_chosen_is_the_one_read(folder, encoder):
     torch.testing.assert_close(features, states[1][:, cut].float())
     torch.testing.assert_close(encoder.encode(PROMPT).features, states[-1][:, cut].float())
     assert (features - encoder.encode(PROMPT).features).abs().max() > 1e-3
+    middle.hidden_layer = -1  # the cache is keyed by the layer too
+    torch.testing.assert_close(middle.encode(PROMPT).features, states[-1][:, cut].float())
 
 
 def test_images_and_a_video_are_both_read(encoder):
@@ -336,6 +359,10 @@ def test_pixels_outside_0_1_are_clipped_not_wrapped(encoder):
         encoder.encode(PROMPT, images=over).features,
         encoder.encode(PROMPT, images=clipped).features,
     )
+    # and to the nearest byte: 100.6 / 255 reads as 101, not as 100
+    nearest = encoder.encode(PROMPT, images=torch.full((1, 64, 64, 3), 101 / 255)).features
+    level = encoder.encode(PROMPT, images=torch.full((1, 64, 64, 3), 100.6 / 255)).features
+    torch.testing.assert_close(level, nearest)
 
 
 def test_a_bpe_tokenizer_does_not_merge_a_prompt_s_blank_first_line_into_the_template(

@@ -115,6 +115,8 @@ def test_edit_keeps_everything_outside_the_mask():
     known = condition.known_mask[0, 0]
     assert not known[:, 1:3, 1].any() and known.sum() == 5 * (16 - 2)
     assert condition.known_frames == []
+    kept = clip * (mask < 0.5)[None, ..., None]  # the pixels to change are encoded black
+    assert torch.allclose(condition.latents, CODEC.encode(kept[None]))
     # Another pack's mask with a channel axis: it failed in expand, or was called a wrong size.
     for shape in [(1, 1, 32, 32), (1, 32, 32, 1)]:
         with pytest.raises(
@@ -245,6 +247,10 @@ def test_validation_names_input_and_fix():
         masks.text_to_video(CODEC, 18, 32, 32)
     with pytest.raises(InputError, match="multiple of 16"):
         masks.text_to_video(CODEC, 17, 40, 32)
+    with pytest.raises(
+        InputError, match=r"^height: 8 px is not a multiple of 16. Fix: use 16 or 32"
+    ):
+        masks.text_to_video(CODEC, 17, 8, 32)  # below one multiple: the smallest two
     with pytest.raises(InputError, match="differs from the video"):
         masks.edit_video(CODEC, _clip(), torch.zeros(16, 16))
     with pytest.raises(InputError, match="give 1 or 17 masks"):
@@ -317,6 +323,8 @@ def test_keyframe_images_pair_with_the_frames_in_the_order_typed():
     assert torch.equal(latents([red, blue], "32, 0"), latents([blue, red], "0, 32"))
     assert not torch.equal(latents([red, blue], "32, 0"), latents([red, blue], "0, 32"))
     assert torch.equal(latents([red, blue], "-1, 0"), latents([red, blue], "32, 0"))
+    # the latent frames come back in the order typed, to stay paired with their images
+    assert masks.keyframe_latent_frames([32, 0, 6]) == [8, 0, 2]
     with pytest.raises(InputError, match="^keyframe_indices: frames 14 and 16 fall in one latent"):
         latents([red, blue], "14, 16")
     with pytest.raises(InputError, match="^keyframe_indices: a frame typed twice"):

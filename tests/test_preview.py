@@ -40,6 +40,17 @@ def test_cell_colours_average_each_latent_cells_frames_and_pixels():
     torch.testing.assert_close(colours[0, 2, 0, 1], frames[0, 5:9, 0:8, 8:16].mean((0, 1, 2)))
 
 
+def test_a_mapped_preview_is_the_first_clip_s_middle_latent_frame_within_0_1():
+    """Three latent frames: the preview paints the middle one of the first clip as the decoder
+    would, colours past 0..1 (the map's overshoot) held at the ends."""
+    codec = LinearCodec()
+    latents = torch.randn(2, 5, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    colours = cell_colours(codec.decode(latents), 4, 8)[0, 1]
+    assert ((colours < 0) | (colours > 1)).any() and ((colours > 0) & (colours < 1)).any()
+    shown = latent_preview(latents, codec.factors)
+    torch.testing.assert_close(shown, colours.clamp(0, 1), atol=1e-5, rtol=0)
+
+
 def test_the_fitted_map_paints_the_demo_codecs_background_and_leans_to_its_objects():
     """The demo codec is far from linear, so no map shows its objects well; fitted on the decoder's
     side it must at least paint the background right and miss the objects by less than the

@@ -34,6 +34,7 @@ def test_every_frame_of_the_clip_follows_a_shot():
     [
         ("a red circle", "is not"),
         ("[0-40] x", "outside"),
+        ("[0-33] x", r"line 1 covers frames 0-33 outside 0-32"),  # frame 33 is one past the end
         (
             "[16-0] x",
             r"line 1 runs from frame 16 back to 0. Fix: write the first frame first: \[0-16\]",

@@ -125,10 +125,10 @@ def test_oracle_field_reaches_x0_in_both_streams(solver):
     assert result.keyframes is None
 
 
-@pytest.mark.parametrize("fps", [24.0, 0.0, math.nan, 1e-9, 1e6])
+@pytest.mark.parametrize("fps", [24.0, 1.0, 1000.0, 0.0, math.nan, 1e-9, 0.999, 1000.5, 1e6])
 def test_the_take_carries_the_clip_fps(fps):
     run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A)
-    if fps == 24.0:
+    if fps in (24.0, 1.0, 1000.0):  # both ends of the range are rates a clip can have
         assert sample(FakeModel(straight_oracle), **run, fps=fps, settings=settings()).fps == fps
         return
     named = f"fps: {fps:g} fps. Fix: give the clip's frame rate, 1 to 1000 fps"
@@ -148,6 +148,9 @@ def test_a_script_gets_the_nodes_checks_of_rate_and_family():
     ):
         sample(model, text=text(), condition=made_at_24, fps=16.0, **run)
     assert sample(model, text=text(), condition=made_at_24, fps=24.0, **run).fps == 24.0
+    # NTSC's 23.976 is not 24: a second of sound is 0.1 % longer, 1.5 frames a minute
+    with pytest.raises(InputError, match="fps: 23.976 fps for a clip made at 24 fps"):
+        sample(model, text=text(), condition=made_at_24, fps=23.976, **run)
     wide = TextEncoding(torch.ones(B, 5, 12), torch.ones(B, 5, dtype=torch.bool))
     with pytest.raises(InputError, match="text: 12 text features where this model takes 8"):
         sample(model, text=wide, condition=condition(), fps=16.0, **run)
@@ -413,6 +416,8 @@ def wavy(stream, x, t, value):
 def test_known_latents_are_bit_identical_and_on_their_noised_path(solver):
     model = FakeModel(wavy)
     cond = replace(condition(known_frames=(0, 2)), clip_frames=8)  # a clip held to 9 frames
+    # Seed 1: the test's torch.manual_seed(0) drew the condition's latents from seed 0's stream,
+    # which made them the noise itself, so every point of their noised path was the same.
     result = sample(
         model,
         text=text(),
@@ -420,13 +425,14 @@ def test_known_latents_are_bit_identical_and_on_their_noised_path(solver):
         condition=cond,
         audio_tokens=L_A,
         fps=16.0,
-        settings=settings(solver=solver, steps=5, video_guidance=3.0),
+        settings=settings(solver=solver, steps=5, video_guidance=3.0, seed=1),
     )
     known = cond.known_mask.expand_as(cond.latents) == 1
     assert torch.equal(result.video[known], cond.latents[known])
     assert result.clip_frames == result.frames == 8  # the decoders trim to the clip
     assert not torch.equal(result.video[~known], cond.latents[~known])
-    noise = initial_noise(0, [(B, C_V, T, H, W), (B, C_A, L_A)])[0]
+    noise = initial_noise(1, [(B, C_V, T, H, W), (B, C_A, L_A)])[0]
+    assert not torch.allclose(noise[known], cond.latents[known])
     for call in model.calls:
         t = call["timestep"][0].item()
         noisy, given, mask = (
@@ -648,6 +654,10 @@ def test_a_given_schedule_is_the_one_the_model_is_called_at(solver):
 
     _, times = render(sigmas=[1.0, 0.9375, 0.8333, 0.625, 0.0])
     assert times == pytest.approx([1.0, 0.9375, 0.8333, 0.625], abs=1e-7)
+    # 5 times are 4 steps: the step cache stands in for step 3 and the last step still runs
+    assert settings(sigmas=[1.0, 0.9375, 0.8333, 0.625, 0.0]).steps == 4
+    _, times = render(sigmas=[1.0, 0.9375, 0.8333, 0.625, 0.0], cache_threshold=1e9)
+    assert times == pytest.approx([1.0, 0.9375, 0.625], abs=1e-7)
 
     start = AVLatent(video=TARGETS["video"].clone(), audio=TARGETS["audio"].clone())
     by_widget, _ = render(initial=start, steps=3, shift=5.0, denoise_start=0.4)
@@ -911,12 +921,21 @@ def test_a_multi_shot_prompt_for_a_shorter_clip_is_refused_and_a_longer_story_re
     # negative story read alike, so the guidance branches still batch (one call of two)
     assert [call["text"].shot_ranges for call in model.calls] == [[(2, 4, 0, T)]]
     assert model.calls[0]["video"].shape[0] == 2 * B
+    # shots written for the window's own length repeat in every window, wherever it starts
+    model = FakeModel(straight_oracle)
+    sample(model, text=shots(T), negative_text=None, condition=continued, audio_tokens=L_A,
+           fps=16.0, settings=settings(steps=1))  # fmt: skip
+    assert model.calls[0]["text"].shot_ranges == [(0, 2, 0, 1), (2, 4, 1, T)]
 
 
 def test_references_made_at_another_size_than_the_clip_are_refused_by_name():
     """A reference node left at its default size on a clip of another size fails with the input
     and the fix, not deep in the model's rotary embedding."""
+    run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A, fps=16.0,
+               settings=settings(steps=1))  # fmt: skip
     references = References(video=torch.randn(B, C_V, 1, H, H))
     with pytest.raises(InputError, match="^references: made at 32 x 32 px for a clip of 48 x 32"):
-        sample(FakeModel(straight_oracle), text=text(), negative_text=None, condition=condition(),
-               audio_tokens=L_A, fps=16.0, settings=settings(steps=1), references=references)  # fmt: skip
+        sample(FakeModel(straight_oracle), references=references, **run)
+    short = References(video=torch.randn(B, C_V, 1, H // 2, W))  # the width alone matches
+    with pytest.raises(InputError, match="^references: made at 48 x 16 px for a clip of 48 x 32"):
+        sample(FakeModel(straight_oracle), references=short, **run)

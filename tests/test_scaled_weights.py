@@ -94,6 +94,44 @@ def test_fp8_storage_keeps_a_files_float8_weights_as_they_are(wan_state, tmp_pat
     assert head.dtype == torch.bfloat16
 
 
+def test_an_e5m2_scaled_file_loads_as_its_true_weights_and_fp8_storage_keeps_e4m3(
+    wan_state, tmp_path
+):
+    """float8_e5m2 (5 exponent bits, scale max|w| / 57344) is read as stored x scale; fp8
+    storage, whose matmuls take e4m3, quantises those true weights again rather than keeping
+    the e5m2 bytes."""
+    file = _scaled(wan_state, "comfy_quant", "float8_e5m2")
+    for key in [key for key in file if key.endswith(".weight_scale")]:
+        weight = key.removesuffix("_scale")
+        true = file[weight].float() * file[key]
+        file[key] = true.abs().amax() / 57344.0
+        file[weight] = (true / file[key]).to(torch.float8_e5m2)
+    path = tmp_path / "wan_fp8_e5m2_scaled.safetensors"
+    save_file(file, str(path))
+    own = load_model(path, WAN_TINY).state_dict()
+    for key, value in _true_weights(file, wan_state).items():
+        assert torch.equal(own[key], value), key
+    linear = load_model(path, WAN_TINY, dtype=torch.bfloat16, fp8=True).blocks[1].self_attn.q
+    assert linear.weight.dtype == torch.float8_e4m3fn
+    true = _true_weights(file, ["blocks.1.self_attn.q.weight"])["blocks.1.self_attn.q.weight"]
+    error = (linear.weight.float() * linear.weight_scale - true).abs().max()
+    assert error <= true.abs().max() / 16  # e4m3 holds e5m2's 2 mantissa bits: here exact
+
+
+def test_a_per_tensor_scale_saved_as_one_element_is_a_scalar(wan_state, tmp_path):
+    """A release that saves each scale as [1] rather than []: the same weights, and fp8
+    storage keeps one scalar scale per layer, as for the 0-dim ones."""
+    file = _scaled(wan_state, "comfy_quant")
+    flat = {
+        key: value.reshape(1) if key.endswith("_scale") else value for key, value in file.items()
+    }
+    path = tmp_path / "wan_fp8_scaled_flat.safetensors"
+    save_file(flat, str(path))
+    linear = load_model(path, WAN_TINY, dtype=torch.bfloat16, fp8=True).blocks[1].self_attn.q
+    assert linear.weight_scale.shape == ()
+    assert torch.equal(linear.weight_scale, file[PREFIX + "blocks.1.self_attn.q.weight_scale"])
+
+
 def test_a_plain_e4m3_file_stays_as_stored(wan_state, tmp_path):
     """``*_fp8_e4m3fn`` releases store the matrices as float8 with no scale: fp8 storage keeps
     those bytes at scale 1 (they were quantised again, 71 % of the values moved, up to 5 %),
