@@ -148,7 +148,7 @@ def check_codec_ram(
     raise InputError(
         input_name,
         f"{way.removesuffix('e')}ing {frames} frames of {width} x {height} px{tiles} on the CPU "
-        f"needs at least {needed / 2**30:.1f} GiB of RAM, and {available / 2**30:.1f} GiB is "
-        "available",
+        f"needs at least {needed / 2**30:.1f} GiB of memory, and {available / 2**30:.1f} GiB "
+        "(RAM and free swap) is available",
         f"{remedy}, fewer frames, or a machine with a GPU (the video VAE runs there)",
     )

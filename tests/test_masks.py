@@ -164,7 +164,7 @@ def test_video_to_audio_refuses_a_size_whose_encode_cannot_fit_in_ram(monkeypatc
     needed += memory.codec_ram_bytes(codec, "encode", 5, 1152, 2048)
     assert str(refused.value) == (
         f"longest_side: encoding 5 frames of 2048 x 1152 px on the CPU needs at least "
-        f"{needed / 2**30:.1f} GiB of RAM, and 0.5 GiB is available. Fix: a smaller longest_side "
+        f"{needed / 2**30:.1f} GiB of memory, and 0.5 GiB (RAM and free swap) is available. Fix: a smaller longest_side "
         "(the saved clip keeps its own size), fewer frames, or a machine with a GPU (the video "
         "VAE runs there)"
     )

@@ -179,8 +179,8 @@ def test_encode_video_is_refused_whole_and_taken_in_tiles_that_fit(monkeypatch):
     with pytest.raises(InputError) as refused, TrackedTensorBytes() as tracked:
         encode_tiled(codec, frames, 0, 0)
     assert re.match(
-        r"tile_size: encoding 9 frames of 256 x 256 px on the CPU needs at least 0\.0 GiB of RAM, "
-        r"and 0\.0 GiB is available\. Fix: a tile_size \(one tile's memory at a time\), fewer "
+        r"tile_size: encoding 9 frames of 256 x 256 px on the CPU needs at least 0\.0 GiB of "
+        r"memory, and 0\.0 GiB \(RAM and free swap\) is available\. Fix: a tile_size \(one tile's memory at a time\), fewer "
         r"frames, or a machine with a GPU",
         str(refused.value),
     )
