@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from skyreels_core.codecs.wan_vae import ram_lower_bound
+from skyreels_core.codecs.wan_vae import WanRamBounds
 from skyreels_core.loading import is_later_shard
 from skyreels_core.offload import device_bytes
 from skyreels_core.paths import resolve_inside
@@ -314,7 +314,7 @@ class ProgressPart:
         self.bar.update(self.offset + value, preview)
 
 
-class HostWanVideoCodec:
+class HostWanVideoCodec(WanRamBounds):
     """The host's own Wan 2.1 VAE object behind the pack's VideoCodec protocol.
 
     ComfyUI's VAE returns raw latents; the pack's latents are normalised per channel (DESIGN §2), so
@@ -336,20 +336,10 @@ class HostWanVideoCodec:
         """Where the host's VAE computes (the CPU on a CPU-only host)."""
         return self.vae.device
 
-    def encode_ram_bytes(self, frames: int, height: int, width: int) -> int:
-        """:func:`ram_lower_bound` of an encode, from the host model's config and dtype."""
-        return self._ram_bytes("encode", frames, height, width)
-
-    def decode_ram_bytes(self, frames: int, height: int, width: int) -> int:
-        """:func:`ram_lower_bound` of a decode, from the host model's config and dtype."""
-        return self._ram_bytes("decode", frames, height, width)
-
-    def _ram_bytes(self, way: str, frames: int, height: int, width: int) -> int:
+    def ram_shape(self) -> tuple[int, int, int]:
+        """For :class:`WanRamBounds`: the host model's config and compute dtype."""
         model = self.vae.first_stage_model
-        itemsize = self.vae.vae_dtype.itemsize
-        return ram_lower_bound(
-            way, model.dim, model.num_res_blocks, itemsize, frames, height, width
-        )
+        return model.dim, model.num_res_blocks, self.vae.vae_dtype.itemsize
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         latents = [self.vae.encode(clip[..., :3]) for clip in frames]

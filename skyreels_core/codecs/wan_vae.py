@@ -66,7 +66,22 @@ def ram_lower_bound(
     )
 
 
-class WanVideoCodec:
+class WanRamBounds:
+    """``encode_ram_bytes`` / ``decode_ram_bytes`` (what ``memory.check_codec_ram`` reads)
+    of a Wan 2.1 VAE whose ``ram_shape`` gives its base width, residual blocks per stage and
+    compute dtype's item size: the pack's own VAE and the host's."""
+
+    def ram_shape(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def encode_ram_bytes(self, frames: int, height: int, width: int) -> int:
+        return ram_lower_bound("encode", *self.ram_shape(), frames, height, width)
+
+    def decode_ram_bytes(self, frames: int, height: int, width: int) -> int:
+        return ram_lower_bound("decode", *self.ram_shape(), frames, height, width)
+
+
+class WanVideoCodec(WanRamBounds):
     def __init__(
         self,
         vae,
@@ -123,20 +138,9 @@ class WanVideoCodec:
         vae.load_state_dict(state)
         return cls(vae.to(dtype=dtype), offload_device, reserve, device)
 
-    def encode_ram_bytes(self, frames: int, height: int, width: int) -> int:
-        """:func:`ram_lower_bound` of an encode, from this VAE's config and dtype."""
-        return self._ram_bytes("encode", frames, height, width)
-
-    def decode_ram_bytes(self, frames: int, height: int, width: int) -> int:
-        """:func:`ram_lower_bound` of a decode, from this VAE's config and dtype."""
-        return self._ram_bytes("decode", frames, height, width)
-
-    def _ram_bytes(self, way: str, frames: int, height: int, width: int) -> int:
-        config = self.vae.config
-        return ram_lower_bound(
-            way, config.base_dim, config.num_res_blocks, self.dtype.itemsize, frames, height,
-            width, self.temporal_stride,
-        )  # fmt: skip
+    def ram_shape(self) -> tuple[int, int, int]:
+        """For :class:`WanRamBounds`: this VAE's config and compute dtype."""
+        return self.vae.config.base_dim, self.vae.config.num_res_blocks, self.dtype.itemsize
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, self.dtype)
