@@ -884,8 +884,8 @@ def _queue_one(
             refusal = error.problem
         else:
             if dropped is not None:
-                record["status"] = "incomplete"
-                record["error"] = f"queued without the outputs the server refused: {dropped}"
+                record["status"], record["dropped"] = "incomplete", dropped
+                record["error"] = _dropped_error(dropped)
     if refusal is not None:
         record["status"], record["error"] = "refused", refusal
     return record
@@ -894,6 +894,10 @@ def _queue_one(
 def _widget_values(values: dict[Widget, object]) -> dict[str, object]:
     """Widget values as a report names them: {'8.seed': 3}."""
     return {f"{node}.{name}": value for (node, name), value in values.items()}
+
+
+def _dropped_error(dropped: str) -> str:
+    return f"queued without the outputs the server refused: {dropped}"
 
 
 def _record(values: dict, status: str, local_file: Path | None = None) -> dict:
@@ -1079,10 +1083,12 @@ def _wait_for(server: ComfyServer, record: dict, deadline: float | None, args) -
         record["error"] = f"not done after {args.timeout:g} s (still on the server's queue)"
     elif entry["status"].get("status_str") == "error":
         record["status"], record["error"] = "failed", _failure(entry)
-    else:  # a render queued without some of its outputs stays incomplete
+    else:  # a render queued without some of its outputs stays incomplete, waited for late too
         items = output_items(entry)
         record["files"] = [server_path(item) for item in items]
-        record["status"] = "incomplete" if record["status"] == "incomplete" else "done"
+        record["status"] = "incomplete" if record.get("dropped") else "done"
+        if record.get("dropped"):
+            record["error"] = _dropped_error(record["dropped"])
         if args.download is not None:
             _download_all(server, record, items, args.download)
 

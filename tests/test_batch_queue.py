@@ -630,6 +630,30 @@ def test_a_render_queued_without_some_of_its_outputs_is_incomplete(capsys, tmp_p
     assert record["files"] == ["output/skyreels_v4/clip_00001_.mp4"]
 
 
+def test_an_incomplete_render_waited_for_past_the_timeout_stays_incomplete(capsys, tmp_path):
+    """A render queued without its Save AV Latent, not done by --timeout, is unfinished; the
+    batch resumed takes it over, and once done it is incomplete again with the outputs the
+    server refused named, not done (its report once kept only "unfinished")."""
+    problem = {"message": "Value not in list", "details": "filename_prefix: '../x' not allowed"}
+    report = tmp_path / "report.json"
+    batch = [str(TEXT_TO_VIDEO), "--seeds", "1", "--wait", "--report", str(report)]
+    with FakeComfy("running") as server:
+        server.dropped = {"9": {"errors": [problem], "class_type": "SkyReelsV4SaveAVLatent"}}
+        code, _, _ = _queue(capsys, *batch, "--server", server.url, "--timeout", "0.3")
+    (record,) = json.loads(report.read_text())
+    assert (code, record["status"], record["prompt_id"]) == (1, "unfinished", "p1")
+    with FakeComfy() as server:
+        server.prompt_ids = ["p1"]  # done meanwhile
+        code, out, _ = _queue(capsys, *batch, "--server", server.url, "--resume", str(report))
+    why = (
+        "queued without the outputs the server refused: node 9 (SkyReelsV4SaveAVLatent): "
+        "Value not in list: filename_prefix: '../x' not allowed"
+    )
+    assert (code, server.posted, out[-1]) == (1, [], f"incomplete 1/1 p1: {why}")
+    (record,) = json.loads(report.read_text())
+    assert (record["status"], record["error"]) == ("incomplete", why)
+
+
 def test_a_refused_render_is_reported_and_the_rest_still_run(capsys, tmp_path):
     """One seed over the widget's maximum: the server refuses that prompt alone, so the renders
     before and after it are still queued, waited for and downloaded, and the command exits 1."""
