@@ -17,6 +17,7 @@ import torch
 
 from ..errors import InputError
 from ..memory import check_codec_ram, clip_bytes
+from ..shapes import pixel_frame_count
 from .protocol import VideoCodec
 
 TileHook = Callable[[int, int], None]
@@ -117,12 +118,11 @@ def _check_ram(
     held_whole: bool,
     input_name: str,
 ) -> None:
-    """:func:`check_codec_ram` for a clip of ``frames`` at height x width latent pixels, run
-    whole or in tiles of ``tile`` latent pixels (one tile's working memory at a time), with the
-    whole clip held in RAM beside the tiles where ``held_whole`` (a tiled decode's output)."""
-    stride = codec.spatial_stride
-    size = (height * stride, width * stride)
-    tile_size = tuple(min(side, tile * stride) for side in size) if tile else None
+    """:func:`check_codec_ram` for a clip of ``frames`` at height x width px, run whole or in
+    tiles of ``tile`` latent pixels (one tile's working memory at a time), with the whole clip
+    held in RAM beside the tiles where ``held_whole`` (a tiled decode's output)."""
+    size = (height, width)
+    tile_size = tuple(min(side, tile * codec.spatial_stride) for side in size) if tile else None
     check_codec_ram(
         codec, way, frames, *size, tile=tile_size,
         held=clip_bytes(frames, *size) if held_whole else 0, input_name=input_name,
@@ -143,8 +143,10 @@ def decode_tiled(
     if tile:
         _check(tile, overlap)
     latent_frames, height, width = latents.shape[2:]
-    _check_ram(codec, "decode", 1 + (latent_frames - 1) * codec.temporal_stride, height, width,
-               tile, held_whole=bool(tile), input_name="tile_size")  # fmt: skip
+    frames = pixel_frame_count(latent_frames, codec.temporal_stride)
+    stride = codec.spatial_stride
+    _check_ram(codec, "decode", frames, height * stride, width * stride, tile,
+               held_whole=bool(tile), input_name="tile_size")  # fmt: skip
     if tile == 0:
         return codec.decode(latents)
     frames = spatially_tiled(
@@ -171,9 +173,7 @@ def encode_tiled(
     tile's encode (on the CPU) cannot fit in RAM."""
     if tile:
         _check(tile, overlap)
-    stride = codec.spatial_stride
-    height, width = (side // stride for side in frames.shape[2:4])
-    _check_ram(codec, "encode", frames.shape[1], height, width, tile, held_whole=False,
+    _check_ram(codec, "encode", *frames.shape[1:4], tile, held_whole=False,
                input_name="tile_size")  # fmt: skip
     if tile == 0:
         return codec.encode(frames)

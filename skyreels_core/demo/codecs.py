@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..loading import write_safetensors
+from ..shapes import latent_frame_count
 
 GROUP = 4
 
@@ -60,7 +61,7 @@ class DemoVideoCodec(nn.Module):
         output goes through the GELU, that output, the GELU's and the stacked input are all
         alive (bench/encode_ram.py measures 0.6 to 0.9 of the real peak RSS)."""
         conv = self.encoder[0]
-        groups = 1 + (frames - 1) // self.temporal_stride
+        groups = latent_frame_count(frames, self.temporal_stride)
         stacked = groups * conv.in_channels * height * width
         first = groups * conv.out_channels * (height // conv.stride[0]) * (width // conv.stride[1])
         return (stacked + 2 * first) * conv.weight.dtype.itemsize
@@ -71,7 +72,7 @@ class DemoVideoCodec(nn.Module):
         size, ``width`` channels) and its output (the group's frames stacked on channels, full
         size) are alive together (0.78 of the tracked tensor peak at 17 frames, 64 px)."""
         conv = self.decoder[-1]
-        groups = 1 + (frames - 1) // self.temporal_stride
+        groups = latent_frame_count(frames, self.temporal_stride)
         half = (height // conv.stride[0]) * (width // conv.stride[1])
         return (
             groups
