@@ -70,21 +70,37 @@ class out_of_memory_advice:  # noqa: N801 - used as a context manager, reads lik
 
 
 MEMINFO = Path("/proc/meminfo")
+PROC_CGROUP = Path("/proc/self/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+UNLIMITED_V1 = 2**60
+"""cgroup v1 writes "no limit" as the largest page-aligned count (about 2**63)."""
 
 
 def available_ram() -> int | None:
-    """Bytes the system can still give before its OOM killer strikes: the RAM available without
+    """Bytes this process can still take before an OOM killer strikes: the RAM available without
     swapping plus the free swap (a render past RAM into swap is slow, not lost), or None where
     that is unknown. psutil's RAM figure is the one ComfyUI's own ``get_free_memory`` reports for
-    the CPU (and ComfyUI requires psutil); without psutil, Linux's MemAvailable and SwapFree."""
+    the CPU (and ComfyUI requires psutil); without psutil, Linux's MemAvailable and SwapFree.
+    Inside a memory-limited container (Docker's ``--memory``, a Kubernetes limit) the machine's
+    figure is not the container's: its cgroup's room is, when smaller."""
+    system = _system_memory()
+    if system is None:
+        return None
+    ram, swap = system
+    rooms = (_cgroup_room(cgroup, swap) for cgroup in _memory_cgroups())
+    return min([ram + swap, *(room for room in rooms if room is not None)])
+
+
+def _system_memory() -> tuple[int, int] | None:
+    """The machine's available RAM and free swap, in bytes."""
     try:
         import psutil
     except ImportError:
-        return _meminfo_available()
-    return psutil.virtual_memory().available + psutil.swap_memory().free
+        return _meminfo_memory()
+    return psutil.virtual_memory().available, psutil.swap_memory().free
 
 
-def _meminfo_available() -> int | None:
+def _meminfo_memory() -> tuple[int, int] | None:
     try:
         text = MEMINFO.read_text()
     except OSError:  # not Linux
@@ -92,7 +108,66 @@ def _meminfo_available() -> int | None:
     fields = dict(re.findall(r"^(MemAvailable|SwapFree):\s+(\d+) kB", text, re.MULTILINE))
     if "MemAvailable" not in fields:
         return None
-    return (int(fields["MemAvailable"]) + int(fields.get("SwapFree", 0))) * 1024
+    return int(fields["MemAvailable"]) * 1024, int(fields.get("SwapFree", 0)) * 1024
+
+
+def _memory_cgroups() -> list[tuple[Path, int]]:
+    """The memory cgroups whose limits bind this process, with their version: its own and every
+    parent up to the mount (a limit set on a parent binds its children). In a container with its
+    own cgroup namespace, or with the host's path not mounted, the mount's root is its own."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:  # not Linux
+        return []
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            version, root = 2, CGROUP_ROOT
+        elif "memory" in controllers.split(","):
+            version, root = 1, CGROUP_ROOT / "memory"
+        else:
+            continue
+        folder = root / path.lstrip("/")
+        folder = folder if folder.is_dir() else root
+        found += [
+            (level, version) for level in (folder, *folder.parents) if level.is_relative_to(root)
+        ]
+    return found
+
+
+def _cgroup_room(cgroup: tuple[Path, int], swap_free: int) -> int | None:
+    """What one cgroup still lets its processes take before its OOM killer ends one: its limit
+    less what it holds, its page cache counted as free (the kernel drops that first), plus the
+    swap it may still use. A cgroup without a limit, or unreadable, does not bind."""
+    folder, version = cgroup
+    names = {
+        2: ("memory.max", "memory.current", "file"),
+        1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache"),
+    }[version]
+    try:
+        limit, held = ((folder / name).read_text().strip() for name in names[:2])
+        stat = (folder / "memory.stat").read_text()
+    except OSError:
+        return None
+    if limit == "max" or int(limit) >= UNLIMITED_V1:
+        return None
+    cache = re.search(rf"^{names[2]} (\d+)$", stat, re.MULTILINE)
+    used = int(held) - (int(cache[1]) if cache else 0)
+    return max(int(limit) - used, 0) + _cgroup_swap_room(folder, swap_free)
+
+
+def _cgroup_swap_room(folder: Path, swap_free: int) -> int:
+    """The swap a cgroup may still fill: cgroup v2's ``memory.swap.max`` less its use, never more
+    than the machine's free swap. cgroup v1 has no swap limit of its own here (it counts swap with
+    RAM, where it counts it at all), so there it is the machine's free swap."""
+    try:
+        limit, used = (
+            (folder / f"memory.swap.{name}").read_text().strip() for name in ("max", "current")
+        )
+    except OSError:
+        return swap_free
+    return swap_free if limit == "max" else min(max(int(limit) - int(used), 0), swap_free)
 
 
 def clip_bytes(frames: int, height: int, width: int) -> int:

@@ -138,6 +138,7 @@ def test_available_ram_counts_free_swap_from_psutil_or_meminfo_or_is_unknown(mon
         swap_memory=lambda: SimpleNamespace(free=2**30),
     )
     monkeypatch.setitem(sys.modules, "psutil", psutil)
+    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "no cgroup")  # not in a container
     assert memory.available_ram() == 4 * 2**30
     monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now raises ImportError
     meminfo = tmp_path / "meminfo"
@@ -151,6 +152,99 @@ def test_available_ram_counts_free_swap_from_psutil_or_meminfo_or_is_unknown(mon
     assert memory.available_ram() == 8192 * 1024
     monkeypatch.setattr(memory, "MEMINFO", tmp_path / "missing")  # not Linux
     assert memory.available_ram() is None
+
+
+def _cgroup(folder, **files):
+    """Writes a cgroup's files, named as keywords: ``memory_swap_max`` is ``memory.swap.max``,
+    ``memory_limit_in_bytes`` is ``memory.limit_in_bytes``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / re.sub(r"_(?!in_|bytes)", ".", name)).write_text(text)
+
+
+def test_available_ram_is_a_memory_limited_containers_room(monkeypatch, tmp_path):
+    """In Docker with ``--memory 6g`` on a 64 GB host, the host's free RAM let a clip through
+    that the container's OOM killer then ended ComfyUI over: the room left is the limit less what
+    the cgroup holds (its page cache counted as free), plus the swap it may still use, and a
+    parent's tighter limit binds its children. No limit, or no cgroup, leaves the machine's."""
+    GiB = 2**30
+    psutil = SimpleNamespace(
+        virtual_memory=lambda: SimpleNamespace(available=48 * GiB),
+        swap_memory=lambda: SimpleNamespace(free=2 * GiB),
+    )
+    monkeypatch.setitem(sys.modules, "psutil", psutil)
+    proc, root = tmp_path / "cgroup", tmp_path / "fs"
+    monkeypatch.setattr(memory, "PROC_CGROUP", proc)
+    monkeypatch.setattr(memory, "CGROUP_ROOT", root)
+    proc.write_text("0::/docker/abc\n")
+    leaf = root / "docker" / "abc"
+    stat = f"anon {4 * GiB}\nfile {GiB}\nshmem 0\n"
+    _cgroup(leaf, memory_max=str(6 * GiB), memory_current=str(5 * GiB), memory_stat=stat)
+    _cgroup(leaf, memory_swap_max="0", memory_swap_current="0")
+    assert memory.available_ram() == 2 * GiB  # 6 - (5 - 1 of page cache), no swap
+    (leaf / "memory.swap.max").write_text(str(GiB))
+    assert memory.available_ram() == 3 * GiB  # and 1 GiB of swap
+    (leaf / "memory.swap.max").write_text("max")
+    assert memory.available_ram() == 4 * GiB  # as much swap as the machine has free
+    (leaf / "memory.max").write_text("max")
+    assert memory.available_ram() == 50 * GiB  # no limit: the machine's
+    _cgroup(root / "docker", memory_max=str(3 * GiB), memory_current=str(2 * GiB))
+    _cgroup(root / "docker", memory_stat="file 0\n")
+    assert memory.available_ram() == 3 * GiB  # the parent's: 1 GiB and the free swap
+    proc.write_text("0::/\n")  # a container's own cgroup namespace: the mount's root is its own
+    _cgroup(root, memory_max=str(GiB), memory_current=str(GiB // 2), memory_stat="file 0\n")
+    assert memory.available_ram() == GiB // 2 + 2 * GiB
+    (root / "memory.max").write_text("max")
+    # cgroup v1 beside v2 (a hybrid host); v1 writes "no limit" as the largest page-aligned count
+    proc.write_text("12:pids:/docker/abc\n4:memory:/docker/abc\n0::/docker/abc\n")
+    v1 = root / "memory"  # the host's path is not mounted there: the mount's root is the cgroup
+    _cgroup(v1, memory_limit_in_bytes="9223372036854771712", memory_usage_in_bytes="0")
+    _cgroup(v1, memory_stat=f"cache {GiB}\ntotal_cache {2 * GiB}\n")
+    assert memory.available_ram() == 3 * GiB  # v2's parent still binds
+    (root / "docker" / "memory.max").write_text("max")
+    assert memory.available_ram() == 50 * GiB
+    (v1 / "memory.limit_in_bytes").write_text(str(4 * GiB))
+    (v1 / "memory.usage_in_bytes").write_text(str(3 * GiB))
+    assert memory.available_ram() == (4 - (3 - 2) + 2) * GiB  # total_cache is free; and the swap
+
+
+def test_a_container_limit_refuses_what_the_host_would_let_through(monkeypatch, tmp_path):
+    """The pre-flight refuses, in the container, what its machine alone would have let run."""
+    GiB = 2**30
+    psutil = SimpleNamespace(
+        virtual_memory=lambda: SimpleNamespace(available=48 * GiB),
+        swap_memory=lambda: SimpleNamespace(free=0),
+    )
+    monkeypatch.setitem(sys.modules, "psutil", psutil)
+    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path)
+    (tmp_path / "cgroup").write_text("0::/\n")
+    codec = PoolingCodec()
+    needed = memory.codec_ram_bytes(codec, "encode", 81, 720, 1280) + memory.clip_bytes(
+        81, 720, 1280
+    )
+    memory.check_codec_ram(
+        codec,
+        "encode",
+        81,
+        720,
+        1280,
+        held=memory.clip_bytes(81, 720, 1280),
+        input_name="source",
+        remedy="a smaller clip",
+    )
+    _cgroup(tmp_path, memory_max=str(needed - 1), memory_current="0", memory_stat="file 0\n")
+    with pytest.raises(InputError, match=r"^source: encoding 81 frames of 1280 x 720 px"):
+        memory.check_codec_ram(
+            codec,
+            "encode",
+            81,
+            720,
+            1280,
+            held=memory.clip_bytes(81, 720, 1280),
+            input_name="source",
+            remedy="a smaller clip",
+        )
 
 
 def test_a_codec_off_the_cpu_is_not_checked(monkeypatch):
