@@ -150,8 +150,8 @@ class SkyReelsV4ModelLoader(FileLoader):
                         "block weights in 8 bits (a quarter of fp32, half of bf16) and "
                         "computes in auto precision; costs one cast per layer call and "
                         "slight detail loss (each weight within 1/16 of its value). An "
-                        "fp8_scaled file stays in 8 bits under auto; pick "
-                        "bf16/fp16/fp32 to widen it.",
+                        "fp8 file (fp8_scaled, e4m3fn, e5m2) stays in 8 bits, as stored, "
+                        "under auto; pick bf16/fp16/fp32 to widen it.",
                     },
                 ),
                 "attention": (

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from .config import PRESETS, ModelConfig, config_from_dict
 from .errors import CheckpointError
 from .mmdit import DualStreamMMDiT
-from .offload import FP8, ReserveMemory, quantise_fp8, store_linears_in_fp8
+from .offload import FP8_FORMATS, ReserveMemory, quantise_fp8, store_linears_in_fp8
 from .paths import published
 from .scaled_weights import SCALE_SUFFIXES, ScaledLayout, dequantise, fitted_scale, scaled_layout
 
@@ -333,18 +333,18 @@ def load_tensors(
 ) -> dict[str, torch.Tensor]:
     """Every model tensor cast to ``dtype`` on ``device``, scaled weights taken back to their
     true values; keys in ``fp8_weights`` are stored in fp8 instead, with their scale under
-    ``<module>.weight_scale`` (a file's own e4m3 weight and scale, per tensor or per row, as they
-    are, never rounded twice; a plain e4m3 weight, as ``*_fp8_e4m3fn`` releases store them, at
-    scale 1)."""
+    ``<module>.weight_scale`` (a file's own float8 weight and scale, e4m3fn or e5m2, per tensor
+    or per row, as they are, never rounded twice; a plain float8 weight, as ``*_fp8_e4m3fn`` and
+    ``*_fp8_e5m2`` releases store them, at scale 1)."""
     state = {}
     for name in layout.model_keys(readers):
         tensor = readers[name]()
         scale = readers[layout.scales[name]]() if name in layout.scales else None
-        as_stored = tensor.dtype == FP8 and scale is not None
+        as_stored = tensor.dtype in FP8_FORMATS and scale is not None
         if scale is not None and not (name in fp8_weights and as_stored):
             tensor, scale = dequantise(tensor, scale, name, input_name), None
         if name in fp8_weights:
-            if scale is None and tensor.dtype == FP8:
+            if scale is None and tensor.dtype in FP8_FORMATS:
                 scale = torch.ones(())
             elif scale is None:
                 tensor, scale = quantise_fp8(tensor)
@@ -359,14 +359,15 @@ def load_tensors(
 
 def holds_fp8_weights(path: str | Path, input_name: str = "model") -> bool:
     """Whether a checkpoint ships its weights in float8: scaled (a ``*_fp8_scaled`` release) or
-    plain e4m3 (a ``*_fp8_e4m3fn`` one), read off the header without loading a tensor."""
+    plain (a ``*_fp8_e4m3fn`` or ``*_fp8_e5m2`` one), read off the header without loading a
+    tensor."""
     shards, shapes, _ = read_checkpoint_header(Path(path), input_name)
     if any(key.endswith(SCALE_SUFFIXES) for key in shapes):
         return True
     for shard in shards:
         with safe_open(str(shard), framework="pt") as handle:
             weights = (key for key in handle.keys() if key.endswith(".weight"))
-            if any(handle.get_slice(key).get_dtype() == "F8_E4M3" for key in weights):
+            if any(handle.get_slice(key).get_dtype() in ("F8_E4M3", "F8_E5M2") for key in weights):
                 return True
     return False
 
@@ -410,7 +411,7 @@ def loaded_bytes(skeleton: torch.nn.Module, dtype: torch.dtype) -> int:
     """Bytes the weights of ``skeleton`` (built on meta) take once loaded in ``dtype``, its fp8
     ones as stored."""
     return sum(
-        tensor.numel() * (tensor.element_size() if tensor.dtype == FP8 else dtype.itemsize)
+        tensor.numel() * (tensor.element_size() if tensor.dtype in FP8_FORMATS else dtype.itemsize)
         for tensor in skeleton.state_dict().values()
     )
 

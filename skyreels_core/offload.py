@@ -30,6 +30,9 @@ from .errors import InputError
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448: the largest |w| maps here, so no weight saturates
+FP8_FORMATS = (torch.float8_e4m3fn, torch.float8_e5m2)
+"""The float8 formats a file's weights are kept in as stored: the matmul takes the weight
+dequantised to the compute dtype, so e5m2's bytes serve as well as e4m3's."""
 
 
 def quantise_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,8 +43,9 @@ def quantise_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Float8Linear(nn.Linear):
-    """A Linear whose weight is stored in float8_e4m3fn with a ``weight_scale``: per tensor as
-    this pack quantises, or per output row as a file may ship it (kept, not rounded again).
+    """A Linear whose weight is stored in float8 with a ``weight_scale``: e4m3fn per tensor as
+    this pack quantises, or a file's own e4m3fn or e5m2 bytes with their scale, per tensor or per
+    output row (kept, not rounded again).
 
     The state dict holds ``weight`` (fp8), ``weight_scale`` and ``bias`` (compute dtype), so a
     quantised model saves and loads without re-quantising.
@@ -99,7 +103,8 @@ class Float8Linear(nn.Linear):
         return F.linear(x, self.dequantised_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, storage=float8_e4m3fn, compute={self.compute_dtype}"
+        storage = str(self.weight.dtype).removeprefix("torch.")
+        return f"{super().extra_repr()}, storage={storage}, compute={self.compute_dtype}"
 
 
 def stream_layers(model: nn.Module) -> list[list[nn.Module]]:
