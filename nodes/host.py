@@ -17,6 +17,7 @@ import torch
 
 from skyreels_core.codecs.wan_vae import WanRamBounds
 from skyreels_core.loading import is_later_shard
+from skyreels_core.memory import empty_device_cache
 from skyreels_core.offload import device_bytes
 from skyreels_core.paths import resolve_inside
 
@@ -251,8 +252,8 @@ def intermediate_device() -> torch.device:
 def soft_empty_cache() -> None:
     if IN_COMFYUI:
         model_management.soft_empty_cache()
-    elif torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    else:
+        empty_device_cache()
 
 
 def check_interrupt() -> None:

@@ -26,18 +26,29 @@ MEMORY_OPTIONS = (
 )
 
 
-CPU_OUT_OF_MEMORY = (
+OUT_OF_MEMORY_WORDS = (
     "DefaultCPUAllocator: can't allocate memory",  # Linux, macOS
     "DefaultCPUAllocator: not enough memory",  # Windows
+    "MPS backend out of memory",  # Apple silicon
 )
-"""What torch's CPU allocator says when RAM runs out: a plain RuntimeError, not OutOfMemoryError."""
+"""What torch says when the CPU's RAM or an Apple GPU's memory runs out: a plain RuntimeError,
+not the OutOfMemoryError CUDA raises."""
 
 
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is a device or the CPU running out of memory."""
     return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and any(words in str(error) for words in CPU_OUT_OF_MEMORY)
+        isinstance(error, RuntimeError)
+        and any(words in str(error) for words in OUT_OF_MEMORY_WORDS)
     )
+
+
+def empty_device_cache() -> None:
+    """Hand the blocks the GPU's allocator keeps cached (CUDA's, or an Apple GPU's) back."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif torch.backends.mps.is_available():
+        torch.mps.empty_cache()
 
 
 class out_of_memory_advice:  # noqa: N801 - used as a context manager, reads like one
@@ -61,8 +72,7 @@ class out_of_memory_advice:  # noqa: N801 - used as a context manager, reads lik
         error.__traceback__ = None
         del traceback, error
         gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        empty_device_cache()
         options = "; ".join(MEMORY_OPTIONS)
         raise MemoryAdviceError(
             f"{self.stage} ran out of memory ({detail}). Try: {options}."

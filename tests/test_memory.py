@@ -63,6 +63,27 @@ def test_the_cpu_running_out_of_ram_becomes_advice_too():
             raise RuntimeError(windows)  # torch's Windows build words it so
 
 
+def test_an_apple_gpu_running_out_of_memory_becomes_advice_and_empties_its_cache(monkeypatch):
+    """On Apple silicon torch reports the GPU full as a plain RuntimeError: a Mac artist got the
+    raw message (and a batched guidance pass no fallback), and the cache was never emptied."""
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "empty_cache", lambda: emptied.append(1))
+    mps = (
+        "MPS backend out of memory (MPS allocated: 17.80 GiB, other allocations: 1.02 GiB, max "
+        "allowed: 18.13 GiB). Tried to allocate 1.25 GiB on private pool."
+    )
+    with pytest.raises(MemoryAdviceError, match=r"^sampling ran out of memory \(MPS backend out"):
+        with out_of_memory_advice("sampling"):
+            raise RuntimeError(mps)
+    assert emptied == [1]
+    from skyreels_pack.nodes import host  # standalone, the pack empties it without the host
+
+    host.soft_empty_cache()
+    assert emptied == [1, 1]
+
+
 def test_other_errors_pass_through_unchanged():
     with pytest.raises(KeyError):
         with out_of_memory_advice("decode"):

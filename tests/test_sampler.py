@@ -220,10 +220,11 @@ def test_cfg_zero_star_zero_init_makes_no_call():
     [
         torch.OutOfMemoryError("CUDA out of memory"),
         RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 bytes"),
+        RuntimeError("MPS backend out of memory (MPS allocated: 17.80 GiB, other allocations: 0)"),
     ],
 )
 def test_batched_pass_out_of_memory_falls_back_to_two_passes(error):
-    """The GPU's out-of-memory error, or a CPU host's (a plain RuntimeError), alike."""
+    """The GPU's out-of-memory error, or a CPU host's or a Mac's (plain RuntimeErrors), alike."""
 
     def field(stream, x, t, value):
         if x.shape[0] == 2 * B:
