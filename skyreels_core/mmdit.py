@@ -33,11 +33,18 @@ ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 21
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Wan's [cos, sin] timestep embedding, computed in float64 like the reference."""
+    """Wan's [cos, sin] timestep embedding, computed in float64 like the reference: on ``t``'s
+    device, or on the CPU for one without float64 (an Apple GPU refuses the cast), then back."""
+    where = float64_device(t.device)
     half = dim // 2
-    frequencies = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
-    angles = torch.outer(t.double(), frequencies)
-    return torch.cat([angles.cos(), angles.sin()], dim=1).float()
+    frequencies = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=where) / half)
+    angles = torch.outer(t.to(where, torch.float64), frequencies)
+    return torch.cat([angles.cos(), angles.sin()], dim=1).float().to(t.device)
+
+
+def float64_device(device: torch.device) -> torch.device:
+    """Where float64 math for ``device`` runs: there, except on Apple's MPS, which has no float64."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 def forward_activation_bytes(

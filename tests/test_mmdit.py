@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from model_helpers import inputs, randomise_av_exchange, tiny_model, zero_av_exchange
@@ -12,7 +13,7 @@ from model_helpers import inputs, randomise_av_exchange, tiny_model, zero_av_exc
 from skyreels_core.config import PRESETS, get_preset
 from skyreels_core.errors import InputError
 from skyreels_core.loading import build_on_meta
-from skyreels_core.mmdit import DualStreamMMDiT
+from skyreels_core.mmdit import DualStreamMMDiT, float64_device, sinusoidal_embedding
 from skyreels_core.objective import flow_matching_loss, noised
 from skyreels_core.types import References, TextEncoding
 
@@ -322,3 +323,20 @@ def test_joint_text_single_stream_and_references_golden_output():
         out.audio.flatten()[:4], torch.tensor([0.09557608, 0.28247923, -0.13099542, 0.11862400]),
         **pinned,
     )  # fmt: skip
+
+
+def test_the_timestep_embedding_is_float64_math_where_the_device_has_float64():
+    """Wan's reference computes the embedding in float64 (float32 moves a late step's angles by
+    3e-5); Apple's GPU has no float64 and refused the cast at the first step, so that device's
+    math runs on the CPU and comes back."""
+    t = torch.tensor([999.0, 731.25, 0.5])
+    half = np.arange(64) / 64
+    angles = np.outer(t.numpy().astype(np.float64), 10000.0**-half)
+    reference = np.concatenate([np.cos(angles), np.sin(angles)], axis=1)
+    embedding = sinusoidal_embedding(t, 128)
+    assert embedding.dtype == torch.float32 and embedding.shape == (3, 128)
+    assert np.abs(embedding.numpy() - reference).max() < 1e-6
+    in_float32 = torch.outer(t, torch.pow(10000, -torch.arange(64) / 64))
+    assert np.abs(in_float32.cos().numpy() - reference[:, :64]).max() > 1e-5
+    assert float64_device(torch.device("mps")) == torch.device("cpu")
+    assert float64_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
