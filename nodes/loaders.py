@@ -20,6 +20,7 @@ from skyreels_core.runtime import (
     DTYPES,
     FP8_STORAGE,
     LoadedModel,
+    keeps_float8,
     resolve_attention,
     resolve_dtype,
 )
@@ -208,7 +209,7 @@ class SkyReelsV4ModelLoader(FileLoader):
             path, rate = bundle.model_path(), bundle.audio_rate()
         else:
             path, rate = host.model_path("diffusion_models", model_name), bundle.MMAUDIO_RATE
-        fp8 = dtype == FP8_STORAGE or (dtype == "auto" and holds_fp8_weights(path, "model_name"))
+        fp8 = keeps_float8(dtype, lambda: holds_fp8_weights(path, "model_name"), device)
         torch_dtype = resolve_dtype("auto" if fp8 else dtype, device)
         module = load_model(
             path,

@@ -12,6 +12,7 @@ import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from .attention import available_backends, require_backend, takes_dtype
 from .errors import InputError
 from .lora import Lora, applied
-from .offload import check_block_swap, enable_block_swap, place, stream_layers
+from .offload import FP8_FORMATS, check_block_swap, enable_block_swap, place, stream_layers
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,37 @@ class LoadedModel:
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP8_STORAGE = "fp8_e4m3fn"  # block weights in fp8, computed in the ``auto`` precision
+
+
+def keeps_float8(dtype_name: str, file_in_float8: Callable[[], bool], device) -> bool:
+    """Whether the model's block weights are stored in float8: asked for (``fp8_e4m3fn``), or
+    ``auto`` with a file that ships them so (``file_in_float8``, read only then). A device whose
+    torch holds no float8 tensors (Apple's GPU until recent releases: "Trying to convert
+    Float8_e4m3fn to the MPS backend") widens a float8 file under ``auto`` and refuses
+    ``fp8_e4m3fn`` when the model loads, not at the first step."""
+    wanted = dtype_name == FP8_STORAGE or (dtype_name == "auto" and file_in_float8())
+    if not wanted or holds_float8(str(torch.device(device))):
+        return wanted
+    if dtype_name == "auto":
+        return False
+    raise InputError(
+        "dtype",
+        f"torch {torch.__version__} keeps no float8 weights on this {torch.device(device).type} "
+        "device",
+        "choose auto (an fp8 file is widened then), bf16 or fp16",
+    )
+
+
+@cache
+def holds_float8(device: str) -> bool:
+    """Whether ``device`` holds both float8 formats a model's weights may be kept in: probed
+    once, as torch adds them per backend and release."""
+    try:
+        for fp8 in FP8_FORMATS:
+            torch.zeros(1, device=device).to(fp8)
+    except (TypeError, RuntimeError):
+        return False
+    return True
 
 
 def resolve_dtype(

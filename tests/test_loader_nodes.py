@@ -103,6 +103,57 @@ def test_an_fp8_file_stays_in_8_bits_under_auto_and_widens_when_asked(models):
     assert torch.equal(wide.blocks[0].self_attn.q.weight, q.weight.float() * q.weight_scale)
 
 
+def test_a_device_without_float8_widens_an_fp8_file_under_auto_and_refuses_fp8_storage(
+    models, monkeypatch
+):
+    """An Apple GPU's torch held no float8 tensors ("Trying to convert Float8_e4m3fn to the MPS
+    backend"): there an fp8 file loads widened under auto, as a bf16 one would, and fp8_e4m3fn
+    is refused when the model loads, naming the dtype, not at the sampler's first step."""
+    from skyreels_core import runtime
+    from skyreels_core.demo import bundle
+    from skyreels_core.loading import load_model, save_model
+    from skyreels_core.offload import store_linears_in_fp8
+
+    model = load_model(bundle.model_path())
+    store_linears_in_fp8(model, torch.float32)
+    (models / "diffusion_models").mkdir()
+    save_model(model, models / "diffusion_models" / "demo_fp8_scaled.safetensors")
+    q = model.blocks[0].self_attn.q
+    assert runtime.holds_float8("cpu")  # this torch keeps float8 on the CPU
+    monkeypatch.setattr(runtime, "holds_float8", lambda device: False)
+    wide = MODEL_LOADER().load("demo_fp8_scaled.safetensors", "auto", "sdpa")[0].module
+    assert type(wide.blocks[0].self_attn.q) is torch.nn.Linear
+    assert torch.equal(wide.blocks[0].self_attn.q.weight, q.weight.float() * q.weight_scale)
+    with pytest.raises(InputError, match=r"^dtype: torch .* keeps no float8 weights on this cpu"):
+        MODEL_LOADER().load(bundle.BUNDLED, "fp8_e4m3fn", "sdpa")
+    bf16 = MODEL_LOADER().load(bundle.BUNDLED, "bf16", "sdpa")[0].module
+    assert bf16.blocks[0].self_attn.q.weight.dtype == torch.bfloat16
+
+
+def test_the_float8_probe_answers_per_device_from_what_torch_does(monkeypatch):
+    """The probe converts a tensor on the device to each float8 format the loader keeps, and
+    takes torch's refusal (a TypeError on MPS) as no."""
+    from skyreels_core import runtime
+
+    refused = []
+    real_to = torch.Tensor.to
+
+    def refusing_to(self, *args, **kwargs):
+        if torch.float8_e5m2 in args:
+            refused.append(args)
+            raise TypeError("Trying to convert Float8_e5m2 to the MPS backend")
+        return real_to(self, *args, **kwargs)
+
+    runtime.holds_float8.cache_clear()
+    try:
+        assert runtime.holds_float8("cpu")
+        runtime.holds_float8.cache_clear()
+        monkeypatch.setattr(torch.Tensor, "to", refusing_to)
+        assert not runtime.holds_float8("cpu") and refused
+    finally:
+        runtime.holds_float8.cache_clear()
+
+
 def test_lora_node_lists_the_loras_folder_and_the_sampler_renders_with_it(models):
     """Chained Load LoRA nodes change what the Sampler node renders, strength 0 changes nothing,
     and the loaded model the chain starts from renders as before."""
