@@ -33,7 +33,8 @@ DTYPE_INPUT = (
     DTYPE_CHOICES,
     {
         "default": "auto",
-        "tooltip": "Weight precision: auto is bf16 on CUDA from RTX 30xx / A100 on, else fp32. "
+        "tooltip": "Weight precision: auto is bf16 on CUDA from RTX 30xx / A100 on and on "
+        "Apple GPUs from macOS 14, else fp32. "
         "fp16/bf16 halve memory; on a CPU, fp16 computes many times slower than bf16 (no fast "
         "kernels there).",
     },
@@ -147,8 +148,9 @@ class SkyReelsV4ModelLoader(FileLoader):
                     {
                         "default": "auto",
                         "tooltip": "Weight precision: auto is bf16 on CUDA from RTX 30xx / A100 "
-                        "on, else fp32; fp16/bf16 halve memory. fp8_e4m3fn stores the "
-                        "block weights in 8 bits (a quarter of fp32, half of bf16) and "
+                        "on and on Apple GPUs from macOS 14, else fp32; fp16/bf16 halve "
+                        "memory. fp8_e4m3fn stores the block weights in 8 bits (a quarter "
+                        "of fp32, half of bf16) and "
                         "computes in auto precision; costs one cast per layer call and "
                         "slight detail loss (each weight within 1/16 of its value). An "
                         "fp8 file (fp8_scaled, e4m3fn, e5m2) stays in 8 bits, as stored, "

@@ -9,6 +9,7 @@ the compute device only inside :meth:`LoadedModel.on`, except the layers a block
 from __future__ import annotations
 
 import copy
+import platform
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -213,15 +214,24 @@ def resolve_dtype(
     its full score matrix (tens of GB at 480p), so those cards get fp32, whose memory-efficient
     kernel they run. Where the weights fill the card, not long attention or convolutions
     (``weights_dominate``: a 7B text encoder reading a prompt), they stay bf16 there too: fp32
-    would double them past a 24 GB card."""
+    would double them past a 24 GB card. An Apple GPU computes bf16 from macOS 14 on (the rule of
+    ComfyUI's own ``should_use_bf16``): fp32 there would double a model that shares its RAM."""
     if name != "auto":
         return DTYPES[name]
     device = torch.device(device)
+    if device.type == "mps":
+        return torch.bfloat16 if macos_version() >= (14,) else torch.float32
     if device.type != "cuda":
         return torch.float32
     if weights_dominate or torch.version.hip:
         return torch.bfloat16
     return torch.bfloat16 if torch.cuda.get_device_properties(device).major >= 8 else torch.float32
+
+
+def macos_version() -> tuple[int, ...]:
+    """The running macOS's version, () elsewhere."""
+    release = platform.mac_ver()[0]
+    return tuple(int(part) for part in release.split(".")) if release else ()
 
 
 def resolve_attention(name: str, device: torch.device | str, dtype: torch.dtype) -> str:

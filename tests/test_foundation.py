@@ -428,6 +428,27 @@ def test_auto_dtype_is_bf16_only_on_cards_that_compute_it(monkeypatch):
     assert resolve_dtype("auto", "cuda:1") == torch.bfloat16  # ROCm computes it on every arch
 
 
+def test_auto_dtype_is_bf16_on_an_apple_gpu_from_macos_14(monkeypatch):
+    """As ComfyUI's own rule for Macs: fp32 before macOS 14, bf16 from it (fp32 doubled the
+    model in memory the GPU shares with everything else)."""
+    import platform
+
+    from skyreels_core.runtime import macos_version, resolve_dtype
+
+    assert macos_version() == ()  # not a Mac: CPU and CUDA as before
+    for release, dtype in [
+        ("13.6.1", torch.float32),
+        ("14.0", torch.bfloat16),
+        ("15.2", torch.bfloat16),
+    ]:
+        monkeypatch.setattr(
+            platform, "mac_ver", lambda release=release: (release, ("", "", ""), "arm64")
+        )
+        assert resolve_dtype("auto", "mps") == dtype, release
+        assert resolve_dtype("auto", "cpu") == torch.float32
+        assert resolve_dtype("fp16", "mps") == torch.float16
+
+
 def test_models_linked_in_from_another_drive_load_and_typed_names_stay_inside(
     tmp_path, monkeypatch
 ):
