@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -383,14 +382,28 @@ def _demo_render_memory() -> dict:
     with TrackedTensorBytes() as tracked:
         render(pipeline, RenderRequest())
     with tempfile.TemporaryDirectory() as folder:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        before = children_peak_rss()
         subprocess.run([sys.executable, "-m", "skyreels_core", "demo", "--out", f"{folder}/demo.mp4"],
                        check=True, capture_output=True)  # fmt: skip
-        rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak = children_peak_rss()
+    note = ("not measurable here (no getrusage: Windows)" if peak is None
+            else "whole process incl. torch/ffmpeg libraries" if peak > before
+            else "not measurable (an earlier child had a higher peak)")  # fmt: skip
     return {"request": "t2av, 33 frames, 64x64, 20 steps, guidance on", "model_and_encoder_weight_bytes": weights,
-            "render_tracked_peak_bytes": tracked.peak, "demo_command_peak_rss_bytes": rss_kib * 1024,
-            "demo_command_peak_rss_note": "whole process incl. torch/ffmpeg libraries" if rss_kib > before
-            else "not measurable (an earlier child had a higher peak)"}  # fmt: skip
+            "render_tracked_peak_bytes": tracked.peak, "demo_command_peak_rss_bytes": peak,
+            "demo_command_peak_rss_note": note}  # fmt: skip
+
+
+def children_peak_rss() -> int | None:
+    """The highest RSS of this process's finished children, in bytes: getrusage counts KiB on
+    Linux and bytes on macOS; Windows has no getrusage (None), where importing it at the top
+    had stopped every ``bench`` part."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def gpu_weight_projection(budget_gib: float = 20.0) -> dict:

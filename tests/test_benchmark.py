@@ -10,6 +10,7 @@ from skyreels_core.benchmark import (
     TrackedTensorBytes,
     _PartTimer,
     analytic,
+    children_peak_rss,
     demo_train_step,
     gpu_weight_projection,
     lora_overhead,
@@ -163,3 +164,18 @@ def test_a_json_path_naming_a_folder_is_refused_before_any_part_runs(tmp_path, c
     assert capsys.readouterr().err == (
         f"error: --json: {tmp_path} names a folder. Fix: name a file, e.g. {tmp_path / 'bench.json'}\n"
     )
+
+
+def test_childrens_peak_rss_is_bytes_on_linux_and_macos_and_unknown_on_windows(monkeypatch):
+    """getrusage's ru_maxrss counts KiB on Linux and bytes on macOS (a Mac's figure was 1024x
+    too large); Windows has no resource module, whose import at the top stopped every part."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", "bytearray(64 * 2**20)"], check=True)
+    linux = children_peak_rss()
+    assert 64 * 2**20 < linux < 4 * 2**30  # a child that held 64 MiB, counted in bytes
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert children_peak_rss() == linux // 1024
+    monkeypatch.setitem(sys.modules, "resource", None)  # import resource now fails, as on Windows
+    assert children_peak_rss() is None
