@@ -104,6 +104,42 @@ def test_a_window_sound_made_at_another_rate_is_named_and_a_long_track_joins():
     assert joined.shape[0] == 61 and sound["waveform"].shape[-1] == round(61 / 16 * rate)
 
 
+def test_a_sound_may_miss_its_frames_by_a_tenth_or_two_frames_whichever_is_more():
+    """The tolerance of a clip's sound against its frames: a tenth of their length for a long
+    clip (33 frames at 16 fps last 2.06 s: 8 % over joins, 15 % over is named), two frames for
+    a short one (5 frames last 0.31 s: 0.1 s over joins, 0.15 s over is named). Looser, and a
+    window made at another fps slips in out of step; tighter, and a camera's track is refused."""
+    rate, fps = 16000, 16.0
+
+    def sound(seconds: float) -> dict:
+        return {"waveform": torch.zeros(1, 1, round(seconds * rate)), "sample_rate": rate}
+
+    for frames, fits, misses in ((33, 33 / fps * 1.08, 33 / fps * 1.15), (5, 0.4125, 0.4625)):
+        clip, own = _clip(frames), sound(frames / fps)
+        joined, _ = join_clips(clip, clip, 1, fps, own, sound(fits))
+        assert joined.shape[0] == 2 * frames - 1
+        with pytest.raises(InputError, match=f"^audio_b: {misses:.2f} s of sound for {frames}"):
+            join_clips(clip, clip, 1, fps, own, sound(misses))
+
+
+def test_the_sound_fades_over_exactly_the_shared_frames():
+    """Join Clips lays the second sound in where its frames start (28 of 33 frames kept 5, at
+    16 fps: 1.75 s) and fades over those 5 frames' 0.3125 s, not more or less, with the same
+    linear ramp as the frames, rounded to the nearest sample."""
+    rate, fps = 16000, 16.0
+    first = {"waveform": torch.ones(1, 1, 33 * 1000), "sample_rate": rate}
+    second = {"waveform": torch.zeros(1, 1, 33 * 1000), "sample_rate": rate}
+    _, audio = join_clips(_clip(33), _clip(33), 5, fps, first, second)
+    wave = audio["waveform"][0, 0]
+    assert wave.shape[0] == 28 * 1000 + 33 * 1000
+    assert wave[:28000].eq(1).all() and wave[33000:].eq(0).all()
+    ramp = 1 - torch.arange(1, 5001) / 5001
+    torch.testing.assert_close(wave[28000:33000], ramp, rtol=0, atol=1e-6)
+    # At 24 fps a frame is 666.7 samples: the fade takes the nearest whole count, 667.
+    one_frame = join_audio(first, second, start_seconds=0.5, fade_seconds=1 / 24)["waveform"]
+    assert one_frame[0, 0, 8000 + 666] > 0 and one_frame[0, 0, 8000 + 667] == 0
+
+
 def test_the_nodes_hand_the_kept_count_to_the_join():
     continue_node = NODE_CLASS_MAPPINGS["SkyReelsV4MaskContinue"]()
     join = NODE_CLASS_MAPPINGS["SkyReelsV4JoinClips"]()

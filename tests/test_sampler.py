@@ -887,6 +887,20 @@ def test_step_cache_skips_exactly_the_steps_its_rule_predicts():
     assert cache.skipped == [2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 19]
 
 
+def test_step_cache_runs_the_model_once_the_predicted_change_reaches_the_threshold():
+    """EasyCache reuses only while the summed predicted change stays below the threshold: at
+    exactly the threshold the model runs. Rate 1 (output 1 -> 2 for latents 0 -> 1), output
+    size 2: latents 1.5 predict 0.25 each time, so the second such step sums to 0.5 and runs."""
+    from skyreels_core.sampling.step_cache import StepCache
+
+    cache = StepCache(threshold=0.5, warmup=0)
+    cache.store([torch.full((2, 3), 0.0)], [torch.full((2, 3), 1.0)], 1.0)
+    cache.store([torch.full((2, 3), 1.0)], [torch.full((2, 3), 2.0)], 0.8)
+    assert cache.reuse(2, [torch.full((2, 3), 1.5)], 0.6) is not None  # 0.25: skipped
+    assert cache.reuse(3, [torch.full((2, 3), 1.5)], 0.4) is None  # 0.25 + 0.25 = 0.5: runs
+    assert cache.skipped == [2]
+
+
 def test_a_multi_shot_prompt_for_a_shorter_clip_is_refused_and_a_longer_story_read_from_its_start():
     """Shots bound to 5 frames on a 9-frame clip (T = 3 latents) would leave the last latent
     frame attending no text: the Sampler names the input and the length to set. A story written

@@ -48,7 +48,11 @@ def test_bad_settings_name_the_input(steps, shift, start, name):
 
 def test_a_written_out_schedule_reads_as_papers_and_pasted_lists_print_it():
     expected = torch.tensor([1.0, 0.9375, 0.8333, 0.625, 0.0], dtype=torch.float64)
-    for text in ("1.0, 0.9375, 0.8333, 0.625, 0", "[1.0, 0.9375,0.8333 0.625;\n0.0]"):
+    for text in (
+        "1.0, 0.9375, 0.8333, 0.625, 0",
+        "[1.0, 0.9375,0.8333 0.625;\n0.0]",
+        "(1.0, 0.9375, 0.8333, 0.625, 0.0)",  # a pasted tuple
+    ):
         torch.testing.assert_close(sigmas_from_text(text), expected, rtol=0, atol=0)
     with pytest.raises(InputError, match=r"^custom: '0\.9x' is not a number"):
         sigmas_from_text("1, 0.9x, 0")
@@ -62,6 +66,7 @@ def test_a_written_out_schedule_reads_as_papers_and_pasted_lists_print_it():
         ([14.6, 1.0, 0.0], "starts at 14.6, outside"),
         ([0.0, 0.0], "starts at 0, outside"),
         ([1.0, 0.5, 0.1], "ends at 0.1"),
+        ([1.0, 0.5, -0.1], "ends at -0.1"),  # past the data: the last step would overshoot it
         ([1.0, 0.5, 0.5, 0.0], "not strictly decreasing"),
         ([1.0, 0.4, 0.6, 0.0], "not strictly decreasing"),
     ],

@@ -45,10 +45,6 @@ class FlowSolver:
         self.sigmas = [float(s) for s in sigmas]
         self.lambdas = [log_snr(s) for s in self.sigmas]
 
-    @property
-    def steps(self) -> int:
-        return len(self.sigmas) - 1
-
     def step(self, index: int, latents: Streams, velocities: Streams) -> Streams:
         raise NotImplementedError
 
