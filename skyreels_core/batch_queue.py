@@ -352,7 +352,7 @@ def parse_seeds(spec: str) -> list[int]:
             raise InputError(
                 "--seeds", f"{part.strip()!r} is not a seed or a range", "write e.g. 0-9 or 1,5,7"
             ) from None
-        if first < 0 or last < first:
+        if last < first:  # low holds no "-": a seed written is never negative
             raise InputError("--seeds", f"{part.strip()!r} is an empty range", "write e.g. 0-9")
         if len(seeds) + last - first + 1 > MAX_RENDERS:  # before the list: 0-99999999999 ran
             raise InputError(  # out of memory with a traceback

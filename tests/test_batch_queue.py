@@ -57,8 +57,9 @@ OTHER_SERVICE = {"service": "tagger", "routes": [f"/v1/tags/{n}" for n in range(
 class FakeComfy:
     """GET /object_info, POST /prompt (400 with node_errors for a bogus solver or a value over
     its widget's maximum, as the host answers), GET /history/<id> and /queue: each prompt has
-    finished at once with ``outcome`` ("success", "error", or "cancelled": never run, so no
-    history and not queued), or is still "running": no history and on the queue; a prompt id not
+    finished at once with ``outcome`` ("success", "error", "interrupted", or "cancelled": never run,
+    so no history and not queued), or is still "running": no history and on the queue (the first
+    under queue_running, the rest under queue_pending); a prompt id not
     in ``prompt_ids`` (queued before a restart) has neither. A "login page"
     is another service at the address: every request is answered 200 with HTML; an "other
     service" answers every request 200 with JSON of its own. An upload over ``max_upload`` bytes
@@ -73,6 +74,7 @@ class FakeComfy:
         self.gone: set[str] = set()  # saved files since moved out of the output folder
         self.dropped: dict = {}  # node_errors of outputs a queued prompt runs without
         self.hiccups = 0  # GETs after /object_info answered 502 first, as a proxy's hiccup
+        self.hiccup_at = "/"  # only GETs of paths starting so have the hiccups
         self.paths: list[str] = []
         self.prompt_ids: list[str] = []
         fake = self
@@ -97,7 +99,7 @@ class FakeComfy:
                 fake.paths.append(self.path)
                 if self.path == "/object_info":
                     return self._answer(200, OBJECT_INFO)
-                if fake.hiccups:
+                if fake.hiccups and self.path.startswith(fake.hiccup_at):
                     fake.hiccups -= 1
                     return self._answer(502, {})
                 if self.path.startswith("/view?"):  # the file's bytes: its own query
@@ -111,10 +113,11 @@ class FakeComfy:
                     self.send_header("Content-Type", "video/mp4")
                     self.end_headers()
                     return self.wfile.write(data.encode())
-                if self.path == "/queue":
-                    pending = [[0, body_id, {}, {}, []] for body_id in fake.prompt_ids]
-                    pending = pending if outcome == "running" else []
-                    return self._answer(200, {"queue_running": [], "queue_pending": pending})
+                if self.path == "/queue":  # the host runs the first and lists the rest pending
+                    queued = [[0, body_id, {}, {}, []] for body_id in fake.prompt_ids]
+                    queued = queued if outcome == "running" else []
+                    answer = {"queue_running": queued[:1], "queue_pending": queued[1:]}
+                    return self._answer(200, answer)
                 prompt_id = self.path.removeprefix("/history/")
                 if outcome in ("cancelled", "running") or prompt_id not in fake.prompt_ids:
                     return self._answer(200, {})  # as the host answers for a prompt it forgot
@@ -125,6 +128,10 @@ class FakeComfy:
                              "exception_message": "steps: out of memory\n"}  # fmt: skip
                     status = {"status_str": "error", "completed": False,
                               "messages": [["execution_start", {}], ["execution_error", error]]}  # fmt: skip
+                if outcome == "interrupted":  # stopped with the frontend's Cancel button
+                    status = {"status_str": "error", "completed": False,
+                              "messages": [["execution_start", {}],
+                                           ["execution_interrupted", {"node_id": SAMPLER}]]}  # fmt: skip
                 video = {"filename": f"clip_{number:05}_.mp4", "subfolder": "skyreels_v4",
                          "type": "output", "frame_count": 33}  # fmt: skip
                 entry = {"status": status, "outputs": {"11": {"skyreels_videos": [video]}}}
@@ -313,6 +320,20 @@ def test_seeds_reach_a_seed_fed_by_another_node(capsys, tmp_path, kind):
         )
 
 
+def test_seeds_are_not_guessed_into_a_node_of_several_widgets_feeding_a_seed(capsys, tmp_path):
+    """Only a node of one widget wired into a seed input gives --seeds its widget: of several,
+    which one the seed is made from is not known, so --seeds is refused rather than written into
+    the first (here ``low``), which the render does not take as its seed."""
+    api = ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO)
+    api[SAMPLER]["inputs"]["seed"] = ["100", 0]
+    api["100"] = {"class_type": "RandomIntInRange", "inputs": {"low": 1, "high": 9}}
+    path = tmp_path / "api.json"
+    path.write_text(json.dumps(api))
+    code, out, err = _queue(capsys, str(path), "--seeds", "5", "--dry-run")
+    assert (code, out) == (2, [])
+    assert err == "error: --seeds: the workflow has no seed widget. Fix: drop --seeds\n"
+
+
 def test_a_primitive_feeding_several_widgets_takes_one_value_for_all():
     """The frontend gives every widget a PrimitiveNode feeds the primitive's value: setting one
     of them (--seed-input, --set) rendered it, but the saved workflow then showed the new value
@@ -377,6 +398,9 @@ def test_seed_ranges_parse():
             parse_seeds(bad)
     with pytest.raises(ValueError, match="^--seeds: 100000000000 seeds"):  # was a MemoryError
         parse_seeds("0-99999999999")
+    assert len(parse_seeds("0-99999")) == batch_queue.MAX_RENDERS  # the cap itself is allowed
+    with pytest.raises(ValueError, match="^--seeds: 100001 seeds"):
+        parse_seeds("0-99998,100000-100001")
     with pytest.raises(ValueError, match="^--seeds: '0-3,2,1-2' gives seeds 1, 2 more than once"):
         parse_seeds("0-3,2,1-2")  # rendered twice each: the same take, twice the GPU time
 
@@ -473,6 +497,7 @@ def test_dry_run_prints_the_prompts_and_queues_nothing(capsys):
 @pytest.mark.parametrize(
     "outcome, reason",
     [("error", "node 8 (SkyReelsV4Sampler): steps: out of memory"),
+     ("interrupted", "interrupted"),
      ("cancelled", "gone from the server's queue and history: taken off the queue before it "
                    "ran, or lost to a server restart (queue it again)")],
 )  # fmt: skip
@@ -551,6 +576,42 @@ def test_a_passing_gateway_error_while_waiting_is_asked_again(capsys, monkeypatc
     assert err.splitlines()[-1].startswith(
         f"error: --server: {server.url}/history/p1 answered HTTP 502"
     )
+
+
+def test_the_queue_is_asked_again_while_waiting_but_not_at_the_start(capsys, monkeypatch, tmp_path):
+    """A 502 on a look at the whole queue while a render is awaited is asked again, as one on
+    its history is (the render, cancelled, is then reported failed). Resuming an API workflow
+    reads the queue first of all: a 502 there is the batch's one-line error at once, naming the
+    address, as every first contact is."""
+    monkeypatch.setattr(batch_queue, "WAIT_RETRY_PAUSES_S", (0.0,))
+    with FakeComfy("cancelled") as server:
+        server.hiccups, server.hiccup_at = 1, "/queue"
+        code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--wait")
+    assert (code, err) == (1, f"{server.url}/queue answered HTTP 502; asking again in 0 s\n")
+    assert out[-1].startswith("failed 1/1 p1: gone from the server's queue and history")
+    api, report = tmp_path / "api.json", tmp_path / "batch.json"
+    api.write_text(json.dumps(ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO)))
+    report.write_text('[{"prompt_id": "p1", "widgets": {}, "status": "queued", "files": []}]')
+    with FakeComfy() as server:
+        server.hiccups, server.hiccup_at = 1, "/queue"
+        code, _, err = _queue(capsys, str(api), "--server", server.url, "--resume", str(report))
+    assert (code, server.posted) == (2, [])
+    assert err == (
+        f"error: --server: {server.url}/queue answered HTTP 502. Fix: check that --server names "
+        "a ComfyUI server\n"
+    )
+
+
+def test_a_preview_in_the_servers_temp_folder_downloads_from_there(tmp_path):
+    """Preview Video saves into the server's temp folder: its item says type temp, which /view
+    is asked for (asked for output, the server looks in its output folder and answers 404)."""
+    item = {"filename": "preview_00001_.mp4", "subfolder": "skyreels_v4", "type": "temp"}
+    with FakeComfy() as server:
+        path = batch_queue.ComfyServer(server.url).download(item, tmp_path)
+    assert path.read_bytes() == b"preview_00001_.mp4|skyreels_v4|temp"
+    assert batch_queue.server_path(item) == "temp/skyreels_v4/preview_00001_.mp4"
+    # A file saved at the top of the output folder: its path has no empty part.
+    assert batch_queue.server_path({"filename": "a.mp4", "subfolder": ""}) == "output/a.mp4"
 
 
 def test_a_render_whose_file_is_gone_is_reported_and_the_rest_still_download(capsys, tmp_path):
@@ -926,24 +987,29 @@ def test_inputs_keep_the_kinds_of_file_the_widget_takes(capsys, tmp_path):
     )
 
 
-def test_inputs_fill_the_one_file_picker_or_the_one_named(capsys, tmp_path):
+def test_inputs_fill_the_one_file_picker_or_the_one_named(capsys, tmp_path, monkeypatch):
     image = tmp_path / "portrait.png"
     image.write_bytes(b"png")
     (tmp_path / "takes").mkdir()
     (tmp_path / "takes" / "take.mp4").write_bytes(b"mp4")
+    (tmp_path / "takes" / "a_take.mp4").write_bytes(b"mp4")
     api = tmp_path / "api.json"
     api.write_text(json.dumps(ui_to_api(json.loads(VIDEO_TO_AUDIO.read_text()), OBJECT_INFO)))
     masked_edit = ROOT / "workflows" / "masked_edit.json"
     ids = _node_ids(masked_edit)
+    listed = batch_queue.glob.glob  # a file system listing a folder in another order than sorted
+    monkeypatch.setattr(batch_queue.glob, "glob", lambda pattern: sorted(listed(pattern))[::-1])
     with FakeComfy() as server:
         # An API workflow has no widget types of its own: the node list tells the file picker.
         # A pattern no shell expanded (Windows) is expanded here.
         code, out, _ = _queue(capsys, str(api), "--server", server.url, "--inputs",
                               str(tmp_path / "takes" / "*.mp4"), "--dry-run")  # fmt: skip
         assert code == 0 and "/object_info" in server.paths
-        assert json.loads(out[0])[_node_ids(VIDEO_TO_AUDIO)["Source clip"]]["inputs"]["file"] == (
-            "take.mp4"
-        )
+        source = _node_ids(VIDEO_TO_AUDIO)["Source clip"]
+        assert [json.loads(line)[source]["inputs"]["file"] for line in out] == [
+            "a_take.mp4",
+            "take.mp4",
+        ]  # sorted, as a shell expands it
         code, _, err = _queue(capsys, str(masked_edit), "--server", server.url, "--inputs",
                               str(image))  # fmt: skip
         assert code == 2 and err == (
@@ -981,6 +1047,29 @@ def test_wait_gives_up_after_the_timeout_and_leaves_the_renders_queued(capsys):
     assert server.paths.count("/history/p2") == 1
 
 
+def test_the_timeout_bounds_the_whole_wait_not_each_render(capsys, monkeypatch):
+    """--timeout is the wait in all: on a clock that moves only while the command sleeps, it
+    sleeps the timeout's length waiting for the first render and not at all for the second,
+    asked about once at the deadline."""
+    clock, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        assert seconds > 0  # a sleep of 0 s polls without pause
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(batch_queue.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(batch_queue.time, "sleep", sleep)
+    with FakeComfy("running") as server:
+        code, out, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
+                              "1-2", "--wait", "--timeout", "5")  # fmt: skip
+    assert (code, slept) == (1, [1.0] * 5)
+    assert out[2:] == [
+        f"unfinished {n}/2 p{n}: not done after 5 s (still on the server's queue)" for n in (1, 2)
+    ]
+    assert server.paths.count("/history/p2") == 1
+
+
 def test_waiting_asks_for_the_render_not_the_whole_queue_each_poll():
     """The whole queue is megabytes with hundreds of renders pending; it was fetched every
     second beside the render's own history. It is looked at once every QUEUE_CHECK_EVERY polls
@@ -1015,6 +1104,37 @@ def test_a_render_cancelled_between_looks_at_the_queue_is_not_reported_queued():
         server.prompt_ids = LeavesAfterOneLook(server.prompt_ids)
         entry = client.wait(prompt_id, poll_s=0.005, deadline=time.monotonic() + 0.03)
     assert server.prompt_ids.looks == 2 and entry["status"]["status_str"] == "error"
+
+
+def test_a_render_gone_from_the_queue_is_seen_at_once_and_its_history_read_again(monkeypatch):
+    """The queue is looked at on the first poll: a render cancelled before the batch waits for
+    it reads as failed without a poll's pause (QUEUE_CHECK_EVERY seconds on the first look
+    otherwise). One neither in the history nor on the queue has its history read once more: it
+    may have finished between the two reads, and is then done, not failed as cancelled."""
+    slept = []
+    monkeypatch.setattr(batch_queue.time, "sleep", slept.append)
+    prompt = ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO)
+    with FakeComfy("cancelled") as server:
+        client = batch_queue.ComfyServer(server.url)
+        prompt_id, _ = client.queue(prompt)
+        entry = client.wait(prompt_id)
+    assert (entry["status"]["status_str"], slept) == ("error", [])
+    assert server.paths[1:] == [f"/history/{prompt_id}", "/queue", f"/history/{prompt_id}"]
+
+    class FinishesAfterTheFirstRead(list):
+        reads = 0
+
+        def __contains__(self, prompt_id):  # the history's test of a prompt id
+            self.reads += 1
+            return self.reads > 1 and super().__contains__(prompt_id)
+
+    with FakeComfy() as server:
+        client = batch_queue.ComfyServer(server.url)
+        prompt_id, _ = client.queue(prompt)
+        server.prompt_ids = FinishesAfterTheFirstRead(server.prompt_ids)
+        entry = client.wait(prompt_id)
+    assert (entry["status"]["status_str"], slept) == ("success", [])
+    assert server.paths[1:] == [f"/history/{prompt_id}", "/queue", f"/history/{prompt_id}"]
 
 
 @pytest.mark.parametrize(
@@ -1345,9 +1465,48 @@ def test_resume_with_download_fetches_what_was_done_but_never_downloaded(capsys,
     assert records[1:] == earlier[1:]
 
 
+def test_resume_with_download_queues_a_failed_render_again(capsys, tmp_path):
+    """--download takes over only the renders done but never downloaded: a failed one, never
+    downloaded either, whose prompt the server still lists is queued again, not waited for
+    under its old prompt id (which would report the failure again)."""
+    report, folder = tmp_path / "batch.json", tmp_path / "renders"
+    report.write_text(json.dumps([{"prompt_id": "p101", "widgets": {"8.seed": 1},
+                                   "status": "failed", "files": [], "error": "out of memory"}]))  # fmt: skip
+    with FakeComfy() as server:
+        server.prompt_ids.append("p101")
+        code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
+                                "1", "--resume", str(report), "--download", str(folder))  # fmt: skip
+    assert (code, err, _seeds_posted(server)) == (0, "", [1])
+    assert out == ["queued 1/1 p1: 8.seed=1", f"done 1/1 p1: {folder / 'clip_00001_.mp4'}"]
+
+
+def test_a_batch_of_files_stopped_while_queueing_names_the_files_it_never_queued(
+    capsys, tmp_path, monkeypatch
+):
+    """The renders never queued keep their local file in the report: a resumed batch finds a
+    render with --inputs by its local file, not by the name in its file widget."""
+    clips, report = tmp_path / "clips", tmp_path / "batch.json"
+    clips.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (clips / name).write_bytes(name.encode())
+    widget = f"{_node_ids(VIDEO_TO_AUDIO)['Source clip']}.file"
+    _stop_queueing_at_the_second(monkeypatch, CONNECTION_RESET)
+    with FakeComfy() as server:
+        code, _, _ = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                            str(clips), "--report", str(report))  # fmt: skip
+    assert code == 2
+    assert json.loads(report.read_text()) == [
+        {"prompt_id": "p1", "widgets": {widget: "a.mp4"}, "status": "queued", "files": [],
+         "input": str(clips / "a.mp4")},
+        {"prompt_id": None, "widgets": {widget: "b.mp4"}, "status": "not queued", "files": [],
+         "input": str(clips / "b.mp4")},
+    ]  # fmt: skip
+
+
 def test_a_resumed_batch_stopped_again_loses_no_earlier_record(capsys, tmp_path, monkeypatch):
     """Ctrl-C while queueing the second render queued again: the report holds the first one
-    queued, the one done before, and the earlier record of the render it never reached."""
+    queued, the one done before, the earlier record of the render it never reached, and last the
+    record of a seed this run does not ask for."""
     failed = [
         {"prompt_id": f"p{100 + seed}", "widgets": {"8.seed": seed}, "status": "failed",
          "files": [], "error": "out of memory"}
@@ -1355,8 +1514,10 @@ def test_a_resumed_batch_stopped_again_loses_no_earlier_record(capsys, tmp_path,
     ]  # fmt: skip
     done = {"prompt_id": "p102", "widgets": {"8.seed": 2}, "status": "done",
             "files": ["output/skyreels_v4/clip_00102_.mp4"]}  # fmt: skip
+    other_seed = {"prompt_id": "p120", "widgets": {"8.seed": 20}, "status": "failed",
+                  "files": [], "error": "out of memory"}  # fmt: skip
     report = tmp_path / "batch.json"
-    report.write_text(json.dumps([failed[0], done, failed[1]]))
+    report.write_text(json.dumps([failed[0], done, failed[1], other_seed]))
     _stop_queueing_at_the_second(monkeypatch, KeyboardInterrupt())
     with FakeComfy() as server:
         code, _, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "1-3",
@@ -1366,6 +1527,7 @@ def test_a_resumed_batch_stopped_again_loses_no_earlier_record(capsys, tmp_path,
         {"prompt_id": "p1", "widgets": {"8.seed": 1}, "status": "queued", "files": []},
         done,
         failed[1],
+        other_seed,  # a render this run does not ask for: after those it does
     ]
 
 
@@ -1404,12 +1566,90 @@ def test_resume_finds_a_file_by_its_local_path_and_uploads_only_what_it_queues(
     assert (second["input"], second["status"]) == (str(Path("clips", "b.mp4")), "done")
 
 
+def test_a_resumed_batch_finds_its_renders_whatever_the_order_of_its_set_flags(capsys, tmp_path):
+    """The report saved again by Notepad (with a byte-order mark) and the batch typed again with
+    its --set flags in another order: the render done is still found by the widgets it sets,
+    not rendered twice."""
+    report = tmp_path / "batch.json"
+    sets = ["--set", "8.steps=4", "--set", "Negative prompt.prompt=blurry"]
+    batch = [str(TEXT_TO_VIDEO), "--seeds", "1", "--wait", "--report", str(report)]
+    with FakeComfy() as server:
+        assert _queue(capsys, *batch, *sets, "--server", server.url)[0] == 0
+        report.write_text(report.read_text(), encoding="utf-8-sig")
+        code, out, err = _queue(capsys, *batch, *sets[2:], *sets[:2], "--server", server.url,
+                                "--resume", str(report))  # fmt: skip
+    assert (code, err, _seeds_posted(server)) == (0, "", [1])
+    assert out == ["skipped 1/1 (done before) p1: 8.steps=4, 6.prompt='blurry', 8.seed=1"]
+
+
+def test_a_resumed_batch_with_more_seeds_queues_only_the_new_ones(capsys, tmp_path):
+    """--seeds widened on resume: the seeds the earlier report lacks are queued; the one done
+    there is skipped, and without --download not taken over to fetch its files, though the
+    server still holds it and it was never downloaded."""
+    report = tmp_path / "batch.json"
+    with FakeComfy() as server:
+        code, _, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds", "1",
+                            "--wait", "--report", str(report))  # fmt: skip
+        assert code == 0
+        earlier = json.loads(report.read_text())
+        server.paths.clear()
+        code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
+                                "1-3", "--wait", "--resume", str(report), "--report",
+                                str(report))  # fmt: skip
+    assert (code, err, _seeds_posted(server)) == (0, "", [1, 2, 3])
+    assert out == [
+        "skipped 1/3 (done before) p1: 8.seed=1",
+        "queued 2/3 p2: 8.seed=2",
+        "queued 3/3 p3: 8.seed=3",
+        *(f"done {n}/3 p{n}: output/skyreels_v4/clip_{n:05}_.mp4" for n in (2, 3)),
+    ]
+    assert "/history/p1" not in server.paths
+    records = json.loads(report.read_text())
+    assert records[0] == earlier[0] and [r["status"] for r in records] == ["done"] * 3
+
+
+def test_records_alike_go_to_the_renders_alike_in_turn(capsys, tmp_path):
+    """A file given twice renders twice; resumed, its records go to its renders in the order the
+    report lists them: the first, done, is skipped, the second, failed, queued again, and the
+    new report keeps that order."""
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"a clip")
+    widget = f"{_node_ids(VIDEO_TO_AUDIO)['Source clip']}.file"
+    done = {"prompt_id": "p101", "widgets": {widget: "a.mp4"}, "status": "done",
+            "files": ["output/clip_00101_.mp4"], "input": str(clip)}  # fmt: skip
+    failed = {"prompt_id": "p102", "widgets": {widget: "a.mp4"}, "status": "failed",
+              "files": [], "error": "out of memory", "input": str(clip)}  # fmt: skip
+    report = tmp_path / "batch.json"
+    report.write_text(json.dumps([done, failed]))
+    with FakeComfy() as server:
+        code, out, err = _queue(capsys, str(VIDEO_TO_AUDIO), "--server", server.url, "--inputs",
+                                str(clip), str(clip), "--resume", str(report), "--report",
+                                str(report))  # fmt: skip
+    assert (code, err, len(server.posted)) == (0, "", 1)
+    assert out[-2:] == [
+        f"skipped 1/2 (done before) p101: {widget}='a.mp4'",
+        f"queued 2/2 p1: {widget}='a.mp4'",
+    ]
+    assert json.loads(report.read_text()) == [
+        done,
+        {"prompt_id": "p1", "widgets": {widget: "a.mp4"}, "status": "queued", "files": [],
+         "input": str(clip)},
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "content, problem",
     [(None, "cannot read REPORT (No such file or directory)"),
      ("done: 3", "cannot read REPORT (not JSON: Expecting value: line 1 column 1 (char 0))"),
      ('{"renders": []}', "REPORT is not a list of render records"),
-     ('[{"status": "done"}]', "REPORT is not a list of render records")],
+     ('[{"status": "done"}]', "REPORT is not a list of render records"),
+     ('[{"prompt_id": null, "widgets": {}, "status": 1, "files": []}]',
+      "REPORT is not a list of render records"),
+     ('[{"widgets": {}, "status": "done", "files": []}]', "REPORT is not a list of render records"),
+     ('[{"prompt_id": null, "widgets": {}, "status": "done", "files": "a.mp4"}]',
+      "REPORT is not a list of render records"),
+     ('[{"prompt_id": null, "widgets": {}, "status": "done", "files": [], "input": 1}]',
+      "REPORT is not a list of render records")],
 )  # fmt: skip
 def test_a_resume_file_that_is_no_report_is_one_line(capsys, tmp_path, content, problem):
     report = tmp_path / "batch.json"
@@ -1454,6 +1694,11 @@ def test_an_unreachable_server_still_gets_a_report_and_a_resumed_one_is_left_as_
                             "--resume", str(report), "--report", str(target))  # fmt: skip
         assert code == 2 and json.loads(target.read_text()) == json.loads(earlier)
         assert report.read_text() == earlier
+    # A dry run writes no report, also when the server does not answer.
+    dry = tmp_path / "dry.json"
+    code, _, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", url, "--seeds", "1-2",
+                        "--dry-run", "--report", str(dry))  # fmt: skip
+    assert code == 2 and not dry.exists()
 
 
 def test_a_prompt_listed_twice_is_refused_unless_paired(capsys, tmp_path):
