@@ -51,14 +51,6 @@ def type_name(kind) -> str:
     return "COMBO" if isinstance(kind, list) else str(kind)
 
 
-def choices(kind, options: dict) -> list | None:
-    if isinstance(kind, list):
-        return kind
-    if kind == "COMBO":
-        return options.get("options")
-    return None
-
-
 def is_widget(kind, options: dict) -> bool:
     return type_name(kind) in WIDGET_TYPES and not options.get("forceInput", False)
 

@@ -1176,9 +1176,10 @@ def test_an_unreachable_server_or_a_non_workflow_is_one_line(capsys, tmp_path):
     assert err.startswith(f"error: --server: cannot reach ComfyUI at {url}")
     assert err.rstrip().endswith("Fix: start ComfyUI or pass --server http://HOST:PORT")
     other = tmp_path / "other.json"
-    other.write_text('{"a": 1}')
-    code, _, err = _queue(capsys, str(other), "--server", url)
-    assert code == 2 and "is not a ComfyUI workflow" in err
+    for text in ('{"a": 1}', "{}"):  # "{}" has no node without a class_type, yet holds no node
+        other.write_text(text)
+        code, _, err = _queue(capsys, str(other), "--server", url)
+        assert code == 2 and "is not a ComfyUI workflow" in err
 
 
 def test_prompts_and_workflows_saved_with_a_byte_order_mark_read_as_written(capsys, tmp_path):

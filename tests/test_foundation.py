@@ -343,6 +343,26 @@ def test_resolve_inside_refuses_escapes(tmp_path):
             resolve_inside(tmp_path, bad, exists=Path.is_dir)
 
 
+def test_resolve_inside_refuses_escapes_that_lead_to_real_files(tmp_path):
+    """Every escape is refused for what the name says, not because nothing is there: the files
+    the names reach exist (on Linux a Windows escape such as "D:x" is one plain file name), so
+    only the containment checks stand between the typed text and a file outside the folder."""
+    root = tmp_path / "input"
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "x").write_bytes(b"secret")
+    windows_escapes = ["\\secret", "D:x", "C:\\x", "\\\\server\\share\\x", "..\\x"]
+    for name in windows_escapes:
+        (root / name).write_bytes(b"x")  # reachable on Linux, outside the folder on Windows
+    for bad in windows_escapes[:4]:
+        with pytest.raises(InputError, match="is not a plain file name"):
+            resolve_inside(root, bad)
+    for bad in ["../x", "a/../../x", "..\\x"]:
+        with pytest.raises(InputError, match="points outside"):
+            resolve_inside(root, bad)
+    with pytest.raises(InputError, match="is not a plain file name"):  # a check that says yes
+        resolve_inside(root, "a\x00b", exists=lambda path: True)
+
+
 def test_shape_rules_name_the_fix():
     assert latent_frame_count(81) == 21
     assert latent_frame_count(1) == 1

@@ -228,6 +228,62 @@ def test_a_bypassed_node_with_any_type_sockets_passes_its_input_through():
     assert prompt["3"]["inputs"]["values"] == ["1", 0]
 
 
+class Pick(Scale):
+    """A node declaring its choices the newer way, ("COMBO", {"options": [...]}), as ComfyUI's
+    io schema nodes do (validated only, never run)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"values": ("TENSOR",), "mode": ("COMBO", {"options": ["a", "b"]})}}
+
+
+def test_a_combo_declared_with_options_is_checked_against_them():
+    """A COMBO's choices come from its "options" when the type is the word COMBO rather than the
+    list itself: a value outside them is reported, one inside passes."""
+    info = object_info_from_mappings({**MAPPINGS, "Pick": Pick})
+    pick = {"id": 5, "type": "Pick", "inputs": [{"name": "values", "type": "TENSOR", "link": 12}]}
+    for mode, errors in (("b", []), ("c", ["node 5 (Pick): mode='c' is not one of ['a', 'b']"])):
+        ui = workflow(extra=[{**pick, "widgets_values": [mode]}])
+        ui["links"].append([12, 1, 0, 5, 0, "TENSOR"])
+        assert validate_workflow(ui, info) == errors
+
+
+def test_named_widget_values_convert_and_the_api_table_lists_no_links():
+    """Some packs save widgets_values as a dict by name: those values convert as they are, and
+    setting one writes it under its name. In an API prompt an input holding a link is not a
+    widget, so the table leaves it out (it would offer "values" as a value to set)."""
+    from skyreels_core.workflow_format import widget_table, with_widget_values
+
+    info = object_info_from_mappings(MAPPINGS)
+    ui = workflow()
+    ui["nodes"][1]["widgets_values"] = {"factor": 0.5, "mode": "negate"}
+    prompt = ui_to_api(ui, info)
+    assert prompt["2"]["inputs"] == {"factor": 0.5, "mode": "negate", "values": ["1", 0]}
+    edited = with_widget_values(ui, info, {("2", "factor"): 2.0})
+    assert edited["nodes"][1]["widgets_values"] == {"factor": 2.0, "mode": "negate"}
+    assert widget_table(prompt, None) == {
+        "1": ("MakeNumbers", {"count": 4, "seed": 2}),
+        "2": ("Scale", {"factor": 0.5, "mode": "negate"}),
+        "3": ("Total", {}),
+    }
+
+
+def test_a_link_through_a_reroute_chain_comes_from_the_node_before_it():
+    """Reroutes are the frontend's alone: a link through two of them names the node that feeds
+    the first, else the prompt points at a node it lacks and the server refuses it."""
+    reroutes = [
+        {"id": 7, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 20}]},
+        {"id": 8, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 21}]},
+    ]
+    ui = workflow(extra=reroutes)
+    ui["nodes"][1]["inputs"][0]["link"] = 22
+    ui["links"] = [[20, 1, 0, 7, 0, "*"], [21, 7, 0, 8, 0, "*"], [22, 8, 0, 2, 0, "TENSOR"]]
+    ui["links"].append([11, 2, 0, 3, 0, "TENSOR"])
+    prompt = ui_to_api(ui, object_info_from_mappings(MAPPINGS))
+    assert sorted(prompt) == ["1", "2", "3"]
+    assert prompt["2"]["inputs"]["values"] == ["1", 0]
+
+
 def test_executor_runs_three_nodes():
     prompt = ui_to_api(workflow(count=4, factor=1.5), object_info_from_mappings(MAPPINGS))
     outputs = run_api_prompt(prompt, MAPPINGS)

@@ -20,7 +20,6 @@ from PIL import Image
 from skyreels_core import av_io
 from skyreels_core.workflow_format import (
     VIRTUAL_NODES,
-    choices,
     node_inputs,
     type_name,
     types_match,
@@ -57,6 +56,15 @@ def object_info_from_mappings(mappings: dict, display_names: dict | None = None)
             entry["api_node"] = cls.API_NODE
         info[name] = json.loads(json.dumps(entry, default=str))
     return info
+
+
+def choices(kind, options: dict) -> list | None:
+    """A COMBO's choices: the list that is its type, or its "options" under the word COMBO."""
+    if isinstance(kind, list):
+        return kind
+    if kind == "COMBO":
+        return options.get("options")
+    return None
 
 
 def _check_widget(name: str, kind, options: dict, value) -> str | None:
