@@ -65,6 +65,7 @@ def test_total_frames_continues_the_render_in_windows_to_that_length(tmp_path, c
     prompt = "a green triangle bounces on the floor"
     args = ["demo", "--prompt", prompt, "--seed", "42", "--total-frames", "89", "--out", str(out)]
     assert main(args) == 0
+    assert "(89 frames at 16 fps with sound)" in capsys.readouterr().out  # not one window's 33
     frames, fps, audio = read_video(out)
     assert frames.shape[0] == 89 and fps == 16.0
     assert abs(audio["waveform"].shape[-1] / audio["sample_rate"] - 89 / 16) < 0.07
@@ -82,15 +83,17 @@ def test_total_frames_continues_the_render_in_windows_to_that_length(tmp_path, c
 
 
 def test_keyframes_default_to_first_middle_last_and_belong_to_their_task(tmp_path, capsys):
+    """The middle keyframe is a latent group's start (every 4th frame): of 13 frames, frame 4,
+    not frame 6, which would share a group with generated frames."""
     out = tmp_path / "keys.mp4"
     assert (
-        main(["demo", "--task", "keyframes", "--frames", "9", "--steps", "2", "--out", str(out)])
+        main(["demo", "--task", "keyframes", "--frames", "13", "--steps", "2", "--out", str(out)])
         == 0
     )
     with av.open(str(out)) as container:
-        assert container.streams.video[0].frames == 9
+        assert container.streams.video[0].frames == 13
         assert container.metadata["task"] == "keyframes"
-        assert container.metadata["keyframes"] == "0, 4, 8"
+        assert container.metadata["keyframes"] == "0, 4, 12"
         # The inputs came from the demo scene of seed 0 + 1: the prompt defaults to its caption.
         assert container.metadata["prompt"] == render_scene(sample_scene_spec(1)).caption
     assert main(["demo", "--frames", "1", "--steps", "2", "--out", str(tmp_path / "one.mp4")]) == 0
@@ -111,7 +114,9 @@ def test_video_to_audio_keeps_the_given_clip_and_its_fps(tmp_path, capsys):
     out = tmp_path / "v2a.mp4"
     assert main(["demo", "--task", "v2a", "--video", str(source), "--steps", "2",
                  "--prompt", "a red square bounces on the floor", "--out", str(out)]) == 0  # fmt: skip
-    assert "30 frames at 24 fps" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "30 frames at 24 fps" in printed.out
+    assert "expect the sound to miss the motion" not in printed.err  # seen at 64 px, as it learned
     frames, fps, audio = read_video(out)
     assert fps == 24.0 and frames.shape == (30, 96, 96, 3)
     assert psnr(frames, read_video(source)[0]) >= 40.0
@@ -122,6 +127,10 @@ def test_video_to_audio_keeps_the_given_clip_and_its_fps(tmp_path, capsys):
         "error: video: 30 frames, fewer than the 37 the v2a task asks for. "
         "Fix: give a longer clip or fewer --frames\n"
     )
+    # Without --video, the demo world's scene whole: 33 frames, as every other task's default.
+    world = tmp_path / "world.mp4"
+    assert main(["demo", "--task", "v2a", "--steps", "1", "--out", str(world)]) == 0
+    assert read_video(world)[0].shape[0] == 33
 
 
 def test_a_long_source_clip_is_read_only_as_far_as_the_render_takes(tmp_path, monkeypatch):
@@ -184,6 +193,18 @@ def test_a_scripted_render_carries_its_own_fps_to_the_take():
     assert latent.fps == 24.0
     assert latent.audio.shape[-1] == round(9 / 24 * 16_000 / 256)  # tokens counted at 24 fps
     assert abs(audio["waveform"].shape[-1] - 9 / 24 * 16_000) <= 256 / 2  # to the nearest token
+
+
+def test_sound_for_a_clip_not_4k_plus_1_long_spans_its_padded_latents():
+    """Video to audio pads a 30-frame clip to 33 (whole latent groups): the sound is sampled for
+    all 33, as long as the video latents it is aligned with, and trimmed to the clip's 30 only
+    when written (the demo command's v2a test)."""
+    from skyreels_core.demo.render import RenderRequest, render
+
+    clip = render_scene(spec_from_caption("a red square bounces on the floor", seed=7)).frames
+    request = RenderRequest(task="v2a", frames=30, fps=24.0, source=clip[:30], steps=1)
+    latent = render(DemoPipeline.load(), request)[2]
+    assert latent.audio.shape[-1] == round(33 / 24 * 16_000 / 256)
 
 
 def test_the_demo_models_advice_names_the_sizes_and_lengths_it_never_learned():
@@ -590,7 +611,10 @@ def test_hidden_files_in_the_clips_folder_are_skipped(tmp_path):
      (["--frames", "7"], "--frames: 7 frames is not 4k+1. Fix: use 5 or 9 frames"),
      (["--frames", "100001"], "--frames: 100001. Fix: use at most 1025 (the nodes' limit)"),
      (["--total-frames", "100001"],
-      "--total-frames: 100001. Fix: use at most 100000 (the nodes' limit)")],
+      "--total-frames: 100001. Fix: use at most 100000 (the nodes' limit)"),
+     (["--task", "v2a", "--frames", "0"], "--frames: 0. Fix: give a positive count or leave it out"),
+     (["--task", "v2a", "--total-frames", "40"],
+      "--total-frames: given for --task v2a, which keeps its clip. Fix: drop it")],
 )  # fmt: skip
 def test_numbers_that_cannot_render_are_one_line_before_anything_is_made(
     tmp_path, capsys, no_model, args, line
@@ -618,3 +642,128 @@ def test_a_scripted_request_takes_its_defaults_from_its_own_length():
     assert condition.known_frames == [0, 5, 6, 7, 8, 13, 14, 15, 16]  # frames 0, 8 and 16
     with pytest.raises(InputError, match="^fps: 0"):
         build_condition(bundle.video_codec(), RenderRequest(fps=0.0))
+
+
+def test_the_largest_counts_the_nodes_allow_pass_the_checks(tmp_path, no_model):
+    """The limits are the nodes' own, inclusive: 200 steps, 1025 frames and 100000 in all reach
+    the model."""
+    args = ["--steps", "200", "--frames", "1025", "--total-frames", "100000"]
+    with pytest.raises(AssertionError, match="the model loaded"):
+        main(["demo", *args, "--out", str(tmp_path / "x.mp4")])
+
+
+def test_an_existing_out_is_kept_unless_overwrite_and_refused_before_the_render(
+    tmp_path, capsys, no_model
+):
+    """Refused after the render, a clip's minutes of work were lost for a name."""
+    out = tmp_path / "old.mp4"
+    out.write_bytes(b"an earlier clip")
+    assert main(["demo", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out: {out} already exists. Fix: choose another path or pass --overwrite\n"
+    )
+    assert out.read_bytes() == b"an earlier clip"
+    with pytest.raises(AssertionError, match="the model loaded"):  # --overwrite: on to the render
+        main(["demo", "--out", str(out), "--overwrite"])
+
+
+def test_the_seed_and_steps_reach_the_sampler(tmp_path, monkeypatch):
+    """--steps 3 runs the model 3 times (one call a step, guidance batched), and another --seed
+    draws another clip from the same prompt."""
+    from skyreels_core.demo import cli
+
+    calls = []
+    load = cli.DemoPipeline.load
+
+    def counted(model_path=None):
+        pipeline = load(model_path)
+        pipeline.model.register_forward_hook(lambda *_: calls.append(1))
+        return pipeline
+
+    monkeypatch.setattr(cli.DemoPipeline, "load", counted)
+    clips = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"seed{seed}.mp4"
+        args = ["--frames", "5", "--steps", "3", "--seed", seed, "--out", str(out)]
+        assert main(["demo", *args]) == 0
+        clips.append(read_video(out)[0])
+    assert len(calls) == 2 * 3
+    assert psnr(clips[0], clips[1]) < 40.0
+
+
+@pytest.mark.parametrize(
+    "task, args, kept",
+    [("i2av", [], [0]), ("interpolate", [], [0, 8]), ("keyframes", [], [0, 4, 8]),
+     ("keyframes", ["--keyframes", "0, 8"], [0, 8])],
+)  # fmt: skip
+def test_the_clip_tasks_keep_their_source_frames_where_they_belong(tmp_path, task, args, kept):
+    """Each kept frame comes back as its own source frame through the codec (about 33 dB; any
+    other frame of the scene reads 21 to 23): i2av the first, interpolate the first and last,
+    keyframes the ones asked for. The source is the demo world's scene for --seed 0."""
+    source = render_scene(sample_scene_spec(1), frames=9).frames
+    out = tmp_path / "clip.mp4"
+    assert main(["demo", "--task", task, *args, "--frames", "9", "--steps", "2",
+                 "--out", str(out)]) == 0  # fmt: skip
+    frames = read_video(out)[0]
+    assert frames.shape[0] == 9
+    assert [psnr(frames[i], source[i]) >= 30.0 for i in kept] == [True] * len(kept)
+    if task == "keyframes":
+        with av.open(str(out)) as container:
+            assert container.metadata["keyframes"] == ", ".join(map(str, kept))
+
+
+def test_an_image_given_to_i2av_is_its_first_frame(tmp_path):
+    from PIL import Image
+
+    source = render_scene(sample_scene_spec(5), frames=1).frames[0]
+    image = tmp_path / "first.png"
+    Image.fromarray((source * 255).round().byte().numpy()).save(image)
+    out = tmp_path / "clip.mp4"
+    assert main(["demo", "--task", "i2av", "--image", str(image), "--frames", "5", "--steps", "1",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert psnr(read_video(out)[0][0], source) >= 30.0
+
+
+def test_the_default_edit_mask_changes_the_middle_and_keeps_the_border(tmp_path):
+    """Without --mask the edit regenerates the middle half of the frame (white = change) and
+    keeps the rest of the demo world's scene."""
+    source = render_scene(sample_scene_spec(1), frames=9).frames
+    out = tmp_path / "edit.mp4"
+    assert main(["demo", "--task", "edit", "--frames", "9", "--steps", "2",
+                 "--out", str(out)]) == 0  # fmt: skip
+    change = (read_video(out)[0] - source).abs().mean(dim=(0, 3))  # [64, 64]
+    middle = torch.zeros(64, 64, dtype=torch.bool)
+    middle[16:48, 16:48] = True
+    assert change[middle].mean() > 3 * change[~middle].mean()  # measured 0.029 and 0.0064
+
+
+def test_a_reference_image_steers_the_render_at_its_own_size(tmp_path):
+    """--task ref renders at the image's size (48x64 here) and takes the image in: two images,
+    same seed and prompt, two clips. Without --image the world scene's first frame is the
+    reference."""
+    from PIL import Image
+
+    clips = []
+    for colour in ("red", "blue"):
+        image = tmp_path / f"{colour}.png"
+        Image.new("RGB", (64, 48), colour).save(image)
+        out = tmp_path / f"{colour}.mp4"
+        assert main(["demo", "--task", "ref", "--image", str(image), "--frames", "5",
+                     "--steps", "2", "--out", str(out)]) == 0  # fmt: skip
+        clips.append(read_video(out)[0])
+    assert clips[0].shape == (5, 48, 64, 3)
+    assert psnr(clips[0], clips[1]) < 40.0
+    assert main(["demo", "--task", "ref", "--frames", "5", "--steps", "1",
+                 "--out", str(tmp_path / "world.mp4")]) == 0  # fmt: skip
+
+
+def test_an_edit_of_a_clip_shorter_than_frames_is_one_line(tmp_path, capsys, no_model):
+    clip = write_mp4(tmp_path / "five.mp4", render_scene(sample_scene_spec(3), frames=5).frames,
+                     16.0, None)  # fmt: skip
+    for task in ("edit", "keyframes"):
+        assert main(["demo", "--task", task, "--video", str(clip), "--frames", "9",
+                     "--out", str(tmp_path / "x.mp4")]) == 2  # fmt: skip
+        assert capsys.readouterr().err == (
+            f"error: video: 5 frames, fewer than the 9 the {task} task asks for. "
+            "Fix: give a longer clip or fewer --frames\n"
+        )

@@ -232,6 +232,27 @@ def test_every_window_draws_its_own_seed(monkeypatch):
     assert frames.shape[0] == 61 and seeds == [2**63 - 1, 0, 1, 2]
 
 
+def test_every_window_of_a_reference_render_keeps_its_reference(monkeypatch):
+    """demo --task ref --total-frames: each window after the first is rendered with the
+    request's reference image too, not only the first, or the subject would drift off it."""
+    from skyreels_core.demo import render
+    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render_longer
+
+    seen = []
+
+    def window(pipeline, request, condition, references, hooks=None):
+        seen.append(references)
+        return _clip(request.frames, value=0.5), None
+
+    monkeypatch.setattr(render, "render_condition", window)
+    pipeline = DemoPipeline.load()
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(3))
+    request = RenderRequest(task="ref", prompt="a red circle", frames=17, source=image)
+    render_longer(pipeline, request, _clip(17), None, 61)
+    expected = render.build_condition(pipeline.video_codec, request)[1].video
+    assert len(seen) == 4 and all(torch.equal(r.video, expected) for r in seen)
+
+
 def test_extend_to_length_names_a_missing_sound_before_rendering():
     from types import SimpleNamespace
 
