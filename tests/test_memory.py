@@ -240,32 +240,18 @@ def test_a_container_limit_refuses_what_the_host_would_let_through(monkeypatch, 
     monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
     monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path)
     (tmp_path / "cgroup").write_text("0::/\n")
-    codec = PoolingCodec()
-    needed = memory.codec_ram_bytes(codec, "encode", 81, 720, 1280) + memory.clip_bytes(
-        81, 720, 1280
-    )
-    memory.check_codec_ram(
-        codec,
-        "encode",
-        81,
-        720,
-        1280,
-        held=memory.clip_bytes(81, 720, 1280),
-        input_name="source",
-        remedy="a smaller clip",
-    )
+    held = memory.clip_bytes(81, 720, 1280)
+
+    def check() -> None:
+        memory.check_codec_ram(
+            PoolingCodec(), "encode", 81, 720, 1280, held=held, input_name="source", remedy="a cut"
+        )
+
+    check()  # the machine's 48 GiB hold it
+    needed = held + memory.codec_ram_bytes(PoolingCodec(), "encode", 81, 720, 1280)
     _cgroup(tmp_path, memory_max=str(needed - 1), memory_current="0", memory_stat="file 0\n")
     with pytest.raises(InputError, match=r"^source: encoding 81 frames of 1280 x 720 px"):
-        memory.check_codec_ram(
-            codec,
-            "encode",
-            81,
-            720,
-            1280,
-            held=memory.clip_bytes(81, 720, 1280),
-            input_name="source",
-            remedy="a smaller clip",
-        )
+        check()
 
 
 def test_a_codec_off_the_cpu_is_not_checked(monkeypatch):
