@@ -1086,9 +1086,10 @@ def _wait_for(server: ComfyServer, record: dict, deadline: float | None, args) -
     else:  # a render queued without some of its outputs stays incomplete, waited for late too
         items = output_items(entry)
         record["files"] = [server_path(item) for item in items]
-        record["status"] = "incomplete" if record.get("dropped") else "done"
         if record.get("dropped"):
-            record["error"] = _dropped_error(record["dropped"])
+            record["status"], record["error"] = "incomplete", _dropped_error(record["dropped"])
+        else:
+            record["status"] = "done"
         if args.download is not None:
             _download_all(server, record, items, args.download)
 
