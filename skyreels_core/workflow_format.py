@@ -5,10 +5,11 @@ Artists share the UI format (``nodes`` + ``links``, widget values as a positiona
 which the frontend derives. Conversion needs each node's input order, taken from the server's
 ``GET /object_info`` (or built from node classes), so any pack's nodes convert as the frontend
 converts them. Semantics follow ComfyUI 0.3.64: the frontend's graphToPrompt (widget values in
-input order, a control_after_generate value after seed widgets, links as [source_id, slot]) and
-comfy_execution/validation.py for link types. Subgraph nodes (their subgraphs saved under
-``definitions.subgraphs``) expand into the nodes inside them as the frontend's ExecutableNodeDTO
-expands them, an inner node's id being "<subgraph node id>:<inner id>".
+input order, control_after_generate values after the widgets that have them, links as
+[source_id, slot]) and comfy_execution/validation.py for link types. Subgraph nodes (their
+subgraphs saved under ``definitions.subgraphs``) expand into the nodes inside them as the
+frontend's ExecutableNodeDTO expands them, an inner node's id being "<subgraph node id>:<inner
+id>".
 """
 
 from __future__ import annotations
@@ -55,32 +56,43 @@ def is_widget(kind, options: dict) -> bool:
     return type_name(kind) in WIDGET_TYPES and not options.get("forceInput", False)
 
 
-def has_control(name: str, kind, options: dict) -> bool:
-    """Whether the frontend stores a control_after_generate value right after this widget."""
-    return type_name(kind) == "INT" and (
-        name in SEED_NAMES or bool(options.get("control_after_generate"))
-    )
+def control_values(name: str, kind, options: dict, float_controls: bool = True) -> int:
+    """How many values the frontend saves right after this widget: its control_after_generate
+    mode, and after a COMBO's the filter list it adds too. An INT named like a seed has a control
+    unless it declares control_after_generate false; frontend 1.27 gave a FLOAT none
+    (``float_controls`` off reads a workflow it saved)."""
+    wanted = options.get("control_after_generate")
+    kind = type_name(kind)
+    if kind == "INT":
+        return int(bool(name in SEED_NAMES if wanted is None else wanted))
+    if kind == "COMBO" and wanted:
+        return 2
+    return int(kind == "FLOAT" and float_controls and bool(wanted))
 
 
-def _widget_positions(node_info: dict) -> dict[str, int]:
-    """Where each widget input sits in a UI node's ``widgets_values``."""
-    positions, position = {}, 0
-    for name, kind, options in node_inputs(node_info):
-        if not is_widget(kind, options):
-            continue
-        positions[name] = position
-        position += 2 if has_control(name, kind, options) else 1
-    return positions
+def _widget_positions(node_info: dict, saved: int | None = None) -> dict[str, int]:
+    """Where each widget input sits in a UI node's ``widgets_values`` of ``saved`` values: as
+    the frontend saves it, or as 1.27 did where only that layout has that many values."""
+    layouts = []
+    for float_controls in (True, False):
+        positions, position = {}, 0
+        for name, kind, options in node_inputs(node_info):
+            if is_widget(kind, options):
+                positions[name] = position
+                position += 1 + control_values(name, kind, options, float_controls)
+        layouts.append((positions, position))
+    (current, current_size), (legacy, legacy_size) = layouts
+    return legacy if saved == legacy_size != current_size else current
 
 
 def widget_values(node: dict, node_info: dict) -> dict:
-    """Map a UI node's positional widgets_values to input names (the seed control value skipped)."""
+    """Map a UI node's positional widgets_values to input names (control values skipped)."""
     raw = node.get("widgets_values") or []
     if isinstance(raw, dict):  # some packs save named widget values
         return dict(raw)
     return {
         name: raw[position]
-        for name, position in _widget_positions(node_info).items()
+        for name, position in _widget_positions(node_info, len(raw)).items()
         if position < len(raw)
     }
 
@@ -91,8 +103,8 @@ def set_widget_value(node: dict, node_info: dict, name: str, value) -> None:
     if isinstance(raw, dict):
         raw[name] = value
         return
-    position = _widget_positions(node_info)[name]
     raw = list(raw or [])
+    position = _widget_positions(node_info, len(raw) or None)[name]
     raw.extend([None] * (position + 1 - len(raw)))
     raw[position] = value
     node["widgets_values"] = raw
@@ -486,8 +498,8 @@ class _Flattener:
         """The subgraph node's saved widget values, by subgraph input (and by inner widget for
         legacy ``proxyWidgets`` entries), as the frontend reads them: with
         ``properties.proxyWidgets`` the i-th value belongs to its i-th entry (["-1", input] for a
-        promoted input); without, one value per promoted input in input order, plus one after
-        each seed-like widget's where an older frontend saved its control_after_generate value."""
+        promoted input); without, one value per promoted input in input order, plus the control
+        values after a widget that has them where an older frontend saved those too."""
         instance, definition = child.instance, child.definition
         names = [entry["name"] for entry in definition.get("inputs") or []]
         values = instance.get("widgets_values")
@@ -517,7 +529,7 @@ class _Flattener:
             if position < len(values):
                 key = self._host_key(child, position, names[index])
                 child.host[names[index]] = (values[position], key)
-            position += 2 if controls and promoted[index] else 1
+            position += 1 + (promoted[index] if controls else 0)
 
     def _host_key(self, child: _Scope, position, name: str) -> tuple:
         key = ("host", id(child.instance), position)
@@ -525,7 +537,8 @@ class _Flattener:
         return key
 
     def _promoted_inputs(self, definition: dict, visiting: frozenset = frozenset()) -> dict:
-        """Subgraph input index -> whether its widget has a control_after_generate value, for
+        """Subgraph input index -> how many control values its widget has (see
+        :func:`control_values`), for
         the inputs that feed a widget inside (directly or through a nested subgraph node): the
         ones the frontend shows as widgets on the subgraph node."""
         if definition["id"] in self._promoted:
@@ -552,8 +565,8 @@ class _Flattener:
         self._promoted[definition["id"]] = promoted
         return promoted
 
-    def _widget_control(self, node: dict, socket: dict, visiting: frozenset) -> bool | None:
-        """None if ``socket`` is not a widget input, else whether the widget has a control."""
+    def _widget_control(self, node: dict, socket: dict, visiting: frozenset) -> int | None:
+        """None if ``socket`` is not a widget input, else how many control values it has."""
         if self._is_instance(node):
             nested = self.subgraphs[node["type"]]
             names = [entry["name"] for entry in nested.get("inputs") or []]
@@ -563,8 +576,8 @@ class _Flattener:
         info = self.object_info.get(node["type"])
         spec = {name: (kind, options) for name, kind, options in node_inputs(info)} if info else {}
         if socket["name"] in spec and is_widget(*spec[socket["name"]]):
-            return has_control(socket["name"], *spec[socket["name"]])
-        return False if socket.get("widget") else None
+            return control_values(socket["name"], *spec[socket["name"]])
+        return 0 if socket.get("widget") else None
 
     # -- writing values back ------------------------------------------------------------------
 

@@ -29,12 +29,13 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from workflow_tools import CONTROLLED_INPUTS, CONTROLLED_VALUES, controlled_node_info
 
 from skyreels_core import av_io
 from skyreels_core.__main__ import main
 from skyreels_core.batch_queue import ComfyServer
 from skyreels_core.demo.metrics import psnr
-from skyreels_core.workflow_format import ui_to_api
+from skyreels_core.workflow_format import set_widget_value, ui_to_api, widget_values
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = "ComfyUI-SkyReels-V4"
@@ -669,3 +670,41 @@ def test_nodes_2_0_shows_them_too(frontend):
         assert errors == []
     finally:
         page.evaluate(vue_nodes, False)
+
+
+def test_widget_values_sit_where_the_hosts_frontend_saves_them(server, frontend):
+    """A node declaring every kind of control_after_generate widget (a seed by name, one turned
+    off, an INT, a COMBO with its filter list, a FLOAT): the values the frontend saves are read
+    back by input name, and ones written by name land where the frontend reads them."""
+    page, errors = frontend
+    node_info = dict(_get(server["base"], "/object_info")["PrimitiveInt"])
+    node_info |= {"name": "SkyReelsProbe", "display_name": "Probe", "output_node": False}
+    node_info |= controlled_node_info()
+    errors.clear()
+    saved = page.evaluate(
+        """async ([info, chosen]) => {
+            await window.app.registerNodeDef(info.name, info);
+            const node = window.LiteGraph.createNode(info.name);
+            window.app.graph.add(node);
+            for (const [name, value] of Object.entries(chosen))
+                node.widgets.find((widget) => widget.name === name).value = value;
+            return node.serialize().widgets_values;
+        }""",
+        [node_info, CONTROLLED_VALUES],
+    )
+    assert widget_values({"widgets_values": saved}, node_info) == CONTROLLED_VALUES
+    written = {"widgets_values": saved}
+    for name, value in {"choice": "a", "strength": 0.125, "label": "z", "mode": "x"}.items():
+        set_widget_value(written, node_info, name, value)
+    read = page.evaluate(
+        """([name, values]) => {
+            const node = window.LiteGraph.createNode(name);
+            window.app.graph.add(node);
+            node.configure({ ...node.serialize(), widgets_values: values });
+            return Object.fromEntries(node.widgets.map((widget) => [widget.name, widget.value]));
+        }""",
+        [node_info["name"], written["widgets_values"]],
+    )
+    assert errors == []
+    expected = CONTROLLED_VALUES | {"choice": "a", "strength": 0.125, "label": "z", "mode": "x"}
+    assert {name: read[name] for name in CONTROLLED_INPUTS} == expected

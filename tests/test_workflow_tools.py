@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from workflow_tools import (
+    CONTROLLED_SAVED,
+    CONTROLLED_VALUES,
+    controlled_node_info,
     core_shims,
     object_info_from_mappings,
     run_api_prompt,
     validate_workflow,
 )
 
-from skyreels_core.workflow_format import ui_to_api
+from skyreels_core.workflow_format import set_widget_value, ui_to_api, widget_values
 
 
 class MakeNumbers:
@@ -180,6 +184,19 @@ def test_widget_values_skip_force_input_and_follow_a_control_value():
         "label": "take",
         "values": ["1", 0],
     }
+
+
+@pytest.mark.parametrize("frontend", CONTROLLED_SAVED)
+def test_control_values_are_skipped_where_each_frontend_saves_them(frontend):
+    """A COMBO with control_after_generate is followed by its control and a filter list, a FLOAT
+    with one by its control (1.27 gave it none), and a seed that declares it false by nothing.
+    Counting one control after INTs only shifted every later widget: label read "randomize"."""
+    node = {"widgets_values": list(CONTROLLED_SAVED[frontend])}
+    assert widget_values(node, controlled_node_info()) == CONTROLLED_VALUES
+    set_widget_value(node, controlled_node_info(), "strength", 0.125)
+    set_widget_value(node, controlled_node_info(), "label", "z")
+    saved = CONTROLLED_SAVED[frontend]
+    assert node["widgets_values"] == [*saved[:8], 0.125, *saved[9:-2], "z", saved[-1]]
 
 
 def test_a_primitive_node_gives_its_value_not_a_link():

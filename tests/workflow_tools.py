@@ -26,6 +26,32 @@ from skyreels_core.workflow_format import (
     widget_values,
 )
 
+CONTROLLED_INPUTS = {  # every way a widget gets control_after_generate values, or does not
+    "seed": ["INT", {"default": 1}],
+    "noise_seed": ["INT", {"default": 1, "control_after_generate": False}],
+    "count": ["INT", {"default": 1, "control_after_generate": True}],
+    "choice": [["a", "b", "c"], {"control_after_generate": True}],
+    "strength": ["FLOAT", {"default": 0.5, "control_after_generate": True}],
+    "plain": ["FLOAT", {"default": 0.25}],
+    "label": ["STRING", {"default": "x"}],
+    "mode": [["x", "y"], {}],
+}
+CONTROLLED_VALUES = {"seed": 7, "noise_seed": 8, "count": 9, "choice": "c", "strength": 0.75}
+CONTROLLED_VALUES |= {"plain": 0.5, "label": "y", "mode": "y"}
+# The widgets_values each release of the host's frontend saved for a node with CONTROLLED_INPUTS
+# set to CONTROLLED_VALUES (recorded by test_comfyui_server's control test): a COMBO's filter list
+# follows its control; 1.27 gave the FLOAT no control.
+CONTROLLED_SAVED = {
+    "1.27": [7, "randomize", 8, 9, "randomize", "c", "randomize", "", 0.75, 0.5, "y", "y"],
+    "1.58": [7, "randomize", 8, 9, "randomize", "c", "randomize", "", 0.75, "fixed", 0.5, "y", "y"],
+}
+
+
+def controlled_node_info() -> dict:
+    """The node info /object_info gives a node declaring CONTROLLED_INPUTS."""
+    order = {"required": list(CONTROLLED_INPUTS)}
+    return {"input": {"required": CONTROLLED_INPUTS}, "input_order": order}
+
 
 def object_info_from_mappings(mappings: dict, display_names: dict | None = None) -> dict:
     """What GET /object_info returns for these classes (JSON round-trip turns tuples to lists)."""

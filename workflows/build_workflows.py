@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skyreels_core.workflow_format import has_control, is_widget
+from skyreels_core.workflow_format import control_values, is_widget
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -162,8 +162,8 @@ class Workflow:
                     if name not in node.widgets and "default" not in options:
                         raise KeyError(f"{node.type}.{name} needs a value")
                     widgets_values.append(node.widgets.get(name, options.get("default")))
-                    if has_control(name, kind, options):
-                        widgets_values.append("fixed")
+                    # the control mode, then a COMBO's filter list
+                    widgets_values += ["fixed", ""][: control_values(name, kind, options)]
                 else:
                     link = in_links.get((node.id, name))
                     socket_inputs.append({"name": name, "type": kind, "link": link})
