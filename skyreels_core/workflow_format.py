@@ -100,14 +100,28 @@ def widget_values(node: dict, node_info: dict) -> dict:
 def set_widget_value(node: dict, node_info: dict, name: str, value) -> None:
     """Write one widget of a UI node in place, where the frontend keeps it."""
     raw = node.get("widgets_values")
+    position = None
+    if not isinstance(raw, dict):
+        position = _widget_positions(node_info, len(raw or []) or None)[name]
+    _store_value(node, position, name, value)
+
+
+def _store_value(node: dict, position: int | str | None, name: str, value) -> None:
+    """Write a value at ``position`` of a node's ``widgets_values`` (under ``name`` where a pack
+    saved them by name) and under ``name`` in the ``widgets_values_named`` that frontend 1.58
+    saves beside them: its "Restore widget values by name" setting loads those, so a stale copy
+    there would reopen the workflow with the old value."""
+    raw = node.get("widgets_values")
     if isinstance(raw, dict):
         raw[name] = value
-        return
-    raw = list(raw or [])
-    position = _widget_positions(node_info, len(raw) or None)[name]
-    raw.extend([None] * (position + 1 - len(raw)))
-    raw[position] = value
-    node["widgets_values"] = raw
+    else:
+        raw = list(raw or [])
+        raw.extend([None] * (position + 1 - len(raw)))
+        raw[position] = value
+        node["widgets_values"] = raw
+    named = node.get("widgets_values_named")
+    if isinstance(named, dict):
+        named[name] = value
 
 
 def widget_table(workflow: dict, object_info: dict | None) -> dict[str, tuple[str, dict]]:
@@ -209,9 +223,7 @@ def _set_primitives_feeding(workflow: dict, values: dict[tuple[str, str], object
                 f"it takes the value of PrimitiveNode {primitive_id}, which feeds {named}",
                 f"set {named} to the same value",
             )
-        stored = list(nodes[primitive_id].get("widgets_values") or [None])
-        stored[0] = value
-        nodes[primitive_id]["widgets_values"] = stored
+        _store_value(nodes[primitive_id], 0, "value", value)  # the frontend names it "value"
 
 
 def is_link(value) -> bool:
@@ -582,18 +594,11 @@ class _Flattener:
     # -- writing values back ------------------------------------------------------------------
 
     def write(self, key: tuple, value) -> None:
-        kind, holder, where, *_ = self.stores[key]
+        kind, holder, where, *rest = self.stores[key]
         if kind == "node":
             set_widget_value(holder, self.object_info[holder["type"]], where, value)
-            return
-        raw = holder.get("widgets_values")
-        if isinstance(raw, dict):
-            raw[where] = value
-            return
-        raw = list(raw or [])
-        raw.extend([None] * (where + 1 - len(raw)))
-        raw[where] = value
-        holder["widgets_values"] = raw
+        else:  # a subgraph node's value: at its position, named as the promoted input
+            _store_value(holder, where, rest[-1], value)
 
     def refuse_shared(self, key: tuple, chosen: list, sharing: list) -> None:
         kind, holder, _, scope, *rest = self.stores[key]

@@ -675,7 +675,8 @@ def test_nodes_2_0_shows_them_too(frontend):
 def test_widget_values_sit_where_the_hosts_frontend_saves_them(server, frontend):
     """A node declaring every kind of control_after_generate widget (a seed by name, one turned
     off, an INT, a COMBO with its filter list, a FLOAT): the values the frontend saves are read
-    back by input name, and ones written by name land where the frontend reads them."""
+    back by input name, and ones written by name land where the frontend reads them, also
+    where 1.58 restores them by name (its copy in ``widgets_values_named``)."""
     page, errors = frontend
     node_info = dict(_get(server["base"], "/object_info")["PrimitiveInt"])
     node_info |= {"name": "SkyReelsProbe", "display_name": "Probe", "output_node": False}
@@ -688,23 +689,33 @@ def test_widget_values_sit_where_the_hosts_frontend_saves_them(server, frontend)
             window.app.graph.add(node);
             for (const [name, value] of Object.entries(chosen))
                 node.widgets.find((widget) => widget.name === name).value = value;
-            return node.serialize().widgets_values;
+            const { widgets_values, widgets_values_named } = node.serialize();
+            return { widgets_values, widgets_values_named };
         }""",
         [node_info, CONTROLLED_VALUES],
     )
-    assert widget_values({"widgets_values": saved}, node_info) == CONTROLLED_VALUES
-    written = {"widgets_values": saved}
-    for name, value in {"choice": "a", "strength": 0.125, "label": "z", "mode": "x"}.items():
-        set_widget_value(written, node_info, name, value)
+    assert widget_values(saved, node_info) == CONTROLLED_VALUES
+    changed = {"choice": "a", "strength": 0.125, "label": "z", "mode": "x"}
+    for name, value in changed.items():
+        set_widget_value(saved, node_info, name, value)
     read = page.evaluate(
-        """([name, values]) => {
-            const node = window.LiteGraph.createNode(name);
-            window.app.graph.add(node);
-            node.configure({ ...node.serialize(), widgets_values: values });
-            return Object.fromEntries(node.widgets.map((widget) => [widget.name, widget.value]));
+        """([name, saved]) => {
+            const restore = window.LiteGraph.namedValuesRestore;
+            const read = (byName) => {
+                window.LiteGraph.namedValuesRestore = byName;
+                const node = window.LiteGraph.createNode(name);
+                window.app.graph.add(node);
+                node.configure({ ...node.serialize(), ...saved });
+                return Object.fromEntries(node.widgets.map((w) => [w.name, w.value]));
+            };
+            try {
+                return saved.widgets_values_named ? [read(false), read(true)] : [read(false)];
+            } finally {
+                window.LiteGraph.namedValuesRestore = restore;
+            }
         }""",
-        [node_info["name"], written["widgets_values"]],
+        [node_info["name"], saved],
     )
     assert errors == []
-    expected = CONTROLLED_VALUES | {"choice": "a", "strength": 0.125, "label": "z", "mode": "x"}
-    assert {name: read[name] for name in CONTROLLED_INPUTS} == expected
+    for values in read:
+        assert {name: values[name] for name in CONTROLLED_INPUTS} == CONTROLLED_VALUES | changed

@@ -255,6 +255,23 @@ def test_a_promoted_seed_skips_an_older_frontends_control_value():
     assert prompt[f"{instance}:{SAMPLER}"]["inputs"]["seed"] == 7
 
 
+def test_values_set_are_kept_in_the_named_copy_frontend_1_58_saves():
+    """Frontend 1.58 saves each node's values by name too (``widgets_values_named``; a subgraph
+    node's under its promoted inputs), and its "Restore widget values by name" setting reopens
+    a workflow from those: a value set only in the positional list reopened (and was queued
+    again) as the old one."""
+    workflow, instance = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "steps", 3)])
+    prompt_node = _node(workflow, PROMPT)
+    prompt_node["widgets_values_named"] = {"prompt": prompt_node["widgets_values"][0]}
+    _node(workflow, instance)["widgets_values_named"] = {"steps": 3}
+    chosen = {(str(PROMPT), "prompt"): "a red ball", (f"{instance}:{SAMPLER}", "steps"): 5}
+    edited = with_widget_values(workflow, OBJECT_INFO, chosen)
+    assert _node(edited, PROMPT)["widgets_values"][0] == "a red ball"
+    assert _node(edited, PROMPT)["widgets_values_named"] == {"prompt": "a red ball"}
+    assert _node(edited, instance)["widgets_values"] == [5]
+    assert _node(edited, instance)["widgets_values_named"] == {"steps": 5}
+
+
 def test_a_nested_subgraph_expands_by_recursion_and_the_outer_value_wins():
     inner_workflow, inner = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "inner")])
     workflow, outer = collapse(

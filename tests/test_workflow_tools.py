@@ -216,6 +216,27 @@ def test_a_primitive_node_gives_its_value_not_a_link():
     assert prompt["2"]["inputs"] == {"mode": "double", "factor": 2.5, "values": ["1", 0]}
 
 
+def test_a_primitive_set_keeps_its_named_value():
+    """A PrimitiveNode saved by frontend 1.58 holds its value under "value" in
+    ``widgets_values_named`` too, which that frontend's restore-by-name setting loads: setting
+    the widget it feeds updates both copies."""
+    from skyreels_core.workflow_format import with_widget_values
+
+    primitive = {"id": 6, "type": "PrimitiveNode", "inputs": [],
+                 "outputs": [{"name": "FLOAT", "type": "FLOAT", "links": [13]}],
+                 "widgets_values": [2.5, "fixed"],
+                 "widgets_values_named": {"value": 2.5, "control_after_generate": "fixed"}}  # fmt: skip
+    ui = workflow(factor=2.5, extra=[primitive])
+    ui["nodes"][1]["inputs"].append(
+        {"name": "factor", "type": "FLOAT", "link": 13, "widget": {"name": "factor"}}
+    )
+    ui["links"].append([13, 6, 0, 2, 1, "FLOAT"])
+    edited = with_widget_values(ui, object_info_from_mappings(MAPPINGS), {("2", "factor"): 4.0})
+    saved = edited["nodes"][-1]
+    assert saved["widgets_values"] == [4.0, "fixed"]
+    assert saved["widgets_values_named"] == {"value": 4.0, "control_after_generate": "fixed"}
+
+
 def test_a_node_saved_with_fewer_widget_values_converts_and_takes_new_ones():
     """Nodes saved before a widget was added carry fewer widgets_values: conversion leaves the new
     widget out (the server applies its default) and setting it writes it where the frontend keeps
