@@ -447,6 +447,13 @@ def test_demo_out_naming_a_folder_is_one_line_before_the_render(
     assert list(tmp_path.iterdir()) == [existing]
 
 
+def test_demo_out_ending_in_upper_case_mp4_goes_on_to_the_render(tmp_path, no_model):
+    """Players go by the suffix in any case: "clip.MP4" (as cameras and Windows name files) holds
+    MP4 bytes under an MP4 name, and refusing it as "does not end in .mp4" was wrong."""
+    with pytest.raises(AssertionError, match="the model loaded"):
+        main(["demo", "--out", str(tmp_path / "clip.MP4")])
+
+
 @pytest.mark.skipif(not Path("/sys/fs").is_dir(), reason="needs sysfs, which takes no new files")
 def test_demo_out_in_a_folder_without_write_access_is_one_line_before_the_render(capsys, no_model):
     assert main(["demo", "--out", "/sys/fs/clip.mp4"]) == 2

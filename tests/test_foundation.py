@@ -363,6 +363,76 @@ def test_resolve_inside_refuses_escapes_that_lead_to_real_files(tmp_path):
         resolve_inside(root, "a\x00b", exists=lambda path: True)
 
 
+def test_resolve_inside_searches_every_folder_in_order(tmp_path):
+    """The host can list several folders for one kind of model (extra_model_paths.yaml): a file
+    in the first was "not found" when only the later ones were searched, and a name in two
+    folders must open the first one's, as ComfyUI's folder_paths does."""
+    first, second = tmp_path / "models", tmp_path / "extra"
+    for folder in (first, second):
+        folder.mkdir()
+    (first / "only_first.safetensors").write_bytes(b"1")
+    (second / "only_second.safetensors").write_bytes(b"2")
+    (first / "both.safetensors").write_bytes(b"1")
+    (second / "both.safetensors").write_bytes(b"2")
+    roots = [first, second]
+    assert resolve_inside(roots, "only_first.safetensors") == first / "only_first.safetensors"
+    assert resolve_inside(roots, "only_second.safetensors") == second / "only_second.safetensors"
+    assert resolve_inside(roots, "both.safetensors") == first / "both.safetensors"
+
+
+def test_a_fingerprint_changes_with_a_file_in_a_subfolder_or_its_time(tmp_path):
+    """A model kept as a folder (a release with a text_encoder/ subfolder) reloads when any file
+    under it is replaced: a fingerprint of the top level alone, or of sizes alone (a retrained
+    file of the same size), kept serving the old weights."""
+    import os
+
+    from skyreels_core.paths import fingerprint
+
+    release = tmp_path / "release"
+    (release / "text_encoder").mkdir(parents=True)
+    weights = release / "text_encoder" / "model.safetensors"
+    weights.write_bytes(b"old weights")
+    os.utime(weights, ns=(1_000_000_000, 1_000_000_000))
+    before = fingerprint([release])
+    assert before == f"{weights}:11:1000000000"
+    weights.write_bytes(b"new weights")  # same size
+    os.utime(weights, ns=(2_000_000_000, 2_000_000_000))
+    assert fingerprint([release]) == f"{weights}:11:2000000000"
+
+
+def test_a_partial_file_is_hidden_while_it_is_written(tmp_path):
+    """A render mid-write sits beside the real name under a dot name, so the host's file lists
+    and file managers do not offer a truncated "clip.1a2b3c4d.mp4.part" as a file to load."""
+    from skyreels_core.paths import published
+
+    path = tmp_path / "clip.mp4"
+    with published(path) as partial:
+        partial.write_bytes(b"frames")
+        assert [p.name for p in tmp_path.iterdir()] == [partial.name]
+        assert partial.name.startswith(".clip.") and partial.name.endswith(".mp4.part")
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_a_folder_that_refuses_the_replacement_is_a_denial_not_a_file_in_use(tmp_path, monkeypatch):
+    """Replacing a name that holds no file fails only because the folder refuses writes: that is
+    no file another program holds open, so the error stays the denial, with no "(new 1)" file
+    published beside a name that was never there."""
+    import errno
+    import os
+
+    from skyreels_core.paths import published
+
+    def denied(source, target):
+        raise PermissionError(errno.EACCES, "Permission denied", str(target))
+
+    monkeypatch.setattr(os, "replace", denied)
+    path = tmp_path / "report.json"
+    with pytest.raises(PermissionError, match="Permission denied"):
+        with published(path, overwrite=True) as partial:
+            partial.write_text("{}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_shape_rules_name_the_fix():
     assert latent_frame_count(81) == 21
     assert latent_frame_count(1) == 1

@@ -272,6 +272,18 @@ def test_values_set_are_kept_in_the_named_copy_frontend_1_58_saves():
     assert _node(edited, instance)["widgets_values_named"] == {"steps": 5}
 
 
+def test_promoted_widgets_saved_without_control_values_keep_their_places():
+    """Frontend 1.58 saves one value per promoted widget, no control value after the seed (older
+    ones saved it): reading a control value whenever a promoted widget has one took steps'
+    value for a control and sent the inner node's steps instead of 12."""
+    promote = [(SAMPLER, "seed", 7), (SAMPLER, "steps", 12)]
+    for saved in ([7, 12], [7, "randomize", 12]):
+        workflow, instance = collapse(flat(), [SAMPLER], "Sampler", promote)
+        _node(workflow, instance)["widgets_values"] = saved
+        inputs = ui_to_api(workflow, OBJECT_INFO)[f"{instance}:{SAMPLER}"]["inputs"]
+        assert (inputs["seed"], inputs["steps"]) == (7, 12)
+
+
 def test_a_nested_subgraph_expands_by_recursion_and_the_outer_value_wins():
     inner_workflow, inner = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "inner")])
     workflow, outer = collapse(

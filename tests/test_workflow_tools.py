@@ -266,6 +266,97 @@ def test_a_bypassed_node_with_any_type_sockets_passes_its_input_through():
     assert prompt["3"]["inputs"]["values"] == ["1", 0]
 
 
+class Tagged(Scale):
+    """A node declaring control_after_generate on a STRING and a BOOLEAN, which get no control
+    widget in the frontend (only INT, FLOAT and COMBO do), and on a FLOAT (converted only)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "values": ("TENSOR",),
+                "label": ("STRING", {"default": "", "control_after_generate": True}),
+                "flip": ("BOOLEAN", {"default": False, "control_after_generate": True}),
+                "factor": ("FLOAT", {"default": 1.0, "control_after_generate": True}),
+                "mode": (["double", "negate"],),
+            }
+        }
+
+
+def test_a_string_or_boolean_declaring_a_control_has_no_control_value():
+    """The frontend saves a control value after an INT, FLOAT or COMBO only: counting one after
+    the STRING and the BOOLEAN shifted every later widget, and the prompt sent flip=1.5 and
+    factor="negate" with no mode."""
+    info = object_info_from_mappings({**MAPPINGS, "Tagged": Tagged})["Tagged"]
+    node = {"widgets_values": ["take", True, 1.5, "fixed", "negate"]}  # as frontend 1.58 saves
+    assert widget_values(node, info) == {
+        "label": "take",
+        "flip": True,
+        "factor": 1.5,
+        "mode": "negate",
+    }
+    set_widget_value(node, info, "mode", "double")
+    set_widget_value(node, info, "flip", False)
+    assert node["widgets_values"] == ["take", False, 1.5, "fixed", "double"]
+
+
+class Choose(Scale):
+    """A multi-select COMBO: its value is a list of the chosen options (converted only)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"values": ("TENSOR",), "modes": (["a", "b", "c"], {"multi_select": True})}
+        }
+
+
+def test_a_widget_whose_value_is_a_two_item_list_is_listed_not_taken_for_a_link():
+    """A link is [node id, output slot]; a multi-select widget holding two choices is a list of
+    two strings too. Taken for a link, it vanished from the widgets the queue command lists and
+    sets."""
+    from skyreels_core.workflow_format import widget_table
+
+    info = object_info_from_mappings({**MAPPINGS, "Choose": Choose})
+    choose = {"id": 5, "type": "Choose", "widgets_values": [["a", "c"]],
+              "inputs": [{"name": "values", "type": "TENSOR", "link": 12}]}  # fmt: skip
+    ui = workflow(extra=[choose])
+    ui["links"].append([12, 1, 0, 5, 0, "TENSOR"])
+    assert widget_table(ui, info)["5"] == ("Choose", {"modes": ["a", "c"]})
+
+
+def test_a_bypassed_node_feeding_an_any_type_input_passes_its_input_through():
+    """The frontend matches "*" on either side of a bypassed node: an input of any type behind
+    it (a generic utility node) takes what feeds the bypassed node's first input, instead of
+    losing the link and running without it."""
+    ui = workflow()
+    ui["nodes"][1]["mode"] = 4
+    ui["nodes"][2]["inputs"][0]["type"] = "*"
+    prompt = ui_to_api(ui, object_info_from_mappings(MAPPINGS))
+    assert prompt["3"]["inputs"] == {"values": ["1", 0]}
+
+
+class Blend(Scale):
+    """Two inputs of one type, as a blend or a switch has (bypassed only, never run)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"values": ("TENSOR",), "other": ("TENSOR",)}}
+
+
+def test_a_bypassed_node_with_two_matching_inputs_passes_the_first_one_through():
+    """The frontend passes a bypassed node's output on from the input at the same slot, the
+    first one here (ExecutableNodeDTO._getBypassSlotIndex): taking the other matching input
+    rendered from the wrong source."""
+    second = {"id": 5, "type": "MakeNumbers", "inputs": [], "widgets_values": [2, 9, "fixed"]}
+    ui = workflow(extra=[second])
+    ui["nodes"][1].update(type="Blend", mode=4, widgets_values=[])
+    ui["nodes"][1]["inputs"].append({"name": "other", "type": "TENSOR", "link": 12})
+    ui["links"].append([12, 5, 0, 2, 1, "TENSOR"])
+    prompt = ui_to_api(ui, object_info_from_mappings({**MAPPINGS, "Blend": Blend}))
+    assert sorted(prompt) == ["1", "3", "5"]
+    assert prompt["3"]["inputs"] == {"values": ["1", 0]}
+
+
 class Pick(Scale):
     """A node declaring its choices the newer way, ("COMBO", {"options": [...]}), as ComfyUI's
     io schema nodes do (validated only, never run)."""
