@@ -243,7 +243,9 @@ def types_match(received: str, wanted: str) -> bool:
 
 
 def _resolve_source(link_id: int, links: dict, nodes: dict, wanted_type: str) -> list | None:
-    """[source_id, slot] behind a link, following Reroutes and bypassed nodes; None if dropped."""
+    """[source_id, slot] behind a link, following Reroutes and bypassed nodes; None if dropped.
+    As the frontend's ExecutableNodeDTO, a bypassed node is asked for the type of the input it
+    passes on, not the first target's."""
     while link_id is not None:
         _, source, slot, *_ = links[link_id]
         node = nodes[source]
@@ -253,15 +255,48 @@ def _resolve_source(link_id: int, links: dict, nodes: dict, wanted_type: str) ->
         if node.get("mode") == MUTED or node["type"] == "PrimitiveNode":
             return None
         if node.get("mode") == BYPASSED:
-            through = [
-                i.get("link")
-                for i in node.get("inputs", [])
-                if i.get("link") is not None and types_match(i["type"], wanted_type)
-            ]
-            link_id = through[0] if through else None
+            index = _bypass_input(node, slot, wanted_type)
+            if index is None:
+                return None
+            link_id, wanted_type = node["inputs"][index].get("link"), node["inputs"][index]["type"]
             continue
         return [str(source), slot]
     return None
+
+
+def _bypass_input(node: dict, slot: int, wanted: str) -> int | None:
+    """The input a bypassed node passes its output ``slot`` on from, as the frontend picks it
+    (ExecutableNodeDTO._getBypassSlotIndex): for a target of any type the one at the same slot
+    (else the first); else the one at the same slot where it connects to both that output and
+    the target, else the first of exactly the target's type, else the first that connects to
+    both. None where none does; an input picked that has no link drops the link too."""
+    inputs = node.get("inputs") or []
+    if not inputs:
+        return None
+    if wanted in ("*", ""):
+        return slot if slot < len(inputs) else 0
+    outputs = node.get("outputs") or []
+    made = outputs[slot].get("type", "*") if slot < len(outputs) else "*"
+
+    def fits(index: int) -> bool:
+        kind = inputs[index].get("type", "*")
+        return _connects(kind, made) and _connects(kind, wanted)
+
+    if slot < len(inputs) and fits(slot):
+        return slot
+    exact = [index for index, socket in enumerate(inputs) if socket.get("type") == wanted]
+    return next(iter(exact), next((index for index in range(len(inputs)) if fits(index)), None))
+
+
+def _connects(first: str, second: str) -> bool:
+    """LiteGraph's isValidConnection: "*" or "" connects to anything, otherwise the types are
+    equal ignoring case, or a member of one comma list is of the other."""
+    if first in ("", "*") or second in ("", "*") or first == second:
+        return True
+    first, second = str(first).lower(), str(second).lower()
+    if "," not in first and "," not in second:
+        return first == second
+    return any(_connects(a, b) for a in first.split(",") for b in second.split(","))
 
 
 def _link_entry(link) -> list:

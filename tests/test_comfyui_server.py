@@ -29,7 +29,12 @@ from pathlib import Path
 import av
 import pytest
 import torch
-from workflow_tools import CONTROLLED_INPUTS, CONTROLLED_VALUES, controlled_node_info
+from workflow_tools import (
+    CONTROLLED_INPUTS,
+    CONTROLLED_VALUES,
+    PROBE_NODES,
+    controlled_node_info,
+)
 
 from skyreels_core import av_io
 from skyreels_core.__main__ import main
@@ -719,3 +724,61 @@ def test_widget_values_sit_where_the_hosts_frontend_saves_them(server, frontend)
     assert errors == []
     for values in read:
         assert {name: values[name] for name in CONTROLLED_INPUTS} == CONTROLLED_VALUES | changed
+
+
+RANDOM_GRAPHS = """async ([infos, count]) => {
+    for (const [name, info] of Object.entries(infos))
+        await window.app.registerNodeDef(name, info);
+    let state = 1;
+    const random = () => {  // mulberry32: the same graphs on every run
+        state = (state + 0x6d2b79f5) | 0;
+        let t = Math.imul(state ^ (state >>> 15), 1 | state);
+        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const pick = (list) => list[Math.floor(random() * list.length)];
+    const built = [];
+    for (let graph = 0; graph < count; graph++) {
+        window.app.graph.clear();
+        const nodes = [];
+        for (let i = 0; i < 9; i++) {
+            const type = i < 2 ? "ProbeSource" : pick(["ProbeMix", "ProbeUnion", "ProbeAny", "ProbeWide"]);
+            const node = window.LiteGraph.createNode(type);
+            window.app.graph.add(node);
+            node.mode = i < 2 ? 0 : pick([0, 0, 4, 4, 4, 2]);
+            for (let slot = 0; slot < (node.inputs?.length ?? 0); slot++) {
+                if (random() < 0.2) continue;
+                const source = pick(nodes);
+                source.connect(Math.floor(random() * source.outputs.length), node, slot);
+            }
+            nodes.push(node);
+        }
+        try {
+            const { output, workflow } = await window.app.graphToPrompt();
+            built.push({ output, workflow });
+        } catch (error) {
+            built.push({ error: String(error) });
+        }
+    }
+    window.app.graph.clear();
+    return built;
+}"""
+
+
+def test_bypassed_and_muted_nodes_resolve_as_the_hosts_frontend_resolves_them(frontend):
+    """Random graphs of nodes with several inputs and outputs of one type, comma unions and "*",
+    some bypassed or muted: the queue command's prompt links each input to what the frontend's
+    graphToPrompt links it to (a bypassed node passes on the input at its output's slot first,
+    then one of the target's exact type, and drops a link whose chosen input has none)."""
+    page, errors = frontend
+    errors.clear()
+    infos = {
+        name: info | {"name": name, "display_name": name} for name, info in PROBE_NODES.items()
+    }
+    built = page.evaluate(RANDOM_GRAPHS, [infos, 200])
+    assert errors == []
+    compared = [entry for entry in built if "error" not in entry]
+    assert len(compared) >= 190, [entry["error"] for entry in built if "error" in entry]
+    for entry in compared:
+        mine = ui_to_api(entry["workflow"], PROBE_NODES)
+        assert _declared(mine, PROBE_NODES) == _declared(entry["output"], PROBE_NODES)

@@ -7,9 +7,11 @@ import torch
 from workflow_tools import (
     CONTROLLED_SAVED,
     CONTROLLED_VALUES,
+    PROBE_NODES,
     controlled_node_info,
     core_shims,
     object_info_from_mappings,
+    probe_workflow,
     run_api_prompt,
     validate_workflow,
 )
@@ -355,6 +357,43 @@ def test_a_bypassed_node_with_two_matching_inputs_passes_the_first_one_through()
     prompt = ui_to_api(ui, object_info_from_mappings({**MAPPINGS, "Blend": Blend}))
     assert sorted(prompt) == ["1", "3", "5"]
     assert prompt["3"]["inputs"] == {"values": ["1", 0]}
+
+
+BYPASSED = 4
+
+
+def _probe_inputs(workflow: dict, node_id: int) -> dict:
+    return ui_to_api(workflow, PROBE_NODES)[str(node_id)]["inputs"]
+
+
+def test_a_bypassed_nodes_input_at_the_output_slot_comes_first_even_without_a_link():
+    """The frontend passes output 0 of a bypassed node on from input 0 where that one fits, and
+    drops the link when input 0 has none: taking input b, the other IMAGE, rendered from a
+    source the frontend never sends (graphToPrompt in the real frontend agrees, see
+    test_comfyui_server's random graphs)."""
+    nodes = {1: ("ProbeSource", 0), 2: ("ProbeMix", BYPASSED), 3: ("ProbeAny", 0)}
+    workflow = probe_workflow(nodes, [(1, 1, 2, 1), (2, 0, 3, 1)])  # b fed; out 0 -> y
+    assert _probe_inputs(workflow, 3) == {}
+    workflow = probe_workflow(nodes, [(1, 0, 2, 0), (1, 1, 2, 1), (2, 1, 3, 1)])  # out 1 -> y
+    assert _probe_inputs(workflow, 3) == {"y": ["1", 1]}
+
+
+def test_a_bypassed_node_takes_the_targets_exact_type_before_the_first_that_fits():
+    """Output 3 (MASK) of a bypassed ProbeWide has no input at its slot: the frontend takes v,
+    the MASK input, before w, the "*" input that fits first."""
+    nodes = {1: ("ProbeSource", 0), 2: ("ProbeWide", BYPASSED), 3: ("ProbeMix", 0)}
+    workflow = probe_workflow(nodes, [(1, 0, 2, 0), (1, 2, 2, 2), (2, 3, 3, 2)])
+    assert _probe_inputs(workflow, 3) == {"m": ["1", 2]}
+
+
+def test_bypassed_nodes_in_a_row_are_each_asked_for_the_type_of_the_input_passed_on():
+    """Behind a "*" input the first bypassed node passes on its input at the output's slot (m,
+    a MASK); the frontend then asks the next bypassed node for a MASK, so it passes on v, not
+    w, as it would for "*"."""
+    nodes = {1: ("ProbeSource", 0), 2: ("ProbeWide", BYPASSED), 3: ("ProbeMix", BYPASSED)}
+    nodes |= {4: ("ProbeAny", 0)}
+    links = [(1, 0, 2, 0), (1, 2, 2, 2), (2, 3, 3, 2), (3, 2, 4, 0)]
+    assert _probe_inputs(probe_workflow(nodes, links), 4) == {"x": ["1", 2]}
 
 
 class Pick(Scale):

@@ -53,6 +53,64 @@ def controlled_node_info() -> dict:
     return {"input": {"required": CONTROLLED_INPUTS}, "input_order": order}
 
 
+def _probe_node(inputs: dict, outputs: list[str]) -> dict:
+    """/object_info's entry for a node that only passes links on (in tests: converted, or registered
+    in the host's frontend page, never run)."""
+    return {
+        "input": {"required": {name: [kind, {}] for name, kind in inputs.items()}},
+        "input_order": {"required": list(inputs)},
+        "output": outputs,
+        "output_is_list": [False] * len(outputs),
+        "output_name": outputs,
+        "output_node": False,
+        "category": "testing",
+        "description": "",
+        "python_module": "custom_nodes.probe",
+    }
+
+
+PROBE_NODES = {  # several inputs and outputs of one type, comma unions and "*"
+    name: info | {"name": name, "display_name": name}
+    for name, info in {
+        "ProbeSource": _probe_node({}, ["IMAGE", "IMAGE", "MASK"]),
+        "ProbeMix": _probe_node(
+            {"a": "IMAGE", "b": "IMAGE", "m": "MASK"}, ["IMAGE", "IMAGE", "MASK"]
+        ),
+        "ProbeUnion": _probe_node({"u": "IMAGE,MASK", "v": "MASK"}, ["MASK", "IMAGE,MASK"]),
+        "ProbeAny": _probe_node({"x": "*", "y": "IMAGE"}, ["IMAGE"]),
+        "ProbeWide": _probe_node({"w": "*", "u": "IMAGE,MASK", "v": "MASK"}, ["IMAGE", "MASK"] * 2),
+    }.items()
+}
+
+
+def probe_workflow(
+    nodes: dict[int, tuple[str, int]], links: list[tuple[int, int, int, int]]
+) -> dict:
+    """A UI workflow of PROBE_NODES: node id -> (type, mode), links (origin, slot, target, slot)."""
+    saved = {
+        node_id: {
+            "id": node_id,
+            "type": kind,
+            "mode": mode,
+            "inputs": [
+                {"name": name, "type": spec[0], "link": None}
+                for name, spec in PROBE_NODES[kind]["input"]["required"].items()
+            ],
+            "outputs": [
+                {"name": name, "type": name, "links": []} for name in PROBE_NODES[kind]["output"]
+            ],
+        }
+        for node_id, (kind, mode) in nodes.items()
+    }
+    table = []
+    for link_id, (origin, slot, target, target_slot) in enumerate(links, 1):
+        saved[target]["inputs"][target_slot]["link"] = link_id
+        saved[origin]["outputs"][slot]["links"].append(link_id)
+        kind = saved[origin]["outputs"][slot]["type"]
+        table.append([link_id, origin, slot, target, target_slot, kind])
+    return {"nodes": list(saved.values()), "links": table}
+
+
 def object_info_from_mappings(mappings: dict, display_names: dict | None = None) -> dict:
     """What GET /object_info returns for these classes (JSON round-trip turns tuples to lists)."""
     display_names = display_names or {}
