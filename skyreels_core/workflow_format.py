@@ -135,7 +135,7 @@ def widget_table(workflow: dict, object_info: dict | None) -> dict[str, tuple[st
         return {
             str(node_id): (
                 node.get("_meta", {}).get("title", node["class_type"]),
-                {k: v for k, v in node["inputs"].items() if not is_link(v)},
+                {k: plain_value(v) for k, v in node["inputs"].items() if not is_link(v)},
             )
             for node_id, node in workflow.items()
         }
@@ -168,7 +168,7 @@ def with_widget_values(
     edited = copy.deepcopy(workflow)
     if is_api_prompt(edited):
         for (node_id, name), value in values.items():
-            edited[node_id]["inputs"][name] = value
+            edited[node_id]["inputs"][name] = api_value(value)
         return edited
     _set_primitives_feeding(edited, values)
     if not _has_subgraph_nodes(edited):
@@ -224,6 +224,18 @@ def _set_primitives_feeding(workflow: dict, values: dict[tuple[str, str], object
                 f"set {named} to the same value",
             )
         _store_value(nodes[primitive_id], 0, "value", value)  # the frontend names it "value"
+
+
+def api_value(value):
+    """A widget value as an API prompt carries it: a list wrapped as ``{"__value__": list}``, as
+    the frontend's graphToPrompt wraps it, since the server takes a bare list for a link (a
+    multi-select's two choices for node "a"'s output, three for a malformed link)."""
+    return {"__value__": value} if isinstance(value, list) else value
+
+
+def plain_value(value):
+    """An API prompt's widget value unwrapped, as the server unwraps it."""
+    return value["__value__"] if isinstance(value, dict) and "__value__" in value else value
 
 
 def is_link(value) -> bool:
@@ -693,7 +705,7 @@ def ui_to_api(ui_workflow: dict, object_info: dict) -> dict:
                 "install the node pack that provides it, or remove the node",
             )
         info = object_info[node["type"]]
-        inputs = widget_values(node, info)
+        inputs = {name: api_value(value) for name, value in widget_values(node, info).items()}
         for socket in node.get("inputs", []):
             if socket.get("link") is None:
                 continue

@@ -782,3 +782,37 @@ def test_bypassed_and_muted_nodes_resolve_as_the_hosts_frontend_resolves_them(fr
     for entry in compared:
         mine = ui_to_api(entry["workflow"], PROBE_NODES)
         assert _declared(mine, PROBE_NODES) == _declared(entry["output"], PROBE_NODES)
+
+
+def test_a_list_value_is_sent_as_the_hosts_frontend_sends_it(frontend):
+    """A widget holding a list (a multi-select's choices) goes into the prompt wrapped as the
+    frontend wraps it, not as a bare list the server would take for a link."""
+    page, errors = frontend
+    info = PROBE_NODES["ProbeAny"] | {"name": "ProbeChoose", "display_name": "ProbeChoose"}
+    info["input"] = {"required": {"y": ["IMAGE", {}], "modes": [["a", "b", "c"], {}]}}
+    info["input_order"] = {"required": ["y", "modes"]}
+    infos = {**PROBE_NODES, "ProbeChoose": info}
+    errors.clear()
+    built = page.evaluate(
+        """async (infos) => {
+            for (const [name, info] of Object.entries(infos))
+                await window.app.registerNodeDef(name, info);
+            window.app.graph.clear();
+            const source = window.LiteGraph.createNode("ProbeSource");
+            const choose = window.LiteGraph.createNode("ProbeChoose");
+            window.app.graph.add(source);
+            window.app.graph.add(choose);
+            source.connect(1, choose, 0);
+            choose.widgets.find((widget) => widget.name === "modes").value = ["a", "c"];
+            const built = await window.app.graphToPrompt();
+            window.app.graph.clear();
+            return built;
+        }""",
+        infos,
+    )
+    assert errors == []
+    choose = next(node for node in built["workflow"]["nodes"] if node["type"] == "ProbeChoose")
+    assert built["output"][str(choose["id"])]["inputs"]["modes"] == {"__value__": ["a", "c"]}
+    assert _declared(ui_to_api(built["workflow"], infos), infos) == _declared(
+        built["output"], infos
+    )

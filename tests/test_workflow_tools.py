@@ -326,6 +326,28 @@ def test_a_widget_whose_value_is_a_two_item_list_is_listed_not_taken_for_a_link(
     assert widget_table(ui, info)["5"] == ("Choose", {"modes": ["a", "c"]})
 
 
+def test_a_list_value_goes_to_the_server_wrapped_as_the_frontend_wraps_it():
+    """The server takes a bare list for a link ([node id, slot]): the two choices of a
+    multi-select were refused as a link to node "a", three as a malformed link. The frontend
+    sends {"__value__": [...]}, which the server unwraps; so does the prompt here, and an API
+    prompt's wrapped value is listed and set as the list itself."""
+    from skyreels_core.workflow_format import widget_table, with_widget_values
+
+    info = object_info_from_mappings({**MAPPINGS, "Choose": Choose})
+    choose = {"id": 5, "type": "Choose", "widgets_values": [["a", "c"]],
+              "inputs": [{"name": "values", "type": "TENSOR", "link": 12}]}  # fmt: skip
+    ui = workflow(extra=[choose])
+    ui["links"].append([12, 1, 0, 5, 0, "TENSOR"])
+    prompt = ui_to_api(ui, info)
+    assert prompt["5"]["inputs"] == {"modes": {"__value__": ["a", "c"]}, "values": ["1", 0]}
+    assert widget_table(prompt, None)["5"] == ("Choose", {"modes": ["a", "c"]})
+    edited = with_widget_values(prompt, None, {("5", "modes"): ["b"], ("1", "count"): 2})
+    assert edited["5"]["inputs"]["modes"] == {"__value__": ["b"]}
+    assert edited["1"]["inputs"]["count"] == 2
+    edited = with_widget_values(ui, info, {("5", "modes"): ["a", "b", "c"]})
+    assert ui_to_api(edited, info)["5"]["inputs"]["modes"] == {"__value__": ["a", "b", "c"]}
+
+
 def test_a_bypassed_node_feeding_an_any_type_input_passes_its_input_through():
     """The frontend matches "*" on either side of a bypassed node: an input of any type behind
     it (a generic utility node) takes what feeds the bypassed node's first input, instead of

@@ -21,6 +21,7 @@ from skyreels_core import av_io
 from skyreels_core.workflow_format import (
     VIRTUAL_NODES,
     node_inputs,
+    plain_value,
     type_name,
     types_match,
     widget_values,
@@ -252,7 +253,7 @@ def run_api_prompt(
         kwargs = {
             name: outputs[str(value[0])]["result"][value[1]]
             if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt
-            else value
+            else plain_value(value)
             for name, value in entry["inputs"].items()
         }
         hidden = cls.INPUT_TYPES().get("hidden", {})
