@@ -485,32 +485,22 @@ class _Flattener:
 
     def _instance_input(self, scope: _Scope, slot: int):
         """The link into the subgraph node's input for subgraph input ``slot``. The frontend
-        drops unconnected widget inputs when saving, so the saved inputs are matched by name."""
+        drops unconnected widget inputs when saving and rebinds the saved ones by name
+        (SubgraphNode._rebindInputSubgraphSlots); an input it cannot match is dropped."""
         name = scope.definition["inputs"][slot]["name"]
         saved = scope.instance.get("inputs") or []
-        for socket in saved:
-            if socket.get("name") == name:
-                return socket.get("link")
-        if len(saved) == len(scope.definition["inputs"]):
-            return saved[slot].get("link")
-        return None
+        return next((s.get("link") for s in saved if s.get("name") == name), None)
 
     def _output_link(self, child: _Scope, slot: int) -> list | None:
-        """The link inside a subgraph into its output node's ``slot``."""
+        """The link inside a subgraph into its output node's ``slot``: the frontend follows
+        only the output's saved ``linkIds`` (resolveSubgraphOutputLink)."""
         outputs = child.definition.get("outputs") or []
         if 0 <= slot < len(outputs):
             for link_id in outputs[slot].get("linkIds") or []:
                 link = child.links.get(link_id)
                 if link is not None and link[3] == SUBGRAPH_OUTPUT:
                     return link
-        return next(
-            (
-                link
-                for link in child.links.values()
-                if link[3] == SUBGRAPH_OUTPUT and link[4] == slot
-            ),
-            None,
-        )
+        return None
 
     def _child(self, scope: _Scope, instance: dict) -> _Scope:
         """The scope of a subgraph node's copy of its definition, with its promoted values."""

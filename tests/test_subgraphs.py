@@ -411,6 +411,30 @@ def test_broken_subgraphs_are_named():
         ui_to_api(looped, OBJECT_INFO)
 
 
+def test_what_the_frontend_cannot_bind_is_dropped_as_it_drops_it():
+    """The frontend follows a subgraph output only through its saved ``linkIds`` and binds a
+    subgraph node's saved inputs to the subgraph's by name: an output without linkIds, or an
+    input saved under a name the subgraph lacks, feeds nothing there, so the prompt (and the
+    server's verdict on it) is the one the browser queues."""
+    workflow, instance = collapse(flat(), [SAMPLER], "Sampler")
+    intact = ui_to_api(workflow, OBJECT_INFO)
+    assert intact[str(DECODE_VIDEO)]["inputs"]["av_latent"] == [f"{instance}:{SAMPLER}", 0]
+    unlinked = copy.deepcopy(workflow)
+    unlinked["definitions"]["subgraphs"][0]["outputs"][0]["linkIds"] = []
+    assert "av_latent" not in ui_to_api(unlinked, OBJECT_INFO)[str(DECODE_VIDEO)]["inputs"]
+    renamed_input = copy.deepcopy(workflow)
+    socket = _node(renamed_input, instance)["inputs"][0]
+    bound = intact[f"{instance}:{SAMPLER}"]["inputs"]
+    name = next(n for n, v in bound.items() if v == _source_of(workflow, socket["link"]))
+    socket["name"] = "renamed"
+    assert name not in ui_to_api(renamed_input, OBJECT_INFO)[f"{instance}:{SAMPLER}"]["inputs"]
+
+
+def _source_of(workflow: dict, link_id: int) -> list:
+    link = next(link for link in workflow["links"] if link[0] == link_id)
+    return [str(link[1]), link[2]]
+
+
 def test_the_queue_command_sets_widgets_inside_subgraphs(capsys, tmp_path):
     """--set, --seeds and --prompts address inner nodes by their prompt ids (NODE:INNER)."""
     workflow, instance = collapse(
