@@ -385,6 +385,7 @@ class _Flattener:
         self.sources: dict[tuple[str, str], tuple] = {}  # (flat id, widget) -> storage key
         self.users: dict[tuple, list[tuple[str, str]]] = {}  # storage key -> its widgets
         self.stores: dict[tuple, tuple] = {}  # storage key -> (kind, object, where, scope)
+        self.boundary_types: dict[int, str] = {}  # flat link id -> type (see _origin)
         self._scopes: dict[tuple, _Scope] = {}
         self._promoted: dict[str, dict[int, bool]] = {}
 
@@ -409,7 +410,7 @@ class _Flattener:
             if socket.get("link") is None:
                 continue
             link = self._link(scope, socket["link"], node)
-            origin, promoted = self._origin(scope, link[1], link[2])
+            origin, promoted, crossed = self._origin(scope, link[1], link[2])
             if promoted is not None:
                 overrides[socket["name"]] = promoted
             if origin is None:
@@ -418,6 +419,8 @@ class _Flattener:
             link_id = len(self.links) + 1
             self.links[link_id] = [link_id, *origin, flat["id"], index, link[5]]
             socket["link"] = link_id
+            if crossed is not None:
+                self.boundary_types[link_id] = crossed
         info = self.object_info.get(node["type"]) if node["type"] not in VIRTUAL_NODES else None
         if info is not None:
             for name in _widget_positions(info):
@@ -443,11 +446,13 @@ class _Flattener:
             )
         return link
 
-    def _origin(self, scope: _Scope, origin_id, slot: int) -> tuple[tuple | None, tuple | None]:
+    def _origin(self, scope: _Scope, origin_id, slot: int) -> tuple:
         """(flat source id, slot) behind a link's origin, crossing subgraph boundaries (None
-        where nothing feeds it), and the promoted widget value met on the way: the outermost
-        subgraph node's, which the frontend sends when that node's input is not connected."""
-        promoted = None
+        where nothing feeds it); the promoted widget value met on the way: the outermost
+        subgraph node's, which the frontend sends when that node's input is not connected; and
+        the type of the last subgraph node input crossed outwards (None if none was), which
+        the frontend resolves a bypassed node behind it with, in place of the inner input's."""
+        promoted = crossed = None
         while True:
             if origin_id == SUBGRAPH_INPUT and scope.definition is not None:
                 inputs = scope.definition.get("inputs") or []
@@ -457,11 +462,11 @@ class _Flattener:
                         f"subgraph {scope.name()} links from its input {slot}, which it lacks",
                         "open the workflow in ComfyUI and save it again",
                     )
-                name = inputs[slot]["name"]
+                name, crossed = inputs[slot]["name"], inputs[slot].get("type", "*")
                 promoted = scope.host.get(name, promoted)
                 link_id = self._instance_input(scope, slot)
                 if link_id is None:
-                    return None, promoted
+                    return None, promoted, crossed
                 parent = scope.parent
                 link = self._link(parent, link_id, scope.instance)
                 scope, origin_id, slot = parent, link[1], link[2]
@@ -478,10 +483,10 @@ class _Flattener:
                 child = self._child(scope, node)
                 inner = self._output_link(child, slot)
                 if inner is None:  # nothing inside feeds that output: the input is dropped
-                    return None, promoted
+                    return None, promoted, crossed
                 scope, origin_id, slot = child, inner[1], inner[2]
                 continue
-            return (scope.flat_id(origin_id), slot), promoted
+            return (scope.flat_id(origin_id), slot), promoted, crossed
 
     def _instance_input(self, scope: _Scope, slot: int):
         """The link into the subgraph node's input for subgraph input ``slot``. The frontend
@@ -663,17 +668,25 @@ def expand_subgraphs(ui_workflow: dict, object_info: dict) -> dict:
     """The UI workflow with every subgraph node replaced by the nodes inside it (ids "5:3",
     links renumbered), as the frontend expands them for the API prompt; a workflow without
     subgraph nodes is returned as it is."""
+    return _flatten(ui_workflow, object_info)[0]
+
+
+def _flatten(ui_workflow: dict, object_info: dict) -> tuple[dict, dict[int, str]]:
+    """:func:`expand_subgraphs`' workflow, and the type each of its links that left a subgraph
+    through one of its inputs is resolved with behind a bypassed node (see _Flattener._origin)."""
     if not _has_subgraph_nodes(ui_workflow):
-        return ui_workflow
+        return ui_workflow, {}
     flat = _Flattener(ui_workflow, object_info)
     flat.expand()
-    return {**ui_workflow, "nodes": flat.nodes, "links": list(flat.links.values())}
+    return {**ui_workflow, "nodes": flat.nodes, "links": list(flat.links.values())}, (
+        flat.boundary_types
+    )
 
 
 def ui_to_api(ui_workflow: dict, object_info: dict) -> dict:
     """The API prompt graphToPrompt produces: {id: {"class_type", "inputs", "_meta"}}. Subgraph
     nodes are expanded first (see :func:`expand_subgraphs`)."""
-    ui_workflow = expand_subgraphs(ui_workflow, object_info)
+    ui_workflow, boundary_types = _flatten(ui_workflow, object_info)
     links = {entry[0]: entry for entry in map(_link_entry, filter(None, ui_workflow["links"]))}
     nodes = {node["id"]: node for node in ui_workflow["nodes"]}
     prompt = {}
@@ -699,7 +712,8 @@ def ui_to_api(ui_workflow: dict, object_info: dict) -> dict:
         for socket in node.get("inputs", []):
             if socket.get("link") is None:
                 continue
-            source = _resolve_source(socket["link"], links, nodes, socket["type"])
+            wanted = boundary_types.get(socket["link"], socket["type"])
+            source = _resolve_source(socket["link"], links, nodes, wanted)
             if source is not None:
                 inputs[socket["name"]] = source
         prompt[str(node["id"])] = {

@@ -418,6 +418,30 @@ def test_bypassed_nodes_in_a_row_are_each_asked_for_the_type_of_the_input_passed
     assert _probe_inputs(probe_workflow(nodes, links), 4) == {"x": ["1", 2]}
 
 
+def test_behind_a_subgraph_input_a_bypassed_node_is_asked_for_that_inputs_type():
+    """Leaving a subgraph through its input, the frontend resolves on from the subgraph node's
+    input (ExecutableNodeDTO.resolveInput drops the inner type there): a bypassed ProbeWide
+    behind a "*" subgraph input passes on its input at the output's slot, or the first (w,
+    unlinked: the link is dropped), not u, which the inner IMAGE,MASK input would have taken."""
+    subgraph = "0b5e1b3c-7a4e-4f7e-9c1d-2a6f0e8d4c21"
+    workflow = probe_workflow({1: ("ProbeSource", 0), 4: ("ProbeWide", BYPASSED)}, [(1, 0, 4, 1)])
+    workflow["nodes"][1]["outputs"][3]["links"].append(2)
+    workflow["links"].append([2, 4, 3, 10, 0, "MASK"])
+    workflow["nodes"].append({"id": 10, "type": subgraph, "mode": 0, "outputs": [],
+                              "inputs": [{"name": "x", "type": "*", "link": 2}]})  # fmt: skip
+    inner = probe_workflow({7: ("ProbeWide", 0)}, [])["nodes"][0]
+    inner["inputs"][1]["link"] = 6
+    workflow["definitions"] = {"subgraphs": [{
+        "id": subgraph, "name": "Inner", "nodes": [inner], "outputs": [], "widgets": [],
+        "inputs": [{"id": "x", "name": "x", "type": "*", "linkIds": [6]}],
+        "links": [{"id": 6, "origin_id": -10, "origin_slot": 0, "target_id": 7,
+                   "target_slot": 1, "type": "IMAGE,MASK"}],
+    }]}  # fmt: skip
+    assert ui_to_api(workflow, PROBE_NODES)["10:7"]["inputs"] == {}
+    workflow["definitions"]["subgraphs"][0]["inputs"][0]["type"] = "IMAGE,MASK"
+    assert ui_to_api(workflow, PROBE_NODES)["10:7"]["inputs"] == {"u": ["1", 0]}
+
+
 class Pick(Scale):
     """A node declaring its choices the newer way, ("COMBO", {"options": [...]}), as ComfyUI's
     io schema nodes do (validated only, never run)."""

@@ -70,7 +70,7 @@ def _probe_node(inputs: dict, outputs: list[str]) -> dict:
     }
 
 
-PROBE_NODES = {  # several inputs and outputs of one type, comma unions and "*"
+PROBE_NODES = {  # several inputs and outputs of one type, comma unions, "*", widgets
     name: info | {"name": name, "display_name": name}
     for name, info in {
         "ProbeSource": _probe_node({}, ["IMAGE", "IMAGE", "MASK"]),
@@ -80,6 +80,7 @@ PROBE_NODES = {  # several inputs and outputs of one type, comma unions and "*"
         "ProbeUnion": _probe_node({"u": "IMAGE,MASK", "v": "MASK"}, ["MASK", "IMAGE,MASK"]),
         "ProbeAny": _probe_node({"x": "*", "y": "IMAGE"}, ["IMAGE"]),
         "ProbeWide": _probe_node({"w": "*", "u": "IMAGE,MASK", "v": "MASK"}, ["IMAGE", "MASK"] * 2),
+        "ProbeKnob": _probe_node({"i": "IMAGE", "seed": "INT", "label": "STRING"}, ["IMAGE"]),
     }.items()
 }
 
