@@ -766,6 +766,10 @@ RANDOM_GRAPHS = """async ([infos, count, subgraphs, subgraphModes]) => {
                 const rest = window.app.graph.nodes.filter((n) => n !== outer).slice(-2);
                 outer = window.app.graph.convertToSubgraph(new Set([outer, ...rest])).node;
             }
+            for (const widget of outer.widgets ?? []) {  // promoted: the subgraph node's own
+                if (widget.name.endsWith("seed")) widget.value = Math.floor(random() * 1000);
+                if (widget.name.endsWith("label")) widget.value = `shot ${graph}`;
+            }
             if (subgraphModes) outer.mode = pick([0, 0, 2, 4]);
         }
         try {
@@ -811,8 +815,9 @@ def test_bypassed_and_muted_nodes_resolve_as_the_hosts_frontend_resolves_them(fr
 
 def test_random_subgraphs_expand_as_the_hosts_frontend_expands_them(frontend):
     """Random graphs with a run of nodes collapsed into a subgraph by the frontend's own Convert
-    to Subgraph (half of them nested in a second), widgets set inside, nodes bypassed or muted
-    inside: the queue command's prompt is graphToPrompt's. A muted or bypassed subgraph node
+    to Subgraph (half of them nested in a second), widgets set inside and on the subgraph node
+    where the frontend promotes them (1.58 promotes seeds), nodes bypassed or muted inside: the
+    queue command's prompt is graphToPrompt's. A muted or bypassed subgraph node
     is compared from frontend 1.39, which stopped running its contents
     (Comfy-Org/ComfyUI_frontend#8494); one nested in another subgraph is not: the frontend still
     runs that one's contents, a known bug, where the queue command keeps it off as intended."""
