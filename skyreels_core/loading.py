@@ -51,6 +51,13 @@ DIFFUSERS_WAN_NAMES = (  # applied in order, as substrings
     (".ffn.net.2.", ".ffn.2."),
     (".norm2.", ".norm3."),  # diffusers' cross-attention norm is Wan's norm3
 )
+# What only diffusers' names hold (Wan's own norm2 is a layer too): a name with one of these marks
+# a file named as diffusers names Wan's layers.
+DIFFUSERS_ONLY_NAMES = (
+    *(theirs for theirs, _ in DIFFUSERS_WAN_NAMES if theirs != ".norm2."),
+    "proj_out.",
+    "scale_shift_table.",
+)
 WAN_IMAGE_CONDITION_MARKS = (  # Wan I2V's CLIP projection and image cross-attention, both layouts
     "img_emb.",
     ".k_img.",

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from safetensors import safe_open
 from torch import nn
 
 from .errors import CheckpointError
-from .loading import read_header, wan_name_from_diffusers
+from .loading import DIFFUSERS_ONLY_NAMES, read_header, wan_name_from_diffusers
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +102,27 @@ def _split(key: str) -> tuple[str, str]:
 
 class _Names:
     """Resolves a file's layer name to the model's: as is, from diffusers' names, or kohya's
-    underscored spelling (``blocks_0_self_attn_q``)."""
+    underscored spelling (``blocks_0_self_attn_q``). Whether a file names layers as diffusers
+    does is read off the whole file: "blocks.0.norm2" is a layer in both namings (diffusers'
+    is Wan's norm3), only names such as attn1 or to_q tell them apart."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, layers: Iterable[str]) -> None:
         self.modules = dict(model.named_modules())
         self.parameters = dict(model.named_parameters())
         self.underscored = {name.replace(".", "_"): name for name in self.modules}
+        self.diffusers = any(
+            mark in layer + "." for layer in layers for mark in DIFFUSERS_ONLY_NAMES
+        )
 
     def resolve(self, layer: str) -> str | None:
         if layer.startswith(KOHYA_PREFIX):
             return self.underscored.get(layer.removeprefix(KOHYA_PREFIX))
-        if layer in self.modules or layer in self.parameters:
-            return layer
-        renamed = wan_name_from_diffusers(layer + ".").removesuffix(".")
-        return renamed if renamed in self.modules else None
+        names = [layer]
+        if self.diffusers:  # a module's name renamed with its dot, a parameter's whole
+            # (diffusers' scale_shift_tables are Wan's modulation tables, of no module)
+            names = [wan_name_from_diffusers(layer + ".").removesuffix(".")]
+            names.append(wan_name_from_diffusers(layer))
+        return next((n for n in names if n in self.modules or n in self.parameters), None)
 
 
 def _refuse_unsupported(keys: Sequence[str], file: str) -> None:
@@ -279,8 +286,8 @@ def read_lora(path: str | Path, model: nn.Module) -> Lora:
     ``skipped``; a file of which no layer fits is refused.
     """
     path = Path(path)
-    names, lora = _Names(model), Lora(path.name)
     groups, alphas = _grouped(path)
+    names, lora = _Names(model, groups), Lora(path.name)
     spelled: dict[str, str] = {}  # the model's layer -> the file's name for it
     for layer, fields in groups.items():
         target = names.resolve(layer)

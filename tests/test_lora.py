@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from model_helpers import (
@@ -175,6 +177,8 @@ def test_the_loaded_model_is_unchanged_after_and_beside_a_lora_render(wan, tmp_p
     ]
     assert styled.lora_bytes() == 4 * sum(v.numel() for v in on_device)  # what make_room counts
     assert plain.lora_bytes() == 0
+    # a LoRA at strength 0 is never put on the device
+    assert plain.with_lora(styled.loras[0][0], 0.0).lora_bytes() == 0
     assert torch.equal(run_ours(plain), base)
     assert not torch.equal(with_lora, base)
     for key, value in model.state_dict().items():
@@ -189,6 +193,8 @@ def test_strength_scales_the_delta_and_loras_add(wan, tmp_path):
     first = read_lora(save(tmp_path, "a.safetensors", random_lora(model, WAN_LAYERS, 1)), model)
     second = read_lora(save(tmp_path, "b.safetensors", random_lora(model, WAN_LAYERS, 2)), model)
     assert torch.equal(run_ours(plain.with_lora(first, 0.0)), run_ours(plain))
+    with plain.with_lora(first, 0.0).on("cpu"):  # nothing of it on the device, as lora_bytes says
+        assert not any(module._forward_hooks for module in model.modules())
 
     x = torch.randn(3, 64)
     layer = dict(model.named_modules())["blocks.1.ffn.0"]
@@ -264,6 +270,23 @@ def test_fp8_storage_takes_a_lora_as_the_merged_weights_would(wan, tmp_path):
           "diffusion_model.blocks.0.self_attn.q.alpha": torch.ones(2)}, "alpha of 2 values"),
         ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(()),
           "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(64, 4)}, "shape \\(\\)"),
+        # a LyCORIS key among plain pairs still makes the file a LyCORIS one
+        ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 64),
+          "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(64, 4),
+          "lora_unet_blocks_0_self_attn_q.hada_w1_a": torch.zeros(2, 2)}, "LoHa"),
+        ({"diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(64, 4)}, "half"),
+        # a narrower model's LoRA (in 32, this model's 64) fits no more than a wider one's
+        ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 32),
+          "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(64, 4)},
+         "a down of shape \\(4, 32\\)"),
+        ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 64),
+          "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(64, 2)},
+         "down and up weights of different ranks"),
+        ({"diffusion_model.blocks.0.norm3.lora_A.weight": torch.zeros(4, 64),
+          "diffusion_model.blocks.0.norm3.lora_B.weight": torch.zeros(64, 4)},
+         "blocks.0.norm3 a low-rank pair, and that is not a Linear layer"),
+        ({"diffusion_model.blocks.0.norm3.diff": torch.zeros(32)},
+         "changes blocks.0.norm3.weight with shape \\(32,\\), and this model's is \\(64,\\)"),
     ],
 )  # fmt: skip
 def test_a_wrong_file_is_refused_by_name(wan, tmp_path, state, message):
@@ -522,3 +545,106 @@ def test_full_weight_and_bias_differences_move_their_layers_by_strength(wan, tmp
         torch.testing.assert_close(norm.bias, bias + 0.125)
         assert torch.equal(norm.weight, weight)
     assert torch.equal(norm.bias, bias)
+
+
+def test_older_field_spellings_and_comfyuis_prefix_read_as_the_same_deltas(wan, tmp_path):
+    """Besides ``lora_down`` / ``lora_up`` and ``diff_b``, files spell a pair ``lora.down`` /
+    ``lora.up`` (older kohya and LyCORIS exports) and a bias difference ``lora_B.bias``
+    (diffusers), under ComfyUI's ``model.diffusion_model.`` prefix too. With any of them not
+    read, the file was refused as holding no LoRA weight, or its layers skipped as unknown."""
+    model, _ = wan
+    layers = ["blocks.0.self_attn.q", "blocks.1.ffn.0"]
+    state = random_lora(model, layers)
+    reference = read_lora(save(tmp_path, "wan.safetensors", state), model)
+
+    def respell(key: str) -> str:
+        key = key.replace("_down.", ".down.").replace("_up.", ".up.")
+        return "model." + key.replace(".diff_b", ".lora_B.bias")
+
+    respelled = {respell(key): value for key, value in state.items()}
+    assert "model.diffusion_model.blocks.0.self_attn.q.lora.down.weight" in respelled
+    assert "model.diffusion_model.blocks.0.self_attn.q.lora_B.bias" in respelled
+    lora = read_lora(save(tmp_path, "old.safetensors", respelled), model)
+    assert list(lora.layers) == list(reference.layers) == layers and not lora.skipped
+    for layer in layers:
+        ours, theirs = lora.layers[layer], reference.layers[layer]
+        assert ours.scale == theirs.scale == 0.5
+        for field_name in ("down", "up", "bias"):
+            assert torch.equal(getattr(ours, field_name), getattr(theirs, field_name)), field_name
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [("diffusion_model.blocks.0.modulation.diff", "blocks.0.modulation"),
+     ("transformer.blocks.0.scale_shift_table.diff", "blocks.0.modulation"),
+     ("transformer.scale_shift_table.diff", "head.modulation")],
+)  # fmt: skip
+def test_a_difference_named_by_its_parameter_moves_that_parameter(wan, tmp_path, key, name):
+    """A ``.diff`` may name a parameter that is no module, as a block's modulation table is (Wan's
+    ``blocks.0.modulation``, diffusers' ``blocks.0.scale_shift_table``): it moves that parameter
+    itself, and diffusers' head ``scale_shift_table`` the head's. Resolved against module names
+    only, a table was skipped (and a file of nothing else refused); taken as a module's, it was
+    looked for as ``blocks.0.modulation.weight``."""
+    model, _ = wan
+    table = dict(model.named_parameters())[name]
+    change = torch.full_like(table, 0.5)
+    lora = read_lora(save(tmp_path, "table.safetensors", {key: change}), model)
+    assert list(lora.parameters) == [name] and not lora.layers
+    assert not lora.skipped
+    before = table.detach().clone()
+    with LoadedModel(model, "wan").with_lora(lora, 2.0).on("cpu"), torch.no_grad():
+        torch.testing.assert_close(table, before + 1.0)
+    assert torch.equal(table, before)
+
+
+def test_an_empty_rank_pair_reads_and_changes_nothing(wan, tmp_path):
+    """A trainer's export of a layer at rank 0 (down [0, in], up [out, 0]) with its alpha: it
+    adds nothing, where alpha / rank divided by zero and took the whole file down."""
+    model, _ = wan
+    key = "diffusion_model.blocks.0.self_attn.q"
+    state = {
+        f"{key}.lora_down.weight": torch.zeros(0, 64),
+        f"{key}.lora_up.weight": torch.zeros(64, 0),
+        f"{key}.alpha": torch.tensor(2.0),
+    }
+    lora = read_lora(save(tmp_path, "empty.safetensors", state), model)
+    assert list(lora.layers) == ["blocks.0.self_attn.q"]
+    layer, x = dict(model.named_modules())["blocks.0.self_attn.q"], torch.randn(3, 64)
+    with torch.no_grad():
+        plain = layer(x)
+        with LoadedModel(model, "wan").with_lora(lora, 1.0).on("cpu"):
+            assert torch.equal(layer(x), plain)
+
+
+def test_one_value_spelled_twice_names_both_keys(wan, tmp_path):
+    """The refusal of a layer given twice with different tensors names the two keys that gave
+    them, so the user sees which spellings clash; naming the second key twice hid the first."""
+    model, _ = wan
+    state = random_lora(model, ["blocks.0.self_attn.q"], bias=False)
+    state["blocks.0.self_attn.q.alpha"] = torch.tensor(4.0)  # beside diffusion_model.…'s 2
+    with pytest.raises(CheckpointError, match="twice with different weights") as error:
+        read_lora(save(tmp_path, "clash.safetensors", state), model)
+    named = set(re.findall(r"'([^']+)'", str(error.value)))
+    assert named == {"blocks.0.self_attn.q.alpha", "diffusion_model.blocks.0.self_attn.q.alpha"}
+
+
+def test_a_diffusers_named_files_norm2_is_wans_norm3(wan, tmp_path):
+    """diffusers names Wan's cross-attention norm (Wan's ``norm3``) ``norm2``, while Wan's own
+    ``norm2`` is the feed-forward norm, a layer of no weights. In a file named as diffusers
+    names layers (its ``attn1.to_q`` says so) ``norm2.diff`` moves Wan's norm3: resolved name by
+    name it took the weightless norm2 and the file was refused."""
+    model, _ = wan
+    norm3 = dict(model.named_modules())["blocks.0.norm3"]
+    change = torch.full_like(norm3.weight, 0.25)
+    state = {
+        "transformer.blocks.0.attn1.to_q.lora_A.weight": torch.randn(4, 64),
+        "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.randn(64, 4),
+        "transformer.blocks.0.norm2.diff": change,
+    }
+    lora = read_lora(save(tmp_path, "diffusers.safetensors", state), model)
+    assert list(lora.layers) == ["blocks.0.self_attn.q"]
+    assert list(lora.parameters) == ["blocks.0.norm3.weight"] and not lora.skipped
+    torch.testing.assert_close(lora.parameters["blocks.0.norm3.weight"], change)
+    wan_named = {"diffusion_model.blocks.0.norm3.diff": change}
+    lora = read_lora(save(tmp_path, "wan.safetensors", wan_named), model)
+    assert list(lora.parameters) == ["blocks.0.norm3.weight"]
