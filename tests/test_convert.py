@@ -35,7 +35,8 @@ def test_code_in_a_pickle_is_refused_and_nothing_is_written(tmp_path, capsys):
     target = tmp_path / "out.safetensors"
     assert main(["to-safetensors", str(tmp_path / "evil.pt"), str(target)]) == 2
     captured = capsys.readouterr()
-    assert "not a plain PyTorch checkpoint" in captured.err
+    first_line = "not a plain PyTorch checkpoint (UnpicklingError: Weights only load failed."
+    assert first_line in captured.err  # torch's first line, not its last (an allowlisting hint)
     assert "pickle code ran" not in captured.out
     assert not target.exists()
 
@@ -122,3 +123,56 @@ def test_weights_under_state_dict_or_model_become_a_flat_safetensors_file(tmp_pa
     loaded = load_file(str(target))
     assert set(loaded) == set(state)
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_a_flat_state_dict_with_a_tensor_named_model_converts_whole(tmp_path):
+    """Only a nested dict under ``generator`` / ``state_dict`` / ``model`` holds the weights: a
+    flat state dict whose tensor is named ``model`` (or ``generator``) is the weights itself,
+    and was refused as holding no named tensors."""
+    state = {"model": torch.randn(3), "generator": torch.randn(2), "head.weight": torch.randn(2, 2)}
+    torch.save(state, tmp_path / "flat.pt")
+    target = tmp_path / "flat.safetensors"
+    assert main(["to-safetensors", str(tmp_path / "flat.pt"), str(target)]) == 0
+    loaded = load_file(str(target))
+    assert set(loaded) == set(state)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize(
+    "checkpoint, said",
+    [({}, "holds no named tensors. Fix: pass a state dict file"),
+     (torch.ones(3), "holds no named tensors. Fix: pass a state dict file"),
+     ({"w": torch.ones(2), "epoch": 7},
+      "holds non-tensor entries (epoch). Fix: pass a file whose weights are a flat state dict")],
+    ids=["empty", "one tensor", "flat with a number"],
+)  # fmt: skip
+def test_a_checkpoint_of_no_state_dict_is_named_in_one_line(tmp_path, capsys, checkpoint, said):
+    """An empty dict wrote a safetensors file of nothing; a bare tensor, or a number beside the
+    tensors, died in an AttributeError instead of naming the source."""
+    torch.save(checkpoint, tmp_path / "odd.pt")
+    target = tmp_path / "odd.safetensors"
+    assert main(["to-safetensors", str(tmp_path / "odd.pt"), str(target)]) == 2
+    assert capsys.readouterr().err == f"error: source: odd.pt {said}\n"
+    assert not target.exists()
+
+
+def test_an_existing_target_is_named_before_the_source_is_read(tmp_path, capsys):
+    """The target is checked before the (possibly long) load: a taken name is the error even
+    where the source would fail too, so no 30 GB read precedes it."""
+    source, target = tmp_path / "notes.pt", tmp_path / "model.safetensors"
+    source.write_bytes(b"hello\n")  # would fail torch.load
+    target.write_bytes(b"keep me")
+    assert main(["to-safetensors", str(source), str(target)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: target: {target} exists")
+    assert target.read_bytes() == b"keep me"
+
+
+def test_a_folder_as_the_source_is_named(tmp_path, capsys):
+    """A folder (a release directory) passed as the checkpoint is refused by name, where
+    torch.load raised IsADirectoryError with a traceback."""
+    folder = tmp_path / "release"
+    folder.mkdir()
+    target = tmp_path / "model.safetensors"
+    assert main(["to-safetensors", str(folder), str(target)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: source: {folder} was not found")
+    assert not target.exists()

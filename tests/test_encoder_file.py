@@ -112,10 +112,17 @@ def test_a_single_file_encodes_as_its_release_folder(release):
     assert ours.encode(PROMPT, images=[_image()]).features.shape[1] > len(PROMPT.split())
 
 
-def test_a_single_file_loaded_onto_the_gpu_asks_for_its_room_first(release, monkeypatch):
+@pytest.mark.parametrize(
+    "device, dtype, itemsize",
+    [("cuda", torch.bfloat16, 2), ("cuda", torch.float32, 4), ("cpu", torch.float32, None)],
+)
+def test_a_single_file_loaded_onto_the_gpu_asks_for_its_room_first(
+    release, monkeypatch, device, dtype, itemsize
+):
     """With offload off the file's weights load straight onto the GPU, and were read there
     without asking the host for room: it is asked for their bytes in the chosen dtype (the tied
-    output head once) before a tensor is read."""
+    output head once) before a tensor is read. Onto the CPU nothing is asked: the host's room
+    is the GPU's."""
     from safetensors import safe_open
 
     from skyreels_core import encoder_file
@@ -134,9 +141,9 @@ def test_a_single_file_loaded_onto_the_gpu_asks_for_its_room_first(release, monk
         MLLMEncoder.from_file(
             single,
             tokenizer_folder,
-            dtype=torch.bfloat16,
-            device="cuda",
-            offload_device="cuda",
+            dtype=dtype,
+            device=device,
+            offload_device=device,
             reserve=lambda device, size: events.append((device, size)),
         )
     with safe_open(str(single), "pt") as tensors:
@@ -145,7 +152,8 @@ def test_a_single_file_loaded_onto_the_gpu_asks_for_its_room_first(release, monk
             for key in tensors.keys()
             if not key.startswith("lm_head")
         )
-    assert events == [(torch.device("cuda"), 2 * elements), "read"]
+    asked = [] if itemsize is None else [(torch.device(device), itemsize * elements)]
+    assert events == [*asked, "read"]
 
 
 def test_an_fp8_scaled_single_file_loads_its_true_weights(release, tmp_path):
@@ -254,3 +262,51 @@ def test_the_hosts_qwen_tokenizer_is_found_beside_its_model_management(tmp_path,
     assert host.qwen25_tokenizer_folder() is None
     monkeypatch.setattr(host, "IN_COMFYUI", False)
     assert host.qwen25_tokenizer_folder() is None
+
+
+def test_release_names_become_transformers_names_and_transformers_names_stay():
+    """A release key gains transformers' ``model.language_model.`` / ``model.`` prefix; a key
+    already spelled as transformers spells it (a file saved from transformers) keeps its name,
+    where ``model.visual.*`` became ``model.language_model.visual.*`` and was missing."""
+    from skyreels_core.encoder_file import transformers_name
+
+    for release_name, transformers in [
+        ("visual.blocks.0.attn.qkv.weight", "model.visual.blocks.0.attn.qkv.weight"),
+        ("model.layers.0.mlp.up_proj.weight", "model.language_model.layers.0.mlp.up_proj.weight"),
+        ("model.visual.merger.mlp.2.weight", "model.visual.merger.mlp.2.weight"),
+        ("model.language_model.norm.weight", "model.language_model.norm.weight"),
+        ("lm_head.weight", "lm_head.weight"),
+    ]:
+        assert transformers_name(release_name) == transformers, release_name
+
+
+def test_a_file_of_zero_width_is_no_qwen25_vl(tmp_path):
+    """Zero divides into heads of any width: a file of Qwen2.5-VL's names whose text or vision
+    width is 0 (an empty export) is not listed, where it read as zero heads; the same names at
+    the release's head widths are."""
+    from safetensors.torch import save_file
+
+    from skyreels_core.encoder_file import REQUIRED_KEYS, holds_qwen25_vl
+
+    for text, vision, listed in [(128, 80, True), (0, 80, False), (128, 0, False)]:
+        state = {key: torch.zeros(2, 2) for key in REQUIRED_KEYS}
+        state["model.embed_tokens.weight"] = torch.zeros(4, text)
+        state["visual.patch_embed.proj.weight"] = torch.zeros(vision, 3)
+        path = tmp_path / f"qwen_{text}_{vision}.safetensors"
+        save_file(state, str(path))
+        assert holds_qwen25_vl(path) is listed, (text, vision)
+
+
+def test_a_single_file_with_its_own_output_head_keeps_it(release, tmp_path):
+    """A single file that carries ``lm_head`` (an export of the full model) loads it as its own:
+    neither refused as an unexpected key nor replaced by the embedding table, which stands in
+    only where the file has none."""
+    from safetensors.torch import load_file
+
+    _, single, tokenizer_folder = release
+    state = load_file(str(single))
+    head = torch.randn_like(state["model.embed_tokens.weight"])
+    path = tmp_path / "qwen_2.5_vl_tiny_with_head.safetensors"
+    save_file(state | {"lm_head.weight": head}, str(path))
+    encoder = MLLMEncoder.from_file(path, tokenizer_folder, dtype=torch.float32)
+    assert torch.equal(encoder.model.lm_head.weight, head)

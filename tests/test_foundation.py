@@ -488,10 +488,13 @@ def test_latent_index_of_frame_inverts_the_grouping():
 
 
 def test_auto_dtype_is_fp32_on_cpu():
+    """fp32 on the CPU and any device neither CUDA nor Apple's (an Intel XPU): only a CUDA card
+    is asked for its compute capability, which on another device raised instead."""
     from skyreels_core.runtime import resolve_dtype
 
     assert resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
+    assert resolve_dtype("auto", "xpu") == torch.float32
 
 
 def test_auto_dtype_is_bf16_only_on_cards_that_compute_it(monkeypatch):

@@ -132,7 +132,8 @@ def test_a_device_without_float8_widens_an_fp8_file_under_auto_and_refuses_fp8_s
 
 def test_the_float8_probe_answers_per_device_from_what_torch_does(monkeypatch):
     """The probe converts a tensor on the device to each float8 format the loader keeps, and
-    takes torch's refusal (a TypeError on MPS) as no."""
+    takes torch's refusal (a TypeError on MPS, a RuntimeError where a kernel is missing) as no,
+    rather than letting either take the model load down."""
     from skyreels_core import runtime
 
     refused = []
@@ -144,12 +145,20 @@ def test_the_float8_probe_answers_per_device_from_what_torch_does(monkeypatch):
             raise TypeError("Trying to convert Float8_e5m2 to the MPS backend")
         return real_to(self, *args, **kwargs)
 
+    def unsupported_to(self, *args, **kwargs):
+        if torch.float8_e4m3fn in args:
+            raise RuntimeError("\"copy_\" not implemented for 'Float8_e4m3fn'")
+        return real_to(self, *args, **kwargs)
+
     runtime.holds_float8.cache_clear()
     try:
         assert runtime.holds_float8("cpu")
         runtime.holds_float8.cache_clear()
         monkeypatch.setattr(torch.Tensor, "to", refusing_to)
         assert not runtime.holds_float8("cpu") and refused
+        runtime.holds_float8.cache_clear()
+        monkeypatch.setattr(torch.Tensor, "to", unsupported_to)  # a backend's other refusal
+        assert not runtime.holds_float8("cpu")
     finally:
         runtime.holds_float8.cache_clear()
 

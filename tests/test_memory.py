@@ -171,6 +171,8 @@ def test_available_ram_counts_free_swap_from_psutil_or_meminfo_or_is_unknown(mon
     assert memory.available_ram() == (8192 + 2048) * 1024
     meminfo.write_text("MemTotal:       16384 kB\nMemAvailable:   8192 kB\n")  # no swap lines
     assert memory.available_ram() == 8192 * 1024
+    meminfo.write_text("MemTotal:       16384 kB\nMemFree:  1024 kB\n")  # Linux before 3.14
+    assert memory.available_ram() is None  # MemFree leaves out the page cache: unknown
     monkeypatch.setattr(memory, "MEMINFO", tmp_path / "missing")  # not Linux
     assert memory.available_ram() is None
 
@@ -311,3 +313,121 @@ def test_decode_video_is_refused_whole_and_taken_in_tiles_that_fit(monkeypatch):
     with pytest.raises(InputError, match="^tile_size: decoding 9 frames of 256 x 256 px in 128 x "
                        "128 px tiles on the CPU .* Fix: a smaller tile_size"):  # fmt: skip
         decode_tiled(codec, latents, 16, 4)
+
+
+def test_the_advice_quotes_the_errors_first_line_or_says_out_of_memory():
+    """The advice quotes the line that says what ran out, not a traceback line torch appends
+    after it, and an OutOfMemoryError raised without a message still reads "(out of memory)"
+    rather than "()"."""
+    said = "CUDA out of memory. Tried to allocate 2.00 GiB\nException raised from malloc at c10"
+    with pytest.raises(MemoryAdviceError) as caught:
+        with out_of_memory_advice("decode"):
+            raise torch.OutOfMemoryError(said)
+    assert str(caught.value).startswith(
+        "decode ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB). Try: "
+    )
+    with pytest.raises(MemoryAdviceError) as caught:
+        with out_of_memory_advice("decode"):
+            raise torch.OutOfMemoryError()
+    assert str(caught.value).startswith("decode ran out of memory (out of memory). Try: ")
+
+
+def test_a_cgroup_over_its_limit_or_its_swap_limit_has_no_room_and_no_borrowed_swap(
+    monkeypatch, tmp_path
+):
+    """A cgroup whose limit was lowered below what it holds (the kernel reclaims it gradually)
+    has no room left, not a negative room that made every encode look impossible by the excess;
+    the swap it may use is what its swap limit leaves, never below none and never more than the
+    machine has free."""
+    GiB = 2**30
+    psutil = SimpleNamespace(
+        virtual_memory=lambda: SimpleNamespace(available=48 * GiB),
+        swap_memory=lambda: SimpleNamespace(free=2 * GiB),
+    )
+    monkeypatch.setitem(sys.modules, "psutil", psutil)
+    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "fs")
+    (tmp_path / "cgroup").write_text("0::/\n")
+    root = tmp_path / "fs"
+    _cgroup(root, memory_max=str(4 * GiB), memory_current=str(7 * GiB), memory_stat="file 0\n")
+    _cgroup(root, memory_swap_max="max", memory_swap_current="0")
+    assert memory.available_ram() == 2 * GiB  # no RAM left, the machine's free swap
+    (root / "memory.swap.max").write_text(str(8 * GiB))  # more than the machine has free
+    assert memory.available_ram() == 2 * GiB
+    (root / "memory.swap.max").write_text(str(GiB))  # lowered below what it has swapped out
+    (root / "memory.swap.current").write_text(str(3 * GiB))
+    assert memory.available_ram() == 0
+
+
+def test_a_clip_is_four_bytes_a_channel_value():
+    """IMAGE frames are float32 RGB: what the pre-flight check counts for each clip it holds."""
+    assert memory.clip_bytes(2, 3, 5) == 2 * 3 * 5 * 3 * 4 == 360
+
+
+def test_a_codec_without_a_device_computes_where_its_weights_are():
+    """A codec module naming no device runs where its weights rest: on the GPU ("meta" stands in
+    for it) it is not checked against RAM, on the CPU it is, and so is a codec of no weights."""
+    on_gpu = nn.Linear(2, 2, device="meta")
+    assert not memory.computes_on_cpu(on_gpu)
+    assert memory.computes_on_cpu(nn.Linear(2, 2))
+    assert memory.computes_on_cpu(nn.Identity())
+    assert memory.computes_on_cpu(SimpleNamespace())
+
+
+def test_a_refusal_in_tiles_names_them_width_by_height(monkeypatch):
+    """A tile is (height, width) px, as the clip; the message says width x height, as it says the
+    clip's size, so a tall tile reads as tall."""
+    monkeypatch.setattr(memory, "available_ram", lambda: 0)
+    with pytest.raises(InputError, match="^tile_size: decoding 9 frames of 96 x 256 px in 96 x 128 px tiles on"):  # fmt: skip
+        memory.check_codec_ram(
+            PoolingCodec(), "decode", 9, 256, 96, held=1, input_name="tile_size", remedy="x",
+            tile=(128, 96),
+        )  # fmt: skip
+
+
+def test_a_cgroup_path_not_mounted_takes_the_mounts_root_not_a_namesake_below_it(
+    monkeypatch, tmp_path
+):
+    """Without its own cgroup namespace a container sees the host's path (``/docker/abc``) over
+    a mount whose root is its own cgroup: that root binds it. A group below the root that happens
+    to share the path's first part (docker-in-docker's own ``docker`` group, limited for its
+    containers) is not this process's and must not bind it."""
+    GiB = 2**30
+    psutil = SimpleNamespace(
+        virtual_memory=lambda: SimpleNamespace(available=48 * GiB),
+        swap_memory=lambda: SimpleNamespace(free=0),
+    )
+    monkeypatch.setitem(sys.modules, "psutil", psutil)
+    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "fs")
+    (tmp_path / "cgroup").write_text("0::/docker/abc\n")
+    root = tmp_path / "fs"
+    _cgroup(root, memory_max=str(8 * GiB), memory_current=str(2 * GiB), memory_stat="file 0\n")
+    _cgroup(root / "docker", memory_max=str(GiB), memory_current="0", memory_stat="file 0\n")
+    assert memory.available_ram() == 6 * GiB
+
+
+def test_the_failed_renders_tensors_are_freed_before_the_cache_is_emptied(monkeypatch):
+    """Emptying the GPU's cache gives back only blocks no tensor holds: the failed render's
+    activations must be gone by then, those caught in reference cycles (closures, hooks, frames
+    that hold their own error) too, or the next queue item starts without their memory."""
+    alive_at_emptying = []
+
+    def render():
+        activations = {"output": torch.zeros(1024)}
+        activations["self"] = activations  # a reference cycle: only the collector frees it
+        holder["ref"] = weakref.ref(activations["output"])
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    holder = {}
+    monkeypatch.setattr(
+        memory, "empty_device_cache", lambda: alive_at_emptying.append(holder["ref"]() is not None)
+    )
+    gc.disable()  # the collector runs when told to, not when allocations happen to trigger it
+    try:
+        with pytest.raises(MemoryAdviceError):
+            with out_of_memory_advice("sampling"):
+                render()
+    finally:
+        gc.enable()
+    assert alive_at_emptying == [False]

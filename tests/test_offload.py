@@ -351,3 +351,33 @@ def test_model_loader_applies_fp8_and_block_swap():
     assert isinstance(loaded.module.blocks[0].ffn[0], Float8Linear)
     assert loaded.module.blocks[0].ffn[0].compute_dtype == torch.float32  # auto on CPU
     assert loaded.block_swap == 1 and loaded.module.attention_backend == "sdpa"
+
+
+def test_a_render_moves_the_weights_to_its_device_and_back_to_where_they_rest(monkeypatch):
+    """Between renders a model's weights wait on its offload device (the CPU here), not pinning
+    GPU memory while the text encoder and VAEs run: ``on`` moves them to the render's device
+    ("meta" stands in for the GPU) and back after it, and moves nothing back where the render
+    ran where they rest."""
+    from skyreels_core import runtime
+
+    placed = []
+    monkeypatch.setattr(runtime, "place", lambda module, device: placed.append(str(device)))
+    loaded = LoadedModel(tiny_model(), "tiny", offload_device="cpu")
+    with loaded.on("meta"):
+        assert placed == ["meta"]
+    assert placed == ["meta", "cpu"]
+    placed.clear()
+    with loaded.on("cpu"):
+        pass
+    assert placed == ["cpu"]
+
+
+def test_a_video_only_model_says_it_has_no_audio_stream():
+    """A Wan 2.1 checkpoint loads without an audio stream: the Sampler node asks the loaded
+    model, and one that claimed audio would be handed audio latents it has no layers for."""
+    from model_helpers import WAN_TINY
+
+    from skyreels_core.mmdit import DualStreamMMDiT
+
+    assert LoadedModel(tiny_model(), "tiny").has_audio
+    assert not LoadedModel(DualStreamMMDiT(WAN_TINY), "wan").has_audio
