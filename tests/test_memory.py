@@ -154,11 +154,7 @@ def test_available_ram_counts_free_swap_from_psutil_or_meminfo_or_is_unknown(mon
     """What the OOM killer leaves: available RAM plus free swap (a machine with 16 GB of RAM and
     32 GB of swap renders a clip past its RAM slowly, and was refused it), from psutil as ComfyUI
     reads it, else /proc/meminfo; unknown off Linux without psutil."""
-    psutil = SimpleNamespace(
-        virtual_memory=lambda: SimpleNamespace(available=3 * 2**30),
-        swap_memory=lambda: SimpleNamespace(free=2**30),
-    )
-    monkeypatch.setitem(sys.modules, "psutil", psutil)
+    _machine(monkeypatch, available=3 * 2**30, swap_free=2**30)
     monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "no cgroup")  # not in a container
     assert memory.available_ram() == 4 * 2**30
     monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now raises ImportError
@@ -177,6 +173,23 @@ def test_available_ram_counts_free_swap_from_psutil_or_meminfo_or_is_unknown(mon
     assert memory.available_ram() is None
 
 
+def _machine(monkeypatch, available: int, swap_free: int) -> None:
+    """psutil as it reports a machine with this much available RAM and free swap."""
+    psutil = SimpleNamespace(
+        virtual_memory=lambda: SimpleNamespace(available=available),
+        swap_memory=lambda: SimpleNamespace(free=swap_free),
+    )
+    monkeypatch.setitem(sys.modules, "psutil", psutil)
+
+
+def _in_cgroup(monkeypatch, tmp_path, path: str):
+    """This process in cgroup ``path`` of a cgroup v2 mount made under tmp_path: its root."""
+    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "fs")
+    (tmp_path / "cgroup").write_text(f"0::{path}\n")
+    return tmp_path / "fs"
+
+
 def _cgroup(folder, **files):
     """Writes a cgroup's files, named as keywords: ``memory_swap_max`` is ``memory.swap.max``,
     ``memory_limit_in_bytes`` is ``memory.limit_in_bytes``."""
@@ -191,11 +204,7 @@ def test_available_ram_is_a_memory_limited_containers_room(monkeypatch, tmp_path
     the cgroup holds (its page cache counted as free), plus the swap it may still use, and a
     parent's tighter limit binds its children. No limit, or no cgroup, leaves the machine's."""
     GiB = 2**30
-    psutil = SimpleNamespace(
-        virtual_memory=lambda: SimpleNamespace(available=48 * GiB),
-        swap_memory=lambda: SimpleNamespace(free=2 * GiB),
-    )
-    monkeypatch.setitem(sys.modules, "psutil", psutil)
+    _machine(monkeypatch, available=48 * GiB, swap_free=2 * GiB)
     proc, root = tmp_path / "cgroup", tmp_path / "fs"
     monkeypatch.setattr(memory, "PROC_CGROUP", proc)
     monkeypatch.setattr(memory, "CGROUP_ROOT", root)
@@ -234,11 +243,7 @@ def test_available_ram_is_a_memory_limited_containers_room(monkeypatch, tmp_path
 def test_a_container_limit_refuses_what_the_host_would_let_through(monkeypatch, tmp_path):
     """The pre-flight refuses, in the container, what its machine alone would have let run."""
     GiB = 2**30
-    psutil = SimpleNamespace(
-        virtual_memory=lambda: SimpleNamespace(available=48 * GiB),
-        swap_memory=lambda: SimpleNamespace(free=0),
-    )
-    monkeypatch.setitem(sys.modules, "psutil", psutil)
+    _machine(monkeypatch, available=48 * GiB, swap_free=0)
     monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
     monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path)
     (tmp_path / "cgroup").write_text("0::/\n")
@@ -340,15 +345,8 @@ def test_a_cgroup_over_its_limit_or_its_swap_limit_has_no_room_and_no_borrowed_s
     the swap it may use is what its swap limit leaves, never below none and never more than the
     machine has free."""
     GiB = 2**30
-    psutil = SimpleNamespace(
-        virtual_memory=lambda: SimpleNamespace(available=48 * GiB),
-        swap_memory=lambda: SimpleNamespace(free=2 * GiB),
-    )
-    monkeypatch.setitem(sys.modules, "psutil", psutil)
-    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
-    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "fs")
-    (tmp_path / "cgroup").write_text("0::/\n")
-    root = tmp_path / "fs"
+    _machine(monkeypatch, available=48 * GiB, swap_free=2 * GiB)
+    root = _in_cgroup(monkeypatch, tmp_path, "/")
     _cgroup(root, memory_max=str(4 * GiB), memory_current=str(7 * GiB), memory_stat="file 0\n")
     _cgroup(root, memory_swap_max="max", memory_swap_current="0")
     assert memory.available_ram() == 2 * GiB  # no RAM left, the machine's free swap
@@ -393,15 +391,8 @@ def test_a_cgroup_path_not_mounted_takes_the_mounts_root_not_a_namesake_below_it
     to share the path's first part (docker-in-docker's own ``docker`` group, limited for its
     containers) is not this process's and must not bind it."""
     GiB = 2**30
-    psutil = SimpleNamespace(
-        virtual_memory=lambda: SimpleNamespace(available=48 * GiB),
-        swap_memory=lambda: SimpleNamespace(free=0),
-    )
-    monkeypatch.setitem(sys.modules, "psutil", psutil)
-    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
-    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "fs")
-    (tmp_path / "cgroup").write_text("0::/docker/abc\n")
-    root = tmp_path / "fs"
+    _machine(monkeypatch, available=48 * GiB, swap_free=0)
+    root = _in_cgroup(monkeypatch, tmp_path, "/docker/abc")
     _cgroup(root, memory_max=str(8 * GiB), memory_current=str(2 * GiB), memory_stat="file 0\n")
     _cgroup(root / "docker", memory_max=str(GiB), memory_current="0", memory_stat="file 0\n")
     assert memory.available_ram() == 6 * GiB
