@@ -387,7 +387,7 @@ class _Flattener:
         self.stores: dict[tuple, tuple] = {}  # storage key -> (kind, object, where, scope)
         self.boundary_types: dict[int, str] = {}  # flat link id -> type (see _origin)
         self._scopes: dict[tuple, _Scope] = {}
-        self._promoted: dict[str, dict[int, bool]] = {}
+        self._promoted: dict[str, dict[int, int]] = {}
 
     # -- expansion ---------------------------------------------------------------------------
 
@@ -592,9 +592,8 @@ class _Flattener:
 
     def _promoted_inputs(self, definition: dict, visiting: frozenset = frozenset()) -> dict:
         """Subgraph input index -> how many control values its widget has (see
-        :func:`control_values`), for
-        the inputs that feed a widget inside (directly or through a nested subgraph node): the
-        ones the frontend shows as widgets on the subgraph node."""
+        :func:`control_values`), for the inputs that feed a widget inside (directly or through
+        a nested subgraph node): the ones the frontend shows as widgets on the subgraph node."""
         if definition["id"] in self._promoted:
             return self._promoted[definition["id"]]
         if definition["id"] in visiting:
