@@ -260,3 +260,37 @@ def test_a_refined_clip_takes_exactly_the_sounds_its_source_took(tmp_path):
     assert error.value.problem == (
         "1.50 s of sound for a 1.06 s clip (65 frames at 64 fps, refined from 16 fps)"
     )
+
+
+def test_the_tiled_decode_and_encode_hand_both_tile_widgets_to_the_tiler(monkeypatch):
+    """tile_size and tile_overlap reach the tiler as typed: an overlap left at its default 8 when
+    4 is asked for redoes twice the work per tile, and an overlap as large as the tile (which
+    the tiler refuses) would pass unnoticed."""
+    from skyreels_pack.nodes import av_codecs
+
+    seen = []
+    take_frames, encode_tiled = av_codecs.take_frames, av_codecs.encode_tiled
+    monkeypatch.setattr(av_codecs, "take_frames",
+                        lambda latent, codec, *tiles: seen.append(tiles[:2]) or take_frames(
+                            latent, codec, *tiles))  # fmt: skip
+    monkeypatch.setattr(av_codecs, "encode_tiled",
+                        lambda codec, pixels, *tiles: seen.append(tiles[:2]) or encode_tiled(
+                            codec, pixels, *tiles))  # fmt: skip
+    codec = bundle.video_codec()
+    (latent,) = ENCODE_VIDEO().encode(torch.rand(5, 128, 128, 3), codec, 16.0, 12, 4)
+    frames, _ = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]().decode(latent, codec, 12, 4)
+    assert seen == [(12, 4), (12, 4)] and frames.shape == (5, 128, 128, 3)
+    with pytest.raises(InputError) as error:
+        NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]().decode(latent, codec, 12, 12)
+    assert error.value.input_name == "tile_overlap"
+
+
+def test_decode_video_gives_a_refined_take_s_own_frame_rate():
+    """A take refined to 2x fps (32 fps, made at 16) decodes at 32 fps: the rate it was made at
+    would play the refined frames at half speed, the sound ending halfway."""
+    codec = bundle.video_codec()
+    latent = ENCODE_VIDEO().encode(torch.rand(9, 32, 32, 3), codec, 32.0)[0]
+    frames, fps = NODE_CLASS_MAPPINGS["SkyReelsV4DecodeVideo"]().decode(
+        replace(latent, source_fps=16.0), codec
+    )
+    assert fps == 32.0 and type(fps) is float and frames.shape == (9, 32, 32, 3)

@@ -366,3 +366,43 @@ def test_each_window_reads_its_own_part_of_a_negative_story(monkeypatch):
         ([(0, 3, 0, 1), (3, 5, 1, 9)], [(0, 2, 0, 5), (2, 4, 5, 9)]),
         ([(3, 5, 0, 9)], [(2, 4, 0, 9)]),
     ]
+
+
+def test_extend_to_length_draws_each_window_from_its_own_seed(monkeypatch):
+    """Window n renders at seed + n (wrapping past the largest seed): one seed for every window
+    drew the same noise each time, and the sound of each window came back as a near copy of the
+    last, an audible loop."""
+    from types import SimpleNamespace
+
+    from skyreels_pack.nodes import clips
+
+    from skyreels_core.sampling import MAX_SEED
+    from skyreels_core.types import TextEncoding
+
+    seeds = []
+
+    def sample(self, model, prompt, condition, **settings):
+        seeds.append(settings["seed"])
+        return {"result": (SimpleNamespace(audio=None),)}
+
+    monkeypatch.setattr(clips.SkyReelsV4Sampler, "sample", sample)
+    monkeypatch.setattr(clips.SkyReelsV4DecodeVideo, "decode", lambda *_: (_clip(33, 0.5),))
+    model = SimpleNamespace(
+        has_audio=False, module=SimpleNamespace(config=SimpleNamespace(video_latent_channels=4))
+    )
+    text = TextEncoding(torch.zeros(1, 5, 8), torch.ones(1, 5, dtype=torch.bool))
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4ExtendToLength"]()
+    for seed, expected in ((7, [8, 9]), (MAX_SEED, [0, 1])):
+        seeds.clear()
+        node.extend(model, text, CODEC, None, _clip(33), 16.0, 89, 33, 5, seed=seed, steps=2)
+        assert seeds == expected
+
+
+def test_join_clips_takes_an_overlap_of_zero_to_lay_clips_end_to_end():
+    """Clips that share no frame (two separate renders) join end to end: the overlap widget
+    reaches 0, and the join then cuts straight from the last frame of one to the other."""
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4JoinClips"]
+    assert node.INPUT_TYPES()["required"]["overlap"][1]["min"] == 0
+    first, second = _clip(9, 0.25), _clip(5, 0.75)
+    frames, sound = node().join(first, second, 0, 16.0)
+    assert torch.equal(frames, torch.cat([first, second])) and sound is None

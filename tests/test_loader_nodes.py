@@ -321,3 +321,17 @@ def test_the_offload_toggle_rests_encoder_and_vaes_where_the_host_says(
     assert {p.device.type for p in audio.vae.parameters()} == {"meta"}
     on = AUDIO_LOADER().load("vae.safetensors", "vocoder.safetensors", "fp32", offload=False)[0]
     assert {p.device.type for p in on.vocoder.parameters()} == {"cpu"}
+
+
+def test_the_hidden_layer_widget_defaults_to_the_layer_the_library_encodes_with():
+    """A fresh Load Text Encoder node encodes as the library, the demo CLI and the training
+    scripts do: the last hidden layer (-1). A default of 0 would hand the model the embedding
+    layer's features, a prompt it was never trained to read."""
+    import inspect
+
+    from skyreels_core.encoder import MLLMEncoder
+
+    spec = NODE_CLASS_MAPPINGS["SkyReelsV4TextEncoderLoader"].INPUT_TYPES()["required"]
+    for method in (MLLMEncoder.__init__, MLLMEncoder.from_folder):
+        assert inspect.signature(method).parameters["hidden_layer"].default == -1
+    assert spec["hidden_layer"][1]["default"] == -1

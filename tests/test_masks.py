@@ -417,3 +417,50 @@ def test_image_to_video_node_keeps_the_first_image_of_a_batch():
     assert torch.equal(condition.latents, masks.image_to_video(CODEC, images[:1], 5).latents)
     first = CODEC.decode(condition.latents)[0, 0]
     assert abs(float(first.mean()) - 0.1) < 1e-4
+
+
+def test_mask_node_timelines_show_the_frames_asked_for_kept_and_the_latent_count():
+    """The frontend's timeline is all an artist sees of what a mask node asked for and kept: a
+    timeline that dropped Image to Video's frame 0, listed First-Last's last frame past the
+    clip, showed an edit asking for nothing or Continue Clip's 64-frame overlap on a 17-frame
+    window, or counted pixel frames as latent frames would misdraw it."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS as NODES
+
+    def timeline(output):
+        (drawn,) = output["ui"]["skyreels_timeline"]
+        return drawn
+
+    image, clip = _clip(1), _clip(9)
+    assert timeline(NODES["SkyReelsV4MaskI2V"]().build(CODEC, image, 9)) == {
+        "frames": 9, "known_frames": [0], "requested_frames": [0], "latent_frames": 3
+    }  # fmt: skip
+    assert timeline(NODES["SkyReelsV4MaskInterpolate"]().build(CODEC, image, image, 9)) == {
+        "frames": 9, "known_frames": [0, 5, 6, 7, 8], "requested_frames": [0, 8],
+        "latent_frames": 3,
+    }  # fmt: skip
+    change = torch.zeros(9, 32, 32)
+    change[5:] = 1
+    edit = timeline(NODES["SkyReelsV4MaskEdit"]().build(CODEC, clip, change))
+    assert edit["known_frames"] == edit["requested_frames"] == [0, 1, 2, 3, 4]
+    window = NODES["SkyReelsV4MaskContinue"]().build(CODEC, clip, 17, 64)
+    assert timeline(window) == {
+        "frames": 17, "known_frames": list(range(9)), "requested_frames": list(range(17)),
+        "latent_frames": 5,
+    }  # fmt: skip
+    assert window["result"][1] == 9
+
+
+def test_keyframe_images_of_the_wrong_count_are_refused_by_the_images_input():
+    """Three images for two typed frames, or ten for a nine-frame clip, is the images input's
+    fault: naming keyframe_indices would send the artist to the wrong widget, and reading ten
+    images as a clip would take frames from a clip of another length."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS as NODES
+
+    with pytest.raises(InputError) as error:
+        NODES["SkyReelsV4MaskKeyframes"]().build(CODEC, _clip(3), "0, 8", 9)
+    assert str(error.value) == (
+        "images: 3 images for 2 keyframe indices. Fix: give one image per index in the order "
+        "typed, or a whole clip of 9 frames"
+    )
+    with pytest.raises(InputError, match=r"^images: 10 images for 2 keyframe indices\."):
+        NODES["SkyReelsV4MaskKeyframes"]().build(CODEC, _clip(10), "0, 8", 9)  # not a 9-frame clip

@@ -187,3 +187,19 @@ def test_an_empty_image_batch_is_named_by_the_input_it_reached(name, call, input
     empty, image = torch.zeros(0, 32, 32, 3), torch.rand(1, 32, 32, 3)
     with pytest.raises(InputError, match=f"^{input_name}: no frames \\(an empty IMAGE batch\\)"):
         call(NODE_CLASS_MAPPINGS[name](), empty, image)
+
+
+def test_every_frame_count_widget_steps_between_valid_counts():
+    """Frame counts must be 4k + 1: a frames widget whose default, minimum or step is off that
+    grid makes its arrows walk through counts the node then refuses (step 1 from 33 gives 34)."""
+    specs = [
+        (name, input_name, entry[1])
+        for name, cls in NODE_CLASS_MAPPINGS.items()
+        for group in ("required", "optional")
+        for input_name, entry in cls.INPUT_TYPES().get(group, {}).items()
+        if input_name in ("frames", "window_frames") and entry[0] == "INT"
+    ]
+    assert len(specs) >= 8
+    for name, input_name, options in specs:
+        assert options["step"] == 4, (name, input_name)
+        assert options["min"] % 4 == 1 and options["default"] % 4 == 1, (name, input_name)

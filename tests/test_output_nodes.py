@@ -209,6 +209,12 @@ def test_a_prefix_too_long_for_a_file_name_is_refused_when_queued_and_shortened_
     kept = ("é" + prompt).encode()[:stem].decode()
     assert saved["filename"] == f"{kept}_00001{suffix}"
     assert [p.name for p in output.rglob("*") if p.is_file()] == [saved["filename"]]
+    # one byte past the room, though within a file name's 255, is shortened too, not refused
+    if name == "SkyReelsV4SaveVideo":
+        (over,) = node().save(frames, 16.0, "z" * (stem + 1), audio=sound)["ui"]["skyreels_videos"]
+    else:
+        (over,) = node().save(take, "z" * (stem + 1))["ui"]["skyreels_latents"]
+    assert over["filename"] == "z" * stem + f"_00001{suffix}"
     # a cut inside a two-byte "é" (at byte 212) drops its half, not a "\ufffd" past the room
     if name == "SkyReelsV4SaveAVLatent":
         (split,) = node().save(take, "x" + "é" * 200)["ui"]["skyreels_latents"]

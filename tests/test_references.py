@@ -61,12 +61,16 @@ def test_storyboard_split_recovers_the_panels_exactly():
 
 
 def test_the_storyboard_node_refuses_a_batch_it_would_read_one_image_of():
+    """A batch of 4 would be read as its first image only, and an empty batch (an upstream
+    node's empty output) failed as a bare IndexError: both are refused on grid."""
     from skyreels_pack import NODE_CLASS_MAPPINGS
 
     node = NODE_CLASS_MAPPINGS["SkyReelsV4StoryboardReference"]()
     batch = torch.rand(4, 32, 48, 3)
     with pytest.raises(InputError, match="^grid: a batch of 4 images"):
         node.build(CODEC, batch, 2, 2, 0, 32, 32)
+    with pytest.raises(InputError, match="^grid: a batch of 0 images; the storyboard is one"):
+        node.build(CODEC, batch[:0], 2, 2, 0, 32, 32)
     (one,) = node.build(CODEC, batch[:1], 2, 2, 0, 32, 32)
     assert one.video.shape[2] == 4
 
@@ -221,3 +225,18 @@ def test_chained_sound_references_keep_their_order():
     assert merged.video is None and merged.audio.shape == (1, 8, 32 + 32)
     assert torch.equal(merged.audio, torch.cat([low.audio, high.audio], dim=2))
     assert not torch.equal(low.audio, high.audio)
+
+
+def test_image_references_with_no_image_connected_name_the_first_image_socket():
+    """Nothing connected (or only empty sockets the host passes as None) is refused on image_1,
+    the socket the node shows first, with the fix: a refusal naming no socket of the node would
+    leave the artist looking for an "images" input that does not exist."""
+    from skyreels_pack import NODE_CLASS_MAPPINGS
+
+    node = NODE_CLASS_MAPPINGS["SkyReelsV4ImageReferences"]()
+    for images in ({}, {"image_1": None, "image_2": None}):
+        with pytest.raises(InputError) as error:
+            node.build(CODEC, 32, 32, **images)
+        assert str(error.value) == (
+            "image_1: no reference image is connected. Fix: connect at least one IMAGE"
+        )

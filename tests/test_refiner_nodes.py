@@ -89,13 +89,19 @@ def test_refine_node_names_bad_keyframe_inputs(refiner, keyframes, indices, inpu
 def test_refine_node_says_keyframe_faults_in_its_own_widgets_and_pixel_frames(refiner):
     """The take's own keyframes at another scale were blamed on the unconnected keyframes input;
     another take's keyframes past this clip said "use latent frames 0..2", which no widget takes;
-    a typed count was "indices for keyframes"."""
+    a typed count was "indices for keyframes"; a clip's video as keyframes needs its frames typed."""
     cases = [
         (_clip(), None, "", {"scale": 4}, "scale: the take's keyframes were rendered at 2x"),
         (_clip(keyframes=False), AVLatent(video=torch.rand(1, 4, 17, 4, 6), keyframes=torch.rand(
             1, 4, 1, 8, 12), keyframe_indices=[6]), "", {}, r"keyframes: their frames \[21\] lie "
             "past the clip's 17 frames"),
+        (_clip(keyframes=False), AVLatent(video=torch.rand(1, 4, 17, 4, 6), keyframes=torch.rand(
+            1, 4, 1, 8, 12), keyframe_indices=[5]), "", {}, r"keyframes: their frames \[17\] lie "
+            "past the clip's 17 frames"),  # the first latent frame past the clip's 5
         (_clip(), None, "0", {}, "keyframe_indices: 1 frames typed for 2 keyframes"),
+        (_clip(keyframes=False), AVLatent(video=torch.rand(1, 4, 1, 8, 12)), "", {},
+            "keyframe_indices: the connected keyframes do not say which frames they are. Fix: "
+            'type their frames in the low-res clip, e.g. "0, 16"'),
     ]  # fmt: skip
     for clip, keyframes, typed, change, message in cases:
         with pytest.raises(InputError, match=f"^{message}"):
@@ -301,3 +307,31 @@ def test_refine_node_rests_the_refiner_and_its_output_where_the_host_says(refine
     monkeypatch.setattr(host, "offload_device", lambda: torch.device("meta"))
     SkyReelsV4Refine().refine(refiner, _clip(), **WIDGETS)
     assert {p.device.type for p in refiner.parameters()} == {"meta"}
+
+
+def test_refine_without_reinjection_ignores_the_keyframe_inputs(refiner):
+    """reinject_keyframes off refines from the low-res clip alone: frames left typed in
+    keyframe_indices with no keyframes connected are not read, so they neither stop the refine
+    (as "typed but no high-res keyframes are connected") nor change it."""
+    clip = _clip(keyframes=False)
+    widgets = {**WIDGETS, "reinject_keyframes": False}
+    (plain,) = SkyReelsV4Refine().refine(refiner, clip, **widgets)["result"]
+    (typed,) = SkyReelsV4Refine().refine(refiner, clip, **widgets, keyframe_indices="0")["result"]
+    assert torch.equal(typed.video, plain.video) and plain.video.shape == (1, 4, 9, 8, 12)
+
+
+def test_refine_names_the_latent_input_of_another_width(refiner):
+    """The tiny refiner takes 4 video latent channels: an 8-channel take is av_latent's fault and
+    8-channel keyframes the keyframes input's, each named by its own socket."""
+    wide = AVLatent(video=torch.rand(1, 8, 5, 4, 6), fps=16.0)
+    for clip, keyframes, input_name in [
+        (wide, None, "av_latent"),
+        (_clip(keyframes=False), replace(wide, video=torch.rand(1, 8, 1, 8, 12)), "keyframes"),
+    ]:
+        with pytest.raises(InputError) as error:
+            SkyReelsV4Refine().refine(
+                refiner, clip, **WIDGETS, keyframes=keyframes, keyframe_indices="0"
+            )
+        assert str(error.value).startswith(
+            f"{input_name}: 8 video latent channels where this refiner takes 4."
+        ), str(error.value)

@@ -174,6 +174,47 @@ def test_video_to_video_at_the_clips_own_rate_or_the_rate_is_named(demo):
     assert render(demo, initial=clip, denoise_start=1.0).audio.shape == take.audio.shape
 
 
+def test_a_condition_made_at_another_rate_is_refused_before_memory_is_freed(demo, monkeypatch):
+    """A kept 24 fps clip (Keep Video) sampled at 16 fps is named by fps before the host is asked
+    to free memory for the model: refused only inside the render, the other models were already
+    unloaded (and reloaded by the next queue) for a render that never ran."""
+    import sys
+
+    sampler_module = sys.modules[type(node("SkyReelsV4Sampler")).__module__]
+    freed = []
+    monkeypatch.setattr(sampler_module.host, "make_room", lambda *args, **kw: freed.append(args))
+    condition = dataclasses.replace(demo["condition"], fps=24.0)
+    with pytest.raises(InputError) as error:
+        render(demo, condition=condition, fps=16.0)
+    assert str(error.value).startswith("fps: 16 fps for a clip made at 24 fps. Fix: set fps to 24")
+    assert freed == []
+
+
+def test_a_connected_audio_vae_sets_the_sound_s_token_count(demo, monkeypatch):
+    """The audio_vae input sets the audio token rate: a codec of half the demo's samples per
+    token gives the 9-frame clip twice the tokens. Counted at the model's own codec rate, the
+    sound decoded by that VAE would last half the clip."""
+    import sys
+    from types import SimpleNamespace
+
+    from skyreels_core.codecs import audio_token_count
+
+    sampler_module = sys.modules[type(node("SkyReelsV4Sampler")).__module__]
+    seen = []
+    stand_in = AVLatent(video=torch.zeros(1, 8, 3, 8, 8), fps=16.0)  # the render is not run
+    monkeypatch.setattr(sampler_module, "sample", lambda *a, **k: seen.append(k) or stand_in)
+    own = demo["audio_vae"]
+    finer = SimpleNamespace(latent_channels=own.latent_channels, sample_rate=own.sample_rate,
+                            samples_per_token=own.samples_per_token // 2)  # fmt: skip
+    assert torch.equal(render(demo, audio_vae=finer).video, stand_in.video)
+    assert seen[0]["audio_tokens"] == audio_token_count(
+        9, 16.0, own.sample_rate, own.samples_per_token // 2
+    )
+    assert seen[0]["audio_tokens"] == 2 * audio_token_count(
+        9, 16.0, own.sample_rate, own.samples_per_token
+    )
+
+
 def test_video_to_video_names_a_condition_of_another_clip_in_frames_and_pixels(demo):
     """A 9-frame take refined under a 17-frame condition said "latents of shape (1, 8, 3, 8, 8)
     where (1, 8, 5, 8, 8) is needed"; the widgets speak frames and pixels."""
@@ -327,3 +368,43 @@ def test_an_audio_reference_on_a_model_without_sound_is_named():
     assert first(node("SkyReelsV4Sampler").sample(**inputs)).audio is None
     with pytest.raises(InputError, match="^references: an audio reference for a model that"):
         node("SkyReelsV4Sampler").sample(**inputs, references=references)
+
+
+def test_the_schedule_node_honours_denoise_start_and_reads_blank_text_as_no_schedule():
+    """Schedule's widgets are the Sampler's: denoise_start 0.5 starts the shifted schedule at 0.5
+    (starting at 1 would redraw a video-to-video take from pure noise), and a custom box holding
+    only spaces or a newline means no custom schedule, not a refused one of 0 times."""
+    schedule = node("SkyReelsV4Schedule").schedule
+    (half,) = schedule(4, 3.0, 0.5)
+    torch.testing.assert_close(
+        half, torch.tensor([0.5, 0.45 / 1.1, 0.3, 0.5 / 3, 0.0], dtype=torch.float64)
+    )
+    (whole,) = schedule(4, 3.0, 1.0)
+    torch.testing.assert_close(whole, torch.tensor([1.0, 0.9, 0.75, 0.5, 0.0], dtype=torch.float64))
+    (blank,) = schedule(4, 3.0, 1.0, " \n ")
+    assert torch.equal(blank, whole)
+    (typed,) = schedule(4, 3.0, 0.5, "1.0, 0.5, 0")
+    assert torch.equal(typed, torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64))
+
+
+def test_vaes_of_another_family_are_named_by_their_own_input(demo):
+    """An audio VAE or a video VAE of another latent width is refused by its own socket before
+    the render: an audio VAE's refusal naming video_vae would send the artist to the wrong
+    loader."""
+    from types import SimpleNamespace
+
+    from codec_helpers import PoolingCodec
+
+    own = demo["audio_vae"]
+    wider = SimpleNamespace(latent_channels=own.latent_channels + 1, sample_rate=own.sample_rate,
+                            samples_per_token=own.samples_per_token)  # fmt: skip
+    with pytest.raises(InputError) as error:
+        render(demo, audio_vae=wider)
+    assert str(error.value).startswith(
+        "audio_vae: 9 audio latent channels where this model takes 8. Fix: use files of one family"
+    )
+    with pytest.raises(InputError) as error:
+        render(demo, video_vae=PoolingCodec(latent_channels=4))
+    assert str(error.value).startswith(
+        "video_vae: 4 video latent channels where this model takes 8. Fix: use files of one family"
+    )
