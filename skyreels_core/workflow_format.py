@@ -296,8 +296,8 @@ def _bypass_input(node: dict, slot: int, wanted: str) -> int | None:
 
     if slot < len(inputs) and fits(slot):
         return slot
-    exact = [index for index, socket in enumerate(inputs) if socket.get("type") == wanted]
-    return next(iter(exact), next((index for index in range(len(inputs)) if fits(index)), None))
+    exact = next((i for i, socket in enumerate(inputs) if socket.get("type") == wanted), None)
+    return exact if exact is not None else next((i for i in range(len(inputs)) if fits(i)), None)
 
 
 def _connects(first: str, second: str) -> bool:
