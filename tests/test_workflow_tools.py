@@ -16,7 +16,13 @@ from workflow_tools import (
     validate_workflow,
 )
 
-from skyreels_core.workflow_format import set_widget_value, ui_to_api, widget_values
+from skyreels_core.workflow_format import (
+    set_widget_value,
+    ui_to_api,
+    widget_table,
+    widget_values,
+    with_widget_values,
+)
 
 
 class MakeNumbers:
@@ -222,8 +228,6 @@ def test_a_primitive_set_keeps_its_named_value():
     """A PrimitiveNode saved by frontend 1.58 holds its value under "value" in
     ``widgets_values_named`` too, which that frontend's restore-by-name setting loads: setting
     the widget it feeds updates both copies."""
-    from skyreels_core.workflow_format import with_widget_values
-
     primitive = {"id": 6, "type": "PrimitiveNode", "inputs": [],
                  "outputs": [{"name": "FLOAT", "type": "FLOAT", "links": [13]}],
                  "widgets_values": [2.5, "fixed"],
@@ -243,8 +247,6 @@ def test_a_node_saved_with_fewer_widget_values_converts_and_takes_new_ones():
     """Nodes saved before a widget was added carry fewer widgets_values: conversion leaves the new
     widget out (the server applies its default) and setting it writes it where the frontend keeps
     it, instead of an IndexError."""
-    from skyreels_core.workflow_format import widget_table, with_widget_values
-
     info = object_info_from_mappings(MAPPINGS)
     ui = workflow()
     ui["nodes"][0]["widgets_values"] = [4]  # count only: no seed, no control value
@@ -316,8 +318,6 @@ def test_a_widget_whose_value_is_a_two_item_list_is_listed_not_taken_for_a_link(
     """A link is [node id, output slot]; a multi-select widget holding two choices is a list of
     two strings too. Taken for a link, it vanished from the widgets the queue command lists and
     sets."""
-    from skyreels_core.workflow_format import widget_table
-
     info = object_info_from_mappings({**MAPPINGS, "Choose": Choose})
     choose = {"id": 5, "type": "Choose", "widgets_values": [["a", "c"]],
               "inputs": [{"name": "values", "type": "TENSOR", "link": 12}]}  # fmt: skip
@@ -331,8 +331,6 @@ def test_a_list_value_goes_to_the_server_wrapped_as_the_frontend_wraps_it():
     multi-select were refused as a link to node "a", three as a malformed link. The frontend
     sends {"__value__": [...]}, which the server unwraps; so does the prompt here, and an API
     prompt's wrapped value is listed and set as the list itself."""
-    from skyreels_core.workflow_format import widget_table, with_widget_values
-
     info = object_info_from_mappings({**MAPPINGS, "Choose": Choose})
     choose = {"id": 5, "type": "Choose", "widgets_values": [["a", "c"]],
               "inputs": [{"name": "values", "type": "TENSOR", "link": 12}]}  # fmt: skip
@@ -466,8 +464,6 @@ def test_named_widget_values_convert_and_the_api_table_lists_no_links():
     """Some packs save widgets_values as a dict by name: those values convert as they are, and
     setting one writes it under its name. In an API prompt an input holding a link is not a
     widget, so the table leaves it out (it would offer "values" as a value to set)."""
-    from skyreels_core.workflow_format import widget_table, with_widget_values
-
     info = object_info_from_mappings(MAPPINGS)
     ui = workflow()
     ui["nodes"][1]["widgets_values"] = {"factor": 0.5, "mode": "negate"}
