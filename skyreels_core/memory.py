@@ -1,11 +1,12 @@
 """Turning out-of-memory into advice, after giving the memory back, and refusing beforehand a
-whole-clip encode on the CPU that cannot fit in RAM.
+whole-clip encode, or a model pass, on the CPU that cannot fit in RAM.
 
 An overnight queue must survive one render that does not fit: the failing render reports which
 memory options exist, and the next queue item starts with the cache emptied. That needs an
 exception, and on the CPU there is none: Linux overcommits, and its OOM killer ends the whole
-process (ComfyUI's server, with every queued render) without a message. So the encodes at a size
-the user picks are checked against the available RAM before they allocate anything.
+process (ComfyUI's server, with every queued render) without a message. So the encodes and the
+model passes at a size the user picks are checked against the available RAM before they allocate
+anything.
 """
 
 from __future__ import annotations
@@ -226,14 +227,30 @@ def check_codec_ram(
     if not computes_on_cpu(codec):
         return
     needed = held + codec_ram_bytes(codec, way, frames, *(tile or (height, width)))
+    tiles = f" in {tile[1]} x {tile[0]} px tiles" if tile else ""
+    refuse_past_ram(
+        needed,
+        input_name,
+        f"{way.removesuffix('e')}ing {frames} frames of {width} x {height} px{tiles} on the CPU",
+        f"{remedy}, fewer frames, or a machine with a GPU (the video VAE runs there)",
+    )
+
+
+def fits_in_ram(needed: int) -> bool:
+    """Whether ``needed`` bytes fit in the available RAM; True where that is unknown."""
+    available = available_ram()
+    return available is None or needed <= available
+
+
+def refuse_past_ram(needed: int, input_name: str, doing: str, remedy: str) -> None:
+    """Raise an :class:`InputError` naming ``input_name`` where ``doing`` (what the CPU would
+    compute, as the message says it) needs more than the available RAM."""
     available = available_ram()
     if available is None or needed <= available:
         return
-    tiles = f" in {tile[1]} x {tile[0]} px tiles" if tile else ""
     raise InputError(
         input_name,
-        f"{way.removesuffix('e')}ing {frames} frames of {width} x {height} px{tiles} on the CPU "
-        f"needs at least {needed / 2**30:.1f} GiB of memory, and {available / 2**30:.1f} GiB "
-        "(RAM and free swap) is available",
-        f"{remedy}, fewer frames, or a machine with a GPU (the video VAE runs there)",
+        f"{doing} needs at least {needed / 2**30:.1f} GiB of memory, and "
+        f"{available / 2**30:.1f} GiB (RAM and free swap) is available",
+        remedy,
     )

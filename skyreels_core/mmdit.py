@@ -30,6 +30,10 @@ TIMESTEP_SCALE = 1000.0  # flow time t in [0, 1] is embedded as Wan's timestep t
 # and unit of width: about 1.4x the tracked peak of 11-15 in float32 and bfloat16 (bench part
 # working_memory; 18-21 before the single-stream block freed its dead tensors).
 ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 21
+# The least a forward was measured to take, for refusals that must never refuse a pass that fits:
+# 8.5 (the demo preset, 3 x 8 x 8 latents and 8 text tokens; 13-14 on large clips, more where long
+# prompts meet small clips), over the demo and 14B presets' shapes at widths 128 and 256.
+LEAST_ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 8
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -175,9 +179,11 @@ class DualStreamMMDiT(nn.Module):
         audio_tokens: int,
         text_tokens: int,
         batch: int,
+        least: bool = False,
     ) -> int:
         """Device memory one forward's activations take beyond the weights, for video latents of
-        ``video_shapes`` (clip, keyframes, references), so a host can make room before sampling."""
+        ``video_shapes`` (clip, keyframes, references), so a host can make room before sampling;
+        ``least``: the least they were measured to take, so a refusal never refuses what fits."""
         return forward_activation_bytes(
             self.config.dim,
             self.config.patch_size,
@@ -185,6 +191,9 @@ class DualStreamMMDiT(nn.Module):
             video_shapes,
             audio_tokens + text_tokens,
             batch,
+            LEAST_ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH
+            if least
+            else ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH,
         )
 
     # -- inputs ------------------------------------------------------------------------------

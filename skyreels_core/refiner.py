@@ -30,6 +30,7 @@ from .blocks import DualStreamBlock
 from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
 from .loading import loaded_bytes, read_header, save_model, shapes_of, validate_keys
+from .memory import refuse_past_ram
 from .mmdit import TIMESTEP_SCALE, Head, forward_activation_bytes, sinusoidal_embedding
 from .objective import noised
 from .offload import Float8Linear, ReserveMemory
@@ -37,7 +38,7 @@ from .rope import device_table, video_angles, video_positions
 from .sampling import SamplerHooks, denoise, initial_noise, require_finite
 from .sampling.schedules import flow_sigmas
 from .sampling.solvers import make_solver
-from .shapes import SPATIAL_STRIDE
+from .shapes import SPATIAL_STRIDE, pixel_frame_count
 from .sparse_attention import sparse_pays_off
 from .types import AVLatent
 
@@ -49,6 +50,8 @@ FPS_FACTORS = (1, 2, 4)
 # Working memory of a forward, in elements of the compute dtype per token and unit of width: the
 # video-only blocks peak at 9-11 (bench part working_memory, dense attention, widths 256-512).
 REFINER_ACTIVATION_ELEMENTS = 16
+# The least it was measured to take (9.9, block-sparse; 10.4-10.9 dense), for refusals.
+LEAST_REFINER_ACTIVATION_ELEMENTS = 9
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -152,18 +155,14 @@ class RefinerDiT(nn.Module):
         pt, ph, pw = config.patch_size
         self.head = Head(d, config.video_latent_channels * pt * ph * pw, config.eps)
 
-    def activation_bytes(self, video_shape: Sequence[int]) -> int:
+    def activation_bytes(self, video_shape: Sequence[int], least: bool = False) -> int:
         """Device memory one forward's activations take beyond the weights for latents of
-        ``video_shape``, so a host can make room before refining."""
+        ``video_shape``, so a host can make room before refining; ``least``: the least they were
+        measured to take, so a refusal never refuses what fits."""
         c, dtype = self.config, self.patch_embedding.weight.dtype
+        elements = LEAST_REFINER_ACTIVATION_ELEMENTS if least else REFINER_ACTIVATION_ELEMENTS
         return forward_activation_bytes(
-            c.dim,
-            c.patch_size,
-            dtype,
-            [video_shape],
-            0,
-            video_shape[0],
-            REFINER_ACTIVATION_ELEMENTS,
+            c.dim, c.patch_size, dtype, [video_shape], 0, video_shape[0], elements
         )
 
     def forward(
@@ -400,6 +399,23 @@ def _check_latents(low_res: torch.Tensor, config: RefinerConfig, scale: int) -> 
         )
 
 
+def _refuse_past_ram(model: RefinerDiT, low_res: Sequence[int], settings: RefinerSettings) -> None:
+    """On the CPU a pass past the RAM raises nothing (the OOM killer ends the host's process,
+    with every queued render): a refine whose pass cannot fit is refused before it allocates,
+    counting the least a pass was measured to take, so nothing that fits is refused."""
+    batch, channels, frames, height, width = low_res
+    scale, frames = settings.scale, refined_frame_count(frames, settings.fps_factor)
+    refined = (batch, channels, frames, height * scale, width * scale)
+    refuse_past_ram(
+        model.activation_bytes(refined, least=True),
+        "scale",
+        f"refining to {refined_frame_count(pixel_frame_count(low_res[2]), settings.fps_factor)} "
+        f"frames of {width * scale * SPATIAL_STRIDE} x {height * scale * SPATIAL_STRIDE} px "
+        "on the CPU",
+        "a lower scale or fps_factor, a shorter take, or a machine with a GPU",
+    )
+
+
 def refine(
     model: RefinerDiT,
     low_res: torch.Tensor,
@@ -425,6 +441,8 @@ def refine(
     if not settings.reinject_keyframes:
         keyframes, keyframe_indices = None, ()
     device, dtype = _placement(model)
+    if device.type == "cpu" and low_res.dim() == 5:
+        _refuse_past_ram(model, low_res.shape, settings)
     condition = build_condition(
         low_res.to(device),
         scale=settings.scale,

@@ -1,6 +1,6 @@
 """Out-of-memory is reported with the memory options and does not keep the failed tensors alive,
-nor weights on the GPU; an encode on the CPU that cannot fit in RAM is refused before it starts,
-by an estimate that stays below the real peak."""
+nor weights on the GPU; an encode, or a model pass, on the CPU that cannot fit in RAM is refused
+before it starts, by an estimate that stays below the real peak."""
 
 from __future__ import annotations
 
@@ -422,3 +422,64 @@ def test_the_failed_renders_tensors_are_freed_before_the_cache_is_emptied(monkey
     finally:
         gc.enable()
     assert alive_at_emptying == [False]
+
+
+def _least_and_peak(model, run) -> tuple[int, int]:
+    """The least ``run``'s model pass was counted to take (its largest count), and the peak of
+    the tensors it allocated."""
+    counted, own = [], model.activation_bytes
+
+    def count(*args, least=False):
+        counts = own(*args, least=least)
+        if least:
+            counted.append(counts)
+        return counts
+
+    model.activation_bytes = count
+    with torch.no_grad(), TrackedTensorBytes() as tracked:
+        run()
+    return max(counted), tracked.peak
+
+
+@pytest.mark.parametrize(
+    ("frames", "size", "text_tokens", "batched"),
+    [(3, 8, 8, True), (3, 8, 8, False), (9, 16, 64, True), (9, 16, 512, False)],
+)
+def test_the_least_a_sampler_pass_is_counted_to_take_stays_below_its_peak(
+    frames, size, text_tokens, batched
+):
+    """The CPU refusal must never refuse a render that fits: the demo model's pass is counted
+    below what it takes, at the clip and prompt where it takes least per token (3 x 8 x 8 latents,
+    8 prompt tokens: 8.5 elements per token and unit of width, against 8 counted)."""
+    from skyreels_core.config import get_preset
+    from skyreels_core.mmdit import DualStreamMMDiT
+    from skyreels_core.sampling import SamplerSettings, sample
+    from skyreels_core.types import TextEncoding, VideoCondition
+
+    torch.manual_seed(0)
+    config = get_preset("demo")
+    model = DualStreamMMDiT(config).eval()
+    shape = (1, config.video_latent_channels, frames, size, size)
+    text = TextEncoding(torch.randn(1, text_tokens, config.text_dim), torch.ones(1, text_tokens, dtype=torch.bool))  # fmt: skip
+    settings = SamplerSettings(steps=1, batch_guidance=batched)
+    least, peak = _least_and_peak(model, lambda: sample(
+        model, text=text, negative_text=None, fps=16.0, audio_tokens=54, settings=settings,
+        condition=VideoCondition(torch.zeros(shape), torch.zeros(1, 1, *shape[2:]))))  # fmt: skip
+    assert 0.5 * peak < least <= peak
+
+
+@pytest.mark.parametrize(
+    ("frames", "size", "sparsity", "fps_factor"),
+    [(3, 8, 0.0, 1), (9, 16, 0.75, 1), (9, 16, 0.0, 2)],
+)
+def test_the_least_a_refiner_pass_is_counted_to_take_stays_below_its_peak(
+    frames, size, sparsity, fps_factor
+):
+    from skyreels_core.refiner import REFINER_PRESETS, RefinerDiT, RefinerSettings, refine
+
+    torch.manual_seed(0)
+    model = RefinerDiT(REFINER_PRESETS["demo"]).eval()
+    low = torch.randn(1, model.config.video_latent_channels, frames, size, size)
+    settings = RefinerSettings(steps=1, sparsity=sparsity, fps_factor=fps_factor)
+    least, peak = _least_and_peak(model, lambda: refine(model, low, settings))
+    assert 0.5 * peak < least <= peak

@@ -10,6 +10,7 @@ import pytest
 import torch
 from model_helpers import tiny_model
 
+from skyreels_core import memory
 from skyreels_core.demo import bundle
 from skyreels_core.demo.dataset import HELD_OUT_SEED
 from skyreels_core.demo.evaluate_refiner import FIRST_SEED, bicubic_baseline, refiner_psnr
@@ -243,6 +244,34 @@ def test_a_refiner_in_float16_that_overflows_says_which_dtype_to_load():
         refiner.patch_embedding.weight.fill_(60000.0)  # float16's range ends at 65504
     with pytest.raises(InputError, match="step 1 of 2 is not finite.*Load Refiner's dtype"):
         refine(refiner, low, RefinerSettings(steps=2, seed=9))
+
+
+def test_on_the_cpu_a_refine_whose_pass_cannot_fit_in_ram_is_refused_before_it_allocates(
+    monkeypatch,
+):
+    """Linux raises no out-of-memory error on the CPU (its OOM killer ends ComfyUI), so the pass
+    is counted first: the least it takes, for the refined clip (here 3x the size, 2x the fps)."""
+    refiner, low = _tiny_refiner(), _latents(1, 4, 3, 4, 6)
+    settings = RefinerSettings(steps=1, scale=3, fps_factor=2)
+    config = refiner.config
+    tokens = 5 * (12 // config.patch_size[1]) * (18 // config.patch_size[2])
+    least = 9 * tokens * config.dim * 4  # float32 elements per token and unit of width
+    assert refiner.activation_bytes((1, 4, 5, 12, 18), least=True) == least
+    allocated = []
+    monkeypatch.setattr(torch.nn.functional, "interpolate", lambda *a, **k: allocated.append(1))
+    monkeypatch.setattr(memory, "available_ram", lambda: least - 1)
+    with pytest.raises(InputError) as refused:
+        refine(refiner, low, settings)
+    assert refused.value.input_name == "scale" and allocated == []
+    assert str(refused.value).startswith(
+        "scale: refining to 17 frames of 144 x 96 px on the CPU needs at least 0.0 GiB"
+    )
+    assert str(refused.value).endswith(
+        "Fix: a lower scale or fps_factor, a shorter take, or a machine with a GPU"
+    )
+    monkeypatch.undo()
+    monkeypatch.setattr(memory, "available_ram", lambda: least)
+    assert refine(refiner, low, settings).shape == (1, 4, 5, 12, 18)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from skyreels_core import memory
 from skyreels_core.errors import InputError
 from skyreels_core.sampling import (
     SamplerHooks,
@@ -573,7 +574,7 @@ def test_keyframes_mode_shapes_and_inputs():
 def test_room_is_asked_once_for_the_largest_pass_before_the_first_step(batched, passes):
     model = FakeModel(straight_oracle)
     asked_for = []
-    model.activation_bytes = lambda *args: asked_for.append(args) or 1234
+    model.activation_bytes = lambda *args, least=False: least or asked_for.append(args) or 1234
     reserved = []
     refs = References(video=torch.randn(B, C_V, 1, H, W), audio=torch.randn(B, C_A, 3))
     sample(
@@ -595,6 +596,64 @@ def test_room_is_asked_once_for_the_largest_pass_before_the_first_step(batched, 
     clip, keyframes, reference = (B, C_V, T, H, W), (B, C_V, 2, 2 * H, 2 * W), (B, C_V, 1, H, W)
     # The stacked prompts pad to the longer one; the references' audio adds to the clip's.
     assert asked_for == [([clip, keyframes, reference], L_A + 3, 5, passes * B)]
+
+
+def counted_model(least_per_item: int) -> FakeModel:
+    """A model whose passes are counted to take at least ``least_per_item`` bytes per batch item
+    (and ten times that as the room a host should make)."""
+    model = FakeModel(text_linear)
+    model.activation_bytes = lambda video, audio, text, batch, least=False: (
+        batch * least_per_item * (1 if least else 10)
+    )
+    return model
+
+
+GUIDED = dict(
+    text=text(1.0),
+    negative_text=text(-0.5),
+    condition=condition(),
+    audio_tokens=L_A,
+    fps=16.0,
+    settings=settings(steps=3, video_guidance=4.0, audio_guidance=3.0),
+)
+
+
+@pytest.mark.parametrize(
+    ("available", "batch"), [(None, 2 * B), (2000 * B, 2 * B), (2000 * B - 1, B), (1000 * B, B)]
+)
+def test_on_the_cpu_the_guidance_branches_run_apart_where_both_would_not_fit_in_ram(
+    monkeypatch, available, batch
+):
+    """Linux raises no out-of-memory error to fall back on (its OOM killer ends ComfyUI), so the
+    batched pass is given up beforehand, for the same render."""
+    monkeypatch.setattr(memory, "available_ram", lambda: available)
+    model = counted_model(1000)
+    result = sample(model, **GUIDED)
+    assert {call["video"].shape[0] for call in model.calls} == {batch}
+    assert len(model.calls) == 3 * (2 * B // batch)
+    apart = sample(
+        FakeModel(text_linear),
+        **{**GUIDED, "settings": replace(GUIDED["settings"], batch_guidance=False)},
+    )
+    torch.testing.assert_close(result.video, apart.video)
+    torch.testing.assert_close(result.audio, apart.audio)
+
+
+def test_on_the_cpu_a_render_whose_single_pass_cannot_fit_in_ram_is_refused_before_it_starts(
+    monkeypatch,
+):
+    monkeypatch.setattr(memory, "available_ram", lambda: 3 * 2**30 - 1)
+    model = counted_model(3 * 2**30)
+    with pytest.raises(InputError) as refused:
+        sample(model, **GUIDED, keyframe_indices=[0, 2])
+    assert str(refused.value) == (
+        "condition: sampling 9 frames of 48 x 32 px and 2 keyframes on the CPU needs at least "
+        "3.0 GiB of memory, and 3.0 GiB (RAM and free swap) is available. Fix: fewer frames or a "
+        "smaller size (the mask node's), fewer keyframes or references, or a machine with a GPU"
+    )
+    assert model.calls == []
+    monkeypatch.setattr(memory, "available_ram", lambda: 3 * 2**30)
+    assert sample(model, **GUIDED).video.shape == (B, C_V, T, H, W)
 
 
 def test_refinement_starts_from_the_initial_latents_noised_to_start():

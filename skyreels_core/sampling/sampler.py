@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from ..attention import takes_masks
 from ..errors import InputError
 from ..families import channels, require_width
-from ..memory import is_out_of_memory
+from ..memory import fits_in_ram, is_out_of_memory, refuse_past_ram
 from ..objective import noised, velocity_target
 from ..offload import ReserveMemory
 from ..prompts import shots_in_window
 from ..references import pixel_size
-from ..shapes import frame_rate, latent_to_pixel_frames, pixel_frame_count
+from ..shapes import SPATIAL_STRIDE, frame_rate, latent_to_pixel_frames, pixel_frame_count
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
 from .schedules import custom_sigmas, flow_sigmas
@@ -281,16 +281,48 @@ def _largest_pass_bytes(
     has_audio: bool,
     references: References | None,
     texts: _GuidanceTexts,
+    least: bool = False,
 ) -> int:
     """Activation bytes of the largest model pass a render makes: both guidance branches while
-    they batch, else one."""
+    they batch, else one (``least``: the least it was measured to take)."""
     video = [shapes[0], *shapes[1 + has_audio :]]
     audio = shapes[1][-1] if has_audio else 0
     if references is not None:
         video += [] if references.video is None else [tuple(references.video.shape)]
         audio += 0 if references.audio is None else references.audio.shape[-1]
     text = texts.stacked if texts.stacked is not None else texts.conditional
-    return model.activation_bytes(video, audio, text.features.shape[1], text.features.shape[0])
+    tokens, batch = text.features.shape[1], text.features.shape[0]
+    return model.activation_bytes(video, audio, tokens, batch, least=least)
+
+
+def _fit_passes_in_ram(
+    model: torch.nn.Module,
+    shapes: Sequence[tuple[int, ...]],
+    has_audio: bool,
+    references: References | None,
+    texts: _GuidanceTexts,
+) -> None:
+    """On the CPU a pass past the RAM raises nothing: the OOM killer ends the host's process,
+    with every queued render. So the guidance branches run apart where their batched pass cannot
+    fit (as they do after a GPU's out-of-memory error), and a render whose single pass cannot fit
+    is refused before its first step. Both count the least a pass was measured to take, so
+    nothing that fits is refused."""
+    if texts.stacked is not None:
+        if fits_in_ram(_largest_pass_bytes(model, shapes, has_audio, references, texts, True)):
+            return
+        log.info("the guidance branches run apart: both in one pass would not fit in RAM")
+        texts.stacked = None
+    *_, frames, height, width = shapes[0]
+    keyframes = f" and {shapes[-1][2]} keyframes" if len(shapes) > 1 + has_audio else ""
+    refuse_past_ram(
+        _largest_pass_bytes(model, shapes, has_audio, references, texts, True),
+        "condition",
+        f"sampling {pixel_frame_count(frames)} frames of "
+        f"{width * SPATIAL_STRIDE} x {height * SPATIAL_STRIDE} px"
+        f"{keyframes} on the CPU",
+        "fewer frames or a smaller size (the mask node's), fewer keyframes or references, "
+        "or a machine with a GPU",
+    )
 
 
 def _passes(
@@ -655,8 +687,11 @@ def sample(
         unconditional = _unconditional(text, negative).to(device, dtype)
     backend = getattr(model, "attention_backend", "sdpa")
     texts = _GuidanceTexts(text, unconditional, settings.batch_guidance, backend)
-    if hooks.reserve is not None and hasattr(model, "activation_bytes"):
-        hooks.reserve(device, _largest_pass_bytes(model, shapes, has_audio, references, texts))
+    if hasattr(model, "activation_bytes"):
+        if device.type == "cpu":
+            _fit_passes_in_ram(model, shapes, has_audio, references, texts)
+        if hooks.reserve is not None:
+            hooks.reserve(device, _largest_pass_bytes(model, shapes, has_audio, references, texts))
 
     noise = initial_noise(settings.seed, shapes, device)
     start_input = "denoise_start" if settings.sigmas is None else "sigmas"
