@@ -335,7 +335,8 @@ def video_to_audio(
     clip = rgb_pixels(source, "source")
     clip = clip if size == [height, width] else fit_frames(clip, *size)
     clip = torch.cat([clip, clip[-1:].expand(padded - frames, -1, -1, -1)])
-    condition = edit_video(codec, clip, torch.zeros(1, *size))
+    everything = torch.ones(padded, *size, dtype=torch.bool)  # (RAM checked above, once)
+    condition = condition_from_pixels(codec, clip, everything, "source")
     return replace(condition, known_frames=list(range(frames)), clip_frames=frames)
 
 

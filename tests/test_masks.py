@@ -186,6 +186,19 @@ def test_video_to_audio_runs_when_the_ram_suffices_or_is_unknown(monkeypatch):
         masks.video_to_audio(codec, clip, longest_side=48)
 
 
+def test_video_to_audio_checks_the_ram_once_before_the_resize(monkeypatch):
+    """The resized clip then encodes with the RAM it was checked for: a second check, as an edit
+    of the resized clip made one, read the RAM its copies already took and could refuse it,
+    naming the source and a resize, for what only longest_side sets."""
+    codec, clip = video_codec(), torch.rand(14, 24, 40, 3)
+    expected = masks.video_to_audio(codec, clip, longest_side=48).latents
+    needed = masks.BUILT_CLIP_COPIES * memory.clip_bytes(17, 32, 48)
+    needed += memory.codec_ram_bytes(codec, "encode", 17, 32, 48)
+    readings = iter([needed, 0])
+    monkeypatch.setattr(memory, "available_ram", lambda: next(readings))
+    assert torch.equal(masks.video_to_audio(codec, clip, longest_side=48).latents, expected)
+
+
 @pytest.mark.parametrize(
     "build, input_name",
     [
