@@ -25,7 +25,9 @@ import tempfile
 import time
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -628,6 +630,27 @@ class _Asked:
                 "asked_over_peak": sum(self.asked) / tracked.peak}  # fmt: skip
 
 
+def least_counted_and_peak(model: torch.nn.Module, run: Callable[[], object]) -> tuple[int, int]:
+    """The least ``run``'s passes of ``model`` were counted to take (``activation_bytes(...,
+    least=True)``, the figure the CPU's RAM refusal compares; the largest count) and the tracked
+    peak of the tensors ``run`` allocated: the first must stay below the second."""
+    counted, own = [], model.activation_bytes
+
+    def count(*args, least: bool = False) -> int:
+        counts = own(*args, least=least)
+        if least:
+            counted.append(counts)
+        return counts
+
+    model.activation_bytes = count
+    try:
+        with torch.no_grad(), TrackedTensorBytes() as tracked:
+            run()
+    finally:
+        del model.activation_bytes
+    return max(counted), tracked.peak
+
+
 def _codec_memory(reserve: _Asked, video_sizes, audio_tokens) -> dict:
     from diffusers import AutoencoderKLWan, MMAudioVAE, MMAudioVocoder
 
@@ -672,12 +695,18 @@ def _transformer_memory(reserve: _Asked, dims, video_sizes, audio_tokens) -> dic
             condition = VideoCondition(torch.zeros(shape), torch.zeros(1, 1, *shape[2:]))
             text = _step_inputs(config, frames, size, audio_tokens)[2]
             name = f"dim_{dim}_{frames}x{size}x{size}"
-            results[f"{name}.sampler_guided"] = reserve.measure(
-                sample, generator, text=text, negative_text=None, condition=condition,
-                audio_tokens=audio_tokens, fps=16.0, settings=SamplerSettings(steps=1),
-                hooks=hooks)  # fmt: skip
-            results[f"{name}.refiner_dense"] = reserve.measure(
-                refine, refiner, torch.randn(shape), RefinerSettings(sparsity=0), hooks=hooks)  # fmt: skip
+            sampled = partial(sample, generator, text=text, negative_text=None,
+                              condition=condition, audio_tokens=audio_tokens, fps=16.0,
+                              settings=SamplerSettings(steps=1), hooks=hooks)  # fmt: skip
+            refined = partial(refine, refiner, torch.randn(shape), RefinerSettings(sparsity=0),
+                              hooks=hooks)  # fmt: skip
+            for part, model, run in (("sampler_guided", generator, sampled),
+                                     ("refiner_dense", refiner, refined)):  # fmt: skip
+                least, peak = least_counted_and_peak(model, run)
+                results[f"{name}.{part}"] = {
+                    **reserve.measure(run),
+                    "least_over_peak": least / peak,
+                }
     return results
 
 

@@ -27,13 +27,9 @@ from .types import ModelOutput, References, TextEncoding
 
 TIMESTEP_SCALE = 1000.0  # flow time t in [0, 1] is embedded as Wan's timestep t * 1000
 # Working memory of a forward, in elements of the compute dtype per token (video, audio and text)
-# and unit of width: about 1.4x the tracked peak of 11-15 in float32 and bfloat16 (bench part
+# and unit of width: 1.4-1.7x the tracked peak of 12-15 in float32 and bfloat16 (bench part
 # working_memory; 18-21 before the single-stream block freed its dead tensors).
 ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 21
-# The least a forward was measured to take, for refusals that must never refuse a pass that fits:
-# 8.5 (the demo preset, 3 x 8 x 8 latents and 8 text tokens; 13-14 on large clips, more where long
-# prompts meet small clips), over the demo and 14B presets' shapes at widths 128 and 256.
-LEAST_ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 8
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -51,6 +47,15 @@ def float64_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
+def least_elements_per_token_width(dim: int, ffn_dim: int) -> float:
+    """The least working memory a forward can take, per token and unit of width, for refusals
+    that must never refuse a pass that fits: every block's feed-forward holds its hidden
+    activations before and after the GELU together with the stream they are added back to
+    (dim + 2 ffn_dim elements a token), whatever else it keeps. The peaks measured sit above it
+    (bench part working_memory)."""
+    return (dim + 2 * ffn_dim) / dim
+
+
 def forward_activation_bytes(
     dim: int,
     patch_size: Sequence[int],
@@ -58,14 +63,14 @@ def forward_activation_bytes(
     video_shapes: Sequence[Sequence[int]],
     other_tokens: int,
     batch: int,
-    elements_per_token_width: int = ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH,
+    elements_per_token_width: float = ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH,
 ) -> int:
     """Activation bytes of one forward of a transformer of width ``dim`` over the video tokens of
     latents shaped ``[..., frames, height, width]`` and ``other_tokens`` more (audio, text)."""
     pt, ph, pw = patch_size
     video_tokens = sum(t // pt * (h // ph) * (w // pw) for *_, t, h, w in video_shapes)
     elements = elements_per_token_width * batch * (video_tokens + other_tokens) * dim
-    return elements * dtype.itemsize
+    return int(elements * dtype.itemsize)
 
 
 def stream_embeddings(config: ModelConfig) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -183,17 +188,16 @@ class DualStreamMMDiT(nn.Module):
     ) -> int:
         """Device memory one forward's activations take beyond the weights, for video latents of
         ``video_shapes`` (clip, keyframes, references), so a host can make room before sampling;
-        ``least``: the least they were measured to take, so a refusal never refuses what fits."""
-        return forward_activation_bytes(
-            self.config.dim,
-            self.config.patch_size,
-            self.patch_embedding.weight.dtype,
-            video_shapes,
-            audio_tokens + text_tokens,
-            batch,
-            LEAST_ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH
+        ``least``: the least they can take, so a refusal never refuses what fits."""
+        c = self.config
+        elements = (
+            least_elements_per_token_width(c.dim, c.ffn_dim)
             if least
-            else ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH,
+            else ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH
+        )
+        dtype, tokens = self.patch_embedding.weight.dtype, audio_tokens + text_tokens
+        return forward_activation_bytes(
+            c.dim, c.patch_size, dtype, video_shapes, tokens, batch, elements
         )
 
     # -- inputs ------------------------------------------------------------------------------

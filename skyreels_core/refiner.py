@@ -31,7 +31,13 @@ from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
 from .loading import loaded_bytes, read_header, save_model, shapes_of, validate_keys
 from .memory import refuse_past_ram
-from .mmdit import TIMESTEP_SCALE, Head, forward_activation_bytes, sinusoidal_embedding
+from .mmdit import (
+    TIMESTEP_SCALE,
+    Head,
+    forward_activation_bytes,
+    least_elements_per_token_width,
+    sinusoidal_embedding,
+)
 from .objective import noised
 from .offload import Float8Linear, ReserveMemory
 from .rope import device_table, video_angles, video_positions
@@ -48,10 +54,8 @@ FPS_FACTORS = (1, 2, 4)
 
 
 # Working memory of a forward, in elements of the compute dtype per token and unit of width: the
-# video-only blocks peak at 9-11 (bench part working_memory, dense attention, widths 256-512).
+# video-only blocks peak at 8.9-9.8 (bench part working_memory, dense attention, widths 256-512).
 REFINER_ACTIVATION_ELEMENTS = 16
-# The least it was measured to take (9.9, block-sparse; 10.4-10.9 dense), for refusals.
-LEAST_REFINER_ACTIVATION_ELEMENTS = 9
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -157,10 +161,14 @@ class RefinerDiT(nn.Module):
 
     def activation_bytes(self, video_shape: Sequence[int], least: bool = False) -> int:
         """Device memory one forward's activations take beyond the weights for latents of
-        ``video_shape``, so a host can make room before refining; ``least``: the least they were
-        measured to take, so a refusal never refuses what fits."""
+        ``video_shape``, so a host can make room before refining; ``least``: the least they
+        can take, so a refusal never refuses what fits."""
         c, dtype = self.config, self.patch_embedding.weight.dtype
-        elements = LEAST_REFINER_ACTIVATION_ELEMENTS if least else REFINER_ACTIVATION_ELEMENTS
+        elements = (
+            least_elements_per_token_width(c.dim, c.ffn_dim)
+            if least
+            else REFINER_ACTIVATION_ELEMENTS
+        )
         return forward_activation_bytes(
             c.dim, c.patch_size, dtype, [video_shape], 0, video_shape[0], elements
         )

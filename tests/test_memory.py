@@ -19,7 +19,7 @@ from torch import nn
 
 import skyreels_core.offload as offload
 from skyreels_core import memory
-from skyreels_core.benchmark import TrackedTensorBytes
+from skyreels_core.benchmark import TrackedTensorBytes, least_counted_and_peak
 from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
 from skyreels_core.codecs.wan_vae import CONFIG, WanVideoCodec
 from skyreels_core.demo.bundle import video_codec
@@ -424,23 +424,6 @@ def test_the_failed_renders_tensors_are_freed_before_the_cache_is_emptied(monkey
     assert alive_at_emptying == [False]
 
 
-def _least_and_peak(model, run) -> tuple[int, int]:
-    """The least ``run``'s model pass was counted to take (its largest count), and the peak of
-    the tensors it allocated."""
-    counted, own = [], model.activation_bytes
-
-    def count(*args, least=False):
-        counts = own(*args, least=least)
-        if least:
-            counted.append(counts)
-        return counts
-
-    model.activation_bytes = count
-    with torch.no_grad(), TrackedTensorBytes() as tracked:
-        run()
-    return max(counted), tracked.peak
-
-
 @pytest.mark.parametrize(
     ("frames", "size", "text_tokens", "batched"),
     [(3, 8, 8, True), (3, 8, 8, False), (9, 16, 64, True), (9, 16, 512, False)],
@@ -449,8 +432,8 @@ def test_the_least_a_sampler_pass_is_counted_to_take_stays_below_its_peak(
     frames, size, text_tokens, batched
 ):
     """The CPU refusal must never refuse a render that fits: the demo model's pass is counted
-    below what it takes, at the clip and prompt where it takes least per token (3 x 8 x 8 latents,
-    8 prompt tokens: 8.5 elements per token and unit of width, against 8 counted)."""
+    below what it takes, also at the clip and prompt where it takes least per token (3 x 8 x 8
+    latents, 8 prompt tokens: 8.5 elements per token and unit of width, against 7 counted)."""
     from skyreels_core.config import get_preset
     from skyreels_core.mmdit import DualStreamMMDiT
     from skyreels_core.sampling import SamplerSettings, sample
@@ -462,10 +445,10 @@ def test_the_least_a_sampler_pass_is_counted_to_take_stays_below_its_peak(
     shape = (1, config.video_latent_channels, frames, size, size)
     text = TextEncoding(torch.randn(1, text_tokens, config.text_dim), torch.ones(1, text_tokens, dtype=torch.bool))  # fmt: skip
     settings = SamplerSettings(steps=1, batch_guidance=batched)
-    least, peak = _least_and_peak(model, lambda: sample(
+    least, peak = least_counted_and_peak(model, lambda: sample(
         model, text=text, negative_text=None, fps=16.0, audio_tokens=54, settings=settings,
         condition=VideoCondition(torch.zeros(shape), torch.zeros(1, 1, *shape[2:]))))  # fmt: skip
-    assert 0.5 * peak < least <= peak
+    assert 0.3 * peak < least <= peak
 
 
 @pytest.mark.parametrize(
@@ -481,5 +464,5 @@ def test_the_least_a_refiner_pass_is_counted_to_take_stays_below_its_peak(
     model = RefinerDiT(REFINER_PRESETS["demo"]).eval()
     low = torch.randn(1, model.config.video_latent_channels, frames, size, size)
     settings = RefinerSettings(steps=1, sparsity=sparsity, fps_factor=fps_factor)
-    least, peak = _least_and_peak(model, lambda: refine(model, low, settings))
-    assert 0.5 * peak < least <= peak
+    least, peak = least_counted_and_peak(model, lambda: refine(model, low, settings))
+    assert 0.3 * peak < least <= peak
