@@ -216,6 +216,17 @@ def test_cfg_zero_star_zero_init_makes_no_call():
     assert model.calls[0]["timestep"][0].item() < 1.0
 
 
+# A guided render: both branches each step, batched while they fit.
+GUIDED = dict(
+    text=text(1.0),
+    negative_text=text(-0.5),
+    condition=condition(),
+    audio_tokens=L_A,
+    fps=16.0,
+    settings=settings(steps=3, video_guidance=4.0, audio_guidance=3.0),
+)
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -233,17 +244,9 @@ def test_batched_pass_out_of_memory_falls_back_to_two_passes(error):
         return text_linear(stream, x, t, value)
 
     model = FakeModel(field)
-    run = dict(
-        text=text(1.0),
-        negative_text=text(-0.5),
-        condition=condition(),
-        audio_tokens=L_A,
-        fps=16.0,
-        settings=settings(steps=3, video_guidance=4.0, audio_guidance=3.0),
-    )
-    result = sample(model, **run)
+    result = sample(model, **GUIDED)
     assert [call["video"].shape[0] for call in model.calls] == [2 * B] + [B] * 6
-    reference = sample(FakeModel(text_linear), **run)
+    reference = sample(FakeModel(text_linear), **GUIDED)
     torch.testing.assert_close(result.video, reference.video)
     torch.testing.assert_close(result.audio, reference.audio)
 
@@ -606,16 +609,6 @@ def counted_model(least_per_item: int) -> FakeModel:
         batch * least_per_item * (1 if least else 10)
     )
     return model
-
-
-GUIDED = dict(
-    text=text(1.0),
-    negative_text=text(-0.5),
-    condition=condition(),
-    audio_tokens=L_A,
-    fps=16.0,
-    settings=settings(steps=3, video_guidance=4.0, audio_guidance=3.0),
-)
 
 
 @pytest.mark.parametrize(
