@@ -410,16 +410,16 @@ def _check_latents(low_res: torch.Tensor, config: RefinerConfig, scale: int) -> 
 def _refuse_past_ram(model: RefinerDiT, low_res: Sequence[int], settings: RefinerSettings) -> None:
     """On the CPU a pass past the RAM raises nothing (the OOM killer ends the host's process,
     with every queued render): a refine whose pass cannot fit is refused before it allocates,
-    counting the least a pass was measured to take, so nothing that fits is refused."""
-    batch, channels, frames, height, width = low_res
-    scale, frames = settings.scale, refined_frame_count(frames, settings.fps_factor)
-    refined = (batch, channels, frames, height * scale, width * scale)
+    counting the least a pass can take, so nothing that fits is refused."""
+    batch, channels, latent_frames, height, width = low_res
+    scale, fps_factor = settings.scale, settings.fps_factor
+    refined = (batch, channels, refined_frame_count(latent_frames, fps_factor), height * scale, width * scale)  # fmt: skip
+    pixel_frames = refined_frame_count(pixel_frame_count(latent_frames), fps_factor)
     refuse_past_ram(
         model.activation_bytes(refined, least=True),
         "scale",
-        f"refining to {refined_frame_count(pixel_frame_count(low_res[2]), settings.fps_factor)} "
-        f"frames of {width * scale * SPATIAL_STRIDE} x {height * scale * SPATIAL_STRIDE} px "
-        "on the CPU",
+        f"refining to {pixel_frames} frames of {width * scale * SPATIAL_STRIDE} x "
+        f"{height * scale * SPATIAL_STRIDE} px on the CPU",
         "a lower scale or fps_factor, a shorter take, or a machine with a GPU",
     )
 

@@ -305,8 +305,8 @@ def _fit_passes_in_ram(
     """On the CPU a pass past the RAM raises nothing: the OOM killer ends the host's process,
     with every queued render. So the guidance branches run apart where their batched pass cannot
     fit (as they do after a GPU's out-of-memory error), and a render whose single pass cannot fit
-    is refused before its first step. Both count the least a pass was measured to take, so
-    nothing that fits is refused."""
+    is refused before its first step. Both count the least a pass can take, so nothing that
+    fits is refused."""
     if texts.stacked is not None:
         if fits_in_ram(_largest_pass_bytes(model, shapes, has_audio, references, texts, True)):
             return
