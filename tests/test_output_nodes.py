@@ -47,6 +47,18 @@ def test_preview_video_plays_from_the_temp_folder_and_keeps_nothing(folders):
     assert again != shown[0]["filename"]  # a second preview never replaces the first
 
 
+def test_saved_and_previewed_clips_carry_the_format_the_hosts_queue_previews_by(folders):
+    """ComfyUI's /api/jobs, which its queue panel and media assets read, previews an output
+    filed under a node's own key (``skyreels_videos``) only where the item names a ``video/`` or
+    ``audio/`` format; without it a render showed in the queue with no clip."""
+    frames, sound = _clip()
+    for entry in (
+        SAVE().save(frames, 16.0, "clip", audio=sound)["ui"]["skyreels_videos"][0],
+        PREVIEW().save(frames, 16.0, audio=sound)["ui"]["skyreels_videos"][0],
+    ):
+        assert entry["format"] == "video/mp4" and entry["filename"].endswith(".mp4")
+
+
 def test_the_hosts_disable_metadata_keeps_prompt_and_workflow_out_of_saved_files(
     folders, monkeypatch
 ):
