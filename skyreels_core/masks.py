@@ -335,7 +335,8 @@ def video_to_audio(
     clip = rgb_pixels(source, "source")
     clip = clip if size == [height, width] else fit_frames(clip, *size)
     clip = torch.cat([clip, clip[-1:].expand(padded - frames, -1, -1, -1)])
-    everything = torch.ones(padded, *size, dtype=torch.bool)  # (RAM checked above, once)
+    # Every pixel known; not through edit_video, whose RAM check would count the copies above.
+    everything = torch.ones(padded, *size, dtype=torch.bool)
     condition = condition_from_pixels(codec, clip, everything, "source")
     return replace(condition, known_frames=list(range(frames)), clip_frames=frames)
 
