@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, shapes_of, validate_keys
+from ..memory import refuse_past_ram
 from ..offload import ReserveMemory, rest_on, visiting
 from ..requirements import import_required
 
@@ -221,9 +222,27 @@ class MMAudioCodec:
         with self._visit(self.vae, self._vae_elements(batch, tokens)):
             return self.vae.decode(self._placed(latents.float() / self.scale)).sample
 
+    def least_vocoder_elements(self, samples: int) -> int:
+        """The least the vocoder can take for ``samples`` output samples, for a refusal that must
+        never refuse what fits: its last stage's C channels at the output rate, alive while their
+        anti-aliased activation runs at twice that rate, before and after the Snake (5 C a
+        sample; 120 for MMAudio-44k, whose measured peak is 240)."""
+        config = self.vocoder.config
+        channels = config.upsample_initial_channel // 2 ** len(config.upsample_rates)
+        return 5 * channels * samples
+
     @torch.no_grad()
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
-        """The vocoder: mel [B, mels, frames] -> mono waveform [B, 1, samples] on the CPU."""
+        """The vocoder: mel [B, mels, frames] -> mono waveform [B, 1, samples] on the CPU. On a
+        CPU host a sound too long for the RAM is refused first: there, past the RAM, the OOM
+        killer ends the host's process instead of raising."""
         samples = mel.shape[0] * mel.shape[-1] * self.vae.config.hop_length
+        if self.device.type == "cpu":
+            refuse_past_ram(
+                self.least_vocoder_elements(samples) * self.dtype.itemsize,
+                "av_latent",
+                f"vocoding {samples / self.sample_rate:.1f} s of sound on the CPU",
+                "a shorter clip (Video to Audio: fewer frames), or a machine with a GPU",
+            )
         with self._visit(self.vocoder, VOCODER_ELEMENTS_PER_SAMPLE * samples):
             return self.vocoder(mel).sample.cpu().float()
