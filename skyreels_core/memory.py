@@ -1,12 +1,12 @@
 """Turning out-of-memory into advice, after giving the memory back, and refusing beforehand a
-whole-clip encode, a model pass or a vocoder's, on the CPU that cannot fit in RAM.
+whole-clip encode, or a model pass, on the CPU that cannot fit in RAM.
 
 An overnight queue must survive one render that does not fit: the failing render reports which
 memory options exist, and the next queue item starts with the cache emptied. That needs an
 exception, and on the CPU there is none: Linux overcommits, and its OOM killer ends the whole
-process (ComfyUI's server, with every queued render) without a message. So the encodes, the model
-passes and the vocoding at a size the user picks are checked against the available RAM before
-they allocate anything.
+process (ComfyUI's server, with every queued render) without a message. So the encodes and the
+model passes at a size the user picks are checked against the available RAM before they allocate
+anything.
 """
 
 from __future__ import annotations

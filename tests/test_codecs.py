@@ -173,6 +173,34 @@ def test_what_the_real_codecs_and_transformers_ask_for_covers_their_measured_pea
         assert 1.0 <= result["asked_over_peak"] <= 2.5, name
 
 
+def test_a_long_sound_is_vocoded_in_chunks_to_the_whole_ones_samples_in_a_chunks_memory(
+    monkeypatch,
+):
+    """MMAudio-44k's vocoder takes 240 elements an output sample: a ten-minute Video to Audio
+    clip needed 25 GB in float32 at once. In chunks (here 48 mel frames, with the 32 of context
+    each side the codec reads) the sound is the whole one's and the peak a chunk's. The vocoder
+    is MMAudio-44k's in every layer but a sixth of the width: how far an output sample reaches
+    depends on the kernels, dilations and upsampling, not on the channels (random weights)."""
+    from diffusers import MMAudioVAE, MMAudioVocoder
+
+    from skyreels_core.benchmark import TrackedTensorBytes
+    from skyreels_core.codecs import mmaudio
+
+    torch.manual_seed(0)
+    vocoder = {**mmaudio._config("mmaudio_44k_vocoder.json"), "upsample_initial_channel": 256}
+    vae = {**TINY_AUDIO, "mel_bins": 128, "n_fft": 2048, "hop_length": 512}  # 44k's mel frames
+    codec = mmaudio.MMAudioCodec(MMAudioVAE.from_config(vae), MMAudioVocoder.from_config(vocoder))
+    mel = torch.randn(1, 128, 150)
+    with torch.no_grad(), TrackedTensorBytes() as whole_run:
+        whole = codec.vocode(mel)
+    monkeypatch.setattr(mmaudio, "VOCODE_CHUNK_FRAMES", 48)
+    with TrackedTensorBytes() as chunked_run:
+        chunked = codec.vocode(mel)
+    assert chunked.shape == whole.shape == (1, 1, 150 * 512)
+    assert (chunked - whole).abs().max() <= 1e-5 * whole.abs().max()
+    assert chunked_run.peak < 0.8 * whole_run.peak  # 112 frames at most at once, of 150
+
+
 def test_one_tile_is_the_untiled_path_and_a_bad_overlap_is_named(local_codec):
     latents = torch.randn(1, 4, 2, 6, 6, generator=torch.Generator().manual_seed(2))
     assert torch.equal(decode_tiled(local_codec, latents, 8, 2), local_codec.decode(latents))

@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 from ..errors import CheckpointError, InputError
 from ..loading import read_header, shapes_of, validate_keys
-from ..memory import refuse_past_ram
 from ..offload import ReserveMemory, rest_on, visiting
 from ..requirements import import_required
 
@@ -31,6 +30,11 @@ COMPUTED = "mel_converter."  # filterbank and window buffers, rebuilt from the c
 VAE_FIXED_ELEMENTS = 18_000_000
 VAE_ELEMENTS_PER_SAMPLE = 14
 VOCODER_ELEMENTS_PER_SAMPLE = 340
+# Mel frames vocoded at once (11.9 s at 44.1 kHz; 0.26 GB of working memory in bf16), and the
+# frames of context read on either side: an output sample of MMAudio-44k's vocoder depends on
+# the mel frames within 19 of its own (measured with a perturbed frame).
+VOCODE_CHUNK_FRAMES = 1024
+VOCODE_CONTEXT_FRAMES = 32
 
 
 def _config(name: str) -> dict:
@@ -222,27 +226,27 @@ class MMAudioCodec:
         with self._visit(self.vae, self._vae_elements(batch, tokens)):
             return self.vae.decode(self._placed(latents.float() / self.scale)).sample
 
-    def least_vocoder_elements(self, samples: int) -> int:
-        """The least the vocoder can take for ``samples`` output samples, for a refusal that must
-        never refuse what fits: its last stage's C channels at the output rate, alive while their
-        anti-aliased activation runs at twice that rate, before and after the Snake (5 C a
-        sample; 120 for MMAudio-44k, whose measured peak is 240)."""
-        config = self.vocoder.config
-        channels = config.upsample_initial_channel // 2 ** len(config.upsample_rates)
-        return 5 * channels * samples
-
     @torch.no_grad()
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
-        """The vocoder: mel [B, mels, frames] -> mono waveform [B, 1, samples] on the CPU. On a
-        CPU host a sound too long for the RAM is refused first: there, past the RAM, the OOM
-        killer ends the host's process instead of raising."""
-        samples = mel.shape[0] * mel.shape[-1] * self.vae.config.hop_length
-        if self.device.type == "cpu":
-            refuse_past_ram(
-                self.least_vocoder_elements(samples) * self.dtype.itemsize,
-                "av_latent",
-                f"vocoding {samples / self.sample_rate:.1f} s of sound on the CPU",
-                "a shorter clip (Video to Audio: fewer frames), or a machine with a GPU",
-            )
-        with self._visit(self.vocoder, VOCODER_ELEMENTS_PER_SAMPLE * samples):
-            return self.vocoder(mel).sample.cpu().float()
+        """The vocoder: mel [B, mels, frames] -> mono waveform [B, 1, samples] on the CPU.
+
+        A sound longer than :data:`VOCODE_CHUNK_FRAMES` goes through in chunks, each read with
+        :data:`VOCODE_CONTEXT_FRAMES` of its neighbours' frames on either side and cut back to
+        its own samples: the vocoder's working memory (240 elements an output sample) stays that
+        of a chunk, so a Video to Audio clip of minutes decodes where a GPU, or a CPU host's RAM,
+        holds one chunk; the samples equal the whole sound's to float rounding, since no output
+        sample reaches further than the context."""
+        frames, hop = mel.shape[-1], self.vae.config.hop_length
+        chunk = min(frames, VOCODE_CHUNK_FRAMES + 2 * VOCODE_CONTEXT_FRAMES)
+        with self._visit(self.vocoder, VOCODER_ELEMENTS_PER_SAMPLE * mel.shape[0] * chunk * hop):
+            if frames <= VOCODE_CHUNK_FRAMES:
+                return self.vocoder(mel).sample.cpu().float()
+            pieces = []
+            for start in range(0, frames, VOCODE_CHUNK_FRAMES):
+                first = max(start - VOCODE_CONTEXT_FRAMES, 0)
+                last = min(start + VOCODE_CHUNK_FRAMES + VOCODE_CONTEXT_FRAMES, frames)
+                own = min(VOCODE_CHUNK_FRAMES, frames - start)
+                sound = self.vocoder(mel[..., first:last]).sample
+                cut = (start - first) * hop
+                pieces.append(sound[..., cut : cut + own * hop].cpu().float())
+            return torch.cat(pieces, dim=-1)
