@@ -390,6 +390,7 @@ class SkyReelsV4AudioVAELoader(FileLoader):
                 device=device,
                 offload_device=_rest_device(offload, device),
                 reserve=host.reserve,
+                interrupt=host.check_interrupt,  # Cancel between a long sound's vocoder chunks
             ),
         )
 

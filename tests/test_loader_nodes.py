@@ -52,6 +52,30 @@ def test_audio_loader_lists_and_opens_mmaudio_files(tiny_audio_files):
         assert (codec.decode(latents) - expected).abs().max() < 1e-5
 
 
+def test_cancel_stops_a_long_sounds_decode_between_its_vocoder_chunks(
+    tiny_audio_files, monkeypatch
+):
+    """A minutes-long Video to Audio sound vocodes chunk by chunk for minutes (hours on a CPU):
+    the loaded codec asks the host's Cancel between chunks."""
+    from skyreels_pack.nodes import host
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel():
+        raise Cancelled
+
+    monkeypatch.setattr(host, "check_interrupt", cancel)
+    monkeypatch.setattr(mmaudio, "VOCODE_CHUNK_FRAMES", 2)
+    in_vae = AUDIO_LOADER.INPUT_TYPES()["required"]["vocoder_name"][0][0]
+    codec = AUDIO_LOADER().load("combined.safetensors", in_vae, "fp32")[0]
+    chunks = []
+    codec.vocoder.register_forward_hook(lambda *_: chunks.append(1))
+    with pytest.raises(Cancelled):
+        codec.decode(torch.randn(1, 40, 5))
+    assert chunks == [1]
+
+
 def test_a_replaced_checkpoint_is_reloaded_an_unchanged_one_is_not(models):
     folder = models / "diffusion_models"
     folder.mkdir()

@@ -11,6 +11,7 @@ one by one; the mel filterbank and window are computed, not loaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -107,10 +108,13 @@ class MMAudioCodec:
         offload_device: torch.device | str | None = None,
         reserve: ReserveMemory | None = None,
         device: torch.device | str | None = None,
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         """VAE and vocoder compute on ``device`` (default: where their weights are now); they
         rest on ``offload_device`` (default: there too) between encodes and decodes, and
-        ``reserve`` is asked for room before they move to either."""
+        ``reserve`` is asked for room before they move to either. ``interrupt`` is called
+        between a long sound's vocoder chunks and stops the decode by raising (a host's Cancel:
+        a minutes-long sound vocodes for minutes on a GPU, hours on a CPU)."""
         self.vae = vae.eval().requires_grad_(False)
         self.vocoder = vocoder.eval().requires_grad_(False)
         parameter = next(vae.parameters())
@@ -122,6 +126,7 @@ class MMAudioCodec:
         rest_on(self.vae, self.offload_device, reserve)
         rest_on(self.vocoder, self.offload_device, reserve)
         self.reserve = reserve
+        self.interrupt = interrupt or (lambda: None)
         self.latent_channels = vae.config.latent_channels
         self.channels = 1
         self.sample_rate = vae.config.sample_rate
@@ -140,6 +145,7 @@ class MMAudioCodec:
         vae_config: dict | None = None,
         vocoder_config: dict | None = None,
         reserve: ReserveMemory | None = None,
+        interrupt: Callable[[], None] | None = None,
         vae_input_name: str = "vae_name",
         vocoder_input_name: str = "vocoder_name",
     ) -> MMAudioCodec:
@@ -170,7 +176,7 @@ class MMAudioCodec:
             vocoder, bigvgan_to_diffusers(voc_state), vocoder_input_name, "MMAudio BigVGAN vocoder"
         )
         vae, vocoder = (part.to(dtype=dtype) for part in (vae, vocoder))
-        return cls(vae, vocoder, offload_device, reserve, device)
+        return cls(vae, vocoder, offload_device, reserve, device, interrupt)
 
     def _placed(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, self.dtype)
@@ -243,6 +249,8 @@ class MMAudioCodec:
                 return self.vocoder(mel).sample.cpu().float()
             pieces = []
             for start in range(0, frames, VOCODE_CHUNK_FRAMES):
+                if start:
+                    self.interrupt()
                 first = max(start - VOCODE_CONTEXT_FRAMES, 0)
                 last = min(start + VOCODE_CHUNK_FRAMES + VOCODE_CONTEXT_FRAMES, frames)
                 own = min(VOCODE_CHUNK_FRAMES, frames - start)
