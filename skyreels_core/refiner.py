@@ -444,13 +444,13 @@ def refine(
     """
     hooks = hooks or SamplerHooks()
     keep_ratio = settings.validate().keep_ratio
+    device, dtype = _placement(model)
     if low_res.dim() == 5:
         _check_latents(low_res, model.config, settings.scale)
+        if device.type == "cpu":
+            _refuse_past_ram(model, low_res.shape, settings)
     if not settings.reinject_keyframes:
         keyframes, keyframe_indices = None, ()
-    device, dtype = _placement(model)
-    if device.type == "cpu" and low_res.dim() == 5:
-        _refuse_past_ram(model, low_res.shape, settings)
     condition = build_condition(
         low_res.to(device),
         scale=settings.scale,

@@ -308,14 +308,16 @@ def _fit_passes_in_ram(
     is refused before its first step. Both count the least a pass can take, so nothing that
     fits is refused."""
     if texts.stacked is not None:
-        if fits_in_ram(_largest_pass_bytes(model, shapes, has_audio, references, texts, True)):
+        if fits_in_ram(
+            _largest_pass_bytes(model, shapes, has_audio, references, texts, least=True)
+        ):
             return
         log.info("the guidance branches run apart: both in one pass would not fit in RAM")
         texts.stacked = None
     *_, frames, height, width = shapes[0]
     keyframes = f" and {shapes[-1][2]} keyframes" if len(shapes) > 1 + has_audio else ""
     refuse_past_ram(
-        _largest_pass_bytes(model, shapes, has_audio, references, texts, True),
+        _largest_pass_bytes(model, shapes, has_audio, references, texts, least=True),
         "condition",
         f"sampling {pixel_frame_count(frames)} frames of "
         f"{width * SPATIAL_STRIDE} x {height * SPATIAL_STRIDE} px"
