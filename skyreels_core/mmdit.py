@@ -47,13 +47,32 @@ def float64_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
-def least_elements_per_token_width(dim: int, ffn_dim: int) -> float:
-    """The least working memory a forward can take, per token and unit of width, for refusals
-    that must never refuse a pass that fits: every block's feed-forward holds its hidden
-    activations before and after the GELU together with the stream they are added back to
-    (dim + 2 ffn_dim elements a token), whatever else it keeps. The peaks measured sit above it
-    (bench part working_memory)."""
-    return (dim + 2 * ffn_dim) / dim
+def least_activation_elements(
+    dim: int,
+    ffn_dim: int,
+    stream_tokens: Sequence[int],
+    text_tokens: int,
+    parallel_blocks: bool,
+) -> int:
+    """The least working memory one forward can take, in elements, for refusals that must never
+    refuse a pass that fits; counted from what the blocks provably hold at once. Throughout:
+    every stream and the text (a width a token). Then, one stream at a time: a feed-forward
+    holds its modulated input and its hidden activations before and after the GELU (width + 2
+    FFN widths a token); a single-stream block (``parallel_blocks``), at its GELU, holds linear1's
+    fused q/k/v/MLP output, the attention's output and the GELU's (4 widths + 2 FFN widths a token
+    of the stream and its text). The sampler's and refiner's tracked peaks sit above it (tests,
+    bench part working_memory)."""
+    longest = max(stream_tokens)
+    transient = (dim + 2 * ffn_dim) * longest
+    if parallel_blocks:
+        transient = max(transient, (4 * dim + 2 * ffn_dim) * (longest + text_tokens))
+    return dim * (sum(stream_tokens) + text_tokens) + transient
+
+
+def video_token_count(patch_size: Sequence[int], video_shapes: Sequence[Sequence[int]]) -> int:
+    """Tokens of video latents shaped ``[..., frames, height, width]`` under ``patch_size``."""
+    pt, ph, pw = patch_size
+    return sum(t // pt * (h // ph) * (w // pw) for *_, t, h, w in video_shapes)
 
 
 def forward_activation_bytes(
@@ -63,14 +82,12 @@ def forward_activation_bytes(
     video_shapes: Sequence[Sequence[int]],
     other_tokens: int,
     batch: int,
-    elements_per_token_width: float = ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH,
+    elements_per_token_width: float,
 ) -> int:
     """Activation bytes of one forward of a transformer of width ``dim`` over the video tokens of
     latents shaped ``[..., frames, height, width]`` and ``other_tokens`` more (audio, text)."""
-    pt, ph, pw = patch_size
-    video_tokens = sum(t // pt * (h // ph) * (w // pw) for *_, t, h, w in video_shapes)
-    elements = elements_per_token_width * batch * (video_tokens + other_tokens) * dim
-    return int(elements * dtype.itemsize)
+    tokens = video_token_count(patch_size, video_shapes) + other_tokens
+    return int(elements_per_token_width * batch * tokens * dim * dtype.itemsize)
 
 
 def stream_embeddings(config: ModelConfig) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -189,16 +206,17 @@ class DualStreamMMDiT(nn.Module):
         """Device memory one forward's activations take beyond the weights, for video latents of
         ``video_shapes`` (clip, keyframes, references), so a host can make room before sampling;
         ``least``: the least they can take, so a refusal never refuses what fits."""
-        c = self.config
-        elements = (
-            least_elements_per_token_width(c.dim, c.ffn_dim)
-            if least
-            else ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH
-        )
-        dtype, tokens = self.patch_embedding.weight.dtype, audio_tokens + text_tokens
-        return forward_activation_bytes(
-            c.dim, c.patch_size, dtype, video_shapes, tokens, batch, elements
-        )
+        c, dtype = self.config, self.patch_embedding.weight.dtype
+        if not least:
+            tokens = audio_tokens + text_tokens
+            return forward_activation_bytes(
+                c.dim, c.patch_size, dtype, video_shapes, tokens, batch,
+                ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH,
+            )  # fmt: skip
+        streams = [video_token_count(c.patch_size, video_shapes), audio_tokens]
+        parallel = c.num_single_blocks > 0
+        elements = least_activation_elements(c.dim, c.ffn_dim, streams, text_tokens, parallel)
+        return batch * elements * dtype.itemsize
 
     # -- inputs ------------------------------------------------------------------------------
     def _patchify(self, video: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,9 @@ from .mmdit import (
     TIMESTEP_SCALE,
     Head,
     forward_activation_bytes,
-    least_elements_per_token_width,
+    least_activation_elements,
     sinusoidal_embedding,
+    video_token_count,
 )
 from .objective import noised
 from .offload import Float8Linear, ReserveMemory
@@ -164,14 +165,14 @@ class RefinerDiT(nn.Module):
         ``video_shape``, so a host can make room before refining; ``least``: the least they
         can take, so a refusal never refuses what fits."""
         c, dtype = self.config, self.patch_embedding.weight.dtype
-        elements = (
-            least_elements_per_token_width(c.dim, c.ffn_dim)
-            if least
-            else REFINER_ACTIVATION_ELEMENTS
-        )
-        return forward_activation_bytes(
-            c.dim, c.patch_size, dtype, [video_shape], 0, video_shape[0], elements
-        )
+        if not least:
+            return forward_activation_bytes(
+                c.dim, c.patch_size, dtype, [video_shape], 0, video_shape[0],
+                REFINER_ACTIVATION_ELEMENTS,
+            )  # fmt: skip
+        tokens = video_token_count(c.patch_size, [video_shape])
+        elements = least_activation_elements(c.dim, c.ffn_dim, [tokens], 0, False)
+        return video_shape[0] * elements * dtype.itemsize
 
     def forward(
         self, video: torch.Tensor, timestep: torch.Tensor, keep_ratio: float | None = None

@@ -425,15 +425,22 @@ def test_the_failed_renders_tensors_are_freed_before_the_cache_is_emptied(monkey
 
 
 @pytest.mark.parametrize(
-    ("frames", "size", "text_tokens", "batched"),
-    [(3, 8, 8, True), (3, 8, 8, False), (9, 16, 64, True), (9, 16, 512, False)],
+    ("frames", "size", "text_tokens", "audio_tokens", "batched"),
+    [
+        (3, 8, 8, 54, True),
+        (3, 8, 8, 54, False),
+        (9, 16, 64, 54, True),
+        (9, 16, 512, 54, False),
+        (9, 8, 8, 144, False),  # as many audio tokens as video tokens
+        (1, 2, 8, 2000, False),  # a long sound over a tiny picture
+    ],
 )
 def test_the_least_a_sampler_pass_is_counted_to_take_stays_below_its_peak(
-    frames, size, text_tokens, batched
+    frames, size, text_tokens, audio_tokens, batched
 ):
     """The CPU refusal must never refuse a render that fits: the demo model's pass is counted
-    below what it takes, also at the clip and prompt where it takes least per token (3 x 8 x 8
-    latents, 8 prompt tokens: 8.5 elements per token and unit of width, against 7 counted)."""
+    below what it takes, whichever stream is the longer, and close enough to it (0.68-0.94 of
+    the tracked peak here) that little that cannot fit reaches the OOM killer."""
     from skyreels_core.config import get_preset
     from skyreels_core.mmdit import DualStreamMMDiT
     from skyreels_core.sampling import SamplerSettings, sample
@@ -446,9 +453,9 @@ def test_the_least_a_sampler_pass_is_counted_to_take_stays_below_its_peak(
     text = TextEncoding(torch.randn(1, text_tokens, config.text_dim), torch.ones(1, text_tokens, dtype=torch.bool))  # fmt: skip
     settings = SamplerSettings(steps=1, batch_guidance=batched)
     least, peak = least_counted_and_peak(model, lambda: sample(
-        model, text=text, negative_text=None, fps=16.0, audio_tokens=54, settings=settings,
-        condition=VideoCondition(torch.zeros(shape), torch.zeros(1, 1, *shape[2:]))))  # fmt: skip
-    assert 0.3 * peak < least <= peak
+        model, text=text, negative_text=None, fps=16.0, audio_tokens=audio_tokens,
+        settings=settings, condition=VideoCondition(torch.zeros(shape), torch.zeros(1, 1, *shape[2:]))))  # fmt: skip
+    assert 0.6 * peak < least <= peak
 
 
 @pytest.mark.parametrize(
@@ -465,4 +472,4 @@ def test_the_least_a_refiner_pass_is_counted_to_take_stays_below_its_peak(
     low = torch.randn(1, model.config.video_latent_channels, frames, size, size)
     settings = RefinerSettings(steps=1, sparsity=sparsity, fps_factor=fps_factor)
     least, peak = least_counted_and_peak(model, lambda: refine(model, low, settings))
-    assert 0.3 * peak < least <= peak
+    assert 0.6 * peak < least <= peak

@@ -255,7 +255,8 @@ def test_on_the_cpu_a_refine_whose_pass_cannot_fit_in_ram_is_refused_before_it_a
     settings = RefinerSettings(steps=1, scale=3, fps_factor=2)
     config = refiner.config
     tokens = 5 * (12 // config.patch_size[1]) * (18 // config.patch_size[2])
-    least = tokens * (config.dim + 2 * config.ffn_dim) * 4  # the FFN's float32 activations
+    # In float32, the stream and the FFN's modulated input, hidden and GELU'd activations.
+    least = tokens * (2 * config.dim + 2 * config.ffn_dim) * 4
     assert refiner.activation_bytes((1, 4, 5, 12, 18), least=True) == least
     allocated = []
     monkeypatch.setattr(torch.nn.functional, "interpolate", lambda *a, **k: allocated.append(1))

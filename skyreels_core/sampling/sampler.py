@@ -284,7 +284,7 @@ def _largest_pass_bytes(
     least: bool = False,
 ) -> int:
     """Activation bytes of the largest model pass a render makes: both guidance branches while
-    they batch, else one (``least``: the least it was measured to take)."""
+    they batch, else one (``least``: the least it can take)."""
     video = [shapes[0], *shapes[1 + has_audio :]]
     audio = shapes[1][-1] if has_audio else 0
     if references is not None:
