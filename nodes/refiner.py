@@ -138,7 +138,7 @@ class SkyReelsV4Refine:
                     {
                         "tooltip": "The low-res clip from the sampler; its high-res keyframes (keyframe mode) are re-injected."
                     },
-                ),  # fmt: skip
+                ),
                 "scale": (
                     "INT",
                     {
@@ -147,7 +147,7 @@ class SkyReelsV4Refine:
                         "max": 4,
                         "tooltip": "Super-resolution factor (the demo refiner is trained for 2).",
                     },
-                ),  # fmt: skip
+                ),
                 "fps_factor": (
                     "INT",
                     {
@@ -157,14 +157,14 @@ class SkyReelsV4Refine:
                         "tooltip": "Frame interpolation: 1, 2 or 4 times the frame rate; F frames become "
                         "factor x (F - 1) + 1, same duration.",
                     },
-                ),  # fmt: skip
+                ),
                 "reinject_keyframes": (
                     "BOOLEAN",
                     {
                         "default": True,
                         "tooltip": "Keep the high-res keyframes exactly; off refines from the low-res clip alone.",
                     },
-                ),  # fmt: skip
+                ),
                 "sparsity": (
                     "FLOAT",
                     {
@@ -176,7 +176,7 @@ class SkyReelsV4Refine:
                         "of dense attention's FLOPs at 720p, 5 s; a clip too small for it to cost at "
                         "most half (the demo refiner's) refines dense.",
                     },
-                ),  # fmt: skip
+                ),
                 "steps": (
                     "INT",
                     {
@@ -187,7 +187,7 @@ class SkyReelsV4Refine:
                         "the refiner's mean estimate of the clip (closest to the truth in PSNR); "
                         "more steps draw a sample, with more invented detail.",
                     },
-                ),  # fmt: skip
+                ),
                 "denoise_start": (
                     "FLOAT",
                     {
@@ -197,7 +197,7 @@ class SkyReelsV4Refine:
                         "step": 0.05,
                         "tooltip": "Denoise strength: lower keeps more of the upsampled clip, 1 redraws it all.",
                     },
-                ),  # fmt: skip
+                ),
                 "seed": (
                     "INT",
                     {
@@ -206,7 +206,7 @@ class SkyReelsV4Refine:
                         "max": MAX_SEED,
                         "tooltip": "Same seed, same refinement on any device.",
                     },
-                ),  # fmt: skip
+                ),
             },
             "optional": {
                 "keyframes": (
@@ -215,14 +215,14 @@ class SkyReelsV4Refine:
                         "tooltip": "Other high-res keyframes (their keyframes, or their video frames); "
                         "default: the clip's own."
                     },
-                ),  # fmt: skip
+                ),
                 "keyframe_indices": (
                     "STRING",
                     {
                         "default": "",
                         "tooltip": "Frames of the low-res clip the keyframes belong to (empty = the ones they carry).",
                     },
-                ),  # fmt: skip
+                ),
                 "video_vae": (
                     link_types.ANY_VIDEO_VAE,
                     {

@@ -57,7 +57,7 @@ def render_world(
     scenes = [
         render_scene(
             sample_scene_spec(scene, max_objects=2), frames=FRAMES, size=size, palette=palette
-        )  # fmt: skip
+        )
         for scene in training_seeds(count, seed)
     ]
     return WorldData(
