@@ -5,7 +5,7 @@ function whose docstring says what it measures): tokens and FLOPs of a 1080p, 32
 direct vs. low-res + keyframes + sparse refiner; a step against diffusers' Wan with the same
 weights; step time by part; memory and working memory; sparse vs dense attention; LoRA and step
 cache overheads; schedules; and, only when named, the minutes-long demo measurements of long
-clips and LoRA training.
+clips and LoRA training, and what only a CUDA GPU measures (block swap, fp8, FlexAttention).
 
 Memory on CPU is counted as *tracked tensor bytes*: every storage an aten op allocates while the
 measurement runs (activations and streamed weight copies), plus the weights resident on the
@@ -109,6 +109,19 @@ def analytic(
     }  # fmt: skip
 
 
+def _finished(function: Callable[[], object], device: torch.device | str) -> Callable[[], object]:
+    """``function`` run to its end: CUDA computes asynchronously, so a timer waits for it."""
+    if torch.device(device).type != "cuda":
+        return function
+
+    def run():
+        result = function()
+        torch.cuda.synchronize(device)
+        return result
+
+    return run
+
+
 def _time(function, repeats: int = 3) -> float:
     return _times({"only": function}, repeats)["only"]
 
@@ -177,13 +190,23 @@ def _scaled_full_preset(dim: int, dual: int, single: int) -> ModelConfig:
 
 
 def _step_inputs(
-    config: ModelConfig, frames: int, size: int, audio_tokens: int, text_tokens: int = 64
+    config: ModelConfig,
+    frames: int,
+    size: int,
+    audio_tokens: int,
+    text_tokens: int = 64,
+    width: int | None = None,
 ):
+    """(video, timestep, text, audio) of one model call on latents of ``size`` (x ``width``);
+    no audio for a model without an audio stream."""
     from .types import TextEncoding
 
     generator = torch.Generator().manual_seed(0)
-    video = torch.randn(1, config.video_in_channels, frames, size, size, generator=generator)
-    audio = torch.randn(1, config.audio_latent_channels, audio_tokens, generator=generator)
+    shape = (1, config.video_in_channels, frames, size, width or size)
+    video = torch.randn(shape, generator=generator)
+    audio = None
+    if config.has_audio:
+        audio = torch.randn(1, config.audio_latent_channels, audio_tokens, generator=generator)
     text = TextEncoding(torch.randn(1, text_tokens, config.text_dim, generator=generator),
                         torch.ones(1, text_tokens, dtype=torch.bool))  # fmt: skip
     return video, torch.tensor([0.5]), text, audio
@@ -359,20 +382,33 @@ def _weight_bytes(model: torch.nn.Module, skipped: set[int] = frozenset()) -> in
                for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)  # fmt: skip
 
 
-def _measured_step(model, inputs, blocks: int) -> dict:
-    """Compute-device bytes (resident weights + tracked peak) and wall time of one step."""
+def _measured_step(
+    model, inputs, blocks: int, device: torch.device | str = "cpu", repeats: int = 1
+) -> dict:
+    """Compute-device bytes (resident weights + the step's peak) and wall time of one step on
+    ``device``: the peak is the tracked tensor bytes on the CPU, CUDA's own count on a GPU."""
     from .runtime import LoadedModel
 
     loaded = LoadedModel(model, "bench", block_swap=blocks)
-    with loaded.on("cpu") as module:
+    video, timestep, text, audio = inputs
+    with loaded.on(device) as module:
         streamer = module.weight_streamer
         resident = _weight_bytes(module, streamer.swapped_modules() if streamer else set())
-        run_step = lambda: module(*inputs[:3], audio=inputs[3])  # noqa: E731
-        step_s = _time(run_step, repeats=1)
-        with TrackedTensorBytes() as tracked:
+        there = (video.to(device), timestep.to(device), text.to(device))
+        audio = None if audio is None else audio.to(device)
+        run_step = _finished(lambda: module(*there, audio=audio), device)
+        step_s = _time(run_step, repeats)
+        if torch.device(device).type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
             run_step()
-    return {"step_s": step_s, "resident_weight_bytes": resident, "step_peak_bytes": tracked.peak,
-            "device_peak_bytes": resident + tracked.peak}  # fmt: skip
+            step_peak = torch.cuda.max_memory_allocated(device) - before
+        else:
+            with TrackedTensorBytes() as tracked:
+                run_step()
+            step_peak = tracked.peak
+    return {"step_s": step_s, "resident_weight_bytes": resident, "step_peak_bytes": step_peak,
+            "device_peak_bytes": resident + step_peak}  # fmt: skip
 
 
 def _demo_render_memory() -> dict:
@@ -408,13 +444,23 @@ def children_peak_rss() -> int | None:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def fewest_swapped_layers(model: torch.nn.Module, budget_bytes: float) -> int | None:
+    """The fewest layers a block swap must stream for ``model``'s weights on the compute device
+    (:func:`offload.device_bytes`: the resident ones and two in flight) to fit ``budget_bytes``;
+    None where streaming them all is not enough."""
+    from .offload import device_bytes, stream_layers
+
+    layers = len(stream_layers(model))
+    return next((n for n in range(layers + 1) if device_bytes(model, n) <= budget_bytes), None)
+
+
 def gpu_weight_projection(budget_gib: float = 20.0) -> dict:
     """Analytic GPU weight bytes of the 14B-class presets in bf16 and with fp8 block weights, and
     the fewest swapped layers that bring them under ``budget_gib`` (a 24 GB card less room for
     480p activations and the CUDA context): the resident layers plus two in flight. The copy time
     assumes PCIe 4.0 x16 at 25 GB/s; it is hidden while each layer computes longer than it copies."""
     from .mmdit import DualStreamMMDiT
-    from .offload import store_linears_in_fp8, stream_layers
+    from .offload import device_bytes, store_linears_in_fp8, stream_layers
 
     projection = {}
     for preset in ("wan2.1-t2v-14b", "skyreels-v4-14b"):
@@ -424,15 +470,10 @@ def gpu_weight_projection(budget_gib: float = 20.0) -> dict:
             if storage != "bf16":
                 store_linears_in_fp8(model, torch.bfloat16)
             layers = [_weight_bytes(torch.nn.ModuleList(layer)) for layer in stream_layers(model)]
-            total = _weight_bytes(model)
-            resident = [
-                total - sum(layers[:n]) + sum(sorted(layers[:n])[-2:])
-                for n in range(len(layers) + 1)
-            ]
-            fits = next((n for n, size in enumerate(resident) if size <= budget_gib * 2**30), None)
+            fits = fewest_swapped_layers(model, budget_gib * 2**30)
             projection[f"{preset}.{storage}"] = {
-                "weights_gib": total / 2**30, "layers": len(layers), "block_swap_to_fit": fits,
-                "weights_with_that_swap_gib": None if fits is None else resident[fits] / 2**30,
+                "weights_gib": _weight_bytes(model) / 2**30, "layers": len(layers), "block_swap_to_fit": fits,
+                "weights_with_that_swap_gib": None if fits is None else device_bytes(model, fits) / 2**30,
                 "streamed_per_forward_gib": None if fits is None else sum(layers[:fits]) / 2**30,
                 "copy_s_per_forward_at_25_gbps": None if fits is None else sum(layers[:fits]) / 25e9}  # fmt: skip
     return {"budget_gib": budget_gib, **projection}
@@ -468,6 +509,81 @@ def memory(
             "gpu_weights_projected": gpu_weight_projection()}  # fmt: skip
 
 
+@torch.no_grad()
+def _random_model(config: ModelConfig, dtype: torch.dtype, draw_on: torch.device | str):
+    """A model of ``config`` in ``dtype`` resting on the CPU, as a loader leaves it, its weights
+    drawn on ``draw_on`` (a GPU draws 14B in seconds; speed and memory do not depend on values).
+    Built on ``meta``: a 14B model never exists in float32, nor twice."""
+    from .mmdit import DualStreamMMDiT
+
+    with torch.device("meta"):
+        model = DualStreamMMDiT(config).to(dtype)
+    model = model.to_empty(device="cpu")
+    generator = torch.Generator(draw_on).manual_seed(0)
+    for tensor in model.parameters():
+        drawn = torch.randn(tensor.shape, generator=generator, device=draw_on)
+        tensor.copy_(drawn.mul_(0.02))
+    return model.eval()
+
+
+@torch.no_grad()
+def device_step_and_attention(
+    device: torch.device | str,
+    config: ModelConfig,
+    latent_size: tuple[int, int, int],
+    text_tokens: int,
+    budget_bytes: float,
+    sparse_grids: tuple[tuple[int, int, int], ...],
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict:
+    """One model step of ``config`` on ``device`` at ``latent_size`` (frames, height, width)
+    without block swap, with the fewest swapped layers whose weights fit ``budget_bytes`` and
+    with fp8 block weights (best of 3 after a warm-up, and the device's peak); and the refiner's
+    sparse attention against dense SDPA at ``sparse_grids`` with the model's heads."""
+    from .mmdit import video_token_count
+    from .offload import store_linears_in_fp8
+
+    frames, height, width = latent_size
+    inputs = _step_inputs(config, frames, height, 0, text_tokens, width=width)
+    model = _random_model(config, dtype, device)
+    swap = fewest_swapped_layers(model, budget_bytes)
+    if swap is None:
+        raise InputError(
+            "budget_gib", f"{budget_bytes / 2**30:.1f} GiB cannot hold {config.name}", "give more"
+        )
+    name = str(dtype).removeprefix("torch.")
+    steps = {name: _measured_step(model, inputs, 0, device, repeats=3)}
+    if swap:
+        steps[f"{name}_block_swap_{swap}"] = _measured_step(model, inputs, swap, device, repeats=3)
+    store_linears_in_fp8(model, dtype)
+    steps["fp8"] = _measured_step(model, inputs, 0, device, repeats=3)
+    for result in steps.values():
+        result[f"step_time_over_{name}"] = result["step_s"] / steps[name]["step_s"]
+    sparse = sparse_vs_dense(sparse_grids, config.num_heads, config.head_dim, device=device, dtype=dtype)  # fmt: skip
+    return {"step": {"config": config.name, "latents": "x".join(map(str, latent_size)),
+                     "video_tokens": video_token_count(config.patch_size, [latent_size]),
+                     "text_tokens": text_tokens, "budget_gib": budget_bytes / 2**30, **steps},
+            "sparse_attention": sparse}  # fmt: skip
+
+
+def cuda(budget_gib: float = 20.0) -> dict:
+    """What only a CUDA GPU measures, sized to a few minutes on a lent H100: a step of the Wan
+    2.1 14B shape at 480p, 5 s (21 x 60 x 104 latents, 512 prompt tokens) in bf16, with the
+    block swap a 24 GB card needs (the target: at most 25 % slower than none) and with fp8
+    weights; and the refiner's sparse attention through the compiled FlexAttention kernel against
+    dense SDPA at 480p and 720p refiner grids (the target: a third of dense's cost)."""
+    if not torch.cuda.is_available():
+        raise InputError(
+            "--only",
+            "part cuda needs a CUDA GPU, and torch sees none here",
+            "run it on a machine with one, or leave cuda out",
+        )
+    config = get_preset("wan2.1-t2v-14b")
+    grids = ((21, 30, 52), (21, 45, 80))
+    results = device_step_and_attention("cuda", config, (21, 60, 104), 512, budget_gib * 2**30, grids)  # fmt: skip
+    return {"device": torch.cuda.get_device_name(), **results}
+
+
 def sparse_vs_dense(
     grids: tuple[tuple[int, int, int], ...] = (
         (9, 8, 8),
@@ -479,9 +595,11 @@ def sparse_vs_dense(
     heads: int = 4,
     head_dim: int = 64,
     keep_ratio: float = 0.25,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> dict:
     """The refiner's sparse attention (top-k cubes plus the neighbourhood, as the refiner runs it)
-    vs dense SDPA, on this machine's path (compiled FlexAttention on CUDA, gathered SDPA
+    vs dense SDPA, on ``device``'s path (compiled FlexAttention on CUDA, gathered SDPA
     elsewhere), at refiner token grids: the demo refiner's, one latent frame, two whose frames
     fill whole 4-frame cubes and a 1 + 4k one as real clips have; ``refine_runs`` is the path
     :func:`refine` takes there (:func:`sparse_pays_off`)."""
@@ -491,10 +609,10 @@ def sparse_vs_dense(
 
     def measure(grid: tuple[int, int, int]) -> dict:
         length = math.prod(grid)
-        q, k, v = (torch.randn(1, heads, length, head_dim) for _ in range(3))
+        q, k, v = (torch.randn(1, heads, length, head_dim, device=device, dtype=dtype) for _ in range(3))  # fmt: skip
         times = _times({
-            "dense": lambda: F.scaled_dot_product_attention(q, k, v),
-            "sparse": lambda: block_sparse_attention(q, k, v, grid, keep_ratio=keep_ratio),
+            "dense": _finished(lambda: F.scaled_dot_product_attention(q, k, v), device),
+            "sparse": _finished(lambda: block_sparse_attention(q, k, v, grid, keep_ratio=keep_ratio), device),
         })  # fmt: skip
         dense_f = dense_attention_flops(length, head_dim, heads)
         sparse_f = sparse_attention_flops(grid, head_dim, heads, keep_ratio)
@@ -953,9 +1071,9 @@ PART_FUNCTIONS = {"analytic": analytic, "step": step_vs_diffusers, "split": step
                   "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory,
                   "schedules": schedules, "long_video": long_video,
                   "extend_to_length": extend_to_length_windows,
-                  "lora_training": lora_training}  # fmt: skip
-# Minutes each on 2 CPU cores, so run only when named.
-LONGER_PARTS = ("long_video", "extend_to_length", "lora_training")
+                  "lora_training": lora_training, "cuda": cuda}  # fmt: skip
+# Minutes each on 2 CPU cores, or a GPU's, so run only when named.
+LONGER_PARTS = ("long_video", "extend_to_length", "lora_training", "cuda")
 PARTS = tuple(part for part in PART_FUNCTIONS if part not in LONGER_PARTS)
 
 

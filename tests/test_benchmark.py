@@ -12,6 +12,8 @@ from skyreels_core.benchmark import (
     analytic,
     children_peak_rss,
     demo_train_step,
+    device_step_and_attention,
+    fewest_swapped_layers,
     gpu_weight_projection,
     lora_overhead,
     step_cache,
@@ -19,8 +21,10 @@ from skyreels_core.benchmark import (
     step_split,
     video_tokens,
 )
-from skyreels_core.config import get_preset
+from skyreels_core.config import ModelConfig, get_preset
 from skyreels_core.demo.train import MODEL_STEPS
+from skyreels_core.errors import InputError
+from skyreels_core.mmdit import DualStreamMMDiT
 
 
 def test_token_counts_and_quadratic_attention():
@@ -66,6 +70,48 @@ def test_projection_halves_weights_in_fp8_and_swaps_the_fewest_layers_that_fit()
     assert 0.5 < fp8["weights_gib"] / bf16["weights_gib"] < 0.52  # fp8 blocks, bf16 embeddings
     assert 25 < bf16["weights_gib"] < 28 and bf16["layers"] == 40
     assert bf16["weights_with_that_swap_gib"] <= 20.0 and fp8["block_swap_to_fit"] == 0
+
+
+def test_the_cuda_parts_step_and_attention_run_on_any_device_with_their_memory_options():
+    """The cuda part is what a lent GPU runs, in one call: the same measurement on the CPU, at a
+    tiny Wan shape, must give every row (no swap, the fewest swapped layers that fit, fp8) with
+    the weights each keeps resident, and the sparse attention beside dense."""
+    from skyreels_core.offload import device_bytes
+
+    config = ModelConfig(
+        name="wan-tiny", dim=128, num_heads=1, ffn_dim=256, num_dual_blocks=4, num_single_blocks=0,
+        text_dim=32, channel_concat_inpainting=False, joint_text=False, audio_latent_channels=None,
+    )  # fmt: skip
+    with torch.device("meta"):
+        budget = device_bytes(DualStreamMMDiT(config), 3)  # fp32: three layers must stream
+    report = device_step_and_attention("cpu", config, (1, 4, 6), 8, budget, ((1, 8, 8),), torch.float32)  # fmt: skip
+    step = report["step"]
+    plain, swapped, fp8 = step["float32"], step["float32_block_swap_3"], step["fp8"]
+    assert step["video_tokens"] == 6 and plain["step_time_over_float32"] == 1.0
+    assert swapped["resident_weight_bytes"] < budget < plain["resident_weight_bytes"]
+    assert fp8["resident_weight_bytes"] < 0.5 * plain["resident_weight_bytes"]
+    assert all(row["step_s"] > 0 and row["step_peak_bytes"] > 0 for row in (plain, swapped, fp8))
+    sparse = report["sparse_attention"]["1x8x8"]
+    assert sparse["tokens"] == 64 and sparse["device"] == "cpu"
+
+
+def test_the_fewest_swapped_layers_fit_the_budget_and_one_fewer_does_not():
+    from skyreels_core.offload import device_bytes
+
+    with torch.device("meta"):
+        model = DualStreamMMDiT(get_preset("wan2.1-t2v-14b")).to(torch.bfloat16)
+    swap = fewest_swapped_layers(model, 20 * 2**30)
+    assert device_bytes(model, swap) <= 20 * 2**30 < device_bytes(model, swap - 1)
+    assert fewest_swapped_layers(model, 2**30) is None  # the embeddings alone take more
+
+
+def test_the_cuda_part_without_a_gpu_is_refused_by_name(monkeypatch):
+    from skyreels_core import benchmark
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError) as refused:
+        benchmark.cuda()
+    assert refused.value.input_name == "--only"
 
 
 def test_step_split_reports_every_part():
