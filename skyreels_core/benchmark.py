@@ -538,8 +538,9 @@ def device_step_and_attention(
 ) -> dict:
     """One model step of ``config`` on ``device`` at ``latent_size`` (frames, height, width)
     without block swap, with the fewest swapped layers whose weights fit ``budget_bytes`` and
-    with fp8 block weights (best of 3 after a warm-up, and the device's peak); and the refiner's
-    sparse attention against dense SDPA at ``sparse_grids`` with the model's heads."""
+    with fp8 block weights (best of 3 after a warm-up, and the device's peak, against the working
+    memory the model asks the host for and the least it counts); and the refiner's sparse
+    attention against dense SDPA at ``sparse_grids`` with the model's heads."""
     from .mmdit import video_token_count
     from .offload import store_linears_in_fp8
 
@@ -557,8 +558,13 @@ def device_step_and_attention(
         steps[f"{name}_block_swap_{swap}"] = _measured_step(model, inputs, swap, device, repeats=3)
     store_linears_in_fp8(model, dtype)
     steps["fp8"] = _measured_step(model, inputs, 0, device, repeats=3)
+    # What the host is asked to make room for, and what the CPU's refusal counts, per row's peak.
+    counted = ([(1, config.video_in_channels, *latent_size)], 0, text_tokens, 1)
+    asked, least = (model.activation_bytes(*counted, least=least) for least in (False, True))
     for result in steps.values():
         result[f"step_time_over_{name}"] = result["step_s"] / steps[name]["step_s"]
+        result["asked_over_step_peak"] = asked / result["step_peak_bytes"]
+        result["least_over_step_peak"] = least / result["step_peak_bytes"]
     sparse = sparse_vs_dense(sparse_grids, config.num_heads, config.head_dim, device=device, dtype=dtype)  # fmt: skip
     return {"step": {"config": config.name, "latents": "x".join(map(str, latent_size)),
                      "video_tokens": video_token_count(config.patch_size, [latent_size]),

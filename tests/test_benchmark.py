@@ -91,6 +91,7 @@ def test_the_cuda_parts_step_and_attention_run_on_any_device_with_their_memory_o
     assert swapped["resident_weight_bytes"] < budget < plain["resident_weight_bytes"]
     assert fp8["resident_weight_bytes"] < 0.5 * plain["resident_weight_bytes"]
     assert all(row["step_s"] > 0 and row["step_peak_bytes"] > 0 for row in (plain, swapped, fp8))
+    assert plain["least_over_step_peak"] < 1 < plain["asked_over_step_peak"]
     sparse = report["sparse_attention"]["1x8x8"]
     assert sparse["tokens"] == 64 and sparse["device"] == "cpu"
 
