@@ -17,6 +17,14 @@ from .attention import BlockSparsity, attention
 from .rope import apply_rotary
 
 Table = torch.Tensor  # (cos, sin) of the rotary angles, [L, head_dim / 2, 2] (rope.rotary)
+# The steps the model's forward calls on a block, which ``runtime.compile_blocks`` compiles.
+BLOCK_STEPS = ("attend", "cross_text", "feed_forward")
+
+
+def runs_compiled(model: nn.Module) -> bool:
+    """Whether ``model``'s blocks run compiled steps now: a compiled model renders with them set
+    on its blocks, shadowing the methods (``runtime.LoadedModel.on``)."""
+    return any(step in vars(module) for module in model.modules() for step in BLOCK_STEPS)
 
 
 class RMSNorm(nn.Module):

@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from .blocks import DualStreamBlock, LayerNorm, SingleStreamBlock
+from .blocks import DualStreamBlock, LayerNorm, SingleStreamBlock, runs_compiled
 from .config import ModelConfig
 from .errors import InputError
 from .rope import (
@@ -53,19 +53,27 @@ def least_activation_elements(
     stream_tokens: Sequence[int],
     text_tokens: int,
     parallel_blocks: bool,
+    compiled: bool = False,
 ) -> int:
     """The least working memory one forward can take, in elements, for refusals that must never
     refuse a pass that fits; counted from what the blocks provably hold at once. Throughout:
-    every stream and the text (a width a token). Then, one stream at a time: a feed-forward
-    holds its modulated input and its hidden activations before and after the GELU (width + 2
-    FFN widths a token); a single-stream block (``parallel_blocks``), at its GELU, holds linear1's
-    fused q/k/v/MLP output, the attention's output and the GELU's (4 widths + 2 FFN widths a token
-    of the stream and its text). The sampler's and refiner's tracked peaks sit above it (tests,
-    bench part working_memory)."""
+    every stream and the text (a width a token). Then, one stream at a time, eagerly: a
+    feed-forward holds its modulated input and its hidden activations before and after the GELU
+    (width + 2 FFN widths a token); a single-stream block (``parallel_blocks``), at its GELU,
+    holds linear1's fused q/k/v/MLP output, the attention's output and the GELU's (4 widths + 2 FFN
+    widths a token of the stream and its text). ``compiled`` (torch.compile's Inductor writes a
+    GELU over its input and frees what is dead sooner): only what any execution holds, a matmul's
+    input and output (width + FFN width; linear1's 4 widths + FFN width) and an attention's q, k,
+    v and output (4 widths). The tracked or resident peaks sit above it (tests, bench)."""
     longest = max(stream_tokens)
-    transient = (dim + 2 * ffn_dim) * longest
+    if compiled:
+        transient = max((dim + ffn_dim) * longest, 4 * dim * longest)
+        parallel = (4 * dim + ffn_dim) * (longest + text_tokens)
+    else:
+        transient = (dim + 2 * ffn_dim) * longest
+        parallel = (4 * dim + 2 * ffn_dim) * (longest + text_tokens)
     if parallel_blocks:
-        transient = max(transient, (4 * dim + 2 * ffn_dim) * (longest + text_tokens))
+        transient = max(transient, parallel)
     return dim * (sum(stream_tokens) + text_tokens) + transient
 
 
@@ -214,8 +222,10 @@ class DualStreamMMDiT(nn.Module):
                 ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH,
             )  # fmt: skip
         streams = [video_token_count(c.patch_size, video_shapes), audio_tokens]
-        parallel = c.num_single_blocks > 0
-        elements = least_activation_elements(c.dim, c.ffn_dim, streams, text_tokens, parallel)
+        parallel, compiled = c.num_single_blocks > 0, runs_compiled(self)
+        elements = least_activation_elements(
+            c.dim, c.ffn_dim, streams, text_tokens, parallel, compiled
+        )
         return batch * elements * dtype.itemsize
 
     # -- inputs ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .attention import BlockSparsity
-from .blocks import DualStreamBlock
+from .blocks import DualStreamBlock, runs_compiled
 from .config import ModelConfig, check_heads
 from .errors import CheckpointError, InputError
 from .loading import loaded_bytes, read_header, save_model, shapes_of, validate_keys
@@ -171,7 +171,9 @@ class RefinerDiT(nn.Module):
                 REFINER_ACTIVATION_ELEMENTS,
             )  # fmt: skip
         tokens = video_token_count(c.patch_size, [video_shape])
-        elements = least_activation_elements(c.dim, c.ffn_dim, [tokens], 0, False)
+        elements = least_activation_elements(
+            c.dim, c.ffn_dim, [tokens], 0, False, runs_compiled(self)
+        )
         return video_shape[0] * elements * dtype.itemsize
 
     def forward(

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .attention import available_backends, require_backend, takes_dtype
+from .blocks import BLOCK_STEPS
 from .errors import InputError
 from .lora import Lora, applied
 from .offload import FP8_FORMATS, check_block_swap, enable_block_swap, place, stream_layers
@@ -55,7 +56,7 @@ def compile_blocks(module: nn.Module) -> CompiledSteps:
     steps: CompiledSteps = {}
     for layer in stream_layers(module):
         for block in layer:
-            for step in ("attend", "cross_text", "feed_forward"):
+            for step in BLOCK_STEPS:
                 steps[block, step] = torch.compile(getattr(block, step))
             if hasattr(block, "av_cross_attn"):  # as nn.Module.compile() sets it
                 exchange = block.av_cross_attn
