@@ -99,6 +99,20 @@ def test_tiled_decode_and_encode_nodes_match_whole_frames():
     assert error.value.input_name == "tile_overlap"
 
 
+def test_a_vae_other_than_wan_2_1_on_video_vae_is_refused_by_name():
+    """A host VAE of another model (an SD or Flux VAE from Load VAE) would decode latents it
+    was never trained on into noise, or fail deep inside with a shape error."""
+    frames = torch.rand(5, 32, 32, 3)
+
+    class HostImageVAE:  # what ComfyUI's Load VAE gives for an image model's VAE
+        latent_channels = 4
+
+    with pytest.raises(InputError) as refused:
+        ENCODE_VIDEO().encode(frames, HostImageVAE(), 16.0)
+    assert refused.value.input_name == "video_vae"
+    assert "HostImageVAE is not the Wan 2.1 video VAE" in str(refused.value)
+
+
 @pytest.mark.parametrize("node", ["SkyReelsV4DecodeVideo", "SkyReelsV4EncodeVideo"])
 def test_tiled_coding_shows_its_progress_and_stops_between_tiles_on_cancel(monkeypatch, node):
     """A tiled Wan decode at 720p runs minutes: it showed no progress and Cancel took effect
