@@ -477,3 +477,47 @@ def test_keyframe_images_of_the_wrong_count_are_refused_by_the_images_input():
     )
     with pytest.raises(InputError, match=r"^images: 10 images for 2 keyframe indices\."):
         NODES["SkyReelsV4MaskKeyframes"]().build(CODEC, _clip(10), "0, 8", 9)  # not a 9-frame clip
+
+
+@pytest.mark.parametrize(
+    ("build", "input_name", "message"),
+    [
+        (lambda: masks.keyframes(CODEC, {}, 17), "keyframes", "no keyframe given"),
+        (
+            lambda: masks.keyframes(CODEC, {0: _clip(1)[0], 8: _clip(1, 16)[0]}, 17),
+            "images",
+            "keyframe 8's size (16, 16) differs",
+        ),  # fmt: skip
+        (
+            lambda: masks.interpolate(CODEC, _clip(1)[0], _clip(1, 16)[0], 17),
+            "last",
+            "size (16, 16) differs from the first frame's (32, 32)",
+        ),  # fmt: skip
+        (
+            lambda: masks.image_to_video(CODEC, torch.rand(32, 32), 17),
+            "image",
+            "shape (32, 32) is not an image",
+        ),  # fmt: skip
+        (lambda: masks.extend_video(CODEC, _clip(), 17, 0), "known_frames", "0 frames"),
+        (
+            lambda: masks.condition_from_pixels(
+                CODEC, _clip(), torch.ones(17, 16, 16, dtype=torch.bool), "source"
+            ),
+            "mask",
+            "does not match video",
+        ),  # fmt: skip
+    ],
+)
+def test_inputs_that_cannot_make_a_condition_are_named(build, input_name, message):
+    with pytest.raises(InputError) as refused:
+        build()
+    assert refused.value.input_name == input_name and message in str(refused.value)
+
+
+def test_an_empty_reference_sound_is_named():
+    from skyreels_core.demo.bundle import audio_codec
+    from skyreels_core.references import audio_reference
+
+    with pytest.raises(InputError, match="the reference sound is empty") as refused:
+        audio_reference(audio_codec(), torch.zeros(1, 0), 16000)
+    assert refused.value.input_name == "audio"
