@@ -228,6 +228,22 @@ def test_video_to_video_names_a_condition_of_another_clip_in_frames_and_pixels(d
     )
 
 
+def test_video_to_video_names_a_take_whose_sound_has_another_length(demo):
+    take = render(demo, steps=1)
+    trimmed = dataclasses.replace(take, audio=take.audio[..., :-3])
+    with pytest.raises(InputError) as error:
+        render(demo, initial=trimmed, denoise_start=0.5)
+    assert str(error.value).startswith(
+        "initial: a sound of 32 audio tokens where the clip's length at this fps takes 35."
+    )
+
+
+def test_a_keyframe_scale_below_one_is_named(demo):
+    with pytest.raises(InputError) as error:
+        render(demo, keyframe_indices="4", keyframe_scale=0)
+    assert error.value.input_name == "keyframe_scale"
+
+
 def test_the_sampler_hands_its_take_over_where_the_host_keeps_outputs(demo, monkeypatch):
     """The host caches every output: a take left on the GPU held its memory between queues
     (Refine already handed its result to the host's intermediate device)."""
