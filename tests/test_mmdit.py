@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from model_helpers import inputs, randomise_av_exchange, tiny_model, zero_av_exchange
+from model_helpers import WAN_TINY, inputs, randomise_av_exchange, tiny_model, zero_av_exchange
 
 from skyreels_core.config import PRESETS, get_preset
 from skyreels_core.errors import InputError
@@ -154,6 +154,30 @@ def test_wrong_input_channels_name_the_fix():
     video, t, text, audio = inputs(model)
     with pytest.raises(InputError, match="concat"):
         model(video[:, :4], t, text, audio=audio)
+
+
+def test_a_latent_size_off_the_patch_grid_and_sound_for_a_silent_model_name_the_fix():
+    model = tiny_model()
+    video, t, text, audio = inputs(model, height=5)
+    with pytest.raises(InputError, match=r"^video: latent size \(3, 5, 6\) does not divide"):
+        model(video, t, text, audio=audio)
+    silent = DualStreamMMDiT(WAN_TINY)
+    video, t, text, _ = inputs(silent)
+    with pytest.raises(InputError, match="^audio: this model has no audio stream"):
+        silent(video, t, text, audio=audio)
+
+
+@torch.no_grad()
+def test_a_wan_model_reads_a_reference_clip_as_plain_latents():
+    """A model without channel-concat inpainting takes clean references as they are (an
+    inpainting model takes concat(ref, ref, ones)), prepended before the clip's tokens."""
+    torch.manual_seed(0)
+    model = DualStreamMMDiT(WAN_TINY).eval()
+    video, t, text, _ = inputs(model)
+    reference = References(video=torch.randn(2, WAN_TINY.video_latent_channels, 1, 4, 6))
+    plain, referenced = model(video, t, text), model(video, t, text, references=reference)
+    assert referenced.video.shape == plain.video.shape == (2, 4, 3, 4, 6)
+    assert not torch.allclose(referenced.video, plain.video)
 
 
 def test_parameter_counts_are_exact_for_every_preset():
