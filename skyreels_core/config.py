@@ -7,7 +7,7 @@ presets differ only in these numbers (DESIGN §3).
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from .errors import InputError
 
@@ -156,10 +156,6 @@ def config_from_dict(values: dict) -> ModelConfig:
     values = dict(values)
     values["patch_size"] = tuple(values["patch_size"])
     return ModelConfig(**values)
-
-
-def with_name(config: ModelConfig, name: str) -> ModelConfig:
-    return replace(config, name=name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

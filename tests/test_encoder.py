@@ -162,6 +162,10 @@ def test_missing_or_foreign_folders_say_what_to_do(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "t5"}')
     with pytest.raises(CheckpointError, match="not a Qwen-VL"):
         MLLMEncoder.from_folder(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")  # pickles are never read
+    with pytest.raises(CheckpointError, match=r"^encoder: .* has no \.safetensors weights"):
+        MLLMEncoder.from_folder(tmp_path)
 
 
 @pytest.mark.parametrize("text", ['{"model_type": "qwen2_5_vl",', '["qwen2_5_vl"]', "\udcff"])

@@ -180,6 +180,13 @@ def test_a_wan_model_reads_a_reference_clip_as_plain_latents():
     assert not torch.allclose(referenced.video, plain.video)
 
 
+def test_a_config_the_blocks_cannot_build_is_refused_by_name():
+    with pytest.raises(ValueError, match="^tiny: dim 32 must split into 3 even heads"):
+        replace(get_preset("tiny"), num_heads=3)
+    with pytest.raises(ValueError, match="^tiny: single-stream blocks need joint_text"):
+        replace(get_preset("tiny"), joint_text=False)
+
+
 def test_parameter_counts_are_exact_for_every_preset():
     for name in ("tiny", "demo", "wan2.1-t2v-1.3b", "skyreels-v4-14b"):
         model = build_on_meta(PRESETS[name])
