@@ -60,16 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         command_parser = subparsers.add_parser(name, help=help_text)
         if name != chosen:
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            print(
-                f"{name}: not available in this build yet ({module_name} is missing)",
-                file=sys.stderr,
-            )
-            return 1
+        module = importlib.import_module(module_name)
         module.add_arguments(command_parser)
         command_parser.set_defaults(run=module.run)
     args = parser.parse_args(argv)

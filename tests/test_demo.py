@@ -774,3 +774,15 @@ def test_an_edit_of_a_clip_shorter_than_frames_is_one_line(tmp_path, capsys, no_
             f"error: video: 5 frames, fewer than the 9 the {task} task asks for. "
             "Fix: give a longer clip or fewer --frames\n"
         )
+
+
+def test_an_unreadable_image_exits_with_one_line_naming_it(tmp_path, capsys):
+    from skyreels_core.__main__ import main
+
+    garbage = tmp_path / "frame.png"
+    garbage.write_bytes(b"not a picture")
+    out = tmp_path / "x.mp4"
+    assert main(["demo", "--task", "i2av", "--image", str(garbage), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --image: cannot read {garbage}") and error.count("\n") == 1
+    assert "Fix: pass a PNG or JPEG file" in error and not out.exists()
