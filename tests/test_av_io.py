@@ -448,3 +448,16 @@ def test_a_sound_of_more_channels_than_aac_carries_is_saved_as_their_mean(tmp_pa
     assert sound.abs().max().item() == pytest.approx(0.81, abs=0.03)
     onset = (sound[0, 0].abs() > 0.3).nonzero()[0].item()
     assert abs(onset - 4000) <= 80
+
+
+def test_a_video_without_frames_and_frames_of_the_wrong_rank_are_named(tmp_path):
+    empty = tmp_path / "empty.avi"
+    with av.open(str(empty), "w") as container:  # a video stream that never got a frame
+        stream = container.add_stream("mpeg4", rate=16)
+        stream.width = stream.height = 16
+        container.start_encoding()
+    with pytest.raises(InputError, match="^video: empty.avi has no frames"):
+        read_video(empty)
+    with pytest.raises(InputError, match=r"^frames: shape \(8, 8, 3\) is not \[frames"):
+        write_mp4(tmp_path / "flat.mp4", torch.rand(8, 8, 3), 16.0)
+    assert not (tmp_path / "flat.mp4").exists()

@@ -471,6 +471,19 @@ def test_a_peft_alpha_pattern_names_the_end_of_a_layer_only(tmp_path):
     assert lora.layers["blocks.10.self_attn.q"].scale == 1.0  # the default 4 over rank 4
 
 
+def test_adapter_metadata_that_is_not_json_is_refused_by_name(tmp_path):
+    """Its alphas unknown, the LoRA would apply at rank / alpha times its strength."""
+    model = DualStreamMMDiT(WAN_TINY)
+    state = {
+        "transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(RANK, 64),
+        "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(64, RANK),
+    }
+    path = tmp_path / "cut.safetensors"
+    save_file(state, str(path), {"lora_adapter_metadata": '{"r": 4, "lora_alp'})
+    with pytest.raises(CheckpointError, match="^lora_name: .*lora_adapter_metadata is not JSON"):
+        read_lora(path, model)
+
+
 def test_a_new_trainable_lora_starts_at_zero_effect_and_unit_gain():
     """A LoRA being trained starts from the model exactly as loaded (``up`` zeros), and its
     ``down`` maps a unit-variance input to unit variance (random / sqrt(in_features)). A nonzero
