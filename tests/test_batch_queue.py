@@ -1153,12 +1153,15 @@ def test_a_render_gone_from_the_queue_is_seen_at_once_and_its_history_read_again
         (["--input-widget", "1.file"], "--input-widget: given without --inputs. Fix: add --inputs or drop it"),
         (["--inputs", "PROMPTS", "--input-widget", "5.prompt", "--set", "5.prompt=x"], "--set: a file is set by both --set and --inputs"),
         (["--report", "FOLDER"], "--report: FOLDER names a folder. Fix: name a file, e.g. FOLDER/batch.json"),
+        (["--prompts", "COMMENTS"], "--prompts: COMMENTS holds no prompt. Fix: write one prompt per line"),
+        (["--prompts", "FOLDER"], "--prompts: cannot read FOLDER (Is a directory). Fix: name a text file"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_naming_the_fix(capsys, tmp_path, args, message):
-    prompts = tmp_path / "prompts.txt"
+    prompts, comments = tmp_path / "prompts.txt", tmp_path / "comments.txt"
     prompts.write_text("a red circle bounces on the floor\n")
-    named = {"PROMPTS": str(prompts), "FOLDER": str(tmp_path)}
+    comments.write_text("# takes for Friday\n\n")
+    named = {"PROMPTS": str(prompts), "COMMENTS": str(comments), "FOLDER": str(tmp_path)}
     args = [named.get(arg, arg) for arg in args]
     for placeholder, value in named.items():
         message = message.replace(placeholder, value)
