@@ -32,44 +32,32 @@ AUDIO_TOKENS, TEXT_TOKENS, WIDTH = 54, 64, 512
 
 
 def _model(name: str):
-    from dataclasses import replace
-
     import torch
 
-    from skyreels_core.benchmark import _scaled_full_preset
-    from skyreels_core.config import get_preset
+    from skyreels_core.benchmark import scaled_preset
     from skyreels_core.mmdit import DualStreamMMDiT
 
     if name == "skyreels":
-        config = _scaled_full_preset(WIDTH, dual=2, single=1)
+        config = scaled_preset(WIDTH, dual=2, single=1)
     else:
-        wan = get_preset("wan2.1-t2v-14b")
-        config = replace(wan, name="wan-scaled", dim=WIDTH, num_heads=WIDTH // wan.head_dim,
-                         ffn_dim=32 * round(wan.ffn_dim * WIDTH / wan.dim / 32), num_dual_blocks=3)  # fmt: skip
+        config = scaled_preset(WIDTH, dual=3, single=0, preset="wan2.1-t2v-14b")
     torch.manual_seed(0)
     return DualStreamMMDiT(config).eval()
-
-
-def _status_bytes(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
 
 
 def child(name: str, compiled: bool) -> dict:
     """One pass measured in this process (a fresh one): its peak RSS added and the least counted."""
     import torch
 
-    from skyreels_core.benchmark import _step_inputs
+    from skyreels_core.benchmark import rss_added_by, step_inputs
     from skyreels_core.runtime import LoadedModel
 
     model = _model(name)
-    video, timestep, text, audio = _step_inputs(model.config, LATENTS[0], LATENTS[1], AUDIO_TOKENS, TEXT_TOKENS, width=LATENTS[2])  # fmt: skip
+    video, timestep, text, audio = step_inputs(model.config, LATENTS[0], LATENTS[1], AUDIO_TOKENS, TEXT_TOKENS, width=LATENTS[2])  # fmt: skip
     with torch.no_grad(), LoadedModel(model, name, compile=compiled).on("cpu") as module:
         run = lambda: module(video, timestep, text, audio=audio)  # noqa: E731
         run(), run()
-        Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from here
-        before = _status_bytes("VmRSS")
-        run()
-        peak = _status_bytes("VmHWM") - before
+        peak = rss_added_by(run)
         counted = ([video.shape], 0 if audio is None else AUDIO_TOKENS, TEXT_TOKENS, 1)
         least = module.activation_bytes(*counted, least=True)
     eager_count = model.activation_bytes(*counted, least=True)  # compiled steps unset again

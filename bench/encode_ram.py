@@ -54,11 +54,6 @@ def _codec(name: str):
     return WanVideoCodec(AutoencoderKLWan.from_config(config))
 
 
-def _status_bytes(field: str) -> int:
-    """The RSS (VmRSS) or its peak (VmHWM: ``ru_maxrss`` since the last reset) of this process."""
-    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
-
-
 def child(codec_name: str, call: str, frames: int, side: int) -> dict:
     """One call measured in this process (a fresh one, under the parent's address-space limit):
     its peak RSS, then, run again, its peak of tracked tensor bytes (every tensor an aten op
@@ -67,7 +62,7 @@ def child(codec_name: str, call: str, frames: int, side: int) -> dict:
     import torch
 
     from skyreels_core import masks, memory
-    from skyreels_core.benchmark import TrackedTensorBytes
+    from skyreels_core.benchmark import TrackedTensorBytes, rss_added_by
 
     codec = _codec(codec_name)
     codec.encode(torch.rand(1, 5, 32, 32, 3))  # lazy initialisation outside the measurement
@@ -79,10 +74,7 @@ def child(codec_name: str, call: str, frames: int, side: int) -> dict:
         source = torch.rand(frames, side // 4, side // 4, 3)
         run = lambda: masks.video_to_audio(codec, source, side)  # noqa: E731
         estimate += masks.BUILT_CLIP_COPIES * memory.clip_bytes(frames, side, side)
-    Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from here
-    before = _status_bytes("VmRSS")
-    run()
-    peak = _status_bytes("VmHWM") - before
+    peak = rss_added_by(run)
     with TrackedTensorBytes() as tracked:
         run()
     clip_bytes = memory.clip_bytes(frames, side, side)

@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -180,16 +181,17 @@ def step_vs_diffusers(dim: int = 512, layers: int = 4, frames: int = 5, size: in
     }
 
 
-def _scaled_full_preset(dim: int, dual: int, single: int) -> ModelConfig:
-    """The skyreels-v4-14b shape (head dim 128, FFN 2.7 x width, 40 audio channels) at a width
-    and depth a CPU runs in seconds."""
-    full = get_preset("skyreels-v4-14b")
-    return replace(full, name=f"skyreels-v4-scaled-{dim}", dim=dim, num_heads=dim // full.head_dim,
+def scaled_preset(dim: int, dual: int, single: int, preset: str = "skyreels-v4-14b") -> ModelConfig:
+    """A 14B preset's shape (head dim 128, its FFN's ratio to the width, its channels; by default
+    SkyReels-V4's: FFN 2.7 x width, 40 audio channels) at a width and depth a CPU runs in
+    seconds."""
+    full = get_preset(preset)
+    return replace(full, name=f"{preset.removesuffix('-14b')}-scaled-{dim}", dim=dim, num_heads=dim // full.head_dim,
                    ffn_dim=32 * round(full.ffn_dim * dim / full.dim / 32), num_dual_blocks=dual,
                    num_single_blocks=single)  # fmt: skip
 
 
-def _step_inputs(
+def step_inputs(
     config: ModelConfig,
     frames: int,
     size: int,
@@ -259,9 +261,9 @@ def step_split(
     the dual-stream blocks' separate text weights; other: patchify, RoPE tables, heads."""
     from .mmdit import DualStreamMMDiT
 
-    config = _scaled_full_preset(dim, dual=3, single=1)
+    config = scaled_preset(dim, dual=3, single=1)
     model = DualStreamMMDiT(config).eval()
-    inputs = _step_inputs(config, frames, size, audio_tokens)
+    inputs = step_inputs(config, frames, size, audio_tokens)
     run_step = lambda: model(*inputs[:3], audio=inputs[3])  # noqa: E731
     total_s = _time(run_step)
     timer, handles = _PartTimer(), []
@@ -432,6 +434,21 @@ def _demo_render_memory() -> dict:
             "demo_command_peak_rss_note": note}  # fmt: skip
 
 
+def rss_added_by(run: Callable[[], object]) -> int:
+    """The most RSS ``run`` added to this process (Linux): its peak (VmHWM, reset through
+    /proc/self/clear_refs just before) less the RSS it started from, libraries' workspaces
+    included."""
+
+    def status_bytes(field: str) -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(rf"{field}:\s+(\d+) kB", status)[1]) * 1024
+
+    Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from here
+    before = status_bytes("VmRSS")
+    run()
+    return status_bytes("VmHWM") - before
+
+
 def children_peak_rss() -> int | None:
     """The highest RSS of this process's finished children, in bytes: getrusage counts KiB on
     Linux and bytes on macOS; Windows has no getrusage (None), where importing it at the top
@@ -488,8 +505,8 @@ def memory(
     from .mmdit import DualStreamMMDiT
     from .offload import store_linears_in_fp8
 
-    config = _scaled_full_preset(dim, dual=30, single=10)
-    inputs = _step_inputs(config, frames, size, audio_tokens)
+    config = scaled_preset(dim, dual=30, single=10)
+    inputs = step_inputs(config, frames, size, audio_tokens)
     torch.manual_seed(0)
     model = DualStreamMMDiT(config).eval()
     steps = {
@@ -545,7 +562,7 @@ def device_step_and_attention(
     from .offload import store_linears_in_fp8
 
     frames, height, width = latent_size
-    inputs = _step_inputs(config, frames, height, 0, text_tokens, width=width)
+    inputs = step_inputs(config, frames, height, 0, text_tokens, width=width)
     model = _random_model(config, dtype, device)
     swap = fewest_swapped_layers(model, budget_bytes)
     if swap is None:
@@ -646,7 +663,7 @@ def lora_overhead(
     from .runtime import LoadedModel
 
     torch.manual_seed(0)
-    config = _scaled_full_preset(dim, 3, 1)
+    config = scaled_preset(dim, 3, 1)
     model = DualStreamMMDiT(config).eval()
     linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     lora = Lora("bench", layers={name: LayerDelta(down=torch.randn(rank, m.in_features) * 0.02,
@@ -656,7 +673,7 @@ def lora_overhead(
     for name, delta in lora.layers.items():
         merged.get_submodule(name).weight += delta.up @ delta.down
     hooked = LoadedModel(copy.deepcopy(model), "hooked").with_lora(lora, 1.0)
-    inputs = _step_inputs(config, frames, size, audio_tokens)
+    inputs = step_inputs(config, frames, size, audio_tokens)
 
     def step(module):
         return lambda: module(*inputs[:3], audio=inputs[3])
@@ -809,7 +826,7 @@ def _transformer_memory(reserve: _Asked, dims, video_sizes, audio_tokens) -> dic
 
     hooks, results = SamplerHooks(reserve=reserve), {}
     for dim in dims:
-        config = _scaled_full_preset(dim, dual=2, single=1)
+        config = scaled_preset(dim, dual=2, single=1)
         generator, refiner = (
             DualStreamMMDiT(config).eval(),
             RefinerDiT(RefinerConfig.from_model(config, 2)),
@@ -817,7 +834,7 @@ def _transformer_memory(reserve: _Asked, dims, video_sizes, audio_tokens) -> dic
         for frames, size in video_sizes:
             shape = (1, config.video_latent_channels, frames, size, size)
             condition = VideoCondition(torch.zeros(shape), torch.zeros(1, 1, *shape[2:]))
-            text = _step_inputs(config, frames, size, audio_tokens)[2]
+            text = step_inputs(config, frames, size, audio_tokens)[2]
             name = f"dim_{dim}_{frames}x{size}x{size}"
             sampled = partial(sample, generator, text=text, negative_text=None,
                               condition=condition, audio_tokens=audio_tokens, fps=16.0,
