@@ -553,8 +553,8 @@ def device_step_and_attention(
     sparse_grids: tuple[tuple[int, int, int], ...],
     dtype: torch.dtype = torch.bfloat16,
 ) -> dict:
-    """One model step of ``config`` on ``device`` at ``latent_size`` (frames, height, width)
-    without block swap, with the fewest swapped layers whose weights fit ``budget_bytes`` and
+    """One model step of ``config`` (a video-only model: Wan's shape, no audio tokens) on
+    ``device`` at ``latent_size`` (frames, height, width) without block swap, with the fewest swapped layers whose weights fit ``budget_bytes`` and
     with fp8 block weights (best of 3 after a warm-up, and the device's peak, against the working
     memory the model asks the host for and the least it counts); and the refiner's sparse
     attention against dense SDPA at ``sparse_grids`` with the model's heads."""
