@@ -34,7 +34,7 @@ AUDIO_TOKENS, TEXT_TOKENS, WIDTH = 54, 64, 512
 def _model(name: str):
     import torch
 
-    from skyreels_core.benchmark import scaled_preset
+    from skyreels_core.benchmark.instruments import scaled_preset
     from skyreels_core.mmdit import DualStreamMMDiT
 
     if name == "skyreels":
@@ -49,7 +49,7 @@ def child(name: str, compiled: bool) -> dict:
     """One pass measured in this process (a fresh one): its peak RSS added and the least counted."""
     import torch
 
-    from skyreels_core.benchmark import rss_added_by, step_inputs
+    from skyreels_core.benchmark.instruments import rss_added_by, step_inputs
     from skyreels_core.runtime import LoadedModel
 
     model = _model(name)

@@ -62,7 +62,7 @@ def child(codec_name: str, call: str, frames: int, side: int) -> dict:
     import torch
 
     from skyreels_core import masks, memory
-    from skyreels_core.benchmark import TrackedTensorBytes, rss_added_by
+    from skyreels_core.benchmark.instruments import TrackedTensorBytes, rss_added_by
 
     codec = _codec(codec_name)
     codec.encode(torch.rand(1, 5, 32, 32, 3))  # lazy initialisation outside the measurement

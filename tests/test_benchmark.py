@@ -6,17 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skyreels_core.benchmark import (
-    TrackedTensorBytes,
-    _PartTimer,
-    analytic,
-    children_peak_rss,
-    demo_train_step,
+from skyreels_core.benchmark.demo_quality import step_cache
+from skyreels_core.benchmark.instruments import TrackedTensorBytes, children_peak_rss
+from skyreels_core.benchmark.memory import (
     device_step_and_attention,
     fewest_swapped_layers,
     gpu_weight_projection,
+)
+from skyreels_core.benchmark.speed import (
+    _PartTimer,
+    analytic,
+    demo_train_step,
     lora_overhead,
-    step_cache,
     step_flops,
     step_split,
     video_tokens,
@@ -107,11 +108,11 @@ def test_the_fewest_swapped_layers_fit_the_budget_and_one_fewer_does_not():
 
 
 def test_the_cuda_part_without_a_gpu_is_refused_by_name(monkeypatch):
-    from skyreels_core import benchmark
+    from skyreels_core.benchmark.memory import cuda
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError) as refused:
-        benchmark.cuda()
+        cuda()
     assert refused.value.input_name == "--only"
 
 
@@ -149,7 +150,7 @@ def test_cache_part_counts_model_calls_and_compares_with_the_uncached_render():
 
 
 def test_long_video_part_joins_two_windows_per_prompt_and_reads_the_seam():
-    from skyreels_core.benchmark import long_video
+    from skyreels_core.benchmark.demo_quality import long_video
 
     report = long_video(cases=2, overlaps=(5,))["overlap_5"]
     assert 0 < report["seam_step_over_median_step"] <= report["seam_step_over_median_step_max"]
@@ -160,7 +161,7 @@ def test_long_video_part_joins_two_windows_per_prompt_and_reads_the_seam():
 
 
 def test_extend_to_length_part_reads_every_window_and_seam():
-    from skyreels_core.benchmark import _seam_steps, extend_to_length_windows
+    from skyreels_core.benchmark.demo_quality import _seam_steps, extend_to_length_windows
 
     report = extend_to_length_windows(cases=1, total_frames=61)
     assert (report["frames"], report["windows"]) == (61, 2)
@@ -173,7 +174,7 @@ def test_extend_to_length_part_reads_every_window_and_seam():
 
 
 def test_lora_training_part_reads_the_bundled_lora_and_one_trained_from_clips():
-    from skyreels_core.benchmark import lora_training
+    from skyreels_core.benchmark.demo_quality import lora_training
 
     report = lora_training(cases=1, clips=2, steps=1)
     bundled = report["bundled"]  # measured: 24/24 colours, 22/24 hums, 24/24 shapes
@@ -184,7 +185,7 @@ def test_lora_training_part_reads_the_bundled_lora_and_one_trained_from_clips():
 
 
 def test_schedules_part_renders_the_shifted_and_the_hosts_karras_schedule():
-    from skyreels_core.benchmark import karras_sigmas, schedules
+    from skyreels_core.benchmark.demo_quality import karras_sigmas, schedules
 
     # The host's KarrasScheduler at 4 steps from 1 to 0.002 (k-diffusion's formula, rho 7).
     expected = [1.0, 0.2168889, 0.0306096, 0.002, 0.0]
@@ -206,7 +207,8 @@ def test_a_json_path_naming_a_folder_is_refused_before_any_part_runs(tmp_path, c
     from skyreels_core import benchmark
     from skyreels_core.__main__ import main
 
-    monkeypatch.setattr(benchmark, "analytic", lambda: pytest.fail("a part ran before the check"))
+    ran = lambda: pytest.fail("a part ran before the check")  # noqa: E731
+    monkeypatch.setitem(benchmark.PART_FUNCTIONS, "analytic", ran)
     assert main(["bench", "--only", "analytic", "--json", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
         f"error: --json: {tmp_path} names a folder. Fix: name a file, e.g. {tmp_path / 'bench.json'}\n"

@@ -165,7 +165,7 @@ def test_what_the_real_codecs_and_transformers_ask_for_covers_their_measured_pea
     """The real Wan 2.1 VAE and MMAudio architectures and the 14B preset's shape at a CPU width
     (random weights): the working memory asked of the host is at least each call's tracked peak,
     and not wildly more."""
-    from skyreels_core.benchmark import working_memory
+    from skyreels_core.benchmark.memory import working_memory
 
     results = working_memory(((2, 8, 8),), (8,), dims=(256,), model_sizes=((5, 16),))
     assert len(results) == 7
@@ -183,7 +183,7 @@ def test_a_long_sound_is_vocoded_in_chunks_to_the_whole_ones_samples_in_a_chunks
     depends on the kernels, dilations and upsampling, not on the channels (random weights)."""
     from diffusers import MMAudioVAE, MMAudioVocoder
 
-    from skyreels_core.benchmark import TrackedTensorBytes
+    from skyreels_core.benchmark.instruments import TrackedTensorBytes
     from skyreels_core.codecs import mmaudio
 
     torch.manual_seed(0)

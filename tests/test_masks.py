@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skyreels_core import masks, memory
-from skyreels_core.benchmark import TrackedTensorBytes
+from skyreels_core.benchmark.instruments import TrackedTensorBytes
 from skyreels_core.demo.bundle import video_codec
 from skyreels_core.errors import InputError
 from skyreels_core.references import fit_frames

@@ -19,7 +19,7 @@ from torch import nn
 
 import skyreels_core.offload as offload
 from skyreels_core import memory
-from skyreels_core.benchmark import TrackedTensorBytes, least_counted_and_peak
+from skyreels_core.benchmark.instruments import TrackedTensorBytes, least_counted_and_peak
 from skyreels_core.codecs.tiling import decode_tiled, encode_tiled
 from skyreels_core.codecs.wan_vae import CONFIG, WanVideoCodec
 from skyreels_core.demo.bundle import video_codec
