@@ -16,7 +16,7 @@ import pytest
 from skyreels_pack import NODE_CLASS_MAPPINGS
 from workflow_tools import core_shims, object_info_from_mappings
 
-from skyreels_core import batch_queue
+from skyreels_core import batch_queue, comfy_server
 from skyreels_core.__main__ import main
 from skyreels_core.batch_queue import parse_seeds, positive_prompt_widget
 from skyreels_core.errors import InputError
@@ -382,12 +382,12 @@ def test_a_server_file_name_windows_cannot_hold_downloads_under_a_portable_one(t
     """A Linux server may save a name Windows refuses (a "?" or ":" from a prefix, a trailing
     dot): --download stopped the whole batch there, blaming the folder."""
     with FakeComfy() as server:
-        client = batch_queue.ComfyServer(server.url)
+        client = comfy_server.ComfyServer(server.url)
         item = {"filename": 'take?:1 <"a|b">*.mp4.', "subfolder": "v", "type": "output"}
         path = client.download(item, tmp_path)
     assert path.name == "take__1 __a_b___.mp4"
     assert path.read_bytes() == b'take?:1 <"a|b">*.mp4.|v|output'  # what the server sent
-    assert batch_queue.portable_name("..") == "_" and batch_queue.portable_name("a\\b") == "a_b"
+    assert comfy_server.portable_name("..") == "_" and comfy_server.portable_name("a\\b") == "a_b"
 
 
 def test_seed_ranges_parse():
@@ -560,7 +560,7 @@ def test_download_fetches_each_render_without_overwriting(capsys, tmp_path):
 def test_a_passing_gateway_error_while_waiting_is_asked_again(capsys, monkeypatch, tmp_path):
     """A proxy's 502 while renders are awaited is asked again after each pause: within them the
     batch finishes and downloads; past the last one it ends on one line naming the answer."""
-    monkeypatch.setattr(batch_queue, "WAIT_RETRY_PAUSES_S", (0.0, 0.0))
+    monkeypatch.setattr(comfy_server, "WAIT_RETRY_PAUSES_S", (0.0, 0.0))
     folder = tmp_path / "renders"
     folder.mkdir()
     with FakeComfy() as server:
@@ -583,7 +583,7 @@ def test_the_queue_is_asked_again_while_waiting_but_not_at_the_start(capsys, mon
     its history is (the render, cancelled, is then reported failed). Resuming an API workflow
     reads the queue first of all: a 502 there is the batch's one-line error at once, naming the
     address, as every first contact is."""
-    monkeypatch.setattr(batch_queue, "WAIT_RETRY_PAUSES_S", (0.0,))
+    monkeypatch.setattr(comfy_server, "WAIT_RETRY_PAUSES_S", (0.0,))
     with FakeComfy("cancelled") as server:
         server.hiccups, server.hiccup_at = 1, "/queue"
         code, out, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--wait")
@@ -607,7 +607,7 @@ def test_a_preview_in_the_servers_temp_folder_downloads_from_there(tmp_path):
     is asked for (asked for output, the server looks in its output folder and answers 404)."""
     item = {"filename": "preview_00001_.mp4", "subfolder": "skyreels_v4", "type": "temp"}
     with FakeComfy() as server:
-        path = batch_queue.ComfyServer(server.url).download(item, tmp_path)
+        path = comfy_server.ComfyServer(server.url).download(item, tmp_path)
     assert path.read_bytes() == b"preview_00001_.mp4|skyreels_v4|temp"
     assert batch_queue.server_path(item) == "temp/skyreels_v4/preview_00001_.mp4"
     # A file saved at the top of the output folder: its path has no empty part.
@@ -649,7 +649,7 @@ def test_the_report_lists_every_render_even_when_the_command_is_stopped(
          "error": "node 8 (SkyReelsV4Sampler): steps: out of memory"},
     ]  # fmt: skip
     waited = []
-    original_wait = batch_queue.ComfyServer.wait
+    original_wait = comfy_server.ComfyServer.wait
 
     def stopped_on_the_second(self, prompt_id, **kwargs):
         waited.append(prompt_id)
@@ -657,7 +657,7 @@ def test_the_report_lists_every_render_even_when_the_command_is_stopped(
             raise KeyboardInterrupt  # Ctrl-C while waiting
         return original_wait(self, prompt_id, **kwargs)
 
-    monkeypatch.setattr(batch_queue.ComfyServer, "wait", stopped_on_the_second)
+    monkeypatch.setattr(comfy_server.ComfyServer, "wait", stopped_on_the_second)
     with FakeComfy() as server:
         code, _, err = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
                               "1-2", "--download", str(tmp_path / "renders"), "--report",
@@ -1058,8 +1058,8 @@ def test_the_timeout_bounds_the_whole_wait_not_each_render(capsys, monkeypatch):
         slept.append(seconds)
         clock[0] += seconds
 
-    monkeypatch.setattr(batch_queue.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(batch_queue.time, "sleep", sleep)
+    monkeypatch.setattr(comfy_server.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(comfy_server.time, "sleep", sleep)
     with FakeComfy("running") as server:
         code, out, _ = _queue(capsys, str(TEXT_TO_VIDEO), "--server", server.url, "--seeds",
                               "1-2", "--wait", "--timeout", "5")  # fmt: skip
@@ -1077,13 +1077,13 @@ def test_waiting_asks_for_the_render_not_the_whole_queue_each_poll():
     import time
 
     with FakeComfy("running") as server:
-        client = batch_queue.ComfyServer(server.url)
+        client = comfy_server.ComfyServer(server.url)
         prompt_id, _ = client.queue(ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO))
         assert client.wait(prompt_id, poll_s=0.005, deadline=time.monotonic() + 1.0) is None
     polls, looks = server.paths.count(f"/history/{prompt_id}"), server.paths.count("/queue")
-    assert polls > 2 * batch_queue.QUEUE_CHECK_EVERY
-    last_look = (polls - 1) % batch_queue.QUEUE_CHECK_EVERY != 0  # at the deadline, if not due
-    assert looks == -(-polls // batch_queue.QUEUE_CHECK_EVERY) + last_look
+    assert polls > 2 * comfy_server.QUEUE_CHECK_EVERY
+    last_look = (polls - 1) % comfy_server.QUEUE_CHECK_EVERY != 0  # at the deadline, if not due
+    assert looks == -(-polls // comfy_server.QUEUE_CHECK_EVERY) + last_look
 
 
 def test_a_render_cancelled_between_looks_at_the_queue_is_not_reported_queued():
@@ -1099,7 +1099,7 @@ def test_a_render_cancelled_between_looks_at_the_queue_is_not_reported_queued():
             return super().__iter__() if self.looks == 1 else iter(())
 
     with FakeComfy("running") as server:
-        client = batch_queue.ComfyServer(server.url)
+        client = comfy_server.ComfyServer(server.url)
         prompt_id, _ = client.queue(ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO))
         server.prompt_ids = LeavesAfterOneLook(server.prompt_ids)
         entry = client.wait(prompt_id, poll_s=0.005, deadline=time.monotonic() + 0.03)
@@ -1112,10 +1112,10 @@ def test_a_render_gone_from_the_queue_is_seen_at_once_and_its_history_read_again
     otherwise). One neither in the history nor on the queue has its history read once more: it
     may have finished between the two reads, and is then done, not failed as cancelled."""
     slept = []
-    monkeypatch.setattr(batch_queue.time, "sleep", slept.append)
+    monkeypatch.setattr(comfy_server.time, "sleep", slept.append)
     prompt = ui_to_api(json.loads(TEXT_TO_VIDEO.read_text()), OBJECT_INFO)
     with FakeComfy("cancelled") as server:
-        client = batch_queue.ComfyServer(server.url)
+        client = comfy_server.ComfyServer(server.url)
         prompt_id, _ = client.queue(prompt)
         entry = client.wait(prompt_id)
     assert (entry["status"]["status_str"], slept) == ("error", [])
@@ -1129,7 +1129,7 @@ def test_a_render_gone_from_the_queue_is_seen_at_once_and_its_history_read_again
             return self.reads > 1 and super().__contains__(prompt_id)
 
     with FakeComfy() as server:
-        client = batch_queue.ComfyServer(server.url)
+        client = comfy_server.ComfyServer(server.url)
         prompt_id, _ = client.queue(prompt)
         server.prompt_ids = FinishesAfterTheFirstRead(server.prompt_ids)
         entry = client.wait(prompt_id)
@@ -1297,7 +1297,7 @@ def test_prompt_files_skip_indented_comments_and_a_set_prompt_clashes(capsys, tm
 def test_a_taken_av_latent_name_keeps_the_suffix_its_loader_lists(tmp_path):
     item = {"filename": "take_00004.av_latent.safetensors", "subfolder": "takes", "type": "output"}
     with FakeComfy() as server:
-        comfy = batch_queue.ComfyServer(server.url)
+        comfy = comfy_server.ComfyServer(server.url)
         names = [comfy.download(item, tmp_path).name for _ in range(2)]
     assert names == ["take_00004.av_latent.safetensors", "take_00004_1.av_latent.safetensors"]
 
@@ -1318,7 +1318,7 @@ def test_a_name_another_batch_takes_during_the_download_is_passed_over(tmp_path,
 
     monkeypatch.setattr(Path, "write_bytes", other_batch_first)
     with FakeComfy() as server:
-        path = batch_queue.ComfyServer(server.url).download(item, tmp_path)
+        path = comfy_server.ComfyServer(server.url).download(item, tmp_path)
     assert path == tmp_path / "clip_00001__1.mp4"
     assert path.read_bytes() == b"clip_00001_.mp4|skyreels_v4|output"
     assert taken.read_bytes() == b"the other batch's render"
@@ -1334,7 +1334,7 @@ CONNECTION_RESET = InputError("--server", "cannot reach ComfyUI (Connection rese
 
 def _stop_queueing_at_the_second(patch: pytest.MonkeyPatch, error: BaseException) -> None:
     """Queueing the second prompt raises ``error``: the server gone mid-batch, or Ctrl-C."""
-    original_queue = batch_queue.ComfyServer.queue
+    original_queue = comfy_server.ComfyServer.queue
     calls = []
 
     def queue(self, *args):
@@ -1343,7 +1343,7 @@ def _stop_queueing_at_the_second(patch: pytest.MonkeyPatch, error: BaseException
             raise error
         return original_queue(self, *args)
 
-    patch.setattr(batch_queue.ComfyServer, "queue", queue)
+    patch.setattr(comfy_server.ComfyServer, "queue", queue)
 
 
 def test_a_batch_stopped_while_queueing_reports_the_renders_it_never_queued(
@@ -1436,7 +1436,7 @@ def test_resume_skips_what_is_done_and_queues_again_what_the_server_cannot_finis
     assert all(r["status"] == "done" and "error" not in r for r in records[1:9])
     with FakeComfy("running") as server:  # a prompt still waiting is on the queue, not in history
         server.prompt_ids = ["p7"]
-        assert batch_queue.ComfyServer(server.url).known(["p7", "p8"]) == {"p7"}
+        assert comfy_server.ComfyServer(server.url).known(["p7", "p8"]) == {"p7"}
 
 
 def test_resume_with_download_fetches_what_was_done_but_never_downloaded(capsys, tmp_path):
