@@ -161,10 +161,12 @@ def with_widget_values(
     """A copy of ``workflow`` (either format) with the widget ``(node id, input)`` -> value set.
 
     A widget inside a subgraph (node id "5:3", as :func:`widget_table` lists it) is written where
-    the frontend keeps its value: on the subgraph node when the widget is promoted to it, else in
-    the subgraph's definition. One place can hold the value of several widgets (a definition used
-    by two subgraph nodes, a promoted widget feeding two nodes); setting only some of them, or
-    them to different values, cannot be saved and is refused, naming the others."""
+    the frontend keeps its value: on the subgraph node when the widget is promoted to it (and in
+    the definition too where no other subgraph node's value changes so: frontend 1.42 sends that
+    one), else in the subgraph's definition. One place can hold the value of several widgets (a
+    definition used by two subgraph nodes, a promoted widget feeding two nodes); setting only
+    some of them, or them to different values, cannot be saved and is refused, naming the
+    others."""
     edited = copy.deepcopy(workflow)
     if is_api_prompt(edited):
         for (node_id, name), value in values.items():
@@ -384,6 +386,10 @@ class _Flattener:
         self.links: dict[int, list] = {}
         self.sources: dict[tuple[str, str], tuple] = {}  # (flat id, widget) -> storage key
         self.users: dict[tuple, list[tuple[str, str]]] = {}  # storage key -> its widgets
+        # An unlinked widget -> the keys of the values it could take, its node's own first, the
+        # one it takes (promoted onto the outermost subgraph node) last; see write().
+        self.chains: dict[tuple[str, str], tuple] = {}
+        self.hidden: set[str] = set()  # definitions with copies in muted or bypassed nodes
         self.stores: dict[tuple, tuple] = {}  # storage key -> (kind, object, where, scope)
         self.boundary_types: dict[int, str] = {}  # flat link id -> type (see _origin)
         self._scopes: dict[tuple, _Scope] = {}
@@ -397,7 +403,17 @@ class _Flattener:
             if self._is_instance(node) and node.get("mode") not in (MUTED, BYPASSED):
                 self.expand(self._child(scope, node))
             else:
+                if self._is_instance(node):
+                    self._hide(node["type"])
                 self._emit(scope, node)
+
+    def _hide(self, definition_id: str) -> None:
+        """Mark a definition, and those nested in it, as having copies left unexpanded."""
+        if definition_id not in self.hidden:
+            self.hidden.add(definition_id)
+            for node in self.subgraphs[definition_id].get("nodes") or []:
+                if self._is_instance(node):
+                    self._hide(node["type"])
 
     def _is_instance(self, node: dict) -> bool:
         return node.get("type") in self.subgraphs
@@ -405,17 +421,20 @@ class _Flattener:
     def _emit(self, scope: _Scope, node: dict) -> None:
         flat = copy.deepcopy(node)
         flat["id"] = scope.flat_id(node["id"])
-        overrides = dict(scope.proxies.get(str(node["id"]), {}))
+        proxies = scope.proxies.get(str(node["id"]), {})
+        overrides = {name: (stored, ()) for name, stored in proxies.items()}
+        linked = set()
         for index, socket in enumerate(flat.get("inputs") or []):
             if socket.get("link") is None:
                 continue
             link = self._link(scope, socket["link"], node)
-            origin, promoted, crossed = self._origin(scope, link[1], link[2])
+            origin, promoted, crossed, passed = self._origin(scope, link[1], link[2])
             if promoted is not None:
-                overrides[socket["name"]] = promoted
+                overrides[socket["name"]] = (promoted, passed)
             if origin is None:
                 socket["link"] = None
                 continue
+            linked.add(socket["name"])
             link_id = len(self.links) + 1
             self.links[link_id] = [link_id, *origin, flat["id"], index, link[5]]
             socket["link"] = link_id
@@ -424,14 +443,18 @@ class _Flattener:
         info = self.object_info.get(node["type"]) if node["type"] not in VIRTUAL_NODES else None
         if info is not None:
             for name in _widget_positions(info):
+                widget = (str(flat["id"]), name)
+                key = ("node", id(node), name)
+                self.stores.setdefault(key, ("node", node, name, scope))
+                chain: tuple = (key,)
                 if name in overrides:
-                    value, key = overrides[name]
+                    (value, key), passed = overrides[name]
                     set_widget_value(flat, info, name, value)
-                else:
-                    key = ("node", id(node), name)
-                    self.stores.setdefault(key, ("node", node, name, scope))
-                self.sources[(str(flat["id"]), name)] = key
-                self.users.setdefault(key, []).append((str(flat["id"]), name))
+                    chain = (*chain, *passed, key)
+                if name not in linked:
+                    self.chains[widget] = chain
+                self.sources[widget] = key
+                self.users.setdefault(key, []).append(widget)
         self.nodes.append(flat)
 
     def _link(self, scope: _Scope, link_id, node: dict) -> list:
@@ -450,10 +473,12 @@ class _Flattener:
         """(flat source id, slot) behind a link's origin, crossing subgraph boundaries (None
         where nothing feeds it); the value of the widget promoted onto the subgraph node whose
         input the way ends at unconnected, which the frontend sends then (else None: behind a
-        PrimitiveNode or a muted node the inner widget keeps its own value, as there); and the
+        PrimitiveNode or a muted node the inner widget keeps its own value, as there); the
         type of the last subgraph node input crossed outwards (None if none was), which the
-        frontend resolves a bypassed node behind it with, in place of the inner input's."""
-        crossed = None
+        frontend resolves a bypassed node behind it with, in place of the inner input's; and the
+        storage keys of the values promoted onto the nested subgraph nodes crossed outwards,
+        which the frontend passes over as their inputs are linked (see write())."""
+        crossed, passed = None, []
         while True:
             if origin_id == SUBGRAPH_INPUT and scope.definition is not None:
                 inputs = scope.definition.get("inputs") or []
@@ -466,7 +491,9 @@ class _Flattener:
                 name, crossed = inputs[slot]["name"], inputs[slot].get("type", "*")
                 link_id = self._instance_input(scope, slot)
                 if link_id is None:
-                    return None, scope.host.get(name), crossed
+                    return None, scope.host.get(name), crossed, tuple(passed)
+                if name in scope.host:
+                    passed.append(scope.host[name][1])
                 parent = scope.parent
                 link = self._link(parent, link_id, scope.instance)
                 scope, origin_id, slot = parent, link[1], link[2]
@@ -483,10 +510,10 @@ class _Flattener:
                 child = self._child(scope, node)
                 inner = self._output_link(child, slot)
                 if inner is None:  # nothing inside feeds that output: the input is dropped
-                    return None, None, crossed
+                    return None, None, crossed, ()
                 scope, origin_id, slot = child, inner[1], inner[2]
                 continue
-            return (scope.flat_id(origin_id), slot), None, crossed
+            return (scope.flat_id(origin_id), slot), None, crossed, ()
 
     def _instance_input(self, scope: _Scope, slot: int):
         """The link into the subgraph node's input for subgraph input ``slot``. The frontend
@@ -635,6 +662,40 @@ class _Flattener:
     # -- writing values back ------------------------------------------------------------------
 
     def write(self, key: tuple, value) -> None:
+        """Write the value at ``key`` and, where it is promoted, the values it stands in for:
+        the inner widgets' it feeds and the nested subgraph nodes' on the way. Frontends 1.27
+        and 1.58 send the outer subgraph node's value and pass those over (their inputs are
+        linked), but 1.42 sends the inner widget's saved value: set only on the subgraph node, a
+        value was queued there as the old one. Each is written only where every widget it is
+        saved for (in every subgraph node using its definition) then sends ``value``: one another
+        subgraph node sends its own value for is not ours to change, and stays (1.42 alone then
+        sends the old value)."""
+        self._store(key, value)
+        for widget in self.users[key]:
+            for inner in self.chains.get(widget, ())[:-1]:
+                if self._agrees(inner, value):
+                    self._store(inner, value)
+
+    def _agrees(self, inner: tuple, value) -> bool:
+        """Whether every widget that the value at ``inner`` stands for sends ``value``; never
+        where a muted or bypassed subgraph node holds copies of it, not expanded to be read."""
+        kind, _, _, scope, *_ = self.stores[inner]
+        graph = scope.definition if kind == "node" else scope.parent.definition
+        if graph is not None and graph["id"] in self.hidden:
+            return False
+        sent = [chain[-1] for chain in self.chains.values() if inner in chain]
+        return all(self._read(key) == value for key in sent)
+
+    def _read(self, key: tuple):
+        kind, holder, where, *_ = self.stores[key]
+        if kind == "node":
+            return widget_values(holder, self.object_info[holder["type"]]).get(where)
+        values = holder.get("widgets_values") or []
+        if isinstance(values, dict):
+            return values.get(where)
+        return values[where] if where < len(values) else None
+
+    def _store(self, key: tuple, value) -> None:
         kind, holder, where, *rest = self.stores[key]
         if kind == "node":
             set_widget_value(holder, self.object_info[holder["type"]], where, value)

@@ -512,17 +512,43 @@ def test_the_hosts_frontend_loads_the_workflow(server, frontend, path):
 
 def _subgraph_workflows() -> dict[str, dict]:
     """text_to_video.json with nodes collapsed into subgraphs as the frontend saves them: a chain
-    with shared inputs and several outputs, a promoted widget, a nested subgraph."""
-    from test_subgraphs import DECODE_AUDIO, DECODE_VIDEO, NEGATIVE, PROMPT, SAMPLER, collapse, flat
+    with shared inputs and several outputs, a promoted widget, a nested subgraph (the promoted
+    value unlike the inner one, as 1.27 and 1.58 save it once changed); and the last two as the
+    queue command sets them in a subgraph node saved with the inner value (as Convert to
+    Subgraph leaves it), which frontend 1.42 must send too."""
+    from test_subgraphs import (
+        DECODE_AUDIO,
+        DECODE_VIDEO,
+        NEGATIVE,
+        OBJECT_INFO,
+        PROMPT,
+        SAMPLER,
+        collapse,
+        flat,
+    )
 
     chain, _ = collapse(flat(), [SAMPLER, DECODE_VIDEO, DECODE_AUDIO], "Render")
     promoted, _ = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "steps", 3)])
     inner, node = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "a blue square")])
     nested, _ = collapse(inner, [node, NEGATIVE], "Prompts")
-    return {"chain": chain, "promoted": promoted, "nested": nested}
+    steps = next(n for n in flat()["nodes"] if n["id"] == SAMPLER)["widgets_values"][2]
+    unset, sampler = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "steps", steps)])
+    promoted_set = with_widget_values(unset, OBJECT_INFO, {(f"{sampler}:{SAMPLER}", "steps"): 3})
+    prompt = next(n for n in flat()["nodes"] if n["id"] == PROMPT)["widgets_values"][0]
+    inner, node = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", prompt)])
+    unset, outer = collapse(inner, [node, NEGATIVE], "Prompts")
+    widget = (f"{outer}:{node}:{PROMPT}", "prompt")
+    nested_set = with_widget_values(unset, OBJECT_INFO, {widget: "a blue square"})
+    return {
+        "chain": chain,
+        "promoted": promoted,
+        "nested": nested,
+        "promoted-set": promoted_set,
+        "nested-set": nested_set,
+    }
 
 
-@pytest.mark.parametrize("name", ["chain", "promoted", "nested"])
+@pytest.mark.parametrize("name", ["chain", "promoted", "nested", "promoted-set", "nested-set"])
 def test_the_hosts_frontend_expands_subgraphs_as_the_queue_command_does(server, frontend, name):
     """The frontend's own graphToPrompt is the reference for subgraph expansion: ids, routed
     links and promoted values of the queue command's prompt equal it."""

@@ -362,6 +362,84 @@ def test_one_subgraph_used_by_two_nodes():
     assert sent[f"{first}:{PROMPT}"] == prompt[f"{first}:{PROMPT}"]
 
 
+def _inner_values(workflow: dict) -> dict[str, dict]:
+    """Subgraph name -> {inner node id: its saved widget values}: what frontend 1.42.15 sends
+    for a promoted widget (1.27 and 1.58 send the subgraph node's own value)."""
+    return {
+        definition["name"]: {node["id"]: node.get("widgets_values") for node in definition["nodes"]}
+        for definition in workflow["definitions"]["subgraphs"]
+    }
+
+
+def test_a_value_set_on_a_promoted_widget_is_saved_inside_too():
+    """A workflow the queue command set a promoted widget in, reopened in frontend 1.42, queued
+    the old value: that release sends the inner widget's saved value. The inner widget, and a
+    nested subgraph node's own value on the way, are set too, and the prompt is unchanged."""
+    steps = _node(flat(), SAMPLER)["widgets_values"][2]  # after the seed and its control
+    workflow, instance = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "steps", steps)])
+    edited = with_widget_values(workflow, OBJECT_INFO, {(f"{instance}:{SAMPLER}", "steps"): 3})
+    assert _node(edited, instance)["widgets_values"] == [3]
+    assert _inner_values(edited)["Sampler"][SAMPLER][2] == 3
+    assert ui_to_api(edited, OBJECT_INFO)[f"{instance}:{SAMPLER}"]["inputs"]["steps"] == 3
+    original = _node(flat(), PROMPT)["widgets_values"][0]
+    nested, inner = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", original)])
+    workflow, outer = collapse(nested, [inner, NEGATIVE], "Prompts", [(inner, "prompt", original)])
+    widget = (f"{outer}:{inner}:{PROMPT}", "prompt")
+    edited = with_widget_values(workflow, OBJECT_INFO, {widget: "a blue square"})
+    assert _node(edited, outer)["widgets_values"] == ["a blue square"]
+    values = _inner_values(edited)
+    assert values["Prompt"] == {PROMPT: ["a blue square"]}
+    assert values["Prompts"][inner] == ["a blue square"]  # the nested subgraph node's own
+    assert values["Prompts"][NEGATIVE] == _node(flat(), NEGATIVE)["widgets_values"]
+    assert ui_to_api(edited, OBJECT_INFO)[widget[0]]["inputs"]["prompt"] == "a blue square"
+
+
+def test_an_inner_value_other_subgraph_nodes_send_is_left_alone():
+    """A definition used by two subgraph nodes keeps one inner value for both: it takes the
+    value set on one's promoted widget only where the other holds that value too, and not where
+    the other is muted, or inside a muted one (its contents are not expanded to be compared)."""
+    workflow, first, second = _two_instances(promoted=True)
+    _node(workflow, first)["widgets_values"] = ["a cat"]
+    edited = with_widget_values(workflow, OBJECT_INFO, {(f"{second}:{PROMPT}", "prompt"): "a cat"})
+    assert _inner_values(edited)["Encode"] == {PROMPT: ["a cat"]}
+    _node(workflow, second)["widgets_values"] = ["blur"]
+    _node(workflow, second)["mode"] = 2
+    edited = with_widget_values(workflow, OBJECT_INFO, {(f"{first}:{PROMPT}", "prompt"): "blur"})
+    assert _node(edited, first)["widgets_values"] == ["blur"]
+    assert edited["definitions"] == workflow["definitions"]
+    # The other one muted inside a muted subgraph node.
+    original = _node(flat(), PROMPT)["widgets_values"][0]
+    nested, inner = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", original)])
+    twin = copy.deepcopy(_node(nested, inner))
+    workflow, outer = collapse(nested, [inner], "Prompts")
+    _node(workflow, outer)["mode"] = 2
+    twin.update(id=960, outputs=[], inputs=[{**s, "link": None} for s in twin["inputs"]])
+    workflow["nodes"].append(twin)
+    edited = with_widget_values(workflow, OBJECT_INFO, {(f"960:{PROMPT}", "prompt"): "blur"})
+    assert _node(edited, 960)["widgets_values"] == ["blur"]
+    assert edited["definitions"] == workflow["definitions"]
+
+
+def test_an_inner_value_a_link_replaces_in_the_other_subgraph_node_is_written():
+    """A second subgraph node whose input is linked sends the link, not the inner value: the
+    value set on the first one's promoted widget is still saved inside."""
+    workflow, first = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "steps", 20)])
+    second = copy.deepcopy(_node(workflow, first))
+    second.update(id=950, widgets_values=[7], outputs=[])
+    second["inputs"] = [*second["inputs"], {"name": "steps", "type": "INT", "link": 950}]
+    source = {"id": 951, "type": "SkyReelsV4MaskContinue", "mode": 0, "inputs": [],
+              "outputs": [{"name": "frames", "type": "INT", "links": [950]}]}  # fmt: skip
+    workflow["nodes"] += [second, source]
+    workflow["links"].append([950, 951, 1, 950, len(second["inputs"]) - 1, "INT"])
+    edited = with_widget_values(workflow, OBJECT_INFO, {(f"{first}:{SAMPLER}", "steps"): 5})
+    assert _inner_values(edited)["Sampler"][SAMPLER][2] == 5
+    sent = ui_to_api(edited, OBJECT_INFO)
+    assert (
+        sent[f"{first}:{SAMPLER}"]["inputs"]["steps"],
+        sent[f"950:{SAMPLER}"]["inputs"]["steps"],
+    ) == (5, ["951", 1])
+
+
 def test_a_widget_shared_by_two_subgraph_nodes_is_set_for_both_or_refused():
     workflow, first, second = _two_instances(promoted=False)
     with pytest.raises(InputError, match=rf"{second}:{PROMPT}\.prompt would take the same value"):
@@ -395,7 +473,8 @@ def test_one_promoted_widget_feeding_two_nodes():
     both = {(f"{instance}:{member}", "prompt"): "x" for member in (PROMPT, NEGATIVE)}
     edited = with_widget_values(workflow, OBJECT_INFO, both)
     assert _node(edited, instance)["widgets_values"] == ["x"]
-    assert edited["definitions"] == workflow["definitions"]
+    inner = edited["definitions"]["subgraphs"][0]["nodes"]
+    assert [node["widgets_values"][0] for node in inner] == ["x", "x"]  # what 1.42 sends
 
 
 @pytest.mark.parametrize("mode", [2, 4], ids=["muted", "bypassed"])
