@@ -386,9 +386,10 @@ class _Flattener:
         self.links: dict[int, list] = {}
         self.sources: dict[tuple[str, str], tuple] = {}  # (flat id, widget) -> storage key
         self.users: dict[tuple, list[tuple[str, str]]] = {}  # storage key -> its widgets
-        # An unlinked widget -> the keys of the values it could take, its node's own first, the
-        # one it takes (promoted onto the outermost subgraph node) last; see write().
+        # widget -> the keys of the values it could take, its node's own first, the one it takes
+        # (promoted onto the outermost subgraph node) last; see write().
         self.chains: dict[tuple[str, str], tuple] = {}
+        self._linked: set[tuple[str, str]] | None = None  # widgets the prompt links instead
         self.hidden: set[str] = set()  # definitions with copies in muted or bypassed nodes
         self.stores: dict[tuple, tuple] = {}  # storage key -> (kind, object, where, scope)
         self.boundary_types: dict[int, str] = {}  # flat link id -> type (see _origin)
@@ -423,7 +424,6 @@ class _Flattener:
         flat["id"] = scope.flat_id(node["id"])
         proxies = scope.proxies.get(str(node["id"]), {})
         overrides = {name: (stored, ()) for name, stored in proxies.items()}
-        linked = set()
         for index, socket in enumerate(flat.get("inputs") or []):
             if socket.get("link") is None:
                 continue
@@ -434,7 +434,6 @@ class _Flattener:
             if origin is None:
                 socket["link"] = None
                 continue
-            linked.add(socket["name"])
             link_id = len(self.links) + 1
             self.links[link_id] = [link_id, *origin, flat["id"], index, link[5]]
             socket["link"] = link_id
@@ -451,8 +450,7 @@ class _Flattener:
                     (value, key), passed = overrides[name]
                     set_widget_value(flat, info, name, value)
                     chain = (*chain, *passed, key)
-                if name not in linked:
-                    self.chains[widget] = chain
+                self.chains[widget] = chain
                 self.sources[widget] = key
                 self.users.setdefault(key, []).append(widget)
         self.nodes.append(flat)
@@ -683,8 +681,29 @@ class _Flattener:
         graph = scope.definition if kind == "node" else scope.parent.definition
         if graph is not None and graph["id"] in self.hidden:
             return False
-        sent = [chain[-1] for chain in self.chains.values() if inner in chain]
+        linked = self._linked_widgets()
+        sent = [c[-1] for w, c in self.chains.items() if inner in c and w not in linked]
         return all(self._read(key) == value for key in sent)
+
+    def _linked_widgets(self) -> set[tuple[str, str]]:
+        """The widgets whose input the prompt links to a node that runs, sending no saved value
+        (behind a PrimitiveNode or a muted node the saved one is sent)."""
+        if self._linked is None:
+            nodes = {node["id"]: node for node in self.nodes}
+            self._linked = {
+                (str(node["id"]), socket["name"])
+                for node in self.nodes
+                for socket in node.get("inputs") or []
+                if socket.get("link") is not None
+                and _resolve_source(
+                    socket["link"],
+                    self.links,
+                    nodes,
+                    self.boundary_types.get(socket["link"], socket.get("type", "*")),
+                )
+                is not None
+            }
+        return self._linked
 
     def _read(self, key: tuple):
         kind, holder, where, *_ = self.stores[key]

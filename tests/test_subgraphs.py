@@ -420,6 +420,32 @@ def test_an_inner_value_other_subgraph_nodes_send_is_left_alone():
     assert edited["definitions"] == workflow["definitions"]
 
 
+def test_an_inner_value_another_subgraph_node_sends_behind_a_primitive_node_is_left_alone():
+    """A subgraph node whose promoted input a legacy PrimitiveNode feeds sends the inner value
+    (as frontend 1.58 does): setting the other node's promoted widget must not change it."""
+    workflow, first, second = _two_instances(promoted=True)
+    node = _node(workflow, second)
+    node["inputs"].append({"name": "prompt", "type": "STRING", "link": 900})
+    workflow["nodes"].append({"id": 901, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+                              "outputs": [{"name": "STRING", "type": "STRING", "links": [900]}],
+                              "widgets_values": [""]})  # fmt: skip
+    workflow["links"].append([900, 901, 0, second, len(node["inputs"]) - 1, "STRING"])
+    before = ui_to_api(workflow, OBJECT_INFO)[f"{second}:{PROMPT}"]["inputs"]["prompt"]
+    edited = with_widget_values(workflow, OBJECT_INFO, {(f"{first}:{PROMPT}", "prompt"): "blur"})
+    assert edited["definitions"] == workflow["definitions"]
+    assert ui_to_api(edited, OBJECT_INFO)[f"{second}:{PROMPT}"]["inputs"]["prompt"] == before
+
+
+def test_promoted_values_saved_by_name_are_read_and_set_inside_too():
+    """Some packs save a node's widget values by name (a dict), a subgraph node's too."""
+    workflow, instance = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "steps", 20)])
+    _node(workflow, instance)["widgets_values"] = {"steps": 12}
+    assert ui_to_api(workflow, OBJECT_INFO)[f"{instance}:{SAMPLER}"]["inputs"]["steps"] == 12
+    edited = with_widget_values(workflow, OBJECT_INFO, {(f"{instance}:{SAMPLER}", "steps"): 3})
+    assert _node(edited, instance)["widgets_values"] == {"steps": 3}
+    assert _inner_values(edited)["Sampler"][SAMPLER][2] == 3
+
+
 def test_an_inner_value_a_link_replaces_in_the_other_subgraph_node_is_written():
     """A second subgraph node whose input is linked sends the link, not the inner value: the
     value set on the first one's promoted widget is still saved inside."""
