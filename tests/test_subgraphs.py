@@ -248,6 +248,50 @@ def test_a_legacy_proxy_widget_and_an_unknown_value_count():
     assert ui_to_api(workflow, OBJECT_INFO)[f"{instance}:{PROMPT}"]["inputs"]["prompt"] == inner
 
 
+def test_legacy_proxy_widgets_reach_into_a_nested_subgraph():
+    """Older frontends' ``proxyWidgets`` on the outer subgraph node name a nested subgraph node's
+    widget: its promoted input (its own value passed over), or "<inner id>: <widget>", that
+    node's proxy of a widget inside it. A malformed entry keeps its value's place."""
+    nested, inner = collapse(flat(), [PROMPT], "Prompt", [(PROMPT, "prompt", "inner")])
+    workflow, outer = collapse(nested, [inner, NEGATIVE], "Prompts")
+    node = _node(workflow, outer)
+    node["properties"]["proxyWidgets"] = [["-1"], [str(inner), "prompt"]]
+    node["widgets_values"] = [None, "a green triangle"]
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    assert prompt[f"{outer}:{inner}:{PROMPT}"]["inputs"]["prompt"] == "a green triangle"
+    nested, inner = collapse(flat(), [PROMPT], "Prompt")  # nothing promoted: a proxy of 5's
+    workflow, outer = collapse(nested, [inner, NEGATIVE], "Prompts")
+    node = _node(workflow, outer)
+    node["properties"]["proxyWidgets"] = [[str(inner), f"{PROMPT}: prompt"]]
+    node["widgets_values"] = ["a green triangle"]
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    assert prompt[f"{outer}:{inner}:{PROMPT}"]["inputs"]["prompt"] == "a green triangle"
+
+
+def test_a_proxied_primitive_node_gives_its_value_to_the_widget_it_feeds():
+    """A PrimitiveNode inside a subgraph shown on the subgraph node (a legacy ``proxyWidgets``
+    entry naming its widget): the value saved there is the one its target sends. A "$$" entry
+    before it (a preview the frontend shows, no value) is not taken for its value."""
+    workflow, instance = collapse(flat(), [PROMPT], "Prompt")
+    definition = workflow["definitions"]["subgraphs"][0]
+    encoder = definition["nodes"][0]
+    encoder["widgets_values"] = ["its own"]
+    socket = {"name": "prompt", "type": "STRING", "widget": {"name": "prompt"}, "link": 95}
+    encoder["inputs"].append(socket)
+    definition["nodes"].append({"id": 90, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+                                "outputs": [{"name": "STRING", "type": "STRING", "links": [95],
+                                             "widget": {"name": "prompt"}}],
+                                "widgets_values": ["the primitive's"]})  # fmt: skip
+    slot = len(encoder["inputs"]) - 1
+    definition["links"].append({"id": 95, "origin_id": 90, "origin_slot": 0, "target_id": PROMPT,
+                                "target_slot": slot, "type": "STRING"})  # fmt: skip
+    node = _node(workflow, instance)
+    node["properties"]["proxyWidgets"] = [["90", "$$canvas-image-preview"], ["90", "value"]]
+    node["widgets_values"] = [None, "a green triangle"]
+    prompt = ui_to_api(workflow, OBJECT_INFO)
+    assert prompt[f"{instance}:{PROMPT}"]["inputs"]["prompt"] == "a green triangle"
+
+
 def test_a_promoted_seed_skips_an_older_frontends_control_value():
     workflow, instance = collapse(flat(), [SAMPLER], "Sampler", [(SAMPLER, "seed", 7)])
     _node(workflow, instance)["widgets_values"] = [7, "randomize"]  # control_after_generate
