@@ -38,7 +38,7 @@ from workflow_tools import (
 
 from skyreels_core import av_io
 from skyreels_core.__main__ import main
-from skyreels_core.batch_queue import ComfyServer
+from skyreels_core.comfy_server import ComfyServer
 from skyreels_core.demo.metrics import psnr
 from skyreels_core.errors import InputError
 from skyreels_core.workflow_format import (
