@@ -9,12 +9,27 @@ from pathlib import Path
 
 import torch
 
+from ..av_io import write_mp4
+from ..demo import bundle
+from ..demo.dataset import HELD_OUT_SEED, render_world
+from ..demo.metrics import (
+    av_sync_error_ms,
+    centroids,
+    dominant_colour,
+    dominant_pitch_colour,
+    dominant_shape,
+    mean_av_sync,
+    psnr,
+)
+from ..demo.render import DemoPipeline, RenderRequest, render, render_longer
+from ..demo.train_lora import PALETTE_SHIFT
+from ..demo.world import render_scene, sample_scene_spec
+from ..joining import DEFAULT_OVERLAP, join_clips, window_seed
+from ..lora import applied, read_lora
+
 
 def _held_out_captions(cases: int) -> list[str]:
     """The prompts of the demo world's first ``cases`` held-out scenes, which no training saw."""
-    from ..demo.dataset import HELD_OUT_SEED
-    from ..demo.world import render_scene, sample_scene_spec
-
     return [render_scene(sample_scene_spec(HELD_OUT_SEED + i)).caption for i in range(cases)]
 
 
@@ -27,9 +42,6 @@ def step_cache(
     """Demo renders of held-out prompts with the step cache at each threshold against the same
     renders uncached: model calls a render, wall time, PSNR of the decoded frames, and how many
     keep the uncached render's colour, shape and pitch."""
-    from ..demo.metrics import dominant_colour, dominant_pitch_colour, dominant_shape, psnr
-    from ..demo.render import DemoPipeline, RenderRequest, render
-
     pipeline = DemoPipeline.load()
     render(pipeline, RenderRequest(steps=2))  # first-call costs out of the timings
     calls = []
@@ -74,16 +86,6 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
     prompts (the second window at the prompt's seed + 1), for each overlap kept by the second window:
     the object's step across the seam over the clip's median step, how often the seam is the
     largest step of all, the colour and shape of the two windows, and AV sync of the joined clip."""
-    from ..demo.metrics import (
-        av_sync_error_ms,
-        centroids,
-        dominant_colour,
-        dominant_shape,
-        mean_av_sync,
-    )
-    from ..demo.render import DemoPipeline, RenderRequest, render
-    from ..joining import join_clips, window_seed
-
     pipeline = DemoPipeline.load()
     prompts = _held_out_captions(cases)
     firsts = [render(pipeline, RenderRequest(prompt=p, seed=i)) for i, p in enumerate(prompts)]
@@ -132,16 +134,6 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
     last 5 frames) by ``render_longer``, the Extend to Length node's loop, on held-out prompts
     (window n at the prompt's seed + n): whether all windows keep the prompt's colour and shape,
     each seam's step over the median step, and AV sync over the whole clip."""
-    from ..demo.metrics import (
-        av_sync_error_ms,
-        centroids,
-        dominant_colour,
-        dominant_shape,
-        mean_av_sync,
-    )
-    from ..demo.render import DemoPipeline, RenderRequest, render, render_longer
-    from ..joining import DEFAULT_OVERLAP
-
     pipeline = DemoPipeline.load()
     kept, ratios, largest, syncs = 0, [], 0, []
     for index, prompt in enumerate(_held_out_captions(cases)):
@@ -183,15 +175,6 @@ def schedules(cases: int = 24) -> dict:
     """Held-out prompts rendered with the demo's own shifted schedule and with the host's Karras
     schedule (sigma_max 1, flow matching's pure noise) through the Sampler's ``sigmas``, at 20
     and 8 steps: how often colour, shape and hum follow the prompt, and the AV sync."""
-    from ..demo.metrics import (
-        av_sync_error_ms,
-        dominant_colour,
-        dominant_pitch_colour,
-        dominant_shape,
-        mean_av_sync,
-    )
-    from ..demo.render import DemoPipeline, RenderRequest, render
-
     pipeline = DemoPipeline.load()
     captions = _held_out_captions(cases)
     results = {}
@@ -219,17 +202,6 @@ def schedules(cases: int = 24) -> dict:
 def _palette_readings(pipeline, lora, cases: int, strength: float = 1.0) -> dict:
     """What a LoRA does to held-out prompts at ``strength``: colours and hums moved to the
     palette shift's next colour, shapes kept, and the sound's sync kept."""
-    from ..demo.metrics import (
-        av_sync_error_ms,
-        dominant_colour,
-        dominant_pitch_colour,
-        dominant_shape,
-        mean_av_sync,
-    )
-    from ..demo.render import RenderRequest, render
-    from ..demo.train_lora import PALETTE_SHIFT
-    from ..lora import applied
-
     colours = hums = shapes = 0
     syncs = []
     for index, caption in enumerate(_held_out_captions(cases)):
@@ -249,12 +221,6 @@ def lora_training(cases: int = 24, clips: int = 256, steps: int = 400) -> dict:
     one: the palette-shifted world written as ``clips`` captioned MP4 files (H.264 + AAC) and
     ``train-demo-lora --clips`` for ``steps`` steps, read the same way."""
     from ..__main__ import main
-    from ..av_io import write_mp4
-    from ..demo import bundle
-    from ..demo.dataset import render_world
-    from ..demo.render import DemoPipeline
-    from ..demo.train_lora import PALETTE_SHIFT
-    from ..lora import read_lora
 
     pipeline = DemoPipeline.load()
     bundled = read_lora(bundle.lora_path(), pipeline.model)
