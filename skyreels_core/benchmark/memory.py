@@ -17,8 +17,17 @@ from functools import partial
 
 import torch
 
+from ..codecs.mmaudio import MMAudioCodec, _config
+from ..codecs.wan_vae import CONFIG, WanVideoCodec
 from ..config import ModelConfig, get_preset
+from ..demo.render import DemoPipeline, RenderRequest, render
 from ..errors import InputError
+from ..mmdit import DualStreamMMDiT, video_token_count
+from ..offload import device_bytes, store_linears_in_fp8, stream_layers
+from ..refiner import RefinerConfig, RefinerDiT, RefinerSettings, refine
+from ..runtime import LoadedModel
+from ..sampling import SamplerHooks, SamplerSettings, sample
+from ..types import VideoCondition
 from .instruments import (
     TrackedTensorBytes,
     best_time,
@@ -37,8 +46,6 @@ def _measured_step(
 ) -> dict:
     """Compute-device bytes (resident weights + the step's peak) and wall time of one step on
     ``device``: the peak is the tracked tensor bytes on the CPU, CUDA's own count on a GPU."""
-    from ..runtime import LoadedModel
-
     loaded = LoadedModel(model, "bench", block_swap=blocks)
     video, timestep, text, audio = inputs
     with loaded.on(device) as module:
@@ -63,8 +70,6 @@ def _measured_step(
 
 def _demo_render_memory() -> dict:
     """Tracked bytes of one demo render in this process, and the demo command's peak RSS."""
-    from ..demo.render import DemoPipeline, RenderRequest, render
-
     pipeline = DemoPipeline.load()
     weights = sum(weight_bytes(m) for m in (pipeline.model, pipeline.encoder.model))
     with TrackedTensorBytes() as tracked:
@@ -86,8 +91,6 @@ def fewest_swapped_layers(model: torch.nn.Module, budget_bytes: float) -> int | 
     """The fewest layers a block swap must stream for ``model``'s weights on the compute device
     (:func:`offload.device_bytes`: the resident ones and two in flight) to fit ``budget_bytes``;
     None where streaming them all is not enough."""
-    from ..offload import device_bytes, stream_layers
-
     layers = len(stream_layers(model))
     return next((n for n in range(layers + 1) if device_bytes(model, n) <= budget_bytes), None)
 
@@ -97,9 +100,6 @@ def gpu_weight_projection(budget_gib: float = 20.0) -> dict:
     the fewest swapped layers that bring them under ``budget_gib`` (a 24 GB card less room for
     480p activations and the CUDA context): the resident layers plus two in flight. The copy time
     assumes PCIe 4.0 x16 at 25 GB/s; it is hidden while each layer computes longer than it copies."""
-    from ..mmdit import DualStreamMMDiT
-    from ..offload import device_bytes, store_linears_in_fp8, stream_layers
-
     projection = {}
     for preset in ("wan2.1-t2v-14b", "skyreels-v4-14b"):
         for storage in ("bf16", "fp8_e4m3fn"):
@@ -123,9 +123,6 @@ def memory(
 ) -> dict:
     """Peak memory of a demo render, and of one step of the full preset's shape (40 layers) at a
     CPU-sized width with each memory option; plus the analytic GPU weights of the 14B presets."""
-    from ..mmdit import DualStreamMMDiT
-    from ..offload import store_linears_in_fp8
-
     config = scaled_preset(dim, dual=30, single=10)
     inputs = step_inputs(config, frames, size, audio_tokens)
     torch.manual_seed(0)
@@ -152,8 +149,6 @@ def _random_model(config: ModelConfig, dtype: torch.dtype, draw_on: torch.device
     """A model of ``config`` in ``dtype`` resting on the CPU, as a loader leaves it, its weights
     drawn on ``draw_on`` (a GPU draws 14B in seconds; speed and memory do not depend on values).
     Built on ``meta``: a 14B model never exists in float32, nor twice."""
-    from ..mmdit import DualStreamMMDiT
-
     with torch.device("meta"):
         model = DualStreamMMDiT(config).to(dtype)
     model = model.to_empty(device="cpu")
@@ -179,9 +174,6 @@ def device_step_and_attention(
     with fp8 block weights (best of 3 after a warm-up, and the device's peak, against the working
     memory the model asks the host for and the least it counts); and the refiner's sparse
     attention against dense SDPA at ``sparse_grids`` with the model's heads."""
-    from ..mmdit import video_token_count
-    from ..offload import store_linears_in_fp8
-
     frames, height, width = latent_size
     inputs = step_inputs(config, frames, height, 0, text_tokens, width=width)
     model = _random_model(config, dtype, device)
@@ -249,9 +241,6 @@ class _Asked:
 def _codec_memory(reserve: _Asked, video_sizes, audio_tokens) -> dict:
     from diffusers import AutoencoderKLWan, MMAudioVAE, MMAudioVocoder
 
-    from ..codecs.mmaudio import MMAudioCodec, _config
-    from ..codecs.wan_vae import CONFIG, WanVideoCodec
-
     wan = {k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")}
     video = WanVideoCodec(AutoencoderKLWan.from_config(wan), reserve=reserve)
     results = {}
@@ -273,10 +262,6 @@ def _codec_memory(reserve: _Asked, video_sizes, audio_tokens) -> dict:
 
 
 def _transformer_memory(reserve: _Asked, dims, video_sizes, audio_tokens) -> dict:
-    from ..mmdit import DualStreamMMDiT
-    from ..refiner import RefinerConfig, RefinerDiT, RefinerSettings, refine
-    from ..sampling import SamplerHooks, SamplerSettings, sample
-    from ..types import VideoCondition
 
     hooks, results = SamplerHooks(reserve=reserve), {}
     for dim in dims:

@@ -3,14 +3,30 @@ by part, the demo's training step, sparse vs dense attention and the LoRA hooks'
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import defaultdict
 
 import torch
+import torch.nn.functional as F
 
 from ..config import ModelConfig, get_preset
-from ..sparse_attention import dense_attention_flops, sparse_attention_flops
+from ..demo.bundle import WEIGHTS_DIR
+from ..demo.codecs import DemoAudioCodec, DemoVideoCodec
+from ..demo.dataset import render_world
+from ..demo.train import MODEL_STEPS, encode_world, model_step
+from ..encoder import MLLMEncoder
+from ..lora import LayerDelta, Lora
+from ..mmdit import DualStreamMMDiT
+from ..runtime import LoadedModel
+from ..sparse_attention import (
+    block_sparse_attention,
+    dense_attention_flops,
+    sparse_attention_flops,
+    sparse_pays_off,
+)
+from ..types import TextEncoding
 from .instruments import (
     best_time,
     best_times,
@@ -86,9 +102,6 @@ def step_vs_diffusers(dim: int = 512, layers: int = 4, frames: int = 5, size: in
     """Our Wan-compatible model vs diffusers' WanTransformer3DModel: same weights, same tokens."""
     from diffusers import WanTransformer3DModel
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
-
-    from ..mmdit import DualStreamMMDiT
-    from ..types import TextEncoding
 
     config = ModelConfig(name="wan-bench", dim=dim, num_heads=dim // 128, ffn_dim=4 * dim, num_dual_blocks=layers,
                          num_single_blocks=0, text_dim=4096, channel_concat_inpainting=False, joint_text=False,
@@ -166,8 +179,6 @@ def step_split(
     joint attention kernel included); audio: the audio stream's; cross_modal: both directions of
     the audio-video exchange; text: text embeddings, the video stream's text cross-attention and
     the dual-stream blocks' separate text weights; other: patchify, RoPE tables, heads."""
-    from ..mmdit import DualStreamMMDiT
-
     config = scaled_preset(dim, dual=3, single=1)
     model = DualStreamMMDiT(config).eval()
     inputs = step_inputs(config, frames, size, audio_tokens)
@@ -215,13 +226,6 @@ def demo_train_step(batch: int = 8, scenes: int = 16, steps: int = 10, repeats: 
     bundled codecs and text encoder) with AdamW's fused kernel and with its per-parameter loop,
     round-robin on the same batches; and the minutes its model stage (``MODEL_STEPS``, the shipped
     schedule) takes at the fused pace, which the issue's one-hour budget on 2 CPU cores is about."""
-    from ..demo.bundle import WEIGHTS_DIR
-    from ..demo.codecs import DemoAudioCodec, DemoVideoCodec
-    from ..demo.dataset import render_world
-    from ..demo.train import MODEL_STEPS, encode_world, model_step
-    from ..encoder import MLLMEncoder
-    from ..mmdit import DualStreamMMDiT
-
     video_codec = DemoVideoCodec.load(WEIGHTS_DIR / "video_codec.safetensors")
     audio_codec = DemoAudioCodec.load(WEIGHTS_DIR / "audio_codec.safetensors")
     encoder = MLLMEncoder.from_folder(WEIGHTS_DIR / "text_encoder", dtype=torch.float32)
@@ -271,9 +275,6 @@ def sparse_vs_dense(
     elsewhere), at refiner token grids: the demo refiner's, one latent frame, two whose frames
     fill whole 4-frame cubes and a 1 + 4k one as real clips have; ``refine_runs`` is the path
     :func:`refine` takes there (:func:`sparse_pays_off`)."""
-    import torch.nn.functional as F
-
-    from ..sparse_attention import block_sparse_attention, sparse_pays_off
 
     def measure(grid: tuple[int, int, int]) -> dict:
         length = math.prod(grid)
@@ -301,12 +302,6 @@ def lora_overhead(
     layer, applied by output hooks (the pack's way: the shared model never changes), against the
     same LoRA merged into a copy's weights (no per-call cost, a second copy of every patched
     weight) and against no LoRA; outputs checked equal so the three compute the same thing."""
-    import copy
-
-    from ..lora import LayerDelta, Lora
-    from ..mmdit import DualStreamMMDiT
-    from ..runtime import LoadedModel
-
     torch.manual_seed(0)
     config = scaled_preset(dim, 3, 1)
     model = DualStreamMMDiT(config).eval()
