@@ -20,9 +20,9 @@ from skyreels_core.__main__ import main
 from skyreels_core.av_io import read_video, write_mp4
 from skyreels_core.demo import bundle
 from skyreels_core.demo.metrics import dominant_colour, dominant_shape, psnr
-from skyreels_core.demo.render import DemoPipeline
 from skyreels_core.demo.world import render_scene, sample_scene_spec, spec_from_caption
 from skyreels_core.errors import InputError
+from skyreels_core.render import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,9 +157,9 @@ def test_the_step_cache_skips_model_calls_and_keeps_the_render(tmp_path):
     decoded clip stays within 35 dB of the uncached one with its colour and shape (24 held-out
     prompts: 13.2 calls a render, 46.3 dB, every reading unchanged)."""
     from skyreels_core.demo.metrics import dominant_colour, dominant_shape
-    from skyreels_core.demo.render import RenderRequest, render
+    from skyreels_core.render import RenderRequest, render
 
-    pipeline = DemoPipeline.load()
+    pipeline = Pipeline.load()
     calls = []
     pipeline.model.register_forward_hook(lambda *_: calls.append(1))
     request = RenderRequest(prompt="a blue triangle moves right", seed=1)
@@ -173,10 +173,10 @@ def test_the_step_cache_skips_model_calls_and_keeps_the_render(tmp_path):
 
 
 def test_a_script_rendering_the_demo_model_at_128_px_is_told_why_it_gets_noise(caplog):
-    from skyreels_core.demo.render import RenderRequest, render
+    from skyreels_core.render import RenderRequest, render
 
-    pipeline = DemoPipeline.load()
-    with caplog.at_level(logging.WARNING, logger="skyreels_core.demo.render"):
+    pipeline = Pipeline.load()
+    with caplog.at_level(logging.WARNING, logger="skyreels_core.render"):
         render(pipeline, RenderRequest(frames=5, steps=1))
         assert caplog.records == []
         frames = render(pipeline, RenderRequest(frames=5, steps=1, height=128, width=96))[0]
@@ -187,9 +187,9 @@ def test_a_script_rendering_the_demo_model_at_128_px_is_told_why_it_gets_noise(c
 def test_a_scripted_render_carries_its_own_fps_to_the_take():
     """sample() stamped every take 16 fps (only the Sampler node put the clip's rate back): a
     24 fps script render, saved and reopened, decoded a third too long for the sound it held."""
-    from skyreels_core.demo.render import RenderRequest, render
+    from skyreels_core.render import RenderRequest, render
 
-    frames, audio, latent = render(DemoPipeline.load(), RenderRequest(frames=9, fps=24.0, steps=1))
+    frames, audio, latent = render(Pipeline.load(), RenderRequest(frames=9, fps=24.0, steps=1))
     assert latent.fps == 24.0
     assert latent.audio.shape[-1] == round(9 / 24 * 16_000 / 256)  # tokens counted at 24 fps
     assert abs(audio["waveform"].shape[-1] - 9 / 24 * 16_000) <= 256 / 2  # to the nearest token
@@ -199,11 +199,11 @@ def test_sound_for_a_clip_not_4k_plus_1_long_spans_its_padded_latents():
     """Video to audio pads a 30-frame clip to 33 (whole latent groups): the sound is sampled for
     all 33, as long as the video latents it is aligned with, and trimmed to the clip's 30 only
     when written (the demo command's v2a test)."""
-    from skyreels_core.demo.render import RenderRequest, render
+    from skyreels_core.render import RenderRequest, render
 
     clip = render_scene(spec_from_caption("a red square bounces on the floor", seed=7)).frames
     request = RenderRequest(task="v2a", frames=30, fps=24.0, source=clip[:30], steps=1)
-    latent = render(DemoPipeline.load(), request)[2]
+    latent = render(Pipeline.load(), request)[2]
     assert latent.audio.shape[-1] == round(33 / 24 * 16_000 / 256)
 
 
@@ -311,11 +311,11 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["training_steps"] == 5
     # demo / eval-demo --model: the model decodes with the codecs trained beside it (it read the
     # bundled ones, whose latents mean something else); a model file alone takes the bundled.
-    own = DemoPipeline.load(tmp_path / "model.safetensors")
+    own = Pipeline.load(tmp_path / "model.safetensors")
     alone = tmp_path / "alone" / "model.safetensors"
     alone.parent.mkdir()
     shutil.copy(tmp_path / "model.safetensors", alone)
-    bundled = DemoPipeline.load(alone)
+    bundled = Pipeline.load(alone)
     for name, codec in (("video_codec", "video_codec"), ("audio_codec", "audio_codec")):
         trained = load_file(str(tmp_path / f"{name}.safetensors"))
         assert _same_weights(getattr(own, codec).state_dict(), trained)
@@ -325,7 +325,7 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
     (tmp_path / "audio_codec.safetensors").unlink()  # a run that has not finished: named
     with pytest.raises(InputError, match=r"^--model: .* holds a model.safetensors without its "
                        r"audio_codec.safetensors\. Fix: finish its train-demo run"):  # fmt: skip
-        DemoPipeline.load(tmp_path / "model.safetensors")
+        Pipeline.load(tmp_path / "model.safetensors")
 
 
 def _same_weights(state: dict, file: dict) -> bool:
@@ -421,7 +421,7 @@ def no_model(monkeypatch):
     def never(model_path=None):
         raise AssertionError("the model loaded before the arguments were checked")
 
-    monkeypatch.setattr(cli.DemoPipeline, "load", never)
+    monkeypatch.setattr(cli.Pipeline, "load", never)
 
 
 @pytest.mark.parametrize(
@@ -640,7 +640,7 @@ def test_a_scripted_request_takes_its_defaults_from_its_own_length():
     """RenderRequest(task="keyframes", frames=17) asked for frame 32 of 17 (the defaults were
     fixed at 0, 16, 32); fps 0 divided by zero deep in the render."""
     from skyreels_core.demo import bundle
-    from skyreels_core.demo.render import RenderRequest, build_condition
+    from skyreels_core.render import RenderRequest, build_condition
 
     clip = render_scene(spec_from_caption("a red square bounces on the floor", seed=7)).frames
     condition, _ = build_condition(
@@ -680,14 +680,14 @@ def test_the_seed_and_steps_reach_the_sampler(tmp_path, monkeypatch):
     from skyreels_core.demo import cli
 
     calls = []
-    load = cli.DemoPipeline.load
+    load = cli.Pipeline.load
 
     def counted(model_path=None):
         pipeline = load(model_path)
         pipeline.model.register_forward_hook(lambda *_: calls.append(1))
         return pipeline
 
-    monkeypatch.setattr(cli.DemoPipeline, "load", counted)
+    monkeypatch.setattr(cli.Pipeline, "load", counted)
     clips = []
     for seed in ("1", "2"):
         out = tmp_path / f"seed{seed}.mp4"

@@ -19,9 +19,9 @@ from skyreels_core.demo.bundle import WEIGHTS_DIR, file_digest
 from skyreels_core.demo.dataset import HELD_OUT_SEED
 from skyreels_core.demo.evaluate import TARGETS, evaluate
 from skyreels_core.demo.evaluate_clicks import click_error_by_noise, click_tokens
-from skyreels_core.demo.render import DemoPipeline, RenderRequest, build_condition, render
 from skyreels_core.demo.world import FPS, render_scene, sample_scene_spec, spec_from_caption
 from skyreels_core.errors import InputError
+from skyreels_core.render import Pipeline, RenderRequest, build_condition, render
 
 
 def test_bundle_files_match_the_manifest():
@@ -35,7 +35,7 @@ def test_bundle_files_match_the_manifest():
 
 @pytest.fixture(scope="module")
 def pipeline():
-    return DemoPipeline.load()
+    return Pipeline.load()
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkey
               "targets_met": {name: None if name == "refiner_gain_db" else name == "colour_accuracy"
                               for name in TARGETS}}  # fmt: skip
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *args, **kwargs: report)
-    monkeypatch.setattr(evaluate_module.DemoPipeline, "load", lambda model: None)
+    monkeypatch.setattr(evaluate_module.Pipeline, "load", lambda model: None)
     parser = argparse.ArgumentParser()
     evaluate_module.add_arguments(parser)
     assert evaluate_module.run(parser.parse_args([])) == 0
@@ -151,7 +151,7 @@ def test_bad_arguments_are_refused_before_any_render(monkeypatch, tmp_path, args
     def never(model):
         raise AssertionError("the pipeline loaded before the arguments were checked")
 
-    monkeypatch.setattr(evaluate_module.DemoPipeline, "load", never)
+    monkeypatch.setattr(evaluate_module.Pipeline, "load", never)
     parser = argparse.ArgumentParser()
     evaluate_module.add_arguments(parser)
     (tmp_path / "a_file").write_text("x")
@@ -289,7 +289,7 @@ def test_the_command_passes_zero_cases_and_only_the_guidance_given(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(evaluate_module, "evaluate", stop)
-    monkeypatch.setattr(evaluate_module.DemoPipeline, "load", lambda model: None)
+    monkeypatch.setattr(evaluate_module.Pipeline, "load", lambda model: None)
     parser = argparse.ArgumentParser()
     evaluate_module.add_arguments(parser)
     for args in (["--cases", "0", "--kept-cases", "0", "--refiner-cases", "0"],

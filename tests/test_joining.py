@@ -217,8 +217,8 @@ def test_extending_names_a_length_already_reached_and_a_missing_sound():
 
 def test_every_window_draws_its_own_seed(monkeypatch):
     """One seed for every window drew the same noise, and the windows' sounds looped."""
-    from skyreels_core.demo import render
-    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render_longer
+    from skyreels_core import render
+    from skyreels_core.render import Pipeline, RenderRequest, render_longer
 
     seeds = []
 
@@ -228,15 +228,15 @@ def test_every_window_draws_its_own_seed(monkeypatch):
 
     monkeypatch.setattr(render, "render_condition", window)
     request = RenderRequest(prompt="a red circle", seed=2**63 - 2, frames=17)
-    frames, _ = render_longer(DemoPipeline.load(), request, _clip(17), None, 61)
+    frames, _ = render_longer(Pipeline.load(), request, _clip(17), None, 61)
     assert frames.shape[0] == 61 and seeds == [2**63 - 1, 0, 1, 2]
 
 
 def test_every_window_of_a_reference_render_keeps_its_reference(monkeypatch):
     """demo --task ref --total-frames: each window after the first is rendered with the
     request's reference image too, not only the first, or the subject would drift off it."""
-    from skyreels_core.demo import render
-    from skyreels_core.demo.render import DemoPipeline, RenderRequest, render_longer
+    from skyreels_core import render
+    from skyreels_core.render import Pipeline, RenderRequest, render_longer
 
     seen = []
 
@@ -245,7 +245,7 @@ def test_every_window_of_a_reference_render_keeps_its_reference(monkeypatch):
         return _clip(request.frames, value=0.5), None
 
     monkeypatch.setattr(render, "render_condition", window)
-    pipeline = DemoPipeline.load()
+    pipeline = Pipeline.load()
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(3))
     request = RenderRequest(task="ref", prompt="a red circle", frames=17, source=image)
     render_longer(pipeline, request, _clip(17), None, 61)

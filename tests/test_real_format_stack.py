@@ -26,6 +26,7 @@ from workflow_tools import core_shims, run_api_prompt
 
 import skyreels_core.codecs.mmaudio as mmaudio
 import skyreels_core.codecs.wan_vae as wan_vae
+from skyreels_core.codecs import audio_token_count
 from skyreels_core.config import ModelConfig
 from skyreels_core.demo import bundle
 from skyreels_core.encoder import create_tiny_encoder_folder
@@ -187,3 +188,32 @@ def test_files_of_two_families_wired_together_are_named(
         run_api_prompt(prompt, NODE_CLASS_MAPPINGS, core_shims(inputs), {"workflow": workflow})
     assert error.value.input_name == input_name
     assert f"where {taker} takes" in str(error.value) and "files of one family" in str(error.value)
+
+
+def test_a_script_renders_with_real_format_files(models, real_stack):
+    """README's "Scripting without ComfyUI" with your own weights: ``Pipeline.from_files`` on the
+    files the loader nodes read renders a clip with sound of the asked size, length and rate."""
+    from skyreels_core.render import Pipeline, RenderRequest, render
+
+    pipeline = Pipeline.from_files(
+        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
+        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
+        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
+        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
+        dtype=torch.float32,
+    )
+    request = RenderRequest(prompt="a red circle", frames=9, height=32, width=48, fps=24.0, steps=2)
+    frames, audio, take = render(pipeline, request)
+    assert frames.shape == (9, 32, 48, 3) and take.video.shape == (1, 16, 3, 4, 6)
+    tokens = audio_token_count(9, 24.0, 44100, TINY_AUDIO_RATE.samples_per_token)
+    assert take.audio.shape == (1, 40, tokens) and audio["sample_rate"] == 44100
+    assert audio["waveform"].shape == (1, 1, tokens * TINY_AUDIO_RATE.samples_per_token)
+    assert take.fps == 24.0 and frames.std() > 0 and audio["waveform"].std() > 0
+    with pytest.raises(InputError) as refused:  # a file of the wrong kind is named by argument
+        Pipeline.from_files(
+            models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
+            models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
+            models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
+            models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
+        )
+    assert refused.value.input_name == "video_vae"

@@ -21,11 +21,11 @@ from ..demo.metrics import (
     mean_av_sync,
     psnr,
 )
-from ..demo.render import DemoPipeline, RenderRequest, render, render_longer
 from ..demo.train_lora import PALETTE_SHIFT
 from ..demo.world import render_scene, sample_scene_spec
 from ..joining import DEFAULT_OVERLAP, join_clips, window_seed
 from ..lora import applied, read_lora
+from ..render import Pipeline, RenderRequest, render, render_longer
 
 
 def _held_out_captions(cases: int) -> list[str]:
@@ -42,7 +42,7 @@ def step_cache(
     """Demo renders of held-out prompts with the step cache at each threshold against the same
     renders uncached: model calls a render, wall time, PSNR of the decoded frames, and how many
     keep the uncached render's colour, shape and pitch."""
-    pipeline = DemoPipeline.load()
+    pipeline = Pipeline.load()
     render(pipeline, RenderRequest(steps=2))  # first-call costs out of the timings
     calls = []
     pipeline.model.register_forward_hook(lambda *_: calls.append(1))
@@ -86,7 +86,7 @@ def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
     prompts (the second window at the prompt's seed + 1), for each overlap kept by the second window:
     the object's step across the seam over the clip's median step, how often the seam is the
     largest step of all, the colour and shape of the two windows, and AV sync of the joined clip."""
-    pipeline = DemoPipeline.load()
+    pipeline = Pipeline.load()
     prompts = _held_out_captions(cases)
     firsts = [render(pipeline, RenderRequest(prompt=p, seed=i)) for i, p in enumerate(prompts)]
     results = {}
@@ -134,7 +134,7 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
     last 5 frames) by ``render_longer``, the Extend to Length node's loop, on held-out prompts
     (window n at the prompt's seed + n): whether all windows keep the prompt's colour and shape,
     each seam's step over the median step, and AV sync over the whole clip."""
-    pipeline = DemoPipeline.load()
+    pipeline = Pipeline.load()
     kept, ratios, largest, syncs = 0, [], 0, []
     for index, prompt in enumerate(_held_out_captions(cases)):
         request = RenderRequest(prompt=prompt, seed=index)
@@ -175,7 +175,7 @@ def schedules(cases: int = 24) -> dict:
     """Held-out prompts rendered with the demo's own shifted schedule and with the host's Karras
     schedule (sigma_max 1, flow matching's pure noise) through the Sampler's ``sigmas``, at 20
     and 8 steps: how often colour, shape and hum follow the prompt, and the AV sync."""
-    pipeline = DemoPipeline.load()
+    pipeline = Pipeline.load()
     captions = _held_out_captions(cases)
     results = {}
     for steps in (20, 8):
@@ -222,7 +222,7 @@ def lora_training(cases: int = 24, clips: int = 256, steps: int = 400) -> dict:
     ``train-demo-lora --clips`` for ``steps`` steps, read the same way."""
     from ..__main__ import main
 
-    pipeline = DemoPipeline.load()
+    pipeline = Pipeline.load()
     bundled = read_lora(bundle.lora_path(), pipeline.model)
     results = {
         "bundled": _palette_readings(pipeline, bundled, cases),

@@ -20,11 +20,11 @@ import torch
 from ..codecs.mmaudio import MMAudioCodec, _config
 from ..codecs.wan_vae import CONFIG, WanVideoCodec
 from ..config import ModelConfig, get_preset
-from ..demo.render import DemoPipeline, RenderRequest, render
 from ..errors import InputError
 from ..mmdit import DualStreamMMDiT, video_token_count
 from ..offload import device_bytes, store_linears_in_fp8, stream_layers
 from ..refiner import RefinerConfig, RefinerDiT, RefinerSettings, refine
+from ..render import Pipeline, RenderRequest, render
 from ..runtime import LoadedModel
 from ..sampling import SamplerHooks, SamplerSettings, sample
 from ..types import VideoCondition
@@ -70,7 +70,7 @@ def _measured_step(
 
 def _demo_render_memory() -> dict:
     """Tracked bytes of one demo render in this process, and the demo command's peak RSS."""
-    pipeline = DemoPipeline.load()
+    pipeline = Pipeline.load()
     weights = sum(weight_bytes(m) for m in (pipeline.model, pipeline.encoder.model))
     with TrackedTensorBytes() as tracked:
         render(pipeline, RenderRequest())

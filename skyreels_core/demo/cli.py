@@ -18,18 +18,18 @@ import torch
 from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP
 from ..paths import output_file
-from ..sampling import MAX_SEED, MAX_STEPS, SamplerHooks
-from ..shapes import MAX_FRAMES, MAX_JOINED_FRAMES, latent_frame_count, parse_frame_indices
-from .render import (
+from ..render import (
     EXTEND_KEPT_FRAMES,
     TASKS,
-    DemoPipeline,
+    Pipeline,
     RenderRequest,
     check_request,
     default_keyframes,
     render,
     render_longer,
 )
+from ..sampling import MAX_SEED, MAX_STEPS, SamplerHooks
+from ..shapes import MAX_FRAMES, MAX_JOINED_FRAMES, latent_frame_count, parse_frame_indices
 from .world import FPS as WORLD_FPS
 from .world import render_scene, sample_scene_spec
 
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         cache_threshold=args.cache_threshold,
     )
     check_request(request)
-    pipeline = DemoPipeline.load(args.model)
+    pipeline = Pipeline.load(args.model)
     with _notes_shown(), tqdm(total=args.steps, desc=f"demo {args.task}") as bar:
         hooks = SamplerHooks(progress=lambda step, total: bar.update(step - bar.n))
         frames, audio, _ = render(pipeline, request, hooks)

@@ -17,6 +17,7 @@ import torch
 from ..errors import InputError
 from ..paths import output_file, write_json
 from ..refiner import RefinerSettings, load_refiner
+from ..render import Pipeline, RenderRequest, build_condition, render
 from . import bundle
 from .dataset import HELD_OUT_SEED
 from .evaluate_clicks import click_error_by_noise
@@ -29,7 +30,6 @@ from .metrics import (
     mean_av_sync,
     psnr,
 )
-from .render import DemoPipeline, RenderRequest, build_condition, render
 from .world import render_scene, sample_scene_spec
 
 TARGETS = {
@@ -47,14 +47,14 @@ GENERATION_CASES = 120
 CLICK_SCENES = 48  # the audio error around clicks per noise level (seconds, not minutes)
 
 
-def _sync(pipeline: DemoPipeline, request: RenderRequest) -> tuple[torch.Tensor, dict, dict]:
+def _sync(pipeline: Pipeline, request: RenderRequest) -> tuple[torch.Tensor, dict, dict]:
     """(frames, the AUDIO dict, its AV sync) of one render."""
     frames, audio, _ = render(pipeline, request)
     waveform, rate = audio["waveform"][0], audio["sample_rate"]
     return frames, audio, av_sync_error_ms(frames, waveform, request.fps, rate)
 
 
-def _generation_cases(pipeline: DemoPipeline, cases: int, first_seed: int, sampling: dict) -> dict:
+def _generation_cases(pipeline: Pipeline, cases: int, first_seed: int, sampling: dict) -> dict:
     """Adherence and AV sync of text-to-video renders; and, as a diagnostic, the AV sync of audio
     generated for the scene's own clip given whole (the v2a task): the audio stream's share of
     the sync error, with no generated video to blame."""
@@ -80,9 +80,7 @@ def _generation_cases(pipeline: DemoPipeline, cases: int, first_seed: int, sampl
     }
 
 
-def _kept_content_cases(
-    pipeline: DemoPipeline, cases: int, first_seed: int, sampling: dict
-) -> dict:
+def _kept_content_cases(pipeline: Pipeline, cases: int, first_seed: int, sampling: dict) -> dict:
     scores: dict[str, list[float]] = {}
     changed = []
     for index in range(cases):
@@ -112,7 +110,7 @@ def _kept_content_cases(
 
 
 def evaluate(
-    pipeline: DemoPipeline,
+    pipeline: Pipeline,
     generation_cases: int = GENERATION_CASES,
     kept_cases: int = 3,
     steps: int = 20,
@@ -234,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None
     }  # fmt: skip
     report = evaluate(
-        DemoPipeline.load(args.model), args.cases, args.kept_cases, args.steps, args.refiner_cases,
+        Pipeline.load(args.model), args.cases, args.kept_cases, args.steps, args.refiner_cases,
         args.scene_offset, **guidance,
     )  # fmt: skip
     for name, (op, bound) in TARGETS.items():

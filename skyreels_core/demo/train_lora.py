@@ -24,10 +24,10 @@ from ..errors import InputError
 from ..lora import applied
 from ..lora_training import lora_parameters, save_lora, trainable_lora
 from ..paths import output_file, write_json
+from ..render import Pipeline
 from ..training import check_counts, start_run, training_loss
 from . import bundle
 from .dataset import read_clips, render_world, training_seeds
-from .render import DemoPipeline
 from .train import draw_batch, encode_world
 
 PALETTE_SHIFT = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "red"}
@@ -103,10 +103,10 @@ def base_files(out: Path) -> tuple[Path, ...] | None:
     return (model, *bundle.pipeline_files(model, "--out")) if model.exists() else None
 
 
-def load_base(files: tuple[Path, ...] | None) -> tuple[DemoPipeline, Path]:
+def load_base(files: tuple[Path, ...] | None) -> tuple[Pipeline, Path]:
     """The pipeline of :func:`base_files`' model, and the model's file."""
     model = bundle.model_path() if files is None else files[0]
-    return DemoPipeline.load(model), model
+    return Pipeline.load(model), model
 
 
 def _record_in_manifest(manifest_path: Path, path: Path, command: str) -> None:

@@ -1,4 +1,5 @@
-"""One render on the bundled demo model, for the ``demo`` command and the eval.
+"""One render with a model, its codecs and its encoder, for scripts, the ``demo`` command and
+the eval: the bundled demo files (:meth:`Pipeline.load`) or real weights (:meth:`Pipeline.from_files`).
 
 The same steps an artist wires in ComfyUI (encode the prompt, build the task's condition, sample
 video and audio together, decode both), as one function scripts can call.
@@ -12,16 +13,16 @@ from pathlib import Path
 
 import torch
 
-from .. import masks
-from ..codecs import audio_token_count
-from ..decoding import take_frames, take_sound
-from ..errors import InputError
-from ..joining import DEFAULT_OVERLAP, extend_to_length, window_seed
-from ..references import image_references
-from ..sampling import SamplerHooks, SamplerSettings, sample
-from ..shapes import TEMPORAL_STRIDE, frame_rate, pixel_frame_count, whole_groups
-from ..types import References, VideoCondition
-from . import bundle
+from . import masks
+from .codecs import audio_token_count
+from .decoding import take_frames, take_sound
+from .demo import bundle
+from .errors import InputError
+from .joining import DEFAULT_OVERLAP, extend_to_length, window_seed
+from .references import image_references
+from .sampling import SamplerHooks, SamplerSettings, sample
+from .shapes import TEMPORAL_STRIDE, frame_rate, pixel_frame_count, whole_groups
+from .types import References, VideoCondition
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ EXTEND_KEPT_FRAMES = 9  # the extend task keeps a clip's first 9 frames, all of 
 
 
 @dataclass
-class DemoPipeline:
-    """The bundled model with its codecs and encoder, loaded once and reused across renders."""
+class Pipeline:
+    """A model with its codecs and encoder, loaded once and reused across renders."""
 
     model: torch.nn.Module
     video_codec: object
@@ -39,13 +40,13 @@ class DemoPipeline:
     encoder: object
 
     @classmethod
-    def load(cls, model_path: Path | None = None, device: str = "cpu") -> DemoPipeline:
+    def load(cls, model_path: Path | None = None, device: str = "cpu") -> Pipeline:
         """The bundled pipeline, or ``model_path``'s: a model train-demo wrote into a folder of its
         own decodes with the codecs it was trained with, which lie beside it (a model file alone
         takes the bundled ones): another codec would read its latents as noise."""
-        from ..encoder import MLLMEncoder
-        from ..loading import load_model
-        from .codecs import DemoAudioCodec, DemoVideoCodec
+        from .demo.codecs import DemoAudioCodec, DemoVideoCodec
+        from .encoder import MLLMEncoder
+        from .loading import load_model
 
         model_path = Path(model_path) if model_path else bundle.model_path()
         video, audio, encoder = bundle.pipeline_files(model_path, "--model")
@@ -56,10 +57,49 @@ class DemoPipeline:
             MLLMEncoder.from_folder(encoder, dtype=torch.float32, device=device),
         )
 
+    @classmethod
+    def from_files(
+        cls,
+        model: str | Path,
+        video_vae: str | Path,
+        audio_vae: str | Path,
+        encoder: str | Path,
+        *,
+        vocoder: str | Path | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+        device: torch.device | str = "cpu",
+    ) -> Pipeline:
+        """Real weights, in the files the loader nodes read (README, "Model files"): a
+        SkyReels-V4 or Wan 2.1 checkpoint (its first shard for a sharded one), the Wan 2.1 VAE,
+        MMAudio's VAE with its vocoder inside or in ``vocoder``, and a Qwen-VL model folder. Errors
+        name these arguments. A Wan 2.1 checkpoint renders silent clips (no audio stream). The
+        codecs and encoder rest in CPU memory and visit ``device`` per use, as the loader nodes'
+        ``offload`` has them, so the GPU holds the model and one of them at a time."""
+        from .codecs.mmaudio import MMAudioCodec
+        from .codecs.wan_vae import WanVideoCodec
+        from .encoder import MLLMEncoder
+        from .loading import load_model
+
+        options = {"dtype": dtype, "device": device, "offload_device": "cpu"}
+        return cls(
+            load_model(model, dtype=dtype, device=device, input_name="model").eval(),
+            WanVideoCodec.from_single_file(video_vae, **options, input_name="video_vae"),
+            MMAudioCodec.from_single_file(
+                audio_vae,
+                vocoder,
+                **options,
+                vae_input_name="audio_vae",
+                vocoder_input_name="vocoder",
+            ),
+            MLLMEncoder.from_folder(encoder, **options, input_name="encoder"),
+        )
+
 
 @dataclass
 class RenderRequest:
-    """What to render. Pixel inputs are [T, H, W, 3] in 0..1; ``mask`` is [T or 1, H, W], 1 = change."""
+    """What to render. Pixel inputs are [T, H, W, 3] in 0..1; ``mask`` is [T or 1, H, W], 1 = change.
+    The defaults are the demo model's (64 px, 33 frames at 16 fps, its guidance): give real
+    weights the size, length and guidance they were trained for."""
 
     task: str = "t2av"
     prompt: str = "a red circle bounces on the floor"
@@ -93,7 +133,7 @@ def check_request(request: RenderRequest) -> None:
     task, source = request.task, request.source
     frame_rate(request.fps)
     if task not in TASKS:
-        raise InputError("task", f"{task!r} is not a demo task", f"use one of {', '.join(TASKS)}")
+        raise InputError("task", f"{task!r} is not a task", f"use one of {', '.join(TASKS)}")
     if source is None and task != "t2av":
         raise InputError(
             "source", f"the {task} task needs a source image or clip", "pass --image or --video"
@@ -145,14 +185,14 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
 
 
 @torch.no_grad()
-def render(pipeline: DemoPipeline, request: RenderRequest, hooks: SamplerHooks | None = None):
+def render(pipeline: Pipeline, request: RenderRequest, hooks: SamplerHooks | None = None):
     """Frames [T, H, W, 3], the host-style AUDIO dict and the AVLatent of one render."""
     condition, references = build_condition(pipeline.video_codec, request)
     return render_condition(pipeline, request, condition, references, hooks)
 
 
 def render_longer(
-    pipeline: DemoPipeline,
+    pipeline: Pipeline,
     request: RenderRequest,
     frames: torch.Tensor,
     audio: dict,
@@ -183,7 +223,7 @@ def render_longer(
 
 @torch.no_grad()
 def render_condition(
-    pipeline: DemoPipeline,
+    pipeline: Pipeline,
     request: RenderRequest,
     condition: VideoCondition,
     references: References | None,
