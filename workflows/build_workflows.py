@@ -216,7 +216,7 @@ DEMO_SAMPLING = {
     "steps": 20,
     "shift": 3.0,
     "solver": "unipc",
-    "video_guidance": 6.0,  # chosen for the demo model on validation scenes (see demo/render.py)
+    "video_guidance": 6.0,  # chosen for the demo model on validation scenes (see skyreels_core/render.py)
     "audio_guidance": 1.5,
     "fps": 16.0,
 }
