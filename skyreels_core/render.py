@@ -72,7 +72,7 @@ class Pipeline:
         """Real weights, in the files the loader nodes read (README, "Model files"): a
         SkyReels-V4 or Wan 2.1 checkpoint (its first shard for a sharded one), the Wan 2.1 VAE,
         MMAudio's VAE with its vocoder inside or in ``vocoder``, and a Qwen-VL model folder. Errors
-        name these arguments. A Wan 2.1 checkpoint renders silent clips (no audio stream). The
+        name these arguments. A Wan 2.1 checkpoint has no audio stream: its renders have no sound. The
         codecs and encoder rest in CPU memory and visit ``device`` per use, as the loader nodes'
         ``offload`` has them, so the GPU holds the model and one of them at a time."""
         from .codecs.mmaudio import MMAudioCodec
@@ -186,7 +186,8 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
 
 @torch.no_grad()
 def render(pipeline: Pipeline, request: RenderRequest, hooks: SamplerHooks | None = None):
-    """Frames [T, H, W, 3], the host-style AUDIO dict and the AVLatent of one render."""
+    """Frames [T, H, W, 3], the host-style AUDIO dict (None from a video-only model) and the
+    AVLatent of one render."""
     condition, references = build_condition(pipeline.video_codec, request)
     return render_condition(pipeline, request, condition, references, hooks)
 
@@ -233,9 +234,11 @@ def render_condition(
     note = bundle.render_advice(pipeline.model.config.name, condition)
     if note:
         log.warning("%s", note)
-    codec = pipeline.audio_codec
-    latent_span = pixel_frame_count(condition.num_latent_frames)  # v2a pads a clip to 4k+1
-    tokens = audio_token_count(latent_span, request.fps, codec.sample_rate, codec.samples_per_token)
+    codec, tokens = pipeline.audio_codec, None  # a video-only model (Wan 2.1) renders silence
+    if pipeline.model.config.has_audio:
+        latent_span = pixel_frame_count(condition.num_latent_frames)  # v2a pads a clip to 4k+1
+        rate = (codec.sample_rate, codec.samples_per_token)
+        tokens = audio_token_count(latent_span, request.fps, *rate)
     settings = SamplerSettings(
         steps=request.steps,
         shift=request.shift,
@@ -256,4 +259,5 @@ def render_condition(
         references=references,
         hooks=hooks,
     )
-    return take_frames(latent, pipeline.video_codec)[0], take_sound(latent, codec), latent
+    sound = None if latent.audio is None else take_sound(latent, codec)
+    return take_frames(latent, pipeline.video_codec)[0], sound, latent

@@ -217,3 +217,25 @@ def test_a_script_renders_with_real_format_files(models, real_stack):
             models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
         )
     assert refused.value.input_name == "video_vae"
+
+
+def test_a_script_renders_a_video_only_model_without_sound(models, real_stack, tmp_path):
+    """A Wan 2.1-shaped checkpoint (no audio stream) renders its frames and no sound, where the
+    script would otherwise ask the model for audio tokens it cannot take."""
+    from skyreels_core.render import Pipeline, RenderRequest, render
+
+    config = ModelConfig(
+        name="tiny-wan", dim=32, num_heads=2, ffn_dim=64, num_dual_blocks=1, num_single_blocks=0,
+        text_dim=64, video_latent_channels=16, audio_latent_channels=None, joint_text=False,
+        channel_concat_inpainting=False,
+    )  # fmt: skip
+    save_model(DualStreamMMDiT(config), tmp_path / "wan.safetensors")
+    pipeline = Pipeline.from_files(
+        tmp_path / "wan.safetensors",
+        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
+        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
+        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
+        dtype=torch.float32,
+    )
+    frames, audio, take = render(pipeline, RenderRequest(frames=5, height=32, width=32, steps=1))
+    assert frames.shape == (5, 32, 32, 3) and audio is None and take.audio is None
