@@ -68,13 +68,15 @@ class Pipeline:
         vocoder: str | Path | None = None,
         dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str = "cpu",
+        fp8: bool = False,
     ) -> Pipeline:
         """Real weights, in the files the loader nodes read (README, "Model files"): a
         SkyReels-V4 or Wan 2.1 checkpoint (its first shard for a sharded one), the Wan 2.1 VAE,
         MMAudio's VAE with its vocoder inside or in ``vocoder``, and a Qwen-VL model folder. Errors
         name these arguments. A Wan 2.1 checkpoint has no audio stream: its renders have no sound. The
         codecs and encoder rest in CPU memory and visit ``device`` per use, as the loader nodes'
-        ``offload`` has them, so the GPU holds the model and one of them at a time."""
+        ``offload`` has them, so the GPU holds the model and one of them at a time; ``fp8``
+        keeps the model's block weights in 8 bits (:func:`load_model`), about half of bf16's."""
         from .codecs.mmaudio import MMAudioCodec
         from .codecs.wan_vae import WanVideoCodec
         from .encoder import MLLMEncoder
@@ -82,7 +84,7 @@ class Pipeline:
 
         options = {"dtype": dtype, "device": device, "offload_device": "cpu"}
         return cls(
-            load_model(model, dtype=dtype, device=device, input_name="model").eval(),
+            load_model(model, dtype=dtype, device=device, input_name="model", fp8=fp8).eval(),
             WanVideoCodec.from_single_file(video_vae, **options, input_name="video_vae"),
             MMAudioCodec.from_single_file(
                 audio_vae,

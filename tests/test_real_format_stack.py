@@ -219,6 +219,31 @@ def test_a_script_renders_with_real_format_files(models, real_stack):
     assert refused.value.input_name == "video_vae"
 
 
+def test_a_script_keeps_the_models_block_weights_in_fp8_when_asked(models, real_stack):
+    """``fp8=True``, for a GPU that cannot hold bf16 weights: the blocks' Linear layers store
+    float8 and the render runs on them, close to the same render in full precision."""
+    from skyreels_core.offload import Float8Linear
+    from skyreels_core.render import Pipeline, RenderRequest, render
+
+    files = (
+        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
+        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
+        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
+        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
+    )
+    request = RenderRequest(frames=5, height=32, width=32, steps=2)
+    takes = []
+    for fp8 in (False, True):
+        pipeline = Pipeline.from_files(*files, dtype=torch.float32, fp8=fp8)
+        stored = {
+            type(m) for m in pipeline.model.blocks.modules() if isinstance(m, torch.nn.Linear)
+        }
+        assert (Float8Linear in stored) == fp8
+        takes.append(render(pipeline, request)[2])
+    full, eight = takes
+    assert 0 < (eight.video - full.video).abs().mean() < 0.1 * full.video.abs().mean()
+
+
 def test_a_script_renders_a_video_only_model_without_sound(models, real_stack, tmp_path):
     """A Wan 2.1-shaped checkpoint (no audio stream) renders its frames and no sound, where the
     script would otherwise ask the model for audio tokens it cannot take."""
