@@ -487,17 +487,17 @@ def test_keyframe_images_of_the_wrong_count_are_refused_by_the_images_input():
             lambda: masks.keyframes(CODEC, {0: _clip(1)[0], 8: _clip(1, 16)[0]}, 17),
             "images",
             "keyframe 8's size (16, 16) differs",
-        ),  # fmt: skip
+        ),
         (
             lambda: masks.interpolate(CODEC, _clip(1)[0], _clip(1, 16)[0], 17),
             "last",
             "size (16, 16) differs from the first frame's (32, 32)",
-        ),  # fmt: skip
+        ),
         (
             lambda: masks.image_to_video(CODEC, torch.rand(32, 32), 17),
             "image",
             "shape (32, 32) is not an image",
-        ),  # fmt: skip
+        ),
         (lambda: masks.extend_video(CODEC, _clip(), 17, 0), "known_frames", "0 frames"),
         (
             lambda: masks.condition_from_pixels(
@@ -505,7 +505,7 @@ def test_keyframe_images_of_the_wrong_count_are_refused_by_the_images_input():
             ),
             "mask",
             "does not match video",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_inputs_that_cannot_make_a_condition_are_named(build, input_name, message):
