@@ -8,6 +8,7 @@ video and audio together, decode both), as one function scripts can call.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from .decoding import take_frames, take_sound
 from .demo import bundle
 from .errors import InputError
 from .joining import DEFAULT_OVERLAP, extend_to_length, window_seed
+from .offload import check_block_swap
 from .references import image_references
+from .runtime import LoadedModel
 from .sampling import SamplerHooks, SamplerSettings, sample
 from .shapes import TEMPORAL_STRIDE, frame_rate, pixel_frame_count, whole_groups
 from .types import References, VideoCondition
@@ -36,8 +39,12 @@ class Pipeline:
 
     model: torch.nn.Module
     video_codec: object
-    audio_codec: object
+    audio_codec: object | None  # None only beside a video-only model (Wan 2.1)
     encoder: object
+    # The model's first ``block_swap`` layers rest in CPU memory and stream to ``device`` a layer
+    # ahead during each step (the Load Model node's block_swap); 0: the model lives on the device.
+    block_swap: int = 0
+    device: torch.device | str = "cpu"
 
     @classmethod
     def load(cls, model_path: Path | None = None, device: str = "cpu") -> Pipeline:
@@ -55,6 +62,7 @@ class Pipeline:
             DemoVideoCodec.load(video, device=device),
             DemoAudioCodec.load(audio, device=device),
             MLLMEncoder.from_folder(encoder, dtype=torch.float32, device=device),
+            device=device,
         )
 
     @classmethod
@@ -62,39 +70,82 @@ class Pipeline:
         cls,
         model: str | Path,
         video_vae: str | Path,
-        audio_vae: str | Path,
+        audio_vae: str | Path | None,
         encoder: str | Path,
         *,
         vocoder: str | Path | None = None,
+        tokenizer: str | Path | None = None,
         dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str = "cpu",
         fp8: bool = False,
+        block_swap: int = 0,
     ) -> Pipeline:
         """Real weights, in the files the loader nodes read (README, "Model files"): a
         SkyReels-V4 or Wan 2.1 checkpoint (its first shard for a sharded one), the Wan 2.1 VAE,
-        MMAudio's VAE with its vocoder inside or in ``vocoder``, and a Qwen-VL model folder. Errors
-        name these arguments. A Wan 2.1 checkpoint has no audio stream: its renders have no sound. The
-        codecs and encoder rest in CPU memory and visit ``device`` per use, as the loader nodes'
-        ``offload`` has them, so the GPU holds the model and one of them at a time; ``fp8``
-        keeps the model's block weights in 8 bits (:func:`load_model`), about half of bf16's."""
-        from .codecs.mmaudio import MMAudioCodec
+        MMAudio's VAE with its vocoder inside or in ``vocoder`` (None for a Wan 2.1 checkpoint,
+        which has no audio stream and renders no sound), and a Qwen-VL model folder or ComfyUI's
+        single Qwen2.5-VL file read with the Qwen2.5 ``tokenizer`` folder ComfyUI ships. Errors
+        name these arguments. The codecs and encoder rest in CPU memory and visit ``device`` per
+        use, as the loader nodes' ``offload`` has them, so the GPU holds the model and one of them
+        at a time; ``fp8`` keeps the model's block weights in 8 bits (:func:`load_model`), about
+        half of bf16's, and ``block_swap`` streams that many of its layers from CPU memory for a
+        GPU that holds fewer."""
         from .codecs.wan_vae import WanVideoCodec
-        from .encoder import MLLMEncoder
         from .loading import load_model
 
+        resting = torch.device("cpu") if block_swap else device
+        loaded = load_model(model, dtype=dtype, device=resting, input_name="model", fp8=fp8)
+        check_block_swap(loaded, block_swap)
         options = {"dtype": dtype, "device": device, "offload_device": "cpu"}
         return cls(
-            load_model(model, dtype=dtype, device=device, input_name="model", fp8=fp8).eval(),
+            loaded.eval(),
             WanVideoCodec.from_single_file(video_vae, **options, input_name="video_vae"),
-            MMAudioCodec.from_single_file(
-                audio_vae,
-                vocoder,
-                **options,
-                vae_input_name="audio_vae",
-                vocoder_input_name="vocoder",
-            ),
-            MLLMEncoder.from_folder(encoder, **options, input_name="encoder"),
+            _audio_codec(loaded, audio_vae, vocoder, options),
+            _encoder(encoder, tokenizer, options),
+            block_swap,
+            device,
         )
+
+    def model_on_device(self) -> AbstractContextManager[torch.nn.Module]:
+        """The model ready to compute on ``device`` for the block: as loaded, or with its swapped
+        layers streaming there (and back to CPU memory after)."""
+        if not self.block_swap:
+            return nullcontext(self.model)
+        name = self.model.config.name
+        return LoadedModel(self.model, name, block_swap=self.block_swap).on(self.device)
+
+
+def _audio_codec(model: torch.nn.Module, audio_vae, vocoder, options: dict):
+    """MMAudio for a model with an audio stream; none for a video-only one, which has no use for it."""
+    from .codecs.mmaudio import MMAudioCodec
+
+    if audio_vae is None:
+        if model.config.has_audio:
+            raise InputError(
+                "audio_vae",
+                f"the {model.config.name} model has an audio stream and no audio VAE was given",
+                "pass MMAudio's VAE (models/audio_vae/mmaudio_vae_44k.safetensors)",
+            )
+        return None
+    return MMAudioCodec.from_single_file(
+        audio_vae, vocoder, **options, vae_input_name="audio_vae", vocoder_input_name="vocoder"
+    )
+
+
+def _encoder(encoder: str | Path, tokenizer: str | Path | None, options: dict):
+    """A Qwen-VL model folder, or ComfyUI's single Qwen2.5-VL file with a tokenizer folder."""
+    from .encoder import MLLMEncoder
+
+    if Path(encoder).is_dir():
+        return MLLMEncoder.from_folder(encoder, **options, input_name="encoder")
+    if tokenizer is None:
+        raise InputError(
+            "tokenizer",
+            f"{Path(encoder).name} is a single file, which carries no tokenizer",
+            "pass tokenizer=ComfyUI's comfy/text_encoders/qwen25_tokenizer folder, or give "
+            "encoder the model's folder",
+        )
+    return MLLMEncoder.from_file(encoder, tokenizer, **options, input_name="encoder")
 
 
 @dataclass
@@ -250,16 +301,18 @@ def render_condition(
         cache_threshold=request.cache_threshold,
         sigmas=request.sigmas,
     )
-    latent = sample(
-        pipeline.model,
-        text=pipeline.encoder.encode(request.prompt),
-        negative_text=pipeline.encoder.encode(""),
-        condition=condition,
-        audio_tokens=tokens,
-        fps=request.fps,
-        settings=settings,
-        references=references,
-        hooks=hooks,
-    )
+    text, negative = pipeline.encoder.encode(request.prompt), pipeline.encoder.encode("")
+    with pipeline.model_on_device() as model:
+        latent = sample(
+            model,
+            text=text,
+            negative_text=negative,
+            condition=condition,
+            audio_tokens=tokens,
+            fps=request.fps,
+            settings=settings,
+            references=references,
+            hooks=hooks,
+        )
     sound = None if latent.audio is None else take_sound(latent, codec)
     return take_frames(latent, pipeline.video_codec)[0], sound, latent

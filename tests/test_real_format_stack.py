@@ -244,23 +244,91 @@ def test_a_script_keeps_the_models_block_weights_in_fp8_when_asked(models, real_
     assert 0 < (eight.video - full.video).abs().mean() < 0.1 * full.video.abs().mean()
 
 
-def test_a_script_renders_a_video_only_model_without_sound(models, real_stack, tmp_path):
-    """A Wan 2.1-shaped checkpoint (no audio stream) renders its frames and no sound, where the
-    script would otherwise ask the model for audio tokens it cannot take."""
-    from skyreels_core.render import Pipeline, RenderRequest, render
-
+def _tiny_wan(path: Path, text_dim: int = 64) -> Path:
     config = ModelConfig(
         name="tiny-wan", dim=32, num_heads=2, ffn_dim=64, num_dual_blocks=1, num_single_blocks=0,
-        text_dim=64, video_latent_channels=16, audio_latent_channels=None, joint_text=False,
+        text_dim=text_dim, video_latent_channels=16, audio_latent_channels=None, joint_text=False,
         channel_concat_inpainting=False,
     )  # fmt: skip
-    save_model(DualStreamMMDiT(config), tmp_path / "wan.safetensors")
-    pipeline = Pipeline.from_files(
-        tmp_path / "wan.safetensors",
+    save_model(DualStreamMMDiT(config), path)
+    return path
+
+
+def test_a_script_renders_a_video_only_model_without_sound(models, real_stack, tmp_path):
+    """A Wan 2.1-shaped checkpoint (no audio stream) needs no audio VAE and renders its frames and
+    no sound, where the script would otherwise ask the model for audio tokens it cannot take; a
+    model with an audio stream and no audio VAE is refused naming ``audio_vae``."""
+    from skyreels_core.render import Pipeline, RenderRequest, render
+
+    video_vae = models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"]
+    encoder = models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"]
+    wan = _tiny_wan(tmp_path / "wan.safetensors")
+    pipeline = Pipeline.from_files(wan, video_vae, None, encoder, dtype=torch.float32)
+    frames, audio, take = render(pipeline, RenderRequest(frames=5, height=32, width=32, steps=1))
+    assert frames.shape == (5, 32, 32, 3) and audio is None and take.audio is None
+    assert pipeline.audio_codec is None
+    skyreels = models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"]
+    with pytest.raises(InputError, match="^audio_vae: the tiny-real-channels model has an audio"):
+        Pipeline.from_files(skyreels, video_vae, None, encoder, dtype=torch.float32)
+
+
+def test_a_script_reads_comfyuis_single_file_qwen_with_a_tokenizer_folder(
+    models, real_stack, tmp_path
+):
+    """``encoder`` may be the single Qwen2.5-VL file ComfyUI keeps in models/text_encoders, read
+    with the tokenizer folder ComfyUI ships (``tokenizer``); without one it is refused naming
+    ``tokenizer``. The render's prompt then went through that file: its width (256) is the
+    model's text width."""
+    import transformers
+    from safetensors.torch import save_file
+    from test_encoder_file import _release_config, _release_names
+
+    from skyreels_core.render import Pipeline, RenderRequest, render
+
+    tokenizer_folder = create_tiny_encoder_folder(tmp_path / "qwen25_tokenizer")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_folder)
+    qwen = transformers.Qwen2_5_VLForConditionalGeneration(
+        transformers.Qwen2_5_VLConfig.from_dict(_release_config(tokenizer))
+    )
+    single = tmp_path / "qwen_2.5_vl_tiny.safetensors"
+    save_file(_release_names(qwen.state_dict()), str(single))
+    files = (
+        _tiny_wan(tmp_path / "wan.safetensors", text_dim=256),
+        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
+        None,
+        single,
+    )
+    with pytest.raises(InputError, match="^tokenizer: qwen_2.5_vl_tiny.safetensors is a single"):
+        Pipeline.from_files(*files, dtype=torch.float32)
+    pipeline = Pipeline.from_files(*files, tokenizer=tokenizer_folder, dtype=torch.float32)
+    assert pipeline.encoder.encode("a red circle").features.shape[-1] == 256
+    frames = render(pipeline, RenderRequest(frames=5, height=32, width=32, steps=1))[0]
+    assert frames.shape == (5, 32, 32, 3) and frames.std() > 0
+
+
+def test_a_script_streams_the_models_layers_with_block_swap(models, real_stack):
+    """``block_swap``, for a GPU that holds fewer layers than the model has: the layers stream
+    during the render (the Load Model node's BlockSwap) and the render equals the one without;
+    more layers than the model has is refused naming ``block_swap``."""
+    from skyreels_core.render import Pipeline, RenderRequest, render
+
+    files = (
+        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
         models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
         models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
         models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
-        dtype=torch.float32,
     )
-    frames, audio, take = render(pipeline, RenderRequest(frames=5, height=32, width=32, steps=1))
-    assert frames.shape == (5, 32, 32, 3) and audio is None and take.audio is None
+    request = RenderRequest(frames=5, height=32, width=32, steps=2)
+    resident = render(Pipeline.from_files(*files, dtype=torch.float32), request)[2]
+    swapped = Pipeline.from_files(*files, dtype=torch.float32, block_swap=2)
+    streamers = []
+    swapped.model.register_forward_pre_hook(
+        lambda module, _: streamers.append(module.weight_streamer)
+    )
+    take = render(swapped, request)[2]
+    assert streamers and all(s is not None and s.count == 2 for s in streamers)
+    assert swapped.model.weight_streamer is None  # restored after the render
+    torch.testing.assert_close(take.video, resident.video, rtol=0, atol=0)
+    torch.testing.assert_close(take.audio, resident.audio, rtol=0, atol=0)
+    with pytest.raises(InputError, match="^block_swap: 3 blocks to swap in a model of 2"):
+        Pipeline.from_files(*files, dtype=torch.float32, block_swap=3)
