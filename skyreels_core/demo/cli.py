@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
+from ..decoding import take_frames
 from ..errors import InputError
 from ..joining import DEFAULT_OVERLAP
 from ..paths import output_file
+from ..refiner import RefinerSettings, load_refiner, refine_take
 from ..render import (
     EXTEND_KEPT_FRAMES,
     TASKS,
@@ -30,10 +32,12 @@ from ..render import (
 )
 from ..sampling import MAX_SEED, MAX_STEPS, SamplerHooks
 from ..shapes import MAX_FRAMES, MAX_JOINED_FRAMES, latent_frame_count, parse_frame_indices
+from . import bundle
 from .world import FPS as WORLD_FPS
 from .world import render_scene, sample_scene_spec
 
 DEFAULT_PROMPT = "a red circle bounces on the floor"
+REFINE_SCALE = REFINE_FPS_FACTOR = 2  # what the bundled refiner learned
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="another demo-preset checkpoint, with the codecs train-demo wrote beside it "
         "(default: bundled)",
+    )
+    parser.add_argument(
+        "--refine",
+        action="store_true",
+        help=f"then refine the clip with the bundled refiner: {REFINE_SCALE}x the size at "
+        f"{REFINE_FPS_FACTOR}x the fps (64 px at 16 fps: 128 px at 32 fps), the sound kept",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -205,6 +215,33 @@ def _check_arguments(args: argparse.Namespace) -> None:
             )
     if not 0 <= args.cache_threshold < math.inf:  # nan and inf are no threshold
         raise InputError("--cache-threshold", f"{args.cache_threshold}", "use 0 (off) or more")
+    _check_refine(args)
+
+
+def _check_refine(args: argparse.Namespace) -> None:
+    """--refine only where there is one take the bundled refiner can read: its latents are the
+    bundled video codec's, which a model train-demo wrote with codecs of its own does not share."""
+    if not args.refine:
+        return
+    if args.task == "v2a":
+        raise InputError(
+            "--refine", "given for --task v2a, which keeps its clip as given", "drop it"
+        )
+    if args.total_frames is not None:
+        raise InputError(
+            "--refine",
+            "given with --total-frames: the refiner takes one window's take",
+            "drop one of them",
+        )
+    if args.model is not None:
+        codec = bundle.pipeline_files(args.model, "--model")[0]
+        if codec.read_bytes() != (bundle.WEIGHTS_DIR / codec.name).read_bytes():
+            raise InputError(
+                "--refine",
+                f"the bundled refiner reads the bundled video codec's latents, and {args.model} "
+                "was trained with a codec of its own",
+                "drop --refine, or --model",
+            )
 
 
 @contextmanager
@@ -261,7 +298,15 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline.load(args.model)
     with _notes_shown(), tqdm(total=args.steps, desc=f"demo {args.task}") as bar:
         hooks = SamplerHooks(progress=lambda step, total: bar.update(step - bar.n))
-        frames, audio, _ = render(pipeline, request, hooks)
+        frames, audio, take = render(pipeline, request, hooks)
+    fps = request.fps
+    if args.refine:
+        refined = refine_take(
+            load_refiner(bundle.refiner_path()),
+            take,
+            RefinerSettings(scale=REFINE_SCALE, fps_factor=REFINE_FPS_FACTOR),
+        )
+        frames, fps = take_frames(refined, pipeline.video_codec)[0], refined.fps
     if args.total_frames is not None:
         windows = -(-(args.total_frames - args.frames) // (args.frames - DEFAULT_OVERLAP))
         with _notes_shown(), tqdm(total=args.steps * windows, desc="demo windows") as bar:
@@ -283,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
         metadata["total_frames"] = str(args.total_frames)
     if request.keyframes:
         metadata["keyframes"] = ", ".join(map(str, request.keyframes))
-    path = write_mp4(out, frames, request.fps, audio, metadata, overwrite=args.overwrite)
-    print(f"wrote {path} ({frames.shape[0]} frames at {request.fps:g} fps with sound)")
+    if args.refine:
+        metadata["refined"] = f"{REFINE_SCALE}x size, {REFINE_FPS_FACTOR}x fps"
+    path = write_mp4(out, frames, fps, audio, metadata, overwrite=args.overwrite)
+    print(f"wrote {path} ({frames.shape[0]} frames at {fps:g} fps with sound)")
     return 0
