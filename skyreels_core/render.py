@@ -24,7 +24,13 @@ from .offload import check_block_swap
 from .references import image_references
 from .runtime import LoadedModel
 from .sampling import SamplerHooks, SamplerSettings, sample
-from .shapes import TEMPORAL_STRIDE, frame_rate, pixel_frame_count, whole_groups
+from .shapes import (
+    TEMPORAL_STRIDE,
+    frame_rate,
+    frames_in_clip,
+    pixel_frame_count,
+    whole_groups,
+)
 from .types import References, VideoCondition
 
 log = logging.getLogger(__name__)
@@ -164,6 +170,10 @@ class RenderRequest:
     source: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     keyframes: list[int] | None = None  # the keyframes task's frames; None: default_keyframes
+    # Low-res + high-res keyframes (the Sampler node's inputs): these frames also rendered at
+    # keyframe_scale x the size in the same pass, kept in the take for refine_take to lay in.
+    keyframe_indices: tuple[int, ...] = ()
+    keyframe_scale: int = 2
     steps: int = 20
     shift: float = 3.0
     cache_threshold: float = 0.0  # the step cache, off (SamplerSettings)
@@ -185,6 +195,7 @@ def check_request(request: RenderRequest) -> None:
     """The request's task and pixels fit each other; callers run it before loading the model."""
     task, source = request.task, request.source
     frame_rate(request.fps)
+    frames_in_clip(request.keyframe_indices, request.frames, "keyframe_indices")
     if task not in TASKS:
         raise InputError("task", f"{task!r} is not a task", f"use one of {', '.join(TASKS)}")
     if source is None and task != "t2av":
@@ -260,7 +271,8 @@ def render_longer(
 
     def window(condition: VideoCondition, number: int, _first: int) -> tuple[torch.Tensor, dict]:
         log.info("window %d after the first", number)
-        seeded = replace(request, seed=window_seed(request.seed, number))
+        # No high-res keyframes: a window's take is not kept for a refiner to lay them in.
+        seeded = replace(request, seed=window_seed(request.seed, number), keyframe_indices=())
         return render_condition(pipeline, seeded, condition, references, hooks)[:2]
 
     return extend_to_length(
@@ -312,6 +324,10 @@ def render_condition(
             fps=request.fps,
             settings=settings,
             references=references,
+            keyframe_indices=masks.keyframe_latent_frames(
+                frames_in_clip(request.keyframe_indices, request.frames, "keyframe_indices")
+            ),
+            keyframe_scale=request.keyframe_scale,
             hooks=hooks,
         )
     sound = None if latent.audio is None else take_sound(latent, codec)

@@ -109,29 +109,36 @@ def typed_frame_indices(
     text: str, num_frames: int, input_name: str = "keyframe_indices"
 ) -> list[int]:
     """Frame indices in the order typed, for pairing with images given in that order."""
-    indices = []
+    typed = []
     for part in text.replace(";", ",").split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            index = int(part)
+            typed.append(int(part))
         except ValueError:
             raise InputError(
                 input_name, f"{part!r} is not a frame number", 'write numbers like "0, 16, 32"'
             ) from None
-        if index < 0:
-            index += num_frames
+    if not typed:
+        raise InputError(input_name, "no frame numbers given", 'write numbers like "0, 16, 32"')
+    return frames_in_clip(typed, num_frames, input_name)
+
+
+def frames_in_clip(indices: Sequence[int], num_frames: int, input_name: str) -> list[int]:
+    """``indices`` as frames of a clip of ``num_frames`` (negative counts from the end), in order;
+    one outside it is an :class:`InputError` naming ``input_name``."""
+    frames = []
+    for typed in indices:
+        index = typed + num_frames if typed < 0 else typed
         if not 0 <= index < num_frames:
             raise InputError(
                 input_name,
-                f"frame {part} is outside the clip of {num_frames} frames",
+                f"frame {typed} is outside the clip of {num_frames} frames",
                 f"use 0..{num_frames - 1}",
             )
-        indices.append(index)
-    if not indices:
-        raise InputError(input_name, "no frame numbers given", 'write numbers like "0, 16, 32"')
-    return indices
+        frames.append(index)
+    return frames
 
 
 def latent_index_of_frame(frame: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:

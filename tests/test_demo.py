@@ -248,6 +248,28 @@ def test_a_scripted_render_carries_its_own_fps_to_the_take():
     assert abs(audio["waveform"].shape[-1] - 9 / 24 * 16_000) <= 256 / 2  # to the nearest token
 
 
+def test_a_script_renders_high_res_keyframes_that_refine_take_lays_in():
+    """``keyframe_indices`` (the Sampler's low-res + high-res keyframes mode): the take holds
+    those frames at ``keyframe_scale`` x the size, rendered in the same pass, and
+    :func:`refine_take` holds each on its refined latent frame (fps x2: latent frame 2i); frames
+    outside the clip and a scale below 1 are refused by name."""
+    from skyreels_core.refiner import RefinerSettings, load_refiner, refine_take
+    from skyreels_core.render import RenderRequest, render
+
+    pipeline = Pipeline.load()
+    request = RenderRequest(frames=17, seed=42, steps=4, keyframe_indices=(0, -1))
+    frames, _, take = render(pipeline, request)
+    assert take.keyframe_indices == [0, 4] and take.keyframes.shape == (1, 8, 2, 16, 16)
+    assert take.video.shape == (1, 8, 5, 8, 8) and frames.shape == (17, 64, 64, 3)
+    refined = refine_take(load_refiner(bundle.refiner_path()), take, RefinerSettings(fps_factor=2))
+    assert refined.video.shape == (1, 8, 9, 16, 16)
+    torch.testing.assert_close(refined.video[:, :, [0, 8]], take.keyframes, rtol=0, atol=0)
+    for bad, name in (((17,), "keyframe_indices"), ((0,), "keyframe_scale")):
+        with pytest.raises(InputError, match=f"^{name}: "):
+            scale = 0 if name == "keyframe_scale" else 2
+            render(pipeline, RenderRequest(frames=17, keyframe_indices=bad, keyframe_scale=scale))
+
+
 def test_sound_for_a_clip_not_4k_plus_1_long_spans_its_padded_latents():
     """Video to audio pads a 30-frame clip to 33 (whole latent groups): the sound is sampled for
     all 33, as long as the video latents it is aligned with, and trimmed to the clip's 30 only
