@@ -20,9 +20,8 @@ from .decoding import take_frames, take_sound
 from .demo import bundle
 from .errors import InputError
 from .joining import DEFAULT_OVERLAP, extend_to_length, window_seed
-from .offload import check_block_swap
 from .references import image_references
-from .runtime import LoadedModel
+from .runtime import LoadedModel, resolve_attention
 from .sampling import SamplerHooks, SamplerSettings, sample
 from .shapes import (
     TEMPORAL_STRIDE,
@@ -47,9 +46,9 @@ class Pipeline:
     video_codec: object
     audio_codec: object | None  # None only beside a video-only model (Wan 2.1)
     encoder: object
-    # The model's first ``block_swap`` layers rest in CPU memory and stream to ``device`` a layer
-    # ahead during each step (the Load Model node's block_swap); 0: the model lives on the device.
-    block_swap: int = 0
+    # How the model computes on ``device`` (from_files: block swap, compiled blocks); None: as
+    # it lies, the demo model on the CPU.
+    runtime: LoadedModel | None = None
     device: torch.device | str = "cpu"
 
     @classmethod
@@ -85,6 +84,8 @@ class Pipeline:
         device: torch.device | str = "cpu",
         fp8: bool = False,
         block_swap: int = 0,
+        attention: str = "sdpa",
+        compile: bool = False,
     ) -> Pipeline:
         """Real weights, in the files the loader nodes read (README, "Model files"): a
         SkyReels-V4 or Wan 2.1 checkpoint (its first shard for a sharded one), the Wan 2.1 VAE,
@@ -93,32 +94,34 @@ class Pipeline:
         single Qwen2.5-VL file read with the Qwen2.5 ``tokenizer`` folder ComfyUI ships. Errors
         name these arguments. The codecs and encoder rest in CPU memory and visit ``device`` per
         use, as the loader nodes' ``offload`` has them, so the GPU holds the model and one of them
-        at a time; ``fp8`` keeps the model's block weights in 8 bits (:func:`load_model`), about
-        half of bf16's, and ``block_swap`` streams that many of its layers from CPU memory for a
-        GPU that holds fewer."""
+        at a time. The rest are the Load Model node's options: ``fp8`` keeps the model's block
+        weights in 8 bits (:func:`load_model`), about half of bf16's; ``block_swap`` streams that
+        many of its layers from CPU memory, for a GPU that holds fewer; ``attention`` picks the
+        kernel (``auto``: the fastest installed); ``compile`` runs the blocks through
+        ``torch.compile``."""
         from .codecs.wan_vae import WanVideoCodec
         from .loading import load_model
 
-        resting = torch.device("cpu") if block_swap else device
-        loaded = load_model(model, dtype=dtype, device=resting, input_name="model", fp8=fp8)
-        check_block_swap(loaded, block_swap)
+        resting = torch.device("cpu") if block_swap else torch.device(device)
+        module = load_model(model, dtype=dtype, device=resting, input_name="model", fp8=fp8)
+        module.attention_backend = resolve_attention(attention, device, dtype)
+        runtime = LoadedModel(
+            module, module.config.name, None, resting, block_swap=block_swap, compile=compile
+        )
         options = {"dtype": dtype, "device": device, "offload_device": "cpu"}
         return cls(
-            loaded.eval(),
+            module,
             WanVideoCodec.from_single_file(video_vae, **options, input_name="video_vae"),
-            _audio_codec(loaded, audio_vae, vocoder, options),
+            _audio_codec(module, audio_vae, vocoder, options),
             _encoder(encoder, tokenizer, options),
-            block_swap,
+            runtime,
             device,
         )
 
     def model_on_device(self) -> AbstractContextManager[torch.nn.Module]:
-        """The model ready to compute on ``device`` for the block: as loaded, or with its swapped
-        layers streaming there (and back to CPU memory after)."""
-        if not self.block_swap:
-            return nullcontext(self.model)
-        name = self.model.config.name
-        return LoadedModel(self.model, name, block_swap=self.block_swap).on(self.device)
+        """The model ready to compute on ``device`` for the block: its swapped layers streaming
+        there and its compiled blocks installed, both undone after."""
+        return nullcontext(self.model) if self.runtime is None else self.runtime.on(self.device)
 
 
 def _audio_codec(model: torch.nn.Module, audio_vae, vocoder, options: dict):

@@ -332,3 +332,35 @@ def test_a_script_streams_the_models_layers_with_block_swap(models, real_stack):
     torch.testing.assert_close(take.audio, resident.audio, rtol=0, atol=0)
     with pytest.raises(InputError, match="^block_swap: 3 blocks to swap in a model of 2"):
         Pipeline.from_files(*files, dtype=torch.float32, block_swap=3)
+
+
+def test_a_script_takes_the_load_model_nodes_attention_and_compile(models, real_stack, monkeypatch):
+    """``attention`` picks the kernel as Load Model does (``auto``: sdpa on a CPU; one that cannot
+    take the dtype refused by name, before the first step); ``compile`` renders through the
+    compiled block steps (``torch.compile`` counted here, not run), the same render as eager."""
+    from skyreels_core.render import Pipeline, RenderRequest, render
+
+    files = (
+        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
+        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
+        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
+        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
+    )
+    with pytest.raises(InputError, match="^attention: flash_attn takes fp16/bf16 weights"):
+        Pipeline.from_files(*files, dtype=torch.float32, attention="flash_attn")
+    request = RenderRequest(frames=5, height=32, width=32, steps=2)
+    eager = Pipeline.from_files(*files, dtype=torch.float32, attention="auto")
+    assert eager.model.attention_backend == "sdpa"
+    calls = []
+
+    def counted(step):
+        return lambda *args, **kwargs: calls.append(1) or step(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", counted)
+    compiled = Pipeline.from_files(*files, dtype=torch.float32, compile=True)
+    take = render(compiled, request)[2]
+    assert calls  # the render went through the compiled steps
+    torch.testing.assert_close(take.video, render(eager, request)[2].video, rtol=0, atol=0)
+    calls.clear()
+    render(eager, request)
+    assert not calls
