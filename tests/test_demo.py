@@ -150,7 +150,7 @@ def test_keyframes_default_to_first_middle_last_and_belong_to_their_task(tmp_pat
         # The inputs came from the demo scene of seed 0 + 1: the prompt defaults to its caption.
         assert container.metadata["prompt"] == render_scene(sample_scene_spec(1)).caption
     assert main(["demo", "--frames", "1", "--steps", "2", "--out", str(tmp_path / "one.mp4")]) == 0
-    capsys.readouterr()
+    assert "(1 frame at 16 fps with sound)" in capsys.readouterr().out
     assert main(["demo", "--keyframes", "0, 8", "--out", str(tmp_path / "x.mp4")]) == 2
     assert capsys.readouterr().err == (
         "error: --keyframes: given for --task t2av. Fix: add --task keyframes or drop it\n"

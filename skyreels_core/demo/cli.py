@@ -331,5 +331,6 @@ def run(args: argparse.Namespace) -> int:
     if args.refine:
         metadata["refined"] = f"{REFINE_SCALE}x size, {REFINE_FPS_FACTOR}x fps"
     path = write_mp4(out, frames, fps, audio, metadata, overwrite=args.overwrite)
-    print(f"wrote {path} ({frames.shape[0]} frames at {fps:g} fps with sound)")
+    count = frames.shape[0]
+    print(f"wrote {path} ({count} frame{'s' * (count != 1)} at {fps:g} fps with sound)")
     return 0
