@@ -7,14 +7,14 @@ from dataclasses import replace
 import torch
 
 from skyreels_core.av_io import fit_length, resample_audio
-from skyreels_core.codecs import audio_token_count
+from skyreels_core.codecs import latent_audio_tokens
 from skyreels_core.codecs.tiling import encode_tiled
 from skyreels_core.decoding import take_frames, take_sound
 from skyreels_core.errors import InputError
 from skyreels_core.families import channels, require_width
 from skyreels_core.masks import check_size
 from skyreels_core.memory import out_of_memory_advice
-from skyreels_core.shapes import frame_rate, latent_frame_count, pixel_frame_count, rgb_pixels
+from skyreels_core.shapes import frame_rate, latent_frame_count, rgb_pixels
 from skyreels_core.types import AVLatent
 
 from . import host, link_types
@@ -209,12 +209,7 @@ class SkyReelsV4EncodeAudio:
         )
         _check_sound(waveform, av_latent, audio_vae.sample_rate)
         # The sampler sizes the audio stream by the latents' frames, the padded ones included.
-        tokens = audio_token_count(
-            pixel_frame_count(av_latent.video.shape[2]),
-            av_latent.fps,
-            audio_vae.sample_rate,
-            audio_vae.samples_per_token,
-        )
+        tokens = latent_audio_tokens(av_latent.video.shape[2], av_latent.fps, audio_vae)
         waveform = fit_length(waveform, tokens * audio_vae.samples_per_token)
         with out_of_memory_advice("SkyReels-V4 audio encode"), torch.no_grad():
             latents = audio_vae.encode(waveform)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skyreels_core.codecs import audio_token_count
+from skyreels_core.codecs import latent_audio_tokens
 from skyreels_core.demo.bundle import render_advice
 from skyreels_core.families import require_width
 from skyreels_core.masks import keyframe_latent_frames
@@ -250,7 +250,7 @@ class SkyReelsV4Sampler:
         audio_tokens = None
         if model.has_audio:
             rate = audio_vae or model.audio_codec_rate
-            audio_tokens = audio_token_count(frames, fps, rate.sample_rate, rate.samples_per_token)
+            audio_tokens = latent_audio_tokens(condition.num_latent_frames, fps, rate)
         keyframes = []
         if keyframe_indices.strip():
             keyframes = keyframe_latent_frames(parse_frame_indices(keyframe_indices, frames))

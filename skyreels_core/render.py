@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import masks
-from .codecs import audio_token_count
+from .codecs import latent_audio_tokens
 from .decoding import take_frames, take_sound
 from .demo import bundle
 from .errors import InputError
@@ -27,7 +27,6 @@ from .shapes import (
     TEMPORAL_STRIDE,
     frame_rate,
     frames_in_clip,
-    pixel_frame_count,
     whole_groups,
 )
 from .types import References, VideoCondition
@@ -303,10 +302,8 @@ def render_condition(
     if note:
         log.warning("%s", note)
     codec, tokens = pipeline.audio_codec, None  # a video-only model (Wan 2.1) renders silence
-    if pipeline.model.config.has_audio:
-        latent_span = pixel_frame_count(condition.num_latent_frames)  # v2a pads a clip to 4k+1
-        rate = (codec.sample_rate, codec.samples_per_token)
-        tokens = audio_token_count(latent_span, request.fps, *rate)
+    if pipeline.model.config.has_audio:  # v2a pads a clip to 4k+1 frames: the span counts
+        tokens = latent_audio_tokens(condition.num_latent_frames, request.fps, codec)
     settings = SamplerSettings(
         steps=request.steps,
         shift=request.shift,

@@ -10,6 +10,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..shapes import pixel_frame_count
+
 
 @runtime_checkable
 class VideoCodec(Protocol):
@@ -55,3 +57,11 @@ def audio_token_count(num_frames: int, fps: float, sample_rate: int, samples_per
     """
     seconds = num_frames / fps
     return max(1, round(seconds * sample_rate / samples_per_token))
+
+
+def latent_audio_tokens(latent_frames: int, fps: float, rate) -> int:
+    """Audio tokens beside ``latent_frames`` video latents, at ``rate``'s ``sample_rate`` and
+    ``samples_per_token`` (an audio codec or an AudioRate): the sampler sizes the audio stream by
+    the latents' pixel frames, those padded to whole groups (Video to Audio) included."""
+    frames = pixel_frame_count(latent_frames)
+    return audio_token_count(frames, fps, rate.sample_rate, rate.samples_per_token)
