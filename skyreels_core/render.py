@@ -23,12 +23,7 @@ from .joining import DEFAULT_OVERLAP, extend_to_length, window_seed
 from .references import image_references
 from .runtime import LoadedModel, resolve_attention
 from .sampling import SamplerHooks, SamplerSettings, sample
-from .shapes import (
-    TEMPORAL_STRIDE,
-    frame_rate,
-    frames_in_clip,
-    whole_groups,
-)
+from .shapes import TEMPORAL_STRIDE, frame_rate, frames_in_clip, whole_groups
 from .types import References, VideoCondition
 
 log = logging.getLogger(__name__)
@@ -45,8 +40,8 @@ class Pipeline:
     video_codec: object
     audio_codec: object | None  # None only beside a video-only model (Wan 2.1)
     encoder: object
-    # How the model computes on ``device`` (from_files: block swap, compiled blocks); None: as
-    # it lies, the demo model on the CPU.
+    # How the model computes on ``device`` (from_files: block swap, compiled blocks); None: where
+    # it was loaded, as it is.
     runtime: LoadedModel | None = None
     device: torch.device | str = "cpu"
 
@@ -101,6 +96,18 @@ class Pipeline:
         from .codecs.wan_vae import WanVideoCodec
         from .loading import load_model
 
+        given = {"model": model, "video_vae": video_vae, "audio_vae": audio_vae,
+                 "encoder": encoder, "vocoder": vocoder, "tokenizer": tokenizer}  # fmt: skip
+        for name, path in given.items():  # all checked before gigabytes of weights load
+            if path is not None and not Path(path).exists():
+                raise InputError(name, f"{path} does not exist", "check the path")
+        if tokenizer is None and Path(encoder).is_file():
+            raise InputError(
+                "tokenizer",
+                f"{Path(encoder).name} is a single file, which carries no tokenizer",
+                "pass tokenizer=ComfyUI's comfy/text_encoders/qwen25_tokenizer folder, or give "
+                "encoder the model's folder",
+            )
         resting = torch.device("cpu") if block_swap else torch.device(device)
         module = load_model(model, dtype=dtype, device=resting, input_name="model", fp8=fp8)
         module.attention_backend = resolve_attention(attention, device, dtype)
@@ -144,15 +151,8 @@ def _encoder(encoder: str | Path, tokenizer: str | Path | None, options: dict):
     """A Qwen-VL model folder, or ComfyUI's single Qwen2.5-VL file with a tokenizer folder."""
     from .encoder import MLLMEncoder
 
-    if Path(encoder).is_dir():
+    if not Path(encoder).is_file():
         return MLLMEncoder.from_folder(encoder, **options, input_name="encoder")
-    if tokenizer is None:
-        raise InputError(
-            "tokenizer",
-            f"{Path(encoder).name} is a single file, which carries no tokenizer",
-            "pass tokenizer=ComfyUI's comfy/text_encoders/qwen25_tokenizer folder, or give "
-            "encoder the model's folder",
-        )
     return MLLMEncoder.from_file(encoder, tokenizer, **options, input_name="encoder")
 
 

@@ -273,16 +273,18 @@ def test_a_script_renders_a_video_only_model_without_sound(models, real_stack, t
 
 
 def test_a_script_reads_comfyuis_single_file_qwen_with_a_tokenizer_folder(
-    models, real_stack, tmp_path
+    models, real_stack, tmp_path, monkeypatch
 ):
     """``encoder`` may be the single Qwen2.5-VL file ComfyUI keeps in models/text_encoders, read
     with the tokenizer folder ComfyUI ships (``tokenizer``); without one it is refused naming
-    ``tokenizer``. The render's prompt then went through that file: its width (256) is the
+    ``tokenizer``, and a path that does not exist by its argument, both before the model's
+    weights load. The render's prompt then went through that file: its width (256) is the
     model's text width."""
     import transformers
     from safetensors.torch import save_file
     from test_encoder_file import _release_config, _release_names
 
+    import skyreels_core.loading
     from skyreels_core.render import Pipeline, RenderRequest, render
 
     tokenizer_folder = create_tiny_encoder_folder(tmp_path / "qwen25_tokenizer")
@@ -298,8 +300,14 @@ def test_a_script_reads_comfyuis_single_file_qwen_with_a_tokenizer_folder(
         None,
         single,
     )
-    with pytest.raises(InputError, match="^tokenizer: qwen_2.5_vl_tiny.safetensors is a single"):
-        Pipeline.from_files(*files, dtype=torch.float32)
+    with monkeypatch.context() as patched:
+        patched.setattr(skyreels_core.loading, "load_model", None)  # any load would raise
+        with pytest.raises(InputError, match="^tokenizer: qwen_2.5_vl_tiny.safetensors is a sin"):
+            Pipeline.from_files(*files, dtype=torch.float32)
+        for index, name in enumerate(("model", "video_vae", "audio_vae", "encoder")):
+            missing = [*files[:index], tmp_path / "typo", *files[index + 1 :]]
+            with pytest.raises(InputError, match=f"^{name}: .*typo does not exist"):
+                Pipeline.from_files(*missing, tokenizer=tokenizer_folder, dtype=torch.float32)
     pipeline = Pipeline.from_files(*files, tokenizer=tokenizer_folder, dtype=torch.float32)
     assert pipeline.encoder.encode("a red circle").features.shape[-1] == 256
     frames = render(pipeline, RenderRequest(frames=5, height=32, width=32, steps=1))[0]
