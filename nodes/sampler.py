@@ -297,7 +297,8 @@ class SkyReelsV4Sampler:
                 progress.close()
             host.soft_empty_cache()
         result = result.to(host.intermediate_device())  # the host caches outputs: not in VRAM
-        return with_note(result, render_advice(model.module.config.name, condition), "Sampler")
+        advice = render_advice(model.module.config.name, condition, keyframes=bool(keyframes))
+        return with_note(result, advice, "Sampler")
 
 
 def _require_one_family(

@@ -298,7 +298,8 @@ def render_condition(
     hooks: SamplerHooks | None = None,
 ):
     """``render`` for a condition already built (a window continuing a clip)."""
-    note = bundle.render_advice(pipeline.model.config.name, condition)
+    keyframes = bool(request.keyframe_indices)
+    note = bundle.render_advice(pipeline.model.config.name, condition, keyframes=keyframes)
     if note:
         log.warning("%s", note)
     codec, tokens = pipeline.audio_codec, None  # a video-only model (Wan 2.1) renders silence

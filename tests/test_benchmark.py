@@ -202,6 +202,20 @@ def test_schedules_part_renders_the_shifted_and_the_hosts_karras_schedule():
     assert all(reading["visual_contacts"] > 0 for reading in report.values())
 
 
+def test_keyframes_part_refines_with_and_without_the_takes_keyframes():
+    """Without the keyframes the refined end frames are the refiner's own upscale of the clip's
+    (close to it); with them they are the 128 px keyframes, drawn in the same pass but apart."""
+    from skyreels_core.benchmark.demo_quality import joint_keyframes
+
+    report = joint_keyframes(cases=2)
+    assert set(report) == {"with_keyframes", "without_keyframes"}
+    alone, laid_in = report["without_keyframes"], report["with_keyframes"]
+    assert alone["end_frames_vs_clip_psnr_db"] > 25.0
+    assert laid_in["end_frames_vs_clip_psnr_db"] < alone["end_frames_vs_clip_psnr_db"]
+    assert all(r["end_frames_colour_alike"].endswith("/4") for r in report.values())
+    assert all(10.0 < r["first_step_psnr_db"] < 60.0 for r in report.values())
+
+
 def test_a_json_path_naming_a_folder_is_refused_before_any_part_runs(tmp_path, capsys, monkeypatch):
     """It ended the run in IsADirectoryError after every part had run."""
     from skyreels_core import benchmark

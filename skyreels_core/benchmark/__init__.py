@@ -4,7 +4,7 @@ Parts (``--only`` picks some; ``--help`` lists them, :data:`PART_FUNCTIONS` maps
 function whose docstring says what it measures): tokens and FLOPs of a 1080p, 32 fps, 15 s render
 direct vs. low-res + keyframes + sparse refiner; a step against diffusers' Wan with the same
 weights; step time by part; memory and working memory; sparse vs dense attention; LoRA and step
-cache overheads; schedules; and, only when named, the minutes-long demo measurements of long
+cache overheads; schedules; joint keyframes; and, only when named, the minutes-long demo measurements of long
 clips and LoRA training, and what only a CUDA GPU measures (block swap, fp8, FlexAttention).
 The parts live by what they measure: :mod:`.speed`, :mod:`.memory` and :mod:`.demo_quality`,
 all with :mod:`.instruments`.
@@ -19,7 +19,14 @@ import torch
 
 from ..errors import InputError
 from ..paths import output_file, write_json
-from .demo_quality import extend_to_length_windows, long_video, lora_training, schedules, step_cache
+from .demo_quality import (
+    extend_to_length_windows,
+    joint_keyframes,
+    long_video,
+    lora_training,
+    schedules,
+    step_cache,
+)
 from .memory import cuda, memory, working_memory
 from .speed import (
     analytic,
@@ -33,7 +40,7 @@ from .speed import (
 PART_FUNCTIONS = {"analytic": analytic, "step": step_vs_diffusers, "split": step_split,
                   "train": demo_train_step, "memory": memory, "sparse": sparse_vs_dense,
                   "lora": lora_overhead, "cache": step_cache, "working_memory": working_memory,
-                  "schedules": schedules, "long_video": long_video,
+                  "schedules": schedules, "keyframes": joint_keyframes, "long_video": long_video,
                   "extend_to_length": extend_to_length_windows,
                   "lora_training": lora_training, "cuda": cuda}  # fmt: skip
 # Minutes each on 2 CPU cores, or a GPU's, so run only when named.

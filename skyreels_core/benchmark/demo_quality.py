@@ -1,5 +1,6 @@
 """Parts that read the demo model's renders with the eval's metrics (colour, shape, pitch, AV
-sync, seams) on held-out prompts: the step cache, long clips, schedules and LoRA training."""
+sync, seams) on held-out prompts: the step cache, long clips, schedules, joint keyframes and LoRA
+training."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..av_io import write_mp4
+from ..decoding import take_frames
 from ..demo import bundle
 from ..demo.dataset import HELD_OUT_SEED, render_world
 from ..demo.metrics import (
@@ -25,6 +27,7 @@ from ..demo.train_lora import PALETTE_SHIFT
 from ..demo.world import render_scene, sample_scene_spec
 from ..joining import DEFAULT_OVERLAP, join_clips, window_seed
 from ..lora import applied, read_lora
+from ..refiner import RefinerSettings, load_refiner, refine_take
 from ..render import Pipeline, RenderRequest, render, render_longer
 
 
@@ -160,6 +163,42 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
         "seam_step_over_median_step": ratios[len(ratios) // 2],
         "a_seam_is_the_largest_step": f"{largest}/{cases}",
         **mean_av_sync(syncs),
+    }
+
+
+@torch.no_grad()
+def joint_keyframes(cases: int = 24, frames: int = 17) -> dict:
+    """Held-out prompts rendered as the low_res_keyframes_refiner workflow renders them (a 64 px
+    clip with its first and last frames also at 128 px in the same pass, then Refine at twice
+    the size and fps, the keyframes laid in), against the same take refined without them: each
+    end frame shrunk back to 64 px against the clip's own (PSNR, and colour and shape alike),
+    and the step from the refined clip's first frame into its second (PSNR of the two: a
+    keyframe that disagrees with the clip around it shows as a jump there)."""
+    pipeline, refiner = Pipeline.load(), load_refiner(bundle.refiner_path())
+    names = {"with_keyframes": True, "without_keyframes": False}  # Refine's reinject_keyframes
+    ends = {name: [] for name in names}  # (PSNR, colour alike, shape alike) per end frame
+    first_steps = {name: [] for name in names}
+    for index, caption in enumerate(_held_out_captions(cases)):
+        request = RenderRequest(prompt=caption, seed=index, frames=frames, keyframe_indices=(0, -1))
+        clip, _, take = render(pipeline, request)
+        for name, reinject in names.items():
+            settings = RefinerSettings(fps_factor=2, reinject_keyframes=reinject)
+            refined = take_frames(refine_take(refiner, take, settings), pipeline.video_codec)[0]
+            shrunk = torch.nn.functional.avg_pool2d(refined[[0, -1]].permute(0, 3, 1, 2), 2)
+            for end, own in zip(shrunk.permute(0, 2, 3, 1)[:, None], clip[[0, -1]][:, None]):
+                colour = dominant_colour(end) == dominant_colour(own)
+                ends[name].append(
+                    (psnr(end, own), colour, dominant_shape(end) == dominant_shape(own))
+                )
+            first_steps[name].append(psnr(refined[:1], refined[1:2]))
+    return {
+        name: {
+            "end_frames_vs_clip_psnr_db": sum(r[0] for r in ends[name]) / (2 * cases),
+            "end_frames_colour_alike": f"{sum(r[1] for r in ends[name])}/{2 * cases}",
+            "end_frames_shape_alike": f"{sum(r[2] for r in ends[name])}/{2 * cases}",
+            "first_step_psnr_db": sum(first_steps[name]) / cases,
+        }
+        for name in names
     }
 
 

@@ -24,7 +24,9 @@ LORA_FILE = "lora_palette_shift.safetensors"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MMAUDIO_RATE = MMAUDIO_44K
 PRESET, REFINER_PRESET = "demo", "demo-refiner"
-TRAINED_LONGEST_SIDE = LOW_SIZE  # px: train-demo's clips (HIGH_SIZE only as keyframes beside one)
+TRAINED_LONGEST_SIDE = (
+    LOW_SIZE  # px: train-demo's clips (HIGH_SIZE: the codecs' and refiner's only)
+)
 REFINER_SCALE = HIGH_SIZE // LOW_SIZE  # train-demo-refiner's only scale
 
 
@@ -40,11 +42,13 @@ def refiner_scale_advice(preset: str, scale: int) -> str | None:
     )
 
 
-def render_advice(preset: str, condition: VideoCondition) -> str | None:
+def render_advice(preset: str, condition: VideoCondition, keyframes: bool = False) -> str | None:
     """What to do instead when the demo model is asked for clips unlike the ones it learned,
     else None. At 128 px its renders are noise (0 of 4 prompts kept colour and shape, 4 of 4 at
     64 px); past 33 frames the sound misses the motion (12 held-out prompts at 81 frames: 14 of
-    58 contacts clicked, AV sync 86 ms; at 33 frames 13 of 19, 39 ms)."""
+    58 contacts clicked, AV sync 86 ms; at 33 frames 13 of 19, 39 ms). train-demo never shows it
+    high-res ``keyframes`` beside a clip: they keep its colours, not its shapes (bench part
+    ``keyframes``)."""
     if preset != PRESET:
         return None
     notes = []
@@ -72,6 +76,12 @@ def render_advice(preset: str, condition: VideoCondition) -> str | None:
         notes.append(
             f"the demo model was trained on {FRAMES}-frame clips; at {frames} frames expect the "
             f"sound to miss most contacts. {fix}"
+        )
+    if keyframes:
+        notes.append(
+            "the demo model never learned high-res keyframes: they keep the clip's colours, not "
+            "its shapes (refined end frames 21 dB from the clip's, 32 dB without them). Leave "
+            "keyframe_indices empty; Refine then upscales the clip itself"
         )
     return "; ".join(notes) or None
 
