@@ -4,8 +4,9 @@ Parts (``--only`` picks some; ``--help`` lists them, :data:`PART_FUNCTIONS` maps
 function whose docstring says what it measures): tokens and FLOPs of a 1080p, 32 fps, 15 s render
 direct vs. low-res + keyframes + sparse refiner; a step against diffusers' Wan with the same
 weights; step time by part; memory and working memory; sparse vs dense attention; LoRA and step
-cache overheads; schedules; joint keyframes; and, only when named, the minutes-long demo measurements of long
-clips and LoRA training, and what only a CUDA GPU measures (block swap, fp8, FlexAttention).
+cache overheads; schedules; joint keyframes; and, only when named, the minutes-long demo
+measurements of long clips and LoRA training, and what only a CUDA GPU measures (block swap, fp8,
+FlexAttention).
 The parts live by what they measure: :mod:`.speed`, :mod:`.memory` and :mod:`.demo_quality`,
 all with :mod:`.instruments`.
 """
