@@ -96,6 +96,7 @@ class Pipeline:
         from .codecs.wan_vae import WanVideoCodec
         from .loading import load_model
 
+        device = _reachable(device)
         given = {"model": model, "video_vae": video_vae, "audio_vae": audio_vae,
                  "encoder": encoder, "vocoder": vocoder, "tokenizer": tokenizer}  # fmt: skip
         for name, path in given.items():  # all checked before gigabytes of weights load
@@ -128,6 +129,29 @@ class Pipeline:
         """The model ready to compute on ``device`` for the block: its swapped layers streaming
         there and its compiled blocks installed, both undone after."""
         return nullcontext(self.model) if self.runtime is None else self.runtime.on(self.device)
+
+
+def _reachable(device: torch.device | str) -> torch.device:
+    """``device`` as torch names it, refused by name where this torch cannot reach it: a GPU
+    asked of a CPU build (or one past the count) failed only deep in the first weight copy."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(
+            "device", f"{device!r} is not a device", "use 'cuda', 'cuda:1', 'mps' or 'cpu'"
+        ) from None
+    count = {
+        "cpu": 1,
+        "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "mps": int(torch.backends.mps.is_available()),
+    }.get(device.type, 1)  # another accelerator: left to torch
+    if (device.index or 0) >= count:
+        raise InputError(
+            "device",
+            f"{device}, where this torch ({torch.__version__}) sees {count} such device(s)",
+            "pass a device it sees ('cpu' always), or install the torch build for your GPU",
+        )
+    return device
 
 
 def _audio_codec(model: torch.nn.Module, audio_vae, vocoder, options: dict):

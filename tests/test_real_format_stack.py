@@ -277,8 +277,8 @@ def test_a_script_reads_comfyuis_single_file_qwen_with_a_tokenizer_folder(
 ):
     """``encoder`` may be the single Qwen2.5-VL file ComfyUI keeps in models/text_encoders, read
     with the tokenizer folder ComfyUI ships (``tokenizer``); without one it is refused naming
-    ``tokenizer``, and a path that does not exist by its argument, both before the model's
-    weights load. The render's prompt then went through that file: its width (256) is the
+    ``tokenizer``, a path that does not exist by its argument and a device this torch cannot
+    reach as ``device``, all before the model's weights load. The render's prompt then went through that file: its width (256) is the
     model's text width."""
     import transformers
     from safetensors.torch import save_file
@@ -304,6 +304,10 @@ def test_a_script_reads_comfyuis_single_file_qwen_with_a_tokenizer_folder(
         patched.setattr(skyreels_core.loading, "load_model", None)  # any load would raise
         with pytest.raises(InputError, match="^tokenizer: qwen_2.5_vl_tiny.safetensors is a sin"):
             Pipeline.from_files(*files, dtype=torch.float32)
+        patched.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU machine
+        for device, refused in (("cuda", "cuda, where this torch"), ("gpu", "'gpu' is not a")):
+            with pytest.raises(InputError, match=f"^device: {refused}"):
+                Pipeline.from_files(*files, tokenizer=tokenizer_folder, device=device)
         for index, name in enumerate(("model", "video_vae", "audio_vae", "encoder")):
             missing = [*files[:index], tmp_path / "typo", *files[index + 1 :]]
             with pytest.raises(InputError, match=f"^{name}: .*typo does not exist"):
