@@ -46,7 +46,7 @@ class Pipeline:
     device: torch.device | str = "cpu"
 
     @classmethod
-    def load(cls, model_path: Path | None = None, device: str = "cpu") -> Pipeline:
+    def load(cls, model_path: Path | None = None, device: torch.device | str = "cpu") -> Pipeline:
         """The bundled pipeline, or ``model_path``'s: a model train-demo wrote into a folder of its
         own decodes with the codecs it was trained with, which lie beside it (a model file alone
         takes the bundled ones): another codec would read its latents as noise."""
@@ -54,6 +54,7 @@ class Pipeline:
         from .encoder import MLLMEncoder
         from .loading import load_model
 
+        device = _reachable(device)
         model_path = Path(model_path) if model_path else bundle.model_path()
         video, audio, encoder = bundle.pipeline_files(model_path, "--model")
         return cls(

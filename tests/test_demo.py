@@ -237,6 +237,14 @@ def test_a_script_rendering_the_demo_model_at_128_px_is_told_why_it_gets_noise(c
     assert "trained on 64 px clips; at 96x128 px expect noise" in caplog.text
 
 
+def test_a_script_asking_for_a_device_torch_cannot_reach_is_told_which(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="^device: cuda:1, where this torch .* sees 0 such"):
+        Pipeline.load(device="cuda:1")
+    with pytest.raises(InputError, match="^device: 'gpu' is not a device"):
+        Pipeline.load(device="gpu")
+
+
 def test_a_scripted_render_carries_its_own_fps_to_the_take():
     """sample() stamped every take 16 fps (only the Sampler node put the clip's rate back): a
     24 fps script render, saved and reopened, decoded a third too long for the sound it held."""
