@@ -7,6 +7,7 @@ and every further latent frame covers 4 pixel frames, so valid clip lengths are 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 
@@ -130,7 +131,9 @@ def frames_in_clip(indices: Sequence[int], num_frames: int, input_name: str) -> 
     one outside it is an :class:`InputError` naming ``input_name``."""
     frames = []
     for typed in indices:
-        index = typed + num_frames if typed < 0 else typed
+        if isinstance(typed, bool) or not isinstance(typed, Integral):  # 0.5 passes the range
+            raise InputError(input_name, f"{typed!r} is not a frame number", "give whole numbers")
+        index = int(typed) + num_frames if typed < 0 else int(typed)
         if not 0 <= index < num_frames:
             raise InputError(
                 input_name,

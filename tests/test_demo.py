@@ -272,7 +272,8 @@ def test_a_script_renders_high_res_keyframes_that_refine_take_lays_in():
     refined = refine_take(load_refiner(bundle.refiner_path()), take, RefinerSettings(fps_factor=2))
     assert refined.video.shape == (1, 8, 9, 16, 16)
     torch.testing.assert_close(refined.video[:, :, [0, 8]], take.keyframes, rtol=0, atol=0)
-    for bad, name in (((17,), "keyframe_indices"), ((0,), "keyframe_scale")):
+    for bad, name in (((17,), "keyframe_indices"), ((0.5,), "keyframe_indices"),
+                      ((0,), "keyframe_scale")):  # fmt: skip
         with pytest.raises(InputError, match=f"^{name}: "):
             scale = 0 if name == "keyframe_scale" else 2
             render(pipeline, RenderRequest(frames=17, keyframe_indices=bad, keyframe_scale=scale))
