@@ -266,6 +266,7 @@ def build_condition(codec, request: RenderRequest) -> tuple[VideoCondition, Refe
         return masks.interpolate(codec, source[0], source[-1], frames), None
     if task == "keyframes":
         indices = request.keyframes if request.keyframes is not None else default_keyframes(frames)
+        indices = frames_in_clip(indices, frames, "keyframes")  # -1: the last
         return masks.keyframes(codec, {index: source[index] for index in indices}, frames), None
     if task == "v2a":  # any clip, seen at the request's size (the demo model's 64 px)
         longest_side = max(request.height, request.width)

@@ -245,6 +245,18 @@ def test_a_script_asking_for_a_device_torch_cannot_reach_is_told_which(monkeypat
         Pipeline.load(device="gpu")
 
 
+def test_a_scripted_keyframes_task_takes_frames_from_the_end_and_refuses_others():
+    from skyreels_core.render import RenderRequest, render
+
+    clip = render_scene(spec_from_caption("a red square bounces on the floor", seed=7)).frames
+    request = RenderRequest(task="keyframes", frames=9, source=clip[:9], keyframes=[0, -1], steps=1)
+    frames = render(Pipeline.load(), request)[0]
+    assert psnr(frames[-1:], clip[8:9]) > 25.0  # the clip's last frame, kept
+    for bad in ([9], [0.5]):
+        with pytest.raises(InputError, match="^keyframes: "):
+            render(Pipeline.load(), replace(request, keyframes=bad))
+
+
 def test_a_scripted_render_carries_its_own_fps_to_the_take():
     """sample() stamped every take 16 fps (only the Sampler node put the clip's rate back): a
     24 fps script render, saved and reopened, decoded a third too long for the sound it held."""
