@@ -110,7 +110,7 @@ class Pipeline:
                 "pass tokenizer=ComfyUI's comfy/text_encoders/qwen25_tokenizer folder, or give "
                 "encoder the model's folder",
             )
-        resting = torch.device("cpu") if block_swap else torch.device(device)
+        resting = torch.device("cpu") if block_swap else device
         module = load_model(model, dtype=dtype, device=resting, input_name="model", fp8=fp8)
         module.attention_backend = resolve_attention(attention, device, dtype)
         runtime = LoadedModel(
