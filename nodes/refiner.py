@@ -301,8 +301,10 @@ class SkyReelsV4Refine:
             progress.close()
             host.soft_empty_cache()
         refined = refined.to(host.intermediate_device())  # the host caches outputs: not in VRAM
-        note = bundle.refiner_scale_advice(refiner.config.name, scale)
-        return with_note(refined, note, "Refine")
+        notes = [bundle.refiner_scale_advice(refiner.config.name, scale)]
+        if reinject_keyframes and keyframes is None and av_latent.keyframes is not None:
+            notes.append(bundle.sampled_keyframes_advice(refiner.config.name))
+        return with_note(refined, "; ".join(note for note in notes if note) or None, "Refine")
 
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (SkyReelsV4RefinerLoader, SkyReelsV4Refine)}

@@ -190,6 +190,28 @@ def test_the_demo_refiner_notes_a_scale_it_was_not_trained_for(caplog):
     }
 
 
+def test_the_demo_refiner_notes_a_takes_own_keyframes_the_demo_model_never_learned():
+    """Laying a take's own high-res keyframes in (refine_saved_take, low_res_keyframes_refiner),
+    the demo refiner says they are the demo model's untrained ones (bench part keyframes); not
+    with reinject_keyframes off, with keyframes given from elsewhere, or for another refiner."""
+    demo = SkyReelsV4RefinerLoader().load(bundle.BUNDLED, "fp32")[0]
+    keys = torch.randn(1, 8, 1, 16, 16)
+    take = AVLatent(torch.randn(1, 8, 3, 8, 8), keyframes=keys, keyframe_indices=[0], fps=16.0)
+    widgets = {**WIDGETS, "fps_factor": 1, "sparsity": 0.0}
+
+    def note(**changes) -> str:
+        return SkyReelsV4Refine().refine(demo, take, **{**widgets, **changes})["ui"][
+            "skyreels_note"
+        ][0]
+
+    assert note().startswith("the take's high-res keyframes come from the demo model, which never")
+    assert note().endswith("Turn reinject_keyframes off for a smoother clip")
+    assert note(reinject_keyframes=False) == ""
+    assert note(keyframes=AVLatent(video=keys), keyframe_indices="0") == ""
+    tiny = RefinerDiT(REFINER_PRESETS["tiny"]).eval()
+    assert SkyReelsV4Refine().refine(tiny, _clip(), **WIDGETS)["ui"] == {"skyreels_note": [""]}
+
+
 def test_refine_node_previews_its_running_estimate_through_a_video_vae(refiner, monkeypatch):
     """With ``video_vae`` wired, every step shows the middle frame of the clip the refiner is
     heading for, in the node: the last one is the refined clip's own; a VAE of another family

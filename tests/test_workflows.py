@@ -89,6 +89,16 @@ def test_validator_catches_broken_workflows():
 # Saved clip (width, height, frames) and mask timeline frames (None: no mask node) where a
 # workflow differs from the 64 px, 33-frame default: the refiner turns 17 frames at 64 px into 33
 # at 128 px; render_takes saves its 17-frame take's preview; refine_saved_take starts from a take.
+# The notes on the demo model's untrained high-res keyframes (up to their first colon).
+SAMPLER_NOTE, REFINE_NOTE = (
+    "the demo model never learned high-res keyframes",
+    "the take's high-res keyframes come from the demo model, which never learned them",
+)
+KEYFRAME_NOTES = {
+    "low_res_keyframes_refiner": sorted([SAMPLER_NOTE, REFINE_NOTE]),
+    "render_takes": [SAMPLER_NOTE],
+    "refine_saved_take": [REFINE_NOTE],
+}
 SAVED_CLIPS = {
     "low_res_keyframes_refiner": ((128, 128, 33), 17),
     "long_video": ((64, 64, 61), 33),
@@ -138,12 +148,10 @@ def test_workflow_runs_on_the_demo_model(path, host_folders, tmp_path):
     assert all(t["frames"] == timeline_frames for t in timelines)
     assert bool(timelines) == (timeline_frames is not None)
     notes = [note for ui in uis for note in ui.get("skyreels_note", [])]
-    # No shipped workflow asks what the demo never learned, but the two that show the low-res +
-    # high-res keyframes path for real weights, where the Sampler says so.
-    told = {note for note in notes if note}
-    keyframes = path.stem in {"low_res_keyframes_refiner", "render_takes"}
-    assert notes and len(told) == keyframes
-    assert all(note.startswith("the demo model never learned high-res keyframes") for note in told)
+    # No shipped workflow asks what the demo never learned, but the three that show the low-res
+    # + high-res keyframes path for real weights, where the Sampler and Refine say so.
+    told = sorted(note.split(":")[0] for note in notes if note)
+    assert notes and told == KEYFRAME_NOTES.get(path.stem, [])
     frames = av_io.read_video(file)[0]
     if path.stem == "render_takes":
         _check_the_example_take(uis, output)

@@ -42,6 +42,17 @@ def refiner_scale_advice(preset: str, scale: int) -> str | None:
     )
 
 
+def sampled_keyframes_advice(preset: str) -> str | None:
+    """What to do instead when the demo refiner lays in a take's own high-res keyframes: the
+    takes it reads are the demo model's, which never learned them (:func:`render_advice`)."""
+    if preset != REFINER_PRESET:
+        return None
+    return (
+        "the take's high-res keyframes come from the demo model, which never learned them: they "
+        "keep the clip's colours, not its shapes. Turn reinject_keyframes off for a smoother clip"
+    )
+
+
 def render_advice(preset: str, condition: VideoCondition, keyframes: bool = False) -> str | None:
     """What to do instead when the demo model is asked for clips unlike the ones it learned,
     else None. At 128 px its renders are noise (0 of 4 prompts kept colour and shape, 4 of 4 at
