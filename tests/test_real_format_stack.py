@@ -190,18 +190,23 @@ def test_files_of_two_families_wired_together_are_named(
     assert f"where {taker} takes" in str(error.value) and "files of one family" in str(error.value)
 
 
+def _script_files(models: Path) -> tuple[Path, Path, Path, Path]:
+    """The model, video VAE, audio VAE and encoder ``Pipeline.from_files`` takes, in its order."""
+    return (
+        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
+        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
+        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
+        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
+    )
+
+
 def test_a_script_renders_with_real_format_files(models, real_stack):
     """README's "Scripting without ComfyUI" with your own weights: ``Pipeline.from_files`` on the
     files the loader nodes read renders a clip with sound of the asked size, length and rate."""
     from skyreels_core.render import Pipeline, RenderRequest, render
 
-    pipeline = Pipeline.from_files(
-        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
-        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
-        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
-        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
-        dtype=torch.float32,
-    )
+    model, video_vae, audio_vae, encoder = _script_files(models)
+    pipeline = Pipeline.from_files(model, video_vae, audio_vae, encoder, dtype=torch.float32)
     request = RenderRequest(prompt="a red circle", frames=9, height=32, width=48, fps=24.0, steps=2)
     frames, audio, take = render(pipeline, request)
     assert frames.shape == (9, 32, 48, 3) and take.video.shape == (1, 16, 3, 4, 6)
@@ -210,12 +215,7 @@ def test_a_script_renders_with_real_format_files(models, real_stack):
     assert audio["waveform"].shape == (1, 1, tokens * TINY_AUDIO_RATE.samples_per_token)
     assert take.fps == 24.0 and frames.std() > 0 and audio["waveform"].std() > 0
     with pytest.raises(InputError) as refused:  # a file of the wrong kind is named by argument
-        Pipeline.from_files(
-            models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
-            models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
-            models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
-            models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
-        )
+        Pipeline.from_files(model, audio_vae, audio_vae, encoder)
     assert refused.value.input_name == "video_vae"
 
 
@@ -225,12 +225,7 @@ def test_a_script_keeps_the_models_block_weights_in_fp8_when_asked(models, real_
     from skyreels_core.offload import Float8Linear
     from skyreels_core.render import Pipeline, RenderRequest, render
 
-    files = (
-        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
-        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
-        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
-        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
-    )
+    files = _script_files(models)
     request = RenderRequest(frames=5, height=32, width=32, steps=2)
     takes = []
     for fp8 in (False, True):
@@ -260,14 +255,12 @@ def test_a_script_renders_a_video_only_model_without_sound(models, real_stack, t
     model with an audio stream and no audio VAE is refused naming ``audio_vae``."""
     from skyreels_core.render import Pipeline, RenderRequest, render
 
-    video_vae = models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"]
-    encoder = models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"]
+    skyreels, video_vae, _, encoder = _script_files(models)
     wan = _tiny_wan(tmp_path / "wan.safetensors")
     pipeline = Pipeline.from_files(wan, video_vae, None, encoder, dtype=torch.float32)
     frames, audio, take = render(pipeline, RenderRequest(frames=5, height=32, width=32, steps=1))
     assert frames.shape == (5, 32, 32, 3) and audio is None and take.audio is None
     assert pipeline.audio_codec is None
-    skyreels = models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"]
     with pytest.raises(InputError, match="^audio_vae: the tiny-real-channels model has an audio"):
         Pipeline.from_files(skyreels, video_vae, None, encoder, dtype=torch.float32)
 
@@ -294,12 +287,7 @@ def test_a_script_reads_comfyuis_single_file_qwen_with_a_tokenizer_folder(
     )
     single = tmp_path / "qwen_2.5_vl_tiny.safetensors"
     save_file(_release_names(qwen.state_dict()), str(single))
-    files = (
-        _tiny_wan(tmp_path / "wan.safetensors", text_dim=256),
-        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
-        None,
-        single,
-    )
+    files = (_tiny_wan(tmp_path / "wan.safetensors", 256), _script_files(models)[1], None, single)
     with monkeypatch.context() as patched:
         patched.setattr(skyreels_core.loading, "load_model", None)  # any load would raise
         with pytest.raises(InputError, match="^tokenizer: qwen_2.5_vl_tiny.safetensors is a sin"):
@@ -324,12 +312,7 @@ def test_a_script_streams_the_models_layers_with_block_swap(models, real_stack):
     more layers than the model has is refused naming ``block_swap``."""
     from skyreels_core.render import Pipeline, RenderRequest, render
 
-    files = (
-        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
-        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
-        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
-        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
-    )
+    files = _script_files(models)
     request = RenderRequest(frames=5, height=32, width=32, steps=2)
     resident = render(Pipeline.from_files(*files, dtype=torch.float32), request)[2]
     swapped = Pipeline.from_files(*files, dtype=torch.float32, block_swap=2)
@@ -352,12 +335,7 @@ def test_a_script_takes_the_load_model_nodes_attention_and_compile(models, real_
     compiled block steps (``torch.compile`` counted here, not run), the same render as eager."""
     from skyreels_core.render import Pipeline, RenderRequest, render
 
-    files = (
-        models / "diffusion_models" / FILES["SkyReelsV4ModelLoader"]["model_name"],
-        models / "vae" / FILES["SkyReelsV4VideoVAELoader"]["vae_name"],
-        models / "audio_vae" / FILES["SkyReelsV4AudioVAELoader"]["vae_name"],
-        models / "text_encoders" / FILES["SkyReelsV4TextEncoderLoader"]["encoder"],
-    )
+    files = _script_files(models)
     with pytest.raises(InputError, match="^attention: flash_attn takes fp16/bf16 weights"):
         Pipeline.from_files(*files, dtype=torch.float32, attention="flash_attn")
     request = RenderRequest(frames=5, height=32, width=32, steps=2)
