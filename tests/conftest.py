@@ -41,3 +41,12 @@ condition's latents equal a seed-0 render's noise, and blinded a sampler test to
 def _seeded():
     torch.manual_seed(GLOBAL_SEED)
     yield
+
+
+@pytest.fixture
+def gpu() -> torch.device:
+    """The CUDA device the GPU-only tests run on; they are skipped where torch sees none (CI),
+    and a lent GPU machine runs them (README, "Tests")."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return torch.device("cuda")  # LOCALCHECK

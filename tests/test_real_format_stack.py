@@ -354,3 +354,20 @@ def test_a_script_takes_the_load_model_nodes_attention_and_compile(models, real_
     calls.clear()
     render(eager, request)
     assert not calls
+
+
+def test_a_script_renders_on_a_gpu_with_block_swap_and_compiled_blocks(models, real_stack, gpu):
+    """``Pipeline.from_files`` as a GPU user calls it: bf16, the fastest attention installed, a
+    swapped layer streamed from pinned CPU memory and the blocks compiled by inductor. The take
+    is the CPU's float32 render up to bf16 rounding, and the weights rest in CPU memory after."""
+    from skyreels_core.render import Pipeline, RenderRequest, render
+
+    files = _script_files(models)
+    request = RenderRequest(frames=5, height=32, width=32, steps=2)
+    reference = render(Pipeline.from_files(*files, dtype=torch.float32), request)[2]
+    pipeline = Pipeline.from_files(*files, device=gpu, block_swap=1, attention="auto", compile=True)
+    frames, audio, take = render(pipeline, request)
+    assert frames.shape == (5, 32, 32, 3) and audio["waveform"].std() > 0
+    error = (take.video.float().cpu() - reference.video).abs().mean()
+    assert error < 0.05 * reference.video.abs().mean()
+    assert {p.device.type for p in pipeline.model.parameters()} == {"cpu"}
