@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from .errors import InputError
 from .loading import write_safetensors
 from .masks import condition_from_pixels
-from .objective import flow_matching_loss, noised
+from .objective import flow_matching_loss, masked_mse, noised, velocity_target
 from .paths import output_folder
 from .sampling.schedules import shift_sigma
 from .tasks import conditioning_pixels, draw_task
@@ -32,14 +32,22 @@ TEXT_DROPOUT = (
 TIME_SHIFT = 3.0
 
 
+KEYFRAME_SHARE = 0.5
+"""Share of steps that also generate high-res keyframes, where the batch carries them: the
+Sampler's low-res clip + high-res keyframes pass (DESIGN §4), one noise level for both."""
+MAX_KEYFRAMES = 2
+
+
 @dataclass
 class Batch:
-    """Clean training clips: pixels [B, T, H, W, 3], latents of both streams, their prompts."""
+    """Clean training clips: pixels [B, T, H, W, 3], latents of both streams, their prompts, and
+    optionally the same clips' latents at the keyframes' higher resolution [B, C, T', h, w]."""
 
     pixels: torch.Tensor
     video_latents: torch.Tensor
     audio_latents: torch.Tensor
     text: TextEncoding
+    keyframe_latents: torch.Tensor | None = None
 
 
 def check_counts(counts: dict[str, int]) -> None:
@@ -87,13 +95,52 @@ def training_loss(
     video_x0 = torch.where(known.bool(), condition_latents, batch.video_latents)
     video_in = torch.cat([noised(video_x0, video_noise, t), condition_latents, known], dim=1)
     text = batch.text.nulled(torch.rand(size, generator=generator) < TEXT_DROPOUT)
+    keyframes = _keyframes(batch, known, t, generator)
     out = model(
-        video_in, t, text, audio=noised(batch.audio_latents, audio_noise, t), references=references
+        video_in,
+        t,
+        text,
+        audio=noised(batch.audio_latents, audio_noise, t),
+        references=references,
+        keyframes=None if keyframes is None else keyframes.model_input,
+        keyframe_indices=None if keyframes is None else keyframes.indices,
     )
     loss = flow_matching_loss(
         out.video, video_x0, video_noise, out.audio, batch.audio_latents, audio_noise, known
     )
+    if keyframes is not None:
+        loss = loss + masked_mse(out.keyframes, velocity_target(keyframes.x0, keyframes.noise))
     return loss, task
+
+
+@dataclass
+class _Keyframes:
+    indices: list[int]
+    x0: torch.Tensor
+    noise: torch.Tensor
+    model_input: torch.Tensor
+
+
+def _keyframes(
+    batch: Batch, known: torch.Tensor, t: torch.Tensor, generator: torch.Generator
+) -> _Keyframes | None:
+    """High-res keyframes for a :data:`KEYFRAME_SHARE` of the steps whose batch carries them, as
+    the Sampler makes them: at latent frames no clip of the batch keeps from its condition (the
+    Sampler refuses those), noised at the clip's time, their condition channels all zero (no
+    high-res condition, all unknown)."""
+    if batch.keyframe_latents is None:
+        return None
+    if float(torch.rand((), generator=generator)) >= KEYFRAME_SHARE:
+        return None
+    free = [i for i in range(known.shape[2]) if not bool(known[:, :, i].any())]
+    if not free:  # a spatial edit keeps part of every frame
+        return None
+    count = int(torch.randint(1, min(MAX_KEYFRAMES, len(free)) + 1, (), generator=generator))
+    indices = sorted(free[i] for i in torch.randperm(len(free), generator=generator)[:count])
+    x0 = batch.keyframe_latents[:, :, indices]
+    noise = torch.randn(x0.shape, generator=generator)
+    condition = x0.new_zeros(x0.shape[0], x0.shape[1] + known.shape[1], *x0.shape[2:])
+    return _Keyframes(indices, x0, noise, torch.cat([noised(x0, noise, t), condition], dim=1))
 
 
 def save_checkpoint(

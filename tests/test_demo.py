@@ -397,19 +397,24 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
         "2",
         "--batch",
         "2",
+        "--keyframe-steps",
+        "2",
     ]
     assert main([*args, "--steps", "3", "--max-minutes", "0"]) == 0  # stopped before a step
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["training_steps"] == 0 and manifest["command"].endswith("--max-minutes 0")
+    assert manifest["keyframe_steps"] == 0  # it follows a finished model stage only
     assert main([*args, "--steps", "3", "--checkpoint-every", "1"]) == 0  # no limit by default
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert "--max-minutes" not in manifest["command"]
-    assert manifest["training_steps"] == 3 and set(manifest["sha256"]) == {
+    assert (manifest["training_steps"], manifest["keyframe_steps"]) == (3, 2)
+    assert set(manifest["sha256"]) == {
         "model.safetensors", "video_codec.safetensors", "audio_codec.safetensors", "text_encoder",
     }  # fmt: skip
     assert load_model(tmp_path / "model.safetensors").config.name == "demo"
     assert main([*args, "--steps", "5"]) == 0
-    assert json.loads((tmp_path / "manifest.json").read_text())["training_steps"] == 5
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert (manifest["training_steps"], manifest["keyframe_steps"]) == (5, 2)
     # demo / eval-demo --model: the model decodes with the codecs trained beside it (it read the
     # bundled ones, whose latents mean something else); a model file alone takes the bundled.
     own = Pipeline.load(tmp_path / "model.safetensors")

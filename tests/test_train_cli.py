@@ -45,6 +45,7 @@ def no_work(monkeypatch):
     [("train-demo", ["--checkpoint-every", "0"], "--checkpoint-every: 0. Fix: give 1 or more"),
      ("train-demo", ["--batch", "0"], "--batch: 0. Fix: give 1 or more"),
      ("train-demo", ["--steps", "-3"], "--steps: -3. Fix: give 1 or more"),
+     ("train-demo", ["--keyframe-steps", "-1"], "--keyframe-steps: -1. Fix: give 0 or more"),
      ("train-demo", ["--codec-scenes", "0"], "--codec-scenes: 0. Fix: give 1 or more"),
      ("train-demo", ["--seed", "10"], "--seed: 10 would draw scenes from 1000000"),
      ("train-demo-lora", ["--batch", "-2"], "--batch: -2. Fix: give 1 or more"),
@@ -165,6 +166,40 @@ def test_the_model_starts_the_same_whether_the_encoder_was_made_or_reused(
         f"{reused / bundle.LORA_FILE} was trained on another model: run `python -m skyreels_core "
         f"train-demo-lora --out {reused}` to fit it to this one\n"
     ) in printed
+
+
+def test_the_keyframe_stage_depends_on_the_model_stages_weights_alone(tmp_path):
+    """The keyframe stage starts its own optimiser and batch generator, so the bundle's model is
+    the model stage's weights fine-tuned the same way whatever optimiser state and generator the
+    model stage ended with; a later run with more model steps trains the stage afresh on them."""
+    from skyreels_core.loading import load_model
+    from skyreels_core.training import adamw, load_checkpoint, save_checkpoint
+
+    flags = [*TINY_BUNDLE[:-4], "--steps", "2", "--keyframe-steps", "2", "--checkpoint-every", "1"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train-demo", "--out", str(first), *flags]) == 0
+    second.mkdir()
+    for name in ("video_codec.safetensors", "audio_codec.safetensors"):
+        shutil.copy(first / name, second / name)
+    shutil.copytree(first / "text_encoder", second / "text_encoder")
+    model = load_model(first / "model.safetensors").train()  # any weights of the demo preset
+    optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
+    load_checkpoint(first / "model_training.safetensors", model, optimiser)
+    fresh = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)  # no state, another generator
+    save_checkpoint(second / "model_training.safetensors", model, fresh, 2, torch.Generator())
+    assert main(["train-demo", "--out", str(second), *flags]) == 0
+    ours, theirs = (load_file(folder / "model.safetensors") for folder in (first, second))
+    assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+    stage = load_file(first / "model_training.safetensors")
+    assert not torch.equal(stage["model.head.head.weight"], ours["head.head.weight"])
+    with safe_open(first / "model.safetensors", "pt") as handle:
+        assert handle.metadata()["keyframe_steps"] == "2"
+    flags[flags.index("--steps") + 1] = "3"
+    assert main(["train-demo", "--out", str(second), *flags]) == 0
+    longer = load_file(second / "keyframes_training.safetensors")
+    resumed = load_file(second / "model_training.safetensors")
+    assert not torch.equal(longer["model.head.head.weight"], ours["head.head.weight"])
+    assert not torch.equal(resumed["model.head.head.weight"], stage["model.head.head.weight"])
 
 
 def test_a_leftover_checkpoint_of_another_model_is_one_line(tmp_path, capsys):

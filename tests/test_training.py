@@ -5,36 +5,92 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
+import pytest
 import torch
 from codec_helpers import PoolingCodec
 from model_helpers import tiny_model
 
+from skyreels_core import training
 from skyreels_core.tasks import TASK_WEIGHTS
 from skyreels_core.training import Batch, adamw, load_checkpoint, save_checkpoint, training_loss
 from skyreels_core.types import TextEncoding
 
 
-def _batch():
+def _batch(keyframes: bool = False):
     generator = torch.Generator().manual_seed(0)
     pixels = torch.rand(2, 9, 32, 32, 3, generator=generator)
     codec = PoolingCodec()
     text = TextEncoding(
         torch.randn(2, 5, 16, generator=generator), torch.ones(2, 5, dtype=torch.bool)
     )
+    latents = codec.encode(pixels)
+    high = torch.randn(2, 4, latents.shape[2], 8, 8, generator=generator) if keyframes else None
     return codec, Batch(
-        pixels, codec.encode(pixels), torch.randn(2, 4, 12, generator=generator), text
+        pixels, latents, torch.randn(2, 4, 12, generator=generator), text, keyframe_latents=high
     )
 
 
-def test_every_task_gives_a_finite_loss_with_gradients():
+@pytest.mark.parametrize("keyframes", [False, True])
+def test_every_task_gives_a_finite_loss_with_gradients(keyframes, monkeypatch):
+    monkeypatch.setattr(training, "KEYFRAME_SHARE", 1.0)  # every step that can, with keyframes
     model = tiny_model().train()
-    codec, batch = _batch()
+    codec, batch = _batch(keyframes)
     for task in TASK_WEIGHTS:
         model.zero_grad()
         loss, used = training_loss(model, codec, batch, torch.Generator().manual_seed(1), task)
         loss.backward()
         assert used == task and torch.isfinite(loss) and loss.item() > 0
         assert model.patch_embedding.weight.grad.abs().sum() > 0
+
+
+def test_a_share_of_steps_generates_high_res_keyframes_as_the_sampler_does():
+    """The Sampler's joint pass (low-res clip + high-res keyframes) is trained: half the
+    steps of a batch that carries high-res latents add 1-2 keyframes at latent frames no clip
+    keeps from its condition (the first one in image-to-video), noised at the clip's time with
+    all-zero condition channels, as the Sampler feeds them, and never in a spatial edit."""
+    codec, batch = _batch(keyframes=True)
+    channels = batch.video_latents.shape[1]
+    spy = _Spy(channels)
+    for seed in range(200):
+        training_loss(spy, codec, batch, torch.Generator().manual_seed(seed), "i2av")
+    with_keyframes = [call for call in spy.calls if call.keyframes is not None]
+    assert 0.4 < len(with_keyframes) / len(spy.calls) < 0.6
+    counts = {len(call.keyframe_indices) for call in with_keyframes}
+    assert counts == {1, 2}
+    frames = batch.video_latents.shape[2]
+    assert {i for call in with_keyframes for i in call.keyframe_indices} == set(range(1, frames))
+    for call in with_keyframes:
+        indices = call.keyframe_indices
+        assert indices == sorted(indices)
+        assert call.keyframes.shape == (2, 2 * channels + 1, len(indices), 8, 8)
+        assert not call.keyframes[:, channels:].any()  # no high-res condition: all unknown
+        x0 = batch.keyframe_latents[:, :, indices]
+        t = call.t.reshape(-1, 1, 1, 1, 1)
+        noise = (call.keyframes[:, :channels] - (1 - t) * x0) / t
+        assert 0.8 < noise.std() < 1.2  # the clean keyframes on the noise path at the clip's t
+    spy.calls.clear()
+    for seed in range(40):
+        training_loss(spy, codec, batch, torch.Generator().manual_seed(seed), "edit")
+    assert all(call.keyframes is None for call in spy.calls)
+
+
+def test_the_keyframes_velocity_is_part_of_the_loss(monkeypatch):
+    """The same draws with other clean keyframes change the loss by exactly the keyframes' term
+    (the model here predicts zero velocity): without it the keyframes would learn nothing."""
+    monkeypatch.setattr(training, "KEYFRAME_SHARE", 1.0)
+    codec, batch = _batch(keyframes=True)
+    channels = batch.video_latents.shape[1]
+    losses, spy = [], _Spy(channels)
+    for high in (batch.keyframe_latents, torch.zeros_like(batch.keyframe_latents)):
+        changed = Batch(batch.pixels, batch.video_latents, batch.audio_latents, batch.text, high)
+        losses.append(
+            training_loss(spy, codec, changed, torch.Generator().manual_seed(3), "t2av")[0]
+        )
+    call = spy.calls[1]
+    noise = call.keyframes[:, :channels] / call.t.reshape(-1, 1, 1, 1, 1)  # clean keyframes 0
+    x0 = batch.keyframe_latents[:, :, call.keyframe_indices]
+    expected = (noise - x0).pow(2).mean() - noise.pow(2).mean()
+    assert torch.allclose(losses[0] - losses[1], expected, atol=1e-5)
 
 
 def _train(model, optimiser, codec, batch, generator, steps):
@@ -81,7 +137,6 @@ def test_a_resumed_run_continues_bit_identically(tmp_path):
 def test_a_checkpoint_of_another_model_or_no_checkpoint_is_one_line(tmp_path):
     """A leftover checkpoint in --out (another preset's, or not a checkpoint at all) crashed the
     resume with a bare RuntimeError or KeyError."""
-    import pytest
     from safetensors.torch import save_file
 
     from skyreels_core.errors import InputError
@@ -109,9 +164,18 @@ class _Spy:
         self.channels = channels
         self.calls = []
 
-    def __call__(self, video, t, text, audio=None, references=None):
-        self.calls.append(SimpleNamespace(video=video, t=t, text=text, audio=audio))
-        return SimpleNamespace(video=torch.zeros_like(video[:, : self.channels]), audio=audio * 0)
+    def __call__(
+        self, video, t, text, audio=None, references=None, keyframes=None, keyframe_indices=None
+    ):
+        self.calls.append(SimpleNamespace(video=video, t=t, text=text, audio=audio,
+                                          keyframes=keyframes, keyframe_indices=keyframe_indices))  # fmt: skip
+        return SimpleNamespace(
+            video=torch.zeros_like(video[:, : self.channels]),
+            audio=audio * 0,
+            keyframes=None
+            if keyframes is None
+            else torch.zeros_like(keyframes[:, : self.channels]),
+        )
 
 
 def test_the_model_reads_the_condition_and_known_mask_as_the_sampler_feeds_them():

@@ -1,8 +1,9 @@
 """``python -m skyreels_core train-demo``: rebuild the bundled demo model from nothing.
 
-Stages (each resumable: a finished stage's files are reused, the model stage restarts from its
-last checkpoint): render the world, train the video and audio codecs, build the tiny Qwen-VL text
-encoder, train the dual-stream model on the multi-task mix, write the manifest.
+Stages (each resumable: a finished stage's files are reused, the model stages restart from their
+last checkpoints): render the world, train the video and audio codecs, build the tiny Qwen-VL text
+encoder, train the dual-stream model on the multi-task mix (then, with --keyframe-steps, on the same
+mix with the Sampler's high-res keyframes added), write the manifest.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..config import get_preset
 from ..encoder import MLLMEncoder, create_tiny_encoder_folder
+from ..errors import InputError
 from ..loading import save_model
 from ..mmdit import DualStreamMMDiT
 from ..paths import write_json
@@ -35,11 +37,16 @@ from ..training import (
 from ..types import TextEncoding
 from .bundle import LORA_FILE, WEIGHTS_DIR, file_digest
 from .codecs import DemoAudioCodec, DemoVideoCodec
-from .dataset import FRAMES, WorldData, render_world, training_seeds
+from .dataset import FRAMES, HIGH_SIZE, WorldData, render_world, training_seeds, world_latents
 from .train_codecs import train_codecs
 from .world import COLOURS, MOTIONS, SHAPES
 
 MODEL_STEPS = 13_500  # the shipped model's schedule
+KEYFRAME_LR = 5e-4
+"""The keyframe stage's peak rate (--keyframe-steps, off in the shipped model): the low-res clip +
+high-res keyframes pass (DESIGN §4) learned on the model stage's weights, with its own batch
+generator (seeded from --seed), so its result depends on the model stage's weights alone."""
+KEYFRAME_CHECKPOINT = "keyframes_training.safetensors"
 
 
 def caption_vocabulary() -> list[str]:
@@ -72,10 +79,14 @@ def encode_world(
 
 
 def draw_batch(world: Batch, size: int, generator: torch.Generator) -> Batch:
-    """``size`` clips of ``world`` drawn with replacement, with their prompts."""
+    """``size`` clips of ``world`` drawn with replacement, with their prompts (and high-res
+    latents, where the world has them)."""
     index = torch.randint(len(world.pixels), (size,), generator=generator)
     text = TextEncoding(world.text.features[index], world.text.mask[index])
-    return Batch(world.pixels[index], world.video_latents[index], world.audio_latents[index], text)
+    high = None if world.keyframe_latents is None else world.keyframe_latents[index]
+    return Batch(
+        world.pixels[index], world.video_latents[index], world.audio_latents[index], text, high
+    )
 
 
 def model_step(
@@ -87,10 +98,12 @@ def model_step(
     steps: int,
     batch: int,
     generator: torch.Generator,
+    lr: float = 1e-3,
 ) -> tuple[float, str]:
     """One optimiser step of the multi-task mix on ``batch`` clips drawn from ``world``, at the
-    learning rate of ``step`` in a ``steps``-long schedule; returns the loss and the task drawn."""
-    cosine_with_warmup(optimiser, step, steps, 1e-3, warmup=200)
+    learning rate of ``step`` in a ``steps``-long schedule peaking at ``lr``; returns the loss and
+    the task drawn."""
+    cosine_with_warmup(optimiser, step, steps, lr, warmup=200)
     loss, task = training_loss(model, video_codec, draw_batch(world, batch, generator), generator)
     optimiser.zero_grad()
     loss.backward()
@@ -117,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="decoder-only fine-tune at 64 and 128 px after the video codec fit",
     )
     parser.add_argument("--steps", type=int, default=MODEL_STEPS, help="model training steps")
+    parser.add_argument(
+        "--keyframe-steps",
+        type=int,
+        default=0,
+        help="steps of a keyframe stage after the model stage: the multi-task mix with the "
+        "Sampler's high-res keyframes in half the steps (0, the shipped model: none; 3000 measured "
+        "in bench/README.md)",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument(
         "--max-minutes",
@@ -134,6 +155,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         {"--steps": args.steps, "--batch": args.batch, "--checkpoint-every": args.checkpoint_every,
          "--codec-scenes": args.codec_scenes}
     )  # fmt: skip
+    if args.keyframe_steps < 0:
+        raise InputError("--keyframe-steps", f"{args.keyframe_steps}", "give 0 or more")
     training_seeds(args.scenes, args.seed)
 
 
@@ -208,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
     checkpoint = out / "model_training.safetensors"
     step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
+    if step < args.steps:  # the keyframe stage of a shorter model stage starts again after this
+        (out / KEYFRAME_CHECKPOINT).unlink(missing_ok=True)
     deadline = math.inf if args.max_minutes is None else started + args.max_minutes * 60
     with tqdm(total=args.steps, initial=step, desc="demo model") as bar:
         while step < args.steps and time.monotonic() < deadline:
@@ -220,7 +245,15 @@ def run(args: argparse.Namespace) -> int:
             if step % args.checkpoint_every == 0:
                 save_checkpoint(checkpoint, model, optimiser, step, generator)
     save_checkpoint(checkpoint, model, optimiser, step, generator)
-    model_path = save_model(model.eval(), out / "model.safetensors", {"training_steps": str(step)})
+    keyframe_step = 0
+    if step == args.steps and args.keyframe_steps:
+        world.keyframe_latents = world_latents(video_codec, args.scenes, args.seed, HIGH_SIZE)
+        keyframe_step = keyframe_stage(model, video_codec, world, out, args, deadline)
+    model_path = save_model(
+        model.eval(),
+        out / "model.safetensors",
+        {"training_steps": str(step), "keyframe_steps": str(keyframe_step)},
+    )
     manifest = {
         "preset": "demo",
         "command": (
@@ -228,12 +261,13 @@ def run(args: argparse.Namespace) -> int:
             f"--codec-scenes {args.codec_scenes} --video-codec-steps {args.video_codec_steps} "
             f"--audio-codec-steps {args.audio_codec_steps} "
             f"--video-decoder-steps {args.video_decoder_steps} --steps {args.steps} "
-            f"--batch {args.batch}"
+            f"--keyframe-steps {args.keyframe_steps} --batch {args.batch}"
             + ("" if args.max_minutes is None else f" --max-minutes {args.max_minutes:g}")
         ),
         "seed": args.seed,
         **({"reused": reused} if reused else {}),
         "training_steps": step,
+        "keyframe_steps": keyframe_step,
         "minutes": round((time.monotonic() - started) / 60, 1),
         "audio_rate": {
             "sample_rate": audio_codec.sample_rate,
@@ -247,8 +281,35 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     write_json(out / "manifest.json", manifest, "--out")
-    print(f"wrote the demo bundle to {out} ({step} model steps)")
+    print(f"wrote the demo bundle to {out} ({step} + {keyframe_step} keyframe model steps)")
     _warn_of_stale_lora(out / LORA_FILE, model_path)
-    if step < args.steps:
-        print(f"stopped by --max-minutes at step {step} of {args.steps}: run it again to resume")
+    if step < args.steps or keyframe_step < args.keyframe_steps:
+        print("stopped by --max-minutes before the last step: run it again to resume")
     return 0
+
+
+def keyframe_stage(
+    model: DualStreamMMDiT,
+    video_codec: DemoVideoCodec,
+    world: Batch,
+    out: Path,
+    args: argparse.Namespace,
+    deadline: float,
+) -> int:
+    """The keyframe stage (``--keyframe-steps``) on the model stage's ``model``, in place, resumed
+    from its own checkpoint; returns the steps done."""
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    optimiser = adamw(model.parameters(), lr=KEYFRAME_LR, weight_decay=0.01)
+    checkpoint = out / KEYFRAME_CHECKPOINT
+    step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
+    with tqdm(total=args.keyframe_steps, initial=step, desc="keyframe stage") as bar:
+        while step < args.keyframe_steps and time.monotonic() < deadline:
+            loss, task = model_step(model, optimiser, video_codec, world, step,
+                                    args.keyframe_steps, args.batch, generator, KEYFRAME_LR)  # fmt: skip
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", task=task)
+            if step % args.checkpoint_every == 0:
+                save_checkpoint(checkpoint, model, optimiser, step, generator)
+    save_checkpoint(checkpoint, model, optimiser, step, generator)
+    return step
