@@ -229,6 +229,45 @@ def test_a_json_path_naming_a_folder_is_refused_before_any_part_runs(tmp_path, c
     )
 
 
+def test_model_replaces_the_demo_model_in_the_parts_that_render_it(tmp_path, capsys, monkeypatch):
+    """``bench --model`` measures a train-demo run's model on the parts that render the demo
+    model (bench/README.md's keyframe stage was measured so): each of them loads that model, the
+    report names it, and --model with no such part is refused before any part runs."""
+    import json
+
+    from skyreels_core import benchmark
+    from skyreels_core.__main__ import main
+    from skyreels_core.benchmark import demo_quality
+
+    class Loaded(Exception):
+        pass
+
+    def load(model=None, device="cpu"):
+        raise Loaded(model)
+
+    monkeypatch.setattr(demo_quality.Pipeline, "load", load)
+    model = tmp_path / "model.safetensors"
+    for part in benchmark.MODEL_PARTS:
+        with pytest.raises(Loaded) as loaded:
+            benchmark.PART_FUNCTIONS[part](model=model)
+        assert loaded.value.args == (model,), part
+    seen = []
+    monkeypatch.setitem(
+        benchmark.PART_FUNCTIONS, "keyframes", lambda model: seen.append(model) or {}
+    )
+    ran = lambda: pytest.fail("a part ran before the check")  # noqa: E731
+    monkeypatch.setitem(benchmark.PART_FUNCTIONS, "analytic", ran)
+    report = tmp_path / "bench.json"
+    assert main(["bench", "--only", "keyframes", "--model", str(model), "--json", str(report)]) == 0
+    assert seen == [model] and json.loads(report.read_text())["machine"]["model"] == str(model)
+    capsys.readouterr()
+    assert main(["bench", "--only", "analytic", "--model", str(model)]) == 2
+    assert capsys.readouterr().err == (
+        "error: --model: none of the parts ['analytic'] renders the demo model. Fix: add one of "
+        "cache, schedules, keyframes, long_video, extend_to_length to --only, or leave --model out\n"
+    )
+
+
 def test_childrens_peak_rss_is_bytes_on_linux_and_macos_and_unknown_on_windows(monkeypatch):
     """getrusage's ru_maxrss counts KiB on Linux and bytes on macOS (a Mac's figure was 1024x
     too large); Windows has no resource module, whose import at the top stopped every part."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+from pathlib import Path
 
 import torch
 
@@ -47,6 +48,8 @@ PART_FUNCTIONS = {"analytic": analytic, "step": step_vs_diffusers, "split": step
 # Minutes each on 2 CPU cores, or a GPU's, so run only when named.
 LONGER_PARTS = ("long_video", "extend_to_length", "lora_training", "cuda")
 PARTS = tuple(part for part in PART_FUNCTIONS if part not in LONGER_PARTS)
+# The parts that render the demo model, which --model replaces (a train-demo run's, to compare).
+MODEL_PARTS = ("cache", "schedules", "keyframes", "long_video", "extend_to_length")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(PARTS),
         help=f"comma-separated parts of {', '.join(PARTS)} (the default), and the longer "
         f"{', '.join(LONGER_PARTS)}",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help=f"a demo-preset checkpoint for the parts {', '.join(MODEL_PARTS)}, with the codecs "
+        "train-demo wrote beside it (default: the bundled model)",
     )
 
 
@@ -78,13 +87,22 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "--only", f"unknown parts {unknown}", f"choose from {', '.join(PARTS + LONGER_PARTS)}"
         )
+    if args.model and not set(chosen) & set(MODEL_PARTS):
+        raise InputError(
+            "--model",
+            f"none of the parts {chosen} renders the demo model",
+            f"add one of {', '.join(MODEL_PARTS)} to --only, or leave --model out",
+        )
     if args.json:  # a str: Path would drop the "/" that says a folder was meant
         args.json = output_file(args.json, "--json", "bench.json")
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                            "threads": torch.get_num_threads(), "torch": torch.__version__,
                            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}}  # fmt: skip
+    if args.model:
+        results["machine"]["model"] = str(args.model)
     for part in chosen:
-        results[part] = PART_FUNCTIONS[part]()
+        given = {"model": args.model} if args.model and part in MODEL_PARTS else {}
+        results[part] = PART_FUNCTIONS[part](**given)
         print(f"[{part}]")
         for key, value in _rows(results[part]):
             print(f"  {key:48s} {value}")

@@ -41,11 +41,12 @@ def step_cache(
     cases: int = 24,
     thresholds: tuple[float, ...] = (0.1, 0.2, 0.5),
     steps: tuple[int, ...] = (20, 50),
+    model: Path | None = None,
 ) -> dict:
     """Demo renders of held-out prompts with the step cache at each threshold against the same
     renders uncached: model calls a render, wall time, PSNR of the decoded frames, and how many
     keep the uncached render's colour, shape and pitch."""
-    pipeline = Pipeline.load()
+    pipeline = Pipeline.load(model)
     render(pipeline, RenderRequest(steps=2))  # first-call costs out of the timings
     calls = []
     pipeline.model.register_forward_hook(lambda *_: calls.append(1))
@@ -84,12 +85,14 @@ def step_cache(
 
 
 @torch.no_grad()
-def long_video(cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9)) -> dict:
+def long_video(
+    cases: int = 24, overlaps: tuple[int, ...] = (1, 5, 9), model: Path | None = None
+) -> dict:
     """Two 33-frame demo windows joined, as the long_video workflow makes them, on held-out
     prompts (the second window at the prompt's seed + 1), for each overlap kept by the second window:
     the object's step across the seam over the clip's median step, how often the seam is the
     largest step of all, the colour and shape of the two windows, and AV sync of the joined clip."""
-    pipeline = Pipeline.load()
+    pipeline = Pipeline.load(model)
     prompts = _held_out_captions(cases)
     firsts = [render(pipeline, RenderRequest(prompt=p, seed=i)) for i, p in enumerate(prompts)]
     results = {}
@@ -132,12 +135,14 @@ def _seam_steps(path: torch.Tensor, seams: list[int], overlap: int) -> tuple[lis
     )
 
 
-def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
+def extend_to_length_windows(
+    cases: int = 24, total_frames: int = 117, model: Path | None = None
+) -> dict:
     """The demo render continued to ``total_frames`` (four 33-frame windows, each keeping the
     last 5 frames) by ``render_longer``, the Extend to Length node's loop, on held-out prompts
     (window n at the prompt's seed + n): whether all windows keep the prompt's colour and shape,
     each seam's step over the median step, and AV sync over the whole clip."""
-    pipeline = Pipeline.load()
+    pipeline = Pipeline.load(model)
     kept, ratios, largest, syncs = 0, [], 0, []
     for index, prompt in enumerate(_held_out_captions(cases)):
         request = RenderRequest(prompt=prompt, seed=index)
@@ -167,14 +172,14 @@ def extend_to_length_windows(cases: int = 24, total_frames: int = 117) -> dict:
 
 
 @torch.no_grad()
-def joint_keyframes(cases: int = 24, frames: int = 17) -> dict:
+def joint_keyframes(cases: int = 24, frames: int = 17, model: Path | None = None) -> dict:
     """Held-out prompts rendered as the low_res_keyframes_refiner workflow renders them (a 64 px
     clip with its first and last frames also at 128 px in the same pass, then Refine at twice
     the size and fps, the keyframes laid in), against the same take refined without them: each
     end frame shrunk back to 64 px against the clip's own (PSNR, and colour and shape alike),
     and the step from the refined clip's first frame into its second (PSNR of the two: a
     keyframe that disagrees with the clip around it shows as a jump there)."""
-    pipeline, refiner = Pipeline.load(), load_refiner(bundle.refiner_path())
+    pipeline, refiner = Pipeline.load(model), load_refiner(bundle.refiner_path())
     names = {"with_keyframes": True, "without_keyframes": False}  # Refine's reinject_keyframes
     ends = {name: [] for name in names}  # (PSNR, colour alike, shape alike) per end frame
     first_steps = {name: [] for name in names}
@@ -210,11 +215,11 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     return [*((high + ramp * (low - high)) ** rho).tolist(), 0.0]
 
 
-def schedules(cases: int = 24) -> dict:
+def schedules(cases: int = 24, model: Path | None = None) -> dict:
     """Held-out prompts rendered with the demo's own shifted schedule and with the host's Karras
     schedule (sigma_max 1, flow matching's pure noise) through the Sampler's ``sigmas``, at 20
     and 8 steps: how often colour, shape and hum follow the prompt, and the AV sync."""
-    pipeline = Pipeline.load()
+    pipeline = Pipeline.load(model)
     captions = _held_out_captions(cases)
     results = {}
     for steps in (20, 8):
