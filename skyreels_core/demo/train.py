@@ -234,17 +234,8 @@ def run(args: argparse.Namespace) -> int:
     if step < args.steps:  # the keyframe stage of a shorter model stage starts again after this
         (out / KEYFRAME_CHECKPOINT).unlink(missing_ok=True)
     deadline = math.inf if args.max_minutes is None else started + args.max_minutes * 60
-    with tqdm(total=args.steps, initial=step, desc="demo model") as bar:
-        while step < args.steps and time.monotonic() < deadline:
-            loss, task = model_step(
-                model, optimiser, video_codec, world, step, args.steps, args.batch, generator
-            )
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", task=task)
-            if step % args.checkpoint_every == 0:
-                save_checkpoint(checkpoint, model, optimiser, step, generator)
-    save_checkpoint(checkpoint, model, optimiser, step, generator)
+    step = train_steps(model, optimiser, video_codec, world, generator, args, deadline,
+                       checkpoint, step, args.steps, 1e-3, "demo model")  # fmt: skip
     keyframe_step = 0
     if step == args.steps and args.keyframe_steps:
         world.keyframe_latents = world_latents(video_codec, args.scenes, args.seed, HIGH_SIZE)
@@ -302,10 +293,31 @@ def keyframe_stage(
     optimiser = adamw(model.parameters(), lr=KEYFRAME_LR, weight_decay=0.01)
     checkpoint = out / KEYFRAME_CHECKPOINT
     step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
-    with tqdm(total=args.keyframe_steps, initial=step, desc="keyframe stage") as bar:
-        while step < args.keyframe_steps and time.monotonic() < deadline:
-            loss, task = model_step(model, optimiser, video_codec, world, step,
-                                    args.keyframe_steps, args.batch, generator, KEYFRAME_LR)  # fmt: skip
+    return train_steps(model, optimiser, video_codec, world, generator, args, deadline,
+                       checkpoint, step, args.keyframe_steps, KEYFRAME_LR, "keyframe stage")  # fmt: skip
+
+
+def train_steps(
+    model: DualStreamMMDiT,
+    optimiser: torch.optim.Optimizer,
+    video_codec: DemoVideoCodec,
+    world: Batch,
+    generator: torch.Generator,
+    args: argparse.Namespace,
+    deadline: float,
+    checkpoint: Path,
+    step: int,
+    steps: int,
+    lr: float,
+    desc: str,
+) -> int:
+    """A stage's steps from ``step`` to ``steps`` (a cosine schedule peaking at ``lr``), saved to
+    ``checkpoint`` every --checkpoint-every steps and where ``deadline`` stops them; returns the
+    step reached."""
+    with tqdm(total=steps, initial=step, desc=desc) as bar:
+        while step < steps and time.monotonic() < deadline:
+            loss, task = model_step(model, optimiser, video_codec, world, step, steps, args.batch,
+                                    generator, lr)  # fmt: skip
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", task=task)
