@@ -56,7 +56,7 @@ def test_compiled_flex_attention_attends_the_cube_pairs_the_gathered_path_does(
     gathered = sparse_attention.block_sparse_attention(q, k, v, grid, keep_ratio=0.25)
     assert len(compiled) == 2
     torch.testing.assert_close(flex, gathered, atol=tolerance, rtol=tolerance)
-    assert (flex - every).abs().max() > 10 * tolerance  # a quarter of the cubes is not all
+    assert (flex - every).abs().max() > 0.05  # a quarter of the cubes is not all of them
 
 
 def test_block_swap_streams_pinned_layers_on_a_side_stream_and_equals_the_resident_model(gpu):
@@ -104,10 +104,13 @@ def test_tiled_wan_vae_on_cuda_equals_whole_frames(gpu, monkeypatch):
     assert (decode_tiled(codec, latents, 40, 8) - whole).abs().max() > 1e-3  # too little context
 
 
-def test_the_demo_renders_on_a_gpu_as_on_the_cpu(gpu):
+def test_the_demo_renders_on_a_gpu_as_on_the_cpu(gpu, monkeypatch):
     """Noise is drawn on the CPU, so a seed gives the same clip on any device: the bundled
-    pipeline on the GPU renders the CPU's clip and sound up to float rounding."""
+    pipeline on the GPU renders the CPU's clip and sound up to float rounding (fp32 throughout:
+    cuDNN's TF32 convolutions would round the codecs' and patch embedding's inputs to 10 bits)."""
     from skyreels_core.render import Pipeline, RenderRequest, render
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
     request = RenderRequest()
     frames_cpu, audio_cpu, take_cpu = render(Pipeline.load(), request)
