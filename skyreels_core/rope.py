@@ -149,7 +149,9 @@ def video_positions(
     """(t, h, w) of every token of a [frames, height, width] token grid, row-major.
 
     ``times`` overrides the per-frame times (keyframes sit at their latent frame index);
-    ``spatial_scale`` maps a finer grid onto the low-res grid's coordinates.
+    ``spatial_scale`` maps a finer grid onto the low-res grid's coordinates by token centres: the
+    2 x 2 tokens of a 2x finer grid over low-res token j sit at j -+ 0.25, around j itself (at
+    j and j + 0.5 a keyframe's picture would sit a quarter token off the clip's).
     """
     t = (
         torch.as_tensor(times, dtype=torch.float64)
@@ -157,7 +159,8 @@ def video_positions(
         else torch.arange(frames, dtype=torch.float64)
     )
     t = t + time_offset
-    h = torch.arange(height, dtype=torch.float64) * spatial_scale
-    w = torch.arange(width, dtype=torch.float64) * spatial_scale
+    h, w = (
+        (torch.arange(n, dtype=torch.float64) + 0.5) * spatial_scale - 0.5 for n in (height, width)
+    )
     grid = torch.meshgrid(t, h, w, indexing="ij")
     return torch.stack([axis.flatten() for axis in grid], dim=1)

@@ -52,9 +52,14 @@ def test_audio_group_phase_tells_the_frame_inside_a_latent_group():
 def test_reference_positions_are_negative_and_keyframes_fractional():
     refs = video_positions(2, 1, 1, time_offset=-2)
     assert refs[:, 0].tolist() == [-2.0, -1.0]
-    keys = video_positions(2, 2, 2, times=[0, 4], spatial_scale=0.5)
-    assert keys[:, 0].unique().tolist() == [0.0, 4.0] and keys[:, 1].unique().tolist() == [0.0, 0.5]
-    assert keys[:, 2].unique().tolist() == [0.0, 0.5]  # both spatial axes on the low-res grid
+    keys = video_positions(2, 4, 4, times=[0, 4], spatial_scale=0.5)
+    assert keys[:, 0].unique().tolist() == [0.0, 4.0]
+    quarter = [-0.25, 0.25, 0.75, 1.25]  # both spatial axes on the low-res grid, by centres:
+    assert keys[:, 1].unique().tolist() == keys[:, 2].unique().tolist() == quarter
+    # each low-res token's 2 x 2 high-res tokens centre on its own position (0 and 1 here)
+    cells = keys[:16, 1:].view(2, 2, 2, 2, 2).mean(dim=(1, 3))
+    assert cells.flatten(0, 1).tolist() == video_positions(1, 2, 2)[:, 1:].tolist()
+    assert video_positions(1, 3, 3, spatial_scale=1.0).tolist() == video_positions(1, 3, 3).tolist()
     assert video_positions(2, 1, 1, times=[0, 4], time_offset=-1)[:, 0].tolist() == [-1.0, 3.0]
 
 
@@ -62,7 +67,7 @@ def test_the_models_table_puts_references_before_the_clip_and_keyframes_on_its_g
     """The model's own table for [2 references | 3 clip frames | 2 high-res keyframes]: the
     references at t = -2, -1 (at -1, 0 they would share rotary positions with the clip's first
     frame, and identity panels get copied into it), the clip at 0..2, and the keyframes at their
-    latent frames with their 4x4 tokens at the clip's 2x2 grid coordinates (0, 0.5, 1, 1.5).
+    latent frames with their 4x4 tokens around the clip's 2x2 grid coordinates (-0.25 to 1.25).
     With head_dim 32 the split is (6, 5, 5) pairs and each axis's first frequency is 1, so
     columns 0, 6 and 11 are t, h and w themselves."""
     from skyreels_core.mmdit import _video_table
@@ -75,7 +80,7 @@ def test_the_models_table_puts_references_before_the_clip_and_keyframes_on_its_g
     assert t[8:20].tolist() == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
     assert h[8:20].tolist() == [0.0, 0.0, 1.0, 1.0] * 3 and w[8:20].tolist() == [0.0, 1.0] * 6
     assert t[20:].tolist() == [0.0] * 16 + [2.0] * 16
-    quarter = [0.0, 0.5, 1.0, 1.5]
+    quarter = [-0.25, 0.25, 0.75, 1.25]
     assert h[20:36].tolist() == [x for x in quarter for _ in range(4)]
     assert w[20:36].tolist() == quarter * 4
 

@@ -91,7 +91,7 @@ def render_advice(preset: str, condition: VideoCondition, keyframes: bool = Fals
     if keyframes:
         notes.append(
             "the demo model never learned high-res keyframes: they keep the clip's colours, not "
-            "its shapes (refined end frames 21 dB from the clip's, 32 dB without them). Leave "
+            "its shapes (refined end frames 24 dB from the clip's, 32 dB without them). Leave "
             "keyframe_indices empty; Refine then upscales the clip itself"
         )
     return "; ".join(notes) or None
