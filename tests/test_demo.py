@@ -324,7 +324,7 @@ def test_the_demo_models_advice_names_the_sizes_and_lengths_it_never_learned():
     assert "at 320x176 px expect the sound to miss the motion" in sound_only
     assert "Set Mask: Video to Audio's longest_side to 64" in sound_only
     assert "refine" not in sound_only and "long_video" not in sound_only
-    # High-res keyframes beside a clip, which train-demo never shows it (bench part keyframes).
+    # High-res keyframes beside a clip, which its training never showed it (bench part keyframes).
     keyframes = bundle.render_advice("demo", masks.text_to_video(codec, 17, 64, 64), keyframes=True)
     assert keyframes.startswith("the demo model never learned high-res keyframes: they keep")
     assert keyframes.endswith("Leave keyframe_indices empty; Refine then upscales the clip itself")

@@ -57,9 +57,9 @@ def render_advice(preset: str, condition: VideoCondition, keyframes: bool = Fals
     """What to do instead when the demo model is asked for clips unlike the ones it learned,
     else None. At 128 px its renders are noise (0 of 4 prompts kept colour and shape, 4 of 4 at
     64 px); past 33 frames the sound misses the motion (12 held-out prompts at 81 frames: 14 of
-    58 contacts clicked, AV sync 86 ms; at 33 frames 13 of 19, 39 ms). train-demo never shows it
-    high-res ``keyframes`` beside a clip: they keep its colours, not its shapes (bench part
-    ``keyframes``)."""
+    58 contacts clicked, AV sync 86 ms; at 33 frames 13 of 19, 39 ms). Its training never showed it
+    high-res ``keyframes`` beside a clip (train-demo's --keyframe-steps, off for it): they keep
+    its colours, not its shapes (bench part ``keyframes``)."""
     if preset != PRESET:
         return None
     notes = []
