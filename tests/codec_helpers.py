@@ -22,6 +22,29 @@ TINY = {  # a Wan 2.1 VAE's shape at its smallest: 16 channels, 8x and 4x stride
     "num_res_blocks": 2,
     "temperal_downsample": [False, True, True],
 }
+# Two levels and one resnet per level keep the decoder's receptive field at 12 latent pixels:
+# conv_in 1 + mid-block 4 convs + 4 convs at latent size + 0.5 (upsampler) + 4 convs and conv_out
+# at 2x (2.5). The encoder's is smaller (about 9.5).
+SMALL_FIELD = {"base_dim": 8, "z_dim": 4, "dim_mult": [1, 2], "num_res_blocks": 1,
+               "temperal_downsample": [False]}  # fmt: skip
+FIELD = 12
+
+
+def local_wan_vae():
+    """A random diffusers Wan VAE whose every output pixel depends on inputs at most FIELD latent
+    pixels away (the tiling tests' subject): the mid-block attention, the one global layer, is
+    switched off by zeroing its output."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(3)
+    vae = AutoencoderKLWan(**SMALL_FIELD, latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    with torch.no_grad():
+        for part in (vae.encoder, vae.decoder):
+            for tensor in part.mid_block.attentions[0].proj.parameters():
+                tensor.zero_()
+    return vae
+
+
 RESNET = {
     "norm1.gamma": "residual.0.gamma",
     "conv1": "residual.2",

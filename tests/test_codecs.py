@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from codec_helpers import (
+    FIELD,
     TINY,
     TINY_AUDIO,
     TINY_VOCODER,
+    local_wan_vae,
     write_tiny_mmaudio,
     write_tiny_wan_vae,
 )
@@ -91,27 +93,9 @@ def test_a_decoded_take_s_sound_is_its_clip_s_length_to_the_nearest_sample():
     assert torch.equal(sound["waveform"][0, 0, ::1024], torch.arange(31.0))  # its start kept
 
 
-# Two levels and one resnet per level keep the decoder's receptive field at 12 latent pixels:
-# conv_in 1 + mid-block 4 convs + 4 convs at latent size + 0.5 (upsampler) + 4 convs and conv_out
-# at 2x (2.5). The encoder's is smaller (about 9.5).
-SMALL_FIELD = {"base_dim": 8, "z_dim": 4, "dim_mult": [1, 2], "num_res_blocks": 1,
-               "temperal_downsample": [False]}  # fmt: skip
-FIELD = 12
-
-
 @pytest.fixture(scope="module")
 def local_codec():
-    """A random Wan VAE whose every output pixel depends on inputs at most FIELD latent pixels
-    away: the mid-block attention (the one global layer) is switched off by zeroing its output."""
-    from diffusers import AutoencoderKLWan
-
-    torch.manual_seed(3)
-    vae = AutoencoderKLWan(**SMALL_FIELD, latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
-    with torch.no_grad():
-        for part in (vae.encoder, vae.decoder):
-            for tensor in part.mid_block.attentions[0].proj.parameters():
-                tensor.zero_()
-    return WanVideoCodec(vae)
+    return WanVideoCodec(local_wan_vae())
 
 
 def test_tiled_decode_and_encode_equal_untiled_when_the_context_covers_the_field(local_codec):

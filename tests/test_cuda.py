@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from codec_helpers import local_wan_vae
 from model_helpers import inputs, tiny_model
-from test_codecs import SMALL_FIELD
 
 from skyreels_core import sparse_attention
 from skyreels_core.benchmark.instruments import scaled_preset, step_inputs
@@ -85,16 +85,8 @@ def test_block_swap_streams_pinned_layers_on_a_side_stream_and_equals_the_reside
 def test_tiled_wan_vae_on_cuda_equals_whole_frames(gpu, monkeypatch):
     """The Wan VAE's tiles on cuDNN's kernels: with context covering the decoder's field, tiled
     equals whole frames (fp32 convolutions; TF32 would round both differently)."""
-    from diffusers import AutoencoderKLWan
-
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    torch.manual_seed(3)
-    vae = AutoencoderKLWan(**SMALL_FIELD, latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
-    with torch.no_grad():
-        for part in (vae.encoder, vae.decoder):
-            for tensor in part.mid_block.attentions[0].proj.parameters():
-                tensor.zero_()
-    codec = WanVideoCodec(vae.to(gpu))
+    codec = WanVideoCodec(local_wan_vae().to(gpu))
     latents = torch.randn(1, 4, 3, 48, 56, generator=torch.Generator().manual_seed(2))
     whole = codec.decode(latents)
     tiled = decode_tiled(codec, latents, 40, 32)
