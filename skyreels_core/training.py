@@ -115,6 +115,9 @@ def training_loss(
 
 @dataclass
 class _Keyframes:
+    """One step's high-res keyframes: their latent frames, clean latents and noise, and the
+    model's input for them (noised latents beside all-zero condition channels)."""
+
     indices: list[int]
     x0: torch.Tensor
     noise: torch.Tensor
@@ -132,7 +135,7 @@ def _keyframes(
         return None
     if float(torch.rand((), generator=generator)) >= KEYFRAME_SHARE:
         return None
-    free = [i for i in range(known.shape[2]) if not bool(known[:, :, i].any())]
+    free = (known.amax(dim=(0, 1, 3, 4)) == 0).nonzero().flatten().tolist()
     if not free:  # a spatial edit keeps part of every frame
         return None
     count = int(torch.randint(1, min(MAX_KEYFRAMES, len(free)) + 1, (), generator=generator))
