@@ -24,9 +24,8 @@ LORA_FILE = "lora_palette_shift.safetensors"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MMAUDIO_RATE = MMAUDIO_44K
 PRESET, REFINER_PRESET = "demo", "demo-refiner"
-TRAINED_LONGEST_SIDE = (
-    LOW_SIZE  # px: train-demo's clips (HIGH_SIZE: the codecs' and refiner's only)
-)
+# px: train-demo's clips (HIGH_SIZE: the codecs' and refiner's only)
+TRAINED_LONGEST_SIDE = LOW_SIZE
 REFINER_SCALE = HIGH_SIZE // LOW_SIZE  # train-demo-refiner's only scale
 
 
