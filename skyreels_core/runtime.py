@@ -41,7 +41,9 @@ CompiledSteps = dict[tuple[nn.Module, str], Callable[..., Any]]
 """Compiled callables by the (module, attribute) :meth:`LoadedModel.on` sets them as."""
 
 
-def compile_blocks(module: nn.Module) -> CompiledSteps:
+def compile_blocks(
+    module: nn.Module, switch: str = "compile", turn_off: str = "set compile to false"
+) -> CompiledSteps:
     """``torch.compile`` every stream block's steps. The model's forward calls a block's
     ``attend``/``cross_text``/``feed_forward`` and its exchange module, never ``block.forward``,
     so those are what get compiled; blocks of one shape share their compiled graphs. They are
@@ -51,7 +53,10 @@ def compile_blocks(module: nn.Module) -> CompiledSteps:
     Dynamo skips guards on module hooks by default, so a compiled block would ignore the forward
     hooks that apply a LoRA (:mod:`.lora`) and render without it, silently; with the guards on
     (process-wide, a few more checks per call) the first render with a LoRA recompiles and later
-    ones reuse that graph."""
+    ones reuse that graph.
+
+    ``switch`` and ``turn_off`` name the option and how to turn it off where the first call finds
+    no toolchain: a node's ``compile`` widget, or a command's ``--compile`` flag."""
     torch._dynamo.config.skip_nnmodule_hook_guards = False
     steps: CompiledSteps = {}
     for layer in stream_layers(module):
@@ -61,7 +66,7 @@ def compile_blocks(module: nn.Module) -> CompiledSteps:
             if hasattr(block, "av_cross_attn"):  # as nn.Module.compile() sets it
                 exchange = block.av_cross_attn
                 steps[exchange, "_compiled_call_impl"] = torch.compile(exchange._call_impl)
-    return {key: _naming_toolchain_failures(step) for key, step in steps.items()}
+    return {key: _naming_toolchain_failures(step, switch, turn_off) for key, step in steps.items()}
 
 
 def toolchain_failures() -> tuple[type[Exception], ...]:
@@ -74,8 +79,10 @@ def toolchain_failures() -> tuple[type[Exception], ...]:
     return BackendCompilerFailed, TritonMissing, GPUTooOldForTriton
 
 
-def _naming_toolchain_failures(compiled: Callable[..., Any]) -> Callable[..., Any]:
-    """``compiled``, raising an :class:`InputError` on ``compile`` where its first call cannot
+def _naming_toolchain_failures(
+    compiled: Callable[..., Any], switch: str, turn_off: str
+) -> Callable[..., Any]:
+    """``compiled``, raising an :class:`InputError` on ``switch`` where its first call cannot
     build kernels (no C++ compiler on a CPU, no Triton on a GPU): torch's own error names neither
     the input nor the fix, and comes at the first step, after the text was encoded."""
     from torch._inductor.exc import GPUTooOldForTriton
@@ -86,18 +93,18 @@ def _naming_toolchain_failures(compiled: Callable[..., Any]) -> Callable[..., An
         except toolchain_failures() as error:
             cause = getattr(error, "inner_exception", error)
             reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
-            fix = "set compile to false, or install a C++ compiler (CPU) / Triton (GPU)"
+            fix = f"{turn_off}, or install a C++ compiler (CPU) / Triton (GPU)"
             if isinstance(cause, GPUTooOldForTriton):  # no install helps that card
-                fix = "set compile to false: Triton builds no kernels for this card"
+                fix = f"{turn_off}: Triton builds no kernels for this card"
             raise InputError(
-                "compile", f"torch.compile has no working toolchain here ({reason})", fix
+                switch, f"torch.compile has no working toolchain here ({reason})", fix
             ) from error
 
     return step
 
 
 @contextmanager
-def _installed(steps: CompiledSteps) -> Iterator[None]:
+def installed(steps: CompiledSteps) -> Iterator[None]:
     """``steps`` in place of their modules' own for the block (instance attributes shadowing
     the class's methods), then the modules as they were."""
     for (owner, name), step in steps.items():
@@ -158,7 +165,7 @@ class LoadedModel:
         (its swapped layers streamed there layer by layer), then back to the offload device as
         loaded."""
         device = torch.device(device)
-        with applied(self.module, self.loras, device), _installed(self.compiled_steps):
+        with applied(self.module, self.loras, device), installed(self.compiled_steps):
             streamer = enable_block_swap(self.module, self.block_swap, device)
             try:
                 place(self.module, device)

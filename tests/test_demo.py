@@ -383,6 +383,7 @@ def test_train_demo_smoke_run_writes_a_loadable_bundle_and_resumes(tmp_path):
 
     args = [
         "train-demo",
+        "--no-compile",  # tests/test_train_cli.py checks the compiled steps
         "--out",
         str(tmp_path),
         "--scenes",

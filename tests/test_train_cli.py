@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from skyreels_core.__main__ import main
 from skyreels_core.demo import bundle
 
-TINY_BUNDLE = ["--scenes", "2", "--codec-scenes", "2", "--video-codec-steps", "1",
+TINY_BUNDLE = ["--no-compile", "--scenes", "2", "--codec-scenes", "2", "--video-codec-steps", "1",
                "--audio-codec-steps", "1", "--video-decoder-steps", "1", "--batch", "1",
                "--steps", "1", "--max-minutes", "0"]  # fmt: skip
 """train-demo stopped before its first model step: the bundle of a freshly initialised model."""
@@ -217,3 +217,89 @@ def test_a_leftover_checkpoint_of_another_model_is_one_line(tmp_path, capsys):
         f"error: --out: {stale} is a checkpoint of another model configuration. Fix: delete it "
         "to start afresh, or use another --out\n"
     )
+
+
+def test_compiled_training_steps_agree_with_eager_ones(monkeypatch):
+    """train-demo's default: the blocks through inductor's C++ kernels (every compiled step is
+    called), the same losses and weights as eager steps from the same start, to rounding."""
+    import copy
+
+    from skyreels_core.config import get_preset
+    from skyreels_core.demo.codecs import DemoAudioCodec, DemoVideoCodec
+    from skyreels_core.demo.dataset import render_world
+    from skyreels_core.demo.train import MODEL_STEPS, compiled_blocks, encode_world, model_step
+    from skyreels_core.encoder import MLLMEncoder
+    from skyreels_core.mmdit import DualStreamMMDiT
+    from skyreels_core.runtime import installed
+    from skyreels_core.training import adamw
+
+    video_codec = DemoVideoCodec.load(bundle.WEIGHTS_DIR / "video_codec.safetensors")
+    audio_codec = DemoAudioCodec.load(bundle.WEIGHTS_DIR / "audio_codec.safetensors")
+    encoder = MLLMEncoder.from_folder(bundle.WEIGHTS_DIR / "text_encoder", dtype=torch.float32)
+    world = encode_world(render_world(2, seed=0), video_codec, audio_codec, encoder)
+    calls = {"eager": [], "compiled": []}  # per compiled step, its calls
+    compile_for_real = torch.compile
+
+    def counted(name, compile_step):
+        def compile_counted(step):
+            compiled = compile_step(step)
+            count = calls[name]
+            count.append(0)
+            index = len(count) - 1
+
+            def call(*args, **kwargs):
+                count[index] += 1
+                return compiled(*args, **kwargs)
+
+            return call
+
+        return compile_counted
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = DualStreamMMDiT(get_preset("demo")).train()
+    compiled = copy.deepcopy(eager)
+    losses = {}
+    for name, model, compile_step in (("eager", eager, lambda step: step),
+                                      ("compiled", compiled, compile_for_real)):  # fmt: skip
+        monkeypatch.setattr(torch, "compile", counted(name, compile_step))
+        optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
+        generator = torch.Generator().manual_seed(0)
+        with installed(compiled_blocks(model, True)):
+            losses[name] = [
+                model_step(model, optimiser, video_codec, world, step, MODEL_STEPS, 2, generator)
+                for step in range(3)
+            ]
+    # Every step the forward runs (an audio block has no text cross-attention) ran compiled.
+    assert calls["compiled"] == calls["eager"] and set(calls["eager"]) == {0, 3}
+    assert [task for _, task in losses["eager"]] == [task for _, task in losses["compiled"]]
+    torch.testing.assert_close(
+        [loss for loss, _ in losses["compiled"]], [loss for loss, _ in losses["eager"]],
+        rtol=1e-4, atol=0,
+    )  # fmt: skip
+    for ours, theirs in zip(compiled.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    assert "attend" not in vars(compiled.blocks[0])  # eager again after training
+
+
+def test_train_demo_without_a_compiler_names_the_flag_and_trains_with_it_off(tmp_path, capsys):
+    """A host without a C++ compiler: the first model step's error names --compile and the fix,
+    nothing of the model stage is written, and the same command with --no-compile trains."""
+    import torch._inductor.config
+
+    out = tmp_path / "bundle"
+    flags = ["--out", str(out), *TINY_BUNDLE[1:-4], "--steps", "1"]
+    torch._dynamo.reset()  # graphs compiled by earlier tests would not meet the toolchain
+    with torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/g++",)}):
+        assert main(["train-demo", *flags]) == 2
+    printed = capsys.readouterr()
+    assert "compiling the model's blocks" in printed.out
+    error = printed.err.splitlines()[-1]  # after the codecs' progress bars
+    assert error.startswith(
+        "error: --compile: torch.compile has no working toolchain here (InvalidCxxCompiler: "
+    )
+    assert error.endswith("Fix: pass --no-compile, or install a C++ compiler (CPU) / Triton (GPU)")
+    assert not (out / "model_training.safetensors").exists()
+    assert main(["train-demo", *flags, "--no-compile"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training_steps"] == 1 and manifest["command"].endswith("--no-compile")
