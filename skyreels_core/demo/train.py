@@ -145,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="run the model's blocks through torch.compile: about a minute compiling, then model "
-        "steps about 13 %% faster on 2 CPU cores (needs a C++ compiler; --no-compile trains eagerly)",
+        "steps about 7 %% faster on 2 CPU cores (needs a C++ compiler; --no-compile trains eagerly)",
     )
     parser.add_argument(
         "--max-minutes",
@@ -292,8 +292,9 @@ def run(args: argparse.Namespace) -> int:
 def compiled_blocks(model: DualStreamMMDiT, compile: bool) -> CompiledSteps:
     """The model's blocks compiled for training (``--compile``), or none: the same math with
     inductor's fused kernels, so the losses agree with eager steps to rounding while a step takes
-    about 13 % less time on 2 CPU cores (``bench --only train``), worth the minute the first
-    steps spend compiling (a reference's longer sequence compiles once more, in seconds)."""
+    about 7 % less time on 2 CPU cores (``bench --only train``: 0.159 against 0.171 s a step),
+    worth the minute the first steps spend compiling (a reference's longer sequence compiles once
+    more, in seconds)."""
     if not compile:
         return {}
     print("train-demo: compiling the model's blocks; the first step takes about a minute "
