@@ -126,7 +126,7 @@ def test_step_split_reports_every_part():
 
 
 def test_demo_train_step_times_compiled_and_eager_steps_of_the_demo_model(monkeypatch):
-    """Inductor's kernels stand in for by the eager backend (tests/test_train_cli.py compiles for
+    """The eager backend stands in for inductor's kernels (tests/test_train_cli.py compiles for
     real): the same steps, so the losses agree and the ratio compares kernels."""
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     report = demo_train_step(batch=2, scenes=2, steps=2, repeats=1)
