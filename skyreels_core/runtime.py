@@ -103,6 +103,16 @@ def _naming_toolchain_failures(
     return step
 
 
+def check_toolchain(switch: str, turn_off: str) -> None:
+    """Compile and run a one-line function, so a host that cannot build kernels is told so,
+    naming ``switch``, before a command's minutes of work rather than at its first model step."""
+    _naming_toolchain_failures(torch.compile(_doubled), switch, turn_off)(torch.ones(2))
+
+
+def _doubled(x: torch.Tensor) -> torch.Tensor:
+    return 2 * x
+
+
 @contextmanager
 def installed(steps: CompiledSteps) -> Iterator[None]:
     """``steps`` in place of their modules' own for the block (instance attributes shadowing

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..loading import save_model
 from ..mmdit import DualStreamMMDiT
 from ..paths import write_json
-from ..runtime import CompiledSteps, compile_blocks, installed
+from ..runtime import CompiledSteps, check_toolchain, compile_blocks, installed
 from ..training import (
     Batch,
     adamw,
@@ -48,6 +48,7 @@ KEYFRAME_LR = 5e-4
 high-res keyframes pass (DESIGN §4) learned on the model stage's weights, with its own batch
 generator (seeded from --seed), so its result depends on the model stage's weights alone."""
 KEYFRAME_CHECKPOINT = "keyframes_training.safetensors"
+COMPILE_SWITCH = ("--compile", "pass --no-compile")  # named where torch.compile cannot build
 
 
 def caption_vocabulary() -> list[str]:
@@ -158,7 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """The flags that cannot train, refused before --out is made and the codecs' minutes."""
+    """The flags that cannot train, refused before --out is made and the codecs' minutes (with
+    --compile, a host that cannot compile too)."""
     check_counts(
         {"--steps": args.steps, "--batch": args.batch, "--checkpoint-every": args.checkpoint_every,
          "--codec-scenes": args.codec_scenes}
@@ -166,6 +168,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.keyframe_steps < 0:
         raise InputError("--keyframe-steps", f"{args.keyframe_steps}", "give 0 or more")
     training_seeds(args.scenes, args.seed)
+    if args.compile:
+        check_toolchain(*COMPILE_SWITCH)
 
 
 def _reused_parts(out: Path, video_path: Path, audio_path: Path, encoder_dir: Path) -> list[str]:
@@ -299,7 +303,7 @@ def compiled_blocks(model: DualStreamMMDiT, compile: bool) -> CompiledSteps:
         return {}
     print("train-demo: compiling the model's blocks; the first step takes about a minute "
           "(--no-compile trains without)")  # fmt: skip
-    return compile_blocks(model, "--compile", "pass --no-compile")
+    return compile_blocks(model, *COMPILE_SWITCH)
 
 
 def keyframe_stage(
