@@ -37,12 +37,18 @@ def best_time(function, repeats: int = 3) -> float:
     return best_times({"only": function}, repeats)["only"]
 
 
-def best_times(functions: dict, repeats: int = 3) -> dict[str, float]:
+def best_times(
+    functions: dict, repeats: int = 3, warm_up_s: dict[str, float] | None = None
+) -> dict[str, float]:
     """Best wall time of each function, run round-robin after a warm-up, so a machine busy with
-    other work slows every contender alike instead of whichever ran during the busy spell."""
+    other work slows every contender alike instead of whichever ran during the busy spell.
+    ``warm_up_s``, where given, receives each warm-up call's time (a compiler's first call)."""
     best = dict.fromkeys(functions, math.inf)
-    for function in functions.values():
+    for name, function in functions.items():
+        start = time.perf_counter()
         function()
+        if warm_up_s is not None:
+            warm_up_s[name] = time.perf_counter() - start
     for _ in range(repeats):
         for name, function in functions.items():
             start = time.perf_counter()

@@ -254,12 +254,8 @@ def demo_train_step(batch: int = 8, scenes: int = 16, steps: int = 10, repeats: 
 
     contenders = {name: contender(name) for name in losses}
     torch._dynamo.reset()  # compiled from nothing, as a train-demo run starts
-    first_s = {}
-    for name, run_steps in contenders.items():
-        start = time.perf_counter()
-        run_steps()
-        first_s[name] = time.perf_counter() - start
-    timed = best_times(contenders, repeats)
+    first_s: dict[str, float] = {}
+    timed = best_times(contenders, repeats, first_s)
     compiled_s, eager_s = timed["compiled"] / steps, timed["eager"] / steps
     compile_s = first_s["compiled"] - timed["compiled"]
     # Both contenders train the same model on the same batches: their losses agree to rounding.
