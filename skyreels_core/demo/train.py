@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -240,19 +241,20 @@ def run(args: argparse.Namespace) -> int:
     world = encode_world(data, video_codec, audio_codec, encoder)
 
     model = DualStreamMMDiT(get_preset("demo")).train()
-    optimiser = adamw(model.parameters(), lr=1e-3, weight_decay=0.01)
     checkpoint = out / "model_training.safetensors"
-    step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
-    if step < args.steps:  # the keyframe stage of a shorter model stage starts again after this
+    model_stage = Stage("demo model", model, generator, checkpoint, args.steps, 1e-3)
+    if model_stage.step < args.steps:  # the keyframe stage of a shorter model stage starts again
         (out / KEYFRAME_CHECKPOINT).unlink(missing_ok=True)
     deadline = math.inf if args.max_minutes is None else started + args.max_minutes * 60
     with installed(compiled_blocks(model, args.compile)):
-        step = train_steps(model, optimiser, video_codec, world, generator, args, deadline,
-                           checkpoint, step, args.steps, 1e-3, "demo model")  # fmt: skip
+        step = model_stage.run(video_codec, world, args, deadline)
         keyframe_step = 0
         if step == args.steps and args.keyframe_steps:
             world.keyframe_latents = world_latents(video_codec, args.scenes, args.seed, HIGH_SIZE)
-            keyframe_step = keyframe_stage(model, video_codec, world, out, args, deadline)
+            keyframes = torch.Generator().manual_seed(args.seed + 1)
+            keyframe_stage = Stage("keyframe stage", model, keyframes, out / KEYFRAME_CHECKPOINT,
+                                   args.keyframe_steps, KEYFRAME_LR)  # fmt: skip
+            keyframe_step = keyframe_stage.run(video_codec, world, args, deadline)
     model_path = save_model(
         model.eval(),
         out / "model.safetensors",
@@ -306,49 +308,41 @@ def compiled_blocks(model: DualStreamMMDiT, compile: bool) -> CompiledSteps:
     return compile_blocks(model, *COMPILE_SWITCH)
 
 
-def keyframe_stage(
-    model: DualStreamMMDiT,
-    video_codec: DemoVideoCodec,
-    world: Batch,
-    out: Path,
-    args: argparse.Namespace,
-    deadline: float,
-) -> int:
-    """The keyframe stage (``--keyframe-steps``) on the model stage's ``model``, in place, resumed
-    from its own checkpoint; returns the steps done."""
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    optimiser = adamw(model.parameters(), lr=KEYFRAME_LR, weight_decay=0.01)
-    checkpoint = out / KEYFRAME_CHECKPOINT
-    step = load_checkpoint(checkpoint, model, optimiser, generator) if checkpoint.exists() else 0
-    return train_steps(model, optimiser, video_codec, world, generator, args, deadline,
-                       checkpoint, step, args.keyframe_steps, KEYFRAME_LR, "keyframe stage")  # fmt: skip
+@dataclass
+class Stage:
+    """One of train-demo's stages on ``model``: its own optimiser, batch ``generator`` and
+    ``checkpoint``, from which it resumes (at :attr:`step`), and a cosine schedule of ``steps``
+    peaking at ``lr``."""
 
+    name: str
+    model: DualStreamMMDiT
+    generator: torch.Generator
+    checkpoint: Path
+    steps: int
+    lr: float
 
-def train_steps(
-    model: DualStreamMMDiT,
-    optimiser: torch.optim.Optimizer,
-    video_codec: DemoVideoCodec,
-    world: Batch,
-    generator: torch.Generator,
-    args: argparse.Namespace,
-    deadline: float,
-    checkpoint: Path,
-    step: int,
-    steps: int,
-    lr: float,
-    desc: str,
-) -> int:
-    """A stage's steps from ``step`` to ``steps`` (a cosine schedule peaking at ``lr``), saved to
-    ``checkpoint`` every --checkpoint-every steps and where ``deadline`` stops them; returns the
-    step reached."""
-    with tqdm(total=steps, initial=step, desc=desc) as bar:
-        while step < steps and time.monotonic() < deadline:
-            loss, task = model_step(model, optimiser, video_codec, world, step, steps, args.batch,
-                                    generator, lr)  # fmt: skip
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", task=task)
-            if step % args.checkpoint_every == 0:
-                save_checkpoint(checkpoint, model, optimiser, step, generator)
-    save_checkpoint(checkpoint, model, optimiser, step, generator)
-    return step
+    def __post_init__(self) -> None:
+        self.optimiser = adamw(self.model.parameters(), lr=self.lr, weight_decay=0.01)
+        self.step = 0
+        if self.checkpoint.exists():
+            self.step = load_checkpoint(self.checkpoint, self.model, self.optimiser, self.generator)
+
+    def run(
+        self, video_codec: DemoVideoCodec, world: Batch, args: argparse.Namespace, deadline: float
+    ) -> int:
+        """The steps left, saved every --checkpoint-every steps and where ``deadline`` stops
+        them; returns the step reached."""
+        with tqdm(total=self.steps, initial=self.step, desc=self.name) as bar:
+            while self.step < self.steps and time.monotonic() < deadline:
+                loss, task = model_step(self.model, self.optimiser, video_codec, world, self.step,
+                                        self.steps, args.batch, self.generator, self.lr)  # fmt: skip
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", task=task)
+                if self.step % args.checkpoint_every == 0:
+                    self.save()
+        self.save()
+        return self.step
+
+    def save(self) -> None:
+        save_checkpoint(self.checkpoint, self.model, self.optimiser, self.step, self.generator)
