@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -241,8 +241,8 @@ def run(args: argparse.Namespace) -> int:
     world = encode_world(data, video_codec, audio_codec, encoder)
 
     model = DualStreamMMDiT(get_preset("demo")).train()
-    checkpoint = out / "model_training.safetensors"
-    model_stage = Stage("demo model", model, generator, checkpoint, args.steps, 1e-3)
+    model_stage = Stage("demo model", model, generator, out / "model_training.safetensors",
+                        args.steps, 1e-3)  # fmt: skip
     if model_stage.step < args.steps:  # the keyframe stage of a shorter model stage starts again
         (out / KEYFRAME_CHECKPOINT).unlink(missing_ok=True)
     deadline = math.inf if args.max_minutes is None else started + args.max_minutes * 60
@@ -320,10 +320,11 @@ class Stage:
     checkpoint: Path
     steps: int
     lr: float
+    optimiser: torch.optim.Optimizer = field(init=False)
+    step: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.optimiser = adamw(self.model.parameters(), lr=self.lr, weight_decay=0.01)
-        self.step = 0
         if self.checkpoint.exists():
             self.step = load_checkpoint(self.checkpoint, self.model, self.optimiser, self.generator)
 
