@@ -40,8 +40,8 @@ def pipeline():
 
 @pytest.fixture(scope="module")
 def report(pipeline):
-    # The whole eval-demo run (120 + 120 given-video + 3 + 12 refiner cases, about 3 minutes): AV
-    # sync's standard error is about 5 ms there, 10 ms at 40 cases.
+    # The whole eval-demo run (120 + 120 given-video + 120 resounded + 3 + 12 refiner cases, about
+    # 3 minutes): AV sync's standard error is about 5 ms there, 10 ms at 40 cases.
     return evaluate(pipeline)
 
 
@@ -63,14 +63,19 @@ def test_generation_metrics_score_the_worlds_own_clips_as_perfect(monkeypatch):
     guidance reaches every request. Its given-video audio, three frames late, is scored apart."""
     requests = []
 
+    generated = []
+
     def world_render(pipeline, request):
         requests.append(request)
         scene = render_scene(
             spec_from_caption(request.prompt, seed=request.seed), sample_rate=32000
         )
         audio = scene.audio
-        if request.task == "v2a":
-            audio = torch.roll(audio, 3 * 2000, dims=-1)  # 3 frames of 2000 samples
+        if request.task == "v2a":  # 2 frames late for a generated clip, 3 for the true one
+            late = 2 if any(request.source is frames for frames in generated) else 3
+            audio = torch.roll(audio, late * 2000, dims=-1)  # frames of 2000 samples
+        else:
+            generated.append(scene.frames)
         return scene.frames, {"waveform": audio, "sample_rate": 32000}, None
 
     monkeypatch.setattr(evaluate_module, "render", world_render)
@@ -83,11 +88,13 @@ def test_generation_metrics_score_the_worlds_own_clips_as_perfect(monkeypatch):
     assert report["colour_accuracy"] == report["shape_accuracy"] == report["pitch_accuracy"] == 1.0
     assert report["contacts_with_a_click"] == report["visual_contacts"] > 0
     assert report["av_sync_ms"] < 5.0
-    # The diagnostic gives each scene's own clip whole: the video-to-audio task.
-    given = [r for r in requests if r.task == "v2a"]
-    assert [r.prompt for r in given] == [s.caption for s in scenes]
+    # The diagnostics give each scene's own clip whole, then the generated one: video to audio.
+    given, resounded = [r for r in requests if r.task == "v2a"][::2], requests[2::3]
+    assert [r.prompt for r in given] == [r.prompt for r in resounded] == [s.caption for s in scenes]
     assert all(torch.equal(r.source, s.frames) for r, s in zip(given, scenes))
+    assert all(r.task == "v2a" and r.source is frames for r, frames in zip(resounded, generated))
     assert report["av_sync_given_video"]["av_sync_ms"] == pytest.approx(187.5, abs=5.0)
+    assert report["av_sync_generated_video"]["av_sync_ms"] == pytest.approx(125.0, abs=5.0)
 
 
 def test_the_given_video_diagnostic_keeps_the_clip_and_regenerates_the_audio(pipeline):
@@ -109,6 +116,7 @@ def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkey
               "pitch_accuracy": 0.942, "kept_psnr_db": 25.9, "refiner_gain_db": None}  # fmt: skip
     report = {**values, "av_sync_ms_stderr": 4.8,
               "av_sync_given_video": {"av_sync_ms": 71.4, "av_sync_ms_stderr": 5.3},
+              "av_sync_generated_video": {"av_sync_ms": 74.2, "av_sync_ms_stderr": 5.1},
               "click_error_by_noise": {"0.5": {"near_contacts": 0.33, "elsewhere": 0.07}},
               "targets_met": {name: None if name == "refiner_gain_db" else name == "colour_accuracy"
                               for name in TARGETS}}  # fmt: skip
@@ -123,9 +131,10 @@ def test_the_command_prints_each_target_once_with_av_syncs_standard_error(monkey
     assert "76.7 ± 4.8 ms" in rows["av_sync_ms"] and rows["av_sync_ms"].endswith("NOT met")
     assert "0.983" in rows["colour_accuracy"] and rows["colour_accuracy"].endswith("  met")
     assert "n/a" in rows["refiner_gain_db"] and rows["refiner_gain_db"].endswith("not measured")
-    assert lines[-2].startswith("av_sync, video given") and "71.4 ± 5.3 ms" in lines[-2]
+    assert lines[-3].startswith("av_sync, video given") and "71.4 ± 5.3 ms" in lines[-3]
+    assert lines[-2].startswith("av_sync, resounded") and "74.2 ± 5.1 ms" in lines[-2]
     assert lines[-1].endswith("by noise level: 0.5 0.33/0.07")
-    assert len(lines) == len(TARGETS) + 2 and sum("76.7" in line for line in lines) == 1
+    assert len(lines) == len(TARGETS) + 3 and sum("76.7" in line for line in lines) == 1
 
 
 def test_parts_given_no_case_are_skipped_and_reported_as_not_measured(pipeline):
