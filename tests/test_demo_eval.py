@@ -60,10 +60,9 @@ def test_generation_metrics_score_the_worlds_own_clips_as_perfect(monkeypatch):
     """The eval's scoring on ground truth: a "model" that renders the world's clip for each
     prompt gets every colour, shape and pitch right and its clicks on the contacts, read at the
     sound's own sample rate; the scenes start at the offset, each case has its own seed and the
-    guidance reaches every request. Its given-video audio, three frames late, is scored apart."""
-    requests = []
-
-    generated = []
+    guidance reaches every request. Its video-to-audio renders are scored apart: three frames
+    late for the true clip, two for the clip it generated."""
+    requests, generated = [], []
 
     def world_render(pipeline, request):
         requests.append(request)
@@ -89,10 +88,11 @@ def test_generation_metrics_score_the_worlds_own_clips_as_perfect(monkeypatch):
     assert report["contacts_with_a_click"] == report["visual_contacts"] > 0
     assert report["av_sync_ms"] < 5.0
     # The diagnostics give each scene's own clip whole, then the generated one: video to audio.
-    given, resounded = [r for r in requests if r.task == "v2a"][::2], requests[2::3]
+    video_to_audio = [r for r in requests if r.task == "v2a"]
+    given, resounded = video_to_audio[::2], video_to_audio[1::2]
     assert [r.prompt for r in given] == [r.prompt for r in resounded] == [s.caption for s in scenes]
     assert all(torch.equal(r.source, s.frames) for r, s in zip(given, scenes))
-    assert all(r.task == "v2a" and r.source is frames for r, frames in zip(resounded, generated))
+    assert all(r.source is frames for r, frames in zip(resounded, generated, strict=True))
     assert report["av_sync_given_video"]["av_sync_ms"] == pytest.approx(187.5, abs=5.0)
     assert report["av_sync_generated_video"]["av_sync_ms"] == pytest.approx(125.0, abs=5.0)
 
