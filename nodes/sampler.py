@@ -202,6 +202,20 @@ class SkyReelsV4Sampler:
                         "`initial`."
                     },
                 ),
+                "audio_lag": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 4.0,
+                        "step": 0.1,
+                        "tooltip": "How far the sound's denoising runs behind the picture's: 0 = "
+                        "the model's own (2 for a model trained for it, 1 otherwise), 1 = both "
+                        "together. Behind the picture the sound places its hits against motion "
+                        "that is already plain; only models trained with a time of their own "
+                        "for the sound take more than 1.",
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -229,6 +243,7 @@ class SkyReelsV4Sampler:
         denoise_start: float = 1.0,
         cache_threshold: float = 0.0,
         sigmas=None,
+        audio_lag: float = 0.0,
         unique_id=None,
         progress: host.Progress | host.ProgressPart | None = None,
     ):
@@ -264,6 +279,7 @@ class SkyReelsV4Sampler:
             denoise_start=denoise_start,
             cache_threshold=cache_threshold,
             sigmas=sigmas,
+            audio_lag=audio_lag or None,
         )
         if initial is not None and settings.denoise_start < 1.0:
             require_fps(fps, initial.fps, "the initial latent")

@@ -46,11 +46,24 @@ class ModelConfig:
     # Harmonics of the audio tokens' place inside their video latent group (rope.audio_group_angles)
     # added to the audio embedding; 0, the paper's model, leaves the audio to rotary time alone.
     audio_phase_harmonics: int = 0
+    # Share of training clips whose sound is noised at a flow time of its own, drawn apart from
+    # the picture's (training.training_loss); 0, the paper's model, gives both streams one time.
+    # Only a model trained so can be sampled with the sound behind the picture: ``audio_lag`` > 1,
+    # its sampling default (sampling.schedules.lagged_sigmas).
+    audio_time_share: float = 0.0
+    audio_lag: float = 1.0
 
     def __post_init__(self) -> None:
         check_heads(self.name, self.dim, self.num_heads)
         if self.num_single_blocks and not self.joint_text:
             raise ValueError(f"{self.name}: single-stream blocks need joint_text")
+        if not 0.0 <= self.audio_time_share <= 1.0:
+            raise ValueError(f"{self.name}: audio_time_share {self.audio_time_share} not in [0, 1]")
+        if self.audio_lag < 1.0 or (self.audio_lag > 1.0 and not self.audio_time_share):
+            raise ValueError(
+                f"{self.name}: audio_lag {self.audio_lag} needs 1, or above 1 with an "
+                "audio_time_share above 0 (a model trained with a time of its own for the sound)"
+            )
 
     @property
     def head_dim(self) -> int:

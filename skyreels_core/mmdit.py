@@ -288,7 +288,10 @@ class DualStreamMMDiT(nn.Module):
         references: References | None = None,
         keyframes: torch.Tensor | None = None,
         keyframe_indices: Sequence[int] | None = None,
+        audio_timestep: torch.Tensor | None = None,
     ) -> ModelOutput:
+        """``audio_timestep``, the sound's own flow time where it runs behind the picture's
+        (``ModelConfig.audio_time_share``); None gives both streams ``timestep``."""
         c = self.config
         self._check(video, audio, references, keyframes, keyframe_indices)
         backend = self.attention_backend
@@ -341,8 +344,9 @@ class DualStreamMMDiT(nn.Module):
                 self.audio_time_projection,
                 self.audio_text_embedding,
             )
+            audio_time = timestep if audio_timestep is None else audio_timestep
             e_audio, e6_audio, context_audio = embed(
-                audio_modules, timestep, text.features, c.freq_dim
+                audio_modules, audio_time, text.features, c.freq_dim
             )
             text_audio = context_audio if c.joint_text else None
             audio_joint_mask = self._joint_mask(text_mask, a.shape[1]) if c.joint_text else None

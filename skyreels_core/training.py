@@ -70,6 +70,16 @@ def sample_times(batch: int, generator: torch.Generator) -> torch.Tensor:
     return shift_sigma(torch.rand(batch, generator=generator), TIME_SHIFT)
 
 
+def _audio_times(share: float, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The sound's flow times: the picture's ``t``, but for a ``share`` of the clips one drawn
+    apart, so the model learns the sound at every time against any picture (the sampler's
+    ``audio_lag``). No draw at share 0: a model of one time trains on the batches it always did."""
+    if not share:
+        return t
+    own = torch.rand(len(t), generator=generator) < share
+    return torch.where(own, sample_times(len(t), generator), t)
+
+
 def training_loss(
     model, video_codec, batch: Batch, generator: torch.Generator, task: str | None = None
 ) -> tuple[torch.Tensor, str]:
@@ -90,6 +100,7 @@ def training_loss(
         start = int(torch.randint(batch.audio_latents.shape[2] - length, (), generator=generator))
         references = References(audio=batch.audio_latents[:, :, start : start + length])
     t = sample_times(size, generator)
+    t_audio = _audio_times(model.config.audio_time_share, t, generator)
     video_noise = torch.randn(batch.video_latents.shape, generator=generator)
     audio_noise = torch.randn(batch.audio_latents.shape, generator=generator)
     video_x0 = torch.where(known.bool(), condition_latents, batch.video_latents)
@@ -100,7 +111,8 @@ def training_loss(
         video_in,
         t,
         text,
-        audio=noised(batch.audio_latents, audio_noise, t),
+        audio=noised(batch.audio_latents, audio_noise, t_audio),
+        audio_timestep=t_audio,
         references=references,
         keyframes=None if keyframes is None else keyframes.model_input,
         keyframe_indices=None if keyframes is None else keyframes.indices,

@@ -20,7 +20,7 @@ def test_cfg_uses_a_separate_scale_per_stream():
     audio_c, audio_u = pair(2, 5, 7)
     latents = [torch.zeros(2, 3, 2, 4, 4), torch.zeros(2, 5, 7)]
     guidance = StreamGuidance([4.0, 3.0])
-    video, audio = guidance.combine(0, 0.5, latents, [video_c, audio_c], [video_u, audio_u])
+    video, audio = guidance.combine(0, [0.5, 0.5], latents, [video_c, audio_c], [video_u, audio_u])
     torch.testing.assert_close(video, video_u + 4.0 * (video_c - video_u))
     torch.testing.assert_close(audio, audio_u + 3.0 * (audio_c - audio_u))
 
@@ -31,7 +31,7 @@ def test_scale_one_returns_the_conditional_velocity_untouched():
     guidance = StreamGuidance([1.0, 2.5])
     assert guidance.needs_unconditional
     video, audio = guidance.combine(
-        0, 0.5, [video_c, audio_c], [video_c, audio_c], [video_u, audio_u]
+        0, [0.5, 0.5], [video_c, audio_c], [video_c, audio_c], [video_u, audio_u]
     )
     assert torch.equal(video, video_c)
     torch.testing.assert_close(audio, audio_u + 2.5 * (audio_c - audio_u))
@@ -54,9 +54,9 @@ def test_cfg_zero_star_zero_init_then_rescaled_guidance():
     cond, uncond = pair(2, 6)
     latents = [torch.zeros(2, 6)]
     guidance = StreamGuidance([5.0], cfg_zero_star=True, zero_init_steps=1)
-    first = guidance.combine(0, 1.0, latents, [cond], [uncond])[0]
+    first = guidance.combine(0, [1.0], latents, [cond], [uncond])[0]
     assert torch.equal(first, torch.zeros_like(cond))
-    second = guidance.combine(1, 0.9, latents, [cond], [uncond])[0]
+    second = guidance.combine(1, [0.9], latents, [cond], [uncond])[0]
     star = (cond * uncond).sum(1, keepdim=True) / (uncond * uncond).sum(1, keepdim=True)
     torch.testing.assert_close(second, star * uncond + 5.0 * (cond - star * uncond))
 
@@ -66,7 +66,7 @@ def test_apg_keeps_only_the_update_orthogonal_to_the_conditional_x0():
     cond, uncond = pair(2, 3, 8)
     sigma, scale = 0.6, 4.0
     guidance = StreamGuidance([scale], apg=(0.0, 0.0, 0.0))
-    guided = guidance.combine(3, sigma, [x], [cond], [uncond])[0]
+    guided = guidance.combine(3, [sigma], [x], [cond], [uncond])[0]
     cond_x0 = x - sigma * cond
     change = (x - sigma * guided) - cond_x0
     # Orthogonal to the conditional x0 per sample, and equal to CFG's change minus its projection.
@@ -81,7 +81,7 @@ def test_apg_keeps_only_the_update_orthogonal_to_the_conditional_x0():
 def test_apg_with_eta_one_and_no_momentum_is_cfg():
     x = torch.randn(1, 4, 4)
     cond, uncond = pair(1, 4, 4)
-    guided = StreamGuidance([3.0], apg=(0.0, 1.0, 0.0)).combine(0, 0.3, [x], [cond], [uncond])
+    guided = StreamGuidance([3.0], apg=(0.0, 1.0, 0.0)).combine(0, [0.3], [x], [cond], [uncond])
     torch.testing.assert_close(guided[0], uncond + 3.0 * (cond - uncond), atol=1e-5, rtol=1e-5)
 
 
@@ -126,20 +126,21 @@ def test_zero_init_asks_for_no_pass_when_every_stream_is_guided():
     assert guidance.branches(0) == (False, False) and guidance.branches(1) == (False, False)
     assert guidance.branches(2) == (True, True)
     latents = [torch.ones(1, 3), torch.ones(1, 2)]
-    zeros = guidance.combine(1, 0.8, latents, None, None)
+    zeros = guidance.combine(1, [0.8, 0.8], latents, None, None)
     assert [torch.count_nonzero(v).item() for v in zeros] == [0, 0]
     # An unguided stream still needs its conditional pass during zero-init.
     mixed = StreamGuidance([1.0, 3.0], cfg_zero_star=True)
     assert mixed.branches(0) == (True, False)
     cond = [torch.full((1, 3), 2.0), torch.full((1, 2), 5.0)]
-    video, audio = mixed.combine(0, 1.0, latents, cond, None)
+    video, audio = mixed.combine(0, [1.0, 1.0], latents, cond, None)
     assert torch.equal(video, cond[0]) and torch.equal(audio, torch.zeros(1, 2))
 
 
 def test_apg_keeps_each_streams_momentum_to_itself():
     """Video and audio each smooth their own guidance difference: over three steps, guiding both
     together gives every stream what guiding it alone gives. One running average for both would
-    push the audio along the video's last difference."""
+    push the audio along the video's last difference. Each stream's x0 is read at its own time
+    (the sound behind the picture: 0.85 against 0.7)."""
     generator = torch.Generator().manual_seed(0)
     shapes = [(1, 3, 2, 4), (1, 3, 2, 4)]  # alike, so a shared running average would still run
     steps = [
@@ -152,7 +153,8 @@ def test_apg_keeps_each_streams_momentum_to_itself():
     alone = [StreamGuidance([scale], apg=apg) for scale in (4.0, 3.0)]
     for index, passes in enumerate(steps):
         cond, uncond = [c for c, _ in passes], [u for _, u in passes]
-        guided = together.combine(index, 0.7, latents, cond, uncond)
+        guided = together.combine(index, [0.7, 0.85], latents, cond, uncond)
         for n, single in enumerate(alone):
-            expected = single.combine(index, 0.7, [latents[n]], [cond[n]], [uncond[n]])[0]
+            sigma = [0.7, 0.85][n]
+            expected = single.combine(index, [sigma], [latents[n]], [cond[n]], [uncond[n]])[0]
             torch.testing.assert_close(guided[n], expected, rtol=0, atol=0)

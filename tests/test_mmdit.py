@@ -371,3 +371,32 @@ def test_the_timestep_embedding_is_float64_math_where_the_device_has_float64():
     assert np.abs(in_float32.cos().numpy() - reference[:, :64]).max() > 1e-5
     assert float64_device(torch.device("mps")) == torch.device("cpu")
     assert float64_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+
+
+@torch.no_grad()
+def test_the_sound_reads_its_own_time_through_its_own_embedding_only():
+    """``audio_timestep`` None is the picture's time, bit for bit; another time changes the
+    sound's output, and the picture's only through the exchange."""
+    model = tiny_model()
+    randomise_av_exchange(model)
+    video, t, text, audio = inputs(model)
+    base = model(video, t, text, audio=audio)
+    same = model(video, t, text, audio=audio, audio_timestep=t.clone())
+    assert torch.equal(same.audio, base.audio) and torch.equal(same.video, base.video)
+    behind = model(video, t, text, audio=audio, audio_timestep=(t + 0.3).clamp(max=1))
+    assert (behind.audio - base.audio).abs().max() > 1e-3
+    assert (behind.video - base.video).abs().max() > 1e-5
+    zero_av_exchange(model)
+    base = model(video, t, text, audio=audio)
+    behind = model(video, t, text, audio=audio, audio_timestep=(t + 0.3).clamp(max=1))
+    assert torch.equal(behind.video, base.video)
+
+
+@pytest.mark.parametrize(
+    ("share", "lag", "named"),
+    [(1.5, 1.0, "audio_time_share 1.5 not in [0, 1]"), (0.0, 2.0, "audio_lag 2.0 needs 1")],
+)
+def test_a_sound_lag_without_the_training_for_it_is_refused(share, lag, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        replace(get_preset("tiny"), audio_time_share=share, audio_lag=lag)
+    assert replace(get_preset("tiny"), audio_time_share=0.5, audio_lag=2.0).audio_lag == 2.0

@@ -35,13 +35,23 @@ class FakeModel(torch.nn.Module):
     """Records every call; velocities come from ``field(stream, x, t, text_value)`` where
     ``text_value`` is the first text feature of each batch element."""
 
-    def __init__(self, field, audio_channels: int | None = C_A, concat: bool = True):
+    def __init__(
+        self,
+        field,
+        audio_channels: int | None = C_A,
+        concat: bool = True,
+        audio_time_share: float = 0.0,
+        audio_lag: float = 1.0,
+    ):
         super().__init__()
         self.config = SimpleNamespace(
+            name="fake",
             channel_concat_inpainting=concat,
             audio_latent_channels=audio_channels,
             video_latent_channels=C_V,
             text_dim=8,
+            audio_time_share=audio_time_share,
+            audio_lag=audio_lag,
         )
         self.field = field
         self.calls: list[dict] = []
@@ -55,7 +65,9 @@ class FakeModel(torch.nn.Module):
         references=None,
         keyframes=None,
         keyframe_indices=None,
+        audio_timestep=None,
     ):
+        audio_time = timestep if audio_timestep is None else audio_timestep
         self.calls.append(
             dict(
                 video=video.clone(),
@@ -65,6 +77,7 @@ class FakeModel(torch.nn.Module):
                 references=references,
                 keyframes=None if keyframes is None else keyframes.clone(),
                 keyframe_indices=keyframe_indices,
+                audio_timestep=None if audio_timestep is None else audio_timestep.clone(),
             )
         )
         t = timestep.view(-1, 1, 1, 1, 1)
@@ -72,7 +85,7 @@ class FakeModel(torch.nn.Module):
         out_video = self.field("video", video[:, :C_V], t, value.view(-1, 1, 1, 1, 1))
         out_audio = None
         if audio is not None:
-            out_audio = self.field("audio", audio, t.view(-1, 1, 1), value.view(-1, 1, 1))
+            out_audio = self.field("audio", audio, audio_time.view(-1, 1, 1), value.view(-1, 1, 1))
         out_keys = None
         if keyframes is not None:
             out_keys = self.field("keyframes", keyframes[:, :C_V], t, value.view(-1, 1, 1, 1, 1))
@@ -905,16 +918,23 @@ def test_step_cache_skips_where_the_output_drifts_slowly_and_keeps_known_latents
 
 
 def test_step_cache_stand_in_extends_the_last_two_velocities_in_sigma():
-    """Velocities linear in the noise level are predicted exactly at a skipped step."""
+    """Velocities linear in the noise level are predicted exactly at a skipped step, each
+    stream's in its own level (the sound behind the picture: σ_a = 1 - (1 - σ)²)."""
     from skyreels_core.sampling.step_cache import StepCache
 
     a, b = torch.randn(2, 3), torch.randn(2, 3)
+
+    def times(sigma: float) -> list[float]:
+        return [sigma, 1 - (1 - sigma) ** 2]
+
     cache = StepCache(threshold=1e9, warmup=3)
     for index, sigma in enumerate((1.0, 0.9, 0.75)):
-        assert cache.reuse(index, [torch.full((2, 3), sigma)], sigma) is None  # warm-up
-        cache.store([torch.full((2, 3), sigma)], [a + b * sigma], sigma)
-    (stand_in,) = cache.reuse(3, [torch.full((2, 3), 0.6)], 0.6)
-    torch.testing.assert_close(stand_in, a + b * 0.6, atol=1e-6, rtol=0)
+        latents = [torch.full((2, 3), t) for t in times(sigma)]
+        assert cache.reuse(index, latents, times(sigma)) is None  # warm-up
+        cache.store(latents, [a + b * t for t in times(sigma)], times(sigma))
+    video, audio = cache.reuse(3, [torch.full((2, 3), t) for t in times(0.6)], times(0.6))
+    torch.testing.assert_close(video, a + b * 0.6, atol=1e-6, rtol=0)
+    torch.testing.assert_close(audio, a + b * 0.84, atol=1e-6, rtol=0)
     assert cache.skipped == [3]
 
 
@@ -932,9 +952,9 @@ def test_step_cache_skips_exactly_the_steps_its_rule_predicts():
     for index in range(20):
         sigma = 1 - index / 20
         latents = [torch.full((2, 3), sigma)]
-        if cache.reuse(index, latents, sigma) is None:
+        if cache.reuse(index, latents, [sigma]) is None:
             computed.append(index)
-            cache.store(latents, [torch.full((2, 3), 2 + 4 * sigma)], sigma)
+            cache.store(latents, [torch.full((2, 3), 2 + 4 * sigma)], [sigma])
     assert computed == [0, 1, 4, 7, 10, 13, 16, 18]
     assert cache.skipped == [2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 19]
 
@@ -946,10 +966,10 @@ def test_step_cache_runs_the_model_once_the_predicted_change_reaches_the_thresho
     from skyreels_core.sampling.step_cache import StepCache
 
     cache = StepCache(threshold=0.5, warmup=0)
-    cache.store([torch.full((2, 3), 0.0)], [torch.full((2, 3), 1.0)], 1.0)
-    cache.store([torch.full((2, 3), 1.0)], [torch.full((2, 3), 2.0)], 0.8)
-    assert cache.reuse(2, [torch.full((2, 3), 1.5)], 0.6) is not None  # 0.25: skipped
-    assert cache.reuse(3, [torch.full((2, 3), 1.5)], 0.4) is None  # 0.25 + 0.25 = 0.5: runs
+    cache.store([torch.full((2, 3), 0.0)], [torch.full((2, 3), 1.0)], [1.0])
+    cache.store([torch.full((2, 3), 1.0)], [torch.full((2, 3), 2.0)], [0.8])
+    assert cache.reuse(2, [torch.full((2, 3), 1.5)], [0.6]) is not None  # 0.25: skipped
+    assert cache.reuse(3, [torch.full((2, 3), 1.5)], [0.4]) is None  # 0.25 + 0.25 = 0.5: runs
     assert cache.skipped == [2]
 
 
@@ -1006,3 +1026,40 @@ def test_references_made_at_another_size_than_the_clip_are_refused_by_name():
     short = References(video=torch.randn(B, C_V, 1, H // 2, W))  # the width alone matches
     with pytest.raises(InputError, match="^references: made at 48 x 16 px for a clip of 48 x 32"):
         sample(FakeModel(straight_oracle), references=short, **run)
+
+
+@pytest.mark.parametrize("solver", ["euler", "unipc", "dpmpp_2m"])
+def test_the_sound_behind_the_picture_runs_its_own_times_and_lands(solver):
+    """A model trained with a time of its own for the sound samples it behind the picture: each
+    call gets the picture's time and the sound's lagged one, and the oracle, exact only when the
+    sound's velocity is read at the sound's time, reaches both targets. A lag of 1 asks nothing
+    of the model: no audio time is passed."""
+    model = FakeModel(straight_oracle, audio_time_share=0.5, audio_lag=2.0)
+    run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A, fps=16.0)
+    result = sample(model, **run, settings=settings(solver=solver, steps=5))
+    torch.testing.assert_close(result.video, TARGETS["video"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.audio, TARGETS["audio"], atol=1e-5, rtol=0)
+    schedule = settings(steps=5).schedule()
+    assert [call["timestep"].item() for call in model.calls] == pytest.approx(schedule[:-1])
+    sound = [1 - (1 - sigma) ** 2 for sigma in schedule[:-1]]
+    heard = [call["audio_timestep"] for call in model.calls]
+    assert heard[0] is None  # both start from noise: one time
+    assert [time.item() for time in heard[1:]] == pytest.approx(sound[1:])
+    assert sound[2] > schedule[2] + 0.05  # behind, not beside
+    model.calls.clear()
+    sample(model, **run, settings=settings(solver=solver, steps=5, audio_lag=1.0))
+    assert all(call["audio_timestep"] is None for call in model.calls)
+
+
+@pytest.mark.parametrize(
+    ("lag", "model", "named"),
+    [
+        (2.0, FakeModel(straight_oracle), "audio_lag: 2 for fake, trained with one time for both"),
+        (0.5, FakeModel(straight_oracle, audio_time_share=0.5), "audio_lag: 0.5. Fix: give 1"),
+    ],
+)
+def test_a_lag_the_model_cannot_take_is_refused_by_name(lag, model, named):
+    run = dict(text=text(), negative_text=None, condition=condition(), audio_tokens=L_A, fps=16.0)
+    with pytest.raises(InputError, match=f"^{re.escape(named)}"):
+        sample(model, **run, settings=settings(audio_lag=lag))
+    assert not model.calls

@@ -74,6 +74,17 @@ def test_the_sampler_hands_each_widget_to_the_library_as_itself(demo, monkeypatc
     assert (settings.video_guidance, settings.audio_guidance) == (6.0, 1.5)
     assert (settings.shift, settings.steps, settings.seed, settings.solver) == (3.0, 2, 42, "euler")
     assert seen[0]["fps"] == 24.0
+    assert settings.audio_lag is None  # the widget's 0: the model's own lag
+
+
+def test_the_sound_lag_widget_reaches_the_library_and_is_refused_for_a_model_of_one_time(demo):
+    """The bundled model was trained with one time for both streams: its own lag (0) and 1 run
+    alike, a lag behind the picture is named with the fix."""
+    own = render(demo, audio_lag=0.0)
+    assert torch.equal(render(demo, audio_lag=1.0).audio, own.audio)
+    named = "audio_lag: 2 for demo, trained with one time for both streams. Fix: set 1"
+    with pytest.raises(InputError, match=f"^{re.escape(named)}"):
+        render(demo, audio_lag=2.0)
 
 
 FRAMES = torch.rand(9, 64, 64, 3)

@@ -12,7 +12,8 @@ import torch
 
 from skyreels_core.errors import InputError
 from skyreels_core.sampling import flow_sigmas
-from skyreels_core.sampling.solvers import log_snr, make_solver
+from skyreels_core.sampling.schedules import lagged_sigmas
+from skyreels_core.sampling.solvers import PerScheduleSolver, log_snr, make_solver
 
 MU, STD = 0.7, 2.0
 NOISE = torch.tensor([-1.5, -0.3, 0.4, 1.2], dtype=torch.float64)
@@ -136,3 +137,36 @@ def test_multistep_solvers_match_diffusers_schedulers(name, tolerance, start):
             scheduler.lower_order_nums = 0  # t = 1 is no history
         ours = solver.step(index, ours, [gaussian_velocity(ours[0], t)])
     torch.testing.assert_close(ours[0], theirs, rtol=0, atol=tolerance)
+
+
+def test_the_sounds_lagged_times_keep_the_ends_and_run_behind():
+    sigmas = flow_sigmas(6, 3.0).tolist()
+    assert lagged_sigmas(sigmas, 1.0) == pytest.approx(sigmas)
+    lagged = lagged_sigmas(sigmas, 2.0)
+    assert (lagged[0], lagged[-1]) == (1.0, 0.0)
+    assert all(a > v for a, v in zip(lagged[1:-1], sigmas[1:-1]))
+    assert all(b < a for a, b in zip(lagged, lagged[1:]))  # still a schedule: strictly down
+    assert lagged_sigmas([1.0, 0.5, 0.0], 2.0) == [1.0, 0.75, 0.0]
+    # A refinement from 0.6 starts the sound where its initial latent was noised, not above.
+    assert lagged_sigmas([0.6, 0.3, 0.0], 2.0) == pytest.approx([0.6, 0.45, 0.0])
+
+
+@pytest.mark.parametrize("name", ["euler", "unipc", "dpmpp_2m"])
+def test_streams_on_their_own_schedules_step_as_each_would_alone(name):
+    """Streams sharing a schedule step exactly as one solver steps them together, bit for bit
+    (joint sampling is unchanged); a stream on its own schedule steps as a solver of its own."""
+    picture, sound = flow_sigmas(8, 3.0).tolist(), lagged_sigmas(flow_sigmas(8, 3.0).tolist(), 2.0)
+    streams = [NOISE.clone(), 2 * NOISE.clone(), 3 * NOISE.clone()]
+    schedules = [picture, sound, picture]
+    together = PerScheduleSolver(name, schedules)
+    alone = [make_solver(name, picture), make_solver(name, sound)]
+    joint, single = list(streams), [[streams[0], streams[2]], [streams[1]]]
+    for index in range(8):
+        times = [schedule[index] for schedule in schedules]
+        joint = together.step(index, joint, [gaussian_velocity(x, t) for x, t in zip(joint, times)])
+        single = [
+            solver.step(index, xs, [gaussian_velocity(x, s[index]) for x in xs])
+            for solver, xs, s in zip(alone, single, (picture, sound))
+        ]
+    assert torch.equal(joint[0], single[0][0]) and torch.equal(joint[2], single[0][1])
+    assert torch.equal(joint[1], single[1][0])

@@ -160,15 +160,25 @@ def test_a_checkpoint_of_another_model_or_no_checkpoint_is_one_line(tmp_path):
 class _Spy:
     """A stand-in model that records what training feeds it and predicts zeros."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, audio_time_share: float = 0.0):
         self.channels = channels
+        self.config = SimpleNamespace(audio_time_share=audio_time_share)
         self.calls = []
 
     def __call__(
-        self, video, t, text, audio=None, references=None, keyframes=None, keyframe_indices=None
+        self,
+        video,
+        t,
+        text,
+        audio=None,
+        references=None,
+        keyframes=None,
+        keyframe_indices=None,
+        audio_timestep=None,
     ):
         self.calls.append(SimpleNamespace(video=video, t=t, text=text, audio=audio,
-                                          keyframes=keyframes, keyframe_indices=keyframe_indices))  # fmt: skip
+                                          keyframes=keyframes, keyframe_indices=keyframe_indices,
+                                          audio_timestep=audio_timestep))  # fmt: skip
         return SimpleNamespace(
             video=torch.zeros_like(video[:, : self.channels]),
             audio=audio * 0,
@@ -242,3 +252,31 @@ def test_training_times_follow_the_shift_3_distribution():
     u = torch.rand(10_000, generator=torch.Generator().manual_seed(4))
     assert torch.allclose(t, 3 * u / (1 + 2 * u), atol=1e-6)
     assert abs(t.median().item() - 0.75) < 0.01
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_a_share_of_the_clips_noises_the_sound_at_a_time_of_its_own(share):
+    """With ``audio_time_share`` the sound of about that share of clips is noised at a time drawn
+    apart from the picture's, and the model is told it; at 0 both streams share every time and
+    the batches drawn are those of a model without it (no extra draw)."""
+    generator = torch.Generator().manual_seed(0)
+    clips = 1000
+    pixels = torch.rand(clips, 1, 16, 16, 3, generator=generator)
+    codec = PoolingCodec()
+    text = TextEncoding(torch.randn(clips, 3, 16), torch.ones(clips, 3, dtype=torch.bool))
+    silent = Batch(pixels, codec.encode(pixels), torch.zeros(clips, 4, 3), text)
+    loud = Batch(pixels, silent.video_latents, torch.ones(clips, 4, 3), text)
+    spy = _Spy(4, audio_time_share=share)
+    for batch in (silent, loud):
+        training_loss(spy, codec, batch, torch.Generator().manual_seed(1), "t2av")
+    quiet, heard = spy.calls
+    own = quiet.audio_timestep != quiet.t
+    assert abs(own.float().mean().item() - share) < 0.05
+    assert torch.equal(quiet.audio_timestep, heard.audio_timestep)
+    # x_t = (1 - t) x0 + t eps: the sound's x0 went from 0 to 1, so its input moved by 1 - t_audio.
+    moved = (heard.audio - quiet.audio).mean(dim=(1, 2))
+    torch.testing.assert_close(moved, 1 - quiet.audio_timestep, atol=1e-5, rtol=0)
+    draws = torch.Generator().manual_seed(2)
+    before = draws.get_state()
+    training._audio_times(share, quiet.t, draws)
+    assert torch.equal(draws.get_state(), before) == (not share)  # one time: the old batches

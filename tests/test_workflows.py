@@ -425,19 +425,20 @@ def _check_thumbnail(path: Path, frames: torch.Tensor, tmp_path: Path) -> None:
 
 
 def test_a_workflow_saved_before_the_samplers_newer_inputs_still_converts():
-    """A text_to_video saved before the Sampler had `initial`, denoise_start and cache_threshold
-    (appended last for this reason) validates, and its prompt leaves them to the defaults that
-    render as it did then: from pure noise, every step run."""
+    """A text_to_video saved before the Sampler had `initial`, denoise_start, cache_threshold and
+    audio_lag (appended last for this reason) validates, and its prompt leaves them to the
+    defaults that render as it did then: from pure noise, every step run, the model's own lag."""
     import inspect
 
     workflow = json.loads((ROOT / "workflows" / "text_to_video.json").read_text())
     sampler = next(node for node in workflow["nodes"] if node["type"] == "SkyReelsV4Sampler")
-    sampler["widgets_values"] = sampler["widgets_values"][:-2]
+    sampler["widgets_values"] = sampler["widgets_values"][:-3]
     sampler["inputs"] = [i for i in sampler["inputs"] if i["name"] != "initial"]
     assert validate_workflow(workflow, OBJECT_INFO) == []
     prompt = ui_to_api(workflow, OBJECT_INFO)
     (inputs,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "SkyReelsV4Sampler"]
     assert inputs["free_memory_each_step"] is False and inputs["seed"] == 42
-    assert not {"initial", "denoise_start", "cache_threshold"} & set(inputs)
+    assert not {"initial", "denoise_start", "cache_threshold", "audio_lag"} & set(inputs)
     defaults = inspect.signature(NODE_CLASS_MAPPINGS["SkyReelsV4Sampler"].sample).parameters
     assert (defaults["denoise_start"].default, defaults["cache_threshold"].default) == (1.0, 0.0)
+    assert defaults["audio_lag"].default == 0.0

@@ -95,15 +95,15 @@ class StreamGuidance:
     def combine(
         self,
         index: int,
-        sigma: float,
+        sigmas: Sequence[float],
         latents: Streams,
         cond: Streams | None,
         uncond: Streams | None,
     ) -> Streams:
-        """The guided velocity of each stream at step ``index`` (time ``sigma``), from the passes
-        that :meth:`branches` asked for."""
+        """The guided velocity of each stream at step ``index`` (each at its time in ``sigmas``),
+        from the passes that :meth:`branches` asked for."""
         guided = []
-        for n, (scale, x) in enumerate(zip(self.scales, latents)):
+        for n, (scale, x, sigma) in enumerate(zip(self.scales, latents, sigmas, strict=True)):
             if scale == 1.0:
                 guided.append(cond[n])
             elif self._zero_init(index):

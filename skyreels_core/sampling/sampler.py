@@ -30,8 +30,8 @@ from ..references import pixel_size
 from ..shapes import SPATIAL_STRIDE, frame_rate, latent_to_pixel_frames, pixel_frame_count
 from ..types import AVLatent, References, TextEncoding, VideoCondition
 from .guidance import StreamGuidance
-from .schedules import custom_sigmas, flow_sigmas
-from .solvers import FlowSolver, make_solver
+from .schedules import custom_sigmas, flow_sigmas, lagged_sigmas
+from .solvers import FlowSolver, PerScheduleSolver
 from .step_cache import StepCache
 
 Streams = list[torch.Tensor]
@@ -49,6 +49,9 @@ class SamplerSettings:
     ``cache_warmup`` share of the steps and the last step always run. ``sigmas``, a schedule
     given outright (:func:`.schedules.custom_sigmas`), replaces ``steps``, ``shift`` and
     ``denoise_start``: they are set from it, so the rest of the sampler reads one schedule.
+    ``audio_lag`` > 1 runs the sound behind the picture (:func:`.schedules.lagged_sigmas`), for a
+    model trained with a time of its own for the sound; None takes the model's (``audio_lag`` of
+    its config: 1 where it was trained with one time for both).
     """
 
     steps: int = 50
@@ -68,6 +71,7 @@ class SamplerSettings:
     cache_threshold: float = 0.0
     cache_warmup: float = 0.15
     sigmas: Sequence[float] | torch.Tensor | None = None
+    audio_lag: float | None = None
 
     def __post_init__(self) -> None:
         if self.sigmas is not None:
@@ -228,10 +232,11 @@ class _ModelCall:
         return torch.cat([latents, torch.cat([condition] * repeat)], dim=1)
 
     def __call__(
-        self, latents: Streams, sigma: float, text: TextEncoding, repeat: int = 1
+        self, latents: Streams, sigmas: Sequence[float], text: TextEncoding, repeat: int = 1
     ) -> Streams:
-        """Velocities of each stream; with ``repeat`` = 2 the streams are stacked twice along the
-        batch to meet a stacked (conditional, unconditional) ``text``."""
+        """Velocities of each stream, each at its time in ``sigmas``; with ``repeat`` = 2 the
+        streams are stacked twice along the batch to meet a stacked (conditional,
+        unconditional) ``text``."""
         stacked = [torch.cat([x] * repeat) for x in latents]
         video = self._video_input(stacked[0], self.video_condition, repeat)
         audio = stacked[1].to(self.dtype) if self.has_audio else None
@@ -239,7 +244,12 @@ class _ModelCall:
         if self.keyframe_condition is not None:
             keyframes = self._video_input(stacked[-1], self.keyframe_condition, repeat)
         references = self.references if repeat == 1 else _stack_references(self.references)
-        timestep = torch.full((video.shape[0],), sigma, device=video.device, dtype=torch.float32)
+        timestep = torch.full(
+            (video.shape[0],), sigmas[0], device=video.device, dtype=torch.float32
+        )
+        audio_timestep = None
+        if self.has_audio and sigmas[1] != sigmas[0]:
+            audio_timestep = torch.full_like(timestep, sigmas[1])
         output = self.model(
             video,
             timestep,
@@ -248,6 +258,7 @@ class _ModelCall:
             references=references,
             keyframes=keyframes,
             keyframe_indices=self.keyframe_indices or None,
+            audio_timestep=audio_timestep,
         )
         velocities = [output.video]
         if self.has_audio:
@@ -331,7 +342,7 @@ def _passes(
     call: _ModelCall,
     branches: tuple[bool, bool],
     latents: Streams,
-    sigma: float,
+    sigmas: Sequence[float],
     texts: _GuidanceTexts,
 ) -> tuple[Streams | None, Streams | None]:
     """The conditional and unconditional velocities a step needs, batched as one pass if possible.
@@ -341,14 +352,14 @@ def _passes(
     conditional, unconditional = branches
     if conditional and unconditional and texts.stacked is not None:
         try:
-            pairs = [v.chunk(2) for v in call(latents, sigma, texts.stacked, repeat=2)]
+            pairs = [v.chunk(2) for v in call(latents, sigmas, texts.stacked, repeat=2)]
             return [c for c, _ in pairs], [u for _, u in pairs]
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
             texts.stacked = None
-    cond = call(latents, sigma, texts.conditional) if conditional else None
-    uncond = call(latents, sigma, texts.unconditional) if unconditional else None
+    cond = call(latents, sigmas, texts.conditional) if conditional else None
+    uncond = call(latents, sigmas, texts.unconditional) if unconditional else None
     return cond, uncond
 
 
@@ -419,6 +430,22 @@ def require_one_family(config, text, negative, condition, references, initial) -
             "an audio reference for a model that makes no sound (it would be ignored)",
             "remove the Audio Reference, or load a model with an audio stream",
         )
+
+
+def _audio_lag(config, asked: float | None) -> float:
+    """The lag the sound runs at: ``asked``, or the model's own; above 1 only for a model trained
+    with a time of its own for the sound, which alone knows a sound noisier than its picture."""
+    lag = config.audio_lag if asked is None else float(asked)
+    if lag < 1.0:
+        raise InputError("audio_lag", f"{lag:g}", "give 1 (joint) or more (the sound behind)")
+    if lag > 1.0 and not config.audio_time_share:
+        raise InputError(
+            "audio_lag",
+            f"{lag:g} for {config.name}, trained with one time for both streams",
+            "set 1, or leave it to the model: only a model trained with a time of its own for the "
+            "sound can sample it behind the picture",
+        )
+    return lag
 
 
 def require_fps(fps: float, made_at: float | None, what: str) -> None:
@@ -542,7 +569,7 @@ def denoise(
     known_latents: torch.Tensor,
     noise: torch.Tensor,
     sigmas: Sequence[float],
-    solver: FlowSolver,
+    solver: FlowSolver | PerScheduleSolver,
     hooks: SamplerHooks,
 ) -> list[torch.Tensor]:
     """The loop the sampler and the refiner share, over ``len(sigmas) - 1`` steps: the known
@@ -653,7 +680,9 @@ def sample(
         shapes.append(keyframe_shape)
 
     sigmas = settings.schedule()
-    solver = make_solver(settings.solver, sigmas)
+    lag = _audio_lag(model.config, settings.audio_lag) if has_audio else 1.0
+    schedules = [sigmas] + [lagged_sigmas(sigmas, lag)] * has_audio + [sigmas] * bool(keyframes)
+    solver = PerScheduleSolver(settings.solver, schedules)
     scales = [settings.video_guidance] + [settings.audio_guidance] * has_audio
     guidance = StreamGuidance(
         scales + [settings.video_guidance] * bool(keyframes),
@@ -704,12 +733,13 @@ def sample(
 
     def predict(index: int, sigma: float, latents: list[torch.Tensor]) -> list[torch.Tensor]:
         last = index == settings.steps - 1
-        velocities = None if last else cache.reuse(index, latents, sigma)
+        times = [schedule[index] for schedule in schedules]
+        velocities = None if last else cache.reuse(index, latents, times)
         if velocities is None:
-            cond, uncond = _passes(call, guidance.branches(index), latents, sigma, texts)
-            velocities = guidance.combine(index, sigma, latents, cond, uncond)
+            cond, uncond = _passes(call, guidance.branches(index), latents, times, texts)
+            velocities = guidance.combine(index, times, latents, cond, uncond)
             require_finite(velocities, index, settings.steps, dtype)
-            cache.store(latents, velocities, sigma)
+            cache.store(latents, velocities, times)
         return velocities
 
     latents = denoise(predict, latents, known, known_latents, noise[0], sigmas, solver, hooks)

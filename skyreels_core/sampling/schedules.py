@@ -101,3 +101,13 @@ def sigmas_from_text(text: str, input_name: str = "custom") -> torch.Tensor:
                 input_name, f"{token!r} is not a number", "write times like 1, 0.9, 0.6, 0"
             ) from None
     return custom_sigmas(values, input_name)
+
+
+def lagged_sigmas(sigmas: Sequence[float], lag: float) -> list[float]:
+    """The sound's times behind the picture's ``sigmas``: ``s0 (1 - (1 - σ / s0)^lag)`` with ``s0``
+    the schedule's start, so both streams start at ``s0`` and end at 0 in the same steps while
+    the sound stays noisier in between (lag 2: 0.75 where the picture is at 0.5). The sound then
+    lays out its clicks against a picture whose contacts are already plain, as it would for a
+    finished clip, at no extra model call; lag 1 is the joint sampling of one time."""
+    start = sigmas[0]
+    return [start * (1.0 - (1.0 - sigma / start) ** lag) for sigma in sigmas]

@@ -161,3 +161,24 @@ def make_solver(name: str, sigmas: Sequence[float]) -> FlowSolver:
     if name not in SOLVERS:
         raise InputError("solver", f"unknown solver {name!r}", f"use one of {', '.join(SOLVERS)}")
     return SOLVERS[name](sigmas)
+
+
+class PerScheduleSolver:
+    """The sampler's solver over streams that may each run their own schedule (the sound behind
+    the picture): one ``name`` solver per distinct schedule, stepping with its own multistep
+    history the streams on it. Streams on one schedule, as in joint sampling, share one solver,
+    so its steps are those of :func:`make_solver`'s."""
+
+    def __init__(self, name: str, schedules: Sequence[Sequence[float]]) -> None:
+        keys = [tuple(float(sigma) for sigma in schedule) for schedule in schedules]
+        distinct = list(dict.fromkeys(keys))
+        self.solvers = [make_solver(name, schedule) for schedule in distinct]
+        self.groups = [[n for n, key in enumerate(keys) if key == d] for d in distinct]
+
+    def step(self, index: int, latents: Streams, velocities: Streams) -> Streams:
+        stepped: list[torch.Tensor | None] = [None] * len(latents)
+        for solver, group in zip(self.solvers, self.groups):
+            moved = solver.step(index, [latents[n] for n in group], [velocities[n] for n in group])
+            for n, x in zip(group, moved):
+                stepped[n] = x
+        return stepped
