@@ -94,10 +94,22 @@ class Attention(nn.Module):
 
 class AVCrossAttention(nn.Module):
     """One direction of the bidirectional audio-video exchange: ``x`` attends the other stream,
-    with only the temporal rotary pairs applied on both sides (one clock, DESIGN §3)."""
+    with only the temporal rotary pairs applied on both sides (one clock, DESIGN §3).
 
-    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
+    ``subframes`` > 1 (the audio's side in the ``demo`` preset, ``av_video_subframes``) splits
+    each video token into one token per frame its latent holds, by a learned projection, each
+    keyed at its frame's own time: a sound can then attend the frame it falls on instead of a
+    latent that blends four, which is where a contact's exact frame is lost.
+    """
+
+    def __init__(self, dim: int, num_heads: int, eps: float, subframes: int = 0) -> None:
         super().__init__()
+        self.subframes = subframes
+        if subframes > 1:
+            self.split_frames = nn.Linear(dim, subframes * dim)
+            with torch.no_grad():  # starts as copies of each token: the paper's exchange
+                self.split_frames.weight.copy_(torch.eye(dim).repeat(subframes, 1))
+                self.split_frames.bias.zero_()
         self.norm_x = LayerNorm(dim, eps, elementwise_affine=True)
         self.norm_context = LayerNorm(dim, eps, elementwise_affine=True)
         self.attn = Attention(dim, num_heads, eps)
@@ -109,9 +121,12 @@ class AVCrossAttention(nn.Module):
     def forward(
         self, x, other, x_table: Table, other_table: Table, backend: str = "sdpa"
     ) -> torch.Tensor:
+        context = self.norm_context(other)
+        if self.subframes > 1:
+            context = self.split_frames(context).unflatten(-1, (self.subframes, -1)).flatten(1, 2)
         update = self.attn.cross(
             self.norm_x(x),
-            self.norm_context(other),
+            context,
             q_table=x_table,
             k_table=other_table,
             backend=backend,
@@ -142,14 +157,20 @@ class _StreamBlock(nn.Module):
     cross-attention (video stream) and one direction of the audio-video exchange."""
 
     def __init__(
-        self, dim: int, num_heads: int, eps: float, text_cross: bool, av_cross: bool
+        self,
+        dim: int,
+        num_heads: int,
+        eps: float,
+        text_cross: bool,
+        av_cross: bool,
+        av_subframes: int = 0,
     ) -> None:
         super().__init__()
         if text_cross:
             self.norm3 = LayerNorm(dim, eps, elementwise_affine=True)
             self.cross_attn = Attention(dim, num_heads, eps)
         if av_cross:
-            self.av_cross_attn = AVCrossAttention(dim, num_heads, eps)
+            self.av_cross_attn = AVCrossAttention(dim, num_heads, eps, av_subframes)
 
     def cross_text(self, x, context, mask, backend):
         return x + self.cross_attn.cross(self.norm3(x), context, mask=mask, backend=backend)
@@ -162,9 +183,18 @@ class DualStreamBlock(_StreamBlock):
     """
 
     def __init__(
-        self, dim, num_heads, ffn_dim, eps, *, joint_text: bool, text_cross: bool, av_cross: bool
+        self,
+        dim,
+        num_heads,
+        ffn_dim,
+        eps,
+        *,
+        joint_text: bool,
+        text_cross: bool,
+        av_cross: bool,
+        av_subframes: int = 0,
     ):
-        super().__init__(dim, num_heads, eps, text_cross, av_cross)
+        super().__init__(dim, num_heads, eps, text_cross, av_cross, av_subframes)
         self.norm1 = LayerNorm(dim, eps, elementwise_affine=False)
         self.self_attn = Attention(dim, num_heads, eps)
         self.norm2 = LayerNorm(dim, eps, elementwise_affine=False)
@@ -208,8 +238,10 @@ class DualStreamBlock(_StreamBlock):
 class SingleStreamBlock(_StreamBlock):
     """One set of weights over concat(modality, text): parallel attention + MLP (as in Flux)."""
 
-    def __init__(self, dim, num_heads, ffn_dim, eps, *, text_cross: bool, av_cross: bool):
-        super().__init__(dim, num_heads, eps, text_cross, av_cross)
+    def __init__(
+        self, dim, num_heads, ffn_dim, eps, *, text_cross: bool, av_cross: bool, av_subframes=0
+    ):
+        super().__init__(dim, num_heads, eps, text_cross, av_cross, av_subframes)
         self.dim, self.ffn_dim, self.num_heads = dim, ffn_dim, num_heads
         self.norm = LayerNorm(dim, eps, elementwise_affine=False)
         self.linear1 = nn.Linear(dim, 3 * dim + ffn_dim)

@@ -52,6 +52,9 @@ class ModelConfig:
     # its sampling default (sampling.schedules.lagged_sigmas).
     audio_time_share: float = 0.0
     audio_lag: float = 1.0
+    # Video frames each video token is split into where the audio attends the video
+    # (AVCrossAttention.subframes); 0 or 1, the paper's model, attends whole latent tokens.
+    av_video_subframes: int = 0
 
     def __post_init__(self) -> None:
         check_heads(self.name, self.dim, self.num_heads)
@@ -111,7 +114,8 @@ class ModelConfig:
                 + linear(d, self.audio_latent_channels) + 2 * d
             )  # fmt: skip
             counts["text"] += text_embed + self.num_dual_blocks * text_joint
-            counts["cross_modal"] = 2 * self.num_blocks * av_cross
+            split = linear(d, self.av_video_subframes * d) if self.av_video_subframes > 1 else 0
+            counts["cross_modal"] = self.num_blocks * (2 * av_cross + split)
         counts["total"] = sum(counts.values())
         return counts
 
@@ -141,6 +145,7 @@ PRESETS: dict[str, ModelConfig] = {
     "demo": ModelConfig(
         name="demo", dim=128, num_heads=4, ffn_dim=384, num_dual_blocks=2, num_single_blocks=2,
         text_dim=64, video_latent_channels=8, audio_latent_channels=8, audio_phase_harmonics=4,
+        av_video_subframes=4, audio_time_share=0.5, audio_lag=2.0,
     ),
     "wan2.1-t2v-1.3b": _wan("wan2.1-t2v-1.3b", 1536, 12, 8960, 30),
     "wan2.1-t2v-14b": _wan("wan2.1-t2v-14b", 5120, 40, 13824, 40),

@@ -23,6 +23,7 @@ from .rope import (
     video_angles,
     video_positions,
 )
+from .shapes import pixel_frame_count
 from .types import ModelOutput, References, TextEncoding
 
 TIMESTEP_SCALE = 1000.0  # flow time t in [0, 1] is embedded as Wan's timestep t * 1000
@@ -132,8 +133,21 @@ class Head(nn.Module):
 
 
 @lru_cache(maxsize=32)
-def _video_table(grid, ref_frames, keyframes, key_grid, head_dim, theta, temporal_only):
-    """Rotary angles for [references | clip | keyframes] video tokens; cached per shape."""
+def _video_table(
+    grid, ref_frames, keyframes, key_grid, head_dim, theta, temporal_only, subframes=1
+):
+    """Rotary angles for [references | clip | keyframes] video tokens; cached per shape. With
+    ``subframes`` S each token becomes S, timed in frames: latent t holds frames S t - S + 1 to
+    S t (the codec's 1 + 4k layout; frame 0's latent repeats it at -3 to 0)."""
+    positions = _video_positions(grid, ref_frames, keyframes, key_grid)
+    if subframes > 1:
+        offsets = torch.arange(subframes, dtype=torch.float64) - (subframes - 1)
+        positions = positions.repeat_interleave(subframes, dim=0)
+        positions[:, 0] = positions[:, 0] * subframes + offsets.repeat(len(positions) // subframes)
+    return video_angles(positions, head_dim, theta, temporal_only)
+
+
+def _video_positions(grid, ref_frames, keyframes, key_grid) -> torch.Tensor:
     t, h, w = grid
     parts = []
     if ref_frames:
@@ -145,7 +159,7 @@ def _video_table(grid, ref_frames, keyframes, key_grid, head_dim, theta, tempora
                 len(keyframes), *key_grid, times=list(keyframes), spatial_scale=h / key_grid[0]
             )
         )
-    return video_angles(torch.cat(parts), head_dim, theta, temporal_only)
+    return torch.cat(parts)
 
 
 @lru_cache(maxsize=32)
@@ -193,12 +207,18 @@ class DualStreamMMDiT(nn.Module):
             )
             self.audio_blocks = nn.ModuleList(
                 DualStreamBlock(
-                    *block_args, joint_text=c.joint_text, text_cross=False, av_cross=True
+                    *block_args,
+                    joint_text=c.joint_text,
+                    text_cross=False,
+                    av_cross=True,
+                    av_subframes=c.av_video_subframes,
                 )
                 for _ in range(c.num_dual_blocks)
             )
             self.audio_single_blocks = nn.ModuleList(
-                SingleStreamBlock(*block_args, text_cross=False, av_cross=True)
+                SingleStreamBlock(
+                    *block_args, text_cross=False, av_cross=True, av_subframes=c.av_video_subframes
+                )
                 for _ in range(c.num_single_blocks)
             )
             self.audio_head = Head(d, c.audio_latent_channels, c.eps)
@@ -339,6 +359,15 @@ class DualStreamMMDiT(nn.Module):
             audio_self = device_table(_audio_table(*audio_args, False), device)
             audio_cross = device_table(_audio_table(*audio_args, True), device)
             video_cross = device_table(_video_table(*table_args, True), device)
+            # The audio's side of the exchange on a frame clock (AVCrossAttention.subframes):
+            # audio token j at frame j F / L_a, each video frame token at its frame.
+            video_frames_cross, audio_frames_cross = video_cross, audio_cross
+            if c.av_video_subframes > 1:
+                frames_args = (*table_args, True, c.av_video_subframes)
+                video_frames_cross = device_table(_video_table(*frames_args), device)
+                frame_clock = pixel_frame_count(grid[0]) / audio.shape[2]
+                frame_args = (audio.shape[2], ref_length, frame_clock, c.head_dim, c.rope_theta)
+                audio_frames_cross = device_table(_audio_table(*frame_args, True), device)
             audio_modules = (
                 self.audio_time_embedding,
                 self.audio_time_projection,
@@ -368,7 +397,9 @@ class DualStreamMMDiT(nn.Module):
                         a, text_audio, e6_audio, audio_self, audio_joint_mask, backend
                     )
                     # Audio attends video, then video attends the updated audio (the paper's order).
-                    a = audio_block.av_cross_attn(a, x, audio_cross, video_cross, backend)
+                    a = audio_block.av_cross_attn(
+                        a, x, audio_frames_cross, video_frames_cross, backend
+                    )
                     x = block.av_cross_attn(x, a, video_cross, audio_cross, backend)
                     a, text_audio = audio_block.feed_forward(a, text_audio, e6_audio)
                 x, text_video = block.feed_forward(x, text_video, e6_video)

@@ -62,6 +62,77 @@ def test_audio_group_phase_is_one_addition_to_the_audio_embedding():
 
 
 @torch.no_grad()
+def test_split_video_frames_start_as_the_paper_exchange():
+    """With ``av_video_subframes`` the audio attends one token per frame of each video latent.
+    Fresh, the split copies each token: at its latent's time four copies of a key read as one,
+    so the exchange computes exactly the paper's; trained, the split sets the frames apart."""
+    from skyreels_core.blocks import AVCrossAttention
+    from skyreels_core.rope import rotary
+
+    torch.manual_seed(0)
+    plain, split = AVCrossAttention(32, 2, 1e-6), AVCrossAttention(32, 2, 1e-6, subframes=4)
+    torch.nn.init.normal_(plain.attn.o.weight, std=0.2)
+    missing = split.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["split_frames.bias", "split_frames.weight"]
+    audio, video = torch.randn(2, 5, 32), torch.randn(2, 6, 32)
+    audio_table, video_table = rotary(torch.randn(5, 8)), rotary(torch.randn(6, 8))
+    expected = plain(audio, video, audio_table, video_table)
+    same = split(audio, video, audio_table, video_table.repeat_interleave(4, dim=0))
+    torch.testing.assert_close(same, expected, atol=1e-6, rtol=1e-5)
+    torch.nn.init.normal_(split.split_frames.weight, std=0.2)
+    moved = split(audio, video, audio_table, video_table.repeat_interleave(4, dim=0))
+    assert (moved - expected).abs().max() > 1e-3
+
+
+def test_the_audio_meets_each_video_frame_at_its_own_time():
+    """The audio's side of the exchange runs on a frame clock: latent t's four frame tokens sit
+    at frames 4t - 3 to 4t (references and keyframes too), and audio token j at frame j F / L_a,
+    so a sound and the frame it falls on are at rotary offset zero anywhere in the clip (the
+    latent clock, T_lat / L_a per token, drifts by 9 % of that for 33 frames)."""
+    from skyreels_core.mmdit import _audio_table, _video_table
+    from skyreels_core.rope import axis_split, inverse_frequencies
+
+    shape = ((3, 2, 2), 1, (1,), (4, 4), 32, 10000.0, True)
+    whole, split = _video_table(*shape), _video_table(*shape, 4)
+    assert split.shape == (4 * whole.shape[0], whole.shape[1])
+    t_pairs = axis_split(32)[0]
+    frequencies = inverse_frequencies(2 * t_pairs, 10000.0)
+    latent_times = whole[:, 0] / frequencies[0]
+    frames = (4 * latent_times[:, None] + torch.arange(-3, 1, dtype=torch.float64)).flatten()
+    assert frames[:8].tolist() == [-7, -6, -5, -4] * 2  # the reference at latent time -1
+    assert frames[16:24].tolist() == [-3, -2, -1, 0] * 2  # frame 0's latent
+    torch.testing.assert_close(split[:, :t_pairs], frames[:, None] * frequencies)
+    assert not split[:, t_pairs:].any()
+    audio = _audio_table(20, 0, 9 / 20, 32, 10000.0, True)  # 3 latents: 9 frames, 20 tokens
+    torch.testing.assert_close(
+        audio[::5, 0] / frequencies[0], torch.tensor([0.0, 2.25, 4.5, 6.75], dtype=torch.float64)
+    )
+
+
+@torch.no_grad()
+def test_split_video_frames_reach_the_sound_only_through_the_audio_exchange():
+    from skyreels_core.mmdit import _audio_table, _video_table
+    from skyreels_core.rope import rotary
+
+    model = tiny_model(av_video_subframes=4)
+    randomise_av_exchange(model)
+    assert not hasattr(model.blocks[0].av_cross_attn, "split_frames")  # video attends audio whole
+    video, t, text, audio = inputs(model)  # 3 latents (9 frames), 11 audio tokens
+    tables = []
+    exchange = model.audio_blocks[0].av_cross_attn
+    exchange.register_forward_pre_hook(lambda _, args: tables.append(args[2:4]))
+    base = model(video, t, text, audio=audio)
+    assert base.audio.shape == audio.shape
+    frames = _audio_table(11, 0, 9 / 11, 16, 10000.0, True)
+    frame_tokens = _video_table((3, 2, 3), 0, (), (0, 0), 16, 10000.0, True, 4)
+    torch.testing.assert_close(tables[0][0], rotary(frames))
+    torch.testing.assert_close(tables[0][1], rotary(frame_tokens))
+    torch.nn.init.normal_(model.audio_blocks[0].av_cross_attn.split_frames.weight, std=0.2)
+    moved = model(video, t, text, audio=audio)
+    assert (moved.audio - base.audio).abs().max() > 1e-3
+
+
+@torch.no_grad()
 def test_references_condition_the_clip_and_are_dropped_from_the_output():
     model = tiny_model()
     randomise_av_exchange(model)
