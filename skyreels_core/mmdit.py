@@ -55,6 +55,7 @@ def least_activation_elements(
     text_tokens: int,
     parallel_blocks: bool,
     compiled: bool = False,
+    exchange_keys: int = 0,
 ) -> int:
     """The least working memory one forward can take, in elements, for refusals that must never
     refuse a pass that fits; counted from what the blocks provably hold at once. Throughout:
@@ -65,7 +66,11 @@ def least_activation_elements(
     widths a token of the stream and its text). ``compiled`` (torch.compile's Inductor writes a
     GELU over its input and frees what is dead sooner): only what any execution holds, a matmul's
     input and output (width + FFN width; linear1's 4 widths + FFN width) and an attention's q, k,
-    v and output (4 widths). The tracked or resident peaks sit above it (tests, bench)."""
+    v and output (4 widths). ``exchange_keys``: the video frame tokens the audio attends where
+    its exchange splits video tokens into frames (``av_video_subframes``): eagerly, at the keys'
+    RMS norm, the split tokens, their key projection, its norm and the norm's scaled output (4
+    widths a frame token); compiled, the keys and values the attention reads (2 widths). The
+    tracked or resident peaks sit above it (tests, bench)."""
     longest = max(stream_tokens)
     if compiled:
         transient = max((dim + ffn_dim) * longest, 4 * dim * longest)
@@ -75,6 +80,7 @@ def least_activation_elements(
         parallel = (4 * dim + 2 * ffn_dim) * (longest + text_tokens)
     if parallel_blocks:
         transient = max(transient, parallel)
+    transient = max(transient, (2 if compiled else 4) * dim * exchange_keys)
     return dim * (sum(stream_tokens) + text_tokens) + transient
 
 
@@ -243,8 +249,9 @@ class DualStreamMMDiT(nn.Module):
             )  # fmt: skip
         streams = [video_token_count(c.patch_size, video_shapes), audio_tokens]
         parallel, compiled = c.num_single_blocks > 0, runs_compiled(self)
+        frame_tokens = streams[0] * c.av_video_subframes if c.av_video_subframes > 1 else 0
         elements = least_activation_elements(
-            c.dim, c.ffn_dim, streams, text_tokens, parallel, compiled
+            c.dim, c.ffn_dim, streams, text_tokens, parallel, compiled, frame_tokens
         )
         return batch * elements * dtype.itemsize
 
