@@ -38,7 +38,9 @@ from skyreels_core.errors import InputError
 from skyreels_core.workflow_format import ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+# render_takes first: SKYREELS_UPDATE_THUMBNAILS=1 rewrites its take, which refine_saved_take reads,
+# before that workflow's card is drawn.
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"), key=lambda p: (p.stem != "render_takes", p))
 ASSETS = ROOT / "workflows" / "assets"
 # The host's loaders and ours read workflows/assets/ as their input folder, so file widgets are
 # checked too.
