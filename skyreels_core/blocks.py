@@ -239,7 +239,15 @@ class SingleStreamBlock(_StreamBlock):
     """One set of weights over concat(modality, text): parallel attention + MLP (as in Flux)."""
 
     def __init__(
-        self, dim, num_heads, ffn_dim, eps, *, text_cross: bool, av_cross: bool, av_subframes=0
+        self,
+        dim,
+        num_heads,
+        ffn_dim,
+        eps,
+        *,
+        text_cross: bool,
+        av_cross: bool,
+        av_subframes: int = 0,
     ):
         super().__init__(dim, num_heads, eps, text_cross, av_cross, av_subframes)
         self.dim, self.ffn_dim, self.num_heads = dim, ffn_dim, num_heads
