@@ -430,10 +430,32 @@ def write_safetensors(
     *,
     overwrite: bool = True,
 ) -> Path:
-    """Published whole (:func:`.paths.published`); without ``overwrite`` never over a file."""
+    """Published whole (:func:`.paths.published`); without ``overwrite`` never over a file. The
+    same tensors and metadata always give the same bytes (:func:`_sort_metadata`), so a file's
+    sha256 names its contents: train-demo's manifest can be checked against a rerun."""
     with published(path, overwrite) as partial:
         save_file(tensors, str(partial), metadata)
+        _sort_metadata(partial)
     return path
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite the header of a file just saved with its metadata keys in sorted order.
+
+    Why: safetensors keeps the metadata in a Rust hash map, whose order is seeded per process, so
+    one file saved twice came out in different bytes (train-demo's model, with three keys: 5 runs
+    in 6). The rewrite only reorders the header's JSON, which keeps its length (padding
+    included), so the tensor data is not touched, whatever the file's size."""
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        metadata = header.pop("__metadata__", None)
+        if metadata is None or len(metadata) < 2:
+            return
+        ordered = {"__metadata__": dict(sorted(metadata.items())), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        handle.seek(8)
+        handle.write(text.ljust(length))
 
 
 def save_model(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
+import struct
 
 import pytest
 import torch
@@ -12,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from skyreels_core.demo import bundle
 from skyreels_core.errors import CheckpointError
-from skyreels_core.loading import load_model, save_model
+from skyreels_core.loading import load_model, save_model, write_safetensors
 from skyreels_core.refiner import REFINER_PRESETS, RefinerDiT
 
 
@@ -28,6 +31,23 @@ def test_round_trip_detects_the_preset_and_casts(tmp_path):
         )
     half = load_model(path, dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+
+
+def test_the_same_tensors_and_metadata_always_write_the_same_bytes(tmp_path):
+    """safetensors orders metadata by a per-process hash seed: a manifest's sha256 could not be
+    checked against a rerun until the header was written sorted (train-demo's model: 3 keys)."""
+    tensors = {"b.weight": torch.arange(6.0).view(2, 3), "a.bias": torch.ones(5, dtype=torch.half)}
+    metadata = {name: json.dumps({"value": index}) for index, name in enumerate("zyxwvu")}
+    paths = [write_safetensors(tensors, tmp_path / f"{n}.safetensors", metadata) for n in range(8)]
+    digests = {hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+    assert len(digests) == 1
+    raw = paths[0].read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    assert list(json.loads(raw[8 : 8 + length])["__metadata__"]) == sorted(metadata)
+    with safe_open(str(paths[0]), framework="pt") as handle:
+        assert handle.metadata() == metadata
+    loaded = load_file(str(paths[0]))
+    assert all(torch.equal(loaded[key], value) for key, value in tensors.items())
 
 
 def test_pickle_files_are_refused_without_being_opened(tmp_path):
