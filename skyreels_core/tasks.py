@@ -25,6 +25,12 @@ TASK_WEIGHTS: dict[str, float] = {
 }
 
 
+# The tasks whose known pixels follow from the clip alone, an extension's also from how many
+# frames it keeps (which the count of known pixels tells): their condition latents can be encoded
+# once per clip (``training.Batch.encoded_conditions``).
+FIXED_BY_CLIP = frozenset({"i2av", "extend", "interpolate"})
+
+
 def draw_task(generator: torch.Generator) -> str:
     names = list(TASK_WEIGHTS)
     weights = torch.tensor([TASK_WEIGHTS[name] for name in names])

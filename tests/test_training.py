@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -16,9 +17,9 @@ from skyreels_core.training import Batch, adamw, load_checkpoint, save_checkpoin
 from skyreels_core.types import TextEncoding
 
 
-def _batch(keyframes: bool = False):
+def _batch(keyframes: bool = False, frames: int = 9):
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.rand(2, 9, 32, 32, 3, generator=generator)
+    pixels = torch.rand(2, frames, 32, 32, 3, generator=generator)
     codec = PoolingCodec()
     text = TextEncoding(
         torch.randn(2, 5, 16, generator=generator), torch.ones(2, 5, dtype=torch.bool)
@@ -132,6 +133,33 @@ def test_a_resumed_run_continues_bit_identically(tmp_path):
     state, restored = optimiser.state_dict()["state"], fresh_optimiser.state_dict()["state"]
     assert all(torch.equal(state[i]["exp_avg"], restored[i]["exp_avg"]) for i in state)
     assert torch.equal(generator.get_state(), fresh_generator.get_state())
+
+
+def test_conditions_that_follow_from_the_clip_are_encoded_once_with_the_same_loss(monkeypatch):
+    """A world's batches keep the conditions of image-to-video, interpolation and extension (by
+    how many frames it keeps) by clip, so those steps skip the codec after a clip's first; every
+    loss is the uncached one, bit for bit, and the tasks with drawn masks (edits, keyframes) are
+    encoded every time."""
+    codec, batch = _batch(frames=17)  # 5 latent frames: an extension keeps 1 or 2
+    cached = dataclasses.replace(batch, clips=torch.tensor([5, 7]), encoded_conditions={})
+    calls = []
+    encode = codec.encode
+    monkeypatch.setattr(codec, "encode", lambda frames: calls.append(1) or encode(frames))
+    model = tiny_model().train()
+    for task in ("i2av", "interpolate", "extend", "edit", "keyframes"):
+        counts = {}
+        for name, each in (("uncached", batch), ("cached", cached)):
+            calls.clear()
+            for seed in range(12):
+                generator = torch.Generator().manual_seed(seed)
+                counts[name, seed] = training_loss(model, codec, each, generator, task)[0]
+            counts[name] = len(calls)
+        assert all(torch.equal(counts["cached", s], counts["uncached", s]) for s in range(12))
+        assert counts["uncached"] == 24
+        assert counts["cached"] == {"i2av": 2, "interpolate": 2, "extend": 4}.get(task, 24), task
+    assert {key[:2] for key in cached.encoded_conditions} == {
+        (clip, task) for clip in (5, 7) for task in ("i2av", "interpolate", "extend")
+    }
 
 
 def test_a_checkpoint_of_another_model_or_no_checkpoint_is_one_line(tmp_path):

@@ -70,7 +70,9 @@ def encode_captions(encoder: MLLMEncoder, captions: list[str]) -> TextEncoding:
 def encode_world(
     data: WorldData, video_codec: DemoVideoCodec, audio_codec: DemoAudioCodec, encoder: MLLMEncoder
 ) -> Batch:
-    """Every rendered clip with its latents and caption encoding, computed once before training."""
+    """Every rendered clip with its latents and caption encoding, computed once before training;
+    the conditions that follow from a clip are encoded on their first draw and kept (at most six a
+    clip, 20 KB each at the demo's size)."""
     with torch.no_grad():
         video_latents = torch.cat([video_codec.encode(clip[None]) for clip in data.pixels])
         return Batch(
@@ -78,6 +80,7 @@ def encode_world(
             video_latents,
             audio_codec.encode(data.audio),
             encode_captions(encoder, data.captions),
+            encoded_conditions={},
         )
 
 
@@ -88,8 +91,9 @@ def draw_batch(world: Batch, size: int, generator: torch.Generator) -> Batch:
     text = TextEncoding(world.text.features[index], world.text.mask[index])
     high = None if world.keyframe_latents is None else world.keyframe_latents[index]
     return Batch(
-        world.pixels[index], world.video_latents[index], world.audio_latents[index], text, high
-    )
+        world.pixels[index], world.video_latents[index], world.audio_latents[index], text, high,
+        clips=index, encoded_conditions=world.encoded_conditions,
+    )  # fmt: skip
 
 
 def model_step(
