@@ -445,15 +445,19 @@ def _sort_metadata(path: Path) -> None:
     Why: safetensors keeps the metadata in a Rust hash map, whose order is seeded per process, so
     one file saved twice came out in different bytes (train-demo's model, with three keys: 5 runs
     in 6). The rewrite only reorders the header's JSON, which keeps its length (padding
-    included), so the tensor data is not touched, whatever the file's size."""
+    included), so the tensor data is not touched, whatever the file's size; a header this JSON
+    would not fit exactly is left as safetensors wrote it."""
     with open(path, "r+b") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
+        written = handle.read(length)
+        header = json.loads(written)
         metadata = header.pop("__metadata__", None)
         if metadata is None or len(metadata) < 2:
             return
         ordered = {"__metadata__": dict(sorted(metadata.items())), **header}
         text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) != len(written.rstrip(b" ")):
+            return
         handle.seek(8)
         handle.write(text.ljust(length))
 

@@ -147,16 +147,17 @@ def test_conditions_that_follow_from_the_clip_are_encoded_once_with_the_same_los
     monkeypatch.setattr(codec, "encode", lambda frames: calls.append(1) or encode(frames))
     model = tiny_model().train()
     for task in ("i2av", "interpolate", "extend", "edit", "keyframes"):
-        counts = {}
+        losses, encodes = {}, {}
         for name, each in (("uncached", batch), ("cached", cached)):
             calls.clear()
-            for seed in range(12):
-                generator = torch.Generator().manual_seed(seed)
-                counts[name, seed] = training_loss(model, codec, each, generator, task)[0]
-            counts[name] = len(calls)
-        assert all(torch.equal(counts["cached", s], counts["uncached", s]) for s in range(12))
-        assert counts["uncached"] == 24
-        assert counts["cached"] == {"i2av": 2, "interpolate": 2, "extend": 4}.get(task, 24), task
+            losses[name] = [
+                training_loss(model, codec, each, torch.Generator().manual_seed(seed), task)[0]
+                for seed in range(12)
+            ]
+            encodes[name] = len(calls)
+        assert all(map(torch.equal, losses["cached"], losses["uncached"])), task
+        assert encodes["uncached"] == 24
+        assert encodes["cached"] == {"i2av": 2, "interpolate": 2, "extend": 4}.get(task, 24), task
     assert {key[:2] for key in cached.encoded_conditions} == {
         (clip, task) for clip in (5, 7) for task in ("i2av", "interpolate", "extend")
     }
