@@ -185,7 +185,7 @@ def test_lora_training_part_reads_the_bundled_lora_and_one_trained_from_clips():
     from skyreels_core.benchmark.demo_quality import lora_training
 
     report = lora_training(cases=1, clips=2, steps=1)
-    bundled = report["bundled"]  # measured on 24: 24/24 colours, 24/24 hums, 20/24 shapes
+    bundled = report["bundled"]  # measured on 24: 24/24 colours, 24/24 hums, 22/24 shapes
     assert bundled["colours_shifted"] == "1/1"
     assert bundled["hums_shifted"] in {"0/1", "1/1"} and bundled["shapes_kept"] in {"0/1", "1/1"}
     assert report["from_clips"]["clips"] == 2 and report["from_clips"]["train_minutes"] > 0
@@ -206,8 +206,12 @@ def test_schedules_part_renders_the_shifted_and_the_hosts_karras_schedule():
         "karras_8_steps",
     }
     shifted = report["shift_3_20_steps"]  # the demo's default render follows its prompt
-    assert (shifted["colour"], shifted["shape"]) == ("1/1", "1/1")
-    assert all(reading["visual_contacts"] > 0 for reading in report.values())
+    assert (shifted["colour"], shifted["shape"]) == ("1/1", "1/1") and shifted["visual_contacts"]
+    # Whether one case's other renders show a contact is the model's draw (the bundle's Karras 20
+    # steps shows none on this prompt); each reading's sync is there exactly when a click is.
+    for reading in report.values():
+        assert 0 <= reading["contacts_with_a_click"] <= reading["visual_contacts"]
+        assert (reading["av_sync_ms"] is None) == (reading["contacts_with_a_click"] == 0)
 
 
 def test_keyframes_part_refines_with_and_without_the_takes_keyframes():

@@ -45,8 +45,8 @@ def report(pipeline):
     return evaluate(pipeline)
 
 
-# Measured on the shipped bundle (bench/results/demo_eval_cpu.json): AV sync 62.0 ± 5.9 ms over 118
-# of 179 contacts, colour 98.3 %, shape 86.7 %, pitch 100 %, kept content 25.8 dB at the worst,
+# Measured on the shipped bundle (bench/results/demo_eval_cpu.json): AV sync 54.6 ± 4.7 ms over 132
+# of 177 contacts, colour 98.3 %, shape 87.5 %, pitch 100 %, kept content 25.8 dB at the worst,
 # refiner +0.23 dB over bicubic at the worse fps.
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_short_eval_meets_the_target(report, name):
